@@ -1,0 +1,374 @@
+"""The CloudEvents 1.0 envelope and its protocol bindings.
+
+:class:`Event` is what every part of choreograph passes around. It encodes to the structured
+JSON format (:meth:`Event.to_json`) and to the binary content mode of each protocol binding:
+
+* Kafka: headers ``ce_<attr>``, a ``content-type`` header, message key = ``partitionkey``;
+* AMQP 0-9-1: application headers ``cloudEvents_<attr>`` (``cloudEvents:`` is read too),
+  ``content-type`` and ``message-id`` properties;
+* NATS: headers ``ce-<attr>``, ``Nats-Msg-Id`` = ``id``.
+
+The adapters map :func:`to_binary` / :func:`from_binary` onto their client's message type.
+A message whose ``content-type`` is ``application/cloudevents+json`` is read in structured mode.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from broker.errors import EnvelopeError
+
+__all__ = [
+    "AMQP_PREFIXES",
+    "KAFKA_PREFIXES",
+    "NATS_PREFIXES",
+    "Event",
+    "from_binary",
+    "from_kafka",
+    "format_time",
+    "is_json_content_type",
+    "parse_time",
+    "to_binary",
+    "to_kafka",
+]
+
+SPECVERSION = "1.0"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+JSON_CONTENT_TYPE = "application/json"
+
+KAFKA_PREFIXES = ("ce_",)
+AMQP_PREFIXES = ("cloudEvents_", "cloudEvents:")
+NATS_PREFIXES = ("ce-",)
+
+# Context attributes with a meaning of their own; anything else is an extension.
+_OPTIONAL_ATTRIBUTES = ("time", "subject", "datacontenttype", "dataschema")
+_CORE_ATTRIBUTES = frozenset(("id", "source", "type", "specversion", *_OPTIONAL_ATTRIBUTES))
+_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,40}$")
+
+ExtensionValue = str | int | bool
+
+
+def format_time(moment: datetime) -> str:
+    """Render an aware datetime as RFC 3339 in UTC with a ``Z`` suffix."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp; a naive one is taken as UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise EnvelopeError(f"{text!r} is not an RFC 3339 timestamp") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def is_json_content_type(content_type: str | None) -> bool:
+    """Whether data with this content type is carried as JSON (``None`` means JSON)."""
+    if content_type is None:
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == JSON_CONTENT_TYPE or media.endswith("+json") or media == "text/json"
+
+
+@dataclasses.dataclass(slots=True)
+class Event:
+    """One CloudEvent: context attributes, extensions and data.
+
+    ``data`` is any JSON value when ``datacontenttype`` is JSON (the default), else ``bytes``
+    (or ``str`` for ``text/*``). Extensions are lower-case alphanumeric names with string,
+    integer or boolean values.
+    """
+
+    type: str
+    source: str
+    data: Any = None
+    id: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()))
+    time: datetime | None = dataclasses.field(default_factory=lambda: datetime.now(UTC))
+    subject: str | None = None
+    datacontenttype: str | None = JSON_CONTENT_TYPE
+    dataschema: str | None = None
+    specversion: str = SPECVERSION
+    extensions: dict[str, ExtensionValue] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.type or not isinstance(self.type, str):
+            raise EnvelopeError("a CloudEvent needs a non-empty 'type' attribute")
+        if not self.source or not isinstance(self.source, str):
+            raise EnvelopeError("a CloudEvent needs a non-empty 'source' attribute")
+        if not self.id:
+            raise EnvelopeError("a CloudEvent needs a non-empty 'id' attribute")
+        for name in self.extensions:
+            if not _EXTENSION_NAME.match(name) or name in _CORE_ATTRIBUTES or name == "data":
+                raise EnvelopeError(
+                    f"extension name {name!r} is invalid: use lower-case letters and digits "
+                    "only, and not a core attribute name"
+                )
+
+    # -- well-known extensions -------------------------------------------------------------
+
+    @property
+    def correlationid(self) -> str | None:
+        """The ``correlationid`` extension: the business transaction this event belongs to."""
+        return _str_or_none(self.extensions.get("correlationid"))
+
+    @property
+    def causationid(self) -> str | None:
+        """The ``causationid`` extension: the id of the event that caused this one."""
+        return _str_or_none(self.extensions.get("causationid"))
+
+    @property
+    def traceparent(self) -> str | None:
+        """The W3C ``traceparent`` of the distributed-tracing extension."""
+        return _str_or_none(self.extensions.get("traceparent"))
+
+    @property
+    def partitionkey(self) -> str | None:
+        """The ``partitionkey`` extension: events with one key keep their order."""
+        return _str_or_none(self.extensions.get("partitionkey"))
+
+    @property
+    def expiration(self) -> datetime | None:
+        """The absolute expiry time (``expiration`` extension), if the event has a TTL."""
+        raw = self.extensions.get("expiration")
+        return parse_time(str(raw)) if raw is not None else None
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        """Whether the event's ``expiration`` lies in the past."""
+        expiry = self.expiration
+        return expiry is not None and expiry <= (now or datetime.now(UTC))
+
+    def with_ttl(self, ttl: float | timedelta, now: datetime | None = None) -> Event:
+        """A copy that expires ``ttl`` (seconds or a timedelta) from ``now``."""
+        delta = ttl if isinstance(ttl, timedelta) else timedelta(seconds=ttl)
+        if delta <= timedelta(0):
+            raise EnvelopeError(f"a TTL must be positive, got {delta.total_seconds()}s")
+        expiry = (now or datetime.now(UTC)) + delta
+        return self.with_extensions(expiration=format_time(expiry))
+
+    def with_extensions(self, **values: ExtensionValue | None) -> Event:
+        """A copy with extensions set (a ``None`` value removes the extension)."""
+        extensions = dict(self.extensions)
+        for name, value in values.items():
+            if value is None:
+                extensions.pop(name, None)
+            else:
+                extensions[name] = value
+        return dataclasses.replace(self, extensions=extensions)
+
+    def replace(self, **changes: Any) -> Event:
+        """A copy with some attributes changed."""
+        return dataclasses.replace(self, **changes)
+
+    # -- data ------------------------------------------------------------------------------
+
+    def data_bytes(self) -> bytes:
+        """The data as bytes, encoded according to ``datacontenttype``."""
+        data = self.data
+        if isinstance(data, bytes | bytearray | memoryview):
+            return bytes(data)
+        if data is None:
+            return b""
+        if is_json_content_type(self.datacontenttype):
+            return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        if isinstance(data, str):
+            return data.encode()
+        raise EnvelopeError(
+            f"event {self.id}: data of type {type(data).__name__} cannot be sent as "
+            f"{self.datacontenttype!r}; pass bytes or use a JSON content type"
+        )
+
+    # -- structured mode -------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The structured-mode JSON object (extensions as top-level members)."""
+        out: dict[str, Any] = {
+            "specversion": self.specversion,
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+        }
+        if self.time is not None:
+            out["time"] = format_time(self.time)
+        for name in ("subject", "datacontenttype", "dataschema"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        out.update(self.extensions)
+        data = self.data
+        if isinstance(data, bytes | bytearray | memoryview):
+            out["data_base64"] = base64.b64encode(bytes(data)).decode()
+        elif data is not None:
+            out["data"] = data
+        return out
+
+    def to_json(self) -> str:
+        """The structured-mode JSON text."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> Event:
+        """Read a structured-mode JSON object."""
+        if not isinstance(obj, Mapping):
+            raise EnvelopeError("a structured CloudEvent must be a JSON object")
+        specversion = obj.get("specversion")
+        if specversion != SPECVERSION:
+            raise EnvelopeError(f"unsupported CloudEvents specversion {specversion!r}; need 1.0")
+        data: Any = obj.get("data")
+        if "data_base64" in obj:
+            data = base64.b64decode(obj["data_base64"])
+        elif isinstance(data, str) and is_json_content_type(obj.get("datacontenttype")):
+            data = _maybe_json(data)
+        attrs = {k: v for k, v in obj.items() if k not in ("data", "data_base64")}
+        return _build(attrs, data)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Event:
+        """Read structured-mode JSON text."""
+        try:
+            obj = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise EnvelopeError(f"not a structured CloudEvent: {exc}") from exc
+        return cls.from_dict(obj)
+
+
+def _str_or_none(value: ExtensionValue | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _maybe_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _build(attrs: Mapping[str, Any], data: Any) -> Event:
+    """Build an Event from attribute strings, validating the required ones."""
+    missing = [name for name in ("id", "source", "type") if not attrs.get(name)]
+    if missing:
+        raise EnvelopeError(f"not a CloudEvent: missing required attribute(s) {', '.join(missing)}")
+    time_text = attrs.get("time")
+    extensions = {
+        name: value
+        for name, value in attrs.items()
+        if name not in _CORE_ATTRIBUTES and value is not None
+    }
+    return Event(
+        type=str(attrs["type"]),
+        source=str(attrs["source"]),
+        id=str(attrs["id"]),
+        data=data,
+        time=parse_time(str(time_text)) if time_text else None,
+        subject=attrs.get("subject"),
+        datacontenttype=attrs.get("datacontenttype"),
+        dataschema=attrs.get("dataschema"),
+        specversion=str(attrs.get("specversion") or SPECVERSION),
+        extensions=extensions,
+    )
+
+
+# -- binary content mode ------------------------------------------------------------------------
+
+
+def to_binary(event: Event, prefix: str) -> tuple[dict[str, str], bytes]:
+    """Headers (``<prefix><attr>`` plus ``content-type``) and body for binary content mode."""
+    headers = {
+        f"{prefix}specversion": event.specversion,
+        f"{prefix}id": event.id,
+        f"{prefix}source": event.source,
+        f"{prefix}type": event.type,
+    }
+    if event.time is not None:
+        headers[f"{prefix}time"] = format_time(event.time)
+    if event.subject is not None:
+        headers[f"{prefix}subject"] = event.subject
+    if event.dataschema is not None:
+        headers[f"{prefix}dataschema"] = event.dataschema
+    for name, value in event.extensions.items():
+        headers[prefix + name] = _header_text(value)
+    if event.datacontenttype is not None:
+        headers["content-type"] = event.datacontenttype
+    return headers, event.data_bytes()
+
+
+def from_binary(headers: Mapping[str, str], body: bytes, prefixes: Iterable[str]) -> Event:
+    """Read a binary- or structured-mode message from its headers and body."""
+    content_type = _header(headers, "content-type")
+    if content_type and content_type.split(";", 1)[0].strip().lower() == STRUCTURED_CONTENT_TYPE:
+        return Event.from_json(body)
+    attrs: dict[str, Any] = {}
+    prefixes = tuple(prefixes)
+    for name, value in headers.items():
+        for prefix in prefixes:
+            if name[: len(prefix)].lower() == prefix.lower():
+                attrs[name[len(prefix) :].lower()] = value
+                break
+    if "specversion" not in attrs:
+        raise EnvelopeError(
+            f"not a CloudEvent: no {prefixes[0]}specversion header and content-type "
+            f"{content_type!r} is not {STRUCTURED_CONTENT_TYPE}"
+        )
+    if attrs["specversion"] != SPECVERSION:
+        raise EnvelopeError(f"unsupported CloudEvents specversion {attrs['specversion']!r}")
+    attrs["datacontenttype"] = content_type
+    return _build(attrs, _decode_data(body, content_type))
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        for key, candidate in headers.items():
+            if key.lower() == name:
+                return candidate
+    return value
+
+
+def _header_text(value: ExtensionValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _decode_data(body: bytes, content_type: str | None) -> Any:
+    if not body:
+        return None
+    if is_json_content_type(content_type):
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise EnvelopeError(f"data is not valid JSON for {content_type!r}: {exc}") from exc
+    if content_type and content_type.lower().startswith("text/"):
+        return body.decode(errors="replace")
+    return body
+
+
+# -- Kafka: header values are bytes and the key carries the partition key ------------------------
+
+
+def to_kafka(event: Event) -> tuple[bytes | None, list[tuple[str, bytes]], bytes]:
+    """Key, headers and value of the Kafka binary-mode binding."""
+    headers, body = to_binary(event, KAFKA_PREFIXES[0])
+    key = event.partitionkey
+    return (
+        key.encode() if key is not None else None,
+        [(name, value.encode()) for name, value in headers.items()],
+        body,
+    )
+
+
+def from_kafka(
+    key: bytes | None, headers: Iterable[tuple[str, bytes]], value: bytes | None
+) -> Event:
+    """Read a Kafka record in binary or structured mode."""
+    text_headers = {name: raw.decode(errors="replace") for name, raw in headers}
+    event = from_binary(text_headers, value or b"", KAFKA_PREFIXES)
+    if key is not None and event.partitionkey is None:
+        event.extensions["partitionkey"] = key.decode(errors="replace")
+    return event

@@ -1,0 +1,86 @@
+"""The broker exception hierarchy.
+
+Every error the pub/sub layer raises on purpose is a :class:`BrokerError`; where the meaning
+matches a builtin, the error subclasses it too, so ``except TimeoutError`` keeps working::
+
+    BrokerError
+    ├── ConfigurationError (ValueError)       a bad URL, option or policy
+    │   ├── UnknownBackendError               a URL scheme no adapter serves (did-you-mean)
+    │   └── MissingExtraError (ImportError)   the adapter's client library is not installed
+    ├── BrokerUnavailableError (ConnectionError)  server unreachable or credentials refused
+    ├── PublishError                          the broker did not durably accept an event
+    │   └── PublishTimeoutError (TimeoutError)
+    ├── EnvelopeError (ValueError)            bytes that are not a CloudEvent
+    ├── PayloadError (ValueError)             data refused by the topic's codec (schema)
+    ├── TopicNotFoundError (LookupError)      a topic (or DLQ entry) that does not exist
+    ├── CapabilityError                       the backend cannot do what was asked
+    └── ClosedError                           the bus or adapter is already closed
+
+Messages are single sentences that name the thing and what to do about it; URLs in them carry
+masked passwords (see :func:`broker.urls.mask_url`).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BrokerError",
+    "BrokerUnavailableError",
+    "CapabilityError",
+    "ClosedError",
+    "ConfigurationError",
+    "EnvelopeError",
+    "MissingExtraError",
+    "PayloadError",
+    "PublishError",
+    "PublishTimeoutError",
+    "TopicNotFoundError",
+    "UnknownBackendError",
+]
+
+
+class BrokerError(Exception):
+    """Root of every error raised on purpose by :mod:`broker`."""
+
+
+class ConfigurationError(BrokerError, ValueError):
+    """A URL, option or policy is invalid; the message says which and how to fix it."""
+
+
+class UnknownBackendError(ConfigurationError):
+    """The URL scheme names no known backend."""
+
+
+class MissingExtraError(ConfigurationError, ImportError):
+    """The backend's client library is not installed; the message names the extra."""
+
+
+class BrokerUnavailableError(BrokerError, ConnectionError):
+    """The broker cannot be reached, or refused the credentials."""
+
+
+class PublishError(BrokerError):
+    """The broker did not durably accept an event."""
+
+
+class PublishTimeoutError(PublishError, TimeoutError):
+    """The broker did not confirm an event in time."""
+
+
+class EnvelopeError(BrokerError, ValueError):
+    """A message is not a valid CloudEvent."""
+
+
+class PayloadError(BrokerError, ValueError):
+    """An event's data was refused by the codec bound to its topic (for example a schema)."""
+
+
+class TopicNotFoundError(BrokerError, LookupError):
+    """A topic, or an entry in it, does not exist."""
+
+
+class CapabilityError(BrokerError):
+    """The backend cannot provide the requested behaviour and it cannot be emulated."""
+
+
+class ClosedError(BrokerError):
+    """The bus or adapter was used after it was closed."""

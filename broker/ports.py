@@ -1,0 +1,180 @@
+"""The ports the bus talks to: what an adapter must provide, and what it declares it can do.
+
+An adapter is an object the :class:`broker.Bus` is given (see ``broker/adapters/``). It moves
+CloudEvents to and from one kind of broker and nothing more: retries, dead-lettering, TTL checks,
+de-duplication and the circuit breaker are applied once, in :mod:`broker.policies`, for every
+adapter alike.
+
+Contract every adapter keeps (pinned by ``tests/contract``):
+
+* ``publish`` returns only once the broker durably accepted the event, else raises
+  :class:`~broker.errors.PublishError` (or :class:`~broker.errors.BrokerUnavailableError`).
+* ``subscribe`` returns once the group's position exists on the broker: an event published
+  after it returns is delivered to the group, even if no consumer is connected at that moment.
+  A new group starts at the end of the topic unless ``from_beginning`` (needs ``replay``).
+* Every group gets every event; a group's subscriptions share the events between them.
+* A delivery that is neither acked nor nacked before its subscription closes (or its process
+  dies) is delivered again later; ``nack`` gives it back at once.
+* Within a group, deliveries with the same ``partitionkey`` arrive in publish order when
+  ``Capabilities.ordered_keys`` is true.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+from broker.envelope import Event
+from broker.errors import EnvelopeError
+
+__all__ = [
+    "Adapter",
+    "Capabilities",
+    "Delivery",
+    "PayloadCodec",
+    "Subscription",
+    "TopicInfo",
+]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend does natively; the core emulates or refuses the rest, never silently."""
+
+    #: The broker itself drops (or dead-letters) a message whose TTL passed.
+    native_ttl: bool = False
+    #: The broker can route failed messages to a dead-letter destination by itself.
+    native_dlq: bool = False
+    #: Same-``partitionkey`` events reach a group in publish order.
+    ordered_keys: bool = True
+    #: A new group can read the retained history (``from_beginning``).
+    replay: bool = True
+    #: Single entries can be deleted from a topic (``purge`` with ids).
+    selective_delete: bool = False
+    #: Deliveries carry a broker-side redelivery count.
+    delivery_count: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TopicInfo:
+    """A topic as listed by ``choreo topics ls``; ``None`` means the broker does not say."""
+
+    name: str
+    messages: int | None = None
+    partitions: int | None = None
+    groups: tuple[str, ...] = ()
+
+
+class Delivery(abc.ABC):
+    """One message handed to a subscription, to be acked once handled.
+
+    ``event`` is ``None`` when the bytes were not a CloudEvent; ``decode_error`` then says why
+    and ``body``/``headers`` keep what arrived, so the core can dead-letter or wrap it.
+    """
+
+    __slots__ = ("body", "decode_error", "event", "headers", "redelivered", "topic")
+
+    def __init__(
+        self,
+        topic: str,
+        event: Event | None,
+        *,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+        redelivered: int = 0,
+        decode_error: EnvelopeError | None = None,
+    ) -> None:
+        self.topic = topic
+        self.event = event
+        self.body = body
+        self.headers: Mapping[str, str] = headers or {}
+        self.redelivered = redelivered
+        self.decode_error = decode_error
+
+    @abc.abstractmethod
+    async def ack(self) -> None:
+        """Mark the delivery handled: it is never delivered to this group again."""
+
+    @abc.abstractmethod
+    async def nack(self) -> None:
+        """Give the delivery back so that it is delivered again (to this or another consumer)."""
+
+    async def keep_alive(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Tell the broker the delivery is still being worked on (extends a lease)."""
+
+
+@runtime_checkable
+class Subscription(Protocol):
+    """The stream of deliveries of one (topics, group) subscription."""
+
+    def __aiter__(self) -> AsyncIterator[Delivery]: ...
+
+    async def close(self) -> None:
+        """Stop receiving; unacked deliveries will be delivered again later."""
+        ...
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """A backend: one broker connection that publishes, subscribes and inspects topics."""
+
+    @property
+    def url(self) -> str:
+        """The URL this adapter was built from, password masked."""
+        ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    async def connect(self) -> None:
+        """Open connections; raise BrokerUnavailableError naming the URL when it cannot."""
+        ...
+
+    async def close(self) -> None:
+        """Flush pending publishes and release everything. Idempotent."""
+        ...
+
+    async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
+        """Durably publish one event; ``ttl`` (seconds) lets a native-TTL broker drop it."""
+        ...
+
+    async def subscribe(
+        self,
+        topics: Sequence[str],
+        group: str,
+        *,
+        from_beginning: bool = False,
+        prefetch: int = 100,
+    ) -> Subscription:
+        """Join ``group`` on ``topics``; returns once the group's position exists."""
+        ...
+
+    async def create_topic(self, topic: str, *, partitions: int | None = None) -> None:
+        """Create a topic (idempotent)."""
+        ...
+
+    async def list_topics(self) -> list[TopicInfo]:
+        """The topics this broker knows, sorted by name."""
+        ...
+
+    async def browse(self, topic: str, *, limit: int = 100) -> list[Event]:
+        """Read up to ``limit`` retained events of ``topic`` without consuming them."""
+        ...
+
+    async def purge(self, topic: str, ids: Collection[str] | None = None) -> int:
+        """Delete all events of ``topic`` (or only ``ids``); returns how many were deleted."""
+        ...
+
+
+class PayloadCodec(Protocol):
+    """Encodes an event's data on publish and decodes it on consume (e.g. a schema registry).
+
+    ``encode`` raises :class:`ValueError` (naming the field) for data that does not validate;
+    ``decode`` raises :class:`ValueError` for bytes it cannot read.
+    """
+
+    async def encode(self, topic: str, event: Event) -> Event: ...
+
+    async def decode(self, topic: str, event: Event) -> Event: ...
