@@ -1,0 +1,297 @@
+"""The :class:`Bus`: the one object services use to publish and subscribe.
+
+It knows only the ports (:mod:`broker.ports`): give it a URL or an adapter. It stamps outgoing
+events (source, TTL, causation/correlation/trace from the handler being run), lets a bound
+codec validate and encode data, and runs one :class:`~broker.consumer.Consumer` per
+subscription, which applies the :class:`~broker.policies.Policy`.
+
+    async with Bus("sqlite:///.choreo/broker.db", source="order-service") as bus:
+        await bus.subscribe("payments", on_payment, group="order-service")
+        await bus.publish("orders", type="order.placed", data={"id": 1}, key="1")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+from broker import observability as obs
+from broker.consumer import Consumer, Handler
+from broker.context import derive
+from broker.envelope import Event
+from broker.errors import ClosedError, ConfigurationError, PayloadError, TopicNotFoundError
+from broker.ports import Adapter, Capabilities, PayloadCodec, TopicInfo
+from broker.policies import Policy
+from broker.urls import adapter_from_url, resolve_url
+
+__all__ = ["Bus", "Subscriber"]
+
+DLQ_EXTENSIONS = ("dlqreason", "dlqerror", "dlqattempts", "dlqtopic", "dlqgroup", "dlqtime")
+
+
+class Subscriber:
+    """A running subscription; :meth:`stop` ends it, leaving unacked events to be redelivered."""
+
+    def __init__(self, topics: tuple[str, ...], group: str, consumer: Consumer) -> None:
+        self.topics = topics
+        self.group = group
+        self._consumer = consumer
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._consumer.run(), name=f"choreo:{self.group}")
+
+    @property
+    def handled(self) -> int:
+        """How many events the handler finished successfully."""
+        return self._consumer.handled
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop consuming, let the running handler finish (up to ``grace`` s), then close."""
+        self._consumer.stop()
+        await self._consumer_close()
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=grace)
+            if not self._task.done():
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+
+    async def _consumer_close(self) -> None:
+        await self._consumer._subscription.close()
+
+    async def wait(self) -> None:
+        """Wait until the subscription ends (or fails)."""
+        if self._task is not None:
+            await self._task
+
+
+class Bus:
+    """Publish and subscribe to CloudEvents over one backend."""
+
+    def __init__(
+        self,
+        broker: str | Adapter | None = None,
+        *,
+        source: str = "choreograph",
+        policy: Policy | None = None,
+        codec: PayloadCodec | None = None,
+        **adapter_options: Any,
+    ) -> None:
+        if broker is None or isinstance(broker, str):
+            broker = adapter_from_url(resolve_url(broker), **adapter_options)
+        self.adapter: Adapter = broker
+        self.source = source
+        self.policy = policy or Policy()
+        self.codec = codec
+        self._subscribers: list[Subscriber] = []
+        self._pending: list[tuple[tuple[str, ...], Handler, dict[str, Any]]] = []
+        self._started = False
+        self._closed = False
+        self._published: dict[str, Any] = {}
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the backend does natively."""
+        return self.adapter.capabilities
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> Bus:
+        """Connect, then start the subscriptions registered with :meth:`subscriber`."""
+        if self._closed:
+            raise ClosedError("this Bus was stopped; create a new one")
+        if not self._started:
+            await self.adapter.connect()
+            self._started = True
+            pending, self._pending = self._pending, []
+            for topics, handler, options in pending:
+                await self.subscribe(topics, handler, **options)
+        return self
+
+    async def stop(self) -> None:
+        """Stop every subscription, flush publishes and close the adapter."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.gather(*(s.stop() for s in self._subscribers), return_exceptions=True)
+        self._subscribers.clear()
+        await self.adapter.close()
+
+    async def __aenter__(self) -> Bus:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def run_forever(self) -> None:
+        """Start, then run until cancelled (for example by Ctrl-C), then stop cleanly."""
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    # -- publishing ------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        event: Event | None = None,
+        /,
+        *,
+        type: str | None = None,  # noqa: A002 - the CloudEvents attribute name
+        data: Any = None,
+        key: str | None = None,
+        subject: str | None = None,
+        correlation_id: str | None = None,
+        ttl: float | None = None,
+        extensions: Mapping[str, Any] | None = None,
+    ) -> Event:
+        """Publish ``event`` (or one built from ``type``/``data``); returns what was sent.
+
+        Returns only once the broker durably accepted it; raises otherwise.
+        """
+        if not self._started:
+            raise ClosedError("call `await bus.start()` (or use `async with bus`) before publishing")
+        if event is None:
+            if not type:
+                raise ConfigurationError("publish needs an Event or a `type=`")
+            event = Event(type=type, source=self.source, data=data, subject=subject)
+        extra = dict(extensions or {})
+        if key is not None:
+            extra["partitionkey"] = key
+        if correlation_id is not None:
+            extra["correlationid"] = correlation_id
+        if extra:
+            event = event.with_extensions(**extra)
+        event = derive(event)
+        if ttl is not None:
+            event = event.with_ttl(ttl)
+        if self.codec is not None:
+            try:
+                event = await self.codec.encode(topic, event)
+            except ValueError as exc:
+                raise PayloadError(str(exc)) from exc
+        started = time.perf_counter()
+        await self.adapter.publish(topic, event, ttl=ttl)
+        obs.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        counter = self._published.get(topic)
+        if counter is None:
+            counter = self._published[topic] = obs.PUBLISHED.labels(topic)
+        counter.inc()
+        return event
+
+    # -- subscribing -----------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        topics: str | Sequence[str],
+        handler: Handler,
+        *,
+        group: str,
+        policy: Policy | None = None,
+        from_beginning: bool = False,
+        prefetch: int = 100,
+    ) -> Subscriber:
+        """Start handling ``topics`` as ``group``; returns once the group's position exists."""
+        names = (topics,) if isinstance(topics, str) else tuple(topics)
+        if not names:
+            raise ConfigurationError("subscribe needs at least one topic")
+        if not group:
+            raise ConfigurationError("subscribe needs a non-empty group name")
+        if from_beginning and not self.capabilities.replay:
+            raise ConfigurationError(
+                f"{self.adapter.url} cannot replay history, so --from-beginning is not available"
+            )
+        if not self._started:
+            raise ClosedError("call `await bus.start()` before subscribing")
+        subscription = await self.adapter.subscribe(
+            names, group, from_beginning=from_beginning, prefetch=prefetch
+        )
+        consumer = Consumer(
+            subscription,
+            handler,
+            group=group,
+            policy=policy or self.policy,
+            publish_raw=self._publish_raw,
+            codec=self.codec,
+        )
+        subscriber = Subscriber(names, group, consumer)
+        subscriber.start()
+        self._subscribers.append(subscriber)
+        return subscriber
+
+    def subscriber(
+        self, topics: str | Sequence[str], *, group: str, **options: Any
+    ) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`subscribe`; the subscription starts with the bus."""
+        names = (topics,) if isinstance(topics, str) else tuple(topics)
+
+        def register(handler: Handler) -> Handler:
+            self._pending.append((names, handler, {"group": group, **options}))
+            return handler
+
+        return register
+
+    async def _publish_raw(self, topic: str, event: Event) -> None:
+        await self.adapter.publish(topic, event)
+
+    # -- topics and dead letters -----------------------------------------------------------
+
+    async def topics(self) -> list[TopicInfo]:
+        """The broker's topics."""
+        return await self.adapter.list_topics()
+
+    async def create_topic(self, topic: str, *, partitions: int | None = None) -> None:
+        """Create ``topic`` (idempotent)."""
+        await self.adapter.create_topic(topic, partitions=partitions)
+
+    async def dead_letters(self, dlq_topic: str, *, limit: int = 100) -> list[Event]:
+        """Events in a dead-letter topic, oldest first, without consuming them."""
+        return await self.adapter.browse(dlq_topic, limit=limit)
+
+    async def replay(self, dlq_topic: str, ids: Collection[str] | None = None) -> list[Event]:
+        """Publish dead letters back to their original topic, then remove them from the DLQ.
+
+        The ``dlq*`` extensions are stripped (and ``expiration``, for expired events).
+        Returns the events replayed.
+        """
+        entries = await self.adapter.browse(dlq_topic, limit=1_000_000)
+        chosen = [e for e in entries if ids is None or e.id in ids]
+        if ids is not None:
+            missing = set(ids) - {e.id for e in chosen}
+            if missing:
+                raise TopicNotFoundError(
+                    f"no event with id {', '.join(sorted(missing))} in {dlq_topic}; "
+                    f"list them with: choreo dlq ls {dlq_topic.removesuffix('.dlq')}"
+                )
+        partial = ids is not None and len(chosen) < len(entries)
+        if partial and not self.capabilities.selective_delete:
+            raise ConfigurationError(
+                f"{self.adapter.url} cannot delete single events from {dlq_topic}; "
+                "replay all of them (no --id) instead"
+            )
+        replayed = []
+        for entry in chosen:
+            target = str(entry.extensions.get("dlqtopic") or dlq_topic.removesuffix(".dlq"))
+            strip: dict[str, Any] = dict.fromkeys(DLQ_EXTENSIONS)
+            if entry.extensions.get("dlqreason") == "expired":
+                strip["expiration"] = None
+            original = entry.with_extensions(**strip)
+            await self.adapter.publish(target, original)
+            replayed.append(original)
+        await self.adapter.purge(dlq_topic, [e.id for e in chosen] if partial else None)
+        return replayed
+
+    async def purge(self, dlq_topic: str, ids: Collection[str] | None = None) -> int:
+        """Delete dead letters (all, or only ``ids``); returns how many were deleted."""
+        if ids is not None and not self.capabilities.selective_delete:
+            raise ConfigurationError(
+                f"{self.adapter.url} cannot delete single events; purge the whole {dlq_topic}"
+            )
+        return await self.adapter.purge(dlq_topic, ids)

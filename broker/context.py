@@ -1,0 +1,64 @@
+"""What a handler is handling, so events it publishes inherit causation, correlation and trace.
+
+Inside a handler, :func:`current_event` is the event being handled. :func:`derive` fills in,
+for an event published from there, ``causationid`` (the handled event's id), ``correlationid``
+(the handled event's correlation) and a child ``traceparent`` (same trace, new span); outside a
+handler it starts a new trace. Values already set on the event are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextvars import ContextVar, Token
+
+from broker.envelope import Event
+
+__all__ = ["current_event", "derive", "new_traceparent", "reset_current", "set_current"]
+
+_current: ContextVar[Event | None] = ContextVar("choreo_current_event", default=None)
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+def current_event() -> Event | None:
+    """The event the running handler is handling, or ``None`` outside handlers."""
+    return _current.get()
+
+
+def set_current(event: Event) -> Token[Event | None]:
+    """Make ``event`` the current one (the consumer does this around handler calls)."""
+    return _current.set(event)
+
+
+def reset_current(token: Token[Event | None]) -> None:
+    """Undo :func:`set_current`."""
+    _current.reset(token)
+
+
+def new_traceparent(parent: str | None = None) -> str:
+    """A W3C traceparent: a child span of ``parent`` when it is valid, else a new trace."""
+    span = os.urandom(8).hex()
+    match = _TRACEPARENT.match(parent) if parent else None
+    if match:
+        return f"00-{match.group(2)}-{span}-{match.group(4)}"
+    return f"00-{os.urandom(16).hex()}-{span}-01"
+
+
+def derive(event: Event) -> Event:
+    """``event`` with causation, correlation and trace filled in from the current handler."""
+    parent = _current.get()
+    extensions = event.extensions
+    if parent is None:
+        if "traceparent" in extensions:
+            return event
+        extensions = dict(extensions)
+        extensions["traceparent"] = new_traceparent()
+        return event.replace(extensions=extensions)
+    extensions = dict(extensions)
+    extensions.setdefault("causationid", parent.id)
+    if parent.correlationid is not None:
+        extensions.setdefault("correlationid", parent.correlationid)
+    extensions.setdefault("traceparent", new_traceparent(parent.traceparent))
+    if parent.extensions.get("tracestate") is not None:
+        extensions.setdefault("tracestate", parent.extensions["tracestate"])
+    return event.replace(extensions=extensions)

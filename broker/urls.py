@@ -1,0 +1,101 @@
+"""Broker URLs: scheme -> adapter factory, with lazy imports, install hints and did-you-mean.
+
+``memory://``, ``sqlite:///path/to/broker.db``, ``kafka://host:9092[,host2:9092]``,
+``amqp://user:pass@host:5672/vhost`` (``amqps://`` for TLS) and ``nats://host:4222``. Options ride
+in the query string and are passed to the adapter as strings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from broker.errors import ConfigurationError, MissingExtraError, UnknownBackendError
+
+if TYPE_CHECKING:
+    from broker.ports import Adapter
+
+__all__ = ["DEFAULT_BROKER_URL", "BackendSpec", "adapter_from_url", "mask_url", "resolve_url"]
+
+DEFAULT_BROKER_URL = "sqlite:///.choreo/broker.db"
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """Where a scheme's adapter lives and which extra installs its client library."""
+
+    module: str
+    factory: str
+    extra: str | None
+    client_module: str | None
+
+
+BACKENDS: Mapping[str, BackendSpec] = {
+    "memory": BackendSpec("broker.adapters.memory", "MemoryAdapter", None, None),
+    "sqlite": BackendSpec("broker.adapters.sqlite", "SQLiteAdapter", None, None),
+    "kafka": BackendSpec("broker.adapters.kafka", "KafkaAdapter", "kafka", "aiokafka"),
+    "amqp": BackendSpec("broker.adapters.rabbitmq", "RabbitMQAdapter", "rabbitmq", "aio_pika"),
+    "amqps": BackendSpec("broker.adapters.rabbitmq", "RabbitMQAdapter", "rabbitmq", "aio_pika"),
+    "nats": BackendSpec("broker.adapters.nats", "NatsAdapter", "nats", "nats"),
+    "tls": BackendSpec("broker.adapters.nats", "NatsAdapter", "nats", "nats"),
+}
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    masked = f"{user}:***@{netloc[-1]}"
+    return urlunsplit((parts.scheme, masked, parts.path, parts.query, parts.fragment))
+
+
+def resolve_url(url: str | None) -> str:
+    """The broker URL to use: the argument, else CHOREO_BROKER_URL, else the embedded default."""
+    return url or os.environ.get("CHOREO_BROKER_URL") or DEFAULT_BROKER_URL
+
+
+def _spec_for(url: str) -> BackendSpec:
+    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    spec = BACKENDS.get(scheme)
+    if spec is not None:
+        return spec
+    known = sorted(BACKENDS)
+    guess = difflib.get_close_matches(scheme, known, n=1)
+    hint = f"; did you mean {guess[0]}://?" if guess else ""
+    shown = f"scheme {scheme!r}" if scheme else "no scheme"
+    raise UnknownBackendError(
+        f"broker URL {mask_url(url)!r} has {shown}{hint} Known schemes: "
+        + ", ".join(f"{name}://" for name in known)
+    )
+
+
+def adapter_from_url(url: str, **options: Any) -> Adapter:
+    """Build the adapter for ``url``; query-string options are merged under ``options``."""
+    spec = _spec_for(url)
+    if spec.client_module is not None:
+        try:
+            importlib.import_module(spec.client_module)
+        except ImportError as exc:
+            raise MissingExtraError(
+                f"{urlsplit(url).scheme}:// needs the {spec.client_module} client library; "
+                f"install it with: pip install 'choreograph[{spec.extra}]'"
+            ) from exc
+    module = importlib.import_module(spec.module)
+    factory = getattr(module, spec.factory)
+    query = dict(parse_qsl(urlsplit(url).query))
+    try:
+        adapter: Adapter = factory(url, **{**query, **options})
+    except TypeError as exc:
+        raise ConfigurationError(f"broker URL {mask_url(url)!r}: {exc}") from exc
+    return adapter
