@@ -1,0 +1,285 @@
+"""The SQLite file behind ``sqlite:///path``: tables and the transactions the adapter runs.
+
+Everything here is synchronous and runs on the adapter's single database thread. Layout:
+
+* ``topics(name, partitions)``;
+* ``log(seq, topic, part, event_id, body)``: one row per event, ``seq`` global and increasing,
+  ``body`` the structured-mode CloudEvent JSON;
+* ``offsets(topic, grp, part, committed, owner, lease_until)``: per group and partition the last
+  handled ``seq`` and which member holds the partition until when;
+* ``members(topic, grp, member, heartbeat)``: live subscriptions, for a fair split.
+
+A member owns a partition while its lease lasts and renews it while it makes progress; a member
+that dies (or whose handler hangs past the visibility timeout) loses it, and the next member
+resumes after ``committed``: at-least-once, in order per partition.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import zlib
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Claim", "Store"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL, part INTEGER NOT NULL, event_id TEXT NOT NULL,
+    body TEXT NOT NULL, created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS log_by_partition ON log (topic, part, seq);
+CREATE TABLE IF NOT EXISTS offsets (
+    topic TEXT NOT NULL, grp TEXT NOT NULL, part INTEGER NOT NULL,
+    committed INTEGER NOT NULL, owner TEXT, lease_until REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (topic, grp, part));
+CREATE TABLE IF NOT EXISTS members (
+    topic TEXT NOT NULL, grp TEXT NOT NULL, member TEXT NOT NULL, heartbeat REAL NOT NULL,
+    PRIMARY KEY (topic, grp, member));
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A partition a member now owns, and the last handled ``seq`` to resume after."""
+
+    topic: str
+    part: int
+    committed: int
+
+
+class Store:
+    """One connection to the broker file; only ever used from one thread."""
+
+    def __init__(self, path: str, *, synchronous: str = "NORMAL", busy_timeout: float = 30.0):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        with self.transaction():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
+        self._partitions: dict[str, int] = {}
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- topics ----------------------------------------------------------------------------
+
+    def ensure_topic(self, topic: str, partitions: int) -> int:
+        """The topic's partition count, creating the topic if needed."""
+        known = self._partitions.get(topic)
+        if known is not None:
+            return known
+        self.db.execute("INSERT OR IGNORE INTO topics VALUES (?, ?)", (topic, partitions))
+        row = self.db.execute("SELECT partitions FROM topics WHERE name=?", (topic,)).fetchone()
+        self._partitions[topic] = int(row[0])
+        return self._partitions[topic]
+
+    def topics(self) -> list[tuple[str, int, int, list[str]]]:
+        """(name, partitions, events, groups) for every topic."""
+        counts = dict(self.db.execute("SELECT topic, count(*) FROM log GROUP BY topic").fetchall())
+        groups: dict[str, set[str]] = {}
+        for topic, grp in self.db.execute("SELECT DISTINCT topic, grp FROM offsets"):
+            groups.setdefault(topic, set()).add(grp)
+        return [
+            (name, parts, counts.get(name, 0), sorted(groups.get(name, ())))
+            for name, parts in self.db.execute("SELECT name, partitions FROM topics ORDER BY name")
+        ]
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def append(self, rows: Sequence[tuple[str, str, str | None, str]], partitions: int) -> None:
+        """Insert (topic, event_id, key, body) rows in one transaction."""
+        now = time.time()
+        with self.transaction():
+            values = []
+            for topic, event_id, key, body in rows:
+                count = self.ensure_topic(topic, partitions)
+                values.append((topic, _partition(key or event_id, count), event_id, body, now))
+            self.db.executemany(
+                "INSERT INTO log (topic, part, event_id, body, created) VALUES (?, ?, ?, ?, ?)",
+                values,
+            )
+
+    # -- groups ----------------------------------------------------------------------------
+
+    def join(self, topics: Sequence[str], group: str, *, from_beginning: bool, partitions: int):
+        """Create the group's offsets where missing: at the end, or before the first event."""
+        with self.transaction():
+            for topic in topics:
+                for part in range(self.ensure_topic(topic, partitions)):
+                    start = 0
+                    if not from_beginning:
+                        row = self.db.execute(
+                            "SELECT max(seq) FROM log WHERE topic=? AND part=?", (topic, part)
+                        ).fetchone()
+                        start = row[0] or 0
+                    self.db.execute(
+                        "INSERT OR IGNORE INTO offsets (topic, grp, part, committed)"
+                        " VALUES (?, ?, ?, ?)",
+                        (topic, group, part, start),
+                    )
+
+    def rebalance(
+        self,
+        topics: Sequence[str],
+        group: str,
+        member: str,
+        *,
+        lease: float,
+        held: Collection[tuple[str, int]],
+        busy: Collection[tuple[str, int]],
+        stale: Collection[tuple[str, int]],
+    ) -> tuple[list[Claim], list[tuple[str, int]], list[tuple[str, int]]]:
+        """Heartbeat, then claim the partitions due to ``member`` and release the others.
+
+        ``held``: partitions the member works on; ``busy``: those with unacked deliveries (not
+        handed over yet); ``stale``: those whose oldest unacked delivery passed the visibility
+        timeout (their lease is not renewed). Returns (claimed, released, lost).
+        """
+        now = time.time()
+        claimed: list[Claim] = []
+        released: list[tuple[str, int]] = []
+        lost: list[tuple[str, int]] = []
+        with self.transaction():
+            for topic in topics:
+                live = self._live_members(topic, group, member, now, lease)
+                rows = self.db.execute(
+                    "SELECT part, committed, owner, lease_until FROM offsets"
+                    " WHERE topic=? AND grp=? ORDER BY part",
+                    (topic, group),
+                ).fetchall()
+                for part, committed, owner, lease_until in rows:
+                    key = (topic, part)
+                    desired = live[part % len(live)] == member
+                    mine = owner == member and lease_until >= now
+                    if key in held and not mine:
+                        lost.append(key)
+                    elif mine and key in held and (desired or key in busy):
+                        if key not in stale:
+                            self._set_owner(topic, group, part, member, now + lease)
+                    elif mine:
+                        self._set_owner(topic, group, part, None, 0)
+                        released.append(key)
+                    elif desired and (owner is None or lease_until < now):
+                        self._set_owner(topic, group, part, member, now + lease)
+                        claimed.append(Claim(topic, part, committed))
+        return claimed, released, lost
+
+    def _live_members(
+        self, topic: str, group: str, member: str, now: float, lease: float
+    ) -> list[str]:
+        self.db.execute(
+            "INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?)", (topic, group, member, now)
+        )
+        self.db.execute(
+            "DELETE FROM members WHERE topic=? AND grp=? AND heartbeat < ?",
+            (topic, group, now - lease),
+        )
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT member FROM members WHERE topic=? AND grp=? ORDER BY member",
+                (topic, group),
+            )
+        ]
+
+    def _set_owner(
+        self, topic: str, group: str, part: int, owner: str | None, until: float
+    ) -> None:
+        self.db.execute(
+            "UPDATE offsets SET owner=?, lease_until=? WHERE topic=? AND grp=? AND part=?",
+            (owner, until, topic, group, part),
+        )
+
+    def leave(self, topics: Sequence[str], group: str, member: str) -> None:
+        """Release every partition of ``member`` and forget it."""
+        with self.transaction():
+            for topic in topics:
+                self.db.execute(
+                    "UPDATE offsets SET owner=NULL, lease_until=0"
+                    " WHERE topic=? AND grp=? AND owner=?",
+                    (topic, group, member),
+                )
+                self.db.execute(
+                    "DELETE FROM members WHERE topic=? AND grp=? AND member=?",
+                    (topic, group, member),
+                )
+
+    def commit(
+        self, group: str, member: str, positions: Iterable[tuple[str, int, int]]
+    ) -> None:
+        """Advance committed positions of partitions ``member`` still owns."""
+        with self.transaction():
+            self.db.executemany(
+                "UPDATE offsets SET committed=? WHERE topic=? AND grp=? AND part=?"
+                " AND owner=? AND committed < ?",
+                [(seq, topic, group, part, member, seq) for topic, part, seq in positions],
+            )
+
+    def fetch(
+        self, wanted: Sequence[tuple[str, int, int, int]]
+    ) -> list[tuple[str, int, int, str]]:
+        """Rows (topic, part, seq, body) after each (topic, part, after_seq, limit)."""
+        out: list[tuple[str, int, int, str]] = []
+        for topic, part, after, limit in wanted:
+            out.extend(
+                (topic, part, seq, body)
+                for seq, body in self.db.execute(
+                    "SELECT seq, body FROM log WHERE topic=? AND part=? AND seq>?"
+                    " ORDER BY seq LIMIT ?",
+                    (topic, part, after, limit),
+                )
+            )
+        return out
+
+    # -- inspection ------------------------------------------------------------------------
+
+    def browse(self, topic: str, limit: int) -> list[str]:
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT body FROM log WHERE topic=? ORDER BY seq LIMIT ?", (topic, limit)
+            )
+        ]
+
+    def purge(self, topic: str, ids: Collection[str] | None) -> int:
+        with self.transaction():
+            if ids is None:
+                cursor = self.db.execute("DELETE FROM log WHERE topic=?", (topic,))
+            else:
+                cursor = self.db.executemany(
+                    "DELETE FROM log WHERE topic=? AND event_id=?", [(topic, i) for i in ids]
+                )
+            return cursor.rowcount
+
+
+def _partition(key: str, partitions: int) -> int:
+    return zlib.crc32(key.encode()) % partitions
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error); re-entrant."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.outer = False
+
+    def __enter__(self) -> None:
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.outer = True
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if not self.outer:
+            return
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
