@@ -23,8 +23,8 @@ from broker.consumer import Consumer, Handler
 from broker.context import derive
 from broker.envelope import Event
 from broker.errors import ClosedError, ConfigurationError, PayloadError, TopicNotFoundError
-from broker.ports import Adapter, Capabilities, PayloadCodec, TopicInfo
 from broker.policies import Policy
+from broker.ports import Adapter, Capabilities, PayloadCodec, TopicInfo
 from broker.urls import adapter_from_url, resolve_url
 
 __all__ = ["Bus", "Subscriber"]
@@ -144,7 +144,7 @@ class Bus:
         event: Event | None = None,
         /,
         *,
-        type: str | None = None,  # noqa: A002 - the CloudEvents attribute name
+        type: str | None = None,
         data: Any = None,
         key: str | None = None,
         subject: str | None = None,
@@ -157,7 +157,9 @@ class Bus:
         Returns only once the broker durably accepted it; raises otherwise.
         """
         if not self._started:
-            raise ClosedError("call `await bus.start()` (or use `async with bus`) before publishing")
+            raise ClosedError(
+                "call `await bus.start()` (or use `async with bus`) before publishing"
+            )
         if event is None:
             if not type:
                 raise ConfigurationError("publish needs an Event or a `type=`")

@@ -20,8 +20,8 @@ from typing import Any
 from broker import observability as obs
 from broker.context import reset_current, set_current
 from broker.envelope import Event, format_time
-from broker.ports import Delivery, PayloadCodec, Subscription
 from broker.policies import Policy
+from broker.ports import Delivery, PayloadCodec, Subscription
 
 __all__ = ["Consumer", "Handler", "dead_letter_event"]
 
@@ -191,8 +191,12 @@ class Consumer:
             if error is None:
                 return attempt
             self._log.warning(
-                "handler failed", topic=delivery.topic, event_id=event.id,
-                correlation_id=event.correlationid, attempt=attempt, error=_describe(error),
+                "handler failed",
+                topic=delivery.topic,
+                event_id=event.id,
+                correlation_id=event.correlationid,
+                attempt=attempt,
+                error=_describe(error),
             )
             if attempt < retry.max_attempts:
                 obs.RETRIES.labels(self._group).inc()

@@ -64,7 +64,7 @@ class Retry:
         """Seconds to wait after failed attempt ``attempt`` (1-based)."""
         base = min(self.max_delay, self.initial_delay * self.multiplier ** (attempt - 1))
         if self.jitter:
-            base *= 1 + random.uniform(-self.jitter, self.jitter)  # noqa: S311 - not crypto
+            base *= 1 + random.uniform(-self.jitter, self.jitter)
         return max(0.0, min(base, self.max_delay))
 
 
@@ -157,7 +157,7 @@ class SQLiteInbox:
             self._db.execute(
                 "INSERT OR IGNORE INTO inbox VALUES (?, ?, ?, ?)", (group, source, event_id, now)
             )
-            if random.random() < 0.001:  # noqa: S311 - amortised pruning, not crypto
+            if random.random() < 0.001:
                 self._db.execute("DELETE FROM inbox WHERE at < ?", (now - self._retention,))
 
     def close(self) -> None:

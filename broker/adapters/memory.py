@@ -265,7 +265,9 @@ class MemoryAdapter:
         except ValueError:
             count = 0
         if count < 1:
-            raise ConfigurationError(f"memory:// partitions must be a positive integer, not {partitions!r}")
+            raise ConfigurationError(
+                f"memory:// partitions must be a positive integer, not {partitions!r}"
+            )
         self._url = url
         name = urlsplit(url).netloc + urlsplit(url).path
         self._broker = _BROKERS.setdefault(name, _Broker(count))

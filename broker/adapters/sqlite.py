@@ -16,6 +16,7 @@ All database work runs on one thread per adapter; concurrent publishes are group
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 import uuid
@@ -139,10 +140,8 @@ class _SQLiteSubscription:
             if await self._fill():
                 continue
             self._wakeup.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self._adapter.poll_interval)
-            except TimeoutError:
-                pass
 
     async def _maintain(self) -> None:
         """Commit what is acked (batched) and rebalance when it is due."""
@@ -203,13 +202,13 @@ class _SQLiteSubscription:
             return False
         rows = await self._adapter.run(self._adapter.store.fetch, wanted)
         for topic, index, seq, body in rows:
-            part = self._parts.get((topic, index))
-            if part is None or seq <= part.position:
+            owned = self._parts.get((topic, index))
+            if owned is None or seq <= owned.position:
                 continue
-            part.position = seq
+            owned.position = seq
             entry: list[Any] = [seq, False, time.monotonic()]
-            part.inflight.append(entry)
-            self._buffer.append((part, entry, body))
+            owned.inflight.append(entry)
+            self._buffer.append((owned, entry, body))
         return bool(rows)
 
     async def close(self) -> None:
@@ -396,5 +395,7 @@ def _positive(kind: Callable[[Any], T], value: Any, name: str) -> T:
     except (TypeError, ValueError):
         converted = None
     if converted is None or converted <= 0:  # type: ignore[operator]
-        raise ConfigurationError(f"sqlite:// option {name} must be a positive number, not {value!r}")
+        raise ConfigurationError(
+            f"sqlite:// option {name} must be a positive number, not {value!r}"
+        )
     return converted

@@ -112,7 +112,9 @@ class Store:
 
     # -- groups ----------------------------------------------------------------------------
 
-    def join(self, topics: Sequence[str], group: str, *, from_beginning: bool, partitions: int):
+    def join(
+        self, topics: Sequence[str], group: str, *, from_beginning: bool, partitions: int
+    ) -> None:
         """Create the group's offsets where missing: at the end, or before the first event."""
         with self.transaction():
             for topic in topics:
@@ -215,9 +217,7 @@ class Store:
                     (topic, group, member),
                 )
 
-    def commit(
-        self, group: str, member: str, positions: Iterable[tuple[str, int, int]]
-    ) -> None:
+    def commit(self, group: str, member: str, positions: Iterable[tuple[str, int, int]]) -> None:
         """Advance committed positions of partitions ``member`` still owns."""
         with self.transaction():
             self.db.executemany(
@@ -226,9 +226,7 @@ class Store:
                 [(seq, topic, group, part, member, seq) for topic, part, seq in positions],
             )
 
-    def fetch(
-        self, wanted: Sequence[tuple[str, int, int, int]]
-    ) -> list[tuple[str, int, int, str]]:
+    def fetch(self, wanted: Sequence[tuple[str, int, int, int]]) -> list[tuple[str, int, int, str]]:
         """Rows (topic, part, seq, body) after each (topic, part, after_seq, limit)."""
         out: list[tuple[str, int, int, str]] = []
         for topic, part, after, limit in wanted:
