@@ -131,9 +131,9 @@ async def test_inbox_skips_duplicates(make_bus: Callable[..., Bus], topic: str) 
     got = Collector()
     await bus.subscribe(topic, got, group="g")
     event = Event(type="t", source="s", data=1)
-    await bus.publish(topic, event)
-    await bus.publish(topic, event)
-    marker = await bus.publish(topic, type="marker")
+    await bus.publish(topic, event, key="k")
+    await bus.publish(topic, event, key="k")
+    marker = await bus.publish(topic, type="marker", key="k")
     await eventually(lambda: marker.id in got.ids)
     assert [event.id, marker.id] == got.ids
 
