@@ -1,0 +1,544 @@
+"""The registry service: Confluent's rules for subjects, versions, ids, deletes, config, modes.
+
+:class:`Registry` is what the REST server and the embedded client call. Every operation runs in
+one storage transaction on a worker thread (the stores are synchronous), so its checks and its
+writes see one consistent state; writes hold the store's writer lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+from schemas.compatibility import Resolved, check_compatibility, check_valid
+from schemas.errors import (
+    CompatibilityNotConfiguredError,
+    IncompatibleSchemaError,
+    InvalidSchemaError,
+    InvalidVersionError,
+    ModeNotConfiguredError,
+    OperationNotPermittedError,
+    ReferenceExistsError,
+    SchemaNotFoundError,
+    SubjectNotFoundError,
+    SubjectNotSoftDeletedError,
+    SubjectSoftDeletedError,
+    VersionNotFoundError,
+    VersionNotSoftDeletedError,
+    VersionSoftDeletedError,
+)
+from schemas.model import (
+    Compatibility,
+    CompatibilityResult,
+    Mode,
+    RegisteredSchema,
+    Schema,
+    SchemaType,
+)
+from schemas.storage import GLOBAL, Store, Transaction, VersionRow, open_store
+
+__all__ = ["DEFAULT_COMPATIBILITY", "Registry", "VersionSpec", "parse_version"]
+
+T = TypeVar("T")
+VersionSpec = int | Literal["latest"]
+DEFAULT_COMPATIBILITY = Compatibility.BACKWARD
+_MAX_VERSION = 2**31 - 1
+
+
+def parse_version(raw: str | int) -> VersionSpec:
+    """``latest``/``-1`` or a positive integer; anything else is Confluent's 42202."""
+    text = str(raw).strip()
+    if text.lower() == "latest" or text == "-1":
+        return "latest"
+    try:
+        version = int(text)
+    except ValueError:
+        version = 0
+    if not 1 <= version <= _MAX_VERSION:
+        raise InvalidVersionError(
+            f"the specified version {raw!r} is not a valid version id; "
+            "use a positive integer, latest or -1"
+        )
+    return version
+
+
+def fingerprint(schema: Schema) -> str:
+    """The SHA-256 of the schema's identity (equal schemas share one id)."""
+    return hashlib.sha256(schema.identity().encode()).hexdigest()
+
+
+class Registry:
+    """A schema registry over a :class:`~schemas.storage.Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._by_id: dict[int, Schema] = {}
+
+    @classmethod
+    def open(cls, url: str) -> Registry:
+        """A registry over the store at ``url`` (``sqlite:///...`` or ``postgresql://...``)."""
+        return cls(open_store(url))
+
+    @property
+    def url(self) -> str:
+        """The storage URL."""
+        return self.store.url
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
+
+    async def _run(self, func: Callable[[Transaction], T], *, write: bool = False) -> T:
+        def work() -> T:
+            with self.store.transaction(write=write) as tx:
+                return func(tx)
+
+        return await asyncio.to_thread(work)
+
+    # -- registering and reading ---------------------------------------------------------
+
+    async def register(
+        self,
+        subject: str,
+        schema: Schema,
+        *,
+        schema_id: int | None = None,
+        version: int | None = None,
+    ) -> RegisteredSchema:
+        """Register ``schema`` under ``subject`` (idempotent); returns id and version.
+
+        ``schema_id`` and ``version`` may be given only in IMPORT mode, which also skips the
+        compatibility check.
+        """
+        return await self._run(
+            lambda tx: self._register(tx, subject, schema, schema_id, version), write=True
+        )
+
+    def _register(
+        self,
+        tx: Transaction,
+        subject: str,
+        schema: Schema,
+        schema_id: int | None,
+        version: int | None,
+    ) -> RegisteredSchema:
+        _check_subject(subject)
+        mode = self._mode(tx, subject)
+        if mode is Mode.READONLY:
+            raise OperationNotPermittedError(f"subject {subject!r} is in read-only mode")
+        importing = mode is Mode.IMPORT
+        if (schema_id is not None or version is not None) and not importing:
+            raise OperationNotPermittedError(
+                f"subject {subject!r} is not in import mode; an id or version cannot be given"
+            )
+        resolved = _resolve(tx, schema)
+        check_valid(resolved)
+        key = fingerprint(schema)
+        known_id = tx.schema_id(key)
+        rows = tx.versions(subject)
+        for row in rows:
+            if not row.deleted and row.schema_id == known_id:
+                return RegisteredSchema(subject, row.version, row.schema_id, schema)
+        if not importing:
+            self._check_or_raise(tx, subject, resolved, rows)
+        new_id = self._schema_id(tx, schema, key, known_id, schema_id)
+        new_version = version or max((row.version for row in rows), default=0) + 1
+        if any(row.version == new_version for row in rows):
+            raise OperationNotPermittedError(
+                f"subject {subject!r} already has a version {new_version}"
+            )
+        tx.add_version(subject, new_version, new_id)
+        return RegisteredSchema(subject, new_version, new_id, schema)
+
+    def _schema_id(
+        self, tx: Transaction, schema: Schema, key: str, known: int | None, wanted: int | None
+    ) -> int:
+        if wanted is None:
+            return known if known is not None else tx.add_schema(schema, key)
+        if known == wanted:
+            return wanted
+        if known is not None or tx.schema(wanted) is not None:
+            raise OperationNotPermittedError(
+                f"schema id {wanted} is already used by another schema (42207)"
+            )
+        return tx.add_schema(schema, key, wanted)
+
+    def _check_or_raise(
+        self, tx: Transaction, subject: str, resolved: Resolved, rows: list[VersionRow]
+    ) -> None:
+        level = self._compatibility(tx, subject)
+        live = [(row.version, _resolve(tx, _schema_of(tx, row))) for row in rows if not row.deleted]
+        result = check_compatibility(resolved, live, level)
+        if not result.is_compatible:
+            raise IncompatibleSchemaError(
+                f"schema being registered is incompatible with an earlier schema for subject "
+                f"{subject!r} under {level}: " + "; ".join(result.messages),
+                list(result.messages),
+            )
+
+    async def lookup(
+        self, subject: str, schema: Schema, *, deleted: bool = False
+    ) -> RegisteredSchema:
+        """The version of ``subject`` that holds ``schema`` (40401 / 40403 when none)."""
+
+        def work(tx: Transaction) -> RegisteredSchema:
+            rows = _rows(tx, subject, deleted=deleted)
+            known_id = tx.schema_id(fingerprint(schema))
+            for row in reversed(rows):
+                if row.schema_id == known_id:
+                    return RegisteredSchema(
+                        subject, row.version, row.schema_id, schema, row.deleted
+                    )
+            raise SchemaNotFoundError(f"schema not found under subject {subject!r}")
+
+        return await self._run(work)
+
+    async def schema(self, schema_id: int) -> Schema:
+        """The schema with this global id (40403 when none)."""
+        cached = self._by_id.get(schema_id)
+        if cached is not None:
+            return cached
+
+        def work(tx: Transaction) -> Schema:
+            schema = tx.schema(schema_id)
+            if schema is None or not tx.versions(schema_id=schema_id):
+                raise SchemaNotFoundError(f"schema {schema_id} not found")
+            return schema
+
+        schema = await self._run(work)
+        self._by_id[schema_id] = schema
+        return schema
+
+    async def schemas(self, *, deleted: bool = False) -> list[RegisteredSchema]:
+        """The latest version of every schema under every subject."""
+
+        def work(tx: Transaction) -> list[RegisteredSchema]:
+            return [
+                RegisteredSchema(row.subject, row.version, row.schema_id, _schema_of(tx, row))
+                for row in tx.versions()
+                if deleted or not row.deleted
+            ]
+
+        return await self._run(work)
+
+    async def subject_versions_for_id(
+        self, schema_id: int, *, deleted: bool = False
+    ) -> list[tuple[str, int]]:
+        """The ``(subject, version)`` pairs that use this schema id."""
+
+        def work(tx: Transaction) -> list[tuple[str, int]]:
+            rows = tx.versions(schema_id=schema_id)
+            if tx.schema(schema_id) is None or not rows:
+                raise SchemaNotFoundError(f"schema {schema_id} not found")
+            return [(row.subject, row.version) for row in rows if deleted or not row.deleted]
+
+        return await self._run(work)
+
+    async def subjects(
+        self, *, deleted: bool = False, deleted_only: bool = False, prefix: str = ""
+    ) -> list[str]:
+        """Subject names, sorted (soft-deleted ones only on request)."""
+
+        def work(tx: Transaction) -> list[str]:
+            live: set[str] = set()
+            dead: set[str] = set()
+            for row in tx.versions():
+                (dead if row.deleted else live).add(row.subject)
+            names = (dead - live) if deleted_only else (live | dead if deleted else live)
+            return sorted(name for name in names if name.startswith(prefix))
+
+        return await self._run(work)
+
+    async def versions(self, subject: str, *, deleted: bool = False) -> list[int]:
+        """The versions of ``subject`` (40401 when it has none)."""
+        rows = await self._run(lambda tx: _rows(tx, subject, deleted=deleted))
+        return [row.version for row in rows]
+
+    async def version(
+        self, subject: str, version: str | int, *, deleted: bool = False
+    ) -> RegisteredSchema:
+        """One version of ``subject``; ``latest`` or ``-1`` is the newest."""
+        spec = parse_version(version)
+
+        def work(tx: Transaction) -> RegisteredSchema:
+            row = _find(_rows(tx, subject, deleted=deleted), subject, spec)
+            return RegisteredSchema(
+                subject, row.version, row.schema_id, _schema_of(tx, row), row.deleted
+            )
+
+        return await self._run(work)
+
+    async def referenced_by(self, subject: str, version: str | int) -> list[int]:
+        """Ids of the schemas that reference this version."""
+        spec = parse_version(version)
+
+        def work(tx: Transaction) -> list[int]:
+            row = _find(_rows(tx, subject), subject, spec)
+            return tx.referenced_by(subject, row.version)
+
+        return await self._run(work)
+
+    # -- deleting ------------------------------------------------------------------------
+
+    async def delete_subject(self, subject: str, *, permanent: bool = False) -> list[int]:
+        """Soft-delete every version (or, ``permanent``, remove soft-deleted ones)."""
+        deleted = await self._run(
+            lambda tx: self._delete_subject(tx, subject, permanent), write=True
+        )
+        if permanent:
+            self._by_id.clear()
+        return deleted
+
+    def _delete_subject(self, tx: Transaction, subject: str, permanent: bool) -> list[int]:
+        self._check_writable(tx, subject)
+        rows = tx.versions(subject)
+        if not rows:
+            raise SubjectNotFoundError(f"subject {subject!r} not found")
+        live = [row for row in rows if not row.deleted]
+        if permanent:
+            if live:
+                raise SubjectNotSoftDeletedError(
+                    f"subject {subject!r} was not deleted first before being permanently "
+                    "deleted; delete it without permanent=true first"
+                )
+            for row in rows:
+                tx.remove_version(subject, row.version)
+            tx.delete_setting("config", subject)
+            tx.delete_setting("mode", subject)
+            return [row.version for row in rows]
+        if not live:
+            raise SubjectSoftDeletedError(
+                f"subject {subject!r} was soft deleted; set permanent=true to delete permanently"
+            )
+        for row in live:
+            _check_unreferenced(tx, row)
+            tx.mark_deleted(subject, row.version)
+        return [row.version for row in live]
+
+    async def delete_version(
+        self, subject: str, version: str | int, *, permanent: bool = False
+    ) -> int:
+        """Soft-delete one version (or, ``permanent``, remove a soft-deleted one)."""
+        spec = parse_version(version)
+        deleted = await self._run(
+            lambda tx: self._delete_version(tx, subject, spec, permanent), write=True
+        )
+        if permanent:
+            self._by_id.clear()
+        return deleted
+
+    def _delete_version(
+        self, tx: Transaction, subject: str, spec: VersionSpec, permanent: bool
+    ) -> int:
+        self._check_writable(tx, subject)
+        row = _find(_rows(tx, subject, deleted=permanent), subject, spec)
+        if permanent and not row.deleted:
+            raise VersionNotSoftDeletedError(
+                f"version {row.version} of subject {subject!r} was not deleted first before "
+                "being permanently deleted; delete it without permanent=true first"
+            )
+        if not permanent and row.deleted:
+            raise VersionSoftDeletedError(
+                f"version {row.version} of subject {subject!r} was soft deleted; "
+                "set permanent=true to delete permanently"
+            )
+        _check_unreferenced(tx, row)
+        if permanent:
+            tx.remove_version(subject, row.version)
+        else:
+            tx.mark_deleted(subject, row.version)
+        return row.version
+
+    # -- compatibility -------------------------------------------------------------------
+
+    async def test_compatibility(
+        self, subject: str, schema: Schema, version: str | int | None = None
+    ) -> CompatibilityResult:
+        """Whether ``schema`` may follow ``version`` (``None``: the versions the level names)."""
+        spec = None if version is None else parse_version(version)
+
+        def work(tx: Transaction) -> CompatibilityResult:
+            resolved = _resolve(tx, schema)
+            check_valid(resolved)
+            level = self._compatibility(tx, subject)
+            if spec is None:
+                rows = [row for row in tx.versions(subject) if not row.deleted]
+            else:
+                rows = [_find(_rows(tx, subject), subject, spec)]
+                level = Compatibility.parse(level.value.removesuffix("_TRANSITIVE"))
+            existing = [(row.version, _resolve(tx, _schema_of(tx, row))) for row in rows]
+            return check_compatibility(resolved, existing, level)
+
+        return await self._run(work)
+
+    # -- config and mode -----------------------------------------------------------------
+
+    def _compatibility(self, tx: Transaction, subject: str) -> Compatibility:
+        raw = tx.setting("config", subject) or tx.setting("config", GLOBAL)
+        return Compatibility.parse(raw) if raw else DEFAULT_COMPATIBILITY
+
+    def _mode(self, tx: Transaction, subject: str) -> Mode:
+        raw = tx.setting("mode", subject) or tx.setting("mode", GLOBAL)
+        return Mode.parse(raw) if raw else Mode.READWRITE
+
+    def _check_writable(self, tx: Transaction, subject: str) -> None:
+        if self._mode(tx, subject) is Mode.READONLY:
+            raise OperationNotPermittedError(f"subject {subject!r} is in read-only mode")
+
+    async def compatibility(
+        self, subject: str | None = None, *, default_to_global: bool = False
+    ) -> Compatibility:
+        """The level of ``subject`` (40408 if it has none, unless ``default_to_global``)."""
+
+        def work(tx: Transaction) -> Compatibility:
+            if subject is None or default_to_global:
+                return self._compatibility(tx, subject or GLOBAL)
+            raw = tx.setting("config", subject)
+            if raw is None:
+                raise CompatibilityNotConfiguredError(
+                    f"subject {subject!r} does not have subject-level compatibility configured"
+                )
+            return Compatibility.parse(raw)
+
+        return await self._run(work)
+
+    async def set_compatibility(
+        self, level: str | Compatibility, subject: str | None = None
+    ) -> Compatibility:
+        """Set the level of ``subject`` or, ``None``, the global one."""
+        parsed = Compatibility.parse(level)
+        await self._run(
+            lambda tx: tx.set_setting("config", subject or GLOBAL, parsed.value), write=True
+        )
+        return parsed
+
+    async def delete_compatibility(self, subject: str | None = None) -> Compatibility:
+        """Forget a level (the global one falls back to BACKWARD); returns the old one."""
+
+        def work(tx: Transaction) -> Compatibility:
+            old = self._compatibility(tx, subject or GLOBAL)
+            tx.delete_setting("config", subject or GLOBAL)
+            return old
+
+        return await self._run(work, write=True)
+
+    async def mode(self, subject: str | None = None, *, default_to_global: bool = False) -> Mode:
+        """The mode of ``subject`` (40409 if it has none, unless ``default_to_global``)."""
+
+        def work(tx: Transaction) -> Mode:
+            if subject is None or default_to_global:
+                return self._mode(tx, subject or GLOBAL)
+            raw = tx.setting("mode", subject)
+            if raw is None:
+                raise ModeNotConfiguredError(
+                    f"subject {subject!r} does not have subject-level mode configured"
+                )
+            return Mode.parse(raw)
+
+        return await self._run(work)
+
+    async def set_mode(
+        self, mode: str | Mode, subject: str | None = None, *, force: bool = False
+    ) -> Mode:
+        """Set the mode; IMPORT needs an empty subject (or registry) unless ``force``."""
+        parsed = Mode.parse(mode)
+
+        def work(tx: Transaction) -> Mode:
+            if parsed is Mode.IMPORT and not force:
+                rows = tx.versions(subject) if subject else tx.versions()
+                if any(not row.deleted for row in rows):
+                    raise OperationNotPermittedError(
+                        "cannot import since found existing subjects; use force=true to override"
+                    )
+            tx.set_setting("mode", subject or GLOBAL, parsed.value)
+            return parsed
+
+        return await self._run(work, write=True)
+
+    async def delete_mode(self, subject: str) -> Mode:
+        """Forget a subject's mode; returns the old one."""
+
+        def work(tx: Transaction) -> Mode:
+            old = self._mode(tx, subject)
+            tx.delete_setting("mode", subject)
+            return old
+
+        return await self._run(work, write=True)
+
+    @staticmethod
+    def schema_types() -> list[str]:
+        """The schema types this registry accepts."""
+        return [kind.value for kind in SchemaType]
+
+    def __repr__(self) -> str:
+        return f"Registry({self.url!r})"
+
+    def __reduce__(self) -> Any:  # pragma: no cover - registries are not pickled
+        raise TypeError("a Registry holds open connections and cannot be pickled")
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _check_subject(subject: str) -> None:
+    if not subject or subject.strip() != subject or any(ord(ch) < 32 for ch in subject):
+        raise InvalidSchemaError(
+            f"subject name {subject!r} is invalid: use a non-empty name without control "
+            "characters or surrounding spaces"
+        )
+
+
+def _rows(tx: Transaction, subject: str, *, deleted: bool = False) -> list[VersionRow]:
+    rows = [row for row in tx.versions(subject) if deleted or not row.deleted]
+    if not rows:
+        raise SubjectNotFoundError(f"subject {subject!r} not found")
+    return rows
+
+
+def _find(rows: list[VersionRow], subject: str, spec: VersionSpec) -> VersionRow:
+    if spec == "latest":
+        return rows[-1]
+    for row in rows:
+        if row.version == spec:
+            return row
+    raise VersionNotFoundError(f"version {spec} of subject {subject!r} not found")
+
+
+def _schema_of(tx: Transaction, row: VersionRow) -> Schema:
+    schema = tx.schema(row.schema_id)
+    if schema is None:  # pragma: no cover - the tables are written together
+        raise SchemaNotFoundError(f"schema {row.schema_id} not found")
+    return schema
+
+
+def _check_unreferenced(tx: Transaction, row: VersionRow) -> None:
+    users = tx.referenced_by(row.subject, row.version)
+    if users:
+        raise ReferenceExistsError(
+            f"version {row.version} of subject {row.subject!r} is referenced by schema "
+            f"ids {users}; delete those first"
+        )
+
+
+def _resolve(tx: Transaction, schema: Schema, depth: int = 0) -> Resolved:
+    """The schema with its references' schemas, dependencies first (42201 when missing)."""
+    if depth > 32:
+        raise InvalidSchemaError("schema references nest too deeply (a cycle?)")
+    dependencies: dict[str, Schema] = {}
+    for ref in schema.references:
+        row = next(
+            (r for r in tx.versions(ref.subject) if r.version == ref.version and not r.deleted),
+            None,
+        )
+        if row is None:
+            raise InvalidSchemaError(
+                f"reference {ref.name!r}: version {ref.version} of subject {ref.subject!r} "
+                "not found; register it first"
+            )
+        target = _resolve(tx, _schema_of(tx, row), depth + 1)
+        for name, dependency in target.dependencies:
+            dependencies.setdefault(name, dependency)
+        dependencies.setdefault(ref.name, target.schema)
+    return Resolved(schema, tuple(dependencies.items()))
