@@ -1,0 +1,222 @@
+"""The relay core: read committed changes from a source, publish them, then confirm.
+
+A :class:`Source` (one per database: ``relay_postgres``, ``relay_mysql``, ``relay_sqlite``)
+hands out :class:`Change` batches of committed outbox rows in commit order, each with the
+position that follows it. :class:`Relay` routes every row (:class:`~connectors.routing.Router`),
+publishes it through a :class:`broker.Bus` and only then calls :meth:`Source.confirm`: a crash
+loses nothing and re-sends at most the unconfirmed tail.
+
+Within a change, rows with the same ``aggregateid`` are published one after the other in commit
+order; different aggregates are published concurrently. A publish that fails because the broker
+is away is retried with backoff until it succeeds or the relay is stopped (the position is then
+not confirmed); a row the broker refuses for what it is (codec/schema, envelope) is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from broker import Bus
+from broker.errors import EnvelopeError, PayloadError
+from broker.observability import get_logger
+from connectors.routing import OutboxRow, Routed, Router
+
+__all__ = ["RELAYED", "Change", "Relay", "RelayStats", "Source"]
+
+log = get_logger("connectors.relay")
+
+RELAYED = Counter("choreo_outbox_relayed", "Outbox rows published by a relay", ["relay"])
+DEAD_LETTERED = Counter(
+    "choreo_outbox_dead_lettered", "Outbox rows sent to the DLQ topic", ["relay", "reason"]
+)
+PUBLISH_ERRORS = Counter(
+    "choreo_outbox_publish_errors", "Publishes that failed and were retried", ["relay"]
+)
+LAG_SECONDS = Gauge(
+    "choreo_outbox_lag_seconds", "Commit time to broker acceptance of the last change", ["relay"]
+)
+COMMIT_TO_PUBLISH = Histogram(
+    "choreo_outbox_commit_to_publish_seconds",
+    "Time from the database commit to the broker accepting the change",
+    ["relay"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+@dataclasses.dataclass(slots=True)
+class Change:
+    """Committed rows (one or more whole transactions) and the position right after them."""
+
+    rows: list[OutboxRow]
+    position: Any
+    committed_at: datetime | None = None
+
+
+class Source(Protocol):
+    """Where committed outbox rows come from."""
+
+    name: str
+
+    async def open(self) -> None:
+        """Connect and lock the position; raise RelayLockedError if another relay holds it."""
+        ...
+
+    async def next_change(self, timeout: float) -> Change | None:
+        """The next committed rows, or None when nothing arrived within ``timeout`` seconds."""
+        ...
+
+    async def confirm(self, change: Change) -> None:
+        """Durably record that everything up to ``change.position`` was published."""
+        ...
+
+    async def heartbeat(self) -> None:
+        """Called when idle: keep the position fresh (e.g. so a slot does not retain WAL)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclasses.dataclass(slots=True)
+class RelayStats:
+    """Counters of one relay run."""
+
+    relayed: int = 0
+    dead_lettered: int = 0
+    publish_errors: int = 0
+    changes: int = 0
+
+
+class Relay:
+    """Publishes a source's committed outbox rows to a broker, confirming after acceptance."""
+
+    def __init__(
+        self,
+        source: Source,
+        bus: Bus,
+        router: Router,
+        *,
+        idle_timeout: float = 1.0,
+        retry_initial: float = 0.05,
+        retry_max: float = 2.0,
+    ) -> None:
+        self.source = source
+        self.bus = bus
+        self.router = router
+        self.idle_timeout = idle_timeout
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.stats = RelayStats()
+        self._stopping = asyncio.Event()
+        self._relayed = RELAYED.labels(source.name)
+        self._errors = PUBLISH_ERRORS.labels(source.name)
+
+    def stop(self) -> None:
+        """Ask the relay to finish the change in hand and return from :meth:`run`."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self) -> RelayStats:
+        """Relay until :meth:`stop`; the source and the bus are opened and closed here."""
+        await self.source.open()
+        try:
+            await self.bus.start()
+            while not self.stopping:
+                change = await self.source.next_change(self.idle_timeout)
+                if change is None:
+                    await self.source.heartbeat()
+                    continue
+                if not await self.publish_change(change):
+                    break  # stopped while the broker was away: leave the change unconfirmed
+                await self.source.confirm(change)
+                self._observe(change)
+        finally:
+            await self.source.close()
+            await self.bus.stop()
+        return self.stats
+
+    async def publish_change(self, change: Change) -> bool:
+        """Publish every row of ``change``; False if stopped before all were accepted."""
+        lanes: dict[str, list[OutboxRow]] = {}
+        for row in change.rows:
+            lanes.setdefault(str(row.aggregateid), []).append(row)
+        if len(lanes) == 1:
+            return await self._publish_lane(change.rows)
+        results = await asyncio.gather(*(self._publish_lane(rows) for rows in lanes.values()))
+        return all(results)
+
+    async def _publish_lane(self, rows: Sequence[OutboxRow]) -> bool:
+        for row in rows:
+            if not await self._publish_row(row):
+                return False
+        return True
+
+    async def _publish_row(self, row: OutboxRow) -> bool:
+        routed = self.router.route_row(row)
+        delay = self.retry_initial
+        while True:
+            try:
+                await self._publish(routed)
+                return True
+            except (PayloadError, EnvelopeError) as exc:
+                reason = "schema-mismatch" if isinstance(exc, PayloadError) else "undecodable"
+                routed = Routed(
+                    self.router.dlq_topic,
+                    self.router.dead_letter(row, reason, exc, routed.topic),
+                    dead=True,
+                )
+            except Exception as exc:  # the broker is away: wait and retry, never drop
+                self.stats.publish_errors += 1
+                self._errors.inc()
+                log.warning(
+                    "outbox publish failed; retrying",
+                    relay=self.source.name,
+                    topic=routed.topic,
+                    event_id=row.id,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in=round(delay, 3),
+                )
+                if await self._sleep_or_stop(delay):
+                    return False
+                delay = min(delay * 2, self.retry_max)
+
+    async def _publish(self, routed: Routed) -> None:
+        await self.bus.publish(routed.topic, routed.event)
+        if routed.dead:
+            self.stats.dead_lettered += 1
+            reason = str(routed.event.extensions.get("dlqreason", ""))
+            DEAD_LETTERED.labels(self.source.name, reason).inc()
+            log.warning(
+                "outbox row dead-lettered",
+                relay=self.source.name,
+                topic=routed.topic,
+                event_id=routed.event.id,
+                reason=reason,
+                error=routed.event.extensions.get("dlqerror"),
+            )
+        else:
+            self.stats.relayed += 1
+            self._relayed.inc()
+
+    async def _sleep_or_stop(self, delay: float) -> bool:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+        except TimeoutError:
+            return False
+        return True
+
+    def _observe(self, change: Change) -> None:
+        self.stats.changes += 1
+        if change.committed_at is not None:
+            lag = max(0.0, time.time() - change.committed_at.astimezone(UTC).timestamp())
+            LAG_SECONDS.labels(self.source.name).set(lag)
+            COMMIT_TO_PUBLISH.labels(self.source.name).observe(lag)

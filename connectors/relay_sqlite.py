@@ -1,0 +1,208 @@
+"""The embedded relay: poll a SQLite outbox table on its ``seq`` cursor.
+
+SQLite commits one writer at a time and ``seq`` is AUTOINCREMENT, so ``seq`` grows in commit
+order and ``WHERE seq > cursor ORDER BY seq`` never skips a row that commits later. The cursor
+lives in ``choreo_outbox_offsets`` in the same database file and is updated only after the
+broker accepted every row up to it. One relay per (table, relay name): a second one finds the
+lock file taken and refuses to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import sqlite3
+import time
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from connectors.dburl import DatabaseURL, check_identifier
+from connectors.errors import DatabaseUnavailableError, OutboxError, RelayLockedError
+from connectors.relay import Change
+from connectors.routing import OutboxRow
+from connectors.schema import OFFSETS_TABLE, connect_sqlite
+
+__all__ = ["SQLiteSource", "sqlite_status"]
+
+_COLUMNS = "seq, id, aggregatetype, aggregateid, type, payload, headers, created_at"
+
+
+def _parse_time(text: Any) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class SQLiteSource:
+    """Committed rows of a SQLite outbox table, by polling after the stored cursor."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        table: str = "outbox",
+        name: str | None = None,
+        batch_size: int = 1000,
+        poll_interval: float = 0.02,
+    ) -> None:
+        self.db = DatabaseURL.parse(url)
+        self.table = check_identifier(table)
+        self.name = name or f"sqlite:{self.db.name}:{table}"
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.cursor = 0
+        self._conn: sqlite3.Connection | None = None
+        self._lock: IO[bytes] | None = None
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        if not os.path.exists(self.db.database):
+            raise DatabaseUnavailableError(
+                f"SQLite database {self.db.url} does not exist; create the outbox with: "
+                f"choreo outbox init --db {self.db.url}"
+            )
+        self._take_lock()
+        connect_sqlite(self.db).close()  # sets WAL mode, translates open errors
+        self._conn = sqlite3.connect(
+            self.db.database, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        self.cursor = self._load_cursor()
+
+    def _take_lock(self) -> None:
+        path = f"{self.db.database}.{self.table}.relay.lock"
+        handle = open(path, "wb")  # noqa: SIM115 - held open for the relay's lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.close()
+            raise RelayLockedError(
+                f"another relay is already reading table {self.table} of {self.db.url} "
+                f"(lock file {path} is held); stop it first, one relay per outbox table"
+            ) from exc
+        self._lock = handle
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise OutboxError("the SQLite relay source is not open")
+        return self._conn
+
+    def _load_cursor(self) -> int:
+        try:
+            self._db().execute(f'SELECT 1 FROM "{self.table}" LIMIT 0')
+            row = (
+                self._db()
+                .execute(f'SELECT position FROM "{OFFSETS_TABLE}" WHERE relay = ?', (self.name,))
+                .fetchone()
+            )
+        except sqlite3.OperationalError as exc:
+            raise OutboxError(
+                f"{self.db.url} has no outbox table {self.table!r} ({exc}); create it with: "
+                f"choreo outbox init --db {self.db.url} --table {self.table}"
+            ) from exc
+        return int(row[0]) if row else 0
+
+    def _fetch(self) -> list[tuple[Any, ...]]:
+        return (
+            self._db()
+            .execute(
+                f'SELECT {_COLUMNS} FROM "{self.table}" WHERE seq > ? ORDER BY seq LIMIT ?',
+                (self.cursor, self.batch_size),
+            )
+            .fetchall()
+        )
+
+    async def next_change(self, timeout: float) -> Change | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = await asyncio.to_thread(self._fetch)
+            if rows:
+                return self._change(rows)
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(self.poll_interval)
+
+    def _change(self, rows: list[tuple[Any, ...]]) -> Change:
+        records = [
+            OutboxRow(
+                id=str(r[1]),
+                aggregatetype=r[2],
+                aggregateid=str(r[3]),
+                type=r[4],
+                payload=r[5],
+                headers=r[6],
+                created_at=_parse_time(r[7]),
+            )
+            for r in rows
+        ]
+        last = records[-1]
+        return Change(records, position=int(rows[-1][0]), committed_at=last.created_at)
+
+    async def confirm(self, change: Change) -> None:
+        last = change.rows[-1].created_at if change.rows else None
+        await asyncio.to_thread(self._store, int(change.position), len(change.rows), last)
+        self.cursor = int(change.position)
+
+    def _store(self, position: int, count: int, last: datetime | None) -> None:
+        self._db().execute(
+            f'INSERT INTO "{OFFSETS_TABLE}" (relay, position, relayed, last_created_at, '
+            "updated_at) VALUES (?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) "
+            "ON CONFLICT(relay) DO UPDATE SET position = excluded.position, "
+            "relayed = relayed + excluded.relayed, last_created_at = excluded.last_created_at, "
+            "updated_at = excluded.updated_at",
+            (self.name, str(position), count, last.isoformat() if last else None),
+        )
+
+    async def heartbeat(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
+
+def sqlite_status(url: str, table: str = "outbox", name: str | None = None) -> dict[str, Any]:
+    """Position, lag in events and seconds of the SQLite relay of ``table``."""
+    db = DatabaseURL.parse(url)
+    check_identifier(table)
+    relay = name or f"sqlite:{db.name}:{table}"
+    conn = connect_sqlite(db)
+    try:
+        row = conn.execute(
+            f'SELECT position, relayed, updated_at FROM "{OFFSETS_TABLE}" WHERE relay = ?',
+            (relay,),
+        ).fetchone()
+        cursor = int(row[0]) if row else 0
+        pending, oldest = conn.execute(
+            f'SELECT COUNT(*), MIN(created_at) FROM "{table}" WHERE seq > ?', (cursor,)
+        ).fetchone()
+    except sqlite3.OperationalError as exc:
+        raise OutboxError(f"{db.url} has no outbox table {table!r}: {exc}") from exc
+    finally:
+        conn.close()
+    oldest_time = _parse_time(oldest)
+    lag = (datetime.now(UTC) - oldest_time).total_seconds() if oldest_time else 0.0
+    return {
+        "database": db.url,
+        "table": table,
+        "relay": relay,
+        "position": cursor,
+        "relayed": int(row[1]) if row else 0,
+        "updated_at": row[2] if row else None,
+        "lag_events": int(pending),
+        "lag_seconds": round(max(lag, 0.0), 3),
+        "healthy": True,
+    }
