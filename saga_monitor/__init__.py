@@ -1,0 +1,51 @@
+"""The passive saga monitor: watches the events services already publish, correlates them into
+saga instances and tells you which business transactions are stuck, compensating or done.
+
+    from saga_monitor import SagaMonitor, load_definitions, open_store
+
+    definitions = load_definitions("sagas.yaml")
+    async with Bus("sqlite:///.choreo/broker.db") as bus:
+        monitor = SagaMonitor(definitions, bus, open_store("sqlite:///.choreo/sagas.db"))
+        await monitor.run()
+"""
+
+from saga_monitor.correlator import Correlator
+from saga_monitor.definitions import (
+    Correlation,
+    Definitions,
+    SagaDefinition,
+    Step,
+    load_definitions,
+    parse_definitions,
+)
+from saga_monitor.errors import DefinitionError, InstanceNotFoundError, SagaError, StoreError
+from saga_monitor.machine import Outcome, SagaMachine
+from saga_monitor.model import STATES, Alert, Anomaly, Entry, Instance, Observation
+from saga_monitor.store import DEFAULT_STORE_URL, MemoryStore, SQLiteStore, Store, open_store
+
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "STATES",
+    "Alert",
+    "Anomaly",
+    "Correlation",
+    "Correlator",
+    "DefinitionError",
+    "Definitions",
+    "Entry",
+    "Instance",
+    "InstanceNotFoundError",
+    "MemoryStore",
+    "Observation",
+    "Outcome",
+    "SQLiteStore",
+    "SagaDefinition",
+    "SagaError",
+    "SagaMachine",
+    "Step",
+    "Store",
+    "StoreError",
+    "load_definitions",
+    "open_store",
+    "parse_definitions",
+]

@@ -1,0 +1,354 @@
+"""The saga state machine: pure functions of (instance, event) and (instance, clock).
+
+Nothing here reads a clock or does I/O: every method is given the observation or ``now``, so
+the same events always give the same instance (which is what makes a restart after ``kill -9``
+land on the same states). Event times (the CloudEvents ``time``) place events on the timeline
+and start the deadlines; ``now`` only decides when a deadline has passed.
+
+States (DESIGN.md): ``running`` (started, nothing terminal yet); ``completed`` (a complete
+event); ``compensating`` (a fail event, waiting for the compensations of the steps already
+done); ``compensated`` (all those compensations seen, or a compensated event); ``failed`` (a
+fail event with nothing to compensate); ``stuck`` (a deadline passed while running or
+compensating: the instance keeps what it waits for, and a late event moves it on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta
+from typing import Any
+
+from broker.envelope import format_time
+from saga_monitor.definitions import SagaDefinition, format_duration
+from saga_monitor.model import ACTIVE, TERMINAL, Alert, Anomaly, Entry, Instance, Observation
+
+__all__ = ["Outcome", "SagaMachine"]
+
+_STATE_ALERTS = frozenset(("completed", "failed", "compensating", "compensated", "stuck"))
+
+
+@dataclasses.dataclass(slots=True)
+class Outcome:
+    """What one application changed: alerts to publish, new anomalies, step durations."""
+
+    alerts: list[Alert] = dataclasses.field(default_factory=list)
+    anomalies: list[Anomaly] = dataclasses.field(default_factory=list)
+    step_seconds: list[tuple[str, float]] = dataclasses.field(default_factory=list)
+    changed: bool = False
+
+    def merge(self, other: Outcome) -> Outcome:
+        self.alerts.extend(other.alerts)
+        self.anomalies.extend(other.anomalies)
+        self.step_seconds.extend(other.step_seconds)
+        self.changed = self.changed or other.changed
+        return self
+
+
+class SagaMachine:
+    """Applies events and the clock to instances of one saga definition."""
+
+    def __init__(self, definition: SagaDefinition) -> None:
+        self.definition = definition
+        self.name = definition.name
+        self.types = definition.event_types()
+        self._step_index = {step.event: i for i, step in enumerate(definition.steps)}
+        self._compensates = {
+            step.compensation: step.event for step in definition.steps if step.compensation
+        }
+        self._start = frozenset(definition.start)
+        self._complete = frozenset(definition.complete)
+        self._fail = frozenset(definition.fail)
+        self._compensated = frozenset(definition.compensated)
+
+    # -- classification --------------------------------------------------------------------
+
+    def is_start(self, event_type: str) -> bool:
+        """Whether ``event_type`` starts an instance of this saga."""
+        return event_type in self._start
+
+    def role(self, event_type: str) -> str:
+        """start, step, complete, fail, compensation, compensated or unknown."""
+        if event_type in self._start:
+            return "start"
+        if event_type in self._step_index:
+            return "step"
+        if event_type in self._complete:
+            return "complete"
+        if event_type in self._fail:
+            return "fail"
+        if event_type in self._compensates:
+            return "compensation"
+        if event_type in self._compensated:
+            return "compensated"
+        return "unknown"
+
+    # -- starting and orphans --------------------------------------------------------------
+
+    def begin(self, correlation_id: str, obs: Observation) -> tuple[Instance, Outcome]:
+        """A new instance started by ``obs`` (a start event)."""
+        deadline = self.definition.deadline
+        instance = Instance(
+            saga=self.name,
+            correlation_id=correlation_id,
+            started=obs.time,
+            updated=obs.time,
+            progress_at=obs.time,
+            deadline=obs.time + timedelta(seconds=deadline) if deadline else None,
+            seen={obs.key: 1},
+            timeline=[Entry(obs, "start")],
+        )
+        self._plan(instance)
+        return instance, Outcome(changed=True)
+
+    def orphan(self, correlation_id: str, obs: Observation) -> Outcome:
+        """The anomaly for an event of this saga whose instance never started (yet)."""
+        anomaly = Anomaly(
+            "orphan",
+            obs.type,
+            obs.id,
+            obs.source,
+            obs.time,
+            f"no {' or '.join(self.definition.start)} seen for correlation id {correlation_id}",
+        )
+        alert = Alert(
+            "saga.anomaly",
+            self.name,
+            correlation_id,
+            {
+                "saga": self.name,
+                "correlation_id": correlation_id,
+                "state": None,
+                "anomaly": anomaly.to_dict(),
+                "event": _event_info(obs),
+            },
+        )
+        return Outcome([alert], [anomaly])
+
+    def adopt(self, instance: Instance, orphans: list[Observation]) -> Outcome:
+        """Apply events that arrived before the start event, in event-time order."""
+        outcome = Outcome()
+        for obs in sorted(orphans, key=lambda o: o.time):
+            outcome.merge(self.apply(instance, obs))
+            entry = instance.timeline[-1]
+            if entry.event is obs and obs.time < instance.started:
+                detail = f"happened before the start event {instance.timeline[0].event.type}"
+                self._flag(instance, entry, outcome, "out_of_order", detail)
+        return outcome
+
+    # -- events ----------------------------------------------------------------------------
+
+    def apply(self, instance: Instance, obs: Observation) -> Outcome:
+        """Apply one event of this saga to ``instance`` (idempotent for a repeated source+id)."""
+        outcome = Outcome()
+        seen = instance.seen.get(obs.key, 0)
+        if seen:
+            if seen == 1:  # a repeated sighting is reported once, however often it comes back
+                instance.seen[obs.key] = 2
+                entry = Entry(obs, self.role(obs.type))
+                instance.timeline.append(entry)
+                detail = f"{obs.source} sent event {obs.id} before"
+                self._flag(instance, entry, outcome, "duplicate", detail)
+                outcome.changed = True
+            return outcome
+        instance.seen[obs.key] = 1
+        entry = Entry(obs, self.role(obs.type))
+        instance.timeline.append(entry)
+        instance.updated = max(instance.updated, obs.time)
+        outcome.changed = True
+        if entry.role == "unknown":
+            detail = f"{obs.type} is not part of {self.name}"
+            self._flag(instance, entry, outcome, "unexpected", detail)
+            return outcome
+        if instance.phase in TERMINAL:
+            detail = f"arrived after the saga {instance.phase}"
+            self._flag(instance, entry, outcome, "after_terminal", detail)
+            return outcome
+        before = instance.state
+        if entry.role != "start":
+            self._check_late(instance, entry, outcome)
+        getattr(self, f"_on_{entry.role}")(instance, entry, outcome)
+        self._plan(instance)
+        self._state_alert(instance, before, outcome, obs)
+        return outcome
+
+    def _check_late(self, instance: Instance, entry: Entry, outcome: Outcome) -> None:
+        overdue = instance.due is not None and entry.event.time > instance.due
+        if instance.stuck_since is None and not overdue:
+            return
+        waited = " or ".join(instance.expected) or "progress"
+        due = format_time(instance.due) if instance.due else "its deadline"
+        self._flag(instance, entry, outcome, "late", f"the saga waited for {waited} until {due}")
+        instance.stuck_since = None
+
+    def _on_start(self, instance: Instance, entry: Entry, outcome: Outcome) -> None:
+        self._flag(instance, entry, outcome, "unexpected", "a second start event")
+
+    def _on_step(self, instance: Instance, entry: Entry, outcome: Outcome) -> None:
+        step, at = entry.event.type, entry.event.time
+        if instance.phase == "compensating":
+            self._flag(instance, entry, outcome, "unexpected", "a step after the saga failed")
+            return
+        if step in instance.done:
+            self._flag(instance, entry, outcome, "unexpected", f"{step} happened already")
+            return
+        index = self._step_index[step]
+        for other, other_at in instance.done.items():
+            j = self._step_index[other]
+            if (j > index and other_at < at) or (j < index and other_at > at):
+                self._flag(instance, entry, outcome, "out_of_order", f"{step} came after {other}")
+                break
+        previous = self._base_time(instance, index)
+        outcome.step_seconds.append((step, max(0.0, (at - previous).total_seconds())))
+        instance.done[step] = at
+        instance.progress_at = max(instance.progress_at or at, at)
+        if step in self._complete:
+            self._on_complete(instance, entry, outcome)
+
+    def _on_complete(self, instance: Instance, entry: Entry, outcome: Outcome) -> None:
+        if instance.phase == "compensating":
+            self._flag(instance, entry, outcome, "unexpected", "completion while compensating")
+            return
+        missing = [s.event for s in self.definition.steps if s.event not in instance.done]
+        if missing:
+            detail = f"completed before {', '.join(missing)}"
+            self._flag(instance, entry, outcome, "out_of_order", detail)
+        self._finish(instance, "completed", entry.event.time)
+
+    def _on_fail(self, instance: Instance, entry: Entry, outcome: Outcome) -> None:
+        if instance.phase == "compensating":
+            return  # a second failure report changes nothing
+        instance.failed_at = entry.event.time
+        instance.waiting = [
+            s.compensation
+            for s in reversed(self.definition.steps)
+            if s.compensation
+            and s.event in instance.done
+            and s.compensation not in instance.compensations
+        ]
+        if instance.waiting:
+            instance.phase = "compensating"
+        else:
+            self._finish(instance, "failed", entry.event.time)
+
+    def _on_compensation(self, instance: Instance, entry: Entry, outcome: Outcome) -> None:
+        compensation = entry.event.type
+        step = self._compensates[compensation]
+        if instance.phase == "compensating" and compensation in instance.waiting:
+            instance.waiting.remove(compensation)
+            instance.compensations.append(compensation)
+            if not instance.waiting:
+                self._finish(instance, "compensated", entry.event.time)
+            return
+        if step not in instance.done:
+            detail = f"compensates {step}, which did not happen"
+        elif compensation in instance.compensations:
+            detail = f"{step} was compensated already"
+        else:
+            detail = "a compensation before any failure event"
+            instance.compensations.append(compensation)
+        self._flag(instance, entry, outcome, "unexpected", detail)
+
+    def _on_compensated(self, instance: Instance, entry: Entry, outcome: Outcome) -> None:
+        self._finish(instance, "compensated", entry.event.time)
+
+    # -- the clock -------------------------------------------------------------------------
+
+    def tick(self, instance: Instance, now: datetime) -> Outcome:
+        """Mark ``instance`` stuck when its deadline passed by ``now`` (alerting once)."""
+        if instance.phase not in ACTIVE or instance.stuck_since is not None:
+            return Outcome()
+        if instance.due is None or now < instance.due:
+            return Outcome()
+        before = instance.state
+        instance.stuck_since = now
+        instance.updated = max(instance.updated, now)
+        outcome = Outcome(changed=True)
+        self._state_alert(instance, before, outcome, None)
+        return outcome
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _finish(self, instance: Instance, phase: str, at: datetime) -> None:
+        instance.phase = phase
+        instance.finished = at
+        instance.stuck_since = None
+        if phase != "compensated":
+            instance.waiting = []
+
+    def _base_time(self, instance: Instance, index: int) -> datetime:
+        """When the clock of step ``index`` started: the previous step, else the start."""
+        if index > 0:
+            previous = self.definition.steps[index - 1].event
+            if previous in instance.done:
+                return instance.done[previous]
+        return instance.progress_at if index > 0 and instance.progress_at else instance.started
+
+    def _plan(self, instance: Instance) -> None:
+        """Work out what ``instance`` expects next and by when."""
+        due: datetime | None = None
+        if instance.phase == "running":
+            steps = self.definition.steps
+            index = next((i for i, s in enumerate(steps) if s.event not in instance.done), None)
+            if index is None:
+                instance.expected = list(self.definition.complete)
+            else:
+                instance.expected = [steps[index].event]
+                within = steps[index].within
+                if within:
+                    due = self._base_time(instance, index) + timedelta(seconds=within)
+        elif instance.phase == "compensating":
+            instance.expected = list(instance.waiting)
+            within = self.definition.compensation_within
+            if within and instance.failed_at is not None:
+                due = instance.failed_at + timedelta(seconds=within)
+        else:
+            instance.expected, instance.due = [], None
+            return
+        if instance.deadline is not None and (due is None or instance.deadline < due):
+            due = instance.deadline
+        instance.due = due
+
+    def _flag(
+        self, instance: Instance, entry: Entry, outcome: Outcome, kind: str, detail: str
+    ) -> None:
+        if kind in entry.flags:
+            return
+        obs = entry.event
+        entry.flags.append(kind)
+        anomaly = Anomaly(kind, obs.type, obs.id, obs.source, obs.time, detail)
+        instance.anomalies.append(anomaly)
+        outcome.anomalies.append(anomaly)
+        data = self._alert_data(instance, obs)
+        data["anomaly"] = anomaly.to_dict()
+        outcome.alerts.append(Alert("saga.anomaly", self.name, instance.correlation_id, data))
+
+    def _state_alert(
+        self, instance: Instance, before: str, outcome: Outcome, obs: Observation | None
+    ) -> None:
+        state = instance.state
+        if state == before or state not in _STATE_ALERTS:
+            return
+        data = self._alert_data(instance, obs)
+        data["previous_state"] = before
+        if state == "stuck" and instance.due is not None:
+            data["deadline"] = format_time(instance.due)
+            waited = (instance.due - instance.progress_at) if instance.progress_at else None
+            data["waited"] = format_duration(waited.total_seconds()) if waited else None
+        outcome.alerts.append(Alert(f"saga.{state}", self.name, instance.correlation_id, data))
+
+    def _alert_data(self, instance: Instance, obs: Observation | None) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "saga": self.name,
+            "correlation_id": instance.correlation_id,
+            "state": instance.state,
+            "started": format_time(instance.started),
+            "expected_next": list(instance.expected),
+            "due": format_time(instance.due) if instance.due else None,
+        }
+        if obs is not None:
+            data["event"] = _event_info(obs)
+        return data
+
+
+def _event_info(obs: Observation) -> dict[str, Any]:
+    return {"type": obs.type, "id": obs.id, "source": obs.source, "time": format_time(obs.time)}

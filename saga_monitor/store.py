@@ -1,0 +1,487 @@
+"""Where saga instances live: SQLite (the default), PostgreSQL (shared) or memory (tests).
+
+One store URL picks the backend: ``sqlite:///.choreo/sagas.db`` (the default),
+``postgresql://user@host:5432/db?schema=sagas`` (see :mod:`saga_monitor.store_postgres`) or
+``memory://``. Every store keeps the same things:
+
+* ``saga_instances``: one row per (saga, correlation id) with the indexed columns the views
+  filter on (state, started, updated, due, finished) and the full instance as a JSON document
+  (timeline, anomalies, the (source, id) of every event applied);
+* ``saga_orphans``: events of a saga whose start was not seen yet, adopted when it arrives;
+* ``saga_alerts``: an outbox of alerts, written in the same transaction as the state and
+  deleted once published, so a crash between the two re-sends instead of losing an alert.
+
+The monitor applies each event inside one :meth:`Store.transaction`; the (source, id) of the
+events applied to an instance commit with it. A delivery redelivered after a crash (at-least-
+once) is then recognised and changes nothing, so a restarted monitor reaches the same states.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from saga_monitor.errors import StoreError
+from saga_monitor.model import ACTIVE, Alert, Instance, Observation
+
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "MemoryStore",
+    "SQLiteStore",
+    "Store",
+    "Transaction",
+    "open_store",
+]
+
+DEFAULT_STORE_URL = "sqlite:///.choreo/sagas.db"
+
+
+def epoch(moment: datetime | None) -> float | None:
+    return moment.timestamp() if moment is not None else None
+
+
+class Transaction(Protocol):
+    """The reads and writes one event's application needs, committed together."""
+
+    def get(self, saga: str, correlation_id: str) -> Instance | None: ...
+
+    def put(self, instance: Instance) -> None: ...
+
+    def add_orphan(self, saga: str, correlation_id: str, obs: Observation) -> bool:
+        """Buffer an orphan event; False when that (source, id) is buffered already."""
+        ...
+
+    def take_orphans(self, saga: str, correlation_id: str) -> list[Observation]: ...
+
+    def add_alerts(self, alerts: list[Alert]) -> None: ...
+
+
+class Store(Protocol):
+    """A saga state store (see the module docstring)."""
+
+    url: str
+
+    def transaction(self) -> contextlib.AbstractContextManager[Transaction]: ...
+
+    def due(self, now: datetime) -> list[tuple[str, str]]:
+        """(saga, correlation id) of active, not yet stuck instances whose deadline passed."""
+        ...
+
+    def pending_alerts(self, limit: int = 500) -> list[tuple[int, Alert]]: ...
+
+    def delete_alerts(self, seqs: list[int]) -> None: ...
+
+    def instances(
+        self,
+        *,
+        saga: str | None = None,
+        state: str | None = None,
+        since: datetime | None = None,
+        correlation_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[Instance]:
+        """Instances, most recently updated first."""
+        ...
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """How many instances per (saga, state)."""
+        ...
+
+    def orphans(self, limit: int = 1000) -> list[tuple[str, str, Observation]]: ...
+
+    def prune(self, finished_before: datetime) -> int:
+        """Delete instances that finished (and orphans seen) before the time; returns how many."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _obs_doc(obs: Observation) -> str:
+    return json.dumps(
+        {
+            "type": obs.type,
+            "source": obs.source,
+            "id": obs.id,
+            "time": obs.time.isoformat(),
+            "topic": obs.topic,
+            "causation": obs.causation,
+            "data": obs.data,
+        },
+        default=str,
+    )
+
+
+def _obs_from(doc: str) -> Observation:
+    raw = json.loads(doc)
+    return Observation(
+        raw["type"],
+        raw["source"],
+        raw["id"],
+        datetime.fromisoformat(raw["time"]),
+        raw.get("topic"),
+        raw.get("causation"),
+        raw.get("data"),
+    )
+
+
+def instance_row(instance: Instance) -> tuple[Any, ...]:
+    """The column values of an instance row (due only while a deadline can still fire)."""
+    watch = instance.phase in ACTIVE and instance.stuck_since is None
+    return (
+        instance.saga,
+        instance.correlation_id,
+        instance.state,
+        epoch(instance.started),
+        epoch(instance.updated),
+        epoch(instance.due) if watch else None,
+        epoch(instance.finished),
+        json.dumps(instance.to_dict(), default=str),
+    )
+
+
+# -- memory -------------------------------------------------------------------------------------
+
+
+class _MemoryTransaction:
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    def get(self, saga: str, correlation_id: str) -> Instance | None:
+        return self._store.data.get((saga, correlation_id))
+
+    def put(self, instance: Instance) -> None:
+        self._store.data[(instance.saga, instance.correlation_id)] = instance
+
+    def add_orphan(self, saga: str, correlation_id: str, obs: Observation) -> bool:
+        bucket = self._store.orphan_data.setdefault((saga, correlation_id), {})
+        if obs.key in bucket:
+            return False
+        bucket[obs.key] = obs
+        return True
+
+    def take_orphans(self, saga: str, correlation_id: str) -> list[Observation]:
+        return list(self._store.orphan_data.pop((saga, correlation_id), {}).values())
+
+    def add_alerts(self, alerts: list[Alert]) -> None:
+        for alert in alerts:
+            self._store.seq += 1
+            self._store.alerts[self._store.seq] = alert
+
+
+class MemoryStore:
+    """Instances in a dict: fast, for tests, benchmarks and in-process demos; nothing persists."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self.data: dict[tuple[str, str], Instance] = {}
+        self.orphan_data: dict[tuple[str, str], dict[str, Observation]] = {}
+        self.alerts: dict[int, Alert] = {}
+        self.seq = 0
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        yield _MemoryTransaction(self)
+
+    def due(self, now: datetime) -> list[tuple[str, str]]:
+        return [
+            key
+            for key, i in self.data.items()
+            if i.phase in ACTIVE and i.stuck_since is None and i.due is not None and i.due <= now
+        ]
+
+    def pending_alerts(self, limit: int = 500) -> list[tuple[int, Alert]]:
+        return sorted(self.alerts.items())[:limit]
+
+    def delete_alerts(self, seqs: list[int]) -> None:
+        for seq in seqs:
+            self.alerts.pop(seq, None)
+
+    def instances(
+        self,
+        *,
+        saga: str | None = None,
+        state: str | None = None,
+        since: datetime | None = None,
+        correlation_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[Instance]:
+        chosen = [
+            i
+            for i in self.data.values()
+            if (saga is None or i.saga == saga)
+            and (state is None or i.state == state)
+            and (since is None or i.updated >= since)
+            and (correlation_id is None or i.correlation_id == correlation_id)
+        ]
+        return sorted(chosen, key=lambda i: i.updated, reverse=True)[:limit]
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        out: dict[tuple[str, str], int] = {}
+        for instance in self.data.values():
+            key = (instance.saga, instance.state)
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    def orphans(self, limit: int = 1000) -> list[tuple[str, str, Observation]]:
+        rows = [(s, c, o) for (s, c), b in self.orphan_data.items() for o in b.values()]
+        return rows[:limit]
+
+    def prune(self, finished_before: datetime) -> int:
+        old = [k for k, i in self.data.items() if i.finished and i.finished < finished_before]
+        for key in old:
+            del self.data[key]
+        for key, bucket in list(self.orphan_data.items()):
+            if all(o.time < finished_before for o in bucket.values()):
+                del self.orphan_data[key]
+        return len(old)
+
+    def close(self) -> None:
+        return None
+
+
+# -- SQL (shared by SQLite and PostgreSQL) ------------------------------------------------------
+
+
+class _SQLTransaction:
+    def __init__(self, store: SQLStore, cursor: Any) -> None:
+        self._store = store
+        self._cur = cursor
+
+    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        self._cur.execute(self._store.sql(sql), params)
+        return self._cur
+
+    def get(self, saga: str, correlation_id: str) -> Instance | None:
+        row = self._run(
+            "SELECT doc FROM saga_instances WHERE saga = ? AND correlation_id = ?",
+            (saga, correlation_id),
+        ).fetchone()
+        return Instance.from_dict(json.loads(row[0])) if row else None
+
+    def put(self, instance: Instance) -> None:
+        self._run(
+            "INSERT INTO saga_instances (saga, correlation_id, state, started, updated, due, "
+            "finished, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (saga, correlation_id) "
+            "DO UPDATE SET state = excluded.state, started = excluded.started, "
+            "updated = excluded.updated, due = excluded.due, finished = excluded.finished, "
+            "doc = excluded.doc",
+            instance_row(instance),
+        )
+
+    def add_orphan(self, saga: str, correlation_id: str, obs: Observation) -> bool:
+        cur = self._run(
+            "INSERT INTO saga_orphans (saga, correlation_id, event_key, time, doc) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (saga, correlation_id, obs.key, obs.time.timestamp(), _obs_doc(obs)),
+        )
+        return bool(cur.rowcount)
+
+    def take_orphans(self, saga: str, correlation_id: str) -> list[Observation]:
+        rows = self._run(
+            "SELECT doc FROM saga_orphans WHERE saga = ? AND correlation_id = ? ORDER BY time",
+            (saga, correlation_id),
+        ).fetchall()
+        if rows:
+            self._run(
+                "DELETE FROM saga_orphans WHERE saga = ? AND correlation_id = ?",
+                (saga, correlation_id),
+            )
+        return [_obs_from(row[0]) for row in rows]
+
+    def add_alerts(self, alerts: list[Alert]) -> None:
+        for alert in alerts:
+            self._run("INSERT INTO saga_alerts (doc) VALUES (?)", (json.dumps(alert.to_dict()),))
+
+
+class SQLStore:
+    """The SQL both backends share; a subclass gives the connection and the dialect."""
+
+    url: str
+    placeholder = "?"
+    schema_sql: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._conn: Any = None
+
+    def sql(self, text: str) -> str:
+        return text if self.placeholder == "?" else text.replace("?", self.placeholder)
+
+    def _translate(self, exc: Exception) -> StoreError:
+        return StoreError(f"saga store {self.url}: {exc}")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with self._lock:
+            cursor = self._conn.cursor()
+            try:
+                yield _SQLTransaction(self, cursor)
+                self._conn.commit()
+            except BaseException:
+                self._conn.rollback()
+                raise
+            finally:
+                cursor.close()
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        with self._lock:
+            cursor = self._conn.cursor()
+            try:
+                cursor.execute(self.sql(sql), params)
+                rows = cursor.fetchall() if cursor.description else []
+                self._conn.commit()
+                return list(rows)
+            except Exception as exc:
+                self._conn.rollback()
+                raise self._translate(exc) from exc
+            finally:
+                cursor.close()
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        with self._lock:
+            cursor = self._conn.cursor()
+            try:
+                cursor.execute(self.sql(sql), params)
+                count = int(cursor.rowcount)
+                self._conn.commit()
+                return count
+            except Exception as exc:
+                self._conn.rollback()
+                raise self._translate(exc) from exc
+            finally:
+                cursor.close()
+
+    def _create_schema(self) -> None:
+        for statement in self.schema_sql:
+            self._execute(statement)
+
+    def due(self, now: datetime) -> list[tuple[str, str]]:
+        rows = self._query(
+            "SELECT saga, correlation_id FROM saga_instances WHERE due IS NOT NULL AND due <= ? "
+            "ORDER BY due",
+            (now.timestamp(),),
+        )
+        return [(row[0], row[1]) for row in rows]
+
+    def pending_alerts(self, limit: int = 500) -> list[tuple[int, Alert]]:
+        rows = self._query("SELECT seq, doc FROM saga_alerts ORDER BY seq LIMIT ?", (limit,))
+        return [(int(row[0]), Alert.from_dict(json.loads(row[1]))) for row in rows]
+
+    def delete_alerts(self, seqs: list[int]) -> None:
+        for seq in seqs:
+            self._execute("DELETE FROM saga_alerts WHERE seq = ?", (seq,))
+
+    def instances(
+        self,
+        *,
+        saga: str | None = None,
+        state: str | None = None,
+        since: datetime | None = None,
+        correlation_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[Instance]:
+        where: list[str] = ["1 = 1"]
+        params: list[Any] = []
+        for column, value in (("saga", saga), ("state", state), ("correlation_id", correlation_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("updated >= ?")
+            params.append(since.timestamp())
+        rows = self._query(
+            f"SELECT doc FROM saga_instances WHERE {' AND '.join(where)} "
+            "ORDER BY updated DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [Instance.from_dict(json.loads(row[0])) for row in rows]
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        rows = self._query("SELECT saga, state, COUNT(*) FROM saga_instances GROUP BY saga, state")
+        return {(row[0], row[1]): int(row[2]) for row in rows}
+
+    def orphans(self, limit: int = 1000) -> list[tuple[str, str, Observation]]:
+        rows = self._query(
+            "SELECT saga, correlation_id, doc FROM saga_orphans ORDER BY time LIMIT ?", (limit,)
+        )
+        return [(row[0], row[1], _obs_from(row[2])) for row in rows]
+
+    def prune(self, finished_before: datetime) -> int:
+        cutoff = finished_before.timestamp()
+        count = self._execute(
+            "DELETE FROM saga_instances WHERE finished IS NOT NULL AND finished < ?", (cutoff,)
+        )
+        self._execute("DELETE FROM saga_orphans WHERE time < ?", (cutoff,))
+        return count
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+_SQLITE_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS saga_instances (saga TEXT NOT NULL, correlation_id TEXT NOT NULL, "
+    "state TEXT NOT NULL, started REAL NOT NULL, updated REAL NOT NULL, due REAL, finished REAL, "
+    "doc TEXT NOT NULL, PRIMARY KEY (saga, correlation_id))",
+    "CREATE INDEX IF NOT EXISTS saga_instances_due ON saga_instances (due)",
+    "CREATE INDEX IF NOT EXISTS saga_instances_updated ON saga_instances (updated)",
+    "CREATE INDEX IF NOT EXISTS saga_instances_corr ON saga_instances (correlation_id)",
+    "CREATE TABLE IF NOT EXISTS saga_orphans (saga TEXT NOT NULL, correlation_id TEXT NOT NULL, "
+    "event_key TEXT NOT NULL, time REAL NOT NULL, doc TEXT NOT NULL, "
+    "PRIMARY KEY (saga, correlation_id, event_key))",
+    "CREATE TABLE IF NOT EXISTS saga_alerts (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "doc TEXT NOT NULL)",
+)
+
+
+class SQLiteStore(SQLStore):
+    """``sqlite:///path/to/sagas.db``: one file, WAL mode, safe to read from other processes."""
+
+    schema_sql = _SQLITE_SCHEMA
+
+    def __init__(self, url: str = DEFAULT_STORE_URL) -> None:
+        super().__init__()
+        self.url = url
+        path = url.removeprefix("sqlite://").split("?", 1)[0]
+        path = path[1:] if path.startswith("/") else path
+        self.path = Path(path or ".choreo/sagas.db")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(
+                f"cannot open the saga store {url}: {exc}; check the path is writable"
+            ) from exc
+        self._create_schema()
+
+
+def open_store(url: str | None = None) -> Store:
+    """The store for ``url`` (default ``sqlite:///.choreo/sagas.db``)."""
+    url = url or DEFAULT_STORE_URL
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "sqlite":
+        return SQLiteStore(url)
+    if scheme == "memory":
+        return MemoryStore(url)
+    if scheme in ("postgresql", "postgres"):
+        from saga_monitor.store_postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise StoreError(
+        f"saga store URL {url!r} is not understood; use sqlite:///path/sagas.db, "
+        "postgresql://user@host:5432/db or memory://"
+    )
+
+
+def utc(moment: float) -> datetime:
+    return datetime.fromtimestamp(moment, UTC)

@@ -1,0 +1,49 @@
+"""Building blocks for the saga monitor tests: events at fixed times and the example saga."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from broker import Event
+from saga_monitor import Definitions, load_definitions
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+EXAMPLE = Path(__file__).parents[2] / "saga_monitor" / "examples" / "order-fulfilment.yaml"
+_ids = itertools.count(1)
+
+
+def at(seconds: float) -> datetime:
+    """T0 plus ``seconds``."""
+    return T0 + timedelta(seconds=seconds)
+
+
+def event(
+    type_: str,
+    corr: str | None = "o-1",
+    seconds: float = 0.0,
+    *,
+    source: str = "test",
+    id_: str | None = None,
+    data: Any = None,
+    **extensions: Any,
+) -> Event:
+    """A CloudEvent of ``type_`` correlated by ``corr``, happening at T0 + ``seconds``."""
+    ext = dict(extensions)
+    if corr is not None:
+        ext["correlationid"] = corr
+    return Event(
+        type=type_,
+        source=source,
+        id=id_ or f"e{next(_ids)}",
+        time=at(seconds),
+        data=data,
+        extensions=ext,
+    )
+
+
+def example() -> Definitions:
+    """The order-fulfilment saga of DESIGN.md (payment 30s, inventory 30s, shipping 2h)."""
+    return load_definitions(EXAMPLE)

@@ -1,0 +1,303 @@
+"""The state machine and correlator: states, expectations, deadlines and anomalies."""
+
+from __future__ import annotations
+
+from broker import Event
+from saga_monitor import Correlator, Instance, MemoryStore, SagaDefinition, Step
+from saga_monitor.machine import Outcome
+from tests.saga_monitor.helpers import at, event, example
+
+
+class Saga:
+    """The example saga over a memory store, with a clock the test moves."""
+
+    def __init__(self, *sagas: SagaDefinition) -> None:
+        self.store = MemoryStore()
+        self.correlator = Correlator(sagas or example())
+        self.alerts: list[str] = []
+
+    def send(self, *events: Event) -> Outcome:
+        outcome = Outcome()
+        for item in events:
+            step = self.correlator.apply(self.store, item, topic="t", now=at(10_000))
+            self.alerts += [a.type for a in step.alerts]
+            outcome.merge(step)
+        return outcome
+
+    def tick(self, seconds: float) -> Outcome:
+        outcome = self.correlator.tick(self.store, at(seconds))
+        self.alerts += [a.type for a in outcome.alerts]
+        return outcome
+
+    def get(self, corr: str = "o-1", saga: str = "order-fulfilment") -> Instance:
+        return self.store.data[(saga, corr)]
+
+    def kinds(self, corr: str = "o-1") -> list[str]:
+        return [a.kind for a in self.get(corr).anomalies]
+
+
+def test_happy_path_completes_and_expects_each_step_in_turn() -> None:
+    """Each step moves 'expected next' on; the complete event finishes the saga."""
+    saga = Saga()
+    saga.send(event("order.placed", seconds=0))
+    assert ["payment.authorized"] == saga.get().expected
+    assert at(30) == saga.get().due
+    saga.send(event("payment.authorized", seconds=5))
+    assert (["inventory.reserved"], at(35)) == (saga.get().expected, saga.get().due)
+    saga.send(event("inventory.reserved", seconds=10), event("order.shipped", seconds=100))
+    instance = saga.get()
+    assert ("completed", [], None) == (instance.state, instance.expected, instance.due)
+    assert [] == instance.anomalies
+    assert ["saga.completed"] == saga.alerts
+    assert at(100) == instance.finished
+
+
+def test_failure_with_nothing_done_is_failed() -> None:
+    """A fail event before any compensable step leaves nothing to undo: failed."""
+    saga = Saga()
+    saga.send(event("order.placed"), event("payment.failed", seconds=1))
+    assert "failed" == saga.get().state
+    assert ["saga.failed"] == saga.alerts
+
+
+def test_failure_after_steps_waits_for_their_compensations_in_reverse() -> None:
+    """A failure after two compensable steps waits for both compensations, newest first."""
+    saga = Saga()
+    saga.send(
+        event("order.placed"),
+        event("payment.authorized", seconds=1),
+        event("inventory.reserved", seconds=2),
+        event("payment.failed", seconds=3),
+    )
+    assert ("compensating", ["inventory.released", "payment.refunded"]) == (
+        saga.get().state,
+        saga.get().expected,
+    )
+    saga.send(event("payment.refunded", seconds=4))
+    assert ["inventory.released"] == saga.get().expected
+    saga.send(event("inventory.released", seconds=5))
+    assert "compensated" == saga.get().state
+    assert ["saga.compensating", "saga.compensated"] == saga.alerts
+
+
+def test_compensated_event_finishes_compensation_at_once() -> None:
+    """A `compensated` event (order.cancelled) ends the saga whatever is still awaited."""
+    saga = Saga()
+    saga.send(
+        event("order.placed"),
+        event("payment.authorized", seconds=1),
+        event("inventory.unavailable", seconds=2),
+        event("order.cancelled", seconds=3),
+    )
+    assert "compensated" == saga.get().state
+
+
+def test_deadline_by_clock_marks_stuck_once_and_late_event_moves_it_on() -> None:
+    """No event needed: the clock passing a step deadline makes the instance stuck, once."""
+    saga = Saga()
+    saga.send(event("order.placed"))
+    saga.tick(29.9)
+    assert "running" == saga.get().state
+    saga.tick(30)
+    saga.tick(60)
+    assert ("stuck", ["payment.authorized"]) == (saga.get().state, saga.get().expected)
+    assert ["saga.stuck"] == saga.alerts
+    saga.send(event("payment.authorized", seconds=70))
+    assert ("running", ["late"]) == (saga.get().state, saga.kinds())
+    assert ["inventory.reserved"] == saga.get().expected
+
+
+def test_event_after_its_deadline_is_late_even_before_a_tick() -> None:
+    """An event stamped after the deadline is flagged late although no tick marked it stuck."""
+    saga = Saga()
+    saga.send(event("order.placed"), event("payment.authorized", seconds=31))
+    assert ["late"] == saga.kinds()
+    assert "running" == saga.get().state
+
+
+def test_compensation_deadline_makes_a_compensating_saga_stuck() -> None:
+    """compensation_within bounds how long compensations may take after the failure."""
+    saga = Saga()
+    saga.send(
+        event("order.placed"),
+        event("payment.authorized", seconds=1),
+        event("inventory.unavailable", seconds=2),
+    )
+    saga.tick(2 + 299)
+    assert "compensating" == saga.get().state
+    saga.tick(2 + 300)
+    assert ("stuck", ["payment.refunded"]) == (saga.get().state, saga.get().expected)
+    saga.send(event("payment.refunded", seconds=400))
+    assert ("compensated", ["late"]) == (saga.get().state, saga.kinds())
+
+
+def test_overall_deadline_caps_the_step_deadline() -> None:
+    """The overall deadline wins when it comes before the next step's own deadline."""
+    saga = Saga(
+        SagaDefinition(
+            name="s", start="a", steps=[Step("b", within="1h")], complete="b", deadline="10m"
+        )
+    )
+    saga.send(event("a"))
+    assert at(600) == saga.get(saga="s").due
+
+
+def test_duplicate_is_reported_once_however_often_it_is_redelivered() -> None:
+    """The same source+id again is one duplicate anomaly; further copies change nothing."""
+    saga = Saga()
+    placed = event("order.placed", id_="p1")
+    saga.send(placed, event("payment.authorized", seconds=1, id_="a1"))
+    saga.send(placed, placed, placed)
+    assert ["duplicate"] == saga.kinds()
+    assert ("running", 3) == (saga.get().state, len(saga.get().timeline))
+
+
+def test_unknown_type_with_a_live_correlation_id_is_unexpected() -> None:
+    """An event type the saga does not define, for a live instance, is recorded as unexpected."""
+    saga = Saga()
+    saga.send(event("order.placed"), event("payment.disputed", seconds=1))
+    assert ["unexpected"] == saga.kinds()
+    assert "unknown" == saga.get().timeline[-1].role
+
+
+def test_unknown_type_without_an_instance_is_ignored() -> None:
+    """Traffic unrelated to any instance leaves no trace."""
+    saga = Saga()
+    saga.send(event("newsletter.sent", corr="n-1"))
+    assert ({}, {}) == (saga.store.data, saga.store.orphan_data)
+
+
+def test_steps_whose_times_contradict_the_order_are_out_of_order() -> None:
+    """A step that happened (by event time) before an earlier-defined step is out of order."""
+    saga = Saga()
+    saga.send(
+        event("order.placed"),
+        event("inventory.reserved", seconds=1),
+        event("payment.authorized", seconds=2),
+    )
+    assert ["out_of_order"] == saga.kinds()
+
+
+def test_steps_delivered_out_of_order_but_timed_in_order_are_fine() -> None:
+    """Delivery order across topics is not an anomaly when the event times are in order."""
+    saga = Saga()
+    saga.send(
+        event("order.placed"),
+        event("inventory.reserved", seconds=2),
+        event("payment.authorized", seconds=1),
+    )
+    assert ([], ["order.shipped"]) == (saga.kinds(), saga.get().expected)
+
+
+def test_completion_with_a_missing_step_is_out_of_order() -> None:
+    """Completing without a defined step is flagged, and the saga still completes."""
+    saga = Saga()
+    saga.send(
+        event("order.placed"),
+        event("payment.authorized", seconds=1),
+        event("order.shipped", seconds=9),
+    )
+    assert ("completed", ["out_of_order"]) == (saga.get().state, saga.kinds())
+
+
+def test_event_after_terminal_state_is_flagged_and_changes_nothing() -> None:
+    """After completion, a further saga event is an after_terminal anomaly."""
+    saga = Saga()
+    saga.send(event("order.placed"), event("payment.failed", seconds=1))
+    saga.send(event("payment.authorized", seconds=2))
+    assert ("failed", ["after_terminal"]) == (saga.get().state, saga.kinds())
+
+
+def test_orphan_is_reported_then_adopted_when_the_start_arrives() -> None:
+    """A step without a start is an orphan; the late start adopts it in event-time order."""
+    saga = Saga()
+    outcome = saga.send(event("payment.authorized", seconds=1))
+    assert ["orphan"] == [a.kind for a in outcome.anomalies]
+    assert {} == saga.store.data
+    saga.send(event("order.placed", seconds=0))
+    instance = saga.get()
+    assert (["inventory.reserved"], []) == (instance.expected, saga.kinds())
+    assert {} == saga.store.orphan_data
+
+
+def test_orphan_that_happened_before_the_start_is_out_of_order_once_adopted() -> None:
+    """An adopted event stamped before the start event is out of order."""
+    saga = Saga()
+    saga.send(event("payment.authorized", seconds=0), event("order.placed", seconds=5))
+    assert ["out_of_order"] == saga.kinds()
+
+
+def test_repeated_orphan_is_reported_once() -> None:
+    """A redelivered orphan is not a second orphan anomaly."""
+    saga = Saga()
+    orphan = event("payment.authorized", id_="x")
+    first, second = saga.send(orphan), saga.send(orphan)
+    assert (1, 0) == (len(first.anomalies), len(second.anomalies))
+
+
+def test_one_event_can_belong_to_several_sagas() -> None:
+    """A start event shared by two saga types starts an instance of each."""
+    loyalty = SagaDefinition(name="loyalty", start="order.placed", steps=[Step("points.added")])
+    saga = Saga(*example().sagas, loyalty)
+    saga.send(event("order.placed"), event("points.added", seconds=1))
+    assert {("order-fulfilment", "o-1"), ("loyalty", "o-1")} == set(saga.store.data)
+    assert ("running", "completed") == (saga.get().state, saga.get(saga="loyalty").state)
+
+
+def test_correlation_from_a_data_path() -> None:
+    """`correlation: data.order.id` reads the id from the payload."""
+    definition = SagaDefinition(name="s", correlation="data.order.id", start="a", steps=[Step("b")])
+    saga = Saga(definition)
+    saga.send(event("a", corr=None, data={"order": {"id": 7}}))
+    saga.send(event("b", corr=None, seconds=1, data={"order": {"id": 7}}))
+    assert "completed" == saga.get("7", saga="s").state
+
+
+def test_correlation_from_a_jsonpath_and_from_a_header() -> None:
+    """A JSONPath with an index, and `header:<name>`, both find the correlation id."""
+    by_path = SagaDefinition(name="p", correlation="$.items[0].sku", start="a", complete="z")
+    by_header = SagaDefinition(name="h", correlation="header:xorder", start="a", complete="z")
+    saga = Saga(by_path, by_header)
+    saga.send(event("a", corr=None, data={"items": [{"sku": "k1"}]}, xorder="h1"))
+    assert {("p", "k1"), ("h", "h1")} == set(saga.store.data)
+
+
+def test_event_without_a_correlation_id_is_counted_and_ignored() -> None:
+    """A saga event with no correlation id cannot be placed; it is counted."""
+    saga = Saga()
+    saga.send(event("order.placed", corr=None))
+    assert ({}, 1) == (saga.store.data, saga.correlator.uncorrelated)
+
+
+def test_anomalies_are_published_as_alerts() -> None:
+    """Every anomaly becomes a saga.anomaly alert naming its kind."""
+    saga = Saga()
+    placed = event("order.placed")
+    outcome = saga.send(placed, placed)
+    assert [("saga.anomaly", "duplicate")] == [
+        (a.type, a.data["anomaly"]["kind"]) for a in outcome.alerts
+    ]
+
+
+def test_step_durations_are_measured_from_the_previous_step() -> None:
+    """Step durations feed the histogram: time since the previous step (or the start)."""
+    saga = Saga()
+    outcome = saga.send(
+        event("order.placed"),
+        event("payment.authorized", seconds=2),
+        event("inventory.reserved", seconds=7),
+    )
+    assert [("payment.authorized", 2.0), ("inventory.reserved", 5.0)] == outcome.step_seconds
+
+
+def test_instance_round_trips_through_its_json_document() -> None:
+    """What the stores keep reads back into an equal instance."""
+    saga = Saga()
+    saga.send(
+        event("order.placed", data={"note": "<script>x</script>"}),
+        event("payment.authorized", seconds=1),
+        event("payment.failed", seconds=2),
+    )
+    saga.tick(10_000)
+    instance = saga.get()
+    assert instance == Instance.from_dict(instance.to_dict())
