@@ -262,6 +262,9 @@ def _init_mysql(db: DatabaseURL, table: str, payload: PayloadType, report: InitR
             check_mysql_settings(cur, db)
             for statement in _ddl("mysql", table, payload):
                 cur.execute(statement)
+            from connectors.relay_mysql import default_name, record_start_position
+
+            record_start_position(cur, default_name(db, table))
         report.created += [f"table {table}", f"table {OFFSETS_TABLE}"]
     finally:
         conn.close()

@@ -15,12 +15,15 @@ log_bin = /var/lib/mysql/mariadb-bin
 binlog_format = ROW
 binlog_row_image = FULL
 server_id = 1
+binlog_row_metadata = FULL
 expire_logs_days = 1
 CNF
 if ! grep -q "^!includedir $CONF_DIR" "$MYCNF"; then
     printf '\n!includedir %s/\n' "$CONF_DIR" >> "$MYCNF"
 fi
 
+# Column names in the binlog (dynamic, also set in the file for the next restart).
+mysql_q "SET GLOBAL binlog_row_metadata = FULL"
 settings="$(mysql_q "SELECT CONCAT(IF(@@log_bin, 1, 0), '/', @@binlog_format, '/', @@binlog_row_image)")"
 if [ "$settings" = "1/ROW/FULL" ]; then
     echo "mariadb-setup: binlog already ROW/FULL"

@@ -1,0 +1,355 @@
+"""The MySQL/MariaDB relay: the row binlog, read with ``mysql-replication``.
+
+``pymysqlreplication`` is a blocking client, so a reader thread follows the binlog and hands
+committed transactions (the ``WriteRowsEvent`` rows of the outbox table between a GTID/BEGIN and
+its ``XidEvent``) to the event loop through a bounded queue (the thread blocks when the relay
+falls behind). The position after each commit (binlog file/position, plus the MariaDB GTID) is
+stored in ``choreo_outbox_offsets`` in the same database, only after the broker accepted every
+row up to it. On restart the relay resumes from there, by file/position or by GTID
+(``resume="gtid"``, MariaDB). ``choreo outbox init`` records the starting position, so rows
+written before the first relay run are not missed. A ``GET_LOCK`` keeps a second relay out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import queue
+import threading
+import time
+import zlib
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from broker.observability import get_logger
+from connectors.dburl import DatabaseURL, check_identifier
+from connectors.errors import CDCSettingsError, OutboxError, RelayLockedError
+from connectors.relay import Change
+from connectors.routing import OutboxRow
+from connectors.schema import OFFSETS_TABLE, check_mysql_settings, connect_mysql
+
+__all__ = ["MySQLSource", "mysql_status", "record_start_position"]
+
+log = get_logger("connectors.mysql")
+
+_STOP = object()
+
+
+def default_name(db: DatabaseURL, table: str) -> str:
+    return f"mysql:{db.database}.{table}"
+
+
+def _current_position(cur: Any) -> dict[str, Any]:
+    cur.execute("SHOW MASTER STATUS")
+    found = cur.fetchone()
+    if not found:
+        raise CDCSettingsError("SHOW MASTER STATUS is empty: the binlog is off (set log_bin)")
+    cur.execute("SELECT @@GLOBAL.gtid_binlog_pos")
+    gtid = cur.fetchone()[0] if cur.rowcount else ""
+    return {"file": found[0], "pos": int(found[1]), "gtid": gtid or ""}
+
+
+def record_start_position(cur: Any, relay: str) -> None:
+    """Store the current binlog position for ``relay`` unless it has one already."""
+    position = _current_position(cur)
+    cur.execute(
+        f"INSERT IGNORE INTO `{OFFSETS_TABLE}` (relay, position) VALUES (%s, %s)",
+        (relay, json.dumps(position)),
+    )
+
+
+def _as_text(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode(errors="replace")
+    if isinstance(value, dict):  # MySQL JSON decoded by the library, possibly with bytes keys
+        return json.dumps({_as_text(k): v for k, v in value.items()}, default=_as_text)
+    return value
+
+
+def _naive(moment: datetime | None) -> datetime | None:
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment else None
+
+
+class MySQLSource:
+    """Committed outbox rows from the MySQL/MariaDB row binlog."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        table: str = "outbox",
+        name: str | None = None,
+        server_id: int | None = None,
+        resume: Literal["position", "gtid"] = "position",
+        batch_rows: int = 2000,
+        idle_store_interval: float = 10.0,
+    ) -> None:
+        self.db = DatabaseURL.parse(url)
+        self.table = check_identifier(table)
+        self.name = name or default_name(self.db, table)
+        self.server_id = server_id or 100_000 + zlib.crc32(self.name.encode()) % 1_000_000
+        self.resume = resume
+        self.batch_rows = batch_rows
+        self.idle_store_interval = idle_store_interval
+        self.position: dict[str, Any] = {}
+        self._ctl: Any = None
+        self._stream: Any = None
+        self._thread: threading.Thread | None = None
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=20_000)
+        self._wake = asyncio.Event()
+        self._stopping = threading.Event()
+        self._txn: list[OutboxRow] = []
+        self._last_store = 0.0
+        self._columns: list[str] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            await asyncio.to_thread(self._prepare)
+        except BaseException:
+            await self.close()
+            raise
+        loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._follow, args=(loop,), name=f"choreo-binlog-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def _prepare(self) -> None:
+        self._columns = self._column_names()
+        self._ctl = connect_mysql(self.db)
+        with self._ctl.cursor() as cur:
+            check_mysql_settings(cur, self.db)
+            cur.execute("SELECT GET_LOCK(%s, 0)", (f"choreo_outbox:{self.name}",))
+            if cur.fetchone()[0] != 1:
+                raise RelayLockedError(
+                    f"another relay is already reading the binlog for {self.name} on "
+                    f"{self.db.masked}; stop it first (one relay per outbox table)"
+                )
+            try:
+                cur.execute(
+                    f"SELECT position FROM `{OFFSETS_TABLE}` WHERE relay = %s", (self.name,)
+                )
+            except Exception as exc:
+                raise OutboxError(
+                    f"{self.db.masked} has no {OFFSETS_TABLE} table; create the outbox with: "
+                    f"choreo outbox init --db {self.db.masked} --table {self.table}"
+                ) from exc
+            found = cur.fetchone()
+            if found is None:
+                log.warning(
+                    "no stored binlog position; starting at the current one", relay=self.name
+                )
+                record_start_position(cur, self.name)
+                cur.execute(
+                    f"SELECT position FROM `{OFFSETS_TABLE}` WHERE relay = %s", (self.name,)
+                )
+                found = cur.fetchone()
+        self.position = json.loads(found[0])
+
+    def _column_names(self) -> list[str]:
+        """Column names by position, for servers whose binlog carries no column metadata."""
+        conn = connect_mysql(self.db)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
+                    "AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+                    (self.db.database, self.table),
+                )
+                return [str(r[0]) for r in cur.fetchall()]
+        finally:
+            conn.close()
+
+    def _stream_options(self) -> dict[str, Any]:
+        from pymysqlreplication.event import GtidEvent, MariadbGtidEvent, XidEvent
+        from pymysqlreplication.row_event import WriteRowsEvent
+
+        options: dict[str, Any] = {
+            "connection_settings": self.db.pymysql_kwargs(),
+            "server_id": self.server_id,
+            "blocking": True,
+            "only_events": [WriteRowsEvent, XidEvent, MariadbGtidEvent, GtidEvent],
+            "only_schemas": [self.db.database],
+            "only_tables": [self.table],
+            "slave_heartbeat": 1.0,
+        }
+        if self.resume == "gtid" and self.position.get("gtid"):
+            options.update(auto_position=self.position["gtid"], is_mariadb=True)
+        else:
+            options.update(
+                resume_stream=True, log_file=self.position["file"], log_pos=self.position["pos"]
+            )
+        return options
+
+    def _follow(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Reader thread: binlog events -> the queue, as ('rows', ...) and ('commit', ...)."""
+        from pymysqlreplication import BinLogStreamReader
+        from pymysqlreplication.event import GtidEvent, MariadbGtidEvent, XidEvent
+
+        gtid = self.position.get("gtid", "")
+        try:
+            self._stream = BinLogStreamReader(**self._stream_options())
+            for event in self._stream:
+                if self._stopping.is_set():
+                    break
+                if isinstance(event, MariadbGtidEvent | GtidEvent):
+                    gtid = event.gtid
+                elif isinstance(event, XidEvent):
+                    position = {"file": self._stream.log_file, "pos": self._stream.log_pos}
+                    item = ("commit", {**position, "gtid": gtid}, event.timestamp)
+                    self._put(loop, item)
+                else:
+                    self._put(loop, ("rows", [r["values"] for r in event.rows]))
+        except Exception as exc:
+            if not self._stopping.is_set():
+                self._put(loop, ("error", exc))
+
+    def _put(self, loop: asyncio.AbstractEventLoop, item: Any) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                break
+            except queue.Full:
+                continue
+        with contextlib.suppress(RuntimeError):  # the loop may be closed at shutdown
+            loop.call_soon_threadsafe(self._wake.set)
+
+    async def close(self) -> None:
+        self._stopping.set()
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                self._stream.close()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 5.0)
+            self._thread = None
+        if self._ctl is not None:
+            with contextlib.suppress(Exception):
+                self._ctl.close()
+            self._ctl = None
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def next_change(self, timeout: float) -> Change | None:
+        deadline = time.monotonic() + timeout
+        rows: list[OutboxRow] = []
+        committed: tuple[dict[str, Any], int] | None = None
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                if committed is not None:
+                    return self._change(rows, *committed)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=min(remaining, 0.5))
+                continue
+            if item[0] == "error":
+                raise OutboxError(
+                    f"reading the binlog of {self.db.masked} failed: {item[1]}"
+                ) from item[1]
+            if item[0] == "rows":
+                self._txn.extend(self._row(values) for values in item[1])
+                continue
+            rows.extend(self._txn)
+            self._txn = []
+            committed = (item[1], item[2])
+            if len(rows) >= self.batch_rows:
+                return self._change(rows, *committed)
+
+    def _row(self, values: dict[str, Any]) -> OutboxRow:
+        if "id" not in values and "UNKNOWN_COL0" in values:  # binlog_row_metadata=MINIMAL
+            values = {
+                name: values.get(f"UNKNOWN_COL{index}") for index, name in enumerate(self._columns)
+            }
+        created = values.get("created_at")
+        if isinstance(created, datetime) and created.tzinfo is None:
+            created = created.replace(tzinfo=UTC)
+        return OutboxRow(
+            id=str(_as_text(values.get("id"))),
+            aggregatetype=str(_as_text(values.get("aggregatetype")) or ""),
+            aggregateid=str(_as_text(values.get("aggregateid")) or ""),
+            type=str(_as_text(values.get("type")) or ""),
+            payload=_as_text(values.get("payload")),
+            headers=_as_text(values.get("headers")),
+            created_at=created if isinstance(created, datetime) else None,
+        )
+
+    def _change(self, rows: list[OutboxRow], position: dict[str, Any], ts: int) -> Change:
+        return Change(rows, position=position, committed_at=datetime.fromtimestamp(ts, UTC))
+
+    # -- confirming ----------------------------------------------------------------------------
+
+    async def confirm(self, change: Change) -> None:
+        self.position = dict(change.position)
+        now = time.monotonic()
+        if not change.rows and now - self._last_store < self.idle_store_interval:
+            return  # our own offset writes show up as empty commits: do not chase them
+        self._last_store = now
+        last = change.rows[-1].created_at if change.rows else None
+        await asyncio.to_thread(self._store, len(change.rows), last)
+
+    def _store(self, count: int, last: datetime | None) -> None:
+        with self._ctl.cursor() as cur:
+            cur.execute(
+                f"INSERT INTO `{OFFSETS_TABLE}` (relay, position, relayed, last_created_at) "
+                "VALUES (%s, %s, %s, %s) ON DUPLICATE KEY UPDATE position = VALUES(position), "
+                "relayed = relayed + VALUES(relayed), "
+                "last_created_at = COALESCE(VALUES(last_created_at), last_created_at), "
+                "updated_at = CURRENT_TIMESTAMP(6)",
+                (
+                    self.name,
+                    json.dumps(self.position),
+                    count,
+                    last.replace(tzinfo=None) if last else None,
+                ),
+            )
+
+    async def heartbeat(self) -> None:
+        return None
+
+
+def mysql_status(url: str, table: str = "outbox", name: str | None = None) -> dict[str, Any]:
+    """Stored position, lag in events and seconds, and binlog settings of the MySQL relay."""
+    db = DatabaseURL.parse(url)
+    check_identifier(table)
+    relay = name or default_name(db, table)
+    conn = connect_mysql(db)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                f"SELECT position, relayed, last_created_at, updated_at FROM `{OFFSETS_TABLE}` "
+                "WHERE relay = %s",
+                (relay,),
+            )
+            found = cur.fetchone()
+            last = found[2] if found else None
+            cur.execute(
+                "SELECT COUNT(*), TIMESTAMPDIFF(MICROSECOND, MIN(created_at), "
+                f"CURRENT_TIMESTAMP(6)) FROM `{table}` WHERE %s IS NULL OR created_at > %s",
+                (last, last),
+            )
+            pending, lag_us = cur.fetchone()
+            cur.execute("SELECT IS_USED_LOCK(%s)", (f"choreo_outbox:{relay}",))
+            running = cur.fetchone()[0] is not None
+            server = _current_position(cur)
+    finally:
+        conn.close()
+    return {
+        "database": db.masked,
+        "table": table,
+        "relay": relay,
+        "position": json.loads(found[0]) if found else None,
+        "server_position": server,
+        "relayed": int(found[1]) if found else 0,
+        "updated_at": found[3].isoformat() if found else None,
+        "running": running,
+        "lag_events": int(pending),
+        "lag_seconds": round((lag_us or 0) / 1e6, 3),
+        "healthy": found is not None,
+    }
