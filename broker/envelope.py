@@ -44,7 +44,7 @@ STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 JSON_CONTENT_TYPE = "application/json"
 
 KAFKA_PREFIXES = ("ce_",)
-AMQP_PREFIXES = ("cloudEvents_", "cloudEvents:")
+AMQP_PREFIXES = ("cloudEvents_", "cloudEvents:", "ce-")  # ce-: the Knative RabbitMQ binding
 NATS_PREFIXES = ("ce-",)
 
 # Context attributes with a meaning of their own; anything else is an extension.
@@ -343,6 +343,8 @@ def _decode_data(body: bytes, content_type: str | None) -> Any:
         try:
             return json.loads(body)
         except ValueError as exc:
+            if content_type is None:  # no content type and not JSON: keep the bytes
+                return body
             raise EnvelopeError(f"data is not valid JSON for {content_type!r}: {exc}") from exc
     if content_type and content_type.lower().startswith("text/"):
         return body.decode(errors="replace")

@@ -60,6 +60,7 @@ class _Partition:
     inflight: deque[list[Any]] = field(default_factory=deque)  # [seq, acked, started]
     committed: int = 0
     dirty: bool = False
+    revoking: bool = False
 
 
 class _SQLiteDelivery(Delivery):
@@ -175,7 +176,7 @@ class _SQLiteSubscription:
             for k, p in self._parts.items()
             if any(not e[1] and now - e[2] > adapter.visibility_timeout for e in p.inflight)
         }
-        claimed, released, lost = await adapter.run(
+        result = await adapter.run(
             adapter.store.rebalance,
             self._topics,
             self._group,
@@ -185,18 +186,33 @@ class _SQLiteSubscription:
             busy=busy,
             stale=stale,
         )
-        for key in (*released, *lost):
+        for key in (*result.released, *result.lost):
             self._parts.pop(key, None)
-        for claim in claimed:
+        for key in result.revoking:
+            self._revoke(key)
+        for claim in result.claimed:
             self._parts[(claim.topic, claim.part)] = _Partition(
                 claim.topic, claim.part, claim.committed, committed=claim.committed
             )
 
+    def _revoke(self, key: tuple[str, int]) -> None:
+        """Stop fetching from a partition another member should get; drop what is unstarted."""
+        part = self._parts.get(key)
+        if part is None or part.revoking:
+            return
+        part.revoking = True
+        unstarted = {id(e) for p, e, _ in self._buffer if p is part}
+        if unstarted:
+            self._buffer = deque(item for item in self._buffer if item[0] is not part)
+            part.inflight = deque(e for e in part.inflight if id(e) not in unstarted)
+        self._next_rebalance = min(self._next_rebalance, time.monotonic() + 0.05)
+
     async def _fill(self) -> bool:
         wanted = []
+        share = max(1, self._prefetch // max(1, len(self._parts)))
         for part in self._parts.values():
-            room = self._prefetch - len(part.inflight)
-            if room > 0:
+            room = share - len(part.inflight)
+            if room > 0 and not part.revoking:
                 wanted.append((part.topic, part.part, part.position, room))
         if not wanted:
             return False

@@ -23,7 +23,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Claim", "Store"]
+__all__ = ["Claim", "Rebalance", "Store"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
@@ -49,6 +49,17 @@ class Claim:
     topic: str
     part: int
     committed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rebalance:
+    """What a rebalance decided for one member."""
+
+    claimed: list[Claim]
+    released: list[tuple[str, int]]
+    lost: list[tuple[str, int]]
+    #: held partitions another member should get once this one's work on them is done
+    revoking: list[tuple[str, int]]
 
 
 class Store:
@@ -141,17 +152,21 @@ class Store:
         held: Collection[tuple[str, int]],
         busy: Collection[tuple[str, int]],
         stale: Collection[tuple[str, int]],
-    ) -> tuple[list[Claim], list[tuple[str, int]], list[tuple[str, int]]]:
+    ) -> Rebalance:
         """Heartbeat, then claim the partitions due to ``member`` and release the others.
 
         ``held``: partitions the member works on; ``busy``: those with unacked deliveries (not
         handed over yet); ``stale``: those whose oldest unacked delivery passed the visibility
-        timeout (their lease is not renewed). Returns (claimed, released, lost).
+        timeout (their lease is not renewed).
         """
         now = time.time()
-        claimed: list[Claim] = []
-        released: list[tuple[str, int]] = []
-        lost: list[tuple[str, int]] = []
+        result = Rebalance([], [], [], [])
+        claimed, released, lost, revoking = (
+            result.claimed,
+            result.released,
+            result.lost,
+            result.revoking,
+        )
         with self.transaction():
             for topic in topics:
                 live = self._live_members(topic, group, member, now, lease)
@@ -169,13 +184,15 @@ class Store:
                     elif mine and key in held and (desired or key in busy):
                         if key not in stale:
                             self._set_owner(topic, group, part, member, now + lease)
+                        if not desired:
+                            revoking.append(key)
                     elif mine:
                         self._set_owner(topic, group, part, None, 0)
                         released.append(key)
                     elif desired and (owner is None or lease_until < now):
                         self._set_owner(topic, group, part, member, now + lease)
                         claimed.append(Claim(topic, part, committed))
-        return claimed, released, lost
+        return result
 
     def _live_members(
         self, topic: str, group: str, member: str, now: float, lease: float

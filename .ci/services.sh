@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Start and configure the loopback services the test-suite needs. Idempotent; safe to re-run.
+# Kafka (tansu) and NATS (nats-server 2.15) are spawned by the test fixtures themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+wait_port() {  # host port name seconds
+    for _ in $(seq 1 "$4"); do
+        (echo >"/dev/tcp/$1/$2") 2>/dev/null && return 0
+        sleep 1
+    done
+    echo "error: $3 is not listening on $1:$2" >&2
+    return 1
+}
+
+# RabbitMQ
+if ! (echo >/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+    rabbitmq-server -detached || true
+fi
+rabbitmqctl -q await_startup >/dev/null 2>&1 || true
+wait_port 127.0.0.1 5672 RabbitMQ 60
+
+# PostgreSQL
+if ! (echo >/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+fi
+wait_port 127.0.0.1 5432 PostgreSQL 60
+
+# MariaDB
+if ! (echo >/dev/tcp/127.0.0.1/3306) 2>/dev/null; then
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+fi
+wait_port 127.0.0.1 3306 MariaDB 60
+
+# Per-part settings (wal_level=logical, ROW binlog, a browser) come from the parts' scripts.
+for script in connectors/ci/*.sh saga_monitor/ci/*.sh; do
+    [ -f "$script" ] && bash "$script"
+done
+exit 0

@@ -1,0 +1,5 @@
+"""``python -m choreo`` runs the CLI."""
+
+from choreo.cli import main
+
+main()

@@ -1,0 +1,286 @@
+"""The `choreo` pub/sub commands, run as a user runs them: a real process, exit codes, output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CHOREO = [sys.executable, "-m", "choreo"]
+
+
+def choreo(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CHOREO, *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/broker.db"
+
+
+def test_publish_then_subscribe_round_trip(tmp_path: Path, broker: str) -> None:
+    """An event published with every option is printed back as CloudEvents JSON."""
+    sent = choreo(
+        "publish",
+        "orders",
+        "--type",
+        "order.placed",
+        "--data",
+        '{"orderId": "o-1"}',
+        "--key",
+        "o-1",
+        "--correlation-id",
+        "c-1",
+        "--header",
+        "tenant=acme",
+        "--subject",
+        "o-1",
+        "--ttl",
+        "1h",
+        "--broker",
+        broker,
+        "--output",
+        "json",
+        cwd=tmp_path,
+    )
+    assert 0 == sent.returncode, sent.stderr
+    published = json.loads(sent.stdout)
+    got = choreo(
+        "subscribe",
+        "orders",
+        "--group",
+        "g",
+        "--from-beginning",
+        "--count",
+        "1",
+        "--timeout",
+        "20s",
+        "--output",
+        "json",
+        "--broker",
+        broker,
+        cwd=tmp_path,
+    )
+    assert 0 == got.returncode, got.stderr
+    received = json.loads(got.stdout.splitlines()[0])
+    assert published == received
+    assert {"orderId": "o-1"} == received["data"]
+    assert ("c-1", "o-1", "acme") == (
+        received["correlationid"],
+        received["partitionkey"],
+        received["tenant"],
+    )
+    assert "expiration" in received
+
+
+def test_data_from_file_and_stdin(tmp_path: Path, broker: str) -> None:
+    """--data @file and @- read JSON from a file and from stdin."""
+    (tmp_path / "order.json").write_text('{"n": 1}')
+    from_file = choreo(
+        "publish",
+        "t",
+        "--type",
+        "x",
+        "--data",
+        "@order.json",
+        "--broker",
+        broker,
+        "--output",
+        "json",
+        cwd=tmp_path,
+    )
+    from_stdin = choreo(
+        "publish",
+        "t",
+        "--type",
+        "x",
+        "--data",
+        "@-",
+        "--broker",
+        broker,
+        "--output",
+        "json",
+        cwd=tmp_path,
+        stdin='{"n": 2}',
+    )
+    assert {"n": 1} == json.loads(from_file.stdout)["data"]
+    assert {"n": 2} == json.loads(from_stdin.stdout)["data"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["publish", "t", "--type", "x", "--data", "{oops"], "--data is not valid JSON"),
+        (["publish", "t", "--type", "x", "--data", "@missing.json"], "cannot read 'missing.json'"),
+        (["publish", "t", "--type", "x", "--broker", "kafak://h:9092"], "did you mean kafka://"),
+        (["publish", "t", "--type", "x", "--ttl", "soon"], "is not a duration"),
+        (["publish", "t", "--type", "x", "--header", "novalue"], "must look like name=value"),
+        (["publish", "t", "--type", "x", "--header", "X-Bad=1"], "extension name 'x-bad'"),
+        (["subscribe", "t", "--output", "yaml"], "--output must be table or json"),
+    ],
+)
+def test_user_mistakes_print_one_line_and_exit_2(
+    tmp_path: Path, broker: str, args: list[str], message: str
+) -> None:
+    """A usage mistake prints one line naming the problem, no traceback, and exits 2."""
+    if "--broker" not in args:
+        args = [*args, "--broker", broker]
+    result = choreo(*args, cwd=tmp_path)
+    assert 2 == result.returncode
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) <= 6
+
+
+def test_unreachable_broker_is_an_operational_error(tmp_path: Path) -> None:
+    """A broker that cannot be opened exits 1 with one line naming it."""
+    (tmp_path / "file").write_text("not a directory")
+    result = choreo(
+        "publish", "t", "--type", "x", "--broker", f"sqlite:///{tmp_path}/file/b.db", cwd=tmp_path
+    )
+    assert 1 == result.returncode
+    assert "cannot open the SQLite broker" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_extra_names_the_install_command(tmp_path: Path) -> None:
+    """A backend whose client library is absent names the pip extra to install."""
+    code = (
+        "import sys; sys.modules['aiokafka'] = None; "
+        "from choreo.cli import main; sys.argv = ['choreo', 'topics', 'ls', '--broker', "
+        "'kafka://127.0.0.1:1']; main()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+        timeout=60,
+    )
+    assert 2 == result.returncode
+    assert "pip install 'choreograph[kafka]'" in result.stderr
+
+
+def test_exec_failure_follows_retry_and_dlq(tmp_path: Path, broker: str) -> None:
+    """With --exec a non-zero exit is a handler error: retried, then dead-lettered, then listed."""
+    choreo(
+        "publish", "jobs", "--type", "job", "--data", '{"n": 1}', "--broker", broker, cwd=tmp_path
+    )
+    handler = "python3 -c 'import sys; sys.stdin.read(); sys.exit(3)'"
+    result = choreo(
+        "subscribe",
+        "jobs",
+        "--group",
+        "workers",
+        "--from-beginning",
+        "--exec",
+        handler,
+        "--max-attempts",
+        "2",
+        "--retry-delay",
+        "10ms",
+        "--timeout",
+        "3s",
+        "--broker",
+        broker,
+        cwd=tmp_path,
+    )
+    assert 0 == result.returncode, result.stderr
+    listed = choreo("dlq", "ls", "jobs", "--output", "json", "--broker", broker, cwd=tmp_path)
+    [dead] = json.loads(listed.stdout)
+    assert ("handler-error", 2, "workers") == (
+        dead["dlqreason"],
+        dead["dlqattempts"],
+        dead["dlqgroup"],
+    )
+    assert "exited with status 3" in dead["dlqerror"]
+
+
+def test_exec_success_receives_the_event_json(tmp_path: Path, broker: str) -> None:
+    """The --exec command gets the event's JSON on stdin."""
+    choreo(
+        "publish", "jobs", "--type", "job", "--data", '{"n": 7}', "--broker", broker, cwd=tmp_path
+    )
+    sink = tmp_path / "seen.json"
+    handler = (
+        f"python3 -c 'import sys, pathlib; pathlib.Path(\"{sink}\").write_text(sys.stdin.read())'"
+    )
+    result = choreo(
+        "subscribe",
+        "jobs",
+        "--group",
+        "w",
+        "--from-beginning",
+        "--exec",
+        handler,
+        "--count",
+        "1",
+        "--timeout",
+        "20s",
+        "--broker",
+        broker,
+        cwd=tmp_path,
+    )
+    assert 0 == result.returncode, result.stderr
+    assert {"n": 7} == json.loads(sink.read_text())["data"]
+
+
+def test_dlq_show_replay_purge_and_topics(tmp_path: Path, broker: str) -> None:
+    """Dead letters can be shown, replayed to their topic, purged; topics are listed."""
+    for n in (1, 2):
+        choreo(
+            "publish", "jobs", "--type", "job", "--data", str(n), "--broker", broker, cwd=tmp_path
+        )
+    choreo(
+        "subscribe",
+        "jobs",
+        "--group",
+        "w",
+        "--from-beginning",
+        "--exec",
+        "false",
+        "--max-attempts",
+        "1",
+        "--timeout",
+        "3s",
+        "--broker",
+        broker,
+        cwd=tmp_path,
+    )
+    dead = json.loads(
+        choreo("dlq", "ls", "--output", "json", "--broker", broker, cwd=tmp_path).stdout
+    )
+    assert 2 == len(dead)
+    shown = choreo("dlq", "show", "jobs", dead[0]["id"], "--broker", broker, cwd=tmp_path)
+    assert dead[0]["id"] == json.loads(shown.stdout)["id"]
+    replayed = choreo(
+        "dlq", "replay", "jobs", "--id", dead[0]["id"], "--broker", broker, cwd=tmp_path
+    )
+    assert "replayed 1 event(s)" in replayed.stdout
+    purged = choreo("dlq", "purge", "jobs", "--broker", broker, cwd=tmp_path)
+    assert "purged 1 event(s)" in purged.stdout
+    topics = json.loads(
+        choreo("topics", "ls", "--output", "json", "--broker", broker, cwd=tmp_path).stdout
+    )
+    jobs = next(t for t in topics if t["name"] == "jobs")
+    assert (3, ["w"]) == (jobs["messages"], jobs["groups"])
+
+
+def test_replay_of_an_empty_dlq_is_a_clear_error(tmp_path: Path, broker: str) -> None:
+    """Replaying a topic with no dead letters says so in one line and exits 1."""
+    result = choreo("dlq", "replay", "nothing-here", "--broker", broker, cwd=tmp_path)
+    assert 1 == result.returncode
+    assert "no dead letters in nothing-here.dlq" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,164 @@
+"""The CloudEvents envelope: structured JSON and the binary bindings, and interop with the
+official `cloudevents` SDK in both directions."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from cloudevents.core.bindings import http, kafka, rabbitmq
+from cloudevents.core.v1.event import CloudEvent
+
+from broker import EnvelopeError, Event
+from broker.envelope import (
+    AMQP_PREFIXES,
+    NATS_PREFIXES,
+    from_binary,
+    from_kafka,
+    to_binary,
+    to_kafka,
+)
+
+
+def sample() -> Event:
+    return Event(
+        type="order.placed",
+        source="order-service",
+        data={"orderId": "o-1", "amount": 12.5},
+        subject="o-1",
+        time=datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC),
+        extensions={"correlationid": "o-1", "partitionkey": "o-1", "retries": 2, "vip": True},
+    )
+
+
+def test_structured_json_round_trip() -> None:
+    """An event written as structured JSON reads back equal."""
+    event = sample()
+    assert event == Event.from_json(event.to_json())
+
+
+def test_bytes_data_uses_data_base64() -> None:
+    """Binary data is carried as data_base64 in structured mode and read back as bytes."""
+    event = Event(type="t", source="s", data=b"\x00\xff", datacontenttype="application/x")
+    assert "data_base64" in event.to_dict()
+    assert b"\x00\xff" == Event.from_json(event.to_json()).data
+
+
+@pytest.mark.parametrize("prefix", ["ce_", "cloudEvents_", "ce-"])
+def test_binary_round_trip(prefix: str) -> None:
+    """Each binding's headers and body read back into the same event (extension types as text)."""
+    event = sample()
+    headers, body = to_binary(event, prefix)
+    assert headers[f"{prefix}id"] == event.id
+    assert headers["content-type"] == "application/json"
+    back = from_binary(headers, body, (prefix,))
+    assert (event.id, event.data, event.time) == (back.id, back.data, back.time)
+    assert {"correlationid": "o-1", "partitionkey": "o-1", "retries": "2", "vip": "true"} == (
+        back.extensions
+    )
+
+
+def test_amqp_reads_the_colon_prefix_too() -> None:
+    """AMQP headers written as cloudEvents:<attr> are read like cloudEvents_<attr>."""
+    event = sample()
+    headers, body = to_binary(event, "cloudEvents:")
+    assert event.id == from_binary(headers, body, AMQP_PREFIXES).id
+
+
+def test_kafka_key_is_the_partition_key() -> None:
+    """The Kafka binding puts partitionkey in the record key and reads it back from there."""
+    key, headers, value = to_kafka(sample())
+    assert b"o-1" == key
+    assert ("ce_type", b"order.placed") in headers
+    stripped = [(k, v) for k, v in headers if k != "ce_partitionkey"]
+    assert "o-1" == from_kafka(key, stripped, value).partitionkey
+
+
+def test_not_a_cloudevent_is_refused_clearly() -> None:
+    """Headers without a specversion raise an EnvelopeError naming what is missing."""
+    with pytest.raises(EnvelopeError, match="no ce-specversion header"):
+        from_binary({"content-type": "application/json"}, b"{}", NATS_PREFIXES)
+
+
+def test_missing_required_attribute_is_named() -> None:
+    """A structured event without a source names the missing attribute."""
+    with pytest.raises(EnvelopeError, match="source"):
+        Event.from_json(json.dumps({"specversion": "1.0", "id": "1", "type": "t"}))
+
+
+def test_invalid_extension_name_is_refused() -> None:
+    """Extension names must be lower-case alphanumerics."""
+    with pytest.raises(EnvelopeError, match="x-order"):
+        Event(type="t", source="s", extensions={"x-order": "1"})
+
+
+def test_ttl_sets_expiration() -> None:
+    """with_ttl stores an absolute RFC 3339 expiration and is_expired follows the clock."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    event = Event(type="t", source="s").with_ttl(30, now=now)
+    assert "2026-01-01T00:00:30Z" == event.extensions["expiration"]
+    assert not event.is_expired(now)
+    assert event.is_expired(datetime(2026, 1, 1, 0, 0, 31, tzinfo=UTC))
+
+
+def _sdk_event(**extra: object) -> CloudEvent:
+    attributes = {"type": "order.placed", "source": "sdk", "id": "sdk-1", **extra}
+    return CloudEvent(attributes=attributes, data={"orderId": "o-9"})
+
+
+def test_sdk_kafka_binary_event_is_read() -> None:
+    """A Kafka record the cloudevents SDK writes in binary mode reads as the same event."""
+    message = kafka.to_binary_event(_sdk_event(correlationid="c-1", partitionkey="o-9"))
+    key = message.key.encode() if isinstance(message.key, str) else message.key
+    event = from_kafka(key, list(message.headers.items()), message.value)
+    assert ("sdk-1", "order.placed", {"orderId": "o-9"}) == (event.id, event.type, event.data)
+    assert ("c-1", "o-9") == (event.correlationid, event.partitionkey)
+
+
+def test_sdk_kafka_structured_event_is_read() -> None:
+    """A Kafka record the SDK writes in structured mode reads through the content-type switch."""
+    message = kafka.to_structured_event(_sdk_event())
+    event = from_kafka(None, list(message.headers.items()), message.value)
+    assert ("sdk-1", {"orderId": "o-9"}) == (event.id, event.data)
+
+
+def test_sdk_http_and_rabbitmq_bindings_are_read() -> None:
+    """ce- headers written by the SDK's HTTP and RabbitMQ bindings read as the same event."""
+    http_message = http.to_binary_event(_sdk_event())
+    rabbit_message = rabbitmq.to_binary_event(_sdk_event())
+    rabbit_headers = dict(rabbit_message.headers)
+    if rabbit_message.content_type:
+        rabbit_headers["content-type"] = rabbit_message.content_type
+    via_http = from_binary(http_message.headers, http_message.body, NATS_PREFIXES)
+    via_rabbit = from_binary(rabbit_headers, rabbit_message.body, AMQP_PREFIXES)
+    assert via_http.id == via_rabbit.id == "sdk-1"
+    assert via_http.data == via_rabbit.data == {"orderId": "o-9"}
+
+
+def test_our_kafka_records_are_read_by_the_sdk() -> None:
+    """Kafka records we write are read by the SDK with attributes, key and data intact."""
+    event = sample()
+    key, headers, value = to_kafka(event)
+    sdk_event = kafka.from_binary_event(kafka.KafkaMessage(dict(headers), key, value))
+    assert (event.id, event.type, event.source, event.data) == (
+        sdk_event.get_id(),
+        sdk_event.get_type(),
+        sdk_event.get_source(),
+        sdk_event.get_data(),
+    )
+    assert "o-1" == sdk_event.get_extension("correlationid")
+
+
+def test_our_structured_json_is_read_by_the_sdk() -> None:
+    """Our structured-mode JSON is read by the SDK's HTTP binding."""
+    event = sample()
+    message = http.HTTPMessage(
+        {"content-type": "application/cloudevents+json"}, event.to_json().encode()
+    )
+    sdk_event = http.from_http_event(message)
+    assert (event.id, event.data, event.time) == (
+        sdk_event.get_id(),
+        sdk_event.get_data(),
+        sdk_event.get_time(),
+    )
