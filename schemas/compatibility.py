@@ -92,6 +92,10 @@ def check_valid(resolved: Resolved) -> None:
     """Raise :class:`InvalidSchemaError` unless the schema parses as its type."""
     if resolved.schema.type is SchemaType.AVRO:
         parse_avro(resolved)
+        try:  # Apache avro is stricter than fastavro in places (e.g. a record needs fields)
+            _avro_object(resolved)
+        except (avro.errors.AvroException, ValueError, TypeError, KeyError) as exc:
+            raise InvalidSchemaError(f"invalid Avro schema: {exc}") from exc
     else:
         json_validator(resolved)
 

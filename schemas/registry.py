@@ -333,7 +333,9 @@ class Registry:
         self, tx: Transaction, subject: str, spec: VersionSpec, permanent: bool
     ) -> int:
         self._check_writable(tx, subject)
-        row = _find(_rows(tx, subject, deleted=permanent), subject, spec)
+        rows = _rows(tx, subject, deleted=True)
+        live = [r for r in rows if not r.deleted]
+        row = _find(live if spec == "latest" and live and not permanent else rows, subject, spec)
         if permanent and not row.deleted:
             raise VersionNotSoftDeletedError(
                 f"version {row.version} of subject {subject!r} was not deleted first before "
