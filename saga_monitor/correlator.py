@@ -24,13 +24,17 @@ __all__ = ["Correlator"]
 class Correlator:
     """Applies events and the clock to the instances in a :class:`~saga_monitor.store.Store`."""
 
-    def __init__(self, definitions: Definitions | Iterable[SagaDefinition]) -> None:
+    def __init__(
+        self, definitions: Definitions | Iterable[SagaDefinition], *, run: str = ""
+    ) -> None:
         sagas = definitions.sagas if isinstance(definitions, Definitions) else tuple(definitions)
         self.machines = {saga.name: SagaMachine(saga) for saga in sagas}
         self._by_type: dict[str, list[SagaMachine]] = {}
         for machine in self.machines.values():
             for event_type in sorted(machine.types):
                 self._by_type.setdefault(event_type, []).append(machine)
+        #: This monitor run: a source+id applied by an earlier run is a redelivery, not a duplicate.
+        self.run = run
         #: Events of a known type that carried no correlation id (counted, then ignored).
         self.uncorrelated = 0
 
@@ -73,21 +77,20 @@ class Correlator:
         if instance is not None:
             return self._apply_one(txn, machine, instance, obs)
         if machine.is_start(obs.type):
-            instance, outcome = machine.begin(correlation_id, obs)
+            instance, outcome = machine.begin(correlation_id, obs, self.run)
             orphans = txn.take_orphans(machine.name, correlation_id)
             if orphans:
-                outcome.merge(machine.adopt(instance, orphans))
+                outcome.merge(machine.adopt(instance, orphans, self.run))
             txn.put(instance)
             return outcome
         if txn.add_orphan(machine.name, correlation_id, obs):
             return machine.orphan(correlation_id, obs)
         return Outcome()
 
-    @staticmethod
     def _apply_one(
-        txn: Transaction, machine: SagaMachine, instance: Instance, obs: Observation
+        self, txn: Transaction, machine: SagaMachine, instance: Instance, obs: Observation
     ) -> Outcome:
-        outcome = machine.apply(instance, obs)
+        outcome = machine.apply(instance, obs, self.run)
         if outcome.changed:
             txn.put(instance)
         return outcome

@@ -24,16 +24,17 @@ from saga_monitor.model import ACTIVE, TERMINAL, Alert, Anomaly, Entry, Instance
 
 __all__ = ["Outcome", "SagaMachine"]
 
+_REPORTED = "*duplicate*"
 _STATE_ALERTS = frozenset(("completed", "failed", "compensating", "compensated", "stuck"))
 
 
 @dataclasses.dataclass(slots=True)
 class Outcome:
-    """What one application changed: alerts to publish, new anomalies, step durations."""
+    """What one application changed: alerts, new anomalies, (saga, step, seconds) durations."""
 
     alerts: list[Alert] = dataclasses.field(default_factory=list)
     anomalies: list[Anomaly] = dataclasses.field(default_factory=list)
-    step_seconds: list[tuple[str, float]] = dataclasses.field(default_factory=list)
+    step_seconds: list[tuple[str, str, float]] = dataclasses.field(default_factory=list)
     changed: bool = False
 
     def merge(self, other: Outcome) -> Outcome:
@@ -84,7 +85,9 @@ class SagaMachine:
 
     # -- starting and orphans --------------------------------------------------------------
 
-    def begin(self, correlation_id: str, obs: Observation) -> tuple[Instance, Outcome]:
+    def begin(
+        self, correlation_id: str, obs: Observation, run: str = ""
+    ) -> tuple[Instance, Outcome]:
         """A new instance started by ``obs`` (a start event)."""
         deadline = self.definition.deadline
         instance = Instance(
@@ -94,7 +97,7 @@ class SagaMachine:
             updated=obs.time,
             progress_at=obs.time,
             deadline=obs.time + timedelta(seconds=deadline) if deadline else None,
-            seen={obs.key: 1},
+            seen={obs.key: run},
             timeline=[Entry(obs, "start")],
         )
         self._plan(instance)
@@ -124,11 +127,11 @@ class SagaMachine:
         )
         return Outcome([alert], [anomaly])
 
-    def adopt(self, instance: Instance, orphans: list[Observation]) -> Outcome:
+    def adopt(self, instance: Instance, orphans: list[Observation], run: str = "") -> Outcome:
         """Apply events that arrived before the start event, in event-time order."""
         outcome = Outcome()
         for obs in sorted(orphans, key=lambda o: o.time):
-            outcome.merge(self.apply(instance, obs))
+            outcome.merge(self.apply(instance, obs, run))
             entry = instance.timeline[-1]
             if entry.event is obs and obs.time < instance.started:
                 detail = f"happened before the start event {instance.timeline[0].event.type}"
@@ -137,20 +140,31 @@ class SagaMachine:
 
     # -- events ----------------------------------------------------------------------------
 
-    def apply(self, instance: Instance, obs: Observation) -> Outcome:
-        """Apply one event of this saga to ``instance`` (idempotent for a repeated source+id)."""
+    def apply(self, instance: Instance, obs: Observation, run: str = "") -> Outcome:
+        """Apply one event of this saga to ``instance``.
+
+        ``run`` names the monitor run. A source+id seen again in the same run is a duplicate
+        (reported once); one applied by an earlier run is taken as the broker redelivering
+        what a stopped or killed monitor had applied but not yet acknowledged (at-least-once
+        delivery), and changes nothing.
+        """
         outcome = Outcome()
-        seen = instance.seen.get(obs.key, 0)
-        if seen:
-            if seen == 1:  # a repeated sighting is reported once, however often it comes back
-                instance.seen[obs.key] = 2
-                entry = Entry(obs, self.role(obs.type))
-                instance.timeline.append(entry)
-                detail = f"{obs.source} sent event {obs.id} before"
-                self._flag(instance, entry, outcome, "duplicate", detail)
+        seen = instance.seen.get(obs.key)
+        if seen is not None:
+            if seen == _REPORTED:
+                return outcome
+            if seen != run:  # applied by an earlier run: a redelivery after a restart
+                instance.seen[obs.key] = run
                 outcome.changed = True
+                return outcome
+            instance.seen[obs.key] = _REPORTED  # reported once, however often it comes back
+            entry = Entry(obs, self.role(obs.type))
+            instance.timeline.append(entry)
+            detail = f"{obs.source} sent event {obs.id} before"
+            self._flag(instance, entry, outcome, "duplicate", detail)
+            outcome.changed = True
             return outcome
-        instance.seen[obs.key] = 1
+        instance.seen[obs.key] = run
         entry = Entry(obs, self.role(obs.type))
         instance.timeline.append(entry)
         instance.updated = max(instance.updated, obs.time)
@@ -198,7 +212,7 @@ class SagaMachine:
                 self._flag(instance, entry, outcome, "out_of_order", f"{step} came after {other}")
                 break
         previous = self._base_time(instance, index)
-        outcome.step_seconds.append((step, max(0.0, (at - previous).total_seconds())))
+        outcome.step_seconds.append((self.name, step, max(0.0, (at - previous).total_seconds())))
         instance.done[step] = at
         instance.progress_at = max(instance.progress_at or at, at)
         if step in self._complete:

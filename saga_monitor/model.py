@@ -181,7 +181,7 @@ class Instance:
     waiting: list[str] = dataclasses.field(default_factory=list)
     timeline: list[Entry] = dataclasses.field(default_factory=list)
     anomalies: list[Anomaly] = dataclasses.field(default_factory=list)
-    seen: dict[str, int] = dataclasses.field(default_factory=dict)
+    seen: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def state(self) -> str:

@@ -287,7 +287,10 @@ def test_step_durations_are_measured_from_the_previous_step() -> None:
         event("payment.authorized", seconds=2),
         event("inventory.reserved", seconds=7),
     )
-    assert [("payment.authorized", 2.0), ("inventory.reserved", 5.0)] == outcome.step_seconds
+    assert [
+        ("order-fulfilment", "payment.authorized", 2.0),
+        ("order-fulfilment", "inventory.reserved", 5.0),
+    ] == outcome.step_seconds
 
 
 def test_instance_round_trips_through_its_json_document() -> None:
@@ -301,3 +304,16 @@ def test_instance_round_trips_through_its_json_document() -> None:
     saga.tick(10_000)
     instance = saga.get()
     assert instance == Instance.from_dict(instance.to_dict())
+
+
+def test_event_applied_by_an_earlier_run_is_a_redelivery_not_a_duplicate() -> None:
+    """After a restart the broker redelivers unacked events: silently absorbed, once per run."""
+    saga = Saga()
+    placed = event("order.placed", id_="p1")
+    saga.correlator.run = "run-1"
+    saga.send(placed)
+    saga.correlator.run = "run-2"
+    saga.send(placed)
+    assert ([], 1) == (saga.kinds(), len(saga.get().timeline))
+    saga.send(placed)
+    assert ["duplicate"] == saga.kinds()

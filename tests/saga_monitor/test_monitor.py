@@ -1,0 +1,193 @@
+"""The monitor end to end on a real Bus: states, alerts, deadlines by clock, metrics."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+
+from broker import Bus, Event
+from saga_monitor import open_store
+from saga_monitor.monitor import SagaMonitor, summarise
+from tests.saga_monitor.helpers import ManualClock, example, until
+
+TOPIC_OF = {"order.placed": "orders", "order.shipped": "shipping", "order.cancelled": "orders"}
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh broker: in-memory, or the embedded SQLite one."""
+    if request.param == "memory":
+        return f"memory://saga-{uuid.uuid4().hex}"
+    return f"sqlite:///{tmp_path}/broker.db?poll_interval=0.01"
+
+
+@pytest.fixture
+async def bus(broker_url: str) -> AsyncIterator[Bus]:
+    """A started bus on the broker."""
+    async with Bus(broker_url, source="shop") as started:
+        yield started
+
+
+class Harness:
+    """A monitor plus an alert collector on one bus, with a manual clock."""
+
+    def __init__(self, bus: Bus, store_url: str) -> None:
+        self.bus = bus
+        self.store_url = store_url
+        self.clock = ManualClock()
+        self.alerts: list[Event] = []
+        self.monitor: SagaMonitor | None = None
+
+    async def start(self) -> SagaMonitor:
+        self.monitor = SagaMonitor(
+            example(), self.bus, open_store(self.store_url), clock=self.clock, tick_interval=0.02
+        )
+        return await self.monitor.start()
+
+    async def collect(self) -> None:
+        async def keep(event: Event) -> None:
+            self.alerts.append(event)
+
+        await self.bus.subscribe("saga.alerts", keep, group="alert-reader")
+
+    async def send(self, type_: str, corr: str, *, seconds: float = 0, id_: str = "") -> None:
+        assert self.monitor is not None
+        expected = self.monitor.applied + 1
+        event = Event(
+            type=type_,
+            source="shop",
+            id=id_ or uuid.uuid4().hex,
+            time=self.clock.now + timedelta(seconds=seconds),
+        )
+        topic = TOPIC_OF.get(type_, type_.partition(".")[0].replace("payment", "payments"))
+        await self.bus.publish(topic, event, correlation_id=corr, key=corr)
+        await until(lambda: self.monitor is not None and self.monitor.applied >= expected)
+
+    def states(self) -> dict[str, str]:
+        assert self.monitor is not None
+        return {i.correlation_id: i.state for i in self.monitor.store.instances()}
+
+    def alert_kinds(self) -> list[tuple[str, str]]:
+        out = []
+        for alert in self.alerts:
+            anomaly = alert.data.get("anomaly") if isinstance(alert.data, dict) else None
+            detail = anomaly["kind"] if anomaly else alert.data["state"]
+            out.append((alert.type, f"{alert.correlationid}:{detail}"))
+        return sorted(out)
+
+
+@pytest.fixture
+async def harness(bus: Bus, tmp_path: Path) -> AsyncIterator[Harness]:
+    """A started monitor with a SQLite store, and an alert reader."""
+    h = Harness(bus, f"sqlite:///{tmp_path}/sagas.db")
+    await h.collect()
+    await h.start()
+    yield h
+    assert h.monitor is not None
+    await h.monitor.stop()
+    h.monitor.store.close()
+
+
+async def test_mixed_stream_gives_exact_states_and_alerts(harness: Harness) -> None:
+    """Completed, compensated, failed, stuck, duplicate and orphan sagas, exactly as scripted."""
+    h = harness
+    for type_ in ("order.placed", "payment.authorized", "inventory.reserved", "order.shipped"):
+        await h.send(type_, "ok")
+    for type_ in ("order.placed", "payment.authorized", "inventory.unavailable"):
+        await h.send(type_, "comp")
+    await h.send("payment.refunded", "comp")
+    await h.send("order.placed", "fail")
+    await h.send("payment.failed", "fail")
+    await h.send("order.placed", "slow")
+    await h.send("order.placed", "dup", id_="dup-1")
+    await h.send("order.placed", "dup", id_="dup-1")
+    await h.send("payment.authorized", "orphan")
+    h.clock.advance(31)
+    await until(lambda: h.states().get("slow") == "stuck", what="slow to be stuck")
+    assert {
+        "ok": "completed",
+        "comp": "compensated",
+        "fail": "failed",
+        "slow": "stuck",
+        "dup": "stuck",
+    } == h.states()
+    expected_alerts = [
+        ("saga.anomaly", "dup:duplicate"),
+        ("saga.anomaly", "orphan:orphan"),
+        ("saga.compensated", "comp:compensated"),
+        ("saga.compensating", "comp:compensating"),
+        ("saga.completed", "ok:completed"),
+        ("saga.failed", "fail:failed"),
+        ("saga.stuck", "dup:stuck"),
+        ("saga.stuck", "slow:stuck"),
+    ]
+    await until(lambda: len(h.alerts) >= len(expected_alerts), what="all alerts")
+    assert expected_alerts == h.alert_kinds()
+    assert {"completed": 1, "compensated": 1, "failed": 1, "stuck": 2} == summarise(
+        h.monitor.store  # type: ignore[union-attr]
+    )
+
+
+async def test_late_event_moves_a_stuck_saga_on(harness: Harness) -> None:
+    """A stuck saga resumes on the awaited event, which is flagged late."""
+    h = harness
+    await h.send("order.placed", "o")
+    h.clock.advance(40)
+    await until(lambda: h.states() == {"o": "stuck"}, what="stuck")
+    await h.send("payment.authorized", "o")
+    assert {"o": "running"} == h.states()
+    instance = h.monitor.store.instances()[0]  # type: ignore[union-attr]
+    assert (["late"], ["inventory.reserved"]) == (
+        [a.kind for a in instance.anomalies],
+        instance.expected,
+    )
+
+
+async def test_deadline_passed_while_down_is_reported_on_start(harness: Harness) -> None:
+    """Stop the monitor, let the deadline pass, start a new one: it reports stuck at once."""
+    h = harness
+    await h.send("order.placed", "o")
+    assert h.monitor is not None
+    await h.monitor.stop()
+    h.monitor.store.close()
+    h.clock.advance(31)
+    await h.start()
+    assert {"o": "stuck"} == h.states()
+    await until(lambda: any(a.type == "saga.stuck" for a in h.alerts), what="stuck alert")
+
+
+async def test_metrics_count_states_steps_stuck_and_anomalies(harness: Harness) -> None:
+    """choreo_saga_* metrics follow the instances, step durations, stuck and anomalies."""
+    h = harness
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    steps = {"saga": "order-fulfilment", "step": "payment.authorized"}
+    stuck = {"saga": "order-fulfilment"}
+    dup = {"saga": "order-fulfilment", "kind": "duplicate"}
+    before = (
+        sample("choreo_saga_step_seconds_count", **steps),
+        sample("choreo_saga_stuck_total", **stuck),
+        sample("choreo_saga_anomalies_total", **dup),
+    )
+    await h.send("order.placed", "m", id_="m-1")
+    await h.send("order.placed", "m", id_="m-1")
+    await h.send("payment.authorized", "m", seconds=1)
+    h.clock.advance(100)
+    await until(lambda: h.states() == {"m": "stuck"}, what="stuck")
+    await until(
+        lambda: sample("choreo_saga_instances", saga="order-fulfilment", state="stuck") == 1,
+        what="gauge",
+    )
+    after = (
+        sample("choreo_saga_step_seconds_count", **steps),
+        sample("choreo_saga_stuck_total", **stuck),
+        sample("choreo_saga_anomalies_total", **dup),
+    )
+    assert (1.0, 1.0, 1.0) == tuple(a - b for a, b in zip(after, before, strict=True))

@@ -1,0 +1,144 @@
+"""The stores: SQLite and PostgreSQL keep instances, deadlines, orphans and alerts the same way."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from saga_monitor import Correlator, StoreError, open_store
+from saga_monitor.store import Store
+from tests.saga_monitor.helpers import at, event, example
+
+PG_URL = os.environ.get("CHOREO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+StoreFactory = Callable[[], Store]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """A factory of store objects that all open the same (fresh) database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/sagas.db"
+    else:
+        url = f"{PG_URL}?schema=saga_test_{uuid.uuid4().hex[:12]}"
+    opened: list[Store] = []
+
+    def factory() -> Store:
+        store = open_store(url)
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        store.close()
+    if request.param == "postgres":
+        cleaner = open_store(url)
+        cleaner.drop_schema()  # type: ignore[attr-defined]
+        cleaner.close()
+
+
+def test_instances_survive_reopening(make_store: StoreFactory) -> None:
+    """What one store object committed, a fresh one (a restarted monitor) reads back equal."""
+    correlator = Correlator(example())
+    first = make_store()
+    for item in (event("order.placed"), event("payment.authorized", seconds=1)):
+        correlator.apply(first, item, topic="orders", now=at(1))
+    before = first.instances()
+    first.close()
+    assert before == make_store().instances()
+    assert ["inventory.reserved"] == before[0].expected
+
+
+def test_deadline_that_passed_while_down_is_found_on_restart(make_store: StoreFactory) -> None:
+    """Deadlines are persisted: a new store object lists the instance as due, then stuck."""
+    correlator = Correlator(example())
+    store = make_store()
+    correlator.apply(store, event("order.placed"), topic="orders", now=at(0))
+    store.close()
+    restarted = make_store()
+    assert [] == restarted.due(at(29))
+    assert [("order-fulfilment", "o-1")] == restarted.due(at(31))
+    outcome = correlator.tick(restarted, at(31))
+    assert ["saga.stuck"] == [a.type for a in outcome.alerts]
+    assert ("stuck", []) == (restarted.instances()[0].state, restarted.due(at(40)))
+
+
+def test_redelivered_event_changes_nothing_twice(make_store: StoreFactory) -> None:
+    """Applying the same delivery again records one duplicate at most, never a new step."""
+    correlator = Correlator(example())
+    store = make_store()
+    placed = event("order.placed")
+    for _ in range(3):
+        correlator.apply(store, placed, topic="orders", now=at(0))
+    instance = store.instances()[0]
+    assert (["duplicate"], 2) == ([a.kind for a in instance.anomalies], len(instance.timeline))
+
+
+def test_alerts_wait_in_the_outbox_until_deleted(make_store: StoreFactory) -> None:
+    """Alerts commit with the state and stay pending until the monitor published them."""
+    correlator = Correlator(example())
+    store = make_store()
+    correlator.apply(store, event("order.placed"), topic="orders", now=at(0))
+    correlator.apply(store, event("payment.failed", seconds=1), topic="p", now=at(1))
+    pending = store.pending_alerts()
+    assert ["saga.failed"] == [alert.type for _, alert in pending]
+    store.delete_alerts([seq for seq, _ in pending])
+    assert [] == make_store().pending_alerts()
+
+
+def test_filters_counts_and_orphans(make_store: StoreFactory) -> None:
+    """Instances filter by saga, state, time and id; counts group by saga and state."""
+    correlator = Correlator(example())
+    store = make_store()
+    for item in (
+        event("order.placed", "a"),
+        event("order.placed", "b", seconds=50),
+        event("payment.failed", "b", seconds=51),
+        event("payment.authorized", "c", seconds=52),
+    ):
+        correlator.apply(store, item, topic="t", now=at(60))
+    assert {("order-fulfilment", "running"): 1, ("order-fulfilment", "failed"): 1} == (
+        store.counts()
+    )
+    assert ["b"] == [i.correlation_id for i in store.instances(state="failed")]
+    assert ["b"] == [i.correlation_id for i in store.instances(since=at(40))]
+    assert ["a"] == [i.correlation_id for i in store.instances(correlation_id="a")]
+    assert [] == store.instances(saga="other")
+    assert [("order-fulfilment", "c", "payment.authorized")] == [
+        (saga, corr, obs.type) for saga, corr, obs in store.orphans()
+    ]
+
+
+def test_prune_removes_only_instances_finished_before_the_cutoff(make_store: StoreFactory) -> None:
+    """Retention: finished instances older than the cutoff go, running ones stay."""
+    correlator = Correlator(example())
+    store = make_store()
+    for item in (
+        event("order.placed", "old"),
+        event("payment.failed", "old", seconds=1),
+        event("order.placed", "new", seconds=100),
+        event("payment.failed", "new", seconds=101),
+        event("order.placed", "running"),
+    ):
+        correlator.apply(store, item, topic="t", now=at(200))
+    assert 1 == store.prune(at(50))
+    assert {"new", "running"} == {i.correlation_id for i in store.instances()}
+
+
+def test_unknown_store_url_is_one_clear_error() -> None:
+    """A scheme no store serves says which URLs work."""
+    with pytest.raises(StoreError, match=r"use sqlite:///path/sagas\.db"):
+        open_store("redis://localhost")
+
+
+@pytest.mark.postgres
+def test_unreachable_postgres_names_the_url_with_password_masked() -> None:
+    """A PostgreSQL store that cannot connect fails with one line and no password."""
+    with pytest.raises(StoreError) as caught:
+        open_store("postgresql://postgres:secret@127.0.0.1:1/test")
+    assert "postgres:***@127.0.0.1:1" in str(caught.value)
+    assert "secret" not in str(caught.value)
