@@ -1,0 +1,599 @@
+"""``nats://host:4222`` (``tls://`` for TLS): NATS JetStream.
+
+Names on the broker (DESIGN.md): the subject is the topic name, captured by one JetStream stream
+per topic that is created when missing (file storage, limits retention, so DLQ topics keep what
+is published to them). The stream is named after the topic with every character outside
+``[A-Za-z0-9_-]`` replaced by ``_`` and, when anything was replaced, an 8-hex digest of the
+topic appended (``orders`` -> ``orders``, ``orders.dlq`` -> ``orders_dlq_<digest>``). A stream
+some other tool already made that captures the subject is used as it is. Each group is a
+durable pull consumer (explicit ack) on the topic's stream, named the same way after the group.
+
+Wire format: binary content mode with ``ce-<attr>`` headers, ``content-type``, and
+``Nats-Msg-Id`` = event id for the server's de-duplication window (dead letters add their
+group and time to it so the same event can be dead-lettered by two groups or twice; an event
+replayed from a DLQ this adapter browsed gets a fresh one). A TTL becomes a ``Nats-TTL`` header
+where the server supports per-message TTL (2.11+), and is checked by the consumer everywhere.
+
+Options (query string): ``ack_wait`` (30 s, the visibility timeout), ``max_ack_pending``
+(per group, default 4 x prefetch), ``publish_timeout`` (30 s, a publish retries across
+reconnects until then), ``request_timeout`` (5 s), ``connect_timeout`` (10 s), ``heartbeat``
+(5 s, pull idle heartbeat), ``storage`` (``file``|``memory``), ``replicas`` (1), ``max_age``
+(0 = keep forever), ``duplicate_window`` (120 s), ``native_ttl`` (true). Any other option is
+passed to ``nats.connect`` (``name``, ``user_credentials``, ``token``, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import inspect
+import math
+import re
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import api
+
+from broker import observability as obs
+from broker.adapters.nats.pull import NatsSubscription, decode
+from broker.envelope import NATS_PREFIXES, Event, to_binary
+from broker.errors import (
+    BrokerError,
+    BrokerUnavailableError,
+    ClosedError,
+    ConfigurationError,
+    EnvelopeError,
+    PublishError,
+    PublishTimeoutError,
+)
+from broker.ports import Capabilities, TopicInfo
+from broker.urls import mask_url
+
+__all__ = ["NatsAdapter", "NatsSettings", "safe_name"]
+
+_SUBJECT = re.compile(r"[^.\s*>]+(?:\.[^.\s*>]+)*")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_TRUE = ("1", "true", "yes", "on")
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+    asyncio.TimeoutError,
+)
+
+
+def safe_name(text: str) -> str:
+    """A stream or consumer name for ``text``: unchanged when it is safe, else sanitised plus a
+    digest of the original (so ``a.b`` and ``a_b`` never share a stream)."""
+    cleaned = _UNSAFE.sub("_", text)
+    if cleaned == text and len(text) <= 200:
+        return text
+    return f"{cleaned[:200]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NatsSettings:
+    """The adapter's own options; everything else goes to ``nats.connect``."""
+
+    ack_wait: float = 30.0
+    max_ack_pending: int = 0  # 0: four times the subscription's prefetch
+    publish_timeout: float = 30.0
+    request_timeout: float = 5.0
+    connect_timeout: float = 10.0
+    heartbeat: float = 5.0
+    storage: str = "file"
+    replicas: int = 1
+    max_age: float = 0.0
+    duplicate_window: float = 120.0
+    native_ttl: bool = True
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> tuple[NatsSettings, dict[str, Any]]:
+        """Split URL options into settings and client options, converting strings."""
+        values: dict[str, Any] = {}
+        client: dict[str, Any] = {}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for name, raw in options.items():
+            if name in fields:
+                values[name] = _convert(name, raw, fields[name].default)
+            else:
+                client[name] = _client_option(name, raw)
+        settings = cls(**values)
+        if settings.storage not in ("file", "memory"):
+            raise ConfigurationError(
+                f"nats:// storage must be 'file' or 'memory', not {settings.storage!r}"
+            )
+        return settings, client
+
+
+def _convert(name: str, raw: Any, default: Any) -> Any:
+    if not isinstance(raw, str) or isinstance(default, str) or default is None:
+        return raw
+    try:
+        if isinstance(default, bool):
+            return raw.strip().lower() in _TRUE
+        return type(default)(raw)
+    except ValueError as exc:
+        kind = type(default).__name__
+        raise ConfigurationError(f"nats:// option {name}={raw!r} must be a {kind}") from exc
+
+
+_CLIENT_PARAMS = inspect.signature(Client.connect).parameters
+_RESERVED = ("servers", "error_cb", "disconnected_cb", "reconnected_cb", "closed_cb")
+
+
+def _client_option(name: str, raw: Any) -> Any:
+    param = _CLIENT_PARAMS.get(name)
+    if param is None or name in _RESERVED:
+        known = ", ".join(f.name for f in dataclasses.fields(NatsSettings))
+        raise ConfigurationError(
+            f"unknown nats:// option {name!r}; use one of {known} or a nats.connect argument"
+        )
+    return _convert(name, raw, param.default)
+
+
+def _check_topic(topic: str) -> None:
+    if not _SUBJECT.fullmatch(topic):
+        raise ConfigurationError(
+            f"topic {topic!r} is not a valid NATS subject: use tokens of letters, digits, '-' "
+            "or '_' separated by single dots, without spaces or wildcards"
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Stream:
+    name: str
+    own: bool  # captures exactly this topic (ours, or shaped like ours)
+    ttl_ok: bool
+
+
+class NatsAdapter:
+    """The NATS JetStream backend."""
+
+    def __init__(self, url: str = "nats://127.0.0.1:4222", **options: Any) -> None:
+        self._raw_url = url
+        self._url = mask_url(url)
+        self.settings, self._client_options = NatsSettings.from_options(options)
+        self._servers = _servers(url)
+        self._nc: Client | None = None
+        self._js: Any = None
+        self._server_ttl = False
+        self._streams: dict[str, _Stream] = {}
+        self._ensure_lock = asyncio.Lock()
+        self._subscriptions: set[NatsSubscription] = set()
+        self._dead_ids: OrderedDict[str, None] = OrderedDict()
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._last_error: BaseException | None = None
+        self._log = obs.get_logger("choreo.nats", url=self._url)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            native_ttl=self._server_ttl,
+            native_dlq=False,
+            ordered_keys=False,
+            replay=True,
+            selective_delete=True,
+            delivery_count=True,
+        )
+
+    @property
+    def client(self) -> Client:
+        """The connected nats-py client (for the pull pump and for tests)."""
+        if self._nc is None or self._nc.is_closed:
+            raise ClosedError(f"the adapter for {self._url} is not connected; call connect()")
+        return self._nc
+
+    async def connect(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            return
+        nc = Client()
+        try:
+            await asyncio.wait_for(
+                nc.connect(
+                    servers=self._servers,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    **{"connect_timeout": 2, **self._client_options},
+                ),
+                timeout=self.settings.connect_timeout,
+            )
+            js = nc.jetstream(timeout=self.settings.request_timeout)
+            await js.account_info()
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise self._unavailable(exc) from exc
+        self._nc, self._js = nc, js
+        version = nc.connected_server_version
+        self._server_ttl = self.settings.native_ttl and (version.major, version.minor) >= (2, 11)
+
+    def _unavailable(self, exc: BaseException) -> BrokerUnavailableError:
+        cause = self._last_error or exc
+        if isinstance(cause, nats.js.errors.APIError | nats.errors.NoRespondersError):
+            return BrokerUnavailableError(
+                f"NATS at {self._url} has no JetStream: start nats-server with -js "
+                "(or enable JetStream for this account)"
+            )
+        detail = f"{type(cause).__name__}: {cause}".rstrip(": ")
+        return BrokerUnavailableError(
+            f"cannot connect to NATS at {self._url} ({detail}); check that nats-server is "
+            "running with JetStream (-js) and that the URL and credentials are right"
+        )
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._last_error = exc
+        self._log.debug("nats client error", error=f"{type(exc).__name__}: {exc}")
+
+    async def _on_disconnected(self) -> None:
+        self._log.info("disconnected from NATS, reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        self._log.info("reconnected to NATS")
+        for sub in list(self._subscriptions):
+            await sub.on_reconnected()
+
+    async def close(self) -> None:
+        nc, self._nc = self._nc, None
+        if nc is None:
+            return
+        for sub in list(self._subscriptions):
+            await sub.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self.settings.publish_timeout)
+        with contextlib.suppress(Exception):
+            await nc.flush(timeout=math.ceil(self.settings.request_timeout))
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+    def _jetstream(self) -> Any:
+        if self._nc is None or self._nc.is_closed:
+            raise ClosedError(f"the adapter for {self._url} is closed; call connect() first")
+        return self._js
+
+    # -- streams ---------------------------------------------------------------------------
+
+    async def _stream(self, topic: str) -> _Stream:
+        found = self._streams.get(topic)
+        if found is not None:
+            return found
+        _check_topic(topic)
+        async with self._ensure_lock:
+            found = self._streams.get(topic)
+            if found is None:
+                found = self._streams[topic] = await self._ensure_stream(topic)
+        return found
+
+    async def _ensure_stream(self, topic: str) -> _Stream:
+        js = self._jetstream()
+        try:
+            info = await js.stream_info(safe_name(topic))
+        except nats.js.errors.NotFoundError:
+            try:
+                info = await js.stream_info(await js.find_stream_name_by_subject(topic))
+            except nats.js.errors.NotFoundError:
+                info = await self._add_stream(topic)
+        config = info.config
+        return _Stream(config.name, config.subjects == [topic], bool(config.allow_msg_ttl))
+
+    async def _add_stream(self, topic: str) -> Any:
+        settings = self.settings
+        config = api.StreamConfig(
+            name=safe_name(topic),
+            description=f"choreograph topic {topic}",
+            subjects=[topic],
+            retention=api.RetentionPolicy.LIMITS,
+            storage=api.StorageType(settings.storage),
+            num_replicas=settings.replicas,
+            max_age=settings.max_age or None,
+            duplicate_window=settings.duplicate_window,
+            allow_msg_ttl=True if self._server_ttl else None,
+        )
+        try:
+            return await self._jetstream().add_stream(config)
+        except nats.js.errors.BadRequestError:  # created concurrently by someone else
+            return await self._jetstream().stream_info(config.name)
+
+    # -- publishing ------------------------------------------------------------------------
+
+    async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
+        js = self._jetstream()
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            stream = self._streams.get(topic) or await self._guard(self._stream(topic), topic)
+            headers, body = to_binary(event, NATS_PREFIXES[0])
+            headers["Nats-Msg-Id"] = self._msg_id(event)
+            if ttl is not None and stream.ttl_ok:
+                headers["Nats-TTL"] = str(max(1, math.ceil(ttl)))
+            await self._send(js, topic, body, headers)
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
+
+    def _msg_id(self, event: Event) -> str:
+        extensions = event.extensions
+        if "dlqreason" in extensions:
+            return f"{event.id}:{extensions.get('dlqgroup')}:{extensions.get('dlqtime')}"
+        if self._dead_ids and event.id in self._dead_ids:
+            del self._dead_ids[event.id]
+            return f"{event.id}:replay:{uuid.uuid4().hex[:12]}"
+        return event.id
+
+    async def _send(self, js: Any, topic: str, body: bytes, headers: dict[str, str]) -> None:
+        """One JetStream publish, retried with the same Nats-Msg-Id (so at most once stored)
+        across timeouts and reconnects until ``publish_timeout``."""
+        deadline = time.monotonic() + self.settings.publish_timeout
+        pause = 0.05
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                await js.publish(
+                    topic, body, timeout=min(self.settings.request_timeout, max(left, 0.01)),
+                    headers=headers,
+                )  # fmt: skip
+                return
+            except nats.js.errors.NoStreamResponseError:
+                self._streams.pop(topic, None)  # deleted, or JetStream not up yet
+                error: BaseException = _retry_marker
+            except _TRANSIENT as exc:
+                error = exc
+            except nats.errors.ConnectionClosedError as exc:
+                raise ClosedError(f"the adapter for {self._url} was closed") from exc
+            except nats.js.errors.APIError as exc:
+                raise PublishError(
+                    f"NATS refused an event on {topic} at {self._url}: {exc}"
+                ) from exc
+            if time.monotonic() + pause > deadline:
+                raise PublishTimeoutError(
+                    f"NATS at {self._url} did not acknowledge an event on {topic} within "
+                    f"{self.settings.publish_timeout}s ({type(error).__name__}); check the "
+                    "server, or raise publish_timeout in the URL"
+                ) from (error if error is not _retry_marker else None)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+            if topic not in self._streams:
+                with contextlib.suppress(BrokerError, *_TRANSIENT):
+                    await self._stream(topic)
+
+    async def _guard(self, call: Any, topic: str) -> Any:
+        """Await a JetStream management call, translating client errors."""
+        try:
+            return await call
+        except nats.errors.ConnectionClosedError as exc:
+            raise ClosedError(f"the adapter for {self._url} is closed") from exc
+        except _TRANSIENT as exc:
+            raise BrokerUnavailableError(
+                f"NATS JetStream at {self._url} did not answer for {topic} ({type(exc).__name__});"
+                " check that the server is up with JetStream enabled"
+            ) from exc
+        except nats.js.errors.APIError as exc:
+            raise BrokerError(f"NATS JetStream at {self._url} refused {topic}: {exc}") from exc
+
+    # -- subscribing -----------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        topics: Sequence[str],
+        group: str,
+        *,
+        from_beginning: bool = False,
+        prefetch: int = 100,
+    ) -> NatsSubscription:
+        self._jetstream()
+        prefetch = max(1, prefetch)
+        sources = []
+        for topic in topics:
+            stream = await self._guard(self._stream(topic), topic)
+            durable = safe_name(group if stream.own else f"{group}_{topic}")
+            await self._guard(
+                self._ensure_consumer(topic, stream, group, durable, from_beginning, prefetch),
+                topic,
+            )
+            sources.append((topic, stream.name, durable))
+        subscription = NatsSubscription(self, group, prefetch, self.settings.heartbeat)
+        self._subscriptions.add(subscription)
+        try:
+            for topic, stream_name, durable in sources:
+                await subscription.add_source(topic, stream_name, durable)
+        except nats.errors.Error as exc:
+            await subscription.close()
+            raise BrokerUnavailableError(f"cannot subscribe at {self._url}: {exc}") from exc
+        subscription.start()
+        return subscription
+
+    def forget(self, subscription: NatsSubscription) -> None:
+        """Called by a subscription when it closes."""
+        self._subscriptions.discard(subscription)
+
+    async def _ensure_consumer(
+        self, topic: str, stream: _Stream, group: str, durable: str, start: bool, prefetch: int
+    ) -> None:
+        js = self._jetstream()
+        try:
+            await js.consumer_info(stream.name, durable)
+            return
+        except nats.js.errors.NotFoundError:
+            pass
+        config = api.ConsumerConfig(
+            name=durable,
+            durable_name=durable,
+            description=f"choreograph group {group}",
+            deliver_policy=api.DeliverPolicy.ALL if start else api.DeliverPolicy.NEW,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self.settings.ack_wait,
+            max_deliver=-1,
+            max_ack_pending=self.settings.max_ack_pending or 4 * prefetch,
+            filter_subject=None if stream.own else topic,
+        )
+        try:
+            await js.add_consumer(stream.name, config)
+        except nats.js.errors.BadRequestError:  # another member created it first
+            await js.consumer_info(stream.name, durable)
+
+    # -- topics ----------------------------------------------------------------------------
+
+    async def create_topic(self, topic: str, *, partitions: int | None = None) -> None:
+        self._jetstream()
+        await self._guard(self._stream(topic), topic)
+
+    async def list_topics(self) -> list[TopicInfo]:
+        js = self._jetstream()
+        streams = await self._guard(js.streams_info(), "the stream list")
+        topics = []
+        for info in streams:
+            subjects = info.config.subjects or []
+            if len(subjects) != 1 or not _SUBJECT.fullmatch(subjects[0]):
+                continue
+            consumers = await self._guard(js.consumers_info(info.config.name), subjects[0])
+            groups = tuple(sorted(_group_of(c.config) for c in consumers if c.config.durable_name))
+            topics.append(TopicInfo(subjects[0], messages=info.state.messages, groups=groups))
+        return sorted(topics, key=lambda t: t.name)
+
+    async def browse(self, topic: str, *, limit: int = 100) -> list[Event]:
+        events = []
+        for _, headers, body in await self._scan(topic, limit):
+            try:
+                event = decode(headers, body)
+            except EnvelopeError:
+                continue
+            events.append(event)
+            if "dlqreason" in event.extensions:
+                self._remember_dead(event.id)
+        return events
+
+    def _remember_dead(self, event_id: str) -> None:
+        self._dead_ids[event_id] = None
+        self._dead_ids.move_to_end(event_id)
+        while len(self._dead_ids) > 100_000:
+            self._dead_ids.popitem(last=False)
+
+    async def purge(self, topic: str, ids: Collection[str] | None = None) -> int:
+        js = self._jetstream()
+        stream = await self._existing(topic)
+        if stream is None:
+            return 0
+        if ids is None:
+            info = await self._guard(js.stream_info(stream.name), topic)
+            if stream.own:
+                await self._guard(js.purge_stream(stream.name), topic)
+            else:
+                await self._guard(js.purge_stream(stream.name, subject=topic), topic)
+            return int(info.state.messages)
+        wanted = set(ids)
+        count = 0
+        for seq, headers, _ in await self._scan(topic, 1 << 62):
+            if _event_id(headers) in wanted:
+                with contextlib.suppress(nats.js.errors.NotFoundError):
+                    await self._guard(js.delete_msg(stream.name, seq), topic)
+                    count += 1
+        return count
+
+    async def _existing(self, topic: str) -> _Stream | None:
+        """The topic's stream if it exists (browsing never creates one)."""
+        if topic in self._streams:
+            return self._streams[topic]
+        _check_topic(topic)
+        js = self._jetstream()
+        try:
+            await self._guard(js.find_stream_name_by_subject(topic), topic)
+        except BrokerError as exc:
+            if isinstance(exc.__cause__, nats.js.errors.NotFoundError):
+                return None
+            raise
+        stream: _Stream = await self._guard(self._stream(topic), topic)
+        return stream
+
+    async def _scan(self, topic: str, limit: int) -> list[tuple[int, dict[str, str], bytes]]:
+        """Up to ``limit`` retained messages (stream seq, headers, body), oldest first, read
+        with an ephemeral no-ack consumer so no group's position moves."""
+        stream = await self._existing(topic)
+        if stream is None or limit <= 0:
+            return []
+        js = self._jetstream()
+        info = await self._guard(js.stream_info(stream.name), topic)
+        if not info.state.messages:
+            return []
+        last = info.state.last_seq
+        config = api.ConsumerConfig(
+            ack_policy=api.AckPolicy.NONE,
+            deliver_policy=api.DeliverPolicy.ALL,
+            inactive_threshold=30.0,
+            mem_storage=True,
+        )
+        psub = await self._guard(js.pull_subscribe(topic, stream=stream.name, config=config), topic)
+        found: list[tuple[int, dict[str, str], bytes]] = []
+        try:
+            while len(found) < limit:
+                try:
+                    batch = await psub.fetch(min(limit - len(found), 256), timeout=1.0)
+                except TimeoutError:
+                    break
+                for msg in batch:
+                    seq = msg.metadata.sequence.stream
+                    found.append((seq, dict(msg.headers or {}), msg.data))
+                if found and found[-1][0] >= last:
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(stream.name, psub._consumer)
+        return found[:limit]
+
+
+class _RetryMarker(Exception):
+    """Stands for "the stream was missing" in the publish retry loop."""
+
+
+_retry_marker = _RetryMarker()
+
+
+def _group_of(config: Any) -> str:
+    description = config.description or ""
+    prefix = "choreograph group "
+    return description[len(prefix) :] if description.startswith(prefix) else config.durable_name
+
+
+def _event_id(headers: Mapping[str, str]) -> str | None:
+    for prefix in NATS_PREFIXES:
+        value = headers.get(f"{prefix}id")
+        if value is not None:
+            return value
+    return None
+
+
+def _servers(url: str) -> list[str]:
+    """``nats://u:p@h1:4222,h2:4222/?opts`` -> one nats-py server URL per host."""
+    scheme, _, rest = url.partition("://")
+    if not rest:
+        raise ConfigurationError(f"broker URL {mask_url(url)!r} needs a host: nats://host:4222")
+    location = rest.split("?", 1)[0].split("/", 1)[0]
+    userinfo, _, hosts = location.rpartition("@")
+    prefix = f"{scheme}://{userinfo + '@' if userinfo else ''}"
+    return [prefix + (host or "127.0.0.1:4222") for host in hosts.split(",")]
