@@ -14,6 +14,7 @@ import datetime
 import decimal
 import io
 import json
+import re
 import struct
 import uuid
 from collections.abc import Callable, Mapping
@@ -107,10 +108,12 @@ STRATEGIES: Mapping[str, SubjectNameStrategy] = {
 
 
 def subject_strategy(name: str | SubjectNameStrategy) -> SubjectNameStrategy:
-    """A strategy by name (``topic``, ``record``, ``topic-record``) or the callable itself."""
+    """A strategy by name (``topic``, ``record``, ``topic-record``, or Confluent's
+    ``TopicRecordNameStrategy`` spelling) or the callable itself."""
     if callable(name):
         return name
-    key = name.lower().replace("_", "-").removesuffix("-name-strategy").removesuffix("-name")
+    key = re.sub(r"(?<=[a-z])(?=[A-Z])", "-", name).lower().replace("_", "-")
+    key = key.removesuffix("-strategy").removesuffix("-name")
     try:
         return STRATEGIES[key]
     except KeyError:

@@ -1,0 +1,145 @@
+"""``choreo schema ...`` commands: output, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from schemas.cli import schema_app
+from tests.schemas.conftest import LiveServer, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+V1 = {"type": "record", "name": "A", "fields": [{"name": "x", "type": "string"}]}
+V2 = {
+    "type": "record",
+    "name": "A",
+    "fields": [{"name": "x", "type": "string"}, {"name": "y", "type": "int", "default": 0}],
+}
+BREAKING = {"type": "record", "name": "A", "fields": [{"name": "z", "type": "int"}]}
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run each command in a fresh directory, so the embedded default registry is new."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CHOREO_REGISTRY_URL", raising=False)
+    return tmp_path
+
+
+def write(name: str, document: object) -> str:
+    Path(name).write_text(json.dumps(document))
+    return name
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(schema_app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_register_show_and_ls_on_the_embedded_default() -> None:
+    """Without --registry, commands use sqlite:///.choreo/registry.db in the current directory."""
+    assert (0, "registered orders-value version 1 (id 1)\n", "") == invoke(
+        "register", "orders-value", write("v1.avsc", V1)
+    )
+    code, out, _ = invoke("ls", "--output", "json")
+    assert (0, [{"subject": "orders-value", "version": 1, "id": 1, "type": "AVRO"}]) == (
+        code,
+        json.loads(out),
+    )
+    code, out, _ = invoke("show", "orders-value", "-o", "json")
+    assert (0, V1) == (code, json.loads(json.loads(out)["schema"]))
+    assert Path(".choreo/registry.db").exists()
+
+
+def test_check_gives_the_verdict_and_exit_code() -> None:
+    """check exits 0 when compatible and 1 with the reasons when not."""
+    invoke("register", "orders-value", write("v1.avsc", V1))
+    good = invoke("check", "orders-value", write("v2.avsc", V2))
+    code, out, _ = invoke("check", "orders-value", write("bad.avsc", BREAKING), "-o", "json")
+    assert (0, "compatible") == (good[0], good[1].split(":")[0])
+    assert (1, False) == (code, json.loads(out)["is_compatible"])
+    assert json.loads(out)["messages"]
+
+
+def test_config_reads_and_sets_levels() -> None:
+    """config shows the global level and --level sets a subject's."""
+    assert (0, "global: BACKWARD\n", "") == invoke("config")
+    assert (0, "orders-value: FULL_TRANSITIVE\n", "") == invoke(
+        "config", "orders-value", "--level", "full_transitive"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (("register", "s", "missing.avsc"), 2, "cannot read schema file missing.avsc"),
+        (("register", "s", "bad.avsc"), 2, "invalid Avro schema"),
+        (("show", "nobody"), 1, "subject 'nobody' not found"),
+        (("config", "--level", "sideways"), 2, "invalid compatibility level 'sideways'"),
+        (("ls", "--registry", "ftp://nowhere"), 2, "unknown registry storage URL"),
+    ],
+)
+def test_user_mistakes_print_one_line_and_exit_with_the_right_code(
+    args: tuple[str, ...], code: int, needle: str
+) -> None:
+    """Each mistake prints a single error line, no traceback, and exits 2 (usage) or 1."""
+    write("bad.avsc", {"type": "record", "name": "X"})
+    exit_code, _, err = invoke(*args)
+    assert (code, 1) == (exit_code, len(err.strip().splitlines())), err
+    assert needle in err
+
+
+def test_unreachable_registry_url_is_one_line_exit_1() -> None:
+    """A registry URL nobody serves gives one line naming the URL."""
+    url = f"http://127.0.0.1:{free_port()}"
+    exit_code, _, err = invoke("ls", "--registry", url)
+    assert (1, 1) == (exit_code, len(err.strip().splitlines()))
+    assert url in err
+
+
+def test_commands_talk_to_a_server_given_by_the_environment(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CHOREO_REGISTRY_URL points the commands at a running server."""
+    monkeypatch.setenv("CHOREO_REGISTRY_URL", live.url)
+    invoke("register", "orders-value", write("v1.avsc", V1))
+    assert ["orders-value"] == asyncio.run(live.registry.subjects())
+
+
+def test_real_process_prints_json_and_fails_cleanly(workdir: Path) -> None:
+    """The app runs as a real process: JSON output on success, one line and exit 2 on a mistake."""
+    write("v1.avsc", V1)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("CHOREO_REGISTRY_URL", None)
+    command = [sys.executable, "-c", "from schemas.cli import schema_app; schema_app()"]
+    ok = subprocess.run(
+        [*command, "register", "orders-value", "v1.avsc", "--output", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    bad = subprocess.run(
+        [*command, "register", "orders-value", "nope.avsc"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert (0, {"subject": "orders-value", "version": 1, "id": 1}) == (
+        ok.returncode,
+        json.loads(ok.stdout),
+    )
+    assert (2, 1) == (bad.returncode, len(bad.stderr.strip().splitlines())), bad.stderr
+    assert "Traceback" not in bad.stderr
