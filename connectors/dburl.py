@@ -116,5 +116,5 @@ class DatabaseURL:
             "host": self.host,
             "port": self.port or 3306,
             "user": self.user or "root",
-            "passwd": self.password or "",
+            "password": self.password or "",
         }

@@ -67,6 +67,17 @@ def _as_text(value: Any) -> Any:
     return value
 
 
+def _pymysql_connect(**settings: Any) -> Any:
+    """PyMySQL connect for mysql-replication, which still passes the deprecated ``db=``."""
+    import pymysql
+
+    if "db" in settings:
+        settings["database"] = settings.pop("db")
+    if "passwd" in settings:
+        settings["password"] = settings.pop("passwd")
+    return pymysql.connect(**settings)
+
+
 def _naive(moment: datetime | None) -> datetime | None:
     return moment.astimezone(UTC).replace(tzinfo=None) if moment else None
 
@@ -175,6 +186,7 @@ class MySQLSource:
             "only_schemas": [self.db.database],
             "only_tables": [self.table],
             "slave_heartbeat": 1.0,
+            "pymysql_wrapper": _pymysql_connect,
         }
         if self.resume == "gtid" and self.position.get("gtid"):
             options.update(auto_position=self.position["gtid"], is_mariadb=True)
