@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from broker import observability as obs
 from broker.consumer import Consumer, Handler
-from broker.context import derive
-from broker.envelope import Event
+from broker.context import derive_extensions
+from broker.envelope import Event, check_extension_names, format_time
 from broker.errors import ClosedError, ConfigurationError, PayloadError, TopicNotFoundError
 from broker.policies import Policy
 from broker.ports import Adapter, Capabilities, PayloadCodec, TopicInfo
@@ -157,23 +159,28 @@ class Bus:
         Returns only once the broker durably accepted it; raises otherwise.
         """
         if not self._started:
-            raise ClosedError(
-                "call `await bus.start()` (or use `async with bus`) before publishing"
-            )
-        if event is None:
-            if not type:
-                raise ConfigurationError("publish needs an Event or a `type=`")
-            event = Event(type=type, source=self.source, data=data, subject=subject)
-        extra = dict(extensions or {})
+            raise ClosedError("call `await bus.start()` (or `async with bus`) before publishing")
+        extra: dict[str, Any] = dict(event.extensions) if event is not None else {}
+        if extensions:
+            extra.update(extensions)
         if key is not None:
             extra["partitionkey"] = key
         if correlation_id is not None:
             extra["correlationid"] = correlation_id
-        if extra:
-            event = event.with_extensions(**extra)
-        event = derive(event)
+        derive_extensions(extra)
         if ttl is not None:
-            event = event.with_ttl(ttl)
+            if ttl <= 0:
+                raise ConfigurationError(f"a TTL must be positive, got {ttl}s")
+            extra["expiration"] = format_time(datetime.now(UTC) + timedelta(seconds=ttl))
+        if event is not None:
+            check_extension_names(extra)
+            event = dataclasses.replace(event, extensions=extra)
+        elif type:
+            event = Event(
+                type=type, source=self.source, data=data, subject=subject, extensions=extra
+            )
+        else:
+            raise ConfigurationError("publish needs an Event or a `type=`")
         if self.codec is not None:
             try:
                 event = await self.codec.encode(topic, event)

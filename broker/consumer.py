@@ -77,6 +77,8 @@ class Consumer:
         self._stopping = False
         self._lanes: list[asyncio.Queue[Delivery | None]] = []
         self._lane_tasks: list[asyncio.Task[None]] = []
+        self._handled_counters: dict[str, Any] = {}
+        self._handler_seconds = obs.HANDLER_SECONDS.labels(group)
         self.handled = 0
 
     # -- the loop --------------------------------------------------------------------------
@@ -118,7 +120,7 @@ class Consumer:
         event = await self._decoded(delivery)
         if event is None:
             return
-        if event.is_expired():
+        if "expiration" in event.extensions and event.is_expired():
             obs.EXPIRED.labels(topic, self._group).inc()
             if self._policy.on_expired == "dlq":
                 await self._dead_letter(delivery, event, "expired", "expiration passed", 0)
@@ -141,7 +143,11 @@ class Consumer:
             await inbox.remember(self._group, event.source, event.id)
         self._dead_in_a_row = 0
         self.handled += 1
-        obs.CONSUMED.labels(topic, self._group, "handled").inc()
+        counter = self._handled_counters.get(topic)
+        if counter is None:
+            counter = obs.CONSUMED.labels(topic, self._group, "handled")
+            self._handled_counters[topic] = counter
+        counter.inc()
         await delivery.ack()
 
     async def _decoded(self, delivery: Delivery) -> Event | None:
@@ -219,7 +225,7 @@ class Consumer:
             return exc
         finally:
             reset_current(token)
-            obs.HANDLER_SECONDS.labels(self._group).observe(time.perf_counter() - started)
+            self._handler_seconds.observe(time.perf_counter() - started)
         return None
 
     # -- circuit breaker -------------------------------------------------------------------

@@ -8,13 +8,20 @@ handler it starts a new trace. Values already set on the event are kept.
 
 from __future__ import annotations
 
-import os
+import random
 import re
 from contextvars import ContextVar, Token
 
-from broker.envelope import Event
+from broker.envelope import Event, ExtensionValue
 
-__all__ = ["current_event", "derive", "new_traceparent", "reset_current", "set_current"]
+__all__ = [
+    "current_event",
+    "derive",
+    "derive_extensions",
+    "new_traceparent",
+    "reset_current",
+    "set_current",
+]
 
 _current: ContextVar[Event | None] = ContextVar("choreo_current_event", default=None)
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -37,11 +44,26 @@ def reset_current(token: Token[Event | None]) -> None:
 
 def new_traceparent(parent: str | None = None) -> str:
     """A W3C traceparent: a child span of ``parent`` when it is valid, else a new trace."""
-    span = os.urandom(8).hex()
+    span = f"{random.getrandbits(64):016x}"
     match = _TRACEPARENT.match(parent) if parent else None
     if match:
         return f"00-{match.group(2)}-{span}-{match.group(4)}"
-    return f"00-{os.urandom(16).hex()}-{span}-01"
+    return f"00-{random.getrandbits(128):032x}-{span}-01"
+
+
+def derive_extensions(extensions: dict[str, ExtensionValue]) -> None:
+    """Fill causation, correlation and trace into ``extensions`` (in place) from the handler."""
+    parent = _current.get()
+    if parent is None:
+        if "traceparent" not in extensions:
+            extensions["traceparent"] = new_traceparent()
+        return
+    extensions.setdefault("causationid", parent.id)
+    if parent.correlationid is not None:
+        extensions.setdefault("correlationid", parent.correlationid)
+    extensions.setdefault("traceparent", new_traceparent(parent.traceparent))
+    if parent.extensions.get("tracestate") is not None:
+        extensions.setdefault("tracestate", parent.extensions["tracestate"])
 
 
 def derive(event: Event) -> Event:
