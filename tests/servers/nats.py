@@ -82,23 +82,12 @@ class NatsServer:
         return f"nats://{self.host}:{self.port}?{NATS_OPTIONS}"
 
     def _command(self) -> list[str]:
-        command = [
-            nats_binary(),
-            "-a",
-            self.host,
-            "-p",
-            str(self.port),
-            "-js",
-            "-sd",
-            str(self.store),
-        ]
-        if self.sync_always:
-            config = self.store / "server.conf"
-            config.write_text(
-                f'jetstream {{\n store_dir: "{self.store}"\n sync_interval: always\n}}\n'
-            )
-            command += ["-c", str(config)]
-        return command
+        command = [nats_binary(), "-a", self.host, "-p", str(self.port), "-js"]
+        if not self.sync_always:
+            return [*command, "-sd", str(self.store)]
+        config = self.store / "server.conf"  # -sd and a config's store_dir may not both be set
+        config.write_text(f'jetstream {{\n store_dir: "{self.store}"\n sync_interval: always\n}}\n')
+        return [*command, "-c", str(config)]
 
     def start(self, timeout: float = 20.0) -> None:
         self.process = subprocess.Popen(

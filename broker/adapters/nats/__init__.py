@@ -539,7 +539,7 @@ class NatsAdapter:
         info = await self._guard(js.stream_info(stream.name), topic)
         if not info.state.messages:
             return []
-        last = info.state.last_seq
+        last, available = info.state.last_seq, int(info.state.messages)
         config = api.ConsumerConfig(
             ack_policy=api.AckPolicy.NONE,
             deliver_policy=api.DeliverPolicy.ALL,
@@ -551,13 +551,14 @@ class NatsAdapter:
         try:
             while len(found) < limit:
                 try:
-                    batch = await psub.fetch(min(limit - len(found), 256), timeout=1.0)
+                    want = min(limit - len(found), max(available - len(found), 1), 256)
+                    batch = await psub.fetch(want, timeout=1.0)
                 except TimeoutError:
                     break
                 for msg in batch:
                     seq = msg.metadata.sequence.stream
                     found.append((seq, dict(msg.headers or {}), msg.data))
-                if found and found[-1][0] >= last:
+                if len(found) >= available or (found and found[-1][0] >= last):
                     break
         finally:
             with contextlib.suppress(Exception):
