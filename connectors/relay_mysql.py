@@ -93,7 +93,7 @@ class MySQLSource:
         name: str | None = None,
         server_id: int | None = None,
         resume: Literal["position", "gtid"] = "position",
-        batch_rows: int = 2000,
+        batch_rows: int = 1000,
         idle_store_interval: float = 10.0,
     ) -> None:
         self.db = DatabaseURL.parse(url)

@@ -73,7 +73,7 @@ class PostgresSource:
         table: str = "outbox",
         slot: str = DEFAULT_SLOT,
         binary: bool = False,
-        batch_rows: int = 2000,
+        batch_rows: int = 1000,
         wal_warning_bytes: int = 256 * 1024 * 1024,
         health_interval: float = 10.0,
     ) -> None:
