@@ -1,0 +1,127 @@
+"""Run every benchmark suite and write one Markdown table into the README.
+
+    python -m bench.run                 # all suites, then update README.md
+    python -m bench.run embedded outbox # some suites
+    python -m bench.run --table-only    # re-render the README table from bench/results/*.json
+
+Each suite is a module that writes ``bench/results/<name>.json``: a list of rows with ``suite``,
+``backend``, ``metric`` and either ``value`` alone, or ``choreograph`` with a baseline measured
+in the same run (``raw`` client, ``baseline``) and optionally ``faststream``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).parent.parent
+RESULTS = Path(__file__).parent / "results"
+README = ROOT / "README.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+SUITES = {
+    "embedded": "bench.embedded",
+    "kafka": "bench.brokers.kafka",
+    "rabbitmq": "bench.brokers.rabbitmq",
+    "nats": "bench.brokers.nats",
+    "registry": "bench.registry",
+    "outbox": "bench.outbox",
+    "saga": "bench.saga",
+}
+
+
+def run_suites(names: list[str]) -> dict[str, str]:
+    """Run the suites one after the other (they share two cores); returns failures."""
+    failures = {}
+    for name in names:
+        module = SUITES[name]
+        print(f"--- {name} ({module})", flush=True)
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", module], cwd=ROOT, check=False)
+        print(f"--- {name}: exit {result.returncode} in {time.monotonic() - started:.0f}s")
+        if result.returncode != 0:
+            failures[name] = f"exit {result.returncode}"
+    return failures
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value < 100:
+        return f"{value:.2f}"
+    return f"{value:,.0f}"
+
+
+def _ratio(row: dict[str, Any]) -> str:
+    ours = row.get("choreograph")
+    base = row.get("raw", row.get("baseline"))
+    if not ours or not base:
+        return "-"
+    if "ms" in row["metric"]:  # latency: lower is better, show what we add
+        return f"+{ours - base:.2f} ms"
+    return f"{ours / base:.2f}x"
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    """The Markdown table for ``rows``."""
+    lines = [
+        "| suite | backend | metric | choreograph | baseline (same run) | ratio | FastStream |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        ours = row.get("choreograph", row.get("value"))
+        base = row.get("raw", row.get("baseline"))
+        lines.append(
+            f"| {row['suite']} | {row['backend']} | {row['metric']} | {_fmt(ours)} | "
+            f"{_fmt(base)} | {_ratio(row)} | {_fmt(row.get('faststream'))} |"
+        )
+    machine = (
+        f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
+    )
+    lines.append("")
+    lines.append(
+        f"_Measured {time.strftime('%Y-%m-%d')} on {machine}; reproduce with "
+        "`python -m bench.run` (results in `bench/results/`)._"
+    )
+    return "\n".join(lines)
+
+
+def load_rows() -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for name in SUITES:
+        path = RESULTS / f"{name}.json"
+        if path.exists():
+            rows.extend(json.loads(path.read_text()))
+    return rows
+
+
+def update_readme(table: str) -> None:
+    text = README.read_text()
+    if START not in text:
+        raise SystemExit(f"README.md has no {START} marker")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{START}\n{table}\n{END}{tail}")
+
+
+def main(argv: list[str]) -> int:
+    table_only = "--table-only" in argv
+    names = [a for a in argv if not a.startswith("--")] or list(SUITES)
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        print(f"unknown suite(s) {unknown}; choose from {sorted(SUITES)}", file=sys.stderr)
+        return 2
+    failures = {} if table_only else run_suites(names)
+    update_readme(render(load_rows()))
+    for name, why in failures.items():
+        print(f"suite {name} failed: {why}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
