@@ -94,9 +94,10 @@ async def test_broker_down_for_a_while_delays_but_loses_nothing(
 ) -> None:
     """With the SQLite broker locked by another process the relay retries, then delivers all."""
     path = tmp_path / "broker.db"
-    broker = f"sqlite:///{path}?poll_interval=0.01&busy_timeout=0.2"
+    consumer = f"sqlite:///{path}?poll_interval=0.01"
+    relay_broker = f"{consumer}&busy_timeout=0.2"  # the relay notices the lock quickly
     before = outbox.write(order_rows(5))
-    async with collecting(broker, TOPIC) as got, running_relay(outbox, broker) as run:
+    async with collecting(consumer, TOPIC) as got, running_relay(outbox, relay_broker) as run:
         await run.until(lambda: len(got[TOPIC].events) >= 5, what="the first events")
         locker = await asyncio.create_subprocess_exec(
             sys.executable, "-c", _LOCKER, str(path), stdout=subprocess.PIPE
