@@ -72,3 +72,46 @@ async def until(predicate: Any, timeout: float = 10.0, what: str = "condition") 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+def populate(store: Any, base: datetime | None = None) -> None:
+    """Store a completed, a compensated, a failed and a stuck order (with hostile data)."""
+    from saga_monitor import Correlator
+
+    correlator = Correlator(example())
+    start = base or datetime.now(UTC) - timedelta(seconds=120)
+    hostile = {"note": "<script>window.pwned = 1</script>", "total": 42}
+
+    def send(type_: str, corr: str, seconds: float, data: Any = None) -> None:
+        item = Event(
+            type=type_,
+            source="shop",
+            id=f"{corr}-{type_}",
+            time=start + timedelta(seconds=seconds),
+            data=data,
+            extensions={"correlationid": corr},
+        )
+        correlator.apply(store, item, topic=type_.split(".", 1)[0], now=start)
+
+    for type_, seconds in (
+        ("order.placed", 0),
+        ("payment.authorized", 2),
+        ("inventory.reserved", 5),
+        ("order.shipped", 9),
+    ):
+        send(type_, "order-ok", seconds)
+    for type_, seconds in (
+        ("order.placed", 0),
+        ("payment.authorized", 3),
+        ("inventory.reserved", 6),
+        ("payment.failed", 8),
+        ("inventory.released", 20),
+        ("payment.refunded", 30),
+    ):
+        send(type_, "order-comp", seconds)
+    send("order.placed", "order-fail", 1)
+    send("payment.failed", "order-fail", 4)
+    send("order.placed", "order-stuck", 10, hostile)
+    send("payment.authorized", "order-stuck", 12)
+    send("payment.authorized", "order-stuck", 12)  # the same event again: a duplicate
+    correlator.tick(store, datetime.now(UTC))

@@ -1,0 +1,137 @@
+"""Rich renderings of saga instances for ``choreo saga ls`` and ``choreo saga show``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from saga_monitor.definitions import format_duration
+from saga_monitor.model import Instance
+
+__all__ = ["STATE_STYLES", "instance_table", "relative", "timeline"]
+
+STATE_STYLES = {
+    "running": "cyan",
+    "completed": "green",
+    "compensating": "yellow",
+    "compensated": "magenta",
+    "failed": "red",
+    "stuck": "bold red",
+}
+ROLE_STYLES = {
+    "start": "cyan",
+    "step": "green",
+    "complete": "bold green",
+    "fail": "red",
+    "compensation": "magenta",
+    "compensated": "bold magenta",
+    "unknown": "dim",
+}
+BAR_WIDTH = 20
+
+
+def relative(moment: datetime | None, now: datetime) -> str:
+    """``3m ago`` / ``in 20s`` for a moment relative to ``now``."""
+    if moment is None:
+        return "-"
+    seconds = (moment - now).total_seconds()
+    if abs(seconds) < 0.001:
+        return "now"
+    text = format_duration(abs(seconds))
+    return f"in {text}" if seconds > 0 else f"{text} ago"
+
+
+def _state(state: str) -> Text:
+    return Text(state, style=STATE_STYLES.get(state, ""))
+
+
+def instance_table(instances: list[Instance], now: datetime) -> Table:
+    """The ``choreo saga ls`` table."""
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("saga", "correlation id", "state", "started", "expected next", "due"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("state", "started"))
+    table.add_column("anomalies", overflow="fold")
+    for item in instances:
+        due = relative(item.due, now) if item.due else "-"
+        if item.state == "stuck" and item.due is not None:
+            due = f"overdue {format_duration((now - item.due).total_seconds())}"
+        kinds = sorted({a.kind for a in item.anomalies})
+        table.add_row(
+            item.saga,
+            item.correlation_id,
+            _state(item.state),
+            relative(item.started, now),
+            ", ".join(item.expected) or "-",
+            Text(due, style="red" if item.state == "stuck" else ""),
+            Text(f"{len(item.anomalies)} ({', '.join(kinds)})", style="yellow")
+            if kinds
+            else Text("0", style="dim"),
+        )
+    return table
+
+
+def _bar(offset: float, total: float) -> Text:
+    position = 0 if total <= 0 else min(BAR_WIDTH - 1, int(offset / total * (BAR_WIDTH - 1)))
+    return Text("·" * position + "●" + "·" * (BAR_WIDTH - 1 - position), style="dim")
+
+
+def timeline(instance: Instance, now: datetime) -> RenderableType:
+    """The ``choreo saga show`` view: header, timeline with offsets, expectation, anomalies."""
+    entries = sorted(instance.timeline, key=lambda e: e.event.time)
+    end = max([e.event.time for e in entries] + ([instance.due] if instance.due else []))
+    total = (end - instance.started).total_seconds()
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for column in ("offset", "Δ prev", "event", "role", "source", "", "flags"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("offset", "Δ prev", ""))
+    previous = instance.started
+    for entry in entries:
+        obs = entry.event
+        offset = (obs.time - instance.started).total_seconds()
+        delta = (obs.time - previous).total_seconds()
+        previous = obs.time
+        table.add_row(
+            f"+{format_duration(offset) if offset else '0s'}",
+            format_duration(delta) if delta else "-",
+            Text(obs.type, style=ROLE_STYLES.get(entry.role, "")),
+            entry.role,
+            obs.source,
+            _bar(offset, total),
+            Text(" ".join(f"⚠ {flag}" for flag in entry.flags), style="bold yellow"),
+        )
+    header = Text.assemble(
+        (instance.saga, "bold"),
+        "  ",
+        (instance.correlation_id, "bold"),
+        "  ",
+        _state(instance.state),
+        f"\nstarted {instance.started:%Y-%m-%d %H:%M:%S}Z ({relative(instance.started, now)}), "
+        f"{len(instance.timeline)} events",
+    )
+    parts: list[RenderableType] = [header, table, _expectation(instance, now)]
+    if instance.anomalies:
+        lines = Text("anomalies:\n", style="bold yellow")
+        for anomaly in instance.anomalies:
+            lines.append(f"  ⚠ {anomaly.kind}: {anomaly.type} {anomaly.event_id} - ")
+            lines.append(f"{anomaly.detail}\n")
+        parts.append(lines)
+    return Panel(Group(*parts), title="saga", expand=False)
+
+
+def _expectation(instance: Instance, now: datetime) -> Text:
+    if not instance.expected:
+        when = f" at {instance.finished:%H:%M:%S}Z" if instance.finished else ""
+        return Text(f"finished: {instance.state}{when}", style=STATE_STYLES[instance.state])
+    text = Text("expected next: ", style="bold")
+    text.append(" or ".join(instance.expected))
+    if instance.due is not None:
+        text.append(f"  by {instance.due:%Y-%m-%d %H:%M:%S}Z ")
+        overdue = (now - instance.due).total_seconds()
+        if overdue > 0:
+            text.append(f"(overdue by {format_duration(overdue)})", style="bold red")
+        else:
+            text.append(f"({relative(instance.due, now)})", style="dim")
+    return text
