@@ -204,6 +204,7 @@ class SchemaValidationError(RegistryError, ValueError):
     """Data does not match the schema of its subject; the message names the field."""
 
     dlq_reason: ClassVar[str] = "schema-mismatch"
+    field: str = ""  # the offending field's path, when known
 
 
 class SchemaDecodeError(RegistryError, ValueError):
