@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import http.client
 import io
 import json
 import multiprocessing
@@ -84,21 +84,15 @@ def bench_avro(count: int = 20_000, rounds: int = 5) -> dict[str, float]:
     return {"raw_fastavro_s": raw_s, "ours_s": ours_s, "ratio": raw_s / ours_s}
 
 
-def _client_worker(url: str, count: int, concurrency: int, out: Any) -> None:
-    async def run() -> None:
-        async with httpx.AsyncClient(base_url=url) as client:
-            remaining = count
-
-            async def worker() -> None:
-                nonlocal remaining
-                while remaining > 0:
-                    remaining -= 1
-                    response = await client.get("/schemas/ids/1")
-                    response.raise_for_status()
-
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-    asyncio.run(run())
+def _client_worker(port: int, count: int, out: Any) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    for _ in range(count):
+        conn.request("GET", "/schemas/ids/1")
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GET /schemas/ids/1 answered {response.status}")
+    conn.close()
     out.put(count)
 
 
@@ -123,10 +117,11 @@ def bench_registry(
             url = f"http://127.0.0.1:{port}"
             _wait_until_up(url)
             httpx.post(f"{url}/subjects/bench-value/versions", json={"schema": json.dumps(ORDER)})
+            httpx.get(f"{url}/schemas/ids/1").raise_for_status()
             queue: Any = multiprocessing.Queue()
             share = requests // processes
             workers = [
-                multiprocessing.Process(target=_client_worker, args=(url, share, 16, queue))
+                multiprocessing.Process(target=_client_worker, args=(port, share, queue))
                 for _ in range(processes)
             ]
             started = time.perf_counter()

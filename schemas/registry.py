@@ -195,6 +195,10 @@ class Registry:
 
         return await self._run(work)
 
+    def cached_schema(self, schema_id: int) -> Schema | None:
+        """The schema with this id if this process has read it already (no I/O)."""
+        return self._by_id.get(schema_id)
+
     async def schema(self, schema_id: int) -> Schema:
         """The schema with this global id (40403 when none)."""
         cached = self._by_id.get(schema_id)
