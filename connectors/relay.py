@@ -190,7 +190,10 @@ class Relay:
                 delay = min(delay * 2, self.retry_max)
 
     async def _publish(self, routed: Routed) -> None:
-        await self.bus.publish(routed.topic, routed.event)
+        if routed.dead:  # dead letters keep the raw row: no codec, straight to the adapter
+            await self.bus.adapter.publish(routed.topic, routed.event)
+        else:
+            await self.bus.publish(routed.topic, routed.event)
         if routed.dead:
             self.stats.dead_lettered += 1
             reason = str(routed.event.extensions.get("dlqreason", ""))

@@ -1,0 +1,58 @@
+"""`choreo outbox init|status` as a user runs them: output, JSON, one-line errors, exit codes.
+(`relay` runs as a real process in test_crash.py, which also stops it with SIGTERM.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from connectors.cli import outbox_app
+from tests.connectors.conftest import OutboxDB
+from tests.connectors.relaying import order_rows
+
+runner = CliRunner()
+
+
+def test_init_then_status_as_json(tmp_path: Path) -> None:
+    """init creates the outbox; status --output json reports position and lag."""
+    url = f"sqlite:///{tmp_path}/app.db"
+    created = runner.invoke(outbox_app, ["init", "--db", url, "--table", "events"])
+    assert 0 == created.exit_code, created.output
+    assert "table events" in created.output
+    shown = runner.invoke(outbox_app, ["status", "--db", url, "--table", "events", "-o", "json"])
+    info = json.loads(shown.stdout)
+    assert (0, 0, 0) == (shown.exit_code, info["position"], info["lag_events"])
+
+
+def test_status_table_shows_pending_events(tmp_path: Path) -> None:
+    """The table view lists the lag in events."""
+    outbox = OutboxDB("sqlite", tmp_path)
+    outbox.write(order_rows(2))
+    shown = runner.invoke(outbox_app, ["status", "--db", outbox.url, "--table", outbox.table])
+    assert 0 == shown.exit_code
+    assert "lag_events" in shown.stdout
+    assert " 2" in shown.stdout.split("lag_events", 1)[1].splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["init", "--db", "oracle://x/y"], 2, "is not supported"),
+        (["init", "--db", "sqlite:///x.db", "--table", "drop table"], 2, "not a plain identifier"),
+        (["status", "--db", "postgresql://u:pw@127.0.0.1:1/x"], 1, "cannot connect to PostgreSQL"),
+        (["status", "--db", "sqlite:///x.db", "-o", "yaml"], 2, "is not table or json"),
+    ],
+)
+def test_errors_are_one_line_with_an_exit_code(
+    args: list[str], code: int, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bad URLs, names and unreachable databases give one line on stderr, no traceback."""
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(outbox_app, args)
+    assert code == result.exit_code
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "pw@" not in result.stderr
