@@ -1,143 +1,180 @@
-"""``choreo demo``: the order-fulfilment choreography on the embedded broker, summarised.
+"""``choreo demo``: the order-fulfilment choreography, end to end, on the embedded default.
 
-Runs :mod:`choreo.demo_services` against a fresh broker file in ``--dir`` (or any ``--broker``),
-places the orders, follows every order's events with an observer group and prints what
-happened: outcomes by count, stuck orders, dead letters, and the commands to look closer.
+Everything a production setup has, in one process and one folder (``--dir``):
+
+* four services (:mod:`choreo.demo_services`) reacting to each other's events on the broker
+  (the embedded SQLite file, or ``--broker URL``);
+* the order service writes its events through a transactional outbox in its own SQLite
+  database, and the outbox relay publishes what committed;
+* the ``orders`` topic is bound to a JSON Schema in the embedded schema registry: every
+  publisher validates against it and every consumer decodes with it;
+* a passive saga monitor correlates the events into saga instances, with deadlines, so stalled
+  orders become *stuck* and declined payments *compensate*.
+
+At the end it prints the saga states by count, the stuck instances, the dead letters, and the
+commands to look closer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 from collections import Counter
+from importlib import resources
 from pathlib import Path
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from broker import Bus, Event, Policy, Retry
 from broker.observability import configure_logging
 from choreo.console import out_console, run
-from choreo.demo_services import ORDER_TOPICS, Services, order_payload
+from choreo.demo_services import OrderStore, Services, order_payload
+from connectors.runtime import build_relay
+from saga_monitor import open_store, parse_definitions
+from saga_monitor.monitor import SagaMonitor
+from schemas import RegistryClient, SchemaCodec
 
-__all__ = ["run_demo"]
+__all__ = ["ORDER_SCHEMA", "run_demo"]
 
-TERMINAL = {"order.shipped": "completed", "order.cancelled": "compensated"}
-
-
-class _Observer:
-    """Follows every order's events, as a passive monitor would."""
-
-    def __init__(self) -> None:
-        self.types: Counter[str] = Counter()
-        self.timelines: dict[str, list[str]] = {}
-        self.outcome: dict[str, str] = {}
-        self.last_event = time.monotonic()
-
-    async def __call__(self, event: Event) -> None:
-        self.last_event = time.monotonic()
-        self.types[event.type] += 1
-        order = str(event.data.get("orderId", "?")) if isinstance(event.data, dict) else "?"
-        self.timelines.setdefault(order, []).append(event.type)
-        if event.type in TERMINAL:
-            self.outcome[order] = TERMINAL[event.type]
+ORDER_SCHEMA = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "title": "Order",
+    "type": "object",
+    "properties": {
+        "orderId": {"type": "string", "pattern": "^order-[0-9]{4}$"},
+        "customer": {"type": "string"},
+        "amount": {"type": "number", "minimum": 0},
+        "items": {"type": "integer", "minimum": 1},
+        "poison": {"type": "boolean"},
+    },
+    "required": ["orderId", "customer", "amount", "items"],
+}
+SETTLED = ("completed", "compensated", "failed", "stuck")
 
 
 def run_demo(*, broker: str | None, orders: int, workdir: str) -> None:
     """Entry point of ``choreo demo``."""
     configure_logging("ERROR")  # the demo tells its own story; handler warnings would drown it
     directory = Path(workdir)
-    if broker is None:
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(parents=True, exist_ok=True)
-        broker = f"sqlite:///{directory}/broker.db?poll_interval=0.02"
-    run(_demo(broker, orders))
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    url = broker or f"sqlite:///{directory}/broker.db?poll_interval=0.02"
+    run(Demo(url, directory).run(orders))
 
 
-async def _demo(url: str, orders: int) -> None:
-    policy = Policy(retry=Retry(max_attempts=3, initial_delay=0.05, max_delay=0.2))
-    buses: list[Bus] = []
+class Demo:
+    """The demo's moving parts, started and stopped together."""
 
-    def make_bus(name: str) -> Bus:
-        bus = Bus(url, source=name, policy=policy)
-        buses.append(bus)
+    def __init__(self, url: str, directory: Path) -> None:
+        self.url = url
+        self.directory = directory
+        self.buses: list[Bus] = []
+        self.registry = RegistryClient.from_url(f"sqlite:///{directory}/registry.db")
+        self.codec = SchemaCodec(self.registry, {"orders": "orders-value"})
+        self.policy = Policy(retry=Retry(max_attempts=3, initial_delay=0.05, max_delay=0.2))
+        self.store_url = f"sqlite:///{directory}/sagas.db"
+        self.store = open_store(self.store_url)
+        self.orders = OrderStore(str(directory / "orders.db"))
+
+    def bus(self, name: str) -> Bus:
+        bus = Bus(self.url, source=name, policy=self.policy, codec=self.codec)
+        self.buses.append(bus)
         return bus
 
-    observer = _Observer()
-    try:
-        watch = await make_bus("demo-observer").start()
-        await watch.subscribe(list(ORDER_TOPICS), observer, group="demo-observer")
-        await Services().start(make_bus)
-        shop = await make_bus("order-service").start()
-        await _place_orders(shop, observer, orders)
-        dead = await watch.dead_letters("orders.dlq")
-    finally:
-        await asyncio.gather(*(bus.stop() for bus in buses))
-    _summarise(observer, orders, dead, url)
-
-
-async def _place_orders(shop: Bus, observer: _Observer, orders: int) -> None:
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=out_console, transient=False) as progress:
-        placing = progress.add_task("placing orders", total=orders)
-        settled = progress.add_task("orders settled", total=orders)
-        for number in range(1, orders + 1):
-            data = order_payload(number)
-            await shop.publish(
-                "orders",
-                type="order.placed",
-                data=data,
-                key=data["orderId"],
-                correlation_id=data["orderId"],
-            )
-            progress.advance(placing)
-            progress.update(settled, completed=len(observer.outcome))
-        while time.monotonic() - observer.last_event < 1.5:
-            progress.update(settled, completed=len(observer.outcome))
-            await asyncio.sleep(0.1)
-        progress.update(settled, completed=len(observer.outcome))
-
-
-def _summarise(observer: _Observer, orders: int, dead: list[Event], url: str) -> None:
-    states: Counter[str] = Counter()
-    stuck = []
-    for number in range(1, orders + 1):
-        order = f"order-{number:04d}"
-        timeline = observer.timelines.get(order, [])
-        state = observer.outcome.get(order)
-        if state is None:
-            state = "dead-lettered" if timeline == ["order.placed"] else "stuck"
-            if state == "stuck":
-                stuck.append((order, timeline[-1] if timeline else "-"))
-        states[state] += 1
-    table = Table("outcome", "orders", title=f"{orders} orders on {url}")
-    for state, count in states.most_common():
-        table.add_row(state, str(count))
-    out_console.print(table)
-    events = Table("event type", "count")
-    for kind, count in sorted(observer.types.items()):
-        events.add_row(kind, str(count))
-    out_console.print(events)
-    if stuck:
-        out_console.print(
-            f"[yellow]{len(stuck)} stuck[/] (waiting for order.shipped): "
-            + ", ".join(o for o, _ in stuck[:8])
+    async def run(self, count: int) -> None:
+        await self.registry.register("orders-value", json.dumps(ORDER_SCHEMA), "JSON")
+        definitions = parse_definitions(
+            resources.files("choreo").joinpath("demo_sagas.yaml").read_text(),
+            file="demo_sagas.yaml",
         )
-    out_console.print(
-        f"[red]{len(dead)} dead letter(s)[/] in orders.dlq: "
-        + ", ".join(f"{e.data.get('orderId')} ({e.extensions.get('dlqerror')})" for e in dead[:3])
-    )
-    plain_url = url.split("?", 1)[0]
-    broker = f" --broker '{plain_url}'"
-    out_console.print("\nExplore further:")
-    out_console.print(f"  choreo dlq ls orders{broker}")
-    out_console.print(f"  choreo topics ls{broker}")
-    out_console.print(
-        f"  choreo subscribe orders --from-beginning --group explore --count 5{broker}"
-    )
+        relay = build_relay(
+            f"sqlite:///{self.directory}/orders.db",
+            self.url,
+            route="{aggregatetype}",
+            source="order-service",
+            correlation_field="orderId",
+            codec=self.codec,
+        )
+        monitor = SagaMonitor(
+            definitions, await self.bus("saga-monitor").start(), self.store, tick_interval=0.2
+        )
+        relay_task: asyncio.Task[object] | None = None
+        try:
+            await monitor.start()
+            await Services(self.orders).start(self.bus)
+            relay_task = asyncio.create_task(relay.run())
+            await self._place_orders(count)
+            dead = await self.buses[0].dead_letters("orders.dlq")
+        finally:
+            relay.stop()
+            if relay_task is not None:
+                await relay_task
+            await monitor.stop()
+            await asyncio.gather(*(bus.stop() for bus in self.buses))
+            await self.registry.close()
+        self._summarise(count, dead)
+        self.store.close()
+        self.orders.close()
+
+    def _settled(self) -> int:
+        counts = Counter(state for (_, state), n in self.store.counts().items() for _ in range(n))
+        return sum(counts[state] for state in SETTLED)
+
+    async def _place_orders(self, count: int) -> None:
+        columns = (
+            TextColumn("{task.description:<15}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=out_console) as progress:
+            placing = progress.add_task("orders placed", total=count)
+            settled = progress.add_task("sagas settled", total=count)
+            for number in range(1, count + 1):
+                self.orders.place(order_payload(number))
+                progress.advance(placing)
+                if number % 10 == 0:
+                    await asyncio.sleep(0)  # let the relay and the services run
+            deadline = time.monotonic() + 60
+            while self._settled() < count and time.monotonic() < deadline:
+                progress.update(settled, completed=self._settled())
+                await asyncio.sleep(0.2)
+            progress.update(settled, completed=self._settled())
+
+    def _summarise(self, count: int, dead: list[Event]) -> None:
+        states: Counter[str] = Counter()
+        for (_, state), n in self.store.counts().items():
+            states[state] += n
+        table = Table("saga state", "instances", title=f"{count} orders on {self.url}")
+        for state, n in states.most_common():
+            table.add_row(state, str(n))
+        out_console.print(table)
+        stuck = self.store.instances(state="stuck", limit=1000)
+        if stuck:
+            waits = Counter(", ".join(i.expected) or "-" for i in stuck)
+            out_console.print(
+                f"[yellow]{len(stuck)} stuck[/]: "
+                + ", ".join(i.correlation_id for i in stuck[:6])
+                + f" (waiting for {', '.join(escape(w) for w in waits)})"
+            )
+        out_console.print(
+            f"[red]{len(dead)} dead letter(s)[/] in orders.dlq: "
+            + ", ".join(escape(f"{e.id} ({e.extensions.get('dlqerror')})") for e in dead[:3])
+        )
+        out_console.print(f"orders table: {self.orders.statuses()}")
+        broker = f" --broker '{self.url.split('?', 1)[0]}'"
+        store = f" --store {self.store_url}"
+        example = stuck[0].correlation_id if stuck else "order-0011"
+        out_console.print("\nExplore further:")
+        for line in (
+            f"choreo saga ls --state stuck{store}",
+            f"choreo saga show {example}{store}",
+            f"choreo dlq ls orders{broker}",
+            f"choreo schema ls --registry sqlite:///{self.directory}/registry.db",
+            f"choreo saga serve{store}   # then open http://127.0.0.1:8000",
+        ):
+            out_console.print(f"  {line}", markup=False)

@@ -15,13 +15,15 @@ service that stalls on some orders (stuck sagas) and one poison order (dead lett
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from broker import Bus, Event
+from connectors import add_event, init_outbox
 
-__all__ = ["ORDER_TOPICS", "Services", "order_payload"]
+__all__ = ["ORDER_TOPICS", "OrderStore", "Services", "order_payload"]
 
 ORDER_TOPICS = ("orders", "inventory", "payments", "shipping")
 Publish = Callable[..., Awaitable[Any]]
@@ -56,6 +58,60 @@ class Faults:
         return n % self.stalled_every == 11
 
 
+class OrderStore:
+    """The order service's own database: an ``orders`` table and its transactional outbox.
+
+    The order service never publishes directly: it changes an order and records the event in
+    the same SQLite transaction, and the outbox relay publishes what committed.
+    """
+
+    def __init__(self, path: str) -> None:
+        init_outbox(f"sqlite:///{path}")
+        self.conn = sqlite3.connect(path)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        with self.conn:
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, customer TEXT,"
+                " amount REAL, status TEXT NOT NULL)"
+            )
+
+    def place(self, order: dict[str, Any]) -> None:
+        """Insert the order and its ``order.placed`` event in one transaction."""
+        with self.conn:
+            self.conn.execute(
+                "INSERT INTO orders VALUES (?, ?, ?, 'placed')",
+                (order["orderId"], order["customer"], order["amount"]),
+            )
+            self._event(order, "order.placed", {})
+
+    def cancel(self, order: dict[str, Any], cause: Event) -> None:
+        """Mark the order cancelled and record ``order.cancelled``, caused by ``cause``."""
+        with self.conn:
+            self.conn.execute(
+                "UPDATE orders SET status = 'cancelled' WHERE id = ?", (order["orderId"],)
+            )
+            headers = {"causationid": cause.id, "traceparent": cause.traceparent or ""}
+            self._event(order, "order.cancelled", headers)
+
+    def _event(self, order: dict[str, Any], kind: str, headers: dict[str, str]) -> None:
+        add_event(
+            self.conn,
+            aggregatetype="orders",
+            aggregateid=order["orderId"],
+            type=kind,
+            payload=order,
+            headers={"correlationid": order["orderId"], **{k: v for k, v in headers.items() if v}},
+        )
+
+    def statuses(self) -> dict[str, int]:
+        """How many orders per status."""
+        rows = self.conn.execute("SELECT status, count(*) FROM orders GROUP BY status")
+        return {status: count for status, count in rows}
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def _number(event: Event) -> int:
     return int(str(event.data["orderId"]).rsplit("-", 1)[1])
 
@@ -63,7 +119,10 @@ def _number(event: Event) -> int:
 class Services:
     """The four services, each a set of handlers on its own Bus."""
 
-    def __init__(self, faults: Faults | None = None, *, work: float = 0.0) -> None:
+    def __init__(
+        self, orders: OrderStore | None = None, faults: Faults | None = None, *, work: float = 0.0
+    ) -> None:
+        self.orders = orders
         self.faults = faults or Faults()
         self.work = work
 
@@ -123,7 +182,11 @@ class Services:
 
     async def cancel(self, bus: Bus, event: Event) -> None:
         """order-service: cancel the order when payment failed or stock is missing."""
-        if event.type in ("payment.failed", "inventory.unavailable"):
+        if event.type not in ("payment.failed", "inventory.unavailable"):
+            return
+        if self.orders is not None:
+            self.orders.cancel(event.data, event)  # through the outbox
+        else:
             await bus.publish(
                 "orders", type="order.cancelled", data=event.data, key=event.data["orderId"]
             )
