@@ -185,3 +185,29 @@ async def test_malformed_requests_never_give_500(http: httpx.AsyncClient) -> Non
                 response = await http.request(method, path, json=body)
                 statuses.add(response.status_code)
     assert all(status < 500 for status in statuses), statuses
+
+
+async def test_cached_schema_by_id_still_needs_credentials(registry: Registry) -> None:
+    """The fast path for GET /schemas/ids/{id} applies the same auth as the app."""
+    transport = httpx.ASGITransport(app=create_app(registry, auth=BearerAuth("t0ken")))
+    token = {"Authorization": "Bearer t0ken"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry") as client:
+        await client.post("/subjects/a-value/versions", json={"schema": AVRO}, headers=token)
+        warm = await client.get("/schemas/ids/1", headers=token)
+        again = await client.get("/schemas/ids/1", headers=token)
+        refused = await client.get("/schemas/ids/1")
+    assert (200, CONTENT_TYPE, warm.json()) == (
+        again.status_code,
+        again.headers["content-type"],
+        again.json(),
+    )
+    assert (401, 40101) == await error(refused)
+
+
+async def test_hard_deleted_schema_is_gone_from_the_cache(http: httpx.AsyncClient) -> None:
+    """After a permanent delete, GET /schemas/ids/{id} is 40403 even if it was cached."""
+    registered = await register(http, "a-value")
+    assert 200 == (await http.get(f"/schemas/ids/{registered['id']}")).status_code
+    await http.delete("/subjects/a-value")
+    await http.delete("/subjects/a-value", params={"permanent": "true"})
+    assert (404, 40403) == await error(await http.get(f"/schemas/ids/{registered['id']}"))
