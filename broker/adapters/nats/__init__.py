@@ -44,6 +44,7 @@ from nats.aio.client import Client
 from nats.js import api
 
 from broker import observability as obs
+from broker.adapters.nats.publish import AckTimeoutError, JetStreamPublisher, NoStreamError
 from broker.adapters.nats.pull import NatsSubscription, decode
 from broker.envelope import NATS_PREFIXES, Event, to_binary
 from broker.errors import (
@@ -170,6 +171,7 @@ class NatsAdapter:
         self._servers = _servers(url)
         self._nc: Client | None = None
         self._js: Any = None
+        self._publisher: JetStreamPublisher | None = None
         self._server_ttl = False
         self._streams: dict[str, _Stream] = {}
         self._ensure_lock = asyncio.Lock()
@@ -224,11 +226,13 @@ class NatsAdapter:
             )
             js = nc.jetstream(timeout=self.settings.request_timeout)
             await js.account_info()
+            publisher = JetStreamPublisher(nc)
+            await publisher.start()
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             with contextlib.suppress(Exception):
                 await nc.close()
             raise self._unavailable(exc) from exc
-        self._nc, self._js = nc, js
+        self._nc, self._js, self._publisher = nc, js, publisher
         version = nc.connected_server_version
         self._server_ttl = self.settings.native_ttl and (version.major, version.minor) >= (2, 11)
 
@@ -265,6 +269,8 @@ class NatsAdapter:
             await sub.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), self.settings.publish_timeout)
+        if self._publisher is not None:
+            await self._publisher.close()
         with contextlib.suppress(Exception):
             await nc.flush(timeout=math.ceil(self.settings.request_timeout))
         with contextlib.suppress(Exception):
@@ -321,7 +327,9 @@ class NatsAdapter:
     # -- publishing ------------------------------------------------------------------------
 
     async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
-        js = self._jetstream()
+        publisher = self._publisher
+        if publisher is None or self._nc is None:
+            raise ClosedError(f"the adapter for {self._url} is closed; call connect() first")
         self._inflight += 1
         self._idle.clear()
         try:
@@ -330,7 +338,7 @@ class NatsAdapter:
             headers["Nats-Msg-Id"] = self._msg_id(event)
             if ttl is not None and stream.ttl_ok:
                 headers["Nats-TTL"] = str(max(1, math.ceil(ttl)))
-            await self._send(js, topic, body, headers)
+            await self._send(publisher, topic, body, headers)
         finally:
             self._inflight -= 1
             if not self._inflight:
@@ -345,7 +353,9 @@ class NatsAdapter:
             return f"{event.id}:replay:{uuid.uuid4().hex[:12]}"
         return event.id
 
-    async def _send(self, js: Any, topic: str, body: bytes, headers: dict[str, str]) -> None:
+    async def _send(
+        self, publisher: JetStreamPublisher, topic: str, body: bytes, headers: dict[str, str]
+    ) -> None:
         """One JetStream publish, retried with the same Nats-Msg-Id (so at most once stored)
         across timeouts and reconnects until ``publish_timeout``."""
         deadline = time.monotonic() + self.settings.publish_timeout
@@ -353,15 +363,13 @@ class NatsAdapter:
         while True:
             left = deadline - time.monotonic()
             try:
-                await js.publish(
-                    topic, body, timeout=min(self.settings.request_timeout, max(left, 0.01)),
-                    headers=headers,
-                )  # fmt: skip
+                timeout = min(self.settings.request_timeout, max(left, 0.01))
+                await publisher.publish(topic, body, headers, timeout)
                 return
-            except nats.js.errors.NoStreamResponseError:
+            except NoStreamError as exc:
                 self._streams.pop(topic, None)  # deleted, or JetStream not up yet
-                error: BaseException = _retry_marker
-            except _TRANSIENT as exc:
+                error: BaseException = exc
+            except (AckTimeoutError, *_TRANSIENT) as exc:
                 error = exc
             except nats.errors.ConnectionClosedError as exc:
                 raise ClosedError(f"the adapter for {self._url} was closed") from exc
@@ -374,7 +382,7 @@ class NatsAdapter:
                     f"NATS at {self._url} did not acknowledge an event on {topic} within "
                     f"{self.settings.publish_timeout}s ({type(error).__name__}); check the "
                     "server, or raise publish_timeout in the URL"
-                ) from (error if error is not _retry_marker else None)
+                ) from error
             await asyncio.sleep(pause)
             pause = min(pause * 2, 1.0)
             if topic not in self._streams:
@@ -566,13 +574,6 @@ class NatsAdapter:
             with contextlib.suppress(Exception):
                 await js.delete_consumer(stream.name, psub._consumer)
         return found[:limit]
-
-
-class _RetryMarker(Exception):
-    """Stands for "the stream was missing" in the publish retry loop."""
-
-
-_retry_marker = _RetryMarker()
 
 
 def _group_of(config: Any) -> str:
