@@ -133,6 +133,8 @@ class MySQLSource:
         self._ctl = connect_mysql(self.db)
         with self._ctl.cursor() as cur:
             check_mysql_settings(cur, self.db)
+            # this session holds the relay lock: never let the server drop it as idle
+            cur.execute("SET SESSION wait_timeout = 31536000")
             cur.execute("SELECT GET_LOCK(%s, 0)", (f"choreo_outbox:{self.name}",))
             if cur.fetchone()[0] != 1:
                 raise RelayLockedError(

@@ -27,7 +27,7 @@ from prometheus_client import Gauge
 
 from broker.observability import get_logger
 from connectors.dburl import DatabaseURL, check_identifier
-from connectors.errors import OutboxError, RelayLockedError
+from connectors.errors import DatabaseUnavailableError, OutboxError, RelayLockedError
 from connectors.pgoutput import (
     Begin,
     Commit,
@@ -180,7 +180,7 @@ class PostgresSource:
     async def next_change(self, timeout: float) -> Change | None:
         deadline = time.monotonic() + timeout
         while True:
-            message = self._cursor.read_message()
+            message = self._read()
             if message is None:
                 if self._ready_lsn:
                     return self._take()
@@ -194,6 +194,18 @@ class PostgresSource:
             self._handle(decode_message(message.payload))
             if self._ready_lsn and len(self._ready) >= self.batch_rows and self._txn is None:
                 return self._take()
+
+    def _read(self) -> Any:
+        import psycopg2
+
+        try:
+            return self._cursor.read_message()
+        except psycopg2.Error as exc:
+            raise DatabaseUnavailableError(
+                f"lost the replication stream of slot {self.slot} from {self.db.masked}: "
+                f"{str(exc).strip() or type(exc).__name__}; restart the relay (it resumes from "
+                "the slot)"
+            ) from exc
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, Begin):

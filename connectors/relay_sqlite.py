@@ -122,7 +122,12 @@ class SQLiteSource:
     async def next_change(self, timeout: float) -> Change | None:
         deadline = time.monotonic() + timeout
         while True:
-            rows = await asyncio.to_thread(self._fetch)
+            try:
+                rows = await asyncio.to_thread(self._fetch)
+            except sqlite3.Error as exc:
+                raise DatabaseUnavailableError(
+                    f"cannot read outbox table {self.table} of {self.db.url}: {exc}"
+                ) from exc
             if rows:
                 return self._change(rows)
             if time.monotonic() >= deadline:
