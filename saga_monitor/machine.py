@@ -174,8 +174,9 @@ class SagaMachine:
             self._flag(instance, entry, outcome, "unexpected", detail)
             return outcome
         if instance.phase in TERMINAL:
-            detail = f"arrived after the saga {instance.phase}"
-            self._flag(instance, entry, outcome, "after_terminal", detail)
+            if not self._epilogue(instance, entry):
+                detail = f"arrived after the saga {instance.phase}"
+                self._flag(instance, entry, outcome, "after_terminal", detail)
             return outcome
         before = instance.state
         if entry.role != "start":
@@ -184,6 +185,25 @@ class SagaMachine:
         self._plan(instance)
         self._state_alert(instance, before, outcome, obs)
         return outcome
+
+    def _epilogue(self, instance: Instance, entry: Entry) -> bool:
+        """Whether an event after the end is the expected epilogue of a failure.
+
+        After ``failed`` or ``compensated`` the ``compensated`` event (order.cancelled) still
+        belongs; after ``compensated`` so do compensations of done steps not yet seen (the
+        compensated event may overtake them).
+        """
+        if entry.role == "compensated":
+            return instance.phase in ("failed", "compensated")
+        if entry.role == "compensation" and instance.phase == "compensated":
+            compensation = entry.event.type
+            step = self._compensates[compensation]
+            if step in instance.done and compensation not in instance.compensations:
+                instance.compensations.append(compensation)
+                if compensation in instance.waiting:
+                    instance.waiting.remove(compensation)
+                return True
+        return False
 
     def _check_late(self, instance: Instance, entry: Entry, outcome: Outcome) -> None:
         overdue = instance.due is not None and entry.event.time > instance.due

@@ -317,3 +317,34 @@ def test_event_applied_by_an_earlier_run_is_a_redelivery_not_a_duplicate() -> No
     assert ([], 1) == (saga.kinds(), len(saga.get().timeline))
     saga.send(placed)
     assert ["duplicate"] == saga.kinds()
+
+
+def test_compensated_event_after_failure_or_compensation_is_the_expected_epilogue() -> None:
+    """order.cancelled after `failed` or `compensated` belongs to the saga: no anomaly."""
+    saga = Saga()
+    saga.send(event("order.placed", "f"), event("payment.failed", "f", 1))
+    saga.send(event("order.cancelled", "f", 2))
+    saga.send(
+        event("order.placed", "c"),
+        event("payment.authorized", "c", 1),
+        event("inventory.unavailable", "c", 2),
+        event("payment.refunded", "c", 3),
+        event("order.cancelled", "c", 4),
+    )
+    assert (("failed", []), ("compensated", [])) == (
+        (saga.get("f").state, saga.kinds("f")),
+        (saga.get("c").state, saga.kinds("c")),
+    )
+
+
+def test_compensation_overtaken_by_the_compensated_event_is_accepted() -> None:
+    """A compensation arriving after order.cancelled ended the saga is still welcome."""
+    saga = Saga()
+    saga.send(
+        event("order.placed"),
+        event("payment.authorized", seconds=1),
+        event("payment.failed", seconds=2),
+        event("order.cancelled", seconds=3),
+        event("payment.refunded", seconds=4),
+    )
+    assert ("compensated", [], []) == (saga.get().state, saga.kinds(), saga.get().waiting)
