@@ -1,0 +1,149 @@
+"""``choreo saga ...``: listings for scripts, the timeline view, one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from broker import Bus
+from choreo.cli import app
+from saga_monitor import open_store
+from tests.saga_monitor.helpers import populate
+from tests.saga_monitor.test_discovery import traffic
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    """A SQLite store with a completed, a compensated, a failed and a stuck order."""
+    url = f"sqlite:///{tmp_path}/sagas.db"
+    store = open_store(url)
+    populate(store)
+    store.close()
+    return url
+
+
+def test_ls_json_has_the_fields_scripts_rely_on(store_url: str) -> None:
+    """`saga ls -o json` is an array with the fields of DESIGN.md, one object per instance."""
+    result = runner.invoke(app, ["saga", "ls", "--store", store_url, "--output", "json"])
+    assert 0 == result.exit_code, result.output
+    rows = json.loads(result.stdout)
+    fields = {"saga", "correlation_id", "state", "started", "updated", "expected_next", "anomalies"}
+    assert all(fields <= set(row) for row in rows)
+    assert {
+        "order-ok": "completed",
+        "order-comp": "compensated",
+        "order-fail": "failed",
+        "order-stuck": "stuck",
+    } == {r["correlation_id"]: r["state"] for r in rows}
+
+
+def test_ls_filters_by_state_saga_and_since(store_url: str) -> None:
+    """--state, --saga and --since narrow the listing."""
+
+    def ids(*args: str) -> list[str]:
+        result = runner.invoke(app, ["saga", "ls", "--store", store_url, "-o", "json", *args])
+        assert 0 == result.exit_code, result.output
+        return [row["correlation_id"] for row in json.loads(result.stdout)]
+
+    assert ["order-stuck"] == ids("--state", "stuck")
+    assert [] == ids("--saga", "other")
+    assert ["order-stuck"] == ids("--since", "30s")
+
+
+def test_ls_table_shows_counts(store_url: str) -> None:
+    """The table ends with the counts by state."""
+    result = runner.invoke(app, ["saga", "ls", "--store", store_url])
+    assert 0 == result.exit_code, result.output
+    assert "1 compensated, 1 completed, 1 failed, 1 stuck" in result.stdout
+
+
+def test_show_renders_the_timeline_with_expectation_and_anomalies(store_url: str) -> None:
+    """`saga show ID` prints each event, what is expected next, and the anomalies."""
+    result = runner.invoke(
+        app, ["saga", "show", "order-stuck", "--store", store_url], env={"COLUMNS": "160"}
+    )
+    assert 0 == result.exit_code, result.output
+    for text in (
+        "payment.authorized",
+        "expected next: inventory.reserved",
+        "overdue by",
+        "⚠ duplicate",
+    ):
+        assert text in result.stdout
+
+
+def test_show_json_is_the_full_instance(store_url: str) -> None:
+    """`saga show ID -o json` gives the timeline with data, as stored."""
+    result = runner.invoke(app, ["saga", "show", "order-comp", "--store", store_url, "-o", "json"])
+    assert 0 == result.exit_code, result.output
+    (instance,) = json.loads(result.stdout)
+    assert ("compensated", 6) == (instance["state"], len(instance["timeline"]))
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["saga", "show", "nope"], 1, "no saga instance with correlation id 'nope'"),
+        (["saga", "ls", "--state", "stuk"], 2, "--state 'stuk' is not a saga state"),
+        (["saga", "ls", "--since", "soon"], 2, "'soon' is not a duration"),
+    ],
+)
+def test_mistakes_are_one_line_with_exit_codes(
+    store_url: str, args: list[str], code: int, message: str
+) -> None:
+    """User mistakes give exit 2, operational failures exit 1, never a traceback."""
+    result = runner.invoke(app, [*args, "--store", store_url])
+    assert (code, True) == (result.exit_code, message in result.output), result.output
+    assert "Traceback" not in result.output
+
+
+def test_monitor_with_a_broken_definitions_file_names_file_and_line(tmp_path: Path) -> None:
+    """A YAML mistake stops `saga monitor` with file:line: field and exit 2."""
+    bad = tmp_path / "sagas.yaml"
+    bad.write_text("sagas:\n  - name: s\n    start: a\n    complete: z\n    deadline: soon\n")
+    result = runner.invoke(
+        app, ["saga", "monitor", "-d", str(bad), "--broker", "memory://x", "--store", "memory://"]
+    )
+    assert 2 == result.exit_code, result.output
+    assert f"{bad}:5: sagas[0].deadline: 'soon' is not a duration" in result.output
+
+
+def test_discover_prints_a_draft_definition() -> None:
+    """`saga discover` reads the topics' history and prints the draft YAML with evidence."""
+    url = f"memory://cli-discover-{uuid.uuid4().hex}"
+
+    async def publish() -> Bus:
+        bus = Bus(url)
+        await bus.start()
+        for topic, item in traffic():
+            await bus.publish(topic, item)
+        return bus  # left open: a memory broker lives as long as its process
+
+    asyncio.run(publish())
+    result = runner.invoke(
+        app,
+        [
+            "saga",
+            "discover",
+            "--broker",
+            url,
+            "-t",
+            "order",
+            "-t",
+            "payment",
+            "-t",
+            "inventory",
+            "--name",
+            "orders",
+        ],
+    )
+    assert 0 == result.exit_code, result.output
+    assert "- name: orders" in result.stdout
+    assert "fail: [inventory.unavailable, payment.failed]" in result.stdout
