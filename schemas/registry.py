@@ -206,7 +206,7 @@ class Registry:
             return cached
 
         def work(tx: Transaction) -> Schema:
-            schema = tx.schema(schema_id)
+            schema = tx.schema(schema_id) if 0 <= schema_id <= _MAX_VERSION else None
             if schema is None or not tx.versions(schema_id=schema_id):
                 raise SchemaNotFoundError(f"schema {schema_id} not found")
             return schema
@@ -233,6 +233,8 @@ class Registry:
         """The ``(subject, version)`` pairs that use this schema id."""
 
         def work(tx: Transaction) -> list[tuple[str, int]]:
+            if not 0 <= schema_id <= _MAX_VERSION:
+                raise SchemaNotFoundError(f"schema {schema_id} not found")
             rows = tx.versions(schema_id=schema_id)
             if tx.schema(schema_id) is None or not rows:
                 raise SchemaNotFoundError(f"schema {schema_id} not found")

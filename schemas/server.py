@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from urllib.parse import unquote
 
 from fastapi import Body, Depends, FastAPI, Query, Request
+from fastapi import Path as FastPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +31,7 @@ from schemas.registry import Registry
 __all__ = ["CONTENT_TYPE", "BasicAuth", "BearerAuth", "create_app"]
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+_MAX_ID = 2**31 - 1  # ids and versions are Java ints in Confluent's API
 
 
 class RegistryResponse(JSONResponse):
@@ -78,7 +80,7 @@ Auth = BasicAuth | BearerAuth
 class _ReferenceBody(BaseModel):
     name: str
     subject: str
-    version: int
+    version: int = Field(ge=-1, le=_MAX_ID)
 
 
 class SchemaBody(BaseModel):
@@ -89,8 +91,8 @@ class SchemaBody(BaseModel):
     schema_text: str = Field(alias="schema")
     schemaType: str | None = None
     references: list[_ReferenceBody] | None = None
-    id: int | None = None
-    version: int | None = None
+    id: int | None = Field(default=None, ge=0, le=_MAX_ID)
+    version: int | None = Field(default=None, ge=1, le=_MAX_ID)
 
     def to_schema(self) -> Schema:
         """The model's schema."""
@@ -178,6 +180,7 @@ class _SchemaByIdFastPath:
 
 
 Subject = Annotated[str, "a subject name, percent-encoded in the path"]
+SchemaId = Annotated[int, FastPath(ge=0, le=_MAX_ID, description="a global schema id")]
 Flag = Annotated[bool, Query()]
 
 
@@ -255,21 +258,23 @@ def _schema_routes(app: FastAPI, registry: Registry) -> None:
         return [s.to_dict() for s in found]
 
     @app.get("/schemas/ids/{schema_id}", summary="A schema by its global id")
-    async def schema_by_id(schema_id: int) -> dict[str, Any]:
+    async def schema_by_id(schema_id: SchemaId) -> dict[str, Any]:
         return (await registry.schema(schema_id)).to_dict()
 
     @app.get("/schemas/ids/{schema_id}/schema", summary="A schema's raw text by its id")
-    async def raw_schema_by_id(schema_id: int) -> Response:
+    async def raw_schema_by_id(schema_id: SchemaId) -> Response:
         return _raw((await registry.schema(schema_id)).text)
 
     @app.get("/schemas/ids/{schema_id}/subjects", summary="Subjects using a schema id")
-    async def subjects_by_id(schema_id: int, deleted: Flag = False, subject: str = "") -> list[str]:
+    async def subjects_by_id(
+        schema_id: SchemaId, deleted: Flag = False, subject: str = ""
+    ) -> list[str]:
         pairs = await registry.subject_versions_for_id(schema_id, deleted=deleted)
         return sorted({s for s, _ in pairs if not subject or s == subject})
 
     @app.get("/schemas/ids/{schema_id}/versions", summary="Subject-versions using a schema id")
     async def versions_by_id(
-        schema_id: int, deleted: Flag = False, subject: str = ""
+        schema_id: SchemaId, deleted: Flag = False, subject: str = ""
     ) -> list[dict[str, Any]]:
         pairs = await registry.subject_versions_for_id(schema_id, deleted=deleted)
         return [{"subject": s, "version": v} for s, v in pairs if not subject or s == subject]
