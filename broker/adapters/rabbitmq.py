@@ -1,4 +1,4 @@
-"""``amqp://user:pass@host:5672/vhost``: RabbitMQ (AMQP 0-9-1) through aio-pika's wire layer.
+"""``amqp://user:pass@host:5672/vhost``: RabbitMQ (AMQP 0-9-1) through aiormq (aio-pika's core).
 
 Names on the broker (DESIGN.md): a topic is a durable **topic exchange** named after it; events
 are published with the topic name as routing key; each group owns a durable **queue**
@@ -29,11 +29,8 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -41,36 +38,24 @@ import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from pamqp import commands as spec
 
-from broker.envelope import AMQP_PREFIXES, Event, format_time, from_binary, to_binary
+from broker.adapters.rabbitmq_consumer import Subscription, close_quietly
+from broker.adapters.rabbitmq_wire import RETRYABLE, decode_message, encode_event, message_id
+from broker.envelope import Event
 from broker.errors import (
     BrokerUnavailableError,
     ClosedError,
     ConfigurationError,
-    EnvelopeError,
     PublishError,
     PublishTimeoutError,
 )
-from broker.ports import Capabilities, Delivery, TopicInfo
+from broker.ports import Capabilities, TopicInfo
 from broker.urls import mask_url
 
 __all__ = ["RabbitMQAdapter", "RabbitMQSettings"]
 
-log = logging.getLogger("choreo.rabbitmq")
-
-PREFIX = AMQP_PREFIXES[0]
-READ_PREFIXES = (*AMQP_PREFIXES, "ce-")
 REGISTRY_QUEUE = "choreo.topics"
 DLQ_SUFFIX = ".dlq"
 _TRUE = ("1", "true", "yes", "on")
-#: Errors after which the connection or channel is gone and the operation may be retried.
-RETRYABLE = (
-    aiormq.exceptions.AMQPConnectionError,
-    aiormq.exceptions.ChannelInvalidStateError,
-    aiormq.exceptions.ChannelClosed,
-    ConnectionError,
-    OSError,
-    RuntimeError,  # aiormq: "<Connection> closed" when a channel is asked of a dead connection
-)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -113,324 +98,6 @@ class RabbitMQSettings:
         return settings, rest
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode(errors="replace")
-    if isinstance(value, datetime):
-        return format_time(value if value.tzinfo else value.replace(tzinfo=UTC))
-    return str(value)
-
-
-def _attribute(name: str, value: Any) -> Any:
-    """A header value as the envelope reads it: text, or an int/bool extension value."""
-    if isinstance(value, str | bool):
-        return value
-    if isinstance(value, int) and not name.endswith("time"):
-        return value
-    if isinstance(value, int):  # an AMQP 1.0 style timestamp in milliseconds
-        return format_time(datetime.fromtimestamp(value / 1000, UTC))
-    return _text(value)
-
-
-def decode_message(
-    message: DeliveredMessage,
-) -> tuple[Event | None, dict[str, str], EnvelopeError | None]:
-    """The event in an AMQP message (or why there is none) and its headers as text."""
-    props = message.header.properties
-    raw = props.headers or {}
-    fields = {name: _attribute(name, value) for name, value in raw.items()}
-    if props.content_type:
-        fields["content-type"] = props.content_type
-    error: EnvelopeError | None = None
-    try:
-        event: Event | None = from_binary(fields, message.body, READ_PREFIXES)
-    except EnvelopeError as exc:
-        event, error = None, exc
-    else:
-        if "x-death" in raw and event is not None and "dlqreason" not in event.extensions:
-            event = _mark_expired(event, raw["x-death"])
-    headers = {
-        name: value if isinstance(value, str) else _text(value) for name, value in fields.items()
-    }
-    if props.message_id:
-        headers["message-id"] = props.message_id
-    return event, headers, error
-
-
-def _mark_expired(event: Event, deaths: Any) -> Event:
-    """Give a message RabbitMQ dead-lettered itself the ``dlq*`` extensions of the core."""
-    death = deaths[0] if isinstance(deaths, list) and deaths else {}
-    if not isinstance(death, Mapping) or _text(death.get("reason", "")) != "expired":
-        return event
-    queue = _text(death.get("queue", ""))
-    keys = death.get("routing-keys") or [death.get("exchange", "")]
-    topic = _text(keys[0]) if keys else ""
-    when = death.get("time")
-    return event.with_extensions(
-        dlqreason="expired",
-        dlqerror=f"TTL passed in RabbitMQ queue {queue}",
-        dlqattempts=0,
-        dlqtopic=topic,
-        dlqgroup=queue[len(topic) + 1 :] if queue.startswith(topic + ".") else queue,
-        dlqtime=_text(when) if when is not None else format_time(datetime.now(UTC)),
-    )
-
-
-def encode_event(event: Event, ttl: float | None) -> tuple[bytes, spec.Basic.Properties]:
-    """Body and properties of the AMQP binary-mode binding, persistent."""
-    text_headers, body = to_binary(event, PREFIX)
-    content_type = text_headers.pop("content-type", None)
-    headers: dict[str, Any] = dict(text_headers)
-    for name, value in event.extensions.items():
-        if not isinstance(value, str):
-            headers[PREFIX + name] = value
-    expiration = None
-    if ttl is not None:
-        expiration = str(max(1, int(ttl * 1000)))
-    props = spec.Basic.Properties(
-        content_type=content_type,
-        message_id=event.id,
-        delivery_mode=2,
-        headers=headers,
-        expiration=expiration,
-    )
-    return body, props
-
-
-class _Acks:
-    """Acks of one channel, coalesced: a contiguous prefix goes out as one ``multiple`` ack."""
-
-    __slots__ = ("acked", "channel", "lock", "nacks", "outstanding", "scheduled")
-
-    def __init__(self, channel: AbstractChannel) -> None:
-        self.channel = channel
-        self.outstanding: deque[int] = deque()
-        self.acked: set[int] = set()
-        self.nacks: list[int] = []
-        self.lock = asyncio.Lock()
-        self.scheduled = False
-
-    @property
-    def pending(self) -> bool:
-        return bool(self.acked or self.nacks)
-
-    async def flush(self) -> None:
-        self.scheduled = False
-        async with self.lock:
-            if not self.pending:
-                return
-            try:
-                await self._send()
-            except (*RETRYABLE, aiormq.exceptions.AMQPError):
-                # The channel is gone: the broker requeued its unacked deliveries already.
-                self.acked.clear()
-                self.nacks.clear()
-
-    async def _send(self) -> None:
-        channel = self.channel
-        nacks, self.nacks = self.nacks, []
-        for tag in nacks:
-            self.outstanding.remove(tag)
-            await channel.basic_nack(tag, requeue=True, wait=False)
-        last = None
-        outstanding, acked = self.outstanding, self.acked
-        while outstanding and outstanding[0] in acked:
-            last = outstanding.popleft()
-            acked.discard(last)
-        if last is not None:
-            await channel.basic_ack(last, multiple=True, wait=False)
-        rest, self.acked = self.acked, set()
-        for tag in sorted(rest):
-            outstanding.remove(tag)
-            await channel.basic_ack(tag, wait=False)
-
-
-class _RabbitDelivery(Delivery):
-    __slots__ = ("_acks", "_done", "_sub", "_tag")
-
-    def __init__(self, sub: _Subscription, acks: _Acks, topic: str, message: DeliveredMessage):
-        event, headers, error = decode_message(message)
-        count = headers.get("x-delivery-count")
-        redelivered = int(count) if count and count.isdigit() else int(bool(message.redelivered))
-        super().__init__(
-            topic,
-            event,
-            body=message.body,
-            headers=headers,
-            redelivered=redelivered,
-            decode_error=error,
-        )
-        self._sub = sub
-        self._acks = acks
-        self._tag: int = message.delivery_tag or 0
-        self._done = False
-
-    async def ack(self) -> None:
-        if not self._done:
-            self._done = True
-            self._acks.acked.add(self._tag)
-            await self._sub.acked(self._acks)
-
-    async def nack(self) -> None:
-        if not self._done:
-            self._done = True
-            self._acks.nacks.append(self._tag)
-            await self._sub.nacked(self._acks)
-
-
-class _Subscription:
-    """Consumes the group queues of one subscription on a connection of its own.
-
-    A supervisor task reconnects when the connection drops; deliveries of the lost channel are
-    skipped (RabbitMQ already gave them back) and their late acks are ignored.
-    """
-
-    def __init__(self, adapter: RabbitMQAdapter, bindings: list[tuple[str, str]], prefetch: int):
-        self._adapter = adapter
-        self._bindings = bindings
-        self._prefetch = prefetch
-        self._batch = max(1, prefetch // 2)
-        self._buffer: deque[tuple[_Acks, str, DeliveredMessage]] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._connection: AbstractConnection | None = None
-        self._acks: _Acks | None = None
-        self._closed = False
-        self._task: asyncio.Task[None] | None = None
-        self._flushes: set[asyncio.Task[None]] = set()
-        self._in_hand = 0
-        self._settled = asyncio.Event()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    async def open(self) -> None:
-        await self._attach()
-        self._task = asyncio.create_task(self._supervise(), name="choreo:rabbitmq-consumer")
-
-    async def _attach(self) -> None:
-        connection = await self._adapter.open_connection()
-        try:
-            channel = await connection.channel(publisher_confirms=False)
-            await channel.basic_qos(prefetch_count=self._prefetch)
-            for topic, queue in self._bindings:
-                await self._adapter.declare_group(channel, topic, queue)
-            acks = _Acks(channel)
-            for topic, queue in self._bindings:
-                await channel.basic_consume(queue, self._receiver(acks, topic))
-        except BaseException:
-            await _close_quietly(connection)
-            raise
-        self._connection, self._acks = connection, acks
-
-    def _receiver(self, acks: _Acks, topic: str) -> Any:
-        buffer, outstanding = self._buffer, acks.outstanding
-
-        async def on_message(message: DeliveredMessage) -> None:
-            outstanding.append(message.delivery_tag or 0)
-            buffer.append((acks, topic, message))
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-
-        return on_message
-
-    async def _supervise(self) -> None:
-        settings = self._adapter.settings
-        while not self._closed:
-            connection, acks = self._connection, self._acks
-            if connection is None or acks is None:
-                return
-            await asyncio.wait(
-                [connection.closing, acks.channel.closing], return_when=asyncio.FIRST_COMPLETED
-            )
-            if self.closed:
-                return
-            log.warning("RabbitMQ consumer connection lost; reconnecting to %s", self._adapter.url)
-            await _close_quietly(connection)
-            delay = settings.reconnect_delay
-            while not self._closed:
-                try:
-                    await self._attach()
-                    log.warning("RabbitMQ consumer reconnected to %s", self._adapter.url)
-                    break
-                except (BrokerUnavailableError, *RETRYABLE, aiormq.exceptions.AMQPError) as exc:
-                    log.warning("RabbitMQ reconnect failed (%s); retrying in %.1fs", exc, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, settings.max_reconnect_delay)
-
-    async def acked(self, acks: _Acks) -> None:
-        self._release()
-        if len(acks.acked) >= self._batch:
-            await acks.flush()
-        elif not acks.scheduled:
-            acks.scheduled = True
-            task = asyncio.get_running_loop().create_task(acks.flush())
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
-
-    def _release(self) -> None:
-        self._in_hand -= 1
-        if self._in_hand <= 0:
-            self._settled.set()
-
-    async def nacked(self, acks: _Acks) -> None:
-        self._release()
-        await acks.flush()
-
-    def __aiter__(self) -> AsyncIterator[Delivery]:
-        return self
-
-    async def __anext__(self) -> Delivery:
-        buffer = self._buffer
-        while True:
-            if self._closed:
-                raise StopAsyncIteration
-            if buffer:
-                acks, topic, message = buffer.popleft()
-                if acks.channel.is_closed:
-                    continue
-                self._in_hand += 1
-                self._settled.clear()
-                return _RabbitDelivery(self, acks, topic, message)
-            acks = self._acks  # type: ignore[assignment]
-            if acks is not None and acks.pending:
-                await acks.flush()
-                continue
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-
-    async def close(self) -> None:
-        """Stop consuming; what is not acked (after a short grace) goes back to the queue."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._in_hand > 0:  # let a handler that is finishing right now ack its event
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._settled.wait(), self._adapter.settings.close_grace)
-        if self._acks is not None:
-            await self._acks.flush()
-        if self._flushes:
-            await asyncio.gather(*self._flushes, return_exceptions=True)
-        if self._connection is not None:
-            await _close_quietly(self._connection)
-        self._adapter.forget(self)
-
-
-async def _close_quietly(connection: AbstractConnection) -> None:
-    with contextlib.suppress(Exception, asyncio.CancelledError):
-        await asyncio.wait_for(connection.close(), 5)
-
-
 def _is_cancelled_by_caller() -> bool:
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
@@ -452,7 +119,7 @@ class RabbitMQAdapter:
         self._topology = asyncio.Lock()
         self._exchanges: set[str] = set()
         self._recorded: set[tuple[str, str]] = set()
-        self._subscriptions: set[_Subscription] = set()
+        self._subscriptions: set[Subscription] = set()
         self._closed = False
 
     @property
@@ -525,10 +192,10 @@ class RabbitMQAdapter:
         self._closed = True
         async with self._lock:
             if self._connection is not None:
-                await _close_quietly(self._connection)
+                await close_quietly(self._connection)
             self._connection = self._channel = None
 
-    def forget(self, sub: _Subscription) -> None:
+    def forget(self, sub: Subscription) -> None:
         self._subscriptions.discard(sub)
 
     def _check_open(self) -> None:
@@ -551,7 +218,9 @@ class RabbitMQAdapter:
         delay = settings.reconnect_delay
         while True:
             try:
-                channel = await self._publish_channel()
+                channel = self._channel
+                if channel is None or channel.is_closed:
+                    channel = await self._publish_channel()
                 if exchange and exchange not in self._exchanges:
                     await self._ensure_topic(channel, exchange)
                 confirm = await channel.basic_publish(
@@ -643,7 +312,7 @@ class RabbitMQAdapter:
         *,
         from_beginning: bool = False,
         prefetch: int = 100,
-    ) -> _Subscription:
+    ) -> Subscription:
         self._check_open()
         if from_beginning:
             raise ConfigurationError(
@@ -652,7 +321,7 @@ class RabbitMQAdapter:
             )
         if group == DLQ_SUFFIX[1:]:
             raise ConfigurationError("the group name 'dlq' is reserved on RabbitMQ: pick another")
-        sub = _Subscription(self, [(t, f"{t}.{group}") for t in topics], max(1, prefetch))
+        sub = Subscription(self, [(t, f"{t}.{group}") for t in topics], max(1, prefetch))
         await sub.open()
         self._subscriptions.add(sub)
         for topic in topics:
@@ -701,7 +370,7 @@ class RabbitMQAdapter:
             taken = await self._take(channel, topic, 10_000_000) or []
             wanted, kept, deleted = set(ids), 0, 0
             for message in taken:
-                if _message_id(message) in wanted:
+                if message_id(message) in wanted:
                     await channel.basic_ack(message.delivery_tag or 0)
                     deleted += 1
                 else:
@@ -748,13 +417,3 @@ class RabbitMQAdapter:
             except aiormq.exceptions.ChannelNotFoundEntity:
                 return None
             return ok.message_count
-
-
-def _message_id(message: DeliveredMessage) -> str | None:
-    props = message.header.properties
-    headers = props.headers or {}
-    for prefix in READ_PREFIXES:
-        value = headers.get(prefix + "id")
-        if value is not None:
-            return _text(value)
-    return props.message_id

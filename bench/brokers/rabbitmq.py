@@ -1,0 +1,359 @@
+"""RabbitMQ side by side: raw aio-pika vs choreograph vs FastStream, in one run.
+
+    .venv/bin/python -m bench.brokers.rabbitmq
+
+Uses the same server as the tests (``CHOREO_TEST_AMQP_URL`` or the local broker in a fresh
+vhost). Measures, with durable semantics everywhere (persistent messages, publisher confirms,
+a durable queue bound so the broker really stores them, manual ack of each delivery):
+
+* publish/s: 20,000 x 256-byte events, 64 in flight;
+* consume/s: 20,000 stored events, prefetch 100, acked after the handler;
+* e2e p50/p99 ms: publish-to-handler latency at a paced 1,000 events/s.
+
+Writes ``bench/results/rabbitmq.json`` (rows for ``bench/run.py``) and prints a table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
+from faststream.rabbit.schemas import Channel
+
+from broker import Bus, Event
+from tests.servers.rabbitmq import RabbitMQServer, _start_session, rabbitmqctl
+
+COUNT = 20_000
+IN_FLIGHT = 64
+PREFETCH = 100
+RATE = 1_000
+LATENCY_COUNT = 3_000
+LIMIT = 120.0  # seconds any one measurement may take
+ROUNDS = 3  # interleaved; the median of each is reported (the machine may be shared)
+PAYLOAD = "x" * 254  # a JSON string of 256 bytes
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "rabbitmq.json"
+
+
+async def _spread(count: int, publish: Callable[[int], Awaitable[Any]]) -> float:
+    """Run ``publish(i)`` for every i with IN_FLIGHT concurrent workers; events per second."""
+
+    async def worker(offset: int) -> None:
+        for i in range(offset, count, IN_FLIGHT):
+            await publish(i)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(IN_FLIGHT)))
+    return count / (time.perf_counter() - started)
+
+
+async def _sink(url: str, exchange: str, queue: str) -> None:
+    """A durable exchange with a durable queue bound, so published events are stored."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        ex = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        bound = await channel.declare_queue(queue, durable=True)
+        await bound.bind(ex, routing_key="#")
+
+
+# -- publish -----------------------------------------------------------------------------------
+
+
+async def publish_raw(url: str) -> float:
+    topic = f"bench-pub-raw-{uuid.uuid4().hex[:6]}"
+    await _sink(url, topic, f"{topic}.sink")
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(topic)
+        body = json.dumps(PAYLOAD).encode()
+
+        async def publish(i: int) -> None:
+            message = aio_pika.Message(
+                body,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=str(i),
+                content_type="application/json",
+            )
+            await exchange.publish(message, routing_key=topic)
+
+        return await _spread(COUNT, publish)
+
+
+async def publish_choreograph(url: str) -> float:
+    topic = f"bench-pub-choreo-{uuid.uuid4().hex[:6]}"
+    await _sink(url, topic, f"{topic}.sink")
+    async with Bus(url, source="bench") as bus:
+        return await _spread(COUNT, lambda i: bus.publish(topic, type="bench", data=PAYLOAD))
+
+
+async def publish_faststream(url: str) -> float:
+    topic = f"bench-pub-fs-{uuid.uuid4().hex[:6]}"
+    await _sink(url, topic, f"{topic}.sink")
+    broker = RabbitBroker(url, logger=None)
+    await broker.connect()
+    exchange = RabbitExchange(topic, type=ExchangeType.TOPIC, durable=True)
+    try:
+        return await _spread(
+            COUNT,
+            lambda i: broker.publish(PAYLOAD, exchange=exchange, routing_key=topic, persist=True),
+        )
+    finally:
+        await broker.stop()
+
+
+# -- consume -----------------------------------------------------------------------------------
+
+
+async def fill(url: str) -> str:
+    """A topic whose three queues (raw, choreograph's group, FastStream) hold ROUNDS x COUNT."""
+    topic = f"bench-sub-{uuid.uuid4().hex[:6]}"
+    async with Bus(url, source="bench") as bus:
+        subscriber = await bus.subscribe(topic, _ignore, group="bench")
+        await subscriber.stop()
+        for name in ("raw", "fs"):
+            await _sink(url, topic, f"{topic}.{name}")
+        await _spread(ROUNDS * COUNT, lambda i: bus.publish(topic, type="bench", data=PAYLOAD))
+    return topic
+
+
+async def _ignore(event: Event) -> None:
+    return None
+
+
+async def consume_raw(url: str, topic: str) -> float:
+    done = asyncio.Event()
+    count = 0
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=PREFETCH)
+        queue = await channel.declare_queue(f"{topic}.raw", durable=True)
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal count
+            await message.ack()
+            count += 1
+            if count == COUNT:
+                done.set()
+
+        started = time.perf_counter()
+        await queue.consume(on_message)
+        await done.wait()
+        return COUNT / (time.perf_counter() - started)
+
+
+async def consume_choreograph(url: str, topic: str) -> float:
+    done = asyncio.Event()
+    count = 0
+
+    async def handler(event: Event) -> None:
+        nonlocal count
+        count += 1
+        if count == COUNT:
+            done.set()
+
+    async with Bus(url) as bus:
+        started = time.perf_counter()
+        await bus.subscribe(topic, handler, group="bench", prefetch=PREFETCH)
+        await done.wait()
+        return COUNT / (time.perf_counter() - started)
+
+
+async def consume_faststream(url: str, topic: str) -> float:
+    done = asyncio.Event()
+    count = 0
+    broker = RabbitBroker(url, logger=None, default_channel=Channel(prefetch_count=PREFETCH))
+
+    @broker.subscriber(RabbitQueue(f"{topic}.fs", durable=True))
+    async def handler(body: str) -> None:
+        nonlocal count
+        count += 1
+        if count == COUNT:
+            done.set()
+
+    started = time.perf_counter()
+    await broker.start()
+    try:
+        await done.wait()
+        return COUNT / (time.perf_counter() - started)
+    finally:
+        await broker.stop()
+
+
+# -- latency -----------------------------------------------------------------------------------
+
+
+class Latencies(list[float]):
+    """Latencies in ms, with an event set once all LATENCY_COUNT arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.complete = asyncio.Event()
+
+    def record(self, sent: float) -> None:
+        self.append((time.perf_counter() - sent) * 1000)
+        if len(self) >= LATENCY_COUNT:
+            self.complete.set()
+
+
+async def _paced(send: Callable[[float], Awaitable[Any]], latencies: Latencies) -> list[float]:
+    """Send LATENCY_COUNT events at RATE per second; latencies in ms once all arrived."""
+    tasks = []
+    started = time.perf_counter()
+    for i in range(LATENCY_COUNT):
+        delay = started + i / RATE - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(send(time.perf_counter())))
+    await asyncio.gather(*tasks)
+    await asyncio.wait_for(latencies.complete.wait(), 60)
+    return list(latencies)
+
+
+async def latency_raw(url: str) -> list[float]:
+    topic = f"bench-lat-raw-{uuid.uuid4().hex[:6]}"
+    await _sink(url, topic, f"{topic}.raw")
+    latencies = Latencies()
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=PREFETCH)
+        queue = await channel.declare_queue(f"{topic}.raw", durable=True)
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            latencies.record(json.loads(message.body)["t"])
+            await message.ack()
+
+        await queue.consume(on_message)
+        exchange = await channel.get_exchange(topic)
+
+        async def send(now: float) -> None:
+            body = json.dumps({"t": now}).encode()
+            message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+            await exchange.publish(message, routing_key=topic)
+
+        return await _paced(send, latencies)
+
+
+async def latency_choreograph(url: str) -> list[float]:
+    topic = f"bench-lat-choreo-{uuid.uuid4().hex[:6]}"
+    latencies = Latencies()
+
+    async def handler(event: Event) -> None:
+        latencies.record(event.data["t"])
+
+    async with Bus(url, source="bench") as bus:
+        await bus.subscribe(topic, handler, group="bench", prefetch=PREFETCH)
+        return await _paced(lambda now: bus.publish(topic, type="t", data={"t": now}), latencies)
+
+
+async def latency_faststream(url: str) -> list[float]:
+    topic = f"bench-lat-fs-{uuid.uuid4().hex[:6]}"
+    latencies = Latencies()
+    broker = RabbitBroker(url, logger=None, default_channel=Channel(prefetch_count=PREFETCH))
+    exchange = RabbitExchange(topic, type=ExchangeType.TOPIC, durable=True)
+
+    @broker.subscriber(RabbitQueue(f"{topic}.fs", durable=True, routing_key="#"), exchange)
+    async def handler(body: dict[str, float]) -> None:
+        latencies.record(body["t"])
+
+    await broker.start()
+    try:
+        return await _paced(
+            lambda now: broker.publish(
+                {"t": now}, exchange=exchange, routing_key=topic, persist=True
+            ),
+            latencies,
+        )
+    finally:
+        await broker.stop()
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def run(url: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+
+    def row(metric: str, raw: float, choreo: float, fast: float | None) -> None:
+        rows.append(
+            {
+                "suite": "brokers",
+                "backend": "rabbitmq",
+                "metric": metric,
+                "raw": round(raw, 2),
+                "choreograph": round(choreo, 2),
+                "faststream": None if fast is None else round(fast, 2),
+            }
+        )
+        print(
+            f"{metric:>12}  raw {raw:10.2f}  choreograph {choreo:10.2f}  "
+            f"faststream {fast or 0:10.2f}  ratio {choreo / raw:5.2f}",
+            flush=True,
+        )
+
+    async def rounds(*runs: Callable[[], Awaitable[float]]) -> list[float]:
+        results: list[list[float]] = [[] for _ in runs]
+        for _ in range(ROUNDS):
+            for index, one in enumerate(runs):
+                results[index].append(await asyncio.wait_for(one(), LIMIT))
+        return [statistics.median(r) for r in results]
+
+    await publish_raw(url)  # warm-up: connections, the broker's disk
+    row(
+        "publish/s",
+        *await rounds(
+            lambda: publish_raw(url),
+            lambda: publish_choreograph(url),
+            lambda: publish_faststream(url),
+        ),
+    )
+    topic = await asyncio.wait_for(fill(url), LIMIT)
+    row(
+        "consume/s",
+        *await rounds(
+            lambda: consume_raw(url, topic),
+            lambda: consume_choreograph(url, topic),
+            lambda: consume_faststream(url, topic),
+        ),
+    )
+    raw, choreo, fast = (
+        await asyncio.wait_for(latency_raw(url), LIMIT),
+        await asyncio.wait_for(latency_choreograph(url), LIMIT),
+        await asyncio.wait_for(latency_faststream(url), LIMIT),
+    )
+    row("e2e p50 ms", statistics.median(raw), statistics.median(choreo), statistics.median(fast))
+    row("e2e p99 ms", _percentile(raw, 0.99), _percentile(choreo, 0.99), _percentile(fast, 0.99))
+    return rows
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.ERROR)
+    server: RabbitMQServer = _start_session()
+    try:
+        rows = asyncio.run(run(server.url))
+    finally:
+        if server.vhost is not None:
+            rabbitmqctl("delete_vhost", server.vhost)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
