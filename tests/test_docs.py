@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -36,3 +37,30 @@ def test_python_block_runs(where: str, code: str, tmp_path: Path) -> None:
         check=False,
     )
     assert 0 == result.returncode, f"{where} failed:\n{result.stderr[-3000:]}"
+
+
+BASH = re.compile(r"^```bash\n(.*?)^```", re.S | re.M)
+README_BLOCKS = [
+    (f"README.md#bash{index + 1}", m.group(1))
+    for index, m in enumerate(BASH.finditer((ROOT / "README.md").read_text()))
+    if "pip install" not in m.group(1) and "# not run by tests:" not in m.group(1)
+]
+
+
+@pytest.mark.parametrize(("where", "script"), README_BLOCKS, ids=[w for w, _ in README_BLOCKS])
+def test_readme_shell_block_runs(where: str, script: str, tmp_path: Path) -> None:
+    """Each README shell block (other than installs and long-running servers) succeeds as is."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("CHOREO_BROKER_URL", None)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert 0 == result.returncode, (
+        f"{where} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    )
