@@ -47,8 +47,8 @@ def free_port() -> int:
         return port
 
 
-def handshake_ok(host: str, port: int, timeout: float = 1.0) -> bool:
-    """Whether a NATS server with JetStream answers INFO and PING/PONG on host:port."""
+def handshake_ok(host: str, port: int, timeout: float = 1.0, *, jetstream: bool = True) -> bool:
+    """Whether a NATS server (with JetStream, unless told) answers INFO and PING/PONG."""
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             stream = sock.makefile("rb")
@@ -57,7 +57,8 @@ def handshake_ok(host: str, port: int, timeout: float = 1.0) -> bool:
                 return False
             info = json.loads(line[5:])
             sock.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
-            return bool(info.get("jetstream")) and stream.readline().strip() == b"PONG"
+            ready = bool(info.get("jetstream")) or not jetstream
+            return ready and stream.readline().strip() == b"PONG"
     except (OSError, ValueError):
         return False
 
@@ -70,10 +71,13 @@ def with_options(url: str, options: str = NATS_OPTIONS) -> str:
 class NatsServer:
     """A spawned nats-server that tests can stop, kill and restart on the same port and store."""
 
-    def __init__(self, *, sync_always: bool = False, port: int | None = None) -> None:
+    def __init__(
+        self, *, sync_always: bool = False, jetstream: bool = True, port: int | None = None
+    ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.sync_always = sync_always
+        self.jetstream = jetstream
         self.store = Path(tempfile.mkdtemp(prefix="choreo-nats-"))
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -82,7 +86,10 @@ class NatsServer:
         return f"nats://{self.host}:{self.port}?{NATS_OPTIONS}"
 
     def _command(self) -> list[str]:
-        command = [nats_binary(), "-a", self.host, "-p", str(self.port), "-js"]
+        command = [nats_binary(), "-a", self.host, "-p", str(self.port)]
+        if not self.jetstream:
+            return command
+        command.append("-js")
         if not self.sync_always:
             return [*command, "-sd", str(self.store)]
         config = self.store / "server.conf"  # -sd and a config's store_dir may not both be set
@@ -94,7 +101,7 @@ class NatsServer:
             self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + timeout
-        while not handshake_ok(self.host, self.port):
+        while not handshake_ok(self.host, self.port, jetstream=self.jetstream):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.kill()
                 raise RuntimeError(f"nats-server did not start on port {self.port}")

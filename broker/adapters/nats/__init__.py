@@ -27,10 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
-import inspect
 import math
-import re
 import time
 import uuid
 from collections import OrderedDict
@@ -46,112 +43,29 @@ from nats.js import api
 from broker import observability as obs
 from broker.adapters.nats.publish import AckTimeoutError, JetStreamPublisher, NoStreamError
 from broker.adapters.nats.pull import NatsSubscription, decode
+from broker.adapters.nats.settings import (
+    SUBJECT,
+    TRANSIENT,
+    NatsSettings,
+    check_topic,
+    safe_name,
+    servers,
+    translate,
+)
 from broker.envelope import NATS_PREFIXES, Event, to_binary
 from broker.errors import (
     BrokerError,
     BrokerUnavailableError,
     ClosedError,
-    ConfigurationError,
     EnvelopeError,
     PublishError,
     PublishTimeoutError,
+    TopicNotFoundError,
 )
 from broker.ports import Capabilities, TopicInfo
 from broker.urls import mask_url
 
-__all__ = ["NatsAdapter", "NatsSettings", "safe_name"]
-
-_SUBJECT = re.compile(r"[^.\s*>]+(?:\.[^.\s*>]+)*")
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-_TRUE = ("1", "true", "yes", "on")
-_TRANSIENT = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.StaleConnectionError,
-    nats.errors.OutboundBufferLimitError,
-    nats.js.errors.NoStreamResponseError,
-    nats.js.errors.ServiceUnavailableError,
-    asyncio.TimeoutError,
-)
-
-
-def safe_name(text: str) -> str:
-    """A stream or consumer name for ``text``: unchanged when it is safe, else sanitised plus a
-    digest of the original (so ``a.b`` and ``a_b`` never share a stream)."""
-    cleaned = _UNSAFE.sub("_", text)
-    if cleaned == text and len(text) <= 200:
-        return text
-    return f"{cleaned[:200]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class NatsSettings:
-    """The adapter's own options; everything else goes to ``nats.connect``."""
-
-    ack_wait: float = 30.0
-    max_ack_pending: int = 0  # 0: four times the subscription's prefetch
-    publish_timeout: float = 30.0
-    request_timeout: float = 5.0
-    connect_timeout: float = 10.0
-    heartbeat: float = 5.0
-    storage: str = "file"
-    replicas: int = 1
-    max_age: float = 0.0
-    duplicate_window: float = 120.0
-    native_ttl: bool = True
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> tuple[NatsSettings, dict[str, Any]]:
-        """Split URL options into settings and client options, converting strings."""
-        values: dict[str, Any] = {}
-        client: dict[str, Any] = {}
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        for name, raw in options.items():
-            if name in fields:
-                values[name] = _convert(name, raw, fields[name].default)
-            else:
-                client[name] = _client_option(name, raw)
-        settings = cls(**values)
-        if settings.storage not in ("file", "memory"):
-            raise ConfigurationError(
-                f"nats:// storage must be 'file' or 'memory', not {settings.storage!r}"
-            )
-        return settings, client
-
-
-def _convert(name: str, raw: Any, default: Any) -> Any:
-    if not isinstance(raw, str) or isinstance(default, str) or default is None:
-        return raw
-    try:
-        if isinstance(default, bool):
-            return raw.strip().lower() in _TRUE
-        return type(default)(raw)
-    except ValueError as exc:
-        kind = type(default).__name__
-        raise ConfigurationError(f"nats:// option {name}={raw!r} must be a {kind}") from exc
-
-
-_CLIENT_PARAMS = inspect.signature(Client.connect).parameters
-_RESERVED = ("servers", "error_cb", "disconnected_cb", "reconnected_cb", "closed_cb")
-
-
-def _client_option(name: str, raw: Any) -> Any:
-    param = _CLIENT_PARAMS.get(name)
-    if param is None or name in _RESERVED:
-        known = ", ".join(f.name for f in dataclasses.fields(NatsSettings))
-        raise ConfigurationError(
-            f"unknown nats:// option {name!r}; use one of {known} or a nats.connect argument"
-        )
-    return _convert(name, raw, param.default)
-
-
-def _check_topic(topic: str) -> None:
-    if not _SUBJECT.fullmatch(topic):
-        raise ConfigurationError(
-            f"topic {topic!r} is not a valid NATS subject: use tokens of letters, digits, '-' "
-            "or '_' separated by single dots, without spaces or wildcards"
-        )
+__all__ = ["NatsAdapter", "NatsSettings", "safe_name", "translate"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -168,7 +82,7 @@ class NatsAdapter:
         self._raw_url = url
         self._url = mask_url(url)
         self.settings, self._client_options = NatsSettings.from_options(options)
-        self._servers = _servers(url)
+        self._servers = servers(url)
         self._nc: Client | None = None
         self._js: Any = None
         self._publisher: JetStreamPublisher | None = None
@@ -237,11 +151,16 @@ class NatsAdapter:
         self._server_ttl = self.settings.native_ttl and (version.major, version.minor) >= (2, 11)
 
     def _unavailable(self, exc: BaseException) -> BrokerUnavailableError:
-        cause = self._last_error or exc
-        if isinstance(cause, nats.js.errors.APIError | nats.errors.NoRespondersError):
+        if isinstance(exc, nats.js.errors.APIError | nats.errors.NoRespondersError):
             return BrokerUnavailableError(
                 f"NATS at {self._url} has no JetStream: start nats-server with -js "
                 "(or enable JetStream for this account)"
+            )
+        cause = self._last_error or exc
+        if isinstance(cause, nats.errors.AuthorizationError):
+            return BrokerUnavailableError(
+                f"NATS at {self._url} refused the credentials; check the user, password, token "
+                "or credentials file in the URL"
             )
         detail = f"{type(cause).__name__}: {cause}".rstrip(": ")
         return BrokerUnavailableError(
@@ -287,7 +206,7 @@ class NatsAdapter:
         found = self._streams.get(topic)
         if found is not None:
             return found
-        _check_topic(topic)
+        check_topic(topic)
         async with self._ensure_lock:
             found = self._streams.get(topic)
             if found is None:
@@ -369,7 +288,7 @@ class NatsAdapter:
             except NoStreamError as exc:
                 self._streams.pop(topic, None)  # deleted, or JetStream not up yet
                 error: BaseException = exc
-            except (AckTimeoutError, *_TRANSIENT) as exc:
+            except (AckTimeoutError, *TRANSIENT) as exc:
                 error = exc
             except nats.errors.ConnectionClosedError as exc:
                 raise ClosedError(f"the adapter for {self._url} was closed") from exc
@@ -386,22 +305,15 @@ class NatsAdapter:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 1.0)
             if topic not in self._streams:
-                with contextlib.suppress(BrokerError, *_TRANSIENT):
+                with contextlib.suppress(BrokerError, *TRANSIENT):
                     await self._stream(topic)
 
     async def _guard(self, call: Any, topic: str) -> Any:
         """Await a JetStream management call, translating client errors."""
         try:
             return await call
-        except nats.errors.ConnectionClosedError as exc:
-            raise ClosedError(f"the adapter for {self._url} is closed") from exc
-        except _TRANSIENT as exc:
-            raise BrokerUnavailableError(
-                f"NATS JetStream at {self._url} did not answer for {topic} ({type(exc).__name__});"
-                " check that the server is up with JetStream enabled"
-            ) from exc
-        except nats.js.errors.APIError as exc:
-            raise BrokerError(f"NATS JetStream at {self._url} refused {topic}: {exc}") from exc
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise translate(exc, self._url, topic) from exc
 
     # -- subscribing -----------------------------------------------------------------------
 
@@ -476,7 +388,7 @@ class NatsAdapter:
         topics = []
         for info in streams:
             subjects = info.config.subjects or []
-            if len(subjects) != 1 or not _SUBJECT.fullmatch(subjects[0]):
+            if len(subjects) != 1 or not SUBJECT.fullmatch(subjects[0]):
                 continue
             consumers = await self._guard(js.consumers_info(info.config.name), subjects[0])
             groups = tuple(sorted(_group_of(c.config) for c in consumers if c.config.durable_name))
@@ -517,7 +429,7 @@ class NatsAdapter:
         count = 0
         for seq, headers, _ in await self._scan(topic, 1 << 62):
             if _event_id(headers) in wanted:
-                with contextlib.suppress(nats.js.errors.NotFoundError):
+                with contextlib.suppress(TopicNotFoundError):
                     await self._guard(js.delete_msg(stream.name, seq), topic)
                     count += 1
         return count
@@ -526,14 +438,12 @@ class NatsAdapter:
         """The topic's stream if it exists (browsing never creates one)."""
         if topic in self._streams:
             return self._streams[topic]
-        _check_topic(topic)
+        check_topic(topic)
         js = self._jetstream()
         try:
             await self._guard(js.find_stream_name_by_subject(topic), topic)
-        except BrokerError as exc:
-            if isinstance(exc.__cause__, nats.js.errors.NotFoundError):
-                return None
-            raise
+        except TopicNotFoundError:
+            return None
         stream: _Stream = await self._guard(self._stream(topic), topic)
         return stream
 
@@ -588,14 +498,3 @@ def _event_id(headers: Mapping[str, str]) -> str | None:
         if value is not None:
             return value
     return None
-
-
-def _servers(url: str) -> list[str]:
-    """``nats://u:p@h1:4222,h2:4222/?opts`` -> one nats-py server URL per host."""
-    scheme, _, rest = url.partition("://")
-    if not rest:
-        raise ConfigurationError(f"broker URL {mask_url(url)!r} needs a host: nats://host:4222")
-    location = rest.split("?", 1)[0].split("/", 1)[0]
-    userinfo, _, hosts = location.rpartition("@")
-    prefix = f"{scheme}://{userinfo + '@' if userinfo else ''}"
-    return [prefix + (host or "127.0.0.1:4222") for host in hosts.split(",")]
