@@ -56,6 +56,12 @@ __all__ = ["RabbitMQAdapter", "RabbitMQSettings"]
 REGISTRY_QUEUE = "choreo.topics"
 DLQ_SUFFIX = ".dlq"
 _TRUE = ("1", "true", "yes", "on")
+#: Channel errors that retrying cannot fix: refused at once as PublishError.
+REFUSED = (
+    aiormq.exceptions.ChannelAccessRefused,
+    aiormq.exceptions.ChannelPreconditionFailed,
+    aiormq.exceptions.DeliveryError,
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -230,7 +236,7 @@ class RabbitMQAdapter:
                     properties=props,
                     timeout=max(0.1, deadline - time.monotonic()),
                 )
-            except (aiormq.exceptions.ChannelAccessRefused, aiormq.exceptions.DeliveryError) as exc:
+            except REFUSED as exc:
                 raise PublishError(f"RabbitMQ at {self._url} refused {what}: {exc}") from exc
             except TimeoutError as exc:
                 raise PublishTimeoutError(
@@ -251,6 +257,8 @@ class RabbitMQAdapter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, settings.max_reconnect_delay)
                 continue
+            except aiormq.exceptions.AMQPError as exc:  # protocol-level surprises
+                raise PublishError(f"RabbitMQ at {self._url} failed {what}: {exc!r}") from exc
             if isinstance(confirm, spec.Basic.Nack):
                 raise PublishError(f"RabbitMQ at {self._url} rejected {what} (basic.nack)")
             return
