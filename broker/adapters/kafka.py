@@ -399,15 +399,25 @@ class _KafkaSubscription:
             self._assigned_once.set()
 
     async def _starts(self, tps: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where each partition resumes: its committed offset, else a fresh position (committed).
+
+        A committed offset beyond the log end means the broker lost the log (a memory-only
+        broker restarted, or the topic was recreated): the group then reads from the beginning.
+        """
         consumer = self._consumer
         listed = list(tps)
         found = await asyncio.gather(*(consumer.committed(tp) for tp in listed))
-        starts = {tp: off for tp, off in zip(listed, found, strict=True) if off is not None}
+        ends = await consumer.end_offsets(listed)
+        starts = {
+            tp: off
+            for tp, off in zip(listed, found, strict=True)
+            if off is not None and off <= ends[tp]
+        }
         missing = [tp for tp in listed if tp not in starts]
         if not missing:
             return starts
         if self._joining and not self._from_beginning:
-            fresh = await consumer.end_offsets(missing)
+            fresh = {tp: ends[tp] for tp in missing}
         else:
             fresh = await consumer.beginning_offsets(missing)
             if not self._joining:
@@ -416,9 +426,14 @@ class _KafkaSubscription:
                     group=self._group,
                     partitions=[str(tp) for tp in missing],
                 )
-        with contextlib.suppress(kerr.KafkaError):
+        with contextlib.suppress(kerr.KafkaError, TimeoutError):
             await asyncio.wait_for(consumer.commit(dict(fresh)), 10)
         return {**starts, **fresh}
+
+    def _member(self) -> bool:
+        """Whether the consumer still holds a group generation (offsets it commits count)."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        return getattr(coordinator, "generation", 0) != -1
 
     async def revoked(self, tps: set[TopicPartition]) -> None:
         """Rebalance listener: commit what was acked; unacked deliveries go to the next owner."""
@@ -433,9 +448,10 @@ class _KafkaSubscription:
             if part.committable > part.committed:
                 offsets[tp] = part.committable
         self._wake_space()
-        if offsets:
+        # After the broker forgot this member (a restart), a commit would be a stale write.
+        if offsets and self._member():
             with contextlib.suppress(kerr.KafkaError, TimeoutError):
-                await asyncio.wait_for(self._consumer.commit(offsets), 10)
+                await asyncio.wait_for(self._consumer.commit(offsets), 5)
 
     # -- delivering --------------------------------------------------------------------------
 
@@ -516,10 +532,10 @@ class _KafkaSubscription:
             return
         offsets = {p.tp: p.committable for p in parts}
         try:
-            await self._consumer.commit(offsets)
+            await asyncio.wait_for(self._consumer.commit(offsets), 10)
         except (kerr.CommitFailedError, kerr.IllegalStateError):
             return  # a rebalance took the partitions; revocation committed what it could
-        except kerr.KafkaError as exc:
+        except (kerr.KafkaError, TimeoutError) as exc:
             _log.warning("kafka commit failed; will retry", group=self._group, error=repr(exc))
             self._dirty.update(parts)
             return
@@ -724,8 +740,11 @@ class KafkaAdapter:
         while True:
             try:
                 response = await admin.create_topics([new])
-            except kerr.KafkaError as exc:
-                raise translate_error(exc, self._url, f"creating topic {topic!r}") from exc
+            except kerr.KafkaError as exc:  # a stale connection after a broker restart is retried
+                if not _retriable(exc) or time.monotonic() > deadline:
+                    raise translate_error(exc, self._url, f"creating topic {topic!r}") from exc
+                await asyncio.sleep(0.2)
+                continue
             code = _topic_error(response)
             error = kerr.for_code(code) if code else None
             if error is None or error is kerr.TopicAlreadyExistsError:

@@ -1,0 +1,189 @@
+"""Kafka interop: the CloudEvents Kafka binding as other clients see it (raw aiokafka, the official
+cloudevents SDK), and legacy non-CloudEvents records from producers that know nothing of us."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from cloudevents.core.bindings import kafka as ce_kafka
+from cloudevents.core.v1.event import CloudEvent
+
+from broker import Bus, Event, Policy
+from tests.helpers import Collector, eventually
+
+pytestmark = pytest.mark.kafka
+
+
+def bootstrap(url: str) -> str:
+    """The host:port list of a kafka:// URL, for the raw client."""
+    return urlsplit(url).netloc.rsplit("@", 1)[-1]
+
+
+@pytest.fixture
+def topic() -> str:
+    """A topic name no other test uses."""
+    return f"interop-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def bus(kafka_url: str) -> AsyncIterator[Bus]:
+    """A started bus on the session's server."""
+    async with Bus(kafka_url, source="interop") as started:
+        yield started
+
+
+@pytest.fixture
+async def producer(kafka_url: str) -> AsyncIterator[AIOKafkaProducer]:
+    """A raw aiokafka producer on the same server."""
+    raw = AIOKafkaProducer(bootstrap_servers=bootstrap(kafka_url), acks="all")
+    await raw.start()
+    yield raw
+    await raw.stop()
+
+
+async def read_all(kafka_url: str, topic: str, count: int) -> list[object]:
+    """The first ``count`` records of ``topic``, read by a raw consumer from the beginning."""
+    raw = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap(kafka_url),
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=10,
+    )
+    await raw.start()
+    records: list[object] = []
+    try:
+        while len(records) < count:
+            batch = await raw.getmany(timeout_ms=500)
+            for found in batch.values():
+                records.extend(found)
+    finally:
+        await raw.stop()
+    return records
+
+
+async def test_bus_events_carry_the_kafka_binding(bus: Bus, kafka_url: str, topic: str) -> None:
+    """A raw consumer sees ce_* headers, a content-type header and the partition key as key."""
+    sent = await bus.publish(topic, type="order.placed", data={"n": 1}, key="order-1",
+                             correlation_id="c-1", subject="order/1")  # fmt: skip
+    [record] = await read_all(kafka_url, topic, 1)
+    headers = {name: value.decode() for name, value in record.headers}  # type: ignore[attr-defined]
+    assert b"order-1" == record.key  # type: ignore[attr-defined]
+    assert {"n": 1} == json.loads(record.value)  # type: ignore[attr-defined]
+    assert {
+        "ce_specversion": "1.0",
+        "ce_id": sent.id,
+        "ce_source": "interop",
+        "ce_type": "order.placed",
+        "ce_subject": "order/1",
+        "ce_correlationid": "c-1",
+        "ce_partitionkey": "order-1",
+        "content-type": "application/json",
+    } == {k: v for k, v in headers.items() if k not in ("ce_time", "ce_traceparent")}
+    assert datetime.fromisoformat(headers["ce_time"]) == sent.time
+
+
+async def test_raw_binary_mode_record_is_read_by_the_bus(
+    bus: Bus, producer: AIOKafkaProducer, topic: str
+) -> None:
+    """A record another client writes in binary content mode arrives as the same event."""
+    got = Collector()
+    await bus.subscribe(topic, got, group="readers")
+    headers = [
+        ("ce_specversion", b"1.0"), ("ce_id", b"raw-1"), ("ce_source", b"/legacy/billing"),
+        ("ce_type", b"invoice.paid"), ("ce_time", b"2026-01-02T03:04:05Z"),
+        ("ce_tenant", b"acme"), ("content-type", b"application/json"),
+    ]  # fmt: skip
+    await producer.send_and_wait(topic, b'{"amount": 12}', key=b"inv-9", headers=headers)
+    await eventually(lambda: len(got.events) == 1)
+    event = got.events[0]
+    assert ("raw-1", "/legacy/billing", "invoice.paid") == (event.id, event.source, event.type)
+    assert {"amount": 12} == event.data
+    assert {"tenant": "acme", "partitionkey": "inv-9"} == event.extensions
+    assert datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC) == event.time
+
+
+async def test_cloudevents_sdk_reads_what_the_bus_publishes(
+    bus: Bus, kafka_url: str, topic: str
+) -> None:
+    """The official SDK's Kafka binding decodes our records into the same event."""
+    sent = await bus.publish(topic, type="sdk.check", data={"ok": True}, key="k-1")
+    [record] = await read_all(kafka_url, topic, 1)
+    message = ce_kafka.KafkaMessage(
+        headers=dict(record.headers),  # type: ignore[attr-defined]
+        key=record.key,  # type: ignore[attr-defined]
+        value=record.value,  # type: ignore[attr-defined]
+    )
+    decoded = ce_kafka.from_binary_event(message)
+    assert (sent.id, "interop", "sdk.check") == (
+        decoded.get_id(),
+        decoded.get_source(),
+        decoded.get_type(),
+    )
+    assert {"ok": True} == decoded.get_data()
+    assert "k-1" == decoded.get_extension("partitionkey")
+
+
+async def test_bus_reads_what_the_cloudevents_sdk_writes(
+    bus: Bus, producer: AIOKafkaProducer, topic: str
+) -> None:
+    """An event the official SDK encodes for Kafka arrives with its attributes and data."""
+    got = Collector()
+    await bus.subscribe(topic, got, group="readers")
+    sdk_event = CloudEvent(
+        attributes={"type": "sdk.made", "source": "/sdk", "id": "sdk-1",
+                    "partitionkey": "p-1", "datacontenttype": "application/json"},
+        data={"from": "sdk"},
+    )  # fmt: skip
+    message = ce_kafka.to_binary_event(sdk_event)
+    key = message.key.encode() if isinstance(message.key, str) else message.key
+    await producer.send_and_wait(
+        topic, message.value, key=key, headers=list(message.headers.items())
+    )
+    await eventually(lambda: len(got.events) == 1)
+    event = got.events[0]
+    assert ("sdk-1", "/sdk", "sdk.made") == (event.id, event.source, event.type)
+    assert {"from": "sdk"} == event.data
+    assert "p-1" == event.partitionkey
+
+
+async def test_legacy_record_is_dead_lettered_by_default(
+    bus: Bus, producer: AIOKafkaProducer, topic: str
+) -> None:
+    """A plain record with no CloudEvents headers goes to the DLQ as undecodable, and the
+    consumer keeps handling the events after it."""
+    got = Collector()
+    await bus.subscribe(topic, got, group="readers")
+    await producer.send_and_wait(topic, b"plain old bytes", key=b"same")
+    after = await bus.publish(topic, type="after", key="same")
+    await eventually(lambda: len(got.events) == 1)
+
+    async def dead_lettered() -> bool:
+        return len(await bus.dead_letters(f"{topic}.dlq")) == 1
+
+    await eventually(dead_lettered)
+    [dead] = await bus.dead_letters(f"{topic}.dlq")
+    assert [after.id] == got.ids
+    assert ("undecodable", b"plain old bytes") == (dead.extensions["dlqreason"], dead.data)
+
+
+async def test_legacy_record_is_wrapped_by_policy(
+    kafka_url: str, producer: AIOKafkaProducer, topic: str
+) -> None:
+    """With on_undecodable='wrap' a legacy record reaches the handler as a generated event."""
+    policy = Policy(on_undecodable="wrap", legacy_type="legacy.record")
+    async with Bus(kafka_url, policy=policy) as bus:
+        got = Collector()
+        await bus.subscribe(topic, got, group="readers")
+        await producer.send_and_wait(
+            topic, b"\x00\x01raw", headers=[("content-type", b"application/octet-stream")]
+        )
+        await eventually(lambda: len(got.events) == 1)
+    event: Event = got.events[0]
+    assert ("legacy.record", b"\x00\x01raw") == (event.type, event.data)
+    assert event.id
