@@ -63,7 +63,7 @@ class PostgresStore:
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
+        if conn is None or conn.closed or conn.broken:  # reconnect after a server restart
             try:
                 conn = self._psycopg.connect(self._dsn, autocommit=True, connect_timeout=5)
             except self._psycopg.Error as exc:

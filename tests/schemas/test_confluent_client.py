@@ -17,7 +17,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from schemas import RegistryClient
+from schemas import RegistryClient, SchemaType
 from schemas import Schema as OurSchema
 from schemas.registry import Registry
 from schemas.serde import Deserializer, Serializer
@@ -294,3 +294,18 @@ def test_confluent_bytes_decode_with_our_deserializer_and_back(live: LiveServer)
     assert {"name": "ada", "age": 36} == decoded
     assert {"name": "bob", "age": 7} == AvroDeserializer(fresh(live))(encoded, ctx("users"))
     assert theirs[:5] == encoded[:5]
+
+
+def test_our_json_serializer_is_read_by_confluents_json_deserializer(live: LiveServer) -> None:
+    """JSON written by schemas.Serializer decodes with confluent-kafka's JSONDeserializer."""
+
+    async def ours() -> bytes:
+        async with RegistryClient.from_url(live.url) as client:
+            schema = OurSchema(ORDER_JSON, SchemaType.JSON)
+            return await Serializer(client, schema).serialize("orders", {"id": "o", "amount": 1})
+
+    encoded = asyncio.run(ours())
+    decoded = JSONDeserializer(ORDER_JSON, schema_registry_client=fresh(live))(
+        encoded, ctx("orders")
+    )
+    assert {"id": "o", "amount": 1} == decoded
