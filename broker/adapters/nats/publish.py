@@ -2,9 +2,10 @@
 
 ``js.publish`` costs a fresh timer per call and parses every PubAck into a dataclass. This
 multiplexer is the same protocol with less work per event: one wildcard reply subscription
-(``_INBOX.<nuid>.<n>``), one future per publish, acks matched by token, a PubAck read only for
-an ``"error"``, and one sweeper task that fails publishes older than their deadline instead of
-a timer each. The adapter retries a failed attempt with the same ``Nats-Msg-Id``.
+(``<inbox>.<n>``, under the client's inbox prefix), one future per publish, acks matched by
+token, a PubAck read only for an ``"error"``, and one sweeper task that fails publishes older
+than their deadline instead of a timer each. The adapter retries a failed attempt with the
+same ``Nats-Msg-Id``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class JetStreamPublisher:
 
     def __init__(self, nc: Client) -> None:
         self._nc = nc
-        self._prefix = f"_INBOX.{nc._nuid.next().decode()}."
+        self._prefix = nc.new_inbox() + "."
         self._tokens = itertools.count()
         self._pending: dict[str, tuple[asyncio.Future[Msg], float]] = {}
         self._sub: Subscription | None = None
