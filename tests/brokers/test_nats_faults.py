@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -70,6 +71,19 @@ async def test_server_restart_loses_nothing(
         sent = await _publish_while(bus, topic, asyncio.create_task(fault()), 400)
         await eventually(lambda: set(sent) <= set(got.ids), timeout=60, what="every event")
     assert set(sent) == set(got.ids)
+
+
+async def test_stop_while_the_server_is_down_is_prompt(
+    restartable_nats: NatsServer, topic: str
+) -> None:
+    """Stopping a bus whose server just died returns within seconds (nothing to drain)."""
+    bus = await Bus(restartable_nats.url).start()
+    await bus.subscribe(topic, Collector(), group="g")
+    await bus.publish(topic, type="t")
+    await asyncio.to_thread(restartable_nats.kill)
+    started = time.monotonic()
+    await bus.stop()
+    assert time.monotonic() - started < 3
 
 
 CHILD = textwrap.dedent(

@@ -190,8 +190,9 @@ class NatsAdapter:
             await asyncio.wait_for(self._idle.wait(), self.settings.publish_timeout)
         if self._publisher is not None:
             await self._publisher.close()
-        with contextlib.suppress(Exception):
-            await nc.flush(timeout=math.ceil(self.settings.request_timeout))
+        if nc.is_connected:
+            with contextlib.suppress(Exception):
+                await nc.flush(timeout=math.ceil(self.settings.request_timeout))
         with contextlib.suppress(Exception):
             await nc.close()
 

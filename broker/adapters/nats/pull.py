@@ -188,9 +188,14 @@ class _Pump:
         for reply in given_back:
             with contextlib.suppress(nats.errors.Error):
                 await self.nc.publish(reply, _NAK)
-        if self.nsub is not None:
-            with contextlib.suppress(nats.errors.Error, TimeoutError):
-                await asyncio.wait_for(self.nsub.drain(), 5)  # type: ignore[no-untyped-call]
+        if self.nsub is None:
+            return
+        if not self.nc.is_connected:  # nothing can be drained; the server drops the requests
+            with contextlib.suppress(nats.errors.Error):
+                await self.nsub.unsubscribe()
+            return
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await asyncio.wait_for(self.nsub.drain(), 5)  # type: ignore[no-untyped-call]
         with contextlib.suppress(nats.errors.Error, TimeoutError):
             await self.nc.flush(timeout=5)
 
