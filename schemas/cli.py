@@ -13,7 +13,7 @@ from rich.table import Table
 from choreo.console import EXIT_FAILURE, EXIT_USAGE, fail, out_console, print_json, run
 from schemas.client import RegistryClient
 from schemas.errors import RegistryError
-from schemas.model import Compatibility, Schema, SchemaType
+from schemas.model import Compatibility, Reference, Schema, SchemaType
 from schemas.storage import DEFAULT_STORAGE_URL
 
 __all__ = ["registry_app", "schema_app"]
@@ -49,6 +49,12 @@ REGISTRY = typer.Option(
 )
 OUTPUT = typer.Option(Output.table, "--output", "-o", help="table or json.")
 TYPE = typer.Option(None, "--type", "-t", help="avro or json (default: guessed from the file).")
+REFERENCE = typer.Option(
+    [],
+    "--reference",
+    "-r",
+    help="A reference NAME=SUBJECT:VERSION (repeatable), e.g. shop.Address=address:1.",
+)
 
 
 @schema_app.callback()
@@ -65,7 +71,19 @@ def _client(url: str | None) -> RegistryClient:
     return RegistryClient.from_url(url or DEFAULT_STORAGE_URL)
 
 
-def _read_schema(path: Path, kind: TypeChoice | None) -> Schema:
+def _references(raw: list[str]) -> tuple[Reference, ...]:
+    """``NAME=SUBJECT:VERSION`` options as references (a malformed one is a usage error)."""
+    refs = []
+    for text in raw:
+        name, _, target = text.partition("=")
+        subject, _, version = target.rpartition(":")
+        if not (name and subject and version.isdigit()):
+            fail(f"--reference {text!r} must look like NAME=SUBJECT:VERSION", EXIT_USAGE)
+        refs.append(Reference(name, subject, int(version)))
+    return tuple(refs)
+
+
+def _read_schema(path: Path, kind: TypeChoice | None, refs: list[str] | None = None) -> Schema:
     """The schema in ``path``; a missing file or bad JSON is a usage error (exit 2)."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -80,7 +98,7 @@ def _read_schema(path: Path, kind: TypeChoice | None) -> Schema:
             "$schema" in document or "properties" in document
         )
         kind = TypeChoice.json if looks_json else TypeChoice.avro
-    return Schema(text, SchemaType.parse(kind.value))
+    return Schema(text, SchemaType.parse(kind.value), _references(refs or []))
 
 
 def _table(*columns: str) -> Table:
@@ -96,11 +114,12 @@ def register(
     file: Path = typer.Argument(..., help="File holding the schema (Avro .avsc or JSON Schema)."),
     *,
     kind: TypeChoice | None = TYPE,
+    reference: list[str] = REFERENCE,
     registry: str | None = REGISTRY,
     output: Output = OUTPUT,
 ) -> None:
     """Register a schema; prints its global id and the subject's version."""
-    schema = _read_schema(file, kind)
+    schema = _read_schema(file, kind, reference)
 
     async def main() -> dict[str, Any]:
         async with _client(registry) as client:
@@ -180,6 +199,7 @@ def check(
     file: Path = typer.Argument(..., help="File holding the candidate schema."),
     *,
     kind: TypeChoice | None = TYPE,
+    reference: list[str] = REFERENCE,
     version: str | None = typer.Option(
         None, "--version", "-v", help="Check against one version (default: as the level says)."
     ),
@@ -187,7 +207,7 @@ def check(
     output: Output = OUTPUT,
 ) -> None:
     """Say whether a schema may be registered under a subject; exit 1 if it may not."""
-    schema = _read_schema(file, kind)
+    schema = _read_schema(file, kind, reference)
 
     async def main() -> tuple[bool, list[str], str]:
         async with _client(registry) as client:

@@ -195,3 +195,44 @@ def test_benchmark_functions_run() -> None:
 
     result = bench_avro(count=50, rounds=1)
     assert {"raw_fastavro_s", "ours_s", "ratio"} == set(result)
+
+
+def test_register_with_a_reference() -> None:
+    """--reference NAME=SUBJECT:VERSION registers a schema that uses another subject's type."""
+    invoke(
+        "register",
+        "address",
+        write("address.avsc", {"type": "record", "name": "Address", "fields": []}),
+    )
+    customer = {"type": "record", "name": "Customer", "fields": [{"name": "a", "type": "Address"}]}
+    code, out, err = invoke(
+        "register",
+        "customer-value",
+        write("c.avsc", customer),
+        "-r",
+        "Address=address:1",
+        "-o",
+        "json",
+    )
+    assert (0, 2) == (code, json.loads(out)["id"]), err
+    bad = invoke("register", "customer-value", "c.avsc", "--reference", "Address")
+    assert (2, True) == (bad[0], "must look like NAME=SUBJECT:VERSION" in bad[2])
+
+
+def test_schemas_imports_none_of_the_packages_that_depend_on_it() -> None:
+    """Dependency direction: importing schemas loads no broker, connectors or saga_monitor."""
+    code = (
+        "import sys, schemas, schemas.cli, schemas.server, schemas.codec\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('broker', 'connectors', 'saga_monitor')))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert "[]" == result.stdout.strip(), result.stderr
