@@ -18,6 +18,7 @@ import time
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from broker.observability import get_logger
 from connectors.dburl import DatabaseURL, check_identifier
 from connectors.errors import DatabaseUnavailableError, OutboxError, RelayLockedError
 from connectors.relay import Change
@@ -25,6 +26,8 @@ from connectors.routing import OutboxRow
 from connectors.schema import OFFSETS_TABLE, connect_sqlite
 
 __all__ = ["SQLiteSource", "sqlite_status"]
+
+log = get_logger("connectors.sqlite")
 
 _COLUMNS = "seq, id, aggregatetype, aggregateid, type, payload, headers, created_at"
 
@@ -59,6 +62,9 @@ class SQLiteSource:
         self.cursor = 0
         self._conn: sqlite3.Connection | None = None
         self._lock: IO[bytes] | None = None
+        self._pending: tuple[int, int, datetime | None] | None = None
+        self._store_wake = asyncio.Event()
+        self._checkpointer: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         await asyncio.to_thread(self._open)
@@ -151,9 +157,40 @@ class SQLiteSource:
         return Change(records, position=int(rows[-1][0]), committed_at=last.created_at)
 
     async def confirm(self, change: Change) -> None:
-        last = change.rows[-1].created_at if change.rows else None
-        await asyncio.to_thread(self._store, int(change.position), len(change.rows), last)
+        """Advance the cursor; a background task writes it to the database.
+
+        The write needs SQLite's write lock, which the application's own transactions contend
+        for; waiting for it here would stall the stream. The stored cursor only ever trails
+        what the broker accepted, so a crash re-sends at most the rows published since the last
+        completed write.
+        """
         self.cursor = int(change.position)
+        count = len(change.rows) + (self._pending[1] if self._pending else 0)
+        last = change.rows[-1].created_at if change.rows else None
+        if last is None and self._pending:
+            last = self._pending[2]
+        self._pending = (self.cursor, count, last)
+        self._store_wake.set()
+        if self._checkpointer is None:
+            self._checkpointer = asyncio.create_task(self._checkpoint_loop())
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await self._store_wake.wait()
+            self._store_wake.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        try:
+            await asyncio.to_thread(self._store, *pending)
+        except sqlite3.Error as exc:
+            log.warning("storing the outbox cursor failed", relay=self.name, error=str(exc))
+            self._merge_back(pending)
+            await asyncio.sleep(0.5)
+            self._store_wake.set()
 
     def _store(self, position: int, count: int, last: datetime | None) -> None:
         self._db().execute(
@@ -168,8 +205,23 @@ class SQLiteSource:
     async def heartbeat(self) -> None:
         return None
 
+    def _merge_back(self, pending: tuple[int, int, datetime | None]) -> None:
+        """Put an unsaved position back; a newer one that arrived meanwhile wins."""
+        newer = self._pending
+        if newer is None:
+            self._pending = pending
+        else:
+            self._pending = (newer[0], newer[1] + pending[1], newer[2] or pending[2])
+
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
+            self._checkpointer = None
         if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                await self._flush()  # the last confirmed position, if not written yet
             self._conn.close()
             self._conn = None
         if self._lock is not None:
