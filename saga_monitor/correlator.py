@@ -51,6 +51,20 @@ class Correlator:
                 txn.add_alerts(outcome.alerts)
         return outcome
 
+    def apply_many(
+        self, store: Store, items: list[tuple[Event, str | None]], *, now: datetime
+    ) -> list[Outcome]:
+        """Apply several events in one transaction (group commit); one outcome per event."""
+        outcomes = []
+        with store.transaction() as txn:
+            for event, topic in items:
+                obs = Observation.from_event(event, topic=topic, now=now)
+                outcome = self.apply_in(txn, event, obs)
+                if outcome.alerts:
+                    txn.add_alerts(outcome.alerts)
+                outcomes.append(outcome)
+        return outcomes
+
     def apply_in(self, txn: Transaction, event: Event, obs: Observation) -> Outcome:
         """Apply ``event`` within an open transaction (for callers batching several)."""
         outcome = Outcome()

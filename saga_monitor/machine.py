@@ -322,7 +322,12 @@ class SagaMachine:
         due: datetime | None = None
         if instance.phase == "running":
             steps = self.definition.steps
-            index = next((i for i, s in enumerate(steps) if s.event not in instance.done), None)
+            done = instance.done
+            index = None
+            for i, step in enumerate(steps):
+                if step.event not in done:
+                    index = i
+                    break
             if index is None:
                 instance.expected = list(self.definition.complete)
             else:

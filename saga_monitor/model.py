@@ -76,10 +76,32 @@ class Observation:
         return f"{self.source}\x1f{self.id}"
 
 
+def _size(data: Any, budget: int) -> int:
+    """A cheap upper estimate of the JSON size of ``data``, giving up past ``budget``."""
+    if data is None or isinstance(data, bool | int | float):
+        return 8
+    if isinstance(data, str):
+        return len(data) + 2
+    if isinstance(data, dict | list):
+        total = 2
+        for key in data:
+            total += (
+                (_size(key, budget) + _size(data[key], budget))
+                if isinstance(data, dict)
+                else _size(key, budget)
+            )
+            if total > budget:
+                break
+        return total
+    return budget + 1
+
+
 def _bounded(data: Any) -> Any:
     """Event data small enough to keep in a timeline (large or binary data is abbreviated)."""
     if isinstance(data, bytes | bytearray | memoryview):
         return f"<{len(bytes(data))} bytes>"
+    if _size(data, MAX_DATA_CHARS // 2) <= MAX_DATA_CHARS // 2:
+        return data
     try:
         text = json.dumps(data, ensure_ascii=False, default=str)
     except (TypeError, ValueError):

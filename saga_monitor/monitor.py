@@ -38,12 +38,14 @@ from saga_monitor.store import Store
 
 __all__ = ["MONITOR_POLICY", "SagaMonitor", "summarise"]
 
-#: Retry store hiccups patiently; never dead-letter or drop into the services' DLQ topics.
+#: Retry store hiccups patiently; never dead-letter into the services' DLQ topics. Sixteen
+#: lanes (by partition key, so one key stays in order) feed the group commit.
 MONITOR_POLICY = Policy(
     retry=Retry(max_attempts=8, initial_delay=0.05, max_delay=5.0),
     dead_letter=DeadLetter(enabled=False),
     on_expired="drop",
     on_undecodable="wrap",
+    concurrency=16,
 )
 
 Clock = Callable[[], datetime]
@@ -91,6 +93,7 @@ class SagaMonitor:
         self._flush_lock = asyncio.Lock()
         self._log = get_logger("choreo.saga", group=group)
         self._last_prune: datetime | None = None
+        self._batcher = _GroupCommit(self)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -108,6 +111,7 @@ class SagaMonitor:
                 from_beginning=self.from_beginning,
             )
             self._subscribers.append(subscriber)
+        self._batcher.start()
         self._timer = asyncio.create_task(self._tick_forever(), name="choreo:saga-timer")
         self._log.info("saga monitor started", topics=list(self.topics))
         return self
@@ -121,6 +125,7 @@ class SagaMonitor:
             self._timer = None
         subscribers, self._subscribers = self._subscribers, []
         await asyncio.gather(*(s.stop() for s in subscribers), return_exceptions=True)
+        await self._batcher.stop()
 
     async def run(self) -> None:
         """Start, then run until cancelled; stops cleanly."""
@@ -140,22 +145,35 @@ class SagaMonitor:
 
     def _handler_for(self, topic: str) -> Callable[[Event], Awaitable[None]]:
         async def handle(event: Event) -> None:
-            await self.apply(event, topic=topic)
+            await self._batcher.submit(event, topic)
 
         return handle
 
     async def apply(self, event: Event, *, topic: str | None = None) -> Outcome:
         """Apply one event now (what the subscriptions do for each delivery)."""
-        before = self.correlator.uncorrelated
-        outcome = self.correlator.apply(self.store, event, topic=topic, now=self.clock())
-        self.applied += 1
-        if self.correlator.uncorrelated != before:
-            metrics.EVENTS.labels("uncorrelated").inc()
-        metrics.EVENTS.labels("applied" if outcome.changed else "ignored").inc()
-        metrics.record(outcome)
-        if outcome.alerts:
-            await self.flush_alerts()
+        (outcome,) = await self.apply_many([(event, topic)])
         return outcome
+
+    async def apply_many(self, items: list[tuple[Event, str | None]]) -> list[Outcome]:
+        """Apply events in one store transaction, then publish the alerts they raised."""
+        before = self.correlator.uncorrelated
+        outcomes = self.correlator.apply_many(self.store, items, now=self.clock())
+        self.applied += len(items)
+        if self.correlator.uncorrelated != before:
+            metrics.EVENTS.labels("uncorrelated").inc(self.correlator.uncorrelated - before)
+        for outcome in outcomes:
+            metrics.EVENTS.labels("applied" if outcome.changed else "ignored").inc()
+            metrics.record(outcome)
+        if any(outcome.alerts for outcome in outcomes):
+            await self._flush_quietly()
+        return outcomes
+
+    async def _flush_quietly(self) -> None:
+        """Publish alerts; if the broker refuses, they wait in the outbox for the next tick."""
+        try:
+            await self.flush_alerts()
+        except Exception as exc:  # the state is committed: never fail (and redeliver) for this
+            self._log.warning("alerts not published yet", error=f"{type(exc).__name__}: {exc}")
 
     # -- the clock -------------------------------------------------------------------------
 
@@ -210,6 +228,61 @@ class SagaMonitor:
                     sent += 1
         self.alerts_published += sent
         return sent
+
+
+class _GroupCommit:
+    """Collects the events handlers submit and applies them together, one commit per batch.
+
+    Each handler waits for its batch's commit, so its delivery is acked only after its event
+    is durably applied (a crash before the commit means redelivery, as without batching).
+    """
+
+    def __init__(self, monitor: SagaMonitor, max_batch: int = 256) -> None:
+        self._monitor = monitor
+        self._max = max_batch
+        self._queue: list[tuple[Event, str | None, asyncio.Future[Outcome]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="choreo:saga-commit")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for _, _, future in self._queue:
+            future.cancel()
+        self._queue.clear()
+
+    async def submit(self, event: Event, topic: str | None) -> Outcome:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._queue.append((event, topic, future))
+        self._wake.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(0)  # let the other lanes add theirs
+            batch, self._queue = self._queue[: self._max], self._queue[self._max :]
+            if not self._queue:
+                self._wake.clear()
+            batch = [item for item in batch if not item[2].done()]
+            if not batch:
+                continue
+            try:
+                outcomes = await self._monitor.apply_many([(e, t) for e, t, _ in batch])
+            except Exception as exc:  # every handler of the batch fails and is retried
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+                if not future.done():
+                    future.set_result(outcome)
 
 
 def summarise(store: Store, saga: str | None = None) -> dict[str, int]:

@@ -22,6 +22,7 @@ import contextlib
 import json
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,10 +184,10 @@ class MemoryStore:
         self.orphan_data: dict[tuple[str, str], dict[str, Observation]] = {}
         self.alerts: dict[int, Alert] = {}
         self.seq = 0
+        self._txn = _MemoryTransaction(self)
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[Transaction]:
-        yield _MemoryTransaction(self)
+    def transaction(self) -> contextlib.AbstractContextManager[Transaction]:
+        return contextlib.nullcontext(self._txn)
 
     def due(self, now: datetime) -> list[tuple[str, str]]:
         return [
@@ -258,13 +259,23 @@ class _SQLTransaction:
         return self._cur
 
     def get(self, saga: str, correlation_id: str) -> Instance | None:
+        cache = self._store.cache
+        if cache is not None:
+            cached = cache.get((saga, correlation_id))
+            if cached is not None:
+                cache.move_to_end((saga, correlation_id))
+                return cached
         row = self._run(
             "SELECT doc FROM saga_instances WHERE saga = ? AND correlation_id = ?",
             (saga, correlation_id),
         ).fetchone()
-        return Instance.from_dict(json.loads(row[0])) if row else None
+        instance = Instance.from_dict(json.loads(row[0])) if row else None
+        if instance is not None:
+            self._store.remember(instance)
+        return instance
 
     def put(self, instance: Instance) -> None:
+        self._store.remember(instance)
         self._run(
             "INSERT INTO saga_instances (saga, correlation_id, state, started, updated, due, "
             "finished, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (saga, correlation_id) "
@@ -305,10 +316,25 @@ class SQLStore:
     url: str
     placeholder = "?"
     schema_sql: tuple[str, ...] = ()
+    #: Instances kept in memory between events (None: always read the database, as a store
+    #: shared by several monitors must).
+    cache_size: int | None = None
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._conn: Any = None
+        self.cache: OrderedDict[tuple[str, str], Instance] | None = (
+            OrderedDict() if self.cache_size else None
+        )
+
+    def remember(self, instance: Instance) -> None:
+        """Keep ``instance`` in the cache (evicting the least recently used)."""
+        if self.cache is None or not self.cache_size:
+            return
+        self.cache[(instance.saga, instance.correlation_id)] = instance
+        self.cache.move_to_end((instance.saga, instance.correlation_id))
+        while len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
 
     def sql(self, text: str) -> str:
         return text if self.placeholder == "?" else text.replace("?", self.placeholder)
@@ -325,6 +351,8 @@ class SQLStore:
                 self._conn.commit()
             except BaseException:
                 self._conn.rollback()
+                if self.cache is not None:
+                    self.cache.clear()  # cached instances may hold the undone changes
                 raise
             finally:
                 cursor.close()
@@ -414,6 +442,8 @@ class SQLStore:
 
     def prune(self, finished_before: datetime) -> int:
         cutoff = finished_before.timestamp()
+        if self.cache is not None:
+            self.cache.clear()
         count = self._execute(
             "DELETE FROM saga_instances WHERE finished IS NOT NULL AND finished < ?", (cutoff,)
         )
@@ -443,9 +473,14 @@ _SQLITE_SCHEMA = (
 
 
 class SQLiteStore(SQLStore):
-    """``sqlite:///path/to/sagas.db``: one file, WAL mode, safe to read from other processes."""
+    """``sqlite:///path/to/sagas.db``: one file, WAL mode, safe to read from other processes.
+
+    One monitor writes to it (it keeps recent instances in memory); the CLI and the web page
+    may read it at the same time. Several monitors share a PostgreSQL store instead.
+    """
 
     schema_sql = _SQLITE_SCHEMA
+    cache_size = 50_000
 
     def __init__(self, url: str = DEFAULT_STORE_URL) -> None:
         super().__init__()
