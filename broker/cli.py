@@ -16,7 +16,8 @@ from rich.table import Table
 from broker.bus import Bus
 from broker.envelope import Event
 from broker.errors import ConfigurationError, TopicNotFoundError
-from broker.policies import CircuitBreaker, MemoryInbox, Policy, Retry
+from broker.observability import serve_metrics
+from broker.policies import CircuitBreaker, MemoryInbox, Policy, Retry, SQLiteInbox
 from choreo.config import setting
 from choreo.console import EXIT_USAGE, fail, out_console, parse_duration, print_json, run
 
@@ -78,6 +79,7 @@ def publish(
     ttl: str | None = typer.Option(None, "--ttl", help="Time to live, e.g. 30s."),
     header: list[str] = typer.Option([], "--header", "-H", help="Extension name=value."),
     subject: str | None = typer.Option(None, "--subject"),
+    event_id: str | None = typer.Option(None, "--id", help="Event id (default: a new UUID)."),
     broker: str | None = BrokerOption,
     output: str = OutputOption,
 ) -> None:
@@ -88,6 +90,8 @@ def publish(
     seconds = parse_duration(ttl, option="--ttl") if ttl else None
     try:
         event = Event(type=type_, source=source, data=value, subject=subject, extensions=extensions)
+        if event_id is not None:
+            event = event.replace(id=event_id)
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
 
@@ -118,6 +122,8 @@ def subscribe(
     breaker: int | None = typer.Option(None, "--breaker", help="Pause after N dead letters."),
     breaker_cooldown: str = typer.Option("30s", "--breaker-cooldown"),
     dedup: bool = typer.Option(False, "--dedup", help="Skip events already handled (source+id)."),
+    inbox: str | None = typer.Option(None, "--inbox", help="SQLite file for a durable --dedup."),
+    metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve /metrics here."),
     broker: str | None = BrokerOption,
     output: str = OutputOption,
 ) -> None:
@@ -134,11 +140,13 @@ def subscribe(
             ),
             on_expired=on_expired,  # type: ignore[arg-type]
             breaker=CircuitBreaker(breaker, parse_duration(breaker_cooldown)) if breaker else None,
-            inbox=MemoryInbox() if dedup else None,
+            inbox=SQLiteInbox(inbox) if inbox else MemoryInbox() if dedup else None,
         )
     except ConfigurationError as exc:
         fail(str(exc), EXIT_USAGE)
     idle = parse_duration(timeout, option="--timeout") if timeout else None
+    if metrics_port is not None:
+        serve_metrics(metrics_port)
     runner = _Runner(output, exec_, count)
     run(runner.consume(_bus(broker, policy=policy), topics, group, from_beginning, idle))
 

@@ -284,3 +284,41 @@ def test_replay_of_an_empty_dlq_is_a_clear_error(tmp_path: Path, broker: str) ->
     assert 1 == result.returncode
     assert "no dead letters in nothing-here.dlq" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_durable_inbox_skips_a_republished_event(tmp_path: Path, broker: str) -> None:
+    """With --inbox, an event published twice with one id is handled once, across runs."""
+    for _ in range(2):
+        choreo(
+            "publish",
+            "jobs",
+            "--type",
+            "job",
+            "--id",
+            "job-1",
+            "--source",
+            "cron",
+            "--broker",
+            broker,
+            cwd=tmp_path,
+        )
+    choreo("publish", "jobs", "--type", "marker", "--broker", broker, cwd=tmp_path)
+    result = choreo(
+        "subscribe",
+        "jobs",
+        "--group",
+        "w",
+        "--from-beginning",
+        "--inbox",
+        str(tmp_path / "inbox.db"),
+        "--output",
+        "json",
+        "--timeout",
+        "3s",
+        "--broker",
+        broker,
+        cwd=tmp_path,
+    )
+    handled = [json.loads(line)["id"] for line in result.stdout.splitlines()]
+    assert ["job-1"] == [i for i in handled if i == "job-1"]
+    assert 2 == len(handled)
