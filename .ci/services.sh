@@ -32,6 +32,11 @@ if ! (echo >/dev/tcp/127.0.0.1/3306) 2>/dev/null; then
 fi
 wait_port 127.0.0.1 3306 MariaDB 60
 
+# Headless Chromium for the saga web page's browser test (Debian's package; Playwright drives it).
+if ! command -v chromium >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 # Per-part settings (wal_level=logical, ROW binlog, a browser) come from the parts' scripts.
 for script in connectors/ci/*.sh saga_monitor/ci/*.sh; do
     [ -f "$script" ] && bash "$script"
