@@ -24,7 +24,7 @@ def test_no_input_gives_a_server_error(registry: Registry, tmp_path: Path) -> No
 
         @given(case=operation.as_strategy())
         @settings(
-            max_examples=10,
+            max_examples=5,
             deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),
