@@ -22,33 +22,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import inspect
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kerr
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
-from aiokafka.helpers import create_ssl_context
 
-from broker.envelope import KAFKA_PREFIXES, Event, from_binary, to_kafka
+from broker.adapters.kafka_consumer import KafkaSubscription, decode_record
+from broker.adapters.kafka_options import (
+    KafkaSettings,
+    bootstrap_servers,
+    retriable,
+    split_options,
+    translate_error,
+)
+from broker.envelope import Event, to_kafka
 from broker.errors import (
-    BrokerError,
-    BrokerUnavailableError,
     CapabilityError,
     ClosedError,
     ConfigurationError,
-    EnvelopeError,
-    PublishError,
-    PublishTimeoutError,
-    TopicNotFoundError,
 )
 from broker.observability import get_logger
-from broker.ports import Capabilities, Delivery, TopicInfo
+from broker.ports import Capabilities, TopicInfo
 from broker.urls import mask_url
 
 __all__ = ["KafkaAdapter", "KafkaSettings", "translate_error"]
@@ -63,502 +61,8 @@ CAPABILITIES = Capabilities(
 )
 
 _log = get_logger("choreo.kafka")
-_CLIENTS: dict[str, Callable[..., Any]] = {
-    "producer": AIOKafkaProducer,
-    "consumer": AIOKafkaConsumer,
-    "admin": AIOKafkaAdminClient,
-}
 # Bootstrap lists whose broker refused an idempotent producer (Tansu): probe once per process.
 _NOT_IDEMPOTENT: set[tuple[str, ...]] = set()
-_SSL_OPTIONS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password")
-# Options we set ourselves: a URL may not override them, or the delivery contract breaks.
-_RESERVED = frozenset(
-    (
-        "bootstrap_servers",
-        "group_id",
-        "enable_auto_commit",
-        "acks",
-        "enable_idempotence",
-        "value_serializer",
-        "key_serializer",
-        "value_deserializer",
-        "key_deserializer",
-    )
-)
-
-
-# -- settings -------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class KafkaSettings:
-    """What the adapter itself decides; everything else is an aiokafka client option."""
-
-    #: ``auto`` tries an idempotent producer and falls back (one log line) if the broker refuses.
-    idempotence: str = "auto"
-    #: Partitions and replication factor of the topics choreograph creates.
-    partitions: int = 4
-    replication_factor: int = 1
-    #: Create a missing topic before the first publish or subscribe.
-    auto_create: bool = True
-    #: Commit acked offsets at least this often, and after this many acks.
-    commit_interval_ms: int = 100
-    commit_batch: int = 500
-    #: How long a publish keeps retrying while the broker is unreachable.
-    publish_timeout_ms: int = 60_000
-    #: How long ``subscribe`` waits for the group to join and have a position.
-    subscribe_timeout_ms: int = 60_000
-    #: Prepended to every group name: a namespace for shared clusters (and per-test isolation).
-    group_prefix: str = ""
-
-
-def _coerce(name: str, raw: Any, like: Any, url: str) -> Any:
-    if like is None and name.endswith(("_ms", "_records", "_bytes", "_size")):
-        like = 0  # optional numeric client options default to None
-    if not isinstance(raw, str) or like is None or isinstance(like, str):
-        return raw
-    try:
-        if isinstance(like, bool):
-            if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise ValueError(raw)
-            return raw.lower() in ("1", "true", "yes", "on")
-        return type(like)(raw)
-    except ValueError:
-        raise ConfigurationError(
-            f"kafka option {name}={raw!r} in {mask_url(url)} must be a {type(like).__name__}"
-        ) from None
-
-
-def _defaults(client: str) -> dict[str, Any]:
-    params = inspect.signature(_CLIENTS[client]).parameters
-    return {n: p.default for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n != "loop"}
-
-
-def _split_options(
-    url: str, options: Mapping[str, Any]
-) -> tuple[KafkaSettings, dict[str, dict[str, Any]]]:
-    """Typed settings plus, per aiokafka client, the options its constructor accepts."""
-    fields = {f.name: f.default for f in dataclasses.fields(KafkaSettings)}
-    typed = {k: _coerce(k, v, fields[k], url) for k, v in options.items() if k in fields}
-    settings = KafkaSettings(**typed)
-    if settings.idempotence not in ("auto", "true", "false"):
-        raise ConfigurationError(
-            f"kafka option idempotence must be auto, true or false ({mask_url(url)})"
-        )
-    per_client: dict[str, dict[str, Any]] = {name: {} for name in _CLIENTS}
-    defaults = {name: _defaults(name) for name in _CLIENTS}
-    ssl = {k: v for k, v in options.items() if k in _SSL_OPTIONS}
-    for name, raw in options.items():
-        if name in fields or name in _SSL_OPTIONS:
-            continue
-        client, _, option = name.rpartition(".")
-        targets = [client] if client else [c for c in _CLIENTS if name in defaults[c]]
-        if (
-            option in _RESERVED
-            or not targets
-            or any(option not in defaults.get(c, {}) for c in targets)
-        ):
-            raise ConfigurationError(
-                f"unknown or reserved kafka option {name!r} in {mask_url(url)}; use an aiokafka "
-                "client option (e.g. security_protocol, session_timeout_ms) or producer.<opt>"
-            )
-        for target in targets:
-            per_client[target][option] = _coerce(name, raw, defaults[target][option], url)
-    protocol = str(options.get("security_protocol", "PLAINTEXT")).upper()
-    if ssl or protocol in ("SSL", "SASL_SSL"):
-        context = create_ssl_context(
-            cafile=ssl.get("ssl_cafile"),
-            certfile=ssl.get("ssl_certfile"),
-            keyfile=ssl.get("ssl_keyfile"),
-            password=ssl.get("ssl_password"),
-        )
-        for client_options in per_client.values():
-            client_options["ssl_context"] = context
-    return settings, per_client
-
-
-def _bootstrap(url: str) -> list[str]:
-    netloc = urlsplit(url).netloc.rsplit("@", 1)[-1]
-    hosts = [h.strip() for h in netloc.split(",") if h.strip()]
-    if not hosts:
-        raise ConfigurationError(
-            f"kafka URL {mask_url(url)!r} names no host; use kafka://host:9092"
-        )
-    return [h if ":" in h.rsplit("]", 1)[-1] else f"{h}:9092" for h in hosts]
-
-
-# -- errors ---------------------------------------------------------------------------------------
-
-
-def translate_error(exc: BaseException, url: str, what: str) -> BrokerError:
-    """The :mod:`broker.errors` exception for an aiokafka error raised while doing ``what``."""
-    where = mask_url(url)
-    auth = (
-        kerr.AuthenticationFailedError,
-        kerr.SaslAuthenticationFailed,
-        kerr.AuthenticationMethodNotSupported,
-        kerr.UnsupportedSaslMechanismError,
-        kerr.IllegalSaslStateError,
-    )
-    if isinstance(exc, auth):
-        return BrokerUnavailableError(
-            f"Kafka at {where} refused the credentials while {what} ({exc}); check "
-            "security_protocol, sasl_mechanism, sasl_plain_username and sasl_plain_password"
-        )
-    if isinstance(
-        exc, kerr.KafkaConnectionError | kerr.NoBrokersAvailable | kerr.NodeNotReadyError
-    ):
-        return BrokerUnavailableError(
-            f"cannot reach Kafka at {where} while {what} ({exc}); check that the broker runs, "
-            "the host and port, and the advertised listeners"
-        )
-    if isinstance(exc, kerr.KafkaTimeoutError | kerr.RequestTimedOutError | TimeoutError):
-        return PublishTimeoutError(f"Kafka at {where} did not answer in time while {what}")
-    if isinstance(exc, kerr.UnknownTopicOrPartitionError):
-        return TopicNotFoundError(
-            f"topic missing on Kafka at {where} while {what}; create it (choreo topics create) "
-            "or set auto_create=true"
-        )
-    authz = (
-        kerr.TopicAuthorizationFailedError,
-        kerr.GroupAuthorizationFailedError,
-        kerr.ClusterAuthorizationFailedError,
-        kerr.TransactionalIdAuthorizationFailed,
-    )
-    if isinstance(exc, authz):
-        return PublishError(f"Kafka at {where} denied access while {what} ({exc}); check the ACLs")
-    if isinstance(exc, kerr.KafkaConfigurationError | kerr.IllegalArgumentError):
-        return ConfigurationError(f"invalid Kafka configuration for {where}: {exc}")
-    return PublishError(f"Kafka at {where} failed while {what}: {type(exc).__name__}: {exc}")
-
-
-def _retriable(exc: BaseException) -> bool:
-    return bool(getattr(exc, "retriable", False)) or isinstance(exc, kerr.KafkaTimeoutError)
-
-
-# -- deliveries -----------------------------------------------------------------------------------
-
-
-class _Partition:
-    """One assigned partition of a subscription: deliveries in flight, in offset order."""
-
-    __slots__ = ("committable", "committed", "live", "pending", "sub", "tp")
-
-    def __init__(self, sub: _KafkaSubscription, tp: TopicPartition) -> None:
-        self.sub = sub
-        self.tp = tp
-        self.pending: deque[_KafkaDelivery] = deque()
-        self.committable = -1  # offset to commit next (highest contiguous acked + 1)
-        self.committed = -1
-        self.live = True
-
-    def settle(self) -> None:
-        pending = self.pending
-        while pending and pending[0].done:
-            self.committable = pending.popleft().offset + 1
-        if self.live:
-            self.sub.settled(self)
-
-
-class _KafkaDelivery(Delivery):
-    __slots__ = ("done", "offset", "part")
-
-    def __init__(
-        self, part: _Partition, offset: int, topic: str, event: Event | None, **kwargs: Any
-    ) -> None:
-        super().__init__(topic, event, **kwargs)
-        self.part = part
-        self.offset = offset
-        self.done = False
-
-    async def ack(self) -> None:
-        if not self.done:
-            self.done = True
-            self.part.settle()
-
-    async def nack(self) -> None:
-        if not self.done and self.part.live:
-            self.redelivered += 1
-            self.part.sub.give_back(self)
-
-
-def _delivery(part: _Partition, record: Any) -> _KafkaDelivery:
-    headers = {name: raw.decode("utf-8", "replace") for name, raw in record.headers or ()}
-    body: bytes = record.value or b""
-    try:
-        event = from_binary(headers, body, KAFKA_PREFIXES)
-    except EnvelopeError as exc:
-        return _KafkaDelivery(
-            part, record.offset, record.topic, None, body=body, headers=headers, decode_error=exc
-        )
-    extensions = event.extensions
-    if record.key is not None and "partitionkey" not in extensions:
-        extensions["partitionkey"] = record.key.decode("utf-8", "replace")
-    attempts = extensions.get("dlqattempts")
-    if isinstance(attempts, str) and attempts.isdigit():  # an Integer attribute, sent as text
-        extensions["dlqattempts"] = int(attempts)
-    return _KafkaDelivery(part, record.offset, record.topic, event, headers=headers)
-
-
-# -- subscriptions --------------------------------------------------------------------------------
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, sub: _KafkaSubscription) -> None:
-        self._sub = sub
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._sub.revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._sub.assigned(assigned)
-
-
-class _KafkaSubscription:
-    """A consumer-group member: yields deliveries, commits what the core acked."""
-
-    def __init__(
-        self,
-        adapter: KafkaAdapter,
-        consumer: AIOKafkaConsumer,
-        topics: Sequence[str],
-        group: str,
-        *,
-        from_beginning: bool,
-        prefetch: int,
-    ) -> None:
-        self._adapter = adapter
-        self._consumer = consumer
-        self._topics = list(topics)
-        self._group = group
-        self._from_beginning = from_beginning
-        self._prefetch = prefetch
-        self._settings = adapter.settings
-        self._parts: dict[TopicPartition, _Partition] = {}
-        self._buffer: deque[tuple[_Partition, Any]] = deque()
-        self._redeliver: deque[_KafkaDelivery] = deque()
-        self._dirty: set[_Partition] = set()
-        self._inflight = 0
-        self._acks = 0
-        self._space = asyncio.Event()
-        self._commit_due = asyncio.Event()
-        self._assigned_once = asyncio.Event()
-        self._joining = True
-        self._closed = False
-        self._committer: asyncio.Task[None] | None = None
-
-    # -- joining -----------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        """Join the group; return once every partition of the topics has a committed position."""
-        await self._consumer.start()
-        self._consumer.subscribe(self._topics, listener=_Listener(self))
-        deadline = time.monotonic() + self._settings.subscribe_timeout_ms / 1000
-        try:
-            await asyncio.wait_for(self._assigned_once.wait(), deadline - time.monotonic())
-            while await self._unpositioned():
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-                await asyncio.sleep(0.05)
-        except TimeoutError:
-            await self.close()
-            raise BrokerUnavailableError(
-                f"group {self._group!r} on {self._adapter.url} got no position for "
-                f"{', '.join(self._topics)} within {self._settings.subscribe_timeout_ms} ms; "
-                "check the broker, or raise subscribe_timeout_ms / lower session_timeout_ms"
-            ) from None
-        self._joining = False
-        self._committer = asyncio.create_task(
-            self._commit_loop(), name=f"kafka-commit:{self._group}"
-        )
-
-    async def _unpositioned(self) -> list[TopicPartition]:
-        tps = [
-            TopicPartition(t, p)
-            for t in self._topics
-            for p in sorted(self._consumer.partitions_for_topic(t) or ())
-        ]
-        committed = await asyncio.gather(*(self._consumer.committed(tp) for tp in tps))
-        return [tp for tp, offset in zip(tps, committed, strict=True) if offset is None]
-
-    async def assigned(self, tps: set[TopicPartition]) -> None:
-        """Rebalance listener: position every new partition at its committed offset."""
-        consumer = self._consumer
-        parts = {tp: _Partition(self, tp) for tp in tps}
-        self._parts.update(parts)
-        consumer.pause(*tps)  # nothing is handed out before the position is known
-        try:
-            starts = await self._starts(tps)
-            for tp, offset in starts.items():
-                consumer.seek(tp, offset)
-                parts[tp].committable = parts[tp].committed = offset
-        except (kerr.KafkaError, TimeoutError) as exc:  # aiokafka falls back to committed/earliest
-            _log.warning("kafka positioning failed", group=self._group, error=repr(exc))
-        finally:
-            consumer.resume(*tps)
-            self._assigned_once.set()
-
-    async def _starts(self, tps: set[TopicPartition]) -> dict[TopicPartition, int]:
-        """Where each partition resumes: its committed offset, else a fresh position (committed).
-
-        A committed offset beyond the log end means the broker lost the log (a memory-only
-        broker restarted, or the topic was recreated): the group then reads from the beginning.
-        """
-        consumer = self._consumer
-        listed = list(tps)
-        found = await asyncio.gather(*(consumer.committed(tp) for tp in listed))
-        ends = await consumer.end_offsets(listed)
-        starts = {
-            tp: off
-            for tp, off in zip(listed, found, strict=True)
-            if off is not None and off <= ends[tp]
-        }
-        missing = [tp for tp in listed if tp not in starts]
-        if not missing:
-            return starts
-        if self._joining and not self._from_beginning:
-            fresh = {tp: ends[tp] for tp in missing}
-        else:
-            fresh = await consumer.beginning_offsets(missing)
-            if not self._joining:
-                _log.warning(
-                    "kafka group lost its position; reading from the beginning",
-                    group=self._group,
-                    partitions=[str(tp) for tp in missing],
-                )
-        with contextlib.suppress(kerr.KafkaError, TimeoutError):
-            await asyncio.wait_for(consumer.commit(dict(fresh)), 10)
-        return {**starts, **fresh}
-
-    def _member(self) -> bool:
-        """Whether the consumer still holds a group generation (offsets it commits count)."""
-        coordinator = getattr(self._consumer, "_coordinator", None)
-        return getattr(coordinator, "generation", 0) != -1
-
-    async def revoked(self, tps: set[TopicPartition]) -> None:
-        """Rebalance listener: commit what was acked; unacked deliveries go to the next owner."""
-        offsets = {}
-        for tp in tps:
-            part = self._parts.pop(tp, None)
-            if part is None:
-                continue
-            part.live = False
-            self._inflight -= sum(1 for d in part.pending if not d.done)
-            self._dirty.discard(part)
-            if part.committable > part.committed:
-                offsets[tp] = part.committable
-        self._wake_space()
-        # After the broker forgot this member (a restart), a commit would be a stale write.
-        if offsets and self._member():
-            with contextlib.suppress(kerr.KafkaError, TimeoutError):
-                await asyncio.wait_for(self._consumer.commit(offsets), 5)
-
-    # -- delivering --------------------------------------------------------------------------
-
-    def __aiter__(self) -> AsyncIterator[Delivery]:
-        return self
-
-    async def __anext__(self) -> Delivery:
-        while not self._closed:
-            if self._redeliver:
-                delivery = self._redeliver.popleft()
-                if delivery.part.live:
-                    self._inflight += 1
-                    return delivery
-            elif self._inflight >= self._prefetch:
-                self._space.clear()
-                await self._space.wait()
-            elif self._buffer:
-                part, record = self._buffer.popleft()
-                if part.live:
-                    delivery = _delivery(part, record)
-                    part.pending.append(delivery)
-                    self._inflight += 1
-                    return delivery
-            else:
-                await self._fill()
-        raise StopAsyncIteration
-
-    async def _fill(self) -> None:
-        try:
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=self._prefetch)
-        except (kerr.ConsumerStoppedError, kerr.IllegalStateError):
-            if not self._closed:
-                raise
-            return
-        except kerr.KafkaError as exc:
-            _log.warning("kafka fetch failed; retrying", group=self._group, error=repr(exc))
-            await asyncio.sleep(0.5)
-            return
-        for tp, records in batch.items():
-            part = self._parts.get(tp)
-            if part is not None:
-                self._buffer.extend((part, record) for record in records)
-
-    def settled(self, part: _Partition) -> None:
-        self._inflight -= 1
-        if part.committable > part.committed:
-            self._dirty.add(part)
-        self._acks += 1
-        if self._acks >= self._settings.commit_batch:
-            self._commit_due.set()
-        if self._inflight < self._prefetch:
-            self._space.set()
-
-    def give_back(self, delivery: _KafkaDelivery) -> None:
-        self._inflight -= 1
-        self._redeliver.append(delivery)
-        self._space.set()
-
-    def _wake_space(self) -> None:
-        if self._inflight < self._prefetch or self._closed:
-            self._space.set()
-
-    # -- committing --------------------------------------------------------------------------
-
-    async def _commit_loop(self) -> None:
-        interval = self._settings.commit_interval_ms / 1000
-        while not self._closed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._commit_due.wait(), interval)
-            self._commit_due.clear()
-            await self._commit()
-
-    async def _commit(self) -> None:
-        parts = [p for p in self._dirty if p.live and p.committable > p.committed]
-        self._dirty.clear()
-        self._acks = 0
-        if not parts:
-            return
-        offsets = {p.tp: p.committable for p in parts}
-        try:
-            await asyncio.wait_for(self._consumer.commit(offsets), 10)
-        except (kerr.CommitFailedError, kerr.IllegalStateError):
-            return  # a rebalance took the partitions; revocation committed what it could
-        except (kerr.KafkaError, TimeoutError) as exc:
-            _log.warning("kafka commit failed; will retry", group=self._group, error=repr(exc))
-            self._dirty.update(parts)
-            return
-        for part in parts:
-            part.committed = max(part.committed, offsets[part.tp])
-
-    async def close(self) -> None:
-        """Commit what was acked and leave the group; unacked deliveries come back later."""
-        if self._closed:
-            return
-        self._closed = True
-        self._space.set()
-        if self._committer is not None:
-            self._committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._committer
-        with contextlib.suppress(kerr.KafkaError, TimeoutError):
-            await asyncio.wait_for(self._commit(), 5)
-        for part in self._parts.values():
-            part.live = False
-        with contextlib.suppress(kerr.KafkaError, TimeoutError):
-            await asyncio.wait_for(self._consumer.stop(), 10)
-        self._adapter.forget(self)
 
 
 # -- the adapter ----------------------------------------------------------------------------------
@@ -569,8 +73,8 @@ class KafkaAdapter:
 
     def __init__(self, url: str, **options: str) -> None:
         self._url = url
-        self._bootstrap = _bootstrap(url)
-        self.settings, self._client_options = _split_options(url, options)
+        self._bootstrap = bootstrap_servers(url)
+        self.settings, self._client_options = split_options(url, options)
         userinfo = urlsplit(url)
         if userinfo.username and "sasl_plain_username" not in options:
             for client_options in self._client_options.values():
@@ -579,7 +83,7 @@ class KafkaAdapter:
                 client_options["sasl_plain_password"] = userinfo.password or ""
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
-        self._subscriptions: set[_KafkaSubscription] = set()
+        self._subscriptions: set[KafkaSubscription] = set()
         self._topics: dict[str, asyncio.Future[None]] = {}
         self._delete_records = True
         self._closed = False
@@ -659,7 +163,7 @@ class KafkaAdapter:
             with contextlib.suppress(kerr.KafkaError):
                 await admin.close()
 
-    def forget(self, sub: _KafkaSubscription) -> None:
+    def forget(self, sub: KafkaSubscription) -> None:
         self._subscriptions.discard(sub)
 
     def _require(self) -> tuple[AIOKafkaProducer, AIOKafkaAdminClient]:
@@ -681,7 +185,7 @@ class KafkaAdapter:
                 await (await producer.send(topic, value, key=key, headers=headers))
                 return
             except kerr.KafkaError as exc:
-                if not _retriable(exc) or time.monotonic() > deadline:
+                if not retriable(exc) or time.monotonic() > deadline:
                     raise translate_error(exc, self._url, f"publishing to {topic!r}") from exc
                 _log.info("kafka publish failed; retrying", topic=topic, error=repr(exc))
                 await asyncio.sleep(0.25)
@@ -701,7 +205,7 @@ class KafkaAdapter:
         *,
         from_beginning: bool = False,
         prefetch: int = 100,
-    ) -> _KafkaSubscription:
+    ) -> KafkaSubscription:
         self._require()
         for topic in topics:
             await self._ensure_topic(topic)
@@ -713,7 +217,7 @@ class KafkaAdapter:
                 auto_offset_reset="earliest",
             )
         )
-        sub = _KafkaSubscription(
+        sub = KafkaSubscription(
             self, consumer, topics, group, from_beginning=from_beginning, prefetch=max(1, prefetch)
         )
         self._subscriptions.add(sub)
@@ -741,7 +245,7 @@ class KafkaAdapter:
             try:
                 response = await admin.create_topics([new])
             except kerr.KafkaError as exc:  # a stale connection after a broker restart is retried
-                if not _retriable(exc) or time.monotonic() > deadline:
+                if not retriable(exc) or time.monotonic() > deadline:
                     raise translate_error(exc, self._url, f"creating topic {topic!r}") from exc
                 await asyncio.sleep(0.2)
                 continue
@@ -813,9 +317,9 @@ class KafkaAdapter:
         records.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
         events = []
         for record in records[:limit]:
-            delivery = _delivery(_Partition.__new__(_Partition), record)
-            if delivery.event is not None:
-                events.append(delivery.event)
+            event, _, _ = decode_record(record)
+            if event is not None:
+                events.append(event)
         return events
 
     async def purge(self, topic: str, ids: Collection[str] | None = None) -> int:

@@ -1,0 +1,371 @@
+"""The consumer side of the Kafka adapter: a consumer-group member that hands out deliveries,
+positions new partitions and commits the highest contiguous acked offset per partition."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import errors as kerr
+
+from broker.adapters.kafka_options import KafkaSettings
+from broker.envelope import KAFKA_PREFIXES, Event, from_binary
+from broker.errors import (
+    BrokerUnavailableError,
+    EnvelopeError,
+)
+from broker.observability import get_logger
+from broker.ports import Delivery
+
+__all__ = ["KafkaSubscription", "decode_record"]
+
+_log = get_logger("choreo.kafka")
+
+
+class _Owner(Protocol):
+    """What a subscription needs from its adapter."""
+
+    @property
+    def url(self) -> str: ...
+
+    settings: KafkaSettings
+
+    def forget(self, sub: KafkaSubscription) -> None: ...
+
+
+# -- deliveries -----------------------------------------------------------------------------------
+
+
+class _Partition:
+    """One assigned partition of a subscription: deliveries in flight, in offset order."""
+
+    __slots__ = ("committable", "committed", "live", "pending", "sub", "tp")
+
+    def __init__(self, sub: KafkaSubscription, tp: TopicPartition) -> None:
+        self.sub = sub
+        self.tp = tp
+        self.pending: deque[_KafkaDelivery] = deque()
+        self.committable = -1  # offset to commit next (highest contiguous acked + 1)
+        self.committed = -1
+        self.live = True
+
+    def settle(self) -> None:
+        pending = self.pending
+        while pending and pending[0].done:
+            self.committable = pending.popleft().offset + 1
+        if self.live:
+            self.sub.settled(self)
+
+
+class _KafkaDelivery(Delivery):
+    __slots__ = ("done", "offset", "part")
+
+    def __init__(
+        self, part: _Partition, offset: int, topic: str, event: Event | None, **kwargs: Any
+    ) -> None:
+        super().__init__(topic, event, **kwargs)
+        self.part = part
+        self.offset = offset
+        self.done = False
+
+    async def ack(self) -> None:
+        if not self.done:
+            self.done = True
+            self.part.settle()
+
+    async def nack(self) -> None:
+        if not self.done and self.part.live:
+            self.redelivered += 1
+            self.part.sub.give_back(self)
+
+
+def decode_record(record: Any) -> tuple[Event | None, dict[str, str], EnvelopeError | None]:
+    """A consumer record's event (binary or structured mode), text headers and decode error."""
+    headers = {name: raw.decode("utf-8", "replace") for name, raw in record.headers or ()}
+    try:
+        event = from_binary(headers, record.value or b"", KAFKA_PREFIXES)
+    except EnvelopeError as exc:
+        return None, headers, exc
+    extensions = event.extensions
+    if record.key is not None and "partitionkey" not in extensions:
+        extensions["partitionkey"] = record.key.decode("utf-8", "replace")
+    attempts = extensions.get("dlqattempts")
+    if isinstance(attempts, str) and attempts.isdigit():  # an Integer attribute, sent as text
+        extensions["dlqattempts"] = int(attempts)
+    return event, headers, None
+
+
+def _delivery(part: _Partition, record: Any) -> _KafkaDelivery:
+    event, headers, error = decode_record(record)
+    if event is None:
+        body: bytes = record.value or b""
+        return _KafkaDelivery(
+            part, record.offset, record.topic, None, body=body, headers=headers, decode_error=error
+        )
+    return _KafkaDelivery(part, record.offset, record.topic, event, headers=headers)
+
+
+# -- subscriptions --------------------------------------------------------------------------------
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, sub: KafkaSubscription) -> None:
+        self._sub = sub
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._sub.revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._sub.assigned(assigned)
+
+
+class KafkaSubscription:
+    """A consumer-group member: yields deliveries, commits what the core acked."""
+
+    def __init__(
+        self,
+        adapter: _Owner,
+        consumer: AIOKafkaConsumer,
+        topics: Sequence[str],
+        group: str,
+        *,
+        from_beginning: bool,
+        prefetch: int,
+    ) -> None:
+        self._adapter = adapter
+        self._consumer = consumer
+        self._topics = list(topics)
+        self._group = group
+        self._from_beginning = from_beginning
+        self._prefetch = prefetch
+        self._settings = adapter.settings
+        self._parts: dict[TopicPartition, _Partition] = {}
+        self._buffer: deque[tuple[_Partition, Any]] = deque()
+        self._redeliver: deque[_KafkaDelivery] = deque()
+        self._dirty: set[_Partition] = set()
+        self._inflight = 0
+        self._acks = 0
+        self._space = asyncio.Event()
+        self._commit_due = asyncio.Event()
+        self._assigned_once = asyncio.Event()
+        self._joining = True
+        self._closed = False
+        self._committer: asyncio.Task[None] | None = None
+
+    # -- joining -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Join the group; return once every partition of the topics has a committed position."""
+        await self._consumer.start()
+        self._consumer.subscribe(self._topics, listener=_Listener(self))
+        deadline = time.monotonic() + self._settings.subscribe_timeout_ms / 1000
+        try:
+            await asyncio.wait_for(self._assigned_once.wait(), deadline - time.monotonic())
+            while await self._unpositioned():
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                await asyncio.sleep(0.05)
+        except TimeoutError:
+            await self.close()
+            raise BrokerUnavailableError(
+                f"group {self._group!r} on {self._adapter.url} got no position for "
+                f"{', '.join(self._topics)} within {self._settings.subscribe_timeout_ms} ms; "
+                "check the broker, or raise subscribe_timeout_ms / lower session_timeout_ms"
+            ) from None
+        self._joining = False
+        self._committer = asyncio.create_task(
+            self._commit_loop(), name=f"kafka-commit:{self._group}"
+        )
+
+    async def _unpositioned(self) -> list[TopicPartition]:
+        tps = [
+            TopicPartition(t, p)
+            for t in self._topics
+            for p in sorted(self._consumer.partitions_for_topic(t) or ())
+        ]
+        committed = await asyncio.gather(*(self._consumer.committed(tp) for tp in tps))
+        return [tp for tp, offset in zip(tps, committed, strict=True) if offset is None]
+
+    async def assigned(self, tps: set[TopicPartition]) -> None:
+        """Rebalance listener: position every new partition at its committed offset."""
+        consumer = self._consumer
+        parts = {tp: _Partition(self, tp) for tp in tps}
+        self._parts.update(parts)
+        consumer.pause(*tps)  # nothing is handed out before the position is known
+        try:
+            starts = await self._starts(tps)
+            for tp, offset in starts.items():
+                consumer.seek(tp, offset)
+                parts[tp].committable = parts[tp].committed = offset
+        except (kerr.KafkaError, TimeoutError) as exc:  # aiokafka falls back to committed/earliest
+            _log.warning("kafka positioning failed", group=self._group, error=repr(exc))
+        finally:
+            consumer.resume(*tps)
+            self._assigned_once.set()
+
+    async def _starts(self, tps: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where each partition resumes: its committed offset, else a fresh position (committed).
+
+        A committed offset beyond the log end means the broker lost the log (a memory-only
+        broker restarted, or the topic was recreated): the group then reads from the beginning.
+        """
+        consumer = self._consumer
+        listed = list(tps)
+        found = await asyncio.gather(*(consumer.committed(tp) for tp in listed))
+        ends = await consumer.end_offsets(listed)
+        starts = {
+            tp: off
+            for tp, off in zip(listed, found, strict=True)
+            if off is not None and off <= ends[tp]
+        }
+        missing = [tp for tp in listed if tp not in starts]
+        if not missing:
+            return starts
+        if self._joining and not self._from_beginning:
+            fresh = {tp: ends[tp] for tp in missing}
+        else:
+            fresh = await consumer.beginning_offsets(missing)
+            if not self._joining:
+                _log.warning(
+                    "kafka group lost its position; reading from the beginning",
+                    group=self._group,
+                    partitions=[str(tp) for tp in missing],
+                )
+        with contextlib.suppress(kerr.KafkaError, TimeoutError):
+            await asyncio.wait_for(consumer.commit(dict(fresh)), 10)
+        return {**starts, **fresh}
+
+    def _member(self) -> bool:
+        """Whether the consumer still holds a group generation (offsets it commits count)."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        return getattr(coordinator, "generation", 0) != -1
+
+    async def revoked(self, tps: set[TopicPartition]) -> None:
+        """Rebalance listener: commit what was acked; unacked deliveries go to the next owner."""
+        offsets = {}
+        for tp in tps:
+            part = self._parts.pop(tp, None)
+            if part is None:
+                continue
+            part.live = False
+            self._inflight -= sum(1 for d in part.pending if not d.done)
+            self._dirty.discard(part)
+            if part.committable > part.committed:
+                offsets[tp] = part.committable
+        self._wake_space()
+        # After the broker forgot this member (a restart), a commit would be a stale write.
+        if offsets and self._member():
+            with contextlib.suppress(kerr.KafkaError, TimeoutError):
+                await asyncio.wait_for(self._consumer.commit(offsets), 5)
+
+    # -- delivering --------------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[Delivery]:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        while not self._closed:
+            if self._redeliver:
+                delivery = self._redeliver.popleft()
+                if delivery.part.live:
+                    self._inflight += 1
+                    return delivery
+            elif self._inflight >= self._prefetch:
+                self._space.clear()
+                await self._space.wait()
+            elif self._buffer:
+                part, record = self._buffer.popleft()
+                if part.live:
+                    delivery = _delivery(part, record)
+                    part.pending.append(delivery)
+                    self._inflight += 1
+                    return delivery
+            else:
+                await self._fill()
+        raise StopAsyncIteration
+
+    async def _fill(self) -> None:
+        try:
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=self._prefetch)
+        except (kerr.ConsumerStoppedError, kerr.IllegalStateError):
+            if not self._closed:
+                raise
+            return
+        except kerr.KafkaError as exc:
+            _log.warning("kafka fetch failed; retrying", group=self._group, error=repr(exc))
+            await asyncio.sleep(0.5)
+            return
+        for tp, records in batch.items():
+            part = self._parts.get(tp)
+            if part is not None:
+                self._buffer.extend((part, record) for record in records)
+
+    def settled(self, part: _Partition) -> None:
+        self._inflight -= 1
+        if part.committable > part.committed:
+            self._dirty.add(part)
+        self._acks += 1
+        if self._acks >= self._settings.commit_batch:
+            self._commit_due.set()
+        if self._inflight < self._prefetch:
+            self._space.set()
+
+    def give_back(self, delivery: _KafkaDelivery) -> None:
+        self._inflight -= 1
+        self._redeliver.append(delivery)
+        self._space.set()
+
+    def _wake_space(self) -> None:
+        if self._inflight < self._prefetch or self._closed:
+            self._space.set()
+
+    # -- committing --------------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        interval = self._settings.commit_interval_ms / 1000
+        while not self._closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._commit_due.wait(), interval)
+            self._commit_due.clear()
+            await self._commit()
+
+    async def _commit(self) -> None:
+        parts = [p for p in self._dirty if p.live and p.committable > p.committed]
+        self._dirty.clear()
+        self._acks = 0
+        if not parts:
+            return
+        offsets = {p.tp: p.committable for p in parts}
+        try:
+            await asyncio.wait_for(self._consumer.commit(offsets), 10)
+        except (kerr.CommitFailedError, kerr.IllegalStateError):
+            return  # a rebalance took the partitions; revocation committed what it could
+        except (kerr.KafkaError, TimeoutError) as exc:
+            _log.warning("kafka commit failed; will retry", group=self._group, error=repr(exc))
+            self._dirty.update(parts)
+            return
+        for part in parts:
+            part.committed = max(part.committed, offsets[part.tp])
+
+    async def close(self) -> None:
+        """Commit what was acked and leave the group; unacked deliveries come back later."""
+        if self._closed:
+            return
+        self._closed = True
+        self._space.set()
+        if self._committer is not None:
+            self._committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer
+        with contextlib.suppress(kerr.KafkaError, TimeoutError):
+            await asyncio.wait_for(self._commit(), 5)
+        for part in self._parts.values():
+            part.live = False
+        with contextlib.suppress(kerr.KafkaError, TimeoutError):
+            await asyncio.wait_for(self._consumer.stop(), 10)
+        self._adapter.forget(self)
