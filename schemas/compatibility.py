@@ -10,7 +10,6 @@ data written with the old one (writer); ``FORWARD`` the reverse; ``FULL`` both. 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -153,8 +152,3 @@ def check_compatibility(
             reasons += [f"FORWARD: {r}" for r in check_pair(old, candidate)]
         messages += [f"{reason} (old version {version}, level {level})" for reason in reasons]
     return CompatibilityResult(not messages, tuple(messages))
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON, as schemas are stored."""
-    return json.dumps(value, separators=(",", ":"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from schemas.compatibility import Resolved, check_compatibility, check_valid
 from schemas.errors import (
@@ -482,9 +482,6 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"Registry({self.url!r})"
-
-    def __reduce__(self) -> Any:  # pragma: no cover - registries are not pickled
-        raise TypeError("a Registry holds open connections and cannot be pickled")
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -55,11 +55,9 @@ class PostgresStore:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[Any] = []
-        with self.transaction(write=True) as tx:
-            assert isinstance(tx, SqlTransaction)
-            conn = self._connection()
+        with self.transaction(write=True):  # under the lock: concurrent DDL races in PostgreSQL
             for statement in ddl(self.prefix, id_type="BIGINT"):
-                conn.execute(statement)
+                self._connection().execute(statement)
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)

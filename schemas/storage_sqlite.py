@@ -35,11 +35,9 @@ class SqliteStore:
         self._connections: list[sqlite3.Connection] = []
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.transaction(write=True) as tx:
-                assert isinstance(tx, SqlTransaction)
-                conn = self._connection()
+            with self.transaction(write=True):
                 for statement in ddl(""):
-                    conn.execute(statement)
+                    self._connection().execute(statement)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the registry database {self.path}: {exc}") from exc
 
