@@ -6,10 +6,12 @@ position that follows it. :class:`Relay` routes every row (:class:`~connectors.r
 publishes it through a :class:`broker.Bus` and only then calls :meth:`Source.confirm`: a crash
 loses nothing and re-sends at most the unconfirmed tail.
 
-Within a change, rows with the same ``aggregateid`` are published one after the other in commit
-order; different aggregates are published concurrently. A publish that fails because the broker
-is away is retried with backoff until it succeeds or the relay is stopped (the position is then
-not confirmed); a row the broker refuses for what it is (codec/schema, envelope) is dead-lettered.
+Rows with the same ``aggregateid`` are published one after the other in commit order; different
+aggregates are published concurrently, and up to ``max_in_flight`` changes are in flight at once
+(read ahead while earlier ones are being published). Changes are confirmed strictly in order.
+A publish that fails because the broker is away is retried with backoff until it succeeds or the
+relay is stopped (the position is then not confirmed); a row the broker refuses for what it is
+(codec/schema, envelope) is dead-lettered.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -105,6 +108,7 @@ class Relay:
         idle_timeout: float = 1.0,
         retry_initial: float = 0.05,
         retry_max: float = 2.0,
+        max_in_flight: int = 4,
     ) -> None:
         self.source = source
         self.bus = bus
@@ -112,8 +116,13 @@ class Relay:
         self.idle_timeout = idle_timeout
         self.retry_initial = retry_initial
         self.retry_max = retry_max
+        self.max_in_flight = max_in_flight
         self.stats = RelayStats()
         self._stopping = asyncio.Event()
+        self._window: deque[tuple[Change, asyncio.Future[bool]]] = deque()
+        self._window_changed = asyncio.Event()
+        self._reading = True
+        self._lane_tails: dict[str, asyncio.Task[bool]] = {}
         self._relayed = RELAYED.labels(source.name)
         self._errors = PUBLISH_ERRORS.labels(source.name)
 
@@ -130,31 +139,101 @@ class Relay:
         await self.source.open()
         try:
             await self.bus.start()
-            while not self.stopping:
-                change = await self.source.next_change(self.idle_timeout)
-                if change is None:
-                    await self.source.heartbeat()
-                    continue
-                if not await self.publish_change(change):
-                    break  # stopped while the broker was away: leave the change unconfirmed
-                await self.source.confirm(change)
-                self._observe(change)
+            confirmer = asyncio.create_task(self._confirm_in_order())
+            try:
+                await self._read_and_publish(confirmer)
+            finally:
+                self._reading = False
+                self._window_changed.set()
+                try:
+                    await confirmer
+                finally:
+                    await self._cancel_leftovers()
         finally:
             await self.source.close()
             await self.bus.stop()
         return self.stats
 
-    async def publish_change(self, change: Change) -> bool:
-        """Publish every row of ``change``; False if stopped before all were accepted."""
+    async def _read_and_publish(self, confirmer: asyncio.Task[None]) -> None:
+        """Read changes and start publishing them, up to ``max_in_flight`` unconfirmed."""
+        while not self.stopping and not confirmer.done():
+            if len(self._window) >= self.max_in_flight:
+                await self._window_moved()
+                continue
+            change = await self.source.next_change(self.idle_timeout)
+            if change is None:
+                if not self._window:
+                    await self.source.heartbeat()
+                continue
+            self._window.append((change, self._start_publishing(change)))
+            self._window_changed.set()
+
+    async def _confirm_in_order(self) -> None:
+        """Confirm changes in source order, each once all of its rows were accepted."""
+        try:
+            await self._confirm_loop()
+        finally:
+            self._window_changed.set()  # never leave the reader waiting on a dead confirmer
+
+    async def _confirm_loop(self) -> None:
+        while self._window or self._reading:
+            if not self._window:
+                await self._window_moved()
+                continue
+            change, published = self._window[0]
+            if not await published:
+                self._stopping.set()  # stopped while the broker was away: confirm nothing more
+                return
+            await self.source.confirm(change)
+            self._window.popleft()
+            self._window_changed.set()
+            self._observe(change)
+
+    async def _cancel_leftovers(self) -> None:
+        pending = [f for _, f in self._window if not f.done()]
+        pending += [t for t in self._lane_tails.values() if not t.done()]
+        for future in pending:
+            future.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self._window.clear()
+
+    async def _window_moved(self) -> None:
+        self._window_changed.clear()
+        await self._window_changed.wait()
+
+    def _start_publishing(self, change: Change) -> asyncio.Future[bool]:
+        """Publish ``change`` row by row per aggregate, after that aggregate's earlier rows.
+
+        Different aggregates go concurrently, also across changes in flight; the same aggregate
+        is one chain of tasks, so its order is the source's commit order.
+        """
         lanes: dict[str, list[OutboxRow]] = {}
         for row in change.rows:
             lanes.setdefault(str(row.aggregateid), []).append(row)
-        if len(lanes) == 1:
-            return await self._publish_lane(change.rows)
-        results = await asyncio.gather(*(self._publish_lane(rows) for rows in lanes.values()))
-        return all(results)
+        tasks = [self._chain(key, rows) for key, rows in lanes.items()]
+        if not tasks:
+            done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            done.set_result(True)
+            return done
+        return asyncio.ensure_future(_all_true(tasks))
 
-    async def _publish_lane(self, rows: Sequence[OutboxRow]) -> bool:
+    def _chain(self, key: str, rows: list[OutboxRow]) -> asyncio.Task[bool]:
+        previous = self._lane_tails.get(key)
+        task = asyncio.create_task(self._publish_lane(rows, previous))
+        self._lane_tails[key] = task
+
+        def forget(done: asyncio.Task[bool]) -> None:
+            if self._lane_tails.get(key) is done:
+                del self._lane_tails[key]
+
+        task.add_done_callback(forget)
+        return task
+
+    async def _publish_lane(
+        self, rows: Sequence[OutboxRow], previous: asyncio.Task[bool] | None
+    ) -> bool:
+        if previous is not None and not await previous:
+            return False
         for row in rows:
             if not await self._publish_row(row):
                 return False
@@ -223,3 +302,7 @@ class Relay:
             lag = max(0.0, time.time() - change.committed_at.astimezone(UTC).timestamp())
             LAG_SECONDS.labels(self.source.name).set(lag)
             COMMIT_TO_PUBLISH.labels(self.source.name).observe(lag)
+
+
+async def _all_true(tasks: list[asyncio.Task[bool]]) -> bool:
+    return all(await asyncio.gather(*tasks))

@@ -96,6 +96,7 @@ class PostgresSource:
         self._ready_lsn = 0
         self._ready_time: datetime | None = None
         self._confirmed = 0
+        self._handed_out = 0
         self._last_health = 0.0
         self._last_progress = 0.0
 
@@ -244,6 +245,7 @@ class PostgresSource:
 
     def _take(self) -> Change:
         change = Change(self._ready, position=self._ready_lsn, committed_at=self._ready_time)
+        self._handed_out = self._ready_lsn
         self._ready = []
         self._ready_lsn = 0
         self._ready_time = None
@@ -274,7 +276,8 @@ class PostgresSource:
 
     async def heartbeat(self) -> None:
         """Idle: confirm the server's WAL end (nothing is pending) and ask for a fresh one."""
-        if self._txn is None and not self._ready_lsn:
+        idle = self._txn is None and not self._ready_lsn and self._handed_out <= self._confirmed
+        if idle:
             wal_end = int(self._cursor.wal_end or 0)
             flush = wal_end if wal_end > self._confirmed else 0
             self._cursor.send_feedback(flush_lsn=flush, reply=True, force=True)

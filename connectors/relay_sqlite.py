@@ -60,6 +60,7 @@ class SQLiteSource:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.cursor = 0
+        self._read_cursor = 0
         self._conn: sqlite3.Connection | None = None
         self._lock: IO[bytes] | None = None
         self._pending: tuple[int, int, datetime | None] | None = None
@@ -80,7 +81,7 @@ class SQLiteSource:
         self._conn = sqlite3.connect(
             self.db.database, timeout=30.0, isolation_level=None, check_same_thread=False
         )
-        self.cursor = self._load_cursor()
+        self.cursor = self._read_cursor = self._load_cursor()
 
     def _take_lock(self) -> None:
         path = f"{self.db.database}.{self.table}.relay.lock"
@@ -120,7 +121,7 @@ class SQLiteSource:
             self._db()
             .execute(
                 f'SELECT {_COLUMNS} FROM "{self.table}" WHERE seq > ? ORDER BY seq LIMIT ?',
-                (self.cursor, self.batch_size),
+                (self._read_cursor, self.batch_size),
             )
             .fetchall()
         )
@@ -153,8 +154,8 @@ class SQLiteSource:
             )
             for r in rows
         ]
-        last = records[-1]
-        return Change(records, position=int(rows[-1][0]), committed_at=last.created_at)
+        self._read_cursor = int(rows[-1][0])  # read ahead; ``cursor`` moves on confirm
+        return Change(records, position=self._read_cursor, committed_at=records[-1].created_at)
 
     async def confirm(self, change: Change) -> None:
         """Advance the cursor; a background task writes it to the database.

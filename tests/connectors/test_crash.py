@@ -82,8 +82,8 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(
         stdout = relay.stdout.read().decode() if relay.stdout else ""
     assert at_kill < EVENTS, "the relay finished before it was killed: kill earlier"
     assert wanted == {e.id for e in events}
-    # a relay confirms every batch of at most 1,000 rows (rounded up to a whole transaction)
-    assert len(events) - EVENTS <= 1000 + 100, "more duplicates than one unconfirmed batch"
+    # unconfirmed at most: 4 batches in flight of <= 1,000 rows (rounded up to a transaction)
+    assert len(events) - EVENTS <= 4 * (1000 + 100), "more duplicates than the unconfirmed tail"
     assert all(seqs == sorted(seqs) for seqs in first_seen_order(events).values())
     assert all(count <= 1 for count in regressions(events).values())
     assert (0, True) == (code, "relay stopped" in stdout)
