@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 import uvicorn
 
@@ -31,9 +32,19 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
 
 
 @pytest.fixture
-def pg_url() -> str:
-    """A PostgreSQL storage URL with a table prefix of its own (fails if PostgreSQL is down)."""
-    return f"{POSTGRES_URL}?table_prefix=t{uuid.uuid4().hex[:12]}_"
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL storage URL with a table prefix of its own; its tables are dropped after."""
+    prefix = f"t{uuid.uuid4().hex[:12]}_"
+    yield f"{POSTGRES_URL}?table_prefix={prefix}"
+    try:
+        with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as conn:
+            tables = conn.execute(
+                "SELECT tablename FROM pg_tables WHERE tablename LIKE %s", (f"{prefix}%",)
+            ).fetchall()
+            for (table,) in tables:
+                conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+    except psycopg.OperationalError:
+        pass  # the test itself already failed on the unreachable server
 
 
 def free_port() -> int:
