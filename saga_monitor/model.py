@@ -116,6 +116,13 @@ class Entry:
     event: Observation
     role: str
     flags: list[str] = dataclasses.field(default_factory=list)
+    #: The entry's JSON, made once: entries never change after the event that added them.
+    encoded: str | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    def to_json(self) -> str:
+        if self.encoded is None:
+            self.encoded = json.dumps(self.to_dict(), default=str, separators=(",", ":"))
+        return self.encoded
 
     def to_dict(self) -> dict[str, Any]:
         obs = self.event
@@ -244,6 +251,16 @@ class Instance:
             "timeline": [e.to_dict() for e in self.timeline],
             "seen": dict(self.seen),
         }
+
+    def to_json(self) -> str:
+        """``to_dict`` as JSON text, reusing each timeline entry's JSON (the stores' document)."""
+        timeline, self.timeline = self.timeline, []
+        try:
+            head = json.dumps(self.to_dict(), default=str, separators=(",", ":"))
+        finally:
+            self.timeline = timeline
+        entries = ",".join(entry.to_json() for entry in timeline)
+        return head.replace('"timeline":[]', f'"timeline":[{entries}]', 1)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Instance:

@@ -142,7 +142,7 @@ def instance_row(instance: Instance) -> tuple[Any, ...]:
         epoch(instance.updated),
         epoch(instance.due) if watch else None,
         epoch(instance.finished),
-        json.dumps(instance.to_dict(), default=str),
+        instance.to_json(),
     )
 
 
