@@ -35,6 +35,7 @@ from broker.adapters.kafka_consumer import KafkaSubscription, decode_record
 from broker.adapters.kafka_options import (
     KafkaSettings,
     bootstrap_servers,
+    mask_url,
     retriable,
     split_options,
     translate_error,
@@ -47,7 +48,6 @@ from broker.errors import (
 )
 from broker.observability import get_logger
 from broker.ports import Capabilities, TopicInfo
-from broker.urls import mask_url
 
 __all__ = ["KafkaAdapter", "KafkaSettings", "translate_error"]
 
@@ -63,6 +63,12 @@ CAPABILITIES = Capabilities(
 _log = get_logger("choreo.kafka")
 # Bootstrap lists whose broker refused an idempotent producer (Tansu): probe once per process.
 _NOT_IDEMPOTENT: set[tuple[str, ...]] = set()
+# What brokers answer to InitProducerId when they cannot do idempotence (Tansu: UnknownError).
+_REFUSED_IDEMPOTENCE = (
+    kerr.UnknownError,
+    kerr.UnsupportedVersionError,
+    kerr.ClusterAuthorizationFailedError,
+)
 
 
 # -- the adapter ----------------------------------------------------------------------------------
@@ -122,18 +128,11 @@ class KafkaAdapter:
         mode = self.settings.idempotence
         servers = tuple(self._bootstrap)
         if mode == "true" or (mode == "auto" and servers not in _NOT_IDEMPOTENT):
-            producer = AIOKafkaProducer(
-                **self._options("producer", acks="all", enable_idempotence=True)
-            )
             try:
-                await producer.start()
-                return producer
-            except (
-                kerr.UnknownError,
-                kerr.UnsupportedVersionError,
-                kerr.ClusterAuthorizationFailedError,
-            ) as exc:
-                await producer.stop()
+                return await _started(
+                    self._options("producer", acks="all", enable_idempotence=True)
+                )
+            except _REFUSED_IDEMPOTENCE as exc:
                 _NOT_IDEMPOTENT.add(servers)
                 if mode == "true":
                     raise ConfigurationError(
@@ -146,9 +145,7 @@ class KafkaAdapter:
                     url=self.url,
                     error=repr(exc),
                 )
-        producer = AIOKafkaProducer(**self._options("producer", acks="all"))
-        await producer.start()
-        return producer
+        return await _started(self._options("producer", acks="all"))
 
     async def close(self) -> None:
         self._closed = True
@@ -360,6 +357,17 @@ class KafkaAdapter:
         await admin.delete_topics([topic])
         self._topics.pop(topic, None)
         await self._create(topic, len(tps))
+
+
+async def _started(options: dict[str, Any]) -> AIOKafkaProducer:
+    """A started producer; a failed start releases what it opened."""
+    producer = AIOKafkaProducer(**options)
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()
+        raise
+    return producer
 
 
 async def _read_retained(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,9 +23,31 @@ from broker.errors import (
     PublishTimeoutError,
     TopicNotFoundError,
 )
-from broker.urls import mask_url
+from broker.urls import mask_url as _mask_userinfo
 
-__all__ = ["KafkaSettings", "bootstrap_servers", "retriable", "split_options", "translate_error"]
+__all__ = [
+    "KafkaSettings",
+    "bootstrap_servers",
+    "mask_url",
+    "retriable",
+    "split_options",
+    "translate_error",
+]
+
+_SECRET_OPTION = re.compile(r"((?:^|[?&])(?:[a-z]+\.)?(?:sasl_plain_password|ssl_password)=)[^&#]*")
+
+
+def mask_url(url: str) -> str:
+    """The URL with the userinfo password and any password option replaced by ``***``."""
+    return _SECRET_OPTION.sub(r"\1***", _mask_userinfo(url))
+
+
+def _text(exc: BaseException) -> str:
+    try:
+        return str(exc) or type(exc).__name__
+    except Exception:  # some aiokafka base classes cannot render themselves
+        return type(exc).__name__
+
 
 _CLIENTS: dict[str, Callable[..., Any]] = {
     "producer": AIOKafkaProducer,
@@ -163,15 +186,15 @@ def translate_error(exc: BaseException, url: str, what: str) -> BrokerError:
     )
     if isinstance(exc, auth):
         return BrokerUnavailableError(
-            f"Kafka at {where} refused the credentials while {what} ({exc}); check "
+            f"Kafka at {where} refused the credentials while {what} ({_text(exc)}); check "
             "security_protocol, sasl_mechanism, sasl_plain_username and sasl_plain_password"
         )
     if isinstance(
         exc, kerr.KafkaConnectionError | kerr.NoBrokersAvailable | kerr.NodeNotReadyError
     ):
         return BrokerUnavailableError(
-            f"cannot reach Kafka at {where} while {what} ({exc}); check that the broker runs, "
-            "the host and port, and the advertised listeners"
+            f"cannot reach Kafka at {where} while {what} ({_text(exc)}); check that the "
+            "broker runs, the host and port, and the advertised listeners"
         )
     if isinstance(exc, kerr.KafkaTimeoutError | kerr.RequestTimedOutError | TimeoutError):
         return PublishTimeoutError(f"Kafka at {where} did not answer in time while {what}")
@@ -187,10 +210,12 @@ def translate_error(exc: BaseException, url: str, what: str) -> BrokerError:
         kerr.TransactionalIdAuthorizationFailed,
     )
     if isinstance(exc, authz):
-        return PublishError(f"Kafka at {where} denied access while {what} ({exc}); check the ACLs")
+        return PublishError(
+            f"Kafka at {where} denied access while {what} ({_text(exc)}); check the ACLs"
+        )
     if isinstance(exc, kerr.KafkaConfigurationError | kerr.IllegalArgumentError):
-        return ConfigurationError(f"invalid Kafka configuration for {where}: {exc}")
-    return PublishError(f"Kafka at {where} failed while {what}: {type(exc).__name__}: {exc}")
+        return ConfigurationError(f"invalid Kafka configuration for {where}: {_text(exc)}")
+    return PublishError(f"Kafka at {where} failed while {what}: {type(exc).__name__}: {_text(exc)}")
 
 
 def retriable(exc: BaseException) -> bool:

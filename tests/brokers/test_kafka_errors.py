@@ -1,0 +1,124 @@
+"""Kafka errors and options: every aiokafka exception maps to a broker error, URLs name their
+clients' options, and an unreachable broker is one clear line with the password masked."""
+
+from __future__ import annotations
+
+import inspect
+import ssl
+
+import pytest
+from aiokafka import errors as kerr
+
+from broker import Bus
+from broker.adapters.kafka import KafkaAdapter
+from broker.adapters.kafka_options import translate_error
+from broker.errors import (
+    BrokerError,
+    BrokerUnavailableError,
+    CapabilityError,
+    ConfigurationError,
+    PublishTimeoutError,
+)
+from tests.servers.kafka import free_port
+
+pytestmark = pytest.mark.kafka
+
+
+def all_kafka_errors() -> list[type[BaseException]]:
+    """Every exception class aiokafka.errors defines."""
+    return [
+        obj
+        for _, obj in inspect.getmembers(kerr, inspect.isclass)
+        if issubclass(obj, BaseException) and obj.__module__ == kerr.__name__
+    ]
+
+
+@pytest.mark.parametrize("error", all_kafka_errors(), ids=lambda e: e.__name__)
+def test_every_client_error_is_mapped(error: type[BaseException]) -> None:
+    """Each aiokafka exception becomes a BrokerError whose message names the masked URL."""
+    try:
+        instance = error()
+    except TypeError:
+        instance = error("detail")
+    mapped = translate_error(instance, "kafka://u:secret@h:9092", "publishing")
+    assert isinstance(mapped, BrokerError)
+    assert "secret" not in str(mapped)
+    assert "kafka://u:***@h:9092" in str(mapped)
+
+
+def test_connection_and_auth_errors_are_unavailable() -> None:
+    """Unreachable brokers and refused credentials both say what to check."""
+    unreachable = translate_error(kerr.KafkaConnectionError("refused"), "kafka://h:1", "connecting")
+    refused = translate_error(kerr.SaslAuthenticationFailed(), "kafka://h:1", "connecting")
+    timeout = translate_error(kerr.KafkaTimeoutError(), "kafka://h:1", "publishing")
+    assert isinstance(unreachable, BrokerUnavailableError)
+    assert isinstance(refused, BrokerUnavailableError)
+    assert "sasl_plain_username" in str(refused)
+    assert isinstance(timeout, PublishTimeoutError)
+
+
+async def test_unreachable_broker_is_one_clear_line() -> None:
+    """Connecting to a port where nothing listens raises BrokerUnavailableError, password masked."""
+    url = f"kafka://user:hunter2@127.0.0.1:{free_port()}"
+    with pytest.raises(BrokerUnavailableError) as caught:
+        await Bus(url).start()
+    message = str(caught.value)
+    assert "hunter2" not in message
+    assert f"kafka://user:***@127.0.0.1:{url.rsplit(':', 1)[1]}" in message
+    assert "\n" not in message
+
+
+def test_url_options_reach_the_clients_that_take_them() -> None:
+    """Security options go to every client, consumer tuning only to consumers, prefixed ones
+    to their client; several bootstrap hosts are kept in order."""
+    adapter = KafkaAdapter(
+        "kafka://h1:9092,h2?security_protocol=SASL_SSL&sasl_mechanism=PLAIN"
+        "&sasl_plain_username=app&sasl_plain_password=pw&session_timeout_ms=6000"
+        "&producer.linger_ms=5&partitions=3&idempotence=false",
+        **{
+            "security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN",
+            "sasl_plain_username": "app", "sasl_plain_password": "pw",
+            "session_timeout_ms": "6000", "producer.linger_ms": "5", "partitions": "3",
+            "idempotence": "false",
+        },
+    )  # fmt: skip
+    options = adapter._client_options
+    assert ["h1:9092", "h2:9092"] == adapter._bootstrap
+    assert {"producer", "consumer", "admin"} == set(options)
+    assert all(o["sasl_plain_password"] == "pw" for o in options.values())
+    assert all(isinstance(o["ssl_context"], ssl.SSLContext) for o in options.values())
+    assert 6000 == options["consumer"]["session_timeout_ms"]
+    assert "session_timeout_ms" not in options["producer"]
+    assert 5 == options["producer"]["linger_ms"]
+    assert (3, "false") == (adapter.settings.partitions, adapter.settings.idempotence)
+    assert "pw" not in adapter.url
+
+
+def test_credentials_in_the_url_mean_sasl_plain() -> None:
+    """kafka://user:pass@host uses SASL/PLAIN with those credentials."""
+    adapter = KafkaAdapter("kafka://app:pw@h1:9092")
+    producer = adapter._client_options["producer"]
+    assert ("SASL_PLAINTEXT", "app", "pw") == (
+        producer["security_protocol"], producer["sasl_plain_username"],
+        producer["sasl_plain_password"],
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"no_such_option": "1"}, {"acks": "0"}, {"session_timeout_ms": "soon"},
+     {"idempotence": "maybe"}, {"producer.enable_auto_commit": "true"}],
+    ids=["unknown", "reserved", "not-a-number", "bad-idempotence", "wrong-client"],
+)  # fmt: skip
+def test_bad_options_are_refused(options: dict[str, str]) -> None:
+    """Unknown, reserved or mistyped options are a ConfigurationError naming the URL."""
+    with pytest.raises(ConfigurationError, match="kafka://h:9092"):
+        KafkaAdapter("kafka://h:9092", **options)
+
+
+async def test_selective_purge_is_refused(kafka_url: str) -> None:
+    """Kafka cannot delete single records, so purging by id is a CapabilityError."""
+    async with Bus(kafka_url) as bus:
+        assert not bus.capabilities.selective_delete
+        with pytest.raises(CapabilityError, match="cannot lose single events"):
+            await bus.adapter.purge("some.dlq", ["id-1"])
