@@ -9,7 +9,7 @@ topic, every publish waits for its PubAck, every delivery is acked after the han
 * publish/s: 20,000 x 256-byte events, 64 in flight (raw sends the same ce-* headers and a
   Nats-Msg-Id per event, as a CloudEvents producer would);
 * consume/s: 20,000 stored events through a durable pull consumer, 100 in flight;
-* each throughput is the best of two interleaved rounds (the machine is shared);
+* each throughput is the best of three interleaved rounds (the machine is shared);
 * e2e p50/p99 ms: publish-to-handler latency at a paced 1,000 events/s (raw uses a push
   consumer, its lowest-latency way to receive).
 
@@ -43,7 +43,7 @@ IN_FLIGHT = 64
 PREFETCH = 100
 RATE = 1_000
 LATENCY_COUNT = 3_000
-ROUNDS = 2
+ROUNDS = 3
 PAYLOAD = "x" * 254  # a JSON string of 256 bytes
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "nats.json"
 
