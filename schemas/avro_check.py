@@ -65,6 +65,17 @@ def _string(v: Any, p: str) -> None:
         _fail(p, v, "string")
 
 
+_PREDICATES: dict[str, Callable[[Any], bool]] = {
+    "null": lambda v: v is None,
+    "boolean": lambda v: type(v) is bool,
+    "int": lambda v: type(v) is int and -_INT <= v < _INT,
+    "long": lambda v: type(v) is int and -_LONG <= v < _LONG,
+    "float": lambda v: type(v) is float or type(v) is int,
+    "double": lambda v: type(v) is float or type(v) is int,
+    "bytes": lambda v: isinstance(v, bytes | bytearray | memoryview),
+    "string": lambda v: isinstance(v, str),
+}
+
 _PRIMITIVES: dict[str, Check] = {
     "null": _null,
     "boolean": _boolean,
@@ -83,7 +94,7 @@ def _anything(v: Any, p: str) -> None:
 
 def _record_check(name: str, fields: list[tuple[str, Check, bool]], *, strict: bool) -> Check:
     def record(v: Any, p: str) -> None:
-        if not isinstance(v, Mapping):
+        if not isinstance(v, dict) and not isinstance(v, Mapping):
             if strict:
                 _fail(p, v, f"record {name}")
             return  # the writer refuses it with its own message
@@ -106,7 +117,8 @@ class _Compiler:
     def lenient(self, schema: Any) -> Check | None:
         """A check for what the writer would let through, or None when it lets nothing."""
         if isinstance(schema, list):
-            return self._union(schema)
+            safe = all(isinstance(b, str) and b in _WRITER_SAFE for b in schema)
+            return None if safe else self._union(schema)
         if isinstance(schema, str):
             return None if schema in _WRITER_SAFE else self._named(schema, strict=False)
         kind = schema.get("type")
@@ -178,10 +190,15 @@ class _Compiler:
         return built
 
     def _union(self, branches: list[Any]) -> Check:
-        checks = [self.strict(branch) for branch in branches]
+        primitive = [b for b in branches if isinstance(b, str) and b in _PREDICATES]
+        predicates = tuple(_PREDICATES[b] for b in primitive)
+        checks = [self.strict(branch) for branch in branches if branch not in primitive]
         names = [b if isinstance(b, str) else b.get("name", b.get("type")) for b in branches]
 
         def union(v: Any, p: str) -> None:
+            for accepts in predicates:  # cheap tests first, no exceptions on the hot path
+                if accepts(v):
+                    return
             if isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str):
                 return  # fastavro's (name, value) notation; the writer checks it
             deeper: list[SchemaValidationError] = []

@@ -60,7 +60,7 @@ MAGIC_BYTE = 0
 AVRO_CONTENT_TYPE = "application/avro"
 # Not "+json": the bytes start with the wire header, so they are not a JSON document.
 JSON_WIRE_CONTENT_TYPE = "application/vnd.schemaregistry.json"
-_HEADER = struct.Struct(">bI")
+_HEADER = struct.Struct(">BI")
 # Decoded values of these types are not JSON values and need converting.
 _LOGICAL = re.compile(r'"(logicalType|bytes|fixed)"')
 
@@ -72,12 +72,17 @@ def pack(schema_id: int, payload: bytes) -> bytes:
 
 def unpack(data: bytes) -> tuple[int, bytes]:
     """The schema id and payload of wire-format bytes (:class:`SchemaDecodeError` if not)."""
-    if len(data) < _HEADER.size or data[0] != MAGIC_BYTE:
+    try:
+        magic, schema_id = _HEADER.unpack_from(data)
+    except struct.error:
+        magic = schema_id = -1
+    if magic != MAGIC_BYTE:
         raise SchemaDecodeError(
             f"not Confluent wire format: expected magic byte 0 and a 4-byte schema id, "
             f"got {bytes(data[:5])!r}"
         )
-    return int.from_bytes(data[1:5], "big"), bytes(data[5:])
+    payload = data[_HEADER.size :]
+    return schema_id, payload if type(payload) is bytes else bytes(payload)
 
 
 # -- subject name strategies --------------------------------------------------------------------
