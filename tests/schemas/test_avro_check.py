@@ -62,6 +62,7 @@ def test_valid_data_round_trips(codec: AvroWireCodec) -> None:
         ({"value": False}, "lab.Reading.value"),
         ({"ok": 1}, "lab.Reading.ok"),
         ({"tag": 1.5}, "lab.Reading.tag"),
+        ({"tag": True}, "lab.Reading.tag"),
         ({"samples": [1, "x"]}, "lab.Reading.samples[1]"),
         ({"labels": {"a": 0.5}}, "lab.Reading.labels['a']"),
         ({"next": {**GOOD, "count": "one"}}, "lab.Reading.count"),
