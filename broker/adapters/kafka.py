@@ -61,6 +61,7 @@ CAPABILITIES = Capabilities(
 )
 
 _log = get_logger("choreo.kafka")
+_MAX_GROUPS_LISTED = 200  # topics ls asks each group for its offsets: bounded
 # Bootstrap lists whose broker refused an idempotent producer (Tansu): probe once per process.
 _NOT_IDEMPOTENT: set[tuple[str, ...]] = set()
 # What brokers answer to InitProducerId when they cannot do idempotence (Tansu: UnknownError).
@@ -260,9 +261,40 @@ class KafkaAdapter:
             names = sorted(n for n in await admin.list_topics() if not n.startswith("__"))
             partitions = await self._partitions(names)
             counts = await self._counts(partitions)
+            groups = await self._groups(partitions)
         except kerr.KafkaError as exc:
             raise translate_error(exc, self._url, "listing topics") from exc
-        return [TopicInfo(n, messages=counts.get(n), partitions=len(partitions[n])) for n in names]
+        return [
+            TopicInfo(
+                name,
+                messages=counts.get(name),
+                partitions=len(partitions.get(name, ())),
+                groups=tuple(sorted(groups.get(name, ()))),
+            )
+            for name in names
+        ]
+
+    async def _groups(self, partitions: Mapping[str, list[TopicPartition]]) -> dict[str, set[str]]:
+        """Per topic, the groups (of this ``group_prefix``) holding a committed offset in it."""
+        _, admin = self._require()
+        prefix = self.settings.group_prefix
+        listed = await admin.list_consumer_groups()
+        names = sorted(g[0] for g in listed if g[0].startswith(prefix))[:_MAX_GROUPS_LISTED]
+        tps = [tp for group in partitions.values() for tp in group]
+        if not names or not tps:
+            return {}
+        found = await asyncio.gather(
+            *(admin.list_consumer_group_offsets(g, partitions=tps) for g in names),
+            return_exceptions=True,
+        )
+        by_topic: dict[str, set[str]] = {}
+        for name, offsets in zip(names, found, strict=True):
+            if isinstance(offsets, BaseException):
+                continue
+            for tp, committed in offsets.items():
+                if committed.offset >= 0:
+                    by_topic.setdefault(tp.topic, set()).add(name[len(prefix) :])
+        return by_topic
 
     async def _partitions(self, names: Iterable[str]) -> dict[str, list[TopicPartition]]:
         _, admin = self._require()

@@ -187,3 +187,15 @@ async def test_legacy_record_is_wrapped_by_policy(
     event: Event = got.events[0]
     assert ("legacy.record", b"\x00\x01raw") == (event.type, event.data)
     assert event.id
+
+
+async def test_topics_list_partitions_messages_and_groups(bus: Bus, topic: str) -> None:
+    """choreo topics ls sees the topic's partitions, retained events and subscribed groups."""
+    await bus.create_topic(topic, partitions=3)
+    got = Collector()
+    await bus.subscribe(topic, got, group="readers")
+    await bus.publish(topic, type="t")
+    await bus.publish(topic, type="t")
+    await eventually(lambda: len(got.events) == 2)
+    [info] = [t for t in await bus.topics() if t.name == topic]
+    assert (3, 2, ("readers",)) == (info.partitions, info.messages, info.groups)
