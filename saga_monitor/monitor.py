@@ -102,15 +102,22 @@ class SagaMonitor:
         await self.bus.start()
         await self.flush_alerts()
         await self.check()
-        for topic in self.topics:
-            subscriber = await self.bus.subscribe(
+        subscribing = [
+            self.bus.subscribe(
                 topic,
                 self._handler_for(topic),
                 group=self.group,
                 policy=MONITOR_POLICY,
                 from_beginning=self.from_beginning,
             )
-            self._subscribers.append(subscriber)
+            for topic in self.topics
+        ]  # together: a Kafka group then rebalances once, not once per topic
+        results = await asyncio.gather(*subscribing, return_exceptions=True)
+        self._subscribers.extend(r for r in results if isinstance(r, Subscriber))
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            await self.stop()
+            raise failure
         self._batcher.start()
         self._timer = asyncio.create_task(self._tick_forever(), name="choreo:saga-timer")
         self._log.info("saga monitor started", topics=list(self.topics))

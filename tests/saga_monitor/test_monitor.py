@@ -18,11 +18,17 @@ from tests.saga_monitor.helpers import ManualClock, example, until
 TOPIC_OF = {"order.placed": "orders", "order.shipped": "shipping", "order.cancelled": "orders"}
 
 
+KAFKA = pytest.param("kafka", marks=pytest.mark.kafka)
+
+
 @pytest.fixture(params=["memory", "sqlite"])
 def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh broker: in-memory, or the embedded SQLite one."""
+    """A fresh broker: in-memory, the embedded SQLite one, or Kafka (fresh group names)."""
     if request.param == "memory":
         return f"memory://saga-{uuid.uuid4().hex}"
+    if request.param == "kafka":
+        url: str = request.getfixturevalue("kafka_url")
+        return url
     return f"sqlite:///{tmp_path}/broker.db?poll_interval=0.01"
 
 
@@ -93,6 +99,7 @@ async def harness(bus: Bus, tmp_path: Path) -> AsyncIterator[Harness]:
     h.monitor.store.close()
 
 
+@pytest.mark.parametrize("broker_url", ["memory", "sqlite", KAFKA], indirect=True)
 async def test_mixed_stream_gives_exact_states_and_alerts(harness: Harness) -> None:
     """Completed, compensated, failed, stuck, duplicate and orphan sagas, exactly as scripted."""
     h = harness
