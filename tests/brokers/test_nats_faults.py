@@ -86,6 +86,25 @@ async def test_stop_while_the_server_is_down_is_prompt(
     assert time.monotonic() - started < 3
 
 
+async def test_deleted_stream_is_recreated_and_the_group_resumes(
+    bus: Bus, topic: str, nats_url: str
+) -> None:
+    """When an operator deletes a topic's stream, the next publish re-creates it and the
+    group's subscription restores its consumer and receives the new events."""
+    got = Collector()
+    await bus.subscribe(topic, got, group="g")
+    first = await bus.publish(topic, type="t")
+    await eventually(lambda: len(got.events) == 1)
+    nc = await nats.connect(nats_url.split("?", 1)[0])
+    try:
+        await nc.jetstream().delete_stream(safe_name(topic))
+    finally:
+        await nc.close()
+    second = await bus.publish(topic, type="t")
+    await eventually(lambda: len(got.events) == 2, timeout=30, what="the restored consumer")
+    assert [first.id, second.id] == got.ids
+
+
 CHILD = textwrap.dedent(
     """
     import asyncio, sys

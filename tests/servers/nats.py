@@ -10,6 +10,7 @@ The URL carries test tuning: a short pull heartbeat and visibility timeout.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -134,11 +135,44 @@ class NatsServer:
         shutil.rmtree(self.store, ignore_errors=True)
 
 
+TEST_PREFIXES = ("contract-", "faults-", "interop.", "legacy")
+
+
+async def _stream_names(url: str) -> dict[str, str]:
+    """Stream name -> first subject, of every stream on the server."""
+    import nats
+
+    nc = await nats.connect(url.split("?", 1)[0])
+    try:
+        infos = await nc.jetstream().streams_info()
+        return {i.config.name: (i.config.subjects or [""])[0] for i in infos}
+    finally:
+        await nc.close()
+
+
+async def _delete_streams(url: str, names: list[str]) -> None:
+    import nats
+
+    nc = await nats.connect(url.split("?", 1)[0])
+    try:
+        for name in names:
+            await nc.jetstream().delete_stream(name)
+    finally:
+        await nc.close()
+
+
 @pytest.fixture(scope="session")
 def nats_server() -> Iterator[NatsServer | None]:
-    """The session's spawned nats-server, or None when CHOREO_TEST_NATS_URL names a server."""
-    if os.environ.get("CHOREO_TEST_NATS_URL"):
+    """The session's spawned nats-server, or None when CHOREO_TEST_NATS_URL names a server
+    (then the test streams this session created there are deleted at the end)."""
+    external = os.environ.get("CHOREO_TEST_NATS_URL")
+    if external:
+        before = set(asyncio.run(_stream_names(external)))
         yield None
+        after = asyncio.run(_stream_names(external))
+        made = [name for name in after if name not in before]
+        mine = [name for name in made if after[name].startswith(TEST_PREFIXES)]
+        asyncio.run(_delete_streams(external, mine))
         return
     server = NatsServer()
     server.start()

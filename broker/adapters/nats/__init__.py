@@ -32,6 +32,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import nats
@@ -347,6 +348,23 @@ class NatsAdapter:
             raise BrokerUnavailableError(f"cannot subscribe at {self._url}: {exc}") from exc
         subscription.start()
         return subscription
+
+    async def restore(
+        self, topic: str, group: str, since: datetime, prefetch: int
+    ) -> tuple[str, str]:
+        """Re-create a group's deleted consumer (and the topic's stream if it went too); a
+        stream newer than ``since`` is read from its start, so nothing published into it is
+        missed. Returns the stream and consumer names."""
+        self._streams.pop(topic, None)
+        stream = await self._guard(self._stream(topic), topic)
+        info = await self._guard(self._jetstream().stream_info(stream.name), topic)
+        fresh = info.created is not None and info.created > since
+        durable = safe_name(group if stream.own else f"{group}_{topic}")
+        await self._guard(
+            self._ensure_consumer(topic, stream, group, durable, fresh, prefetch), topic
+        )
+        self._log.warning("restored a deleted consumer", topic=topic, group=group)
+        return stream.name, durable
 
     def forget(self, subscription: NatsSubscription) -> None:
         """Called by a subscription when it closes."""

@@ -24,6 +24,7 @@ import json
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import nats.errors
@@ -31,7 +32,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSub
 
 from broker.envelope import NATS_PREFIXES, Event, from_binary
-from broker.errors import EnvelopeError
+from broker.errors import BrokerError, EnvelopeError
 from broker.ports import Delivery
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ class _Pump:
         self.unsettled: set[str] = set()
         self.last_seen = time.monotonic()
         self.closing = False
+        self.lost = False  # the consumer was deleted (or its stream); restored by the watchdog
         self.nsub: NatsSub | None = None
 
     async def start(self) -> None:
@@ -145,6 +147,9 @@ class _Pump:
             self.requested = 0
         if status == "409":
             self.sub.adapter_log("pull request ended", topic=self.topic, status=str(headers))
+            if "Consumer Deleted" in str(headers):
+                self.lost = True
+                return
         await self.refill()
 
     async def settle(self, reply: str, verdict: bytes) -> None:
@@ -159,7 +164,7 @@ class _Pump:
 
     async def refill(self) -> None:
         """Ask for as many messages as the window has room for."""
-        if self.closing:
+        if self.closing or self.lost:
             return
         want = self.sub.prefetch - len(self.unsettled) - self.requested
         if want <= 0 or (want < self.sub.threshold and self.requested):
@@ -177,9 +182,20 @@ class _Pump:
             self.requested -= want  # the watchdog tries again
 
     async def check(self, now: float) -> None:
-        """Write off requests that went silent (lost server-side), then top up."""
+        """Write off requests that went silent (lost server-side), restore a deleted consumer,
+        then top up."""
         if self.requested and now - self.last_seen > 2 * self.sub.heartbeat + 1:
             self.requested = 0
+        if self.lost:
+            try:
+                stream, durable = await self.sub.adapter.restore(
+                    self.topic, self.sub.group, self.sub.started, self.sub.prefetch
+                )
+            except BrokerError as exc:
+                self.sub.adapter_log("cannot restore the group's consumer", error=str(exc))
+                return
+            self.next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+            self.lost, self.requested = False, 0
         await self.refill()
 
     async def close(self) -> None:
@@ -209,6 +225,7 @@ class NatsSubscription:
         self.prefetch = prefetch
         self.threshold = max(1, prefetch // 2)
         self.heartbeat = heartbeat
+        self.started = datetime.now(UTC)
         self._pumps: list[_Pump] = []
         self._ready: deque[tuple[_Pump, Msg]] = deque()
         self._wakeup = asyncio.Event()
