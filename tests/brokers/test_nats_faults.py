@@ -278,3 +278,22 @@ async def test_native_ttl_removes_expired_events_from_the_stream(
         assert expected == await remaining()
     finally:
         await nc.close()
+
+
+async def test_native_ttl_can_be_turned_off(nats_url: str, topic: str) -> None:
+    """With native_ttl=false the server keeps an expired event, so the consumer dead-letters it
+    with reason expired even on a server with per-message TTL."""
+    async with Bus(f"{nats_url}&native_ttl=false") as bus:
+        assert not bus.capabilities.native_ttl
+        subscriber = await bus.subscribe(topic, Collector(), group="g")
+        await subscriber.stop()
+        short = await bus.publish(topic, type="short", ttl=1)
+        await asyncio.sleep(1.2)  # let the TTL pass: time itself is the condition here
+        await bus.subscribe(topic, Collector(), group="g")
+
+        async def dead_lettered() -> bool:
+            return 1 == len(await bus.dead_letters(f"{topic}.dlq"))
+
+        await eventually(dead_lettered)
+        [dead] = await bus.dead_letters(f"{topic}.dlq")
+    assert (short.id, "expired") == (dead.id, dead.extensions["dlqreason"])
