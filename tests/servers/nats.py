@@ -11,6 +11,7 @@ The URL carries test tuning: a short pull heartbeat and visibility timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -169,10 +170,11 @@ def nats_server() -> Iterator[NatsServer | None]:
     if external:
         before = set(asyncio.run(_stream_names(external)))
         yield None
-        after = asyncio.run(_stream_names(external))
-        made = [name for name in after if name not in before]
-        mine = [name for name in made if after[name].startswith(TEST_PREFIXES)]
-        asyncio.run(_delete_streams(external, mine))
+        with contextlib.suppress(Exception):  # best effort: the server may be gone by now
+            after = asyncio.run(_stream_names(external))
+            made = [name for name in after if name not in before]
+            mine = [name for name in made if after[name].startswith(TEST_PREFIXES)]
+            asyncio.run(_delete_streams(external, mine))
         return
     server = NatsServer()
     server.start()
