@@ -272,7 +272,7 @@ class KafkaSubscription:
         while not self._closed:
             if self._redeliver:
                 delivery = self._redeliver.popleft()
-                if delivery.part.live:
+                if delivery.part.live and not delivery.done:
                     self._inflight += 1
                     return delivery
             elif self._inflight >= self._prefetch:
