@@ -209,6 +209,9 @@ class SagaDefinition:
     deadline: float | None = None
     compensation_within: float | None = None
     topics: tuple[str, ...] = ()
+    #: How long a completed saga waits for skipped steps that may still arrive over other
+    #: topics (brokers do not order across topics) before reporting them out of order.
+    grace: float | None = 10.0
 
     def __post_init__(self) -> None:
         setattr_ = object.__setattr__
@@ -223,6 +226,7 @@ class SagaDefinition:
         setattr_(self, "deadline", parse_duration(self.deadline, field="deadline"))
         within = parse_duration(self.compensation_within, field="compensation_within")
         setattr_(self, "compensation_within", within)
+        setattr_(self, "grace", parse_duration(self.grace, field="grace"))
         if not self.start:
             raise _field_error("start", f"saga {self.name!r} needs at least one start event")
         if not self.complete:
@@ -382,6 +386,7 @@ _SAGA_FIELDS = (
     "compensated",
     "deadline",
     "compensation_within",
+    "grace",
 )
 
 
@@ -413,7 +418,7 @@ def _saga(node: _Node) -> SagaDefinition:
     for name in ("start", "complete", "fail", "compensated", "topics"):
         if name in fields:
             values[name] = fields[name].strings()
-    for name in ("deadline", "compensation_within"):
+    for name in ("deadline", "compensation_within", "grace"):
         if name in fields:
             values[name] = fields[name].duration()
     if "correlation" in fields:

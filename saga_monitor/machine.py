@@ -174,7 +174,10 @@ class SagaMachine:
             self._flag(instance, entry, outcome, "unexpected", detail)
             return outcome
         if instance.phase in TERMINAL:
-            if not self._epilogue(instance, entry):
+            before = instance.state
+            if self._reopen(instance, entry):
+                self._state_alert(instance, before, outcome, obs)
+            elif not self._epilogue(instance, entry):
                 detail = f"arrived after the saga {instance.phase}"
                 self._flag(instance, entry, outcome, "after_terminal", detail)
             return outcome
@@ -186,6 +189,26 @@ class SagaMachine:
         self._state_alert(instance, before, outcome, obs)
         return outcome
 
+    def _reopen(self, instance: Instance, entry: Entry) -> bool:
+        """A step that happened before a `failed` saga's failure, delivered late: compensate it.
+
+        The saga then owes that step's compensation, so it goes back to ``compensating``.
+        """
+        obs = entry.event
+        if entry.role != "step" or instance.phase != "failed" or instance.failed_at is None:
+            return False
+        step = self.definition.steps[self._step_index[obs.type]]
+        if obs.time > instance.failed_at or not step.compensation:
+            return False
+        instance.done[obs.type] = obs.time
+        if step.compensation in instance.compensations:
+            instance.phase = "compensated"
+            return True
+        instance.phase, instance.finished = "compensating", None
+        instance.waiting = [step.compensation]
+        self._plan(instance)
+        return True
+
     def _epilogue(self, instance: Instance, entry: Entry) -> bool:
         """Whether an event after the end is the expected epilogue of a failure.
 
@@ -193,6 +216,17 @@ class SagaMachine:
         belongs; after ``compensated`` so do compensations of done steps not yet seen (the
         compensated event may overtake them).
         """
+        early = instance.finished is not None and entry.event.time <= instance.finished
+        if entry.role == "step" and early and entry.event.type in instance.missing:
+            instance.missing.remove(entry.event.type)  # it happened in time, arrived late
+            instance.done[entry.event.type] = entry.event.time
+            self._plan(instance)
+            return True
+        if entry.role == "step" and early and instance.phase in ("failed", "compensated"):
+            instance.done.setdefault(entry.event.type, entry.event.time)
+            return True
+        if entry.role == "fail" and early:  # the failure behind this end, delivered late
+            return instance.phase in ("failed", "compensated")
         if entry.role == "compensated":
             return instance.phase in ("failed", "compensated")
         if entry.role == "compensation" and instance.phase == "compensated":
@@ -242,27 +276,27 @@ class SagaMachine:
         if instance.phase == "compensating":
             self._flag(instance, entry, outcome, "unexpected", "completion while compensating")
             return
-        missing = [s.event for s in self.definition.steps if s.event not in instance.done]
-        if missing:
-            detail = f"completed before {', '.join(missing)}"
-            self._flag(instance, entry, outcome, "out_of_order", detail)
+        if instance.compensations:
+            detail = f"completed although {', '.join(instance.compensations)} happened"
+            self._flag(instance, entry, outcome, "unexpected", detail)
+        # Skipped steps may still be on their way over another topic: judged after the grace.
+        instance.missing = [s.event for s in self.definition.steps if s.event not in instance.done]
         self._finish(instance, "completed", entry.event.time)
 
     def _on_fail(self, instance: Instance, entry: Entry, outcome: Outcome) -> None:
         if instance.phase == "compensating":
             return  # a second failure report changes nothing
         instance.failed_at = entry.event.time
-        instance.waiting = [
+        owed = [
             s.compensation
             for s in reversed(self.definition.steps)
-            if s.compensation
-            and s.event in instance.done
-            and s.compensation not in instance.compensations
+            if s.compensation and s.event in instance.done
         ]
+        instance.waiting = [c for c in owed if c not in instance.compensations]
         if instance.waiting:
             instance.phase = "compensating"
-        else:
-            self._finish(instance, "failed", entry.event.time)
+        else:  # nothing to undo, or undone already (compensations overtook the failure)
+            self._finish(instance, "compensated" if owed else "failed", entry.event.time)
 
     def _on_compensation(self, instance: Instance, entry: Entry, outcome: Outcome) -> None:
         compensation = entry.event.type
@@ -277,9 +311,9 @@ class SagaMachine:
             detail = f"compensates {step}, which did not happen"
         elif compensation in instance.compensations:
             detail = f"{step} was compensated already"
-        else:
-            detail = "a compensation before any failure event"
+        else:  # the failure may still be on its way over another topic
             instance.compensations.append(compensation)
+            return
         self._flag(instance, entry, outcome, "unexpected", detail)
 
     def _on_compensated(self, instance: Instance, entry: Entry, outcome: Outcome) -> None:
@@ -288,7 +322,12 @@ class SagaMachine:
     # -- the clock -------------------------------------------------------------------------
 
     def tick(self, instance: Instance, now: datetime) -> Outcome:
-        """Mark ``instance`` stuck when its deadline passed by ``now`` (alerting once)."""
+        """Mark ``instance`` stuck when its deadline passed by ``now`` (alerting once).
+
+        For a completed instance with skipped steps, report them once the grace is over.
+        """
+        if instance.missing:
+            return self._settle(instance, now)
         if instance.phase not in ACTIVE or instance.stuck_since is not None:
             return Outcome()
         if instance.due is None or now < instance.due:
@@ -298,6 +337,18 @@ class SagaMachine:
         instance.updated = max(instance.updated, now)
         outcome = Outcome(changed=True)
         self._state_alert(instance, before, outcome, None)
+        return outcome
+
+    def _settle(self, instance: Instance, now: datetime) -> Outcome:
+        if instance.due is None or now < instance.due:
+            return Outcome()
+        outcome = Outcome(changed=True)
+        ends = [e for e in instance.timeline if e.event.type in self._complete]
+        if ends:
+            detail = f"completed without {', '.join(instance.missing)}"
+            self._flag(instance, ends[-1], outcome, "out_of_order", detail, once=False)
+        instance.missing = []
+        self._plan(instance)
         return outcome
 
     # -- helpers ---------------------------------------------------------------------------
@@ -342,18 +393,30 @@ class SagaMachine:
                 due = instance.failed_at + timedelta(seconds=within)
         else:
             instance.expected, instance.due = [], None
+            grace = self.definition.grace
+            if instance.missing and instance.finished is not None and grace is not None:
+                instance.due = instance.finished + timedelta(seconds=grace)
             return
         if instance.deadline is not None and (due is None or instance.deadline < due):
             due = instance.deadline
         instance.due = due
 
     def _flag(
-        self, instance: Instance, entry: Entry, outcome: Outcome, kind: str, detail: str
+        self,
+        instance: Instance,
+        entry: Entry,
+        outcome: Outcome,
+        kind: str,
+        detail: str,
+        *,
+        once: bool = True,
     ) -> None:
-        if kind in entry.flags:
+        if once and kind in entry.flags:
             return
         obs = entry.event
-        entry.flags.append(kind)
+        if kind not in entry.flags:
+            entry.flags.append(kind)
+            entry.encoded = None
         anomaly = Anomaly(kind, obs.type, obs.id, obs.source, obs.time, detail)
         instance.anomalies.append(anomaly)
         outcome.anomalies.append(anomaly)

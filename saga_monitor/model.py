@@ -208,6 +208,7 @@ class Instance:
     done: dict[str, datetime] = dataclasses.field(default_factory=dict)
     compensations: list[str] = dataclasses.field(default_factory=list)
     waiting: list[str] = dataclasses.field(default_factory=list)
+    missing: list[str] = dataclasses.field(default_factory=list)
     timeline: list[Entry] = dataclasses.field(default_factory=list)
     anomalies: list[Anomaly] = dataclasses.field(default_factory=list)
     seen: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -248,6 +249,7 @@ class Instance:
             "done": {step: _time(at) for step, at in self.done.items()},
             "compensations": list(self.compensations),
             "waiting": list(self.waiting),
+            "missing": list(self.missing),
             "timeline": [e.to_dict() for e in self.timeline],
             "seen": dict(self.seen),
         }
@@ -280,6 +282,7 @@ class Instance:
             done={step: parse_time(at) for step, at in raw.get("done", {}).items()},
             compensations=list(raw.get("compensations", ())),
             waiting=list(raw.get("waiting", ())),
+            missing=list(raw.get("missing", ())),
             timeline=[Entry.from_dict(e) for e in raw.get("timeline", ())],
             anomalies=[Anomaly.from_dict(a) for a in raw.get("anomalies", ())],
             seen=dict(raw.get("seen", {})),

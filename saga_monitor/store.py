@@ -133,7 +133,7 @@ def _obs_from(doc: str) -> Observation:
 
 def instance_row(instance: Instance) -> tuple[Any, ...]:
     """The column values of an instance row (due only while a deadline can still fire)."""
-    watch = instance.phase in ACTIVE and instance.stuck_since is None
+    watch = (instance.phase in ACTIVE and instance.stuck_since is None) or bool(instance.missing)
     return (
         instance.saga,
         instance.correlation_id,
@@ -193,7 +193,9 @@ class MemoryStore:
         return [
             key
             for key, i in self.data.items()
-            if i.phase in ACTIVE and i.stuck_since is None and i.due is not None and i.due <= now
+            if ((i.phase in ACTIVE and i.stuck_since is None) or i.missing)
+            and i.due is not None
+            and i.due <= now
         ]
 
     def pending_alerts(self, limit: int = 500) -> list[tuple[int, Alert]]:

@@ -189,15 +189,74 @@ def test_steps_delivered_out_of_order_but_timed_in_order_are_fine() -> None:
     assert ([], ["order.shipped"]) == (saga.kinds(), saga.get().expected)
 
 
-def test_completion_with_a_missing_step_is_out_of_order() -> None:
-    """Completing without a defined step is flagged, and the saga still completes."""
+def test_completion_with_a_missing_step_is_out_of_order_after_the_grace() -> None:
+    """A skipped step is reported once the grace (10 s) passed without it; once."""
     saga = Saga()
     saga.send(
         event("order.placed"),
         event("payment.authorized", seconds=1),
         event("order.shipped", seconds=9),
     )
-    assert ("completed", ["out_of_order"]) == (saga.get().state, saga.kinds())
+    saga.tick(18.9)
+    assert ("completed", [], at(19)) == (saga.get().state, saga.kinds(), saga.get().due)
+    saga.tick(19)
+    saga.tick(100)
+    assert ("completed", ["out_of_order"], None) == (
+        saga.get().state,
+        saga.kinds(),
+        saga.get().due,
+    )
+    assert "completed without inventory.reserved" == saga.get().anomalies[0].detail
+
+
+def test_step_delivered_after_the_completion_it_preceded_is_fine() -> None:
+    """Across topics the completion may overtake a step that happened before it: no anomaly."""
+    saga = Saga()
+    saga.send(
+        event("order.placed"),
+        event("payment.authorized", seconds=1),
+        event("order.shipped", seconds=9),
+        event("inventory.reserved", seconds=5),
+    )
+    saga.tick(100)
+    assert ("completed", [], []) == (saga.get().state, saga.kinds(), saga.get().missing)
+
+
+def test_failure_delivered_after_the_compensation_it_caused_is_fine() -> None:
+    """order.cancelled may overtake the payment.failed that caused it: no anomaly."""
+    saga = Saga()
+    saga.send(
+        event("order.placed"),
+        event("payment.authorized", seconds=1),
+        event("order.cancelled", seconds=3),
+        event("payment.failed", seconds=2),
+    )
+    assert ("compensated", []) == (saga.get().state, saga.kinds())
+
+
+def test_compensation_before_its_failure_is_remembered_not_flagged() -> None:
+    """A compensation overtaking its failure event is counted when the failure arrives."""
+    saga = Saga()
+    saga.send(
+        event("order.placed"),
+        event("payment.authorized", seconds=1),
+        event("payment.refunded", seconds=3),
+        event("payment.failed", seconds=2),
+    )
+    assert ("compensated", []) == (saga.get().state, saga.kinds())
+
+
+def test_completion_after_a_compensation_is_unexpected() -> None:
+    """A saga that completes although one of its steps was compensated is flagged."""
+    saga = Saga()
+    saga.send(
+        event("order.placed"),
+        event("payment.authorized", seconds=1),
+        event("payment.refunded", seconds=2),
+        event("inventory.reserved", seconds=3),
+        event("order.shipped", seconds=4),
+    )
+    assert ("completed", ["unexpected"]) == (saga.get().state, saga.kinds())
 
 
 def test_event_after_terminal_state_is_flagged_and_changes_nothing() -> None:
@@ -348,3 +407,28 @@ def test_compensation_overtaken_by_the_compensated_event_is_accepted() -> None:
         event("payment.refunded", seconds=4),
     )
     assert ("compensated", [], []) == (saga.get().state, saga.kinds(), saga.get().waiting)
+
+
+def test_step_delivered_after_the_failure_it_preceded_reopens_compensation() -> None:
+    """A failed saga learns late that a step had happened: it now waits for its compensation."""
+    saga = Saga()
+    saga.send(event("order.placed"), event("payment.failed", seconds=3))
+    assert "failed" == saga.get().state
+    saga.send(event("payment.authorized", seconds=1))
+    assert ("compensating", ["payment.refunded"]) == (saga.get().state, saga.get().expected)
+    saga.send(event("payment.refunded", seconds=4))
+    assert ("compensated", []) == (saga.get().state, saga.kinds())
+    assert ["saga.failed", "saga.compensating", "saga.compensated"] == saga.alerts
+
+
+def test_everything_overtaken_by_the_compensated_event_is_fine() -> None:
+    """order.cancelled first, then the step, failure and compensation that led to it."""
+    saga = Saga()
+    saga.send(
+        event("order.placed"),
+        event("order.cancelled", seconds=4),
+        event("payment.authorized", seconds=1),
+        event("payment.failed", seconds=2),
+        event("payment.refunded", seconds=3),
+    )
+    assert ("compensated", []) == (saga.get().state, saga.kinds())
