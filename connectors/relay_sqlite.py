@@ -62,10 +62,12 @@ class SQLiteSource:
         self.cursor = 0
         self._read_cursor = 0
         self._conn: sqlite3.Connection | None = None
+        self._store_conn: sqlite3.Connection | None = None
         self._lock: IO[bytes] | None = None
         self._pending: tuple[int, int, datetime | None] | None = None
         self._store_wake = asyncio.Event()
         self._checkpointer: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def open(self) -> None:
         await asyncio.to_thread(self._open)
@@ -78,8 +80,13 @@ class SQLiteSource:
             )
         self._take_lock()
         connect_sqlite(self.db).close()  # sets WAL mode, translates open errors
-        self._conn = sqlite3.connect(
-            self.db.database, timeout=30.0, isolation_level=None, check_same_thread=False
+        # one connection to read rows, another (used only by the checkpointer) to store the
+        # cursor: sharing one across threads would run the write inside a read snapshot
+        self._conn, self._store_conn = (
+            sqlite3.connect(
+                self.db.database, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            for _ in range(2)
         )
         self.cursor = self._read_cursor = self._load_cursor()
 
@@ -176,7 +183,7 @@ class SQLiteSource:
             self._checkpointer = asyncio.create_task(self._checkpoint_loop())
 
     async def _checkpoint_loop(self) -> None:
-        while True:
+        while not self._closing:
             await self._store_wake.wait()
             self._store_wake.clear()
             await self._flush()
@@ -194,7 +201,9 @@ class SQLiteSource:
             self._store_wake.set()
 
     def _store(self, position: int, count: int, last: datetime | None) -> None:
-        self._db().execute(
+        if self._store_conn is None:
+            raise OutboxError("the SQLite relay source is not open")
+        self._store_conn.execute(
             f'INSERT INTO "{OFFSETS_TABLE}" (relay, position, relayed, last_created_at, '
             "updated_at) VALUES (?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) "
             "ON CONFLICT(relay) DO UPDATE SET position = excluded.position, "
@@ -215,16 +224,19 @@ class SQLiteSource:
             self._pending = (newer[0], newer[1] + pending[1], newer[2] or pending[2])
 
     async def close(self) -> None:
+        self._closing = True
         if self._checkpointer is not None:
-            self._checkpointer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpointer
+            self._store_wake.set()  # it stores what is pending, then ends
+            await self._checkpointer
             self._checkpointer = None
+        if self._store_conn is not None:
+            await self._flush()  # a last try if the checkpointer's write failed
         if self._conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                await self._flush()  # the last confirmed position, if not written yet
             self._conn.close()
             self._conn = None
+        if self._store_conn is not None:
+            self._store_conn.close()
+            self._store_conn = None
         if self._lock is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock, fcntl.LOCK_UN)
