@@ -21,7 +21,8 @@ from saga_monitor.definitions import (
 from saga_monitor.errors import DefinitionError, InstanceNotFoundError, SagaError, StoreError
 from saga_monitor.machine import Outcome, SagaMachine
 from saga_monitor.model import STATES, Alert, Anomaly, Entry, Instance, Observation
-from saga_monitor.store import DEFAULT_STORE_URL, MemoryStore, SQLiteStore, Store, open_store
+from saga_monitor.store import DEFAULT_STORE_URL, MemoryStore, Store, open_store
+from saga_monitor.store_sql import SQLiteStore
 
 __all__ = [
     "DEFAULT_STORE_URL",

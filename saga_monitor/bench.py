@@ -21,7 +21,8 @@ from pathlib import Path
 from broker.envelope import Event
 from saga_monitor.correlator import Correlator
 from saga_monitor.definitions import Definitions, SagaDefinition, Step
-from saga_monitor.store import MemoryStore, SQLiteStore, Store
+from saga_monitor.store import MemoryStore, Store
+from saga_monitor.store_sql import SQLiteStore
 
 __all__ = ["main"]
 

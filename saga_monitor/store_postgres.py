@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from broker.urls import mask_url
 from saga_monitor.errors import StoreError
-from saga_monitor.store import SQLStore
+from saga_monitor.store_sql import SQLStore
 
 __all__ = ["PostgresStore"]
 
