@@ -93,6 +93,7 @@ class SagaMonitor:
         self._flush_lock = asyncio.Lock()
         self._log = get_logger("choreo.saga", group=group)
         self._last_prune: datetime | None = None
+        self._last_counts: datetime | None = None
         self._batcher = _GroupCommit(self)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -191,7 +192,9 @@ class SagaMonitor:
         metrics.record(outcome)
         if outcome.alerts:
             await self.flush_alerts()
-        metrics.set_counts(self.correlator.machines, self.store.counts())
+        if self._last_counts is None or now - self._last_counts >= timedelta(seconds=5):
+            self._last_counts = now  # a GROUP BY over every instance: not on every tick
+            metrics.set_counts(self.correlator.machines, self.store.counts())
         self._maybe_prune(now)
         return outcome
 

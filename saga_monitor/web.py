@@ -103,6 +103,8 @@ def _instances_html(instances: list[Instance], now: datetime) -> str:
     for item in instances:
         kinds = sorted({a.kind for a in item.anomalies})
         due = _ago(item.due, now) if item.due else "-"
+        if item.due is not None and item.due < now and item.state == "stuck":
+            due = f"overdue by {format_duration((now - item.due).total_seconds())}"
         rows.append(
             f'<tr class="instance" data-state="{e(item.state)}"><td>{e(item.saga)}</td>'
             f'<td><a href="{e(_link(item))}">{e(item.correlation_id)}</a></td>'
@@ -150,11 +152,11 @@ def _detail_html(instance: Instance, now: datetime) -> str:
     )
     due = ""
     if instance.expected:
-        when = (
-            f" by {instance.due:%Y-%m-%d %H:%M:%S}Z ({_ago(instance.due, now)})"
-            if (instance.due)
-            else ""
-        )
+        when = ""
+        if instance.due is not None:
+            late = (now - instance.due).total_seconds()
+            rel = f"overdue by {format_duration(late)}" if late > 0 else _ago(instance.due, now)
+            when = f" by {instance.due:%Y-%m-%d %H:%M:%S}Z ({rel})"
         due = f"<p>expected next: <b>{e(' or '.join(instance.expected))}</b>{e(when)}</p>"
     return (
         f"<h2>{e(instance.saga)} · {e(instance.correlation_id)} {_badge(instance.state)}</h2>"
