@@ -279,7 +279,7 @@ def serve(
         None, "--definitions", "-d", help="Saga definitions, for the step graph."
     ),
     host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8088, "--port"),
+    port: int = typer.Option(8000, "--port"),
 ) -> None:
     """Serve the saga web page (instance list, timelines, step graph) and its JSON API."""
     import uvicorn

@@ -198,3 +198,29 @@ async def test_metrics_count_states_steps_stuck_and_anomalies(harness: Harness) 
         sample("choreo_saga_anomalies_total", **dup),
     )
     assert (1.0, 1.0, 1.0) == tuple(a - b for a, b in zip(after, before, strict=True))
+
+
+async def test_finished_instances_are_pruned_after_the_retention(bus: Bus, tmp_path: Path) -> None:
+    """Instances that finished longer ago than `retention` are deleted; running ones stay."""
+    clock = ManualClock()
+    store = open_store(f"sqlite:///{tmp_path}/sagas.db")
+    monitor = SagaMonitor(example(), bus, store, clock=clock, retention=3600, tick_interval=60)
+    async with monitor:
+        for corr, types in (
+            ("done", ("order.placed", "payment.failed")),
+            ("open", ("order.placed",)),
+        ):
+            for type_ in types:
+                await monitor.apply(
+                    Event(
+                        type=type_,
+                        source="shop",
+                        time=clock.now,
+                        extensions={"correlationid": corr},
+                    ),
+                    topic="orders",
+                )
+        clock.advance(3601)
+        await monitor.check()
+    assert ["open"] == [i.correlation_id for i in store.instances()]
+    store.close()

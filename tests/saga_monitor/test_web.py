@@ -54,6 +54,12 @@ def test_index_lists_instances_with_counts_and_filters(client: TestClient) -> No
     assert (">order-stuck</a>" in filtered, ">order-ok</a>" in filtered) == (True, False)
 
 
+def test_pages_refresh_themselves_unless_told_not_to(client: TestClient) -> None:
+    """Every page reloads every 5 s by default; ?refresh=0 turns it off."""
+    assert '<meta http-equiv="refresh" content="5">' in client.get("/sagas").text
+    assert 'http-equiv="refresh"' not in client.get("/?refresh=0").text
+
+
 def test_event_data_is_escaped_everywhere(client: TestClient) -> None:
     """A payload with <script> is rendered as text, never as markup."""
     page = client.get("/instances/order-fulfilment/order-stuck").text
