@@ -40,7 +40,7 @@ from broker.adapters.kafka_options import (
     split_options,
     translate_error,
 )
-from broker.envelope import Event, to_kafka
+from broker.envelope import Event, format_time
 from broker.errors import (
     CapabilityError,
     ClosedError,
@@ -176,7 +176,7 @@ class KafkaAdapter:
         producer, _ = self._require()
         if topic not in self._topics or not self._topics[topic].done():
             await self._ensure_topic(topic)
-        key, headers, value = to_kafka(event)
+        key, headers, value = encode_event(event)
         deadline = time.monotonic() + self.settings.publish_timeout_ms / 1000
         while True:
             try:
@@ -389,6 +389,43 @@ class KafkaAdapter:
         await admin.delete_topics([topic])
         self._topics.pop(topic, None)
         await self._create(topic, len(tps))
+
+
+_TEXT_CACHE: dict[str, bytes] = {}
+
+
+def _cached(text: str) -> bytes:
+    """UTF-8 of attribute values that repeat from event to event (source, type, content type)."""
+    raw = _TEXT_CACHE.get(text)
+    if raw is None:
+        raw = text.encode()
+        if len(_TEXT_CACHE) < 4096:
+            _TEXT_CACHE[text] = raw
+    return raw
+
+
+def encode_event(event: Event) -> tuple[bytes | None, list[tuple[str, bytes]], bytes]:
+    """Key, headers and value of the Kafka binary binding: :func:`broker.envelope.to_kafka`,
+    byte for byte, without its intermediate dict (publishing is CPU-bound in Python)."""
+    headers = [
+        ("ce_specversion", _cached(event.specversion)),
+        ("ce_id", event.id.encode()),
+        ("ce_source", _cached(event.source)),
+        ("ce_type", _cached(event.type)),
+    ]
+    if event.time is not None:
+        headers.append(("ce_time", format_time(event.time).encode()))
+    if event.subject is not None:
+        headers.append(("ce_subject", event.subject.encode()))
+    if event.dataschema is not None:
+        headers.append(("ce_dataschema", _cached(event.dataschema)))
+    for name, value in event.extensions.items():
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        headers.append(("ce_" + name, text.encode()))
+    if event.datacontenttype is not None:
+        headers.append(("content-type", _cached(event.datacontenttype)))
+    key = event.extensions.get("partitionkey")
+    return (None if key is None else str(key).encode()), headers, event.data_bytes()
 
 
 async def _started(options: dict[str, Any]) -> AIOKafkaProducer:

@@ -10,8 +10,9 @@ import pytest
 from aiokafka import errors as kerr
 
 from broker import Bus
-from broker.adapters.kafka import KafkaAdapter
+from broker.adapters.kafka import KafkaAdapter, encode_event
 from broker.adapters.kafka_options import translate_error
+from broker.envelope import Event, to_kafka
 from broker.errors import (
     BrokerError,
     BrokerUnavailableError,
@@ -122,3 +123,21 @@ async def test_selective_purge_is_refused(kafka_url: str) -> None:
         assert not bus.capabilities.selective_delete
         with pytest.raises(CapabilityError, match="cannot lose single events"):
             await bus.adapter.purge("some.dlq", ["id-1"])
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Event(type="t", source="s"),
+        Event(type="t", source="s", data=b"\x00\xff", datacontenttype="application/octet-stream",
+              subject="a/b", dataschema="urn:x", time=None),
+        Event(type="t", source="s", data={"ü": [1, 2]}, datacontenttype=None,
+              extensions={"partitionkey": "k", "n": 3, "yes": True, "no": False}),
+        Event(type="t", source="s", data="text", datacontenttype="text/plain",
+              extensions={"partitionkey": 7}),
+    ],
+    ids=["minimal", "binary", "extensions", "text"],
+)  # fmt: skip
+def test_publish_encoding_is_the_envelope_binding(event: Event) -> None:
+    """The adapter's fast encoder writes exactly what broker.envelope.to_kafka writes."""
+    assert to_kafka(event) == encode_event(event)
