@@ -261,7 +261,7 @@ class SagaMachine:
             return
         index = self._step_index[step]
         for other, other_at in instance.done.items():
-            j = self._step_index[other]
+            j = self._step_index.get(other, index)  # a step since removed from the definition
             if (j > index and other_at < at) or (j < index and other_at > at):
                 self._flag(instance, entry, outcome, "out_of_order", f"{step} came after {other}")
                 break

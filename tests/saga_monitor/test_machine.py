@@ -432,3 +432,15 @@ def test_everything_overtaken_by_the_compensated_event_is_fine() -> None:
         event("payment.refunded", seconds=3),
     )
     assert ("compensated", []) == (saga.get().state, saga.kinds())
+
+
+def test_instances_survive_a_definition_that_dropped_a_step() -> None:
+    """Instances stored under an older definition keep working when a step is removed."""
+    old = SagaDefinition(name="s", start="a", steps=[Step("b"), Step("c"), Step("d")])
+    new = SagaDefinition(name="s", start="a", steps=[Step("c"), Step("d")])
+    saga = Saga(old)
+    saga.send(event("a"), event("b", seconds=1))
+    saga.correlator = Correlator([new])
+    saga.send(event("c", seconds=2), event("d", seconds=3))
+    instance = saga.get(saga="s")
+    assert ("completed", []) == (instance.state, instance.anomalies)
