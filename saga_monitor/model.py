@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -297,6 +298,22 @@ class Alert:
     saga: str
     correlation_id: str
     data: dict[str, Any]
+
+    @property
+    def event_id(self) -> str:
+        """A CloudEvent id derived from what the alert says: a re-sent alert keeps its id."""
+        data = self.data
+        facts = [
+            self.type,
+            self.saga,
+            self.correlation_id,
+            (data.get("event") or {}).get("id"),
+            (data.get("anomaly") or {}).get("kind"),
+            data.get("previous_state"),
+            data.get("deadline"),
+            data.get("state"),
+        ]
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, "choreo-saga-alert:" + json.dumps(facts)))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -225,12 +225,17 @@ class SagaMonitor:
             while pending := self.store.pending_alerts():
                 for seq, alert in pending:
                     if self.alerts_topic:
+                        event = Event(
+                            type=alert.type,
+                            source=f"/choreo/saga-monitor/{self.group}",
+                            id=alert.event_id,
+                            data=alert.data,
+                            subject=alert.saga,
+                        )
                         await self.bus.publish(
                             self.alerts_topic,
-                            type=alert.type,
-                            data=alert.data,
+                            event,
                             correlation_id=alert.correlation_id,
-                            subject=alert.saga,
                             key=alert.correlation_id,
                         )
                         metrics.ALERTS.labels(alert.type).inc()

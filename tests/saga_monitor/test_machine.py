@@ -444,3 +444,15 @@ def test_instances_survive_a_definition_that_dropped_a_step() -> None:
     saga.send(event("c", seconds=2), event("d", seconds=3))
     instance = saga.get(saga="s")
     assert ("completed", []) == (instance.state, instance.anomalies)
+
+
+def test_alert_ids_follow_what_the_alert_says() -> None:
+    """The same alert made twice has the same CloudEvent id; different alerts differ."""
+    first, second = Saga(), Saga()
+    placed = event("order.placed", id_="p")
+    failed = event("payment.failed", seconds=1, id_="f")
+    ids = [
+        [a.event_id for a in saga.send(placed, failed, placed).alerts] for saga in (first, second)
+    ]
+    assert ids[0] == ids[1]
+    assert 2 == len(set(ids[0]))
