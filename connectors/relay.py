@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from prometheus_client import Counter, Gauge, Histogram
 
 from broker import Bus
-from broker.errors import EnvelopeError, PayloadError
+from broker.errors import BrokerUnavailableError, EnvelopeError, PayloadError
 from broker.observability import get_logger
 from connectors.routing import OutboxRow, Routed, Router
 
@@ -138,7 +138,8 @@ class Relay:
         """Relay until :meth:`stop`; the source and the bus are opened and closed here."""
         await self.source.open()
         try:
-            await self.bus.start()
+            if not await self._start_bus():
+                return self.stats
             confirmer = asyncio.create_task(self._confirm_in_order())
             try:
                 await self._read_and_publish(confirmer)
@@ -153,6 +154,21 @@ class Relay:
             await self.source.close()
             await self.bus.stop()
         return self.stats
+
+    async def _start_bus(self) -> bool:
+        """Connect to the broker, waiting (with warnings) while it is unavailable."""
+        delay = self.retry_initial
+        while True:
+            try:
+                await self.bus.start()
+                return True
+            except BrokerUnavailableError as exc:
+                self.stats.publish_errors += 1
+                self._errors.inc()
+                log.warning("broker unavailable; retrying", relay=self.source.name, error=str(exc))
+                if await self._sleep_or_stop(delay):
+                    return False
+                delay = min(delay * 2, self.retry_max)
 
     async def _read_and_publish(self, confirmer: asyncio.Task[None]) -> None:
         """Read changes and start publishing them, up to ``max_in_flight`` unconfirmed."""

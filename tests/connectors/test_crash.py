@@ -123,3 +123,27 @@ conn.execute("BEGIN EXCLUSIVE")
 print("locked", flush=True)
 time.sleep(300)
 """
+
+
+async def test_stopping_while_the_broker_is_down_confirms_nothing_unpublished(
+    outbox: OutboxDB, tmp_path: Path
+) -> None:
+    """A relay stopped during an outage leaves the unpublished rows for the next relay."""
+    path = tmp_path / "broker.db"
+    consumer = f"sqlite:///{path}?poll_interval=0.01"
+    relay_broker = f"{consumer}&busy_timeout=0.2"
+    async with collecting(consumer, TOPIC) as got:
+        locker = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _LOCKER, str(path), stdout=subprocess.PIPE
+        )
+        assert locker.stdout is not None
+        assert b"locked\n" == await locker.stdout.readline()
+        ids = outbox.write(order_rows(10, aggregates=3))
+        async with running_relay(outbox, relay_broker) as run:
+            await run.until(lambda: run.relay.stats.publish_errors >= 2, what="publish failures")
+        locker.kill()
+        await locker.wait()
+        assert [] == got[TOPIC].events
+        async with running_relay(outbox, relay_broker) as run:
+            await run.until(lambda: len(got[TOPIC].events) >= 10, what="every event")
+    assert sorted(ids) == sorted(got[TOPIC].ids)
