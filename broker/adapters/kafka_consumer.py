@@ -211,13 +211,16 @@ class KafkaSubscription:
     async def _starts(self, tps: set[TopicPartition]) -> dict[TopicPartition, int]:
         """Where each partition resumes: its committed offset, else a fresh position (committed).
 
-        A committed offset beyond the log end means the broker lost the log (a memory-only
-        broker restarted, or the topic was recreated): the group then reads from the beginning.
+        Only a group new to a topic starts at its end (or beginning with ``from_beginning``). A
+        partition without a position in a topic the group already reads (a partition added
+        later, a position lost) or with one beyond the log end (a broker that lost its log, a
+        recreated topic) is read from the beginning: duplicates rather than loss.
         """
         consumer = self._consumer
         listed = list(tps)
         found = await asyncio.gather(*(consumer.committed(tp) for tp in listed))
         ends = await consumer.end_offsets(listed)
+        known = {tp.topic for tp, off in zip(listed, found, strict=True) if off is not None}
         starts = {
             tp: off
             for tp, off in zip(listed, found, strict=True)
@@ -226,16 +229,18 @@ class KafkaSubscription:
         missing = [tp for tp in listed if tp not in starts]
         if not missing:
             return starts
-        if self._joining and not self._from_beginning:
-            fresh = {tp: ends[tp] for tp in missing}
-        else:
-            fresh = await consumer.beginning_offsets(missing)
-            if not self._joining:
-                _log.warning(
-                    "kafka group lost its position; reading from the beginning",
-                    group=self._group,
-                    partitions=[str(tp) for tp in missing],
-                )
+        new = [tp for tp in missing if self._joining and tp.topic not in known]
+        fresh = {tp: ends[tp] for tp in new if not self._from_beginning}
+        rest = [tp for tp in missing if tp not in fresh]
+        if rest:
+            fresh.update(await consumer.beginning_offsets(rest))
+        lost = [str(tp) for tp in missing if tp not in new]
+        if lost:
+            _log.warning(
+                "kafka group has no valid position; reading from the beginning",
+                group=self._group,
+                partitions=lost,
+            )
         with contextlib.suppress(kerr.KafkaError, TimeoutError):
             await asyncio.wait_for(consumer.commit(dict(fresh)), 10)
         return {**starts, **fresh}
