@@ -8,6 +8,7 @@ fields. Times are aware UTC datetimes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import uuid
 from datetime import UTC, datetime
@@ -38,8 +39,14 @@ ANOMALY_KINDS = ("duplicate", "unexpected", "out_of_order", "late", "after_termi
 MAX_DATA_CHARS = 4096
 
 
+@functools.lru_cache(maxsize=65_536)
+def _iso(value: datetime) -> str:
+    return format_time(value)
+
+
 def _time(value: datetime | None) -> str | None:
-    return format_time(value) if value is not None else None
+    """RFC 3339 text; cached, since an instance's times are written again on every event."""
+    return _iso(value) if value is not None else None
 
 
 def _parse(value: str | None) -> datetime | None:
