@@ -52,19 +52,16 @@ class Subscriber:
         return self._consumer.handled
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Stop consuming, let the running handler finish (up to ``grace`` s), then close."""
-        self._consumer.stop()
-        await self._consumer_close()
-        if self._task is not None:
+        """Stop taking deliveries, let running handlers finish and ack (up to ``grace`` s),
+        then close the subscription: what is still unacked is delivered again later."""
+        await self._consumer.drain(grace)
+        if self._task is not None and not self._task.done():
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=grace)
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=1.0)
             if not self._task.done():
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
-
-    async def _consumer_close(self) -> None:
-        await self._consumer._subscription.close()
 
     async def wait(self) -> None:
         """Wait until the subscription ends (or fails)."""
@@ -294,7 +291,10 @@ class Bus:
             original = entry.with_extensions(**strip)
             await self.adapter.publish(target, original)
             replayed.append(original)
-        await self.adapter.purge(dlq_topic, [e.id for e in chosen] if partial else None)
+        if self.capabilities.selective_delete:
+            await self.adapter.purge(dlq_topic, [e.id for e in chosen])
+        else:  # all of them; a dead letter that arrived meanwhile would go too (documented)
+            await self.adapter.purge(dlq_topic, None)
         return replayed
 
     async def purge(self, dlq_topic: str, ids: Collection[str] | None = None) -> int:

@@ -75,6 +75,9 @@ class Consumer:
         self._breaker_closed = asyncio.Event()
         self._breaker_closed.set()
         self._stopping = False
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._lanes: list[asyncio.Queue[Delivery | None]] = []
         self._lane_tasks: list[asyncio.Task[None]] = []
         self._handled_counters: dict[str, Any] = {}
@@ -113,9 +116,28 @@ class Consumer:
         """Stop pulling new deliveries; the current handler call may finish."""
         self._stopping = True
 
+    async def drain(self, grace: float) -> None:
+        """Stop, wait up to ``grace`` s for running handlers to finish, close the subscription."""
+        self.stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout=grace)
+        await self._subscription.close()
+
     # -- one delivery ----------------------------------------------------------------------
 
     async def _process(self, delivery: Delivery) -> None:
+        if self._stopping:
+            return  # not started: stays unacked and is delivered again
+        self._busy += 1
+        self._idle.clear()
+        try:
+            await self._process_one(delivery)
+        finally:
+            self._busy -= 1
+            if not self._busy:
+                self._idle.set()
+
+    async def _process_one(self, delivery: Delivery) -> None:
         topic = delivery.topic
         event = await self._decoded(delivery)
         if event is None:

@@ -53,6 +53,8 @@ _OPTIONAL_ATTRIBUTES = ("time", "subject", "datacontenttype", "dataschema")
 _CORE_ATTRIBUTES = frozenset(("id", "source", "type", "specversion", *_OPTIONAL_ATTRIBUTES))
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,40}$")
 _valid_names: set[str] = set()
+# Extensions the core writes as integers; binary bindings carry every value as text.
+_INTEGER_EXTENSIONS = frozenset({"dlqattempts"})
 
 
 def new_id() -> str:
@@ -337,6 +339,9 @@ def from_binary(headers: Mapping[str, str], body: bytes, prefixes: Iterable[str]
     if attrs["specversion"] != SPECVERSION:
         raise EnvelopeError(f"unsupported CloudEvents specversion {attrs['specversion']!r}")
     attrs["datacontenttype"] = content_type
+    for name in _INTEGER_EXTENSIONS.intersection(attrs):
+        if str(attrs[name]).isdigit():
+            attrs[name] = int(attrs[name])
     return _build(attrs, _decode_data(body, content_type))
 
 
