@@ -22,15 +22,14 @@ EVENTS = 10_000
 AGGREGATES = 50
 
 
-def start_relay(outbox: OutboxDB, broker: str) -> subprocess.Popen[bytes]:
-    """``choreo outbox relay`` as a real process."""
+def start_relay(outbox: OutboxDB, broker: str, log: Path) -> subprocess.Popen[bytes]:
+    """``choreo outbox relay`` as a real process (stderr to ``log``, stdout piped)."""
     choreo = Path(sys.executable).parent / "choreo"
     command = [str(choreo), "outbox", "relay", "--db", outbox.url, "--broker", broker]
     command += ["--table", outbox.table, "--slot", outbox.slot]
     env = {**os.environ, "PYTHONPATH": str(REPO), "CHOREO_LOG_LEVEL": "ERROR"}
-    return subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    with log.open("ab") as stderr:
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr)
 
 
 def regressions(events: list[Event]) -> dict[str, int]:
@@ -64,13 +63,13 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(
     ids = outbox.write_many(order_rows(EVENTS, aggregates=AGGREGATES), per_transaction=100)
     async with collecting(broker, TOPIC) as got:
         events = got[TOPIC].events
-        relay = start_relay(outbox, broker)
+        relay = start_relay(outbox, broker, tmp_path / "relay.log")
         await eventually(lambda: len(events) >= 1500, timeout=60, what="1,500 events")
         relay.kill()
         relay.wait()
         at_kill = len(events)
         await eventually(lambda: not outbox.relay_locked(), what="the slot to be released")
-        relay = start_relay(outbox, broker)
+        relay = start_relay(outbox, broker, tmp_path / "relay.log")
         wanted = set(ids)
         await eventually(
             lambda: wanted <= {e.id for e in events[-EVENTS:]} or wanted <= {e.id for e in events},
