@@ -94,9 +94,6 @@ def decode_record(record: Any) -> tuple[Event | None, dict[str, str], EnvelopeEr
     extensions = event.extensions
     if record.key is not None and "partitionkey" not in extensions:
         extensions["partitionkey"] = record.key.decode("utf-8", "replace")
-    attempts = extensions.get("dlqattempts")
-    if isinstance(attempts, str) and attempts.isdigit():  # an Integer attribute, sent as text
-        extensions["dlqattempts"] = int(attempts)
     return event, headers, None
 
 
