@@ -112,6 +112,30 @@ async def test_consumer_killed_with_sigkill_loses_nothing(kafka_url: str, topic:
     assert -signal.SIGKILL == child.returncode
 
 
+async def test_rebalance_mid_stream_loses_nothing(kafka_url: str, topic: str) -> None:
+    """A member joining while another is busy takes over partitions: the busy member commits
+    what it acked, the rest reaches the new owner, and every event is handled."""
+    first_handled: list[str] = []
+    second = Collector()
+
+    async def slow(event: Event) -> None:
+        await asyncio.sleep(0.005)
+        first_handled.append(event.id)
+
+    async with Bus(kafka_url) as first, Bus(kafka_url) as joiner:
+        await first.create_topic(topic, partitions=4)
+        await first.subscribe(topic, slow, group="workers")
+        sent = [(await first.publish(topic, type="t", data=i, key=f"k{i}")).id for i in range(400)]
+        await eventually(lambda: len(first_handled) >= 50, what="the first member mid-stream")
+        await joiner.subscribe(topic, second, group="workers")
+        await eventually(
+            lambda: set(sent) <= set(first_handled) | set(second.ids), timeout=60,
+            what="every event handled by one member or the other",
+        )  # fmt: skip
+    assert second.ids, "the joining member took over no partition"
+    assert sorted(sent) == sorted(set(first_handled) | set(second.ids))
+
+
 @pytest.fixture
 async def bus(kafka_url: str) -> AsyncIterator[Bus]:
     """A started bus with four fast attempts per event."""
