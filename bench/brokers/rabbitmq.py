@@ -55,6 +55,15 @@ async def _spread(count: int, publish: Callable[[int], Awaitable[Any]]) -> float
     return count / (time.perf_counter() - started)
 
 
+async def _drop(url: str, *queues: str) -> None:
+    """Delete queues a measurement filled, so the broker does not carry them into the next."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        for queue in queues:
+            await channel.queue_delete(queue)
+
+
 async def _sink(url: str, exchange: str, queue: str) -> None:
     """A durable exchange with a durable queue bound, so published events are stored."""
     connection = await aio_pika.connect(url)
@@ -65,12 +74,20 @@ async def _sink(url: str, exchange: str, queue: str) -> None:
         await bound.bind(ex, routing_key="#")
 
 
+async def _into_sink(url: str, run: Callable[[str], Awaitable[float]]) -> float:
+    """Run a publish measurement on a fresh topic with a stored queue, then drop the queue."""
+    topic = f"bench-pub-{uuid.uuid4().hex[:8]}"
+    await _sink(url, topic, f"{topic}.sink")
+    try:
+        return await run(topic)
+    finally:
+        await _drop(url, f"{topic}.sink")
+
+
 # -- publish -----------------------------------------------------------------------------------
 
 
-async def publish_raw(url: str) -> float:
-    topic = f"bench-pub-raw-{uuid.uuid4().hex[:6]}"
-    await _sink(url, topic, f"{topic}.sink")
+async def publish_raw(url: str, topic: str) -> float:
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
@@ -89,16 +106,12 @@ async def publish_raw(url: str) -> float:
         return await _spread(COUNT, publish)
 
 
-async def publish_choreograph(url: str) -> float:
-    topic = f"bench-pub-choreo-{uuid.uuid4().hex[:6]}"
-    await _sink(url, topic, f"{topic}.sink")
+async def publish_choreograph(url: str, topic: str) -> float:
     async with Bus(url, source="bench") as bus:
         return await _spread(COUNT, lambda i: bus.publish(topic, type="bench", data=PAYLOAD))
 
 
-async def publish_faststream(url: str) -> float:
-    topic = f"bench-pub-fs-{uuid.uuid4().hex[:6]}"
-    await _sink(url, topic, f"{topic}.sink")
+async def publish_faststream(url: str, topic: str) -> float:
     broker = RabbitBroker(url, logger=None)
     await broker.connect()
     exchange = RabbitExchange(topic, type=ExchangeType.TOPIC, durable=True)
@@ -115,14 +128,14 @@ async def publish_faststream(url: str) -> float:
 
 
 async def fill(url: str) -> str:
-    """A topic whose three queues (raw, choreograph's group, FastStream) hold ROUNDS x COUNT."""
+    """A topic whose three queues (raw, choreograph's group, FastStream) hold COUNT events."""
     topic = f"bench-sub-{uuid.uuid4().hex[:6]}"
     async with Bus(url, source="bench") as bus:
         subscriber = await bus.subscribe(topic, _ignore, group="bench")
         await subscriber.stop()
         for name in ("raw", "fs"):
             await _sink(url, topic, f"{topic}.{name}")
-        await _spread(ROUNDS * COUNT, lambda i: bus.publish(topic, type="bench", data=PAYLOAD))
+        await _spread(COUNT, lambda i: bus.publish(topic, type="bench", data=PAYLOAD))
     return topic
 
 
@@ -314,24 +327,22 @@ async def run(url: str) -> list[dict[str, Any]]:
                 results[index].append(await asyncio.wait_for(one(), LIMIT))
         return [statistics.median(r) for r in results]
 
-    await publish_raw(url)  # warm-up: connections, the broker's disk
+    await _into_sink(url, lambda topic: publish_raw(url, topic))  # warm-up
     row(
         "publish/s",
         *await rounds(
-            lambda: publish_raw(url),
-            lambda: publish_choreograph(url),
-            lambda: publish_faststream(url),
+            lambda: _into_sink(url, lambda topic: publish_raw(url, topic)),
+            lambda: _into_sink(url, lambda topic: publish_choreograph(url, topic)),
+            lambda: _into_sink(url, lambda topic: publish_faststream(url, topic)),
         ),
     )
-    topic = await asyncio.wait_for(fill(url), LIMIT)
-    row(
-        "consume/s",
-        *await rounds(
-            lambda: consume_raw(url, topic),
-            lambda: consume_choreograph(url, topic),
-            lambda: consume_faststream(url, topic),
-        ),
-    )
+    consumed: list[list[float]] = [[], [], []]
+    for _ in range(ROUNDS):
+        topic = await asyncio.wait_for(fill(url), LIMIT)
+        for index, consume in enumerate((consume_raw, consume_choreograph, consume_faststream)):
+            consumed[index].append(await asyncio.wait_for(consume(url, topic), LIMIT))
+        await _drop(url, *(f"{topic}.{name}" for name in ("raw", "bench", "fs")))
+    row("consume/s", *(statistics.median(rates) for rates in consumed))
     raw, choreo, fast = (
         await asyncio.wait_for(latency_raw(url), LIMIT),
         await asyncio.wait_for(latency_choreograph(url), LIMIT),

@@ -16,12 +16,12 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
+from aiormq.exceptions import AMQPError
 
 from broker import observability as obs
 from broker.adapters.rabbitmq_wire import RETRYABLE, decode_message
-from broker.errors import BrokerUnavailableError
+from broker.errors import BrokerUnavailableError, ConfigurationError
 from broker.ports import Delivery
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class _Acks:
                 return
             try:
                 await self._send()
-            except (*RETRYABLE, aiormq.exceptions.AMQPError):
+            except (*RETRYABLE, AMQPError):
                 # The channel is gone: the broker requeued its unacked deliveries already.
                 self.acked.clear()
                 self.nacks.clear()
@@ -175,9 +175,12 @@ class Subscription:
             connection, acks = self._connection, self._acks
             if connection is None or acks is None:
                 return
-            await asyncio.wait(
-                [connection.closing, acks.channel.closing], return_when=asyncio.FIRST_COMPLETED
-            )
+            watchers = [connection.closing, acks.channel.closing]
+            try:
+                await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for watcher in watchers:
+                    watcher.cancel()
             if self.closed:
                 return
             self._log.warning("rabbitmq consumer connection lost; reconnecting")
@@ -188,7 +191,7 @@ class Subscription:
                     await self._attach()
                     self._log.warning("rabbitmq consumer reconnected")
                     break
-                except (BrokerUnavailableError, *RETRYABLE, aiormq.exceptions.AMQPError) as exc:
+                except (ConfigurationError, BrokerUnavailableError, *RETRYABLE, AMQPError) as exc:
                     self._log.warning("rabbitmq reconnect failed", error=str(exc), retry_in=delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, settings.max_reconnect_delay)

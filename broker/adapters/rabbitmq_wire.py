@@ -78,6 +78,8 @@ def decode_message(
         event: Event | None = from_binary(fields, message.body, READ_PREFIXES)
     except EnvelopeError as exc:
         event, error = None, exc
+    except Exception as exc:  # odd header types must not stop the consumer
+        event, error = None, EnvelopeError(f"unreadable AMQP message: {exc!r}")
     else:
         if "x-death" in raw and event is not None and "dlqreason" not in event.extensions:
             event = _mark_expired(event, raw["x-death"])
