@@ -180,8 +180,12 @@ class PostgresSource:
 
     async def next_change(self, timeout: float) -> Change | None:
         deadline = time.monotonic() + timeout
+        drained = 0
         while True:
             message = self._read()
+            drained += 1
+            if drained % 256 == 0:
+                await asyncio.sleep(0)  # a long backlog: let the publishers in flight run
             if message is None:
                 if self._ready_lsn:
                     return self._take()
