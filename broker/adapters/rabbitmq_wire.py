@@ -130,16 +130,55 @@ def encode_headers(headers: Mapping[str, Any]) -> bytes:
     return _pack_length(len(table)) + table
 
 
-class _Properties(spec.Basic.Properties):
-    """Basic properties whose headers table is encoded by :func:`encode_headers`.
+def _short(text: str) -> bytes:
+    raw = text.encode()
+    if len(raw) > 255:
+        raise ValueError(f"AMQP short string over 255 bytes: {text[:40]!r}...")
+    return bytes((len(raw),)) + raw
 
-    No ``__slots__`` here on purpose: pamqp marshals the fields named by ``self.__slots__``.
+
+class _Properties(spec.Basic.Properties):
+    """The properties choreograph sets, marshalled directly (pamqp's generic path is slower).
+
+    No ``__slots__`` here on purpose: pamqp's own code reads the fields named by
+    ``self.__slots__``. Anything beyond our five fields falls back to pamqp.
     """
 
-    def encode_property(self, name: str, value: Any) -> bytes:
-        if name == "headers" and isinstance(value, dict):
-            return encode_headers(value)
-        return super().encode_property(name, value)
+    def marshal(self) -> bytes:
+        if (
+            self.content_encoding
+            or self.priority
+            or self.correlation_id
+            or self.reply_to
+            or (
+                self.timestamp
+                or self.message_type
+                or self.user_id
+                or self.app_id
+                or self.cluster_id
+            )
+        ):
+            return super().marshal()
+        flags, parts = 0, []
+        if self.content_type:
+            flags |= 0x8000
+            parts.append(_short(self.content_type))
+        if self.headers is not None:
+            flags |= 0x2000
+            parts.append(encode_headers(self.headers))
+        if self.delivery_mode is not None:
+            flags |= 0x1000
+            parts.append(bytes((self.delivery_mode,)))
+        if self.expiration:
+            flags |= 0x0100
+            parts.append(_short(self.expiration))
+        if self.message_id:
+            flags |= 0x0080
+            parts.append(_short(self.message_id))
+        return _pack_flags(flags) + b"".join(parts)
+
+
+_pack_flags = struct.Struct(">H").pack
 
 
 def encode_event(event: Event, ttl: float | None) -> tuple[bytes, spec.Basic.Properties]:
