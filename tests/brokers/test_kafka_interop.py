@@ -3,7 +3,9 @@ cloudevents SDK), and legacy non-CloudEvents records from producers that know no
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -199,3 +201,50 @@ async def test_topics_list_partitions_messages_and_groups(bus: Bus, topic: str) 
     await eventually(lambda: len(got.events) == 2)
     [info] = [t for t in await bus.topics() if t.name == topic]
     assert (3, 2, ("readers",)) == (info.partitions, info.messages, info.groups)
+
+
+async def _choreo(*args: str) -> tuple[int, str, str]:
+    """Run the choreo CLI as users do; exit code, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "choreo", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 90)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_cli_publish_is_read_by_the_raw_client(kafka_url: str, topic: str) -> None:
+    """`choreo publish` writes a record a raw consumer sees with the binding headers and key."""
+    code, out, err = await _choreo(
+        "publish", topic, "--type", "cli.made", "--data", '{"n": 5}', "--key", "k-5",
+        "--source", "cli", "--broker", kafka_url, "--output", "json",
+    )  # fmt: skip
+    assert 0 == code, err
+    [record] = await read_all(kafka_url, topic, 1)
+    headers = {name: value.decode() for name, value in record.headers}  # type: ignore[attr-defined]
+    assert ("cli.made", "cli", "1.0") == (
+        headers["ce_type"], headers["ce_source"], headers["ce_specversion"]
+    )  # fmt: skip
+    assert (b"k-5", {"n": 5}) == (record.key, json.loads(record.value))  # type: ignore[attr-defined]
+    assert headers["ce_id"] in out
+
+
+async def test_cli_subscribe_reads_a_raw_binary_record(
+    kafka_url: str, producer: AIOKafkaProducer, topic: str
+) -> None:
+    """`choreo subscribe` prints, as CloudEvents JSON, a raw client's binary-mode record."""
+    headers = [
+        ("ce_specversion", b"1.0"), ("ce_id", b"raw-cli-1"), ("ce_source", b"/raw"),
+        ("ce_type", b"raw.made"), ("content-type", b"application/json"),
+    ]  # fmt: skip
+    await producer.send_and_wait(topic, b'{"hello": "cli"}', headers=headers)
+    code, out, err = await _choreo(
+        "subscribe", topic, "--group", "cli", "--from-beginning", "--count", "1",
+        "--timeout", "60s", "--broker", kafka_url, "--output", "json",
+    )  # fmt: skip
+    assert 0 == code, err
+    printed = json.loads(out.strip().splitlines()[-1])
+    assert ("raw-cli-1", "/raw", "raw.made", {"hello": "cli"}) == (
+        printed["id"], printed["source"], printed["type"], printed["data"]
+    )  # fmt: skip
