@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import ssl
+import uuid
 
 import pytest
 from aiokafka import errors as kerr
@@ -20,7 +21,7 @@ from broker.errors import (
     ConfigurationError,
     PublishTimeoutError,
 )
-from tests.servers.kafka import free_port
+from tests.servers.kafka import KafkaServer, free_port
 
 pytestmark = pytest.mark.kafka
 
@@ -141,3 +142,16 @@ async def test_selective_purge_is_refused(kafka_url: str) -> None:
 def test_publish_encoding_is_the_envelope_binding(event: Event) -> None:
     """The adapter's fast encoder writes exactly what broker.envelope.to_kafka writes."""
     assert to_kafka(event) == encode_event(event)
+
+
+async def test_required_idempotence_refused_by_the_broker(
+    kafka_server: KafkaServer | None, kafka_url: str
+) -> None:
+    """idempotence=true fails in one line on a broker that refuses idempotent producers (Tansu),
+    where the default (auto) publishes without it."""
+    if kafka_server is None:
+        pytest.skip("an external Kafka grants idempotent producers")
+    with pytest.raises(ConfigurationError, match="refused an idempotent producer"):
+        await Bus(f"{kafka_url}&idempotence=true").start()
+    async with Bus(kafka_url) as bus:
+        await bus.publish(f"idem-{uuid.uuid4().hex[:8]}", type="t")
