@@ -125,6 +125,7 @@ class Relay:
         self._lane_tails: dict[str, asyncio.Task[bool]] = {}
         self._relayed = RELAYED.labels(source.name)
         self._errors = PUBLISH_ERRORS.labels(source.name)
+        self._lag = LAG_SECONDS.labels(source.name)
 
     def stop(self) -> None:
         """Ask the relay to finish the change in hand and return from :meth:`run`."""
@@ -179,6 +180,7 @@ class Relay:
             change = await self.source.next_change(self.idle_timeout)
             if change is None:
                 if not self._window:
+                    self._lag.set(0)  # caught up
                     await self.source.heartbeat()
                 continue
             self._window.append((change, self._start_publishing(change)))
@@ -316,7 +318,7 @@ class Relay:
         self.stats.changes += 1
         if change.committed_at is not None:
             lag = max(0.0, time.time() - change.committed_at.astimezone(UTC).timestamp())
-            LAG_SECONDS.labels(self.source.name).set(lag)
+            self._lag.set(lag)
             COMMIT_TO_PUBLISH.labels(self.source.name).observe(lag)
 
 

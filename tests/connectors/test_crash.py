@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+import httpx
 
 from broker import Event
 from tests.connectors.conftest import REPO, OutboxDB
@@ -22,11 +25,22 @@ EVENTS = 10_000
 AGGREGATES = 50
 
 
-def start_relay(outbox: OutboxDB, broker: str, log: Path) -> subprocess.Popen[bytes]:
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_relay(
+    outbox: OutboxDB, broker: str, log: Path, metrics_port: int | None = None
+) -> subprocess.Popen[bytes]:
     """``choreo outbox relay`` as a real process (stderr to ``log``, stdout piped)."""
     choreo = Path(sys.executable).parent / "choreo"
     command = [str(choreo), "outbox", "relay", "--db", outbox.url, "--broker", broker]
     command += ["--table", outbox.table, "--slot", outbox.slot]
+    if metrics_port is not None:
+        command += ["--metrics-port", str(metrics_port)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "CHOREO_LOG_LEVEL": "ERROR"}
     with log.open("ab") as stderr:
         return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr)
@@ -69,13 +83,12 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(
         relay.wait()
         at_kill = len(events)
         await eventually(lambda: not outbox.relay_locked(), what="the slot to be released")
-        relay = start_relay(outbox, broker, tmp_path / "relay.log")
+        port = free_port()
+        relay = start_relay(outbox, broker, tmp_path / "relay.log", metrics_port=port)
         wanted = set(ids)
-        await eventually(
-            lambda: wanted <= {e.id for e in events[-EVENTS:]} or wanted <= {e.id for e in events},
-            timeout=120,
-            what="every event after the restart",
-        )
+        await eventually(lambda: wanted <= {e.id for e in events}, timeout=120, what="every event")
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
         relay.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(relay.wait, 30)
         stdout = relay.stdout.read().decode() if relay.stdout else ""
@@ -86,6 +99,11 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(
     assert all(seqs == sorted(seqs) for seqs in first_seen_order(events).values())
     assert all(count <= 1 for count in regressions(events).values())
     assert (0, True) == (code, "relay stopped" in stdout)
+    relayed = [
+        line for line in metrics.splitlines() if line.startswith("choreo_outbox_relayed_total{")
+    ]
+    assert 1 == len(relayed)
+    assert float(relayed[0].rsplit(" ", 1)[1]) > 0
 
 
 async def test_broker_down_for_a_while_delays_but_loses_nothing(
