@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import os
+import random
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -58,8 +58,11 @@ _INTEGER_EXTENSIONS = frozenset({"dlqattempts"})
 
 
 def new_id() -> str:
-    """A random (version 4) UUID as text; faster than ``str(uuid.uuid4())``."""
-    h = os.urandom(16).hex()
+    """A random (version 4) UUID as text, several times faster than ``str(uuid.uuid4())``.
+
+    Uniqueness, not secrecy, is what an event id needs; :mod:`random` reseeds after ``fork``.
+    """
+    h = f"{random.getrandbits(128):032x}"
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
@@ -82,7 +85,8 @@ ExtensionValue = str | int | bool
 
 def format_time(moment: datetime) -> str:
     """Render an aware datetime as RFC 3339 in UTC with a ``Z`` suffix."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    text = (moment if moment.tzinfo is UTC else moment.astimezone(UTC)).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def parse_time(text: str) -> datetime:
@@ -326,10 +330,12 @@ def from_binary(headers: Mapping[str, str], body: bytes, prefixes: Iterable[str]
         return Event.from_json(body)
     attrs: dict[str, Any] = {}
     prefixes = tuple(prefixes)
+    lowered = [(p.lower(), len(p)) for p in prefixes]
     for name, value in headers.items():
-        for prefix in prefixes:
-            if name[: len(prefix)].lower() == prefix.lower():
-                attrs[name[len(prefix) :].lower()] = value
+        key = name.lower()
+        for prefix, size in lowered:
+            if key.startswith(prefix):
+                attrs[key[size:]] = value
                 break
     if "specversion" not in attrs:
         raise EnvelopeError(

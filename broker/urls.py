@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -46,18 +47,22 @@ BACKENDS: Mapping[str, BackendSpec] = {
 }
 
 
+_SECRET_OPTION = re.compile(r"(?i)((?:^|&)[^=&]*(?:password|secret|token)[^=&]*=)[^&]*")
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``."""
+    """The URL with its password (and secret-looking query options) replaced by ``***``."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return url
-    if parts.password is None:
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[-1]}"
+    query = _SECRET_OPTION.sub(r"\1***", parts.query)
+    if netloc == parts.netloc and query == parts.query:
         return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    masked = f"{user}:***@{netloc[-1]}"
-    return urlunsplit((parts.scheme, masked, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def resolve_url(url: str | None) -> str:

@@ -14,6 +14,10 @@ def test_mask_url_hides_the_password() -> None:
     """Passwords never appear in messages."""
     assert "amqp://guest:***@h:5672/v" == mask_url("amqp://guest:secret@h:5672/v")
     assert "nats://h:4222" == mask_url("nats://h:4222")
+    assert "kafka://h:9092?sasl_plain_username=u&sasl_plain_password=***&acks=all" == mask_url(
+        "kafka://h:9092?sasl_plain_username=u&sasl_plain_password=hunter2&acks=all"
+    )
+    assert "nats://h:4222?token=***" == mask_url("nats://h:4222?token=abc")
 
 
 def test_schemes_build_their_adapters(tmp_path: object) -> None:
