@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aio_pika
 import pytest
@@ -20,6 +22,8 @@ from broker import Bus, Event, Policy
 from tests.helpers import Collector, eventually
 
 pytestmark = pytest.mark.rabbitmq
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -260,3 +264,95 @@ async def test_knative_rabbitmq_binding_is_read(
         Event(type="kn.t", source="knative", id="kn-1", data={"z": 3}, time=received.time)
         == received
     )
+
+
+async def _choreo(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "choreo",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+
+
+async def test_choreo_publish_is_read_by_the_raw_client(
+    bus: Bus, channel: aio_pika.abc.AbstractChannel, topic: str, rabbitmq_url: str
+) -> None:
+    """`choreo publish` writes a persistent binary-mode CloudEvent a raw consumer can read."""
+    queue = await _raw_queue(channel, bus, topic)
+    cli = await _choreo(
+        "publish",
+        topic,
+        "--type",
+        "cli.made",
+        "--data",
+        '{"k": "v"}',
+        "--source",
+        "cli",
+        "--broker",
+        rabbitmq_url,
+    )
+    out, err = await asyncio.wait_for(cli.communicate(), 60)
+    assert 0 == cli.returncode, err.decode()
+    message = await _get(queue)
+    assert message.message_id is not None
+    assert message.message_id in out.decode()
+    assert ("cli.made", "cli") == (
+        message.headers["cloudEvents_type"],
+        message.headers["cloudEvents_source"],
+    )
+    assert {"k": "v"} == json.loads(message.body)
+
+
+async def test_choreo_subscribe_reads_what_a_raw_client_writes(
+    channel: aio_pika.abc.AbstractChannel, topic: str, rabbitmq_url: str
+) -> None:
+    """`choreo subscribe --output json` prints a CloudEvent a raw client wrote in binary mode."""
+    cli = await _choreo(
+        "subscribe",
+        topic,
+        "--group",
+        "cli",
+        "--count",
+        "1",
+        "--timeout",
+        "60s",
+        "--output",
+        "json",
+        "--broker",
+        rabbitmq_url,
+    )
+    try:
+
+        async def group_queue_exists() -> bool:
+            probe = await aio_pika.connect(rabbitmq_url.split("?", maxsplit=1)[0])
+            async with probe:  # a failed passive declare closes the channel
+                try:
+                    await (await probe.channel()).declare_queue(f"{topic}.cli", passive=True)
+                except aio_pika.exceptions.ChannelClosed:
+                    return False
+            return True
+
+        await eventually(group_queue_exists, timeout=60, what="choreo subscribe to join")
+        exchange = await channel.get_exchange(topic)
+        headers = {
+            "cloudEvents_specversion": "1.0",
+            "cloudEvents_id": "raw-cli-1",
+            "cloudEvents_source": "raw",
+            "cloudEvents_type": "raw.made",
+        }
+        await exchange.publish(
+            aio_pika.Message(b'{"z": 9}', headers=headers, content_type="application/json"),
+            routing_key=topic,
+        )
+        out, err = await asyncio.wait_for(cli.communicate(), 60)
+    finally:
+        if cli.returncode is None:
+            cli.kill()
+            await cli.wait()
+    assert 0 == cli.returncode, err.decode()
+    printed = json.loads(out.decode().strip().splitlines()[-1])
+    assert ("raw-cli-1", "raw.made", {"z": 9}) == (printed["id"], printed["type"], printed["data"])
