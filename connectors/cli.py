@@ -70,6 +70,9 @@ def relay(
         None, "--correlation-field", help="Payload path of the correlation id, e.g. orderId."
     ),
     binary: bool = typer.Option(False, "--binary", help="pgoutput binary tuple data."),
+    resume: str = typer.Option(
+        "position", "--resume", help="MySQL: resume by binlog position or by (MariaDB) gtid."
+    ),
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve /metrics."),
 ) -> None:
     """Stream committed outbox rows to the broker until SIGTERM (Ctrl-C)."""
@@ -79,6 +82,8 @@ def relay(
 
     if payload_format not in ("json", "text", "bytes"):
         fail(f"--payload-format {payload_format!r} is not json, text or bytes", 2)
+    if resume not in ("position", "gtid"):
+        fail(f"--resume {resume!r} is not position or gtid", 2)
 
     async def go() -> Any:
         relay = build_relay(
@@ -93,6 +98,7 @@ def relay(
             payload_format=payload_format,  # type: ignore[arg-type]
             correlation_field=correlation_field,
             binary=binary,
+            resume=resume,  # type: ignore[arg-type]
         )
         if metrics_port is not None:
             serve_metrics(metrics_port)

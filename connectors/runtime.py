@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from typing import Any
+from typing import Any, Literal
 
 from broker import Bus
 from broker.observability import get_logger
@@ -31,6 +31,7 @@ def build_source(
     slot: str = DEFAULT_SLOT,
     name: str | None = None,
     binary: bool = False,
+    resume: Literal["position", "gtid"] = "position",
 ) -> Source:
     """The relay source for ``db_url``: pgoutput slot, binlog, or SQLite polling."""
     db = DatabaseURL.parse(db_url)
@@ -41,7 +42,7 @@ def build_source(
     if db.dialect == "mysql":
         from connectors.relay_mysql import MySQLSource
 
-        return MySQLSource(db_url, table=table, name=name)
+        return MySQLSource(db_url, table=table, name=name, resume=resume)
     from connectors.relay_sqlite import SQLiteSource
 
     return SQLiteSource(db_url, table=table, name=name)
@@ -60,6 +61,7 @@ def build_relay(
     payload_format: PayloadFormat = "json",
     correlation_field: str | None = None,
     binary: bool = False,
+    resume: Literal["position", "gtid"] = "position",
     codec: PayloadCodec | None = None,
 ) -> Relay:
     """A ready-to-run :class:`Relay` from URLs and options."""
