@@ -127,6 +127,9 @@ class RabbitMQAdapter:
         self._recorded: set[tuple[str, str]] = set()
         self._subscriptions: set[Subscription] = set()
         self._closed = False
+        self._sending = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
 
     @property
     def url(self) -> str:
@@ -193,9 +196,12 @@ class RabbitMQAdapter:
         await channel.queue_declare(REGISTRY_QUEUE, durable=True)
 
     async def close(self) -> None:
+        """Close subscriptions, wait for publishes in flight to be confirmed, disconnect."""
         for sub in list(self._subscriptions):
             await sub.close()
         self._closed = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), self.settings.publish_timeout)
         async with self._lock:
             if self._connection is not None:
                 await close_quietly(self._connection)
@@ -213,15 +219,21 @@ class RabbitMQAdapter:
     async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
         self._check_open()
         body, props = encode_event(event, ttl)
-        await self._send(topic, topic, body, props, f"event {event.id} to {topic}")
+        self._sending += 1
+        self._drained.clear()
+        try:
+            await self._send(topic, topic, body, props, f"event {event.id} to {topic}")
+        finally:
+            self._sending -= 1
+            if not self._sending:
+                self._drained.set()
 
     async def _send(
         self, exchange: str, routing_key: str, body: bytes, props: spec.Basic.Properties, what: str
     ) -> None:
         """Publish and wait for the confirm, reconnecting until ``publish_timeout``."""
-        settings = self.settings
-        deadline = time.monotonic() + settings.publish_timeout
-        delay = settings.reconnect_delay
+        deadline = time.monotonic() + self.settings.publish_timeout
+        delay = self.settings.reconnect_delay
         while True:
             try:
                 channel = self._channel
@@ -239,29 +251,35 @@ class RabbitMQAdapter:
             except REFUSED as exc:
                 raise PublishError(f"RabbitMQ at {self._url} refused {what}: {exc}") from exc
             except TimeoutError as exc:
-                raise PublishTimeoutError(
-                    f"RabbitMQ at {self._url} did not confirm {what} within "
-                    f"{settings.publish_timeout:g}s; raise publish_timeout or check the broker"
-                ) from exc
+                raise self._timed_out(what, exc) from exc
             except (asyncio.CancelledError, BrokerUnavailableError, *RETRYABLE) as exc:
-                if isinstance(exc, asyncio.CancelledError) and _is_cancelled_by_caller():
-                    raise
-                if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
-                    self._exchanges.discard(exchange)
-                if time.monotonic() + delay > deadline:
-                    raise PublishTimeoutError(
-                        f"RabbitMQ at {self._url} did not confirm {what} within "
-                        f"{settings.publish_timeout:g}s ({exc or type(exc).__name__}); check "
-                        "the broker or raise publish_timeout"
-                    ) from exc
+                self._check_retry(exc, exchange, what, time.monotonic() + delay > deadline)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, settings.max_reconnect_delay)
+                delay = min(delay * 2, self.settings.max_reconnect_delay)
                 continue
             except aiormq.exceptions.AMQPError as exc:  # protocol-level surprises
                 raise PublishError(f"RabbitMQ at {self._url} failed {what}: {exc!r}") from exc
             if isinstance(confirm, spec.Basic.Nack):
                 raise PublishError(f"RabbitMQ at {self._url} rejected {what} (basic.nack)")
             return
+
+    def _check_retry(self, exc: BaseException, exchange: str, what: str, late: bool) -> None:
+        """Raise unless a failed publish should be tried again after a pause."""
+        if isinstance(exc, asyncio.CancelledError) and _is_cancelled_by_caller():
+            raise exc
+        if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
+            self._exchanges.discard(exchange)  # deleted behind our back: declare it again
+        if self._closed and self._connection is None:
+            raise ClosedError(f"the adapter for {self._url} closed during {what}") from exc
+        if late:
+            raise self._timed_out(what, exc) from exc
+
+    def _timed_out(self, what: str, exc: BaseException) -> PublishTimeoutError:
+        return PublishTimeoutError(
+            f"RabbitMQ at {self._url} did not confirm {what} within "
+            f"{self.settings.publish_timeout:g}s ({str(exc) or type(exc).__name__}); check the "
+            "broker or raise publish_timeout"
+        )
 
     # -- topology --------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from broker import Bus, Event, Policy, Retry
+from broker.adapters.rabbitmq import RabbitMQAdapter
 from tests.helpers import Collector, eventually
 from tests.servers.rabbitmq import TEST_OPTIONS, RabbitMQNode, RabbitMQServer
 
@@ -197,3 +198,18 @@ async def test_broker_expired_event_is_dead_lettered_as_expired(bus: Bus, topic:
         dead.extensions["dlqtopic"],
         dead.extensions["dlqgroup"],
     )
+
+
+async def test_close_waits_for_publishes_in_flight(bus: Bus, rabbitmq_url: str, topic: str) -> None:
+    """Closing an adapter while publishes await their confirms lets every one of them finish."""
+    got = Collector()
+    await bus.subscribe(topic, got, group="g")
+    writer = RabbitMQAdapter(rabbitmq_url)
+    await writer.connect()
+    events = [Event(type="t", source="s", data=i) for i in range(200)]
+    tasks = [asyncio.create_task(writer.publish(topic, e)) for e in events]
+    await asyncio.sleep(0)  # every publish has started and waits for the broker
+    await writer.close()
+    await asyncio.gather(*tasks)
+    await eventually(lambda: len(got.events) >= 200, timeout=30)
+    assert sorted(e.id for e in events) == sorted(got.ids)
