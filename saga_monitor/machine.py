@@ -15,6 +15,7 @@ compensating: the instance keeps what it waits for, and a late event moves it on
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -60,6 +61,15 @@ class SagaMachine:
         self._complete = frozenset(definition.complete)
         self._fail = frozenset(definition.fail)
         self._compensated = frozenset(definition.compensated)
+        self._roles = {event_type: self._role_of(event_type) for event_type in self.types}
+        self._handlers: dict[str, Callable[[Instance, Entry, Outcome], None]] = {
+            "start": self._on_start,
+            "step": self._on_step,
+            "complete": self._on_complete,
+            "fail": self._on_fail,
+            "compensation": self._on_compensation,
+            "compensated": self._on_compensated,
+        }
 
     # -- classification --------------------------------------------------------------------
 
@@ -69,6 +79,9 @@ class SagaMachine:
 
     def role(self, event_type: str) -> str:
         """start, step, complete, fail, compensation, compensated or unknown."""
+        return self._roles.get(event_type, "unknown")
+
+    def _role_of(self, event_type: str) -> str:
         if event_type in self._start:
             return "start"
         if event_type in self._step_index:
@@ -149,23 +162,24 @@ class SagaMachine:
         delivery), and changes nothing.
         """
         outcome = Outcome()
-        seen = instance.seen.get(obs.key)
+        key = obs.key
+        seen = instance.seen.get(key)
         if seen is not None:
             if seen == _REPORTED:
                 return outcome
             if seen != run:  # applied by an earlier run: a redelivery after a restart
-                instance.seen[obs.key] = run
+                instance.seen[key] = run
                 outcome.changed = True
                 return outcome
-            instance.seen[obs.key] = _REPORTED  # reported once, however often it comes back
+            instance.seen[key] = _REPORTED  # reported once, however often it comes back
             entry = Entry(obs, self.role(obs.type))
             instance.timeline.append(entry)
             detail = f"{obs.source} sent event {obs.id} before"
             self._flag(instance, entry, outcome, "duplicate", detail)
             outcome.changed = True
             return outcome
-        instance.seen[obs.key] = run
-        entry = Entry(obs, self.role(obs.type))
+        instance.seen[key] = run
+        entry = Entry(obs, self._roles.get(obs.type, "unknown"))
         instance.timeline.append(entry)
         instance.updated = max(instance.updated, obs.time)
         outcome.changed = True
@@ -184,7 +198,7 @@ class SagaMachine:
         before = instance.state
         if entry.role != "start":
             self._check_late(instance, entry, outcome)
-        getattr(self, f"_on_{entry.role}")(instance, entry, outcome)
+        self._handlers[entry.role](instance, entry, outcome)
         self._plan(instance)
         self._state_alert(instance, before, outcome, obs)
         return outcome

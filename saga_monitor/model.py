@@ -90,14 +90,23 @@ def _size(data: Any, budget: int) -> int:
         return 8
     if isinstance(data, str):
         return len(data) + 2
-    if isinstance(data, dict | list):
+    if isinstance(data, dict):
         total = 2
-        for key in data:
-            total += (
-                (_size(key, budget) + _size(data[key], budget))
-                if isinstance(data, dict)
-                else _size(key, budget)
-            )
+        for key, value in data.items():
+            kind = type(value)
+            if kind is str:
+                total += len(key) + len(value) + 6
+            elif value is None or kind is int or kind is float or kind is bool:
+                total += len(key) + 12
+            else:
+                total += len(key) + 4 + _size(value, budget)
+            if total > budget:
+                break
+        return total
+    if isinstance(data, list):
+        total = 2
+        for item in data:
+            total += _size(item, budget) + 1
             if total > budget:
                 break
         return total
