@@ -24,7 +24,12 @@ from typing import Any, Literal
 
 from broker.observability import get_logger
 from connectors.dburl import DatabaseURL, check_identifier
-from connectors.errors import CDCSettingsError, OutboxError, RelayLockedError
+from connectors.errors import (
+    CDCSettingsError,
+    DatabaseUnavailableError,
+    OutboxError,
+    RelayLockedError,
+)
 from connectors.relay import Change
 from connectors.routing import OutboxRow
 from connectors.schema import OFFSETS_TABLE, check_mysql_settings, connect_mysql
@@ -306,7 +311,13 @@ class MySQLSource:
             return  # our own offset writes show up as empty commits: do not chase them
         self._last_store = now
         last = change.rows[-1].created_at if change.rows else None
-        await asyncio.to_thread(self._store, len(change.rows), last)
+        try:
+            await asyncio.to_thread(self._store, len(change.rows), last)
+        except Exception as exc:
+            raise DatabaseUnavailableError(
+                f"cannot store the binlog position of {self.name} in {self.db.masked}: {exc}; "
+                "the relay resumes from the last stored position when restarted"
+            ) from exc
 
     def _store(self, count: int, last: datetime | None) -> None:
         with self._ctl.cursor() as cur:

@@ -264,7 +264,10 @@ class PostgresSource:
         now = time.monotonic()
         if change.rows and now - self._last_progress >= 1.0:
             self._last_progress = now
-            await asyncio.to_thread(self._store_progress, lsn, change)
+            try:  # progress is for `status` only: the slot is the position of record
+                await asyncio.to_thread(self._store_progress, lsn, change)
+            except Exception as exc:
+                log.warning("recording relay progress failed", slot=self.slot, error=str(exc))
         await self._maybe_check_health()
 
     def _store_progress(self, lsn: int, change: Change) -> None:
