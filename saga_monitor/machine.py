@@ -62,6 +62,10 @@ class SagaMachine:
         self._fail = frozenset(definition.fail)
         self._compensated = frozenset(definition.compensated)
         self._roles = {event_type: self._role_of(event_type) for event_type in self.types}
+        self._step_events = [step.event for step in definition.steps]
+        self._withins = [
+            timedelta(seconds=step.within) if step.within else None for step in definition.steps
+        ]
         self._handlers: dict[str, Callable[[Instance, Entry, Outcome], None]] = {
             "start": self._on_start,
             "step": self._on_step,
@@ -386,20 +390,19 @@ class SagaMachine:
         """Work out what ``instance`` expects next and by when."""
         due: datetime | None = None
         if instance.phase == "running":
-            steps = self.definition.steps
             done = instance.done
             index = None
-            for i, step in enumerate(steps):
-                if step.event not in done:
+            for i, step_event in enumerate(self._step_events):
+                if step_event not in done:
                     index = i
                     break
             if index is None:
                 instance.expected = list(self.definition.complete)
             else:
-                instance.expected = [steps[index].event]
-                within = steps[index].within
-                if within:
-                    due = self._base_time(instance, index) + timedelta(seconds=within)
+                instance.expected = [self._step_events[index]]
+                step_within = self._withins[index]
+                if step_within is not None:
+                    due = self._base_time(instance, index) + step_within
         elif instance.phase == "compensating":
             instance.expected = list(instance.waiting)
             within = self.definition.compensation_within
