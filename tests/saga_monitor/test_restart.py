@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from broker import Bus, Event
@@ -131,7 +133,9 @@ async def reference_run(tmp: Path, events: list[Event], definitions: Path) -> di
     return result
 
 
-def start_monitor(broker: str, store: str, definitions: Path) -> subprocess.Popen[bytes]:
+def start_monitor(
+    broker: str, store: str, definitions: Path, *extra: str
+) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
         "-m",
@@ -146,6 +150,7 @@ def start_monitor(broker: str, store: str, definitions: Path) -> subprocess.Pope
         "--from-beginning",
         "--tick",
         "50ms",
+        *extra,
     ]
     env = {**os.environ, "CHOREO_LOG_LEVEL": "ERROR"}
     return subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE)
@@ -156,6 +161,13 @@ async def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.0
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(every)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def applied(store: Store) -> int:
@@ -181,9 +193,13 @@ async def test_kill_9_and_restart_reach_the_uninterrupted_states(tmp_path: Path)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
         assert applied(watcher) < len(first), "killed too late: the stream was already done"
-        process = start_monitor(broker, store_url, definitions)
+        port = free_port()
+        process = start_monitor(broker, store_url, definitions, "--metrics-port", str(port))
         await publish(broker, second)
         await wait_for(lambda: snapshot(watcher) == expected, 20, "the same states", every=0.2)
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        assert 'choreo_saga_events_total{outcome="applied"}' in metrics
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=20)
