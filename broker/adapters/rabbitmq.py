@@ -4,7 +4,7 @@ Names on the broker (DESIGN.md): a topic is a durable **topic exchange** named a
 are published with the topic name as routing key; each group owns a durable **queue**
 ``<topic>.<group>`` bound to the exchange with ``#``. Publishes are persistent
 (``delivery_mode=2``) and wait for the publisher confirm; deliveries are acked manually after
-the handler, with QoS ``prefetch``. Acks are coalesced (``multiple=True``) once per loop turn.
+the handler, with QoS ``prefetch``; while deliveries queue up, acks go out batched (``multiple``).
 
 CloudEvents AMQP binding, binary mode: application headers ``cloudEvents_<attr>`` (integers and
 booleans keep their AMQP type; ``cloudEvents:<attr>`` and knative's ``ce-<attr>`` are read too),

@@ -1,7 +1,8 @@
 """Consuming from RabbitMQ: one connection per subscription, coalesced acks, reconnection.
 
 Deliveries are buffered as aiormq hands them over and decoded only when the consumer takes
-them. Acks are recorded and sent once per loop turn (or every ``prefetch/2``) as one
+them. An ack goes out at once when no other delivery is waiting; while deliveries are queued,
+acks are batched (up to ``prefetch/2`` of them or 50 ms) and sent as one
 ``basic.ack multiple=True`` for the contiguous prefix plus single acks for the rest; pending
 nacks always go out first, so a ``multiple`` ack never covers a tag that was given back.
 A supervisor task reconnects when the connection or channel drops; deliveries of the lost
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -29,11 +31,14 @@ if TYPE_CHECKING:
 
 __all__ = ["Subscription", "close_quietly"]
 
+#: The longest an ack waits to be batched with others while deliveries are queued.
+ACK_DELAY = 0.05
+
 
 class _Acks:
     """Acks of one channel, coalesced: a contiguous prefix goes out as one ``multiple`` ack."""
 
-    __slots__ = ("acked", "channel", "lock", "nacks", "outstanding", "scheduled")
+    __slots__ = ("acked", "channel", "lock", "nacks", "outstanding", "since")
 
     def __init__(self, channel: AbstractChannel) -> None:
         self.channel = channel
@@ -41,14 +46,18 @@ class _Acks:
         self.acked: set[int] = set()
         self.nacks: list[int] = []
         self.lock = asyncio.Lock()
-        self.scheduled = False
+        self.since = 0.0  # when the oldest unsent ack was recorded
 
     @property
     def pending(self) -> bool:
         return bool(self.acked or self.nacks)
 
+    def ack(self, tag: int) -> None:
+        if not self.acked:
+            self.since = time.monotonic()
+        self.acked.add(tag)
+
     async def flush(self) -> None:
-        self.scheduled = False
         async with self.lock:
             if not self.pending:
                 return
@@ -101,7 +110,7 @@ class _RabbitDelivery(Delivery):
     async def ack(self) -> None:
         if not self._done:
             self._done = True
-            self._acks.acked.add(self._tag)
+            self._acks.ack(self._tag)
             await self._sub.acked(self._acks)
 
     async def nack(self) -> None:
@@ -129,7 +138,6 @@ class Subscription:
         self._acks: _Acks | None = None
         self._closed = False
         self._task: asyncio.Task[None] | None = None
-        self._flushes: set[asyncio.Task[None]] = set()
         self._in_hand = 0
         self._settled = asyncio.Event()
         self._log = obs.get_logger("choreo.rabbitmq", url=adapter.url)
@@ -197,14 +205,14 @@ class Subscription:
                     delay = min(delay * 2, settings.max_reconnect_delay)
 
     async def acked(self, acks: _Acks) -> None:
+        """Send acks now unless more deliveries wait (then batch: up to prefetch/2 or 50 ms)."""
         self._release()
-        if len(acks.acked) >= self._batch:
+        if (
+            not self._buffer
+            or len(acks.acked) >= self._batch
+            or time.monotonic() - acks.since >= ACK_DELAY
+        ):
             await acks.flush()
-        elif not acks.scheduled:
-            acks.scheduled = True
-            task = asyncio.get_running_loop().create_task(acks.flush())
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
 
     def _release(self) -> None:
         self._in_hand -= 1
@@ -256,8 +264,6 @@ class Subscription:
                 await asyncio.wait_for(self._settled.wait(), self._adapter.settings.close_grace)
         if self._acks is not None:
             await self._acks.flush()
-        if self._flushes:
-            await asyncio.gather(*self._flushes, return_exceptions=True)
         if self._connection is not None:
             await close_quietly(self._connection)
         self._adapter.forget(self)
