@@ -117,6 +117,7 @@ def drop_outbox(url: str, table: str, slot: str) -> None:
                     "WHERE slot_name = %s", (slot,))  # fmt: skip
         cur.execute(f'DROP PUBLICATION IF EXISTS "choreo_outbox_{table}"')
         cur.execute(f'DROP TABLE IF EXISTS "{table}"')
+        cur.execute("DELETE FROM choreo_outbox_offsets WHERE relay = %s", (f"postgres:{slot}",))
     conn.close()
 
 
