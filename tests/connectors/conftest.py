@@ -1,6 +1,6 @@
 """Outbox fixtures: a fresh outbox table on each database (SQLite, PostgreSQL, MariaDB/MySQL).
 
-The live databases come from ``CHOREO_TEST_POSTGRES_DB`` / ``CHOREO_TEST_MYSQL_DB`` (defaults:
+The live databases come from ``CHOREO_TEST_POSTGRES_URL`` / ``CHOREO_TEST_MYSQL_URL`` (defaults:
 the local servers). A missing server, or one not configured for CDC, FAILS the test with one
 line saying what to run (``connectors/ci/postgres-setup.sh``, ``connectors/ci/mariadb-setup.sh``):
 CI makes every backend mandatory.
@@ -22,8 +22,8 @@ from connectors import add_event, init_outbox
 from connectors.dburl import DatabaseURL
 from connectors.schema import OFFSETS_TABLE, publication_name
 
-PG_URL = os.environ.get("CHOREO_TEST_POSTGRES_DB", "postgresql://postgres@127.0.0.1:5432/test")
-MYSQL_URL = os.environ.get("CHOREO_TEST_MYSQL_DB", "mysql://root@127.0.0.1:3306/test")
+PG_URL = os.environ.get("CHOREO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get("CHOREO_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 REPO = Path(__file__).resolve().parents[2]
 
 Row = dict[str, Any]
