@@ -22,6 +22,7 @@ import json
 import shutil
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
@@ -30,7 +31,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from broker import Bus, Event, Policy, Retry
+from broker.envelope import format_time
 from broker.observability import configure_logging
+from broker.urls import mask_url
 from choreo.console import out_console, run
 from choreo.demo_services import OrderStore, Services, order_payload
 from connectors.runtime import build_relay
@@ -79,6 +82,7 @@ class Demo:
         self.store_url = f"sqlite:///{directory}/sagas.db"
         self.store = open_store(self.store_url)
         self.orders = OrderStore(str(directory / "orders.db"))
+        self.started = format_time(datetime.now(UTC))
 
     def bus(self, name: str) -> Bus:
         bus = Bus(self.url, source=name, policy=self.policy, codec=self.codec)
@@ -108,7 +112,11 @@ class Demo:
             await Services(self.orders).start(self.bus)
             relay_task = asyncio.create_task(relay.run())
             await self._place_orders(count)
-            dead = await self.buses[0].dead_letters("orders.dlq")
+            dead = [  # only this run's: a real broker keeps earlier runs' dead letters
+                e
+                for e in await self.buses[0].dead_letters("orders.dlq", limit=100_000)
+                if str(e.extensions.get("dlqtime", "")) >= self.started
+            ]
         finally:
             relay.stop()
             if relay_task is not None:
@@ -149,7 +157,8 @@ class Demo:
         states: Counter[str] = Counter()
         for (_, state), n in self.store.counts().items():
             states[state] += n
-        table = Table("saga state", "instances", title=f"{count} orders on {self.url}")
+        shown_url = mask_url(self.url.split("?", 1)[0])
+        table = Table("saga state", "instances", title=f"{count} orders on {shown_url}")
         for state, n in states.most_common():
             table.add_row(state, str(n))
         out_console.print(table)
@@ -166,7 +175,7 @@ class Demo:
             + ", ".join(escape(f"{e.id} ({e.extensions.get('dlqerror')})") for e in dead[:3])
         )
         out_console.print(f"orders table: {self.orders.statuses()}")
-        broker = f" --broker '{self.url.split('?', 1)[0]}'"
+        broker = f" --broker '{shown_url}'"
         store = f" --store {self.store_url}"
         example = stuck[0].correlation_id if stuck else "order-0011"
         out_console.print("\nExplore further:")
