@@ -139,7 +139,7 @@ class RabbitMQAdapter:
     def capabilities(self) -> Capabilities:
         return Capabilities(
             native_ttl=True,
-            native_dlq=self.settings.expired_to_dlq,
+            native_dlq=False,  # only broker-expired events are dead-lettered by RabbitMQ
             ordered_keys=False,
             replay=False,
             selective_delete=True,
