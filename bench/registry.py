@@ -1,4 +1,5 @@
-"""Registry serialization against plain fastavro and plain json+jsonschema, in one run.
+"""Registry serialization against plain fastavro and plain json+jsonschema, in one run, and the
+served registry's `GET /schemas/ids/{id}` rate (from several client processes).
 
 Both sides encode (with validation) and decode the same 200,000 small order records; ours adds
 the Confluent wire header and the schema cache lookup, so the ratio is what the registry costs.
