@@ -63,7 +63,7 @@ def _ratio(row: dict[str, Any]) -> str:
     if not ours or not base:
         return "-"
     if "ms" in row["metric"]:  # latency: lower is better, show what we add
-        return f"+{ours - base:.2f} ms"
+        return f"{ours - base:+.2f} ms"
     return f"{ours / base:.2f}x"
 
 
