@@ -53,6 +53,8 @@ _OPTIONAL_ATTRIBUTES = ("time", "subject", "datacontenttype", "dataschema")
 _CORE_ATTRIBUTES = frozenset(("id", "source", "type", "specversion", *_OPTIONAL_ATTRIBUTES))
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,40}$")
 _valid_names: set[str] = set()
+# One encoder for every event: json.dumps() with options builds a new encoder per call.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 # Extensions the core writes as integers; binary bindings carry every value as text.
 _INTEGER_EXTENSIONS = frozenset({"dlqattempts"})
 
@@ -201,7 +203,7 @@ class Event:
         if data is None:
             return b""
         if is_json_content_type(self.datacontenttype):
-            return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+            return _JSON.encode(data).encode()
         if isinstance(data, str):
             return data.encode()
         raise EnvelopeError(
@@ -235,7 +237,7 @@ class Event:
 
     def to_json(self) -> str:
         """The structured-mode JSON text."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        return _JSON.encode(self.to_dict())
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any]) -> Event:
