@@ -6,6 +6,8 @@ Exit codes: 0 success, 1 operational failure, 2 usage error.
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 
 import typer
 
@@ -59,7 +61,14 @@ def demo(
     run_demo(broker=broker, orders=orders, workdir=workdir)
 
 
+# Client libraries log connection trouble themselves; the CLI reports it as one line of its own.
+_CLIENT_LOGGERS = ("aiokafka", "aio_pika", "aiormq", "nats", "pymysqlreplication")
+
+
 def main() -> None:
     """Console-script entry point."""
     configure_logging()
+    if os.environ.get("CHOREO_LOG_LEVEL", "").upper() != "DEBUG":
+        for name in _CLIENT_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     app()

@@ -322,3 +322,19 @@ def test_durable_inbox_skips_a_republished_event(tmp_path: Path, broker: str) ->
     handled = [json.loads(line)["id"] for line in result.stdout.splitlines()]
     assert ["job-1"] == [i for i in handled if i == "job-1"]
     assert 2 == len(handled)
+
+
+@pytest.mark.parametrize(
+    ("url", "names"),
+    [
+        ("kafka://127.0.0.1:1", "cannot reach Kafka at kafka://127.0.0.1:1"),
+        ("amqp://guest:secret@127.0.0.1:1/", "amqp://guest:***@127.0.0.1:1/"),
+        ("nats://127.0.0.1:1", "cannot connect to NATS at nats://127.0.0.1:1"),
+    ],
+)
+def test_unreachable_real_broker_is_one_line(tmp_path: Path, url: str, names: str) -> None:
+    """No server behind the URL: exit 1 with exactly one line naming it (password masked)."""
+    result = choreo("publish", "t", "--type", "x", "--broker", url, cwd=tmp_path)
+    assert 1 == result.returncode
+    assert [names in result.stderr, "secret" in result.stderr] == [True, False]
+    assert 1 == len([line for line in result.stderr.splitlines() if line.strip()]), result.stderr
