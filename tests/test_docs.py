@@ -64,3 +64,20 @@ def test_readme_shell_block_runs(where: str, script: str, tmp_path: Path) -> Non
     assert 0 == result.returncode, (
         f"{where} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     )
+
+
+YAML = re.compile(r"^```yaml\n(.*?)^```", re.S | re.M)
+SAGA_BLOCKS = [
+    (f"{doc.relative_to(ROOT)}#yaml{index + 1}", m.group(1))
+    for doc in DOCS
+    for index, m in enumerate(YAML.finditer(doc.read_text()))
+    if "sagas:" in m.group(1)
+]
+
+
+@pytest.mark.parametrize(("where", "text"), SAGA_BLOCKS, ids=[w for w, _ in SAGA_BLOCKS])
+def test_saga_definition_blocks_are_valid(where: str, text: str) -> None:
+    """Every saga definition shown in the docs loads without an error."""
+    from saga_monitor import parse_definitions
+
+    assert parse_definitions(text, file=where).sagas
