@@ -33,8 +33,12 @@ fi
 wait_port 127.0.0.1 3306 MariaDB 60
 
 # Headless Chromium for the saga web page's browser test (Debian's package; Playwright drives it).
-if ! command -v chromium >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+# curl for the documentation's shell examples.
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v curl >/dev/null 2>&1 || missing="$missing curl"
+if [ -n "$missing" ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
 # Per-part settings (wal_level=logical, ROW binlog, a browser) come from the parts' scripts.

@@ -81,3 +81,53 @@ def test_saga_definition_blocks_are_valid(where: str, text: str) -> None:
     from saga_monitor import parse_definitions
 
     assert parse_definitions(text, file=where).sagas
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_registry_quickstart_runs_against_a_served_registry(tmp_path: Path) -> None:
+    """docs/registry.md's two shell blocks: serve, then register/list/show/curl, as written
+    (only the port differs)."""
+    import time
+    import urllib.request
+
+    serve, register = BASH.findall((ROOT / "docs" / "registry.md").read_text())[:2]
+    port = str(_free_port())
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    server = subprocess.Popen(
+        ["bash", "-c", "exec " + serve.strip().replace("8081", port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/subjects", timeout=2).read()
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+                assert time.monotonic() < deadline, "the registry did not come up"
+                time.sleep(0.2)
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", register.replace("8081", port)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert 0 == result.returncode, result.stderr[-3000:]
+    assert '"subject":"orders-value"' in result.stdout.replace(" ", "")
