@@ -51,6 +51,7 @@ NATS_PREFIXES = ("ce-",)
 # Context attributes with a meaning of their own; anything else is an extension.
 _OPTIONAL_ATTRIBUTES = ("time", "subject", "datacontenttype", "dataschema")
 _CORE_ATTRIBUTES = frozenset(("id", "source", "type", "specversion", *_OPTIONAL_ATTRIBUTES))
+_NOT_EXTENSIONS = _CORE_ATTRIBUTES | {"data", "data_base64"}
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,40}$")
 _valid_names: set[str] = set()
 # One encoder for every event: json.dumps() with options builds a new encoder per call.
@@ -252,8 +253,7 @@ class Event:
             data = base64.b64decode(obj["data_base64"])
         elif isinstance(data, str) and is_json_content_type(obj.get("datacontenttype")):
             data = _maybe_json(data)
-        attrs = {k: v for k, v in obj.items() if k not in ("data", "data_base64")}
-        return _build(attrs, data)
+        return _build(obj, data)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Event:
@@ -285,7 +285,7 @@ def _build(attrs: Mapping[str, Any], data: Any) -> Event:
     extensions = {
         name: value
         for name, value in attrs.items()
-        if name not in _CORE_ATTRIBUTES and value is not None
+        if name not in _NOT_EXTENSIONS and value is not None
     }
     return Event(
         type=str(attrs["type"]),
