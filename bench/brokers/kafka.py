@@ -27,7 +27,6 @@ import os
 import statistics
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -36,11 +35,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 
+from bench.brokers._harness import Latencies, paced, percentile, spread
 from broker import Bus, Event
 from tests.servers.kafka import KafkaServer
 
 COUNT = 20_000
-IN_FLIGHT = 64
 PREFETCH = 500
 RATE = 1_000
 LATENCY_COUNT = 3_000
@@ -57,18 +56,6 @@ def _bootstrap(url: str) -> str:
 def _consumer_options(url: str) -> dict[str, int]:
     query = dict(parse_qsl(urlsplit(url).query))
     return {k: int(v) for k, v in query.items() if k in CONSUMER_OPTIONS}
-
-
-async def _spread(count: int, publish: Callable[[int], Awaitable[Any]]) -> float:
-    """Run ``publish(i)`` for every i with IN_FLIGHT concurrent workers; events per second."""
-
-    async def worker(offset: int) -> None:
-        for i in range(offset, count, IN_FLIGHT):
-            await publish(i)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(k) for k in range(IN_FLIGHT)))
-    return count / (time.perf_counter() - started)
 
 
 async def _topic(url: str, kind: str) -> str:
@@ -99,7 +86,7 @@ async def publish_raw(url: str) -> float:
     await producer.start()
     body = json.dumps(PAYLOAD).encode()
     try:
-        return await _spread(
+        return await spread(
             COUNT, lambda i: producer.send_and_wait(topic, body, headers=_headers(i))
         )
     finally:
@@ -109,7 +96,7 @@ async def publish_raw(url: str) -> float:
 async def publish_choreograph(url: str) -> float:
     topic = await _topic(url, "pub-choreo")
     async with Bus(url, source="bench") as bus:
-        return await _spread(COUNT, lambda i: bus.publish(topic, type="bench", data=PAYLOAD))
+        return await spread(COUNT, lambda i: bus.publish(topic, type="bench", data=PAYLOAD))
 
 
 async def publish_faststream(url: str) -> float:
@@ -117,7 +104,7 @@ async def publish_faststream(url: str) -> float:
     broker = KafkaBroker(_bootstrap(url), acks="all", logger=None)
     await broker.connect()
     try:
-        return await _spread(COUNT, lambda i: broker.publish(PAYLOAD, topic))
+        return await spread(COUNT, lambda i: broker.publish(PAYLOAD, topic))
     finally:
         await broker.stop()
 
@@ -129,7 +116,7 @@ async def fill(url: str) -> str:
     """A topic holding COUNT events, read by each consumer as a new group from the beginning."""
     topic = await _topic(url, "sub")
     async with Bus(url, source="bench") as bus:
-        await _spread(COUNT, lambda i: bus.publish(topic, type="bench", data=PAYLOAD))
+        await spread(COUNT, lambda i: bus.publish(topic, type="bench", data=PAYLOAD))
     return topic
 
 
@@ -200,24 +187,6 @@ async def consume_faststream(url: str, topic: str, name: str) -> float:
 # -- latency -----------------------------------------------------------------------------------
 
 
-async def _paced(send: Callable[[float], Awaitable[Any]], latencies: list[float]) -> list[float]:
-    """Send LATENCY_COUNT events at RATE per second; latencies in ms once all arrived."""
-    tasks = []
-    started = time.perf_counter()
-    for i in range(LATENCY_COUNT):
-        delay = started + i / RATE - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(send(time.perf_counter())))
-    await asyncio.gather(*tasks)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if len(latencies) >= LATENCY_COUNT:
-            break
-        await asyncio.sleep(0.01)
-    return latencies
-
-
 async def _until_assigned(consumer: AIOKafkaConsumer) -> None:
     while not consumer.assignment():
         await consumer.getmany(timeout_ms=100)
@@ -225,7 +194,7 @@ async def _until_assigned(consumer: AIOKafkaConsumer) -> None:
 
 async def latency_raw(url: str) -> list[float]:
     topic = await _topic(url, "lat-raw")
-    latencies: list[float] = []
+    latencies = Latencies(LATENCY_COUNT)
     producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(url), acks="all")
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=_bootstrap(url), group_id="raw", enable_auto_commit=False,
@@ -241,7 +210,7 @@ async def latency_raw(url: str) -> list[float]:
             batch = await consumer.getmany(timeout_ms=100)
             for records in batch.values():
                 for record in records:
-                    latencies.append((time.perf_counter() - json.loads(record.value)["t"]) * 1000)
+                    latencies.record(json.loads(record.value)["t"])
                 since_commit += len(records)
             if since_commit >= 100:
                 await consumer.commit()
@@ -249,7 +218,7 @@ async def latency_raw(url: str) -> list[float]:
 
     receiver = asyncio.create_task(receive())
     try:
-        return await _paced(
+        return await paced(
             lambda now: producer.send_and_wait(
                 topic, json.dumps({"t": now}).encode(), headers=_headers(0)
             ),
@@ -263,19 +232,19 @@ async def latency_raw(url: str) -> list[float]:
 
 async def latency_choreograph(url: str) -> list[float]:
     topic = await _topic(url, "lat-choreo")
-    latencies: list[float] = []
+    latencies = Latencies(LATENCY_COUNT)
 
     async def handler(event: Event) -> None:
-        latencies.append((time.perf_counter() - event.data["t"]) * 1000)
+        latencies.record(event.data["t"])
 
     async with Bus(url, source="bench") as bus:
         await bus.subscribe(topic, handler, group="bench", prefetch=PREFETCH)
-        return await _paced(lambda now: bus.publish(topic, type="t", data={"t": now}), latencies)
+        return await paced(lambda now: bus.publish(topic, type="t", data={"t": now}), latencies)
 
 
 async def latency_faststream(url: str) -> list[float]:
     topic = await _topic(url, "lat-fs")
-    latencies: list[float] = []
+    latencies = Latencies(LATENCY_COUNT)
     broker = KafkaBroker(_bootstrap(url), acks="all", logger=None)
     ready = asyncio.Event()
 
@@ -286,24 +255,19 @@ async def latency_faststream(url: str) -> list[float]:
         if "warm" in body:
             ready.set()
             return
-        latencies.append((time.perf_counter() - body["t"]) * 1000)
+        latencies.record(body["t"])
 
     await broker.start()
     try:
         while not ready.is_set():  # FastStream returns before its group has joined
             await broker.publish({"warm": 1}, topic)
             await asyncio.sleep(0.5)
-        return await _paced(lambda now: broker.publish({"t": now}, topic), latencies)
+        return await paced(lambda now: broker.publish({"t": now}, topic), latencies)
     finally:
         await broker.stop()
 
 
 # -- the run -----------------------------------------------------------------------------------
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 async def run(url: str) -> list[dict[str, Any]]:
@@ -346,7 +310,7 @@ async def run(url: str) -> list[dict[str, Any]]:
         await latency_faststream(url),
     )
     row("e2e p50 ms", statistics.median(raw), statistics.median(choreo), statistics.median(fast))
-    row("e2e p99 ms", _percentile(raw, 0.99), _percentile(choreo, 0.99), _percentile(fast, 0.99))
+    row("e2e p99 ms", percentile(raw, 0.99), percentile(choreo, 0.99), percentile(fast, 0.99))
     return rows
 
 

@@ -26,7 +26,6 @@ import statistics
 import time
 import uuid
 import warnings
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,30 +33,18 @@ import nats
 from faststream.nats import DeliverPolicy, JStream, NatsBroker, PullSub
 from nats.js import api
 
+from bench.brokers._harness import Latencies, paced, percentile, spread
 from broker import Bus, Event
 from broker.adapters.nats import safe_name
 from tests.servers.nats import NatsServer
 
 COUNT = 20_000
-IN_FLIGHT = 64
 PREFETCH = 100
 RATE = 1_000
 LATENCY_COUNT = 3_000
 ROUNDS = 3
 PAYLOAD = "x" * 254  # a JSON string of 256 bytes
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "nats.json"
-
-
-async def _spread(count: int, publish: Callable[[int], Awaitable[Any]]) -> float:
-    """Run ``publish(i)`` for every i with IN_FLIGHT concurrent workers; events per second."""
-
-    async def worker(offset: int) -> None:
-        for i in range(offset, count, IN_FLIGHT):
-            await publish(i)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(k) for k in range(IN_FLIGHT)))
-    return count / (time.perf_counter() - started)
 
 
 async def _topic(url: str, kind: str) -> str:
@@ -89,7 +76,7 @@ async def publish_raw(url: str) -> float:
     js = nc.jetstream()
     body = json.dumps(PAYLOAD).encode()
     try:
-        return await _spread(COUNT, lambda i: js.publish(topic, body, headers=_headers(i)))
+        return await spread(COUNT, lambda i: js.publish(topic, body, headers=_headers(i)))
     finally:
         await nc.close()
 
@@ -97,7 +84,7 @@ async def publish_raw(url: str) -> float:
 async def publish_choreograph(url: str) -> float:
     topic = await _topic(url, "pub-choreo")
     async with Bus(url, source="bench") as bus:
-        return await _spread(COUNT, lambda i: bus.publish(topic, type="bench", data=PAYLOAD))
+        return await spread(COUNT, lambda i: bus.publish(topic, type="bench", data=PAYLOAD))
 
 
 async def publish_faststream(url: str) -> float:
@@ -106,7 +93,7 @@ async def publish_faststream(url: str) -> float:
     await broker.connect()
     try:
         stream = safe_name(topic)
-        return await _spread(COUNT, lambda i: broker.publish(PAYLOAD, topic, stream=stream))
+        return await spread(COUNT, lambda i: broker.publish(PAYLOAD, topic, stream=stream))
     finally:
         await broker.stop()
 
@@ -118,7 +105,7 @@ async def fill(url: str) -> str:
     """A topic holding COUNT events, read by three consumers from the beginning."""
     topic = await _topic(url, "sub")
     async with Bus(url, source="bench") as bus:
-        await _spread(COUNT, lambda i: bus.publish(topic, type="bench", data=PAYLOAD))
+        await spread(COUNT, lambda i: bus.publish(topic, type="bench", data=PAYLOAD))
     return topic
 
 
@@ -188,32 +175,14 @@ async def consume_faststream(url: str, topic: str, name: str) -> float:
 # -- latency -----------------------------------------------------------------------------------
 
 
-async def _paced(send: Callable[[float], Awaitable[Any]], latencies: list[float]) -> list[float]:
-    """Send LATENCY_COUNT events at RATE per second; latencies in ms once all arrived."""
-    tasks = []
-    started = time.perf_counter()
-    for i in range(LATENCY_COUNT):
-        delay = started + i / RATE - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(send(time.perf_counter())))
-    await asyncio.gather(*tasks)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if len(latencies) >= LATENCY_COUNT:
-            break
-        await asyncio.sleep(0.01)
-    return latencies
-
-
 async def latency_raw(url: str) -> list[float]:
     topic = await _topic(url, "lat-raw")
-    latencies: list[float] = []
+    latencies = Latencies(LATENCY_COUNT)
     nc = await nats.connect(url)
     js = nc.jetstream()
 
     async def on_message(msg: Any) -> None:
-        latencies.append((time.perf_counter() - json.loads(msg.data)["t"]) * 1000)
+        latencies.record(json.loads(msg.data)["t"])
         await msg.ack()
 
     config = api.ConsumerConfig(max_ack_pending=PREFETCH)
@@ -222,7 +191,7 @@ async def latency_raw(url: str) -> list[float]:
             topic, durable="raw", stream=safe_name(topic), cb=on_message, manual_ack=True,
             config=config,
         )  # fmt: skip
-        return await _paced(
+        return await paced(
             lambda now: js.publish(topic, json.dumps({"t": now}).encode(), headers=_headers(0)
                                    | {"Nats-Msg-Id": uuid.uuid4().hex}),
             latencies,
@@ -233,19 +202,19 @@ async def latency_raw(url: str) -> list[float]:
 
 async def latency_choreograph(url: str) -> list[float]:
     topic = await _topic(url, "lat-choreo")
-    latencies: list[float] = []
+    latencies = Latencies(LATENCY_COUNT)
 
     async def handler(event: Event) -> None:
-        latencies.append((time.perf_counter() - event.data["t"]) * 1000)
+        latencies.record(event.data["t"])
 
     async with Bus(url, source="bench") as bus:
         await bus.subscribe(topic, handler, group="bench", prefetch=PREFETCH)
-        return await _paced(lambda now: bus.publish(topic, type="t", data={"t": now}), latencies)
+        return await paced(lambda now: bus.publish(topic, type="t", data={"t": now}), latencies)
 
 
 async def latency_faststream(url: str) -> list[float]:
     topic = await _topic(url, "lat-fs")
-    latencies: list[float] = []
+    latencies = Latencies(LATENCY_COUNT)
     broker = NatsBroker(url, logger=None)
     stream = safe_name(topic)
 
@@ -254,21 +223,16 @@ async def latency_faststream(url: str) -> list[float]:
 
         @broker.subscriber(topic, stream=JStream(stream, declare=False), durable="fs")
         async def handler(body: dict[str, float]) -> None:
-            latencies.append((time.perf_counter() - body["t"]) * 1000)
+            latencies.record(body["t"])
 
     await broker.start()
     try:
-        return await _paced(lambda now: broker.publish({"t": now}, topic, stream=stream), latencies)
+        return await paced(lambda now: broker.publish({"t": now}, topic, stream=stream), latencies)
     finally:
         await broker.stop()
 
 
 # -- the run -----------------------------------------------------------------------------------
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 async def run(url: str) -> list[dict[str, Any]]:
@@ -312,7 +276,7 @@ async def run(url: str) -> list[dict[str, Any]]:
         runs["faststream"].append(await latency_faststream(url))
     raw, choreo, fast = (min(runs[k], key=statistics.median) for k in runs)
     row("e2e p50 ms", statistics.median(raw), statistics.median(choreo), statistics.median(fast))
-    row("e2e p99 ms", _percentile(raw, 0.99), _percentile(choreo, 0.99), _percentile(fast, 0.99))
+    row("e2e p99 ms", percentile(raw, 0.99), percentile(choreo, 0.99), percentile(fast, 0.99))
     return rows
 
 

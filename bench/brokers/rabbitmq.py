@@ -29,11 +29,11 @@ import aio_pika
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.schemas import Channel
 
+from bench.brokers._harness import Latencies, paced, percentile, spread
 from broker import Bus, Event
 from tests.servers.rabbitmq import RabbitMQServer, _start_session, rabbitmqctl
 
 COUNT = 20_000
-IN_FLIGHT = 64
 PREFETCH = 100
 RATE = 1_000
 LATENCY_COUNT = 1_500  # per round
@@ -41,18 +41,6 @@ LIMIT = 120.0  # seconds any one measurement may take
 ROUNDS = 3  # interleaved; the median of each is reported (the machine may be shared)
 PAYLOAD = "x" * 254  # a JSON string of 256 bytes
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "rabbitmq.json"
-
-
-async def _spread(count: int, publish: Callable[[int], Awaitable[Any]]) -> float:
-    """Run ``publish(i)`` for every i with IN_FLIGHT concurrent workers; events per second."""
-
-    async def worker(offset: int) -> None:
-        for i in range(offset, count, IN_FLIGHT):
-            await publish(i)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(k) for k in range(IN_FLIGHT)))
-    return count / (time.perf_counter() - started)
 
 
 async def _drop(url: str, *queues: str) -> None:
@@ -103,12 +91,12 @@ async def publish_raw(url: str, topic: str) -> float:
             )
             await exchange.publish(message, routing_key=topic)
 
-        return await _spread(COUNT, publish)
+        return await spread(COUNT, publish)
 
 
 async def publish_choreograph(url: str, topic: str) -> float:
     async with Bus(url, source="bench") as bus:
-        return await _spread(COUNT, lambda i: bus.publish(topic, type="bench", data=PAYLOAD))
+        return await spread(COUNT, lambda i: bus.publish(topic, type="bench", data=PAYLOAD))
 
 
 async def publish_faststream(url: str, topic: str) -> float:
@@ -116,7 +104,7 @@ async def publish_faststream(url: str, topic: str) -> float:
     await broker.connect()
     exchange = RabbitExchange(topic, type=ExchangeType.TOPIC, durable=True)
     try:
-        return await _spread(
+        return await spread(
             COUNT,
             lambda i: broker.publish(PAYLOAD, exchange=exchange, routing_key=topic, persist=True),
         )
@@ -135,7 +123,7 @@ async def fill(url: str) -> str:
         await subscriber.stop()
         for name in ("raw", "fs"):
             await _sink(url, topic, f"{topic}.{name}")
-        await _spread(COUNT, lambda i: bus.publish(topic, type="bench", data=PAYLOAD))
+        await spread(COUNT, lambda i: bus.publish(topic, type="bench", data=PAYLOAD))
     return topic
 
 
@@ -206,37 +194,10 @@ async def consume_faststream(url: str, topic: str) -> float:
 # -- latency -----------------------------------------------------------------------------------
 
 
-class Latencies(list[float]):
-    """Latencies in ms, with an event set once all LATENCY_COUNT arrived."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.complete = asyncio.Event()
-
-    def record(self, sent: float) -> None:
-        self.append((time.perf_counter() - sent) * 1000)
-        if len(self) >= LATENCY_COUNT:
-            self.complete.set()
-
-
-async def _paced(send: Callable[[float], Awaitable[Any]], latencies: Latencies) -> list[float]:
-    """Send LATENCY_COUNT events at RATE per second; latencies in ms once all arrived."""
-    tasks = []
-    started = time.perf_counter()
-    for i in range(LATENCY_COUNT):
-        delay = started + i / RATE - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(send(time.perf_counter())))
-    await asyncio.gather(*tasks)
-    await asyncio.wait_for(latencies.complete.wait(), 60)
-    return list(latencies)
-
-
 async def latency_raw(url: str) -> list[float]:
     topic = f"bench-lat-raw-{uuid.uuid4().hex[:6]}"
     await _sink(url, topic, f"{topic}.raw")
-    latencies = Latencies()
+    latencies = Latencies(LATENCY_COUNT)
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
@@ -255,24 +216,24 @@ async def latency_raw(url: str) -> list[float]:
             message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
             await exchange.publish(message, routing_key=topic)
 
-        return await _paced(send, latencies)
+        return await paced(send, latencies)
 
 
 async def latency_choreograph(url: str) -> list[float]:
     topic = f"bench-lat-choreo-{uuid.uuid4().hex[:6]}"
-    latencies = Latencies()
+    latencies = Latencies(LATENCY_COUNT)
 
     async def handler(event: Event) -> None:
         latencies.record(event.data["t"])
 
     async with Bus(url, source="bench") as bus:
         await bus.subscribe(topic, handler, group="bench", prefetch=PREFETCH)
-        return await _paced(lambda now: bus.publish(topic, type="t", data={"t": now}), latencies)
+        return await paced(lambda now: bus.publish(topic, type="t", data={"t": now}), latencies)
 
 
 async def latency_faststream(url: str) -> list[float]:
     topic = f"bench-lat-fs-{uuid.uuid4().hex[:6]}"
-    latencies = Latencies()
+    latencies = Latencies(LATENCY_COUNT)
     broker = RabbitBroker(url, logger=None, default_channel=Channel(prefetch_count=PREFETCH))
     exchange = RabbitExchange(topic, type=ExchangeType.TOPIC, durable=True)
 
@@ -282,7 +243,7 @@ async def latency_faststream(url: str) -> list[float]:
 
     await broker.start()
     try:
-        return await _paced(
+        return await paced(
             lambda now: broker.publish(
                 {"t": now}, exchange=exchange, routing_key=topic, persist=True
             ),
@@ -298,11 +259,6 @@ async def latency_faststream(url: str) -> list[float]:
 def _rotated(count: int, round_: int) -> list[int]:
     """The order of the contenders in a round: each goes first once (no position bias)."""
     return [(round_ + k) % count for k in range(count)]
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 async def run(url: str) -> list[dict[str, Any]]:
@@ -356,7 +312,7 @@ async def run(url: str) -> list[dict[str, Any]]:
             latencies[index].extend(await asyncio.wait_for(paced[index](url), LIMIT))
     raw, choreo, fast = latencies
     row("e2e p50 ms", statistics.median(raw), statistics.median(choreo), statistics.median(fast))
-    row("e2e p99 ms", _percentile(raw, 0.99), _percentile(choreo, 0.99), _percentile(fast, 0.99))
+    row("e2e p99 ms", percentile(raw, 0.99), percentile(choreo, 0.99), percentile(fast, 0.99))
     return rows
 
 
