@@ -157,16 +157,22 @@ def add_event(
     return record.id
 
 
-def _add_sqlalchemy(conn: Any, record: OutboxRecord, table: str, delete_after: bool) -> None:
+def _sqlalchemy_statements(conn: Any, table: str, delete_after: bool) -> tuple[Any, Any]:
+    """The INSERT and DELETE for a SQLAlchemy connection or session (sync or async)."""
     from sqlalchemy import text
 
     dialect = conn.get_bind().dialect.name if hasattr(conn, "get_bind") else conn.dialect.name
     if delete_after and dialect == "sqlite":
         raise OutboxConfigError("delete_after=True needs a CDC relay (PostgreSQL or MySQL)")
     insert, delete = _statements(table, "named", "`" if dialect in ("mysql", "mariadb") else '"')
-    conn.execute(text(insert), dataclasses.asdict(record))
+    return text(insert), text(delete)
+
+
+def _add_sqlalchemy(conn: Any, record: OutboxRecord, table: str, delete_after: bool) -> None:
+    insert, delete = _sqlalchemy_statements(conn, table, delete_after)
+    conn.execute(insert, dataclasses.asdict(record))
     if delete_after:
-        conn.execute(text(delete), {"id": record.id})
+        conn.execute(delete, {"id": record.id})
 
 
 async def add_event_async(
@@ -192,14 +198,10 @@ async def add_event_async(
     )
     kind = _kind(conn)
     if kind == "sqlalchemy":
-        from sqlalchemy import text
-
-        bind = conn.get_bind() if hasattr(conn, "get_bind") else conn
-        dialect = bind.dialect.name
-        insert, delete = _statements(table, "named", "`" if dialect == "mysql" else '"')
-        await conn.execute(text(insert), dataclasses.asdict(record))
+        insert_sql, delete_sql = _sqlalchemy_statements(conn, table, delete_after)
+        await conn.execute(insert_sql, dataclasses.asdict(record))
         if delete_after:
-            await conn.execute(text(delete), {"id": record.id})
+            await conn.execute(delete_sql, {"id": record.id})
         return record.id
     if kind != "psycopg":
         raise OutboxConfigError(
