@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
-import uuid
 import zlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -19,7 +19,7 @@ from typing import Any
 
 from broker import observability as obs
 from broker.context import reset_current, set_current
-from broker.envelope import Event, format_time
+from broker.envelope import Event, format_time, is_json_content_type, new_id
 from broker.policies import Policy
 from broker.ports import Delivery, PayloadCodec, Subscription
 
@@ -80,6 +80,7 @@ class Consumer:
         self._idle.set()
         self._lanes: list[asyncio.Queue[Delivery | None]] = []
         self._lane_tasks: list[asyncio.Task[None]] = []
+        self._next_lane = 0
         self._handled_counters: dict[str, Any] = {}
         self._handler_seconds = obs.HANDLER_SECONDS.labels(group)
         self._calls = 0
@@ -100,14 +101,20 @@ class Consumer:
                 if concurrency == 1:
                     await self._process(delivery)
                 else:
-                    key = delivery.event.partitionkey if delivery.event else None
-                    lane = zlib.crc32((key or str(uuid.uuid4())).encode()) % concurrency
-                    await self._lanes[lane].put(delivery)
+                    await self._lanes[self._lane_for(delivery, concurrency)].put(delivery)
         finally:
             for queue in self._lanes:
                 await queue.put(None)
             if self._lane_tasks:
                 await asyncio.gather(*self._lane_tasks, return_exceptions=True)
+
+    def _lane_for(self, delivery: Delivery, concurrency: int) -> int:
+        """Same key, same lane (so one key never runs twice at once); keyless events rotate."""
+        key = delivery.event.partitionkey if delivery.event else None
+        if key is None:
+            self._next_lane = (self._next_lane + 1) % concurrency
+            return self._next_lane
+        return zlib.crc32(key.encode()) % concurrency
 
     async def _lane(self, queue: asyncio.Queue[Delivery | None]) -> None:
         while (delivery := await queue.get()) is not None:
@@ -200,13 +207,19 @@ class Consumer:
     def _wrap_legacy(self, delivery: Delivery) -> Event:
         headers = delivery.headers
         content_type = headers.get("content-type") or "application/octet-stream"
-        event_id = headers.get("message-id") or headers.get("Nats-Msg-Id") or str(uuid.uuid4())
+        event_id = headers.get("message-id") or headers.get("Nats-Msg-Id") or new_id()
+        data: Any = delivery.body
+        if is_json_content_type(content_type):  # a legacy JSON body reaches the handler parsed
+            try:
+                data = json.loads(delivery.body)
+            except ValueError:
+                content_type = "application/octet-stream"
         return Event(
             type=self._policy.legacy_type,
             source=f"choreo:{delivery.topic}",
             id=event_id,
-            data=delivery.body,
-            datacontenttype=content_type if "json" not in content_type else None,
+            data=data,
+            datacontenttype=content_type,
         )
 
     async def _call_with_retries(self, delivery: Delivery, event: Event) -> int:

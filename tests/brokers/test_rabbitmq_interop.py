@@ -140,10 +140,13 @@ async def test_bus_reads_what_a_raw_client_writes(
     assert datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC) == first.time
 
 
-async def _publish_legacy(channel: aio_pika.abc.AbstractChannel, topic: str, body: bytes) -> None:
+async def _publish_legacy(
+    channel: aio_pika.abc.AbstractChannel, topic: str, body: bytes, content_type: str = "text/plain"
+) -> None:
     exchange = await channel.get_exchange(topic)
     await exchange.publish(
-        aio_pika.Message(body, content_type="text/plain", message_id="legacy-42"), routing_key=topic
+        aio_pika.Message(body, content_type=content_type, message_id="legacy-42"),
+        routing_key=topic,
     )
 
 
@@ -180,6 +183,19 @@ async def test_legacy_message_can_be_wrapped(
         await eventually(lambda: len(got.events) == 1)
     [wrapped] = got.events
     assert ("legacy.text", "legacy-42", b"plain text") == (wrapped.type, wrapped.id, wrapped.data)
+
+
+async def test_wrapped_legacy_json_arrives_parsed(
+    rabbitmq_url: str, channel: aio_pika.abc.AbstractChannel, topic: str
+) -> None:
+    """A wrapped legacy message whose content type is JSON reaches the handler as parsed data."""
+    async with Bus(rabbitmq_url, policy=Policy(on_undecodable="wrap")) as bus:
+        got = Collector()
+        await bus.subscribe(topic, got, group="g")
+        await _publish_legacy(channel, topic, b'{"orderId": "o-9"}', "application/json")
+        await eventually(lambda: len(got.events) == 1)
+    [wrapped] = got.events
+    assert ({"orderId": "o-9"}, "application/json") == (wrapped.data, wrapped.datacontenttype)
 
 
 async def test_cloudevents_sdk_amqp_binding_both_ways(

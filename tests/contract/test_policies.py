@@ -235,3 +235,32 @@ async def test_dlq_replay_and_purge(make_bus: Callable[..., Bus], topic: str) ->
     await bus.publish(dlq, Event(type="junk", source="s"))
     assert 1 == await bus.purge(dlq)
     assert [] == await bus.dead_letters(dlq)
+
+
+async def test_concurrent_lanes_never_run_one_key_twice(
+    make_bus: Callable[..., Bus], topic: str
+) -> None:
+    """With concurrency=4 handlers overlap, but two events of one key never run at once, and
+    where the backend orders keys each key keeps its publish order."""
+    bus = await make_bus(policy=Policy(concurrency=4)).start()
+    running: dict[str, int] = {}
+    overlap = {"max": 0, "same_key": 0}
+    seen: dict[str, list[int]] = {}
+
+    async def slow(event: Event) -> None:
+        key = str(event.partitionkey)
+        running[key] = running.get(key, 0) + 1
+        overlap["same_key"] = max(overlap["same_key"], running[key])
+        overlap["max"] = max(overlap["max"], sum(running.values()))
+        await asyncio.sleep(0.01)
+        seen.setdefault(key, []).append(event.data)
+        running[key] -= 1
+
+    await bus.subscribe(topic, slow, group="g")
+    for n in range(40):
+        await bus.publish(topic, type="t", data=n, key=f"k{n % 4}")
+    await eventually(lambda: sum(len(v) for v in seen.values()) == 40, timeout=60)
+    assert 1 == overlap["same_key"]
+    assert overlap["max"] > 1
+    if bus.capabilities.ordered_keys:
+        assert all(sorted(values) == values for values in seen.values())
