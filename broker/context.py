@@ -1,9 +1,9 @@
 """What a handler is handling, so events it publishes inherit causation, correlation and trace.
 
-Inside a handler, :func:`current_event` is the event being handled. :func:`derive` fills in,
-for an event published from there, ``causationid`` (the handled event's id), ``correlationid``
-(the handled event's correlation) and a child ``traceparent`` (same trace, new span); outside a
-handler it starts a new trace. Values already set on the event are kept.
+Inside a handler, :func:`current_event` is the event being handled. For an event published from
+there, :func:`derive_extensions` fills in ``causationid`` (the handled event's id),
+``correlationid`` (the handled event's correlation) and a child ``traceparent`` (same trace, new
+span); outside a handler it starts a new trace. Values already set on the event are kept.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from broker.envelope import Event, ExtensionValue
 
 __all__ = [
     "current_event",
-    "derive",
     "derive_extensions",
     "new_traceparent",
     "reset_current",
@@ -64,23 +63,3 @@ def derive_extensions(extensions: dict[str, ExtensionValue]) -> None:
     extensions.setdefault("traceparent", new_traceparent(parent.traceparent))
     if parent.extensions.get("tracestate") is not None:
         extensions.setdefault("tracestate", parent.extensions["tracestate"])
-
-
-def derive(event: Event) -> Event:
-    """``event`` with causation, correlation and trace filled in from the current handler."""
-    parent = _current.get()
-    extensions = event.extensions
-    if parent is None:
-        if "traceparent" in extensions:
-            return event
-        extensions = dict(extensions)
-        extensions["traceparent"] = new_traceparent()
-        return event.replace(extensions=extensions)
-    extensions = dict(extensions)
-    extensions.setdefault("causationid", parent.id)
-    if parent.correlationid is not None:
-        extensions.setdefault("correlationid", parent.correlationid)
-    extensions.setdefault("traceparent", new_traceparent(parent.traceparent))
-    if parent.extensions.get("tracestate") is not None:
-        extensions.setdefault("tracestate", parent.extensions["tracestate"])
-    return event.replace(extensions=extensions)
