@@ -31,6 +31,7 @@ from broker.errors import EnvelopeError
 
 __all__ = [
     "Adapter",
+    "Backlog",
     "Capabilities",
     "Delivery",
     "PayloadCodec",
@@ -58,6 +59,20 @@ class Capabilities:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Backlog:
+    """Where a group stands on the broker, per partition (a log) or per queue.
+
+    For a log, ``appended[p]`` is the position the next event of partition ``p`` will get and
+    ``acked[p]`` the position below which the group acknowledged everything. A queue reports
+    the events waiting in it as ``appended`` and 0 as ``acked``. Either way, a group has caught
+    up with a moment when ``acked`` reached what ``appended`` was then.
+    """
+
+    appended: Mapping[str, int]
+    acked: Mapping[str, int]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class TopicInfo:
     """A topic as listed by ``choreo topics ls``; ``None`` means the broker does not say."""
 
@@ -74,7 +89,7 @@ class Delivery(abc.ABC):
     and ``body``/``headers`` keep what arrived, so the core can dead-letter or wrap it.
     """
 
-    __slots__ = ("body", "decode_error", "event", "headers", "redelivered", "topic")
+    __slots__ = ("body", "decode_error", "event", "headers", "position", "redelivered", "topic")
 
     def __init__(
         self,
@@ -85,8 +100,12 @@ class Delivery(abc.ABC):
         headers: Mapping[str, str] | None = None,
         redelivered: int = 0,
         decode_error: EnvelopeError | None = None,
+        position: str | None = None,
     ) -> None:
         self.topic = topic
+        #: Where the message sits on the broker (topic, partition, offset or stream sequence),
+        #: when the backend has positions: the same position again is the same message.
+        self.position = position
         self.event = event
         self.body = body
         self.headers: Mapping[str, str] = headers or {}
@@ -107,7 +126,11 @@ class Delivery(abc.ABC):
 
 @runtime_checkable
 class Subscription(Protocol):
-    """The stream of deliveries of one (topics, group) subscription."""
+    """The stream of deliveries of one (topics, group) subscription.
+
+    A subscription may also offer ``async def backlog(self) -> Backlog | None``: where its
+    group stands on the broker (see :class:`Backlog`).
+    """
 
     def __aiter__(self) -> AsyncIterator[Delivery]: ...
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from broker.envelope import Event
-from saga_monitor.correlator import Correlator
+from saga_monitor.correlator import Correlator, Received
 from saga_monitor.definitions import Definitions, SagaDefinition, Step
 from saga_monitor.store import MemoryStore, Store
 from saga_monitor.store_sql import SQLiteStore
@@ -73,9 +73,7 @@ def throughput(store: Store, payloads: list[bytes], batch: int = 1) -> float:
     now = datetime.now(UTC)
     started = time.perf_counter()
     for i in range(0, len(payloads), batch):
-        items: list[tuple[Event, str | None]] = [
-            (Event.from_json(p), "orders") for p in payloads[i : i + batch]
-        ]
+        items = [Received(Event.from_json(p), "orders") for p in payloads[i : i + batch]]
         correlator.apply_many(store, items, now=now)
     return len(payloads) / (time.perf_counter() - started)
 

@@ -28,8 +28,10 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS saga_instances_corr ON saga_instances (correlation_id)",
     "CREATE TABLE IF NOT EXISTS saga_orphans (saga TEXT NOT NULL, correlation_id TEXT NOT NULL, "
     "event_key TEXT NOT NULL, time DOUBLE PRECISION NOT NULL, doc TEXT NOT NULL, "
-    "PRIMARY KEY (saga, correlation_id, event_key))",
+    "reported INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (saga, correlation_id, event_key))",
     "CREATE TABLE IF NOT EXISTS saga_alerts (seq BIGSERIAL PRIMARY KEY, doc TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS saga_monitors (name TEXT PRIMARY KEY, "
+    "watermark DOUBLE PRECISION, lag DOUBLE PRECISION, updated DOUBLE PRECISION NOT NULL)",
 )
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 

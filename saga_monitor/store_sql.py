@@ -20,10 +20,12 @@ from saga_monitor.errors import StoreError
 from saga_monitor.model import Alert, Instance, Observation
 from saga_monitor.store import (
     DEFAULT_STORE_URL,
+    MonitorStatus,
     Transaction,
     instance_row,
     obs_doc,
     obs_from,
+    utc,
 )
 
 __all__ = ["SQLStore", "SQLiteStore"]
@@ -65,17 +67,25 @@ class _SQLTransaction:
             instance_row(instance),
         )
 
-    def add_orphan(self, saga: str, correlation_id: str, obs: Observation) -> bool:
+    def find_orphan(self, saga: str, correlation_id: str, key: str) -> Observation | None:
+        row = self._run(
+            "SELECT doc FROM saga_orphans WHERE saga = ? AND correlation_id = ? AND event_key = ?",
+            (saga, correlation_id, key),
+        ).fetchone()
+        return obs_from(row[0]) if row else None
+
+    def add_orphan(self, saga: str, correlation_id: str, obs: Observation, key: str) -> bool:
         cur = self._run(
             "INSERT INTO saga_orphans (saga, correlation_id, event_key, time, doc) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (saga, correlation_id, obs.key, obs.time.timestamp(), obs_doc(obs)),
+            (saga, correlation_id, key, obs.time.timestamp(), obs_doc(obs)),
         )
         return bool(cur.rowcount)
 
-    def take_orphans(self, saga: str, correlation_id: str) -> list[Observation]:
+    def take_orphans(self, saga: str, correlation_id: str) -> list[tuple[Observation, bool]]:
         rows = self._run(
-            "SELECT doc FROM saga_orphans WHERE saga = ? AND correlation_id = ? ORDER BY time",
+            "SELECT doc, reported FROM saga_orphans WHERE saga = ? AND correlation_id = ? "
+            "ORDER BY time",
             (saga, correlation_id),
         ).fetchall()
         if rows:
@@ -83,7 +93,22 @@ class _SQLTransaction:
                 "DELETE FROM saga_orphans WHERE saga = ? AND correlation_id = ?",
                 (saga, correlation_id),
             )
-        return [obs_from(row[0]) for row in rows]
+        return [(obs_from(row[0]), bool(row[1])) for row in rows]
+
+    def mark_orphans_reported(self, keys: list[tuple[str, str, str]]) -> None:
+        for saga, correlation_id, key in keys:
+            self._run(
+                "UPDATE saga_orphans SET reported = 1 WHERE saga = ? AND correlation_id = ? "
+                "AND event_key = ?",
+                (saga, correlation_id, key),
+            )
+
+    def drop_orphans(self, keys: list[tuple[str, str, str]]) -> None:
+        for saga, correlation_id, key in keys:
+            self._run(
+                "DELETE FROM saga_orphans WHERE saga = ? AND correlation_id = ? AND event_key = ?",
+                (saga, correlation_id, key),
+            )
 
     def add_alerts(self, alerts: list[Alert]) -> None:
         for alert in alerts:
@@ -169,13 +194,21 @@ class SQLStore:
         for statement in self.schema_sql:
             self._execute(statement)
 
-    def due(self, now: datetime) -> list[tuple[str, str]]:
+    def due(self, watermark: datetime) -> list[tuple[str, str]]:
         rows = self._query(
             "SELECT saga, correlation_id FROM saga_instances WHERE due IS NOT NULL AND due <= ? "
             "ORDER BY due",
-            (now.timestamp(),),
+            (watermark.timestamp(),),
         )
         return [(row[0], row[1]) for row in rows]
+
+    def unreported_orphans(self, watermark: datetime) -> list[tuple[str, str, str, Observation]]:
+        rows = self._query(
+            "SELECT saga, correlation_id, event_key, doc FROM saga_orphans WHERE reported = 0 "
+            "AND time <= ? ORDER BY time LIMIT 1000",
+            (watermark.timestamp(),),
+        )
+        return [(row[0], row[1], row[2], obs_from(row[3])) for row in rows]
 
     def pending_alerts(self, limit: int = 500) -> list[tuple[int, Alert]]:
         rows = self._query("SELECT seq, doc FROM saga_alerts ORDER BY seq LIMIT ?", (limit,))
@@ -230,6 +263,36 @@ class SQLStore:
         self._execute("DELETE FROM saga_orphans WHERE time < ?", (cutoff,))
         return count
 
+    def watermark(self, monitor: str) -> datetime | None:
+        rows = self._query("SELECT watermark FROM saga_monitors WHERE name = ?", (monitor,))
+        return utc(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def record_monitor(
+        self, monitor: str, watermark: datetime | None, lag: float, at: datetime
+    ) -> None:
+        mark = watermark.timestamp() if watermark is not None else None
+        lag = lag if lag != float("inf") else -1.0
+        self._execute(
+            "INSERT INTO saga_monitors (name, watermark, lag, updated) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET watermark = CASE WHEN excluded.watermark IS NULL "
+            "THEN saga_monitors.watermark WHEN saga_monitors.watermark IS NULL "
+            "OR excluded.watermark > saga_monitors.watermark THEN excluded.watermark "
+            "ELSE saga_monitors.watermark END, lag = excluded.lag, updated = excluded.updated",
+            (monitor, mark, lag, at.timestamp()),
+        )
+
+    def monitors(self) -> list[MonitorStatus]:
+        rows = self._query("SELECT name, watermark, lag, updated FROM saga_monitors ORDER BY name")
+        return [
+            MonitorStatus(
+                row[0],
+                utc(row[1]) if row[1] is not None else None,
+                float(row[2]) if row[2] is not None and row[2] >= 0 else float("inf"),
+                utc(row[3]),
+            )
+            for row in rows
+        ]
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
@@ -246,9 +309,11 @@ _SQLITE_SCHEMA = (
     "CREATE INDEX IF NOT EXISTS saga_instances_corr ON saga_instances (correlation_id)",
     "CREATE TABLE IF NOT EXISTS saga_orphans (saga TEXT NOT NULL, correlation_id TEXT NOT NULL, "
     "event_key TEXT NOT NULL, time REAL NOT NULL, doc TEXT NOT NULL, "
-    "PRIMARY KEY (saga, correlation_id, event_key))",
+    "reported INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (saga, correlation_id, event_key))",
     "CREATE TABLE IF NOT EXISTS saga_alerts (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
     "doc TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS saga_monitors (name TEXT PRIMARY KEY, watermark REAL, "
+    "lag REAL, updated REAL NOT NULL)",
 )
 
 

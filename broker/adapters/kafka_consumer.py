@@ -99,12 +99,22 @@ def decode_record(record: Any) -> tuple[Event | None, dict[str, str], EnvelopeEr
 
 def _delivery(part: _Partition, record: Any) -> _KafkaDelivery:
     event, headers, error = decode_record(record)
+    position = f"{record.topic}/{record.partition}/{record.offset}"
     if event is None:
         body: bytes = record.value or b""
         return _KafkaDelivery(
-            part, record.offset, record.topic, None, body=body, headers=headers, decode_error=error
+            part,
+            record.offset,
+            record.topic,
+            None,
+            body=body,
+            headers=headers,
+            decode_error=error,
+            position=position,
         )
-    return _KafkaDelivery(part, record.offset, record.topic, event, headers=headers)
+    return _KafkaDelivery(
+        part, record.offset, record.topic, event, headers=headers, position=position
+    )
 
 
 # -- subscriptions --------------------------------------------------------------------------------

@@ -98,7 +98,12 @@ class _MemoryDelivery(Delivery):
         self, sub: _MemorySubscription, part: _Partition, offset: int, entry: _Entry
     ) -> None:
         assert entry.event is not None
-        super().__init__(part.topic.name, entry.event, redelivered=entry.deliveries - 1)
+        super().__init__(
+            part.topic.name,
+            entry.event,
+            redelivered=entry.deliveries - 1,
+            position=f"{part.topic.name}/{part.index}/{offset}",
+        )
         self._sub = sub
         self._part = part
         self._offset = offset

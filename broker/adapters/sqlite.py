@@ -72,7 +72,13 @@ class _SQLiteDelivery(Delivery):
             error = None
         except EnvelopeError as exc:
             event, error = None, exc
-        super().__init__(part.topic, event, body=body.encode(), decode_error=error)
+        super().__init__(
+            part.topic,
+            event,
+            body=body.encode(),
+            decode_error=error,
+            position=f"{part.topic}/{part.part}/{entry[0]}",
+        )
         self._sub = sub
         self._part = part
         self._entry = entry

@@ -65,6 +65,15 @@ def _delivered(reply: str) -> int:
         return 1
 
 
+def _position(reply: str) -> str | None:
+    """``<stream>/<stream sequence>`` from a ``$JS.ACK`` reply subject, if it has them."""
+    tokens = reply.split(".")
+    stream, sequence = (2, 5) if len(tokens) == 9 else (4, 7)
+    if len(tokens) <= sequence or not tokens[sequence].isdigit():
+        return None
+    return f"{tokens[stream]}/{tokens[sequence]}"
+
+
 class NatsDelivery(Delivery):
     """One JetStream message; settling it publishes to its reply subject."""
 
@@ -86,6 +95,7 @@ class NatsDelivery(Delivery):
             headers=headers,
             redelivered=_delivered(reply) - 1,
             decode_error=error,
+            position=_position(reply),
         )
         self._pump = pump
         self._reply = reply
