@@ -1,6 +1,7 @@
 """The passive saga monitor: watches the events services already publish, correlates them into
 saga instances and tells you which business transactions are stuck, compensating or done.
 
+    from broker import Bus
     from saga_monitor import SagaMonitor, load_definitions, open_store
 
     definitions = load_definitions("sagas.yaml")
@@ -18,9 +19,16 @@ from saga_monitor.definitions import (
     load_definitions,
     parse_definitions,
 )
-from saga_monitor.errors import DefinitionError, InstanceNotFoundError, SagaError, StoreError
+from saga_monitor.errors import (
+    DefinitionError,
+    InstanceNotFoundError,
+    SagaConfigError,
+    SagaError,
+    StoreError,
+)
 from saga_monitor.machine import Outcome, SagaMachine
 from saga_monitor.model import STATES, Alert, Anomaly, Entry, Instance, Observation
+from saga_monitor.monitor import SagaMonitor
 from saga_monitor.store import DEFAULT_STORE_URL, MemoryStore, Store, open_store
 from saga_monitor.store_sql import SQLiteStore
 
@@ -40,9 +48,11 @@ __all__ = [
     "Observation",
     "Outcome",
     "SQLiteStore",
+    "SagaConfigError",
     "SagaDefinition",
     "SagaError",
     "SagaMachine",
+    "SagaMonitor",
     "Step",
     "Store",
     "StoreError",

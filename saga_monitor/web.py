@@ -250,7 +250,7 @@ class _Views:
 
     async def sagas_page(self, refresh: int | None = None) -> HTMLResponse:
         if self.defined is None:
-            body = "<p>start the server with <code>--definitions FILE</code> to see the graph</p>"
+            body = "<p>no saga definitions were given to this server, so there is no graph</p>"
         else:
             body = "".join(
                 _graph_html(d, self.store.instances(saga=d.name, limit=100_000))

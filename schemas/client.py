@@ -72,8 +72,7 @@ class HttpRegistry:
         except httpx.HTTPError as exc:
             raise RegistryUnavailableError(
                 f"cannot reach the schema registry at {mask_password(self.url)}: "
-                f"{exc or type(exc).__name__}; "
-                "check that it runs (choreo registry serve) or set --registry / CHOREO_REGISTRY_URL"
+                f"{exc or type(exc).__name__}; check that it runs and that the URL is right"
             ) from exc
         if response.is_success:
             return response.json()

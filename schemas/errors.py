@@ -17,7 +17,7 @@
     │   ├── CompatibilityNotConfiguredError    40408: no subject-level compatibility
     │   └── ModeNotConfiguredError             40409: no subject-level mode
     ├── IncompatibleSchemaError                409 / 409: refused by the compatibility level
-    ├── InvalidInputError (ValueError)         422; a usage error on the command line (exit 2)
+    ├── InvalidInputError (ValueError)         422: the caller's input is wrong (a usage error)
     │   ├── InvalidSchemaError                 42201
     │   ├── InvalidVersionError                42202
     │   ├── InvalidCompatibilityError          42203
@@ -66,7 +66,6 @@ class RegistryError(Exception):
 
     http_status: ClassVar[int] = 500
     error_code: ClassVar[int] = 50001
-    cli_exit_code: ClassVar[int] = 1
 
 
 class StoreError(RegistryError):
@@ -157,11 +156,10 @@ class IncompatibleSchemaError(RegistryError):
 
 
 class InvalidInputError(RegistryError, ValueError):
-    """The request itself is wrong (HTTP 422; exit code 2 on the command line)."""
+    """The request itself is wrong (HTTP 422): the caller's usage error."""
 
     http_status = 422
     error_code = 422
-    cli_exit_code = 2
 
 
 class InvalidSchemaError(InvalidInputError):

@@ -20,7 +20,7 @@ import pytest
 
 from connectors import add_event, init_outbox
 from connectors.dburl import DatabaseURL
-from connectors.schema import OFFSETS_TABLE, publication_name
+from connectors.outbox_table import OFFSETS_TABLE, publication_name
 
 PG_URL = os.environ.get("CHOREO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("CHOREO_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")

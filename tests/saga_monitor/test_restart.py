@@ -139,7 +139,8 @@ def start_monitor(
     command = [
         sys.executable,
         "-m",
-        "saga_monitor",
+        "choreo",
+        "saga",
         "monitor",
         "--definitions",
         str(definitions),

@@ -1,29 +1,30 @@
-"""``choreo saga monitor|ls|show|discover|serve``: parse, build objects, call the library, render.
-
-Mounted by ``choreo.cli`` as ``app.add_typer(saga_app, name="saga")``; also runnable on its own
-as ``python -m saga_monitor``.
-"""
+"""``choreo saga monitor|ls|show|discover|serve``: parse, build objects, call, render."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TypeVar
 
 import typer
 
 from choreo.config import setting
-from choreo.console import EXIT_USAGE, fail, out_console, parse_duration, print_json, run
+from choreo.console import (
+    err_console,
+    fail,
+    out_console,
+    parse_duration,
+    print_json,
+    reported,
+    run,
+)
+from choreo.errors import EXIT_USAGE
 from saga_monitor.errors import InstanceNotFoundError
 from saga_monitor.model import STATES, utcnow
 
 __all__ = ["saga_app"]
-
-T = TypeVar("T")
 
 saga_app = typer.Typer(
     help="Watch sagas: correlate events into business transactions; find stuck ones.",
@@ -113,7 +114,6 @@ async def _monitor(
     from broker import Bus
     from broker.observability import serve_metrics
     from broker.urls import mask_url
-    from choreo.console import err_console
     from saga_monitor.definitions import load_definitions
     from saga_monitor.monitor import SagaMonitor
     from saga_monitor.store import open_store
@@ -192,14 +192,10 @@ def ls(
         )
         return []
 
-    rows = run(_sync(read))
+    with reported():
+        rows = read()
     if output is Output.json:
         print_json(rows)
-
-
-async def _sync(function: Callable[[], T]) -> T:
-    """Run a synchronous body through ``choreo.console.run`` (one-line errors, exit codes)."""
-    return function()
 
 
 @saga_app.command("show")
@@ -231,7 +227,8 @@ def show(
             out_console.print(timeline(item, utcnow()))
         return []
 
-    rows = run(_sync(read))
+    with reported():
+        rows = read()
     if output is Output.json:
         print_json(rows)
 
@@ -286,6 +283,7 @@ def serve(
 
     from saga_monitor.web import create_app
 
-    app = run(_sync(lambda: create_app(setting("store_url", store), definitions=definitions)))
+    with reported():
+        app = create_app(setting("store_url", store), definitions=definitions)
     out_console.print(f"saga monitor page on http://{host}:{port}/")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,4 +1,4 @@
-"""``choreo publish``, ``subscribe``, ``topics`` and ``dlq``: parse, build a Bus, call, render."""
+"""``choreo publish`` and ``choreo subscribe``: parse, build a Bus, call, render."""
 
 from __future__ import annotations
 
@@ -11,34 +11,17 @@ from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from broker.bus import Bus
 from broker.envelope import Event
-from broker.errors import ConfigurationError, TopicNotFoundError
+from broker.errors import ConfigurationError
 from broker.observability import serve_metrics
 from broker.policies import CircuitBreaker, MemoryInbox, Policy, Retry, SQLiteInbox
-from choreo.config import setting
-from choreo.console import EXIT_USAGE, fail, out_console, parse_duration, print_json, run
+from choreo.commands.options import BrokerOption, OutputOption, check_output, open_bus
+from choreo.console import fail, out_console, parse_duration, print_json, run
+from choreo.errors import EXIT_USAGE
 
-__all__ = ["dlq_app", "publish", "subscribe", "topics_app"]
-
-BrokerOption = typer.Option(
-    None, "--broker", "-b", help="Broker URL (env CHOREO_BROKER_URL; default the embedded SQLite)."
-)
-OutputOption = typer.Option("table", "--output", "-o", help="table or json.")
-
-topics_app = typer.Typer(help="List and create topics.", no_args_is_help=True)
-dlq_app = typer.Typer(help="Inspect, replay and purge dead letters.", no_args_is_help=True)
-
-
-def _bus(broker: str | None, **options: Any) -> Bus:
-    return Bus(setting("broker_url", broker), **options)
-
-
-def _check_output(output: str) -> None:
-    if output not in ("table", "json"):
-        fail(f"--output must be table or json, not {output!r}", EXIT_USAGE)
+__all__ = ["publish", "subscribe"]
 
 
 def _read_data(data: str | None) -> Any:
@@ -84,7 +67,7 @@ def publish(
     output: str = OutputOption,
 ) -> None:
     """Publish one CloudEvent; prints its id once the broker durably accepted it."""
-    _check_output(output)
+    check_output(output)
     value = _read_data(data)
     extensions = _parse_headers(header)
     seconds = parse_duration(ttl, option="--ttl") if ttl else None
@@ -96,7 +79,7 @@ def publish(
         fail(str(exc), EXIT_USAGE)
 
     async def go() -> Event:
-        async with _bus(broker) as bus:
+        async with open_bus(broker) as bus:
             return await bus.publish(
                 topic, event, key=key, correlation_id=correlation_id, ttl=seconds
             )
@@ -128,7 +111,7 @@ def subscribe(
     output: str = OutputOption,
 ) -> None:
     """Handle events as they arrive: print them, or pipe each to --exec CMD."""
-    _check_output(output)
+    check_output(output)
     if on_expired not in ("dlq", "drop"):
         fail(f"--on-expired must be dlq or drop, not {on_expired!r}", EXIT_USAGE)
     try:
@@ -148,7 +131,7 @@ def subscribe(
     if metrics_port is not None:
         serve_metrics(metrics_port)
     runner = _Runner(output, exec_, count)
-    run(runner.consume(_bus(broker, policy=policy), topics, group, from_beginning, idle))
+    run(runner.consume(open_bus(broker, policy=policy), topics, group, from_beginning, idle))
 
 
 class _Runner:
@@ -205,153 +188,3 @@ class _Runner:
                     waiter.cancel()
                 if not finished:
                     return
-
-
-# -- topics ----------------------------------------------------------------------------------
-
-
-@topics_app.command("ls")
-def topics_ls(broker: str | None = BrokerOption, output: str = OutputOption) -> None:
-    """List topics with their event counts and groups."""
-    _check_output(output)
-
-    async def go() -> list[Any]:
-        async with _bus(broker) as bus:
-            return await bus.topics()
-
-    infos = run(go())
-    if output == "json":
-        print_json(
-            [
-                {
-                    "name": t.name,
-                    "messages": t.messages,
-                    "partitions": t.partitions,
-                    "groups": list(t.groups),
-                }
-                for t in infos
-            ]
-        )
-        return
-    table = Table("topic", "events", "partitions", "groups")
-    for info in infos:
-        table.add_row(info.name, _num(info.messages), _num(info.partitions), ", ".join(info.groups))
-    out_console.print(table)
-
-
-def _num(value: int | None) -> str:
-    return "-" if value is None else str(value)
-
-
-@topics_app.command("create")
-def topics_create(
-    topic: str = typer.Argument(...),
-    partitions: int | None = typer.Option(None, "--partitions", "-p"),
-    broker: str | None = BrokerOption,
-) -> None:
-    """Create a topic (idempotent)."""
-
-    async def go() -> None:
-        async with _bus(broker) as bus:
-            await bus.create_topic(topic, partitions=partitions)
-
-    run(go())
-    out_console.print(f"topic {topic} ready")
-
-
-# -- dead letters ----------------------------------------------------------------------------
-
-
-def _dlq_name(topic: str) -> str:
-    return topic if topic.endswith(".dlq") else f"{topic}.dlq"
-
-
-@dlq_app.command("ls")
-def dlq_ls(
-    topic: str | None = typer.Argument(None, help="Topic (or its .dlq); all DLQs if omitted."),
-    limit: int = typer.Option(100, "--limit"),
-    broker: str | None = BrokerOption,
-    output: str = OutputOption,
-) -> None:
-    """List dead letters with their reasons."""
-    _check_output(output)
-
-    async def go() -> list[Event]:
-        async with _bus(broker) as bus:
-            if topic is not None:
-                return await bus.dead_letters(_dlq_name(topic), limit=limit)
-            names = [t.name for t in await bus.topics() if t.name.endswith(".dlq")]
-            return [e for n in names for e in await bus.dead_letters(n, limit=limit)]
-
-    events = run(go())
-    if output == "json":
-        print_json([e.to_dict() for e in events])
-        return
-    table = Table("id", "type", "topic", "group", "reason", "attempts", "error", "dead since")
-    for e in events:
-        x = e.extensions
-        table.add_row(
-            e.id,
-            e.type,
-            str(x.get("dlqtopic", "")),
-            str(x.get("dlqgroup", "")),
-            str(x.get("dlqreason", "")),
-            str(x.get("dlqattempts", "")),
-            str(x.get("dlqerror", ""))[:60],
-            str(x.get("dlqtime", "")),
-        )
-    out_console.print(table)
-
-
-@dlq_app.command("show")
-def dlq_show(
-    topic: str = typer.Argument(...),
-    event_id: str = typer.Argument(..., help="The dead letter's event id."),
-    broker: str | None = BrokerOption,
-) -> None:
-    """Print one dead letter in full (structured CloudEvents JSON)."""
-
-    async def go() -> list[Event]:
-        async with _bus(broker) as bus:
-            return await bus.dead_letters(_dlq_name(topic), limit=1_000_000)
-
-    found = [e for e in run(go()) if e.id == event_id]
-    if not found:
-        fail(
-            f"no dead letter {event_id} in {_dlq_name(topic)}; list them with: "
-            f"choreo dlq ls {topic}"
-        )
-    sys.stdout.write(json.dumps(found[0].to_dict(), indent=2, ensure_ascii=False) + "\n")
-
-
-@dlq_app.command("replay")
-def dlq_replay(
-    topic: str = typer.Argument(...),
-    event_id: list[str] = typer.Option([], "--id", help="Replay only these ids."),
-    broker: str | None = BrokerOption,
-) -> None:
-    """Publish dead letters back to their original topic and remove them from the DLQ."""
-
-    async def go() -> int:
-        async with _bus(broker) as bus:
-            name = _dlq_name(topic)
-            if not await bus.dead_letters(name, limit=1):
-                raise TopicNotFoundError(f"no dead letters in {name}; see: choreo dlq ls")
-            return len(await bus.replay(name, event_id or None))
-
-    out_console.print(f"replayed {run(go())} event(s)")
-
-
-@dlq_app.command("purge")
-def dlq_purge(
-    topic: str = typer.Argument(...),
-    event_id: list[str] = typer.Option([], "--id", help="Delete only these ids."),
-    broker: str | None = BrokerOption,
-) -> None:
-    """Delete dead letters (all, or the given ids)."""
-
-    async def go() -> int:
-        async with _bus(broker) as bus:
-            return await bus.purge(_dlq_name(topic), event_id or None)
-
-    out_console.print(f"purged {run(go())} event(s)")

@@ -13,9 +13,11 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from choreo.config import setting
 from choreo.console import fail, out_console, print_json, run
+from choreo.errors import EXIT_USAGE
+from connectors.outbox_table import DEFAULT_SLOT, DEFAULT_TABLE
 from connectors.routing import DEFAULT_DLQ_TOPIC, DEFAULT_ROUTE
-from connectors.schema import DEFAULT_SLOT, DEFAULT_TABLE
 
 __all__ = ["outbox_app"]
 
@@ -43,10 +45,10 @@ def init(
     payload_type: str = typer.Option("json", "--payload-type", help="json, text or bytes."),
 ) -> None:
     """Create the outbox table and what CDC needs (publication and slot on PostgreSQL)."""
-    from connectors.schema import init_outbox
+    from connectors.outbox_table import init_outbox
 
     if payload_type not in ("json", "text", "bytes"):
-        fail(f"--payload-type {payload_type!r} is not json, text or bytes", 2)
+        fail(f"--payload-type {payload_type!r} is not json, text or bytes", EXIT_USAGE)
 
     async def go() -> Any:
         return init_outbox(db, table, slot=slot, payload=payload_type)  # type: ignore[arg-type]
@@ -77,13 +79,12 @@ def relay(
 ) -> None:
     """Stream committed outbox rows to the broker until SIGTERM (Ctrl-C)."""
     from broker.observability import serve_metrics
-    from choreo.config import setting
     from connectors.runtime import build_relay, run_relay
 
     if payload_format not in ("json", "text", "bytes"):
-        fail(f"--payload-format {payload_format!r} is not json, text or bytes", 2)
+        fail(f"--payload-format {payload_format!r} is not json, text or bytes", EXIT_USAGE)
     if resume not in ("position", "gtid"):
-        fail(f"--resume {resume!r} is not position or gtid", 2)
+        fail(f"--resume {resume!r} is not position or gtid", EXIT_USAGE)
 
     async def go() -> Any:
         relay = build_relay(
@@ -123,7 +124,7 @@ def status(
     from connectors.runtime import outbox_status
 
     if output not in ("table", "json"):
-        fail(f"--output {output!r} is not table or json", 2)
+        fail(f"--output {output!r} is not table or json", EXIT_USAGE)
 
     async def go() -> dict[str, Any]:
         return outbox_status(db, table=table, slot=slot, name=name)

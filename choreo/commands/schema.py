@@ -1,4 +1,4 @@
-"""``choreo schema ...`` and ``choreo registry serve``: parse, call the library, render."""
+"""``choreo schema register|ls|show|check|config``: parse, call the registry client, render."""
 
 from __future__ import annotations
 
@@ -10,19 +10,17 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from choreo.console import EXIT_FAILURE, EXIT_USAGE, fail, out_console, print_json, run
+from choreo.console import fail, out_console, print_json, run
+from choreo.errors import EXIT_FAILURE, EXIT_USAGE
 from schemas.client import RegistryClient
 from schemas.errors import RegistryError
 from schemas.model import Compatibility, Reference, Schema, SchemaType
 from schemas.storage import DEFAULT_STORAGE_URL
 
-__all__ = ["registry_app", "schema_app"]
+__all__ = ["schema_app"]
 
 schema_app = typer.Typer(
     help="Register, inspect and check schemas in the schema registry.", no_args_is_help=True
-)
-registry_app = typer.Typer(
-    help="Run the Confluent-compatible schema registry.", no_args_is_help=True
 )
 
 
@@ -60,11 +58,6 @@ REFERENCE = typer.Option(
 @schema_app.callback()
 def _schema_group() -> None:
     """Register, inspect and check schemas in the schema registry."""
-
-
-@registry_app.callback()
-def _registry_group() -> None:
-    """Run the Confluent-compatible schema registry."""
 
 
 def _client(url: str | None) -> RegistryClient:
@@ -254,46 +247,3 @@ def config(
         print_json({"subject": subject, "compatibilityLevel": current})
     else:
         out_console.print(f"{subject or 'global'}: {current}")
-
-
-@registry_app.command("serve")
-def serve(
-    *,
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
-    port: int = typer.Option(8081, "--port", help="Port to listen on."),
-    storage: str = typer.Option(
-        DEFAULT_STORAGE_URL,
-        "--storage",
-        envvar="CHOREO_REGISTRY_STORAGE",
-        help="sqlite:///path/to/registry.db or postgresql://user@host:5432/db",
-    ),
-    user: str | None = typer.Option(None, "--auth-user", help="Require HTTP basic auth."),
-    password: str | None = typer.Option(
-        None, "--auth-password", envvar="CHOREO_REGISTRY_PASSWORD", help="Basic auth password."
-    ),
-    token: str | None = typer.Option(
-        None, "--auth-token", envvar="CHOREO_REGISTRY_TOKEN", help="Require this bearer token."
-    ),
-) -> None:
-    """Serve the Confluent-compatible REST API (Ctrl-C to stop)."""
-    import uvicorn
-
-    from schemas.registry import Registry
-    from schemas.server import Auth, BasicAuth, BearerAuth, create_app
-
-    if (user is None) != (password is None):
-        fail("--auth-user and --auth-password go together", EXIT_USAGE)
-    auth: Auth | None = None
-    if user is not None and password is not None:
-        auth = BasicAuth(user, password)
-    elif token:
-        auth = BearerAuth(token)
-    try:
-        registry = Registry.open(storage)
-    except RegistryError as exc:
-        fail(str(exc), exc.cli_exit_code)
-    out_console.print(f"schema registry on http://{host}:{port} storing in {registry.url}")
-    try:
-        uvicorn.run(create_app(registry, auth=auth), host=host, port=port, log_level="warning")
-    finally:
-        registry.close()
