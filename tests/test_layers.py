@@ -5,6 +5,8 @@ lazy ones inside functions included): ``schemas`` <- ``broker`` <- ``connectors`
 from __future__ import annotations
 
 import ast
+import tomllib
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,12 @@ def test_the_walk_sees_lazy_and_dotted_imports(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    import choreo.cli\n\nfrom saga_monitor.model import X\n")
     assert {"choreo", "saga_monitor"} == imported_packages(module)
+
+
+def test_the_wheel_ships_the_packages_and_no_development_code() -> None:
+    """The wheel's package patterns take our five packages, and not devservers, bench or tests."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = config["tool"]["setuptools"]["packages"]["find"]["include"]
+    folders = [p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()]
+    shipped = {name for name in folders if any(fnmatch(name, pattern) for pattern in patterns)}
+    assert set(PACKAGES) == shipped
