@@ -30,7 +30,7 @@ def store_url(tmp_path: Path) -> str:
 
 
 def test_ls_json_has_the_fields_scripts_rely_on(store_url: str) -> None:
-    """`saga ls -o json` is an array with the fields of DESIGN.md, one object per instance."""
+    """`saga ls -o json` is an array with the fields scripts rely on, one object per instance."""
     result = runner.invoke(app, ["saga", "ls", "--store", store_url, "--output", "json"])
     assert 0 == result.exit_code, result.output
     rows = json.loads(result.stdout)
