@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import time
+from collections.abc import Callable
 
-__all__ = ["ServerUnavailableError", "free_port", "require_all"]
+__all__ = ["ServerUnavailableError", "free_port", "require_all", "wait_until_ready"]
 
 
 class ServerUnavailableError(RuntimeError):
@@ -24,3 +27,16 @@ def require_all() -> bool:
     """Whether every backend is mandatory (``CHOREO_REQUIRE_ALL=1``, as in CI): a server that
     is missing must fail a run, never skip it."""
     return os.environ.get("CHOREO_REQUIRE_ALL", "") == "1"
+
+
+def wait_until_ready(
+    ready: Callable[[], bool], process: subprocess.Popen[bytes], timeout: float
+) -> bool:
+    """Poll ``ready`` (a protocol handshake) until it holds; False once ``process`` has exited
+    or ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

@@ -8,6 +8,7 @@ These servers are not spawned: ``.ci/services.sh`` starts and configures them
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -50,20 +51,25 @@ def connect_mysql(url: str = MYSQL_URL) -> Any:
     )
 
 
-def check_postgres(url: str = POSTGRES_URL) -> None:
-    """Raise :class:`ServerUnavailableError` unless PostgreSQL is up with wal_level=logical."""
+def _settings(connect: Callable[[str], Any], url: str, name: str, query: str) -> tuple[Any, ...]:
+    """The row ``query`` returns on the server at ``url``; unreachable raises."""
     try:
-        conn = connect_postgres(url)
+        conn = connect(url)
     except Exception as exc:
         raise ServerUnavailableError(
-            f"PostgreSQL at {url} is unreachable ({exc!s:.80}); start it"
+            f"{name} at {url} is unreachable ({exc!s:.80}); start it"
         ) from exc
     try:
-        with conn, conn.cursor() as cur:
-            cur.execute("SHOW wal_level")
-            level = cur.fetchone()[0]
+        with conn.cursor() as cur:
+            cur.execute(query)
+            return tuple(cur.fetchone())
     finally:
         conn.close()
+
+
+def check_postgres(url: str = POSTGRES_URL) -> None:
+    """Raise :class:`ServerUnavailableError` unless PostgreSQL is up with wal_level=logical."""
+    (level,) = _settings(connect_postgres, url, "PostgreSQL", "SHOW wal_level")
     if level != "logical":
         raise ServerUnavailableError(
             f"PostgreSQL at {url} has wal_level={level}; run .ci/postgres-setup.sh"
@@ -72,18 +78,7 @@ def check_postgres(url: str = POSTGRES_URL) -> None:
 
 def check_mysql(url: str = MYSQL_URL) -> None:
     """Raise :class:`ServerUnavailableError` unless MariaDB/MySQL is up with a ROW binlog."""
-    try:
-        conn = connect_mysql(url)
-    except Exception as exc:
-        raise ServerUnavailableError(
-            f"MySQL at {url} is unreachable ({exc!s:.80}); start it"
-        ) from exc
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT @@log_bin, @@binlog_format")
-            log_bin, fmt = cur.fetchone()
-    finally:
-        conn.close()
+    log_bin, fmt = _settings(connect_mysql, url, "MySQL", "SELECT @@log_bin, @@binlog_format")
     if str(log_bin) not in ("1", "ON") or fmt != "ROW":
         raise ServerUnavailableError(
             f"MySQL at {url} has log_bin={log_bin} binlog_format={fmt}; run .ci/mariadb-setup.sh"

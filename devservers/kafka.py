@@ -16,11 +16,10 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from devservers.common import ServerUnavailableError, free_port
+from devservers.common import ServerUnavailableError, free_port, wait_until_ready
 
 __all__ = [
     "ENV_URL",
@@ -93,6 +92,10 @@ class KafkaServer:
         """The broker URL with the Tansu tuning (see the module docstring)."""
         return f"{self.address}?{TANSU_OPTIONS}"
 
+    def ready(self) -> bool:
+        """Whether the broker answers an ApiVersions request."""
+        return api_versions_ok(self.host, self.port)
+
     def start(self, timeout: float = 20.0) -> None:
         """Start Tansu and wait for an ApiVersions answer."""
         listener = f"tcp://{self.host}:{self.port}"
@@ -102,12 +105,9 @@ class KafkaServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while not api_versions_ok(self.host, self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise ServerUnavailableError(f"tansu did not start on port {self.port}")
-            time.sleep(0.05)
+        if not wait_until_ready(self.ready, self.process, timeout):
+            self.kill()
+            raise ServerUnavailableError(f"tansu did not start on port {self.port}")
 
     def kill(self) -> None:
         """Kill the broker with SIGKILL (it keeps nothing: Tansu stores in memory)."""

@@ -20,11 +20,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from devservers.common import ServerUnavailableError, free_port
+from devservers.common import ServerUnavailableError, free_port, wait_until_ready
 
 __all__ = [
     "ENV_URL",
@@ -109,17 +108,18 @@ class NatsServer:
         config.write_text(f'jetstream {{\n store_dir: "{self.store}"\n sync_interval: always\n}}\n')
         return [*command, "-c", str(config)]
 
+    def ready(self) -> bool:
+        """Whether the server answers the handshake (with JetStream, if it runs it)."""
+        return handshake_ok(self.host, self.port, jetstream=self.jetstream)
+
     def start(self, timeout: float = 20.0) -> None:
         """Start the server and wait for its handshake."""
         self.process = subprocess.Popen(
             self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        deadline = time.monotonic() + timeout
-        while not handshake_ok(self.host, self.port, jetstream=self.jetstream):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise ServerUnavailableError(f"nats-server did not start on port {self.port}")
-            time.sleep(0.05)
+        if not wait_until_ready(self.ready, self.process, timeout):
+            self.kill()
+            raise ServerUnavailableError(f"nats-server did not start on port {self.port}")
 
     def stop(self) -> None:
         """Stop gracefully (SIGTERM): JetStream flushes its store."""

@@ -1,7 +1,9 @@
-"""Options shared by the broker commands (``publish``, ``subscribe``, ``topics``, ``dlq``)."""
+"""Options shared by the commands: the broker commands' ``--broker`` and ``--output``, and the
+``--output`` choice of the registry and saga commands."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 import typer
@@ -11,12 +13,29 @@ from choreo.config import setting
 from choreo.console import fail
 from choreo.errors import EXIT_USAGE
 
-__all__ = ["BrokerOption", "OutputOption", "check_output", "open_bus"]
+__all__ = [
+    "BrokerOption",
+    "Output",
+    "OutputChoiceOption",
+    "OutputOption",
+    "check_output",
+    "open_bus",
+]
 
 BrokerOption = typer.Option(
     None, "--broker", "-b", help="Broker URL (env CHOREO_BROKER_URL; default the embedded SQLite)."
 )
 OutputOption = typer.Option("table", "--output", "-o", help="table or json.")
+
+
+class Output(StrEnum):
+    """How listings are printed (a choice Typer checks itself)."""
+
+    table = "table"
+    json = "json"
+
+
+OutputChoiceOption = typer.Option(Output.table, "--output", "-o", help="table or json.")
 
 
 def open_bus(broker: str | None, **options: Any) -> Bus:

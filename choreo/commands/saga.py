@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections import Counter
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from choreo.commands.options import Output, OutputChoiceOption
 from choreo.config import setting
 from choreo.console import (
     err_console,
@@ -21,8 +24,7 @@ from choreo.console import (
     run,
 )
 from choreo.errors import EXIT_USAGE
-from saga_monitor.errors import InstanceNotFoundError
-from saga_monitor.model import STATES, utcnow
+from saga_monitor.model import STATES, Instance, utcnow
 
 __all__ = ["saga_app"]
 
@@ -30,13 +32,6 @@ saga_app = typer.Typer(
     help="Watch sagas: correlate events into business transactions; find stuck ones.",
     no_args_is_help=True,
 )
-
-
-class Output(StrEnum):
-    """How listings are printed."""
-
-    table = "table"
-    json = "json"
 
 
 class DiscoverOutput(StrEnum):
@@ -57,7 +52,6 @@ STORE = typer.Option(
 BROKER = typer.Option(
     None, "--broker", "-b", help="Broker URL (default: CHOREO_BROKER_URL or the embedded one)."
 )
-OUTPUT = typer.Option(Output.table, "--output", "-o", help="table or json.")
 
 
 def _state(state: str | None) -> str | None:
@@ -151,6 +145,18 @@ async def _monitor(
         store.close()
 
 
+def _instances(store: str | None, **filters: Any) -> tuple[list[Instance], str]:
+    """The instances matching ``filters`` in the saga store, and the store's (masked) URL."""
+    from saga_monitor.store import open_store
+
+    with reported():
+        opened = open_store(setting("store_url", store))
+        try:
+            return opened.instances(**filters), opened.url
+        finally:
+            opened.close()
+
+
 @saga_app.command("ls")
 def ls(
     saga: str | None = typer.Option(None, "--saga", help="Only this saga type."),
@@ -158,44 +164,31 @@ def ls(
     since: str | None = typer.Option(None, "--since", help="Only updated within, e.g. 1h."),
     limit: int = typer.Option(200, "--limit", "-n", help="At most this many."),
     store: str | None = STORE,
-    output: Output = OUTPUT,
+    output: Output = OutputChoiceOption,
 ) -> None:
     """List saga instances, most recently updated first."""
     from datetime import timedelta
 
     from saga_monitor.render import instance_table
-    from saga_monitor.store import open_store
 
     chosen_state = _state(state)
     window = parse_duration(since, option="--since") if since else None
     now = utcnow()
-
-    def read() -> list[dict[str, object]]:
-        opened = open_store(setting("store_url", store))
-        try:
-            found = opened.instances(
-                saga=saga,
-                state=chosen_state,
-                limit=limit,
-                since=now - timedelta(seconds=window) if window else None,
-            )
-        finally:
-            opened.close()
-        if output is Output.json:
-            return [i.summary() for i in found]
-        out_console.print(instance_table(found, now))
-        counts: dict[str, int] = {}
-        for item in found:
-            counts[item.state] = counts.get(item.state, 0) + 1
-        out_console.print(
-            ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no saga instances"
-        )
-        return []
-
-    with reported():
-        rows = read()
+    found, _ = _instances(
+        store,
+        saga=saga,
+        state=chosen_state,
+        limit=limit,
+        since=now - timedelta(seconds=window) if window else None,
+    )
     if output is Output.json:
-        print_json(rows)
+        print_json([i.summary() for i in found])
+        return
+    out_console.print(instance_table(found, now))
+    counts = Counter(item.state for item in found)
+    out_console.print(
+        ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no saga instances"
+    )
 
 
 @saga_app.command("show")
@@ -203,34 +196,23 @@ def show(
     correlation_id: str = typer.Argument(..., help="The correlation id of the saga instance."),
     saga: str | None = typer.Option(None, "--saga", help="Only this saga type."),
     store: str | None = STORE,
-    output: Output = OUTPUT,
+    output: Output = OutputChoiceOption,
 ) -> None:
     """Show an instance's timeline: offsets, step durations, what it waits for, anomalies."""
     from saga_monitor.render import timeline
-    from saga_monitor.store import open_store
 
-    def read() -> list[dict[str, object]]:
-        opened = open_store(setting("store_url", store))
-        try:
-            found = opened.instances(correlation_id=correlation_id, saga=saga)
-        finally:
-            opened.close()
-        if not found:
-            which = f" of saga {saga!r}" if saga else ""
-            raise InstanceNotFoundError(
-                f"no saga instance{which} with correlation id {correlation_id!r} in "
-                f"{opened.url}; list them with: choreo saga ls"
-            )
-        if output is Output.json:
-            return [i.to_dict() for i in found]
-        for item in found:
-            out_console.print(timeline(item, utcnow()))
-        return []
-
-    with reported():
-        rows = read()
+    found, url = _instances(store, correlation_id=correlation_id, saga=saga)
+    if not found:
+        which = f" of saga {saga!r}" if saga else ""
+        fail(
+            f"no saga instance{which} with correlation id {correlation_id!r} in {url}; "
+            "list them with: choreo saga ls"
+        )
     if output is Output.json:
-        print_json(rows)
+        print_json([i.to_dict() for i in found])
+        return
+    for item in found:
+        out_console.print(timeline(item, utcnow()))
 
 
 @saga_app.command("discover")

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from choreo.commands.options import Output, OutputChoiceOption
 from choreo.console import fail, out_console, print_json, run
 from choreo.errors import EXIT_FAILURE, EXIT_USAGE
 from schemas.client import RegistryClient
@@ -22,13 +23,6 @@ __all__ = ["schema_app"]
 schema_app = typer.Typer(
     help="Register, inspect and check schemas in the schema registry.", no_args_is_help=True
 )
-
-
-class Output(StrEnum):
-    """How listings are printed."""
-
-    table = "table"
-    json = "json"
 
 
 class TypeChoice(StrEnum):
@@ -45,7 +39,6 @@ REGISTRY = typer.Option(
     help=f"Registry URL: http://host:8081, or embedded storage (default {DEFAULT_STORAGE_URL}).",
     show_default=False,
 )
-OUTPUT = typer.Option(Output.table, "--output", "-o", help="table or json.")
 TYPE = typer.Option(None, "--type", "-t", help="avro or json (default: guessed from the file).")
 REFERENCE = typer.Option(
     [],
@@ -109,7 +102,7 @@ def register(
     kind: TypeChoice | None = TYPE,
     reference: list[str] = REFERENCE,
     registry: str | None = REGISTRY,
-    output: Output = OUTPUT,
+    output: Output = OutputChoiceOption,
 ) -> None:
     """Register a schema; prints its global id and the subject's version."""
     schema = _read_schema(file, kind, reference)
@@ -130,7 +123,7 @@ def register(
 def list_subjects(
     deleted: bool = typer.Option(False, "--deleted", help="Include soft-deleted subjects."),
     registry: str | None = REGISTRY,
-    output: Output = OUTPUT,
+    output: Output = OutputChoiceOption,
 ) -> None:
     """List subjects with their latest version, id and type."""
 
@@ -169,7 +162,7 @@ def show(
     *,
     version: str = typer.Option("latest", "--version", "-v", help="Version number or latest."),
     registry: str | None = REGISTRY,
-    output: Output = OUTPUT,
+    output: Output = OutputChoiceOption,
 ) -> None:
     """Show one version of a subject's schema."""
 
@@ -197,7 +190,7 @@ def check(
         None, "--version", "-v", help="Check against one version (default: as the level says)."
     ),
     registry: str | None = REGISTRY,
-    output: Output = OUTPUT,
+    output: Output = OutputChoiceOption,
 ) -> None:
     """Say whether a schema may be registered under a subject; exit 1 if it may not."""
     schema = _read_schema(file, kind, reference)
@@ -227,7 +220,7 @@ def config(
     *,
     level: str | None = typer.Option(None, "--level", "-l", help="Set this compatibility level."),
     registry: str | None = REGISTRY,
-    output: Output = OUTPUT,
+    output: Output = OutputChoiceOption,
 ) -> None:
     """Show, or with --level set, the compatibility level of a subject or of the registry."""
     if level is not None:
