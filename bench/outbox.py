@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from broker import Bus, Event
+from broker import Bus, Event, adapter_from_url
 from connectors import add_event, init_outbox
 from connectors.relay import Change, Relay, Source
 from connectors.routing import OutboxRow, Router
@@ -179,9 +179,8 @@ async def run_relay_until(
 
 
 def make_relay(source: Source, broker: str) -> tuple[Relay, TimedAdapter]:
-    bus = Bus(broker, source="bench")
-    timed = TimedAdapter(bus.adapter)
-    bus.adapter = timed  # type: ignore[assignment]
+    timed = TimedAdapter(adapter_from_url(broker))
+    bus = Bus(timed, source="bench")
     return Relay(source, bus, Router(), idle_timeout=0.05), timed
 
 

@@ -87,7 +87,7 @@ async def run_relay(relay: Relay) -> RelayStats:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, relay.stop)
             installed.append(signum)
-    log.info("outbox relay started", relay=relay.source.name, broker=relay.bus.adapter.url)
+    log.info("outbox relay started", relay=relay.source.name, broker=relay.bus.url)
     try:
         return await relay.run()
     finally:
