@@ -1,29 +1,11 @@
-"""``kafka://host:9092[,host2:9092]?options``: Kafka (and Kafka-compatible brokers) via aiokafka.
-
-Events travel in the CloudEvents Kafka binary binding: ``ce_<attr>`` headers, a ``content-type``
-header and the ``partitionkey`` as message key, so same-key events share a partition and keep
-their order. A choreograph group is a Kafka consumer group; offsets are committed manually, only
-for deliveries the core acked, as the highest contiguous acked offset per partition, batched
-(every ``commit_interval_ms`` or ``commit_batch`` acks, on revocation and on close).
-
-``subscribe`` returns once every partition of the topics has a committed position for the group:
-a new group commits the end offsets (or the beginning with ``from_beginning``) on its first
-assignment. A partition that later turns up without a committed position (a broker that lost its
-state, a partition added to the topic) is read from its beginning: at-least-once over skipping.
-
-Options (query string): typed settings (:class:`KafkaSettings`), aiokafka client options routed to
-the clients whose constructor takes them (``security_protocol``, ``sasl_mechanism``,
-``sasl_plain_username``, ``session_timeout_ms``, ``fetch_max_wait_ms``, ...), ``ssl_cafile`` /
-``ssl_certfile`` / ``ssl_keyfile`` / ``ssl_password`` for TLS, and ``producer.<opt>`` /
-``consumer.<opt>`` / ``admin.<opt>`` for one client only.
-"""
+"""The Kafka adapter: a producer and an admin client per adapter, one consumer per
+subscription (:mod:`broker.adapters.kafka.consumer`), and topic inspection."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,36 +13,25 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kerr
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 
-from broker.adapters.kafka_consumer import KafkaSubscription, decode_record
-from broker.adapters.kafka_options import (
-    KafkaSettings,
-    bootstrap_servers,
-    mask_url,
-    retriable,
-    split_options,
-    translate_error,
-)
-from broker.envelope import Event, format_time
-from broker.errors import (
-    CapabilityError,
-    ClosedError,
-    ConfigurationError,
-)
+from broker.adapters.kafka.consumer import KafkaSubscription
+from broker.adapters.kafka.errors import retriable, translate_error
+from broker.adapters.kafka.settings import bootstrap_servers, split_options
+from broker.adapters.kafka.wire import decode_record, encode_event
+from broker.adapters.kit import Backoff, BaseAdapter, keep_trying
+from broker.envelope import Event
+from broker.errors import CapabilityError, ClosedError, ConfigurationError
 from broker.observability import get_logger
 from broker.ports import Capabilities, TopicInfo
 
-__all__ = ["KafkaAdapter", "KafkaSettings", "translate_error"]
+__all__ = ["CAPABILITIES", "KafkaAdapter"]
 
-CAPABILITIES = Capabilities(
-    native_ttl=False,
-    native_dlq=False,
-    ordered_keys=True,
-    replay=True,
-    selective_delete=False,
-    delivery_count=False,
-)
+#: Ordered keys and replay; no native TTL or DLQ, a log cannot lose single records, and Kafka
+#: does not count deliveries.
+CAPABILITIES = Capabilities(ordered_keys=True, replay=True)
 
 _log = get_logger("choreo.kafka")
+_BACKOFF = Backoff(initial=0.1, maximum=1.0)
+_CREATE_TIMEOUT = 30.0
 _MAX_GROUPS_LISTED = 200  # topics ls asks each group for its offsets: bounded
 # Bootstrap lists whose broker refused an idempotent producer (Tansu): probe once per process.
 _NOT_IDEMPOTENT: set[tuple[str, ...]] = set()
@@ -75,15 +46,16 @@ _REFUSED_IDEMPOTENCE = (
 # -- the adapter ----------------------------------------------------------------------------------
 
 
-class KafkaAdapter:
+class KafkaAdapter(BaseAdapter):
     """The Kafka backend (``kafka://host:9092[,host2:9092]?options``)."""
 
-    def __init__(self, url: str, **options: str) -> None:
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url)
         self._url = url
         self._bootstrap = bootstrap_servers(url)
         self.settings, self._client_options = split_options(url, options)
         userinfo = urlsplit(url)
-        if userinfo.username and "sasl_plain_username" not in options:
+        if userinfo.username and "sasl_plain_username" not in self._client_options["producer"]:
             for client_options in self._client_options.values():
                 client_options.setdefault("security_protocol", "SASL_PLAINTEXT")
                 client_options["sasl_plain_username"] = userinfo.username
@@ -94,10 +66,6 @@ class KafkaAdapter:
         self._topics: dict[str, asyncio.Future[None]] = {}
         self._delete_records = True
         self._closed = False
-
-    @property
-    def url(self) -> str:
-        return mask_url(self._url)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -177,16 +145,23 @@ class KafkaAdapter:
         if topic not in self._topics or not self._topics[topic].done():
             await self._ensure_topic(topic)
         key, headers, value = encode_event(event)
-        deadline = time.monotonic() + self.settings.publish_timeout_ms / 1000
-        while True:
-            try:
-                await (await producer.send(topic, value, key=key, headers=headers))
-                return
-            except kerr.KafkaError as exc:
-                if not retriable(exc) or time.monotonic() > deadline:
-                    raise translate_error(exc, self._url, f"publishing to {topic!r}") from exc
-                _log.info("kafka publish failed; retrying", topic=topic, error=repr(exc))
-                await asyncio.sleep(0.25)
+
+        async def attempt(_: float) -> None:
+            await (await producer.send(topic, value, key=key, headers=headers))
+
+        def retrying(exc: BaseException, _: float) -> None:
+            _log.info("kafka publish failed; retrying", topic=topic, error=repr(exc))
+
+        try:
+            await keep_trying(
+                attempt,
+                timeout=self.settings.publish_timeout_ms / 1000,
+                retriable=_retriable,
+                backoff=_BACKOFF,
+                before_retry=retrying,
+            )
+        except kerr.KafkaError as exc:
+            raise translate_error(exc, self._url, f"publishing to {topic!r}") from exc
 
     async def _ensure_topic(self, topic: str) -> None:
         future = self._topics.get(topic)
@@ -196,13 +171,8 @@ class KafkaAdapter:
 
     # -- subscribing -------------------------------------------------------------------------
 
-    async def subscribe(
-        self,
-        topics: Sequence[str],
-        group: str,
-        *,
-        from_beginning: bool = False,
-        prefetch: int = 100,
+    async def open_subscription(
+        self, topics: tuple[str, ...], group: str, from_beginning: bool, prefetch: int
     ) -> KafkaSubscription:
         self._require()
         for topic in topics:
@@ -216,7 +186,7 @@ class KafkaAdapter:
             )
         )
         sub = KafkaSubscription(
-            self, consumer, topics, group, from_beginning=from_beginning, prefetch=max(1, prefetch)
+            self, consumer, topics, group, from_beginning=from_beginning, prefetch=prefetch
         )
         self._subscriptions.add(sub)
         try:
@@ -238,22 +208,19 @@ class KafkaAdapter:
         _, admin = self._require()
         count = partitions or self.settings.partitions
         new = NewTopic(topic, count, self.settings.replication_factor)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = await admin.create_topics([new])
-            except kerr.KafkaError as exc:  # a stale connection after a broker restart is retried
-                if not retriable(exc) or time.monotonic() > deadline:
-                    raise translate_error(exc, self._url, f"creating topic {topic!r}") from exc
-                await asyncio.sleep(0.2)
-                continue
-            code = _topic_error(response)
+
+        async def attempt(_: float) -> None:
+            code = _topic_error(await admin.create_topics([new]))
             error = kerr.for_code(code) if code else None
-            if error is None or error is kerr.TopicAlreadyExistsError:
-                return
-            if not error.retriable or time.monotonic() > deadline:  # a deletion still in progress
-                raise translate_error(error(), self._url, f"creating topic {topic!r}")
-            await asyncio.sleep(0.2)
+            if error is not None and error is not kerr.TopicAlreadyExistsError:
+                raise error()  # a deletion still in progress is retriable
+
+        try:  # a stale connection after a broker restart is retried too
+            await keep_trying(
+                attempt, timeout=_CREATE_TIMEOUT, retriable=_retriable, backoff=_BACKOFF
+            )
+        except kerr.KafkaError as exc:
+            raise translate_error(exc, self._url, f"creating topic {topic!r}") from exc
 
     async def list_topics(self) -> list[TopicInfo]:
         _, admin = self._require()
@@ -391,41 +358,8 @@ class KafkaAdapter:
         await self._create(topic, len(tps))
 
 
-_TEXT_CACHE: dict[str, bytes] = {}
-
-
-def _cached(text: str) -> bytes:
-    """UTF-8 of attribute values that repeat from event to event (source, type, content type)."""
-    raw = _TEXT_CACHE.get(text)
-    if raw is None:
-        raw = text.encode()
-        if len(_TEXT_CACHE) < 4096:
-            _TEXT_CACHE[text] = raw
-    return raw
-
-
-def encode_event(event: Event) -> tuple[bytes | None, list[tuple[str, bytes]], bytes]:
-    """Key, headers and value of the Kafka binary binding: :func:`broker.envelope.to_kafka`,
-    byte for byte, without its intermediate dict (publishing is CPU-bound in Python)."""
-    headers = [
-        ("ce_specversion", _cached(event.specversion)),
-        ("ce_id", event.id.encode()),
-        ("ce_source", _cached(event.source)),
-        ("ce_type", _cached(event.type)),
-    ]
-    if event.time is not None:
-        headers.append(("ce_time", format_time(event.time).encode()))
-    if event.subject is not None:
-        headers.append(("ce_subject", event.subject.encode()))
-    if event.dataschema is not None:
-        headers.append(("ce_dataschema", _cached(event.dataschema)))
-    for name, value in event.extensions.items():
-        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-        headers.append(("ce_" + name, text.encode()))
-    if event.datacontenttype is not None:
-        headers.append(("content-type", _cached(event.datacontenttype)))
-    key = event.extensions.get("partitionkey")
-    return (None if key is None else str(key).encode()), headers, event.data_bytes()
+def _retriable(exc: BaseException) -> bool:
+    return isinstance(exc, kerr.KafkaError) and retriable(exc)
 
 
 async def _started(options: dict[str, Any]) -> AIOKafkaProducer:

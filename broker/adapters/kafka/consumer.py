@@ -13,16 +13,15 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka import errors as kerr
 
-from broker.adapters.kafka_options import KafkaSettings
-from broker.envelope import KAFKA_PREFIXES, Event, from_binary
-from broker.errors import (
-    BrokerUnavailableError,
-    EnvelopeError,
-)
+from broker.adapters.kafka.settings import KafkaSettings
+from broker.adapters.kafka.wire import decode_record
+from broker.adapters.kit import InFlight, OffsetTracker
+from broker.envelope import Event
+from broker.errors import BrokerUnavailableError
 from broker.observability import get_logger
 from broker.ports import Delivery
 
-__all__ = ["KafkaSubscription", "decode_record"]
+__all__ = ["KafkaSubscription"]
 
 _log = get_logger("choreo.kafka")
 
@@ -44,67 +43,53 @@ class _Owner(Protocol):
 class _Partition:
     """One assigned partition of a subscription: deliveries in flight, in offset order."""
 
-    __slots__ = ("committable", "committed", "live", "pending", "sub", "tp")
+    __slots__ = ("committable", "committed", "live", "sub", "tp", "tracker")
 
     def __init__(self, sub: KafkaSubscription, tp: TopicPartition) -> None:
         self.sub = sub
         self.tp = tp
-        self.pending: deque[_KafkaDelivery] = deque()
+        self.tracker = OffsetTracker()
         self.committable = -1  # offset to commit next (highest contiguous acked + 1)
         self.committed = -1
         self.live = True
 
-    def settle(self) -> None:
-        pending = self.pending
-        while pending and pending[0].done:
-            self.committable = pending.popleft().offset + 1
+    def settle(self, flight: InFlight) -> None:
+        done = self.tracker.ack(flight)
+        if done is not None:
+            self.committable = done + 1
         if self.live:
             self.sub.settled(self)
 
 
 class _KafkaDelivery(Delivery):
-    __slots__ = ("done", "offset", "part")
+    __slots__ = ("flight", "part")
 
     def __init__(
-        self, part: _Partition, offset: int, topic: str, event: Event | None, **kwargs: Any
+        self, part: _Partition, flight: InFlight, topic: str, event: Event | None, **kwargs: Any
     ) -> None:
         super().__init__(topic, event, **kwargs)
         self.part = part
-        self.offset = offset
-        self.done = False
+        self.flight = flight
 
     async def ack(self) -> None:
-        if not self.done:
-            self.done = True
-            self.part.settle()
+        if not self.flight.acked:
+            self.part.settle(self.flight)
 
     async def nack(self) -> None:
-        if not self.done and self.part.live:
+        if not self.flight.acked and self.part.live:
             self.redelivered += 1
             self.part.sub.give_back(self)
 
 
-def decode_record(record: Any) -> tuple[Event | None, dict[str, str], EnvelopeError | None]:
-    """A consumer record's event (binary or structured mode), text headers and decode error."""
-    headers = {name: raw.decode("utf-8", "replace") for name, raw in record.headers or ()}
-    try:
-        event = from_binary(headers, record.value or b"", KAFKA_PREFIXES)
-    except EnvelopeError as exc:
-        return None, headers, exc
-    extensions = event.extensions
-    if record.key is not None and "partitionkey" not in extensions:
-        extensions["partitionkey"] = record.key.decode("utf-8", "replace")
-    return event, headers, None
-
-
 def _delivery(part: _Partition, record: Any) -> _KafkaDelivery:
     event, headers, error = decode_record(record)
+    flight = part.tracker.add(record.offset)
     if event is None:
         body: bytes = record.value or b""
         return _KafkaDelivery(
-            part, record.offset, record.topic, None, body=body, headers=headers, decode_error=error
+            part, flight, record.topic, None, body=body, headers=headers, decode_error=error
         )
-    return _KafkaDelivery(part, record.offset, record.topic, event, headers=headers)
+    return _KafkaDelivery(part, flight, record.topic, event, headers=headers)
 
 
 # -- subscriptions --------------------------------------------------------------------------------
@@ -255,7 +240,7 @@ class KafkaSubscription:
             if part is None:
                 continue
             part.live = False
-            self._inflight -= sum(1 for d in part.pending if not d.done)
+            self._inflight -= part.tracker.unacked
             self._dirty.discard(part)
             if part.committable > part.committed:
                 offsets[tp] = part.committable
@@ -274,7 +259,7 @@ class KafkaSubscription:
         while not self._closed:
             if self._redeliver:
                 delivery = self._redeliver.popleft()
-                if delivery.part.live and not delivery.done:
+                if delivery.part.live and not delivery.flight.acked:
                     self._inflight += 1
                     return delivery
             elif self._inflight >= self._prefetch:
@@ -284,7 +269,6 @@ class KafkaSubscription:
                 part, record = self._buffer.popleft()
                 if part.live:
                     delivery = _delivery(part, record)
-                    part.pending.append(delivery)
                     self._inflight += 1
                     return delivery
             else:

@@ -1,26 +1,5 @@
-"""``nats://host:4222`` (``tls://`` for TLS): NATS JetStream.
-
-Names on the broker (DESIGN.md): the subject is the topic name, captured by one JetStream stream
-per topic that is created when missing (file storage, limits retention, so DLQ topics keep what
-is published to them). The stream is named after the topic with every character outside
-``[A-Za-z0-9_-]`` replaced by ``_`` and, when anything was replaced, an 8-hex digest of the
-topic appended (``orders`` -> ``orders``, ``orders.dlq`` -> ``orders_dlq_<digest>``). A stream
-some other tool already made that captures the subject is used as it is. Each group is a
-durable pull consumer (explicit ack) on the topic's stream, named the same way after the group.
-
-Wire format: binary content mode with ``ce-<attr>`` headers, ``content-type``, and
-``Nats-Msg-Id`` = event id for the server's de-duplication window (dead letters add their
-group and time to it so the same event can be dead-lettered by two groups or twice; an event
-replayed from a DLQ this adapter browsed gets a fresh one). A TTL becomes a ``Nats-TTL`` header
-where the server supports per-message TTL (2.11+), and is checked by the consumer everywhere.
-
-Options (query string): ``ack_wait`` (30 s, the visibility timeout), ``max_ack_pending``
-(per group, default 4 x prefetch), ``publish_timeout`` (30 s, a publish retries across
-reconnects until then), ``request_timeout`` (5 s), ``connect_timeout`` (10 s), ``heartbeat``
-(5 s, pull idle heartbeat), ``storage`` (``file``|``memory``), ``replicas`` (1), ``max_age``
-(0 = keep forever), ``duplicate_window`` (120 s), ``native_ttl`` (true). Any other option is
-passed to ``nats.connect`` (``name``, ``user_credentials``, ``token``, ...).
-"""
+"""The NATS JetStream adapter: streams per topic, durable pull consumers per group, publishes
+awaiting their PubAck (:mod:`~broker.adapters.nats.publish`), and stream inspection."""
 
 from __future__ import annotations
 
@@ -28,10 +7,9 @@ import asyncio
 import contextlib
 import dataclasses
 import math
-import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -41,32 +19,30 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import api
 
+from broker import deadletter
 from broker import observability as obs
+from broker.adapters.kit import Backoff, BaseAdapter, confirm_timeout, keep_trying
+from broker.adapters.nats.consumer import NatsSubscription
+from broker.adapters.nats.errors import TRANSIENT, translate_error
 from broker.adapters.nats.publish import AckTimeoutError, JetStreamPublisher, NoStreamError
-from broker.adapters.nats.pull import NatsSubscription, decode
-from broker.adapters.nats.settings import (
-    SUBJECT,
-    TRANSIENT,
-    NatsSettings,
-    check_topic,
-    safe_name,
-    servers,
-    translate,
-)
-from broker.envelope import NATS_PREFIXES, Event, to_binary
+from broker.adapters.nats.settings import servers, split_options
+from broker.adapters.nats.wire import SUBJECT, check_topic, decode, encode, event_id, safe_name
+from broker.envelope import Event
 from broker.errors import (
     BrokerError,
     BrokerUnavailableError,
     ClosedError,
     EnvelopeError,
     PublishError,
-    PublishTimeoutError,
     TopicNotFoundError,
 )
 from broker.ports import Capabilities, TopicInfo
-from broker.urls import mask_url
 
-__all__ = ["NatsAdapter", "NatsSettings", "safe_name", "translate"]
+__all__ = ["NatsAdapter"]
+
+_BACKOFF = Backoff(initial=0.05, maximum=1.0)
+#: Publish failures worth another attempt with the same Nats-Msg-Id.
+_RETRIED = (NoStreamError, AckTimeoutError, *TRANSIENT)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -76,13 +52,13 @@ class _Stream:
     ttl_ok: bool
 
 
-class NatsAdapter:
+class NatsAdapter(BaseAdapter):
     """The NATS JetStream backend."""
 
     def __init__(self, url: str = "nats://127.0.0.1:4222", **options: Any) -> None:
-        self._raw_url = url
-        self._url = mask_url(url)
-        self.settings, self._client_options = NatsSettings.from_options(options)
+        super().__init__(url)
+        self._url = self.url
+        self.settings, self._client_options = split_options(url, options)
         self._servers = servers(url)
         self._nc: Client | None = None
         self._js: Any = None
@@ -99,10 +75,6 @@ class NatsAdapter:
         self._log = obs.get_logger("choreo.nats", url=self._url)
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        return self._url
 
     @property
     def capabilities(self) -> Capabilities:
@@ -255,8 +227,10 @@ class NatsAdapter:
         self._idle.clear()
         try:
             stream = self._streams.get(topic) or await self._guard(self._stream(topic), topic)
-            headers, body = to_binary(event, NATS_PREFIXES[0])
-            headers["Nats-Msg-Id"] = self._msg_id(event)
+            headers, body = encode(event)
+            if self._replayed(event):  # the original id is in the de-duplication window
+                del self._dead_ids[event.id]
+                headers["Nats-Msg-Id"] = f"{event.id}:replay:{uuid.uuid4().hex[:12]}"
             if ttl is not None and stream.ttl_ok:
                 headers["Nats-TTL"] = str(max(1, math.ceil(ttl)))
             await self._send(publisher, topic, body, headers)
@@ -265,70 +239,60 @@ class NatsAdapter:
             if not self._inflight:
                 self._idle.set()
 
-    def _msg_id(self, event: Event) -> str:
-        extensions = event.extensions
-        if "dlqreason" in extensions:
-            return f"{event.id}:{extensions.get('dlqgroup')}:{extensions.get('dlqtime')}"
-        if self._dead_ids and event.id in self._dead_ids:
-            del self._dead_ids[event.id]
-            return f"{event.id}:replay:{uuid.uuid4().hex[:12]}"
-        return event.id
+    def _replayed(self, event: Event) -> bool:
+        """Whether ``event`` is a dead letter this adapter browsed, now published again."""
+        return (
+            bool(self._dead_ids)
+            and event.id in self._dead_ids
+            and not (deadletter.is_dead_letter(event))
+        )
 
     async def _send(
         self, publisher: JetStreamPublisher, topic: str, body: bytes, headers: dict[str, str]
     ) -> None:
         """One JetStream publish, retried with the same Nats-Msg-Id (so at most once stored)
         across timeouts and reconnects until ``publish_timeout``."""
-        deadline = time.monotonic() + self.settings.publish_timeout
-        pause = 0.05
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                timeout = min(self.settings.request_timeout, max(left, 0.01))
-                await publisher.publish(topic, body, headers, timeout)
-                return
-            except NoStreamError as exc:
-                self._streams.pop(topic, None)  # deleted, or JetStream not up yet
-                error: BaseException = exc
-            except (AckTimeoutError, *TRANSIENT) as exc:
-                error = exc
-            except nats.errors.ConnectionClosedError as exc:
-                raise ClosedError(f"the adapter for {self._url} was closed") from exc
-            except nats.js.errors.APIError as exc:
-                raise PublishError(
-                    f"NATS refused an event on {topic} at {self._url}: {exc}"
-                ) from exc
-            if time.monotonic() + pause > deadline:
-                raise PublishTimeoutError(
-                    f"NATS at {self._url} did not acknowledge an event on {topic} within "
-                    f"{self.settings.publish_timeout}s ({type(error).__name__}); check the "
-                    "server, or raise publish_timeout in the URL"
-                ) from error
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 1.0)
-            if topic not in self._streams:
+
+        async def attempt(left: float) -> None:
+            if topic not in self._streams:  # deleted, or JetStream was not up yet
                 with contextlib.suppress(BrokerError, *TRANSIENT):
                     await self._stream(topic)
+            timeout = min(self.settings.request_timeout, max(left, 0.01))
+            await publisher.publish(topic, body, headers, timeout)
+
+        def retrying(exc: BaseException, _: float) -> None:
+            if isinstance(exc, NoStreamError):
+                self._streams.pop(topic, None)
+
+        try:
+            await keep_trying(
+                attempt,
+                timeout=self.settings.publish_timeout,
+                retriable=lambda exc: isinstance(exc, _RETRIED),
+                timed_out=lambda exc: confirm_timeout(
+                    "NATS", self._url, f"an event on {topic}", self.settings.publish_timeout, exc
+                ),
+                backoff=_BACKOFF,
+                before_retry=retrying,
+            )
+        except nats.errors.ConnectionClosedError as exc:
+            raise ClosedError(f"the adapter for {self._url} was closed") from exc
+        except nats.js.errors.APIError as exc:
+            raise PublishError(f"NATS refused an event on {topic} at {self._url}: {exc}") from exc
 
     async def _guard(self, call: Any, topic: str) -> Any:
         """Await a JetStream management call, translating client errors."""
         try:
             return await call
         except (nats.errors.Error, OSError, TimeoutError) as exc:
-            raise translate(exc, self._url, topic) from exc
+            raise translate_error(exc, self._url, topic) from exc
 
     # -- subscribing -----------------------------------------------------------------------
 
-    async def subscribe(
-        self,
-        topics: Sequence[str],
-        group: str,
-        *,
-        from_beginning: bool = False,
-        prefetch: int = 100,
+    async def open_subscription(
+        self, topics: tuple[str, ...], group: str, from_beginning: bool, prefetch: int
     ) -> NatsSubscription:
         self._jetstream()
-        prefetch = max(1, prefetch)
         sources = []
         for topic in topics:
             stream = await self._guard(self._stream(topic), topic)
@@ -422,7 +386,7 @@ class NatsAdapter:
             except EnvelopeError:
                 continue
             events.append(event)
-            if "dlqreason" in event.extensions:
+            if deadletter.is_dead_letter(event):
                 self._remember_dead(event.id)
         return events
 
@@ -447,7 +411,7 @@ class NatsAdapter:
         wanted = set(ids)
         count = 0
         for seq, headers, _ in await self._scan(topic, 1 << 62):
-            if _event_id(headers) in wanted:
+            if event_id(headers) in wanted:
                 with contextlib.suppress(TopicNotFoundError):
                     await self._guard(js.delete_msg(stream.name, seq), topic)
                     count += 1
@@ -509,11 +473,3 @@ def _group_of(config: Any) -> str:
     description = config.description or ""
     prefix = "choreograph group "
     return description[len(prefix) :] if description.startswith(prefix) else config.durable_name
-
-
-def _event_id(headers: Mapping[str, str]) -> str | None:
-    for prefix in NATS_PREFIXES:
-        value = headers.get(f"{prefix}id")
-        if value is not None:
-            return value
-    return None

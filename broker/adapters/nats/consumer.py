@@ -31,29 +31,19 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSub
 
-from broker.envelope import NATS_PREFIXES, Event, from_binary
+from broker.adapters.nats.wire import decode
 from broker.errors import BrokerError, EnvelopeError
 from broker.ports import Delivery
 
 if TYPE_CHECKING:
-    from broker.adapters.nats import NatsAdapter
+    from broker.adapters.nats.adapter import NatsAdapter
 
-__all__ = ["NatsDelivery", "NatsSubscription", "decode"]
+__all__ = ["NatsDelivery", "NatsSubscription"]
 
 EXPIRES = 30.0
 _ACK = b""
 _NAK = b"-NAK"
 _PROGRESS = b"+WPI"
-
-
-def decode(headers: dict[str, str], body: bytes) -> Event:
-    """The event in a message; integer extensions the core defines get their type back
-    (binary mode carries every attribute as a string)."""
-    event = from_binary(headers, body, NATS_PREFIXES)
-    attempts = event.extensions.get("dlqattempts")
-    if isinstance(attempts, str) and attempts.isdigit():
-        event.extensions["dlqattempts"] = int(attempts)
-    return event
 
 
 def _delivered(reply: str) -> int:

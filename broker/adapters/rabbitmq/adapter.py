@@ -1,47 +1,27 @@
-"""``amqp://user:pass@host:5672/vhost``: RabbitMQ (AMQP 0-9-1) through aiormq (aio-pika's core).
-
-Names on the broker (DESIGN.md): a topic is a durable **topic exchange** named after it; events
-are published with the topic name as routing key; each group owns a durable **queue**
-``<topic>.<group>`` bound to the exchange with ``#``. Publishes are persistent
-(``delivery_mode=2``) and wait for the publisher confirm; deliveries are acked manually after
-the handler, with QoS ``prefetch``; while deliveries queue up, acks go out batched (``multiple``).
-
-CloudEvents AMQP binding, binary mode: application headers ``cloudEvents_<attr>`` (integers and
-booleans keep their AMQP type; ``cloudEvents:<attr>`` and knative's ``ce-<attr>`` are read too),
-the ``content_type`` and ``message_id`` properties, and the per-message ``expiration`` property
-when a TTL is set. A group queue dead-letters what RabbitMQ expires into the exchange
-``<topic>.dlq``, so broker-expired events land in the dead-letter store with ``dlqreason=expired``.
-
-Dead-letter topics (``*.dlq``) also get a durable **store queue** named exactly after the topic,
-which keeps entries while nobody subscribes; ``browse`` reads it with ``basic.get`` and gives
-everything back (``nack`` with requeue restores the order), ``purge`` empties it or deletes
-chosen ids. RabbitMQ cannot list exchanges over AMQP, so topics are recorded in the durable
-queue ``choreo.topics`` (compacted when listed).
-
-Options (query string; the rest goes to aiormq, e.g. ``heartbeat``): ``publish_timeout`` (30 s,
-retrying across reconnects), ``connect_timeout`` (10 s), ``reconnect_delay`` (0.2 s, doubling to
-5 s), ``expired_to_dlq`` (``true``), ``queue_type`` (``classic`` or ``quorum``).
-"""
+"""The RabbitMQ adapter: a publishing connection with confirms, topology, and inspection of
+dead-letter stores and the topic registry."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
-import time
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from pamqp import commands as spec
 
-from broker.adapters.rabbitmq_consumer import Subscription, close_quietly
-from broker.adapters.rabbitmq_wire import RETRYABLE, decode_message, encode_event, message_id
+from broker import deadletter
+from broker.adapters.kit import Backoff, BaseAdapter, confirm_timeout, keep_trying
+from broker.adapters.rabbitmq.consumer import Subscription, close_quietly
+from broker.adapters.rabbitmq.errors import CONNECT_ERRORS, REFUSED, RETRYABLE, translate_error
+from broker.adapters.rabbitmq.settings import split_options
+from broker.adapters.rabbitmq.wire import decode_message, encode_event, message_id
 from broker.envelope import Event
 from broker.errors import (
+    BrokerError,
     BrokerUnavailableError,
     ClosedError,
     ConfigurationError,
@@ -49,76 +29,20 @@ from broker.errors import (
     PublishTimeoutError,
 )
 from broker.ports import Capabilities, TopicInfo
-from broker.urls import mask_url
 
-__all__ = ["RabbitMQAdapter", "RabbitMQSettings"]
+__all__ = ["REGISTRY_QUEUE", "RabbitMQAdapter"]
 
 REGISTRY_QUEUE = "choreo.topics"
-DLQ_SUFFIX = ".dlq"
-_TRUE = ("1", "true", "yes", "on")
-#: Channel errors that retrying cannot fix: refused at once as PublishError.
-REFUSED = (
-    aiormq.exceptions.ChannelAccessRefused,
-    aiormq.exceptions.ChannelPreconditionFailed,
-    aiormq.exceptions.DeliveryError,
-)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class RabbitMQSettings:
-    """The adapter's own options; anything else in the query string goes to aiormq."""
-
-    publish_timeout: float = 30.0
-    connect_timeout: float = 10.0
-    reconnect_delay: float = 0.2
-    max_reconnect_delay: float = 5.0
-    close_grace: float = 1.0
-    expired_to_dlq: bool = True
-    queue_type: str = "classic"
-
-    @classmethod
-    def split(cls, options: Mapping[str, str]) -> tuple[RabbitMQSettings, dict[str, str]]:
-        """Settings from string options, and the options left for the client."""
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        rest: dict[str, str] = {}
-        for key, raw in options.items():
-            if key not in names:
-                rest[key] = str(raw)
-            elif key == "expired_to_dlq":
-                values[key] = str(raw).lower() in _TRUE
-            elif key == "queue_type":
-                values[key] = str(raw)
-            else:
-                try:
-                    values[key] = float(raw)
-                except ValueError as exc:
-                    raise ConfigurationError(
-                        f"amqp:// option {key}={raw!r} is not a number"
-                    ) from exc
-        settings = cls(**values)
-        if settings.queue_type not in ("classic", "quorum"):
-            raise ConfigurationError(
-                f"amqp:// option queue_type={settings.queue_type!r}: use classic or quorum"
-            )
-        return settings, rest
-
-
-def _is_cancelled_by_caller() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-class RabbitMQAdapter:
+class RabbitMQAdapter(BaseAdapter):
     """The RabbitMQ backend (``amqp://`` or ``amqps://``)."""
 
-    def __init__(self, url: str = "amqp://guest:guest@127.0.0.1:5672/", **options: str) -> None:
-        self.settings, client = RabbitMQSettings.split(options)
-        parts = urlsplit(url)
-        query = {k: v for k, v in parse_qsl(parts.query) if k in client}
-        query.update(client)
-        self._client_url = urlunsplit(parts._replace(query=urlencode(query)))
-        self._url = mask_url(url)
+    def __init__(self, url: str = "amqp://guest:guest@127.0.0.1:5672/", **options: Any) -> None:
+        super().__init__(url)
+        self.settings, self._client_url = split_options(url, options)
+        self.backoff = Backoff(self.settings.reconnect_delay, self.settings.max_reconnect_delay)
+        self._url = self.url
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._lock = asyncio.Lock()
@@ -130,10 +54,6 @@ class RabbitMQAdapter:
         self._sending = 0
         self._drained = asyncio.Event()
         self._drained.set()
-
-    @property
-    def url(self) -> str:
-        return self._url
 
     @property
     def capabilities(self) -> Capabilities:
@@ -155,11 +75,7 @@ class RabbitMQAdapter:
                 aiormq.connect(self._client_url), self.settings.connect_timeout
             )
         except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as exc:
-            reason = str(exc) or type(exc).__name__
-            raise BrokerUnavailableError(
-                f"cannot connect to RabbitMQ at {self._url}: {reason}; check that the server "
-                "runs and that the user, password and vhost in the URL are right"
-            ) from exc
+            raise translate_error(exc, self._url, "connecting", CONNECT_ERRORS) from exc
         return connection
 
     async def _publish_channel(self) -> AbstractChannel:
@@ -232,54 +148,56 @@ class RabbitMQAdapter:
         self, exchange: str, routing_key: str, body: bytes, props: spec.Basic.Properties, what: str
     ) -> None:
         """Publish and wait for the confirm, reconnecting until ``publish_timeout``."""
-        deadline = time.monotonic() + self.settings.publish_timeout
-        delay = self.settings.reconnect_delay
-        while True:
-            try:
-                channel = self._channel
-                if channel is None or channel.is_closed:
-                    channel = await self._publish_channel()
-                if exchange and exchange not in self._exchanges:
-                    await self._ensure_topic(channel, exchange)
-                confirm = await channel.basic_publish(
-                    body,
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    properties=props,
-                    timeout=max(0.1, deadline - time.monotonic()),
-                )
-            except REFUSED as exc:
-                raise PublishError(f"RabbitMQ at {self._url} refused {what}: {exc}") from exc
-            except TimeoutError as exc:
-                raise self._timed_out(what, exc) from exc
-            except (asyncio.CancelledError, BrokerUnavailableError, *RETRYABLE) as exc:
-                self._check_retry(exc, exchange, what, time.monotonic() + delay > deadline)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.max_reconnect_delay)
-                continue
-            except aiormq.exceptions.AMQPError as exc:  # protocol-level surprises
-                raise PublishError(f"RabbitMQ at {self._url} failed {what}: {exc!r}") from exc
+
+        async def attempt(left: float) -> None:
+            channel = self._channel
+            if channel is None or channel.is_closed:
+                channel = await self._publish_channel()
+            if exchange and exchange not in self._exchanges:
+                await self._ensure_topic(channel, exchange)
+            confirm = await channel.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=props,
+                timeout=max(0.1, left),
+            )
             if isinstance(confirm, spec.Basic.Nack):
                 raise PublishError(f"RabbitMQ at {self._url} rejected {what} (basic.nack)")
-            return
 
-    def _check_retry(self, exc: BaseException, exchange: str, what: str, late: bool) -> None:
-        """Raise unless a failed publish should be tried again after a pause."""
-        if isinstance(exc, asyncio.CancelledError) and _is_cancelled_by_caller():
-            raise exc
+        try:
+            await keep_trying(
+                attempt,
+                timeout=self.settings.publish_timeout,
+                retriable=lambda exc: self._retriable(exc, exchange, what),
+                timed_out=lambda exc: self._timed_out(what, exc),
+                backoff=self.backoff,
+            )
+        except BrokerError:
+            raise
+        except TimeoutError as exc:
+            raise self._timed_out(what, exc) from exc
+        except aiormq.exceptions.AMQPError as exc:  # refused, or protocol-level surprises
+            raise translate_error(exc, self._url, what) from exc
+
+    def _retriable(self, exc: BaseException, exchange: str, what: str) -> bool:
+        """Whether a failed publish should be tried again after a pause."""
+        if isinstance(exc, (*REFUSED, TimeoutError)):
+            return False
+        if isinstance(exc, asyncio.CancelledError):
+            task = asyncio.current_task()
+            if task is not None and task.cancelling() > 0:
+                return False  # the caller's cancellation, not aiormq's
+        elif not isinstance(exc, (BrokerUnavailableError, *RETRYABLE)):
+            return False
         if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
             self._exchanges.discard(exchange)  # deleted behind our back: declare it again
         if self._closed and self._connection is None:
             raise ClosedError(f"the adapter for {self._url} closed during {what}") from exc
-        if late:
-            raise self._timed_out(what, exc) from exc
+        return True
 
     def _timed_out(self, what: str, exc: BaseException) -> PublishTimeoutError:
-        return PublishTimeoutError(
-            f"RabbitMQ at {self._url} did not confirm {what} within "
-            f"{self.settings.publish_timeout:g}s ({str(exc) or type(exc).__name__}); check the "
-            "broker or raise publish_timeout"
-        )
+        return confirm_timeout("RabbitMQ", self._url, what, self.settings.publish_timeout, exc)
 
     # -- topology --------------------------------------------------------------------------
 
@@ -288,7 +206,7 @@ class RabbitMQAdapter:
             if topic in self._exchanges:
                 return
             await channel.exchange_declare(exchange=topic, exchange_type="topic", durable=True)
-            if topic.endswith(DLQ_SUFFIX):
+            if deadletter.is_dead_letter_topic(topic):
                 await self._declare_store(channel, topic)
             self._exchanges.add(topic)
         await self._record(topic, "")
@@ -303,8 +221,9 @@ class RabbitMQAdapter:
         await channel.exchange_declare(exchange=topic, exchange_type="topic", durable=True)
         arguments: dict[str, Any] = {}
         if self.settings.expired_to_dlq:
-            await self._declare_store(channel, topic + DLQ_SUFFIX)
-            arguments["x-dead-letter-exchange"] = topic + DLQ_SUFFIX
+            store = deadletter.dead_letter_topic(topic)
+            await self._declare_store(channel, store)
+            arguments["x-dead-letter-exchange"] = store
         if self.settings.queue_type == "quorum":
             arguments["x-queue-type"] = "quorum"
         try:
@@ -331,13 +250,8 @@ class RabbitMQAdapter:
 
     # -- subscribing -----------------------------------------------------------------------
 
-    async def subscribe(
-        self,
-        topics: Sequence[str],
-        group: str,
-        *,
-        from_beginning: bool = False,
-        prefetch: int = 100,
+    async def open_subscription(
+        self, topics: tuple[str, ...], group: str, from_beginning: bool, prefetch: int
     ) -> Subscription:
         self._check_open()
         if from_beginning:
@@ -345,9 +259,14 @@ class RabbitMQAdapter:
                 f"{self._url} cannot replay history (classic queues keep no log), so "
                 "from_beginning is not available on RabbitMQ"
             )
-        if group == DLQ_SUFFIX[1:]:
-            raise ConfigurationError("the group name 'dlq' is reserved on RabbitMQ: pick another")
-        sub = Subscription(self, [(t, f"{t}.{group}") for t in topics], max(1, prefetch))
+        bindings = [(t, f"{t}.{group}") for t in topics]
+        for topic, queue in bindings:
+            if deadletter.is_dead_letter_topic(queue) and deadletter.origin_of(queue) == topic:
+                raise ConfigurationError(
+                    f"the group name {group!r} is reserved on RabbitMQ (its queue {queue} is "
+                    "the dead-letter store of the topic): pick another"
+                )
+        sub = Subscription(self, bindings, prefetch)
         await sub.open()
         self._subscriptions.add(sub)
         for topic in topics:
@@ -430,7 +349,9 @@ class RabbitMQAdapter:
         return [
             TopicInfo(
                 name,
-                messages=await self._stored(name) if name.endswith(DLQ_SUFFIX) else None,
+                messages=await self._stored(name)
+                if deadletter.is_dead_letter_topic(name)
+                else None,
                 groups=tuple(sorted(names)),
             )
             for name, names in sorted(groups.items())

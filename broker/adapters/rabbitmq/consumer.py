@@ -22,15 +22,19 @@ from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from aiormq.exceptions import AMQPError
 
 from broker import observability as obs
-from broker.adapters.rabbitmq_wire import RETRYABLE, decode_message
+from broker.adapters.kit import keep_trying
+from broker.adapters.rabbitmq.errors import RETRYABLE
+from broker.adapters.rabbitmq.wire import decode_message
 from broker.errors import BrokerUnavailableError, ConfigurationError
 from broker.ports import Delivery
 
 if TYPE_CHECKING:
-    from broker.adapters.rabbitmq import RabbitMQAdapter
+    from broker.adapters.rabbitmq.adapter import RabbitMQAdapter
 
 __all__ = ["Subscription", "close_quietly"]
 
+#: Errors after which a lost consumer connection is opened again after a pause.
+_RECONNECTABLE = (ConfigurationError, BrokerUnavailableError, *RETRYABLE, AMQPError)
 #: The longest an ack waits to be batched with others while deliveries are queued.
 ACK_DELAY = 0.05
 
@@ -178,7 +182,6 @@ class Subscription:
         return on_message
 
     async def _supervise(self) -> None:
-        settings = self._adapter.settings
         while not self._closed:
             connection, acks = self._connection, self._acks
             if connection is None or acks is None:
@@ -193,16 +196,17 @@ class Subscription:
                 return
             self._log.warning("rabbitmq consumer connection lost; reconnecting")
             await close_quietly(connection)
-            delay = settings.reconnect_delay
-            while not self._closed:
-                try:
-                    await self._attach()
-                    self._log.warning("rabbitmq consumer reconnected")
-                    break
-                except (ConfigurationError, BrokerUnavailableError, *RETRYABLE, AMQPError) as exc:
-                    self._log.warning("rabbitmq reconnect failed", error=str(exc), retry_in=delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, settings.max_reconnect_delay)
+            await keep_trying(
+                lambda _: self._attach(),
+                timeout=None,
+                retriable=lambda exc: isinstance(exc, _RECONNECTABLE),
+                backoff=self._adapter.backoff,
+                before_retry=self._reconnect_failed,
+            )
+            self._log.warning("rabbitmq consumer reconnected")
+
+    def _reconnect_failed(self, exc: BaseException, pause: float) -> None:
+        self._log.warning("rabbitmq reconnect failed", error=str(exc), retry_in=pause)
 
     async def acked(self, acks: _Acks) -> None:
         """Send acks now unless more deliveries wait (then batch: up to prefetch/2 or 50 ms)."""

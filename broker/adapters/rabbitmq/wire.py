@@ -14,18 +14,17 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import aiormq
 from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
 from pamqp import encode as pamqp_encode
 
+from broker import deadletter
 from broker.envelope import AMQP_PREFIXES, Event, format_time, from_binary, to_binary
 from broker.errors import EnvelopeError
 
 __all__ = [
     "PREFIX",
     "READ_PREFIXES",
-    "RETRYABLE",
     "decode_message",
     "encode_event",
     "encode_headers",
@@ -34,15 +33,6 @@ __all__ = [
 
 PREFIX = AMQP_PREFIXES[0]
 READ_PREFIXES = (*AMQP_PREFIXES, "ce-")
-#: Errors after which the connection or channel is gone and the operation may be retried.
-RETRYABLE = (
-    aiormq.exceptions.AMQPConnectionError,
-    aiormq.exceptions.ChannelInvalidStateError,
-    aiormq.exceptions.ChannelClosed,
-    ConnectionError,
-    OSError,
-    RuntimeError,  # aiormq: "<Connection> closed" when a channel is asked of a dead connection
-)
 
 
 def _text(value: Any) -> str:
@@ -81,7 +71,7 @@ def decode_message(
     except Exception as exc:  # odd header types must not stop the consumer
         event, error = None, EnvelopeError(f"unreadable AMQP message: {exc!r}")
     else:
-        if "x-death" in raw and event is not None and "dlqreason" not in event.extensions:
+        if "x-death" in raw and event is not None and not deadletter.is_dead_letter(event):
             event = _mark_expired(event, raw["x-death"])
     headers = {
         name: value if isinstance(value, str) else _text(value) for name, value in fields.items()
@@ -100,13 +90,13 @@ def _mark_expired(event: Event, deaths: Any) -> Event:
     keys = death.get("routing-keys") or [death.get("exchange", "")]
     topic = _text(keys[0]) if keys else ""
     when = death.get("time")
-    return event.with_extensions(
-        dlqreason="expired",
-        dlqerror=f"TTL passed in RabbitMQ queue {queue}",
-        dlqattempts=0,
-        dlqtopic=topic,
-        dlqgroup=queue[len(topic) + 1 :] if queue.startswith(topic + ".") else queue,
-        dlqtime=_text(when) if when is not None else format_time(datetime.now(UTC)),
+    return deadletter.dead_letter(
+        event,
+        reason=deadletter.EXPIRED,
+        error=f"TTL passed in RabbitMQ queue {queue}",
+        topic=topic,
+        group=queue[len(topic) + 1 :] if queue.startswith(topic + ".") else queue,
+        time=_text(when) if when is not None else None,
     )
 
 
