@@ -30,7 +30,7 @@ from connectors.errors import OutboxConfigError, RoutingError
 __all__ = ["DEFAULT_DLQ_TOPIC", "DEFAULT_ROUTE", "OutboxRow", "Routed", "Router"]
 
 DEFAULT_ROUTE = "outbox.event.{aggregatetype}"
-DEFAULT_DLQ_TOPIC = "outbox.dlq"
+DEFAULT_DLQ_TOPIC = deadletter.dead_letter_topic("outbox")
 DLQ_GROUP = "outbox-relay"
 
 PayloadFormat = Literal["json", "text", "bytes"]
