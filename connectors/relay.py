@@ -301,7 +301,9 @@ class Relay:
         await keep_trying(
             lambda _: self._publish(routed),
             timeout=None,
-            retriable=lambda exc: not isinstance(exc, PayloadError | EnvelopeError),
+            retriable=lambda exc: (
+                isinstance(exc, Exception) and not isinstance(exc, PayloadError | EnvelopeError)
+            ),
             backoff=self._backoff,
             before_retry=failed,
             stop=self._stopping,

@@ -147,6 +147,21 @@ async def test_keep_trying_stops_when_asked() -> None:
         await keep_trying(attempt, timeout=None, retriable=lambda e: True, stop=stop)
 
 
+async def test_keep_trying_never_retries_its_own_cancellation() -> None:
+    """Cancelling the task that keeps trying ends it, even where retriable says yes to all."""
+    started = asyncio.Event()
+
+    async def attempt(left: float) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(keep_trying(attempt, timeout=None, retriable=lambda e: True))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 def test_translation_takes_the_first_matching_rule() -> None:
     """Client errors become the broker error of the first rule that catches them, with the
     URL masked and the client's message on one line."""

@@ -58,9 +58,11 @@ async def keep_trying(
     ``retriable(error)`` says so and the ``timeout`` (None: forever) leaves room for the pause.
 
     A non-retriable error propagates as it is (``retriable`` may also raise a translated error
-    itself). When time runs out, ``timed_out(last_error)`` is raised (the last error itself
-    without it). ``before_retry(error, pause)`` is told of each retry (to log, or to reset
-    state); a set ``stop`` event ends the wait with :class:`Stopped`.
+    itself), and so does the cancellation of the calling task; a ``CancelledError`` that a
+    client library raised while the caller goes on is offered to ``retriable`` like any error.
+    When time runs out, ``timed_out(last_error)`` is raised (the last error itself without
+    it). ``before_retry(error, pause)`` is told of each retry (to log, or to reset state); a set
+    ``stop`` event ends the wait with :class:`Stopped`.
     """
     deadline = math.inf if timeout is None else time.monotonic() + timeout
     pause = backoff.initial
@@ -68,7 +70,7 @@ async def keep_trying(
         try:
             return await attempt(deadline - time.monotonic())
         except (Exception, asyncio.CancelledError) as exc:
-            if not retriable(exc):
+            if _cancelled_by_caller(exc) or not retriable(exc):
                 raise
             if time.monotonic() + pause > deadline:
                 if timed_out is None:
@@ -78,6 +80,14 @@ async def keep_trying(
                 before_retry(exc, pause)
             await _pause(pause, stop, exc)
         pause = backoff.after(pause)
+
+
+def _cancelled_by_caller(exc: BaseException) -> bool:
+    """A cancellation of the task running keep_trying (not one a client library raised)."""
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _pause(seconds: float, stop: asyncio.Event | None, cause: BaseException) -> None:

@@ -184,12 +184,8 @@ class RabbitMQAdapter(BaseAdapter):
         """Whether a failed publish should be tried again after a pause."""
         if isinstance(exc, (*REFUSED, TimeoutError)):
             return False
-        if isinstance(exc, asyncio.CancelledError):
-            task = asyncio.current_task()
-            if task is not None and task.cancelling() > 0:
-                return False  # the caller's cancellation, not aiormq's
-        elif not isinstance(exc, (BrokerUnavailableError, *RETRYABLE)):
-            return False
+        if not isinstance(exc, (asyncio.CancelledError, BrokerUnavailableError, *RETRYABLE)):
+            return False  # (keep_trying never retries the caller's own cancellation)
         if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
             self._exchanges.discard(exchange)  # deleted behind our back: declare it again
         if self._closed and self._connection is None:
