@@ -30,10 +30,10 @@ from saga_monitor import (
     MemoryStore,
     SagaDefinition,
     SagaMonitor,
-    SQLiteStore,
+    SagaStore,
+    SqlSagaStore,
     Step,
-    Store,
-    open_store,
+    open_saga_store,
     parse_definitions,
 )
 
@@ -89,7 +89,7 @@ def encoded_events(sagas: int, per_saga: int) -> list[bytes]:
     return out
 
 
-def throughput(store: Store, payloads: list[bytes], batch: int = 1) -> float:
+def throughput(store: SagaStore, payloads: list[bytes], batch: int = 1) -> float:
     """Events per second: decode plus correlate plus store, ``batch`` events per commit."""
     correlator = Correlator(Definitions((SAGA,)))
     now = datetime.now(UTC)
@@ -139,7 +139,7 @@ async def _through_bus(tmp: str) -> float:
         monitor = SagaMonitor(
             _definitions(),
             bus,
-            open_store(f"sqlite:///{tmp}/sagas2.db"),  # type: ignore[arg-type]
+            open_saga_store(f"sqlite:///{tmp}/sagas2.db"),  # type: ignore[arg-type]
             alerts_topic=None,
             tick_interval=5,
         )
@@ -164,7 +164,7 @@ def _issue_metrics(sagas: int) -> list[dict[str, object]]:
     rates = {}
     for batch in (1, 16):
         with tempfile.TemporaryDirectory() as tmp:
-            store = SQLiteStore(f"sqlite:///{Path(tmp) / 'sagas.db'}")
+            store = SqlSagaStore(f"sqlite:///{Path(tmp) / 'sagas.db'}")
             rates[batch] = throughput(store, payloads[:20_000], batch)
             store.close()
     per_instance = bytes_per_instance(min(sagas, 10_000))

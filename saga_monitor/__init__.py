@@ -2,11 +2,11 @@
 saga instances and tells you which business transactions are stuck, compensating or done.
 
     from broker import Bus
-    from saga_monitor import SagaMonitor, load_definitions, open_store
+    from saga_monitor import SagaMonitor, load_definitions, open_saga_store
 
     definitions = load_definitions("sagas.yaml")
     async with Bus("sqlite:///.choreo/broker.db") as bus:
-        monitor = SagaMonitor(definitions, bus, open_store("sqlite:///.choreo/sagas.db"))
+        monitor = SagaMonitor(definitions, bus, open_saga_store("sqlite:///.choreo/sagas.db"))
         await monitor.run()
 """
 
@@ -24,13 +24,13 @@ from saga_monitor.errors import (
     InstanceNotFoundError,
     SagaConfigError,
     SagaError,
-    StoreError,
+    SagaStoreError,
 )
 from saga_monitor.machine import Outcome, SagaMachine
 from saga_monitor.model import STATES, Alert, Anomaly, Entry, Instance, Observation
 from saga_monitor.monitor import SagaMonitor
-from saga_monitor.store import DEFAULT_STORE_URL, MemoryStore, Store, open_store
-from saga_monitor.store_sql import SQLiteStore
+from saga_monitor.store import DEFAULT_STORE_URL, MemoryStore, SagaStore, open_saga_store
+from saga_monitor.store_sql import SqlSagaStore
 
 __all__ = [
     "DEFAULT_STORE_URL",
@@ -47,16 +47,16 @@ __all__ = [
     "MemoryStore",
     "Observation",
     "Outcome",
-    "SQLiteStore",
     "SagaConfigError",
     "SagaDefinition",
     "SagaError",
     "SagaMachine",
     "SagaMonitor",
+    "SagaStore",
+    "SagaStoreError",
+    "SqlSagaStore",
     "Step",
-    "Store",
-    "StoreError",
     "load_definitions",
-    "open_store",
+    "open_saga_store",
     "parse_definitions",
 ]

@@ -5,7 +5,7 @@
     SagaError                                root of every error raised on purpose
     ├── SagaConfigError (ValueError)         the caller's input is wrong (a usage error)
     │   └── DefinitionError                  a saga definition is invalid (file, line and field)
-    ├── StoreError                           the state store failed or cannot be reached
+    ├── SagaStoreError                       the state store failed or cannot be reached
     └── InstanceNotFoundError (LookupError)  no saga instance with that correlation id
 """
 
@@ -16,7 +16,7 @@ __all__ = [
     "InstanceNotFoundError",
     "SagaConfigError",
     "SagaError",
-    "StoreError",
+    "SagaStoreError",
 ]
 
 
@@ -32,7 +32,7 @@ class DefinitionError(SagaConfigError):
     """A saga definition is invalid; the message names the file, line and field."""
 
 
-class StoreError(SagaError):
+class SagaStoreError(SagaError):
     """The saga state store failed or cannot be reached; the message names the URL."""
 
 

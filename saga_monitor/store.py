@@ -1,7 +1,7 @@
 """Where saga instances live: SQLite (the default), PostgreSQL (shared) or memory (tests).
 
 One store URL picks the backend: ``sqlite:///.choreo/sagas.db`` (the default),
-``postgresql://user@host:5432/db?schema=sagas`` (see :mod:`saga_monitor.store_postgres`) or
+``postgresql://user@host:5432/db?schema=sagas`` (both in :mod:`saga_monitor.store_sql`) or
 ``memory://``. Every store keeps the same things:
 
 * ``saga_instances``: one row per (saga, correlation id) with the indexed columns the views
@@ -11,7 +11,7 @@ One store URL picks the backend: ``sqlite:///.choreo/sagas.db`` (the default),
 * ``saga_alerts``: an outbox of alerts, written in the same transaction as the state and
   deleted once published, so a crash between the two re-sends instead of losing an alert.
 
-The monitor applies each event inside one :meth:`Store.transaction`; the (source, id) of the
+The monitor applies each event inside one :meth:`SagaStore.transaction`; the (source, id) of the
 events applied to an instance commit with it. A delivery redelivered after a crash (at-least-
 once) is then recognised and changes nothing, so a restarted monitor reaches the same states.
 """
@@ -19,29 +19,20 @@ once) is then recognised and changes nothing, so a restarted monitor reaches the
 from __future__ import annotations
 
 import contextlib
-import json
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Protocol
 
-from saga_monitor.errors import StoreError
 from saga_monitor.model import ACTIVE, Alert, Instance, Observation
 
 __all__ = [
     "DEFAULT_STORE_URL",
     "MemoryStore",
-    "Store",
+    "SagaStore",
     "Transaction",
-    "instance_row",
-    "obs_doc",
-    "obs_from",
-    "open_store",
+    "open_saga_store",
 ]
 
 DEFAULT_STORE_URL = "sqlite:///.choreo/sagas.db"
-
-
-def epoch(moment: datetime | None) -> float | None:
-    return moment.timestamp() if moment is not None else None
 
 
 class Transaction(Protocol):
@@ -60,7 +51,7 @@ class Transaction(Protocol):
     def add_alerts(self, alerts: list[Alert]) -> None: ...
 
 
-class Store(Protocol):
+class SagaStore(Protocol):
     """A saga state store (see the module docstring)."""
 
     url: str
@@ -100,47 +91,8 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def obs_doc(obs: Observation) -> str:
-    return json.dumps(
-        {
-            "type": obs.type,
-            "source": obs.source,
-            "id": obs.id,
-            "time": obs.time.isoformat(),
-            "topic": obs.topic,
-            "causation": obs.causation,
-            "data": obs.data,
-        },
-        default=str,
-    )
-
-
-def obs_from(doc: str) -> Observation:
-    raw = json.loads(doc)
-    return Observation(
-        raw["type"],
-        raw["source"],
-        raw["id"],
-        datetime.fromisoformat(raw["time"]),
-        raw.get("topic"),
-        raw.get("causation"),
-        raw.get("data"),
-    )
-
-
-def instance_row(instance: Instance) -> tuple[Any, ...]:
-    """The column values of an instance row (due only while a deadline can still fire)."""
-    watch = (instance.phase in ACTIVE and instance.stuck_since is None) or bool(instance.missing)
-    return (
-        instance.saga,
-        instance.correlation_id,
-        instance.state,
-        epoch(instance.started),
-        epoch(instance.updated),
-        epoch(instance.due) if watch else None,
-        epoch(instance.finished),
-        instance.to_json(),
-    )
+#: The protocol's name in the correlator and the monitor (until they say ``SagaStore``).
+Store = SagaStore
 
 
 # -- memory -------------------------------------------------------------------------------------
@@ -245,25 +197,12 @@ class MemoryStore:
         return None
 
 
-def open_store(url: str | None = None) -> Store:
-    """The store for ``url`` (default ``sqlite:///.choreo/sagas.db``)."""
+def open_saga_store(url: str | None = None) -> SagaStore:
+    """The store for ``url``: ``sqlite:///...`` (the default ``sqlite:///.choreo/sagas.db``),
+    ``postgresql://...`` or ``memory://``."""
     url = url or DEFAULT_STORE_URL
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme == "sqlite":
-        from saga_monitor.store_sql import SQLiteStore
-
-        return SQLiteStore(url)
-    if scheme == "memory":
+    if url.split("://", 1)[0].lower() == "memory":
         return MemoryStore(url)
-    if scheme in ("postgresql", "postgres"):
-        from saga_monitor.store_postgres import PostgresStore
+    from saga_monitor.store_sql import SqlSagaStore
 
-        return PostgresStore(url)
-    raise StoreError(
-        f"saga store URL {url!r} is not understood; use sqlite:///path/sagas.db, "
-        "postgresql://user@host:5432/db or memory://"
-    )
-
-
-def utc(moment: float) -> datetime:
-    return datetime.fromtimestamp(moment, UTC)
+    return SqlSagaStore(url)

@@ -3,7 +3,7 @@
 ::
 
     RegistryError                              root; 500 / 50001 (store error) unless overridden
-    ├── StoreError                             the storage failed or is unreachable
+    ├── SchemaStoreError                       the storage failed or is unreachable
     ├── RegistryUnavailableError               the registry URL cannot be reached
     ├── UnauthorizedError                      401 / 40101: missing or wrong credentials
     ├── NotFoundError (LookupError)            404
@@ -48,8 +48,8 @@ __all__ = [
     "RegistryUnavailableError",
     "SchemaDecodeError",
     "SchemaNotFoundError",
+    "SchemaStoreError",
     "SchemaValidationError",
-    "StoreError",
     "SubjectNotFoundError",
     "SubjectNotSoftDeletedError",
     "SubjectSoftDeletedError",
@@ -68,7 +68,7 @@ class RegistryError(Exception):
     error_code: ClassVar[int] = 50001
 
 
-class StoreError(RegistryError):
+class SchemaStoreError(RegistryError):
     """The storage backend failed (disk, database connection, schema of the tables)."""
 
 

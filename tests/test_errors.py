@@ -19,7 +19,7 @@ from connectors.errors import (
     OutboxMissingError,
 )
 from devservers import free_port
-from saga_monitor.errors import DefinitionError, SagaConfigError, SagaError, StoreError
+from saga_monitor.errors import DefinitionError, SagaConfigError, SagaError, SagaStoreError
 from schemas.errors import InvalidSchemaError, RegistryError, SubjectNotFoundError
 
 runner = CliRunner()
@@ -40,7 +40,7 @@ runner = CliRunner()
         (OutboxError("x"), 1),
         (SagaConfigError("x"), 2),
         (DefinitionError("x"), 2),
-        (StoreError("x"), 1),
+        (SagaStoreError("x"), 1),
         (SagaError("x"), 1),
         (ValueError("a bug"), None),
     ],

@@ -110,7 +110,7 @@ async def _monitor(
     from broker.urls import mask_url
     from saga_monitor.definitions import load_definitions
     from saga_monitor.monitor import SagaMonitor
-    from saga_monitor.store import open_store
+    from saga_monitor.store import open_saga_store as open_store
 
     definitions = load_definitions(definitions_path)
     if metrics_port:
@@ -147,7 +147,7 @@ async def _monitor(
 
 def _instances(store: str | None, **filters: Any) -> tuple[list[Instance], str]:
     """The instances matching ``filters`` in the saga store, and the store's (masked) URL."""
-    from saga_monitor.store import open_store
+    from saga_monitor.store import open_saga_store as open_store
 
     with reported():
         opened = open_store(setting("store_url", store))

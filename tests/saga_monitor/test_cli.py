@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from broker import Bus
 from choreo.cli import app
-from saga_monitor import open_store
+from saga_monitor import open_saga_store
 from tests.saga_monitor.helpers import populate
 from tests.saga_monitor.test_discovery import traffic
 
@@ -23,7 +23,7 @@ runner = CliRunner()
 def store_url(tmp_path: Path) -> str:
     """A SQLite store with a completed, a compensated, a failed and a stuck order."""
     url = f"sqlite:///{tmp_path}/sagas.db"
-    store = open_store(url)
+    store = open_saga_store(url)
     populate(store)
     store.close()
     return url
