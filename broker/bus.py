@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from broker import deadletter
 from broker import observability as obs
 from broker.consumer import Consumer, Handler
 from broker.context import derive_extensions
@@ -30,8 +31,6 @@ from broker.ports import Adapter, Backlog, Capabilities, PayloadCodec, TopicInfo
 from broker.urls import adapter_from_url, resolve_url
 
 __all__ = ["Bus", "Subscriber"]
-
-DLQ_EXTENSIONS = ("dlqreason", "dlqerror", "dlqattempts", "dlqtopic", "dlqgroup", "dlqtime")
 
 
 def _expiration(ttl: float) -> str:
@@ -114,6 +113,11 @@ class Bus:
         """What the backend does natively."""
         return self.adapter.capabilities
 
+    @property
+    def url(self) -> str:
+        """The broker URL, password masked."""
+        return self.adapter.url
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> Bus:
@@ -143,14 +147,6 @@ class Bus:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def run_forever(self) -> None:
-        """Start, then run until cancelled (for example by Ctrl-C), then stop cleanly."""
-        await self.start()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await self.stop()
-
     # -- publishing ------------------------------------------------------------------------
 
     async def publish(
@@ -171,8 +167,7 @@ class Bus:
 
         Returns only once the broker durably accepted it; raises otherwise.
         """
-        if not self._started:
-            raise ClosedError("call `await bus.start()` (or `async with bus`) before publishing")
+        self._check_started()
         extra: dict[str, Any] = dict(event.extensions) if event is not None else {}
         if extensions:
             extra.update(extensions)
@@ -193,6 +188,16 @@ class Bus:
         else:
             raise ConfigurationError("publish needs an Event or a `type=`")
         return await self._send(topic, event, ttl)
+
+    async def publish_event(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
+        """Publish an already-built event (a dead letter, a relayed row) exactly as it is:
+        nothing is stamped and no codec runs. Returns once the broker durably accepted it."""
+        self._check_started()
+        await self.adapter.publish(topic, event, ttl=ttl)
+
+    def _check_started(self) -> None:
+        if not self._started:
+            raise ClosedError("call `await bus.start()` (or `async with bus`) before publishing")
 
     async def _send(self, topic: str, event: Event, ttl: float | None) -> Event:
         """Encode with the topic's codec, publish, count; returns the event as sent."""
@@ -234,7 +239,7 @@ class Bus:
             raise ConfigurationError("subscribe needs a non-empty group name")
         if from_beginning and not self.capabilities.replay:
             raise ConfigurationError(
-                f"{self.adapter.url} cannot replay history, so --from-beginning is not available"
+                f"{self.adapter.url} cannot replay history, so from_beginning is not available"
             )
         if not self._started:
             raise ClosedError("call `await bus.start()` before subscribing")
@@ -246,7 +251,7 @@ class Bus:
             handler,
             group=group,
             policy=policy or self.policy,
-            publish_raw=self._publish_raw,
+            publish_event=self.publish_event,
             codec=self.codec,
         )
         subscriber = Subscriber(names, group, consumer)
@@ -266,9 +271,6 @@ class Bus:
 
         return register
 
-    async def _publish_raw(self, topic: str, event: Event) -> None:
-        await self.adapter.publish(topic, event)
-
     # -- topics and dead letters -----------------------------------------------------------
 
     async def topics(self) -> list[TopicInfo]:
@@ -279,9 +281,17 @@ class Bus:
         """Create ``topic`` (idempotent)."""
         await self.adapter.create_topic(topic, partitions=partitions)
 
+    async def browse(self, topic: str, *, limit: int = 100) -> list[Event]:
+        """Up to ``limit`` retained events of ``topic``, oldest first, without consuming them."""
+        return await self.adapter.browse(topic, limit=limit)
+
     async def dead_letters(self, dlq_topic: str, *, limit: int = 100) -> list[Event]:
         """Events in a dead-letter topic, oldest first, without consuming them."""
-        return await self.adapter.browse(dlq_topic, limit=limit)
+        return await self.browse(dlq_topic, limit=limit)
+
+    def dead_letter_topic(self, topic: str, group: str = "") -> str:
+        """The dead-letter topic of ``topic`` under this bus's policy."""
+        return self.policy.dead_letter.topic_for(topic, group)
 
     async def replay(self, dlq_topic: str, ids: Collection[str] | None = None) -> list[Event]:
         """Publish dead letters back to their original topic, then remove them from the DLQ.
@@ -289,28 +299,24 @@ class Bus:
         The ``dlq*`` extensions are stripped (and ``expiration``, for expired events).
         Returns the events replayed.
         """
-        entries = await self.adapter.browse(dlq_topic, limit=1_000_000)
+        entries = await self.browse(dlq_topic, limit=1_000_000)
         chosen = [e for e in entries if ids is None or e.id in ids]
         if ids is not None:
             missing = set(ids) - {e.id for e in chosen}
             if missing:
                 raise TopicNotFoundError(
-                    f"no event with id {', '.join(sorted(missing))} in {dlq_topic}; "
-                    f"list them with: choreo dlq ls {dlq_topic.removesuffix('.dlq')}"
+                    f"no event with id {', '.join(sorted(missing))} in {dlq_topic}"
                 )
         partial = ids is not None and len(chosen) < len(entries)
         if partial and not self.capabilities.selective_delete:
             raise ConfigurationError(
                 f"{self.adapter.url} cannot delete single events from {dlq_topic}; "
-                "replay all of them (no --id) instead"
+                "replay all of them instead"
             )
+        targets = [self._origin(dlq_topic, entry) for entry in chosen]
         replayed = []
-        for entry in chosen:
-            target = str(entry.extensions.get("dlqtopic") or dlq_topic.removesuffix(".dlq"))
-            strip: dict[str, Any] = dict.fromkeys(DLQ_EXTENSIONS)
-            if entry.extensions.get("dlqreason") == "expired":
-                strip["expiration"] = None
-            original = entry.with_extensions(**strip)
+        for target, entry in zip(targets, chosen, strict=True):
+            original = deadletter.strip(entry)
             await self.adapter.publish(target, original)
             replayed.append(original)
         if self.capabilities.selective_delete:
@@ -318,6 +324,18 @@ class Bus:
         else:  # all of them; a dead letter that arrived meanwhile would go too (documented)
             await self.adapter.purge(dlq_topic, None)
         return replayed
+
+    def _origin(self, dlq_topic: str, entry: Event) -> str:
+        """Where a dead letter is replayed to: its ``dlqtopic``, else what the DLQ name says."""
+        found = deadletter.info(entry)
+        target = (found.topic if found else "") or self.policy.dead_letter.origin_of(dlq_topic)
+        if not target:
+            raise TopicNotFoundError(
+                f"event {entry.id} in {dlq_topic} names no original topic (no dlqtopic) and "
+                f"{dlq_topic} is not a dead-letter topic under "
+                f"{self.policy.dead_letter.topic_template!r}; nothing was replayed"
+            )
+        return target
 
     async def purge(self, dlq_topic: str, ids: Collection[str] | None = None) -> int:
         """Delete dead letters (all, or only ``ids``); returns how many were deleted."""

@@ -14,37 +14,20 @@ import json
 import time
 import zlib
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
+from broker import deadletter
 from broker import observability as obs
 from broker.context import reset_current, set_current
-from broker.envelope import Event, format_time, is_json_content_type, new_id
+from broker.deadletter import describe
+from broker.envelope import Event, is_json_content_type, new_id
 from broker.policies import Policy
 from broker.ports import Delivery, PayloadCodec, Subscription
 
-__all__ = ["Consumer", "Handler", "dead_letter_event"]
+__all__ = ["Consumer", "Handler"]
 
 Handler = Callable[[Event], Awaitable[Any]]
 Publish = Callable[[str, Event], Awaitable[None]]
-
-
-def dead_letter_event(
-    event: Event, *, reason: str, error: str, attempts: int, topic: str, group: str
-) -> Event:
-    """The original event plus the ``dlq*`` extensions of DESIGN.md."""
-    return event.with_extensions(
-        dlqreason=reason,
-        dlqerror=error[:2000],
-        dlqattempts=attempts,
-        dlqtopic=topic,
-        dlqgroup=group,
-        dlqtime=format_time(datetime.now(UTC)),
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 class _Held(Exception):
@@ -61,14 +44,14 @@ class Consumer:
         *,
         group: str,
         policy: Policy,
-        publish_raw: Publish,
+        publish_event: Publish,
         codec: PayloadCodec | None = None,
     ) -> None:
         self._subscription = subscription
         self._handler = handler
         self._group = group
         self._policy = policy
-        self._publish_raw = publish_raw
+        self._publish_event = publish_event
         self._codec = codec
         self._log = obs.get_logger("choreo.consumer", group=group)
         self._dead_in_a_row = 0
@@ -158,7 +141,7 @@ class Consumer:
         if "expiration" in event.extensions and event.is_expired():
             obs.EXPIRED.labels(topic, self._group).inc()
             if self._policy.on_expired == "dlq":
-                await self._dead_letter(delivery, event, "expired", "expiration passed", 0)
+                await self._dead_letter(delivery, event, deadletter.EXPIRED, "expiration passed", 0)
             else:
                 obs.CONSUMED.labels(topic, self._group, "dropped").inc()
                 await delivery.ack()
@@ -189,7 +172,7 @@ class Consumer:
         """The delivery's event with its data decoded; None when it was dead-lettered."""
         event = delivery.event
         if event is None:
-            error = _describe(delivery.decode_error) if delivery.decode_error else "undecodable"
+            error = describe(delivery.decode_error) if delivery.decode_error else "undecodable"
             if self._policy.on_undecodable == "wrap":
                 return self._wrap_legacy(delivery)
             raw = Event(
@@ -198,14 +181,14 @@ class Consumer:
                 data=delivery.body,
                 datacontenttype="application/octet-stream",
             )
-            await self._dead_letter(delivery, raw, "undecodable", error, 0)
+            await self._dead_letter(delivery, raw, deadletter.UNDECODABLE, error, 0)
             return None
         if self._codec is not None and isinstance(event.data, bytes | bytearray):
             try:
                 return await self._codec.decode(delivery.topic, event)
             except ValueError as exc:
-                reason = getattr(exc, "dlq_reason", "undecodable")
-                await self._dead_letter(delivery, event, reason, _describe(exc), 0)
+                reason = getattr(exc, "dlq_reason", deadletter.UNDECODABLE)
+                await self._dead_letter(delivery, event, reason, describe(exc), 0)
                 return None
         return event
 
@@ -244,7 +227,7 @@ class Consumer:
                 event_id=event.id,
                 correlation_id=event.correlationid,
                 attempt=attempt,
-                error=_describe(error),
+                error=describe(error),
             )
             if attempt < retry.max_attempts:
                 obs.RETRIES.labels(self._group).inc()
@@ -255,7 +238,9 @@ class Consumer:
                 attempt = retry.max_attempts - 1  # the half-open trial is one more attempt
                 continue
             self._dead_in_a_row += 1
-            await self._dead_letter(delivery, event, "handler-error", _describe(error), attempt)
+            await self._dead_letter(
+                delivery, event, deadletter.HANDLER_ERROR, describe(error), attempt
+            )
             return -1
 
     async def _call(self, event: Event, delivery: Delivery) -> BaseException | None:
@@ -317,10 +302,10 @@ class Consumer:
         topic = delivery.topic
         policy = self._policy.dead_letter
         if policy.enabled:
-            dead = dead_letter_event(
+            dead = deadletter.dead_letter(
                 event, reason=reason, error=error, attempts=attempts, topic=topic, group=self._group
             )
-            await self._publish_raw(policy.topic_for(topic, self._group), dead)
+            await self._publish_event(policy.topic_for(topic, self._group), dead)
             obs.DEAD_LETTERED.labels(topic, self._group, reason).inc()
             self._log.warning("dead-lettered", topic=topic, event_id=event.id, reason=reason)
         obs.CONSUMED.labels(topic, self._group, reason).inc()

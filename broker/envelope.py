@@ -32,12 +32,10 @@ __all__ = [
     "Event",
     "format_time",
     "from_binary",
-    "from_kafka",
     "is_json_content_type",
     "new_id",
     "parse_time",
     "to_binary",
-    "to_kafka",
 ]
 
 SPECVERSION = "1.0"
@@ -381,28 +379,3 @@ def _decode_data(body: bytes, content_type: str | None) -> Any:
     if content_type and content_type.lower().startswith("text/"):
         return body.decode(errors="replace")
     return body
-
-
-# -- Kafka: header values are bytes and the key carries the partition key ------------------------
-
-
-def to_kafka(event: Event) -> tuple[bytes | None, list[tuple[str, bytes]], bytes]:
-    """Key, headers and value of the Kafka binary-mode binding."""
-    headers, body = to_binary(event, KAFKA_PREFIXES[0])
-    key = event.partitionkey
-    return (
-        key.encode() if key is not None else None,
-        [(name, value.encode()) for name, value in headers.items()],
-        body,
-    )
-
-
-def from_kafka(
-    key: bytes | None, headers: Iterable[tuple[str, bytes]], value: bytes | None
-) -> Event:
-    """Read a Kafka record in binary or structured mode."""
-    text_headers = {name: raw.decode(errors="replace") for name, raw in headers}
-    event = from_binary(text_headers, value or b"", KAFKA_PREFIXES)
-    if key is not None and event.partitionkey is None:
-        event.extensions["partitionkey"] = key.decode(errors="replace")
-    return event

@@ -3,7 +3,8 @@
 A :class:`Policy` bundles what happens around a handler call:
 
 * :class:`Retry` - attempts with exponential backoff, jitter and a maximum delay;
-* :class:`DeadLetter` - where exhausted, expired or undecodable events go (``<topic>.dlq``);
+* :class:`DeadLetter` - where exhausted, expired or undecodable events go (named by a template,
+  see :mod:`broker.deadletter`);
 * TTL - ``on_expired``: an expired event goes to the DLQ (reason ``expired``) or is dropped;
 * an optional :class:`Inbox` that skips events already handled by the group (by source + id);
 * an optional :class:`CircuitBreaker` that pauses consumption after repeated dead-lettering;
@@ -22,10 +23,10 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Literal, Protocol
 
+from broker import deadletter
 from broker.errors import ConfigurationError
 
 __all__ = [
-    "DLQ_REASONS",
     "CircuitBreaker",
     "DeadLetter",
     "Inbox",
@@ -34,8 +35,6 @@ __all__ = [
     "Retry",
     "SQLiteInbox",
 ]
-
-DLQ_REASONS = ("handler-error", "expired", "undecodable", "schema-mismatch")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -73,11 +72,21 @@ class DeadLetter:
     """Where dead events go: ``topic_template`` formatted with ``topic`` and ``group``."""
 
     enabled: bool = True
-    topic_template: str = "{topic}.dlq"
+    topic_template: str = deadletter.DEFAULT_TEMPLATE
+
+    def __post_init__(self) -> None:
+        try:
+            deadletter.is_dead_letter_topic("", self.topic_template)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from exc
 
     def topic_for(self, topic: str, group: str) -> str:
         """The dead-letter topic for events of ``topic`` handled by ``group``."""
-        return self.topic_template.format(topic=topic, group=group)
+        return deadletter.dead_letter_topic(topic, group, self.topic_template)
+
+    def origin_of(self, dlq_topic: str) -> str | None:
+        """The topic whose dead letters ``dlq_topic`` holds (None if it is not a DLQ topic)."""
+        return deadletter.origin_of(dlq_topic, self.topic_template)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 ``memory://``, ``sqlite:///path/to/broker.db``, ``kafka://host:9092[,host2:9092]``,
 ``amqp://user:pass@host:5672/vhost`` (``amqps://`` for TLS) and ``nats://host:4222``. Options ride
-in the query string and are passed to the adapter as strings.
+in the query string; each adapter reads them into its typed settings (``broker.adapters.kit``).
+:func:`mask_url` is the one place that hides secrets in a URL before it is shown anywhere.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from broker.errors import ConfigurationError, MissingExtraError, UnknownBackendError
 
@@ -46,19 +47,25 @@ BACKENDS: Mapping[str, BackendSpec] = {
     "tls": BackendSpec("broker.adapters.nats", "NatsAdapter", "nats", "nats"),
 }
 
-
-_SECRET_OPTION = re.compile(r"(?i)((?:^|&)[^=&]*(?:password|secret|token)[^=&]*=)[^&]*")
+#: Query options whose value is a secret (passwords, tokens, key seeds), prefixed or not.
+_SECRET_OPTION = re.compile(r"(?i)((?:^|&)[^=&]*(?:password|secret|token|seed)[^=&]*=)[^&]*")
+#: Schemes where a user name without a password is a token (``nats://TOKEN@host``).
+_TOKEN_SCHEMES = frozenset(("nats", "tls"))
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password (and secret-looking query options) replaced by ``***``."""
+    """The URL with its secrets replaced by ``***``: the password, secret-looking query options
+    (``sasl_plain_password``, ``token``, ...) and, on ``nats://``, a bare token as userinfo."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return url
     netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[-1]}"
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
+    elif at and userinfo and parts.scheme.lower() in _TOKEN_SCHEMES:
+        netloc = f"***@{hosts}"
     query = _SECRET_OPTION.sub(r"\1***", parts.query)
     if netloc == parts.netloc and query == parts.query:
         return url
@@ -86,7 +93,7 @@ def _spec_for(url: str) -> BackendSpec:
 
 
 def adapter_from_url(url: str, **options: Any) -> Adapter:
-    """Build the adapter for ``url``; query-string options are merged under ``options``."""
+    """Build the adapter for ``url``; it reads the query string, and ``options`` win over it."""
     spec = _spec_for(url)
     if spec.client_module is not None:
         try:
@@ -98,9 +105,8 @@ def adapter_from_url(url: str, **options: Any) -> Adapter:
             ) from exc
     module = importlib.import_module(spec.module)
     factory = getattr(module, spec.factory)
-    query = dict(parse_qsl(urlsplit(url).query))
     try:
-        adapter: Adapter = factory(url, **{**query, **options})
+        adapter: Adapter = factory(url, **options)
     except TypeError as exc:
         raise ConfigurationError(f"broker URL {mask_url(url)!r}: {exc}") from exc
     return adapter

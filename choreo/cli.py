@@ -1,18 +1,24 @@
-"""The ``choreo`` command: mounts each package's commands on one Typer app.
+"""The ``choreo`` command: mounts the commands of :mod:`choreo.commands` on one Typer app.
 
-Exit codes: 0 success, 1 operational failure, 2 usage error.
+Exit codes: 0 success, 1 operational failure, 2 usage error (see :mod:`choreo.errors`).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 
 import typer
 
-from broker import cli as broker_cli
 from broker.observability import configure_logging
+from choreo.commands.demo import demo
+from choreo.commands.dlq import dlq_app
+from choreo.commands.outbox import outbox_app
+from choreo.commands.pubsub import publish, subscribe
+from choreo.commands.registry import registry_app
+from choreo.commands.saga import saga_app
+from choreo.commands.schema import schema_app
+from choreo.commands.topics import topics_app
 
 __all__ = ["app", "main"]
 
@@ -24,42 +30,15 @@ app = typer.Typer(
     add_completion=False,
 )
 
-app.command("publish")(broker_cli.publish)
-app.command("subscribe")(broker_cli.subscribe)
-app.add_typer(broker_cli.topics_app, name="topics")
-app.add_typer(broker_cli.dlq_app, name="dlq")
-
-# Sub-applications of the other packages: (module, attribute, command name).
-_MOUNTS = (
-    ("schemas.cli", "schema_app", "schema"),
-    ("schemas.cli", "registry_app", "registry"),
-    ("connectors.cli", "outbox_app", "outbox"),
-    ("saga_monitor.cli", "saga_app", "saga"),
-)
-
-for _module, _attribute, _name in _MOUNTS:
-    try:
-        _sub = getattr(importlib.import_module(_module), _attribute)
-    except ModuleNotFoundError as _exc:  # a package still being built: leave it out
-        if _exc.name != _module:
-            raise
-        continue
-    app.add_typer(_sub, name=_name)
-
-
-@app.command("demo")
-def demo(
-    broker: str | None = typer.Option(
-        None, "--broker", "-b", help="Broker URL (default embedded)."
-    ),
-    orders: int = typer.Option(200, "--orders", "-n", help="How many orders to run."),
-    workdir: str = typer.Option(".choreo/demo", "--dir", help="Where the demo keeps its files."),
-) -> None:
-    """Run an order-fulfilment choreography end to end and show what happened."""
-    from choreo.demo import run_demo
-
-    run_demo(broker=broker, orders=orders, workdir=workdir)
-
+app.command("publish")(publish)
+app.command("subscribe")(subscribe)
+app.add_typer(topics_app, name="topics")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(schema_app, name="schema")
+app.add_typer(registry_app, name="registry")
+app.add_typer(outbox_app, name="outbox")
+app.add_typer(saga_app, name="saga")
+app.command("demo")(demo)
 
 # Client libraries log connection trouble themselves; the CLI reports it as one line of its own.
 _CLIENT_LOGGERS = ("aiokafka", "aio_pika", "aiormq", "nats", "pymysqlreplication")

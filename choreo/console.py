@@ -1,8 +1,8 @@
-"""Shared command-line plumbing: one-line errors, exit codes, durations, JSON output.
+"""Shared command-line plumbing: one-line errors, durations, JSON output.
 
-Every ``cli.py`` in the packages uses these so that all commands fail the same way: one red
-line on stderr naming the thing and the fix, exit code 1 for an operational failure and 2 for
-a usage error, never a traceback for a user mistake.
+Every command in :mod:`choreo.commands` uses these so that all commands fail the same way: one
+red line on stderr naming the thing and the fix, exit code 1 for an operational failure and 2 for
+a usage error (:mod:`choreo.errors` decides which), never a traceback for a user mistake.
 """
 
 from __future__ import annotations
@@ -11,26 +11,25 @@ import asyncio
 import json
 import re
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from choreo import errors
+
 __all__ = [
-    "EXIT_FAILURE",
-    "EXIT_USAGE",
     "err_console",
     "fail",
     "out_console",
     "parse_duration",
     "print_json",
+    "reported",
     "run",
 ]
-
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 out_console = Console(highlight=False, soft_wrap=True)
@@ -41,7 +40,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
-def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+def fail(message: str, code: int = errors.EXIT_FAILURE) -> NoReturn:
     """Print ``error: message`` on stderr and exit with ``code``."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     raise typer.Exit(code)
@@ -63,26 +62,22 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
-def _exit_code_for(exc: BaseException) -> int | None:
-    """The exit code for one of our own errors, or None for a bug (which keeps its traceback)."""
-    from broker.errors import BrokerError, ConfigurationError
-
-    if isinstance(exc, ConfigurationError):
-        return EXIT_USAGE
-    if isinstance(exc, BrokerError):
-        return EXIT_FAILURE
-    code = getattr(exc, "cli_exit_code", None)
-    return code if isinstance(code, int) else None
+@contextmanager
+def reported() -> Iterator[None]:
+    """Inside, our errors become one line on stderr and their exit code; a bug keeps its
+    traceback; Ctrl-C exits 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        code = errors.exit_code(exc)
+        if code is None:
+            raise
+        fail(errors.message(exc), code)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine; our errors become one line and an exit code."""
-    try:
+    with reported():
         return asyncio.run(coro)
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    except Exception as exc:
-        code = _exit_code_for(exc)
-        if code is None:
-            raise
-        fail(str(exc), code)

@@ -37,7 +37,8 @@ from broker.urls import mask_url
 from choreo.console import out_console, run
 from choreo.demo_services import OrderStore, Services, order_payload
 from connectors.runtime import build_relay
-from saga_monitor import open_store, parse_definitions
+from saga_monitor import open_saga_store as open_store
+from saga_monitor import parse_definitions
 from saga_monitor.monitor import SagaMonitor
 from schemas import RegistryClient, SchemaCodec
 

@@ -7,8 +7,10 @@
         add_event(conn, aggregatetype="order", aggregateid=42, type="order.placed",
                   payload={"total": 10})
 
-Relays (``choreo outbox relay``) stream committed rows to the broker: PostgreSQL by logical
-replication (pgoutput), MySQL/MariaDB by the row binlog, SQLite by polling.
+A :class:`Relay` streams the committed rows to the broker: PostgreSQL by logical replication
+(pgoutput), MySQL/MariaDB by the row binlog, SQLite by polling. :func:`init_outbox` creates the
+table and what change data capture needs; ``connectors.runtime.build_relay`` builds a relay
+from a database URL and a broker URL.
 """
 
 from connectors.errors import (
@@ -16,11 +18,13 @@ from connectors.errors import (
     DatabaseUnavailableError,
     OutboxConfigError,
     OutboxError,
+    OutboxMissingError,
     RelayLockedError,
     RoutingError,
 )
+from connectors.outbox_table import DEFAULT_SLOT, DEFAULT_TABLE, InitReport, init_outbox
+from connectors.relay import Relay
 from connectors.routing import DEFAULT_DLQ_TOPIC, DEFAULT_ROUTE, OutboxRow, Routed, Router
-from connectors.schema import DEFAULT_SLOT, DEFAULT_TABLE, InitReport, init_outbox
 from connectors.writers import add_event, add_event_async
 
 __all__ = [
@@ -33,7 +37,9 @@ __all__ = [
     "InitReport",
     "OutboxConfigError",
     "OutboxError",
+    "OutboxMissingError",
     "OutboxRow",
+    "Relay",
     "RelayLockedError",
     "Routed",
     "Router",

@@ -1,11 +1,11 @@
 """The outbox exception hierarchy.
 
-Every error the connectors raise on purpose is an :class:`OutboxError`; the CLI turns it into
-one line on stderr and exit code ``cli_exit_code``::
+Every error the connectors raise on purpose is an :class:`OutboxError`::
 
-    OutboxError                              exit 1
-    ├── OutboxConfigError (ValueError)       a bad database URL, table name or route (exit 2)
+    OutboxError                              root of every error raised on purpose
+    ├── OutboxConfigError (ValueError)       a bad database URL, table name or route (a usage error)
     ├── DatabaseUnavailableError (ConnectionError)  the database cannot be reached
+    ├── OutboxMissingError (LookupError)     the outbox (table, publication, offsets) is not created
     ├── CDCSettingsError                     wal_level / binlog settings the relay cannot use
     ├── RelayLockedError                     another relay already owns the slot / cursor
     └── RoutingError (ValueError)            one row cannot become an event (it is dead-lettered)
@@ -20,6 +20,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "OutboxConfigError",
     "OutboxError",
+    "OutboxMissingError",
     "RelayLockedError",
     "RoutingError",
 ]
@@ -28,17 +29,25 @@ __all__ = [
 class OutboxError(Exception):
     """Root of every error raised on purpose by :mod:`connectors`."""
 
-    cli_exit_code = 1
-
 
 class OutboxConfigError(OutboxError, ValueError):
     """A database URL, table name, route template or option is invalid."""
 
-    cli_exit_code = 2
-
 
 class DatabaseUnavailableError(OutboxError, ConnectionError):
     """The database cannot be reached or refused the credentials."""
+
+
+class OutboxMissingError(OutboxError, LookupError):
+    """The outbox was not created on this database (see :func:`connectors.init_outbox`).
+
+    ``database`` (password masked) and ``table`` say which outbox is missing.
+    """
+
+    def __init__(self, message: str, *, database: str, table: str) -> None:
+        super().__init__(message)
+        self.database = database
+        self.table = table
 
 
 class CDCSettingsError(OutboxError):

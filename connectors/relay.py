@@ -26,7 +26,8 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from broker import Bus
+from broker import Bus, deadletter
+from broker.adapters.kit import Backoff, Stopped, keep_trying
 from broker.errors import BrokerUnavailableError, EnvelopeError, PayloadError
 from broker.observability import get_logger
 from connectors.routing import OutboxRow, Routed, Router
@@ -116,6 +117,7 @@ class Relay:
         self.idle_timeout = idle_timeout
         self.retry_initial = retry_initial
         self.retry_max = retry_max
+        self._backoff = Backoff(retry_initial, retry_max)
         self.max_in_flight = max_in_flight
         self.stats = RelayStats()
         self._stopping = asyncio.Event()
@@ -158,18 +160,27 @@ class Relay:
 
     async def _start_bus(self) -> bool:
         """Connect to the broker, waiting (with warnings) while it is unavailable."""
-        delay = self.retry_initial
-        while True:
-            try:
-                await self.bus.start()
-                return True
-            except BrokerUnavailableError as exc:
-                self.stats.publish_errors += 1
-                self._errors.inc()
-                log.warning("broker unavailable; retrying", relay=self.source.name, error=str(exc))
-                if await self._sleep_or_stop(delay):
-                    return False
-                delay = min(delay * 2, self.retry_max)
+
+        def unavailable(exc: BaseException, _: float) -> None:
+            self._count_error()
+            log.warning("broker unavailable; retrying", relay=self.source.name, error=str(exc))
+
+        try:
+            await keep_trying(
+                lambda _: self.bus.start(),
+                timeout=None,
+                retriable=lambda exc: isinstance(exc, BrokerUnavailableError),
+                backoff=self._backoff,
+                before_retry=unavailable,
+                stop=self._stopping,
+            )
+        except Stopped:
+            return False
+        return True
+
+    def _count_error(self) -> None:
+        self.stats.publish_errors += 1
+        self._errors.inc()
 
     async def _read_and_publish(self, confirmer: asyncio.Task[None]) -> None:
         """Read changes and start publishing them, up to ``max_in_flight`` unconfirmed."""
@@ -258,42 +269,55 @@ class Relay:
         return True
 
     async def _publish_row(self, row: OutboxRow) -> bool:
+        """Publish one row (or its dead letter), retrying while the broker is away; False
+        when the relay was stopped first."""
         routed = self.router.route_row(row)
-        delay = self.retry_initial
-        while True:
+        try:
             try:
-                await self._publish(routed)
-                return True
+                await self._publish_retrying(row, routed)
             except (PayloadError, EnvelopeError) as exc:
-                reason = "schema-mismatch" if isinstance(exc, PayloadError) else "undecodable"
-                routed = Routed(
-                    self.router.dlq_topic,
-                    self.router.dead_letter(row, reason, exc, routed.topic),
-                    dead=True,
-                )
-            except Exception as exc:  # the broker is away: wait and retry, never drop
-                self.stats.publish_errors += 1
-                self._errors.inc()
-                log.warning(
-                    "outbox publish failed; retrying",
-                    relay=self.source.name,
-                    topic=routed.topic,
-                    event_id=row.id,
-                    error=f"{type(exc).__name__}: {exc}",
-                    retry_in=round(delay, 3),
-                )
-                if await self._sleep_or_stop(delay):
-                    return False
-                delay = min(delay * 2, self.retry_max)
+                refused = isinstance(exc, PayloadError)
+                reason = deadletter.SCHEMA_MISMATCH if refused else deadletter.UNDECODABLE
+                dead = self.router.dead_letter(row, reason, exc, routed.topic)
+                await self._publish_retrying(row, Routed(self.router.dlq_topic, dead, dead=True))
+        except Stopped:
+            return False
+        return True
+
+    async def _publish_retrying(self, row: OutboxRow, routed: Routed) -> None:
+        """Publish until the broker accepts; a refusal of the row itself is raised at once."""
+
+        def failed(exc: BaseException, pause: float) -> None:
+            self._count_error()
+            log.warning(
+                "outbox publish failed; retrying",
+                relay=self.source.name,
+                topic=routed.topic,
+                event_id=row.id,
+                error=deadletter.describe(exc),
+                retry_in=round(pause, 3),
+            )
+
+        await keep_trying(
+            lambda _: self._publish(routed),
+            timeout=None,
+            retriable=lambda exc: (
+                isinstance(exc, Exception) and not isinstance(exc, PayloadError | EnvelopeError)
+            ),
+            backoff=self._backoff,
+            before_retry=failed,
+            stop=self._stopping,
+        )
 
     async def _publish(self, routed: Routed) -> None:
-        if routed.dead:  # dead letters keep the raw row: no codec, straight to the adapter
-            await self.bus.adapter.publish(routed.topic, routed.event)
+        if routed.dead:  # dead letters keep the raw row: no codec, published as they are
+            await self.bus.publish_event(routed.topic, routed.event)
         else:
             await self.bus.publish(routed.topic, routed.event)
         if routed.dead:
             self.stats.dead_lettered += 1
-            reason = str(routed.event.extensions.get("dlqreason", ""))
+            dead = deadletter.info(routed.event)
+            reason = dead.reason if dead else ""
             DEAD_LETTERED.labels(self.source.name, reason).inc()
             log.warning(
                 "outbox row dead-lettered",
@@ -301,18 +325,11 @@ class Relay:
                 topic=routed.topic,
                 event_id=routed.event.id,
                 reason=reason,
-                error=routed.event.extensions.get("dlqerror"),
+                error=dead.error if dead else None,
             )
         else:
             self.stats.relayed += 1
             self._relayed.inc()
-
-    async def _sleep_or_stop(self, delay: float) -> bool:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-        except TimeoutError:
-            return False
-        return True
 
     def _observe(self, change: Change) -> None:
         self.stats.changes += 1

@@ -23,16 +23,18 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from broker.observability import get_logger
+from connectors.db import check_mysql_settings, connect_mysql
 from connectors.dburl import DatabaseURL, check_identifier
 from connectors.errors import (
     CDCSettingsError,
     DatabaseUnavailableError,
     OutboxError,
+    OutboxMissingError,
     RelayLockedError,
 )
+from connectors.outbox_table import OFFSETS_TABLE
 from connectors.relay import Change
 from connectors.routing import OutboxRow
-from connectors.schema import OFFSETS_TABLE, check_mysql_settings, connect_mysql
 
 __all__ = ["MySQLSource", "mysql_status", "record_start_position"]
 
@@ -81,10 +83,6 @@ def _pymysql_connect(**settings: Any) -> Any:
     if "passwd" in settings:
         settings["password"] = settings.pop("passwd")
     return pymysql.connect(**settings)
-
-
-def _naive(moment: datetime | None) -> datetime | None:
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment else None
 
 
 class MySQLSource:
@@ -151,9 +149,11 @@ class MySQLSource:
                     f"SELECT position FROM `{OFFSETS_TABLE}` WHERE relay = %s", (self.name,)
                 )
             except Exception as exc:
-                raise OutboxError(
-                    f"{self.db.masked} has no {OFFSETS_TABLE} table; create the outbox with: "
-                    f"choreo outbox init --db {self.db.masked} --table {self.table}"
+                raise OutboxMissingError(
+                    f"{self.db.masked} has no {OFFSETS_TABLE} table; create the outbox first "
+                    "(connectors.init_outbox)",
+                    database=self.db.masked,
+                    table=self.table,
                 ) from exc
             found = cur.fetchone()
             if found is None:

@@ -26,8 +26,15 @@ from typing import Any
 from prometheus_client import Gauge
 
 from broker.observability import get_logger
+from connectors.db import check_postgres_settings, connect_postgres
 from connectors.dburl import DatabaseURL, check_identifier
-from connectors.errors import DatabaseUnavailableError, OutboxError, RelayLockedError
+from connectors.errors import (
+    DatabaseUnavailableError,
+    OutboxError,
+    OutboxMissingError,
+    RelayLockedError,
+)
+from connectors.outbox_table import DEFAULT_SLOT, OFFSETS_TABLE, ensure_slot, publication_name
 from connectors.pgoutput import (
     Begin,
     Commit,
@@ -39,14 +46,6 @@ from connectors.pgoutput import (
 )
 from connectors.relay import Change
 from connectors.routing import OutboxRow
-from connectors.schema import (
-    DEFAULT_SLOT,
-    OFFSETS_TABLE,
-    check_postgres_settings,
-    connect_postgres,
-    ensure_slot,
-    publication_name,
-)
 
 __all__ = ["RETAINED_WAL", "PostgresSource", "postgres_status"]
 
@@ -119,10 +118,11 @@ class PostgresSource:
             check_postgres_settings(cur, self.db)
             cur.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (self._publication,))
             if cur.fetchone() is None:
-                raise OutboxError(
+                raise OutboxMissingError(
                     f"PostgreSQL at {self.db.masked} has no publication {self._publication} for "
-                    f"table {self.table}; create it with: choreo outbox init --db "
-                    f"{self.db.masked} --table {self.table}"
+                    f"table {self.table}; create the outbox first (connectors.init_outbox)",
+                    database=self.db.masked,
+                    table=self.table,
                 )
             cur.execute(_SLOT_QUERY, (self.slot,))
             found = cur.fetchone()
@@ -131,7 +131,7 @@ class PostgresSource:
             if ensure_slot(cur, self.slot):
                 log.warning(
                     "replication slot created now; rows committed before it are not relayed "
-                    "(run `choreo outbox init` before the application writes)",
+                    "(create the outbox before the application writes)",
                     slot=self.slot,
                 )
 
@@ -142,7 +142,7 @@ class PostgresSource:
     def _locked(self, pid: Any) -> RelayLockedError:
         return RelayLockedError(
             f"replication slot {self.slot} on {self.db.masked} is already in use by another "
-            f"relay (server pid {pid}); stop that relay or pass a different --slot"
+            f"relay (server pid {pid}); stop that relay or give this one a different slot"
         )
 
     def _start_replication(self) -> None:

@@ -19,11 +19,17 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from broker.observability import get_logger
+from connectors.db import connect_sqlite
 from connectors.dburl import DatabaseURL, check_identifier
-from connectors.errors import DatabaseUnavailableError, OutboxError, RelayLockedError
+from connectors.errors import (
+    DatabaseUnavailableError,
+    OutboxError,
+    OutboxMissingError,
+    RelayLockedError,
+)
+from connectors.outbox_table import OFFSETS_TABLE
 from connectors.relay import Change
 from connectors.routing import OutboxRow
-from connectors.schema import OFFSETS_TABLE, connect_sqlite
 
 __all__ = ["SQLiteSource", "sqlite_status"]
 
@@ -74,9 +80,11 @@ class SQLiteSource:
 
     def _open(self) -> None:
         if not os.path.exists(self.db.database):
-            raise DatabaseUnavailableError(
-                f"SQLite database {self.db.url} does not exist; create the outbox with: "
-                f"choreo outbox init --db {self.db.url}"
+            raise OutboxMissingError(
+                f"SQLite database {self.db.url} does not exist; create the outbox first "
+                "(connectors.init_outbox)",
+                database=self.db.url,
+                table=self.table,
             )
         self._take_lock()
         connect_sqlite(self.db).close()  # sets WAL mode, translates open errors
@@ -117,9 +125,11 @@ class SQLiteSource:
                 .fetchone()
             )
         except sqlite3.OperationalError as exc:
-            raise OutboxError(
-                f"{self.db.url} has no outbox table {self.table!r} ({exc}); create it with: "
-                f"choreo outbox init --db {self.db.url} --table {self.table}"
+            raise OutboxMissingError(
+                f"{self.db.url} has no outbox table {self.table!r} ({exc}); create the outbox "
+                "first (connectors.init_outbox)",
+                database=self.db.url,
+                table=self.table,
             ) from exc
         return int(row[0]) if row else 0
 

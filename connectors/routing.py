@@ -23,13 +23,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from broker.envelope import Event, format_time
+from broker import deadletter
+from broker.envelope import Event
 from connectors.errors import OutboxConfigError, RoutingError
 
 __all__ = ["DEFAULT_DLQ_TOPIC", "DEFAULT_ROUTE", "OutboxRow", "Routed", "Router"]
 
 DEFAULT_ROUTE = "outbox.event.{aggregatetype}"
-DEFAULT_DLQ_TOPIC = "outbox.dlq"
+DEFAULT_DLQ_TOPIC = deadletter.dead_letter_topic("outbox")
 DLQ_GROUP = "outbox-relay"
 
 PayloadFormat = Literal["json", "text", "bytes"]
@@ -110,7 +111,8 @@ class Router:
             topic = self.routes.get(row.aggregatetype)
             if topic is None:
                 raise RoutingError(
-                    f"no route for aggregatetype {row.aggregatetype!r}", reason="unroutable"
+                    f"no route for aggregatetype {row.aggregatetype!r}",
+                    reason=deadletter.UNROUTABLE,
                 )
         else:
             fields = {"aggregatetype": row.aggregatetype, "aggregateid": row.aggregateid}
@@ -119,7 +121,7 @@ class Router:
             raise RoutingError(
                 f"route {self.route!r} gives {topic!r} for aggregatetype {row.aggregatetype!r}, "
                 "which is not a valid topic name (letters, digits, '.', '_', '-')",
-                reason="unroutable",
+                reason=deadletter.UNROUTABLE,
             )
         return topic
 
@@ -148,18 +150,11 @@ class Router:
             payload = bytes(payload)
         if payload is not None and not isinstance(payload, str | bytes):
             payload = json.dumps(payload, default=str)
-        extensions: dict[str, str | int | bool] = {
-            "dlqreason": reason,
-            "dlqerror": f"{type(error).__name__}: {error}",
-            "dlqtopic": topic or self.route,
-            "dlqgroup": DLQ_GROUP,
-            "dlqtime": format_time(datetime.now(UTC)),
-            "dlqattempts": 0,
-        }
+        extensions: dict[str, str | int | bool] = {}
         if row.aggregateid:
             extensions["partitionkey"] = str(row.aggregateid)
         binary = isinstance(payload, bytes)
-        return Event(
+        event = Event(
             type=row.type or "outbox.invalid",
             source=self.source,
             id=row.id,
@@ -167,6 +162,9 @@ class Router:
             time=row.created_at or datetime.now(UTC),
             datacontenttype="application/octet-stream" if binary else "text/plain",
             extensions=extensions,
+        )
+        return deadletter.dead_letter(
+            event, reason=reason, error=error, topic=topic or self.route, group=DLQ_GROUP
         )
 
     # -- pieces --------------------------------------------------------------------------------

@@ -15,9 +15,9 @@ from broker import Bus
 from broker.observability import get_logger
 from broker.ports import PayloadCodec
 from connectors.dburl import DatabaseURL
+from connectors.outbox_table import DEFAULT_SLOT, DEFAULT_TABLE
 from connectors.relay import Relay, RelayStats, Source
 from connectors.routing import DEFAULT_DLQ_TOPIC, DEFAULT_ROUTE, PayloadFormat, Router
-from connectors.schema import DEFAULT_SLOT, DEFAULT_TABLE
 
 __all__ = ["build_relay", "build_source", "outbox_status", "run_relay"]
 
@@ -87,7 +87,7 @@ async def run_relay(relay: Relay) -> RelayStats:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, relay.stop)
             installed.append(signum)
-    log.info("outbox relay started", relay=relay.source.name, broker=relay.bus.adapter.url)
+    log.info("outbox relay started", relay=relay.source.name, broker=relay.bus.url)
     try:
         return await relay.run()
     finally:

@@ -24,7 +24,7 @@ from typing import Any
 
 from connectors.dburl import check_identifier
 from connectors.errors import OutboxConfigError
-from connectors.schema import DEFAULT_TABLE
+from connectors.outbox_table import DEFAULT_TABLE
 
 __all__ = ["OutboxRecord", "add_event", "add_event_async"]
 

@@ -21,7 +21,7 @@ from broker.envelope import Event
 from saga_monitor.definitions import Definitions, SagaDefinition
 from saga_monitor.machine import Outcome, SagaMachine, is_redelivery, orphan_alert
 from saga_monitor.model import Instance, Observation
-from saga_monitor.store import Store, Transaction
+from saga_monitor.store import SagaStore, Transaction
 
 __all__ = ["Correlator", "Received"]
 
@@ -41,7 +41,7 @@ class Received:
 
 
 class Correlator:
-    """Applies events and the watermark to the instances in a :class:`~saga_monitor.store.Store`."""
+    """Applies events and the watermark to the instances in a saga store."""
 
     def __init__(
         self,
@@ -66,7 +66,7 @@ class Correlator:
 
     def apply(
         self,
-        store: Store,
+        store: SagaStore,
         event: Event,
         *,
         topic: str | None,
@@ -83,7 +83,7 @@ class Correlator:
 
     def apply_many(
         self,
-        store: Store,
+        store: SagaStore,
         items: list[Received],
         *,
         now: datetime,
@@ -188,7 +188,7 @@ class Correlator:
         txn.put(instance)
         return outcome
 
-    def tick(self, store: Store, watermark: datetime) -> Outcome:
+    def tick(self, store: SagaStore, watermark: datetime) -> Outcome:
         """Judge every instance that waits for ``watermark`` (a deadline, a held alert) and
         report orphans whose time it passed; persisted, alerting once."""
         outcome = Outcome()
@@ -207,7 +207,7 @@ class Correlator:
         outcome.merge(self._report_orphans(store, watermark))
         return outcome
 
-    def _report_orphans(self, store: Store, watermark: datetime) -> Outcome:
+    def _report_orphans(self, store: SagaStore, watermark: datetime) -> Outcome:
         outcome = Outcome()
         reported, dropped = [], []
         ids = set()

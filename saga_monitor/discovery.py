@@ -329,7 +329,7 @@ async def discover_from_broker(
     pairs: list[tuple[str, Event]] = []
     async with Bus(broker_url, source="choreo-saga-discover") as bus:
         for topic in topics:
-            for event in await bus.adapter.browse(topic, limit=limit):
+            for event in await bus.browse(topic, limit=limit):
                 if cutoff is None or (event.time is not None and event.time >= cutoff):
                     pairs.append((topic, event))
     return discover(pairs, correlation=correlation, name=name, definitions=defined)

@@ -2,32 +2,37 @@
 
 ::
 
-    SagaError                                root; the CLI prints its message on one line (exit 1)
-    ├── DefinitionError (ValueError)         a saga definition is invalid (file, line and field)
-    ├── StoreError                           the state store failed or cannot be reached
+    SagaError                                root of every error raised on purpose
+    ├── SagaConfigError (ValueError)         the caller's input is wrong (a usage error)
+    │   └── DefinitionError                  a saga definition is invalid (file, line and field)
+    ├── SagaStoreError                       the state store failed or cannot be reached
     └── InstanceNotFoundError (LookupError)  no saga instance with that correlation id
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-__all__ = ["DefinitionError", "InstanceNotFoundError", "SagaError", "StoreError"]
+__all__ = [
+    "DefinitionError",
+    "InstanceNotFoundError",
+    "SagaConfigError",
+    "SagaError",
+    "SagaStoreError",
+]
 
 
 class SagaError(Exception):
     """Root of every error the saga monitor raises on purpose."""
 
-    cli_exit_code: ClassVar[int] = 1
+
+class SagaConfigError(SagaError, ValueError):
+    """A definition, option or argument given by the caller is invalid; the message says which."""
 
 
-class DefinitionError(SagaError, ValueError):
+class DefinitionError(SagaConfigError):
     """A saga definition is invalid; the message names the file, line and field."""
 
-    cli_exit_code: ClassVar[int] = 2
 
-
-class StoreError(SagaError):
+class SagaStoreError(SagaError):
     """The saga state store failed or cannot be reached; the message names the URL."""
 
 

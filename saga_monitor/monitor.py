@@ -14,7 +14,7 @@ judges the instances whose deadlines it passed, so an instance gets stuck withou
 event, a deadline that passed while the monitor was down is reported once it has caught up, and
 nothing is judged overdue while the monitor is still reading what it missed.
 
-    monitor = SagaMonitor(load_definitions("sagas.yaml"), bus, open_store())
+    monitor = SagaMonitor(load_definitions("sagas.yaml"), bus, open_saga_store())
     await monitor.start()      # subscribes, reports overdue deadlines, starts the timer
     ...
     await monitor.stop()
@@ -36,7 +36,7 @@ from saga_monitor.definitions import Definitions
 from saga_monitor.errors import SagaError
 from saga_monitor.machine import Outcome
 from saga_monitor.model import utcnow
-from saga_monitor.store import Store
+from saga_monitor.store import SagaStore
 from saga_monitor.watermark import SourceClocks, Watermark
 
 __all__ = ["MONITOR_POLICY", "SagaMonitor", "summarise"]
@@ -61,7 +61,7 @@ class SagaMonitor:
         self,
         definitions: Definitions,
         bus: Bus,
-        store: Store,
+        store: SagaStore,
         *,
         alerts_topic: str | None = "saga.alerts",
         group: str = "choreo-saga-monitor",
@@ -344,7 +344,7 @@ class _GroupCommit:
                     future.set_result(outcome)
 
 
-def summarise(store: Store, saga: str | None = None) -> dict[str, int]:
+def summarise(store: SagaStore, saga: str | None = None) -> dict[str, int]:
     """Instances per state (all sagas, or one), e.g. ``{"completed": 3, "stuck": 1}``."""
     totals: dict[str, int] = {}
     for (name, state), count in sorted(store.counts().items()):

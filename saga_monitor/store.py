@@ -1,7 +1,7 @@
 """Where saga instances live: SQLite (the default), PostgreSQL (shared) or memory (tests).
 
 One store URL picks the backend: ``sqlite:///.choreo/sagas.db`` (the default),
-``postgresql://user@host:5432/db?schema=sagas`` (see :mod:`saga_monitor.store_postgres`) or
+``postgresql://user@host:5432/db?schema=sagas`` (both in :mod:`saga_monitor.store_sql`) or
 ``memory://``. Every store keeps the same things:
 
 * ``saga_instances``: one row per (saga, correlation id) with the indexed columns the views
@@ -9,12 +9,14 @@ One store URL picks the backend: ``sqlite:///.choreo/sagas.db`` (the default),
   (timeline, anomalies, the (source, id) of every event applied);
 * ``saga_orphans``: events of a saga whose start was not seen yet, adopted when it arrives
   (and whether they were reported as orphans: once the watermark passed them);
+* ``saga_monitors``: each monitor's last watermark and lag, for its restart and the views;
 * ``saga_alerts``: an outbox of alerts, written in the same transaction as the state and
   deleted once published, so a crash between the two re-sends instead of losing an alert.
 
-The monitor applies each event inside one :meth:`Store.transaction`; the (source, id) of the
-events applied to an instance commit with it. A delivery redelivered after a crash (at-least-
-once) is then recognised and changes nothing, so a restarted monitor reaches the same states.
+The monitor applies events inside one :meth:`SagaStore.transaction`; the (source, id) of the
+events applied to an instance commit with it, with the broker position of the message that
+carried each. A message redelivered after a crash (at-least-once) is then recognised and changes
+nothing, so a restarted monitor reaches the same states.
 """
 
 from __future__ import annotations
@@ -22,29 +24,22 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Protocol
 
-from saga_monitor.errors import StoreError
+from saga_monitor.definitions import format_duration
 from saga_monitor.model import Alert, Entry, Instance, Observation
 
 __all__ = [
     "DEFAULT_STORE_URL",
     "MemoryStore",
     "MonitorStatus",
-    "Store",
+    "SagaStore",
     "Transaction",
-    "instance_row",
-    "obs_doc",
-    "obs_from",
-    "open_store",
+    "open_saga_store",
 ]
 
 DEFAULT_STORE_URL = "sqlite:///.choreo/sagas.db"
-
-
-def epoch(moment: datetime | None) -> float | None:
-    return moment.timestamp() if moment is not None else None
 
 
 class Transaction(Protocol):
@@ -77,7 +72,7 @@ class Transaction(Protocol):
     def add_alerts(self, alerts: list[Alert]) -> None: ...
 
 
-class Store(Protocol):
+class SagaStore(Protocol):
     """A saga state store (see the module docstring)."""
 
     url: str
@@ -139,7 +134,8 @@ class Store(Protocol):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class MonitorStatus:
-    """What a monitor last recorded: its watermark, its lag behind the clock, and when."""
+    """What a monitor last recorded: its watermark, its lag behind the clock (seconds;
+    infinite before it first caught up), and when."""
 
     name: str
     watermark: datetime | None
@@ -147,17 +143,15 @@ class MonitorStatus:
     updated: datetime
 
     def behind(self, now: datetime, tolerance: float = 5.0) -> str | None:
-        """ "monitor behind by …" when its verdicts trail ``now`` noticeably, else None."""
-        from saga_monitor.definitions import format_duration
-
-        silent = (now - self.updated).total_seconds()
-        if silent > max(tolerance, 3 * 1.0) + 30:
+        """A warning when the verdicts of ``monitor`` trail ``now`` by more than ``tolerance``
+        seconds (its lag, or its silence), else None."""
+        silent = max(0.0, (now - self.updated).total_seconds())
+        if silent > 60:
             return f"monitor {self.name} last seen {format_duration(silent)} ago"
-        lag = self.lag + max(0.0, silent)
-        if self.watermark is None:
-            return f"monitor {self.name} has not caught up yet"
-        if lag > tolerance:
-            return f"monitor {self.name} behind by {format_duration(lag)}"
+        if self.watermark is None or self.lag == float("inf"):
+            return f"monitor {self.name} has not caught up yet: verdicts wait"
+        if self.lag + silent > tolerance:
+            return f"monitor {self.name} behind by {format_duration(self.lag + silent)}"
         return None
 
 
@@ -169,20 +163,6 @@ def obs_doc(obs: Observation) -> str:
 def obs_from(doc: str) -> Observation:
     """The observation of :func:`obs_doc`."""
     return Entry.from_dict(json.loads(doc)).event
-
-
-def instance_row(instance: Instance) -> tuple[Any, ...]:
-    """The column values of an instance row (``due`` is when to judge it again, if ever)."""
-    return (
-        instance.saga,
-        instance.correlation_id,
-        instance.state,
-        epoch(instance.started),
-        epoch(instance.updated),
-        epoch(instance.check_at),
-        epoch(instance.finished),
-        instance.to_json(),
-    )
 
 
 # -- memory -------------------------------------------------------------------------------------
@@ -312,6 +292,9 @@ class MemoryStore:
     def record_monitor(
         self, monitor: str, watermark: datetime | None, lag: float, at: datetime
     ) -> None:
+        known = self.watermark(monitor)
+        if watermark is None or (known is not None and known > watermark):
+            watermark = known
         self.status[monitor] = MonitorStatus(monitor, watermark, lag, at)
 
     def monitors(self) -> list[MonitorStatus]:
@@ -321,25 +304,12 @@ class MemoryStore:
         return None
 
 
-def open_store(url: str | None = None) -> Store:
-    """The store for ``url`` (default ``sqlite:///.choreo/sagas.db``)."""
+def open_saga_store(url: str | None = None) -> SagaStore:
+    """The store for ``url``: ``sqlite:///...`` (the default ``sqlite:///.choreo/sagas.db``),
+    ``postgresql://...`` or ``memory://``."""
     url = url or DEFAULT_STORE_URL
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme == "sqlite":
-        from saga_monitor.store_sql import SQLiteStore
-
-        return SQLiteStore(url)
-    if scheme == "memory":
+    if url.split("://", 1)[0].lower() == "memory":
         return MemoryStore(url)
-    if scheme in ("postgresql", "postgres"):
-        from saga_monitor.store_postgres import PostgresStore
+    from saga_monitor.store_sql import SqlSagaStore
 
-        return PostgresStore(url)
-    raise StoreError(
-        f"saga store URL {url!r} is not understood; use sqlite:///path/sagas.db, "
-        "postgresql://user@host:5432/db or memory://"
-    )
-
-
-def utc(moment: float) -> datetime:
-    return datetime.fromtimestamp(moment, UTC)
+    return SqlSagaStore(url)

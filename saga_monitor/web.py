@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse
 
 from saga_monitor.definitions import Definitions, SagaDefinition, format_duration, load_definitions
 from saga_monitor.model import STATES, Instance, utcnow
-from saga_monitor.store import Store, open_store
+from saga_monitor.store import SagaStore, open_saga_store
 from saga_monitor.web_timeline import ROLE_COLOURS, timeline_svg
 
 __all__ = ["create_app"]
@@ -198,7 +198,7 @@ def _graph_html(definition: SagaDefinition, instances: list[Instance]) -> str:
 class _Views:
     """The routes, over one store and (optionally) the definitions."""
 
-    def __init__(self, store: Store, defined: Definitions | None, refresh: int) -> None:
+    def __init__(self, store: SagaStore, defined: Definitions | None, refresh: int) -> None:
         self.store = store
         self.defined = defined
         self.refresh = refresh
@@ -250,7 +250,7 @@ class _Views:
 
     async def sagas_page(self, refresh: int | None = None) -> HTMLResponse:
         if self.defined is None:
-            body = "<p>start the server with <code>--definitions FILE</code> to see the graph</p>"
+            body = "<p>no saga definitions were given to this server, so there is no graph</p>"
         else:
             body = "".join(
                 _graph_html(d, self.store.instances(saga=d.name, limit=100_000))
@@ -299,13 +299,13 @@ class _Views:
 
 
 def create_app(
-    store: str | Store | None = None,
+    store: str | SagaStore | None = None,
     *,
     definitions: Definitions | str | Path | None = None,
     refresh: int = 5,
 ) -> FastAPI:
     """The web app over a store (URL or object) and, for the graph, the definitions."""
-    opened: Store = open_store(store) if store is None or isinstance(store, str) else store
+    opened: SagaStore = open_saga_store(store) if store is None or isinstance(store, str) else store
     defined = load_definitions(definitions) if isinstance(definitions, str | Path) else definitions
     views = _Views(opened, defined, refresh)
     app = FastAPI(title="choreograph sagas", docs_url="/api/docs", redoc_url=None)

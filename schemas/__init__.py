@@ -24,8 +24,8 @@ from schemas.errors import (
     RegistryUnavailableError,
     SchemaDecodeError,
     SchemaNotFoundError,
+    SchemaStoreError,
     SchemaValidationError,
-    StoreError,
     SubjectNotFoundError,
     UnauthorizedError,
     VersionNotFoundError,
@@ -50,7 +50,7 @@ from schemas.serde import (
     topic_record_name_strategy,
     unpack,
 )
-from schemas.storage import DEFAULT_STORAGE_URL, Store, open_store
+from schemas.storage import DEFAULT_STORAGE_URL, SchemaStore
 
 __all__ = [
     "DEFAULT_STORAGE_URL",
@@ -78,17 +78,16 @@ __all__ = [
     "SchemaCodec",
     "SchemaDecodeError",
     "SchemaNotFoundError",
+    "SchemaStore",
+    "SchemaStoreError",
     "SchemaType",
     "SchemaValidationError",
     "Serializer",
-    "Store",
-    "StoreError",
     "SubjectNotFoundError",
     "UnauthorizedError",
     "VersionNotFoundError",
     "check_compatibility",
     "json_schema_for",
-    "open_store",
     "pack",
     "record_name_strategy",
     "topic_name_strategy",

@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from broker.urls import mask_url
 from schemas.compatibility import Resolved
 from schemas.errors import RegistryError, RegistryUnavailableError, error_for_code
 from schemas.model import (
@@ -27,7 +28,6 @@ from schemas.model import (
     SchemaType,
 )
 from schemas.registry import Registry
-from schemas.storage_postgres import mask_password
 
 __all__ = ["HttpRegistry", "RegistryClient"]
 
@@ -71,7 +71,7 @@ class HttpRegistry:
             response = await self._http.request(method, path, json=body, params=query)
         except httpx.HTTPError as exc:
             raise RegistryUnavailableError(
-                f"cannot reach the schema registry at {mask_password(self.url)}: "
+                f"cannot reach the schema registry at {mask_url(self.url)}: "
                 f"{exc or type(exc).__name__}; "
                 "check that it runs (choreo registry serve) or set --registry / CHOREO_REGISTRY_URL"
             ) from exc
@@ -230,7 +230,7 @@ class RegistryClient:
     @property
     def url(self) -> str:
         """The registry's URL (the storage URL when embedded), as used in ``dataschema``."""
-        return mask_password(self._backend.url).rstrip("/")
+        return mask_url(self._backend.url).rstrip("/")
 
     @property
     def is_embedded(self) -> bool:

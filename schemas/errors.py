@@ -3,7 +3,7 @@
 ::
 
     RegistryError                              root; 500 / 50001 (store error) unless overridden
-    ├── StoreError                             the storage failed or is unreachable
+    ├── SchemaStoreError                       the storage failed or is unreachable
     ├── RegistryUnavailableError               the registry URL cannot be reached
     ├── UnauthorizedError                      401 / 40101: missing or wrong credentials
     ├── NotFoundError (LookupError)            404
@@ -17,7 +17,7 @@
     │   ├── CompatibilityNotConfiguredError    40408: no subject-level compatibility
     │   └── ModeNotConfiguredError             40409: no subject-level mode
     ├── IncompatibleSchemaError                409 / 409: refused by the compatibility level
-    ├── InvalidInputError (ValueError)         422; a usage error on the command line (exit 2)
+    ├── InvalidInputError (ValueError)         422: the caller's input is wrong (a usage error)
     │   ├── InvalidSchemaError                 42201
     │   ├── InvalidVersionError                42202
     │   ├── InvalidCompatibilityError          42203
@@ -48,8 +48,8 @@ __all__ = [
     "RegistryUnavailableError",
     "SchemaDecodeError",
     "SchemaNotFoundError",
+    "SchemaStoreError",
     "SchemaValidationError",
-    "StoreError",
     "SubjectNotFoundError",
     "SubjectNotSoftDeletedError",
     "SubjectSoftDeletedError",
@@ -66,10 +66,9 @@ class RegistryError(Exception):
 
     http_status: ClassVar[int] = 500
     error_code: ClassVar[int] = 50001
-    cli_exit_code: ClassVar[int] = 1
 
 
-class StoreError(RegistryError):
+class SchemaStoreError(RegistryError):
     """The storage backend failed (disk, database connection, schema of the tables)."""
 
 
@@ -157,11 +156,10 @@ class IncompatibleSchemaError(RegistryError):
 
 
 class InvalidInputError(RegistryError, ValueError):
-    """The request itself is wrong (HTTP 422; exit code 2 on the command line)."""
+    """The request itself is wrong (HTTP 422): the caller's usage error."""
 
     http_status = 422
     error_code = 422
-    cli_exit_code = 2
 
 
 class InvalidSchemaError(InvalidInputError):

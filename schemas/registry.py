@@ -37,7 +37,7 @@ from schemas.model import (
     Schema,
     SchemaType,
 )
-from schemas.storage import GLOBAL, Store, Transaction, VersionRow, open_store
+from schemas.storage import GLOBAL, SchemaStore, Transaction, VersionRow
 
 __all__ = ["DEFAULT_COMPATIBILITY", "Registry", "VersionSpec", "parse_version"]
 
@@ -70,16 +70,16 @@ def fingerprint(schema: Schema) -> str:
 
 
 class Registry:
-    """A schema registry over a :class:`~schemas.storage.Store`."""
+    """A schema registry over a :class:`~schemas.storage.SchemaStore`."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: SchemaStore) -> None:
         self.store = store
         self._by_id: dict[int, Schema] = {}
 
     @classmethod
     def open(cls, url: str) -> Registry:
         """A registry over the store at ``url`` (``sqlite:///...`` or ``postgresql://...``)."""
-        return cls(open_store(url))
+        return cls(SchemaStore(url))
 
     @property
     def url(self) -> str:

@@ -1,33 +1,59 @@
-"""Where the registry keeps its state: one interface, a SQLite and a PostgreSQL backend.
+"""Where the registry keeps its state: its tables and queries over :mod:`broker.sqlstore`.
 
-A :class:`Store` hands out transactions; a write transaction holds the store's writer lock
-(``BEGIN IMMEDIATE`` on SQLite, an advisory transaction lock on PostgreSQL) so that concurrent
-registrations, even from several processes, never reuse an id or skip a version.
+``sqlite:///path/to/registry.db`` (the default; ``sqlite://`` alone is a temporary file) or
+``postgresql://user@host:5432/db?table_prefix=registry_&schema=name``: the tables are named
+``<table_prefix>schemas`` and so on (default prefix ``registry_`` on PostgreSQL, none in a SQLite
+file of its own), so several registries can share a database. A write transaction is exclusive
+(``BEGIN IMMEDIATE`` on SQLite, an advisory transaction lock keyed by the prefix on PostgreSQL),
+so concurrent registrations, even from several processes, never reuse an id or skip a version.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
-from typing import Any, Literal, Protocol
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
 
-from schemas.errors import InvalidInputError
+from broker.sqlstore import POSTGRESQL, Migration, SqlStore, Tx, upsert
+from schemas.errors import InvalidInputError, SchemaStoreError
 from schemas.model import Reference, Schema, SchemaType
 
 __all__ = [
     "DEFAULT_STORAGE_URL",
+    "MIGRATIONS",
     "SchemaRow",
-    "SqlTransaction",
-    "Store",
+    "SchemaStore",
     "Transaction",
     "VersionRow",
-    "open_store",
 ]
 
+DEFAULT_STORAGE_URL = "sqlite:///.choreo/registry.db"
 Setting = Literal["config", "mode"]
 GLOBAL = ""  # the subject key of registry-wide settings
+
+#: The registry's layout, version by version (1: the tables from before versions were kept).
+MIGRATIONS = (
+    Migration(
+        1,
+        (
+            "CREATE TABLE IF NOT EXISTS {p}meta (key TEXT PRIMARY KEY, value {bigint} NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS {p}schemas (id {bigint} PRIMARY KEY, "
+            "fingerprint TEXT NOT NULL UNIQUE, type TEXT NOT NULL, text TEXT NOT NULL, "
+            "refs TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS {p}versions (subject TEXT NOT NULL, "
+            "version INTEGER NOT NULL, schema_id {bigint} NOT NULL, deleted INTEGER NOT NULL, "
+            "PRIMARY KEY (subject, version))",
+            "CREATE INDEX IF NOT EXISTS {p}versions_by_schema ON {p}versions (schema_id)",
+            "CREATE TABLE IF NOT EXISTS {p}refs (schema_id {bigint} NOT NULL, "
+            "subject TEXT NOT NULL, version INTEGER NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS {p}refs_by_target ON {p}refs (subject, version)",
+            "CREATE TABLE IF NOT EXISTS {p}config (subject TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS {p}mode (subject TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        ),
+    ),
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -48,139 +74,61 @@ class SchemaRow:
     schema: Schema
 
 
-class Transaction(Protocol):
-    """The operations the registry runs inside one storage transaction."""
+class SchemaStore:
+    """The registry's database: :meth:`transaction` hands out a :class:`Transaction`."""
 
-    def schema(self, schema_id: int) -> Schema | None:
-        """The schema with this id, if any."""
-        ...
+    def __init__(self, url: str = DEFAULT_STORAGE_URL) -> None:
+        self._db = SqlStore(
+            url,
+            what="registry storage",
+            hint="sqlite:///path/to/registry.db or postgresql://user@host:5432/db",
+            error=SchemaStoreError,
+            usage_error=InvalidInputError,
+            options=("table_prefix",),
+        )
+        default = "registry_" if self._db.dialect is POSTGRESQL else ""
+        self._db.open(self._db.options.get("table_prefix", default), MIGRATIONS)
+        self.url = self._db.url
 
-    def schema_id(self, fingerprint: str) -> int | None:
-        """The id of the schema with this fingerprint, if any."""
-        ...
-
-    def schemas(self) -> list[SchemaRow]:
-        """Every stored schema, by id."""
-        ...
-
-    def add_schema(self, schema: Schema, fingerprint: str, schema_id: int | None = None) -> int:
-        """Store a new schema under the next id (or ``schema_id``, in import mode)."""
-        ...
-
-    def versions(
-        self, subject: str | None = None, schema_id: int | None = None
-    ) -> list[VersionRow]:
-        """Versions (soft-deleted too) of one subject, of one schema, or all; in order."""
-        ...
-
-    def add_version(self, subject: str, version: int, schema_id: int) -> None:
-        """Record a new version."""
-        ...
-
-    def mark_deleted(self, subject: str, version: int) -> None:
-        """Soft-delete a version."""
-        ...
-
-    def remove_version(self, subject: str, version: int) -> None:
-        """Hard-delete a version."""
-        ...
-
-    def referenced_by(self, subject: str, version: int) -> list[int]:
-        """Ids of schemas with live versions that reference this version."""
-        ...
-
-    def setting(self, kind: Setting, subject: str) -> str | None:
-        """A compatibility level or mode (``subject`` ``""`` for the global one)."""
-        ...
-
-    def set_setting(self, kind: Setting, subject: str, value: str) -> None:
-        """Set a compatibility level or mode."""
-        ...
-
-    def delete_setting(self, kind: Setting, subject: str) -> None:
-        """Forget a compatibility level or mode."""
-        ...
-
-
-class Store(Protocol):
-    """A registry storage backend."""
-
-    url: str
-
-    def transaction(self, *, write: bool) -> AbstractContextManager[Transaction]:
-        """A transaction; ``write=True`` takes the writer lock."""
-        ...
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[Transaction]:
+        """A transaction; ``write=True`` takes the writer lock until it ends."""
+        with self._db.transaction(write=write, exclusive=write) as tx:
+            yield Transaction(tx)
 
     def close(self) -> None:
         """Release connections."""
-        ...
+        self._db.close()
 
 
-def ddl(prefix: str, id_type: str = "INTEGER") -> list[str]:
-    """The tables (shared by both backends; ``prefix`` isolates several registries)."""
-    return [
-        f"CREATE TABLE IF NOT EXISTS {prefix}meta (key TEXT PRIMARY KEY, value {id_type} NOT NULL)",
-        f"CREATE TABLE IF NOT EXISTS {prefix}schemas (id {id_type} PRIMARY KEY, "
-        "fingerprint TEXT NOT NULL UNIQUE, type TEXT NOT NULL, text TEXT NOT NULL, "
-        "refs TEXT NOT NULL)",
-        f"CREATE TABLE IF NOT EXISTS {prefix}versions (subject TEXT NOT NULL, "
-        f"version INTEGER NOT NULL, schema_id {id_type} NOT NULL, deleted INTEGER NOT NULL, "
-        "PRIMARY KEY (subject, version))",
-        f"CREATE INDEX IF NOT EXISTS {prefix}versions_by_schema ON {prefix}versions (schema_id)",
-        f"CREATE TABLE IF NOT EXISTS {prefix}refs (schema_id {id_type} NOT NULL, "
-        "subject TEXT NOT NULL, version INTEGER NOT NULL)",
-        f"CREATE INDEX IF NOT EXISTS {prefix}refs_by_target ON {prefix}refs (subject, version)",
-        *(
-            f"CREATE TABLE IF NOT EXISTS {prefix}{kind} "
-            "(subject TEXT PRIMARY KEY, value TEXT NOT NULL)"
-            for kind in ("config", "mode")
-        ),
-    ]
+class Transaction:
+    """The operations the registry runs inside one storage transaction."""
 
-
-class Executor(Protocol):
-    """The part of a DB-API connection that :class:`SqlTransaction` uses."""
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        """Run one statement."""
-        ...
-
-
-class SqlTransaction:
-    """The :class:`Transaction` in portable SQL (``?`` placeholders, rewritten per backend)."""
-
-    def __init__(self, conn: Executor, prefix: str, placeholder: str = "?") -> None:
-        self._conn, self._p, self._placeholder = conn, prefix, placeholder
-
-    def _run(self, sql: str, *params: Any) -> Any:
-        sql = sql.replace("{p}", self._p)
-        if self._placeholder != "?":
-            sql = sql.replace("?", self._placeholder)
-        return self._conn.execute(sql, params)
-
-    def _rows(self, sql: str, *params: Any) -> Iterator[Any]:
-        return iter(self._run(sql, *params).fetchall())
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
 
     def schema(self, schema_id: int) -> Schema | None:
-        row = self._run(
-            "SELECT type, text, refs FROM {p}schemas WHERE id = ?", schema_id
-        ).fetchone()
+        """The schema with this id, if any."""
+        row = self._tx.one("SELECT type, text, refs FROM {p}schemas WHERE id = ?", schema_id)
         return None if row is None else _schema(row[0], row[1], row[2])
 
     def schema_id(self, fingerprint: str) -> int | None:
-        row = self._run("SELECT id FROM {p}schemas WHERE fingerprint = ?", fingerprint).fetchone()
+        """The id of the schema with this fingerprint, if any."""
+        row = self._tx.one("SELECT id FROM {p}schemas WHERE fingerprint = ?", fingerprint)
         return None if row is None else int(row[0])
 
     def schemas(self) -> list[SchemaRow]:
-        rows = self._rows("SELECT id, type, text, refs FROM {p}schemas ORDER BY id")
+        """Every stored schema, by id."""
+        rows = self._tx.all("SELECT id, type, text, refs FROM {p}schemas ORDER BY id")
         return [SchemaRow(int(r[0]), _schema(r[1], r[2], r[3])) for r in rows]
 
     def add_schema(self, schema: Schema, fingerprint: str, schema_id: int | None = None) -> int:
-        row = self._run("SELECT value FROM {p}meta WHERE key = 'next_id'").fetchone()
+        """Store a new schema under the next id (or ``schema_id``, in import mode)."""
+        row = self._tx.one("SELECT value FROM {p}meta WHERE key = 'next_id'")
         next_id = 1 if row is None else int(row[0])
         new_id = next_id if schema_id is None else schema_id
         refs = json.dumps([ref.to_dict() for ref in schema.references])
-        self._run(
+        self._tx.execute(
             "INSERT INTO {p}schemas (id, fingerprint, type, text, refs) VALUES (?, ?, ?, ?, ?)",
             new_id,
             fingerprint,
@@ -189,22 +137,20 @@ class SqlTransaction:
             refs,
         )
         for ref in schema.references:
-            self._run(
+            self._tx.execute(
                 "INSERT INTO {p}refs (schema_id, subject, version) VALUES (?, ?, ?)",
                 new_id,
                 ref.subject,
                 ref.version,
             )
         following = max(next_id, new_id + 1)
-        if row is None:
-            self._run("INSERT INTO {p}meta (key, value) VALUES ('next_id', ?)", following)
-        else:
-            self._run("UPDATE {p}meta SET value = ? WHERE key = 'next_id'", following)
+        self._tx.execute(_NEXT_ID, "next_id", following)
         return new_id
 
     def versions(
         self, subject: str | None = None, schema_id: int | None = None
     ) -> list[VersionRow]:
+        """Versions (soft-deleted too) of one subject, of one schema, or all; in order."""
         sql = "SELECT subject, version, schema_id, deleted FROM {p}versions"
         params: list[Any] = []
         if subject is not None:
@@ -213,11 +159,12 @@ class SqlTransaction:
         elif schema_id is not None:
             sql += " WHERE schema_id = ?"
             params.append(schema_id)
-        rows = self._rows(sql + " ORDER BY subject, version", *params)
+        rows = self._tx.all(sql + " ORDER BY subject, version", *params)
         return [VersionRow(str(r[0]), int(r[1]), int(r[2]), bool(r[3])) for r in rows]
 
     def add_version(self, subject: str, version: int, schema_id: int) -> None:
-        self._run(
+        """Record a new version."""
+        self._tx.execute(
             "INSERT INTO {p}versions (subject, version, schema_id, deleted) VALUES (?, ?, ?, 0)",
             subject,
             version,
@@ -225,15 +172,20 @@ class SqlTransaction:
         )
 
     def mark_deleted(self, subject: str, version: int) -> None:
-        self._run(
+        """Soft-delete a version."""
+        self._tx.execute(
             "UPDATE {p}versions SET deleted = 1 WHERE subject = ? AND version = ?", subject, version
         )
 
     def remove_version(self, subject: str, version: int) -> None:
-        self._run("DELETE FROM {p}versions WHERE subject = ? AND version = ?", subject, version)
+        """Hard-delete a version."""
+        self._tx.execute(
+            "DELETE FROM {p}versions WHERE subject = ? AND version = ?", subject, version
+        )
 
     def referenced_by(self, subject: str, version: int) -> list[int]:
-        rows = self._rows(
+        """Ids of schemas with live versions that reference this version."""
+        rows = self._tx.all(
             "SELECT DISTINCT r.schema_id FROM {p}refs r JOIN {p}versions v "
             "ON v.schema_id = r.schema_id AND v.deleted = 0 "
             "WHERE r.subject = ? AND r.version = ? ORDER BY r.schema_id",
@@ -243,37 +195,26 @@ class SqlTransaction:
         return [int(r[0]) for r in rows]
 
     def setting(self, kind: Setting, subject: str) -> str | None:
-        row = self._run(f"SELECT value FROM {{p}}{kind} WHERE subject = ?", subject).fetchone()
+        """A compatibility level or mode (``subject`` ``""`` for the global one)."""
+        row = self._tx.one(f"SELECT value FROM {{p}}{kind} WHERE subject = ?", subject)
         return None if row is None else str(row[0])
 
     def set_setting(self, kind: Setting, subject: str, value: str) -> None:
-        self._run(f"DELETE FROM {{p}}{kind} WHERE subject = ?", subject)
-        self._run(f"INSERT INTO {{p}}{kind} (subject, value) VALUES (?, ?)", subject, value)
+        """Set a compatibility level or mode."""
+        self._tx.execute(_SET[kind], subject, value)
 
     def delete_setting(self, kind: Setting, subject: str) -> None:
-        self._run(f"DELETE FROM {{p}}{kind} WHERE subject = ?", subject)
+        """Forget a compatibility level or mode."""
+        self._tx.execute(f"DELETE FROM {{p}}{kind} WHERE subject = ?", subject)
+
+
+_NEXT_ID = upsert("{p}meta", ("key", "value"), key=("key",))
+_SET = {
+    kind: upsert(f"{{p}}{kind}", ("subject", "value"), key=("subject",))
+    for kind in ("config", "mode")
+}
 
 
 def _schema(kind: str, text: str, refs: str) -> Schema:
     references = tuple(Reference.from_dict(raw) for raw in json.loads(refs))
     return Schema(text=text, type=SchemaType(kind), references=references)
-
-
-DEFAULT_STORAGE_URL = "sqlite:///.choreo/registry.db"
-
-
-def open_store(url: str) -> Store:
-    """The store for ``sqlite:///path``, ``sqlite://`` (a temporary file) or ``postgresql://``."""
-    scheme = url.split(":", 1)[0].lower()
-    if scheme == "sqlite":
-        from schemas.storage_sqlite import SqliteStore
-
-        return SqliteStore(url)
-    if scheme in ("postgresql", "postgres"):
-        from schemas.storage_postgres import PostgresStore
-
-        return PostgresStore(url)
-    raise InvalidInputError(
-        f"unknown registry storage URL {url!r}: use sqlite:///path/to/registry.db or "
-        "postgresql://user@host:5432/db"
-    )

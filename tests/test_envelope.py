@@ -11,14 +11,8 @@ from cloudevents.core.bindings import http, kafka, rabbitmq
 from cloudevents.core.v1.event import CloudEvent
 
 from broker import EnvelopeError, Event
-from broker.envelope import (
-    AMQP_PREFIXES,
-    NATS_PREFIXES,
-    from_binary,
-    from_kafka,
-    to_binary,
-    to_kafka,
-)
+from broker.adapters.kafka import wire as kafka_wire
+from broker.envelope import AMQP_PREFIXES, NATS_PREFIXES, from_binary, to_binary
 
 
 def sample() -> Event:
@@ -68,11 +62,11 @@ def test_amqp_reads_the_colon_prefix_too() -> None:
 
 def test_kafka_key_is_the_partition_key() -> None:
     """The Kafka binding puts partitionkey in the record key and reads it back from there."""
-    key, headers, value = to_kafka(sample())
+    key, headers, value = kafka_wire.encode_event(sample())
     assert b"o-1" == key
     assert ("ce_type", b"order.placed") in headers
     stripped = [(k, v) for k, v in headers if k != "ce_partitionkey"]
-    assert "o-1" == from_kafka(key, stripped, value).partitionkey
+    assert "o-1" == kafka_wire.decode(key, stripped, value).partitionkey
 
 
 def test_not_a_cloudevent_is_refused_clearly() -> None:
@@ -111,7 +105,7 @@ def test_sdk_kafka_binary_event_is_read() -> None:
     """A Kafka record the cloudevents SDK writes in binary mode reads as the same event."""
     message = kafka.to_binary_event(_sdk_event(correlationid="c-1", partitionkey="o-9"))
     key = message.key.encode() if isinstance(message.key, str) else message.key
-    event = from_kafka(key, list(message.headers.items()), message.value)
+    event = kafka_wire.decode(key, list(message.headers.items()), message.value)
     assert ("sdk-1", "order.placed", {"orderId": "o-9"}) == (event.id, event.type, event.data)
     assert ("c-1", "o-9") == (event.correlationid, event.partitionkey)
 
@@ -119,7 +113,7 @@ def test_sdk_kafka_binary_event_is_read() -> None:
 def test_sdk_kafka_structured_event_is_read() -> None:
     """A Kafka record the SDK writes in structured mode reads through the content-type switch."""
     message = kafka.to_structured_event(_sdk_event())
-    event = from_kafka(None, list(message.headers.items()), message.value)
+    event = kafka_wire.decode(None, list(message.headers.items()), message.value)
     assert ("sdk-1", {"orderId": "o-9"}) == (event.id, event.data)
 
 
@@ -139,7 +133,7 @@ def test_sdk_http_and_rabbitmq_bindings_are_read() -> None:
 def test_our_kafka_records_are_read_by_the_sdk() -> None:
     """Kafka records we write are read by the SDK with attributes, key and data intact."""
     event = sample()
-    key, headers, value = to_kafka(event)
+    key, headers, value = kafka_wire.encode_event(event)
     sdk_event = kafka.from_binary_event(kafka.KafkaMessage(dict(headers), key, value))
     assert (event.id, event.type, event.source, event.data) == (
         sdk_event.get_id(),

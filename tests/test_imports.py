@@ -14,7 +14,7 @@ def test_core_imports_with_client_libraries_blocked() -> None:
     code = (
         "import sys\n"
         f"for name in {BLOCKED!r}: sys.modules[name] = None\n"
-        "import broker, broker.bus, broker.cli, broker.adapters.memory, broker.adapters.sqlite\n"
+        "import broker, broker.bus, broker.adapters.memory, broker.adapters.sqlite\n"
         "import importlib.util\n"
         "for pkg in ('schemas', 'saga_monitor', 'connectors'):\n"
         "    if importlib.util.find_spec(pkg) is not None:\n"

@@ -37,7 +37,7 @@ from faststream.kafka import KafkaBroker
 
 from bench.brokers._harness import Latencies, paced, percentile, spread
 from broker import Bus, Event
-from tests.servers.kafka import KafkaServer
+from devservers.kafka import ENV_URL, running_kafka
 
 COUNT = 20_000
 PREFETCH = 500
@@ -316,16 +316,8 @@ async def run(url: str) -> list[dict[str, Any]]:
 
 def main() -> None:
     logging.basicConfig(level=logging.CRITICAL)
-    external = os.environ.get("CHOREO_TEST_KAFKA_URL")
-    server = None if external else KafkaServer()
-    if server is not None:
-        server.start()
-    try:
-        url = external or server.url  # type: ignore[union-attr]
-        rows = asyncio.run(run(url))
-    finally:
-        if server is not None:
-            server.stop()
+    with running_kafka() as server:
+        rows = asyncio.run(run(server.url if server else os.environ[ENV_URL]))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(rows, indent=2) + "\n")
     print(f"wrote {RESULTS}")

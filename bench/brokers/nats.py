@@ -36,7 +36,7 @@ from nats.js import api
 from bench.brokers._harness import Latencies, paced, percentile, spread
 from broker import Bus, Event
 from broker.adapters.nats import safe_name
-from tests.servers.nats import NatsServer
+from devservers.nats import ENV_URL, running_nats
 
 COUNT = 20_000
 PREFETCH = 100
@@ -282,16 +282,9 @@ async def run(url: str) -> list[dict[str, Any]]:
 
 def main() -> None:
     logging.basicConfig(level=logging.ERROR)
-    external = os.environ.get("CHOREO_TEST_NATS_URL")
-    server = None if external else NatsServer()
-    if server is not None:
-        server.start()
-    try:
-        url = external or f"nats://{server.host}:{server.port}"  # type: ignore[union-attr]
+    with running_nats() as server:
+        url = server.address if server else os.environ[ENV_URL]
         rows = asyncio.run(run(url.split("?", 1)[0]))
-    finally:
-        if server is not None:
-            server.remove()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(rows, indent=2) + "\n")
     print(f"wrote {RESULTS}")

@@ -31,7 +31,7 @@ from faststream.rabbit.schemas import Channel
 
 from bench.brokers._harness import Latencies, paced, percentile, spread
 from broker import Bus, Event
-from tests.servers.rabbitmq import RabbitMQServer, _start_session, rabbitmqctl
+from devservers.rabbitmq import rabbitmq_session
 
 COUNT = 20_000
 PREFETCH = 100
@@ -318,12 +318,8 @@ async def run(url: str) -> list[dict[str, Any]]:
 
 def main() -> None:
     logging.basicConfig(level=logging.ERROR)
-    server: RabbitMQServer = _start_session()
-    try:
+    with rabbitmq_session() as server:
         rows = asyncio.run(run(server.url))
-    finally:
-        if server.vhost is not None:
-            rabbitmqctl("delete_vhost", server.vhost)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(rows, indent=2) + "\n")
     print(f"wrote {RESULTS}")

@@ -11,9 +11,9 @@ import pytest
 from aiokafka import errors as kerr
 
 from broker import Bus
-from broker.adapters.kafka import KafkaAdapter, encode_event
-from broker.adapters.kafka_options import translate_error
-from broker.envelope import Event, to_kafka
+from broker.adapters.kafka import KafkaAdapter, translate_error
+from broker.adapters.kafka.wire import encode_event
+from broker.envelope import KAFKA_PREFIXES, Event, to_binary
 from broker.errors import (
     BrokerError,
     BrokerUnavailableError,
@@ -140,8 +140,16 @@ async def test_selective_purge_is_refused(kafka_url: str) -> None:
     ids=["minimal", "binary", "extensions", "text"],
 )  # fmt: skip
 def test_publish_encoding_is_the_envelope_binding(event: Event) -> None:
-    """The adapter's fast encoder writes exactly what broker.envelope.to_kafka writes."""
-    assert to_kafka(event) == encode_event(event)
+    """The adapter's fast encoder writes exactly the envelope's binary binding (``ce_``
+    headers as UTF-8, the partition key as the record key)."""
+    headers, body = to_binary(event, KAFKA_PREFIXES[0])
+    key = event.partitionkey
+    expected = (
+        None if key is None else key.encode(),
+        [(name, value.encode()) for name, value in headers.items()],
+        body,
+    )
+    assert expected == encode_event(event)
 
 
 async def test_required_idempotence_refused_by_the_broker(

@@ -11,7 +11,7 @@ import nats.js.errors
 import pytest
 
 from broker import BrokerError, BrokerUnavailableError, Bus, ClosedError, TopicNotFoundError
-from broker.adapters.nats import translate
+from broker.adapters.nats.errors import translate_error as translate
 from tests.servers.nats import NatsServer, free_port
 
 pytestmark = pytest.mark.nats

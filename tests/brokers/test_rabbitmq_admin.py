@@ -3,7 +3,6 @@ one-line errors for bad URLs, credentials and options."""
 
 from __future__ import annotations
 
-import inspect
 import uuid
 from collections.abc import AsyncIterator
 
@@ -11,8 +10,9 @@ import aiormq
 import pytest
 
 from broker import BrokerUnavailableError, Bus, ConfigurationError, Event, PublishError
-from broker.adapters import rabbitmq, rabbitmq_wire
+from broker.adapters.kit import client_exceptions, untranslated
 from broker.adapters.rabbitmq import RabbitMQAdapter
+from broker.adapters.rabbitmq.errors import REFUSED, RETRYABLE
 from tests.helpers import Collector
 
 pytestmark = pytest.mark.rabbitmq
@@ -108,15 +108,6 @@ async def test_publish_to_a_foreign_exchange_is_refused(bus: Bus, rabbitmq_url: 
 
 def test_every_client_exception_is_mapped() -> None:
     """Every exception type aiormq defines is translated by the adapter's publish path."""
-    handled = (
-        *rabbitmq.REFUSED,
-        *rabbitmq_wire.RETRYABLE,
-        aiormq.exceptions.AMQPError,
-        TimeoutError,
-    )
-    defined = [
-        cls
-        for _, cls in inspect.getmembers(aiormq.exceptions, inspect.isclass)
-        if issubclass(cls, Exception) and cls.__module__ == "aiormq.exceptions"
-    ]
-    assert [] == [cls.__name__ for cls in defined if not issubclass(cls, handled)]
+    handled = (*REFUSED, *RETRYABLE, aiormq.exceptions.AMQPError, TimeoutError)
+    defined = [cls for cls in client_exceptions(aiormq.exceptions) if issubclass(cls, Exception)]
+    assert [] == untranslated(defined, handled)

@@ -1,14 +1,13 @@
 """Outbox fixtures: a fresh outbox table on each database (SQLite, PostgreSQL, MariaDB/MySQL).
 
-The live databases come from ``CHOREO_TEST_POSTGRES_URL`` / ``CHOREO_TEST_MYSQL_URL`` (defaults:
-the local servers). A missing server, or one not configured for CDC, FAILS the test with one
-line saying what to run (``connectors/ci/postgres-setup.sh``, ``connectors/ci/mariadb-setup.sh``):
-CI makes every backend mandatory.
+The live databases come from ``devservers.databases`` (``CHOREO_TEST_POSTGRES_URL`` /
+``CHOREO_TEST_MYSQL_URL``, defaults: the local servers). A missing server, or one not configured
+for CDC, FAILS the test with one line saying what to run (``.ci/postgres-setup.sh``,
+``.ci/mariadb-setup.sh``): CI makes every backend mandatory.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 import uuid
@@ -20,61 +19,29 @@ import pytest
 
 from connectors import add_event, init_outbox
 from connectors.dburl import DatabaseURL
-from connectors.schema import OFFSETS_TABLE, publication_name
+from connectors.outbox_table import OFFSETS_TABLE, publication_name
+from devservers import ServerUnavailableError, databases
+from devservers.databases import MYSQL_URL, POSTGRES_URL, connect_mysql, connect_postgres
 
-PG_URL = os.environ.get("CHOREO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-MYSQL_URL = os.environ.get("CHOREO_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 REPO = Path(__file__).resolve().parents[2]
 
 Row = dict[str, Any]
 
 
-def _pg_connect() -> Any:
-    import psycopg2
-
-    return psycopg2.connect(**DatabaseURL.parse(PG_URL).psycopg_kwargs())
-
-
-def _mysql_connect() -> Any:
-    import pymysql
-
-    db = DatabaseURL.parse(MYSQL_URL)
-    return pymysql.connect(**db.pymysql_kwargs(), database=db.database, autocommit=False)
-
-
 def check_postgres() -> None:
     """Fail the test (not skip) unless PostgreSQL is up with wal_level=logical."""
     try:
-        conn = _pg_connect()
-    except Exception as exc:
-        pytest.fail(f"PostgreSQL at {PG_URL} is unreachable ({exc!s:.80}); start it", pytrace=False)
-    with conn, conn.cursor() as cur:
-        cur.execute("SHOW wal_level")
-        level = cur.fetchone()[0]
-    conn.close()
-    if level != "logical":
-        pytest.fail(
-            f"PostgreSQL at {PG_URL} has wal_level={level}; run connectors/ci/postgres-setup.sh",
-            pytrace=False,
-        )
+        databases.check_postgres()
+    except ServerUnavailableError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def check_mysql() -> None:
     """Fail the test (not skip) unless MariaDB/MySQL is up with a ROW binlog."""
     try:
-        conn = _mysql_connect()
-    except Exception as exc:
-        pytest.fail(f"MySQL at {MYSQL_URL} is unreachable ({exc!s:.80}); start it", pytrace=False)
-    with conn.cursor() as cur:
-        cur.execute("SELECT @@log_bin, @@binlog_format")
-        log_bin, fmt = cur.fetchone()
-    conn.close()
-    if str(log_bin) not in ("1", "ON") or fmt != "ROW":
-        pytest.fail(
-            f"MySQL at {MYSQL_URL} has log_bin={log_bin} binlog_format={fmt}; "
-            "run connectors/ci/mariadb-setup.sh",
-            pytrace=False,
-        )
+        databases.check_mysql()
+    except ServerUnavailableError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 class OutboxDB:
@@ -90,7 +57,7 @@ class OutboxDB:
             self.url = f"sqlite:///{tmp_path}/app-{suffix}.db"
         elif backend == "postgres":
             check_postgres()
-            self.url = PG_URL
+            self.url = POSTGRES_URL
         else:
             check_mysql()
             self.url = MYSQL_URL
@@ -100,8 +67,8 @@ class OutboxDB:
         if self.backend == "sqlite":
             return sqlite3.connect(DatabaseURL.parse(self.url).database)
         if self.backend == "postgres":
-            return _pg_connect()
-        return _mysql_connect()
+            return connect_postgres()
+        return connect_mysql()
 
     def write(self, rows: Sequence[Row], *, rollback: bool = False, conn: Any = None) -> list[str]:
         """Insert ``rows`` (add_event keywords) in ONE transaction; commit or roll back."""
@@ -131,7 +98,7 @@ class OutboxDB:
     def relay_locked(self) -> bool:
         """Whether a relay (of any process) currently holds this outbox's slot / lock."""
         if self.backend == "postgres":
-            conn = _pg_connect()
+            conn = connect_postgres()
             with conn, conn.cursor() as cur:
                 cur.execute(
                     "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)
@@ -140,7 +107,7 @@ class OutboxDB:
             conn.close()
             return bool(found and found[0])
         if self.backend == "mysql":
-            conn = _mysql_connect()
+            conn = connect_mysql()
             with conn.cursor() as cur:
                 db = DatabaseURL.parse(self.url)
                 cur.execute(
@@ -155,7 +122,7 @@ class OutboxDB:
         if self.backend == "postgres":
             self._cleanup_postgres()
         elif self.backend == "mysql":
-            conn = _mysql_connect()
+            conn = connect_mysql()
             with conn.cursor() as cur:
                 cur.execute(f"DROP TABLE IF EXISTS `{self.table}`")
                 cur.execute(
@@ -165,7 +132,7 @@ class OutboxDB:
             conn.close()
 
     def _cleanup_postgres(self) -> None:
-        conn = _pg_connect()
+        conn = connect_postgres()
         conn.autocommit = True
         deadline = time.monotonic() + 10
         with conn.cursor() as cur:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from connectors.cli import outbox_app
+from choreo.commands.outbox import outbox_app
 from tests.connectors.conftest import OutboxDB
 from tests.connectors.relaying import order_rows
 

@@ -8,12 +8,12 @@ import pytest
 
 from broker import Bus
 from connectors import CDCSettingsError
+from connectors.db import check_mysql_settings
 from connectors.dburl import DatabaseURL
 from connectors.relay import Relay
 from connectors.relay_mysql import MySQLSource
 from connectors.routing import Router
 from connectors.runtime import outbox_status
-from connectors.schema import check_mysql_settings
 from tests.connectors.conftest import OutboxDB
 from tests.connectors.relaying import RelayRun, collecting, memory_broker, order_rows
 

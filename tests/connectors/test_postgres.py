@@ -25,7 +25,8 @@ from connectors.pgoutput import (
 )
 from connectors.relay_postgres import RETAINED_WAL, PostgresSource
 from connectors.runtime import outbox_status
-from tests.connectors.conftest import OutboxDB, _pg_connect
+from devservers.databases import connect_postgres
+from tests.connectors.conftest import OutboxDB
 from tests.connectors.relaying import order_rows
 
 pytestmark = pytest.mark.postgres
@@ -36,7 +37,7 @@ def peek(outbox: OutboxDB, *, binary: bool) -> list[Any]:
     options = ["proto_version", "1", "publication_names", f"choreo_outbox_{outbox.table}"]
     if binary:
         options += ["binary", "true"]
-    conn = _pg_connect()
+    conn = connect_postgres()
     with conn, conn.cursor() as cur:
         cur.execute(
             "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, NULL, "
@@ -100,7 +101,7 @@ def test_decoder_reads_begin_relation_insert_commit_from_the_server(
 
 def test_decoder_skips_update_delete_and_reads_delete_after_insert(pg_outbox: OutboxDB) -> None:
     """Delete-after-insert still shows the Insert; Update/Delete/Truncate are recognised."""
-    conn = _pg_connect()
+    conn = connect_postgres()
     with conn:
         with conn.cursor() as cur:
             cur.execute(
@@ -134,7 +135,7 @@ async def test_idle_heartbeat_advances_the_slot_past_unrelated_wal(pg_outbox: Ou
     source = PostgresSource(pg_outbox.url, table=pg_outbox.table, slot=pg_outbox.slot)
     await source.open()
     try:
-        conn = _pg_connect()
+        conn = connect_postgres()
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute("CREATE TEMP TABLE noise (x int)")

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from connectors import OutboxConfigError, add_event, add_event_async
-from tests.connectors.conftest import MYSQL_URL, PG_URL, OutboxDB, _mysql_connect, _pg_connect
+from devservers.databases import MYSQL_URL, POSTGRES_URL, connect_mysql, connect_postgres
+from tests.connectors.conftest import OutboxDB
 
 EVENT = {"aggregatetype": "order", "aggregateid": 7, "type": "order.placed"}
 
@@ -72,7 +73,7 @@ def test_unknown_connection_types_are_refused() -> None:
 @pytest.mark.postgres
 def test_psycopg2_event_follows_the_transaction(pg_outbox: OutboxDB) -> None:
     """psycopg2: rollback drops the event, commit keeps it; delete_after leaves no row."""
-    conn = _pg_connect()
+    conn = connect_postgres()
     add_event(conn, table=pg_outbox.table, payload={"n": 1}, **EVENT)
     conn.rollback()
     add_event(conn, table=pg_outbox.table, payload={"n": 2}, **EVENT)
@@ -87,7 +88,7 @@ def test_psycopg3_sync_event_follows_the_transaction(pg_outbox: OutboxDB) -> Non
     """psycopg 3: the event is written in the connection's transaction (implicit or block)."""
     import psycopg
 
-    with psycopg.connect(PG_URL) as conn:
+    with psycopg.connect(POSTGRES_URL) as conn:
         add_event(conn, table=pg_outbox.table, payload={"n": 1}, **EVENT)
         conn.rollback()
         with conn.transaction():
@@ -100,7 +101,7 @@ async def test_psycopg3_async_event_follows_the_transaction(pg_outbox: OutboxDB)
     """psycopg 3 AsyncConnection: add_event_async writes in the caller's transaction."""
     import psycopg
 
-    async with await psycopg.AsyncConnection.connect(PG_URL) as conn:
+    async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as conn:
         await add_event_async(conn, table=pg_outbox.table, payload={"n": 1}, **EVENT)
         await conn.rollback()
         await add_event_async(conn, table=pg_outbox.table, payload={"n": 2}, **EVENT)
@@ -110,7 +111,7 @@ async def test_psycopg3_async_event_follows_the_transaction(pg_outbox: OutboxDB)
 
 @pytest.fixture
 def pg_engine_url() -> Iterator[str]:
-    return PG_URL.replace("postgresql://", "postgresql+psycopg://", 1)
+    return POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
 @pytest.mark.postgres
@@ -166,7 +167,7 @@ def test_sqlalchemy_sync_on_sqlite(sqlite_outbox: OutboxDB) -> None:
 @pytest.mark.mysql
 def test_pymysql_event_follows_the_transaction(mysql_outbox: OutboxDB) -> None:
     """PyMySQL: rollback drops the event, commit keeps it."""
-    conn = _mysql_connect()
+    conn = connect_mysql()
     add_event(conn, table=mysql_outbox.table, payload={"n": 1}, **EVENT)
     conn.rollback()
     add_event(conn, table=mysql_outbox.table, payload={"n": 2}, **EVENT)

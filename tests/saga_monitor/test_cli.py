@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from broker import Bus
 from choreo.cli import app
-from saga_monitor import open_store
+from saga_monitor import open_saga_store
 from tests.saga_monitor.helpers import populate
 from tests.saga_monitor.test_discovery import traffic
 
@@ -23,14 +23,14 @@ runner = CliRunner()
 def store_url(tmp_path: Path) -> str:
     """A SQLite store with a completed, a compensated, a failed and a stuck order."""
     url = f"sqlite:///{tmp_path}/sagas.db"
-    store = open_store(url)
+    store = open_saga_store(url)
     populate(store)
     store.close()
     return url
 
 
 def test_ls_json_has_the_fields_scripts_rely_on(store_url: str) -> None:
-    """`saga ls -o json` is an array with the fields of DESIGN.md, one object per instance."""
+    """`saga ls -o json` is an array with the fields scripts rely on, one object per instance."""
     result = runner.invoke(app, ["saga", "ls", "--store", store_url, "--output", "json"])
     assert 0 == result.exit_code, result.output
     rows = json.loads(result.stdout)

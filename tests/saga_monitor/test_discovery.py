@@ -99,5 +99,5 @@ async def test_discover_reads_history_from_a_broker_without_consuming() -> None:
             await bus.publish(topic, item)
         found = await discover_from_broker(url, ["order", "payment", "inventory"], since=None)
         assert 28 == found.traces
-        placed = [e for e in await bus.adapter.browse("order") if e.type == "order.placed"]
+        placed = [e for e in await bus.browse("order") if e.type == "order.placed"]
         assert 28 == len(placed)

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from broker import Bus, Event
-from saga_monitor import open_store
+from saga_monitor import open_saga_store
 from saga_monitor.monitor import SagaMonitor, summarise
 from tests.saga_monitor.helpers import ManualClock, example, until
 
@@ -53,7 +53,7 @@ class Harness:
         self.monitor = SagaMonitor(
             example(),
             self.bus,
-            open_store(self.store_url),
+            open_saga_store(self.store_url),
             clock=self.clock,
             tick_interval=0.02,
             max_delay=0.5,
@@ -209,7 +209,7 @@ async def test_metrics_count_states_steps_stuck_and_anomalies(harness: Harness) 
 async def test_finished_instances_are_pruned_after_the_retention(bus: Bus, tmp_path: Path) -> None:
     """Instances that finished longer ago than `retention` are deleted; running ones stay."""
     clock = ManualClock()
-    store = open_store(f"sqlite:///{tmp_path}/sagas.db")
+    store = open_saga_store(f"sqlite:///{tmp_path}/sagas.db")
     monitor = SagaMonitor(example(), bus, store, clock=clock, retention=3600, tick_interval=60)
     async with monitor:
         for corr, types in (

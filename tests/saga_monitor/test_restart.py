@@ -17,9 +17,8 @@ import httpx
 import pytest
 
 from broker import Bus, Event
-from saga_monitor import load_definitions, open_store
+from saga_monitor import SagaStore, load_definitions, open_saga_store
 from saga_monitor.monitor import SagaMonitor
-from saga_monitor.store import Store
 
 ROOT = Path(__file__).parents[2]
 DEFINITIONS = """
@@ -91,7 +90,7 @@ def phase_two(sagas: int) -> list[Event]:
     return events
 
 
-def snapshot(store: Store) -> dict[Any, Any]:
+def snapshot(store: SagaStore) -> dict[Any, Any]:
     """Everything that must match: state, expectations, steps, anomalies, timeline, orphans."""
     out: dict[Any, Any] = {}
     for i in store.instances(limit=100_000):
@@ -118,7 +117,7 @@ async def reference_run(tmp: Path, events: list[Event], definitions: Path) -> di
     """One monitor, never interrupted, over the same events."""
     url = f"sqlite:///{tmp}/ref-broker.db?poll_interval=0.01"
     await publish(url, events)
-    store = open_store(f"sqlite:///{tmp}/ref-sagas.db")
+    store = open_saga_store(f"sqlite:///{tmp}/ref-sagas.db")
     async with Bus(url) as bus:
         monitor = SagaMonitor(
             load_definitions(definitions), bus, store, from_beginning=True, tick_interval=0.05
@@ -139,7 +138,8 @@ def start_monitor(
     command = [
         sys.executable,
         "-m",
-        "saga_monitor",
+        "choreo",
+        "saga",
         "monitor",
         "--definitions",
         str(definitions),
@@ -170,7 +170,7 @@ def free_port() -> int:
         return port
 
 
-def applied(store: Store) -> int:
+def applied(store: SagaStore) -> int:
     """How many events the store shows as applied (timeline entries plus buffered orphans)."""
     return sum(len(i.timeline) for i in store.instances(limit=100_000)) + len(store.orphans())
 
@@ -186,7 +186,7 @@ async def test_kill_9_and_restart_reach_the_uninterrupted_states(tmp_path: Path)
     broker = f"sqlite:///{tmp_path}/broker.db?poll_interval=0.01&visibility_timeout=1"
     store_url = f"sqlite:///{tmp_path}/sagas.db"
     await publish(broker, first)
-    watcher = open_store(store_url)
+    watcher = open_saga_store(store_url)
     process = start_monitor(broker, store_url, definitions)
     try:
         await wait_for(lambda: sum(watcher.counts().values()) >= 20, 30, "the monitor to start")
@@ -204,7 +204,7 @@ async def test_kill_9_and_restart_reach_the_uninterrupted_states(tmp_path: Path)
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=20)
         watcher.close()
-    assert expected == snapshot(open_store(store_url))
+    assert expected == snapshot(open_saga_store(store_url))
     assert {"completed", "compensated", "failed", "running"} <= {
         v[0] for k, v in expected.items() if k != "orphans"
     }

@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 
 from broker import Bus
-from saga_monitor import open_store, parse_definitions
+from saga_monitor import SagaStore, open_saga_store, parse_definitions
 from saga_monitor.monitor import SagaMonitor
-from saga_monitor.store import Store
 from tests.saga_monitor.test_store import PG_URL
 
 HAPPY = ("order.placed", "payment.authorized", "inventory.reserved", "order.shipped")
@@ -25,12 +24,12 @@ def pg_store_url() -> Iterator[str]:
     """A PostgreSQL store URL in a schema of its own (dropped afterwards)."""
     url = f"{PG_URL}?schema=saga_scale_{uuid.uuid4().hex[:12]}"
     yield url
-    cleaner = open_store(url)
+    cleaner = open_saga_store(url)
     cleaner.drop_schema()  # type: ignore[attr-defined]
     cleaner.close()
 
 
-def states(store: Store) -> dict[str, tuple[str, int, int]]:
+def states(store: SagaStore) -> dict[str, tuple[str, int, int]]:
     return {
         i.correlation_id: (i.state, len(i.timeline), len(i.anomalies))
         for i in store.instances(limit=10_000)
@@ -52,13 +51,13 @@ async def test_two_monitors_on_kafka_handle_every_instance_exactly_once(
     )
     monitors: list[SagaMonitor] = []
     buses: list[Bus] = []
-    stores: list[Store] = []
+    stores: list[SagaStore] = []
     try:
         for _ in range(2):
             bus = Bus(kafka_url, source="monitor")
             await bus.start()
             await bus.create_topic(topic, partitions=4)
-            store = open_store(pg_store_url)
+            store = open_saga_store(pg_store_url)
             monitor = SagaMonitor(definitions, bus, store, tick_interval=0.2)
             await monitor.start()
             buses.append(bus)

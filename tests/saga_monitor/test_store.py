@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from saga_monitor import Correlator, StoreError, open_store
-from saga_monitor.store import Store
+from saga_monitor import Correlator, SagaStore, SagaStoreError, open_saga_store
 from tests.saga_monitor.helpers import at, event, example
 
 PG_URL = os.environ.get("CHOREO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
-StoreFactory = Callable[[], Store]
+StoreFactory = Callable[[], SagaStore]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -25,10 +24,10 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
         url = f"sqlite:///{tmp_path}/sagas.db"
     else:
         url = f"{PG_URL}?schema=saga_test_{uuid.uuid4().hex[:12]}"
-    opened: list[Store] = []
+    opened: list[SagaStore] = []
 
-    def factory() -> Store:
-        store = open_store(url)
+    def factory() -> SagaStore:
+        store = open_saga_store(url)
         opened.append(store)
         return store
 
@@ -36,7 +35,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
     for store in opened:
         store.close()
     if request.param == "postgres":
-        cleaner = open_store(url)
+        cleaner = open_saga_store(url)
         cleaner.drop_schema()  # type: ignore[attr-defined]
         cleaner.close()
 
@@ -133,14 +132,14 @@ def test_prune_removes_only_instances_finished_before_the_cutoff(make_store: Sto
 
 def test_unknown_store_url_is_one_clear_error() -> None:
     """A scheme no store serves says which URLs work."""
-    with pytest.raises(StoreError, match=r"use sqlite:///path/sagas\.db"):
-        open_store("redis://localhost")
+    with pytest.raises(SagaStoreError, match=r"use sqlite:///path/sagas\.db"):
+        open_saga_store("redis://localhost")
 
 
 @pytest.mark.postgres
 def test_unreachable_postgres_names_the_url_with_password_masked() -> None:
     """A PostgreSQL store that cannot connect fails with one line and no password."""
-    with pytest.raises(StoreError) as caught:
-        open_store("postgresql://postgres:secret@127.0.0.1:1/test")
+    with pytest.raises(SagaStoreError) as caught:
+        open_saga_store("postgresql://postgres:secret@127.0.0.1:1/test")
     assert "postgres:***@127.0.0.1:1" in str(caught.value)
     assert "secret" not in str(caught.value)

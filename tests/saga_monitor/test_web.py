@@ -13,8 +13,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from saga_monitor import open_store
-from saga_monitor.store import Store
+from saga_monitor import SagaStore, open_saga_store
 from saga_monitor.web import create_app
 from tests.saga_monitor.helpers import EXAMPLE, populate
 
@@ -31,16 +30,16 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
+def store(tmp_path: Path) -> Iterator[SagaStore]:
     """A SQLite store with a completed, a compensated, a failed and a stuck order."""
-    opened = open_store(f"sqlite:///{tmp_path}/sagas.db")
+    opened = open_saga_store(f"sqlite:///{tmp_path}/sagas.db")
     populate(opened)
     yield opened
     opened.close()
 
 
 @pytest.fixture
-def client(store: Store) -> TestClient:
+def client(store: SagaStore) -> TestClient:
     """The app over the store, with the example definitions for the graph."""
     return TestClient(create_app(store, definitions=EXAMPLE))
 
@@ -107,7 +106,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def served(store: Store) -> Iterator[str]:
+def served(store: SagaStore) -> Iterator[str]:
     """The app served by uvicorn on a free port (in a thread)."""
     port = _free_port()
     server = uvicorn.Server(

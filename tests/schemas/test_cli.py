@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from schemas.cli import schema_app
+from choreo.commands.schema import schema_app
 from tests.schemas.conftest import LiveServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,7 +121,7 @@ def test_real_process_prints_json_and_fails_cleanly(workdir: Path) -> None:
     write("v1.avsc", V1)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("CHOREO_REGISTRY_URL", None)
-    command = [sys.executable, "-c", "from schemas.cli import schema_app; schema_app()"]
+    command = [sys.executable, "-c", "from choreo.commands.schema import schema_app; schema_app()"]
     ok = subprocess.run(
         [*command, "register", "orders-value", "v1.avsc", "--output", "json"],
         capture_output=True,
@@ -158,7 +158,7 @@ def test_registry_serve_runs_a_server_confluents_serializer_can_use(workdir: Pat
     command = [
         sys.executable,
         "-c",
-        "from schemas.cli import registry_app; registry_app()",
+        "from choreo.commands.registry import registry_app; registry_app()",
         "serve",
         "--port",
         str(port),
@@ -189,14 +189,6 @@ def test_registry_serve_runs_a_server_confluents_serializer_can_use(workdir: Pat
             server.stderr.close()
 
 
-def test_benchmark_functions_run() -> None:
-    """The benchmark's Avro comparison runs (numbers are not asserted: they are not tests)."""
-    from schemas.benchmark import bench_avro
-
-    result = bench_avro(count=50, rounds=1)
-    assert {"raw_fastavro_s", "ours_s", "ratio"} == set(result)
-
-
 def test_register_with_a_reference() -> None:
     """--reference NAME=SUBJECT:VERSION registers a schema that uses another subject's type."""
     invoke(
@@ -220,11 +212,15 @@ def test_register_with_a_reference() -> None:
 
 
 def test_schemas_imports_none_of_the_packages_that_depend_on_it() -> None:
-    """Dependency direction: importing schemas loads no broker, connectors or saga_monitor."""
+    """Dependency direction: importing schemas loads no connectors or saga_monitor.
+
+    (schemas sits beside broker and uses only its SQL store base and URL masking:
+    tests/test_sqlstore.py pins that.)
+    """
     code = (
-        "import sys, schemas, schemas.cli, schemas.server, schemas.codec\n"
+        "import sys, schemas, schemas.server, schemas.codec\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('broker', 'connectors', 'saga_monitor')))"
+        "('connectors', 'saga_monitor')))"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(

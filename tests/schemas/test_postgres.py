@@ -8,7 +8,7 @@ import json
 import pytest
 
 from schemas import Registry, RegistryClient, Schema, SchemaNotFoundError
-from schemas.errors import StoreError
+from schemas.errors import SchemaStoreError
 
 pytestmark = pytest.mark.postgres
 
@@ -59,8 +59,8 @@ async def test_embedded_client_over_postgres(pg_url: str) -> None:
 
 
 def test_unreachable_postgres_names_the_url_without_the_password() -> None:
-    """A server nobody runs gives a StoreError with the password masked."""
-    with pytest.raises(StoreError) as info:
+    """A server nobody runs gives a SchemaStoreError with the password masked."""
+    with pytest.raises(SchemaStoreError) as info:
         Registry.open("postgresql://postgres:hunter2@127.0.0.1:1/test")
     assert "hunter2" not in str(info.value)
     assert "postgres:***@127.0.0.1:1" in str(info.value)

@@ -1,0 +1,365 @@
+"""The consumer side of the Kafka adapter: a consumer-group member that hands out deliveries,
+positions new partitions and commits the highest contiguous acked offset per partition."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import errors as kerr
+
+from broker.adapters.kafka.settings import KafkaSettings
+from broker.adapters.kafka.wire import decode_record
+from broker.adapters.kit import InFlight, OffsetTracker
+from broker.envelope import Event
+from broker.errors import BrokerUnavailableError
+from broker.observability import get_logger
+from broker.ports import Delivery
+
+__all__ = ["KafkaSubscription"]
+
+_log = get_logger("choreo.kafka")
+
+
+class _Owner(Protocol):
+    """What a subscription needs from its adapter."""
+
+    @property
+    def url(self) -> str: ...
+
+    settings: KafkaSettings
+
+    def forget(self, sub: KafkaSubscription) -> None: ...
+
+
+# -- deliveries -----------------------------------------------------------------------------------
+
+
+class _Partition:
+    """One assigned partition of a subscription: deliveries in flight, in offset order."""
+
+    __slots__ = ("committable", "committed", "live", "sub", "tp", "tracker")
+
+    def __init__(self, sub: KafkaSubscription, tp: TopicPartition) -> None:
+        self.sub = sub
+        self.tp = tp
+        self.tracker = OffsetTracker()
+        self.committable = -1  # offset to commit next (highest contiguous acked + 1)
+        self.committed = -1
+        self.live = True
+
+    def settle(self, flight: InFlight) -> None:
+        done = self.tracker.ack(flight)
+        if done is not None:
+            self.committable = done + 1
+        if self.live:
+            self.sub.settled(self)
+
+
+class _KafkaDelivery(Delivery):
+    __slots__ = ("flight", "part")
+
+    def __init__(
+        self, part: _Partition, flight: InFlight, topic: str, event: Event | None, **kwargs: Any
+    ) -> None:
+        super().__init__(topic, event, **kwargs)
+        self.part = part
+        self.flight = flight
+
+    async def ack(self) -> None:
+        if not self.flight.acked:
+            self.part.settle(self.flight)
+
+    async def nack(self) -> None:
+        if not self.flight.acked and self.part.live:
+            self.redelivered += 1
+            self.part.sub.give_back(self)
+
+
+def _delivery(part: _Partition, record: Any) -> _KafkaDelivery:
+    event, headers, error = decode_record(record)
+    flight = part.tracker.add(record.offset)
+    position = f"{record.topic}/{record.partition}/{record.offset}"
+    if event is None:
+        body: bytes = record.value or b""
+        return _KafkaDelivery(
+            part,
+            flight,
+            record.topic,
+            None,
+            body=body,
+            headers=headers,
+            decode_error=error,
+            position=position,
+        )
+    return _KafkaDelivery(part, flight, record.topic, event, headers=headers, position=position)
+
+
+# -- subscriptions --------------------------------------------------------------------------------
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, sub: KafkaSubscription) -> None:
+        self._sub = sub
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._sub.revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._sub.assigned(assigned)
+
+
+class KafkaSubscription:
+    """A consumer-group member: yields deliveries, commits what the core acked."""
+
+    def __init__(
+        self,
+        adapter: _Owner,
+        consumer: AIOKafkaConsumer,
+        topics: Sequence[str],
+        group: str,
+        *,
+        from_beginning: bool,
+        prefetch: int,
+    ) -> None:
+        self._adapter = adapter
+        self._consumer = consumer
+        self._topics = list(topics)
+        self._group = group
+        self._from_beginning = from_beginning
+        self._prefetch = prefetch
+        self._settings = adapter.settings
+        self._parts: dict[TopicPartition, _Partition] = {}
+        self._buffer: deque[tuple[_Partition, Any]] = deque()
+        self._redeliver: deque[_KafkaDelivery] = deque()
+        self._dirty: set[_Partition] = set()
+        self._inflight = 0
+        self._acks = 0
+        self._space = asyncio.Event()
+        self._commit_due = asyncio.Event()
+        self._assigned_once = asyncio.Event()
+        self._joining = True
+        self._closed = False
+        self._committer: asyncio.Task[None] | None = None
+
+    # -- joining -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Join the group; return once every partition of the topics has a committed position."""
+        await self._consumer.start()
+        self._consumer.subscribe(self._topics, listener=_Listener(self))
+        deadline = time.monotonic() + self._settings.subscribe_timeout_ms / 1000
+        try:
+            await asyncio.wait_for(self._assigned_once.wait(), deadline - time.monotonic())
+            while await self._unpositioned():
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                await asyncio.sleep(0.05)
+        except TimeoutError:
+            await self.close()
+            raise BrokerUnavailableError(
+                f"group {self._group!r} on {self._adapter.url} got no position for "
+                f"{', '.join(self._topics)} within {self._settings.subscribe_timeout_ms} ms; "
+                "check the broker, or raise subscribe_timeout_ms / lower session_timeout_ms"
+            ) from None
+        self._joining = False
+        self._committer = asyncio.create_task(
+            self._commit_loop(), name=f"kafka-commit:{self._group}"
+        )
+
+    async def _unpositioned(self) -> list[TopicPartition]:
+        tps = [
+            TopicPartition(t, p)
+            for t in self._topics
+            for p in sorted(self._consumer.partitions_for_topic(t) or ())
+        ]
+        committed = await asyncio.gather(*(self._consumer.committed(tp) for tp in tps))
+        return [tp for tp, offset in zip(tps, committed, strict=True) if offset is None]
+
+    async def assigned(self, tps: set[TopicPartition]) -> None:
+        """Rebalance listener: position every new partition at its committed offset."""
+        consumer = self._consumer
+        parts = {tp: _Partition(self, tp) for tp in tps}
+        self._parts.update(parts)
+        consumer.pause(*tps)  # nothing is handed out before the position is known
+        try:
+            starts = await self._starts(tps)
+            for tp, offset in starts.items():
+                consumer.seek(tp, offset)
+                parts[tp].committable = parts[tp].committed = offset
+        except (kerr.KafkaError, TimeoutError) as exc:  # aiokafka falls back to committed/earliest
+            _log.warning("kafka positioning failed", group=self._group, error=repr(exc))
+        finally:
+            consumer.resume(*tps)
+            self._assigned_once.set()
+
+    async def _starts(self, tps: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where each partition resumes: its committed offset, else a fresh position (committed).
+
+        Only a group new to a topic starts at its end (or beginning with ``from_beginning``). A
+        partition without a position in a topic the group already reads (a partition added
+        later, a position lost) or with one beyond the log end (a broker that lost its log, a
+        recreated topic) is read from the beginning: duplicates rather than loss.
+        """
+        consumer = self._consumer
+        listed = list(tps)
+        found = await asyncio.gather(*(consumer.committed(tp) for tp in listed))
+        ends = await consumer.end_offsets(listed)
+        known = {tp.topic for tp, off in zip(listed, found, strict=True) if off is not None}
+        starts = {
+            tp: off
+            for tp, off in zip(listed, found, strict=True)
+            if off is not None and off <= ends[tp]
+        }
+        missing = [tp for tp in listed if tp not in starts]
+        if not missing:
+            return starts
+        new = [tp for tp in missing if self._joining and tp.topic not in known]
+        fresh = {tp: ends[tp] for tp in new if not self._from_beginning}
+        rest = [tp for tp in missing if tp not in fresh]
+        if rest:
+            fresh.update(await consumer.beginning_offsets(rest))
+        lost = [str(tp) for tp in missing if tp not in new]
+        if lost:
+            _log.warning(
+                "kafka group has no valid position; reading from the beginning",
+                group=self._group,
+                partitions=lost,
+            )
+        with contextlib.suppress(kerr.KafkaError, TimeoutError):
+            await asyncio.wait_for(consumer.commit(dict(fresh)), 10)
+        return {**starts, **fresh}
+
+    def _member(self) -> bool:
+        """Whether the consumer still holds a group generation (offsets it commits count)."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        return getattr(coordinator, "generation", 0) != -1
+
+    async def revoked(self, tps: set[TopicPartition]) -> None:
+        """Rebalance listener: commit what was acked; unacked deliveries go to the next owner."""
+        offsets = {}
+        for tp in tps:
+            part = self._parts.pop(tp, None)
+            if part is None:
+                continue
+            part.live = False
+            self._inflight -= part.tracker.unacked
+            self._dirty.discard(part)
+            if part.committable > part.committed:
+                offsets[tp] = part.committable
+        self._wake_space()
+        # After the broker forgot this member (a restart), a commit would be a stale write.
+        if offsets and self._member():
+            with contextlib.suppress(kerr.KafkaError, TimeoutError):
+                await asyncio.wait_for(self._consumer.commit(offsets), 5)
+
+    # -- delivering --------------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[Delivery]:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        while not self._closed:
+            if self._redeliver:
+                delivery = self._redeliver.popleft()
+                if delivery.part.live and not delivery.flight.acked:
+                    self._inflight += 1
+                    return delivery
+            elif self._inflight >= self._prefetch:
+                self._space.clear()
+                await self._space.wait()
+            elif self._buffer:
+                part, record = self._buffer.popleft()
+                if part.live:
+                    delivery = _delivery(part, record)
+                    self._inflight += 1
+                    return delivery
+            else:
+                await self._fill()
+        raise StopAsyncIteration
+
+    async def _fill(self) -> None:
+        try:
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=self._prefetch)
+        except (kerr.ConsumerStoppedError, kerr.IllegalStateError):
+            if not self._closed:
+                raise
+            return
+        except kerr.KafkaError as exc:
+            _log.warning("kafka fetch failed; retrying", group=self._group, error=repr(exc))
+            await asyncio.sleep(0.5)
+            return
+        for tp, records in batch.items():
+            part = self._parts.get(tp)
+            if part is not None:
+                self._buffer.extend((part, record) for record in records)
+
+    def settled(self, part: _Partition) -> None:
+        self._inflight -= 1
+        if part.committable > part.committed:
+            self._dirty.add(part)
+        self._acks += 1
+        if self._acks >= self._settings.commit_batch:
+            self._commit_due.set()
+        if self._inflight < self._prefetch:
+            self._space.set()
+
+    def give_back(self, delivery: _KafkaDelivery) -> None:
+        self._inflight -= 1
+        self._redeliver.append(delivery)
+        self._space.set()
+
+    def _wake_space(self) -> None:
+        if self._inflight < self._prefetch or self._closed:
+            self._space.set()
+
+    # -- committing --------------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        interval = self._settings.commit_interval_ms / 1000
+        while not self._closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._commit_due.wait(), interval)
+            self._commit_due.clear()
+            await self._commit()
+
+    async def _commit(self) -> None:
+        parts = [p for p in self._dirty if p.live and p.committable > p.committed]
+        self._dirty.clear()
+        self._acks = 0
+        if not parts:
+            return
+        offsets = {p.tp: p.committable for p in parts}
+        try:
+            await asyncio.wait_for(self._consumer.commit(offsets), 10)
+        except (kerr.CommitFailedError, kerr.IllegalStateError):
+            return  # a rebalance took the partitions; revocation committed what it could
+        except (kerr.KafkaError, TimeoutError) as exc:
+            _log.warning("kafka commit failed; will retry", group=self._group, error=repr(exc))
+            self._dirty.update(parts)
+            return
+        for part in parts:
+            part.committed = max(part.committed, offsets[part.tp])
+
+    async def close(self) -> None:
+        """Commit what was acked and leave the group; unacked deliveries come back later."""
+        if self._closed:
+            return
+        self._closed = True
+        self._space.set()
+        if self._committer is not None:
+            self._committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer
+        with contextlib.suppress(kerr.KafkaError, TimeoutError):
+            await asyncio.wait_for(self._commit(), 5)
+        for part in self._parts.values():
+            part.live = False
+        with contextlib.suppress(kerr.KafkaError, TimeoutError):
+            await asyncio.wait_for(self._consumer.stop(), 10)
+        self._adapter.forget(self)

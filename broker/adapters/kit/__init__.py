@@ -1,0 +1,56 @@
+"""The adapter kit: the pieces every backend needs, written once.
+
+* :mod:`~broker.adapters.kit.base` - :class:`BaseAdapter`, the part of the port every backend
+  implements alike (masked URL, ``subscribe``);
+* :mod:`~broker.adapters.kit.settings` - typed options from the URL's query string, with
+  did-you-mean on an unknown one (:func:`parse_settings`, :func:`option`);
+* :mod:`~broker.adapters.kit.retry` - trying again with backoff until a deadline
+  (:func:`keep_trying`), for publishes and for relays;
+* :mod:`~broker.adapters.kit.offsets` - the highest contiguously acked offset of a partition
+  (:class:`OffsetTracker`), for log-based backends;
+* :mod:`~broker.adapters.kit.errors` - client exceptions to broker errors by table
+  (:func:`translate`), and the list of a client's exception types for the test that each one
+  is mapped (:func:`client_exceptions`).
+
+URL masking lives in :func:`broker.urls.mask_url`; dead-letter names and fields in
+:mod:`broker.deadletter`. ``docs/adapters.md`` shows how a new backend is built from these.
+"""
+
+from broker.adapters.kit.base import BaseAdapter
+from broker.adapters.kit.errors import (
+    Translation,
+    client_exceptions,
+    confirm_timeout,
+    one_line,
+    translate,
+    untranslated,
+)
+from broker.adapters.kit.offsets import InFlight, OffsetTracker
+from broker.adapters.kit.retry import Backoff, Stopped, keep_trying
+from broker.adapters.kit.settings import (
+    convert,
+    option,
+    parse_settings,
+    query_options,
+    unknown_option,
+)
+
+__all__ = [
+    "Backoff",
+    "BaseAdapter",
+    "InFlight",
+    "OffsetTracker",
+    "Stopped",
+    "Translation",
+    "client_exceptions",
+    "confirm_timeout",
+    "convert",
+    "keep_trying",
+    "one_line",
+    "option",
+    "parse_settings",
+    "query_options",
+    "translate",
+    "unknown_option",
+    "untranslated",
+]

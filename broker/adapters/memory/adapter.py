@@ -1,0 +1,105 @@
+"""The ``memory://`` adapter: publishing into the shared in-process log, and inspection."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+from urllib.parse import urlsplit
+
+from broker.adapters.kit import BaseAdapter, parse_settings
+from broker.adapters.memory.consumer import MemorySubscription
+from broker.adapters.memory.settings import MemorySettings
+from broker.adapters.memory.wire import LOGS, Log
+from broker.envelope import Event
+from broker.errors import ClosedError
+from broker.ports import Capabilities, TopicInfo
+
+__all__ = ["CAPABILITIES", "MemoryAdapter"]
+
+#: Everything but native TTL and DLQ (the core provides both).
+CAPABILITIES = Capabilities(
+    ordered_keys=True, replay=True, selective_delete=True, delivery_count=True
+)
+
+
+class MemoryAdapter(BaseAdapter):
+    """The in-process backend (``memory://`` or ``memory://name``)."""
+
+    def __init__(self, url: str = "memory://", **options: Any) -> None:
+        super().__init__(url)
+        self.settings, _ = parse_settings(MemorySettings, url, options)
+        self._url = url
+        parts = urlsplit(url)
+        self._log = LOGS.setdefault(parts.netloc + parts.path, Log(self.settings.partitions))
+        self.subscriptions: set[MemorySubscription] = set()
+        self._closed = False
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return CAPABILITIES
+
+    async def connect(self) -> None:
+        self._closed = False
+
+    async def close(self) -> None:
+        for sub in list(self.subscriptions):
+            await sub.close()
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"the adapter for {self._url} is closed")
+
+    async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
+        self._check_open()
+        state, index = self._log.append(topic, event)
+        for group in state.groups.values():
+            owner = group.owners[index]
+            if owner is not None:
+                owner.wake()
+
+    async def open_subscription(
+        self, topics: tuple[str, ...], group: str, from_beginning: bool, prefetch: int
+    ) -> MemorySubscription:
+        self._check_open()
+        states = [self._log.topic(name) for name in topics]
+        sub = MemorySubscription(states, group, prefetch, self.subscriptions.discard)
+        sub.join(from_beginning)
+        self.subscriptions.add(sub)
+        return sub
+
+    async def create_topic(self, topic: str, *, partitions: int | None = None) -> None:
+        self._log.topic(topic, partitions)
+
+    async def list_topics(self) -> list[TopicInfo]:
+        return [
+            TopicInfo(
+                name,
+                messages=sum(1 for p in t.partitions for e in p if e.event is not None),
+                partitions=len(t.partitions),
+                groups=tuple(sorted(t.groups)),
+            )
+            for name, t in sorted(self._log.topics.items())
+        ]
+
+    async def browse(self, topic: str, *, limit: int = 100) -> list[Event]:
+        state = self._log.topics.get(topic)
+        if state is None:
+            return []
+        entries = sorted(
+            (e for p in state.partitions for e in p if e.event is not None), key=lambda e: e.seq
+        )
+        return [e.event for e in entries[:limit] if e.event is not None]
+
+    async def purge(self, topic: str, ids: Collection[str] | None = None) -> int:
+        state = self._log.topics.get(topic)
+        if state is None:
+            return 0
+        wanted = set(ids) if ids is not None else None
+        count = 0
+        for partition in state.partitions:
+            for entry in partition:
+                if entry.event is not None and (wanted is None or entry.event.id in wanted):
+                    entry.event = None
+                    count += 1
+        return count

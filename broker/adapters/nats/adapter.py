@@ -1,0 +1,475 @@
+"""The NATS JetStream adapter: streams per topic, durable pull consumers per group, publishes
+awaiting their PubAck (:mod:`~broker.adapters.nats.publish`), and stream inspection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import math
+import uuid
+from collections import OrderedDict
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import api
+
+from broker import deadletter
+from broker import observability as obs
+from broker.adapters.kit import Backoff, BaseAdapter, confirm_timeout, keep_trying
+from broker.adapters.nats.consumer import NatsSubscription
+from broker.adapters.nats.errors import TRANSIENT, translate_error
+from broker.adapters.nats.publish import AckTimeoutError, JetStreamPublisher, NoStreamError
+from broker.adapters.nats.settings import servers, split_options
+from broker.adapters.nats.wire import SUBJECT, check_topic, decode, encode, event_id, safe_name
+from broker.envelope import Event
+from broker.errors import (
+    BrokerError,
+    BrokerUnavailableError,
+    ClosedError,
+    EnvelopeError,
+    PublishError,
+    TopicNotFoundError,
+)
+from broker.ports import Capabilities, TopicInfo
+
+__all__ = ["NatsAdapter"]
+
+_BACKOFF = Backoff(initial=0.05, maximum=1.0)
+#: Publish failures worth another attempt with the same Nats-Msg-Id.
+_RETRIED = (NoStreamError, AckTimeoutError, *TRANSIENT)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Stream:
+    name: str
+    own: bool  # captures exactly this topic (ours, or shaped like ours)
+    ttl_ok: bool
+
+
+class NatsAdapter(BaseAdapter):
+    """The NATS JetStream backend."""
+
+    def __init__(self, url: str = "nats://127.0.0.1:4222", **options: Any) -> None:
+        super().__init__(url)
+        self._url = self.url
+        self.settings, self._client_options = split_options(url, options)
+        self._servers = servers(url)
+        self._nc: Client | None = None
+        self._js: Any = None
+        self._publisher: JetStreamPublisher | None = None
+        self._server_ttl = False
+        self._streams: dict[str, _Stream] = {}
+        self._ensure_lock = asyncio.Lock()
+        self._subscriptions: set[NatsSubscription] = set()
+        self._dead_ids: OrderedDict[str, None] = OrderedDict()
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._last_error: BaseException | None = None
+        self._log = obs.get_logger("choreo.nats", url=self._url)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            native_ttl=self._server_ttl,
+            native_dlq=False,
+            ordered_keys=False,
+            replay=True,
+            selective_delete=True,
+            delivery_count=True,
+        )
+
+    @property
+    def client(self) -> Client:
+        """The connected nats-py client (for the pull pump and for tests)."""
+        if self._nc is None or self._nc.is_closed:
+            raise ClosedError(f"the adapter for {self._url} is not connected; call connect()")
+        return self._nc
+
+    async def connect(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            return
+        nc = Client()
+        try:
+            await asyncio.wait_for(
+                nc.connect(
+                    servers=self._servers,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    **{"connect_timeout": 2, **self._client_options},
+                ),
+                timeout=self.settings.connect_timeout,
+            )
+            js = nc.jetstream(timeout=self.settings.request_timeout)
+            await js.account_info()
+            publisher = JetStreamPublisher(nc)
+            await publisher.start()
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise self._unavailable(exc) from exc
+        self._nc, self._js, self._publisher = nc, js, publisher
+        version = nc.connected_server_version
+        self._server_ttl = self.settings.native_ttl and (version.major, version.minor) >= (2, 11)
+
+    def _unavailable(self, exc: BaseException) -> BrokerUnavailableError:
+        if isinstance(exc, nats.js.errors.APIError | nats.errors.NoRespondersError):
+            return BrokerUnavailableError(
+                f"NATS at {self._url} has no JetStream: start nats-server with -js "
+                "(or enable JetStream for this account)"
+            )
+        cause = self._last_error or exc
+        if isinstance(cause, nats.errors.AuthorizationError):
+            return BrokerUnavailableError(
+                f"NATS at {self._url} refused the credentials; check the user, password, token "
+                "or credentials file in the URL"
+            )
+        detail = f"{type(cause).__name__}: {cause}".rstrip(": ")
+        return BrokerUnavailableError(
+            f"cannot connect to NATS at {self._url} ({detail}); check that nats-server is "
+            "running with JetStream (-js) and that the URL and credentials are right"
+        )
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._last_error = exc
+        self._log.debug("nats client error", error=f"{type(exc).__name__}: {exc}")
+
+    async def _on_disconnected(self) -> None:
+        self._log.info("disconnected from NATS, reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        self._log.info("reconnected to NATS")
+        for sub in list(self._subscriptions):
+            await sub.on_reconnected()
+
+    async def close(self) -> None:
+        nc, self._nc = self._nc, None
+        if nc is None:
+            return
+        for sub in list(self._subscriptions):
+            await sub.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self.settings.publish_timeout)
+        if self._publisher is not None:
+            await self._publisher.close()
+        if nc.is_connected:
+            with contextlib.suppress(Exception):
+                await nc.flush(timeout=math.ceil(self.settings.request_timeout))
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+    def _jetstream(self) -> Any:
+        if self._nc is None or self._nc.is_closed:
+            raise ClosedError(f"the adapter for {self._url} is closed; call connect() first")
+        return self._js
+
+    # -- streams ---------------------------------------------------------------------------
+
+    async def _stream(self, topic: str) -> _Stream:
+        found = self._streams.get(topic)
+        if found is not None:
+            return found
+        check_topic(topic)
+        async with self._ensure_lock:
+            found = self._streams.get(topic)
+            if found is None:
+                found = self._streams[topic] = await self._ensure_stream(topic)
+        return found
+
+    async def _ensure_stream(self, topic: str) -> _Stream:
+        js = self._jetstream()
+        try:
+            info = await js.stream_info(safe_name(topic))
+        except nats.js.errors.NotFoundError:
+            try:
+                info = await js.stream_info(await js.find_stream_name_by_subject(topic))
+            except nats.js.errors.NotFoundError:
+                info = await self._add_stream(topic)
+        config = info.config
+        return _Stream(config.name, config.subjects == [topic], bool(config.allow_msg_ttl))
+
+    async def _add_stream(self, topic: str) -> Any:
+        settings = self.settings
+        config = api.StreamConfig(
+            name=safe_name(topic),
+            description=f"choreograph topic {topic}",
+            subjects=[topic],
+            retention=api.RetentionPolicy.LIMITS,
+            storage=api.StorageType(settings.storage),
+            num_replicas=settings.replicas,
+            max_age=settings.max_age or None,
+            duplicate_window=settings.duplicate_window,
+            allow_msg_ttl=True if self._server_ttl else None,
+        )
+        try:
+            return await self._jetstream().add_stream(config)
+        except nats.js.errors.BadRequestError:  # created concurrently by someone else
+            return await self._jetstream().stream_info(config.name)
+
+    # -- publishing ------------------------------------------------------------------------
+
+    async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
+        publisher = self._publisher
+        if publisher is None or self._nc is None:
+            raise ClosedError(f"the adapter for {self._url} is closed; call connect() first")
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            stream = self._streams.get(topic) or await self._guard(self._stream(topic), topic)
+            headers, body = encode(event)
+            if self._replayed(event):  # the original id is in the de-duplication window
+                del self._dead_ids[event.id]
+                headers["Nats-Msg-Id"] = f"{event.id}:replay:{uuid.uuid4().hex[:12]}"
+            if ttl is not None and stream.ttl_ok:
+                headers["Nats-TTL"] = str(max(1, math.ceil(ttl)))
+            await self._send(publisher, topic, body, headers)
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
+
+    def _replayed(self, event: Event) -> bool:
+        """Whether ``event`` is a dead letter this adapter browsed, now published again."""
+        return (
+            bool(self._dead_ids)
+            and event.id in self._dead_ids
+            and not (deadletter.is_dead_letter(event))
+        )
+
+    async def _send(
+        self, publisher: JetStreamPublisher, topic: str, body: bytes, headers: dict[str, str]
+    ) -> None:
+        """One JetStream publish, retried with the same Nats-Msg-Id (so at most once stored)
+        across timeouts and reconnects until ``publish_timeout``."""
+
+        async def attempt(left: float) -> None:
+            if topic not in self._streams:  # deleted, or JetStream was not up yet
+                with contextlib.suppress(BrokerError, *TRANSIENT):
+                    await self._stream(topic)
+            timeout = min(self.settings.request_timeout, max(left, 0.01))
+            await publisher.publish(topic, body, headers, timeout)
+
+        def retrying(exc: BaseException, _: float) -> None:
+            if isinstance(exc, NoStreamError):
+                self._streams.pop(topic, None)
+
+        try:
+            await keep_trying(
+                attempt,
+                timeout=self.settings.publish_timeout,
+                retriable=lambda exc: isinstance(exc, _RETRIED),
+                timed_out=lambda exc: confirm_timeout(
+                    "NATS", self._url, f"an event on {topic}", self.settings.publish_timeout, exc
+                ),
+                backoff=_BACKOFF,
+                before_retry=retrying,
+            )
+        except nats.errors.ConnectionClosedError as exc:
+            raise ClosedError(f"the adapter for {self._url} was closed") from exc
+        except nats.js.errors.APIError as exc:
+            raise PublishError(f"NATS refused an event on {topic} at {self._url}: {exc}") from exc
+
+    async def _guard(self, call: Any, topic: str) -> Any:
+        """Await a JetStream management call, translating client errors."""
+        try:
+            return await call
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise translate_error(exc, self._url, topic) from exc
+
+    # -- subscribing -----------------------------------------------------------------------
+
+    async def open_subscription(
+        self, topics: tuple[str, ...], group: str, from_beginning: bool, prefetch: int
+    ) -> NatsSubscription:
+        self._jetstream()
+        sources = []
+        for topic in topics:
+            stream = await self._guard(self._stream(topic), topic)
+            durable = safe_name(group if stream.own else f"{group}_{topic}")
+            await self._guard(
+                self._ensure_consumer(topic, stream, group, durable, from_beginning, prefetch),
+                topic,
+            )
+            sources.append((topic, stream.name, durable))
+        subscription = NatsSubscription(self, group, prefetch, self.settings.heartbeat)
+        self._subscriptions.add(subscription)
+        try:
+            for topic, stream_name, durable in sources:
+                await subscription.add_source(topic, stream_name, durable)
+        except nats.errors.Error as exc:
+            await subscription.close()
+            raise BrokerUnavailableError(f"cannot subscribe at {self._url}: {exc}") from exc
+        subscription.start()
+        return subscription
+
+    async def restore(
+        self, topic: str, group: str, since: datetime, prefetch: int
+    ) -> tuple[str, str]:
+        """Re-create a group's deleted consumer (and the topic's stream if it went too); a
+        stream newer than ``since`` is read from its start, so nothing published into it is
+        missed. Returns the stream and consumer names."""
+        self._streams.pop(topic, None)
+        stream = await self._guard(self._stream(topic), topic)
+        info = await self._guard(self._jetstream().stream_info(stream.name), topic)
+        fresh = info.created is not None and info.created > since
+        durable = safe_name(group if stream.own else f"{group}_{topic}")
+        await self._guard(
+            self._ensure_consumer(topic, stream, group, durable, fresh, prefetch), topic
+        )
+        self._log.warning("restored a deleted consumer", topic=topic, group=group)
+        return stream.name, durable
+
+    def forget(self, subscription: NatsSubscription) -> None:
+        """Called by a subscription when it closes."""
+        self._subscriptions.discard(subscription)
+
+    async def _ensure_consumer(
+        self, topic: str, stream: _Stream, group: str, durable: str, start: bool, prefetch: int
+    ) -> None:
+        js = self._jetstream()
+        try:
+            await js.consumer_info(stream.name, durable)
+            return
+        except nats.js.errors.NotFoundError:
+            pass
+        config = api.ConsumerConfig(
+            name=durable,
+            durable_name=durable,
+            description=f"choreograph group {group}",
+            deliver_policy=api.DeliverPolicy.ALL if start else api.DeliverPolicy.NEW,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self.settings.ack_wait,
+            max_deliver=-1,
+            max_ack_pending=self.settings.max_ack_pending or 4 * prefetch,
+            filter_subject=None if stream.own else topic,
+        )
+        try:
+            await js.add_consumer(stream.name, config)
+        except nats.js.errors.BadRequestError:  # another member created it first
+            await js.consumer_info(stream.name, durable)
+
+    # -- topics ----------------------------------------------------------------------------
+
+    async def create_topic(self, topic: str, *, partitions: int | None = None) -> None:
+        self._jetstream()
+        await self._guard(self._stream(topic), topic)
+
+    async def list_topics(self) -> list[TopicInfo]:
+        js = self._jetstream()
+        streams = await self._guard(js.streams_info(), "the stream list")
+        topics = []
+        for info in streams:
+            subjects = info.config.subjects or []
+            if len(subjects) != 1 or not SUBJECT.fullmatch(subjects[0]):
+                continue
+            consumers = await self._guard(js.consumers_info(info.config.name), subjects[0])
+            groups = tuple(sorted(_group_of(c.config) for c in consumers if c.config.durable_name))
+            topics.append(TopicInfo(subjects[0], messages=info.state.messages, groups=groups))
+        return sorted(topics, key=lambda t: t.name)
+
+    async def browse(self, topic: str, *, limit: int = 100) -> list[Event]:
+        events = []
+        for _, headers, body in await self._scan(topic, limit):
+            try:
+                event = decode(headers, body)
+            except EnvelopeError:
+                continue
+            events.append(event)
+            if deadletter.is_dead_letter(event):
+                self._remember_dead(event.id)
+        return events
+
+    def _remember_dead(self, event_id: str) -> None:
+        self._dead_ids[event_id] = None
+        self._dead_ids.move_to_end(event_id)
+        while len(self._dead_ids) > 100_000:
+            self._dead_ids.popitem(last=False)
+
+    async def purge(self, topic: str, ids: Collection[str] | None = None) -> int:
+        js = self._jetstream()
+        stream = await self._existing(topic)
+        if stream is None:
+            return 0
+        if ids is None:
+            info = await self._guard(js.stream_info(stream.name), topic)
+            if stream.own:
+                await self._guard(js.purge_stream(stream.name), topic)
+            else:
+                await self._guard(js.purge_stream(stream.name, subject=topic), topic)
+            return int(info.state.messages)
+        wanted = set(ids)
+        count = 0
+        for seq, headers, _ in await self._scan(topic, 1 << 62):
+            if event_id(headers) in wanted:
+                with contextlib.suppress(TopicNotFoundError):
+                    await self._guard(js.delete_msg(stream.name, seq), topic)
+                    count += 1
+        return count
+
+    async def _existing(self, topic: str) -> _Stream | None:
+        """The topic's stream if it exists (browsing never creates one)."""
+        if topic in self._streams:
+            return self._streams[topic]
+        check_topic(topic)
+        js = self._jetstream()
+        try:
+            await self._guard(js.find_stream_name_by_subject(topic), topic)
+        except TopicNotFoundError:
+            return None
+        stream: _Stream = await self._guard(self._stream(topic), topic)
+        return stream
+
+    async def _scan(self, topic: str, limit: int) -> list[tuple[int, dict[str, str], bytes]]:
+        """Up to ``limit`` retained messages (stream seq, headers, body), oldest first, read
+        with an ephemeral no-ack consumer so no group's position moves."""
+        stream = await self._existing(topic)
+        if stream is None or limit <= 0:
+            return []
+        js = self._jetstream()
+        info = await self._guard(js.stream_info(stream.name), topic)
+        if not info.state.messages:
+            return []
+        last, available = info.state.last_seq, int(info.state.messages)
+        config = api.ConsumerConfig(
+            ack_policy=api.AckPolicy.NONE,
+            deliver_policy=api.DeliverPolicy.ALL,
+            inactive_threshold=30.0,
+            mem_storage=True,
+        )
+        psub = await self._guard(js.pull_subscribe(topic, stream=stream.name, config=config), topic)
+        found: list[tuple[int, dict[str, str], bytes]] = []
+        try:
+            while len(found) < limit:
+                try:
+                    want = min(limit - len(found), max(available - len(found), 1), 256)
+                    batch = await psub.fetch(want, timeout=1.0)
+                except TimeoutError:
+                    break
+                for msg in batch:
+                    seq = msg.metadata.sequence.stream
+                    found.append((seq, dict(msg.headers or {}), msg.data))
+                if len(found) >= available or (found and found[-1][0] >= last):
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(stream.name, psub._consumer)
+        return found[:limit]
+
+
+def _group_of(config: Any) -> str:
+    description = config.description or ""
+    prefix = "choreograph group "
+    return description[len(prefix) :] if description.startswith(prefix) else config.durable_name

@@ -1,0 +1,292 @@
+"""The consuming side of the NATS adapter: a continuous pull from durable consumers.
+
+nats-py's ``fetch`` waits for a whole batch (or its timeout) before returning anything, which
+costs latency at low rates. Instead each (subscription, topic) keeps pull requests
+outstanding on its group's durable consumer - the JetStream pull protocol, as the Go client's
+``Consume`` does - and hands messages out the moment they arrive:
+
+* credit: fetched-but-unsettled messages plus requested ones never exceed ``prefetch``; when at
+  least half the window is free a new request asks for the rest, so the server never idles;
+* requests expire after ``EXPIRES`` seconds and carry an idle heartbeat; a ``408``/``409``
+  status gives back its unused credit, and a request that neither delivers nor beats for two
+  heartbeats (lost in a reconnect or a server restart) is written off and re-issued;
+* ``ack`` and ``nack`` are fire-and-forget publishes to the message's reply subject (the
+  client coalesces them on the socket), ``keep_alive`` sends ``+WPI``;
+* ``close`` gives back (``-NAK``) everything fetched and not settled, so another member gets it
+  at once instead of after ``ack_wait``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSub
+
+from broker.adapters.nats.wire import decode
+from broker.errors import BrokerError, EnvelopeError
+from broker.ports import Delivery
+
+if TYPE_CHECKING:
+    from broker.adapters.nats.adapter import NatsAdapter
+
+__all__ = ["NatsDelivery", "NatsSubscription"]
+
+EXPIRES = 30.0
+_ACK = b""
+_NAK = b"-NAK"
+_PROGRESS = b"+WPI"
+
+
+def _delivered(reply: str) -> int:
+    """The delivery count in a ``$JS.ACK`` reply subject (v1: 9 tokens, v2: 11 or 12)."""
+    tokens = reply.split(".")
+    try:
+        return int(tokens[4] if len(tokens) == 9 else tokens[6])
+    except (IndexError, ValueError):
+        return 1
+
+
+def _position(reply: str) -> str | None:
+    """``<stream>/<stream sequence>`` from a ``$JS.ACK`` reply subject, if it has them."""
+    tokens = reply.split(".")
+    stream, sequence = (2, 5) if len(tokens) == 9 else (4, 7)
+    if len(tokens) <= sequence or not tokens[sequence].isdigit():
+        return None
+    return f"{tokens[stream]}/{tokens[sequence]}"
+
+
+class NatsDelivery(Delivery):
+    """One JetStream message; settling it publishes to its reply subject."""
+
+    __slots__ = ("_pump", "_reply")
+
+    def __init__(self, pump: _Pump, msg: Msg) -> None:
+        headers = msg.headers or {}
+        body = msg.data
+        try:
+            event = decode(headers, body)
+            error = None
+        except EnvelopeError as exc:
+            event, error = None, exc
+        reply = msg.reply
+        super().__init__(
+            pump.topic,
+            event,
+            body=body,
+            headers=headers,
+            redelivered=_delivered(reply) - 1,
+            decode_error=error,
+            position=_position(reply),
+        )
+        self._pump = pump
+        self._reply = reply
+
+    async def ack(self) -> None:
+        await self._pump.settle(self._reply, _ACK)
+
+    async def nack(self) -> None:
+        await self._pump.settle(self._reply, _NAK)
+
+    async def keep_alive(self) -> None:
+        if self._reply in self._pump.unsettled:
+            with contextlib.suppress(nats.errors.Error):
+                await self._pump.nc.publish(self._reply, _PROGRESS)
+
+
+class _Pump:
+    """Pull requests and credit for one topic of one subscription."""
+
+    def __init__(self, sub: NatsSubscription, topic: str, stream: str, durable: str) -> None:
+        self.sub = sub
+        self.nc = sub.adapter.client
+        self.topic = topic
+        self.next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self.inbox = self.nc.new_inbox()
+        self.requested = 0
+        self.unsettled: set[str] = set()
+        self.last_seen = time.monotonic()
+        self.closing = False
+        self.lost = False  # the consumer was deleted (or its stream); restored by the watchdog
+        self.nsub: NatsSub | None = None
+
+    async def start(self) -> None:
+        self.nsub = await self.nc.subscribe(self.inbox, cb=self.on_msg, pending_msgs_limit=-1)
+
+    async def on_msg(self, msg: Msg) -> None:
+        self.last_seen = time.monotonic()
+        reply = msg.reply
+        if not reply:
+            await self._on_status(msg.headers or {})
+            return
+        if self.requested > 0:
+            self.requested -= 1
+        if self.closing:
+            with contextlib.suppress(nats.errors.Error):
+                await self.nc.publish(reply, _NAK)
+            return
+        self.unsettled.add(reply)
+        self.sub.push(self, msg)
+
+    async def _on_status(self, headers: dict[str, str]) -> None:
+        status = headers.get("Status")
+        if status == "100" or status is None:
+            return
+        pending = headers.get("Nats-Pending-Messages")
+        if pending is not None and pending.isdigit():
+            self.requested = max(0, self.requested - int(pending))
+        else:
+            self.requested = 0
+        if status == "409":
+            self.sub.adapter_log("pull request ended", topic=self.topic, status=str(headers))
+            if "Consumer Deleted" in str(headers):
+                self.lost = True
+                return
+        await self.refill()
+
+    async def settle(self, reply: str, verdict: bytes) -> None:
+        if reply not in self.unsettled:
+            return  # already settled, or given back when the subscription closed
+        self.unsettled.discard(reply)
+        with contextlib.suppress(nats.errors.Error):
+            await self.nc.publish(reply, verdict)
+        window = self.sub.prefetch
+        if window - len(self.unsettled) - self.requested >= self.sub.threshold:
+            await self.refill()
+
+    async def refill(self) -> None:
+        """Ask for as many messages as the window has room for."""
+        if self.closing or self.lost:
+            return
+        want = self.sub.prefetch - len(self.unsettled) - self.requested
+        if want <= 0 or (want < self.sub.threshold and self.requested):
+            return
+        request = {
+            "batch": want,
+            "expires": int(EXPIRES * 1e9),
+            "idle_heartbeat": int(self.sub.heartbeat * 1e9),
+        }
+        self.requested += want
+        self.last_seen = time.monotonic()
+        try:
+            await self.nc.publish(self.next_subject, json.dumps(request).encode(), self.inbox)
+        except nats.errors.Error:
+            self.requested -= want  # the watchdog tries again
+
+    async def check(self, now: float) -> None:
+        """Write off requests that went silent (lost server-side), restore a deleted consumer,
+        then top up."""
+        if self.requested and now - self.last_seen > 2 * self.sub.heartbeat + 1:
+            self.requested = 0
+        if self.lost:
+            try:
+                stream, durable = await self.sub.adapter.restore(
+                    self.topic, self.sub.group, self.sub.started, self.sub.prefetch
+                )
+            except BrokerError as exc:
+                self.sub.adapter_log("cannot restore the group's consumer", error=str(exc))
+                return
+            self.next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+            self.lost, self.requested = False, 0
+        await self.refill()
+
+    async def close(self) -> None:
+        self.closing = True
+        given_back, self.unsettled = self.unsettled, set()
+        for reply in given_back:
+            with contextlib.suppress(nats.errors.Error):
+                await self.nc.publish(reply, _NAK)
+        if self.nsub is None:
+            return
+        if not self.nc.is_connected:  # nothing can be drained; the server drops the requests
+            with contextlib.suppress(nats.errors.Error):
+                await self.nsub.unsubscribe()
+            return
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await asyncio.wait_for(self.nsub.drain(), 5)  # type: ignore[no-untyped-call]
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await self.nc.flush(timeout=5)
+
+
+class NatsSubscription:
+    """The deliveries of one (topics, group) subscription, from one pump per topic."""
+
+    def __init__(self, adapter: NatsAdapter, group: str, prefetch: int, heartbeat: float):
+        self.adapter = adapter
+        self.group = group
+        self.prefetch = prefetch
+        self.threshold = max(1, prefetch // 2)
+        self.heartbeat = heartbeat
+        self.started = datetime.now(UTC)
+        self._pumps: list[_Pump] = []
+        self._ready: deque[tuple[_Pump, Msg]] = deque()
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self._watchdog: asyncio.Task[None] | None = None
+
+    async def add_source(self, topic: str, stream: str, durable: str) -> None:
+        pump = _Pump(self, topic, stream, durable)
+        self._pumps.append(pump)
+        await pump.start()
+
+    def start(self) -> None:
+        self._watchdog = asyncio.create_task(self._watch(), name=f"choreo:nats:{self.group}")
+
+    def push(self, pump: _Pump, msg: Msg) -> None:
+        self._ready.append((pump, msg))
+        self._wakeup.set()
+
+    def adapter_log(self, message: str, **fields: Any) -> None:
+        self.adapter._log.warning(message, group=self.group, **fields)
+
+    async def _watch(self) -> None:
+        for pump in self._pumps:
+            await pump.refill()
+        while not self._closed:
+            await asyncio.sleep(self.heartbeat)
+            now = time.monotonic()
+            for pump in self._pumps:
+                await pump.check(now)
+
+    async def on_reconnected(self) -> None:
+        """Requests do not survive a reconnect: forget them and ask again."""
+        for pump in self._pumps:
+            pump.requested = 0
+            await pump.refill()
+
+    def __aiter__(self) -> AsyncIterator[Delivery]:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        ready = self._ready
+        while not ready:
+            if self._closed:
+                raise StopAsyncIteration
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        if self._closed:
+            raise StopAsyncIteration
+        pump, msg = ready.popleft()
+        return NatsDelivery(pump, msg)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._ready.clear()
+        self._wakeup.set()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        for pump in self._pumps:
+            await pump.close()
+        self.adapter.forget(self)

@@ -1,0 +1,229 @@
+"""The consuming side of the SQLite broker: a group member that leases partitions, fetches
+their rows, hands them out and commits the highest contiguously acked ``seq`` of each."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from broker.adapters.kit import InFlight, OffsetTracker
+from broker.adapters.sqlite.wire import decode
+from broker.errors import ClosedError
+from broker.ports import Delivery
+
+if TYPE_CHECKING:
+    from broker.adapters.sqlite.adapter import SQLiteAdapter
+
+__all__ = ["SQLiteDelivery", "SQLiteSubscription"]
+
+
+@dataclass(slots=True)
+class _Partition:
+    topic: str
+    part: int
+    position: int  # last seq fetched
+    committed: int = 0
+    tracker: OffsetTracker = field(default_factory=OffsetTracker)
+    dirty: bool = False
+    revoking: bool = False
+
+
+class SQLiteDelivery(Delivery):
+    """One row of a leased partition."""
+
+    __slots__ = ("_flight", "_part", "_sub")
+
+    def __init__(self, sub: SQLiteSubscription, part: _Partition, flight: InFlight, body: str):
+        event, error = decode(body)
+        super().__init__(
+            part.topic,
+            event,
+            body=body.encode(),
+            decode_error=error,
+            position=f"{part.topic}/{part.part}/{flight.offset}",
+        )
+        self._sub = sub
+        self._part = part
+        self._flight = flight
+
+    async def ack(self) -> None:
+        self._sub.settle(self._part, self._flight)
+
+    async def nack(self) -> None:
+        self._sub.give_back(self._part)
+
+    async def keep_alive(self) -> None:
+        self._flight.touch()
+
+
+class SQLiteSubscription:
+    """A member of one group on some topics, in this process."""
+
+    def __init__(
+        self, adapter: SQLiteAdapter, topics: Sequence[str], group: str, prefetch: int
+    ) -> None:
+        self._adapter = adapter
+        self.topics = tuple(topics)
+        self._group = group
+        self._prefetch = prefetch
+        self._member = f"{time.time():.6f}-{uuid.uuid4().hex[:8]}"
+        self._parts: dict[tuple[str, int], _Partition] = {}
+        self._dropped: set[tuple[str, int]] = set()
+        self._buffer: deque[tuple[_Partition, InFlight, str]] = deque()
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self._next_rebalance = 0.0
+        self._last_commit = time.monotonic()
+
+    # -- bookkeeping called by deliveries --------------------------------------------------
+
+    def settle(self, part: _Partition, flight: InFlight) -> None:
+        done = part.tracker.ack(flight)
+        if done is not None:
+            part.committed = done
+            part.dirty = True
+
+    def give_back(self, part: _Partition) -> None:
+        key = (part.topic, part.part)
+        if self._parts.get(key) is part:
+            self._dropped.add(key)
+            self._next_rebalance = 0.0
+            self._wakeup.set()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[Delivery]:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            if self._buffer:
+                part, flight, body = self._buffer.popleft()
+                if self._parts.get((part.topic, part.part)) is part:
+                    flight.touch()
+                    return SQLiteDelivery(self, part, flight, body)
+                continue
+            await self._maintain()
+            if await self._fill():
+                continue
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self._adapter.settings.poll_interval)
+
+    async def _maintain(self) -> None:
+        """Commit what is acked (batched) and rebalance when it is due."""
+        now = time.monotonic()
+        if now - self._last_commit >= self._adapter.commit_interval:
+            await self._commit()
+        if now >= self._next_rebalance:
+            await self._rebalance()
+
+    async def _commit(self) -> None:
+        self._last_commit = time.monotonic()
+        dirty = [p for p in self._parts.values() if p.dirty]
+        if not dirty:
+            return
+        for part in dirty:
+            part.dirty = False
+        positions = [(p.topic, p.part, p.committed) for p in dirty]
+        await self._adapter.run(self._adapter.store.commit, self._group, self._member, positions)
+
+    async def _rebalance(self) -> None:
+        adapter = self._adapter
+        lease = adapter.settings.visibility_timeout
+        self._next_rebalance = time.monotonic() + adapter.rebalance_interval
+        await self._commit()
+        for key in self._dropped:
+            self._parts.pop(key, None)
+        self._dropped.clear()
+        now = time.monotonic()
+        busy = {k for k, p in self._parts.items() if p.tracker}
+        stale = {
+            k
+            for k, p in self._parts.items()
+            if any(not e.acked and now - e.touched > lease for e in p.tracker)
+        }
+        result = await adapter.run(
+            adapter.store.rebalance,
+            self.topics,
+            self._group,
+            self._member,
+            lease=lease,
+            held=set(self._parts),
+            busy=busy,
+            stale=stale,
+        )
+        for key in (*result.released, *result.lost):
+            self._parts.pop(key, None)
+        for key in result.revoking:
+            self._revoke(key)
+        for claim in result.claimed:
+            self._parts[(claim.topic, claim.part)] = _Partition(
+                claim.topic, claim.part, claim.committed, committed=claim.committed
+            )
+
+    def _revoke(self, key: tuple[str, int]) -> None:
+        """Stop fetching from a partition another member should get; drop what is unstarted."""
+        part = self._parts.get(key)
+        if part is None or part.revoking:
+            return
+        part.revoking = True
+        unstarted = {flight for p, flight, _ in self._buffer if p is part}
+        if unstarted:
+            self._buffer = deque(item for item in self._buffer if item[0] is not part)
+            part.tracker.remove(unstarted)
+        self._next_rebalance = min(self._next_rebalance, time.monotonic() + 0.05)
+
+    async def _fill(self) -> bool:
+        wanted = []
+        share = max(1, self._prefetch // max(1, len(self._parts)))
+        for part in self._parts.values():
+            room = share - len(part.tracker)
+            if room > 0 and not part.revoking:
+                wanted.append((part.topic, part.part, part.position, room))
+        if not wanted:
+            return False
+        rows = await self._adapter.run(self._adapter.store.fetch, wanted)
+        for topic, index, seq, body in rows:
+            owned = self._parts.get((topic, index))
+            if owned is None or seq <= owned.position:
+                continue
+            owned.position = seq
+            self._buffer.append((owned, owned.tracker.add(seq), body))
+        return bool(rows)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wakeup.set()
+        self._adapter.subscriptions.discard(self)
+        try:
+            await self._commit()
+            await self._adapter.run(
+                self._adapter.store.leave, self.topics, self._group, self._member
+            )
+        except (sqlite3.Error, ClosedError):
+            pass  # the leases lapse by themselves; nothing acked is lost beyond redelivery
+
+    async def join(self, from_beginning: bool) -> None:
+        await self._adapter.run(
+            self._adapter.store.join,
+            self.topics,
+            self._group,
+            from_beginning=from_beginning,
+            partitions=self._adapter.partitions,
+        )
+        await self._rebalance()

@@ -1,0 +1,375 @@
+"""One SQL store base for the parts that keep their state in a database (the schema registry and
+the saga monitor): a connection from a URL, the dialect differences, versioned migrations and
+transactions. Each part keeps its own tables and queries; this module knows none of them.
+
+URLs:
+
+* ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the standard library's
+  sqlite3, WAL mode); ``sqlite://`` alone is a fresh temporary file, removed on close.
+* ``postgresql://user:pass@host:5432/db?schema=name`` (psycopg 3, ``pip install
+  'choreograph[postgres]'``): the tables live in ``schema`` (created when missing). Other query
+  options go to libpq (``sslmode=require``, ``connect_timeout=5``, ...).
+
+SQL is written once: ``?`` placeholders, ``{p}`` before every table name (the part's table
+prefix), and in migrations ``{bigint}``, ``{real}`` and ``{autoincrement}`` for the column types
+that differ. :class:`Dialect` turns it into each database's text.
+
+Migrations are numbered from 1; ``<prefix>schema_version`` records those applied. They run when a
+store opens, in one transaction holding the database's migration lock (``BEGIN IMMEDIATE`` on
+SQLite, ``pg_advisory_xact_lock`` on PostgreSQL), so processes that start together on a fresh
+database apply each one exactly once. A part's migration 1 is its layout from before versions
+were kept, written with ``IF NOT EXISTS``, so such databases are adopted as they are.
+
+Each thread has its own connection. A write transaction may be *exclusive*: writers of the same
+prefix then take turns (``BEGIN IMMEDIATE`` on SQLite, an advisory lock on PostgreSQL).
+Transactions nest (savepoints). Driver errors become the part's own error class, in one line
+that names the URL with its password masked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from broker.urls import mask_url
+
+__all__ = ["POSTGRESQL", "SQLITE", "Dialect", "Migration", "SqlStore", "Tx", "upsert"]
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_PREFIX = re.compile(r"^([a-z_][a-z0-9_]{0,40})?$")
+_MIGRATION_LOCK = "choreograph schema migrations"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Dialect:
+    """What differs between the SQL of one database and another."""
+
+    name: str
+    placeholder: str
+    types: Mapping[str, str]
+    #: Appended to a ``SELECT`` whose rows the transaction locks until it ends.
+    for_update: str
+
+    def render(self, sql: str, prefix: str) -> str:
+        """``sql`` in this dialect: table prefix, column types and placeholders filled in."""
+        sql = sql.replace("{p}", prefix)
+        for name, text in self.types.items():
+            sql = sql.replace(f"{{{name}}}", text)
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+
+SQLITE = Dialect(
+    "sqlite",
+    "?",
+    {"bigint": "INTEGER", "real": "REAL", "autoincrement": "INTEGER PRIMARY KEY AUTOINCREMENT"},
+    "",
+)
+POSTGRESQL = Dialect(
+    "postgresql",
+    "%s",
+    {"bigint": "BIGINT", "real": "DOUBLE PRECISION", "autoincrement": "BIGSERIAL PRIMARY KEY"},
+    " FOR UPDATE",
+)
+
+
+def upsert(table: str, columns: Sequence[str], *, key: Sequence[str]) -> str:
+    """Insert a row, or update the columns outside ``key`` of the row already there.
+
+    SQLite (3.24 and later) and PostgreSQL spell it the same way.
+    """
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)}) "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of a part's layout: applied once, in version order, in one transaction."""
+
+    version: int
+    statements: tuple[str, ...]
+
+
+class Tx:
+    """The statements of one transaction: portable SQL in, rows out."""
+
+    __slots__ = ("_conn", "_store")
+
+    def __init__(self, store: SqlStore, conn: Any) -> None:
+        self._store, self._conn = store, conn
+
+    def execute(self, sql: str, *params: Any) -> Any:
+        """Run one statement; returns the driver's cursor."""
+        return self._conn.execute(self._store.render(sql), params)
+
+    def one(self, sql: str, *params: Any) -> Any:
+        """The first row of a query, or None."""
+        return self.execute(sql, *params).fetchone()
+
+    def all(self, sql: str, *params: Any) -> list[Any]:
+        """Every row of a query."""
+        return list(self.execute(sql, *params).fetchall())
+
+    def run(self, sql: str, *params: Any) -> int:
+        """Run one statement; returns how many rows it changed."""
+        return int(self.execute(sql, *params).rowcount)
+
+
+class SqlStore:
+    """A database opened from a URL (see the module docstring).
+
+    ``what`` names the store in messages ("saga store"), ``hint`` lists the URLs that work,
+    ``error`` is raised when the database fails and ``usage_error`` (default ``error``) for a
+    URL that cannot work.
+    ``options`` are query options the part reads itself (in :attr:`options`); ``schema`` is the
+    PostgreSQL schema used when the URL names none. Call :meth:`open` before anything else.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        what: str,
+        hint: str,
+        error: type[Exception],
+        usage_error: type[Exception] | None = None,
+        options: Sequence[str] = (),
+        schema: str | None = None,
+    ) -> None:
+        self.url = mask_url(url)
+        self.what, self.error, self.usage_error = what, error, usage_error or error
+        self.prefix = ""
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[Any] = []
+        self._rendered: dict[str, str] = {}
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._driver_errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        self.options = {name: query.pop(name) for name in options if name in query}
+        scheme = parts.scheme.lower()
+        if scheme == "sqlite":
+            self.dialect, self.schema = SQLITE, None
+            self._target = self._sqlite_path(parts.netloc + parts.path)
+        elif scheme in ("postgresql", "postgres"):
+            self.dialect, self.schema = POSTGRESQL, query.pop("schema", schema)
+            self._driver_errors = _postgres_errors()
+            if self.schema is not None and not _NAME.match(self.schema):
+                raise self.usage_error(
+                    f"{what} {self.url}: schema {self.schema!r} is not a plain name"
+                )
+            query.setdefault("connect_timeout", "10")
+            self._target = urlunsplit(
+                ("postgresql", parts.netloc, parts.path, urlencode(query), "")
+            )
+        else:
+            raise self.usage_error(f"unknown {what} URL {self.url!r}; use {hint}")
+
+    def _sqlite_path(self, path: str) -> str:
+        path = path[1:] if path.startswith("/") else path
+        if not path:
+            self._tmp = tempfile.TemporaryDirectory(prefix="choreo-")
+            path = str(Path(self._tmp.name) / "store.db")
+        return path
+
+    # -- opening -------------------------------------------------------------------------
+
+    def open(self, prefix: str, migrations: Sequence[Migration]) -> None:
+        """Connect, then apply the migrations not applied yet (under the migration lock)."""
+        if not _PREFIX.match(prefix):
+            raise self.usage_error(
+                f"table prefix {prefix!r} must be lower-case letters, digits and underscores"
+            )
+        self.prefix = prefix
+        if self.dialect is SQLITE:
+            try:
+                Path(self._target).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise self._cannot_open(exc) from exc
+        with self.transaction(write=True) as tx:
+            if self.dialect is POSTGRESQL:
+                tx.execute("SELECT pg_advisory_xact_lock(hashtext(?))", _MIGRATION_LOCK)
+                self._create_schema(tx)
+            self._migrate(tx, migrations)
+
+    def _create_schema(self, tx: Tx) -> None:
+        if self.schema is None:
+            return
+        if tx.one("SELECT 1 FROM pg_namespace WHERE nspname = ?", self.schema) is None:
+            tx.execute(f'CREATE SCHEMA "{self.schema}"')
+
+    def _migrate(self, tx: Tx, migrations: Sequence[Migration]) -> None:
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS {p}schema_version "
+            "(version INTEGER PRIMARY KEY, applied {real} NOT NULL)"
+        )
+        applied = int(tx.one("SELECT COALESCE(MAX(version), 0) FROM {p}schema_version")[0])
+        known = max((m.version for m in migrations), default=0)
+        if applied > known:
+            raise self.error(
+                f"the {self.what} at {self.url} has layout version {applied}, newer than this "
+                f"choreograph knows ({known}); upgrade choreograph"
+            )
+        for migration in sorted(migrations, key=lambda m: m.version):
+            if migration.version > applied:
+                for statement in migration.statements:
+                    tx.execute(statement)
+                tx.execute(
+                    "INSERT INTO {p}schema_version (version, applied) VALUES (?, ?)",
+                    migration.version,
+                    time.time(),
+                )
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and not (self.dialect is POSTGRESQL and (conn.closed or conn.broken)):
+            return conn
+        if conn is not None:  # the server restarted or the link broke: connect again
+            with self._lock:
+                self._connections.remove(conn)
+        conn = self._connect_sqlite() if self.dialect is SQLITE else self._connect_postgres()
+        self._local.conn = conn
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    def _connect_sqlite(self) -> Any:
+        try:
+            conn = _SqliteConnection(
+                self._target, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise self._cannot_open(exc) from exc
+        return conn
+
+    def _connect_postgres(self) -> Any:
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise self.error(
+                f"a postgresql:// {self.what} needs psycopg; install it with: "
+                "pip install 'choreograph[postgres]'"
+            ) from exc
+        try:
+            conn = psycopg.connect(self._target, autocommit=True)
+            if self.schema is not None:
+                conn.execute(f'SET search_path TO "{self.schema}"')
+        except psycopg.Error as exc:
+            raise self.error(
+                f"cannot connect to the {self.what} at {self.url}: {_first_line(exc)}; "
+                "check that PostgreSQL runs there and the credentials are right"
+            ) from exc
+        return conn
+
+    def _cannot_open(self, exc: Exception) -> Exception:
+        return self.error(
+            f"cannot open the {self.what} at {self.url}: {_first_line(exc)}; "
+            "check that the path is writable"
+        )
+
+    # -- transactions --------------------------------------------------------------------
+
+    def render(self, sql: str) -> str:
+        """``sql`` in this store's dialect, with its table prefix."""
+        text = self._rendered.get(sql)
+        if text is None:
+            text = self._rendered[sql] = self.dialect.render(sql, self.prefix)
+        return text
+
+    @contextmanager
+    def transaction(self, *, write: bool = False, exclusive: bool = False) -> Iterator[Tx]:
+        """One transaction on this thread's connection: committed at the end, undone on error.
+
+        ``write`` says it will write (SQLite then takes its write lock at the start);
+        ``exclusive`` also makes writers of this prefix take turns on PostgreSQL.
+        """
+        conn = self._connection()
+        postgres = self.dialect is POSTGRESQL
+        try:
+            with conn.transaction() if postgres else conn.begin(write or exclusive):
+                tx = Tx(self, conn)
+                if exclusive and postgres:
+                    tx.execute("SELECT pg_advisory_xact_lock(hashtext(?))", self.prefix)
+                yield tx
+        except self._driver_errors as exc:
+            raise self.error(f"the {self.what} at {self.url} failed: {_first_line(exc)}") from exc
+
+    def query(self, sql: str, *params: Any) -> list[Any]:
+        """The rows of one query, in a transaction of its own."""
+        with self.transaction() as tx:
+            return tx.all(sql, *params)
+
+    def execute(self, sql: str, *params: Any) -> int:
+        """Run one write statement in a transaction of its own; returns the rows changed."""
+        with self.transaction(write=True) as tx:
+            return tx.run(sql, *params)
+
+    def drop_schema(self) -> None:
+        """Drop the PostgreSQL schema named in the URL, with everything in it (tests, resets)."""
+        if self.dialect is not POSTGRESQL or self.schema in (None, "public"):
+            raise self.usage_error(f"{self.url} names no schema of its own to drop")
+        with self.transaction(write=True) as tx:
+            tx.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+
+    def close(self) -> None:
+        """Close every thread's connection (and remove a temporary database)."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+class _SqliteConnection(sqlite3.Connection):
+    """A sqlite3 connection with explicit transactions that nest, like psycopg's."""
+
+    @contextmanager
+    def begin(self, write: bool) -> Iterator[None]:
+        nested = self.in_transaction
+        self.execute("SAVEPOINT tx" if nested else "BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield
+        except BaseException:
+            if self.in_transaction and nested:
+                self.execute("ROLLBACK TO tx")
+                self.execute("RELEASE tx")
+            elif self.in_transaction:  # (SQLite ends a transaction itself on some errors)
+                self.execute("ROLLBACK")
+            raise
+        try:
+            self.execute("RELEASE tx" if nested else "COMMIT")
+        except sqlite3.Error:
+            if self.in_transaction and not nested:
+                self.execute("ROLLBACK")
+            raise
+
+
+def _postgres_errors() -> tuple[type[Exception], ...]:
+    try:
+        import psycopg
+    except ImportError:
+        return ()
+    return (psycopg.Error,)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

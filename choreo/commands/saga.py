@@ -1,0 +1,271 @@
+"""``choreo saga monitor|ls|show|discover|serve``: parse, build objects, call, render."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections import Counter
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from choreo.commands.options import Output, OutputChoiceOption
+from choreo.config import setting
+from choreo.console import (
+    err_console,
+    fail,
+    out_console,
+    parse_duration,
+    print_json,
+    reported,
+    run,
+)
+from choreo.errors import EXIT_USAGE
+from saga_monitor.model import STATES, Instance, utcnow
+
+__all__ = ["saga_app"]
+
+saga_app = typer.Typer(
+    help="Watch sagas: correlate events into business transactions; find stuck ones.",
+    no_args_is_help=True,
+)
+
+
+class DiscoverOutput(StrEnum):
+    """How ``discover`` prints its findings."""
+
+    yaml = "yaml"
+    json = "json"
+
+
+STORE = typer.Option(
+    None,
+    "--store",
+    "-s",
+    envvar="CHOREO_STORE_URL",
+    help="Saga store: sqlite:///.choreo/sagas.db (default), postgresql://..., memory://.",
+    show_default=False,
+)
+BROKER = typer.Option(
+    None, "--broker", "-b", help="Broker URL (default: CHOREO_BROKER_URL or the embedded one)."
+)
+
+
+def _state(state: str | None) -> str | None:
+    if state is not None and state not in STATES:
+        fail(f"--state {state!r} is not a saga state; use one of {', '.join(STATES)}", EXIT_USAGE)
+    return state
+
+
+@saga_app.command("monitor")
+def monitor(
+    definitions: Path = typer.Option(..., "--definitions", "-d", help="Saga definitions YAML."),
+    broker: str | None = BROKER,
+    store: str | None = STORE,
+    alerts_topic: str = typer.Option("saga.alerts", "--alerts-topic", help="Where alerts go."),
+    group: str = typer.Option("choreo-saga-monitor", "--group", help="Consumer group."),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", help="Serve Prometheus metrics on this port."
+    ),
+    tick: str = typer.Option("1s", "--tick", help="How often deadlines are checked."),
+    retention: str = typer.Option("7d", "--retention", help="Keep finished instances this long."),
+    from_beginning: bool = typer.Option(
+        False, "--from-beginning", help="A new group starts from the retained history."
+    ),
+) -> None:
+    """Run the monitor: subscribe, correlate, detect stuck sagas, publish alerts."""
+    tick_seconds = parse_duration(tick, option="--tick")
+    retention_seconds = parse_duration(retention, option="--retention")
+    run(
+        _monitor(
+            definitions,
+            setting("broker_url", broker),
+            setting("store_url", store),
+            alerts_topic,
+            group,
+            metrics_port,
+            tick_seconds,
+            retention_seconds,
+            from_beginning,
+        )
+    )
+
+
+async def _monitor(
+    definitions_path: Path,
+    broker_url: str,
+    store_url: str,
+    alerts_topic: str,
+    group: str,
+    metrics_port: int | None,
+    tick: float,
+    retention: float,
+    from_beginning: bool,
+) -> None:
+    from broker import Bus
+    from broker.observability import serve_metrics
+    from broker.urls import mask_url
+    from saga_monitor.definitions import load_definitions
+    from saga_monitor.monitor import SagaMonitor
+    from saga_monitor.store import open_saga_store as open_store
+
+    definitions = load_definitions(definitions_path)
+    if metrics_port:
+        serve_metrics(metrics_port, host="0.0.0.0")
+    store = open_store(store_url)
+    bus = Bus(broker_url, source="choreo-saga-monitor")
+    monitor = SagaMonitor(
+        definitions,
+        bus,
+        store,
+        alerts_topic=alerts_topic or None,
+        group=group,
+        tick_interval=tick,
+        retention=retention,
+        from_beginning=from_beginning,
+    )
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None:
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    err_console.print(
+        f"watching {', '.join(monitor.topics)} on {mask_url(broker_url)} "
+        f"({len(definitions.sagas)} saga(s)); state in {store.url}; alerts to {alerts_topic}"
+    )
+    try:
+        await monitor.run()
+    except asyncio.CancelledError:
+        pass
+    finally:
+        await bus.stop()
+        store.close()
+
+
+def _instances(store: str | None, **filters: Any) -> tuple[list[Instance], str]:
+    """The instances matching ``filters`` in the saga store, and the store's (masked) URL."""
+    from saga_monitor.store import open_saga_store as open_store
+
+    with reported():
+        opened = open_store(setting("store_url", store))
+        try:
+            return opened.instances(**filters), opened.url
+        finally:
+            opened.close()
+
+
+@saga_app.command("ls")
+def ls(
+    saga: str | None = typer.Option(None, "--saga", help="Only this saga type."),
+    state: str | None = typer.Option(None, "--state", help="Only this state, e.g. stuck."),
+    since: str | None = typer.Option(None, "--since", help="Only updated within, e.g. 1h."),
+    limit: int = typer.Option(200, "--limit", "-n", help="At most this many."),
+    store: str | None = STORE,
+    output: Output = OutputChoiceOption,
+) -> None:
+    """List saga instances, most recently updated first."""
+    from datetime import timedelta
+
+    from saga_monitor.render import instance_table
+
+    chosen_state = _state(state)
+    window = parse_duration(since, option="--since") if since else None
+    now = utcnow()
+    found, _ = _instances(
+        store,
+        saga=saga,
+        state=chosen_state,
+        limit=limit,
+        since=now - timedelta(seconds=window) if window else None,
+    )
+    if output is Output.json:
+        print_json([i.summary() for i in found])
+        return
+    out_console.print(instance_table(found, now))
+    counts = Counter(item.state for item in found)
+    out_console.print(
+        ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no saga instances"
+    )
+
+
+@saga_app.command("show")
+def show(
+    correlation_id: str = typer.Argument(..., help="The correlation id of the saga instance."),
+    saga: str | None = typer.Option(None, "--saga", help="Only this saga type."),
+    store: str | None = STORE,
+    output: Output = OutputChoiceOption,
+) -> None:
+    """Show an instance's timeline: offsets, step durations, what it waits for, anomalies."""
+    from saga_monitor.render import timeline
+
+    found, url = _instances(store, correlation_id=correlation_id, saga=saga)
+    if not found:
+        which = f" of saga {saga!r}" if saga else ""
+        fail(
+            f"no saga instance{which} with correlation id {correlation_id!r} in {url}; "
+            "list them with: choreo saga ls"
+        )
+    if output is Output.json:
+        print_json([i.to_dict() for i in found])
+        return
+    for item in found:
+        out_console.print(timeline(item, utcnow()))
+
+
+@saga_app.command("discover")
+def discover(
+    topic: list[str] = typer.Option(..., "--topic", "-t", help="A topic to read (repeatable)."),
+    broker: str | None = BROKER,
+    since: str | None = typer.Option(None, "--since", help="Only events from the last, e.g. 1h."),
+    limit: int = typer.Option(100_000, "--limit", help="At most this many events per topic."),
+    correlation: str = typer.Option(
+        "correlationid", "--correlation", help="Where the correlation id is (as in the YAML)."
+    ),
+    name: str = typer.Option("discovered-saga", "--name", help="Name of the proposed saga."),
+    definitions: Path | None = typer.Option(
+        None, "--definitions", "-d", help="Compare the traffic with these definitions (drift)."
+    ),
+    output: DiscoverOutput = typer.Option(DiscoverOutput.yaml, "--output", "-o"),
+) -> None:
+    """Infer saga definitions from observed events: paths, timings, a draft YAML, drift."""
+    from saga_monitor.discovery import discover_from_broker, render_report
+
+    window = parse_duration(since, option="--since") if since else None
+    report = run(
+        discover_from_broker(
+            setting("broker_url", broker),
+            topic,
+            since=window,
+            limit=limit,
+            correlation=correlation,
+            name=name,
+            definitions=definitions,
+        )
+    )
+    if output is DiscoverOutput.json:
+        print_json(report.to_dict())
+    else:
+        out_console.print(render_report(report), markup=False, highlight=False)
+
+
+@saga_app.command("serve")
+def serve(
+    store: str | None = STORE,
+    definitions: Path | None = typer.Option(
+        None, "--definitions", "-d", help="Saga definitions, for the step graph."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+) -> None:
+    """Serve the saga web page (instance list, timelines, step graph) and its JSON API."""
+    import uvicorn
+
+    from saga_monitor.web import create_app
+
+    with reported():
+        app = create_app(setting("store_url", store), definitions=definitions)
+    out_console.print(f"saga monitor page on http://{host}:{port}/")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

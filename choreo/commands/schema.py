@@ -1,0 +1,242 @@
+"""``choreo schema register|ls|show|check|config``: parse, call the registry client, render."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from choreo.commands.options import Output, OutputChoiceOption
+from choreo.console import fail, out_console, print_json, run
+from choreo.errors import EXIT_FAILURE, EXIT_USAGE
+from schemas.client import RegistryClient
+from schemas.errors import RegistryError
+from schemas.model import Compatibility, Reference, Schema, SchemaType
+from schemas.storage import DEFAULT_STORAGE_URL
+
+__all__ = ["schema_app"]
+
+schema_app = typer.Typer(
+    help="Register, inspect and check schemas in the schema registry.", no_args_is_help=True
+)
+
+
+class TypeChoice(StrEnum):
+    """Schema types on the command line."""
+
+    avro = "avro"
+    json = "json"
+
+
+REGISTRY = typer.Option(
+    None,
+    "--registry",
+    envvar="CHOREO_REGISTRY_URL",
+    help=f"Registry URL: http://host:8081, or embedded storage (default {DEFAULT_STORAGE_URL}).",
+    show_default=False,
+)
+TYPE = typer.Option(None, "--type", "-t", help="avro or json (default: guessed from the file).")
+REFERENCE = typer.Option(
+    [],
+    "--reference",
+    "-r",
+    help="A reference NAME=SUBJECT:VERSION (repeatable), e.g. shop.Address=address:1.",
+)
+
+
+@schema_app.callback()
+def _schema_group() -> None:
+    """Register, inspect and check schemas in the schema registry."""
+
+
+def _client(url: str | None) -> RegistryClient:
+    return RegistryClient.from_url(url or DEFAULT_STORAGE_URL)
+
+
+def _references(raw: list[str]) -> tuple[Reference, ...]:
+    """``NAME=SUBJECT:VERSION`` options as references (a malformed one is a usage error)."""
+    refs = []
+    for text in raw:
+        name, _, target = text.partition("=")
+        subject, _, version = target.rpartition(":")
+        if not (name and subject and version.isdigit()):
+            fail(f"--reference {text!r} must look like NAME=SUBJECT:VERSION", EXIT_USAGE)
+        refs.append(Reference(name, subject, int(version)))
+    return tuple(refs)
+
+
+def _read_schema(path: Path, kind: TypeChoice | None, refs: list[str] | None = None) -> Schema:
+    """The schema in ``path``; a missing file or bad JSON is a usage error (exit 2)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot read schema file {path}: {exc.strerror or exc}", EXIT_USAGE)
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        fail(f"schema file {path} is not JSON: {exc}", EXIT_USAGE)
+    if kind is None:
+        looks_json = isinstance(document, dict) and (
+            "$schema" in document or "properties" in document
+        )
+        kind = TypeChoice.json if looks_json else TypeChoice.avro
+    return Schema(text, SchemaType.parse(kind.value), _references(refs or []))
+
+
+def _table(*columns: str) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
+@schema_app.command("register")
+def register(
+    subject: str = typer.Argument(..., help="Subject to register under, e.g. orders-value."),
+    file: Path = typer.Argument(..., help="File holding the schema (Avro .avsc or JSON Schema)."),
+    *,
+    kind: TypeChoice | None = TYPE,
+    reference: list[str] = REFERENCE,
+    registry: str | None = REGISTRY,
+    output: Output = OutputChoiceOption,
+) -> None:
+    """Register a schema; prints its global id and the subject's version."""
+    schema = _read_schema(file, kind, reference)
+
+    async def main() -> dict[str, Any]:
+        async with _client(registry) as client:
+            found = await client.register_full(subject, schema)
+            return {"subject": found.subject, "version": found.version, "id": found.id}
+
+    result = run(main())
+    if output is Output.json:
+        print_json(result)
+    else:
+        out_console.print(f"registered {subject} version {result['version']} (id {result['id']})")
+
+
+@schema_app.command("ls")
+def list_subjects(
+    deleted: bool = typer.Option(False, "--deleted", help="Include soft-deleted subjects."),
+    registry: str | None = REGISTRY,
+    output: Output = OutputChoiceOption,
+) -> None:
+    """List subjects with their latest version, id and type."""
+
+    async def main() -> list[dict[str, Any]]:
+        async with _client(registry) as client:
+            rows: list[dict[str, Any]] = []
+            for subject in await client.subjects(deleted=deleted):
+                try:
+                    latest = await client.latest(subject)
+                except RegistryError:
+                    rows.append({"subject": subject, "version": None, "id": None, "type": None})
+                    continue
+                rows.append(
+                    {
+                        "subject": subject,
+                        "version": latest.version,
+                        "id": latest.id,
+                        "type": latest.schema.type.value,
+                    }
+                )
+            return rows
+
+    rows = run(main())
+    if output is Output.json:
+        print_json(rows)
+        return
+    table = _table("SUBJECT", "VERSION", "ID", "TYPE")
+    for row in rows:
+        table.add_row(*(str(row[k]) if row[k] is not None else "-" for k in row))
+    out_console.print(table)
+
+
+@schema_app.command("show")
+def show(
+    subject: str = typer.Argument(..., help="Subject to show."),
+    *,
+    version: str = typer.Option("latest", "--version", "-v", help="Version number or latest."),
+    registry: str | None = REGISTRY,
+    output: Output = OutputChoiceOption,
+) -> None:
+    """Show one version of a subject's schema."""
+
+    async def main() -> dict[str, Any]:
+        async with _client(registry) as client:
+            return (await client.version(subject, version)).to_dict()
+
+    found = run(main())
+    if output is Output.json:
+        print_json(found)
+        return
+    kind = found.get("schemaType", "AVRO")
+    out_console.print(f"{subject} version {found['version']} (id {found['id']}, {kind})")
+    out_console.print_json(found["schema"])
+
+
+@schema_app.command("check")
+def check(
+    subject: str = typer.Argument(..., help="Subject to check against."),
+    file: Path = typer.Argument(..., help="File holding the candidate schema."),
+    *,
+    kind: TypeChoice | None = TYPE,
+    reference: list[str] = REFERENCE,
+    version: str | None = typer.Option(
+        None, "--version", "-v", help="Check against one version (default: as the level says)."
+    ),
+    registry: str | None = REGISTRY,
+    output: Output = OutputChoiceOption,
+) -> None:
+    """Say whether a schema may be registered under a subject; exit 1 if it may not."""
+    schema = _read_schema(file, kind, reference)
+
+    async def main() -> tuple[bool, list[str], str]:
+        async with _client(registry) as client:
+            result = await client.check_compatibility(subject, schema, version=version)
+            level = await client.compatibility(subject)
+            return result.is_compatible, list(result.messages), level.value
+
+    ok, messages, level = run(main())
+    if output is Output.json:
+        print_json({"subject": subject, "level": level, "is_compatible": ok, "messages": messages})
+    elif ok:
+        out_console.print(f"compatible: {subject} accepts this schema under {level}")
+    else:
+        out_console.print(f"incompatible with {subject} under {level}:")
+        for message in messages:
+            out_console.print(f"  - {message}", markup=False)
+    if not ok:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@schema_app.command("config")
+def config(
+    subject: str | None = typer.Argument(None, help="Subject (default: the global level)."),
+    *,
+    level: str | None = typer.Option(None, "--level", "-l", help="Set this compatibility level."),
+    registry: str | None = REGISTRY,
+    output: Output = OutputChoiceOption,
+) -> None:
+    """Show, or with --level set, the compatibility level of a subject or of the registry."""
+    if level is not None:
+        try:
+            level = Compatibility.parse(level).value
+        except RegistryError as exc:
+            fail(str(exc), EXIT_USAGE)
+
+    async def main() -> str:
+        async with _client(registry) as client:
+            if level is not None:
+                await client.set_compatibility(level, subject)
+            return (await client.compatibility(subject)).value
+
+    current = run(main())
+    if output is Output.json:
+        print_json({"subject": subject, "compatibilityLevel": current})
+    else:
+        out_console.print(f"{subject or 'global'}: {current}")

@@ -1,0 +1,178 @@
+"""The adapter kit: options parsed the same way on every backend (typed, with did-you-mean),
+one retry loop, one acked-offset tracker, one URL masker and error translation by table."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from broker import ConfigurationError, PublishError, adapter_from_url, mask_url
+from broker.adapters.kit import (
+    Backoff,
+    OffsetTracker,
+    Stopped,
+    Translation,
+    keep_trying,
+    translate,
+)
+from broker.errors import BrokerUnavailableError
+
+TYPOS = [
+    ("memory://kit?partitons=2", "partitions"),
+    ("sqlite:///kit.db?visibility_timout=3", "visibility_timeout"),
+    ("kafka://u:secret@h:9092?sesion_timeout_ms=6000", "session_timeout_ms"),
+    ("amqp://u:secret@h:5672/?publish_timout=5", "publish_timeout"),
+    ("nats://u:secret@h:4222?ack_wiat=5", "ack_wait"),
+]
+
+
+@pytest.mark.parametrize(("url", "meant"), TYPOS, ids=[u.split(":")[0] for u, _ in TYPOS])
+def test_an_unknown_option_gets_a_did_you_mean(url: str, meant: str) -> None:
+    """Every backend refuses a misspelt option in one line naming the masked URL, the closest
+    known option and the known ones."""
+    with pytest.raises(ConfigurationError) as caught:
+        adapter_from_url(url)
+    message = str(caught.value)
+    assert f"did you mean {meant}?" in message
+    assert mask_url(url) in message
+    assert "known options:" in message
+    assert "secret" not in message
+    assert "\n" not in message
+
+
+def test_option_text_is_converted_to_the_setting_type() -> None:
+    """Query-string text becomes the field's type; keyword options win over the URL."""
+    adapter = adapter_from_url("kafka://h:9092?auto_create=false&partitions=2", partitions=5)
+    settings = adapter.settings
+    assert (False, 5) == (settings.auto_create, settings.partitions)
+
+
+def test_choices_are_checked_and_spelled_as_declared() -> None:
+    """An option with choices accepts any case and keeps the declared spelling; another value
+    is refused naming the choices."""
+    adapter = adapter_from_url("sqlite:///kit.db?synchronous=full")
+    assert "FULL" == adapter.settings.synchronous
+    with pytest.raises(ConfigurationError, match="use OFF, NORMAL, FULL or EXTRA"):
+        adapter_from_url("sqlite:///kit.db?synchronous=sometimes")
+
+
+def test_a_bare_nats_token_is_masked() -> None:
+    """On nats:// a user name without a password is a token, and is masked; elsewhere a user
+    name is not a secret."""
+    assert "nats://***@h:4222" == mask_url("nats://s3cr3t@h:4222")
+    assert "tls://***@h1:4222,h2:4222" == mask_url("tls://s3cr3t@h1:4222,h2:4222")
+    assert "kafka://app@h:9092" == mask_url("kafka://app@h:9092")
+    assert "nats://h:4222?nkeys_seed=***" == mask_url("nats://h:4222?nkeys_seed=SU123")
+
+
+def test_offsets_commit_only_the_contiguous_prefix() -> None:
+    """Acks out of order move the committable offset only over a gap-free prefix."""
+    tracker = OffsetTracker()
+    first, second, third = tracker.add(10), tracker.add(11), tracker.add(12)
+    assert None is tracker.ack(second)
+    assert None is tracker.ack(second)
+    assert 11 == tracker.ack(first)
+    assert (1, 1) == (tracker.unacked, len(tracker))
+    assert 12 == tracker.ack(third)
+    assert (0, 0) == (tracker.unacked, len(tracker))
+
+
+def test_offsets_given_away_are_forgotten() -> None:
+    """Entries removed (handed to another member) no longer hold the prefix back."""
+    tracker = OffsetTracker()
+    first, second = tracker.add(1), tracker.add(2)
+    tracker.remove({second})
+    assert 1 == tracker.ack(first)
+    assert 0 == len(tracker)
+
+
+FAST = Backoff(initial=0.001, maximum=0.002)
+
+
+async def test_keep_trying_retries_until_it_works() -> None:
+    """Retriable failures are tried again; the result of the attempt that works is returned."""
+    failures = [ConnectionError("a"), ConnectionError("b")]
+
+    async def attempt(left: float) -> str:
+        if failures:
+            raise failures.pop()
+        return "sent"
+
+    result = await keep_trying(
+        attempt, timeout=10, retriable=lambda e: isinstance(e, ConnectionError), backoff=FAST
+    )
+    assert ("sent", []) == (result, failures)
+
+
+async def test_keep_trying_gives_up_at_the_deadline() -> None:
+    """When the pause would pass the deadline the timed_out error is raised from the last."""
+
+    async def attempt(left: float) -> None:
+        raise ConnectionError("down")
+
+    with pytest.raises(PublishError, match="gave up") as caught:
+        await keep_trying(
+            attempt,
+            timeout=0.01,
+            retriable=lambda e: True,
+            timed_out=lambda e: PublishError(f"gave up after {e}"),
+            backoff=Backoff(initial=0.02),
+        )
+    assert isinstance(caught.value.__cause__, ConnectionError)
+
+
+async def test_keep_trying_raises_what_is_not_retriable_at_once() -> None:
+    """A failure the caller does not call retriable propagates on the first attempt."""
+    calls = []
+
+    async def attempt(left: float) -> None:
+        calls.append(left)
+        raise ValueError("bad row")
+
+    with pytest.raises(ValueError, match="bad row"):
+        await keep_trying(attempt, timeout=None, retriable=lambda e: False)
+    assert 1 == len(calls)
+
+
+async def test_keep_trying_stops_when_asked() -> None:
+    """A set stop event ends the waiting between attempts with Stopped."""
+    stop = asyncio.Event()
+
+    async def attempt(left: float) -> None:
+        stop.set()
+        raise ConnectionError("down")
+
+    with pytest.raises(Stopped):
+        await keep_trying(attempt, timeout=None, retriable=lambda e: True, stop=stop)
+
+
+async def test_keep_trying_never_retries_its_own_cancellation() -> None:
+    """Cancelling the task that keeps trying ends it, even where retriable says yes to all."""
+    started = asyncio.Event()
+
+    async def attempt(left: float) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(keep_trying(attempt, timeout=None, retriable=lambda e: True))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_translation_takes_the_first_matching_rule() -> None:
+    """Client errors become the broker error of the first rule that catches them, with the
+    URL masked and the client's message on one line."""
+    rules = (
+        Translation((ConnectionRefusedError,), BrokerUnavailableError, "{url} refused: {detail}"),
+        Translation((OSError,), PublishError, "{url} failed {what}: {name}"),
+    )
+    refused = translate(ConnectionRefusedError("no\nway"), rules, url="x://u:p@h", what="w")
+    other = translate(OSError("disk"), rules, url="x://u:p@h", what="publishing")
+    assert (BrokerUnavailableError, "x://u:***@h refused: no way") == (
+        type(refused),
+        str(refused),
+    )
+    assert (PublishError, "x://u:***@h failed publishing: OSError") == (type(other), str(other))

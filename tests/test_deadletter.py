@@ -1,0 +1,181 @@
+"""Dead letters are one idea in one module: its fields, its reasons and the names of DLQ topics
+(from the policy's template) live in broker.deadletter, and the Bus replays and publishes dead
+letters through it."""
+
+from __future__ import annotations
+
+import ast
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from broker import (
+    Bus,
+    ConfigurationError,
+    DeadLetter,
+    Event,
+    Policy,
+    Retry,
+    TopicNotFoundError,
+    deadletter,
+)
+from tests.helpers import eventually
+
+ROOT = Path(__file__).parent.parent
+# The library packages; choreo/ (the CLI) switches to broker.deadletter (dead_letter_topic,
+# is_dead_letter_topic, origin_of) in a later change and joins the list then.
+PACKAGES = ("broker", "connectors", "saga_monitor", "schemas")
+OWNER = ROOT / "broker" / "deadletter.py"
+
+
+def _string_constants(path: Path) -> list[tuple[int, str]]:
+    """The string literals of a module (f-string parts included), docstrings left out."""
+    tree = ast.parse(path.read_text(), str(path))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        if id(node) not in docstrings
+    ]
+
+
+def _package_sources() -> list[Path]:
+    return [
+        path
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path != OWNER
+    ]
+
+
+def test_only_the_deadletter_module_knows_the_suffix() -> None:
+    """No package module but broker/deadletter.py spells the DLQ suffix in its code."""
+    found = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in _package_sources()
+        for line, text in _string_constants(path)
+        if ".dlq" in text
+    ]
+    assert [] == found
+
+
+def test_only_the_deadletter_module_names_the_dlq_extensions() -> None:
+    """The dlq* extension names are spelled in broker/deadletter.py only (the envelope knows
+    that dlqattempts is an integer on binary bindings, and names nothing else)."""
+    allowed = {(ROOT / "broker" / "envelope.py", "dlqattempts")}
+    found = [
+        f"{path.relative_to(ROOT)}:{line} {text}"
+        for path in _package_sources()
+        for line, text in _string_constants(path)
+        if text in deadletter.EXTENSIONS and (path, text) not in allowed
+    ]
+    assert [] == found
+
+
+def test_topic_names_follow_the_template() -> None:
+    """A template makes DLQ names, recognises them and tells their origin; names it did not
+    make are not DLQ topics."""
+    assert "orders.dlq" == deadletter.dead_letter_topic("orders")
+    assert "dead.billing.orders" == deadletter.dead_letter_topic(
+        "orders", "billing", "dead.{group}.{topic}"
+    )
+    assert "orders" == deadletter.origin_of("orders.dlq")
+    assert "a.b" == deadletter.origin_of("a.b.dlq")
+    assert "orders" == deadletter.origin_of("dead.billing.orders", "dead.{group}.{topic}")
+    assert deadletter.is_dead_letter_topic("orders.dlq")
+    assert not deadletter.is_dead_letter_topic("orders")
+    assert None is deadletter.origin_of("orders")
+    assert None is deadletter.origin_of("all-dead", "all-dead")
+    assert deadletter.is_dead_letter_topic("all-dead", "all-dead")
+
+
+def test_a_template_with_an_unknown_field_is_refused() -> None:
+    """A DeadLetter template may only use {topic} and {group}."""
+    with pytest.raises(ConfigurationError, match="topc"):
+        DeadLetter(topic_template="{topc}.dlq")
+
+
+def test_strip_gives_back_the_original_event() -> None:
+    """A dead letter stripped for replay is the original event again; an expired one also
+    loses its expiration, so it is not dead-lettered again at once."""
+    original = Event(type="t", source="s", extensions={"correlationid": "c-1"})
+    dead = deadletter.dead_letter(
+        original, reason=deadletter.HANDLER_ERROR, error=ValueError("no"), topic="t", group="g"
+    )
+    assert "ValueError: no" == dead.extensions["dlqerror"]
+    assert original == deadletter.strip(dead)
+    expiring = original.with_ttl(1, now=datetime(2020, 1, 1, tzinfo=UTC))
+    expired = deadletter.dead_letter(
+        expiring, reason=deadletter.EXPIRED, error="expiration passed", topic="t", group="g"
+    )
+    assert original == deadletter.strip(expired)
+
+
+def test_info_reads_the_fields_back() -> None:
+    """info() returns the dlq* fields of a dead letter and None for any other event."""
+    event = Event(type="t", source="s")
+    dead = deadletter.dead_letter(
+        event,
+        reason=deadletter.UNROUTABLE,
+        error="no route",
+        topic="orders",
+        group="relay",
+        time="2026-01-01T00:00:00Z",
+    )
+    expected = deadletter.DeadLetterInfo(
+        "unroutable", "no route", 0, "orders", "relay", "2026-01-01T00:00:00Z"
+    )
+    assert expected == deadletter.info(dead)
+    assert None is deadletter.info(event)
+
+
+async def test_replay_follows_the_policy_template() -> None:
+    """With a custom template, dead letters land where it says and replay sends them back to
+    the topic they came from."""
+    policy = Policy(
+        retry=Retry(max_attempts=1), dead_letter=DeadLetter(topic_template="dead.{topic}")
+    )
+    async with Bus(f"memory://{uuid.uuid4().hex}", policy=policy) as bus:
+
+        async def broken(event: Event) -> None:
+            raise RuntimeError("down")
+
+        await bus.subscribe("orders", broken, group="g")
+        sent = await bus.publish("orders", type="order.placed")
+
+        async def dead_lettered() -> bool:
+            return 1 == len(await bus.browse("dead.orders"))
+
+        await eventually(dead_lettered)
+        assert "dead.orders" == bus.dead_letter_topic("orders")
+        [replayed] = await bus.replay("dead.orders")
+        assert sent.id == replayed.id
+        assert [] == [n for n in replayed.extensions if n in deadletter.EXTENSIONS]
+
+
+async def test_replay_refuses_entries_with_no_origin() -> None:
+    """Replaying a topic that is no DLQ, whose events name no original topic, replays nothing
+    and says why."""
+    async with Bus(f"memory://{uuid.uuid4().hex}") as bus:
+        await bus.publish("plain", type="t")
+        with pytest.raises(TopicNotFoundError, match="names no original topic"):
+            await bus.replay("plain")
+        assert 1 == len(await bus.browse("plain"))
+
+
+async def test_publish_event_sends_the_event_as_it_is() -> None:
+    """publish_event stamps nothing: what browse reads back is the event that was passed."""
+    event = Event(type="t", source="elsewhere", extensions={"dlqreason": "unroutable"})
+    async with Bus(f"memory://{uuid.uuid4().hex}", source="me") as bus:
+        await bus.publish_event("outbox.dlq", event)
+        assert [event] == await bus.browse("outbox.dlq")
