@@ -13,24 +13,43 @@ subscription, which applies the :class:`~broker.policies.Policy`.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import dataclasses
+import itertools
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from broker import deadletter
 from broker import observability as obs
+from broker.batch import BatchConsumer, BatchHandler, Outcome, PublishResult
 from broker.consumer import Consumer, Handler
 from broker.context import derive_extensions
 from broker.envelope import Event, check_extension_names, format_time
-from broker.errors import ClosedError, ConfigurationError, PayloadError, TopicNotFoundError
+from broker.errors import (
+    ClosedError,
+    ConfigurationError,
+    EnvelopeError,
+    PayloadError,
+    TopicNotFoundError,
+)
 from broker.policies import Policy
-from broker.ports import Adapter, Backlog, Capabilities, PayloadCodec, TopicInfo
+from broker.ports import Adapter, Backlog, Capabilities, PayloadCodec, Subscription, TopicInfo
 from broker.urls import adapter_from_url, resolve_url
 
 __all__ = ["Bus", "Subscriber"]
+
+
+_ITEM_OPTIONS = frozenset(("type", "data", "key", "subject", "correlation_id", "ttl", "extensions"))
+
+
+def _topics(topics: str | Sequence[str]) -> tuple[str, ...]:
+    names = (topics,) if isinstance(topics, str) else tuple(topics)
+    if not names:
+        raise ConfigurationError("subscribe needs at least one topic")
+    return names
 
 
 def _expiration(ttl: float) -> str:
@@ -42,7 +61,9 @@ def _expiration(ttl: float) -> str:
 class Subscriber:
     """A running subscription; :meth:`stop` ends it, leaving unacked events to be redelivered."""
 
-    def __init__(self, topics: tuple[str, ...], group: str, consumer: Consumer) -> None:
+    def __init__(
+        self, topics: tuple[str, ...], group: str, consumer: Consumer | BatchConsumer
+    ) -> None:
         self.topics = topics
         self.group = group
         self._consumer = consumer
@@ -167,27 +188,50 @@ class Bus:
 
         Returns only once the broker durably accepted it; raises otherwise.
         """
+        if not self._started:
+            self._check_started()
+        event = self._stamp(event, type, data, key, subject, correlation_id, ttl, extensions)
+        if self.codec is not None:
+            event = await self._encoded(topic, event)
+        self._sampled += 1
+        if self._sampled & obs.LATENCY_SAMPLE_MASK:
+            await self.adapter.publish(topic, event, ttl=ttl)
+        else:  # latency histograms sample one publish in eight: counters stay exact
+            started = time.perf_counter()
+            await self.adapter.publish(topic, event, ttl=ttl)
+            obs.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        counter = self._published.get(topic) or self._count(topic)
+        counter.value += 1
+        return event
+
+    async def publish_many(
+        self,
+        topic: str,
+        events: Iterable[Event | Mapping[str, Any]],
+        *,
+        ttl: float | None = None,
+    ) -> PublishResult:
+        """Publish several events to ``topic`` with as few broker round trips as the backend
+        allows, in order; returns one :class:`~broker.batch.Outcome` per event.
+
+        Each item is an :class:`Event` or a mapping of :meth:`publish`'s keyword options
+        (``type``, ``data``, ``key``, ``subject``, ``correlation_id``, ``ttl``,
+        ``extensions``), stamped as :meth:`publish` stamps. ``ttl`` applies to the items
+        that name none. Returns once every event was durably accepted or failed; nothing is
+        silently dropped (``result.raise_for_failures()`` turns failures into an error). An
+        item that is not a valid event raises before anything is sent.
+        """
         self._check_started()
-        extra: dict[str, Any] = dict(event.extensions) if event is not None else {}
-        if extensions:
-            extra.update(extensions)
-        if key is not None:
-            extra["partitionkey"] = key
-        if correlation_id is not None:
-            extra["correlationid"] = correlation_id
-        derive_extensions(extra)
-        if ttl is not None:
-            extra["expiration"] = _expiration(ttl)
-        if event is not None:
-            check_extension_names(extra)
-            event = dataclasses.replace(event, extensions=extra)
-        elif type:
-            event = Event(
-                type=type, source=self.source, data=data, subject=subject, extensions=extra
-            )
-        else:
-            raise ConfigurationError("publish needs an Event or a `type=`")
-        return await self._send(topic, event, ttl)
+        stamped = [self._item(index, item, ttl) for index, item in enumerate(events)]
+        prepared = [(await self._prepared(topic, event), own) for event, own in stamped]
+        outcomes: list[Outcome] = []
+        started = time.perf_counter()
+        for run_ttl, run in itertools.groupby(prepared, key=lambda item: item[1]):
+            outcomes.extend(await self._publish_run(topic, [item for item, _ in run], run_ttl))
+        if outcomes:
+            obs.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        self._count(topic).inc(sum(1 for outcome in outcomes if outcome.error is None))
+        return PublishResult(topic, outcomes)
 
     async def publish_event(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
         """Publish an already-built event (a dead letter, a relayed row) exactly as it is:
@@ -199,25 +243,99 @@ class Bus:
         if not self._started:
             raise ClosedError("call `await bus.start()` (or `async with bus`) before publishing")
 
-    async def _send(self, topic: str, event: Event, ttl: float | None) -> Event:
-        """Encode with the topic's codec, publish, count; returns the event as sent."""
-        if self.codec is not None:
-            try:
-                event = await self.codec.encode(topic, event)
-            except ValueError as exc:
-                raise PayloadError(str(exc)) from exc
-        self._sampled += 1
-        if self._sampled & obs.LATENCY_SAMPLE_MASK:
-            await self.adapter.publish(topic, event, ttl=ttl)
-        else:  # latency histograms sample one publish in eight: counters stay exact
-            started = time.perf_counter()
-            await self.adapter.publish(topic, event, ttl=ttl)
-            obs.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+    def _stamp(
+        self,
+        event: Event | None,
+        type: str | None,
+        data: Any,
+        key: str | None,
+        subject: str | None,
+        correlation_id: str | None,
+        ttl: float | None,
+        extensions: Mapping[str, Any] | None,
+    ) -> Event:
+        """The event to send: built or copied, with key, correlation, causation, trace and
+        expiration filled in."""
+        if event is None:
+            if not type:
+                raise ConfigurationError("publish needs an Event or a `type=`")
+            kind = type
+            extra: dict[str, Any] = dict(extensions) if extensions else {}
+        else:
+            extra = dict(event.extensions)
+            if extensions:
+                extra.update(extensions)
+        if key is not None:
+            extra["partitionkey"] = key
+        if correlation_id is not None:
+            extra["correlationid"] = correlation_id
+        derive_extensions(extra)
+        if ttl is not None:
+            extra["expiration"] = _expiration(ttl)
+        if event is None:
+            return Event(
+                type=kind, source=self.source, data=data, subject=subject, extensions=extra
+            )
+        check_extension_names(extra)
+        return dataclasses.replace(event, extensions=extra)
+
+    def _item(
+        self, index: int, item: Event | Mapping[str, Any], ttl: float | None
+    ) -> tuple[Event, float | None]:
+        """One item of publish_many, stamped, with its TTL."""
+        try:
+            if isinstance(item, Event):
+                return self._stamp(item, None, None, None, None, None, ttl, None), ttl
+            if not isinstance(item, Mapping):
+                raise ConfigurationError(
+                    "publish_many takes Events or mappings of publish options, not "
+                    f"{builtins.type(item).__name__}"
+                )
+            unknown = set(item) - _ITEM_OPTIONS
+            if unknown:
+                raise ConfigurationError(
+                    f"unknown publish option(s) {', '.join(sorted(unknown))}; use "
+                    f"{', '.join(sorted(_ITEM_OPTIONS))}"
+                )
+            options = {**item, "ttl": item.get("ttl", ttl)}
+            return self._stamp(None, **options), options["ttl"]
+        except (ConfigurationError, EnvelopeError) as exc:
+            raise builtins.type(exc)(f"publish_many item {index}: {exc}") from exc
+
+    async def _encoded(self, topic: str, event: Event) -> Event:
+        """``event`` with its data encoded by the topic's codec (PayloadError if refused)."""
+        assert self.codec is not None
+        try:
+            return await self.codec.encode(topic, event)
+        except ValueError as exc:
+            raise PayloadError(str(exc)) from exc
+
+    async def _prepared(self, topic: str, event: Event) -> Outcome:
+        """The event as it will be sent, or the codec's refusal of it."""
+        if self.codec is None:
+            return Outcome(event)
+        try:
+            return Outcome(await self._encoded(topic, event))
+        except PayloadError as exc:
+            return Outcome(event, exc)
+
+    async def _publish_run(
+        self, topic: str, items: list[Outcome], ttl: float | None
+    ) -> list[Outcome]:
+        """Publish the events of a run with one TTL (those the codec refused stay failed)."""
+        events = [item.event for item in items if item.error is None]
+        try:
+            errors = await self.adapter.publish_many(topic, events, ttl=ttl) if events else []
+        except Exception as exc:  # nothing could be tried: every event of the run failed
+            errors = [exc] * len(events)
+        sent = iter(errors)
+        return [item if item.error else Outcome(item.event, next(sent)) for item in items]
+
+    def _count(self, topic: str) -> obs.Count:
         counter = self._published.get(topic)
         if counter is None:
             counter = self._published[topic] = obs.PUBLISHED.labels(topic)
-        counter.inc()
-        return event
+        return counter
 
     # -- subscribing -----------------------------------------------------------------------
 
@@ -232,20 +350,8 @@ class Bus:
         prefetch: int = 100,
     ) -> Subscriber:
         """Start handling ``topics`` as ``group``; returns once the group's position exists."""
-        names = (topics,) if isinstance(topics, str) else tuple(topics)
-        if not names:
-            raise ConfigurationError("subscribe needs at least one topic")
-        if not group:
-            raise ConfigurationError("subscribe needs a non-empty group name")
-        if from_beginning and not self.capabilities.replay:
-            raise ConfigurationError(
-                f"{self.adapter.url} cannot replay history, so from_beginning is not available"
-            )
-        if not self._started:
-            raise ClosedError("call `await bus.start()` before subscribing")
-        subscription = await self.adapter.subscribe(
-            names, group, from_beginning=from_beginning, prefetch=prefetch
-        )
+        names = _topics(topics)
+        subscription = await self._open(names, group, from_beginning, prefetch)
         consumer = Consumer(
             subscription,
             handler,
@@ -254,6 +360,67 @@ class Bus:
             publish_event=self.publish_event,
             codec=self.codec,
         )
+        return self._started_subscriber(names, group, consumer)
+
+    async def subscribe_batch(
+        self,
+        topics: str | Sequence[str],
+        handler: BatchHandler,
+        *,
+        group: str,
+        max_batch: int = 100,
+        max_wait: float = 0.01,
+        policy: Policy | None = None,
+        from_beginning: bool = False,
+        prefetch: int | None = None,
+    ) -> Subscriber:
+        """Start handling ``topics`` as ``group`` in batches: ``handler`` gets a list of up to
+        ``max_batch`` events, as many as are there, waiting up to ``max_wait`` s for more
+        once one arrived. Every per-event policy applies (see :mod:`broker.batch`); acks go
+        out after the handler returned. ``prefetch`` defaults to ``2 * max_batch``."""
+        names = _topics(topics)
+        chosen = policy or self.policy
+        if max_batch < 1 or max_wait < 0:
+            raise ConfigurationError(
+                f"subscribe_batch needs max_batch >= 1 and max_wait >= 0, got {max_batch} "
+                f"and {max_wait}"
+            )
+        if chosen.concurrency != 1:
+            raise ConfigurationError(
+                "a batch subscription handles one batch at a time: use a policy with "
+                f"concurrency=1 (got {chosen.concurrency}), or a larger max_batch"
+            )
+        subscription = await self._open(names, group, from_beginning, prefetch or 2 * max_batch)
+        consumer = BatchConsumer(
+            subscription,
+            handler,
+            group=group,
+            policy=chosen,
+            publish_event=self.publish_event,
+            codec=self.codec,
+            max_batch=max_batch,
+            max_wait=max_wait,
+        )
+        return self._started_subscriber(names, group, consumer)
+
+    async def _open(
+        self, names: tuple[str, ...], group: str, from_beginning: bool, prefetch: int
+    ) -> Subscription:
+        if not group:
+            raise ConfigurationError("subscribe needs a non-empty group name")
+        if from_beginning and not self.capabilities.replay:
+            raise ConfigurationError(
+                f"{self.adapter.url} cannot replay history, so from_beginning is not available"
+            )
+        if not self._started:
+            raise ClosedError("call `await bus.start()` before subscribing")
+        return await self.adapter.subscribe(
+            names, group, from_beginning=from_beginning, prefetch=prefetch
+        )
+
+    def _started_subscriber(
+        self, names: tuple[str, ...], group: str, consumer: Consumer | BatchConsumer
+    ) -> Subscriber:
         subscriber = Subscriber(names, group, consumer)
         subscriber.start()
         self._subscribers.append(subscriber)

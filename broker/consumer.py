@@ -4,19 +4,24 @@ For each delivery: decode (or dead-letter / wrap what is not a CloudEvent), let 
 codec decode the data, check the TTL, consult the inbox, call the handler with retries and
 backoff, dead-letter when attempts run out (unless the circuit breaker holds the event), and ack
 only then. A crash anywhere before the ack means the broker delivers the event again.
+
+:class:`Pipeline` holds those steps and the state they share (breaker, counters, idleness);
+:class:`Consumer` runs it one event at a time per lane, and
+:class:`~broker.batch.BatchConsumer` a batch at a time. When no policy has work to do before
+the handler (no codec, no inbox, no TTL on the event, breaker closed) the handler is called
+straight away: the retry machinery only starts once it failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from broker import deadletter
+from broker import deadletter, jsontext
 from broker import observability as obs
 from broker.context import reset_current, set_current
 from broker.deadletter import describe
@@ -24,14 +29,230 @@ from broker.envelope import Event, is_json_content_type, new_id
 from broker.policies import Policy
 from broker.ports import Delivery, PayloadCodec, Subscription
 
-__all__ = ["Consumer", "Handler"]
+__all__ = ["Consumer", "Handler", "Held", "Pipeline", "give_back"]
 
 Handler = Callable[[Event], Awaitable[Any]]
 Publish = Callable[[str, Event], Awaitable[None]]
 
+#: Deliveries a one-at-a-time consumer takes from its subscription in one call.
+_TAKE = 32
 
-class _Held(Exception):
-    """Raised inside the pipeline when the circuit breaker keeps an event (never escapes)."""
+
+async def give_back(deliveries: Sequence[Delivery]) -> None:
+    """Nack deliveries that were taken but will not be handled (stopping): delivered again."""
+    for delivery in deliveries:
+        with contextlib.suppress(Exception):
+            await delivery.nack()
+
+
+class Held(Exception):
+    """Raised inside a pipeline when the circuit breaker keeps events while stopping."""
+
+
+class Pipeline:
+    """The policy steps around a handler, and the state a subscription's lanes share."""
+
+    def __init__(
+        self,
+        subscription: Subscription,
+        *,
+        group: str,
+        policy: Policy,
+        publish_event: Publish,
+        codec: PayloadCodec | None = None,
+    ) -> None:
+        self.subscription = subscription
+        self.group = group
+        self.policy = policy
+        self.codec = codec
+        #: Whether every event needs a policy step before its handler (codec or inbox).
+        self.screens = codec is not None or policy.inbox is not None
+        self._publish_event = publish_event
+        self.log = obs.get_logger("choreo.consumer", group=group)
+        self.dead_in_a_row = 0
+        self.breaker_closed = asyncio.Event()
+        self.breaker_closed.set()
+        self.stopping = False
+        self.busy = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.handled = 0
+        self.handler_seconds = obs.HANDLER_SECONDS.labels(group)
+        self._handled_counts: dict[str, obs.Count] = {}
+        self.calls = 0
+
+    # -- before the handler ----------------------------------------------------------------
+
+    async def admit(self, delivery: Delivery) -> Event | None:
+        """The event to hand to the handler; None when the delivery was settled here
+        (dead-lettered, dropped as expired, or skipped as a duplicate)."""
+        event = await self._decoded(delivery)
+        if event is None:
+            return None
+        if "expiration" in event.extensions and event.is_expired():
+            obs.EXPIRED.labels(delivery.topic, self.group).inc()
+            if self.policy.on_expired == "dlq":
+                await self.dead_letter(delivery, event, deadletter.EXPIRED, "expiration passed", 0)
+            else:
+                obs.CONSUMED.labels(delivery.topic, self.group, "dropped").inc()
+                await delivery.ack()
+            return None
+        inbox = self.policy.inbox
+        if inbox is not None and await inbox.seen(self.group, event.source, event.id):
+            obs.DUPLICATES.labels(self.group).inc()
+            await delivery.ack()
+            return None
+        return event
+
+    async def _decoded(self, delivery: Delivery) -> Event | None:
+        """The delivery's event with its data decoded; None when it was dead-lettered."""
+        event = delivery.event
+        if event is None:
+            error = describe(delivery.decode_error) if delivery.decode_error else "undecodable"
+            if self.policy.on_undecodable == "wrap":
+                return self._wrap_legacy(delivery)
+            raw = Event(
+                type="choreograph.undecodable",
+                source=f"choreo:{delivery.topic}",
+                data=delivery.body,
+                datacontenttype="application/octet-stream",
+            )
+            await self.dead_letter(delivery, raw, deadletter.UNDECODABLE, error, 0)
+            return None
+        if self.codec is not None and isinstance(event.data, bytes | bytearray):
+            try:
+                return await self.codec.decode(delivery.topic, event)
+            except ValueError as exc:
+                reason = getattr(exc, "dlq_reason", deadletter.UNDECODABLE)
+                await self.dead_letter(delivery, event, reason, describe(exc), 0)
+                return None
+        return event
+
+    def _wrap_legacy(self, delivery: Delivery) -> Event:
+        headers = delivery.headers
+        content_type = headers.get("content-type") or "application/octet-stream"
+        event_id = headers.get("message-id") or headers.get("Nats-Msg-Id") or new_id()
+        data: Any = delivery.body
+        if is_json_content_type(content_type):  # a legacy JSON body reaches the handler parsed
+            try:
+                data = jsontext.loads(delivery.body)
+            except ValueError:
+                content_type = "application/octet-stream"
+        return Event(
+            type=self.policy.legacy_type,
+            source=f"choreo:{delivery.topic}",
+            id=event_id,
+            data=data,
+            datacontenttype=content_type,
+        )
+
+    # -- after the handler -----------------------------------------------------------------
+
+    async def succeeded(self, delivery: Delivery, event: Event) -> None:
+        """Remember, count and ack a delivery whose handler returned."""
+        inbox = self.policy.inbox
+        if inbox is not None:
+            await inbox.remember(self.group, event.source, event.id)
+        self.count_handled(delivery.topic)
+        await delivery.ack()
+
+    def count_handled(self, topic: str, events: int = 1) -> None:
+        """Count events whose handler returned (the breaker's run of dead letters ends)."""
+        self.dead_in_a_row = 0
+        self.handled += events
+        counter = self._handled_counts.get(topic)
+        if counter is None:
+            counter = self._handled_counts[topic] = obs.CONSUMED.labels(
+                topic, self.group, "handled"
+            )
+        counter.inc(events)
+
+    def failed(self, delivery: Delivery, event: Event, error: BaseException, attempt: int) -> None:
+        """Log a failed handler attempt."""
+        self.log.warning(
+            "handler failed",
+            topic=delivery.topic,
+            event_id=event.id,
+            correlation_id=event.correlationid,
+            attempt=attempt,
+            error=describe(error),
+        )
+
+    async def dead_letter(
+        self, delivery: Delivery, event: Event, reason: str, error: str, attempts: int
+    ) -> None:
+        """Publish ``event`` to its dead-letter topic (when enabled), count it, ack it."""
+        topic = delivery.topic
+        policy = self.policy.dead_letter
+        if policy.enabled:
+            dead = deadletter.dead_letter(
+                event, reason=reason, error=error, attempts=attempts, topic=topic, group=self.group
+            )
+            await self._publish_event(policy.topic_for(topic, self.group), dead)
+            obs.DEAD_LETTERED.labels(topic, self.group, reason).inc()
+            self.log.warning("dead-lettered", topic=topic, event_id=event.id, reason=reason)
+        obs.CONSUMED.labels(topic, self.group, reason).inc()
+        await delivery.ack()
+
+    def start_timer(self) -> float:
+        """``time.perf_counter()`` for the handler calls that are timed (one in eight), else 0."""
+        self.calls += 1
+        return 0.0 if self.calls & obs.LATENCY_SAMPLE_MASK else time.perf_counter()
+
+    # -- circuit breaker and waiting -------------------------------------------------------
+
+    def breaker_trips(self) -> bool:
+        """Whether one more dead letter would exceed the breaker's threshold."""
+        breaker = self.policy.breaker
+        return breaker is not None and self.dead_in_a_row >= breaker.threshold
+
+    async def hold(self, deliveries: Sequence[Delivery], topic: str) -> None:
+        """Breaker open: keep the events, pause every lane for the cool-down, then half-open.
+        Raises :class:`Held` (after giving the events back) when the subscription stops."""
+        breaker = self.policy.breaker
+        assert breaker is not None
+        self.breaker_closed.clear()
+        obs.BREAKER_OPEN.labels(self.group).set(1)
+        self.log.warning("circuit breaker open", topic=topic, cooldown=breaker.cooldown)
+        try:
+            await self.sleep_alive(deliveries, breaker.cooldown)
+        finally:
+            self.breaker_closed.set()
+            obs.BREAKER_OPEN.labels(self.group).set(0)
+        if self.stopping:
+            for delivery in deliveries:
+                with contextlib.suppress(Exception):
+                    await delivery.nack()
+            raise Held
+
+    async def wait_for_breaker(self, deliveries: Sequence[Delivery]) -> None:
+        """Wait while another lane holds the breaker open, keeping leases alive."""
+        while not self.breaker_closed.is_set():
+            for delivery in deliveries:
+                await delivery.keep_alive()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.breaker_closed.wait(), timeout=1.0)
+
+    async def sleep_alive(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        """Sleep while keeping the deliveries' leases alive."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0 and not self.stopping:
+            for delivery in deliveries:
+                await delivery.keep_alive()
+            await asyncio.sleep(min(left, 1.0))
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def halted(self) -> bool:
+        """Whether the subscription is stopping (no new delivery may start)."""
+        return self.stopping
+
+    async def drain(self, grace: float) -> None:
+        """Stop, wait up to ``grace`` s for running handlers to finish, close the subscription."""
+        self.stopping = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.idle.wait(), timeout=grace)
+        await self.subscription.close()
 
 
 class Consumer:
@@ -47,54 +268,51 @@ class Consumer:
         publish_event: Publish,
         codec: PayloadCodec | None = None,
     ) -> None:
-        self._subscription = subscription
+        self._pipeline = Pipeline(
+            subscription, group=group, policy=policy, publish_event=publish_event, codec=codec
+        )
         self._handler = handler
-        self._group = group
-        self._policy = policy
-        self._publish_event = publish_event
-        self._codec = codec
-        self._log = obs.get_logger("choreo.consumer", group=group)
-        self._dead_in_a_row = 0
-        self._breaker_closed = asyncio.Event()
-        self._breaker_closed.set()
-        self._stopping = False
-        self._busy = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._lanes: list[asyncio.Queue[Delivery | None]] = []
-        self._lane_tasks: list[asyncio.Task[None]] = []
         self._next_lane = 0
-        self._handled_counters: dict[str, Any] = {}
-        self._handler_seconds = obs.HANDLER_SECONDS.labels(group)
-        self._calls = 0
-        self.handled = 0
 
     @property
     def subscription(self) -> Subscription:
         """The subscription this consumer reads."""
-        return self._subscription
+        return self._pipeline.subscription
+
+    @property
+    def handled(self) -> int:
+        """How many events the handler finished successfully."""
+        return self._pipeline.handled
 
     # -- the loop --------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Consume until :meth:`stop`; returns after in-flight handlers finished."""
-        concurrency = self._policy.concurrency
-        if concurrency > 1:
-            self._lanes = [asyncio.Queue(maxsize=64) for _ in range(concurrency)]
-            self._lane_tasks = [asyncio.create_task(self._lane(q)) for q in self._lanes]
-        try:
-            async for delivery in self._subscription:
-                if self._stopping:
-                    break
-                if concurrency == 1:
+        pipeline = self._pipeline
+        concurrency = pipeline.policy.concurrency
+        if concurrency == 1:
+            while not pipeline.halted():  # what is ready, a few at a time: fewer awaits
+                deliveries = await pipeline.subscription.take(_TAKE, 0.0)
+                if not deliveries:
+                    return
+                for index, delivery in enumerate(deliveries):
+                    if pipeline.halted():
+                        await give_back(deliveries[index:])
+                        return
                     await self._process(delivery)
-                else:
-                    await self._lanes[self._lane_for(delivery, concurrency)].put(delivery)
+            return
+        self._lanes = [asyncio.Queue(maxsize=64) for _ in range(concurrency)]
+        lanes = [asyncio.create_task(self._lane(q)) for q in self._lanes]
+        try:
+            async for delivery in self._pipeline.subscription:
+                if self._pipeline.stopping:
+                    break
+                await self._lanes[self._lane_for(delivery, concurrency)].put(delivery)
         finally:
             for queue in self._lanes:
                 await queue.put(None)
-            if self._lane_tasks:
-                await asyncio.gather(*self._lane_tasks, return_exceptions=True)
+            await asyncio.gather(*lanes, return_exceptions=True)
 
     def _lane_for(self, delivery: Delivery, concurrency: int) -> int:
         """Same key, same lane (so one key never runs twice at once); keyless events rotate."""
@@ -110,203 +328,119 @@ class Consumer:
 
     def stop(self) -> None:
         """Stop pulling new deliveries; the current handler call may finish."""
-        self._stopping = True
+        self._pipeline.stopping = True
 
     async def drain(self, grace: float) -> None:
         """Stop, wait up to ``grace`` s for running handlers to finish, close the subscription."""
-        self.stop()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout=grace)
-        await self._subscription.close()
+        await self._pipeline.drain(grace)
 
     # -- one delivery ----------------------------------------------------------------------
 
     async def _process(self, delivery: Delivery) -> None:
-        if self._stopping:
+        pipeline = self._pipeline
+        if pipeline.stopping:
             return  # not started: stays unacked and is delivered again
-        self._busy += 1
-        self._idle.clear()
+        pipeline.busy += 1
+        pipeline.idle.clear()
         try:
-            await self._process_one(delivery)
-        finally:
-            self._busy -= 1
-            if not self._busy:
-                self._idle.set()
-
-    async def _process_one(self, delivery: Delivery) -> None:
-        topic = delivery.topic
-        event = await self._decoded(delivery)
-        if event is None:
-            return
-        if "expiration" in event.extensions and event.is_expired():
-            obs.EXPIRED.labels(topic, self._group).inc()
-            if self._policy.on_expired == "dlq":
-                await self._dead_letter(delivery, event, deadletter.EXPIRED, "expiration passed", 0)
+            event = delivery.event
+            if (
+                event is None
+                or pipeline.screens
+                or "expiration" in event.extensions
+                or not pipeline.breaker_closed.is_set()
+            ):
+                await self._screened(delivery)
+                return
+            # The common case, inlined: call, count, ack; the policy only once it failed.
+            token = set_current(event, delivery)
+            started = pipeline.start_timer()
+            try:
+                await self._handler(event)
+            except Exception as exc:
+                error: BaseException | None = exc
             else:
-                obs.CONSUMED.labels(topic, self._group, "dropped").inc()
+                error = None
+            finally:
+                reset_current(token)
+                if started:
+                    pipeline.handler_seconds.observe(time.perf_counter() - started)
+            if error is None or await self._retried(delivery, event, error):
+                pipeline.count_handled(delivery.topic)
                 await delivery.ack()
-            return
-        inbox = self._policy.inbox
-        if inbox is not None and await inbox.seen(self._group, event.source, event.id):
-            obs.DUPLICATES.labels(self._group).inc()
-            await delivery.ack()
-            return
-        try:
-            attempts = await self._call_with_retries(delivery, event)
-        except _Held:
-            return
-        if attempts < 0:
-            return
-        if inbox is not None:
-            await inbox.remember(self._group, event.source, event.id)
-        self._dead_in_a_row = 0
-        self.handled += 1
-        counter = self._handled_counters.get(topic)
-        if counter is None:
-            counter = obs.CONSUMED.labels(topic, self._group, "handled")
-            self._handled_counters[topic] = counter
-        counter.inc()
-        await delivery.ack()
+        finally:
+            pipeline.busy -= 1
+            if not pipeline.busy:
+                pipeline.idle.set()
 
-    async def _decoded(self, delivery: Delivery) -> Event | None:
-        """The delivery's event with its data decoded; None when it was dead-lettered."""
-        event = delivery.event
+    async def _screened(self, delivery: Delivery) -> None:
+        """A delivery some policy step must see before (and after) the handler."""
+        pipeline = self._pipeline
+        event = await pipeline.admit(delivery)
         if event is None:
-            error = describe(delivery.decode_error) if delivery.decode_error else "undecodable"
-            if self._policy.on_undecodable == "wrap":
-                return self._wrap_legacy(delivery)
-            raw = Event(
-                type="choreograph.undecodable",
-                source=f"choreo:{delivery.topic}",
-                data=delivery.body,
-                datacontenttype="application/octet-stream",
-            )
-            await self._dead_letter(delivery, raw, deadletter.UNDECODABLE, error, 0)
-            return None
-        if self._codec is not None and isinstance(event.data, bytes | bytearray):
-            try:
-                return await self._codec.decode(delivery.topic, event)
-            except ValueError as exc:
-                reason = getattr(exc, "dlq_reason", deadletter.UNDECODABLE)
-                await self._dead_letter(delivery, event, reason, describe(exc), 0)
-                return None
-        return event
-
-    def _wrap_legacy(self, delivery: Delivery) -> Event:
-        headers = delivery.headers
-        content_type = headers.get("content-type") or "application/octet-stream"
-        event_id = headers.get("message-id") or headers.get("Nats-Msg-Id") or new_id()
-        data: Any = delivery.body
-        if is_json_content_type(content_type):  # a legacy JSON body reaches the handler parsed
-            try:
-                data = json.loads(delivery.body)
-            except ValueError:
-                content_type = "application/octet-stream"
-        return Event(
-            type=self._policy.legacy_type,
-            source=f"choreo:{delivery.topic}",
-            id=event_id,
-            data=data,
-            datacontenttype=content_type,
-        )
-
-    async def _call_with_retries(self, delivery: Delivery, event: Event) -> int:
-        """Call the handler; the number of attempts it took, or -1 if it was dead-lettered."""
-        retry = self._policy.retry
-        attempt = 0
-        while True:
-            attempt += 1
-            if not self._breaker_closed.is_set():
-                await self._wait_for_breaker(delivery)
+            return
+        if pipeline.breaker_closed.is_set():
             error = await self._call(event, delivery)
-            if error is None:
-                return attempt
-            self._log.warning(
-                "handler failed",
-                topic=delivery.topic,
-                event_id=event.id,
-                correlation_id=event.correlationid,
-                attempt=attempt,
-                error=describe(error),
-            )
+        else:
+            error = _WAIT_FOR_BREAKER
+        if error is None or await self._retried(delivery, event, error):
+            await pipeline.succeeded(delivery, event)
+
+    async def _retried(self, delivery: Delivery, event: Event, error: BaseException) -> bool:
+        """Whether the policy's later attempts succeeded (False: dead-lettered or held)."""
+        try:
+            return await self._retry(delivery, event, error)
+        except Held:
+            return False
+
+    async def _retry(self, delivery: Delivery, event: Event, error: BaseException) -> bool:
+        """Handle a failed first attempt by the policy: whether a later attempt succeeded
+        (False: the event was dead-lettered)."""
+        pipeline = self._pipeline
+        retry = pipeline.policy.retry
+        attempt = 1
+        while True:
+            if error is _WAIT_FOR_BREAKER:
+                await pipeline.wait_for_breaker((delivery,))
+                failure = await self._call(event, delivery)
+                if failure is None:
+                    return True
+                error = failure
+            pipeline.failed(delivery, event, error, attempt)
             if attempt < retry.max_attempts:
-                obs.RETRIES.labels(self._group).inc()
-                await self._sleep_alive(delivery, retry.delay(attempt))
+                obs.RETRIES.labels(pipeline.group).inc()
+                await pipeline.sleep_alive((delivery,), retry.delay(attempt))
+                attempt += 1
+                error = _WAIT_FOR_BREAKER
                 continue
-            if self._breaker_trips():
-                await self._hold(delivery)
-                attempt = retry.max_attempts - 1  # the half-open trial is one more attempt
+            if pipeline.breaker_trips():
+                await pipeline.hold((delivery,), delivery.topic)
+                attempt = retry.max_attempts  # the half-open trial is one more attempt
+                error = _WAIT_FOR_BREAKER
                 continue
-            self._dead_in_a_row += 1
-            await self._dead_letter(
+            pipeline.dead_in_a_row += 1
+            await pipeline.dead_letter(
                 delivery, event, deadletter.HANDLER_ERROR, describe(error), attempt
             )
-            return -1
+            return False
 
     async def _call(self, event: Event, delivery: Delivery) -> BaseException | None:
+        pipeline = self._pipeline
         token = set_current(event, delivery)
-        self._calls += 1
-        timed = not self._calls & obs.LATENCY_SAMPLE_MASK  # one call in eight is timed
-        started = time.perf_counter() if timed else 0.0
+        started = pipeline.start_timer()
         try:
             await self._handler(event)
         except Exception as exc:
             return exc
         finally:
             reset_current(token)
-            if timed:
-                self._handler_seconds.observe(time.perf_counter() - started)
+            if started:
+                pipeline.handler_seconds.observe(time.perf_counter() - started)
         return None
 
-    # -- circuit breaker -------------------------------------------------------------------
 
-    def _breaker_trips(self) -> bool:
-        breaker = self._policy.breaker
-        return breaker is not None and self._dead_in_a_row >= breaker.threshold
+class _NotCalledYet(Exception):
+    """Marks an attempt that is still to be made (after waiting for the breaker)."""
 
-    async def _hold(self, delivery: Delivery) -> None:
-        """Breaker open: keep the event, pause every lane for the cool-down, then half-open."""
-        breaker = self._policy.breaker
-        assert breaker is not None
-        self._breaker_closed.clear()
-        obs.BREAKER_OPEN.labels(self._group).set(1)
-        self._log.warning("circuit breaker open", topic=delivery.topic, cooldown=breaker.cooldown)
-        try:
-            await self._sleep_alive(delivery, breaker.cooldown)
-        finally:
-            self._breaker_closed.set()
-            obs.BREAKER_OPEN.labels(self._group).set(0)
-        if self._stopping:
-            with contextlib.suppress(Exception):
-                await delivery.nack()
-            raise _Held
 
-    async def _wait_for_breaker(self, delivery: Delivery) -> None:
-        while not self._breaker_closed.is_set():
-            await delivery.keep_alive()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._breaker_closed.wait(), timeout=1.0)
-
-    async def _sleep_alive(self, delivery: Delivery, seconds: float) -> None:
-        """Sleep while keeping the delivery's lease alive."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0 and not self._stopping:
-            await delivery.keep_alive()
-            await asyncio.sleep(min(left, 1.0))
-
-    # -- dead letters ----------------------------------------------------------------------
-
-    async def _dead_letter(
-        self, delivery: Delivery, event: Event, reason: str, error: str, attempts: int
-    ) -> None:
-        topic = delivery.topic
-        policy = self._policy.dead_letter
-        if policy.enabled:
-            dead = deadletter.dead_letter(
-                event, reason=reason, error=error, attempts=attempts, topic=topic, group=self._group
-            )
-            await self._publish_event(policy.topic_for(topic, self._group), dead)
-            obs.DEAD_LETTERED.labels(topic, self._group, reason).inc()
-            self._log.warning("dead-lettered", topic=topic, event_id=event.id, reason=reason)
-        obs.CONSUMED.labels(topic, self._group, reason).inc()
-        await delivery.ack()
+_WAIT_FOR_BREAKER = _NotCalledYet()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING
 
@@ -19,56 +20,74 @@ if TYPE_CHECKING:
     from broker.ports import Delivery
 
 __all__ = [
+    "current_deliveries",
     "current_delivery",
     "current_event",
     "derive_extensions",
     "new_traceparent",
     "reset_current",
     "set_current",
+    "set_current_batch",
 ]
 
-_current: ContextVar[Event | None] = ContextVar("choreo_current_event", default=None)
-_delivery: ContextVar[Delivery | None] = ContextVar("choreo_current_delivery", default=None)
+#: What the running handler handles: (event, its delivery, the deliveries of a batch).
+_Handling = tuple["Event | None", "Delivery | None", "Sequence[Delivery]"]
+_handling: ContextVar[_Handling | None] = ContextVar("choreo_handling", default=None)
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_NO_DELIVERIES: tuple[Delivery, ...] = ()
 
 
 def current_event() -> Event | None:
-    """The event the running handler is handling, or ``None`` outside handlers."""
-    return _current.get()
+    """The event the running handler is handling, or ``None`` outside handlers (and in batch
+    handlers, which handle several)."""
+    handling = _handling.get()
+    return None if handling is None else handling[0]
 
 
 def current_delivery() -> Delivery | None:
     """The broker message carrying the event being handled (its topic, position and
-    redelivery count), or ``None`` outside handlers."""
-    return _delivery.get()
+    redelivery count), or ``None`` outside handlers (and in batch handlers)."""
+    handling = _handling.get()
+    return None if handling is None else handling[1]
 
 
-def set_current(
-    event: Event, delivery: Delivery | None = None
-) -> tuple[Token[Event | None], Token[Delivery | None]]:
+def current_deliveries() -> Sequence[Delivery]:
+    """In a batch handler, the broker messages carrying its events, in the order of the list
+    the handler was given (their topics, positions and redelivery counts); else empty."""
+    handling = _handling.get()
+    return _NO_DELIVERIES if handling is None else handling[2]
+
+
+def set_current(event: Event, delivery: Delivery | None = None) -> Token[_Handling | None]:
     """Make ``event`` (carried by ``delivery``) the current one (the consumer does this around
     handler calls)."""
-    return _current.set(event), _delivery.set(delivery)
+    return _handling.set((event, delivery, _NO_DELIVERIES))
 
 
-def reset_current(tokens: tuple[Token[Event | None], Token[Delivery | None]]) -> None:
-    """Undo :func:`set_current`."""
-    _current.reset(tokens[0])
-    _delivery.reset(tokens[1])
+def set_current_batch(deliveries: Sequence[Delivery]) -> Token[_Handling | None]:
+    """Make ``deliveries`` the batch being handled (around batch handler calls)."""
+    return _handling.set((None, None, deliveries))
+
+
+def reset_current(token: Token[_Handling | None]) -> None:
+    """Undo :func:`set_current` or :func:`set_current_batch`."""
+    _handling.reset(token)
 
 
 def new_traceparent(parent: str | None = None) -> str:
     """A W3C traceparent: a child span of ``parent`` when it is valid, else a new trace."""
-    span = f"{random.getrandbits(64):016x}"
-    match = _TRACEPARENT.match(parent) if parent else None
-    if match:
-        return f"00-{match.group(2)}-{span}-{match.group(4)}"
-    return f"00-{random.getrandbits(128):032x}-{span}-01"
+    if parent:
+        match = _TRACEPARENT.match(parent)
+        if match:
+            return f"00-{match.group(2)}-{random.getrandbits(64):016x}-{match.group(4)}"
+    bits = random.getrandbits(192)
+    return f"00-{bits >> 64:032x}-{bits & 0xFFFFFFFFFFFFFFFF:016x}-01"
 
 
 def derive_extensions(extensions: dict[str, ExtensionValue]) -> None:
     """Fill causation, correlation and trace into ``extensions`` (in place) from the handler."""
-    parent = _current.get()
+    handling = _handling.get()
+    parent = None if handling is None else handling[0]
     if parent is None:
         if "traceparent" not in extensions:
             extensions["traceparent"] = new_traceparent()

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
-import random
+import functools
+import itertools
+import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from broker import jsontext
 from broker.errors import EnvelopeError
 
 __all__ = [
@@ -52,19 +54,37 @@ _CORE_ATTRIBUTES = frozenset(("id", "source", "type", "specversion", *_OPTIONAL_
 _NOT_EXTENSIONS = _CORE_ATTRIBUTES | {"data", "data_base64"}
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,40}$")
 _valid_names: set[str] = set()
-# One encoder for every event: json.dumps() with options builds a new encoder per call.
-_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 # Extensions the core writes as integers; binary bindings carry every value as text.
 _INTEGER_EXTENSIONS = frozenset({"dlqattempts"})
 
 
-def new_id() -> str:
-    """A random (version 4) UUID as text, several times faster than ``str(uuid.uuid4())``.
+def _id_stream() -> tuple[str, Iterator[int]]:
+    """A random 60-bit prefix (``xxxxxxxx-xxxx-4xxx-``) and a counter from a random start."""
+    bits = int.from_bytes(os.urandom(16), "big")
+    prefix = f"{bits >> 68:015x}"
+    start = bits & ((1 << 54) - 1)  # 2**62 - 2**54 ids to go before the counter passes 62 bits
+    return f"{prefix[:8]}-{prefix[8:12]}-4{prefix[12:]}-", itertools.count(start)
 
-    Uniqueness, not secrecy, is what an event id needs; :mod:`random` reseeds after ``fork``.
+
+_id_prefix, _id_counter = _id_stream()
+
+
+def _new_id_stream() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix, _id_counter = _id_stream()
+
+
+os.register_at_fork(after_in_child=_new_id_stream)
+
+
+def new_id() -> str:
+    """An event id shaped as a version 4 UUID, about 4x cheaper than ``str(uuid.uuid4())``.
+
+    Uniqueness, not secrecy, is what an event id needs: 60 random bits chosen per process (and
+    again in a forked child) followed by a 62-bit counter that starts at a random value.
     """
-    h = f"{random.getrandbits(128):032x}"
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    n = next(_id_counter)
+    return f"{_id_prefix}{0x8000 | (n >> 48):04x}-{n & 0xFFFFFFFFFFFF:012x}"
 
 
 def check_extension_names(names: Iterable[str]) -> None:
@@ -99,12 +119,20 @@ def parse_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+_JSON_TYPES: dict[str | None, bool] = {None: True, JSON_CONTENT_TYPE: True}
+
+
 def is_json_content_type(content_type: str | None) -> bool:
     """Whether data with this content type is carried as JSON (``None`` means JSON)."""
-    if content_type is None:
-        return True
+    known = _JSON_TYPES.get(content_type)
+    if known is not None:
+        return known
+    assert content_type is not None
     media = content_type.split(";", 1)[0].strip().lower()
-    return media == JSON_CONTENT_TYPE or media.endswith("+json") or media == "text/json"
+    found = media == JSON_CONTENT_TYPE or media.endswith("+json") or media == "text/json"
+    if len(_JSON_TYPES) < 1024:
+        _JSON_TYPES[content_type] = found
+    return found
 
 
 @dataclasses.dataclass(slots=True)
@@ -120,7 +148,7 @@ class Event:
     source: str
     data: Any = None
     id: str = dataclasses.field(default_factory=new_id)
-    time: datetime | None = dataclasses.field(default_factory=lambda: datetime.now(UTC))
+    time: datetime | None = dataclasses.field(default_factory=functools.partial(datetime.now, UTC))
     subject: str | None = None
     datacontenttype: str | None = JSON_CONTENT_TYPE
     dataschema: str | None = None
@@ -128,14 +156,24 @@ class Event:
     extensions: dict[str, ExtensionValue] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if (
+            self.type.__class__ is not str
+            or self.source.__class__ is not str
+            or not self.type
+            or not self.source
+            or not self.id
+        ):
+            self._check_required()
+        if self.extensions and not _valid_names.issuperset(self.extensions):
+            check_extension_names(self.extensions)
+
+    def _check_required(self) -> None:
         if not self.type or not isinstance(self.type, str):
             raise EnvelopeError("a CloudEvent needs a non-empty 'type' attribute")
         if not self.source or not isinstance(self.source, str):
             raise EnvelopeError("a CloudEvent needs a non-empty 'source' attribute")
         if not self.id:
             raise EnvelopeError("a CloudEvent needs a non-empty 'id' attribute")
-        if self.extensions:
-            check_extension_names(self.extensions)
 
     # -- well-known extensions -------------------------------------------------------------
 
@@ -202,7 +240,7 @@ class Event:
         if data is None:
             return b""
         if is_json_content_type(self.datacontenttype):
-            return _JSON.encode(data).encode()
+            return jsontext.dumps(data)
         if isinstance(data, str):
             return data.encode()
         raise EnvelopeError(
@@ -236,7 +274,7 @@ class Event:
 
     def to_json(self) -> str:
         """The structured-mode JSON text."""
-        return _JSON.encode(self.to_dict())
+        return jsontext.dumps_text(self.to_dict())
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any]) -> Event:
@@ -257,7 +295,7 @@ class Event:
     def from_json(cls, text: str | bytes) -> Event:
         """Read structured-mode JSON text."""
         try:
-            obj = json.loads(text)
+            obj = jsontext.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
             raise EnvelopeError(f"not a structured CloudEvent: {exc}") from exc
         return cls.from_dict(obj)
@@ -269,7 +307,7 @@ def _str_or_none(value: ExtensionValue | None) -> str | None:
 
 def _maybe_json(text: str) -> Any:
     try:
-        return json.loads(text)
+        return jsontext.loads(text)
     except ValueError:
         return text
 
@@ -302,22 +340,34 @@ def _build(attrs: Mapping[str, Any], data: Any) -> Event:
 # -- binary content mode ------------------------------------------------------------------------
 
 
+_BINARY_NAMES: dict[str, tuple[str, ...]] = {}
+
+
+def _binary_names(prefix: str) -> tuple[str, ...]:
+    names = _BINARY_NAMES.get(prefix)
+    if names is None:
+        attributes = ("specversion", "id", "source", "type", "time", "subject", "dataschema")
+        names = _BINARY_NAMES[prefix] = tuple(prefix + name for name in attributes)
+    return names
+
+
 def to_binary(event: Event, prefix: str) -> tuple[dict[str, str], bytes]:
     """Headers (``<prefix><attr>`` plus ``content-type``) and body for binary content mode."""
+    specversion, id_, source, type_, time_, subject, dataschema = _binary_names(prefix)
     headers = {
-        f"{prefix}specversion": event.specversion,
-        f"{prefix}id": event.id,
-        f"{prefix}source": event.source,
-        f"{prefix}type": event.type,
+        specversion: event.specversion,
+        id_: event.id,
+        source: event.source,
+        type_: event.type,
     }
     if event.time is not None:
-        headers[f"{prefix}time"] = format_time(event.time)
+        headers[time_] = format_time(event.time)
     if event.subject is not None:
-        headers[f"{prefix}subject"] = event.subject
+        headers[subject] = event.subject
     if event.dataschema is not None:
-        headers[f"{prefix}dataschema"] = event.dataschema
+        headers[dataschema] = event.dataschema
     for name, value in event.extensions.items():
-        headers[prefix + name] = _header_text(value)
+        headers[prefix + name] = value if value.__class__ is str else _header_text(value)
     if event.datacontenttype is not None:
         headers["content-type"] = event.datacontenttype
     return headers, event.data_bytes()
@@ -371,7 +421,7 @@ def _decode_data(body: bytes, content_type: str | None) -> Any:
         return None
     if is_json_content_type(content_type):
         try:
-            return json.loads(body)
+            return jsontext.loads(body)
         except ValueError as exc:
             if content_type is None:  # no content type and not JSON: keep the bytes
                 return body

@@ -3,6 +3,11 @@
 Logs go through structlog, bound with ``topic``, ``group``, ``event_id`` and
 ``correlation_id``: a console renderer on a TTY, JSON lines otherwise. Metrics are Prometheus
 collectors in the default registry (``choreo_*``), served by :func:`serve_metrics`.
+
+The per-event counters are :class:`Tally` families: a labelled child is a plain number that
+the event loop adds to (no lock, no validation per event), read when Prometheus scrapes. They
+are exact within a process as long as one thread counts a child (an event loop does). Latency
+histograms observe one publish or handler call in eight.
 """
 
 from __future__ import annotations
@@ -10,10 +15,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import structlog
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = [
     "BREAKER_OPEN",
@@ -26,6 +34,7 @@ __all__ = [
     "PUBLISHED",
     "PUBLISH_SECONDS",
     "RETRIES",
+    "Tally",
     "configure_logging",
     "get_logger",
     "serve_metrics",
@@ -35,13 +44,63 @@ __all__ = [
 LATENCY_SAMPLE_MASK = 7
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
-PUBLISHED = Counter("choreo_published", "Events durably published", ["topic"])
+
+class Count:
+    """One labelled child of a :class:`Tally`: ``inc`` adds to a number."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Add ``amount`` (1 by default)."""
+        self.value += amount
+
+
+class Tally(Collector):
+    """A Prometheus counter family (``<name>_total``) whose children cost an addition per
+    event; registered in the default registry and read at scrape time."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], Count] = {}
+        REGISTRY.register(self)
+
+    def labels(self, *values: str) -> Count:
+        """The child for these label values (bind it once, then ``inc`` it per event)."""
+        key = tuple(str(v) for v in values)
+        if len(key) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes the labels {', '.join(self.labelnames)}")
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = Count()
+        return child
+
+    def value(self, *values: str) -> float:
+        """The current count for these label values (0 when never counted)."""
+        child = self._children.get(tuple(values))
+        return 0.0 if child is None else child.value
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for key, child in list(self._children.items()):
+            family.add_metric(key, child.value)
+        yield family
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+
+PUBLISHED = Tally("choreo_published", "Events durably published", ["topic"])
 PUBLISH_SECONDS = Histogram(
     "choreo_publish_seconds",
     "Time until the broker accepted an event (one publish in eight sampled)",
     buckets=_LATENCY_BUCKETS,
 )
-CONSUMED = Counter(
+CONSUMED = Tally(
     "choreo_consumed", "Deliveries finished, by outcome", ["topic", "group", "outcome"]
 )
 HANDLER_SECONDS = Histogram(
@@ -50,12 +109,12 @@ HANDLER_SECONDS = Histogram(
     ["group"],
     buckets=_LATENCY_BUCKETS,
 )
-RETRIES = Counter("choreo_retries", "Handler attempts that failed and were retried", ["group"])
-DEAD_LETTERED = Counter(
+RETRIES = Tally("choreo_retries", "Handler attempts that failed and were retried", ["group"])
+DEAD_LETTERED = Tally(
     "choreo_dead_lettered", "Events sent to a dead-letter topic", ["topic", "group", "reason"]
 )
-EXPIRED = Counter("choreo_expired", "Events whose TTL passed before handling", ["topic", "group"])
-DUPLICATES = Counter("choreo_duplicates", "Deliveries skipped by the inbox", ["group"])
+EXPIRED = Tally("choreo_expired", "Events whose TTL passed before handling", ["topic", "group"])
+DUPLICATES = Tally("choreo_duplicates", "Deliveries skipped by the inbox", ["group"])
 BREAKER_OPEN = Gauge("choreo_breaker_open", "1 while a group's circuit breaker is open", ["group"])
 
 _configured = False

@@ -16,7 +16,9 @@ Contract every adapter keeps (pinned by ``tests/contract``):
 * A delivery that is neither acked nor nacked before its subscription closes (or its process
   dies) is delivered again later; ``nack`` gives it back at once.
 * Within a group, deliveries with the same ``partitionkey`` arrive in publish order when
-  ``Capabilities.ordered_keys`` is true.
+  ``Capabilities.ordered_keys`` is true (for ``publish_many``: in the order of the list).
+* ``take`` hands out deliveries exactly as iterating does (the same prefetch and order), several
+  at a time; ``ack_many`` is ``ack`` of each.
 """
 
 from __future__ import annotations
@@ -134,6 +136,15 @@ class Subscription(Protocol):
 
     def __aiter__(self) -> AsyncIterator[Delivery]: ...
 
+    async def take(self, limit: int, wait: float) -> list[Delivery]:
+        """Up to ``limit`` deliveries at once: wait as long as it takes for the first, then up
+        to ``wait`` seconds more while fewer than ``limit`` are there. Empty once closed."""
+        ...
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Ack ``deliveries`` (all of this subscription) in as few broker calls as it can."""
+        ...
+
     async def close(self) -> None:
         """Stop receiving; unacked deliveries will be delivered again later."""
         ...
@@ -161,6 +172,14 @@ class Adapter(Protocol):
 
     async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
         """Durably publish one event; ``ttl`` (seconds) lets a native-TTL broker drop it."""
+        ...
+
+    async def publish_many(
+        self, topic: str, events: Sequence[Event], *, ttl: float | None = None
+    ) -> list[Exception | None]:
+        """Publish ``events`` in order with as few broker round trips as the client allows;
+        one outcome per event: None once the broker durably accepted it, else the error
+        ``publish`` would have raised. Raises only when nothing could be tried (closed)."""
         ...
 
     async def subscribe(

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -15,7 +15,7 @@ from aiokafka import errors as kerr
 
 from broker.adapters.kafka.settings import KafkaSettings
 from broker.adapters.kafka.wire import decode_record
-from broker.adapters.kit import InFlight, OffsetTracker
+from broker.adapters.kit import BaseSubscription, InFlight, OffsetTracker
 from broker.envelope import Event
 from broker.errors import BrokerUnavailableError
 from broker.observability import get_logger
@@ -24,6 +24,8 @@ from broker.ports import Delivery
 __all__ = ["KafkaSubscription"]
 
 _log = get_logger("choreo.kafka")
+#: The longest one fetch waits for records (seconds); the broker may answer sooner.
+_FETCH_WAIT = 0.2
 
 
 class _Owner(Protocol):
@@ -114,7 +116,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._sub.assigned(assigned)
 
 
-class KafkaSubscription:
+class KafkaSubscription(BaseSubscription):
     """A consumer-group member: yields deliveries, commits what the core acked."""
 
     def __init__(
@@ -260,32 +262,40 @@ class KafkaSubscription:
 
     # -- delivering --------------------------------------------------------------------------
 
-    def __aiter__(self) -> AsyncIterator[Delivery]:
-        return self
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
-    async def __anext__(self) -> Delivery:
+    def poll(self) -> _KafkaDelivery | None:
         while not self._closed:
             if self._redeliver:
                 delivery = self._redeliver.popleft()
                 if delivery.part.live and not delivery.flight.acked:
                     self._inflight += 1
                     return delivery
-            elif self._inflight >= self._prefetch:
-                self._space.clear()
-                await self._space.wait()
-            elif self._buffer:
+            elif self._inflight >= self._prefetch or not self._buffer:
+                return None
+            else:
                 part, record = self._buffer.popleft()
                 if part.live:
-                    delivery = _delivery(part, record)
                     self._inflight += 1
-                    return delivery
-            else:
-                await self._fill()
-        raise StopAsyncIteration
+                    return _delivery(part, record)
+        return None
 
-    async def _fill(self) -> None:
+    async def wait_ready(self, timeout: float | None) -> None:
+        """Wait for acks to make room under ``prefetch``, or fetch (one ``getmany``)."""
+        if self._inflight >= self._prefetch and not self._redeliver:
+            self._space.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._space.wait(), timeout)
+        elif not self._buffer and not self._redeliver:
+            await self._fill(_FETCH_WAIT if timeout is None else min(timeout, _FETCH_WAIT))
+
+    async def _fill(self, timeout: float) -> None:
         try:
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=self._prefetch)
+            batch = await self._consumer.getmany(
+                timeout_ms=max(1, int(timeout * 1000)), max_records=self._prefetch
+            )
         except (kerr.ConsumerStoppedError, kerr.IllegalStateError):
             if not self._closed:
                 raise

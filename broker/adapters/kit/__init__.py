@@ -1,7 +1,8 @@
 """The adapter kit: the pieces every backend needs, written once.
 
 * :mod:`~broker.adapters.kit.base` - :class:`BaseAdapter`, the part of the port every backend
-  implements alike (masked URL, ``subscribe``);
+  implements alike (masked URL, ``subscribe``, a sequential ``publish_many``), and
+  :class:`BaseSubscription` (iteration, batches and ``ack_many`` from ``poll``/``wait_ready``);
 * :mod:`~broker.adapters.kit.settings` - typed options from the URL's query string, with
   did-you-mean on an unknown one (:func:`parse_settings`, :func:`option`);
 * :mod:`~broker.adapters.kit.retry` - trying again with backoff until a deadline
@@ -16,7 +17,7 @@ URL masking lives in :func:`broker.urls.mask_url`; dead-letter names and fields 
 :mod:`broker.deadletter`. ``docs/adapters.md`` shows how a new backend is built from these.
 """
 
-from broker.adapters.kit.base import BaseAdapter
+from broker.adapters.kit.base import BaseAdapter, BaseSubscription
 from broker.adapters.kit.errors import (
     Translation,
     client_exceptions,
@@ -38,6 +39,7 @@ from broker.adapters.kit.settings import (
 __all__ = [
     "Backoff",
     "BaseAdapter",
+    "BaseSubscription",
     "InFlight",
     "OffsetTracker",
     "Stopped",

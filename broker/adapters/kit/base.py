@@ -1,19 +1,26 @@
-"""The part of the :class:`broker.ports.Adapter` port that every backend implements alike.
+"""The parts of the :mod:`broker.ports` that every backend implements alike.
 
 An adapter may subclass :class:`BaseAdapter` (as an httpx transport subclasses its base
-transport): it then gets the masked :attr:`~BaseAdapter.url` and the ``subscribe`` entry point,
-and implements :meth:`~BaseAdapter.open_subscription` with the arguments already checked.
+transport): it then gets the masked :attr:`~BaseAdapter.url`, the ``subscribe`` entry point and
+a ``publish_many`` that publishes one event after the other (override it to pipeline), and
+implements :meth:`~BaseAdapter.open_subscription` with the arguments already checked.
+
+A subscription may subclass :class:`BaseSubscription`: it says which delivery is ready now
+(:meth:`~BaseSubscription.poll`) and how to wait for more (:meth:`~BaseSubscription.wait_ready`),
+and gets iteration, batches (``take``) and ``ack_many`` built on those.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
 
-from broker.ports import Subscription
+from broker.envelope import Event
+from broker.ports import Delivery, Subscription
 from broker.urls import mask_url
 
-__all__ = ["BaseAdapter"]
+__all__ = ["BaseAdapter", "BaseSubscription"]
 
 
 class BaseAdapter(abc.ABC):
@@ -43,3 +50,80 @@ class BaseAdapter(abc.ABC):
         self, topics: tuple[str, ...], group: str, from_beginning: bool, prefetch: int
     ) -> Subscription:
         """:meth:`subscribe` with at least one unit of ``prefetch``."""
+
+    @abc.abstractmethod
+    async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
+        """Durably publish one event."""
+
+    async def publish_many(
+        self, topic: str, events: Sequence[Event], *, ttl: float | None = None
+    ) -> list[Exception | None]:
+        """Publish ``events`` one after the other (in order); one outcome per event."""
+        outcomes: list[Exception | None] = []
+        for event in events:
+            try:
+                await self.publish(topic, event, ttl=ttl)
+            except Exception as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        return outcomes
+
+
+class BaseSubscription(abc.ABC):
+    """Iteration, batches and ``ack_many`` for a subscription that can say which delivery is
+    ready now and wait for more."""
+
+    @abc.abstractmethod
+    def poll(self) -> Delivery | None:
+        """The next delivery that is ready, handed out (prefetch permitting); None if there is
+        none now or the subscription is closed. Never waits."""
+
+    @abc.abstractmethod
+    async def wait_ready(self, timeout: float | None) -> None:
+        """Return once a delivery may be ready (or the subscription closed), or after
+        ``timeout`` seconds (None: no limit). May fetch from the broker meanwhile."""
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop receiving; unacked deliveries will be delivered again later."""
+
+    def __aiter__(self) -> AsyncIterator[Delivery]:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        while not self.closed:
+            delivery = self.poll()
+            if delivery is not None:
+                return delivery
+            await self.wait_ready(None)
+        raise StopAsyncIteration
+
+    async def take(self, limit: int, wait: float) -> list[Delivery]:
+        """Up to ``limit`` deliveries: the first whenever it comes, then up to ``wait`` seconds
+        more while fewer than ``limit`` are ready. Empty once closed."""
+        try:
+            batch = [await self.__anext__()]
+        except StopAsyncIteration:
+            return []
+        deadline = time.monotonic() + wait
+        while len(batch) < limit:
+            delivery = self.poll()
+            if delivery is not None:
+                batch.append(delivery)
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0 or self.closed:
+                break
+            await self.wait_ready(left)
+        return batch
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Ack each delivery (override where the broker acks several in one call)."""
+        for delivery in deliveries:
+            await delivery.ack()

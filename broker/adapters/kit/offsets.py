@@ -21,14 +21,15 @@ __all__ = ["InFlight", "OffsetTracker"]
 
 
 class InFlight:
-    """One handed-out entry: its offset, whether it is acked, when it was last worked on."""
+    """One handed-out entry: its offset, whether it is acked, when it was last worked on
+    (a ``time.monotonic()`` value, for backends with leases; 0 where nobody asks)."""
 
     __slots__ = ("acked", "offset", "touched")
 
-    def __init__(self, offset: int) -> None:
+    def __init__(self, offset: int, touched: float = 0.0) -> None:
         self.offset = offset
         self.acked = False
-        self.touched = time.monotonic()
+        self.touched = touched
 
     def touch(self) -> None:
         """Note that the entry is still being worked on (a lease keep-alive)."""
@@ -44,9 +45,10 @@ class OffsetTracker:
         self._entries: deque[InFlight] = deque()
         self._unacked = 0
 
-    def add(self, offset: int) -> InFlight:
-        """Track an entry handed out after every entry tracked so far."""
-        entry = InFlight(offset)
+    def add(self, offset: int, touched: float = 0.0) -> InFlight:
+        """Track an entry handed out after every entry tracked so far (``touched``: when, for
+        backends that lease entries)."""
+        entry = InFlight(offset, touched)
         self._entries.append(entry)
         self._unacked += 1
         return entry

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -51,12 +51,26 @@ class MemoryAdapter(BaseAdapter):
             raise ClosedError(f"the adapter for {self._url} is closed")
 
     async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
-        self._check_open()
+        if self._closed:
+            self._check_open()
         state, index = self._log.append(topic, event)
         for group in state.groups.values():
             owner = group.owners[index]
             if owner is not None:
                 owner.wake()
+
+    async def publish_many(
+        self, topic: str, events: Sequence[Event], *, ttl: float | None = None
+    ) -> list[Exception | None]:
+        self._check_open()
+        state = self._log.topic(topic)
+        touched = {self._log.append(topic, event)[1] for event in events}
+        for group in state.groups.values():
+            for index in touched:
+                owner = group.owners[index]
+                if owner is not None:
+                    owner.wake()
+        return [None] * len(events)
 
     async def open_subscription(
         self, topics: tuple[str, ...], group: str, from_beginning: bool, prefetch: int
@@ -75,7 +89,7 @@ class MemoryAdapter(BaseAdapter):
         return [
             TopicInfo(
                 name,
-                messages=sum(1 for p in t.partitions for e in p if e.event is not None),
+                messages=sum(1 for p in t.partitions for _ in p.kept()),
                 partitions=len(t.partitions),
                 groups=tuple(sorted(t.groups)),
             )
@@ -86,10 +100,8 @@ class MemoryAdapter(BaseAdapter):
         state = self._log.topics.get(topic)
         if state is None:
             return []
-        entries = sorted(
-            (e for p in state.partitions for e in p if e.event is not None), key=lambda e: e.seq
-        )
-        return [e.event for e in entries[:limit] if e.event is not None]
+        kept = sorted((entry for p in state.partitions for entry in p.kept()), key=lambda e: e[0])
+        return [event for _, event in kept[:limit]]
 
     async def purge(self, topic: str, ids: Collection[str] | None = None) -> int:
         state = self._log.topics.get(topic)
@@ -98,8 +110,9 @@ class MemoryAdapter(BaseAdapter):
         wanted = set(ids) if ids is not None else None
         count = 0
         for partition in state.partitions:
-            for entry in partition:
-                if entry.event is not None and (wanted is None or entry.event.id in wanted):
-                    entry.event = None
+            events = partition.events
+            for offset, event in enumerate(events):
+                if event is not None and (wanted is None or event.id in wanted):
+                    events[offset] = None
                     count += 1
         return count

@@ -4,12 +4,15 @@ their entries, committing the highest contiguously acked offset of each."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from array import array
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from broker.adapters.kit import InFlight, OffsetTracker
-from broker.adapters.memory.wire import Entry, Group, Topic
+from broker.adapters.kit import BaseSubscription, InFlight, OffsetTracker
+from broker.adapters.memory.wire import Group, Topic
+from broker.envelope import Event
 from broker.ports import Delivery
 
 __all__ = ["MemoryDelivery", "MemorySubscription"]
@@ -23,6 +26,8 @@ class _Partition:
     position: int
     tracker: OffsetTracker = field(default_factory=OffsetTracker)
     redeliver: deque[InFlight] = field(default_factory=deque)
+    #: Whether this member should keep reading it (False: it goes to another once idle).
+    wanted: bool = True
 
 
 class MemoryDelivery(Delivery):
@@ -31,15 +36,22 @@ class MemoryDelivery(Delivery):
     __slots__ = ("_done", "_flight", "_part", "_sub")
 
     def __init__(
-        self, sub: MemorySubscription, part: _Partition, flight: InFlight, entry: Entry
+        self,
+        sub: MemorySubscription,
+        part: _Partition,
+        flight: InFlight,
+        event: Event,
+        redelivered: int,
     ) -> None:
-        assert entry.event is not None
-        super().__init__(
-            part.topic.name,
-            entry.event,
-            redelivered=entry.deliveries - 1,
-            position=f"{part.topic.name}/{part.index}/{flight.offset}",
-        )
+        topic = part.topic.name
+        # Delivery's fields, set directly: this runs once per event.
+        self.topic = topic
+        self.position = f"{topic}/{part.index}/{flight.offset}"
+        self.event = event
+        self.body = b""
+        self.headers = _NO_HEADERS
+        self.redelivered = redelivered
+        self.decode_error = None
         self._sub = sub
         self._part = part
         self._flight = flight
@@ -57,7 +69,10 @@ class MemoryDelivery(Delivery):
             self._sub.wake()
 
 
-class MemorySubscription:
+_NO_HEADERS: dict[str, str] = {}
+
+
+class MemorySubscription(BaseSubscription):
     """A member of one group on some topics."""
 
     def __init__(
@@ -68,9 +83,14 @@ class MemorySubscription:
         self._prefetch = prefetch
         self._on_close = on_close
         self._owned: dict[tuple[str, int], _Partition] = {}
+        self._parts: list[_Partition] = []  # the values of _owned, for round-robin
         self._wakeup = asyncio.Event()
         self._closed = False
         self._cursor = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     # -- membership ------------------------------------------------------------------------
 
@@ -88,29 +108,38 @@ class MemorySubscription:
         for (topic_name, index), part in list(self._owned.items()):
             part.group.owners[index] = None
             del self._owned[(topic_name, index)]
+        self._parts = []
         for topic in self._topics:
             group = topic.groups[self._group_name]
             if self in group.members:
                 group.members.remove(self)
             _rebalance(topic, group)
 
-    def take(self, topic: Topic, group: Group, index: int) -> None:
+    def claim(self, topic: Topic, group: Group, index: int) -> None:
         start = group.committed[index]
         self._owned[(topic.name, index)] = _Partition(topic, group, index, start)
+        self._parts = list(self._owned.values())
         group.owners[index] = self
         self.wake()
 
     def release_if_idle(self, topic: Topic, index: int) -> bool:
+        """Give a partition up if nothing of it is in flight; else stop reading it."""
         part = self._owned.get((topic.name, index))
-        if part is None or part.tracker or part.redeliver:
+        if part is None:
+            return False
+        if part.tracker or part.redeliver:
+            part.wanted = False
             return False
         del self._owned[(topic.name, index)]
+        self._parts = list(self._owned.values())
         part.group.owners[index] = None
         return True
 
-    def wants(self, topic: Topic, index: int) -> bool:
-        group = topic.groups[self._group_name]
-        return _desired_owner(group, index) is self
+    def keep(self, topic: Topic, index: int) -> None:
+        """Go on reading a partition this member owns and should own."""
+        part = self._owned.get((topic.name, index))
+        if part is not None:
+            part.wanted = True
 
     # -- delivery --------------------------------------------------------------------------
 
@@ -121,17 +150,18 @@ class MemorySubscription:
         done = part.tracker.ack(flight)
         if done is not None:
             part.group.committed[part.index] = done + 1
-        if not part.tracker and not part.redeliver and not self.wants(part.topic, part.index):
+        if not part.wanted and not part.tracker and not part.redeliver:
             _rebalance(part.topic, part.group)
-        self.wake()
+        self._wakeup.set()
 
-    def _next(self) -> MemoryDelivery | None:
-        parts = list(self._owned.values())
-        for step in range(len(parts)):
-            part = parts[(self._cursor + step) % len(parts)]
+    def poll(self) -> MemoryDelivery | None:
+        parts = self._parts
+        count = len(parts)
+        for step in range(count):
+            part = parts[(self._cursor + step) % count]
             delivery = self._next_from(part)
             if delivery is not None:
-                self._cursor = (self._cursor + step + 1) % len(parts)
+                self._cursor = (self._cursor + step + 1) % count
                 return delivery
         return None
 
@@ -139,29 +169,39 @@ class MemorySubscription:
         log = part.topic.partitions[part.index]
         if part.redeliver:
             flight = part.redeliver.popleft()
-            entry = log[flight.offset]
-            entry.deliveries += 1
-            return MemoryDelivery(self, part, flight, entry)
-        if len(part.tracker) >= self._prefetch or not self.wants(part.topic, part.index):
+            return self._deliver(part, flight, log.events[flight.offset], log.deliveries)
+        if not part.wanted or len(part.tracker) >= self._prefetch:
             return None
-        while part.position < len(log):
+        events = log.events
+        while part.position < len(events):
             offset = part.position
             part.position += 1
-            entry = log[offset]
+            event = events[offset]
             flight = part.tracker.add(offset)
-            if entry.event is None:  # purged: settle silently
+            if event is None:  # purged: settle silently
                 self.settle(part, flight)
                 continue
-            entry.deliveries += 1
-            return MemoryDelivery(self, part, flight, entry)
+            return self._deliver(part, flight, event, log.deliveries)
         return None
 
-    def __aiter__(self) -> AsyncIterator[Delivery]:
-        return self
+    def _deliver(
+        self, part: _Partition, flight: InFlight, event: Event | None, counts: array[int]
+    ) -> MemoryDelivery | None:
+        if event is None:  # purged while it waited to be delivered again
+            self.settle(part, flight)
+            return None
+        offset = flight.offset
+        counts[offset] += 1
+        return MemoryDelivery(self, part, flight, event, counts[offset] - 1)
+
+    async def wait_ready(self, timeout: float | None) -> None:
+        self._wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
 
     async def __anext__(self) -> Delivery:
         while not self._closed:
-            delivery = self._next()
+            delivery = self.poll()
             if delivery is not None:
                 return delivery
             self._wakeup.clear()
@@ -189,8 +229,10 @@ def _rebalance(topic: Topic, group: Group) -> None:
         desired = _desired_owner(group, index)
         owner = group.owners[index]
         if owner is desired:
+            if owner is not None:
+                owner.keep(topic, index)
             continue
         if owner is not None and not owner.release_if_idle(topic, index):
             continue
         if desired is not None:
-            desired.take(topic, group, index)
+            desired.claim(topic, group, index)

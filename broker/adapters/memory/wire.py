@@ -1,7 +1,7 @@
 """What a ``memory://`` broker stores: partitioned logs of entries, per topic, per URL name.
 
-Events are kept as the objects that were published (nothing is encoded); an entry whose event
-is ``None`` was purged. Events with one ``partitionkey`` share a partition, so they keep their
+Events are kept as the objects that were published (nothing is encoded); an event slot that
+holds ``None`` was purged. Events with one ``partitionkey`` share a partition, so they keep their
 order. Each group keeps a committed position per partition and knows its members.
 """
 
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import zlib
+from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -17,22 +19,41 @@ from broker.envelope import Event
 if TYPE_CHECKING:
     from broker.adapters.memory.consumer import MemorySubscription
 
-__all__ = ["LOGS", "Entry", "Group", "Log", "Topic", "partition_for"]
+__all__ = ["LOGS", "Group", "Log", "Partition", "Topic", "partition_for"]
 
 
 def partition_for(event: Event, partitions: int) -> int:
     """The partition of an event: by ``partitionkey`` when set, else by id."""
-    key = event.partitionkey or event.id
-    return zlib.crc32(key.encode()) % partitions
+    key = event.extensions.get("partitionkey") or event.id
+    return zlib.crc32(str(key).encode()) % partitions
 
 
-@dataclass(slots=True)
-class Entry:
-    """One published event in a partition."""
+class Partition:
+    """One partition's log, by offset: the events (None once purged), their global sequence
+    numbers and how often each was delivered. Numbers live in arrays: a long log holds one
+    object per event for the garbage collector to walk, not three."""
 
-    seq: int
-    event: Event | None  # None once purged
-    deliveries: int = 0
+    __slots__ = ("deliveries", "events", "seqs")
+
+    def __init__(self) -> None:
+        self.events: list[Event | None] = []
+        self.seqs = array("Q")
+        self.deliveries = array("L")
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def append(self, seq: int, event: Event) -> None:
+        """Add ``event`` at the next offset."""
+        self.events.append(event)
+        self.seqs.append(seq)
+        self.deliveries.append(0)
+
+    def kept(self) -> Iterator[tuple[int, Event]]:
+        """(sequence number, event) of every event not purged."""
+        for seq, event in zip(self.seqs, self.events, strict=True):
+            if event is not None:
+                yield seq, event
 
 
 @dataclass(slots=True)
@@ -50,7 +71,7 @@ class Topic:
     """A topic: its partitions (lists of entries) and its groups."""
 
     name: str
-    partitions: list[list[Entry]]
+    partitions: list[Partition]
     groups: dict[str, Group] = field(default_factory=dict)
 
 
@@ -67,15 +88,15 @@ class Log:
         topic = self.topics.get(name)
         if topic is None:
             count = partitions or self.default_partitions
-            topic = Topic(name, [[] for _ in range(count)])
+            topic = Topic(name, [Partition() for _ in range(count)])
             self.topics[name] = topic
         return topic
 
     def append(self, name: str, event: Event) -> tuple[Topic, int]:
         """Store ``event`` in its partition of ``name``; the topic and the partition index."""
-        topic = self.topic(name)
+        topic = self.topics.get(name) or self.topic(name)
         index = partition_for(event, len(topic.partitions))
-        topic.partitions[index].append(Entry(next(self.seq), event))
+        topic.partitions[index].append(next(self.seq), event)
         return topic, index
 
 

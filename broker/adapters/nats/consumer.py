@@ -23,7 +23,6 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSub
 
+from broker.adapters.kit import BaseSubscription
 from broker.adapters.nats.wire import decode
 from broker.errors import BrokerError, EnvelopeError
 from broker.ports import Delivery
@@ -216,7 +216,7 @@ class _Pump:
             await self.nc.flush(timeout=5)
 
 
-class NatsSubscription:
+class NatsSubscription(BaseSubscription):
     """The deliveries of one (topics, group) subscription, from one pump per topic."""
 
     def __init__(self, adapter: NatsAdapter, group: str, prefetch: int, heartbeat: float):
@@ -262,8 +262,20 @@ class NatsSubscription:
             pump.requested = 0
             await pump.refill()
 
-    def __aiter__(self) -> AsyncIterator[Delivery]:
-        return self
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def poll(self) -> NatsDelivery | None:
+        if not self._ready or self._closed:
+            return None
+        pump, msg = self._ready.popleft()
+        return NatsDelivery(pump, msg)
+
+    async def wait_ready(self, timeout: float | None) -> None:
+        self._wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
 
     async def __anext__(self) -> Delivery:
         ready = self._ready

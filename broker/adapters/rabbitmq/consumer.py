@@ -15,14 +15,14 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from aiormq.exceptions import AMQPError
 
 from broker import observability as obs
-from broker.adapters.kit import keep_trying
+from broker.adapters.kit import BaseSubscription, keep_trying
 from broker.adapters.rabbitmq.errors import RETRYABLE
 from broker.adapters.rabbitmq.wire import decode_message
 from broker.errors import BrokerUnavailableError, ConfigurationError
@@ -117,6 +117,15 @@ class _RabbitDelivery(Delivery):
             self._acks.ack(self._tag)
             await self._sub.acked(self._acks)
 
+    def ack_later(self) -> _Acks | None:
+        """Record the ack without sending it; the channel's acks to flush (None: settled)."""
+        if self._done:
+            return None
+        self._done = True
+        self._acks.ack(self._tag)
+        self._sub.release()
+        return self._acks
+
     async def nack(self) -> None:
         if not self._done:
             self._done = True
@@ -124,7 +133,7 @@ class _RabbitDelivery(Delivery):
             await self._sub.nacked(self._acks)
 
 
-class Subscription:
+class Subscription(BaseSubscription):
     """Consumes the group queues of one subscription on a connection of its own.
 
     A supervisor task reconnects when the connection drops; deliveries of the lost channel are
@@ -209,48 +218,63 @@ class Subscription:
         self._log.warning("rabbitmq reconnect failed", error=str(exc), retry_in=pause)
 
     async def acked(self, acks: _Acks) -> None:
-        """Send acks now unless more deliveries wait (then batch: up to prefetch/2 or 50 ms)."""
-        self._release()
+        """Send acks now unless more deliveries wait or are being handled (then batch: up to
+        prefetch/2 of them, or 50 ms)."""
+        self.release()
         if (
-            not self._buffer
+            (not self._buffer and self._in_hand <= 0)
             or len(acks.acked) >= self._batch
             or time.monotonic() - acks.since >= ACK_DELAY
         ):
             await acks.flush()
 
-    def _release(self) -> None:
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Record every ack, then send them together (one ``multiple`` ack where they are
+        contiguous)."""
+        channels: dict[int, _Acks] = {}
+        for delivery in deliveries:
+            if not isinstance(delivery, _RabbitDelivery):
+                await delivery.ack()
+                continue
+            acks = delivery.ack_later()
+            if acks is not None:
+                channels[id(acks)] = acks
+        for acks in channels.values():
+            await acks.flush()
+
+    def release(self) -> None:
+        """One delivery handed out is settled."""
         self._in_hand -= 1
         if self._in_hand <= 0:
             self._settled.set()
 
     async def nacked(self, acks: _Acks) -> None:
-        self._release()
+        self.release()
         await acks.flush()
 
-    def __aiter__(self) -> AsyncIterator[Delivery]:
-        return self
-
-    async def __anext__(self) -> Delivery:
+    def poll(self) -> Delivery | None:
         buffer = self._buffer
-        while True:
-            if self._closed:
-                raise StopAsyncIteration
-            if buffer:
-                acks, topic, message = buffer.popleft()
-                if acks.channel.is_closed:
-                    continue
-                self._in_hand += 1
-                self._settled.clear()
-                return _RabbitDelivery(self, acks, topic, message)
-            acks = self._acks  # type: ignore[assignment]
-            if acks is not None and acks.pending:
-                await acks.flush()
-                continue
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+        while buffer and not self._closed:
+            acks, topic, message = buffer.popleft()
+            if acks.channel.is_closed:
+                continue  # RabbitMQ gave the deliveries of a lost channel back already
+            self._in_hand += 1
+            self._settled.clear()
+            return _RabbitDelivery(self, acks, topic, message)
+        return None
+
+    async def wait_ready(self, timeout: float | None) -> None:
+        """Send the acks held back for batching first: the broker's prefetch waits on them."""
+        acks = self._acks
+        if acks is not None and acks.pending:
+            await acks.flush()
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._waiter, timeout)
+        finally:
+            self._waiter = None
 
     async def close(self) -> None:
         """Stop consuming; what is not acked (after a short grace) goes back to the queue."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -14,7 +14,7 @@ from broker.adapters.kit import BaseAdapter, parse_settings
 from broker.adapters.sqlite.consumer import SQLiteSubscription
 from broker.adapters.sqlite.settings import SQLiteSettings
 from broker.adapters.sqlite.store import Store
-from broker.adapters.sqlite.wire import encode, read
+from broker.adapters.sqlite.wire import Row, encode, read
 from broker.envelope import Event
 from broker.errors import BrokerUnavailableError, ClosedError, ConfigurationError, PublishError
 from broker.ports import Capabilities, TopicInfo
@@ -47,7 +47,7 @@ class SQLiteAdapter(BaseAdapter):
         self._executor: ThreadPoolExecutor | None = None
         self._store: Store | None = None
         self.subscriptions: set[SQLiteSubscription] = set()
-        self._pending: list[tuple[str, Event, asyncio.Future[None]]] = []
+        self._pending: list[tuple[Row, asyncio.Future[None]]] = []
         self._flushing: asyncio.Task[None] | None = None
 
     @property
@@ -104,36 +104,66 @@ class SQLiteAdapter(BaseAdapter):
     async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
         if self._executor is None:
             raise ClosedError(f"the adapter for {self._url} is not connected")
+        row = encode(topic, event)  # data JSON cannot hold fails here, for this caller only
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((topic, event, future))
+        self._pending.append((row, future))
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush())
         await future
+
+    async def publish_many(
+        self, topic: str, events: Sequence[Event], *, ttl: float | None = None
+    ) -> list[Exception | None]:
+        """One transaction for the whole list (every event is stored, or none is)."""
+        if self._executor is None:
+            raise ClosedError(f"the adapter for {self._url} is not connected")
+        outcomes: list[Exception | None] = []
+        rows = []
+        for event in events:
+            try:
+                rows.append(encode(topic, event))
+            except (TypeError, ValueError) as exc:  # data JSON cannot hold
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        if rows:
+            try:
+                await self.run(self.store.append, rows, self.partitions)
+            except (sqlite3.Error, ClosedError) as exc:
+                error = self._not_stored(len(rows), exc)
+                return [outcome or error for outcome in outcomes]
+            self._wake({topic})
+        return outcomes
+
+    def _not_stored(self, count: int, exc: BaseException) -> PublishError:
+        return PublishError(
+            f"the SQLite broker {self.path!r} did not store {count} event(s): {exc}; check "
+            f"the file is writable and not locked for {self.settings.busy_timeout:.0f}s by "
+            "another process"
+        )
+
+    def _wake(self, topics: set[str]) -> None:
+        for sub in self.subscriptions:
+            if topics.intersection(sub.topics):
+                sub.wake()
 
     async def _flush(self) -> None:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                rows = [encode(t, e) for t, e, _ in batch]
+                rows = [row for row, _ in batch]
                 try:
                     await self.run(self.store.append, rows, self.partitions)
                 except (sqlite3.Error, ClosedError) as exc:
-                    error = PublishError(
-                        f"the SQLite broker {self.path!r} did not store {len(rows)} event(s): "
-                        f"{exc}; check the file is writable and not locked for "
-                        f"{self.settings.busy_timeout:.0f}s by another process"
-                    )
-                    for _, _, future in batch:
+                    error = self._not_stored(len(rows), exc)
+                    for _, future in batch:
                         if not future.done():
                             future.set_exception(error)
                     continue
-                for _, _, future in batch:
+                for _, future in batch:
                     if not future.done():
                         future.set_result(None)
-                topics = {t for t, _, _ in batch}
-                for sub in self.subscriptions:
-                    if topics.intersection(sub.topics):
-                        sub.wake()
+                self._wake({row[0] for row, _ in batch})
         finally:
             self._flushing = None
 

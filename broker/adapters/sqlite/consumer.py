@@ -9,11 +9,11 @@ import sqlite3
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from broker.adapters.kit import InFlight, OffsetTracker
+from broker.adapters.kit import BaseSubscription, InFlight, OffsetTracker
 from broker.adapters.sqlite.wire import decode
 from broker.errors import ClosedError
 from broker.ports import Delivery
@@ -63,7 +63,7 @@ class SQLiteDelivery(Delivery):
         self._flight.touch()
 
 
-class SQLiteSubscription:
+class SQLiteSubscription(BaseSubscription):
     """A member of one group on some topics, in this process."""
 
     def __init__(
@@ -102,25 +102,31 @@ class SQLiteSubscription:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def __aiter__(self) -> AsyncIterator[Delivery]:
-        return self
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
-    async def __anext__(self) -> Delivery:
-        while True:
-            if self._closed:
-                raise StopAsyncIteration
-            if self._buffer:
-                part, flight, body = self._buffer.popleft()
-                if self._parts.get((part.topic, part.part)) is part:
-                    flight.touch()
-                    return SQLiteDelivery(self, part, flight, body)
-                continue
-            await self._maintain()
-            if await self._fill():
-                continue
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._adapter.settings.poll_interval)
+    def poll(self) -> SQLiteDelivery | None:
+        buffer = self._buffer
+        while buffer and not self._closed:
+            part, flight, body = buffer.popleft()
+            if self._parts.get((part.topic, part.part)) is part:
+                flight.touch()
+                return SQLiteDelivery(self, part, flight, body)
+        return None
+
+    async def wait_ready(self, timeout: float | None) -> None:
+        """Commit and rebalance when due, fetch; if nothing came, wait for a publish in this
+        process (or the poll interval, for other processes' publishes)."""
+        await self._maintain()
+        if await self._fill():
+            return
+        self._wakeup.clear()
+        wait = self._adapter.settings.poll_interval
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                self._wakeup.wait(), wait if timeout is None else min(wait, timeout)
+            )
 
     async def _maintain(self) -> None:
         """Commit what is acked (batched) and rebalance when it is due."""
@@ -196,12 +202,13 @@ class SQLiteSubscription:
         if not wanted:
             return False
         rows = await self._adapter.run(self._adapter.store.fetch, wanted)
+        now = time.monotonic()
         for topic, index, seq, body in rows:
             owned = self._parts.get((topic, index))
             if owned is None or seq <= owned.position:
                 continue
             owned.position = seq
-            self._buffer.append((owned, owned.tracker.add(seq), body))
+            self._buffer.append((owned, owned.tracker.add(seq, now), body))
         return bool(rows)
 
     async def close(self) -> None:

@@ -1,0 +1,299 @@
+"""Batches: what :meth:`Bus.publish_many <broker.Bus.publish_many>` reports, and the consumer
+behind :meth:`Bus.subscribe_batch <broker.Bus.subscribe_batch>`.
+
+A batch handler gets a list of events and keeps every per-event guarantee of a plain handler:
+
+* undecodable and expired events are dead-lettered (or dropped, by policy) before the handler,
+  and the inbox skips duplicates (within the batch too), so the list holds only events to handle;
+* the handler returning means every event of the list is handled: each is remembered by the
+  inbox and acked, never before;
+* raising :class:`PartialFailure` names the events that failed (by id); the others count as
+  handled and are acked, the failed ones are retried, as a smaller batch, with the policy's
+  backoff, and dead-lettered one by one when their attempts run out;
+* raising anything else fails every event of the list that way;
+* the circuit breaker counts dead letters event by event; once it opens, the events still to be
+  dead-lettered are held for the cool-down and then tried again together.
+
+Inside a batch handler :func:`broker.context.current_deliveries` gives the broker messages of
+the list (topic, position, redelivery count), in the same order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, overload
+
+from broker import deadletter
+from broker import observability as obs
+from broker.consumer import Held, Pipeline, Publish, give_back
+from broker.context import reset_current, set_current_batch
+from broker.deadletter import describe
+from broker.envelope import Event
+from broker.errors import PublishError
+from broker.policies import Policy
+from broker.ports import Delivery, PayloadCodec, Subscription
+
+__all__ = ["BatchConsumer", "BatchHandler", "Outcome", "PartialFailure", "PublishResult"]
+
+BatchHandler = Callable[[list[Event]], Awaitable[Any]]
+
+
+# -- publishing ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one event of a ``publish_many`` call: ``error`` is None when the broker
+    durably accepted ``event`` (as sent, after stamping and encoding)."""
+
+    event: Event
+    error: Exception | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the broker durably accepted the event."""
+        return self.error is None
+
+
+class PublishResult(Sequence[Outcome]):
+    """The outcomes of ``publish_many``, one per event, in the order they were given."""
+
+    def __init__(self, topic: str, outcomes: Sequence[Outcome]) -> None:
+        self.topic = topic
+        self._outcomes = tuple(outcomes)
+
+    @overload
+    def __getitem__(self, index: int) -> Outcome: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Outcome]: ...
+
+    def __getitem__(self, index: int | slice) -> Outcome | Sequence[Outcome]:
+        return self._outcomes[index]
+
+    def __len__(self) -> int:
+        return len(self._outcomes)
+
+    def __iter__(self) -> Iterator[Outcome]:
+        return iter(self._outcomes)
+
+    def __repr__(self) -> str:
+        return f"<PublishResult {self.topic}: {len(self.published)} of {len(self)} published>"
+
+    @property
+    def ok(self) -> bool:
+        """Whether every event was published."""
+        return all(outcome.error is None for outcome in self._outcomes)
+
+    @property
+    def published(self) -> list[Event]:
+        """The events the broker accepted, as sent, in order."""
+        return [outcome.event for outcome in self._outcomes if outcome.error is None]
+
+    @property
+    def failed(self) -> list[Outcome]:
+        """The outcomes of the events that were not published, each with its error."""
+        return [outcome for outcome in self._outcomes if outcome.error is not None]
+
+    def raise_for_failures(self) -> None:
+        """Raise :class:`~broker.errors.PublishError` (from the first error) unless every
+        event was published."""
+        failed = self.failed
+        if failed:
+            first, error = failed[0].event, failed[0].error
+            assert error is not None
+            raise PublishError(
+                f"{len(failed)} of {len(self)} events were not published to {self.topic}; "
+                f"the first, {first.id}: {describe(error)}"
+            ) from error
+
+
+# -- consuming ----------------------------------------------------------------------------------
+
+
+class PartialFailure(Exception):
+    """Raised by a batch handler when only some events of its batch failed.
+
+    ``failures`` maps the id of each failed event to what went wrong; the other events of the
+    batch count as handled. ``raise PartialFailure({event.id: error})``
+    """
+
+    def __init__(self, failures: Mapping[str, BaseException]) -> None:
+        super().__init__(f"{len(failures)} event(s) of the batch failed")
+        self.failures = dict(failures)
+
+
+_Item = tuple[Delivery, Event]
+
+
+class BatchConsumer:
+    """Runs one batch subscription: takes up to ``max_batch`` deliveries (waiting up to
+    ``max_wait`` s for more once one is there) and applies the policy to each event."""
+
+    def __init__(
+        self,
+        subscription: Subscription,
+        handler: BatchHandler,
+        *,
+        group: str,
+        policy: Policy,
+        publish_event: Publish,
+        codec: PayloadCodec | None = None,
+        max_batch: int = 100,
+        max_wait: float = 0.01,
+    ) -> None:
+        self._pipeline = Pipeline(
+            subscription, group=group, policy=policy, publish_event=publish_event, codec=codec
+        )
+        self._handler = handler
+        self._max_batch = max_batch
+        self._max_wait = max_wait
+
+    @property
+    def subscription(self) -> Subscription:
+        """The subscription this consumer reads."""
+        return self._pipeline.subscription
+
+    @property
+    def handled(self) -> int:
+        """How many events the handler finished successfully."""
+        return self._pipeline.handled
+
+    def stop(self) -> None:
+        """Stop taking batches; the current handler call may finish."""
+        self._pipeline.stopping = True
+
+    async def drain(self, grace: float) -> None:
+        """Stop, wait up to ``grace`` s for the running batch to finish, close the subscription."""
+        await self._pipeline.drain(grace)
+
+    async def run(self) -> None:
+        """Consume batches until stopped or the subscription ends."""
+        pipeline = self._pipeline
+        while not pipeline.halted():
+            deliveries = await pipeline.subscription.take(self._max_batch, self._max_wait)
+            if not deliveries:
+                return
+            if pipeline.halted():  # not started: given back, delivered again
+                await give_back(deliveries)
+                return
+            pipeline.busy += 1
+            pipeline.idle.clear()
+            try:
+                admitted = await self._admit(deliveries)
+                if admitted:
+                    await self._handle(admitted)
+            except Held:
+                pass
+            finally:
+                pipeline.busy -= 1
+                if not pipeline.busy:
+                    pipeline.idle.set()
+
+    async def _admit(self, deliveries: Sequence[Delivery]) -> list[_Item]:
+        """The (delivery, event) pairs to hand to the handler, after the TTL, decoding and
+        inbox steps (an event twice in one batch is a duplicate too)."""
+        pipeline = self._pipeline
+        dedup = pipeline.policy.inbox is not None
+        seen: set[tuple[str, str]] = set()
+        admitted: list[_Item] = []
+        for delivery in deliveries:
+            event = delivery.event
+            if event is None or pipeline.screens or "expiration" in event.extensions:
+                event = await pipeline.admit(delivery)
+                if event is None:
+                    continue
+            if dedup:
+                key = (event.source, event.id)
+                if key in seen:
+                    obs.DUPLICATES.labels(pipeline.group).inc()
+                    await delivery.ack()
+                    continue
+                seen.add(key)
+            admitted.append((delivery, event))
+        return admitted
+
+    async def _handle(self, pending: list[_Item]) -> None:
+        """Call the handler with ``pending`` until every event is handled or dead-lettered."""
+        pipeline = self._pipeline
+        retry = pipeline.policy.retry
+        attempt = 1
+        while True:
+            if not pipeline.breaker_closed.is_set():
+                await pipeline.wait_for_breaker([d for d, _ in pending])
+            failures = await self._call(pending)
+            done = [item for index, item in enumerate(pending) if index not in failures]
+            if done:
+                await self._succeeded(done)
+            if not failures:
+                return
+            pending = [pending[index] for index in sorted(failures)]
+            errors = [failures[index] for index in sorted(failures)]
+            for (delivery, event), error in zip(pending, errors, strict=True):
+                pipeline.failed(delivery, event, error, attempt)
+            if attempt < retry.max_attempts:
+                obs.RETRIES.labels(pipeline.group).inc(len(pending))
+                await pipeline.sleep_alive([d for d, _ in pending], retry.delay(attempt))
+                attempt += 1
+                continue
+            held = await self._dead_letter(pending, errors, attempt)
+            if not held:
+                return
+            await pipeline.hold([d for d, _ in held], held[0][0].topic)
+            pending, attempt = held, retry.max_attempts  # the half-open trial: one more attempt
+
+    async def _dead_letter(
+        self, pending: list[_Item], errors: list[BaseException], attempts: int
+    ) -> list[_Item]:
+        """Dead-letter the exhausted events in order; those left once the breaker trips."""
+        pipeline = self._pipeline
+        for index, ((delivery, event), error) in enumerate(zip(pending, errors, strict=True)):
+            if pipeline.breaker_trips():
+                return pending[index:]
+            pipeline.dead_in_a_row += 1
+            await pipeline.dead_letter(
+                delivery, event, deadletter.HANDLER_ERROR, describe(error), attempts
+            )
+        return []
+
+    async def _call(self, pending: list[_Item]) -> dict[int, BaseException]:
+        """One handler call; the failed events by their index in ``pending``."""
+        pipeline = self._pipeline
+        token = set_current_batch(tuple(delivery for delivery, _ in pending))
+        started = pipeline.start_timer()
+        try:
+            await self._handler([event for _, event in pending])
+        except PartialFailure as partial:
+            return self._indexed(pending, partial)
+        except Exception as exc:
+            return dict.fromkeys(range(len(pending)), exc)
+        finally:
+            reset_current(token)
+            if started:
+                pipeline.handler_seconds.observe(time.perf_counter() - started)
+        return {}
+
+    def _indexed(self, pending: list[_Item], partial: PartialFailure) -> dict[int, BaseException]:
+        failures = partial.failures
+        found = {i: failures[e.id] for i, (_, e) in enumerate(pending) if e.id in failures}
+        unknown = set(failures) - {e.id for _, e in pending}
+        if unknown:
+            self._pipeline.log.warning(
+                "PartialFailure names events not in the batch; ignored", event_ids=sorted(unknown)
+            )
+        return found
+
+    async def _succeeded(self, done: list[_Item]) -> None:
+        """Remember, count and ack handled events (acks go out together where they can)."""
+        pipeline = self._pipeline
+        inbox = pipeline.policy.inbox
+        topics: dict[str, int] = {}
+        for delivery, event in done:
+            if inbox is not None:
+                await inbox.remember(pipeline.group, event.source, event.id)
+            topics[delivery.topic] = topics.get(delivery.topic, 0) + 1
+        for topic, count in topics.items():
+            pipeline.count_handled(topic, count)
+        await pipeline.subscription.ack_many([delivery for delivery, _ in done])
