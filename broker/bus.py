@@ -246,13 +246,13 @@ class Bus:
     def _stamp(
         self,
         event: Event | None,
-        type: str | None,
-        data: Any,
-        key: str | None,
-        subject: str | None,
-        correlation_id: str | None,
-        ttl: float | None,
-        extensions: Mapping[str, Any] | None,
+        type: str | None = None,
+        data: Any = None,
+        key: str | None = None,
+        subject: str | None = None,
+        correlation_id: str | None = None,
+        ttl: float | None = None,
+        extensions: Mapping[str, Any] | None = None,
     ) -> Event:
         """The event to send: built or copied, with key, correlation, causation, trace and
         expiration filled in."""
@@ -285,7 +285,7 @@ class Bus:
         """One item of publish_many, stamped, with its TTL."""
         try:
             if isinstance(item, Event):
-                return self._stamp(item, None, None, None, None, None, ttl, None), ttl
+                return self._stamp(item, ttl=ttl), ttl
             if not isinstance(item, Mapping):
                 raise ConfigurationError(
                     "publish_many takes Events or mappings of publish options, not "

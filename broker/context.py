@@ -80,8 +80,8 @@ def new_traceparent(parent: str | None = None) -> str:
         match = _TRACEPARENT.match(parent)
         if match:
             return f"00-{match.group(2)}-{random.getrandbits(64):016x}-{match.group(4)}"
-    bits = random.getrandbits(192)
-    return f"00-{bits >> 64:032x}-{bits & 0xFFFFFFFFFFFFFFFF:016x}-01"
+    digits = f"{random.getrandbits(192):048x}"
+    return f"00-{digits[:32]}-{digits[32:]}-01"
 
 
 def derive_extensions(extensions: dict[str, ExtensionValue]) -> None:

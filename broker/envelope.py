@@ -104,10 +104,24 @@ def check_extension_names(names: Iterable[str]) -> None:
 ExtensionValue = str | int | bool
 
 
+# "YYYY-MM-DDTHH:MM:SS" by UTC second: events published in one second share the prefix.
+_SECONDS: dict[tuple[int, ...], str] = {}
+
+
 def format_time(moment: datetime) -> str:
-    """Render an aware datetime as RFC 3339 in UTC with a ``Z`` suffix."""
-    text = (moment if moment.tzinfo is UTC else moment.astimezone(UTC)).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
+    """Render an aware datetime as RFC 3339 in UTC with a ``Z`` suffix (microseconds when
+    there are any)."""
+    if moment.tzinfo is not UTC:
+        text = moment.astimezone(UTC).isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    key = (moment.second, moment.minute, moment.hour, moment.day, moment.month, moment.year)
+    prefix = _SECONDS.get(key)
+    if prefix is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        prefix = _SECONDS[key] = moment.isoformat()[:19]
+    micros = moment.microsecond
+    return f"{prefix}.{micros:06d}Z" if micros else f"{prefix}Z"
 
 
 def parse_time(text: str) -> datetime:

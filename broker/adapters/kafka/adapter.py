@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,8 +15,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 
 from broker.adapters.kafka.consumer import KafkaSubscription
 from broker.adapters.kafka.errors import retriable, translate_error
+from broker.adapters.kafka.publish import KafkaPublisher
 from broker.adapters.kafka.settings import bootstrap_servers, split_options
-from broker.adapters.kafka.wire import decode_record, encode_event
+from broker.adapters.kafka.wire import decode_record
 from broker.adapters.kit import Backoff, BaseAdapter, keep_trying
 from broker.envelope import Event
 from broker.errors import CapabilityError, ClosedError, ConfigurationError
@@ -32,7 +33,10 @@ CAPABILITIES = Capabilities(ordered_keys=True, replay=True)
 _log = get_logger("choreo.kafka")
 _BACKOFF = Backoff(initial=0.1, maximum=1.0)
 _CREATE_TIMEOUT = 30.0
-_MAX_GROUPS_LISTED = 200  # topics ls asks each group for its offsets: bounded
+_MAX_GROUPS_LISTED = 200
+#: Default largest record batch (aiokafka's is 16 KiB): ``publish_many`` and busy publishers
+#: send fewer, larger produce requests; ``linger_ms`` stays 0, so no event waits for a batch.
+PRODUCER_BATCH_BYTES = 256 * 1024  # topics ls asks each group for its offsets: bounded
 # Bootstrap lists whose broker refused an idempotent producer (Tansu): probe once per process.
 _NOT_IDEMPOTENT: set[tuple[str, ...]] = set()
 # What brokers answer to InitProducerId when they cannot do idempotence (Tansu: UnknownError).
@@ -61,6 +65,7 @@ class KafkaAdapter(BaseAdapter):
                 client_options["sasl_plain_username"] = userinfo.username
                 client_options["sasl_plain_password"] = userinfo.password or ""
         self._producer: AIOKafkaProducer | None = None
+        self._publisher: KafkaPublisher | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._subscriptions: set[KafkaSubscription] = set()
         self._topics: dict[str, asyncio.Future[None]] = {}
@@ -86,7 +91,13 @@ class KafkaAdapter(BaseAdapter):
             return
         self._closed = False
         try:
-            self._producer = await self._start_producer()
+            self._producer = producer = await self._start_producer()
+            self._publisher = KafkaPublisher(
+                producer,
+                self._url,
+                self.settings.publish_timeout_ms / 1000,
+                self._client_options["producer"].get("partitioner"),
+            )
             self._admin = AIOKafkaAdminClient(**self._options("admin"))
             await self._admin.start()
         except kerr.KafkaError as exc:
@@ -99,7 +110,12 @@ class KafkaAdapter(BaseAdapter):
         if mode == "true" or (mode == "auto" and servers not in _NOT_IDEMPOTENT):
             try:
                 return await _started(
-                    self._options("producer", acks="all", enable_idempotence=True)
+                    self._options(
+                        "producer",
+                        acks="all",
+                        enable_idempotence=True,
+                        max_batch_size=PRODUCER_BATCH_BYTES,
+                    )
                 )
             except _REFUSED_IDEMPOTENCE as exc:
                 _NOT_IDEMPOTENT.add(servers)
@@ -114,7 +130,9 @@ class KafkaAdapter(BaseAdapter):
                     url=self.url,
                     error=repr(exc),
                 )
-        return await _started(self._options("producer", acks="all"))
+        return await _started(
+            self._options("producer", acks="all", max_batch_size=PRODUCER_BATCH_BYTES)
+        )
 
     async def close(self) -> None:
         self._closed = True
@@ -122,6 +140,7 @@ class KafkaAdapter(BaseAdapter):
             await sub.close()
         producer, self._producer = self._producer, None
         admin, self._admin = self._admin, None
+        self._publisher = None
         if producer is not None:
             with contextlib.suppress(kerr.KafkaError):
                 await producer.stop()  # flushes what is still in flight
@@ -141,27 +160,27 @@ class KafkaAdapter(BaseAdapter):
     # -- publishing --------------------------------------------------------------------------
 
     async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
-        producer, _ = self._require()
-        if topic not in self._topics or not self._topics[topic].done():
+        publisher = self._publisher
+        if publisher is None or not self._ready(topic):
+            publisher = await self._publisher_for(topic)
+        await publisher.publish(topic, event)
+
+    async def publish_many(
+        self, topic: str, events: Sequence[Event], *, ttl: float | None = None
+    ) -> list[Exception | None]:
+        publisher = await self._publisher_for(topic)
+        return await publisher.publish_many(topic, events)
+
+    def _ready(self, topic: str) -> bool:
+        future = self._topics.get(topic)
+        return future is not None and future.done()
+
+    async def _publisher_for(self, topic: str) -> KafkaPublisher:
+        self._require()
+        if not self._ready(topic):
             await self._ensure_topic(topic)
-        key, headers, value = encode_event(event)
-
-        async def attempt(_: float) -> None:
-            await (await producer.send(topic, value, key=key, headers=headers))
-
-        def retrying(exc: BaseException, _: float) -> None:
-            _log.info("kafka publish failed; retrying", topic=topic, error=repr(exc))
-
-        try:
-            await keep_trying(
-                attempt,
-                timeout=self.settings.publish_timeout_ms / 1000,
-                retriable=_retriable,
-                backoff=_BACKOFF,
-                before_retry=retrying,
-            )
-        except kerr.KafkaError as exc:
-            raise translate_error(exc, self._url, f"publishing to {topic!r}") from exc
+        assert self._publisher is not None
+        return self._publisher
 
     async def _ensure_topic(self, topic: str) -> None:
         future = self._topics.get(topic)

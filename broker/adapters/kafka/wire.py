@@ -28,11 +28,12 @@ def _cached(text: str) -> bytes:
 def encode_event(event: Event) -> tuple[bytes | None, list[tuple[str, bytes]], bytes]:
     """Key, headers and value of the record for ``event`` (the envelope's binary binding with
     the ``ce_`` prefix, written directly: publishing is CPU-bound in Python)."""
+    cache = _TEXT_CACHE
     headers = [
-        ("ce_specversion", _cached(event.specversion)),
+        ("ce_specversion", cache.get(event.specversion) or _cached(event.specversion)),
         ("ce_id", event.id.encode()),
-        ("ce_source", _cached(event.source)),
-        ("ce_type", _cached(event.type)),
+        ("ce_source", cache.get(event.source) or _cached(event.source)),
+        ("ce_type", cache.get(event.type) or _cached(event.type)),
     ]
     if event.time is not None:
         headers.append(("ce_time", format_time(event.time).encode()))
@@ -40,13 +41,34 @@ def encode_event(event: Event) -> tuple[bytes | None, list[tuple[str, bytes]], b
         headers.append(("ce_subject", event.subject.encode()))
     if event.dataschema is not None:
         headers.append(("ce_dataschema", _cached(event.dataschema)))
+    names = _NAMES
     for name, value in event.extensions.items():
-        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-        headers.append(("ce_" + name, text.encode()))
-    if event.datacontenttype is not None:
-        headers.append(("content-type", _cached(event.datacontenttype)))
+        header = names.get(name) or _name(name)
+        if value.__class__ is str:
+            headers.append((header, value.encode()))
+        else:
+            headers.append((header, _text(value).encode()))
+    content_type = event.datacontenttype
+    if content_type is not None:
+        headers.append(("content-type", cache.get(content_type) or _cached(content_type)))
     key = event.extensions.get("partitionkey")
     return (None if key is None else str(key).encode()), headers, event.data_bytes()
+
+
+_NAMES: dict[str, str] = {}
+
+
+def _name(extension: str) -> str:
+    header = "ce_" + extension
+    if len(_NAMES) < 4096:
+        _NAMES[extension] = header
+    return header
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _read(key: bytes | None, headers: Mapping[str, str], value: bytes | None) -> Event:

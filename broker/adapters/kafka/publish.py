@@ -1,0 +1,184 @@
+"""The publishing side of the Kafka adapter: one event at a time, or a list as record batches.
+
+A single publish is ``producer.send`` and its future, tried once straight away; only a
+retriable failure enters the retry loop (:func:`~broker.adapters.kit.keep_trying`) until
+``publish_timeout_ms``. A list is encoded, split by partition (the producer's partitioner for
+keyed events; keyless events in equal runs over all partitions, from a random one), appended to
+record batches (``producer.create_batch``) and handed over with ``producer.send_batch``: the
+per-record work of ``send`` is skipped and every batch is in flight before the first ack is
+awaited. A batch that fails with a retriable error is built and sent again (the others keep
+their outcome), so events of one key keep their order unless a retry puts a failed batch
+behind a later one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka import errors as kerr
+from aiokafka.partitioner import DefaultPartitioner
+
+from broker.adapters.kafka.errors import retriable, translate_error
+from broker.adapters.kafka.wire import encode_event
+from broker.adapters.kit import Backoff, keep_trying
+from broker.envelope import Event
+from broker.observability import get_logger
+
+__all__ = ["KafkaPublisher"]
+
+_log = get_logger("choreo.kafka")
+_BACKOFF = Backoff(initial=0.1, maximum=1.0)
+Record = tuple[bytes | None, list[tuple[str, bytes]], bytes]
+
+
+def _retrying(topic: str) -> Callable[[BaseException, float], None]:
+    def log(exc: BaseException, _: float) -> None:
+        _log.info("kafka publish failed; retrying", topic=topic, error=repr(exc))
+
+    return log
+
+
+class KafkaPublisher:
+    """Publishes with one started producer, awaiting ``acks=all``."""
+
+    def __init__(
+        self, producer: AIOKafkaProducer, url: str, timeout: float, partitioner: Any = None
+    ) -> None:
+        self.producer = producer
+        self._url = url
+        self._timeout = timeout
+        self._partitioner = partitioner or DefaultPartitioner()
+
+    def _error(self, exc: BaseException, topic: str) -> Exception:
+        if isinstance(exc, kerr.KafkaError):
+            return translate_error(exc, self._url, f"publishing to {topic!r}")
+        return exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
+
+    # -- one event -------------------------------------------------------------------------
+
+    async def publish(self, topic: str, event: Event) -> None:
+        """Send one event and wait for its ack; raises the broker error once retries end."""
+        key, headers, value = encode_event(event)
+        producer = self.producer
+        try:
+            await (await producer.send(topic, value, key=key, headers=headers))
+            return
+        except kerr.KafkaError as exc:
+            if not retriable(exc):
+                raise self._error(exc, topic) from exc
+
+        async def attempt(_: float) -> None:
+            await (await producer.send(topic, value, key=key, headers=headers))
+
+        try:
+            await keep_trying(
+                attempt,
+                timeout=self._timeout,
+                retriable=retriable,
+                backoff=_BACKOFF,
+                before_retry=_retrying(topic),
+            )
+        except kerr.KafkaError as exc:
+            raise self._error(exc, topic) from exc
+
+    # -- a list ----------------------------------------------------------------------------
+
+    async def publish_many(self, topic: str, events: Sequence[Event]) -> list[Exception | None]:
+        """Send ``events`` as record batches; one outcome per event."""
+        outcomes: list[Exception | None] = [None] * len(events)
+        records: dict[int, Record] = {}
+        for index, event in enumerate(events):
+            try:
+                records[index] = encode_event(event)
+            except (TypeError, ValueError) as exc:  # data JSON cannot hold
+                outcomes[index] = exc
+        pending = list(records)
+
+        async def attempt(_: float) -> None:
+            nonlocal pending
+            failed = await self._send_batches(topic, [(i, records[i]) for i in pending])
+            pending = [i for i, exc in failed.items() if retriable(exc)]
+            for index, exc in failed.items():
+                if not retriable(exc):
+                    outcomes[index] = self._error(exc, topic)
+            if pending:
+                raise failed[pending[0]]
+
+        try:
+            await keep_trying(
+                attempt,
+                timeout=self._timeout,
+                retriable=retriable,
+                backoff=_BACKOFF,
+                before_retry=_retrying(topic),
+            )
+        except Exception as exc:  # out of time (or a failure no batch could be sent after)
+            for index in pending:
+                outcomes[index] = self._error(exc, topic)
+        return outcomes
+
+    async def _send_batches(
+        self, topic: str, records: list[tuple[int, Record]]
+    ) -> dict[int, BaseException]:
+        """Append the records to batches per partition, send them all, await every ack; the
+        failed records by index."""
+        producer = self.producer
+        partitions = sorted(await producer.partitions_for(topic))
+        keyless = sum(1 for _, record in records if record[0] is None)
+        share = -(-keyless // len(partitions))  # keyless records per partition, in runs
+        first = random.randrange(len(partitions))
+        by_partition: dict[int, list[tuple[int, Record]]] = {}
+        seen = 0
+        for index, record in records:
+            key = record[0]
+            if key is None:
+                partition = partitions[(first + seen // share) % len(partitions)]
+                seen += 1
+            else:
+                partition = self._partitioner(key, partitions, partitions)
+            by_partition.setdefault(partition, []).append((index, record))
+        batches = [
+            (partition, batch)
+            for partition, members in by_partition.items()
+            for batch in self._batches(members)
+        ]
+        sent: list[tuple[asyncio.Future[Any], list[int]]] = []
+        for partition, (builder, indices) in _round_robin(batches):
+            future = await producer.send_batch(builder, topic, partition=partition)
+            sent.append((future, indices))
+        results = await asyncio.gather(*(future for future, _ in sent), return_exceptions=True)
+        failed: dict[int, BaseException] = {}
+        for result, (_, indices) in zip(results, sent, strict=True):
+            if isinstance(result, BaseException):
+                failed.update(dict.fromkeys(indices, result))
+        return failed
+
+    def _batches(self, members: list[tuple[int, Record]]) -> list[tuple[Any, list[int]]]:
+        """The records of one partition appended to as few batches as they fit in."""
+        producer = self.producer
+        batches = [(producer.create_batch(), list[int]())]
+        for index, (key, headers, value) in members:
+            builder, indices = batches[-1]
+            if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                builder, indices = producer.create_batch(), []
+                builder.append(key=key, value=value, timestamp=None, headers=headers)
+                batches.append((builder, indices))
+            indices.append(index)
+        return batches
+
+
+def _round_robin(batches: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    """Batches ordered first of every partition, then second...: the producer waits for a
+    partition's earlier batch to be sent before it takes the next, so none waits behind
+    another partition's queue."""
+    rank: dict[int, int] = {}
+    ordered = []
+    for partition, batch in batches:
+        rank[partition] = rank.get(partition, -1) + 1
+        ordered.append((rank[partition], partition, batch))
+    ordered.sort(key=lambda item: (item[0], item[1]))
+    return [(partition, batch) for _, partition, batch in ordered]
