@@ -24,7 +24,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from broker.adapters.kafka.errors import retriable, translate_error
 from broker.adapters.kafka.wire import encode_event
-from broker.adapters.kit import Backoff, keep_trying
+from broker.adapters.kit import Backoff, keep_trying, keep_trying_each
 from broker.envelope import Event
 from broker.observability import get_logger
 
@@ -96,29 +96,16 @@ class KafkaPublisher:
                 records[index] = encode_event(event)
             except (TypeError, ValueError) as exc:  # data JSON cannot hold
                 outcomes[index] = exc
-        pending = list(records)
-
-        async def attempt(_: float) -> None:
-            nonlocal pending
-            failed = await self._send_batches(topic, [(i, records[i]) for i in pending])
-            pending = [i for i, exc in failed.items() if retriable(exc)]
-            for index, exc in failed.items():
-                if not retriable(exc):
-                    outcomes[index] = self._error(exc, topic)
-            if pending:
-                raise failed[pending[0]]
-
-        try:
-            await keep_trying(
-                attempt,
-                timeout=self._timeout,
-                retriable=retriable,
-                backoff=_BACKOFF,
-                before_retry=_retrying(topic),
-            )
-        except Exception as exc:  # out of time (or a failure no batch could be sent after)
-            for index in pending:
-                outcomes[index] = self._error(exc, topic)
+        failed = await keep_trying_each(
+            lambda pending, _: self._send_batches(topic, [(i, records[i]) for i in pending]),
+            list(records),
+            timeout=self._timeout,
+            retriable=retriable,
+            backoff=_BACKOFF,
+            before_retry=_retrying(topic),
+        )
+        for index, error in failed.items():
+            outcomes[index] = self._error(error, topic)
         return outcomes
 
     async def _send_batches(

@@ -6,7 +6,8 @@
 * :mod:`~broker.adapters.kit.settings` - typed options from the URL's query string, with
   did-you-mean on an unknown one (:func:`parse_settings`, :func:`option`);
 * :mod:`~broker.adapters.kit.retry` - trying again with backoff until a deadline
-  (:func:`keep_trying`), for publishes and for relays;
+  (:func:`keep_trying`, and :func:`keep_trying_each` for the failed items of a list), for
+  publishes and for relays;
 * :mod:`~broker.adapters.kit.offsets` - the highest contiguously acked offset of a partition
   (:class:`OffsetTracker`), for log-based backends;
 * :mod:`~broker.adapters.kit.errors` - client exceptions to broker errors by table
@@ -27,7 +28,7 @@ from broker.adapters.kit.errors import (
     untranslated,
 )
 from broker.adapters.kit.offsets import InFlight, OffsetTracker
-from broker.adapters.kit.retry import Backoff, Stopped, keep_trying
+from broker.adapters.kit.retry import Backoff, Stopped, keep_trying, keep_trying_each
 from broker.adapters.kit.settings import (
     convert,
     option,
@@ -48,6 +49,7 @@ __all__ = [
     "confirm_timeout",
     "convert",
     "keep_trying",
+    "keep_trying_each",
     "one_line",
     "option",
     "parse_settings",

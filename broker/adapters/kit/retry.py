@@ -19,10 +19,10 @@ import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
-__all__ = ["Backoff", "Stopped", "keep_trying"]
+__all__ = ["Backoff", "Stopped", "keep_trying", "keep_trying_each"]
 
 T = TypeVar("T")
 
@@ -80,6 +80,47 @@ async def keep_trying(
                 before_retry(exc, pause)
             await _pause(pause, stop, exc)
         pause = backoff.after(pause)
+
+
+async def keep_trying_each(
+    attempt: Callable[[list[int], float], Awaitable[Mapping[int, BaseException]]],
+    items: Sequence[int],
+    *,
+    timeout: float | None,
+    retriable: Callable[[BaseException], bool],
+    backoff: Backoff = Backoff(),
+    before_retry: Callable[[BaseException, float], None] | None = None,
+) -> dict[int, BaseException]:
+    """:func:`keep_trying` for a list sent in one go (``publish_many``): ``await
+    attempt(pending, seconds_left)`` sends the pending items (by index, in order) and returns
+    those that failed, with their errors. Items that failed with a retriable error are sent
+    again after a pause while the ``timeout`` allows; an ``attempt`` that raises counts for
+    every pending item. Returns the final error of each item that did not succeed."""
+    pending = list(items)
+    final: dict[int, BaseException] = {}
+
+    async def once(left: float) -> None:
+        nonlocal pending
+        failed = await attempt(pending, left)
+        again = [index for index in pending if index in failed and retriable(failed[index])]
+        for index, error in failed.items():
+            if index not in again:
+                final[index] = error
+        pending = again
+        if again:
+            raise failed[again[0]]
+
+    try:
+        await keep_trying(
+            once,
+            timeout=timeout,
+            retriable=retriable,
+            backoff=backoff,
+            before_retry=before_retry,
+        )
+    except Exception as exc:  # out of time, or an attempt failed for good as a whole
+        final.update(dict.fromkeys(pending, exc))
+    return final
 
 
 def _cancelled_by_caller(exc: BaseException) -> bool:

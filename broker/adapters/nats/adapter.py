@@ -9,7 +9,7 @@ import dataclasses
 import math
 import uuid
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +21,13 @@ from nats.js import api
 
 from broker import deadletter
 from broker import observability as obs
-from broker.adapters.kit import Backoff, BaseAdapter, confirm_timeout, keep_trying
+from broker.adapters.kit import (
+    Backoff,
+    BaseAdapter,
+    confirm_timeout,
+    keep_trying,
+    keep_trying_each,
+)
 from broker.adapters.nats.consumer import NatsSubscription
 from broker.adapters.nats.errors import TRANSIENT, translate_error
 from broker.adapters.nats.publish import AckTimeoutError, JetStreamPublisher, NoStreamError
@@ -43,6 +49,10 @@ __all__ = ["NatsAdapter"]
 _BACKOFF = Backoff(initial=0.05, maximum=1.0)
 #: Publish failures worth another attempt with the same Nats-Msg-Id.
 _RETRIED = (NoStreamError, AckTimeoutError, *TRANSIENT)
+
+
+def _retried(exc: BaseException) -> bool:
+    return isinstance(exc, _RETRIED)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -227,25 +237,63 @@ class NatsAdapter(BaseAdapter):
         self._idle.clear()
         try:
             stream = self._streams.get(topic) or await self._guard(self._stream(topic), topic)
-            headers, body = encode(event)
-            if self._replayed(event):  # the original id is in the de-duplication window
-                del self._dead_ids[event.id]
-                headers["Nats-Msg-Id"] = f"{event.id}:replay:{uuid.uuid4().hex[:12]}"
-            if ttl is not None and stream.ttl_ok:
-                headers["Nats-TTL"] = str(max(1, math.ceil(ttl)))
+            headers, body = self._message(event, stream, ttl)
             await self._send(publisher, topic, body, headers)
         finally:
             self._inflight -= 1
             if not self._inflight:
                 self._idle.set()
 
+    async def publish_many(
+        self, topic: str, events: Sequence[Event], *, ttl: float | None = None
+    ) -> list[Exception | None]:
+        """Every event in flight before the first PubAck is awaited; failed ones are sent
+        again with the same ``Nats-Msg-Id`` (stored at most once) until ``publish_timeout``."""
+        publisher = self._publisher
+        if publisher is None or self._nc is None:
+            raise ClosedError(f"the adapter for {self._url} is closed; call connect() first")
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            stream = self._streams.get(topic) or await self._guard(self._stream(topic), topic)
+            outcomes: list[Exception | None] = [None] * len(events)
+            messages: dict[int, tuple[dict[str, str], bytes]] = {}
+            for index, event in enumerate(events):
+                try:
+                    messages[index] = self._message(event, stream, ttl)
+                except (TypeError, ValueError) as exc:  # data JSON cannot hold
+                    outcomes[index] = exc
+            failed = await keep_trying_each(
+                lambda pending, left: self._send_all(publisher, topic, messages, pending, left),
+                list(messages),
+                timeout=self.settings.publish_timeout,
+                retriable=_retried,
+                backoff=_BACKOFF,
+                before_retry=self._retrying(topic),
+            )
+            for index, error in failed.items():
+                outcomes[index] = self._publish_error(error, topic)
+            return outcomes
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
+
+    def _message(
+        self, event: Event, stream: _Stream, ttl: float | None
+    ) -> tuple[dict[str, str], bytes]:
+        """Headers and body of ``event`` as this adapter publishes it."""
+        headers, body = encode(event)
+        if self._dead_ids and self._replayed(event):  # its id is in the de-duplication window
+            del self._dead_ids[event.id]
+            headers["Nats-Msg-Id"] = f"{event.id}:replay:{uuid.uuid4().hex[:12]}"
+        if ttl is not None and stream.ttl_ok:
+            headers["Nats-TTL"] = str(max(1, math.ceil(ttl)))
+        return headers, body
+
     def _replayed(self, event: Event) -> bool:
         """Whether ``event`` is a dead letter this adapter browsed, now published again."""
-        return (
-            bool(self._dead_ids)
-            and event.id in self._dead_ids
-            and not (deadletter.is_dead_letter(event))
-        )
+        return event.id in self._dead_ids and not deadletter.is_dead_letter(event)
 
     async def _send(
         self, publisher: JetStreamPublisher, topic: str, body: bytes, headers: dict[str, str]
@@ -254,31 +302,65 @@ class NatsAdapter(BaseAdapter):
         across timeouts and reconnects until ``publish_timeout``."""
 
         async def attempt(left: float) -> None:
-            if topic not in self._streams:  # deleted, or JetStream was not up yet
-                with contextlib.suppress(BrokerError, *TRANSIENT):
-                    await self._stream(topic)
-            timeout = min(self.settings.request_timeout, max(left, 0.01))
-            await publisher.publish(topic, body, headers, timeout)
-
-        def retrying(exc: BaseException, _: float) -> None:
-            if isinstance(exc, NoStreamError):
-                self._streams.pop(topic, None)
+            await self._recover_stream(topic)
+            await publisher.publish(topic, body, headers, self._attempt_timeout(left))
 
         try:
             await keep_trying(
                 attempt,
                 timeout=self.settings.publish_timeout,
-                retriable=lambda exc: isinstance(exc, _RETRIED),
-                timed_out=lambda exc: confirm_timeout(
-                    "NATS", self._url, f"an event on {topic}", self.settings.publish_timeout, exc
-                ),
+                retriable=_retried,
                 backoff=_BACKOFF,
-                before_retry=retrying,
+                before_retry=self._retrying(topic),
             )
-        except nats.errors.ConnectionClosedError as exc:
-            raise ClosedError(f"the adapter for {self._url} was closed") from exc
-        except nats.js.errors.APIError as exc:
-            raise PublishError(f"NATS refused an event on {topic} at {self._url}: {exc}") from exc
+        except Exception as exc:
+            error = self._publish_error(exc, topic)
+            if error is exc:
+                raise
+            raise error from exc
+
+    async def _send_all(
+        self,
+        publisher: JetStreamPublisher,
+        topic: str,
+        messages: Mapping[int, tuple[dict[str, str], bytes]],
+        pending: list[int],
+        left: float,
+    ) -> dict[int, BaseException]:
+        await self._recover_stream(topic)
+        answers = await publisher.publish_all(
+            topic, [messages[i] for i in pending], self._attempt_timeout(left)
+        )
+        return {i: error for i, error in zip(pending, answers, strict=True) if error is not None}
+
+    async def _recover_stream(self, topic: str) -> None:
+        if topic not in self._streams:  # deleted, or JetStream was not up yet
+            with contextlib.suppress(BrokerError, *TRANSIENT):
+                await self._stream(topic)
+
+    def _attempt_timeout(self, left: float) -> float:
+        return min(self.settings.request_timeout, max(left, 0.01))
+
+    def _retrying(self, topic: str) -> Callable[[BaseException, float], None]:
+        def forget_stream(exc: BaseException, _: float) -> None:
+            if isinstance(exc, NoStreamError):
+                self._streams.pop(topic, None)
+
+        return forget_stream
+
+    def _publish_error(self, exc: BaseException, topic: str) -> Exception:
+        """What a publish that will not be tried again raises."""
+        if isinstance(exc, BrokerError):
+            return exc
+        if isinstance(exc, _RETRIED):  # out of time
+            return confirm_timeout(
+                "NATS", self._url, f"an event on {topic}", self.settings.publish_timeout, exc
+            )
+        if isinstance(exc, nats.errors.ConnectionClosedError):
+            return ClosedError(f"the adapter for {self._url} was closed")
+        if isinstance(exc, nats.js.errors.APIError):
+            return PublishError(f"NATS refused an event on {topic} at {self._url}: {exc}")
+        return exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
 
     async def _guard(self, call: Any, topic: str) -> Any:
         """Await a JetStream management call, translating client errors."""

@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import json
 import time
+from collections.abc import Sequence
 
 import nats.errors
 import nats.js.errors
@@ -31,6 +32,30 @@ class NoStreamError(Exception):
 
 class AckTimeoutError(Exception):
     """No PubAck arrived before the attempt's deadline."""
+
+
+#: Messages written before ``publish_all`` lets the loop flush them (and read PubAcks).
+_WRITE_EVERY = 32
+
+
+def _refusal(msg: Msg, subject: str) -> Exception | None:
+    """What a PubAck says went wrong (None: the message was stored)."""
+    data = msg.data
+    if not data:
+        status = (msg.headers or {}).get("Status")
+        if status == "503":
+            return NoStreamError(subject)
+        return nats.js.errors.APIError(code=int(status or 0), description=str(msg.headers))
+    if b'"error"' in data:
+        error: Exception = nats.js.errors.APIError.from_error(json.loads(data)["error"])
+        return error
+    return None
+
+
+def _failed(loop: asyncio.AbstractEventLoop, exc: BaseException) -> asyncio.Future[Msg]:
+    future: asyncio.Future[Msg] = loop.create_future()
+    future.set_exception(exc)
+    return future
 
 
 class JetStreamPublisher:
@@ -76,14 +101,55 @@ class JetStreamPublisher:
             msg = await future
         finally:
             self._pending.pop(token, None)
-        data = msg.data
-        if not data:
-            status = (msg.headers or {}).get("Status")
-            if status == "503":
-                raise NoStreamError(subject)
-            raise nats.js.errors.APIError(code=int(status or 0), description=str(msg.headers))
-        if b'"error"' in data:
-            raise nats.js.errors.APIError.from_error(json.loads(data)["error"])
+        error = _refusal(msg, subject)
+        if error is not None:
+            raise error
+
+    async def publish_all(
+        self, subject: str, messages: Sequence[tuple[dict[str, str], bytes]], timeout: float
+    ) -> list[BaseException | None]:
+        """One attempt for each message, all in flight before the first PubAck is awaited;
+        one outcome per message (None: stored), as :meth:`publish` would have raised it."""
+        deadline = time.monotonic() + timeout
+        tokens: list[str] = []
+        futures: list[asyncio.Future[Msg]] = []
+        try:
+            await self._send_all(subject, messages, deadline, tokens, futures)
+            answers = await asyncio.gather(*futures, return_exceptions=True)
+        finally:
+            for token in tokens:
+                self._pending.pop(token, None)
+        return [
+            answer if isinstance(answer, BaseException) else _refusal(answer, subject)
+            for answer in answers
+        ]
+
+    async def _send_all(
+        self,
+        subject: str,
+        messages: Sequence[tuple[dict[str, str], bytes]],
+        deadline: float,
+        tokens: list[str],
+        futures: list[asyncio.Future[Msg]],
+    ) -> None:
+        """Write every message with its reply token; a connection failure fails the message
+        it hit and every message after it."""
+        loop = asyncio.get_running_loop()
+        publish, prefix = self._nc.publish, self._prefix
+        try:
+            for count, (headers, body) in enumerate(messages, 1):
+                token = str(next(self._tokens))
+                future: asyncio.Future[Msg] = loop.create_future()
+                self._pending[token] = (future, deadline)
+                tokens.append(token)
+                futures.append(future)
+                await publish(subject, body, reply=prefix + token, headers=headers)
+                if not count % _WRITE_EVERY:  # let the socket write, the server store meanwhile
+                    await asyncio.sleep(0)
+        except Exception as exc:
+            if futures and not futures[-1].done():
+                futures[-1].set_exception(exc)
+            futures.extend(_failed(loop, exc) for _ in range(len(messages) - len(futures)))
 
     async def close(self) -> None:
         if self._sweeper is not None:

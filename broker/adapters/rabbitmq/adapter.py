@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any
 
 import aiormq
@@ -143,6 +143,22 @@ class RabbitMQAdapter(BaseAdapter):
             self._sending -= 1
             if not self._sending:
                 self._drained.set()
+
+    async def publish_many(
+        self, topic: str, events: Sequence[Event], *, ttl: float | None = None
+    ) -> list[Exception | None]:
+        """Every publish in flight at once on the confirm channel (frames go out in order),
+        each awaiting its own confirm and retried on its own."""
+        self._check_open()
+        results = await asyncio.gather(
+            *(self.publish(topic, event, ttl=ttl) for event in events), return_exceptions=True
+        )
+        outcomes: list[Exception | None] = []
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # a cancellation is not an outcome
+            outcomes.append(result)
+        return outcomes
 
     async def _send(
         self, exchange: str, routing_key: str, body: bytes, props: spec.Basic.Properties, what: str
