@@ -7,8 +7,9 @@ dead-letter topics, TTLs, an idempotent inbox and a circuit breaker applied the 
         await bus.publish("invoices", type="invoice.issued", data={"total": 42})
 """
 
+from broker.batch import Outcome, PartialFailure, PublishResult
 from broker.bus import Bus, Subscriber
-from broker.context import current_event
+from broker.context import current_deliveries, current_delivery, current_event
 from broker.envelope import Event
 from broker.errors import (
     BrokerError,
@@ -45,10 +46,13 @@ __all__ = [
     "Event",
     "MemoryInbox",
     "MissingExtraError",
+    "Outcome",
+    "PartialFailure",
     "PayloadCodec",
     "PayloadError",
     "Policy",
     "PublishError",
+    "PublishResult",
     "PublishTimeoutError",
     "Retry",
     "SQLiteInbox",
@@ -58,6 +62,8 @@ __all__ = [
     "TopicNotFoundError",
     "UnknownBackendError",
     "adapter_from_url",
+    "current_deliveries",
+    "current_delivery",
     "current_event",
     "mask_url",
 ]
