@@ -328,8 +328,9 @@ def _maybe_json(text: str) -> Any:
 
 def _build(attrs: Mapping[str, Any], data: Any) -> Event:
     """Build an Event from attribute strings, validating the required ones."""
-    missing = [name for name in ("id", "source", "type") if not attrs.get(name)]
-    if missing:
+    event_id, source, kind = attrs.get("id"), attrs.get("source"), attrs.get("type")
+    if not (event_id and source and kind):
+        missing = [name for name in ("id", "source", "type") if not attrs.get(name)]
         raise EnvelopeError(f"not a CloudEvent: missing required attribute(s) {', '.join(missing)}")
     time_text = attrs.get("time")
     extensions = {
@@ -337,16 +338,17 @@ def _build(attrs: Mapping[str, Any], data: Any) -> Event:
         for name, value in attrs.items()
         if name not in _NOT_EXTENSIONS and value is not None
     }
+    specversion = attrs.get("specversion") or SPECVERSION
     return Event(
-        type=str(attrs["type"]),
-        source=str(attrs["source"]),
-        id=str(attrs["id"]),
+        type=kind if kind.__class__ is str else str(kind),
+        source=source if source.__class__ is str else str(source),
+        id=event_id if event_id.__class__ is str else str(event_id),
         data=data,
         time=parse_time(str(time_text)) if time_text else None,
         subject=attrs.get("subject"),
         datacontenttype=attrs.get("datacontenttype"),
         dataschema=attrs.get("dataschema"),
-        specversion=str(attrs.get("specversion") or SPECVERSION),
+        specversion=specversion if specversion.__class__ is str else str(specversion),
         extensions=extensions,
     )
 
@@ -387,31 +389,62 @@ def to_binary(event: Event, prefix: str) -> tuple[dict[str, str], bytes]:
     return headers, event.data_bytes()
 
 
+_LOWERED: dict[tuple[str, ...], tuple[tuple[str, int], ...]] = {}
+_STRUCTURED: dict[str, bool] = {}
+
+
+def _lowered(prefixes: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    found = _LOWERED.get(prefixes)
+    if found is None:
+        found = _LOWERED[prefixes] = tuple((p.lower(), len(p)) for p in prefixes)
+    return found
+
+
+def _structured(content_type: str) -> bool:
+    found = _STRUCTURED.get(content_type)
+    if found is None:
+        media = content_type.split(";", 1)[0].strip().lower()
+        found = media == STRUCTURED_CONTENT_TYPE
+        if len(_STRUCTURED) < 1024:
+            _STRUCTURED[content_type] = found
+    return found
+
+
 def from_binary(headers: Mapping[str, str], body: bytes, prefixes: Iterable[str]) -> Event:
     """Read a binary- or structured-mode message from its headers and body."""
-    content_type = _header(headers, "content-type")
-    if content_type and content_type.split(";", 1)[0].strip().lower() == STRUCTURED_CONTENT_TYPE:
+    content_type = headers.get("content-type") or _header(headers, "content-type")
+    if content_type and _structured(content_type):
         return Event.from_json(body)
-    attrs: dict[str, Any] = {}
-    prefixes = tuple(prefixes)
-    lowered = [(p.lower(), len(p)) for p in prefixes]
-    for name, value in headers.items():
-        key = name.lower()
-        for prefix, size in lowered:
-            if key.startswith(prefix):
-                attrs[key[size:]] = value
-                break
-    if "specversion" not in attrs:
+    prefixes = prefixes if isinstance(prefixes, tuple) else tuple(prefixes)
+    lowered = _lowered(prefixes)
+    if len(lowered) == 1:  # one binding prefix: Kafka, NATS
+        prefix, size = lowered[0]
+        attrs: dict[str, Any] = {
+            key[size:]: value
+            for key, value in zip(map(str.lower, headers), headers.values(), strict=True)
+            if key.startswith(prefix)
+        }
+    else:
+        attrs = {}
+        for name, value in headers.items():
+            key = name.lower()
+            for prefix, size in lowered:
+                if key.startswith(prefix):
+                    attrs[key[size:]] = value
+                    break
+    specversion = attrs.get("specversion")
+    if specversion is None:
         raise EnvelopeError(
             f"not a CloudEvent: no {prefixes[0]}specversion header and content-type "
             f"{content_type!r} is not {STRUCTURED_CONTENT_TYPE}"
         )
-    if attrs["specversion"] != SPECVERSION:
-        raise EnvelopeError(f"unsupported CloudEvents specversion {attrs['specversion']!r}")
+    if specversion != SPECVERSION:
+        raise EnvelopeError(f"unsupported CloudEvents specversion {specversion!r}")
     attrs["datacontenttype"] = content_type
-    for name in _INTEGER_EXTENSIONS.intersection(attrs):
-        if str(attrs[name]).isdigit():
-            attrs[name] = int(attrs[name])
+    if "dlqattempts" in attrs:  # the extensions the core writes as integers
+        for name in _INTEGER_EXTENSIONS.intersection(attrs):
+            if str(attrs[name]).isdigit():
+                attrs[name] = int(attrs[name])
     return _build(attrs, _decode_data(body, content_type))
 
 

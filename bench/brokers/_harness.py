@@ -1,13 +1,24 @@
-"""What every broker benchmark shares: concurrent publishing, paced latency runs, percentiles."""
+"""What every broker benchmark shares: concurrent publishing, paced latency runs, percentiles,
+interleaved rounds, and result rows with medians and the spread between rounds."""
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["Latencies", "paced", "percentile", "spread"]
+__all__ = [
+    "Arrivals",
+    "Contender",
+    "Latencies",
+    "interleaved",
+    "paced",
+    "percentile",
+    "row",
+    "spread",
+]
 
 
 async def spread(
@@ -22,6 +33,33 @@ async def spread(
     started = time.perf_counter()
     await asyncio.gather(*(worker(k) for k in range(in_flight)))
     return count / (time.perf_counter() - started)
+
+
+class Arrivals:
+    """Events a consumer handled: ``done`` is set once ``expected`` arrived. The rate runs from
+    the first arrival to the last, so joining a group or opening a consumer does not count."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.count = 0
+        self.first = self.last = 0.0
+        self.first_count = 0
+        self.done = asyncio.Event()
+
+    def add(self, events: int = 1) -> None:
+        """Note ``events`` handled now."""
+        now = time.perf_counter()
+        if not self.count:
+            self.first, self.first_count = now, events
+        self.count += events
+        if self.count >= self.expected and not self.done.is_set():
+            self.last = now
+            self.done.set()
+
+    async def rate(self) -> float:
+        """Events per second once all arrived (those after the first handler call)."""
+        await self.done.wait()
+        return (self.count - self.first_count) / max(self.last - self.first, 1e-9)
 
 
 class Latencies(list[float]):
@@ -62,3 +100,51 @@ def percentile(values: list[float], fraction: float) -> float:
     """The ``fraction`` quantile of ``values`` (nearest rank)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+# -- rounds and rows ---------------------------------------------------------------------------
+
+Contender = Callable[[], Awaitable[float]]
+
+
+async def interleaved(contenders: dict[str, Contender], rounds: int) -> dict[str, list[float]]:
+    """Run every contender once per round, each round in a rotated order (no position bias:
+    the machine is shared); the results of each contender, round by round."""
+    names = list(contenders)
+    results: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(rounds):
+        for k in range(len(names)):
+            name = names[(round_ + k) % len(names)]
+            results[name].append(await contenders[name]())
+    return results
+
+
+def row(
+    backend: str, metric: str, results: dict[str, list[float]], *, latency: bool = False
+) -> dict[str, Any]:
+    """A result row: each contender's median over the rounds, and the spread of choreograph
+    against the raw client round by round (ratios; added milliseconds for a latency)."""
+    medians = {name: statistics.median(values) for name, values in results.items()}
+    ours, raw = results["choreograph"], results["raw"]
+    if latency:
+        per_round = [o - r for o, r in zip(ours, raw, strict=True)]
+    else:
+        per_round = [o / r for o, r in zip(ours, raw, strict=True) if r]
+    fast = medians.get("faststream")
+    out = {
+        "suite": "brokers",
+        "backend": backend,
+        "metric": metric,
+        "raw": round(medians["raw"], 2),
+        "choreograph": round(medians["choreograph"], 2),
+        "faststream": None if fast is None else round(fast, 2),
+        "rounds": len(ours),
+        "spread": [round(min(per_round), 2), round(max(per_round), 2)],
+    }
+    print(
+        f"{backend:>9} {metric:>28}  raw {medians['raw']:10.2f}  choreograph "
+        f"{medians['choreograph']:10.2f}  faststream {fast or 0:10.2f}  "
+        f"per round {[round(x, 2) for x in per_round]}",
+        flush=True,
+    )
+    return out

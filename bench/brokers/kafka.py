@@ -2,18 +2,23 @@
 
     .venv/bin/python -m bench.brokers.kafka
 
-Uses ``CHOREO_TEST_KAFKA_URL`` or spawns the same Tansu broker as the tests, with the same URL
-tuning (short fetch long-poll, low session timeouts) for every client. Durable semantics
-everywhere: acks=all producers; consumer groups that commit only after the handler:
+Uses ``CHOREO_TEST_KAFKA_URL`` or spawns the same Tansu broker as the tests (low session timeouts
+for every client). Durable semantics everywhere: acks=all producers; consumer groups that commit
+only after the handler:
 
 * publish/s: 20,000 x 256-byte events, 64 in flight (raw sends the same ce_* headers per event,
   as a CloudEvents producer would);
-* consume/s: 20,000 stored events read by a new group from the beginning; raw commits every 500
-  records, choreograph commits acked offsets in batches, FastStream commits each (AckPolicy.ACK);
-* each throughput is the best of two interleaved rounds (the machine is shared);
-* e2e p50/p99 ms: publish-to-handler latency at a paced 1,000 events/s (FastStream with its
-  default ack policy here: committing each record one by one saturates just above 1,000/s, which
-  would measure queueing rather than latency).
+* publish_many/s: the same events 500 a call (raw: ``send`` 500 records, then await their
+  futures; choreograph: ``publish_many``; FastStream: ``publish_batch``);
+* consume/s: 20,000 stored events read by a new group from the beginning; raw is a batch
+  consumer (``getmany`` of 500, a commit per 500), choreograph commits acked offsets in batches,
+  FastStream commits each (AckPolicy.ACK); "batch handler" rows hand lists of up to 500 events
+  to one handler call (choreograph ``subscribe_batch``, FastStream ``batch=True``);
+* e2e p50/p99 ms: publish-to-handler latency at a paced 1,000 events/s. choreograph runs with
+  its defaults; raw aiokafka and FastStream get ``fetch_max_wait_ms=10`` (their default of
+  500 ms waits the whole long-poll on Tansu, see shared/TEST-SERVERS.md);
+* every measurement runs in ROUNDS interleaved rounds (rotating who goes first); rows hold the
+  medians and the spread of choreograph/raw round by round.
 
 Writes ``bench/results/kafka.json`` (rows for ``bench/run.py``) and prints a table.
 """
@@ -21,6 +26,8 @@ Writes ``bench/results/kafka.json`` (rows for ``bench/run.py``) and prints a tab
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import json
 import logging
 import os
@@ -35,15 +42,26 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 
-from bench.brokers._harness import Latencies, paced, percentile, spread
+from bench.brokers._harness import (
+    Arrivals,
+    Latencies,
+    interleaved,
+    paced,
+    percentile,
+    row,
+    spread,
+)
 from broker import Bus, Event
 from devservers.kafka import ENV_URL, running_kafka
 
 COUNT = 20_000
 PREFETCH = 500
+CALL = 500  # events per publish_many call
 RATE = 1_000
-LATENCY_COUNT = 3_000
-ROUNDS = 2
+LATENCY_COUNT = 2_000
+ROUNDS = 3
+#: Raw aiokafka and FastStream consumers get the fetch wait Tansu needs (choreograph's default).
+TUNED = {"fetch_max_wait_ms": 10}
 PAYLOAD = "x" * 254  # a JSON string of 256 bytes
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "kafka.json"
 CONSUMER_OPTIONS = ("session_timeout_ms", "heartbeat_interval_ms", "fetch_max_wait_ms")
@@ -55,7 +73,7 @@ def _bootstrap(url: str) -> str:
 
 def _consumer_options(url: str) -> dict[str, int]:
     query = dict(parse_qsl(urlsplit(url).query))
-    return {k: int(v) for k, v in query.items() if k in CONSUMER_OPTIONS}
+    return TUNED | {k: int(v) for k, v in query.items() if k in CONSUMER_OPTIONS}
 
 
 async def _topic(url: str, kind: str) -> str:
@@ -109,6 +127,49 @@ async def publish_faststream(url: str) -> float:
         await broker.stop()
 
 
+async def publish_many_raw(url: str) -> float:
+    topic = await _topic(url, "many-raw")
+    producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(url), acks="all")
+    await producer.start()
+    body = json.dumps(PAYLOAD).encode()
+    try:
+        started = time.perf_counter()
+        for first in range(0, COUNT, CALL):
+            futures = [
+                await producer.send(topic, body, headers=_headers(i))
+                for i in range(first, first + CALL)
+            ]
+            await asyncio.gather(*futures)
+        return COUNT / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+
+
+async def publish_many_choreograph(url: str) -> float:
+    topic = await _topic(url, "many-choreo")
+    async with Bus(url, source="bench") as bus:
+        started = time.perf_counter()
+        for _ in range(0, COUNT, CALL):
+            result = await bus.publish_many(
+                topic, [{"type": "bench", "data": PAYLOAD} for _ in range(CALL)]
+            )
+            result.raise_for_failures()
+        return COUNT / (time.perf_counter() - started)
+
+
+async def publish_many_faststream(url: str) -> float:
+    topic = await _topic(url, "many-fs")
+    broker = KafkaBroker(_bootstrap(url), acks="all", logger=None)
+    await broker.connect()
+    try:
+        started = time.perf_counter()
+        for _ in range(0, COUNT, CALL):
+            await broker.publish_batch(*([PAYLOAD] * CALL), topic=topic)
+        return COUNT / (time.perf_counter() - started)
+    finally:
+        await broker.stop()
+
+
 # -- consume -----------------------------------------------------------------------------------
 
 
@@ -125,44 +186,37 @@ async def consume_raw(url: str, topic: str, name: str) -> float:
         topic, bootstrap_servers=_bootstrap(url), group_id=name, enable_auto_commit=False,
         auto_offset_reset="earliest", **_consumer_options(url),
     )  # fmt: skip
-    started = time.perf_counter()
+    arrivals = Arrivals(COUNT)
     await consumer.start()
     try:
-        count = since_commit = 0
-        while count < COUNT:
+        since_commit = 0
+        while not arrivals.done.is_set():
             batch = await consumer.getmany(timeout_ms=500, max_records=PREFETCH)
             for records in batch.values():
-                count += len(records)
+                arrivals.add(len(records))
                 since_commit += len(records)
             if since_commit >= 500:
                 await consumer.commit()
                 since_commit = 0
         await consumer.commit()
-        return COUNT / (time.perf_counter() - started)
+        return await arrivals.rate()
     finally:
         await consumer.stop()
 
 
 async def consume_choreograph(url: str, topic: str, name: str) -> float:
-    done = asyncio.Event()
-    count = 0
+    arrivals = Arrivals(COUNT)
 
     async def handler(event: Event) -> None:
-        nonlocal count
-        count += 1
-        if count == COUNT:
-            done.set()
+        arrivals.add()
 
     async with Bus(url) as bus:
-        started = time.perf_counter()
         await bus.subscribe(topic, handler, group=name, prefetch=PREFETCH, from_beginning=True)
-        await done.wait()
-        return COUNT / (time.perf_counter() - started)
+        return await arrivals.rate()
 
 
 async def consume_faststream(url: str, topic: str, name: str) -> float:
-    done = asyncio.Event()
-    count = 0
+    arrivals = Arrivals(COUNT)
     broker = KafkaBroker(_bootstrap(url), logger=None)
 
     @broker.subscriber(
@@ -170,16 +224,42 @@ async def consume_faststream(url: str, topic: str, name: str) -> float:
         **_consumer_options(url),
     )  # fmt: skip
     async def handler(body: str) -> None:
-        nonlocal count
-        count += 1
-        if count == COUNT:
-            done.set()
+        arrivals.add()
 
-    started = time.perf_counter()
     await broker.start()
     try:
-        await done.wait()
-        return COUNT / (time.perf_counter() - started)
+        return await arrivals.rate()
+    finally:
+        await broker.stop()
+
+
+async def consume_batch_choreograph(url: str, topic: str, name: str) -> float:
+    arrivals = Arrivals(COUNT)
+
+    async def handler(events: list[Event]) -> None:
+        arrivals.add(len(events))
+
+    async with Bus(url) as bus:
+        await bus.subscribe_batch(
+            topic, handler, group=name, max_batch=PREFETCH, from_beginning=True
+        )
+        return await arrivals.rate()
+
+
+async def consume_batch_faststream(url: str, topic: str, name: str) -> float:
+    arrivals = Arrivals(COUNT)
+    broker = KafkaBroker(_bootstrap(url), logger=None)
+
+    @broker.subscriber(
+        topic, group_id=name, auto_offset_reset="earliest", ack_policy=AckPolicy.ACK,
+        batch=True, max_records=PREFETCH, **_consumer_options(url),
+    )  # fmt: skip
+    async def handler(bodies: list[str]) -> None:
+        arrivals.add(len(bodies))
+
+    await broker.start()
+    try:
+        return await arrivals.rate()
     finally:
         await broker.stop()
 
@@ -272,46 +352,64 @@ async def latency_faststream(url: str) -> list[float]:
 
 async def run(url: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-
-    def row(metric: str, raw: float, choreo: float, fast: float | None) -> None:
-        rows.append(
-            {
-                "suite": "brokers",
-                "backend": "kafka",
-                "metric": metric,
-                "raw": round(raw, 2),
-                "choreograph": round(choreo, 2),
-                "faststream": None if fast is None else round(fast, 2),
-            }
-        )
-        print(
-            f"{metric:>12}  raw {raw:10.2f}  choreograph {choreo:10.2f}  "
-            f"faststream {fast or 0:10.2f}  ratio {choreo / raw:5.2f}",
-            flush=True,
-        )
-
     await publish_raw(url)  # warm-up: connections, the broker's first topics
-    published: dict[str, list[float]] = {"raw": [], "choreograph": [], "faststream": []}
-    for _ in range(ROUNDS):  # interleaved rounds, best of each: the machine is shared
-        published["raw"].append(await publish_raw(url))
-        published["choreograph"].append(await publish_choreograph(url))
-        published["faststream"].append(await publish_faststream(url))
-    row("publish/s", *(max(published[k]) for k in ("raw", "choreograph", "faststream")))
+    for metric, runs in {
+        "publish/s": (publish_raw, publish_choreograph, publish_faststream),
+        "publish_many/s (500 a call)": (
+            publish_many_raw,
+            publish_many_choreograph,
+            publish_many_faststream,
+        ),
+    }.items():
+        results = await interleaved(
+            {name: functools.partial(fn, url) for name, fn in zip(NAMES, runs, strict=True)},
+            ROUNDS,
+        )
+        rows.append(row("kafka", metric, results))
     topic = await fill(url)
-    consumed: dict[str, list[float]] = {"raw": [], "choreograph": [], "faststream": []}
-    for n in range(ROUNDS):  # each round is a new group reading the whole topic
-        consumed["raw"].append(await consume_raw(url, topic, f"raw{n}"))
-        consumed["choreograph"].append(await consume_choreograph(url, topic, f"choreo{n}"))
-        consumed["faststream"].append(await consume_faststream(url, topic, f"fs{n}"))
-    row("consume/s", *(max(consumed[k]) for k in ("raw", "choreograph", "faststream")))
-    raw, choreo, fast = (
-        await latency_raw(url),
-        await latency_choreograph(url),
-        await latency_faststream(url),
-    )
-    row("e2e p50 ms", statistics.median(raw), statistics.median(choreo), statistics.median(fast))
-    row("e2e p99 ms", percentile(raw, 0.99), percentile(choreo, 0.99), percentile(fast, 0.99))
+    groups = itertools.count()
+    for metric, runs in {
+        "consume/s": (consume_raw, consume_choreograph, consume_faststream),
+        "consume/s, batch handler": (
+            consume_raw,
+            consume_batch_choreograph,
+            consume_batch_faststream,
+        ),
+    }.items():  # each run is a new group reading the whole topic
+        results = await interleaved(
+            {
+                name: (lambda fn=fn: fn(url, topic, f"g{next(groups)}"))
+                for name, fn in zip(NAMES, runs, strict=True)
+            },
+            ROUNDS,
+        )
+        rows.append(row("kafka", metric, results))
+    paced_runs = {
+        "raw": latency_raw,
+        "choreograph": latency_choreograph,
+        "faststream": latency_faststream,
+    }
+    samples: dict[str, list[list[float]]] = {name: [] for name in paced_runs}
+
+    async def measure(name: str) -> float:
+        samples[name].append(await paced_runs[name](url))
+        return 0.0
+
+    await interleaved({name: functools.partial(measure, name) for name in paced_runs}, ROUNDS)
+    for metric, stat in (("e2e p50 ms", statistics.median), ("e2e p99 ms", _p99)):
+        rows.append(
+            row(
+                "kafka", metric, {k: [stat(s) for s in v] for k, v in samples.items()}, latency=True
+            )
+        )
     return rows
+
+
+NAMES = ("raw", "choreograph", "faststream")
+
+
+def _p99(values: list[float]) -> float:
+    return percentile(values, 0.99)
 
 
 def main() -> None:

@@ -34,6 +34,11 @@ _log = get_logger("choreo.kafka")
 _BACKOFF = Backoff(initial=0.1, maximum=1.0)
 _CREATE_TIMEOUT = 30.0
 _MAX_GROUPS_LISTED = 200
+#: Default longest wait of a fetch for new records (aiokafka's is 500 ms). Apache Kafka answers
+#: a fetch as soon as records arrive, whatever the wait; Tansu and some Kafka-compatible brokers
+#: answer only when the wait is over, so this bounds their delivery latency. Raise it for many
+#: idle consumers on Apache Kafka (an idle consumer sends about 1000/N fetches a second).
+FETCH_MAX_WAIT_MS = 10
 #: Default largest record batch (aiokafka's is 16 KiB): ``publish_many`` and busy publishers
 #: send fewer, larger produce requests; ``linger_ms`` stays 0, so no event waits for a batch.
 PRODUCER_BATCH_BYTES = 256 * 1024  # topics ls asks each group for its offsets: bounded
@@ -202,6 +207,7 @@ class KafkaAdapter(BaseAdapter):
                 group_id=self.settings.group_prefix + group,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             )
         )
         sub = KafkaSubscription(
