@@ -33,8 +33,10 @@ __all__ = [
     "NATS_PREFIXES",
     "Event",
     "format_time",
+    "from_attributes",
     "from_binary",
     "is_json_content_type",
+    "is_structured",
     "new_id",
     "parse_time",
     "to_binary",
@@ -400,6 +402,12 @@ def _lowered(prefixes: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
     return found
 
 
+def is_structured(content_type: str) -> bool:
+    """Whether a message with this content type is in structured mode (the whole event as
+    ``application/cloudevents+json``)."""
+    return _structured(content_type)
+
+
 def _structured(content_type: str) -> bool:
     found = _STRUCTURED.get(content_type)
     if found is None:
@@ -432,10 +440,18 @@ def from_binary(headers: Mapping[str, str], body: bytes, prefixes: Iterable[str]
                 if key.startswith(prefix):
                     attrs[key[size:]] = value
                     break
+    return from_attributes(attrs, content_type, body, prefixes[0])
+
+
+def from_attributes(
+    attrs: dict[str, Any], content_type: str | None, body: bytes, prefix: str
+) -> Event:
+    """The binary-mode event whose context attributes a binding already took from its headers
+    (``prefix`` removed, names lower-case) and whose content type is not structured mode."""
     specversion = attrs.get("specversion")
     if specversion is None:
         raise EnvelopeError(
-            f"not a CloudEvent: no {prefixes[0]}specversion header and content-type "
+            f"not a CloudEvent: no {prefix}specversion header and content-type "
             f"{content_type!r} is not {STRUCTURED_CONTENT_TYPE}"
         )
     if specversion != SPECVERSION:

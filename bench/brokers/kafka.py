@@ -7,13 +7,14 @@ for every client). Durable semantics everywhere: acks=all producers; consumer gr
 only after the handler:
 
 * publish/s: 20,000 x 256-byte events, 64 in flight (raw sends the same ce_* headers per event,
-  as a CloudEvents producer would);
+  as a CloudEvents producer would; every producer gets choreograph's 256 KiB record batches);
 * publish_many/s: the same events 500 a call (raw: ``send`` 500 records, then await their
   futures; choreograph: ``publish_many``; FastStream: ``publish_batch``);
 * consume/s: 20,000 stored events read by a new group from the beginning; raw is a batch
   consumer (``getmany`` of 500, a commit per 500), choreograph commits acked offsets in batches,
-  FastStream commits each (AckPolicy.ACK); "batch handler" rows hand lists of up to 500 events
-  to one handler call (choreograph ``subscribe_batch``, FastStream ``batch=True``);
+  FastStream commits each (AckPolicy.ACK); "batch handler" rows hand lists of up to 100 events
+  to one handler call (choreograph ``subscribe_batch`` with its default ``max_batch``,
+  FastStream ``batch=True``), against the same raw batch consumer;
 * e2e p50/p99 ms: publish-to-handler latency at a paced 1,000 events/s. choreograph runs with
   its defaults; raw aiokafka and FastStream get ``fetch_max_wait_ms=10`` (their default of
   500 ms waits the whole long-poll on Tansu, see shared/TEST-SERVERS.md);
@@ -57,11 +58,14 @@ from devservers.kafka import ENV_URL, running_kafka
 COUNT = 20_000
 PREFETCH = 500
 CALL = 500  # events per publish_many call
+BATCH = 100  # events per batch handler call (choreograph's default max_batch)
 RATE = 1_000
 LATENCY_COUNT = 2_000
 ROUNDS = 3
 #: Raw aiokafka and FastStream consumers get the fetch wait Tansu needs (choreograph's default).
 TUNED = {"fetch_max_wait_ms": 10}
+#: Every producer gets choreograph's default record batch size (aiokafka's is 16 KiB).
+BATCH_BYTES = 256 * 1024
 PAYLOAD = "x" * 254  # a JSON string of 256 bytes
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "kafka.json"
 CONSUMER_OPTIONS = ("session_timeout_ms", "heartbeat_interval_ms", "fetch_max_wait_ms")
@@ -100,7 +104,9 @@ def _headers(i: int) -> list[tuple[str, bytes]]:
 
 async def publish_raw(url: str) -> float:
     topic = await _topic(url, "pub-raw")
-    producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(url), acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=_bootstrap(url), acks="all", max_batch_size=BATCH_BYTES
+    )
     await producer.start()
     body = json.dumps(PAYLOAD).encode()
     try:
@@ -119,7 +125,7 @@ async def publish_choreograph(url: str) -> float:
 
 async def publish_faststream(url: str) -> float:
     topic = await _topic(url, "pub-fs")
-    broker = KafkaBroker(_bootstrap(url), acks="all", logger=None)
+    broker = KafkaBroker(_bootstrap(url), acks="all", max_batch_size=BATCH_BYTES, logger=None)
     await broker.connect()
     try:
         return await spread(COUNT, lambda i: broker.publish(PAYLOAD, topic))
@@ -129,7 +135,9 @@ async def publish_faststream(url: str) -> float:
 
 async def publish_many_raw(url: str) -> float:
     topic = await _topic(url, "many-raw")
-    producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(url), acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=_bootstrap(url), acks="all", max_batch_size=BATCH_BYTES
+    )
     await producer.start()
     body = json.dumps(PAYLOAD).encode()
     try:
@@ -159,7 +167,7 @@ async def publish_many_choreograph(url: str) -> float:
 
 async def publish_many_faststream(url: str) -> float:
     topic = await _topic(url, "many-fs")
-    broker = KafkaBroker(_bootstrap(url), acks="all", logger=None)
+    broker = KafkaBroker(_bootstrap(url), acks="all", max_batch_size=BATCH_BYTES, logger=None)
     await broker.connect()
     try:
         started = time.perf_counter()
@@ -240,9 +248,7 @@ async def consume_batch_choreograph(url: str, topic: str, name: str) -> float:
         arrivals.add(len(events))
 
     async with Bus(url) as bus:
-        await bus.subscribe_batch(
-            topic, handler, group=name, max_batch=PREFETCH, from_beginning=True
-        )
+        await bus.subscribe_batch(topic, handler, group=name, max_batch=BATCH, from_beginning=True)
         return await arrivals.rate()
 
 
@@ -252,7 +258,7 @@ async def consume_batch_faststream(url: str, topic: str, name: str) -> float:
 
     @broker.subscriber(
         topic, group_id=name, auto_offset_reset="earliest", ack_policy=AckPolicy.ACK,
-        batch=True, max_records=PREFETCH, **_consumer_options(url),
+        batch=True, max_records=BATCH, **_consumer_options(url),
     )  # fmt: skip
     async def handler(bodies: list[str]) -> None:
         arrivals.add(len(bodies))
@@ -275,7 +281,9 @@ async def _until_assigned(consumer: AIOKafkaConsumer) -> None:
 async def latency_raw(url: str) -> list[float]:
     topic = await _topic(url, "lat-raw")
     latencies = Latencies(LATENCY_COUNT)
-    producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(url), acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=_bootstrap(url), acks="all", max_batch_size=BATCH_BYTES
+    )
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=_bootstrap(url), group_id="raw", enable_auto_commit=False,
         auto_offset_reset="earliest", **_consumer_options(url),
@@ -325,7 +333,7 @@ async def latency_choreograph(url: str) -> list[float]:
 async def latency_faststream(url: str) -> list[float]:
     topic = await _topic(url, "lat-fs")
     latencies = Latencies(LATENCY_COUNT)
-    broker = KafkaBroker(_bootstrap(url), acks="all", logger=None)
+    broker = KafkaBroker(_bootstrap(url), acks="all", max_batch_size=BATCH_BYTES, logger=None)
     ready = asyncio.Event()
 
     @broker.subscriber(  # its default ack policy: per-record commits saturate near 1,000/s

@@ -17,7 +17,7 @@ from broker.adapters.kafka.settings import KafkaSettings
 from broker.adapters.kafka.wire import decode_record
 from broker.adapters.kit import BaseSubscription, InFlight, OffsetTracker
 from broker.envelope import Event
-from broker.errors import BrokerUnavailableError
+from broker.errors import BrokerUnavailableError, EnvelopeError
 from broker.observability import get_logger
 from broker.ports import Delivery
 
@@ -67,9 +67,22 @@ class _KafkaDelivery(Delivery):
     __slots__ = ("flight", "part")
 
     def __init__(
-        self, part: _Partition, flight: InFlight, topic: str, event: Event | None, **kwargs: Any
+        self,
+        part: _Partition,
+        flight: InFlight,
+        record: Any,
+        event: Event | None,
+        headers: dict[str, str],
+        error: EnvelopeError | None,
     ) -> None:
-        super().__init__(topic, event, **kwargs)
+        # Delivery's fields, set directly: this runs once per event.
+        self.topic = record.topic
+        self.position = f"{record.topic}/{record.partition}/{record.offset}"
+        self.event = event
+        self.body = b"" if event is not None else (record.value or b"")
+        self.headers = headers
+        self.redelivered = 0
+        self.decode_error = error
         self.part = part
         self.flight = flight
 
@@ -85,21 +98,7 @@ class _KafkaDelivery(Delivery):
 
 def _delivery(part: _Partition, record: Any) -> _KafkaDelivery:
     event, headers, error = decode_record(record)
-    flight = part.tracker.add(record.offset)
-    position = f"{record.topic}/{record.partition}/{record.offset}"
-    if event is None:
-        body: bytes = record.value or b""
-        return _KafkaDelivery(
-            part,
-            flight,
-            record.topic,
-            None,
-            body=body,
-            headers=headers,
-            decode_error=error,
-            position=position,
-        )
-    return _KafkaDelivery(part, flight, record.topic, event, headers=headers, position=position)
+    return _KafkaDelivery(part, part.tracker.add(record.offset), record, event, headers, error)
 
 
 # -- subscriptions --------------------------------------------------------------------------------
@@ -308,6 +307,15 @@ class KafkaSubscription(BaseSubscription):
             part = self._parts.get(tp)
             if part is not None:
                 self._buffer.extend((part, record) for record in records)
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Settle each (committed with the next batch of offsets)."""
+        for delivery in deliveries:
+            if isinstance(delivery, _KafkaDelivery):
+                if not delivery.flight.acked:
+                    delivery.part.settle(delivery.flight)
+            else:
+                await delivery.ack()
 
     def settled(self, part: _Partition) -> None:
         self._inflight -= 1

@@ -7,11 +7,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from broker.envelope import KAFKA_PREFIXES, Event, format_time, from_binary
+from broker.envelope import (
+    KAFKA_PREFIXES,
+    Event,
+    format_time,
+    from_attributes,
+    from_binary,
+    is_structured,
+)
 from broker.errors import EnvelopeError
 
 __all__ = ["decode", "decode_record", "encode_event"]
 
+_PREFIX = KAFKA_PREFIXES[0]
 _TEXT_CACHE: dict[str, bytes] = {}
 
 
@@ -85,8 +93,25 @@ def decode(key: bytes | None, headers: Iterable[tuple[str, bytes]], value: bytes
 
 def decode_record(record: Any) -> tuple[Event | None, dict[str, str], EnvelopeError | None]:
     """A consumer record's event (or why there is none) and its headers as text."""
-    headers = {name: raw.decode("utf-8", "replace") for name, raw in record.headers or ()}
+    headers: dict[str, str] = {}
+    attrs: dict[str, Any] = {}
+    plain = True  # lower-case names and binary mode: the attributes are taken in this pass
+    for name, raw in record.headers or ():
+        text = raw.decode("utf-8", "replace")
+        headers[name] = text
+        if name[:3] == "ce_":
+            attrs[name[3:]] = text
+        if not name.islower():
+            plain = False
+    content_type = headers.get("content-type")
     try:
-        return _read(record.key, headers, record.value), headers, None
+        if plain and not (content_type and is_structured(content_type)):
+            event = from_attributes(attrs, content_type, record.value or b"", _PREFIX)
+            key = record.key
+            if key is not None and "partitionkey" not in event.extensions:
+                event.extensions["partitionkey"] = key.decode("utf-8", "replace")
+        else:
+            event = _read(record.key, headers, record.value)
     except EnvelopeError as exc:
         return None, headers, exc
+    return event, headers, None
