@@ -223,7 +223,10 @@ class Bus:
         """
         self._check_started()
         stamped = [self._item(index, item, ttl) for index, item in enumerate(events)]
-        prepared = [(await self._prepared(topic, event), own) for event, own in stamped]
+        if self.codec is None:
+            prepared = [(Outcome(event), own) for event, own in stamped]
+        else:
+            prepared = [(await self._prepared(topic, event), own) for event, own in stamped]
         outcomes: list[Outcome] = []
         started = time.perf_counter()
         for run_ttl, run in itertools.groupby(prepared, key=lambda item: item[1]):
@@ -311,9 +314,7 @@ class Bus:
             raise PayloadError(str(exc)) from exc
 
     async def _prepared(self, topic: str, event: Event) -> Outcome:
-        """The event as it will be sent, or the codec's refusal of it."""
-        if self.codec is None:
-            return Outcome(event)
+        """The event as the codec encodes it, or the codec's refusal of it."""
         try:
             return Outcome(await self._encoded(topic, event))
         except PayloadError as exc:

@@ -8,10 +8,15 @@ topic, every publish waits for its PubAck, every delivery is acked after the han
 
 * publish/s: 20,000 x 256-byte events, 64 in flight (raw sends the same ce-* headers and a
   Nats-Msg-Id per event, as a CloudEvents producer would);
-* consume/s: 20,000 stored events through a durable pull consumer, 100 in flight;
-* each throughput is the best of three interleaved rounds (the machine is shared);
+* publish_many/s: the same events 500 a call (raw: 500 ``js.publish`` gathered; choreograph:
+  ``publish_many``; FastStream has no JetStream batch publish);
+* consume/s: 20,000 stored events through a durable pull consumer, 100 in flight, rates from
+  the first event handled to the last; "batch handler" rows hand lists of up to 100 events to
+  one handler call (choreograph ``subscribe_batch``, FastStream ``PullSub(batch=True)``);
 * e2e p50/p99 ms: publish-to-handler latency at a paced 1,000 events/s (raw uses a push
-  consumer, its lowest-latency way to receive); two interleaved runs, the calmer one counts.
+  consumer, its lowest-latency way to receive);
+* every measurement runs in ROUNDS interleaved rounds (rotating who goes first); rows hold the
+  medians and the spread of choreograph/raw round by round.
 
 Writes ``bench/results/nats.json`` (rows for ``bench/run.py``) and prints a table.
 """
@@ -19,6 +24,8 @@ Writes ``bench/results/nats.json`` (rows for ``bench/run.py``) and prints a tabl
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import json
 import logging
 import os
@@ -33,15 +40,26 @@ import nats
 from faststream.nats import DeliverPolicy, JStream, NatsBroker, PullSub
 from nats.js import api
 
-from bench.brokers._harness import Latencies, paced, percentile, spread
+from bench.brokers._harness import (
+    Arrivals,
+    Contender,
+    Latencies,
+    interleaved,
+    paced,
+    percentile,
+    row,
+    spread,
+)
 from broker import Bus, Event
 from broker.adapters.nats import safe_name
 from devservers.nats import ENV_URL, running_nats
 
 COUNT = 20_000
 PREFETCH = 100
+CALL = 500  # events per publish_many call
+BATCH = 100  # events per batch handler call (choreograph's default max_batch)
 RATE = 1_000
-LATENCY_COUNT = 3_000
+LATENCY_COUNT = 2_000
 ROUNDS = 3
 PAYLOAD = "x" * 254  # a JSON string of 256 bytes
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "nats.json"
@@ -98,6 +116,35 @@ async def publish_faststream(url: str) -> float:
         await broker.stop()
 
 
+async def publish_many_raw(url: str) -> float:
+    """What a raw client does for a list: every ``js.publish`` at once, then the PubAcks."""
+    topic = await _topic(url, "many-raw")
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    body = json.dumps(PAYLOAD).encode()
+    try:
+        started = time.perf_counter()
+        for first in range(0, COUNT, CALL):
+            await asyncio.gather(
+                *(js.publish(topic, body, headers=_headers(i)) for i in range(first, first + CALL))
+            )
+        return COUNT / (time.perf_counter() - started)
+    finally:
+        await nc.close()
+
+
+async def publish_many_choreograph(url: str) -> float:
+    topic = await _topic(url, "many-choreo")
+    async with Bus(url, source="bench") as bus:
+        started = time.perf_counter()
+        for _ in range(0, COUNT, CALL):
+            result = await bus.publish_many(
+                topic, [{"type": "bench", "data": PAYLOAD} for _ in range(CALL)]
+            )
+            result.raise_for_failures()
+        return COUNT / (time.perf_counter() - started)
+
+
 # -- consume -----------------------------------------------------------------------------------
 
 
@@ -115,61 +162,67 @@ async def consume_raw(url: str, topic: str, name: str) -> float:
     config = api.ConsumerConfig(
         deliver_policy=api.DeliverPolicy.ALL, max_ack_pending=4 * PREFETCH, ack_wait=30
     )
+    arrivals = Arrivals(COUNT)
     try:
-        started = time.perf_counter()
         sub = await js.pull_subscribe(topic, durable=name, stream=safe_name(topic), config=config)
-        count = 0
-        while count < COUNT:
+        while not arrivals.done.is_set():
             for msg in await sub.fetch(PREFETCH, timeout=5):
                 await msg.ack()
-                count += 1
-        return COUNT / (time.perf_counter() - started)
+                arrivals.add()
+        return await arrivals.rate()
     finally:
         await nc.close()
 
 
 async def consume_choreograph(url: str, topic: str, name: str) -> float:
-    done = asyncio.Event()
-    count = 0
+    arrivals = Arrivals(COUNT)
 
     async def handler(event: Event) -> None:
-        nonlocal count
-        count += 1
-        if count == COUNT:
-            done.set()
+        arrivals.add()
 
     async with Bus(url) as bus:
-        started = time.perf_counter()
         await bus.subscribe(topic, handler, group=name, prefetch=PREFETCH, from_beginning=True)
-        await done.wait()
-        return COUNT / (time.perf_counter() - started)
+        return await arrivals.rate()
 
 
-async def consume_faststream(url: str, topic: str, name: str) -> float:
-    done = asyncio.Event()
-    count = 0
+async def consume_batch_choreograph(url: str, topic: str, name: str) -> float:
+    arrivals = Arrivals(COUNT)
+
+    async def handler(events: list[Event]) -> None:
+        arrivals.add(len(events))
+
+    async with Bus(url) as bus:
+        await bus.subscribe_batch(topic, handler, group=name, max_batch=BATCH, from_beginning=True)
+        return await arrivals.rate()
+
+
+async def _faststream_consumer(url: str, topic: str, name: str, batch: bool) -> float:
+    arrivals = Arrivals(COUNT)
     broker = NatsBroker(url, logger=None)
 
     @broker.subscriber(
         topic,
         stream=JStream(safe_name(topic), declare=False),
         durable=name,
-        pull_sub=PullSub(batch_size=PREFETCH),
+        pull_sub=PullSub(batch_size=BATCH if batch else PREFETCH, batch=batch),
         deliver_policy=DeliverPolicy.ALL,
     )
-    async def handler(body: str) -> None:
-        nonlocal count
-        count += 1
-        if count == COUNT:
-            done.set()
+    async def handler(body: Any) -> None:
+        arrivals.add(len(body) if batch else 1)
 
-    started = time.perf_counter()
     await broker.start()
     try:
-        await done.wait()
-        return COUNT / (time.perf_counter() - started)
+        return await arrivals.rate()
     finally:
         await broker.stop()
+
+
+async def consume_faststream(url: str, topic: str, name: str) -> float:
+    return await _faststream_consumer(url, topic, name, batch=False)
+
+
+async def consume_batch_faststream(url: str, topic: str, name: str) -> float:
+    return await _faststream_consumer(url, topic, name, batch=True)
 
 
 # -- latency -----------------------------------------------------------------------------------
@@ -237,47 +290,59 @@ async def latency_faststream(url: str) -> list[float]:
 
 async def run(url: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-
-    def row(metric: str, raw: float, choreo: float, fast: float | None) -> None:
-        rows.append(
-            {
-                "suite": "brokers",
-                "backend": "nats",
-                "metric": metric,
-                "raw": round(raw, 2),
-                "choreograph": round(choreo, 2),
-                "faststream": None if fast is None else round(fast, 2),
-            }
-        )
-        print(
-            f"{metric:>12}  raw {raw:10.2f}  choreograph {choreo:10.2f}  "
-            f"faststream {fast or 0:10.2f}  ratio {choreo / raw:5.2f}",
-            flush=True,
-        )
-
     await publish_raw(url)  # warm-up: connections, the server's store
-    published: dict[str, list[float]] = {"raw": [], "choreograph": [], "faststream": []}
-    for _ in range(ROUNDS):  # interleaved rounds, best of each: the machine is shared
-        published["raw"].append(await publish_raw(url))
-        published["choreograph"].append(await publish_choreograph(url))
-        published["faststream"].append(await publish_faststream(url))
-    row("publish/s", *(max(published[k]) for k in ("raw", "choreograph", "faststream")))
+    publishes: dict[str, dict[str, Contender]] = {
+        "publish/s": {
+            "raw": functools.partial(publish_raw, url),
+            "choreograph": functools.partial(publish_choreograph, url),
+            "faststream": functools.partial(publish_faststream, url),
+        },
+        "publish_many/s (500 a call)": {
+            "raw": functools.partial(publish_many_raw, url),
+            "choreograph": functools.partial(publish_many_choreograph, url),
+        },
+    }
+    for metric, contenders in publishes.items():
+        rows.append(row("nats", metric, await interleaved(contenders, ROUNDS)))
     topic = await fill(url)
-    consumed: dict[str, list[float]] = {"raw": [], "choreograph": [], "faststream": []}
-    for n in range(ROUNDS):  # each round is a new group reading the whole topic
-        consumed["raw"].append(await consume_raw(url, topic, f"raw{n}"))
-        consumed["choreograph"].append(await consume_choreograph(url, topic, f"choreo{n}"))
-        consumed["faststream"].append(await consume_faststream(url, topic, f"fs{n}"))
-    row("consume/s", *(max(consumed[k]) for k in ("raw", "choreograph", "faststream")))
-    runs: dict[str, list[list[float]]] = {"raw": [], "choreograph": [], "faststream": []}
-    for _ in range(2):  # interleaved; each client's calmer run (lower median) is reported
-        runs["raw"].append(await latency_raw(url))
-        runs["choreograph"].append(await latency_choreograph(url))
-        runs["faststream"].append(await latency_faststream(url))
-    raw, choreo, fast = (min(runs[k], key=statistics.median) for k in runs)
-    row("e2e p50 ms", statistics.median(raw), statistics.median(choreo), statistics.median(fast))
-    row("e2e p99 ms", percentile(raw, 0.99), percentile(choreo, 0.99), percentile(fast, 0.99))
+    groups = itertools.count()
+    for metric, runs in {
+        "consume/s": (consume_raw, consume_choreograph, consume_faststream),
+        "consume/s, batch handler": (
+            consume_raw,
+            consume_batch_choreograph,
+            consume_batch_faststream,
+        ),
+    }.items():  # each run is a new durable consumer reading the whole stream
+        contenders = {
+            name: (lambda fn=fn: fn(url, topic, f"g{next(groups)}"))
+            for name, fn in zip(NAMES, runs, strict=True)
+        }
+        rows.append(row("nats", metric, await interleaved(contenders, ROUNDS)))
+    paced_runs = {
+        "raw": latency_raw,
+        "choreograph": latency_choreograph,
+        "faststream": latency_faststream,
+    }
+    samples: dict[str, list[list[float]]] = {name: [] for name in paced_runs}
+
+    async def measure(name: str) -> float:
+        samples[name].append(await paced_runs[name](url))
+        return 0.0
+
+    await interleaved({name: functools.partial(measure, name) for name in paced_runs}, ROUNDS)
+    for metric, stat in (("e2e p50 ms", statistics.median), ("e2e p99 ms", _p99)):
+        rows.append(
+            row("nats", metric, {k: [stat(s) for s in v] for k, v in samples.items()}, latency=True)
+        )
     return rows
+
+
+NAMES = ("raw", "choreograph", "faststream")
+
+
+def _p99(values: list[float]) -> float:
+    return percentile(values, 0.99)
 
 
 def main() -> None:

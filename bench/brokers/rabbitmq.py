@@ -6,9 +6,16 @@ Uses the same server as the tests (``CHOREO_TEST_AMQP_URL`` or the local broker 
 vhost). Measures, with durable semantics everywhere (persistent messages, publisher confirms,
 a durable queue bound so the broker really stores them, manual ack of each delivery):
 
-* publish/s: 20,000 x 256-byte events, 64 in flight;
-* consume/s: 20,000 stored events, prefetch 100, acked after the handler;
-* e2e p50/p99 ms: publish-to-handler latency at a paced 1,000 events/s (1,500 per round, pooled).
+* publish/s: 20,000 x 256-byte events, 64 in flight (raw sends the same cloudEvents_* headers
+  and message id, as a CloudEvents producer would);
+* publish_many/s: the same events 500 a call (raw: 500 publishes gathered, confirms in flight;
+  choreograph: ``publish_many``);
+* consume/s: 20,000 stored events, prefetch 100, acked after the handler, rates from the first
+  event handled to the last; the "batch handler" row hands lists of up to 100 events to one
+  handler call (choreograph ``subscribe_batch``; FastStream has no RabbitMQ batch consumer);
+* e2e p50/p99 ms: publish-to-handler latency at a paced 1,000 events/s (1,500 per round);
+* every measurement runs in ROUNDS interleaved rounds (rotating who goes first); rows hold the
+  medians and the spread of choreograph/raw round by round.
 
 Writes ``bench/results/rabbitmq.json`` (rows for ``bench/run.py``) and prints a table.
 """
@@ -16,6 +23,7 @@ Writes ``bench/results/rabbitmq.json`` (rows for ``bench/run.py``) and prints a 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import statistics
@@ -29,12 +37,23 @@ import aio_pika
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.schemas import Channel
 
-from bench.brokers._harness import Latencies, paced, percentile, spread
+from bench.brokers._harness import (
+    Arrivals,
+    Contender,
+    Latencies,
+    interleaved,
+    paced,
+    percentile,
+    row,
+    spread,
+)
 from broker import Bus, Event
 from devservers.rabbitmq import rabbitmq_session
 
 COUNT = 20_000
 PREFETCH = 100
+CALL = 500  # events per publish_many call
+BATCH = 100  # events per batch handler call (choreograph's default max_batch)
 RATE = 1_000
 LATENCY_COUNT = 1_500  # per round
 LIMIT = 120.0  # seconds any one measurement may take
@@ -83,15 +102,55 @@ async def publish_raw(url: str, topic: str) -> float:
         body = json.dumps(PAYLOAD).encode()
 
         async def publish(i: int) -> None:
-            message = aio_pika.Message(
-                body,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                message_id=str(i),
-                content_type="application/json",
-            )
-            await exchange.publish(message, routing_key=topic)
+            await exchange.publish(_message(body, i), routing_key=topic)
 
         return await spread(COUNT, publish)
+
+
+def _message(body: bytes, i: int) -> aio_pika.Message:
+    """A persistent message with the cloudEvents_* headers a CloudEvents producer sends."""
+    return aio_pika.Message(
+        body,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=f"raw-{i}",
+        content_type="application/json",
+        headers={
+            "cloudEvents_specversion": "1.0",
+            "cloudEvents_id": f"raw-{i}",
+            "cloudEvents_source": "bench",
+            "cloudEvents_type": "bench",
+            "cloudEvents_time": "2026-01-01T00:00:00Z",
+        },
+    )
+
+
+async def publish_many_raw(url: str, topic: str) -> float:
+    """What a raw client does for a list: every publish at once, then the confirms."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(topic)
+        body = json.dumps(PAYLOAD).encode()
+        started = time.perf_counter()
+        for first in range(0, COUNT, CALL):
+            await asyncio.gather(
+                *(
+                    exchange.publish(_message(body, i), routing_key=topic)
+                    for i in range(first, first + CALL)
+                )
+            )
+        return COUNT / (time.perf_counter() - started)
+
+
+async def publish_many_choreograph(url: str, topic: str) -> float:
+    async with Bus(url, source="bench") as bus:
+        started = time.perf_counter()
+        for _ in range(0, COUNT, CALL):
+            result = await bus.publish_many(
+                topic, [{"type": "bench", "data": PAYLOAD} for _ in range(CALL)]
+            )
+            result.raise_for_failures()
+        return COUNT / (time.perf_counter() - started)
 
 
 async def publish_choreograph(url: str, topic: str) -> float:
@@ -132,8 +191,7 @@ async def _ignore(event: Event) -> None:
 
 
 async def consume_raw(url: str, topic: str) -> float:
-    done = asyncio.Event()
-    count = 0
+    arrivals = Arrivals(COUNT)
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
@@ -141,52 +199,46 @@ async def consume_raw(url: str, topic: str) -> float:
         queue = await channel.declare_queue(f"{topic}.raw", durable=True)
 
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            nonlocal count
             await message.ack()
-            count += 1
-            if count == COUNT:
-                done.set()
+            arrivals.add()
 
-        started = time.perf_counter()
         await queue.consume(on_message)
-        await done.wait()
-        return COUNT / (time.perf_counter() - started)
+        return await arrivals.rate()
 
 
 async def consume_choreograph(url: str, topic: str) -> float:
-    done = asyncio.Event()
-    count = 0
+    arrivals = Arrivals(COUNT)
 
     async def handler(event: Event) -> None:
-        nonlocal count
-        count += 1
-        if count == COUNT:
-            done.set()
+        arrivals.add()
 
     async with Bus(url) as bus:
-        started = time.perf_counter()
         await bus.subscribe(topic, handler, group="bench", prefetch=PREFETCH)
-        await done.wait()
-        return COUNT / (time.perf_counter() - started)
+        return await arrivals.rate()
+
+
+async def consume_batch_choreograph(url: str, topic: str) -> float:
+    arrivals = Arrivals(COUNT)
+
+    async def handler(events: list[Event]) -> None:
+        arrivals.add(len(events))
+
+    async with Bus(url) as bus:
+        await bus.subscribe_batch(topic, handler, group="bench", max_batch=BATCH)
+        return await arrivals.rate()
 
 
 async def consume_faststream(url: str, topic: str) -> float:
-    done = asyncio.Event()
-    count = 0
+    arrivals = Arrivals(COUNT)
     broker = RabbitBroker(url, logger=None, default_channel=Channel(prefetch_count=PREFETCH))
 
     @broker.subscriber(RabbitQueue(f"{topic}.fs", durable=True))
     async def handler(body: str) -> None:
-        nonlocal count
-        count += 1
-        if count == COUNT:
-            done.set()
+        arrivals.add()
 
-    started = time.perf_counter()
     await broker.start()
     try:
-        await done.wait()
-        return COUNT / (time.perf_counter() - started)
+        return await arrivals.rate()
     finally:
         await broker.stop()
 
@@ -256,64 +308,66 @@ async def latency_faststream(url: str) -> list[float]:
 # -- the run -----------------------------------------------------------------------------------
 
 
-def _rotated(count: int, round_: int) -> list[int]:
-    """The order of the contenders in a round: each goes first once (no position bias)."""
-    return [(round_ + k) % count for k in range(count)]
-
-
 async def run(url: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
-    def row(metric: str, raw: float, choreo: float, fast: float | None) -> None:
-        rows.append(
-            {
-                "suite": "brokers",
-                "backend": "rabbitmq",
-                "metric": metric,
-                "raw": round(raw, 2),
-                "choreograph": round(choreo, 2),
-                "faststream": None if fast is None else round(fast, 2),
-            }
-        )
-        print(
-            f"{metric:>12}  raw {raw:10.2f}  choreograph {choreo:10.2f}  "
-            f"faststream {fast or 0:10.2f}  ratio {choreo / raw:5.2f}",
-            flush=True,
-        )
-
-    async def rounds(*runs: Callable[[], Awaitable[float]]) -> list[float]:
-        results: list[list[float]] = [[] for _ in runs]
-        for round_ in range(ROUNDS):
-            for index in _rotated(len(runs), round_):
-                results[index].append(await asyncio.wait_for(runs[index](), LIMIT))
-        return [statistics.median(r) for r in results]
+    def timed(fn: Callable[[str, str], Awaitable[float]]) -> Contender:
+        return lambda: asyncio.wait_for(_into_sink(url, lambda topic: fn(url, topic)), LIMIT)
 
     await _into_sink(url, lambda topic: publish_raw(url, topic))  # warm-up
-    row(
-        "publish/s",
-        *await rounds(
-            lambda: _into_sink(url, lambda topic: publish_raw(url, topic)),
-            lambda: _into_sink(url, lambda topic: publish_choreograph(url, topic)),
-            lambda: _into_sink(url, lambda topic: publish_faststream(url, topic)),
-        ),
+    publishes: dict[str, dict[str, Contender]] = {
+        "publish/s": {
+            "raw": timed(publish_raw),
+            "choreograph": timed(publish_choreograph),
+            "faststream": timed(publish_faststream),
+        },
+        "publish_many/s (500 a call)": {
+            "raw": timed(publish_many_raw),
+            "choreograph": timed(publish_many_choreograph),
+        },
+    }
+    for metric, contenders in publishes.items():
+        rows.append(row("rabbitmq", metric, await interleaved(contenders, ROUNDS)))
+    for metric, runs in {
+        "consume/s": (consume_raw, consume_choreograph, consume_faststream),
+        "consume/s, batch handler": (consume_raw, consume_batch_choreograph),
+    }.items():
+        results: dict[str, list[float]] = {name: [] for name in NAMES[: len(runs)]}
+        for round_ in range(ROUNDS):  # each round fills fresh queues, then each drains its own
+            topic = await asyncio.wait_for(fill(url), LIMIT)
+            for k in range(len(runs)):
+                index = (round_ + k) % len(runs)
+                rate = await asyncio.wait_for(runs[index](url, topic), LIMIT)
+                results[NAMES[index]].append(rate)
+            await _drop(url, *(f"{topic}.{name}" for name in ("raw", "bench", "fs")))
+        rows.append(row("rabbitmq", metric, results))
+    samples: dict[str, list[list[float]]] = {name: [] for name in NAMES}
+    paced_runs = dict(
+        zip(NAMES, (latency_raw, latency_choreograph, latency_faststream), strict=True)
     )
-    consumed: list[list[float]] = [[], [], []]
-    for round_ in range(ROUNDS):
-        topic = await asyncio.wait_for(fill(url), LIMIT)
-        consumers = (consume_raw, consume_choreograph, consume_faststream)
-        for index in _rotated(3, round_):
-            consumed[index].append(await asyncio.wait_for(consumers[index](url, topic), LIMIT))
-        await _drop(url, *(f"{topic}.{name}" for name in ("raw", "bench", "fs")))
-    row("consume/s", *(statistics.median(rates) for rates in consumed))
-    latencies: list[list[float]] = [[], [], []]
-    paced = (latency_raw, latency_choreograph, latency_faststream)
-    for round_ in range(ROUNDS):  # pooled over interleaved rounds
-        for index in _rotated(3, round_):
-            latencies[index].extend(await asyncio.wait_for(paced[index](url), LIMIT))
-    raw, choreo, fast = latencies
-    row("e2e p50 ms", statistics.median(raw), statistics.median(choreo), statistics.median(fast))
-    row("e2e p99 ms", percentile(raw, 0.99), percentile(choreo, 0.99), percentile(fast, 0.99))
+
+    async def measure(name: str) -> float:
+        samples[name].append(await asyncio.wait_for(paced_runs[name](url), LIMIT))
+        return 0.0
+
+    await interleaved({name: functools.partial(measure, name) for name in NAMES}, ROUNDS)
+    for metric, stat in (("e2e p50 ms", statistics.median), ("e2e p99 ms", _p99)):
+        rows.append(
+            row(
+                "rabbitmq",
+                metric,
+                {k: [stat(s) for s in v] for k, v in samples.items()},
+                latency=True,
+            )
+        )
     return rows
+
+
+NAMES = ("raw", "choreograph", "faststream")
+
+
+def _p99(values: list[float]) -> float:
+    return percentile(values, 0.99)
 
 
 def main() -> None:
