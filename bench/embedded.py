@@ -8,6 +8,7 @@ in one run.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import multiprocessing
 import sqlite3
@@ -200,10 +201,51 @@ async def _memory_bus(count: int) -> float:
         return count / (time.perf_counter() - started)
 
 
-def memory_rows(count: int) -> list[dict[str, Any]]:
-    baseline = statistics.median(asyncio.run(_queue_baseline(count)) for _ in range(3))
-    ours = statistics.median(asyncio.run(_memory_bus(count)) for _ in range(3))
-    return [_row("memory", "publish+consume/s vs asyncio.Queue", ours, baseline)]
+async def _memory_bus_batches(count: int, call: int = 500) -> float:
+    """The same through the batch APIs: publish_many 500 a call, a batch handler."""
+    data = _payload()
+    done = asyncio.Event()
+    seen = 0
+
+    async def handler(events: list[Event]) -> None:
+        nonlocal seen
+        seen += len(events)
+        if seen >= count:
+            done.set()
+
+    async with Bus(f"memory://bench-{uuid.uuid4().hex}") as bus:
+        await bus.subscribe_batch("bench", handler, group="g")
+        started = time.perf_counter()
+        for first in range(0, count, call):
+            items = [
+                {"type": "bench.event", "data": data, "key": f"k{n % 64}"}
+                for n in range(first, first + call)
+            ]
+            (await bus.publish_many("bench", items)).raise_for_failures()
+        await done.wait()
+        return count / (time.perf_counter() - started)
+
+
+def memory_rows(count: int, rounds: int = 5) -> list[dict[str, Any]]:
+    """Interleaved rounds, each in a fresh process state (a collected heap); medians and the
+    spread of the per-round ratios."""
+    measured: dict[str, list[float]] = {"queue": [], "single": [], "batches": []}
+    runs = {"queue": _queue_baseline, "single": _memory_bus, "batches": _memory_bus_batches}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            gc.collect()
+            measured[name].append(asyncio.run(run(count)))
+    baseline = statistics.median(measured["queue"])
+    rows = []
+    for name, metric in (
+        ("single", "publish+consume/s vs asyncio.Queue"),
+        ("batches", "publish_many+batch handler/s vs asyncio.Queue"),
+    ):
+        ratios = [o / q for o, q in zip(measured[name], measured["queue"], strict=True)]
+        row = _row("memory", metric, statistics.median(measured[name]), baseline)
+        row.update(rounds=rounds, spread=[round(min(ratios), 3), round(max(ratios), 3)])
+        rows.append(row)
+    return rows
 
 
 def _row(backend: str, metric: str, value: float, baseline: float | None = None) -> dict[str, Any]:

@@ -294,14 +294,24 @@ class Bus:
                     "publish_many takes Events or mappings of publish options, not "
                     f"{builtins.type(item).__name__}"
                 )
-            unknown = set(item) - _ITEM_OPTIONS
-            if unknown:
+            if not item.keys() <= _ITEM_OPTIONS:
+                unknown = ", ".join(sorted(set(item) - _ITEM_OPTIONS))
                 raise ConfigurationError(
-                    f"unknown publish option(s) {', '.join(sorted(unknown))}; use "
-                    f"{', '.join(sorted(_ITEM_OPTIONS))}"
+                    f"unknown publish option(s) {unknown}; use {', '.join(sorted(_ITEM_OPTIONS))}"
                 )
-            options = {**item, "ttl": item.get("ttl", ttl)}
-            return self._stamp(None, **options), options["ttl"]
+            get = item.get
+            own = get("ttl", ttl)
+            event = self._stamp(
+                None,
+                get("type"),
+                get("data"),
+                get("key"),
+                get("subject"),
+                get("correlation_id"),
+                own,
+                get("extensions"),
+            )
+            return event, own
         except (ConfigurationError, EnvelopeError) as exc:
             raise builtins.type(exc)(f"publish_many item {index}: {exc}") from exc
 
