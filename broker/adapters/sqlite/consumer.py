@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from broker.adapters.kit import InFlight, OffsetTracker
 from broker.adapters.sqlite.wire import decode
 from broker.errors import ClosedError
-from broker.ports import Delivery
+from broker.ports import Backlog, Delivery
 
 if TYPE_CHECKING:
     from broker.adapters.sqlite.adapter import SQLiteAdapter
@@ -203,6 +203,19 @@ class SQLiteSubscription:
             owned.position = seq
             self._buffer.append((owned, owned.tracker.add(seq), body))
         return bool(rows)
+
+    async def backlog(self) -> Backlog:
+        """Per partition ``topic/part``: one past its last ``seq``, and one past the group's
+        committed ``seq`` (or this member's acked one, not flushed yet, where it is ahead)."""
+        rows = await self._adapter.run(self._adapter.store.backlog, self.topics, self._group)
+        appended: dict[str, int] = {}
+        acked: dict[str, int] = {}
+        for topic, index, last, committed in rows:
+            own = self._parts.get((topic, index))
+            done = max(committed, own.committed) if own is not None else committed
+            appended[f"{topic}/{index}"] = last + 1
+            acked[f"{topic}/{index}"] = done + 1
+        return Backlog(appended, acked)
 
     async def close(self) -> None:
         if self._closed:

@@ -243,6 +243,18 @@ class Store:
                 [(seq, topic, group, part, member, seq) for topic, part, seq in positions],
             )
 
+    def backlog(self, topics: Sequence[str], group: str) -> list[tuple[str, int, int, int]]:
+        """(topic, part, last seq in the log, the group's committed seq) of every partition of
+        ``topics``, whoever holds it, read in one statement (one snapshot)."""
+        marks = ", ".join("?" * len(topics))
+        rows = self.db.execute(
+            "SELECT o.topic, o.part, coalesce((SELECT max(seq) FROM log"
+            " WHERE log.topic=o.topic AND log.part=o.part), 0), o.committed"
+            f" FROM offsets o WHERE o.grp=? AND o.topic IN ({marks}) ORDER BY o.topic, o.part",
+            (group, *topics),
+        ).fetchall()
+        return [(str(t), int(p), int(last), int(done)) for t, p, last, done in rows]
+
     def fetch(self, wanted: Sequence[tuple[str, int, int, int]]) -> list[tuple[str, int, int, str]]:
         """Rows (topic, part, seq, body) after each (topic, part, after_seq, limit)."""
         out: list[tuple[str, int, int, str]] = []
