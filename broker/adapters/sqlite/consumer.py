@@ -7,21 +7,24 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from broker.adapters.kit import InFlight, OffsetTracker
+from broker.adapters.sqlite.owner import new_member_id
 from broker.adapters.sqlite.wire import decode
 from broker.errors import ClosedError
+from broker.observability import get_logger
 from broker.ports import Backlog, Delivery
 
 if TYPE_CHECKING:
     from broker.adapters.sqlite.adapter import SQLiteAdapter
 
 __all__ = ["SQLiteDelivery", "SQLiteSubscription"]
+
+_log = get_logger("choreo.sqlite")
 
 
 @dataclass(slots=True)
@@ -73,7 +76,7 @@ class SQLiteSubscription:
         self.topics = tuple(topics)
         self._group = group
         self._prefetch = prefetch
-        self._member = f"{time.time():.6f}-{uuid.uuid4().hex[:8]}"
+        self._member = new_member_id()
         self._parts: dict[tuple[str, int], _Partition] = {}
         self._dropped: set[tuple[str, int]] = set()
         self._buffer: deque[tuple[_Partition, InFlight, str]] = deque()
@@ -165,6 +168,10 @@ class SQLiteSubscription:
             busy=busy,
             stale=stale,
         )
+        if result.reaped:
+            _log.info(
+                "reclaimed the leases of dead members", group=self._group, members=result.reaped
+            )
         for key in (*result.released, *result.lost):
             self._parts.pop(key, None)
         for key in result.revoking:
