@@ -63,6 +63,7 @@ _UNMODELLED = ("$dynamicRef", "$recursiveRef")
 _COMBINATORS = ("anyOf", "oneOf", "allOf", "not", "if", "then", "else")
 _SPREAD = ("minContains", "maxContains", "if", "then", "else")  # not merged across allOf
 _MAX_STEPS = 20_000
+_EXCLUDED = "$choreo:excluded"  # a split writer oneOf branch: the other branches' data is not in it
 
 Schema = dict[str, Any]
 
@@ -85,7 +86,8 @@ class _Document:
 
     def __init__(self, root: Any, refs: Mapping[str, Any]) -> None:
         self.root, self.refs = root, refs
-        self.modern = isinstance(root, dict) and "draft-0" not in str(root.get("$schema", "-0"))
+        dialect = str(root.get("$schema", "")) if isinstance(root, dict) else ""
+        self.modern = "2019-09" in dialect or "2020-12" in dialect  # else draft 7 or older
         default = jsonschema.Draft7Validator
         cls = jsonschema.validators.validator_for(root, default=default)
         resources = [
@@ -173,13 +175,19 @@ class _Walker:
             self._active.discard(key)
 
     def _writer_unions(self, reader: Schema, writer: Schema, path: str) -> list[Reason]:
+        if "const" in writer or isinstance(writer.get("enum"), list):
+            return self._values(reader, writer, path)
         for word in ("anyOf", "oneOf"):
             if isinstance(writer.get(word), list):
                 rest = _without(writer, word)
                 reasons: list[Reason] = []
                 for index, branch in enumerate(writer[word]):
                     where = f"{path}/{word}/{index}"
-                    reasons += self.compare(reader, _with_rest(rest, branch), where)
+                    part = _with_rest(rest, branch)
+                    if word == "oneOf" and isinstance(part, dict):  # data matches no other
+                        others = writer[word][:index] + writer[word][index + 1 :]
+                        part = {**part, _EXCLUDED: others + part.get(_EXCLUDED, [])}
+                    reasons += self.compare(reader, part, where)
                 return reasons
         return self._reader_all(reader, writer, path)
 
@@ -189,7 +197,11 @@ class _Walker:
         reasons: list[Reason] = []
         for index, branch in enumerate(reader["allOf"]):
             reasons += self.compare(branch, writer, f"{path}/allOf/{index}")
-        return reasons + self.compare(_without(reader, "allOf"), writer, path)
+        rest = _without(reader, "allOf")
+        if "unevaluatedProperties" in rest:  # the branches' properties stay evaluated
+            seen = dict.fromkeys(self._evaluated({"allOf": reader["allOf"]}), True)
+            rest["properties"] = {**seen, **(rest.get("properties") or {})}
+        return reasons + self.compare(rest, writer, path)
 
     def _reader_unions(self, reader: Schema, writer: Schema, path: str) -> list[Reason]:
         for word in ("anyOf", "oneOf"):
@@ -197,25 +209,53 @@ class _Walker:
                 continue
             rest = _without(reader, word)
             branches = [_with_rest(rest, branch) for branch in reader[word]]
-            read = any(not self.compare(b, writer, path) for b in branches)
-            if not read and not self._split_types(branches, writer, path):
-                return [("SUM_TYPE_NARROWED", f"{path}/{word}: no branch reads the writer's data")]
-            return []
+            exclusive = word == "oneOf"
+            if self._read_by_one(branches, writer, path, exclusive=exclusive):
+                return []
+            declared = writer.get("type")
+            if isinstance(declared, list) and len(declared) > 1:
+                parts = [{**writer, "type": kind} for kind in declared]
+                if all(self._read_by_one(branches, p, path, exclusive=exclusive) for p in parts):
+                    return []
+            if exclusive and any(not self.compare(b, writer, path) for b in branches):
+                why = "the writer's data may match more than one branch"
+                return [("ONEOF_BRANCHES_OVERLAP", f"{path}/oneOf: {why}")]
+            return [("SUM_TYPE_NARROWED", f"{path}/{word}: no branch reads the writer's data")]
         return self._writer_all(reader, writer, path)
 
-    def _split_types(self, branches: list[Any], writer: Schema, path: str) -> bool:
-        """A writer of several types is read when each of its types is read by a branch."""
-        declared = writer.get("type")
-        if not isinstance(declared, list) or len(declared) < 2:
+    def _read_by_one(
+        self, branches: list[Any], writer: Schema, path: str, *, exclusive: bool
+    ) -> bool:
+        """Some branch reads the writer's data (``exclusive``: and no other branch matches it,
+        as ``oneOf`` needs; Confluent treats ``oneOf`` as ``anyOf``)."""
+        for index, branch in enumerate(branches):
+            if self.compare(branch, writer, path):
+                continue
+            others = branches[:index] + branches[index + 1 :]
+            if not exclusive or all(self._disjoint(writer, other) for other in others):
+                return True
+        return False
+
+    def _disjoint(self, writer: Schema, branch: Any) -> bool:
+        """Whether no document of the writer can match ``branch`` (provably)."""
+        branch = self.reader.resolve(branch)
+        if branch is False:
+            return True
+        if not isinstance(branch, dict):
             return False
-        return all(
-            any(not self.compare(b, {**writer, "type": kind}, path) for b in branches)
-            for kind in declared
-        )
+        if isinstance(branch.get("allOf"), list):
+            return any(self._disjoint(writer, part) for part in branch["allOf"])
+        written, matched = self._types(writer), json_rules.type_set(branch)
+        if written is not None and matched is not None and not written & matched:
+            return True
+        if _discriminated(writer, branch):
+            return True
+        excluded = writer.get(_EXCLUDED, [])
+        return any(not self.compare(other, branch, "#") for other in excluded)
 
     def _writer_all(self, reader: Schema, writer: Schema, path: str) -> list[Reason]:
         if not isinstance(writer.get("allOf"), list):
-            return self._values(reader, writer, path)
+            return self._logic(reader, writer, path)
         rest = _without(writer, "allOf")
         parts = [self.writer.resolve(b) for b in writer["allOf"]]
         tries = [_with_rest(rest, part) for part in parts]
@@ -230,14 +270,23 @@ class _Walker:
             first = reasons if first is None else first
         return first or []
 
+    def _types(self, writer: Schema) -> set[str] | None:
+        """The types a writer may write, its ``allOf`` branches' declarations included."""
+        found = json_rules.type_set(writer)
+        for raw in writer.get("allOf") or []:
+            part = self.writer.resolve(raw)
+            declared = json_rules.type_set(part) if isinstance(part, dict) else None
+            if declared is not None:
+                found = declared if found is None else found & declared
+        return found
+
     def _values(self, reader: Schema, writer: Schema, path: str) -> list[Reason]:
-        if "const" in writer or isinstance(writer.get("enum"), list):
-            values = [writer["const"]] if "const" in writer else writer["enum"]
-            valid = [v for v in values if self.writer.accepts(writer, v)]
-            bad = [v for v in valid if not self.reader.accepts(reader, v)]
-            kind = "ENUM_ARRAY_CHANGED" if "const" in writer else "ENUM_ARRAY_NARROWED"
-            return [(kind, f"{path}: value {v!r} is no longer accepted") for v in bad]
-        return self._logic(reader, writer, path)
+        """A writer ``enum``/``const`` is a finite set: each value must validate (exact)."""
+        values = [writer["const"]] if "const" in writer else writer["enum"]
+        valid = [v for v in values if self.writer.accepts(_without(writer, _EXCLUDED), v)]
+        bad = [v for v in valid if not self.reader.accepts(reader, v)]
+        kind = "ENUM_ARRAY_CHANGED" if "const" in writer else "ENUM_ARRAY_NARROWED"
+        return [(kind, f"{path}: value {v!r} is no longer accepted") for v in bad]
 
     def _logic(self, reader: Schema, writer: Schema, path: str) -> list[Reason]:
         reasons: list[Reason] = []
@@ -279,7 +328,8 @@ class _Walker:
         if json_rules.can_be(writer, "object") and _any(reader, _OBJECT_WORDS):
             reasons += json_rules.objects(reader, writer, path, self.compare, self._evaluated)
         if json_rules.can_be(writer, "array") and _any(reader, _ARRAY_WORDS):
-            reasons += json_rules.arrays(reader, writer, path, self.compare)
+            modern = self.reader.modern
+            reasons += json_rules.arrays(reader, writer, path, self.compare, modern=modern)
         for word in _UNMODELLED:
             if word in reader and reader[word] != writer.get(word):
                 reasons.append(("KEYWORD_CHANGED", f"{path}/{word}: {word} changed"))
@@ -338,6 +388,27 @@ def _any(schema: Schema, words: tuple[str, ...]) -> bool:
 def _disjoint(first: Schema, second: Schema) -> bool:
     one, other = json_rules.type_set(first), json_rules.type_set(second)
     return one is not None and other is not None and not one & other
+
+
+def _discriminated(writer: Schema, branch: Schema) -> bool:
+    """A property both sides pin to ``const``/``enum`` values that do not overlap, and that
+    one of them requires."""
+    w_props, b_props = writer.get("properties") or {}, branch.get("properties") or {}
+    required = set(writer.get("required") or ()) | set(branch.get("required") or ())
+    for name in required & w_props.keys() & b_props.keys():
+        mine, theirs = _values_of(w_props[name]), _values_of(b_props[name])
+        if mine is not None and theirs is not None and not any(v in theirs for v in mine):
+            return True
+    return False
+
+
+def _values_of(schema: Any) -> list[Any] | None:
+    if not isinstance(schema, dict):
+        return None
+    if "const" in schema:
+        return [schema["const"]]
+    enum = schema.get("enum")
+    return enum if isinstance(enum, list) else None
 
 
 def _only_types(schema: Schema) -> bool:

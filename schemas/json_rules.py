@@ -367,11 +367,40 @@ def _items(schema: Schema) -> tuple[list[Any], Any, str]:
     return [], fallback, "unevaluatedItems" if "unevaluatedItems" in schema else "items"
 
 
-def arrays(reader: Schema, writer: Schema, path: str, compare: Compare) -> Iterator[Reason]:
+def arrays(
+    reader: Schema, writer: Schema, path: str, compare: Compare, *, modern: bool = True
+) -> Iterator[Reason]:
     """Positional items, the items after them, ``contains`` and ``uniqueItems``: every item
     the writer may write at a position fits the reader's schema for that position."""
     r_prefix, r_rest, r_word = _items(reader)
     w_prefix, w_rest, _ = _items(writer)
+    yield from _positions(r_prefix, w_prefix, r_rest, w_rest, writer, path, compare)
+    longest = _number(writer.get("maxItems"))
+    room = longest is None or len(w_prefix) < longest
+    if room and w_rest is not False and False not in w_prefix:
+        yield from compare(r_rest, w_rest, f"{path}/{r_word}")
+    if "additionalItems" in reader and not isinstance(reader.get("items"), list):
+        # No effect without a tuple, but a narrowing change is refused, as Confluent does.
+        extra = writer.get("additionalItems", True)
+        yield from compare(reader["additionalItems"], extra, f"{path}/additionalItems")
+    if reader.get("uniqueItems") is True and writer.get("uniqueItems") is not True:
+        yield "UNIQUE_ITEMS_ADDED", f"{path}/uniqueItems: items must now be unique"
+    if not modern:  # minContains and maxContains arrived in 2019-09
+        reader = {k: v for k, v in reader.items() if k not in ("minContains", "maxContains")}
+        writer = {k: v for k, v in writer.items() if k not in ("minContains", "maxContains")}
+    yield from _contains(reader, writer, path, compare)
+
+
+def _positions(
+    r_prefix: list[Any],
+    w_prefix: list[Any],
+    r_rest: Any,
+    w_rest: Any,
+    writer: Schema,
+    path: str,
+    compare: Compare,
+) -> Iterator[Reason]:
+    """Each position the writer may fill is read by the reader's schema for it."""
     longest = _number(writer.get("maxItems"))
     for index in range(max(len(r_prefix), len(w_prefix))):
         if longest is not None and index >= longest:
@@ -380,19 +409,7 @@ def arrays(reader: Schema, writer: Schema, path: str, compare: Compare) -> Itera
         if written is False:
             return
         accepted = r_prefix[index] if index < len(r_prefix) else r_rest
-        where = f"{path}/items/{index}"
-        for kind, why in compare(accepted, written, where):
-            yield kind, why
-    if w_rest is not False and (longest is None or len(w_prefix) < longest):
-        for kind, why in compare(r_rest, w_rest, f"{path}/{r_word}"):
-            yield kind, why
-    if "additionalItems" in reader and not isinstance(reader.get("items"), list):
-        # No effect without a tuple, but a narrowing change is refused, as Confluent does.
-        where = f"{path}/additionalItems"
-        yield from compare(reader["additionalItems"], writer.get("additionalItems", True), where)
-    if reader.get("uniqueItems") is True and writer.get("uniqueItems") is not True:
-        yield "UNIQUE_ITEMS_ADDED", f"{path}/uniqueItems: items must now be unique"
-    yield from _contains(reader, writer, path, compare)
+        yield from compare(accepted, written, f"{path}/items/{index}")
 
 
 def _contains(reader: Schema, writer: Schema, path: str, compare: Compare) -> Iterator[Reason]:
