@@ -234,7 +234,7 @@ class Registry:
     async def version_for_id(self, schema_id: int, subject: str) -> RegisteredSchema:
         """A subject-version using the id: ``subject``'s newest one when it uses it, else the
         first one found (``GET /schemas/ids/{id}?subject=``)."""
-        pairs = await self.subject_versions_for_id(schema_id)
+        pairs = await self.subject_versions_for_id(schema_id, deleted=True)
         mine = [pair for pair in pairs if pair[0] == subject]
         name, number = (mine or pairs)[-1 if mine else 0]
         return RegisteredSchema(name, number, schema_id, await self.schema(schema_id))
