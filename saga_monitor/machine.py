@@ -130,12 +130,13 @@ class SagaMachine:
             return "compensated"
         return "unknown"
 
-    def fold_order(self, entry: Entry) -> tuple[datetime, int, int, str, str]:
+    def fold_order(self, entry: Entry) -> tuple[datetime, int, int, str, str, bool]:
         """The order in which the fold applies entries: event time; for equal times, causes
-        before effects (by role, steps in definition order); then identity."""
+        before effects (by role, steps in definition order); then identity, a duplicate last."""
         obs = entry.event
         role = self.role(obs.type) if entry.role != "start" else "start"
-        return (entry.at, _RANK[role], self.step_index.get(obs.type, 0), obs.source, obs.id)
+        rank, step = _RANK[role], self.step_index.get(obs.type, 0)
+        return (entry.at, rank, step, obs.source, obs.id, entry.duplicate)
 
     # -- recording events ------------------------------------------------------------------
 
@@ -181,8 +182,10 @@ class SagaMachine:
         ``new`` (the entry just received) is a step, how long it took.
         """
         before = {(a.kind, a.event_id, a.detail) for a in instance.anomalies}
-        fold = _Fold(self, instance)
-        fold.run(watermark)
+        fold = instance.fold
+        if not (isinstance(fold, _Fold) and fold.m is self and fold.resume(new, watermark)):
+            fold = instance.fold = _Fold(self, instance)
+            fold.run(watermark)
         outcome = Outcome(changed=True)
         outcome.anomalies = [
             a for a in instance.anomalies if (a.kind, a.event_id, a.detail) not in before
@@ -257,10 +260,21 @@ class _Fold:
         self.stall: tuple[Alert, datetime] | None = None
         #: The compensated event that closed the saga (while it may still owe compensations).
         self.closing: Entry | None = None
+        #: What a later event needs to carry on from here (see :meth:`resume`): the entries in
+        #: fold order, the start, entries by id, the ids causes were cited by, the sources
+        #: whose clocks were reported, the watermark and ``updated`` before the watermark.
+        self.entries: list[Entry] = []
+        self.start: Entry | None = None
+        self.by_id: dict[str, Entry] = {}
+        self.cited: set[str] = set()
+        self.skewed: set[str] = set()
+        self.watermark: datetime | None = None
+        self.updated: datetime | None = None
 
     # -- the pass --------------------------------------------------------------------------
 
     def run(self, watermark: datetime | None) -> None:
+        """Derive the instance from all of its events, then judge it at ``watermark``."""
         i = self.i
         everything = i.timeline + i.foreign
         behind = self._causal_times(everything)
@@ -272,26 +286,89 @@ class _Fold:
         # Traffic of no saga from before this instance existed is none of its business; it is
         # set aside (its cause may still arrive and show it happened later).
         i.foreign = [e for e in entries if e.role == "unknown" and e.at < start.at]
-        entries = [e for e in entries if not (e.role == "unknown" and e.at < start.at)]
+        self.entries = [e for e in entries if not (e.role == "unknown" and e.at < start.at)]
+        self.start = start
+        self.by_id = {e.event.id: e for e in everything if not e.duplicate}
+        self.cited = {e.event.causation for e in everything if e.event.causation}
         self._reset(start)
-        skewed: set[str] = set()
-        for entry in entries:
-            if entry.duplicate:
-                obs = entry.event
-                self._flag(entry, "duplicate", f"{obs.source} sent event {obs.id} before")
-                continue
-            if entry is not start:
-                self._advance(entry.at)
-                self._apply(entry, start)
-            self._note_skew(entry, behind.get(id(entry)), skewed)
+        for entry in self.entries:
+            self._step(entry, behind.get(id(entry)))
+        self.updated = i.updated
+        self._judge(watermark)
+
+    def resume(self, new: Entry | None, watermark: datetime | None) -> bool:
+        """Carry on from the last pass with ``new`` (an entry appended to the timeline since)
+        and a later watermark, when that gives what a whole new pass would; False otherwise.
+
+        That is the common case, an event that happened after everything known and after the
+        last watermark: replaying everything before it again would reach the same point.
+        """
+        i = self.i
+        if self.watermark is not None and (watermark is None or watermark < self.watermark):
+            return False
+        if new is None:
+            known = len(self.entries) + len(i.foreign)
+            if known != len(i.timeline) + len(i.foreign):
+                return False
+        else:
+            if i.timeline[-1] is not new or len(self.entries) + 1 != len(i.timeline):
+                return False
+            if new.event.id in self.cited or (self.start is None):
+                return False  # it causes an event already known: their order may change
+            behind = self._cause_of(new)
+            last = self.entries[-1]
+            if self.m.fold_order(new) < self.m.fold_order(last):
+                return False
+            if self.watermark is not None and new.at <= self.watermark:
+                return False
+            new.role = self.m.role(new.event.type)
+            new.flags, new.encoded, new.waited = [], None, None
+            i.updated, i.stuck_since = self.updated or i.updated, None
+            self.entries.append(new)
+            if not new.duplicate:
+                self.by_id[new.event.id] = new
+            if new.event.causation:
+                self.cited.add(new.event.causation)
+            self._step(new, behind)
+            self.updated = i.updated
+        self._judge(watermark)
+        return True
+
+    def _step(self, entry: Entry, behind: tuple[Entry, float] | None) -> None:
+        """Apply one entry in fold order (the start was applied by :meth:`_reset`)."""
+        if entry.duplicate:
+            obs = entry.event
+            self._flag(entry, "duplicate", f"{obs.source} sent event {obs.id} before")
+            return
+        assert self.start is not None
+        if entry is not self.start:
+            self._advance(entry.at)
+            self._apply(entry, self.start)
+        self._note_skew(entry, behind, self.skewed)
+
+    def _judge(self, watermark: datetime | None) -> None:
+        """Let event time run to the watermark: a deadline it passed is a stall, still open."""
+        i = self.i
+        i.stuck_since = None
+        i.updated = self.updated or i.updated
         if watermark is not None:
             self._advance(watermark, inclusive=True)
-        if self.stall is not None:
-            self.open_stalls.append(self.stall[0])
-            if i.phase in ACTIVE:
-                i.stuck_since = self.stall[1]
-                i.updated = max(i.updated, self.stall[1])
-        i.timeline = entries
+        self.watermark = watermark
+        self.open_stalls = [self.stall[0]] if self.stall is not None else []
+        if self.stall is not None and i.phase in ACTIVE:
+            i.stuck_since = self.stall[1]
+            i.updated = max(i.updated, self.stall[1])
+        i.timeline = list(self.entries)
+
+    def _cause_of(self, entry: Entry) -> tuple[Entry, float] | None:
+        """Set ``entry.at`` from its cause's (see :meth:`_causal_times`), for one new entry."""
+        direct = self.by_id.get(entry.event.causation or "")
+        entry.at = entry.event.time
+        if direct is None:
+            return None
+        entry.at = max(entry.event.time, direct.at + _TICK)
+        gap = (direct.event.time - entry.event.time).total_seconds()
+        return (direct, gap) if gap > self.m.skew_tolerance else None
 
     def _causal_times(self, timeline: list[Entry]) -> dict[int, tuple[Entry, float]]:
         """Set each entry's ``at``: its time, or the latest of its causes' times when that is

@@ -300,6 +300,9 @@ class Instance:
     #: When the monitor must look at the instance again (a deadline, or an alert that waits for
     #: the watermark); None when nothing can happen without a new event.
     check_at: datetime | None = None
+    #: The saga machine's last pass, kept in memory (never stored) so that the next event can
+    #: carry on from it instead of replaying the whole timeline.
+    fold: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def state(self) -> str:

@@ -25,10 +25,11 @@ class SchemaType(StrEnum):
 
     AVRO = "AVRO"
     JSON = "JSON"
+    PROTOBUF = "PROTOBUF"
 
     @classmethod
     def parse(cls, text: str | None) -> SchemaType:
-        """``avro``/``AVRO``/``None`` (Confluent's default) or ``json``/``JSON``."""
+        """``avro``/``AVRO``/``None`` (Confluent's default), ``json`` or ``protobuf``."""
         if text is None or text == "":
             return cls.AVRO
         try:
@@ -83,6 +84,7 @@ class Mode(StrEnum):
 
     READWRITE = "READWRITE"
     READONLY = "READONLY"
+    READONLY_OVERRIDE = "READONLY_OVERRIDE"
     IMPORT = "IMPORT"
 
     @classmethod
@@ -93,6 +95,11 @@ class Mode(StrEnum):
         except ValueError:
             names = ", ".join(member.value for member in cls)
             raise InvalidModeError(f"invalid mode {text!r}; use one of {names}") from None
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the mode refuses registrations, deletes and config changes."""
+        return self in (Mode.READONLY, Mode.READONLY_OVERRIDE)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -129,21 +136,27 @@ class Schema:
     references: tuple[Reference, ...] = ()
 
     def parsed(self) -> Any:
-        """The schema text as JSON (both Avro and JSON Schema are JSON documents)."""
+        """The schema text as JSON (Avro and JSON Schema; a Protobuf schema is not JSON)."""
         try:
             return json.loads(self.text)
         except ValueError as exc:
             raise InvalidSchemaError(f"the {self.type} schema is not valid JSON: {exc}") from exc
 
-    def identity(self) -> str:
+    def identity(self, body: str | None = None) -> str:
         """The key under which equal schemas share one id: compact JSON with sorted keys.
 
         Whitespace and key order do not make a new schema; field order, defaults and docs do
         (they change what the schema means or says), so this is stricter than Avro's Parsing
-        Canonical Form, which would merge schemas that differ in defaults.
+        Canonical Form, which would merge schemas that differ in defaults. A Protobuf schema's
+        text is its own body here; the registry passes the compiled descriptor as ``body``.
         """
         refs = ",".join(f"{r.name}={r.subject}:{r.version}" for r in self.references)
-        body = json.dumps(self.parsed(), sort_keys=True, separators=(",", ":"))
+        if body is None:
+            body = (
+                self.text
+                if self.type is SchemaType.PROTOBUF
+                else json.dumps(self.parsed(), sort_keys=True, separators=(",", ":"))
+            )
         return f"{self.type}|{refs}|{body}"
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,19 +8,16 @@ writes see one consistent state; writes hold the store's writer lock.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Callable
-from typing import Literal, TypeVar
+from typing import TypeVar
 
-from schemas.compatibility import Resolved, check_compatibility, check_valid
+from schemas import registry_tx as rtx
+from schemas.compatibility import Resolved, check_compatibility
 from schemas.errors import (
     CompatibilityNotConfiguredError,
     IncompatibleSchemaError,
-    InvalidSchemaError,
-    InvalidVersionError,
     ModeNotConfiguredError,
     OperationNotPermittedError,
-    ReferenceExistsError,
     SchemaNotFoundError,
     SubjectNotFoundError,
     SubjectNotSoftDeletedError,
@@ -37,36 +34,14 @@ from schemas.model import (
     Schema,
     SchemaType,
 )
+from schemas.registry_tx import VersionSpec, parse_version
 from schemas.storage import GLOBAL, SchemaStore, Transaction, VersionRow
 
 __all__ = ["DEFAULT_COMPATIBILITY", "Registry", "VersionSpec", "parse_version"]
 
 T = TypeVar("T")
-VersionSpec = int | Literal["latest"]
 DEFAULT_COMPATIBILITY = Compatibility.BACKWARD
-_MAX_VERSION = 2**31 - 1
-
-
-def parse_version(raw: str | int) -> VersionSpec:
-    """``latest``/``-1`` or a positive integer; anything else is Confluent's 42202."""
-    text = str(raw).strip()
-    if text.lower() == "latest" or text == "-1":
-        return "latest"
-    try:
-        version = int(text)
-    except ValueError:
-        version = 0
-    if not 1 <= version <= _MAX_VERSION:
-        raise InvalidVersionError(
-            f"the specified version {raw!r} is not a valid version id; "
-            "use a positive integer, latest or -1"
-        )
-    return version
-
-
-def fingerprint(schema: Schema) -> str:
-    """The SHA-256 of the schema's identity (equal schemas share one id)."""
-    return hashlib.sha256(schema.identity().encode()).hexdigest()
+_MAX_VERSION = rtx.MAX_VERSION
 
 
 class Registry:
@@ -106,14 +81,17 @@ class Registry:
         *,
         schema_id: int | None = None,
         version: int | None = None,
+        normalize: bool = False,
     ) -> RegisteredSchema:
         """Register ``schema`` under ``subject`` (idempotent); returns id and version.
 
         ``schema_id`` and ``version`` may be given only in IMPORT mode, which also skips the
-        compatibility check.
+        compatibility check. ``normalize`` stores the schema's normal form and finds an
+        equivalent registered one (:mod:`schemas.normalize`).
         """
         return await self._run(
-            lambda tx: self._register(tx, subject, schema, schema_id, version), write=True
+            lambda tx: self._register(tx, subject, schema, (schema_id, version), normalize),
+            write=True,
         )
 
     def _register(
@@ -121,36 +99,33 @@ class Registry:
         tx: Transaction,
         subject: str,
         schema: Schema,
-        schema_id: int | None,
-        version: int | None,
+        wanted: tuple[int | None, int | None],
+        normalize: bool,
     ) -> RegisteredSchema:
-        _check_subject(subject)
-        mode = self._mode(tx, subject)
-        if mode is Mode.READONLY:
-            raise OperationNotPermittedError(f"subject {subject!r} is in read-only mode")
-        importing = mode is Mode.IMPORT
-        if (schema_id is not None or version is not None) and not importing:
+        rtx.check_subject(subject)
+        rtx.check_writable(tx, subject)
+        importing = rtx.mode(tx, subject) is Mode.IMPORT
+        if wanted != (None, None) and not importing:
             raise OperationNotPermittedError(
                 f"subject {subject!r} is not in import mode; an id or version cannot be given"
             )
-        resolved = _resolve(tx, schema)
-        check_valid(resolved)
-        key = fingerprint(schema)
-        known_id = tx.schema_id(key)
+        resolved = rtx.prepared(tx, schema, normalize=normalize)
         rows = tx.versions(subject)
-        for row in rows:
-            if not row.deleted and row.schema_id == known_id:
-                return RegisteredSchema(subject, row.version, row.schema_id, schema)
+        live = [row for row in rows if not row.deleted]
+        found = rtx.same_schema(tx, live, resolved, normalize=normalize)
+        if found is not None:
+            return RegisteredSchema(subject, found.version, found.schema_id, resolved.schema)
         if not importing:
-            self._check_or_raise(tx, subject, resolved, rows)
-        new_id = self._schema_id(tx, schema, key, known_id, schema_id)
-        new_version = version or max((row.version for row in rows), default=0) + 1
+            self._check_or_raise(tx, subject, resolved, live)
+        key = rtx.fingerprint(resolved)
+        new_id = self._schema_id(tx, resolved.schema, key, tx.schema_id(key), wanted[0])
+        new_version = wanted[1] or max((row.version for row in rows), default=0) + 1
         if any(row.version == new_version for row in rows):
             raise OperationNotPermittedError(
                 f"subject {subject!r} already has a version {new_version}"
             )
         tx.add_version(subject, new_version, new_id)
-        return RegisteredSchema(subject, new_version, new_id, schema)
+        return RegisteredSchema(subject, new_version, new_id, resolved.schema)
 
     def _schema_id(
         self, tx: Transaction, schema: Schema, key: str, known: int | None, wanted: int | None
@@ -166,32 +141,31 @@ class Registry:
         return tx.add_schema(schema, key, wanted)
 
     def _check_or_raise(
-        self, tx: Transaction, subject: str, resolved: Resolved, rows: list[VersionRow]
+        self, tx: Transaction, subject: str, resolved: Resolved, live: list[VersionRow]
     ) -> None:
         level = self._compatibility(tx, subject)
-        live = [(row.version, _resolve(tx, _schema_of(tx, row))) for row in rows if not row.deleted]
-        result = check_compatibility(resolved, live, level)
+        history = [(row.version, rtx.resolve(tx, rtx.schema_of(tx, row))) for row in live]
+        result = check_compatibility(resolved, history, level)
         if not result.is_compatible:
+            details = ", ".join(result.messages)
             raise IncompatibleSchemaError(
-                f"schema being registered is incompatible with an earlier schema for subject "
-                f"{subject!r} under {level}: " + "; ".join(result.messages),
+                f'Schema being registered is incompatible with an earlier schema for subject "'
+                f'{subject}", details: [{details}]',
                 list(result.messages),
             )
 
     async def lookup(
-        self, subject: str, schema: Schema, *, deleted: bool = False
+        self, subject: str, schema: Schema, *, deleted: bool = False, normalize: bool = False
     ) -> RegisteredSchema:
         """The version of ``subject`` that holds ``schema`` (40401 / 40403 when none)."""
 
         def work(tx: Transaction) -> RegisteredSchema:
-            rows = _rows(tx, subject, deleted=deleted)
-            known_id = tx.schema_id(fingerprint(schema))
-            for row in reversed(rows):
-                if row.schema_id == known_id:
-                    return RegisteredSchema(
-                        subject, row.version, row.schema_id, schema, row.deleted
-                    )
-            raise SchemaNotFoundError(f"schema not found under subject {subject!r}")
+            found = rtx.rows(tx, subject, deleted=deleted)
+            resolved = rtx.prepared(tx, schema, normalize=normalize)
+            row = rtx.same_schema(tx, found, resolved, normalize=normalize)
+            if row is None:
+                raise SchemaNotFoundError(f"schema not found under subject {subject!r}")
+            return rtx.registered(tx, row)
 
         return await self._run(work)
 
@@ -215,12 +189,27 @@ class Registry:
         self._by_id[schema_id] = schema
         return schema
 
+    async def formatted(self, schema: Schema, fmt: str | None) -> Schema:
+        """The schema as ``format=`` asks: ``serialized`` gives a Protobuf schema as a base64
+        ``FileDescriptorProto`` (what confluent-kafka's deserializer reads); other formats and
+        types are returned as registered."""
+        if fmt != "serialized" or schema.type is not SchemaType.PROTOBUF:
+            return schema
+
+        def work(tx: Transaction) -> Schema:
+            from schemas.compatibility import compiled_proto
+
+            text = compiled_proto(rtx.resolve(tx, schema)).serialized()
+            return Schema(text, schema.type, schema.references)
+
+        return await self._run(work)
+
     async def schemas(self, *, deleted: bool = False) -> list[RegisteredSchema]:
         """The latest version of every schema under every subject."""
 
         def work(tx: Transaction) -> list[RegisteredSchema]:
             return [
-                RegisteredSchema(row.subject, row.version, row.schema_id, _schema_of(tx, row))
+                RegisteredSchema(row.subject, row.version, row.schema_id, rtx.schema_of(tx, row))
                 for row in tx.versions()
                 if deleted or not row.deleted
             ]
@@ -242,25 +231,37 @@ class Registry:
 
         return await self._run(work)
 
+    async def version_for_id(self, schema_id: int, subject: str) -> RegisteredSchema:
+        """A subject-version using the id: ``subject``'s newest one when it uses it, else the
+        first one found (``GET /schemas/ids/{id}?subject=``)."""
+        pairs = await self.subject_versions_for_id(schema_id, deleted=True)
+        mine = [pair for pair in pairs if pair[0] == subject]
+        name, number = (mine or pairs)[-1 if mine else 0]
+        return RegisteredSchema(name, number, schema_id, await self.schema(schema_id))
+
     async def subjects(
         self, *, deleted: bool = False, deleted_only: bool = False, prefix: str = ""
     ) -> list[str]:
-        """Subject names, sorted (soft-deleted ones only on request)."""
+        """Subject names, sorted: with live versions; ``deleted`` adds those with soft-deleted
+        versions; ``deleted_only`` lists only subjects that have soft-deleted versions."""
 
         def work(tx: Transaction) -> list[str]:
             live: set[str] = set()
             dead: set[str] = set()
             for row in tx.versions():
                 (dead if row.deleted else live).add(row.subject)
-            names = (dead - live) if deleted_only else (live | dead if deleted else live)
+            names = dead if deleted_only else (live | dead if deleted else live)
             return sorted(name for name in names if name.startswith(prefix))
 
         return await self._run(work)
 
-    async def versions(self, subject: str, *, deleted: bool = False) -> list[int]:
-        """The versions of ``subject`` (40401 when it has none)."""
-        rows = await self._run(lambda tx: _rows(tx, subject, deleted=deleted))
-        return [row.version for row in rows]
+    async def versions(
+        self, subject: str, *, deleted: bool = False, deleted_only: bool = False
+    ) -> list[int]:
+        """The versions of ``subject`` (40401 when it has none); ``deleted_only`` lists only
+        the soft-deleted ones."""
+        found = await self._run(lambda tx: rtx.rows(tx, subject, deleted=deleted or deleted_only))
+        return [row.version for row in found if row.deleted or not deleted_only]
 
     async def version(
         self, subject: str, version: str | int, *, deleted: bool = False
@@ -269,9 +270,8 @@ class Registry:
         spec = parse_version(version)
 
         def work(tx: Transaction) -> RegisteredSchema:
-            row = _find(_rows(tx, subject, deleted=deleted), subject, spec)
-            return RegisteredSchema(
-                subject, row.version, row.schema_id, _schema_of(tx, row), row.deleted
+            return rtx.registered(
+                tx, rtx.find(rtx.rows(tx, subject, deleted=deleted), subject, spec)
             )
 
         return await self._run(work)
@@ -281,7 +281,7 @@ class Registry:
         spec = parse_version(version)
 
         def work(tx: Transaction) -> list[int]:
-            row = _find(_rows(tx, subject), subject, spec)
+            row = rtx.find(rtx.rows(tx, subject), subject, spec)
             return tx.referenced_by(subject, row.version)
 
         return await self._run(work)
@@ -298,7 +298,7 @@ class Registry:
         return deleted
 
     def _delete_subject(self, tx: Transaction, subject: str, permanent: bool) -> list[int]:
-        self._check_writable(tx, subject)
+        rtx.check_writable(tx, subject)
         rows = tx.versions(subject)
         if not rows:
             raise SubjectNotFoundError(f"subject {subject!r} not found")
@@ -319,7 +319,7 @@ class Registry:
                 f"subject {subject!r} was soft deleted; set permanent=true to delete permanently"
             )
         for row in live:
-            _check_unreferenced(tx, row)
+            rtx.check_unreferenced(tx, row)
             tx.mark_deleted(subject, row.version)
         return [row.version for row in live]
 
@@ -338,10 +338,10 @@ class Registry:
     def _delete_version(
         self, tx: Transaction, subject: str, spec: VersionSpec, permanent: bool
     ) -> int:
-        self._check_writable(tx, subject)
-        rows = _rows(tx, subject, deleted=True)
+        rtx.check_writable(tx, subject)
+        rows = rtx.rows(tx, subject, deleted=True)
         live = [r for r in rows if not r.deleted]
-        row = _find(live if spec == "latest" and live and not permanent else rows, subject, spec)
+        row = rtx.find(live if spec == "latest" and live and not permanent else rows, subject, spec)
         if permanent and not row.deleted:
             raise VersionNotSoftDeletedError(
                 f"version {row.version} of subject {subject!r} was not deleted first before "
@@ -352,7 +352,7 @@ class Registry:
                 f"version {row.version} of subject {subject!r} was soft deleted; "
                 "set permanent=true to delete permanently"
             )
-        _check_unreferenced(tx, row)
+        rtx.check_unreferenced(tx, row)
         if permanent:
             tx.remove_version(subject, row.version)
         else:
@@ -362,22 +362,31 @@ class Registry:
     # -- compatibility -------------------------------------------------------------------
 
     async def test_compatibility(
-        self, subject: str, schema: Schema, version: str | int | None = None
+        self,
+        subject: str,
+        schema: Schema,
+        version: str | int | None = None,
+        *,
+        normalize: bool = False,
     ) -> CompatibilityResult:
-        """Whether ``schema`` may follow ``version`` (``None``: the versions the level names)."""
+        """Whether ``schema`` may follow ``version`` (``None``: the versions the level names).
+
+        A subject without versions accepts anything, as Confluent's registry answers, unless
+        a version number is asked for (40402).
+        """
         spec = None if version is None else parse_version(version)
 
         def work(tx: Transaction) -> CompatibilityResult:
-            resolved = _resolve(tx, schema)
-            check_valid(resolved)
+            resolved = rtx.prepared(tx, schema, normalize=normalize)
             level = self._compatibility(tx, subject)
-            if spec is None:
-                rows = [row for row in tx.versions(subject) if not row.deleted]
-            else:
-                rows = [_find(_rows(tx, subject), subject, spec)]
+            live = [row for row in tx.versions(subject) if not row.deleted]
+            if spec is not None and (live or spec != "latest"):
+                live = [rtx.find(live, subject, spec)] if live else []
+                if not live:
+                    raise VersionNotFoundError(f"version {spec} of subject {subject!r} not found")
                 level = Compatibility.parse(level.value.removesuffix("_TRANSITIVE"))
-            existing = [(row.version, _resolve(tx, _schema_of(tx, row))) for row in rows]
-            return check_compatibility(resolved, existing, level)
+            history = [(row.version, rtx.resolve(tx, rtx.schema_of(tx, row))) for row in live]
+            return check_compatibility(resolved, history, level)
 
         return await self._run(work)
 
@@ -386,14 +395,6 @@ class Registry:
     def _compatibility(self, tx: Transaction, subject: str) -> Compatibility:
         raw = tx.setting("config", subject) or tx.setting("config", GLOBAL)
         return Compatibility.parse(raw) if raw else DEFAULT_COMPATIBILITY
-
-    def _mode(self, tx: Transaction, subject: str) -> Mode:
-        raw = tx.setting("mode", subject) or tx.setting("mode", GLOBAL)
-        return Mode.parse(raw) if raw else Mode.READWRITE
-
-    def _check_writable(self, tx: Transaction, subject: str) -> None:
-        if self._mode(tx, subject) is Mode.READONLY:
-            raise OperationNotPermittedError(f"subject {subject!r} is in read-only mode")
 
     async def compatibility(
         self, subject: str | None = None, *, default_to_global: bool = False
@@ -417,15 +418,19 @@ class Registry:
     ) -> Compatibility:
         """Set the level of ``subject`` or, ``None``, the global one."""
         parsed = Compatibility.parse(level)
-        await self._run(
-            lambda tx: tx.set_setting("config", subject or GLOBAL, parsed.value), write=True
-        )
+
+        def work(tx: Transaction) -> None:
+            rtx.check_writable(tx, subject or GLOBAL)
+            tx.set_setting("config", subject or GLOBAL, parsed.value)
+
+        await self._run(work, write=True)
         return parsed
 
     async def delete_compatibility(self, subject: str | None = None) -> Compatibility:
         """Forget a level (the global one falls back to BACKWARD); returns the old one."""
 
         def work(tx: Transaction) -> Compatibility:
+            rtx.check_writable(tx, subject or GLOBAL)
             old = self._compatibility(tx, subject or GLOBAL)
             tx.delete_setting("config", subject or GLOBAL)
             return old
@@ -437,7 +442,7 @@ class Registry:
 
         def work(tx: Transaction) -> Mode:
             if subject is None or default_to_global:
-                return self._mode(tx, subject or GLOBAL)
+                return rtx.mode(tx, subject or GLOBAL)
             raw = tx.setting("mode", subject)
             if raw is None:
                 raise ModeNotConfiguredError(
@@ -469,7 +474,7 @@ class Registry:
         """Forget a subject's mode; returns the old one."""
 
         def work(tx: Transaction) -> Mode:
-            old = self._mode(tx, subject)
+            old = rtx.mode(tx, subject)
             tx.delete_setting("mode", subject)
             return old
 
@@ -482,68 +487,3 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"Registry({self.url!r})"
-
-
-# -- helpers ---------------------------------------------------------------------------------
-
-
-def _check_subject(subject: str) -> None:
-    if not subject or subject.strip() != subject or any(ord(ch) < 32 for ch in subject):
-        raise InvalidSchemaError(
-            f"subject name {subject!r} is invalid: use a non-empty name without control "
-            "characters or surrounding spaces"
-        )
-
-
-def _rows(tx: Transaction, subject: str, *, deleted: bool = False) -> list[VersionRow]:
-    rows = [row for row in tx.versions(subject) if deleted or not row.deleted]
-    if not rows:
-        raise SubjectNotFoundError(f"subject {subject!r} not found")
-    return rows
-
-
-def _find(rows: list[VersionRow], subject: str, spec: VersionSpec) -> VersionRow:
-    if spec == "latest":
-        return rows[-1]
-    for row in rows:
-        if row.version == spec:
-            return row
-    raise VersionNotFoundError(f"version {spec} of subject {subject!r} not found")
-
-
-def _schema_of(tx: Transaction, row: VersionRow) -> Schema:
-    schema = tx.schema(row.schema_id)
-    if schema is None:  # pragma: no cover - the tables are written together
-        raise SchemaNotFoundError(f"schema {row.schema_id} not found")
-    return schema
-
-
-def _check_unreferenced(tx: Transaction, row: VersionRow) -> None:
-    users = tx.referenced_by(row.subject, row.version)
-    if users:
-        raise ReferenceExistsError(
-            f"version {row.version} of subject {row.subject!r} is referenced by schema "
-            f"ids {users}; delete those first"
-        )
-
-
-def _resolve(tx: Transaction, schema: Schema, depth: int = 0) -> Resolved:
-    """The schema with its references' schemas, dependencies first (42201 when missing)."""
-    if depth > 32:
-        raise InvalidSchemaError("schema references nest too deeply (a cycle?)")
-    dependencies: dict[str, Schema] = {}
-    for ref in schema.references:
-        row = next(
-            (r for r in tx.versions(ref.subject) if r.version == ref.version and not r.deleted),
-            None,
-        )
-        if row is None:
-            raise InvalidSchemaError(
-                f"reference {ref.name!r}: version {ref.version} of subject {ref.subject!r} "
-                "not found; register it first"
-            )
-        target = _resolve(tx, _schema_of(tx, row), depth + 1)
-        for name, dependency in target.dependencies:
-            dependencies.setdefault(name, dependency)
-        dependencies.setdefault(ref.name, target.schema)
-    return Resolved(schema, tuple(dependencies.items()))

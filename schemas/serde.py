@@ -1,9 +1,10 @@
 """Serializers writing Confluent's wire format: magic byte 0, 4-byte big-endian id, payload.
 
 Avro payloads are fastavro's schemaless encoding; JSON payloads are UTF-8 JSON validated with
-:mod:`jsonschema`. Subject name strategies pick the subject for a topic: ``topic``
-(``<topic>-value``), ``record`` (the record's full name) and ``topic-record``
-(``<topic>-<record>``). JSON schemas can be generated from pydantic models.
+:mod:`jsonschema`; Protobuf payloads are in :mod:`schemas.proto_serde`. Subject name
+strategies pick the subject for a topic: ``topic`` (``<topic>-value``), ``record`` (the
+record's full name) and ``topic-record`` (``<topic>-<record>``). JSON schemas can be
+generated from pydantic models.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ __all__ = [
     "WireCodec",
     "json_schema_for",
     "pack",
+    "plain",
     "record_name",
     "record_name_strategy",
     "subject_strategy",
@@ -130,7 +132,10 @@ def subject_strategy(name: str | SubjectNameStrategy) -> SubjectNameStrategy:
 
 
 def record_name(schema: Schema) -> str | None:
-    """The full name of an Avro record (or a JSON schema's ``title``)."""
+    """The full name of an Avro record (a JSON schema's ``title``, a Protobuf schema's first
+    message when it compiles without references)."""
+    if schema.type is SchemaType.PROTOBUF:
+        return _first_message(schema)
     document = schema.parsed()
     if not isinstance(document, dict):
         return None
@@ -141,6 +146,16 @@ def record_name(schema: Schema) -> str | None:
     if not name:
         return None
     return str(name) if "." in str(name) or not namespace else f"{namespace}.{name}"
+
+
+def _first_message(schema: Schema) -> str | None:
+    from schemas.proto_schema import compile_schema, message_paths
+
+    try:
+        paths = message_paths(compile_schema(schema).file)
+    except InvalidInputError:
+        return None
+    return paths[0][0] if paths else None
 
 
 def json_schema_for(model: type[BaseModel]) -> Schema:
@@ -168,7 +183,8 @@ class WireCodec(Protocol):
         ...
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A pydantic model or a dataclass as plain data (anything else unchanged)."""
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -210,7 +226,7 @@ class AvroWireCodec:
     def encode(self, value: Any) -> bytes:
         """Validate and write."""
         if not isinstance(value, dict):
-            value = _plain(value)
+            value = plain(value)
         self._check(value, "")
         out = io.BytesIO(self._header)
         out.seek(_HEADER.size)
@@ -250,7 +266,7 @@ class JsonWireCodec:
 
     def encode(self, value: Any) -> bytes:
         """Validate and write compact UTF-8 JSON."""
-        value = _plain(value)
+        value = plain(value)
         self.validate(value)
         return self._header + json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -283,6 +299,10 @@ async def wire_codec(client: RegistryClient, schema_id: int) -> WireCodec:
     resolved = await client.resolve(schema)
     if schema.type is SchemaType.AVRO:
         return AvroWireCodec(schema_id, resolved)
+    if schema.type is SchemaType.PROTOBUF:
+        from schemas.proto_serde import ProtobufWireCodec
+
+        return ProtobufWireCodec(schema_id, resolved)
     return JsonWireCodec(schema_id, resolved)
 
 

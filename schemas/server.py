@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import json
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import unquote
 
@@ -23,9 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from schemas.errors import InvalidCompatibilityError, InvalidModeError, RegistryError
+from schemas.errors import (
+    InvalidCompatibilityError,
+    InvalidModeError,
+    InvalidSchemaError,
+    RegistryError,
+)
 from schemas.errors import UnauthorizedError as _Unauthorized
-from schemas.model import Compatibility, Reference, Schema, SchemaType
+from schemas.model import Compatibility, CompatibilityResult, Reference, Schema, SchemaType
 from schemas.registry import Registry
 
 __all__ = ["CONTENT_TYPE", "BasicAuth", "BearerAuth", "create_app"]
@@ -163,6 +169,8 @@ class _SchemaByIdFastPath:
         path: str = scope["path"]
         if scope["method"] != "GET" or not path.startswith("/schemas/ids/"):
             return None
+        if scope.get("query_string"):
+            return None
         tail = path[len("/schemas/ids/") :]
         if not tail.isdigit() or not tail.isascii():
             return None
@@ -258,8 +266,15 @@ def _schema_routes(app: FastAPI, registry: Registry) -> None:
         return [s.to_dict() for s in found]
 
     @app.get("/schemas/ids/{schema_id}", summary="A schema by its global id")
-    async def schema_by_id(schema_id: SchemaId) -> dict[str, Any]:
-        return (await registry.schema(schema_id)).to_dict()
+    async def schema_by_id(
+        schema_id: SchemaId, subject: str | None = None, format: str | None = None
+    ) -> dict[str, Any]:
+        if subject is None:
+            schema = await registry.schema(schema_id)
+            return (await registry.formatted(schema, format)).to_dict()
+        found = await registry.version_for_id(schema_id, unquote(subject))
+        body = {"subject": found.subject, "version": found.version, "id": found.id}
+        return {**body, **(await registry.formatted(found.schema, format)).to_dict()}
 
     @app.get("/schemas/ids/{schema_id}/schema", summary="A schema's raw text by its id")
     async def raw_schema_by_id(schema_id: SchemaId) -> Response:
@@ -300,15 +315,21 @@ def _subject_routes(app: FastAPI, registry: Registry) -> None:
         return names if limit < 0 else names[:limit]
 
     @app.get("/subjects/{subject}/versions", summary="Versions of a subject")
-    async def versions(subject: Subject, deleted: Flag = False) -> list[int]:
-        return await registry.versions(unquote(subject), deleted=deleted)
+    async def versions(
+        subject: Subject, deleted: Flag = False, deletedOnly: Flag = False
+    ) -> list[int]:
+        return await registry.versions(unquote(subject), deleted=deleted, deleted_only=deletedOnly)
 
     @app.post("/subjects/{subject}/versions", summary="Register a schema under a subject")
     async def register(
         subject: Subject, body: Annotated[SchemaBody, Body()], normalize: Flag = False
     ) -> dict[str, Any]:
         found = await registry.register(
-            unquote(subject), body.to_schema(), schema_id=body.id, version=body.version
+            unquote(subject),
+            body.to_schema(),
+            schema_id=body.id,
+            version=body.version,
+            normalize=normalize,
         )
         return {"id": found.id, "version": found.version, "subject": found.subject}
 
@@ -319,13 +340,18 @@ def _subject_routes(app: FastAPI, registry: Registry) -> None:
         normalize: Flag = False,
         deleted: Flag = False,
     ) -> dict[str, Any]:
-        found = await registry.lookup(unquote(subject), body.to_schema(), deleted=deleted)
-        stored = await registry.version(found.subject, found.version, deleted=True)
-        return stored.to_dict()
+        found = await registry.lookup(
+            unquote(subject), body.to_schema(), deleted=deleted, normalize=normalize
+        )
+        return found.to_dict()
 
     @app.get("/subjects/{subject}/versions/{version}", summary="One version of a subject")
-    async def version(subject: Subject, version: str, deleted: Flag = False) -> dict[str, Any]:
-        return (await registry.version(unquote(subject), version, deleted=deleted)).to_dict()
+    async def version(
+        subject: Subject, version: str, deleted: Flag = False, format: str | None = None
+    ) -> dict[str, Any]:
+        found = await registry.version(unquote(subject), version, deleted=deleted)
+        schema = await registry.formatted(found.schema, format)
+        return dataclasses.replace(found, schema=schema).to_dict()
 
     @app.get("/subjects/{subject}/versions/{version}/schema", summary="A version's raw schema")
     async def raw_version(subject: Subject, version: str, deleted: Flag = False) -> Response:
@@ -355,8 +381,8 @@ def _subject_routes(app: FastAPI, registry: Registry) -> None:
         verbose: Flag = False,
         normalize: Flag = False,
     ) -> dict[str, Any]:
-        result = await registry.test_compatibility(unquote(subject), body.to_schema(), version)
-        return result.to_dict(verbose=verbose)
+        found = _checked(registry, unquote(subject), body, version, normalize=normalize)
+        return (await found(verbose)).to_dict(verbose=verbose)
 
     @app.post(
         "/compatibility/subjects/{subject}/versions",
@@ -368,8 +394,26 @@ def _subject_routes(app: FastAPI, registry: Registry) -> None:
         verbose: Flag = False,
         normalize: Flag = False,
     ) -> dict[str, Any]:
-        result = await registry.test_compatibility(unquote(subject), body.to_schema())
-        return result.to_dict(verbose=verbose)
+        found = _checked(registry, unquote(subject), body, None, normalize=normalize)
+        return (await found(verbose)).to_dict(verbose=verbose)
+
+
+def _checked(
+    registry: Registry, subject: str, body: SchemaBody, version: str | None, *, normalize: bool
+) -> Callable[[bool], Awaitable[CompatibilityResult]]:
+    """The compatibility check; with ``verbose`` an invalid schema is a failed verdict whose
+    message says why, as Confluent answers, instead of a 42201."""
+
+    async def check(verbose: bool) -> CompatibilityResult:
+        try:
+            schema = body.to_schema()
+            return await registry.test_compatibility(subject, schema, version, normalize=normalize)
+        except InvalidSchemaError as exc:
+            if not verbose:
+                raise
+            return CompatibilityResult(False, (str(exc),))
+
+    return check
 
 
 def _level(body: ConfigBody) -> Compatibility:

@@ -30,6 +30,7 @@ class TypeChoice(StrEnum):
 
     avro = "avro"
     json = "json"
+    protobuf = "protobuf"
 
 
 REGISTRY = typer.Option(
@@ -39,7 +40,9 @@ REGISTRY = typer.Option(
     help=f"Registry URL: http://host:8081, or embedded storage (default {DEFAULT_STORAGE_URL}).",
     show_default=False,
 )
-TYPE = typer.Option(None, "--type", "-t", help="avro or json (default: guessed from the file).")
+TYPE = typer.Option(
+    None, "--type", "-t", help="avro, json or protobuf (default: guessed from the file)."
+)
 REFERENCE = typer.Option(
     [],
     "--reference",
@@ -75,10 +78,15 @@ def _read_schema(path: Path, kind: TypeChoice | None, refs: list[str] | None = N
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         fail(f"cannot read schema file {path}: {exc.strerror or exc}", EXIT_USAGE)
+    if kind is TypeChoice.protobuf or (kind is None and path.suffix == ".proto"):
+        return Schema(text, SchemaType.PROTOBUF, _references(refs or []))
     try:
         document = json.loads(text)
     except ValueError as exc:
-        fail(f"schema file {path} is not JSON: {exc}", EXIT_USAGE)
+        fail(
+            f"schema file {path} is not JSON (for a .proto file use --type protobuf): {exc}",
+            EXIT_USAGE,
+        )
     if kind is None:
         looks_json = isinstance(document, dict) and (
             "$schema" in document or "properties" in document
@@ -97,7 +105,9 @@ def _table(*columns: str) -> Table:
 @schema_app.command("register")
 def register(
     subject: str = typer.Argument(..., help="Subject to register under, e.g. orders-value."),
-    file: Path = typer.Argument(..., help="File holding the schema (Avro .avsc or JSON Schema)."),
+    file: Path = typer.Argument(
+        ..., help="File holding the schema (.avsc, JSON Schema or .proto)."
+    ),
     *,
     kind: TypeChoice | None = TYPE,
     reference: list[str] = REFERENCE,
@@ -176,7 +186,10 @@ def show(
         return
     kind = found.get("schemaType", "AVRO")
     out_console.print(f"{subject} version {found['version']} (id {found['id']}, {kind})")
-    out_console.print_json(found["schema"])
+    if kind == SchemaType.PROTOBUF.value:
+        out_console.print(found["schema"], markup=False, highlight=False)
+    else:
+        out_console.print_json(found["schema"])
 
 
 @schema_app.command("check")

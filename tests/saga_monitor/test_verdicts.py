@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from broker import Event
 from saga_monitor import Correlator, MemoryStore
 from saga_monitor.correlator import Received
+from saga_monitor.model import Instance
 from saga_monitor.watermark import SourceClocks
 from tests.saga_monitor.helpers import at, event, example
 
@@ -100,7 +101,15 @@ def scrambled(events: list[Event], order: list[int]) -> tuple[list[dict[str, Any
     return verdicts(store), alerts
 
 
-def scrambled_live(events: list[Event], order: list[int]) -> tuple[list[dict[str, Any]], set[str]]:
+def reloaded(events: list[Event], order: list[int]) -> tuple[list[dict[str, Any]], set[str]]:
+    """:func:`scrambled_live` with every instance read back from its stored document after each
+    event, as a store shared by several monitors does (no pass is carried on from memory)."""
+    return scrambled_live(events, order, reload=True)
+
+
+def scrambled_live(
+    events: list[Event], order: list[int], *, reload: bool = False
+) -> tuple[list[dict[str, Any]], set[str]]:
     """A live monitor with deliveries in some other order: after each one its watermark is just
     below the earliest event it has not received yet (what a correct watermark knows)."""
     store, correlator = MemoryStore(), Correlator(DEFINITIONS)
@@ -114,6 +123,8 @@ def scrambled_live(events: list[Event], order: list[int]) -> tuple[list[dict[str
         )
         alerts |= {a.event_id for a in outcome.alerts}
         alerts |= {a.event_id for a in correlator.tick(store, watermark).alerts}
+        if reload:
+            store.data = {key: Instance.from_dict(i.to_dict()) for key, i in store.data.items()}
     return verdicts(store), alerts
 
 
@@ -122,12 +133,13 @@ def scrambled_live(events: list[Event], order: list[int]) -> tuple[list[dict[str
 def test_every_delivery_order_gives_the_in_order_verdicts(data: st.DataObject) -> None:
     """States, anomalies, expected-next, timelines and alert ids are those of in-order delivery,
     whatever the delivery order of the same events: read as a backlog, or live with a correct
-    watermark."""
+    watermark, carrying each instance's last pass on in memory or reading it back each time."""
     events = data.draw(scripts())
     order = data.draw(st.permutations(range(len(events))))
     expected = in_order_live(events)
     assert expected == scrambled(events, order)
     assert expected == scrambled_live(events, order)
+    assert expected == reloaded(events, order)
 
 
 @settings(max_examples=300, deadline=None, database=None, derandomize=True)

@@ -232,3 +232,34 @@ def test_schemas_imports_none_of_the_packages_that_depend_on_it() -> None:
         check=False,
     )
     assert "[]" == result.stdout.strip(), result.stderr
+
+
+PROTO_V1 = """syntax = "proto3";
+package shop;
+import "google/protobuf/timestamp.proto";
+message Order { string id = 1; google.protobuf.Timestamp at = 2; }
+"""
+
+
+def test_register_show_and_check_a_protobuf_schema() -> None:
+    """--type protobuf registers .proto text (well-known imports need no reference); show
+    prints it; check refuses a type change outside its group with exit 1."""
+    Path("order.txt").write_text(PROTO_V1)
+    assert (0, "registered orders-value version 1 (id 1)\n", "") == invoke(
+        "register", "orders-value", "order.txt", "--type", "protobuf"
+    )
+    code, out, _ = invoke("show", "orders-value")
+    assert (0, True) == (code, "orders-value version 1 (id 1, PROTOBUF)" in out)
+    assert "message Order" in out
+    Path("v2.proto").write_text(PROTO_V1.replace("string id = 1", "int64 id = 1"))
+    code, out, _ = invoke("check", "orders-value", "v2.proto")
+    assert (1, True) == (code, "FIELD_SCALAR_KIND_CHANGED" in out)
+
+
+def test_an_invalid_proto_file_is_one_line_and_exit_2() -> None:
+    """protoc's reason, with its line, is the one-line error of a usage mistake."""
+    Path("bad.proto").write_text('syntax = "proto3";\nmessage A { Missing m = 1; }\n')
+    code, out, err = invoke("register", "bad-value", "bad.proto")
+    assert (2, "") == (code, out)
+    assert 'line 2:13: "Missing" is not defined' in err
+    assert 1 == len(err.strip().splitlines())

@@ -78,11 +78,29 @@ def test_forward_transitive_and_full_transitive() -> None:
 
 
 def test_incompatible_avro_verdict_names_the_field_and_the_version() -> None:
-    """The reasons say what broke, where, against which version and level."""
+    """The reasons are Confluent's: what broke and where, then the old version, its text and
+    the level."""
     result = check_compatibility(WITH_REQUIRED, [(1, V1)], Compatibility.BACKWARD)
-    assert 1 == len(result.messages)
-    assert "amount" in result.messages[0]
-    assert "old version 1, level BACKWARD" in result.messages[0]
+    reason, version, old, level = result.messages
+    assert reason.startswith("{errorType:'READER_FIELD_MISSING_DEFAULT_VALUE'")
+    assert "amount at /fields/1" in reason
+    assert "{oldSchemaVersion: 1}" == version
+    assert old.startswith("{oldSchema: '")
+    assert '"name": "Order"' in old
+    assert "{validateFields: 'false', compatibility: 'BACKWARD'}" == level
+
+
+def test_transitive_check_reports_the_newest_failing_version_only() -> None:
+    """Like Confluent, a transitive check stops at the newest old version that fails."""
+    history = [(1, V1), (2, WITH_DEFAULT), (3, V1)]
+    result = check_compatibility(WITH_REQUIRED, history, Compatibility.BACKWARD_TRANSITIVE)
+    assert ["{oldSchemaVersion: 3}"] == [m for m in result.messages if "oldSchemaVersion" in m]
+
+
+def test_full_reasons_say_which_direction_failed() -> None:
+    """Under FULL each reason says whether reading old data or new data failed."""
+    result = check_compatibility(WITH_REQUIRED, [(1, V1)], Compatibility.FULL)
+    assert "description:'backward: amount" in result.messages[0]
 
 
 def test_type_change_int_to_long_is_backward_but_not_forward() -> None:
@@ -169,7 +187,7 @@ def test_json_levels_use_both_directions() -> None:
 def test_json_reasons_point_at_the_property() -> None:
     """A newly required property is reported with its JSON pointer."""
     reasons = incompatibilities(obj({"a": STRING}, ["a"]), obj({"a": STRING}))
-    assert ["#/required: property 'a' is newly required"] == reasons
+    assert [("REQUIRED_ATTRIBUTE_ADDED", "#/required/a: property 'a' is required")] == reasons
 
 
 def test_a_type_change_between_avro_and_json_is_incompatible() -> None:

@@ -109,7 +109,7 @@ def test_get_schema_by_id_types_and_subjects(live: LiveServer) -> None:
     assert ("JSON", json.loads(ORDER_JSON)) == (fetched.schema_type, json.loads(fetched.schema_str))
     assert ["a-value", "b-value"] == fresh(live).get_subjects_by_schema_id(schema_id)
     assert [("a-value", 1), ("b-value", 1)] == [(v.subject, v.version) for v in versions]
-    assert {"AVRO", "JSON"} == set(sr.get_schema_types())
+    assert {"AVRO", "JSON", "PROTOBUF"} == set(sr.get_schema_types())
     assert ["a-value", "b-value"] == sr.get_subjects()
 
 

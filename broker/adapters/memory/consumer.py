@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from broker.adapters.kit import BaseSubscription, InFlight, OffsetTracker
 from broker.adapters.memory.wire import Group, Topic
 from broker.envelope import Event
-from broker.ports import Delivery
+from broker.ports import Backlog, Delivery
 
 __all__ = ["MemoryDelivery", "MemorySubscription"]
 
@@ -198,6 +198,17 @@ class MemorySubscription(BaseSubscription):
         self._wakeup.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    async def backlog(self) -> Backlog:
+        """Per partition ``topic/index``: the log length and the group's committed offset."""
+        appended: dict[str, int] = {}
+        acked: dict[str, int] = {}
+        for topic in self._topics:
+            group = topic.groups[self._group_name]
+            for index, log in enumerate(topic.partitions):
+                appended[f"{topic.name}/{index}"] = len(log)
+                acked[f"{topic.name}/{index}"] = group.committed[index]
+        return Backlog(appended, acked)
 
     async def __anext__(self) -> Delivery:
         while not self._closed:

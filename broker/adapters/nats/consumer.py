@@ -33,7 +33,7 @@ from nats.aio.subscription import Subscription as NatsSub
 from broker.adapters.kit import BaseSubscription
 from broker.adapters.nats.wire import decode
 from broker.errors import BrokerError, EnvelopeError
-from broker.ports import Delivery
+from broker.ports import Backlog, Delivery
 
 if TYPE_CHECKING:
     from broker.adapters.nats.adapter import NatsAdapter
@@ -109,6 +109,7 @@ class _Pump:
         self.sub = sub
         self.nc = sub.adapter.client
         self.topic = topic
+        self.stream, self.durable = stream, durable
         self.next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self.inbox = self.nc.new_inbox()
         self.requested = 0
@@ -194,6 +195,7 @@ class _Pump:
             except BrokerError as exc:
                 self.sub.adapter_log("cannot restore the group's consumer", error=str(exc))
                 return
+            self.stream, self.durable = stream, durable
             self.next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
             self.lost, self.requested = False, 0
         await self.refill()
@@ -276,6 +278,17 @@ class NatsSubscription(BaseSubscription):
         self._wakeup.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    async def backlog(self) -> Backlog:
+        """One partition ``stream/consumer`` per topic: one past the stream's last sequence,
+        and one past the sequence below which the group's durable consumer acked everything."""
+        appended: dict[str, int] = {}
+        acked: dict[str, int] = {}
+        for pump in self._pumps:
+            key = f"{pump.stream}/{pump.durable}"
+            last, floor = await self.adapter.consumer_floor(pump.topic, pump.stream, pump.durable)
+            appended[key], acked[key] = last + 1, floor + 1
+        return Backlog(appended, acked)
 
     async def __anext__(self) -> Delivery:
         ready = self._ready
