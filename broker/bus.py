@@ -24,6 +24,13 @@ from broker import deadletter
 from broker import observability as obs
 from broker.consumer import Consumer, Handler
 from broker.context import derive_extensions
+from broker.declarations import (
+    Declarations,
+    PayloadSchema,
+    PublicationSpec,
+    Publisher,
+    SubscriptionSpec,
+)
 from broker.envelope import Event, check_extension_names, format_time
 from broker.errors import ClosedError, ConfigurationError, PayloadError, TopicNotFoundError
 from broker.policies import Policy
@@ -98,6 +105,8 @@ class Bus:
         self._closed = False
         self._published: dict[str, Any] = {}
         self._sampled = 0
+        #: What this bus publishes and subscribes to, for :mod:`broker.asyncapi`.
+        self.declarations = Declarations()
 
     @property
     def capabilities(self) -> Capabilities:
@@ -180,6 +189,26 @@ class Bus:
             raise ConfigurationError("publish needs an Event or a `type=`")
         return await self._send(topic, event, ttl)
 
+    def publisher(
+        self,
+        topic: str,
+        *,
+        type: str,
+        schema: PayloadSchema | None = None,
+        description: str | None = None,
+    ) -> Publisher:
+        """Declare that this bus publishes ``type`` events on ``topic``; nothing is sent.
+
+        ``schema`` (a pydantic model class, a JSON Schema dict or a registry subject) and
+        ``description`` describe the payload in the AsyncAPI document. The returned
+        :class:`~broker.declarations.Publisher` publishes such events
+        (``await publisher.publish(data, key=...)``), or decorates a function that builds
+        their data.
+        """
+        spec = PublicationSpec(topic, type, schema, description)
+        self.declarations.add(spec)
+        return Publisher(self, spec)
+
     async def publish_event(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
         """Publish an already-built event (a dead letter, a relayed row) exactly as it is:
         nothing is stamped and no codec runs. Returns once the broker durably accepted it."""
@@ -221,9 +250,16 @@ class Bus:
         policy: Policy | None = None,
         from_beginning: bool = False,
         prefetch: int = 100,
+        type: str | None = None,
+        schema: PayloadSchema | None = None,
     ) -> Subscriber:
-        """Start handling ``topics`` as ``group``; returns once the group's position exists."""
+        """Start handling ``topics`` as ``group``; returns once the group's position exists.
+
+        ``type`` and ``schema`` describe the events the handler expects, for the AsyncAPI
+        document; they do not filter deliveries.
+        """
         names = (topics,) if isinstance(topics, str) else tuple(topics)
+        spec = SubscriptionSpec(names, group, handler, type, schema)
         if not names:
             raise ConfigurationError("subscribe needs at least one topic")
         if not group:
@@ -248,16 +284,26 @@ class Bus:
         subscriber = Subscriber(names, group, consumer)
         subscriber.start()
         self._subscribers.append(subscriber)
+        self.declarations.add(spec)
         return subscriber
 
     def subscriber(
-        self, topics: str | Sequence[str], *, group: str, **options: Any
+        self,
+        topics: str | Sequence[str],
+        *,
+        group: str,
+        type: str | None = None,
+        schema: PayloadSchema | None = None,
+        **options: Any,
     ) -> Callable[[Handler], Handler]:
-        """Decorator form of :meth:`subscribe`; the subscription starts with the bus."""
+        """Decorator form of :meth:`subscribe`; the subscription starts with the bus (and is
+        declared at once)."""
         names = (topics,) if isinstance(topics, str) else tuple(topics)
 
         def register(handler: Handler) -> Handler:
-            self._pending.append((names, handler, {"group": group, **options}))
+            self.declarations.add(SubscriptionSpec(names, group, handler, type, schema))
+            described = {"group": group, "type": type, "schema": schema}
+            self._pending.append((names, handler, {**described, **options}))
             return handler
 
         return register
