@@ -30,6 +30,7 @@ from broker.declarations import (
     PublicationSpec,
     Publisher,
     SubscriptionSpec,
+    check_schema,
 )
 from broker.envelope import Event, check_extension_names, format_time
 from broker.errors import ClosedError, ConfigurationError, PayloadError, TopicNotFoundError
@@ -299,6 +300,7 @@ class Bus:
         """Decorator form of :meth:`subscribe`; the subscription starts with the bus (and is
         declared at once)."""
         names = (topics,) if isinstance(topics, str) else tuple(topics)
+        check_schema(schema, f"the subscription of {group!r} to {', '.join(names)}")
 
         def register(handler: Handler) -> Handler:
             self.declarations.add(SubscriptionSpec(names, group, handler, type, schema))

@@ -63,6 +63,15 @@ def check_schema(schema: object, where: str) -> None:
     )
 
 
+def _first_errors(exc: ValueError) -> str:
+    """The first problems of a pydantic ValidationError on one line (``lines.0.qty: ...``)."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    shown = [f"{'.'.join(map(str, err['loc'])) or 'data'}: {err['msg']}" for err in errors()[:3]]
+    return "; ".join(shown)
+
+
 def _summary(obj: object) -> str | None:
     """The first line of an object's docstring, if it has one."""
     doc = inspect.getdoc(obj)
@@ -188,7 +197,7 @@ class Publisher:
             except ValueError as exc:  # pydantic's ValidationError is a ValueError
                 raise PayloadError(
                     f"data for {self.type!r} on topic {self.topic!r} does not match "
-                    f"{schema.__name__}: {exc}"
+                    f"{schema.__name__}: {_first_errors(exc)}"
                 ) from exc
         dump = getattr(data, "model_dump", None)
         return dump(mode="json", by_alias=True) if callable(dump) else data

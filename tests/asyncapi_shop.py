@@ -28,8 +28,15 @@ SUBJECTS = {
                 "namespace": "shop.payments",
                 "fields": [
                     {"name": "orderId", "type": "string", "doc": "The order paid for."},
-                    {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal",
-                                                "precision": 10, "scale": 2}},
+                    {
+                        "name": "amount",
+                        "type": {
+                            "type": "bytes",
+                            "logicalType": "decimal",
+                            "precision": 10,
+                            "scale": 2,
+                        },
+                    },
                     {"name": "card", "type": ["null", "string"], "default": None},
                 ],
             }

@@ -27,6 +27,8 @@ from choreo.config import setting
 from choreo.console import fail, out_console, reported, run
 from choreo.errors import EXIT_FAILURE, EXIT_USAGE
 from schemas.client import RegistryClient
+from schemas.codec import SchemaCodec
+from schemas.errors import SubjectNotFoundError
 
 __all__ = ["asyncapi_app", "load_buses"]
 
@@ -133,15 +135,22 @@ def _declares_subjects(buses: list[Bus]) -> bool:
 async def _document(
     buses: list[Bus], registry_url: str | None, title: str | None, version: str
 ) -> dict[str, Any]:
-    """The document; opens (and closes) a registry client when one is named or needed."""
-    codec_client = any(isinstance(getattr(b.codec, "client", None), RegistryClient) for b in buses)
+    """The document, with subjects read from ``--registry``, else the registry of a bus's
+    codec, else the configured one (opened only when a subject is declared)."""
+    codecs = [b.codec.client for b in buses if isinstance(b.codec, SchemaCodec)]
     url = registry_url
-    if url is None and not codec_client and _declares_subjects(buses):
+    if url is None and not codecs and _declares_subjects(buses):
         url = setting("registry_url")
-    if url is None:
-        return await asyncapi_document(buses, title=title, version=version)
-    async with RegistryClient.from_url(url) as client:
-        return await asyncapi_document(buses, registry=client, title=title, version=version)
+    opened = RegistryClient.from_url(url) if url is not None else None
+    registry = opened or (codecs[0] if codecs else None)
+    try:
+        return await asyncapi_document(buses, registry=registry, title=title, version=version)
+    except SubjectNotFoundError as exc:
+        where = registry.url if registry is not None else "the registry"
+        fail(f"{exc} in {where}; register it (choreo schema register) or pass --registry URL")
+    finally:
+        if opened is not None:
+            await opened.close()
 
 
 @asyncapi_app.command(_DEFAULT)
