@@ -9,6 +9,7 @@ dead-letter topics, TTLs, an idempotent inbox and a circuit breaker applied the 
 
 from broker.bus import Bus, Subscriber
 from broker.context import current_event
+from broker.declarations import Publisher
 from broker.envelope import Event
 from broker.errors import (
     BrokerError,
@@ -50,6 +51,7 @@ __all__ = [
     "Policy",
     "PublishError",
     "PublishTimeoutError",
+    "Publisher",
     "Retry",
     "SQLiteInbox",
     "Subscriber",

@@ -27,7 +27,13 @@ from broker.asyncapi.bindings import (
     server_object,
     wire_of,
 )
-from broker.asyncapi.payloads import Payload, Payloads, SchemaRegistry, component_name
+from broker.asyncapi.payloads import (
+    Payload,
+    Payloads,
+    SchemaRegistry,
+    component_name,
+    free_name,
+)
 from broker.declarations import PayloadSchema, SubscriptionSpec
 from broker.errors import ConfigurationError
 
@@ -104,7 +110,9 @@ class _Builder:
         self.messages: list[_Message] = []
         self.operations: dict[str, Any] = {}
         self._server_of: dict[int, str | None] = {}
-        self._untyped: list[tuple[str, str]] = []  # (operation id, topic) receiving anything
+        #: (operation id, topic, wire) of the receives that name no type: they get every
+        #: message of their channel once all are known.
+        self._untyped: list[tuple[str, str, Wire]] = []
 
     # -- parts -------------------------------------------------------------------------------
 
@@ -116,7 +124,7 @@ class _Builder:
             name = None
             if found is not None:
                 same = [n for n, s in self.servers.items() if s["host"] == found["host"]]
-                name = same[0] if same else _free(wire.name, self.servers)
+                name = same[0] if same else free_name(wire.name, self.servers)
                 self.servers.setdefault(name, found)
             self._server_of[key] = name
         return self._server_of[key]
@@ -125,7 +133,7 @@ class _Builder:
         found = self.channels.get(topic)
         if found is None:
             taken = {c.id for c in self.channels.values()}
-            found = self.channels[topic] = _Channel(_free(component_name(topic), taken), topic)
+            found = self.channels[topic] = _Channel(free_name(topic, taken), topic)
         server = self.server(bus)
         if server is not None:
             found.servers[server] = None
@@ -147,14 +155,14 @@ class _Builder:
                 return candidate
         base = event_type or (payload.ref.rsplit("/", 1)[1] if payload else "cloudevent")
         taken = {m.id for m in self.messages}
-        created = _Message(_free(component_name(base), taken), event_type, payload, wire)
+        created = _Message(free_name(base, taken), event_type, payload, wire)
         self.messages.append(created)
         return created
 
     def operation(self, base: str, alternative: str, body: dict[str, Any]) -> str:
         name = base
         if name in self.operations:
-            name = _free(f"{base}.{alternative}", self.operations)
+            name = free_name(f"{base}.{alternative}", self.operations)
         self.operations[name] = body
         return name
 
@@ -162,21 +170,21 @@ class _Builder:
 
     async def publications(self, bus: Bus) -> None:
         wire = wire_of(bus.url)
-        by_topic: dict[str, list[tuple[_Message, str | None]]] = {}
+        by_topic: dict[str, list[_Message]] = {}
         for spec in bus.declarations.publications:
             message = self.message(spec.type, await self.payload(bus, spec.schema), wire)
             if spec.description and not message.summary:
                 message.summary = spec.description
             self.channel(bus, spec.topic).messages[message.id] = None
-            by_topic.setdefault(spec.topic, []).append((message, spec.description))
+            by_topic.setdefault(spec.topic, []).append(message)
         for topic, sent in by_topic.items():
             channel = self.channel(bus, topic)
-            types = ", ".join(dict.fromkeys(m.type or "" for m, _ in sent))
+            types = ", ".join(dict.fromkeys(m.type or "" for m in sent))
             body: dict[str, Any] = {
                 "action": "send",
                 "channel": {"$ref": f"#/channels/{channel.id}"},
                 "title": f"{bus.source} publishes {types}",
-                "messages": _refs(channel, (m for m, _ in sent)),
+                "messages": _refs(channel, sent),
                 "bindings": operation_bindings(None),
                 "x-choreograph": {"source": bus.source},
             }
@@ -195,7 +203,7 @@ class _Builder:
                     body,
                 )
                 if spec.type is None and payload is None:
-                    self._untyped.append((name, topic))
+                    self._untyped.append((name, topic, wire))
                     continue
                 message = self.message(spec.type, payload, wire)
                 channel.messages[message.id] = None
@@ -225,31 +233,20 @@ class _Builder:
         headers: dict[str, str] = {}
         for message in self.messages:
             if message.wire.name not in headers:
-                name = _free(f"CloudEventHeaders.{message.wire.name}", self.payloads.schemas)
+                name = free_name(f"CloudEventHeaders.{message.wire.name}", self.payloads.schemas)
                 self.payloads.schemas[name] = headers_schema(message.wire)
                 headers[message.wire.name] = f"#/components/schemas/{name}"
         return {m.id: m.render(headers[m.wire.name]) for m in self.messages}
 
-    def finish(self, buses: list[Bus]) -> None:
+    def finish(self) -> None:
         """Give each receive that named no type every message of its channel (or any)."""
-        for name, topic in self._untyped:
+        for name, topic, wire in self._untyped:
             channel = self.channels[topic]
             if not channel.messages:
-                wire = wire_of(buses[0].url)
                 channel.messages[self.message(None, None, wire).id] = None
             self.operations[name]["messages"] = _refs(
                 channel, (m for m in self.messages if m.id in channel.messages)
             )
-
-
-def _free(base: str, taken: Iterable[str]) -> str:
-    """``base``, or ``base_2``, ``base_3``... whichever is not taken."""
-    used = set(taken)
-    chosen, n = base, 1
-    while chosen in used:
-        n += 1
-        chosen = f"{base}_{n}"
-    return chosen
 
 
 def _refs(channel: _Channel, messages: Iterable[_Message]) -> list[dict[str, str]]:
@@ -292,7 +289,7 @@ async def asyncapi_document(
         await builder.publications(bus)
     for bus in found:
         await builder.subscriptions(bus)
-    builder.finish(found)
+    builder.finish()
     sources = ", ".join(dict.fromkeys(bus.source for bus in found))
     document: dict[str, Any] = {
         "asyncapi": ASYNCAPI_VERSION,

@@ -12,13 +12,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from broker.declarations import PayloadSchema
 from broker.errors import ConfigurationError
 
-__all__ = ["Payload", "Payloads", "SchemaRegistry", "component_name"]
+__all__ = ["Payload", "Payloads", "SchemaRegistry", "component_name", "free_name"]
 
 AVRO_FORMAT = "application/vnd.apache.avro;version=1.9.0"
 JSON_SCHEMA_FORMAT = "application/schema+json;version=draft-07"
@@ -39,6 +39,16 @@ _PROTO_SYNTAX = re.compile(r"""^\s*syntax\s*=\s*["']proto(\d)["']""", re.M)
 def component_name(text: str) -> str:
     """``text`` as a component key (letters, digits, ``.``, ``-``, ``_``)."""
     return _UNSAFE.sub("_", text) or "_"
+
+
+def free_name(text: str, taken: Iterable[str]) -> str:
+    """``text`` as a component key not yet ``taken``: the key, else ``key_2``, ``key_3``..."""
+    used, base = set(taken), component_name(text)
+    chosen, n = base, 1
+    while chosen in used:
+        n += 1
+        chosen = f"{base}_{n}"
+    return chosen
 
 
 class _RegistrySchema(Protocol):
@@ -128,11 +138,7 @@ class Payloads:
 
     def _add(self, name: str, body: Any, registry: Mapping[str, Any] | None) -> Payload:
         """Store ``body`` under a free component name derived from ``name``."""
-        base = component_name(name)
-        chosen, n = base, 1
-        while chosen in self.schemas:
-            n += 1
-            chosen = f"{base}_{n}"
+        chosen = free_name(name, self.schemas)
         pointer = f"#/components/schemas/{chosen}"
         if isinstance(body, Mapping) and "schemaFormat" in body:  # a multi-format schema
             inner = body["schema"]
