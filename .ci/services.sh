@@ -43,6 +43,11 @@ if [ -n "$missing" ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
+# The official AsyncAPI parser the AsyncAPI tests run (pinned by tests/asyncapi's lockfile).
+if [ ! -d tests/asyncapi/node_modules/@asyncapi/parser ]; then
+    npm ci --prefix tests/asyncapi --no-audit --no-fund --loglevel=error
+fi
+
 # What change data capture needs: wal_level=logical on PostgreSQL, the ROW binlog on MariaDB.
 bash .ci/postgres-setup.sh
 bash .ci/mariadb-setup.sh
