@@ -34,11 +34,18 @@ wait_port 127.0.0.1 3306 MariaDB 60
 
 # Headless Chromium for the saga web page's browser test (Debian's package; Playwright drives it).
 # curl for the documentation's shell examples.
+# node and npm for the official AsyncAPI parser (tests/asyncapi/).
 missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v curl >/dev/null 2>&1 || missing="$missing curl"
+command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
 if [ -n "$missing" ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+
+# The official AsyncAPI parser the AsyncAPI tests run (pinned by tests/asyncapi's lockfile).
+if [ ! -d tests/asyncapi/node_modules/@asyncapi/parser ]; then
+    npm ci --prefix tests/asyncapi --no-audit --no-fund --loglevel=error
 fi
 
 # What change data capture needs: wal_level=logical on PostgreSQL, the ROW binlog on MariaDB.

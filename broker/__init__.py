@@ -10,6 +10,7 @@ dead-letter topics, TTLs, an idempotent inbox and a circuit breaker applied the 
 from broker.batch import Outcome, PartialFailure, PublishResult
 from broker.bus import Bus, Subscriber
 from broker.context import current_deliveries, current_delivery, current_event
+from broker.declarations import Publisher
 from broker.envelope import Event
 from broker.errors import (
     BrokerError,
@@ -63,6 +64,7 @@ __all__ = [
     "PublishError",
     "PublishResult",
     "PublishTimeoutError",
+    "Publisher",
     "Retry",
     "SQLiteInbox",
     "Subscriber",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import dataclasses
 import itertools
 import time
@@ -27,6 +26,14 @@ from broker import observability as obs
 from broker.batch import BatchConsumer, BatchHandler, Outcome, PublishResult
 from broker.consumer import Consumer, Handler
 from broker.context import derive_extensions
+from broker.declarations import (
+    Declarations,
+    PayloadSchema,
+    PublicationSpec,
+    Publisher,
+    SubscriptionSpec,
+    check_schema,
+)
 from broker.envelope import Event, check_extension_names, format_time
 from broker.errors import (
     ClosedError,
@@ -36,7 +43,8 @@ from broker.errors import (
     TopicNotFoundError,
 )
 from broker.policies import Policy
-from broker.ports import Adapter, Backlog, Capabilities, PayloadCodec, Subscription, TopicInfo
+from broker.ports import Adapter, Capabilities, PayloadCodec, Subscription, TopicInfo
+from broker.subscriber import Subscriber
 from broker.urls import adapter_from_url, resolve_url
 
 __all__ = ["Bus", "Subscriber"]
@@ -56,52 +64,6 @@ def _expiration(ttl: float) -> str:
     if ttl <= 0:
         raise ConfigurationError(f"a TTL must be positive, got {ttl}s")
     return format_time(datetime.now(UTC) + timedelta(seconds=ttl))
-
-
-class Subscriber:
-    """A running subscription; :meth:`stop` ends it, leaving unacked events to be redelivered."""
-
-    def __init__(
-        self, topics: tuple[str, ...], group: str, consumer: Consumer | BatchConsumer
-    ) -> None:
-        self.topics = topics
-        self.group = group
-        self._consumer = consumer
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._consumer.run(), name=f"choreo:{self.group}")
-
-    @property
-    def handled(self) -> int:
-        """How many events the handler finished successfully."""
-        return self._consumer.handled
-
-    async def stop(self, grace: float = 5.0) -> None:
-        """Stop taking deliveries, let running handlers finish and ack (up to ``grace`` s),
-        then close the subscription: what is still unacked is delivered again later."""
-        await self._consumer.drain(grace)
-        if self._task is not None and not self._task.done():
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=1.0)
-            if not self._task.done():
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-
-    async def backlog(self) -> Backlog | None:
-        """Where this subscription's group stands on the broker (``None``: the backend cannot
-        tell); the saga monitor's watermark follows it."""
-        report = getattr(self._consumer.subscription, "backlog", None)
-        if report is None:
-            return None
-        result: Backlog | None = await report()
-        return result
-
-    async def wait(self) -> None:
-        """Wait until the subscription ends (or fails)."""
-        if self._task is not None:
-            await self._task
 
 
 class Bus:
@@ -128,6 +90,8 @@ class Bus:
         self._closed = False
         self._published: dict[str, Any] = {}
         self._sampled = 0
+        #: What this bus publishes and subscribes to, for :mod:`broker.asyncapi`.
+        self.declarations = Declarations()
 
     @property
     def capabilities(self) -> Capabilities:
@@ -235,6 +199,26 @@ class Bus:
             obs.PUBLISH_SECONDS.observe(time.perf_counter() - started)
         self._count(topic).inc(sum(1 for outcome in outcomes if outcome.error is None))
         return PublishResult(topic, outcomes)
+
+    def publisher(
+        self,
+        topic: str,
+        *,
+        type: str,
+        schema: PayloadSchema | None = None,
+        description: str | None = None,
+    ) -> Publisher:
+        """Declare that this bus publishes ``type`` events on ``topic``; nothing is sent.
+
+        ``schema`` (a pydantic model class, a JSON Schema dict or a registry subject) and
+        ``description`` describe the payload in the AsyncAPI document. The returned
+        :class:`~broker.declarations.Publisher` publishes such events
+        (``await publisher.publish(data, key=...)``), or decorates a function that builds
+        their data.
+        """
+        spec = PublicationSpec(topic, type, schema, description)
+        self.declarations.add(spec)
+        return Publisher(self, spec)
 
     async def publish_event(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
         """Publish an already-built event (a dead letter, a relayed row) exactly as it is:
@@ -359,9 +343,16 @@ class Bus:
         policy: Policy | None = None,
         from_beginning: bool = False,
         prefetch: int = 100,
+        type: str | None = None,
+        schema: PayloadSchema | None = None,
     ) -> Subscriber:
-        """Start handling ``topics`` as ``group``; returns once the group's position exists."""
+        """Start handling ``topics`` as ``group``; returns once the group's position exists.
+
+        ``type`` and ``schema`` describe the events the handler expects, for the AsyncAPI
+        document; they do not filter deliveries.
+        """
         names = _topics(topics)
+        spec = SubscriptionSpec(names, group, handler, type, schema)
         subscription = await self._open(names, group, from_beginning, prefetch)
         consumer = Consumer(
             subscription,
@@ -371,7 +362,7 @@ class Bus:
             publish_event=self.publish_event,
             codec=self.codec,
         )
-        return self._started_subscriber(names, group, consumer)
+        return self._started_subscriber(spec, consumer)
 
     async def subscribe_batch(
         self,
@@ -384,12 +375,17 @@ class Bus:
         policy: Policy | None = None,
         from_beginning: bool = False,
         prefetch: int | None = None,
+        type: str | None = None,
+        schema: PayloadSchema | None = None,
     ) -> Subscriber:
         """Start handling ``topics`` as ``group`` in batches: ``handler`` gets a list of up to
         ``max_batch`` events, as many as are there, waiting up to ``max_wait`` s for more
         once one arrived. Every per-event policy applies (see :mod:`broker.batch`); acks go
-        out after the handler returned. ``prefetch`` defaults to ``2 * max_batch``."""
+        out after the handler returned. ``prefetch`` defaults to ``2 * max_batch``; ``type``
+        and ``schema`` describe the events for the AsyncAPI document, as for :meth:`subscribe`.
+        """
         names = _topics(topics)
+        spec = SubscriptionSpec(names, group, handler, type, schema)
         chosen = policy or self.policy
         if max_batch < 1 or max_wait < 0:
             raise ConfigurationError(
@@ -412,7 +408,7 @@ class Bus:
             max_batch=max_batch,
             max_wait=max_wait,
         )
-        return self._started_subscriber(names, group, consumer)
+        return self._started_subscriber(spec, consumer)
 
     async def _open(
         self, names: tuple[str, ...], group: str, from_beginning: bool, prefetch: int
@@ -430,21 +426,32 @@ class Bus:
         )
 
     def _started_subscriber(
-        self, names: tuple[str, ...], group: str, consumer: Consumer | BatchConsumer
+        self, spec: SubscriptionSpec, consumer: Consumer | BatchConsumer
     ) -> Subscriber:
-        subscriber = Subscriber(names, group, consumer)
+        subscriber = Subscriber(spec.topics, spec.group, consumer)
         subscriber.start()
         self._subscribers.append(subscriber)
+        self.declarations.add(spec)
         return subscriber
 
     def subscriber(
-        self, topics: str | Sequence[str], *, group: str, **options: Any
+        self,
+        topics: str | Sequence[str],
+        *,
+        group: str,
+        type: str | None = None,
+        schema: PayloadSchema | None = None,
+        **options: Any,
     ) -> Callable[[Handler], Handler]:
-        """Decorator form of :meth:`subscribe`; the subscription starts with the bus."""
+        """Decorator form of :meth:`subscribe`; the subscription starts with the bus (and is
+        declared at once)."""
         names = (topics,) if isinstance(topics, str) else tuple(topics)
+        check_schema(schema, f"the subscription of {group!r} to {', '.join(names)}")
 
         def register(handler: Handler) -> Handler:
-            self._pending.append((names, handler, {"group": group, **options}))
+            self.declarations.add(SubscriptionSpec(names, group, handler, type, schema))
+            described = {"group": group, "type": type, "schema": schema}
+            self._pending.append((names, handler, {**described, **options}))
             return handler
 
         return register

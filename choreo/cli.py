@@ -11,6 +11,7 @@ import os
 import typer
 
 from broker.observability import configure_logging
+from choreo.commands.asyncapi import asyncapi_app
 from choreo.commands.demo import demo
 from choreo.commands.dlq import dlq_app
 from choreo.commands.outbox import outbox_app
@@ -38,6 +39,7 @@ app.add_typer(schema_app, name="schema")
 app.add_typer(registry_app, name="registry")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(saga_app, name="saga")
+app.add_typer(asyncapi_app, name="asyncapi")
 app.command("demo")(demo)
 
 # Client libraries log connection trouble themselves; the CLI reports it as one line of its own.

@@ -31,8 +31,9 @@ __all__ = [
     "run",
 ]
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-out_console = Console(highlight=False, soft_wrap=True)
+# emoji=False: a ``:name:`` in a message (``app:bus:``, a topic) is text, not an emoji code.
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+out_console = Console(highlight=False, soft_wrap=True, emoji=False)
 
 T = TypeVar("T")
 
