@@ -6,7 +6,9 @@
 
 Each suite is a module that writes ``bench/results/<name>.json``: a list of rows with ``suite``,
 ``backend``, ``metric`` and either ``value`` alone, or ``choreograph`` with a baseline measured
-in the same run (``raw`` client, ``baseline``) and optionally ``faststream``.
+in the same run (``raw`` client, ``baseline``) and optionally ``faststream``; rows measured in
+interleaved rounds hold medians, ``rounds`` and the ``spread`` of the per-round ratios (or of
+the milliseconds added, for latencies), shown in brackets after the ratio.
 """
 
 from __future__ import annotations
@@ -63,15 +65,19 @@ def _ratio(row: dict[str, Any]) -> str:
     base = row.get("raw", row.get("baseline"))
     if not ours or not base:
         return "-"
+    spread = row.get("spread")
     if "ms" in row["metric"]:  # latency: lower is better, show what we add
-        return f"{ours - base:+.2f} ms"
-    return f"{ours / base:.2f}x"
+        text = f"{ours - base:+.2f} ms"
+        return f"{text} ({spread[0]:+.2f}..{spread[1]:+.2f})" if spread else text
+    text = f"{ours / base:.2f}x"
+    return f"{text} ({spread[0]:.2f}-{spread[1]:.2f})" if spread else text
 
 
 def render(rows: list[dict[str, Any]]) -> str:
     """The Markdown table for ``rows``."""
     lines = [
-        "| suite | backend | metric | choreograph | baseline (same run) | ratio | FastStream |",
+        "| suite | backend | metric | choreograph | baseline (same run) | ratio (spread) "
+        "| FastStream |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:

@@ -35,7 +35,7 @@ class AckTimeoutError(Exception):
 
 
 #: Messages written before ``publish_all`` lets the loop flush them (and read PubAcks).
-_WRITE_EVERY = 32
+_WRITE_EVERY = 64
 
 
 def _refusal(msg: Msg, subject: str) -> Exception | None:
