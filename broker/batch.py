@@ -27,7 +27,7 @@ from typing import Any, overload
 
 from broker import deadletter
 from broker import observability as obs
-from broker.consumer import Held, Pipeline, Publish, give_back
+from broker.consumer import Held, Publish, Runner, give_back
 from broker.context import reset_current, set_current_batch
 from broker.deadletter import describe
 from broker.envelope import Event
@@ -128,7 +128,7 @@ class PartialFailure(Exception):
 _Item = tuple[Delivery, Event]
 
 
-class BatchConsumer:
+class BatchConsumer(Runner):
     """Runs one batch subscription: takes up to ``max_batch`` deliveries (waiting up to
     ``max_wait`` s for more once one is there) and applies the policy to each event."""
 
@@ -144,30 +144,12 @@ class BatchConsumer:
         max_batch: int = 100,
         max_wait: float = 0.01,
     ) -> None:
-        self._pipeline = Pipeline(
+        super().__init__(
             subscription, group=group, policy=policy, publish_event=publish_event, codec=codec
         )
         self._handler = handler
         self._max_batch = max_batch
         self._max_wait = max_wait
-
-    @property
-    def subscription(self) -> Subscription:
-        """The subscription this consumer reads."""
-        return self._pipeline.subscription
-
-    @property
-    def handled(self) -> int:
-        """How many events the handler finished successfully."""
-        return self._pipeline.handled
-
-    def stop(self) -> None:
-        """Stop taking batches; the current handler call may finish."""
-        self._pipeline.stopping = True
-
-    async def drain(self, grace: float) -> None:
-        """Stop, wait up to ``grace`` s for the running batch to finish, close the subscription."""
-        await self._pipeline.drain(grace)
 
     async def run(self) -> None:
         """Consume batches until stopped or the subscription ends."""

@@ -24,7 +24,7 @@ from typing import Any
 from broker import deadletter
 from broker import observability as obs
 from broker.batch import BatchConsumer, BatchHandler, Outcome, PublishResult
-from broker.consumer import Consumer, Handler
+from broker.consumer import Consumer, Handler, Runner
 from broker.context import derive_extensions
 from broker.declarations import (
     Declarations,
@@ -425,9 +425,7 @@ class Bus:
             names, group, from_beginning=from_beginning, prefetch=prefetch
         )
 
-    def _started_subscriber(
-        self, spec: SubscriptionSpec, consumer: Consumer | BatchConsumer
-    ) -> Subscriber:
+    def _started_subscriber(self, spec: SubscriptionSpec, consumer: Runner) -> Subscriber:
         subscriber = Subscriber(spec.topics, spec.group, consumer)
         subscriber.start()
         self._subscribers.append(subscriber)

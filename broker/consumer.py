@@ -29,7 +29,7 @@ from broker.envelope import Event, is_json_content_type, new_id
 from broker.policies import Policy
 from broker.ports import Delivery, PayloadCodec, Subscription
 
-__all__ = ["Consumer", "Handler", "Held", "Pipeline", "give_back"]
+__all__ = ["Consumer", "Handler", "Held", "Pipeline", "Runner", "give_back"]
 
 Handler = Callable[[Event], Awaitable[Any]]
 Publish = Callable[[str, Event], Awaitable[None]]
@@ -255,7 +255,46 @@ class Pipeline:
         await self.subscription.close()
 
 
-class Consumer:
+class Runner:
+    """What runs a subscription for a :class:`~broker.Subscriber`: a pipeline and a handler."""
+
+    def __init__(
+        self,
+        subscription: Subscription,
+        *,
+        group: str,
+        policy: Policy,
+        publish_event: Publish,
+        codec: PayloadCodec | None = None,
+    ) -> None:
+        self._pipeline = Pipeline(
+            subscription, group=group, policy=policy, publish_event=publish_event, codec=codec
+        )
+
+    @property
+    def subscription(self) -> Subscription:
+        """The subscription this consumer reads."""
+        return self._pipeline.subscription
+
+    @property
+    def handled(self) -> int:
+        """How many events the handler finished successfully."""
+        return self._pipeline.handled
+
+    def stop(self) -> None:
+        """Stop pulling new deliveries; the current handler call may finish."""
+        self._pipeline.stopping = True
+
+    async def drain(self, grace: float) -> None:
+        """Stop, wait up to ``grace`` s for running handlers to finish, close the subscription."""
+        await self._pipeline.drain(grace)
+
+    async def run(self) -> None:
+        """Consume until stopped or the subscription ends."""
+        raise NotImplementedError
+
+
+class Consumer(Runner):
     """Runs one subscription: pulls deliveries and applies the policy around the handler."""
 
     def __init__(
@@ -268,22 +307,12 @@ class Consumer:
         publish_event: Publish,
         codec: PayloadCodec | None = None,
     ) -> None:
-        self._pipeline = Pipeline(
+        super().__init__(
             subscription, group=group, policy=policy, publish_event=publish_event, codec=codec
         )
         self._handler = handler
         self._lanes: list[asyncio.Queue[Delivery | None]] = []
         self._next_lane = 0
-
-    @property
-    def subscription(self) -> Subscription:
-        """The subscription this consumer reads."""
-        return self._pipeline.subscription
-
-    @property
-    def handled(self) -> int:
-        """How many events the handler finished successfully."""
-        return self._pipeline.handled
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -325,14 +354,6 @@ class Consumer:
     async def _lane(self, queue: asyncio.Queue[Delivery | None]) -> None:
         while (delivery := await queue.get()) is not None:
             await self._process(delivery)
-
-    def stop(self) -> None:
-        """Stop pulling new deliveries; the current handler call may finish."""
-        self._pipeline.stopping = True
-
-    async def drain(self, grace: float) -> None:
-        """Stop, wait up to ``grace`` s for running handlers to finish, close the subscription."""
-        await self._pipeline.drain(grace)
 
     # -- one delivery ----------------------------------------------------------------------
 

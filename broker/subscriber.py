@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from broker.batch import BatchConsumer
-from broker.consumer import Consumer
+from broker.consumer import Runner
 from broker.ports import Backlog
 
 __all__ = ["Subscriber"]
@@ -16,9 +15,7 @@ __all__ = ["Subscriber"]
 class Subscriber:
     """A running subscription; :meth:`stop` ends it, leaving unacked events to be redelivered."""
 
-    def __init__(
-        self, topics: tuple[str, ...], group: str, consumer: Consumer | BatchConsumer
-    ) -> None:
+    def __init__(self, topics: tuple[str, ...], group: str, consumer: Runner) -> None:
         self.topics = topics
         self.group = group
         self._consumer = consumer

@@ -4,6 +4,7 @@ interleaved rounds, and result rows with medians and the spread between rounds."
 from __future__ import annotations
 
 import asyncio
+import functools
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -148,3 +149,73 @@ def row(
         flush=True,
     )
     return out
+
+
+# -- choreograph's side, the same for every broker ----------------------------------------------
+
+
+async def publish_many_bus(url: str, topic: str, count: int, call: int, data: Any) -> float:
+    """``count`` events through ``Bus.publish_many``, ``call`` a call; events per second."""
+    from broker import Bus
+
+    async with Bus(url, source="bench") as bus:
+        started = time.perf_counter()
+        for _ in range(0, count, call):
+            result = await bus.publish_many(topic, [{"type": "bench", "data": data}] * call)
+            result.raise_for_failures()
+        return count / (time.perf_counter() - started)
+
+
+async def consume_bus(
+    url: str,
+    topic: str,
+    group: str,
+    count: int,
+    *,
+    prefetch: int = 100,
+    batch: int | None = None,
+    from_beginning: bool = True,
+) -> float:
+    """The rate at which a new group handles ``count`` stored events: one at a time, or in
+    lists of up to ``batch`` (``subscribe_batch``)."""
+    from broker import Bus, Event
+
+    arrivals = Arrivals(count)
+
+    async def one(event: Event) -> None:
+        arrivals.add()
+
+    async def many(events: list[Event]) -> None:
+        arrivals.add(len(events))
+
+    async with Bus(url) as bus:
+        if batch is None:
+            await bus.subscribe(
+                topic, one, group=group, prefetch=prefetch, from_beginning=from_beginning
+            )
+        else:
+            await bus.subscribe_batch(
+                topic, many, group=group, max_batch=batch, from_beginning=from_beginning
+            )
+        return await arrivals.rate()
+
+
+async def latency_rows(
+    backend: str, runs: dict[str, Callable[[], Awaitable[list[float]]]], rounds: int
+) -> list[dict[str, Any]]:
+    """p50 and p99 rows from ``rounds`` interleaved paced runs of each contender."""
+    samples: dict[str, list[list[float]]] = {name: [] for name in runs}
+
+    async def measure(name: str) -> float:
+        samples[name].append(await runs[name]())
+        return 0.0
+
+    await interleaved({name: functools.partial(measure, name) for name in runs}, rounds)
+    return [
+        row(backend, metric, {k: [stat(s) for s in v] for k, v in samples.items()}, latency=True)
+        for metric, stat in (("e2e p50 ms", statistics.median), ("e2e p99 ms", _p99))
+    ]
+
+
+def _p99(values: list[float]) -> float:
+    return percentile(values, 0.99)

@@ -29,7 +29,6 @@ import itertools
 import json
 import logging
 import os
-import statistics
 import time
 import uuid
 import warnings
@@ -44,9 +43,11 @@ from bench.brokers._harness import (
     Arrivals,
     Contender,
     Latencies,
+    consume_bus,
     interleaved,
+    latency_rows,
     paced,
-    percentile,
+    publish_many_bus,
     row,
     spread,
 )
@@ -134,15 +135,7 @@ async def publish_many_raw(url: str) -> float:
 
 
 async def publish_many_choreograph(url: str) -> float:
-    topic = await _topic(url, "many-choreo")
-    async with Bus(url, source="bench") as bus:
-        started = time.perf_counter()
-        for _ in range(0, COUNT, CALL):
-            result = await bus.publish_many(
-                topic, [{"type": "bench", "data": PAYLOAD} for _ in range(CALL)]
-            )
-            result.raise_for_failures()
-        return COUNT / (time.perf_counter() - started)
+    return await publish_many_bus(url, await _topic(url, "many-choreo"), COUNT, CALL, PAYLOAD)
 
 
 # -- consume -----------------------------------------------------------------------------------
@@ -175,25 +168,11 @@ async def consume_raw(url: str, topic: str, name: str) -> float:
 
 
 async def consume_choreograph(url: str, topic: str, name: str) -> float:
-    arrivals = Arrivals(COUNT)
-
-    async def handler(event: Event) -> None:
-        arrivals.add()
-
-    async with Bus(url) as bus:
-        await bus.subscribe(topic, handler, group=name, prefetch=PREFETCH, from_beginning=True)
-        return await arrivals.rate()
+    return await consume_bus(url, topic, name, COUNT, prefetch=PREFETCH)
 
 
 async def consume_batch_choreograph(url: str, topic: str, name: str) -> float:
-    arrivals = Arrivals(COUNT)
-
-    async def handler(events: list[Event]) -> None:
-        arrivals.add(len(events))
-
-    async with Bus(url) as bus:
-        await bus.subscribe_batch(topic, handler, group=name, max_batch=BATCH, from_beginning=True)
-        return await arrivals.rate()
+    return await consume_bus(url, topic, name, COUNT, batch=BATCH)
 
 
 async def _faststream_consumer(url: str, topic: str, name: str, batch: bool) -> float:
@@ -319,30 +298,14 @@ async def run(url: str) -> list[dict[str, Any]]:
             for name, fn in zip(NAMES, runs, strict=True)
         }
         rows.append(row("nats", metric, await interleaved(contenders, ROUNDS)))
-    paced_runs = {
-        "raw": latency_raw,
-        "choreograph": latency_choreograph,
-        "faststream": latency_faststream,
-    }
-    samples: dict[str, list[list[float]]] = {name: [] for name in paced_runs}
-
-    async def measure(name: str) -> float:
-        samples[name].append(await paced_runs[name](url))
-        return 0.0
-
-    await interleaved({name: functools.partial(measure, name) for name in paced_runs}, ROUNDS)
-    for metric, stat in (("e2e p50 ms", statistics.median), ("e2e p99 ms", _p99)):
-        rows.append(
-            row("nats", metric, {k: [stat(s) for s in v] for k, v in samples.items()}, latency=True)
-        )
+    runs = dict(zip(NAMES, (latency_raw, latency_choreograph, latency_faststream), strict=True))
+    rows += await latency_rows(
+        "nats", {name: functools.partial(run, url) for name, run in runs.items()}, ROUNDS
+    )
     return rows
 
 
 NAMES = ("raw", "choreograph", "faststream")
-
-
-def _p99(values: list[float]) -> float:
-    return percentile(values, 0.99)
 
 
 def main() -> None:

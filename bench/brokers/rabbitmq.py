@@ -26,7 +26,6 @@ import asyncio
 import functools
 import json
 import logging
-import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -41,9 +40,11 @@ from bench.brokers._harness import (
     Arrivals,
     Contender,
     Latencies,
+    consume_bus,
     interleaved,
+    latency_rows,
     paced,
-    percentile,
+    publish_many_bus,
     row,
     spread,
 )
@@ -143,14 +144,7 @@ async def publish_many_raw(url: str, topic: str) -> float:
 
 
 async def publish_many_choreograph(url: str, topic: str) -> float:
-    async with Bus(url, source="bench") as bus:
-        started = time.perf_counter()
-        for _ in range(0, COUNT, CALL):
-            result = await bus.publish_many(
-                topic, [{"type": "bench", "data": PAYLOAD} for _ in range(CALL)]
-            )
-            result.raise_for_failures()
-        return COUNT / (time.perf_counter() - started)
+    return await publish_many_bus(url, topic, COUNT, CALL, PAYLOAD)
 
 
 async def publish_choreograph(url: str, topic: str) -> float:
@@ -207,25 +201,11 @@ async def consume_raw(url: str, topic: str) -> float:
 
 
 async def consume_choreograph(url: str, topic: str) -> float:
-    arrivals = Arrivals(COUNT)
-
-    async def handler(event: Event) -> None:
-        arrivals.add()
-
-    async with Bus(url) as bus:
-        await bus.subscribe(topic, handler, group="bench", prefetch=PREFETCH)
-        return await arrivals.rate()
+    return await consume_bus(url, topic, "bench", COUNT, prefetch=PREFETCH, from_beginning=False)
 
 
 async def consume_batch_choreograph(url: str, topic: str) -> float:
-    arrivals = Arrivals(COUNT)
-
-    async def handler(events: list[Event]) -> None:
-        arrivals.add(len(events))
-
-    async with Bus(url) as bus:
-        await bus.subscribe_batch(topic, handler, group="bench", max_batch=BATCH)
-        return await arrivals.rate()
+    return await consume_bus(url, topic, "bench", COUNT, batch=BATCH, from_beginning=False)
 
 
 async def consume_faststream(url: str, topic: str) -> float:
@@ -341,33 +321,20 @@ async def run(url: str) -> list[dict[str, Any]]:
                 results[NAMES[index]].append(rate)
             await _drop(url, *(f"{topic}.{name}" for name in ("raw", "bench", "fs")))
         rows.append(row("rabbitmq", metric, results))
-    samples: dict[str, list[list[float]]] = {name: [] for name in NAMES}
-    paced_runs = dict(
-        zip(NAMES, (latency_raw, latency_choreograph, latency_faststream), strict=True)
+    runs = dict(zip(NAMES, (latency_raw, latency_choreograph, latency_faststream), strict=True))
+    rows += await latency_rows(
+        "rabbitmq",
+        {name: functools.partial(_limited, run, url) for name, run in runs.items()},
+        ROUNDS,
     )
-
-    async def measure(name: str) -> float:
-        samples[name].append(await asyncio.wait_for(paced_runs[name](url), LIMIT))
-        return 0.0
-
-    await interleaved({name: functools.partial(measure, name) for name in NAMES}, ROUNDS)
-    for metric, stat in (("e2e p50 ms", statistics.median), ("e2e p99 ms", _p99)):
-        rows.append(
-            row(
-                "rabbitmq",
-                metric,
-                {k: [stat(s) for s in v] for k, v in samples.items()},
-                latency=True,
-            )
-        )
     return rows
 
 
 NAMES = ("raw", "choreograph", "faststream")
 
 
-def _p99(values: list[float]) -> float:
-    return percentile(values, 0.99)
+async def _limited(run: Callable[[str], Awaitable[list[float]]], url: str) -> list[float]:
+    return await asyncio.wait_for(run(url), LIMIT)
 
 
 def main() -> None:

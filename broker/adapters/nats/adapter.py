@@ -230,30 +230,34 @@ class NatsAdapter(BaseAdapter):
     # -- publishing ------------------------------------------------------------------------
 
     async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
-        publisher = self._publisher
-        if publisher is None or self._nc is None:
-            raise ClosedError(f"the adapter for {self._url} is closed; call connect() first")
-        self._inflight += 1
-        self._idle.clear()
+        publisher = self._begin()
         try:
             stream = self._streams.get(topic) or await self._guard(self._stream(topic), topic)
             headers, body = self._message(event, stream, ttl)
             await self._send(publisher, topic, body, headers)
         finally:
-            self._inflight -= 1
-            if not self._inflight:
-                self._idle.set()
+            self._end()
+
+    def _begin(self) -> JetStreamPublisher:
+        """The publisher, counting one more publish in flight (``close`` waits for them)."""
+        publisher = self._publisher
+        if publisher is None or self._nc is None:
+            raise ClosedError(f"the adapter for {self._url} is closed; call connect() first")
+        self._inflight += 1
+        self._idle.clear()
+        return publisher
+
+    def _end(self) -> None:
+        self._inflight -= 1
+        if not self._inflight:
+            self._idle.set()
 
     async def publish_many(
         self, topic: str, events: Sequence[Event], *, ttl: float | None = None
     ) -> list[Exception | None]:
         """Every event in flight before the first PubAck is awaited; failed ones are sent
         again with the same ``Nats-Msg-Id`` (stored at most once) until ``publish_timeout``."""
-        publisher = self._publisher
-        if publisher is None or self._nc is None:
-            raise ClosedError(f"the adapter for {self._url} is closed; call connect() first")
-        self._inflight += 1
-        self._idle.clear()
+        publisher = self._begin()
         try:
             stream = self._streams.get(topic) or await self._guard(self._stream(topic), topic)
             outcomes: list[Exception | None] = [None] * len(events)
@@ -275,9 +279,7 @@ class NatsAdapter(BaseAdapter):
                 outcomes[index] = self._publish_error(error, topic)
             return outcomes
         finally:
-            self._inflight -= 1
-            if not self._inflight:
-                self._idle.set()
+            self._end()
 
     def _message(
         self, event: Event, stream: _Stream, ttl: float | None
