@@ -36,6 +36,7 @@ from saga_monitor import (
     open_saga_store,
     parse_definitions,
 )
+from saga_monitor.correlator import Received
 
 RESULTS = Path(__file__).parent / "results"
 SAGAS = 5_000
@@ -95,9 +96,7 @@ def throughput(store: SagaStore, payloads: list[bytes], batch: int = 1) -> float
     now = datetime.now(UTC)
     started = time.perf_counter()
     for i in range(0, len(payloads), batch):
-        items: list[tuple[Event, str | None]] = [
-            (Event.from_json(p), "orders") for p in payloads[i : i + batch]
-        ]
+        items = [Received(Event.from_json(p), "orders") for p in payloads[i : i + batch]]
         correlator.apply_many(store, items, now=now)
     return len(payloads) / (time.perf_counter() - started)
 

@@ -26,12 +26,21 @@ from broker.errors import (
     UnknownBackendError,
 )
 from broker.policies import CircuitBreaker, DeadLetter, MemoryInbox, Policy, Retry, SQLiteInbox
-from broker.ports import Adapter, Capabilities, Delivery, PayloadCodec, Subscription, TopicInfo
+from broker.ports import (
+    Adapter,
+    Backlog,
+    Capabilities,
+    Delivery,
+    PayloadCodec,
+    Subscription,
+    TopicInfo,
+)
 from broker.urls import DEFAULT_BROKER_URL, adapter_from_url, mask_url
 
 __all__ = [
     "DEFAULT_BROKER_URL",
     "Adapter",
+    "Backlog",
     "BrokerError",
     "BrokerUnavailableError",
     "Bus",

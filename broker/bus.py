@@ -35,7 +35,7 @@ from broker.declarations import (
 from broker.envelope import Event, check_extension_names, format_time
 from broker.errors import ClosedError, ConfigurationError, PayloadError, TopicNotFoundError
 from broker.policies import Policy
-from broker.ports import Adapter, Capabilities, PayloadCodec, TopicInfo
+from broker.ports import Adapter, Backlog, Capabilities, PayloadCodec, TopicInfo
 from broker.urls import adapter_from_url, resolve_url
 
 __all__ = ["Bus", "Subscriber"]
@@ -75,6 +75,15 @@ class Subscriber:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
+
+    async def backlog(self) -> Backlog | None:
+        """Where this subscription's group stands on the broker (``None``: the backend cannot
+        tell); the saga monitor's watermark follows it."""
+        report = getattr(self._consumer.subscription, "backlog", None)
+        if report is None:
+            return None
+        result: Backlog | None = await report()
+        return result
 
     async def wait(self) -> None:
         """Wait until the subscription ends (or fails)."""

@@ -69,6 +69,11 @@ class Consumer:
         self._calls = 0
         self.handled = 0
 
+    @property
+    def subscription(self) -> Subscription:
+        """The subscription this consumer reads."""
+        return self._subscription
+
     # -- the loop --------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -213,7 +218,7 @@ class Consumer:
             attempt += 1
             if not self._breaker_closed.is_set():
                 await self._wait_for_breaker(delivery)
-            error = await self._call(event)
+            error = await self._call(event, delivery)
             if error is None:
                 return attempt
             self._log.warning(
@@ -238,8 +243,8 @@ class Consumer:
             )
             return -1
 
-    async def _call(self, event: Event) -> BaseException | None:
-        token = set_current(event)
+    async def _call(self, event: Event, delivery: Delivery) -> BaseException | None:
+        token = set_current(event, delivery)
         self._calls += 1
         timed = not self._calls & obs.LATENCY_SAMPLE_MASK  # one call in eight is timed
         started = time.perf_counter() if timed else 0.0

@@ -11,10 +11,15 @@ from __future__ import annotations
 import random
 import re
 from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING
 
 from broker.envelope import Event, ExtensionValue
 
+if TYPE_CHECKING:
+    from broker.ports import Delivery
+
 __all__ = [
+    "current_delivery",
     "current_event",
     "derive_extensions",
     "new_traceparent",
@@ -23,6 +28,7 @@ __all__ = [
 ]
 
 _current: ContextVar[Event | None] = ContextVar("choreo_current_event", default=None)
+_delivery: ContextVar[Delivery | None] = ContextVar("choreo_current_delivery", default=None)
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 
@@ -31,14 +37,24 @@ def current_event() -> Event | None:
     return _current.get()
 
 
-def set_current(event: Event) -> Token[Event | None]:
-    """Make ``event`` the current one (the consumer does this around handler calls)."""
-    return _current.set(event)
+def current_delivery() -> Delivery | None:
+    """The broker message carrying the event being handled (its topic, position and
+    redelivery count), or ``None`` outside handlers."""
+    return _delivery.get()
 
 
-def reset_current(token: Token[Event | None]) -> None:
+def set_current(
+    event: Event, delivery: Delivery | None = None
+) -> tuple[Token[Event | None], Token[Delivery | None]]:
+    """Make ``event`` (carried by ``delivery``) the current one (the consumer does this around
+    handler calls)."""
+    return _current.set(event), _delivery.set(delivery)
+
+
+def reset_current(tokens: tuple[Token[Event | None], Token[Delivery | None]]) -> None:
     """Undo :func:`set_current`."""
-    _current.reset(token)
+    _current.reset(tokens[0])
+    _delivery.reset(tokens[1])
 
 
 def new_traceparent(parent: str | None = None) -> str:

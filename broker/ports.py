@@ -31,6 +31,7 @@ from broker.errors import EnvelopeError
 
 __all__ = [
     "Adapter",
+    "Backlog",
     "Capabilities",
     "Delivery",
     "PayloadCodec",
@@ -58,6 +59,36 @@ class Capabilities:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Backlog:
+    """Where a subscription's group - all its members, not just this one - stands on the broker.
+
+    Both maps have one entry per partition (a log) or queue, and a group has caught up with
+    the moment of an earlier report when ``acked`` reached what ``appended`` was then:
+    ``all(now.acked[p] >= then.appended[p] for p in then.appended)``.
+
+    * A **log** (memory, SQLite, Kafka: ``topic/partition``; NATS: ``stream/consumer``):
+      ``appended[p]`` is the position the next event of ``p`` will get and ``acked[p]`` the
+      position below which the group acknowledged everything (its committed position, or this
+      member's acks not flushed yet where they are ahead; never above the truth). A partition
+      held by another member, or by a dead one, counts as acked only as far as it is.
+    * A **queue** (RabbitMQ: ``<topic>.<group>``) has no positions, so its subscription counts
+      its reports: ``appended[q]`` is the number of this report, ``acked[q]`` the number of
+      the latest report at which nothing was waiting in the queue and every delivery this
+      member had received by then has been acked since. Deliveries other members hold unacked
+      are not visible to the protocol.
+
+    Reports are cheap (a few requests at most) and never disturb consumption.
+    """
+
+    appended: Mapping[str, int]
+    acked: Mapping[str, int]
+
+    def caught_up_with(self, earlier: Backlog) -> bool:
+        """Whether the group acked everything that was appended when ``earlier`` was taken."""
+        return all(self.acked.get(part, 0) >= mark for part, mark in earlier.appended.items())
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class TopicInfo:
     """A topic as listed by ``choreo topics ls``; ``None`` means the broker does not say."""
 
@@ -74,7 +105,7 @@ class Delivery(abc.ABC):
     and ``body``/``headers`` keep what arrived, so the core can dead-letter or wrap it.
     """
 
-    __slots__ = ("body", "decode_error", "event", "headers", "redelivered", "topic")
+    __slots__ = ("body", "decode_error", "event", "headers", "position", "redelivered", "topic")
 
     def __init__(
         self,
@@ -85,8 +116,12 @@ class Delivery(abc.ABC):
         headers: Mapping[str, str] | None = None,
         redelivered: int = 0,
         decode_error: EnvelopeError | None = None,
+        position: str | None = None,
     ) -> None:
         self.topic = topic
+        #: Where the message sits on the broker (topic, partition, offset or stream sequence),
+        #: when the backend has positions: the same position again is the same message.
+        self.position = position
         self.event = event
         self.body = body
         self.headers: Mapping[str, str] = headers or {}
@@ -107,7 +142,15 @@ class Delivery(abc.ABC):
 
 @runtime_checkable
 class Subscription(Protocol):
-    """The stream of deliveries of one (topics, group) subscription."""
+    """The stream of deliveries of one (topics, group) subscription.
+
+    Optional: ``async def backlog(self) -> Backlog``, where the subscription's group stands on
+    the broker (see :class:`Backlog`), cheap enough to call every second and group-wide; it
+    raises a :class:`~broker.errors.BrokerError` when the broker cannot tell right now. A
+    backend that can tell should offer it: the saga monitor's watermark follows it
+    (:meth:`broker.Subscriber.backlog` is ``None`` without it, and the monitor then falls back
+    on a maximum delivery delay).
+    """
 
     def __aiter__(self) -> AsyncIterator[Delivery]: ...
 

@@ -10,7 +10,7 @@ saga instances and tells you which business transactions are stuck, compensating
         await monitor.run()
 """
 
-from saga_monitor.correlator import Correlator
+from saga_monitor.correlator import Correlator, Received
 from saga_monitor.definitions import (
     Correlation,
     Definitions,
@@ -29,8 +29,15 @@ from saga_monitor.errors import (
 from saga_monitor.machine import Outcome, SagaMachine
 from saga_monitor.model import STATES, Alert, Anomaly, Entry, Instance, Observation
 from saga_monitor.monitor import SagaMonitor
-from saga_monitor.store import DEFAULT_STORE_URL, MemoryStore, SagaStore, open_saga_store
+from saga_monitor.store import (
+    DEFAULT_STORE_URL,
+    MemoryStore,
+    MonitorStatus,
+    SagaStore,
+    open_saga_store,
+)
 from saga_monitor.store_sql import SqlSagaStore
+from saga_monitor.watermark import SourceClocks, Watermark
 
 __all__ = [
     "DEFAULT_STORE_URL",
@@ -45,8 +52,10 @@ __all__ = [
     "Instance",
     "InstanceNotFoundError",
     "MemoryStore",
+    "MonitorStatus",
     "Observation",
     "Outcome",
+    "Received",
     "SagaConfigError",
     "SagaDefinition",
     "SagaError",
@@ -54,8 +63,10 @@ __all__ = [
     "SagaMonitor",
     "SagaStore",
     "SagaStoreError",
+    "SourceClocks",
     "SqlSagaStore",
     "Step",
+    "Watermark",
     "load_definitions",
     "open_saga_store",
     "parse_definitions",

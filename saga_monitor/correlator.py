@@ -3,38 +3,60 @@
 An event belongs to every saga whose definition names its type (one event may start or advance
 several saga types); its correlation id is read the way each saga says. An event of a type no
 saga names is still recorded as ``unexpected`` on any live instance with its correlation id.
-An event whose instance has not started is buffered as an ``orphan`` and applied when the start
-event arrives (brokers do not order events across topics).
+An event whose instance has not started is buffered as an orphan and adopted when the start
+event arrives (brokers do not order events across topics); it is reported as an ``orphan`` only
+once the watermark has passed its time with still no start.
+
+Every verdict is the machine's (:mod:`saga_monitor.machine`): given the events and the watermark
+it derives the instance and the alerts, so the correlator only records, judges and persists.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from datetime import datetime
 
 from broker.envelope import Event
 from saga_monitor.definitions import Definitions, SagaDefinition
-from saga_monitor.machine import Outcome, SagaMachine
+from saga_monitor.machine import Outcome, SagaMachine, is_redelivery, orphan_alert
 from saga_monitor.model import Instance, Observation
-from saga_monitor.store import Store, Transaction
+from saga_monitor.store import SagaStore, Transaction
 
-__all__ = ["Correlator"]
+__all__ = ["Correlator", "Received"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Received:
+    """One event as the monitor received it: from which topic, carried by which message."""
+
+    event: Event
+    topic: str | None = None
+    #: The broker position of the message (see :attr:`Observation.delivery`), if known.
+    delivery: str | None = None
+    #: Whether the broker says it delivered this message before.
+    redelivered: bool = False
+    #: Seconds that correct the event's time for its source's clock.
+    skew: float = 0.0
 
 
 class Correlator:
-    """Applies events and the clock to the instances in a :class:`~saga_monitor.store.Store`."""
+    """Applies events and the watermark to the instances in a saga store."""
 
     def __init__(
-        self, definitions: Definitions | Iterable[SagaDefinition], *, run: str = ""
+        self,
+        definitions: Definitions | Iterable[SagaDefinition],
+        *,
+        skew_tolerance: float = 1.0,
     ) -> None:
         sagas = definitions.sagas if isinstance(definitions, Definitions) else tuple(definitions)
-        self.machines = {saga.name: SagaMachine(saga) for saga in sagas}
+        self.machines = {
+            saga.name: SagaMachine(saga, skew_tolerance=skew_tolerance) for saga in sagas
+        }
         self._by_type: dict[str, list[SagaMachine]] = {}
         for machine in self.machines.values():
             for event_type in sorted(machine.types):
                 self._by_type.setdefault(event_type, []).append(machine)
-        #: This monitor run: a source+id applied by an earlier run is a redelivery, not a duplicate.
-        self.run = run
         #: Events of a known type that carried no correlation id (counted, then ignored).
         self.uncorrelated = 0
 
@@ -42,77 +64,135 @@ class Correlator:
         """Whether some saga names ``event_type``."""
         return event_type in self._by_type
 
-    def apply(self, store: Store, event: Event, *, topic: str | None, now: datetime) -> Outcome:
-        """Apply ``event`` to every instance it belongs to, in one store transaction."""
-        obs = Observation.from_event(event, topic=topic, now=now)
-        with store.transaction() as txn:
-            outcome = self.apply_in(txn, event, obs)
-            if outcome.alerts:
-                txn.add_alerts(outcome.alerts)
+    def apply(
+        self,
+        store: SagaStore,
+        event: Event,
+        *,
+        topic: str | None,
+        now: datetime,
+        watermark: datetime | None = None,
+        delivery: str | None = None,
+        redelivered: bool = False,
+    ) -> Outcome:
+        """Apply ``event``, received at ``now``, to every instance it belongs to (one
+        transaction); alerts are handed out as far as ``watermark`` allows."""
+        item = Received(event, topic, delivery, redelivered)
+        (outcome,) = self.apply_many(store, [item], now=now, watermark=watermark)
         return outcome
 
     def apply_many(
-        self, store: Store, items: list[tuple[Event, str | None]], *, now: datetime
+        self,
+        store: SagaStore,
+        items: list[Received],
+        *,
+        now: datetime,
+        watermark: datetime | None = None,
     ) -> list[Outcome]:
         """Apply several events in one transaction (group commit); one outcome per event."""
         outcomes = []
         with store.transaction() as txn:
-            for event, topic in items:
-                obs = Observation.from_event(event, topic=topic, now=now)
-                outcome = self.apply_in(txn, event, obs)
+            for item in items:
+                obs = Observation.from_event(
+                    item.event, topic=item.topic, now=now, skew=item.skew, delivery=item.delivery
+                )
+                outcome = self.apply_in(txn, item.event, obs, watermark, item.redelivered)
                 if outcome.alerts:
                     txn.add_alerts(outcome.alerts)
                 outcomes.append(outcome)
         return outcomes
 
-    def apply_in(self, txn: Transaction, event: Event, obs: Observation) -> Outcome:
+    def apply_in(
+        self,
+        txn: Transaction,
+        event: Event,
+        obs: Observation,
+        watermark: datetime | None = None,
+        redelivered: bool = False,
+    ) -> Outcome:
         """Apply ``event`` within an open transaction (for callers batching several)."""
         outcome = Outcome()
         machines = self._by_type.get(event.type)
-        if machines is None:
+        if machines is None:  # no saga names the type: unexpected in a live instance
             for machine in self.machines.values():
                 correlation_id = machine.definition.correlation.extract(event)
-                instance = txn.get(machine.name, correlation_id) if correlation_id else None
+                if correlation_id is None:
+                    continue
+                instance = txn.get(machine.name, correlation_id)
                 if instance is not None:
-                    outcome.merge(self._apply_one(txn, machine, instance, obs))
+                    outcome.merge(self._record(txn, machine, instance, obs, watermark, redelivered))
+                elif watermark is None or obs.time > watermark:  # its start may be on its way
+                    self._buffer(txn, machine, correlation_id, obs, redelivered)
             return outcome
         for machine in machines:
             correlation_id = machine.definition.correlation.extract(event)
             if correlation_id is None:
                 self.uncorrelated += 1
                 continue
-            outcome.merge(self._route(txn, machine, correlation_id, obs))
+            outcome.merge(self._route(txn, machine, correlation_id, obs, watermark, redelivered))
         return outcome
 
     def _route(
-        self, txn: Transaction, machine: SagaMachine, correlation_id: str, obs: Observation
+        self,
+        txn: Transaction,
+        machine: SagaMachine,
+        correlation_id: str,
+        obs: Observation,
+        watermark: datetime | None,
+        redelivered: bool,
     ) -> Outcome:
         instance = txn.get(machine.name, correlation_id)
         if instance is not None:
-            return self._apply_one(txn, machine, instance, obs)
+            return self._record(txn, machine, instance, obs, watermark, redelivered)
         if machine.is_start(obs.type):
-            instance, outcome = machine.begin(correlation_id, obs, self.run)
-            orphans = txn.take_orphans(machine.name, correlation_id)
-            if orphans:
-                outcome.merge(machine.adopt(instance, orphans, self.run))
+            instance = machine.begin(correlation_id, obs)
+            for orphan, alerted in txn.take_orphans(machine.name, correlation_id):
+                machine.receive(instance, orphan)
+                reported = orphan_alert(machine, correlation_id, orphan).event_id
+                if alerted and reported not in instance.alerted:  # not to be reported again
+                    instance.alerted.append(reported)
+            outcome = machine.judge(instance, watermark, instance.timeline[0])
             txn.put(instance)
             return outcome
-        if txn.add_orphan(machine.name, correlation_id, obs):
-            return machine.orphan(correlation_id, obs)
-        return Outcome()
+        self._buffer(txn, machine, correlation_id, obs, redelivered)
+        return Outcome(changed=True)
 
-    def _apply_one(
-        self, txn: Transaction, machine: SagaMachine, instance: Instance, obs: Observation
+    @staticmethod
+    def _buffer(
+        txn: Transaction,
+        machine: SagaMachine,
+        correlation_id: str,
+        obs: Observation,
+        redelivered: bool,
+    ) -> None:
+        """Keep an event whose instance has not started, to adopt it when the start comes."""
+        known = txn.find_orphan(machine.name, correlation_id, obs.key)
+        if known is None:
+            txn.add_orphan(machine.name, correlation_id, obs, obs.key)
+        elif not is_redelivery(known.delivery or "", obs.delivery, redelivered):
+            # a second message with the same event: kept, to be reported as a duplicate
+            txn.add_orphan(machine.name, correlation_id, obs, f"{obs.key}\x1fduplicate")
+
+    def _record(
+        self,
+        txn: Transaction,
+        machine: SagaMachine,
+        instance: Instance,
+        obs: Observation,
+        watermark: datetime | None,
+        redelivered: bool,
     ) -> Outcome:
-        outcome = machine.apply(instance, obs, self.run)
-        if outcome.changed:
-            txn.put(instance)
+        if not machine.receive(instance, obs, redelivered=redelivered):
+            return Outcome()
+        outcome = machine.judge(instance, watermark, instance.timeline[-1])
+        txn.put(instance)
         return outcome
 
-    def tick(self, store: Store, now: datetime) -> Outcome:
-        """Mark every instance whose deadline passed by ``now`` stuck (persisted, alerting once)."""
+    def tick(self, store: SagaStore, watermark: datetime) -> Outcome:
+        """Judge every instance that waits for ``watermark`` (a deadline, a held alert) and
+        report orphans whose time it passed; persisted, alerting once."""
         outcome = Outcome()
-        for saga, correlation_id in store.due(now):
+        for saga, correlation_id in store.due(watermark):
             machine = self.machines.get(saga)
             if machine is None:
                 continue  # a saga no longer defined: leave its instances alone
@@ -120,9 +200,33 @@ class Correlator:
                 instance = txn.get(saga, correlation_id)
                 if instance is None:
                     continue
-                step = machine.tick(instance, now)
-                if step.changed:
-                    txn.put(instance)
-                    txn.add_alerts(step.alerts)
+                step = machine.judge(instance, watermark)
+                txn.put(instance)
+                txn.add_alerts(step.alerts)
             outcome.merge(step)
+        outcome.merge(self._report_orphans(store, watermark))
+        return outcome
+
+    def _report_orphans(self, store: SagaStore, watermark: datetime) -> Outcome:
+        outcome = Outcome()
+        reported, dropped = [], []
+        ids = set()
+        for saga, correlation_id, key, obs in store.unreported_orphans(watermark):
+            machine = self.machines.get(saga)
+            if machine is None:
+                continue
+            if machine.role(obs.type) == "unknown":  # no start before it: not this saga's
+                dropped.append((saga, correlation_id, key))
+                continue
+            alert = orphan_alert(machine, correlation_id, obs)
+            if alert.event_id not in ids:  # a duplicate copy waits too, as the same orphan
+                ids.add(alert.event_id)
+                outcome.alerts.append(alert)
+            reported.append((saga, correlation_id, key))
+        if reported or dropped:
+            with store.transaction() as txn:
+                txn.add_alerts(outcome.alerts)
+                txn.mark_orphans_reported(reported)
+                txn.drop_orphans(dropped)
+            outcome.changed = True
         return outcome

@@ -1,32 +1,54 @@
-"""The saga state machine: pure functions of (instance, event) and (instance, clock).
+"""The saga state machine: a fold over one instance's events, in the order they happened.
 
-Nothing here reads a clock or does I/O: every method is given the observation or ``now``, so
-the same events always give the same instance (which is what makes a restart after ``kill -9``
-land on the same states). Event times (the CloudEvents ``time``) place events on the timeline
-and start the deadlines; ``now`` only decides when a deadline has passed.
+Nothing here reads a clock or does I/O. An instance keeps its timeline (each event with the time
+it happened and the time the monitor received it); the machine derives everything else from it by
+replaying the events sorted by their own times, and judges deadlines against a *watermark*: the
+event time up to which the monitor knows it has seen every event. Hence:
 
-States (DESIGN.md): ``running`` (started, nothing terminal yet); ``completed`` (a complete
-event); ``compensating`` (a fail event, waiting for the compensations of the steps already
-done); ``compensated`` (all those compensations seen, or a compensated event); ``failed`` (a
-fail event with nothing to compensate); ``stuck`` (a deadline passed while running or
-compensating: the instance keeps what it waits for, and a late event moves it on).
+* the same events give the same instance whatever order they were delivered in (brokers do not
+  order events across topics), after a restart, and when several monitors share the work;
+* a deadline is a verdict only once the watermark has passed it, so a monitor that is behind (a
+  backlog, a restart, a partition still leased by a dead member) holds its verdicts instead of
+  judging what it has not seen yet as overdue;
+* a step that happened after its deadline is ``late`` whenever it is delivered, and one that
+  happened in time is not, however late it is delivered;
+* alerts are derived too, each with the event time it speaks for; one is handed out when the
+  watermark passes that time, once, with an id that depends only on what it says.
+
+States: ``running`` (started, nothing terminal yet); ``completed`` (a complete event);
+``compensating`` (a fail event, waiting for the compensations of the steps done before it);
+``compensated`` (all of those seen, or a compensated event); ``failed`` (a fail event with nothing
+to compensate); ``stuck`` (a deadline passed while running or compensating: the instance keeps what
+it waits for, and a late event moves it on). The compensation ledger: each step done before the
+failure owes its compensation until it is seen, even after a compensated event closed the saga; a
+saga that closed owing one gets ``compensation_missing`` when it does not come in time.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from broker.envelope import format_time
 from saga_monitor.definitions import SagaDefinition, format_duration
-from saga_monitor.model import ACTIVE, TERMINAL, Alert, Anomaly, Entry, Instance, Observation
+from saga_monitor.model import ACTIVE, Alert, Anomaly, Entry, Instance, Observation
 
 __all__ = ["Outcome", "SagaMachine"]
 
-_REPORTED = "*duplicate*"
-_STATE_ALERTS = frozenset(("completed", "failed", "compensating", "compensated", "stuck"))
+#: Ties in event time are broken by role, so that causes come before their effects.
+_RANK = {
+    "start": 0,
+    "step": 1,
+    "complete": 2,
+    "fail": 3,
+    "compensation": 4,
+    "compensated": 5,
+    "unknown": 6,
+}
+_STATE_ALERTS = frozenset(("completed", "failed", "compensating", "compensated"))
+#: How much later than its cause an effect stamped before it is taken to happen.
+_TICK = timedelta(microseconds=1)
 
 
 @dataclasses.dataclass(slots=True)
@@ -46,34 +68,41 @@ class Outcome:
         return self
 
 
-class SagaMachine:
-    """Applies events and the clock to instances of one saga definition."""
+def is_redelivery(known: str, delivery: str | None, redelivered: bool) -> bool:
+    """Whether a message carrying an event already seen is the same message again.
 
-    def __init__(self, definition: SagaDefinition) -> None:
+    Backends with positions (offsets, stream sequences) tell exactly: the same position is a
+    redelivery, another one a second message, i.e. a duplicate. Elsewhere the broker's
+    redelivered flag decides.
+    """
+    if known and delivery:
+        return known == delivery
+    return redelivered
+
+
+class SagaMachine:
+    """Derives the instances of one saga definition from their events."""
+
+    def __init__(self, definition: SagaDefinition, *, skew_tolerance: float = 1.0) -> None:
         self.definition = definition
+        #: Seconds a clock may disagree before it is reported as ``clock_skew``.
+        self.skew_tolerance = skew_tolerance
         self.name = definition.name
         self.types = definition.event_types()
-        self._step_index = {step.event: i for i, step in enumerate(definition.steps)}
-        self._compensates = {
+        self.step_index = {step.event: i for i, step in enumerate(definition.steps)}
+        self.compensates = {
             step.compensation: step.event for step in definition.steps if step.compensation
         }
         self._start = frozenset(definition.start)
-        self._complete = frozenset(definition.complete)
-        self._fail = frozenset(definition.fail)
-        self._compensated = frozenset(definition.compensated)
+        self.complete = frozenset(definition.complete)
         self._roles = {event_type: self._role_of(event_type) for event_type in self.types}
-        self._step_events = [step.event for step in definition.steps]
-        self._withins = [
+        self.step_events = [step.event for step in definition.steps]
+        self.withins = [
             timedelta(seconds=step.within) if step.within else None for step in definition.steps
         ]
-        self._handlers: dict[str, Callable[[Instance, Entry, Outcome], None]] = {
-            "start": self._on_start,
-            "step": self._on_step,
-            "complete": self._on_complete,
-            "fail": self._on_fail,
-            "compensation": self._on_compensation,
-            "compensated": self._on_compensated,
-        }
+        closing = definition.compensation_within or definition.grace
+        #: How long a saga closed by a compensated event waits for the compensations it owes.
+        self.ledger_wait = timedelta(seconds=closing) if closing else None
 
     # -- classification --------------------------------------------------------------------
 
@@ -86,388 +115,584 @@ class SagaMachine:
         return self._roles.get(event_type, "unknown")
 
     def _role_of(self, event_type: str) -> str:
+        definition = self.definition
         if event_type in self._start:
             return "start"
-        if event_type in self._step_index:
+        if event_type in self.step_index:
             return "step"
-        if event_type in self._complete:
+        if event_type in self.complete:
             return "complete"
-        if event_type in self._fail:
+        if event_type in definition.fail:
             return "fail"
-        if event_type in self._compensates:
+        if event_type in self.compensates:
             return "compensation"
-        if event_type in self._compensated:
+        if event_type in definition.compensated:
             return "compensated"
         return "unknown"
 
-    # -- starting and orphans --------------------------------------------------------------
+    def fold_order(self, entry: Entry) -> tuple[datetime, int, int, str, str, bool]:
+        """The order in which the fold applies entries: event time; for equal times, causes
+        before effects (by role, steps in definition order); then identity, a duplicate last."""
+        obs = entry.event
+        role = self.role(obs.type) if entry.role != "start" else "start"
+        rank, step = _RANK[role], self.step_index.get(obs.type, 0)
+        return (entry.at, rank, step, obs.source, obs.id, entry.duplicate)
 
-    def begin(
-        self, correlation_id: str, obs: Observation, run: str = ""
-    ) -> tuple[Instance, Outcome]:
-        """A new instance started by ``obs`` (a start event)."""
-        deadline = self.definition.deadline
-        instance = Instance(
+    # -- recording events ------------------------------------------------------------------
+
+    def begin(self, correlation_id: str, obs: Observation) -> Instance:
+        """A new instance whose timeline holds ``obs`` (a start event); judge it next."""
+        return Instance(
             saga=self.name,
             correlation_id=correlation_id,
             started=obs.time,
             updated=obs.time,
-            progress_at=obs.time,
-            deadline=obs.time + timedelta(seconds=deadline) if deadline else None,
-            seen={obs.key: run},
+            seen={obs.key: obs.delivery or ""},
             timeline=[Entry(obs, "start")],
         )
-        self._plan(instance)
-        return instance, Outcome(changed=True)
 
-    def orphan(self, correlation_id: str, obs: Observation) -> Outcome:
-        """The anomaly for an event of this saga whose instance never started (yet)."""
-        anomaly = Anomaly(
-            "orphan",
-            obs.type,
-            obs.id,
-            obs.source,
-            obs.time,
-            f"no {' or '.join(self.definition.start)} seen for correlation id {correlation_id}",
-        )
-        alert = Alert(
-            "saga.anomaly",
-            self.name,
-            correlation_id,
-            {
-                "saga": self.name,
-                "correlation_id": correlation_id,
-                "state": None,
-                "anomaly": anomaly.to_dict(),
-                "event": _event_info(obs),
-            },
-        )
-        return Outcome([alert], [anomaly])
+    def receive(self, instance: Instance, obs: Observation, *, redelivered: bool = False) -> bool:
+        """Record ``obs`` in the timeline; False when it changes nothing.
 
-    def adopt(self, instance: Instance, orphans: list[Observation], run: str = "") -> Outcome:
-        """Apply events that arrived before the start event, in event-time order."""
-        outcome = Outcome()
-        for obs in sorted(orphans, key=lambda o: o.time):
-            outcome.merge(self.apply(instance, obs, run))
-            entry = instance.timeline[-1]
-            if entry.event is obs and obs.time < instance.started:
-                detail = f"happened before the start event {instance.timeline[0].event.type}"
-                self._flag(instance, entry, outcome, "out_of_order", detail)
-        return outcome
-
-    # -- events ----------------------------------------------------------------------------
-
-    def apply(self, instance: Instance, obs: Observation, run: str = "") -> Outcome:
-        """Apply one event of this saga to ``instance``.
-
-        ``run`` names the monitor run. A source+id seen again in the same run is a duplicate
-        (reported once); one applied by an earlier run is taken as the broker redelivering
-        what a stopped or killed monitor had applied but not yet acknowledged (at-least-once
-        delivery), and changes nothing.
+        A redelivery of a message already recorded (at-least-once delivery after a restart or
+        a rebalance) changes nothing. A second message with the same source and id is recorded
+        once, as a duplicate, and otherwise ignored.
         """
-        outcome = Outcome()
         key = obs.key
-        seen = instance.seen.get(key)
-        if seen is not None:
-            if seen == _REPORTED:
-                return outcome
-            if seen != run:  # applied by an earlier run: a redelivery after a restart
-                instance.seen[key] = run
-                outcome.changed = True
-                return outcome
-            instance.seen[key] = _REPORTED  # reported once, however often it comes back
-            entry = Entry(obs, self.role(obs.type))
-            instance.timeline.append(entry)
-            detail = f"{obs.source} sent event {obs.id} before"
-            self._flag(instance, entry, outcome, "duplicate", detail)
-            outcome.changed = True
-            return outcome
-        instance.seen[key] = run
-        entry = Entry(obs, self._roles.get(obs.type, "unknown"))
-        instance.timeline.append(entry)
-        instance.updated = max(instance.updated, obs.time)
-        outcome.changed = True
-        if entry.role == "unknown":
-            detail = f"{obs.type} is not part of {self.name}"
-            self._flag(instance, entry, outcome, "unexpected", detail)
-            return outcome
-        if instance.phase in TERMINAL:
-            before = instance.state
-            if self._reopen(instance, entry):
-                self._state_alert(instance, before, outcome, obs)
-            elif not self._epilogue(instance, entry):
-                detail = f"arrived after the saga {instance.phase}"
-                self._flag(instance, entry, outcome, "after_terminal", detail)
-            return outcome
-        before = instance.state
-        if entry.role != "start":
-            self._check_late(instance, entry, outcome)
-        self._handlers[entry.role](instance, entry, outcome)
-        self._plan(instance)
-        self._state_alert(instance, before, outcome, obs)
-        return outcome
-
-    def _reopen(self, instance: Instance, entry: Entry) -> bool:
-        """A step that happened before a `failed` saga's failure, delivered late: compensate it.
-
-        The saga then owes that step's compensation, so it goes back to ``compensating``.
-        """
-        obs = entry.event
-        if entry.role != "step" or instance.phase != "failed" or instance.failed_at is None:
-            return False
-        step = self.definition.steps[self._step_index[obs.type]]
-        if obs.time > instance.failed_at or not step.compensation:
-            return False
-        instance.done[obs.type] = obs.time
-        if step.compensation in instance.compensations:
-            instance.phase = "compensated"
+        known = instance.seen.get(key)
+        if known is None:
+            instance.seen[key] = obs.delivery or ""
+            instance.timeline.append(Entry(obs, self.role(obs.type)))
             return True
-        instance.phase, instance.finished = "compensating", None
-        instance.waiting = [step.compensation]
-        self._plan(instance)
+        if is_redelivery(known, obs.delivery, redelivered):
+            return False
+        if any(e.duplicate and e.event.key == key for e in instance.timeline):
+            return False  # reported once, however often it comes back
+        instance.timeline.append(Entry(obs, self.role(obs.type), duplicate=True))
         return True
 
-    def _epilogue(self, instance: Instance, entry: Entry) -> bool:
-        """Whether an event after the end is the expected epilogue of a failure.
+    # -- judging ---------------------------------------------------------------------------
 
-        After ``failed`` or ``compensated`` the ``compensated`` event (order.cancelled) still
-        belongs; after ``compensated`` so do compensations of done steps not yet seen (the
-        compensated event may overtake them).
+    def judge(
+        self, instance: Instance, watermark: datetime | None, new: Entry | None = None
+    ) -> Outcome:
+        """Derive ``instance`` from its timeline and hand out the alerts the watermark allows.
+
+        Returns the alerts to publish now, the anomalies new since the last judgement and, when
+        ``new`` (the entry just received) is a step, how long it took.
         """
-        early = instance.finished is not None and entry.event.time <= instance.finished
-        if entry.role == "step" and early and entry.event.type in instance.missing:
-            instance.missing.remove(entry.event.type)  # it happened in time, arrived late
-            instance.done[entry.event.type] = entry.event.time
-            self._plan(instance)
-            return True
-        if entry.role == "step" and early and instance.phase in ("failed", "compensated"):
-            instance.done.setdefault(entry.event.type, entry.event.time)
-            return True
-        if entry.role == "fail" and early:  # the failure behind this end, delivered late
-            return instance.phase in ("failed", "compensated")
-        if entry.role == "compensated":
-            return instance.phase in ("failed", "compensated")
-        if entry.role == "compensation" and instance.phase == "compensated":
-            compensation = entry.event.type
-            step = self._compensates[compensation]
-            if step in instance.done and compensation not in instance.compensations:
-                instance.compensations.append(compensation)
-                if compensation in instance.waiting:
-                    instance.waiting.remove(compensation)
-                return True
-        return False
+        before = {(a.kind, a.event_id, a.detail) for a in instance.anomalies}
+        fold = instance.fold
+        if not (isinstance(fold, _Fold) and fold.m is self and fold.resume(new, watermark)):
+            fold = instance.fold = _Fold(self, instance)
+            fold.run(watermark)
+        outcome = Outcome(changed=True)
+        outcome.anomalies = [
+            a for a in instance.anomalies if (a.kind, a.event_id, a.detail) not in before
+        ]
+        if new is not None and new.waited is not None:
+            outcome.step_seconds.append((self.name, new.event.type, new.waited))
+        outcome.alerts = self._release(instance, fold, watermark)
+        instance.judged = watermark
+        waiting = [at for at, alert in fold.alerts if alert.event_id not in instance.alerted]
+        due = instance.due
+        if due is not None and (watermark is None or due > watermark):
+            waiting.append(due)
+        instance.check_at = min(waiting, default=None)
+        return outcome
 
-    def _check_late(self, instance: Instance, entry: Entry, outcome: Outcome) -> None:
-        overdue = instance.due is not None and entry.event.time > instance.due
-        if instance.stuck_since is None and not overdue:
-            return
-        waited = " or ".join(instance.expected) or "progress"
-        due = format_time(instance.due) if instance.due else "its deadline"
-        self._flag(instance, entry, outcome, "late", f"the saga waited for {waited} until {due}")
-        instance.stuck_since = None
+    def _release(self, instance: Instance, fold: _Fold, watermark: datetime | None) -> list[Alert]:
+        """The derived alerts whose time the watermark has passed and that were not sent yet,
+        plus a ``saga.resolved`` for each stuck alert whose stall is over."""
+        out: list[Alert] = []
+        sent = set(instance.alerted)
+        for at, alert in sorted(fold.alerts, key=lambda item: item[0]):
+            alert_id = alert.event_id
+            if alert_id in sent or watermark is None or at > watermark:
+                continue
+            sent.add(alert_id)
+            instance.alerted.append(alert_id)
+            out.append(alert)
+            if alert.type == "saga.stuck" or alert.data.get("anomaly", {}).get("kind") == (
+                "compensation_missing"
+            ):
+                instance.open_alerts[alert_id] = {"type": alert.type, **_resolvable(alert)}
+        still_open = {alert.event_id for alert in fold.open_stalls}
+        for alert_id in [a for a in instance.open_alerts if a not in still_open]:
+            out.append(self._resolved(instance, alert_id, instance.open_alerts.pop(alert_id)))
+        return out
 
-    def _on_start(self, instance: Instance, entry: Entry, outcome: Outcome) -> None:
-        self._flag(instance, entry, outcome, "unexpected", "a second start event")
+    def _resolved(self, instance: Instance, alert_id: str, opened: dict[str, Any]) -> Alert:
+        data = {
+            "saga": self.name,
+            "correlation_id": instance.correlation_id,
+            "state": instance.state,
+            "resolves": alert_id,
+            "resolved_type": opened.get("type"),
+            "deadline": opened.get("deadline"),
+            "expected_next": opened.get("expected_next"),
+        }
+        return Alert("saga.resolved", self.name, instance.correlation_id, data)
 
-    def _on_step(self, instance: Instance, entry: Entry, outcome: Outcome) -> None:
-        step, at = entry.event.type, entry.event.time
-        if instance.phase == "compensating":
-            self._flag(instance, entry, outcome, "unexpected", "a step after the saga failed")
+
+def _resolvable(alert: Alert) -> dict[str, Any]:
+    data = alert.data
+    return {"deadline": data.get("deadline"), "expected_next": data.get("expected_next")}
+
+
+class _Fold:
+    """One pass over an instance's events in event-time order (see the module docstring).
+
+    It resets the derived fields of the instance, applies the start event, then every other
+    entry in :func:`fold_order`; before each one it lets the clock run to that event's time, so
+    a deadline that passed before an event happened is a stall and the event is late. After
+    the last one the clock runs to the watermark. It collects every alert the history implies,
+    each with the event time it speaks for.
+    """
+
+    def __init__(self, machine: SagaMachine, instance: Instance) -> None:
+        self.m = machine
+        self.i = instance
+        self.alerts: list[tuple[datetime, Alert]] = []
+        #: Stuck (and compensation_missing) alerts of stalls still open at the watermark.
+        self.open_stalls: list[Alert] = []
+        #: The stall in progress: (its alert, the deadline that passed).
+        self.stall: tuple[Alert, datetime] | None = None
+        #: The compensated event that closed the saga (while it may still owe compensations).
+        self.closing: Entry | None = None
+        #: What a later event needs to carry on from here (see :meth:`resume`): the entries in
+        #: fold order, the start, entries by id, the ids causes were cited by, the sources
+        #: whose clocks were reported, the watermark and ``updated`` before the watermark.
+        self.entries: list[Entry] = []
+        self.start: Entry | None = None
+        self.by_id: dict[str, Entry] = {}
+        self.cited: set[str] = set()
+        self.skewed: set[str] = set()
+        self.watermark: datetime | None = None
+        self.updated: datetime | None = None
+
+    # -- the pass --------------------------------------------------------------------------
+
+    def run(self, watermark: datetime | None) -> None:
+        """Derive the instance from all of its events, then judge it at ``watermark``."""
+        i = self.i
+        everything = i.timeline + i.foreign
+        behind = self._causal_times(everything)
+        entries = sorted(everything, key=self.m.fold_order)  # stable: a duplicate follows
+        start = next(e for e in entries if e.role == "start" and not e.duplicate)
+        for entry in entries:  # roles follow the definition, which may have changed since
+            entry.role = "start" if entry is start else self.m.role(entry.event.type)
+            entry.flags, entry.encoded, entry.waited = [], None, None
+        # Traffic of no saga from before this instance existed is none of its business; it is
+        # set aside (its cause may still arrive and show it happened later).
+        i.foreign = [e for e in entries if e.role == "unknown" and e.at < start.at]
+        self.entries = [e for e in entries if not (e.role == "unknown" and e.at < start.at)]
+        self.start = start
+        self.by_id = {e.event.id: e for e in everything if not e.duplicate}
+        self.cited = {e.event.causation for e in everything if e.event.causation}
+        self._reset(start)
+        for entry in self.entries:
+            self._step(entry, behind.get(id(entry)))
+        self.updated = i.updated
+        self._judge(watermark)
+
+    def resume(self, new: Entry | None, watermark: datetime | None) -> bool:
+        """Carry on from the last pass with ``new`` (an entry appended to the timeline since)
+        and a later watermark, when that gives what a whole new pass would; False otherwise.
+
+        That is the common case, an event that happened after everything known and after the
+        last watermark: replaying everything before it again would reach the same point.
+        """
+        i = self.i
+        if self.watermark is not None and (watermark is None or watermark < self.watermark):
+            return False
+        if new is None:
+            known = len(self.entries) + len(i.foreign)
+            if known != len(i.timeline) + len(i.foreign):
+                return False
+        else:
+            if i.timeline[-1] is not new or len(self.entries) + 1 != len(i.timeline):
+                return False
+            if new.event.id in self.cited or (self.start is None):
+                return False  # it causes an event already known: their order may change
+            behind = self._cause_of(new)
+            last = self.entries[-1]
+            if self.m.fold_order(new) < self.m.fold_order(last):
+                return False
+            if self.watermark is not None and new.at <= self.watermark:
+                return False
+            new.role = self.m.role(new.event.type)
+            new.flags, new.encoded, new.waited = [], None, None
+            i.updated, i.stuck_since = self.updated or i.updated, None
+            self.entries.append(new)
+            if not new.duplicate:
+                self.by_id[new.event.id] = new
+            if new.event.causation:
+                self.cited.add(new.event.causation)
+            self._step(new, behind)
+            self.updated = i.updated
+        self._judge(watermark)
+        return True
+
+    def _step(self, entry: Entry, behind: tuple[Entry, float] | None) -> None:
+        """Apply one entry in fold order (the start was applied by :meth:`_reset`)."""
+        if entry.duplicate:
+            obs = entry.event
+            self._flag(entry, "duplicate", f"{obs.source} sent event {obs.id} before")
             return
-        if step in instance.done:
-            self._flag(instance, entry, outcome, "unexpected", f"{step} happened already")
+        assert self.start is not None
+        if entry is not self.start:
+            self._advance(entry.at)
+            self._apply(entry, self.start)
+        self._note_skew(entry, behind, self.skewed)
+
+    def _judge(self, watermark: datetime | None) -> None:
+        """Let event time run to the watermark: a deadline it passed is a stall, still open."""
+        i = self.i
+        i.stuck_since = None
+        i.updated = self.updated or i.updated
+        if watermark is not None:
+            self._advance(watermark, inclusive=True)
+        self.watermark = watermark
+        self.open_stalls = [self.stall[0]] if self.stall is not None else []
+        if self.stall is not None and i.phase in ACTIVE:
+            i.stuck_since = self.stall[1]
+            i.updated = max(i.updated, self.stall[1])
+        i.timeline = list(self.entries)
+
+    def _cause_of(self, entry: Entry) -> tuple[Entry, float] | None:
+        """Set ``entry.at`` from its cause's (see :meth:`_causal_times`), for one new entry."""
+        direct = self.by_id.get(entry.event.causation or "")
+        entry.at = entry.event.time
+        if direct is None:
+            return None
+        entry.at = max(entry.event.time, direct.at + _TICK)
+        gap = (direct.event.time - entry.event.time).total_seconds()
+        return (direct, gap) if gap > self.m.skew_tolerance else None
+
+    def _causal_times(self, timeline: list[Entry]) -> dict[int, tuple[Entry, float]]:
+        """Set each entry's ``at``: its time, or the latest of its causes' times when that is
+        later (an effect cannot happen before its cause). Returns, for entries stamped before
+        their direct cause by more than the tolerance, that cause and the seconds."""
+        by_id = {e.event.id: e for e in timeline if not e.duplicate}
+        behind: dict[int, tuple[Entry, float]] = {}
+        for entry in timeline:
+            chain = [entry]
+            cause = by_id.get(entry.event.causation or "")
+            while cause is not None and cause not in chain:  # up to the root cause
+                chain.append(cause)
+                cause = by_id.get(cause.event.causation or "")
+            at = chain[-1].event.time
+            for link in reversed(chain[:-1]):  # each effect a tick after its cause at least
+                at = max(link.event.time, at + _TICK)
+            entry.at = at
+            direct = chain[1] if len(chain) > 1 else None
+            if direct is not None:
+                gap = (direct.event.time - entry.event.time).total_seconds()
+                if gap > self.m.skew_tolerance:
+                    behind[id(entry)] = (direct, gap)
+        return behind
+
+    def _reset(self, start: Entry) -> None:
+        i, began = self.i, start.at
+        deadline = self.m.definition.deadline
+        i.started = i.updated = i.progress_at = began
+        i.phase = "running"
+        i.failed_at = i.finished = i.stuck_since = None
+        i.deadline = began + timedelta(seconds=deadline) if deadline else None
+        i.done, i.compensations, i.waiting, i.anomalies = {}, [], [], []
+        self._plan()
+
+    def _advance(self, moment: datetime, *, inclusive: bool = False) -> None:
+        """Let event time run to ``moment``: a deadline passed before it opens a stall."""
+        i = self.i
+        due = i.due
+        if due is None or self.stall is not None:
             return
-        index = self._step_index[step]
-        for other, other_at in instance.done.items():
-            j = self._step_index.get(other, index)  # a step since removed from the definition
-            if (j > index and other_at < at) or (j < index and other_at > at):
-                self._flag(instance, entry, outcome, "out_of_order", f"{step} came after {other}")
+        if due > moment or (due == moment and not inclusive):
+            return
+        if i.phase in ACTIVE:
+            alert = self._stuck_alert(due)
+        elif i.waiting and self.closing is not None:  # closed, still owing compensations
+            detail = f"closed owing {', '.join(i.waiting)}, not seen by {format_time(due)}"
+            alert = self._flag(self.closing, "compensation_missing", detail, at=due)
+        else:
+            return
+        self.stall = (alert, due)
+
+    def _apply(self, entry: Entry, start: Entry) -> None:
+        i = self.i
+        obs = entry.event
+        i.updated = max(i.updated, entry.at)
+        if entry.role == "start":
+            self._flag(entry, "unexpected", "a second start event")
+            return
+        if entry.at < start.at:
+            detail = f"happened before the start event {start.event.type}"
+            self._flag(entry, "out_of_order", detail)
+            self._orphan_alert(entry)
+        if entry.role == "unknown":
+            self._flag(entry, "unexpected", f"{obs.type} is not part of {self.m.name}")
+            return
+        plan = (i.phase, tuple(i.expected), i.due, tuple(i.waiting))
+        phase = i.phase
+        getattr(self, f"_on_{entry.role}")(entry)
+        if (i.phase, tuple(i.expected), i.due, tuple(i.waiting)) == plan:
+            return  # no progress: a stall goes on
+        if self.stall is not None:
+            waited = " or ".join(plan[1]) or "progress"
+            shown = format_time(self.stall[1])
+            self._flag(entry, "late", f"the saga waited for {waited} until {shown}")
+            self.stall = None
+        if i.phase != phase and i.phase in _STATE_ALERTS:
+            self._state_alert(phase, entry)
+
+    # -- roles -----------------------------------------------------------------------------
+
+    def _on_step(self, entry: Entry) -> None:
+        i, m = self.i, self.m
+        step, at = entry.event.type, entry.at
+        if i.phase == "compensating":
+            self._flag(entry, "unexpected", "a step after the saga failed")
+            return
+        if i.phase != "running":
+            self._flag(entry, "after_terminal", f"arrived after the saga {i.phase}")
+            return
+        if step in i.done:
+            self._flag(entry, "unexpected", f"{step} happened already")
+            return
+        index = m.step_index[step]
+        for other in i.done:
+            if m.step_index.get(other, index) > index:  # a later step happened before this one
+                self._flag(entry, "out_of_order", f"{step} came after {other}")
                 break
-        previous = self._base_time(instance, index)
-        outcome.step_seconds.append((self.name, step, max(0.0, (at - previous).total_seconds())))
-        instance.done[step] = at
-        instance.progress_at = max(instance.progress_at or at, at)
-        if step in self._complete:
-            self._on_complete(instance, entry, outcome)
+        entry.waited = max(0.0, (at - self._base_time(index)).total_seconds())
+        i.done[step] = at
+        i.progress_at = max(i.progress_at or at, at)
+        if step in m.complete:
+            self._on_complete(entry)
+        else:
+            self._plan()
 
-    def _on_complete(self, instance: Instance, entry: Entry, outcome: Outcome) -> None:
-        if instance.phase == "compensating":
-            self._flag(instance, entry, outcome, "unexpected", "completion while compensating")
+    def _on_complete(self, entry: Entry) -> None:
+        i, m = self.i, self.m
+        if i.phase == "compensating":
+            self._flag(entry, "unexpected", "completion while compensating")
             return
-        if instance.compensations:
-            detail = f"completed although {', '.join(instance.compensations)} happened"
-            self._flag(instance, entry, outcome, "unexpected", detail)
-        # Skipped steps may still be on their way over another topic: judged after the grace.
-        instance.missing = [s.event for s in self.definition.steps if s.event not in instance.done]
-        self._finish(instance, "completed", entry.event.time)
+        if i.phase != "running":
+            self._flag(entry, "after_terminal", f"arrived after the saga {i.phase}")
+            return
+        if i.compensations:
+            detail = f"completed although {', '.join(i.compensations)} happened"
+            self._flag(entry, "unexpected", detail)
+        missing = [s for s in m.step_events if s not in i.done]
+        if missing:
+            self._flag(entry, "out_of_order", f"completed without {', '.join(missing)}")
+        self._finish("completed", entry.at)
 
-    def _on_fail(self, instance: Instance, entry: Entry, outcome: Outcome) -> None:
-        if instance.phase == "compensating":
+    def _on_fail(self, entry: Entry) -> None:
+        i = self.i
+        if i.phase == "completed":
+            self._flag(entry, "after_terminal", "arrived after the saga completed")
+            return
+        if i.phase != "running":
             return  # a second failure report changes nothing
-        instance.failed_at = entry.event.time
+        i.failed_at = entry.at
         owed = [
             s.compensation
-            for s in reversed(self.definition.steps)
-            if s.compensation and s.event in instance.done
+            for s in reversed(self.m.definition.steps)
+            if s.compensation and s.event in i.done
         ]
-        instance.waiting = [c for c in owed if c not in instance.compensations]
-        if instance.waiting:
-            instance.phase = "compensating"
-        else:  # nothing to undo, or undone already (compensations overtook the failure)
-            self._finish(instance, "compensated" if owed else "failed", entry.event.time)
+        i.waiting = [c for c in owed if c not in i.compensations]
+        if i.waiting:
+            i.phase = "compensating"
+            self._plan()
+        else:  # nothing to undo, or undone already (compensations before the failure)
+            self._finish("compensated" if owed else "failed", entry.at)
 
-    def _on_compensation(self, instance: Instance, entry: Entry, outcome: Outcome) -> None:
+    def _on_compensation(self, entry: Entry) -> None:
+        i = self.i
         compensation = entry.event.type
-        step = self._compensates[compensation]
-        if instance.phase == "compensating" and compensation in instance.waiting:
-            instance.waiting.remove(compensation)
-            instance.compensations.append(compensation)
-            if not instance.waiting:
-                self._finish(instance, "compensated", entry.event.time)
+        step = self.m.compensates[compensation]
+        if i.phase == "completed":
+            self._flag(entry, "after_terminal", "arrived after the saga completed")
             return
-        if step not in instance.done:
-            detail = f"compensates {step}, which did not happen"
-        elif compensation in instance.compensations:
-            detail = f"{step} was compensated already"
-        else:  # the failure may still be on its way over another topic
-            instance.compensations.append(compensation)
+        if step not in i.done:
+            self._flag(entry, "unexpected", f"compensates {step}, which did not happen")
             return
-        self._flag(instance, entry, outcome, "unexpected", detail)
-
-    def _on_compensated(self, instance: Instance, entry: Entry, outcome: Outcome) -> None:
-        self._finish(instance, "compensated", entry.event.time)
-
-    # -- the clock -------------------------------------------------------------------------
-
-    def tick(self, instance: Instance, now: datetime) -> Outcome:
-        """Mark ``instance`` stuck when its deadline passed by ``now`` (alerting once).
-
-        For a completed instance with skipped steps, report them once the grace is over.
-        """
-        if instance.missing:
-            return self._settle(instance, now)
-        if instance.phase not in ACTIVE or instance.stuck_since is not None:
-            return Outcome()
-        if instance.due is None or now < instance.due:
-            return Outcome()
-        before = instance.state
-        instance.stuck_since = now
-        instance.updated = max(instance.updated, now)
-        outcome = Outcome(changed=True)
-        self._state_alert(instance, before, outcome, None)
-        return outcome
-
-    def _settle(self, instance: Instance, now: datetime) -> Outcome:
-        if instance.due is None or now < instance.due:
-            return Outcome()
-        outcome = Outcome(changed=True)
-        ends = [e for e in instance.timeline if e.event.type in self._complete]
-        if ends:
-            detail = f"completed without {', '.join(instance.missing)}"
-            self._flag(instance, ends[-1], outcome, "out_of_order", detail, once=False)
-        instance.missing = []
-        self._plan(instance)
-        return outcome
-
-    # -- helpers ---------------------------------------------------------------------------
-
-    def _finish(self, instance: Instance, phase: str, at: datetime) -> None:
-        instance.phase = phase
-        instance.finished = at
-        instance.stuck_since = None
-        if phase != "compensated":
-            instance.waiting = []
-
-    def _base_time(self, instance: Instance, index: int) -> datetime:
-        """When the clock of step ``index`` started: the previous step, else the start."""
-        if index > 0:
-            previous = self.definition.steps[index - 1].event
-            if previous in instance.done:
-                return instance.done[previous]
-        return instance.progress_at if index > 0 and instance.progress_at else instance.started
-
-    def _plan(self, instance: Instance) -> None:
-        """Work out what ``instance`` expects next and by when."""
-        due: datetime | None = None
-        if instance.phase == "running":
-            done = instance.done
-            index = None
-            for i, step_event in enumerate(self._step_events):
-                if step_event not in done:
-                    index = i
-                    break
-            if index is None:
-                instance.expected = list(self.definition.complete)
-            else:
-                instance.expected = [self._step_events[index]]
-                step_within = self._withins[index]
-                if step_within is not None:
-                    due = self._base_time(instance, index) + step_within
-        elif instance.phase == "compensating":
-            instance.expected = list(instance.waiting)
-            within = self.definition.compensation_within
-            if within and instance.failed_at is not None:
-                due = instance.failed_at + timedelta(seconds=within)
+        if compensation in i.compensations:
+            self._flag(entry, "unexpected", f"{step} was compensated already")
+            return
+        i.compensations.append(compensation)
+        if compensation not in i.waiting:
+            return  # before the failure (it may be timed a little early): remembered
+        i.waiting.remove(compensation)
+        if i.phase == "compensating" and not i.waiting:
+            self._finish("compensated", entry.at)
         else:
-            instance.expected, instance.due = [], None
-            grace = self.definition.grace
-            if instance.missing and instance.finished is not None and grace is not None:
-                instance.due = instance.finished + timedelta(seconds=grace)
-            return
-        if instance.deadline is not None and (due is None or instance.deadline < due):
-            due = instance.deadline
-        instance.due = due
+            self._plan()
 
-    def _flag(
-        self,
-        instance: Instance,
-        entry: Entry,
-        outcome: Outcome,
-        kind: str,
-        detail: str,
-        *,
-        once: bool = True,
-    ) -> None:
-        if once and kind in entry.flags:
+    def _on_compensated(self, entry: Entry) -> None:
+        i = self.i
+        if i.phase == "completed":
+            self._flag(entry, "after_terminal", "arrived after the saga completed")
             return
+        if i.phase in ("failed", "compensated"):
+            return  # the expected epilogue of a failure
+        if i.phase == "running":  # closed without a failure event: every done step owes
+            i.failed_at = entry.at
+            owed = [
+                s.compensation
+                for s in reversed(self.m.definition.steps)
+                if s.compensation and s.event in i.done
+            ]
+            i.waiting = [c for c in owed if c not in i.compensations]
+        self.closing = entry
+        self._finish("compensated", entry.at)
+
+    # -- deadlines -------------------------------------------------------------------------
+
+    def _finish(self, phase: str, at: datetime) -> None:
+        i = self.i
+        i.phase = phase
+        i.finished = at
+        if phase != "compensated":
+            i.waiting = []
+        self._plan()
+
+    def _base_time(self, index: int) -> datetime:
+        """When the clock of step ``index`` started: the previous step, else the last progress."""
+        i = self.i
+        if index > 0:
+            previous = self.m.step_events[index - 1]
+            if previous in i.done:
+                return i.done[previous]
+            return i.progress_at or i.started
+        return i.started
+
+    def _plan(self) -> None:
+        """Work out what the instance expects next and by when."""
+        i, m = self.i, self.m
+        due: datetime | None = None
+        if i.phase == "running":
+            index = next((n for n, s in enumerate(m.step_events) if s not in i.done), None)
+            if index is None:
+                i.expected = list(m.definition.complete)
+            else:
+                i.expected = [m.step_events[index]]
+                within = m.withins[index]
+                if within is not None:
+                    due = self._base_time(index) + within
+        elif i.phase == "compensating":
+            i.expected = list(i.waiting)
+            limit = m.definition.compensation_within
+            if limit and i.failed_at is not None:
+                due = i.failed_at + timedelta(seconds=limit)
+        else:
+            i.expected = list(i.waiting)
+            wait = m.ledger_wait
+            i.due = i.finished + wait if i.waiting and wait and i.finished else None
+            return
+        if i.deadline is not None and (due is None or i.deadline < due):
+            due = i.deadline
+        i.due = due
+
+    # -- anomalies and alerts --------------------------------------------------------------
+
+    def _note_skew(
+        self, entry: Entry, behind: tuple[Entry, float] | None, skewed: set[str]
+    ) -> None:
+        """Report a source whose clock disagrees, once per source: it stamped an event in the
+        future (corrected on arrival), or before the event that caused it."""
+        obs = entry.event
+        if obs.source in skewed or not (obs.skew or behind):
+            return
+        skewed.add(obs.source)
+        if behind is not None:
+            cause, gap = behind
+            detail = (
+                f"stamped {format_duration(gap)} before its cause {cause.event.type}: "
+                f"{obs.source}'s clock runs behind; ordered after its cause"
+            )
+        else:
+            detail = (
+                f"stamped {format_duration(-obs.skew)} in the future: {obs.source}'s clock "
+                "runs ahead; its time was corrected to its arrival"
+            )
+        self._flag(entry, "clock_skew", detail)
+
+    def _flag(self, entry: Entry, kind: str, detail: str, *, at: datetime | None = None) -> Alert:
         obs = entry.event
         if kind not in entry.flags:
             entry.flags.append(kind)
             entry.encoded = None
-        anomaly = Anomaly(kind, obs.type, obs.id, obs.source, obs.time, detail)
-        instance.anomalies.append(anomaly)
-        outcome.anomalies.append(anomaly)
-        data = self._alert_data(instance, obs)
+        anomaly = Anomaly(kind, obs.type, obs.id, obs.source, entry.at, detail)
+        self.i.anomalies.append(anomaly)
+        data = self._alert_data(obs)
         data["anomaly"] = anomaly.to_dict()
-        outcome.alerts.append(Alert("saga.anomaly", self.name, instance.correlation_id, data))
+        alert = Alert("saga.anomaly", self.m.name, self.i.correlation_id, data)
+        self.alerts.append((at or entry.at, alert))
+        return alert
 
-    def _state_alert(
-        self, instance: Instance, before: str, outcome: Outcome, obs: Observation | None
-    ) -> None:
-        state = instance.state
-        if state == before or state not in _STATE_ALERTS:
-            return
-        data = self._alert_data(instance, obs)
+    def _orphan_alert(self, entry: Entry) -> None:
+        """What a monitor said when this event came before its start: an orphan, for a while."""
+        alert = orphan_alert(self.m, self.i.correlation_id, entry.event)
+        self.alerts.append((entry.at, alert))
+
+    def _stuck_alert(self, due: datetime) -> Alert:
+        i = self.i
+        data = self._alert_data(None)
+        data["state"] = "stuck"
+        data["previous_state"] = i.phase
+        data["deadline"] = format_time(due)
+        waited = (due - i.progress_at) if i.progress_at else None
+        data["waited"] = format_duration(waited.total_seconds()) if waited else None
+        alert = Alert("saga.stuck", self.m.name, i.correlation_id, data)
+        self.alerts.append((due, alert))
+        return alert
+
+    def _state_alert(self, before: str, entry: Entry) -> None:
+        i = self.i
+        data = self._alert_data(entry.event)
         data["previous_state"] = before
-        if state == "stuck" and instance.due is not None:
-            data["deadline"] = format_time(instance.due)
-            waited = (instance.due - instance.progress_at) if instance.progress_at else None
-            data["waited"] = format_duration(waited.total_seconds()) if waited else None
-        outcome.alerts.append(Alert(f"saga.{state}", self.name, instance.correlation_id, data))
+        alert = Alert(f"saga.{i.phase}", self.m.name, i.correlation_id, data)
+        self.alerts.append((entry.at, alert))
 
-    def _alert_data(self, instance: Instance, obs: Observation | None) -> dict[str, Any]:
+    def _alert_data(self, obs: Observation | None) -> dict[str, Any]:
+        i = self.i
         data: dict[str, Any] = {
-            "saga": self.name,
-            "correlation_id": instance.correlation_id,
-            "state": instance.state,
-            "started": format_time(instance.started),
-            "expected_next": list(instance.expected),
-            "due": format_time(instance.due) if instance.due else None,
+            "saga": self.m.name,
+            "correlation_id": i.correlation_id,
+            "state": i.phase,
+            "started": format_time(i.started),
+            "expected_next": list(i.expected),
+            "due": format_time(i.due) if i.due else None,
         }
         if obs is not None:
-            data["event"] = _event_info(obs)
+            data["event"] = event_info(obs)
         return data
 
 
-def _event_info(obs: Observation) -> dict[str, Any]:
+def orphan_alert(machine: SagaMachine, correlation_id: str, obs: Observation) -> Alert:
+    """The alert for an event of ``machine``'s saga whose instance had not started."""
+    anomaly = Anomaly(
+        "orphan",
+        obs.type,
+        obs.id,
+        obs.source,
+        obs.time,
+        f"no {' or '.join(machine.definition.start)} seen for correlation id {correlation_id}",
+    )
+    data = {
+        "saga": machine.name,
+        "correlation_id": correlation_id,
+        "state": None,
+        "anomaly": anomaly.to_dict(),
+        "event": event_info(obs),
+    }
+    return Alert("saga.anomaly", machine.name, correlation_id, data)
+
+
+def event_info(obs: Observation) -> dict[str, Any]:
+    """What an alert says about the event behind it."""
     return {"type": obs.type, "id": obs.id, "source": obs.source, "time": format_time(obs.time)}

@@ -5,7 +5,9 @@
 * ``choreo_saga_stuck_total{saga}`` - instances that became stuck;
 * ``choreo_saga_anomalies_total{saga,kind}`` - anomalies by kind;
 * ``choreo_saga_events_total{outcome}`` - events applied, ignored or uncorrelated;
-* ``choreo_saga_alerts_total{type}`` - alerts published.
+* ``choreo_saga_alerts_total{type}`` - alerts published;
+* ``choreo_saga_monitor_lag_seconds`` - how far the monitor's watermark trails the wall clock
+  (beyond the allowed delivery delay): while it is above zero, verdicts wait.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "ANOMALIES",
     "EVENTS",
     "INSTANCES",
+    "LAG",
     "STEP_SECONDS",
     "STUCK",
     "record",
@@ -41,6 +44,10 @@ STUCK = Counter("choreo_saga_stuck", "Saga instances that became stuck", ["saga"
 ANOMALIES = Counter("choreo_saga_anomalies", "Saga anomalies by kind", ["saga", "kind"])
 EVENTS = Counter("choreo_saga_events", "Events seen by the saga monitor", ["outcome"])
 ALERTS = Counter("choreo_saga_alerts", "Saga alerts published", ["type"])
+LAG = Gauge(
+    "choreo_saga_monitor_lag_seconds",
+    "How far the saga monitor's watermark trails the wall clock; verdicts wait meanwhile",
+)
 
 
 def record(outcome: Outcome) -> None:

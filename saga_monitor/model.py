@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from broker.envelope import Event, format_time, parse_time
@@ -31,12 +31,25 @@ __all__ = [
 STATES = ("running", "completed", "compensating", "compensated", "failed", "stuck")
 ACTIVE = frozenset(("running", "compensating"))
 TERMINAL = frozenset(("completed", "compensated", "failed"))
-#: duplicate: same source+id seen again; unexpected: a type the saga does not know, or one that
-#: makes no sense in the instance's state; out_of_order: event times contradict the step order;
-#: late: arrived after its deadline (the instance was stuck); after_terminal: arrived after the
-#: instance finished; orphan: belongs to a saga but no start event was seen for its correlation id.
-ANOMALY_KINDS = ("duplicate", "unexpected", "out_of_order", "late", "after_terminal", "orphan")
+#: duplicate: the same source+id published again (a second broker message, not a redelivery);
+#: unexpected: a type the saga does not know, or one that makes no sense in the instance's state;
+#: out_of_order: event times contradict the step order; late: happened (by its event time) after
+#: the deadline it was awaited by; after_terminal: happened after the instance finished; orphan:
+#: belongs to a saga but no start event was seen for its correlation id; clock_skew: its source's
+#: clock disagrees with the monitor's, so its time was corrected; compensation_missing: the saga
+#: closed owing a done step's compensation, and the compensation did not come in time.
+ANOMALY_KINDS = (
+    "duplicate",
+    "unexpected",
+    "out_of_order",
+    "late",
+    "after_terminal",
+    "orphan",
+    "clock_skew",
+    "compensation_missing",
+)
 MAX_DATA_CHARS = 4096
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -64,18 +77,39 @@ class Observation:
     topic: str | None = None
     causation: str | None = None
     data: Any = None
+    #: When the monitor received it (its own clock); None for events applied without one.
+    arrived: datetime | None = None
+    #: Seconds added to the event's own time to correct its source's clock (0: trusted as is).
+    skew: float = 0.0
+    #: The broker position of the message that carried it, when the backend has one: two
+    #: messages at different positions with one source+id are a duplicate, the same position
+    #: again is a redelivery.
+    delivery: str | None = None
 
     @classmethod
-    def from_event(cls, event: Event, *, topic: str | None, now: datetime) -> Observation:
-        """The observation of ``event``; an event without ``time`` is stamped with ``now``."""
+    def from_event(
+        cls,
+        event: Event,
+        *,
+        topic: str | None,
+        now: datetime,
+        skew: float = 0.0,
+        delivery: str | None = None,
+    ) -> Observation:
+        """The observation of ``event`` received at ``now``; an event without ``time`` is
+        stamped with ``now``, and ``skew`` seconds correct its source's clock."""
+        moment = event.time or now
         return cls(
             type=event.type,
             source=event.source,
             id=event.id,
-            time=event.time or now,
+            time=moment + timedelta(seconds=skew) if skew else moment,
             topic=topic,
             causation=event.causationid,
             data=_bounded(event.data),
+            arrived=now,
+            skew=skew,
+            delivery=delivery,
         )
 
     @property
@@ -133,8 +167,19 @@ class Entry:
     event: Observation
     role: str
     flags: list[str] = dataclasses.field(default_factory=list)
-    #: The entry's JSON, made once: entries never change after the event that added them.
+    #: A second copy of an event already in the timeline: shown, flagged, never applied.
+    duplicate: bool = False
+    #: The entry's JSON, cached until the entry's flags change.
     encoded: str | None = dataclasses.field(default=None, compare=False, repr=False)
+    #: For a step: seconds from the previous step (or the start); worked out by each fold.
+    waited: float | None = dataclasses.field(default=None, compare=False, repr=False)
+    #: When it happened as the fold orders it: its time, or its cause's if that is later (an
+    #: effect cannot happen before its cause; its clock was behind). Worked out by each fold.
+    at: datetime = dataclasses.field(default=_NEVER, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.at is _NEVER:
+            self.at = self.event.time
 
     def to_json(self) -> str:
         if self.encoded is None:
@@ -153,6 +198,10 @@ class Entry:
             "data": obs.data,
             "role": self.role,
             "flags": list(self.flags),
+            "arrived": _time(obs.arrived),
+            "skew": obs.skew,
+            "delivery": obs.delivery,
+            "duplicate": self.duplicate,
         }
 
     @classmethod
@@ -165,8 +214,11 @@ class Entry:
             raw.get("topic"),
             raw.get("causation"),
             raw.get("data"),
+            _parse(raw.get("arrived")),
+            float(raw.get("skew") or 0.0),
+            raw.get("delivery"),
         )
-        return cls(obs, raw["role"], list(raw.get("flags", ())))
+        return cls(obs, raw["role"], list(raw.get("flags", ())), bool(raw.get("duplicate")))
 
 
 @dataclasses.dataclass(slots=True)
@@ -206,8 +258,12 @@ class Anomaly:
 class Instance:
     """One saga instance: a (saga, correlation id) and everything observed about it.
 
+    The timeline is the record; everything else is derived from it by the saga machine (a fold
+    over the events in event-time order, judged against the monitor's watermark), so the same
+    events always give the same instance, whatever order they were delivered in.
+
     ``phase`` is where the saga is (running, compensating or a terminal state); ``state`` adds
-    ``stuck`` on top of an active phase whose deadline passed.
+    ``stuck`` on top of an active phase whose deadline the watermark passed.
     """
 
     saga: str
@@ -218,17 +274,35 @@ class Instance:
     progress_at: datetime | None = None
     failed_at: datetime | None = None
     finished: datetime | None = None
+    #: The deadline that passed while the saga was active (None while it is not stuck).
     stuck_since: datetime | None = None
     deadline: datetime | None = None
     due: datetime | None = None
     expected: list[str] = dataclasses.field(default_factory=list)
     done: dict[str, datetime] = dataclasses.field(default_factory=dict)
+    #: Compensations seen, in event-time order.
     compensations: list[str] = dataclasses.field(default_factory=list)
+    #: The ledger: compensations owed (of steps done before the failure) and not seen yet.
     waiting: list[str] = dataclasses.field(default_factory=list)
-    missing: list[str] = dataclasses.field(default_factory=list)
     timeline: list[Entry] = dataclasses.field(default_factory=list)
+    #: Events of no saga that happened before the start: kept out of the timeline.
+    foreign: list[Entry] = dataclasses.field(default_factory=list)
     anomalies: list[Anomaly] = dataclasses.field(default_factory=list)
+    #: source+id of every event in the timeline -> the broker position that carried it ("" when
+    #: the backend has none).
     seen: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Ids of the alerts already handed to the outbox (each alert goes out once).
+    alerted: list[str] = dataclasses.field(default_factory=list)
+    #: Stuck alerts sent and not yet resolved: alert id -> what the resolving alert repeats.
+    open_alerts: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    #: The monitor's watermark when the instance was last judged.
+    judged: datetime | None = None
+    #: When the monitor must look at the instance again (a deadline, or an alert that waits for
+    #: the watermark); None when nothing can happen without a new event.
+    check_at: datetime | None = None
+    #: The saga machine's last pass, kept in memory (never stored) so that the next event can
+    #: carry on from it instead of replaying the whole timeline.
+    fold: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def state(self) -> str:
@@ -246,6 +320,7 @@ class Instance:
             "expected_next": list(self.expected),
             "due": _time(self.due),
             "stuck_since": _time(self.stuck_since),
+            "owed": list(self.waiting),
             "events": len(self.timeline),
             "anomalies": [
                 {"kind": a.kind, "type": a.type, "id": a.event_id, "detail": a.detail}
@@ -266,9 +341,13 @@ class Instance:
             "done": {step: _time(at) for step, at in self.done.items()},
             "compensations": list(self.compensations),
             "waiting": list(self.waiting),
-            "missing": list(self.missing),
             "timeline": [e.to_dict() for e in self.timeline],
+            "foreign": [e.to_dict() for e in self.foreign],
             "seen": dict(self.seen),
+            "alerted": list(self.alerted),
+            "open_alerts": dict(self.open_alerts),
+            "judged": _time(self.judged),
+            "check_at": _time(self.check_at),
         }
 
     def to_json(self) -> str:
@@ -299,10 +378,14 @@ class Instance:
             done={step: parse_time(at) for step, at in raw.get("done", {}).items()},
             compensations=list(raw.get("compensations", ())),
             waiting=list(raw.get("waiting", ())),
-            missing=list(raw.get("missing", ())),
             timeline=[Entry.from_dict(e) for e in raw.get("timeline", ())],
+            foreign=[Entry.from_dict(e) for e in raw.get("foreign", ())],
             anomalies=[Anomaly.from_dict(a) for a in raw.get("anomalies", ())],
-            seen=dict(raw.get("seen", {})),
+            seen={key: str(value or "") for key, value in raw.get("seen", {}).items()},
+            alerted=list(raw.get("alerted", ())),
+            open_alerts=dict(raw.get("open_alerts", {})),
+            judged=_parse(raw.get("judged")),
+            check_at=_parse(raw.get("check_at")),
         )
 
 
@@ -317,7 +400,8 @@ class Alert:
 
     @property
     def event_id(self) -> str:
-        """A CloudEvent id derived from what the alert says: a re-sent alert keeps its id."""
+        """A CloudEvent id derived from what the alert says: a re-sent alert keeps its id, and
+        so does the same verdict reached by another monitor or after a restart."""
         data = self.data
         facts = [
             self.type,
@@ -329,6 +413,10 @@ class Alert:
             data.get("deadline"),
             data.get("state"),
         ]
+        if self.type == "saga.stuck":  # two stalls may share the overall deadline
+            facts.append(data.get("expected_next"))
+        if self.type == "saga.resolved":  # the same resolution whenever it is noticed
+            facts = [self.type, self.saga, self.correlation_id, data.get("resolves")]
         return str(uuid.uuid5(uuid.NAMESPACE_URL, "choreo-saga-alert:" + json.dumps(facts)))
 
     def to_dict(self) -> dict[str, Any]:

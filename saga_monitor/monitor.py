@@ -6,13 +6,15 @@ It never orchestrates and never writes to the services' topics: it reads as its 
 ``saga.completed``, ``saga.anomaly``; the data carries saga, correlation id, state, what is
 expected next and by when).
 
-Each event is applied in one store transaction together with the alerts it raises (an outbox);
-alerts are published after the commit and deleted once the broker accepted them. A timer checks
-the persisted deadlines every ``tick_interval`` seconds by ``clock``, so an instance gets stuck
-without any further event, and a deadline that passed while the monitor was down is reported
-as soon as it starts again.
+Events are applied in batches, each in one store transaction together with the alerts it
+raises (an outbox); alerts are published after the commit and deleted once the broker accepted
+them, and a delivery is acknowledged only after its batch committed. Every ``tick_interval``
+seconds (by ``clock``) the monitor advances its watermark (:mod:`saga_monitor.watermark`) and
+judges the instances whose deadlines it passed, so an instance gets stuck without any further
+event, a deadline that passed while the monitor was down is reported once it has caught up, and
+nothing is judged overdue while the monitor is still reading what it missed.
 
-    monitor = SagaMonitor(load_definitions("sagas.yaml"), bus, open_store())
+    monitor = SagaMonitor(load_definitions("sagas.yaml"), bus, open_saga_store())
     await monitor.start()      # subscribes, reports overdue deadlines, starts the timer
     ...
     await monitor.stop()
@@ -22,19 +24,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from broker import Bus, DeadLetter, Event, Policy, Retry, Subscriber
+from broker.context import current_delivery
 from broker.observability import get_logger
 from saga_monitor import metrics
-from saga_monitor.correlator import Correlator
+from saga_monitor.correlator import Correlator, Received
 from saga_monitor.definitions import Definitions
 from saga_monitor.errors import SagaError
 from saga_monitor.machine import Outcome
 from saga_monitor.model import utcnow
-from saga_monitor.store import Store
+from saga_monitor.store import SagaStore
+from saga_monitor.watermark import SourceClocks, Watermark
 
 __all__ = ["MONITOR_POLICY", "SagaMonitor", "summarise"]
 
@@ -58,7 +64,7 @@ class SagaMonitor:
         self,
         definitions: Definitions,
         bus: Bus,
-        store: Store,
+        store: SagaStore,
         *,
         alerts_topic: str | None = "saga.alerts",
         group: str = "choreo-saga-monitor",
@@ -67,6 +73,8 @@ class SagaMonitor:
         retention: float | None = 7 * 86400.0,
         from_beginning: bool = False,
         topics: tuple[str, ...] | None = None,
+        max_delay: float = 2.0,
+        skew_tolerance: float = 1.0,
     ) -> None:
         self.definitions = definitions
         self.bus = bus
@@ -83,9 +91,16 @@ class SagaMonitor:
                 "the saga definitions name no topics to watch; add `topics: [...]` at the top "
                 "of the file or to a saga"
             )
-        #: Names this run, so events an earlier (killed) run applied are known as redeliveries.
-        self.run_id = uuid.uuid4().hex[:12]
-        self.correlator = Correlator(definitions, run=self.run_id)
+        self.correlator = Correlator(definitions, skew_tolerance=skew_tolerance)
+        #: How long an event may take from its own time to the broker (see watermark.py).
+        self.max_delay = max_delay
+        self.clocks = SourceClocks(skew_tolerance)
+        self.watermark = Watermark([], max_delay=max_delay, floor=store.watermark(group))
+        #: This monitor among the group's members (host, process, run), as the store knows it.
+        self.member = f"{group}/{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        #: The watermark verdicts are judged against: the lowest of the group's live members'
+        #: (each knows the events it holds; a store shared by several monitors needs them all).
+        self.verdicts_at: datetime | None = self.watermark.value
         self.applied = 0
         self.alerts_published = 0
         self._subscribers: list[Subscriber] = []
@@ -99,10 +114,13 @@ class SagaMonitor:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> SagaMonitor:
-        """Publish leftover alerts, report overdue deadlines, subscribe and start the timer."""
+        """Publish leftover alerts, subscribe, start the timer (which judges the deadlines as
+        soon as the watermark shows the monitor caught up)."""
         await self.bus.start()
+        # Known to the group before it takes any event: until this member has a watermark of
+        # its own, the group's verdicts wait for it.
+        self.store.record_monitor(self.member, None, float("inf"), self.clock())
         await self.flush_alerts()
-        await self.check()
         subscribing = [
             self.bus.subscribe(
                 topic,
@@ -119,6 +137,9 @@ class SagaMonitor:
         if failure is not None:
             await self.stop()
             raise failure
+        self.watermark = Watermark(
+            self._subscribers, max_delay=self.max_delay, floor=self.watermark.value
+        )
         self._batcher.start()
         self._timer = asyncio.create_task(self._tick_forever(), name="choreo:saga-timer")
         self._log.info("saga monitor started", topics=list(self.topics))
@@ -153,19 +174,29 @@ class SagaMonitor:
 
     def _handler_for(self, topic: str) -> Callable[[Event], Awaitable[None]]:
         async def handle(event: Event) -> None:
-            await self._batcher.submit(event, topic)
+            delivery = current_delivery()
+            if delivery is None:
+                await self._batcher.submit(Received(event, topic))
+                return
+            position = delivery.position
+            redelivered = delivery.redelivered > 0
+            await self._batcher.submit(Received(event, topic, position, redelivered))
 
         return handle
 
     async def apply(self, event: Event, *, topic: str | None = None) -> Outcome:
         """Apply one event now (what the subscriptions do for each delivery)."""
-        (outcome,) = await self.apply_many([(event, topic)])
+        (outcome,) = await self.apply_many([Received(event, topic)])
         return outcome
 
-    async def apply_many(self, items: list[tuple[Event, str | None]]) -> list[Outcome]:
+    async def apply_many(self, items: list[Received]) -> list[Outcome]:
         """Apply events in one store transaction, then publish the alerts they raised."""
+        now = self.clock()
+        corrected = [self._corrected(item, now) for item in items]
         before = self.correlator.uncorrelated
-        outcomes = self.correlator.apply_many(self.store, items, now=self.clock())
+        outcomes = self.correlator.apply_many(
+            self.store, corrected, now=now, watermark=self.verdicts_at
+        )
         self.applied += len(items)
         if self.correlator.uncorrelated != before:
             metrics.EVENTS.labels("uncorrelated").inc(self.correlator.uncorrelated - before)
@@ -175,6 +206,14 @@ class SagaMonitor:
         if any(outcome.alerts for outcome in outcomes):
             await self._flush_quietly()
         return outcomes
+
+    def _corrected(self, item: Received, now: datetime) -> Received:
+        """``item`` with the correction its source's clock needs (learning from it)."""
+        event = item.event
+        if event.time is None:
+            return item
+        skew = self.clocks.correction(event.source, event.time, now)
+        return Received(item.event, item.topic, item.delivery, item.redelivered, skew)
 
     async def _flush_quietly(self) -> None:
         """Publish alerts; if the broker refuses, they wait in the outbox for the next tick."""
@@ -186,9 +225,20 @@ class SagaMonitor:
     # -- the clock -------------------------------------------------------------------------
 
     async def check(self, now: datetime | None = None) -> Outcome:
-        """Check every persisted deadline against ``now`` (default: the clock) and alert."""
+        """Advance the watermark at ``now`` (default: the clock), judge the instances whose
+        deadlines it passed, and alert."""
         now = now or self.clock()
-        outcome = self.correlator.tick(self.store, now)
+        oldest = self._batcher.oldest(now)
+        own = await self.watermark.refresh(now, oldest)
+        self.store.record_monitor(self.member, own, self.watermark.lag, now)
+        watermark = self._group_watermark(now)
+        lag = self._lag(watermark, now)
+        self.store.record_monitor(self.group, watermark, lag, now)
+        metrics.LAG.set(lag if watermark is not None else 0.0)
+        self.verdicts_at = watermark
+        if watermark is None:
+            return Outcome()  # nothing known yet: every verdict waits
+        outcome = self.correlator.tick(self.store, watermark)
         metrics.record(outcome)
         if outcome.alerts:
             await self.flush_alerts()
@@ -197,6 +247,27 @@ class SagaMonitor:
             metrics.set_counts(self.correlator.machines, self.store.counts())
         self._maybe_prune(now)
         return outcome
+
+    def _group_watermark(self, now: datetime) -> datetime | None:
+        """The lowest watermark of the group's members that recorded one lately (this one
+        included); None while one of them knows nothing yet."""
+        quiet = timedelta(seconds=max(10.0, 10 * self.tick_interval))
+        members = [
+            status
+            for status in self.store.monitors()
+            if status.name.startswith(f"{self.group}/") and now - status.updated <= quiet
+        ]
+        marks = [status.watermark for status in members]
+        if not marks or any(mark is None for mark in marks):
+            return None
+        return min(mark for mark in marks if mark is not None)
+
+    def _lag(self, watermark: datetime | None, now: datetime) -> float:
+        """How far ``watermark`` trails ``now`` beyond the allowed delivery delay."""
+        if watermark is None:
+            return float("inf")
+        live = now - timedelta(seconds=self.max_delay)
+        return max(0.0, (live - watermark).total_seconds())
 
     def _maybe_prune(self, now: datetime) -> None:
         if self.retention is None:
@@ -255,7 +326,8 @@ class _GroupCommit:
     def __init__(self, monitor: SagaMonitor, max_batch: int = 256) -> None:
         self._monitor = monitor
         self._max = max_batch
-        self._queue: list[tuple[Event, str | None, asyncio.Future[Outcome]]] = []
+        self._queue: list[tuple[Received, asyncio.Future[Outcome], datetime]] = []
+        self._applying: list[datetime] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -268,13 +340,18 @@ class _GroupCommit:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for _, _, future in self._queue:
+        for _, future, _ in self._queue:
             future.cancel()
         self._queue.clear()
 
-    async def submit(self, event: Event, topic: str | None) -> Outcome:
+    def oldest(self, now: datetime) -> datetime:
+        """When the oldest event not applied yet was received (``now`` when there is none)."""
+        times = [received for _, _, received in self._queue[:1]] + self._applying[:1]
+        return min(times, default=now)
+
+    async def submit(self, item: Received) -> Outcome:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queue.append((event, topic, future))
+        self._queue.append((item, future, self._monitor.clock()))
         self._wake.set()
         return await future
 
@@ -285,22 +362,25 @@ class _GroupCommit:
             batch, self._queue = self._queue[: self._max], self._queue[self._max :]
             if not self._queue:
                 self._wake.clear()
-            batch = [item for item in batch if not item[2].done()]
+            batch = [entry for entry in batch if not entry[1].done()]
             if not batch:
                 continue
+            self._applying = [batch[0][2]]
             try:
-                outcomes = await self._monitor.apply_many([(e, t) for e, t, _ in batch])
+                outcomes = await self._monitor.apply_many([item for item, _, _ in batch])
             except Exception as exc:  # every handler of the batch fails and is retried
-                for _, _, future in batch:
+                for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+            finally:
+                self._applying = []
+            for (_, future, _), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
                     future.set_result(outcome)
 
 
-def summarise(store: Store, saga: str | None = None) -> dict[str, int]:
+def summarise(store: SagaStore, saga: str | None = None) -> dict[str, int]:
     """Instances per state (all sagas, or one), e.g. ``{"completed": 3, "stuck": 1}``."""
     totals: dict[str, int] = {}
     for (name, state), count in sorted(store.counts().items()):

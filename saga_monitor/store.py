@@ -7,26 +7,33 @@ One store URL picks the backend: ``sqlite:///.choreo/sagas.db`` (the default),
 * ``saga_instances``: one row per (saga, correlation id) with the indexed columns the views
   filter on (state, started, updated, due, finished) and the full instance as a JSON document
   (timeline, anomalies, the (source, id) of every event applied);
-* ``saga_orphans``: events of a saga whose start was not seen yet, adopted when it arrives;
+* ``saga_orphans``: events of a saga whose start was not seen yet, adopted when it arrives
+  (and whether they were reported as orphans: once the watermark passed them);
+* ``saga_monitors``: each monitor's last watermark and lag, for its restart and the views;
 * ``saga_alerts``: an outbox of alerts, written in the same transaction as the state and
   deleted once published, so a crash between the two re-sends instead of losing an alert.
 
-The monitor applies each event inside one :meth:`SagaStore.transaction`; the (source, id) of the
-events applied to an instance commit with it. A delivery redelivered after a crash (at-least-
-once) is then recognised and changes nothing, so a restarted monitor reaches the same states.
+The monitor applies events inside one :meth:`SagaStore.transaction`; the (source, id) of the
+events applied to an instance commit with it, with the broker position of the message that
+carried each. A message redelivered after a crash (at-least-once) is then recognised and changes
+nothing, so a restarted monitor reaches the same states.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 from datetime import datetime
 from typing import Protocol
 
-from saga_monitor.model import ACTIVE, Alert, Instance, Observation
+from saga_monitor.definitions import format_duration
+from saga_monitor.model import Alert, Entry, Instance, Observation
 
 __all__ = [
     "DEFAULT_STORE_URL",
     "MemoryStore",
+    "MonitorStatus",
     "SagaStore",
     "Transaction",
     "open_saga_store",
@@ -42,11 +49,25 @@ class Transaction(Protocol):
 
     def put(self, instance: Instance) -> None: ...
 
-    def add_orphan(self, saga: str, correlation_id: str, obs: Observation) -> bool:
-        """Buffer an orphan event; False when that (source, id) is buffered already."""
+    def find_orphan(self, saga: str, correlation_id: str, key: str) -> Observation | None:
+        """The orphan buffered under ``key``, if any."""
         ...
 
-    def take_orphans(self, saga: str, correlation_id: str) -> list[Observation]: ...
+    def add_orphan(self, saga: str, correlation_id: str, obs: Observation, key: str) -> bool:
+        """Buffer an orphan event under ``key``; False when that key is buffered already."""
+        ...
+
+    def take_orphans(self, saga: str, correlation_id: str) -> list[tuple[Observation, bool]]:
+        """Remove and return the buffered orphans, each with whether it was reported."""
+        ...
+
+    def mark_orphans_reported(self, keys: list[tuple[str, str, str]]) -> None:
+        """Mark (saga, correlation id, event key) orphans as reported."""
+        ...
+
+    def drop_orphans(self, keys: list[tuple[str, str, str]]) -> None:
+        """Forget (saga, correlation id, event key) orphans."""
+        ...
 
     def add_alerts(self, alerts: list[Alert]) -> None: ...
 
@@ -58,8 +79,14 @@ class SagaStore(Protocol):
 
     def transaction(self) -> contextlib.AbstractContextManager[Transaction]: ...
 
-    def due(self, now: datetime) -> list[tuple[str, str]]:
-        """(saga, correlation id) of active, not yet stuck instances whose deadline passed."""
+    def due(self, watermark: datetime) -> list[tuple[str, str]]:
+        """(saga, correlation id) of instances to judge again at ``watermark``: a deadline or a
+        held alert whose time it passed (their ``check_at``)."""
+        ...
+
+    def unreported_orphans(self, watermark: datetime) -> list[tuple[str, str, str, Observation]]:
+        """(saga, correlation id, key, event) of the orphans not reported yet whose time
+        ``watermark`` passed, oldest first."""
         ...
 
     def pending_alerts(self, limit: int = 500) -> list[tuple[int, Alert]]: ...
@@ -88,11 +115,54 @@ class SagaStore(Protocol):
         """Delete instances that finished (and orphans seen) before the time; returns how many."""
         ...
 
+    def watermark(self, monitor: str) -> datetime | None:
+        """The last watermark recorded by ``monitor`` (a group name), if any."""
+        ...
+
+    def record_monitor(
+        self, monitor: str, watermark: datetime | None, lag: float, at: datetime
+    ) -> None:
+        """Record where ``monitor`` stands (for its next start and for the views)."""
+        ...
+
+    def monitors(self) -> list[MonitorStatus]:
+        """What each monitor recorded last."""
+        ...
+
     def close(self) -> None: ...
 
 
-#: The protocol's name in the correlator and the monitor (until they say ``SagaStore``).
-Store = SagaStore
+@dataclasses.dataclass(frozen=True, slots=True)
+class MonitorStatus:
+    """What a monitor last recorded: its watermark, its lag behind the clock (seconds;
+    infinite before it first caught up), and when."""
+
+    name: str
+    watermark: datetime | None
+    lag: float
+    updated: datetime
+
+    def behind(self, now: datetime, tolerance: float = 5.0) -> str | None:
+        """A warning when the verdicts of ``monitor`` trail ``now`` by more than ``tolerance``
+        seconds (its lag, or its silence), else None."""
+        silent = max(0.0, (now - self.updated).total_seconds())
+        if silent > 60:
+            return f"monitor {self.name} last seen {format_duration(silent)} ago"
+        if self.watermark is None or self.lag == float("inf"):
+            return f"monitor {self.name} has not caught up yet: verdicts wait"
+        if self.lag + silent > tolerance:
+            return f"monitor {self.name} behind by {format_duration(self.lag + silent)}"
+        return None
+
+
+def obs_doc(obs: Observation) -> str:
+    """An observation as JSON text (the orphans' document)."""
+    return Entry(obs, "orphan").to_json()
+
+
+def obs_from(doc: str) -> Observation:
+    """The observation of :func:`obs_doc`."""
+    return Entry.from_dict(json.loads(doc)).event
 
 
 # -- memory -------------------------------------------------------------------------------------
@@ -108,15 +178,30 @@ class _MemoryTransaction:
     def put(self, instance: Instance) -> None:
         self._store.data[(instance.saga, instance.correlation_id)] = instance
 
-    def add_orphan(self, saga: str, correlation_id: str, obs: Observation) -> bool:
+    def find_orphan(self, saga: str, correlation_id: str, key: str) -> Observation | None:
+        return self._store.orphan_data.get((saga, correlation_id), {}).get(key)
+
+    def add_orphan(self, saga: str, correlation_id: str, obs: Observation, key: str) -> bool:
         bucket = self._store.orphan_data.setdefault((saga, correlation_id), {})
-        if obs.key in bucket:
+        if key in bucket:
             return False
-        bucket[obs.key] = obs
+        bucket[key] = obs
         return True
 
-    def take_orphans(self, saga: str, correlation_id: str) -> list[Observation]:
-        return list(self._store.orphan_data.pop((saga, correlation_id), {}).values())
+    def take_orphans(self, saga: str, correlation_id: str) -> list[tuple[Observation, bool]]:
+        bucket = self._store.orphan_data.pop((saga, correlation_id), {})
+        reported = self._store.reported_orphans
+        return [(obs, (saga, correlation_id, key) in reported) for key, obs in bucket.items()]
+
+    def mark_orphans_reported(self, keys: list[tuple[str, str, str]]) -> None:
+        self._store.reported_orphans.update(keys)
+
+    def drop_orphans(self, keys: list[tuple[str, str, str]]) -> None:
+        for saga, correlation_id, key in keys:
+            bucket = self._store.orphan_data.get((saga, correlation_id), {})
+            bucket.pop(key, None)
+            if not bucket:
+                self._store.orphan_data.pop((saga, correlation_id), None)
 
     def add_alerts(self, alerts: list[Alert]) -> None:
         for alert in alerts:
@@ -131,21 +216,28 @@ class MemoryStore:
         self.url = url
         self.data: dict[tuple[str, str], Instance] = {}
         self.orphan_data: dict[tuple[str, str], dict[str, Observation]] = {}
+        self.reported_orphans: set[tuple[str, str, str]] = set()
         self.alerts: dict[int, Alert] = {}
+        self.status: dict[str, MonitorStatus] = {}
         self.seq = 0
         self._txn = _MemoryTransaction(self)
 
     def transaction(self) -> contextlib.AbstractContextManager[Transaction]:
         return contextlib.nullcontext(self._txn)
 
-    def due(self, now: datetime) -> list[tuple[str, str]]:
-        return [
-            key
-            for key, i in self.data.items()
-            if ((i.phase in ACTIVE and i.stuck_since is None) or i.missing)
-            and i.due is not None
-            and i.due <= now
+    def due(self, watermark: datetime) -> list[tuple[str, str]]:
+        chosen = [i for i in self.data.values() if i.check_at and i.check_at <= watermark]
+        chosen.sort(key=lambda i: i.check_at or watermark)
+        return [(i.saga, i.correlation_id) for i in chosen]
+
+    def unreported_orphans(self, watermark: datetime) -> list[tuple[str, str, str, Observation]]:
+        rows = [
+            (saga, corr, key, obs)
+            for (saga, corr), bucket in self.orphan_data.items()
+            for key, obs in bucket.items()
+            if obs.time <= watermark and (saga, corr, key) not in self.reported_orphans
         ]
+        return sorted(rows, key=lambda row: row[3].time)
 
     def pending_alerts(self, limit: int = 500) -> list[tuple[int, Alert]]:
         return sorted(self.alerts.items())[:limit]
@@ -192,6 +284,21 @@ class MemoryStore:
             if all(o.time < finished_before for o in bucket.values()):
                 del self.orphan_data[key]
         return len(old)
+
+    def watermark(self, monitor: str) -> datetime | None:
+        status = self.status.get(monitor)
+        return status.watermark if status else None
+
+    def record_monitor(
+        self, monitor: str, watermark: datetime | None, lag: float, at: datetime
+    ) -> None:
+        known = self.watermark(monitor)
+        if watermark is None or (known is not None and known > watermark):
+            watermark = known
+        self.status[monitor] = MonitorStatus(monitor, watermark, lag, at)
+
+    def monitors(self) -> list[MonitorStatus]:
+        return [self.status[name] for name in sorted(self.status)]
 
     def close(self) -> None:
         return None

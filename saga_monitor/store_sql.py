@@ -3,9 +3,10 @@
 * ``sqlite:///.choreo/sagas.db`` (the default): one file in WAL mode. One monitor writes it and
   keeps recent instances in memory; the CLI and the web page may read it at the same time.
 * ``postgresql://user:pass@host:5432/db?schema=sagas`` (psycopg 3): shared by several monitors.
-  The tables live in ``schema`` (default ``public``; created when missing), and
-  ``SELECT ... FOR UPDATE`` on the instance row keeps two monitors from overwriting each other
-  when a redelivery after a rebalance reaches the other one.
+  The tables live in ``schema`` (default ``public``; created when missing). Each transaction
+  takes a lock per (saga, correlation id) before it reads an instance (an advisory lock, held to
+  its end), so two monitors never apply events of one instance at once, not even when both
+  would create it, and the second one sees what the first one committed (duplicates included).
 
 See :mod:`saga_monitor.store` for what every store keeps and why each event's application is
 one transaction.
@@ -18,13 +19,13 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from broker.sqlstore import SQLITE, Migration, SqlStore, Tx, upsert
 from saga_monitor.errors import SagaStoreError
-from saga_monitor.model import ACTIVE, Alert, Instance, Observation
-from saga_monitor.store import DEFAULT_STORE_URL, Transaction
+from saga_monitor.model import Alert, Instance, Observation
+from saga_monitor.store import DEFAULT_STORE_URL, MonitorStatus, Transaction, obs_doc, obs_from
 
 __all__ = ["MIGRATIONS", "SqlSagaStore"]
 
@@ -44,6 +45,14 @@ MIGRATIONS = (
             "correlation_id TEXT NOT NULL, event_key TEXT NOT NULL, time {real} NOT NULL, "
             "doc TEXT NOT NULL, PRIMARY KEY (saga, correlation_id, event_key))",
             "CREATE TABLE IF NOT EXISTS {p}alerts (seq {autoincrement}, doc TEXT NOT NULL)",
+        ),
+    ),
+    Migration(
+        2,
+        (  # orphans are reported once the watermark passes them; monitors record theirs
+            "ALTER TABLE {p}orphans ADD COLUMN reported INTEGER NOT NULL DEFAULT 0",
+            "CREATE TABLE IF NOT EXISTS {p}monitors (name TEXT PRIMARY KEY, "
+            "watermark {real}, lag {real}, updated {real} NOT NULL)",
         ),
     ),
 )
@@ -75,6 +84,12 @@ class SqlSagaStore:
             "SELECT doc FROM {p}instances WHERE saga = ? AND correlation_id = ?"
             + self._db.dialect.for_update
         )
+        #: Serialises the transactions of several monitors on one instance (PostgreSQL).
+        self.lock_instance = (
+            None
+            if self._db.dialect is SQLITE
+            else "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))"
+        )
 
     def remember(self, instance: Instance) -> None:
         """Keep ``instance`` in the cache (evicting the least recently used)."""
@@ -98,14 +113,23 @@ class SqlSagaStore:
                     self.cache.clear()  # cached instances may hold the undone changes
                 raise
 
-    def due(self, now: datetime) -> list[tuple[str, str]]:
-        """(saga, correlation id) of active, not yet stuck instances whose deadline passed."""
+    def due(self, watermark: datetime) -> list[tuple[str, str]]:
+        """(saga, correlation id) of the instances to judge again at ``watermark``."""
         rows = self._db.query(
             "SELECT saga, correlation_id FROM {p}instances WHERE due IS NOT NULL AND due <= ? "
             "ORDER BY due",
-            now.timestamp(),
+            watermark.timestamp(),
         )
         return [(row[0], row[1]) for row in rows]
+
+    def unreported_orphans(self, watermark: datetime) -> list[tuple[str, str, str, Observation]]:
+        """Orphans not reported yet whose time ``watermark`` passed, oldest first."""
+        rows = self._db.query(
+            "SELECT saga, correlation_id, event_key, doc FROM {p}orphans WHERE reported = 0 "
+            "AND time <= ? ORDER BY time LIMIT 1000",
+            watermark.timestamp(),
+        )
+        return [(row[0], row[1], row[2], obs_from(row[3])) for row in rows]
 
     def pending_alerts(self, limit: int = 500) -> list[tuple[int, Alert]]:
         """The alerts in the outbox, oldest first."""
@@ -155,7 +179,7 @@ class SqlSagaStore:
         rows = self._db.query(
             "SELECT saga, correlation_id, doc FROM {p}orphans ORDER BY time LIMIT ?", limit
         )
-        return [(row[0], row[1], _observation(row[2])) for row in rows]
+        return [(row[0], row[1], obs_from(row[2])) for row in rows]
 
     def prune(self, finished_before: datetime) -> int:
         """Delete instances that finished (and orphans seen) before the time; returns how many."""
@@ -169,6 +193,41 @@ class SqlSagaStore:
                 )
                 tx.execute("DELETE FROM {p}orphans WHERE time < ?", cutoff)
         return count
+
+    def watermark(self, monitor: str) -> datetime | None:
+        """The last watermark ``monitor`` recorded."""
+        row = self._db.query("SELECT watermark FROM {p}monitors WHERE name = ?", monitor)
+        return _moment(row[0][0]) if row else None
+
+    def record_monitor(
+        self, monitor: str, watermark: datetime | None, lag: float, at: datetime
+    ) -> None:
+        """Record where ``monitor`` stands; its watermark never moves back."""
+        self._db.execute(
+            "INSERT INTO {p}monitors (name, watermark, lag, updated) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET watermark = CASE "
+            "WHEN {p}monitors.watermark IS NULL THEN excluded.watermark "
+            "WHEN excluded.watermark IS NULL THEN {p}monitors.watermark "
+            "WHEN excluded.watermark > {p}monitors.watermark THEN excluded.watermark "
+            "ELSE {p}monitors.watermark END, lag = excluded.lag, updated = excluded.updated",
+            monitor,
+            _epoch(watermark),
+            lag if lag != float("inf") else -1.0,
+            at.timestamp(),
+        )
+
+    def monitors(self) -> list[MonitorStatus]:
+        """What each monitor recorded last."""
+        rows = self._db.query("SELECT name, watermark, lag, updated FROM {p}monitors ORDER BY name")
+        return [
+            MonitorStatus(
+                row[0],
+                _moment(row[1]),
+                float(row[2]) if row[2] is not None and row[2] >= 0 else float("inf"),
+                _moment(row[3]) or datetime.fromtimestamp(0, UTC),
+            )
+            for row in rows
+        ]
 
     def drop_schema(self) -> None:
         """Drop the PostgreSQL schema and everything in it (for tests and resets)."""
@@ -184,6 +243,9 @@ class _SqlTransaction:
         self._store, self._tx = store, tx
 
     def get(self, saga: str, correlation_id: str) -> Instance | None:
+        lock = self._store.lock_instance
+        if lock is not None:  # the instance's lock, whether or not it exists yet
+            self._tx.one(lock, f"{saga}\x1f{correlation_id}")
         cache = self._store.cache
         if cache is not None and (cached := cache.get((saga, correlation_id))) is not None:
             cache.move_to_end((saga, correlation_id))
@@ -198,20 +260,30 @@ class _SqlTransaction:
         self._store.remember(instance)
         self._tx.execute(_PUT, *_row(instance))
 
-    def add_orphan(self, saga: str, correlation_id: str, obs: Observation) -> bool:
+    def find_orphan(self, saga: str, correlation_id: str, key: str) -> Observation | None:
+        row = self._tx.one(
+            "SELECT doc FROM {p}orphans WHERE saga = ? AND correlation_id = ? AND event_key = ?",
+            saga,
+            correlation_id,
+            key,
+        )
+        return obs_from(row[0]) if row else None
+
+    def add_orphan(self, saga: str, correlation_id: str, obs: Observation, key: str) -> bool:
         return 0 < self._tx.run(
             "INSERT INTO {p}orphans (saga, correlation_id, event_key, time, doc) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             saga,
             correlation_id,
-            obs.key,
+            key,
             obs.time.timestamp(),
-            _document(obs),
+            obs_doc(obs),
         )
 
-    def take_orphans(self, saga: str, correlation_id: str) -> list[Observation]:
+    def take_orphans(self, saga: str, correlation_id: str) -> list[tuple[Observation, bool]]:
         rows = self._tx.all(
-            "SELECT doc FROM {p}orphans WHERE saga = ? AND correlation_id = ? ORDER BY time",
+            "SELECT doc, reported FROM {p}orphans WHERE saga = ? AND correlation_id = ? "
+            "ORDER BY time",
             saga,
             correlation_id,
         )
@@ -219,7 +291,26 @@ class _SqlTransaction:
             self._tx.execute(
                 "DELETE FROM {p}orphans WHERE saga = ? AND correlation_id = ?", saga, correlation_id
             )
-        return [_observation(row[0]) for row in rows]
+        return [(obs_from(row[0]), bool(row[1])) for row in rows]
+
+    def mark_orphans_reported(self, keys: list[tuple[str, str, str]]) -> None:
+        for saga, correlation_id, key in keys:
+            self._tx.execute(
+                "UPDATE {p}orphans SET reported = 1 WHERE saga = ? AND correlation_id = ? "
+                "AND event_key = ?",
+                saga,
+                correlation_id,
+                key,
+            )
+
+    def drop_orphans(self, keys: list[tuple[str, str, str]]) -> None:
+        for saga, correlation_id, key in keys:
+            self._tx.execute(
+                "DELETE FROM {p}orphans WHERE saga = ? AND correlation_id = ? AND event_key = ?",
+                saga,
+                correlation_id,
+                key,
+            )
 
     def add_alerts(self, alerts: list[Alert]) -> None:
         for alert in alerts:
@@ -227,15 +318,14 @@ class _SqlTransaction:
 
 
 def _row(instance: Instance) -> tuple[Any, ...]:
-    """The column values of an instance row (due only while a deadline can still fire)."""
-    watch = (instance.phase in ACTIVE and instance.stuck_since is None) or bool(instance.missing)
+    """The column values of an instance row (``due``: when to judge it again, if ever)."""
     return (
         instance.saga,
         instance.correlation_id,
         instance.state,
         _epoch(instance.started),
         _epoch(instance.updated),
-        _epoch(instance.due) if watch else None,
+        _epoch(instance.check_at),
         _epoch(instance.finished),
         instance.to_json(),
     )
@@ -245,29 +335,5 @@ def _epoch(moment: datetime | None) -> float | None:
     return moment.timestamp() if moment is not None else None
 
 
-def _document(obs: Observation) -> str:
-    return json.dumps(
-        {
-            "type": obs.type,
-            "source": obs.source,
-            "id": obs.id,
-            "time": obs.time.isoformat(),
-            "topic": obs.topic,
-            "causation": obs.causation,
-            "data": obs.data,
-        },
-        default=str,
-    )
-
-
-def _observation(doc: str) -> Observation:
-    raw = json.loads(doc)
-    return Observation(
-        raw["type"],
-        raw["source"],
-        raw["id"],
-        datetime.fromisoformat(raw["time"]),
-        raw.get("topic"),
-        raw.get("causation"),
-        raw.get("data"),
-    )
+def _moment(epoch: float | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, UTC) if epoch is not None else None

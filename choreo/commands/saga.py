@@ -75,10 +75,22 @@ def monitor(
     from_beginning: bool = typer.Option(
         False, "--from-beginning", help="A new group starts from the retained history."
     ),
+    max_delay: str = typer.Option(
+        "2s",
+        "--max-delay",
+        help="Longest time an event takes from its own time to the broker; verdicts wait for it.",
+    ),
+    skew_tolerance: str = typer.Option(
+        "1s", "--skew-tolerance", help="Clock disagreement reported as clock_skew beyond this."
+    ),
 ) -> None:
     """Run the monitor: subscribe, correlate, detect stuck sagas, publish alerts."""
-    tick_seconds = parse_duration(tick, option="--tick")
-    retention_seconds = parse_duration(retention, option="--retention")
+    timing = {
+        "tick_interval": parse_duration(tick, option="--tick"),
+        "retention": parse_duration(retention, option="--retention"),
+        "max_delay": parse_duration(max_delay, option="--max-delay"),
+        "skew_tolerance": parse_duration(skew_tolerance, option="--skew-tolerance"),
+    }
     run(
         _monitor(
             definitions,
@@ -87,9 +99,8 @@ def monitor(
             alerts_topic,
             group,
             metrics_port,
-            tick_seconds,
-            retention_seconds,
             from_beginning,
+            timing,
         )
     )
 
@@ -101,9 +112,8 @@ async def _monitor(
     alerts_topic: str,
     group: str,
     metrics_port: int | None,
-    tick: float,
-    retention: float,
     from_beginning: bool,
+    timing: dict[str, float],
 ) -> None:
     from broker import Bus
     from broker.observability import serve_metrics
@@ -123,9 +133,11 @@ async def _monitor(
         store,
         alerts_topic=alerts_topic or None,
         group=group,
-        tick_interval=tick,
-        retention=retention,
         from_beginning=from_beginning,
+        tick_interval=timing["tick_interval"],
+        retention=timing["retention"],
+        max_delay=timing["max_delay"],
+        skew_tolerance=timing["skew_tolerance"],
     )
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
@@ -146,13 +158,24 @@ async def _monitor(
 
 
 def _instances(store: str | None, **filters: Any) -> tuple[list[Instance], str]:
-    """The instances matching ``filters`` in the saga store, and the store's (masked) URL."""
+    """The instances matching ``filters`` in the saga store, and the store's (masked) URL.
+
+    Says on stderr when a monitor writing to the store is behind: its verdicts (stuck, alerts)
+    wait until it caught up."""
     from saga_monitor.store import open_saga_store as open_store
 
     with reported():
         opened = open_store(setting("store_url", store))
         try:
-            return opened.instances(**filters), opened.url
+            found = opened.instances(**filters)
+            now = utcnow()
+            for status in opened.monitors():
+                if "/" in status.name:
+                    continue  # a member: its group's line says what matters
+                warning = status.behind(now)
+                if warning:
+                    err_console.print(f"warning: {warning}", markup=False, style="yellow")
+            return found, opened.url
         finally:
             opened.close()
 

@@ -111,7 +111,7 @@ def populate(store: Any, base: datetime | None = None) -> None:
         send(type_, "order-comp", seconds)
     send("order.placed", "order-fail", 1)
     send("payment.failed", "order-fail", 4)
-    send("order.placed", "order-stuck", 10, hostile)
-    send("payment.authorized", "order-stuck", 12)
-    send("payment.authorized", "order-stuck", 12)  # the same event again: a duplicate
+    send("order.placed", "order-stuck", 80, hostile)  # stuck since 112 s: recently
+    send("payment.authorized", "order-stuck", 82)
+    send("payment.authorized", "order-stuck", 82)  # the same event again: a duplicate
     correlator.tick(store, datetime.now(UTC))

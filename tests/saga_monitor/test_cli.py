@@ -147,3 +147,30 @@ def test_discover_prints_a_draft_definition() -> None:
     assert 0 == result.exit_code, result.output
     assert "- name: orders" in result.stdout
     assert "fail: [inventory.unavailable, payment.failed]" in result.stdout
+
+
+def test_ls_says_when_the_monitor_is_behind(store_url: str) -> None:
+    """A monitor that recorded a lag makes `saga ls` warn on stderr that its verdicts wait,
+    while stdout stays the JSON scripts read."""
+    from saga_monitor.model import utcnow
+
+    store = open_saga_store(store_url)
+    now = utcnow()
+    store.record_monitor("ops", now, 42.0, now)
+    store.close()
+    result = runner.invoke(app, ["saga", "ls", "--store", store_url, "-o", "json"])
+    assert 0 == result.exit_code, result.output
+    assert "monitor ops behind by 42s" in result.stderr
+    assert 4 == len(json.loads(result.stdout))
+
+
+def test_ls_is_quiet_when_the_monitor_keeps_up(store_url: str) -> None:
+    """No warning while the monitor's lag is small."""
+    from saga_monitor.model import utcnow
+
+    store = open_saga_store(store_url)
+    now = utcnow()
+    store.record_monitor("ops", now, 0.0, now)
+    store.close()
+    result = runner.invoke(app, ["saga", "ls", "--store", store_url])
+    assert ("", 0) == (result.stderr, result.exit_code)

@@ -67,12 +67,13 @@ def test_deadline_that_passed_while_down_is_found_on_restart(make_store: StoreFa
 
 
 def test_redelivered_event_changes_nothing_twice(make_store: StoreFactory) -> None:
-    """Applying the same delivery again records one duplicate at most, never a new step."""
+    """The same message again (same position) changes nothing; another message with the same
+    event is one duplicate at most, never a new step."""
     correlator = Correlator(example())
     store = make_store()
     placed = event("order.placed")
-    for _ in range(3):
-        correlator.apply(store, placed, topic="orders", now=at(0))
+    for position in ("t/0/1", "t/0/1", "t/0/2", "t/0/3", "t/0/2"):
+        correlator.apply(store, placed, topic="orders", now=at(0), delivery=position)
     instance = store.instances()[0]
     assert (["duplicate"], 2) == ([a.kind for a in instance.anomalies], len(instance.timeline))
 
@@ -81,8 +82,9 @@ def test_alerts_wait_in_the_outbox_until_deleted(make_store: StoreFactory) -> No
     """Alerts commit with the state and stay pending until the monitor published them."""
     correlator = Correlator(example())
     store = make_store()
-    correlator.apply(store, event("order.placed"), topic="orders", now=at(0))
-    correlator.apply(store, event("payment.failed", seconds=1), topic="p", now=at(1))
+    correlator.apply(store, event("order.placed"), topic="orders", now=at(0), watermark=at(0))
+    failed = event("payment.failed", seconds=1)
+    correlator.apply(store, failed, topic="p", now=at(1), watermark=at(1))
     pending = store.pending_alerts()
     assert ["saga.failed"] == [alert.type for _, alert in pending]
     store.delete_alerts([seq for seq, _ in pending])

@@ -13,17 +13,20 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka import errors as kerr
 
+from broker.adapters.kafka.errors import translate_error
 from broker.adapters.kafka.settings import KafkaSettings
 from broker.adapters.kafka.wire import decode_record
 from broker.adapters.kit import InFlight, OffsetTracker
 from broker.envelope import Event
 from broker.errors import BrokerUnavailableError
 from broker.observability import get_logger
-from broker.ports import Delivery
+from broker.ports import Backlog, Delivery
 
 __all__ = ["KafkaSubscription"]
 
 _log = get_logger("choreo.kafka")
+#: Seconds a backlog report may take (aiokafka retries a committed-offset fetch forever).
+_BACKLOG_TIMEOUT = 10.0
 
 
 class _Owner(Protocol):
@@ -84,12 +87,20 @@ class _KafkaDelivery(Delivery):
 def _delivery(part: _Partition, record: Any) -> _KafkaDelivery:
     event, headers, error = decode_record(record)
     flight = part.tracker.add(record.offset)
+    position = f"{record.topic}/{record.partition}/{record.offset}"
     if event is None:
         body: bytes = record.value or b""
         return _KafkaDelivery(
-            part, flight, record.topic, None, body=body, headers=headers, decode_error=error
+            part,
+            flight,
+            record.topic,
+            None,
+            body=body,
+            headers=headers,
+            decode_error=error,
+            position=position,
         )
-    return _KafkaDelivery(part, flight, record.topic, event, headers=headers)
+    return _KafkaDelivery(part, flight, record.topic, event, headers=headers, position=position)
 
 
 # -- subscriptions --------------------------------------------------------------------------------
@@ -309,6 +320,38 @@ class KafkaSubscription:
     def _wake_space(self) -> None:
         if self._inflight < self._prefetch or self._closed:
             self._space.set()
+
+    # -- where the group stands ------------------------------------------------------------
+
+    async def backlog(self) -> Backlog:
+        """Per partition ``topic/partition`` of the topics, whoever it is assigned to: its end
+        offset, and the group's committed offset (or this member's acked one where it is ahead,
+        not committed yet). Asked with this consumer's own client: no second group member."""
+        try:
+            return await asyncio.wait_for(self._backlog(), _BACKLOG_TIMEOUT)
+        except (kerr.KafkaError, TimeoutError) as exc:
+            raise translate_error(exc, self._adapter.url, "reading the group's backlog") from exc
+
+    async def _backlog(self) -> Backlog:
+        consumer = self._consumer
+        tps: list[TopicPartition] = []
+        for topic in self._topics:
+            known = consumer.partitions_for_topic(topic)
+            if not known:  # a topic left out would look caught up
+                raise kerr.UnknownTopicOrPartitionError(topic)
+            tps.extend(TopicPartition(topic, p) for p in sorted(known))
+        ends = await consumer.end_offsets(tps)
+        committed = await asyncio.gather(*(consumer.committed(tp) for tp in tps))
+        appended: dict[str, int] = {}
+        acked: dict[str, int] = {}
+        for tp, offset in zip(tps, committed, strict=True):
+            own = self._parts.get(tp)
+            done = offset or 0
+            if own is not None and own.live:
+                done = max(done, own.committable)
+            appended[f"{tp.topic}/{tp.partition}"] = ends[tp]
+            acked[f"{tp.topic}/{tp.partition}"] = done
+        return Backlog(appended, acked)
 
     # -- committing --------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from broker.adapters.kit import InFlight, OffsetTracker
 from broker.adapters.memory.wire import Entry, Group, Topic
-from broker.ports import Delivery
+from broker.ports import Backlog, Delivery
 
 __all__ = ["MemoryDelivery", "MemorySubscription"]
 
@@ -34,7 +34,12 @@ class MemoryDelivery(Delivery):
         self, sub: MemorySubscription, part: _Partition, flight: InFlight, entry: Entry
     ) -> None:
         assert entry.event is not None
-        super().__init__(part.topic.name, entry.event, redelivered=entry.deliveries - 1)
+        super().__init__(
+            part.topic.name,
+            entry.event,
+            redelivered=entry.deliveries - 1,
+            position=f"{part.topic.name}/{part.index}/{flight.offset}",
+        )
         self._sub = sub
         self._part = part
         self._flight = flight
@@ -150,6 +155,17 @@ class MemorySubscription:
             entry.deliveries += 1
             return MemoryDelivery(self, part, flight, entry)
         return None
+
+    async def backlog(self) -> Backlog:
+        """Per partition ``topic/index``: the log length and the group's committed offset."""
+        appended: dict[str, int] = {}
+        acked: dict[str, int] = {}
+        for topic in self._topics:
+            group = topic.groups[self._group_name]
+            for index, log in enumerate(topic.partitions):
+                appended[f"{topic.name}/{index}"] = len(log)
+                acked[f"{topic.name}/{index}"] = group.committed[index]
+        return Backlog(appended, acked)
 
     def __aiter__(self) -> AsyncIterator[Delivery]:
         return self

@@ -330,6 +330,17 @@ class NatsAdapter(BaseAdapter):
         self._log.warning("restored a deleted consumer", topic=topic, group=group)
         return stream.name, durable
 
+    async def consumer_floor(self, topic: str, stream: str, durable: str) -> tuple[int, int]:
+        """The stream's last sequence, and the one up to which the durable consumer acked
+        everything: its ack floor, or that last sequence when nothing of the topic is pending
+        or unacked (the floor stays below messages of other subjects of a shared stream)."""
+        js = self._jetstream()
+        state = (await self._guard(js.stream_info(stream), topic)).state
+        info = await self._guard(js.consumer_info(stream, durable), topic)
+        if not info.num_pending and not info.num_ack_pending:
+            return state.last_seq, state.last_seq  # read before: all of it is acked
+        return state.last_seq, info.ack_floor.stream_seq if info.ack_floor else 0
+
     def forget(self, subscription: NatsSubscription) -> None:
         """Called by a subscription when it closes."""
         self._subscriptions.discard(subscription)

@@ -33,7 +33,7 @@ from nats.aio.subscription import Subscription as NatsSub
 
 from broker.adapters.nats.wire import decode
 from broker.errors import BrokerError, EnvelopeError
-from broker.ports import Delivery
+from broker.ports import Backlog, Delivery
 
 if TYPE_CHECKING:
     from broker.adapters.nats.adapter import NatsAdapter
@@ -53,6 +53,15 @@ def _delivered(reply: str) -> int:
         return int(tokens[4] if len(tokens) == 9 else tokens[6])
     except (IndexError, ValueError):
         return 1
+
+
+def _position(reply: str) -> str | None:
+    """``<stream>/<stream sequence>`` from a ``$JS.ACK`` reply subject, if it has them."""
+    tokens = reply.split(".")
+    stream, sequence = (2, 5) if len(tokens) == 9 else (4, 7)
+    if len(tokens) <= sequence or not tokens[sequence].isdigit():
+        return None
+    return f"{tokens[stream]}/{tokens[sequence]}"
 
 
 class NatsDelivery(Delivery):
@@ -76,6 +85,7 @@ class NatsDelivery(Delivery):
             headers=headers,
             redelivered=_delivered(reply) - 1,
             decode_error=error,
+            position=_position(reply),
         )
         self._pump = pump
         self._reply = reply
@@ -99,6 +109,7 @@ class _Pump:
         self.sub = sub
         self.nc = sub.adapter.client
         self.topic = topic
+        self.stream, self.durable = stream, durable
         self.next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self.inbox = self.nc.new_inbox()
         self.requested = 0
@@ -184,6 +195,7 @@ class _Pump:
             except BrokerError as exc:
                 self.sub.adapter_log("cannot restore the group's consumer", error=str(exc))
                 return
+            self.stream, self.durable = stream, durable
             self.next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
             self.lost, self.requested = False, 0
         await self.refill()
@@ -251,6 +263,17 @@ class NatsSubscription:
         for pump in self._pumps:
             pump.requested = 0
             await pump.refill()
+
+    async def backlog(self) -> Backlog:
+        """One partition ``stream/consumer`` per topic: one past the stream's last sequence,
+        and one past the sequence below which the group's durable consumer acked everything."""
+        appended: dict[str, int] = {}
+        acked: dict[str, int] = {}
+        for pump in self._pumps:
+            key = f"{pump.stream}/{pump.durable}"
+            last, floor = await self.adapter.consumer_floor(pump.topic, pump.stream, pump.durable)
+            appended[key], acked[key] = last + 1, floor + 1
+        return Backlog(appended, acked)
 
     def __aiter__(self) -> AsyncIterator[Delivery]:
         return self

@@ -26,7 +26,7 @@ from broker.adapters.kit import keep_trying
 from broker.adapters.rabbitmq.errors import RETRYABLE
 from broker.adapters.rabbitmq.wire import decode_message
 from broker.errors import BrokerUnavailableError, ConfigurationError
-from broker.ports import Delivery
+from broker.ports import Backlog, Delivery
 
 if TYPE_CHECKING:
     from broker.adapters.rabbitmq.adapter import RabbitMQAdapter
@@ -42,7 +42,7 @@ ACK_DELAY = 0.05
 class _Acks:
     """Acks of one channel, coalesced: a contiguous prefix goes out as one ``multiple`` ack."""
 
-    __slots__ = ("acked", "channel", "lock", "nacks", "outstanding", "since")
+    __slots__ = ("acked", "channel", "lock", "nacks", "outstanding", "received", "since")
 
     def __init__(self, channel: AbstractChannel) -> None:
         self.channel = channel
@@ -51,10 +51,17 @@ class _Acks:
         self.nacks: list[int] = []
         self.lock = asyncio.Lock()
         self.since = 0.0  # when the oldest unsent ack was recorded
+        self.received = 0  # the last delivery tag received (tags count up from 1)
 
     @property
     def pending(self) -> bool:
         return bool(self.acked or self.nacks)
+
+    def unacked_from(self) -> int:
+        """The first delivery tag the consumer has not acked (one past the last received when
+        every delivery so far is acked)."""
+        acked = self.acked
+        return next((tag for tag in self.outstanding if tag not in acked), self.received + 1)
 
     def ack(self, tag: int) -> None:
         if not self.acked:
@@ -89,6 +96,47 @@ class _Acks:
         for tag in sorted(rest):
             outstanding.remove(tag)
             await channel.basic_ack(tag, wait=False)
+
+
+class _Reports:
+    """The backlog reports of one subscription. A queue has no positions, so reports count:
+    ``appended[queue]`` is the number of this report, ``acked[queue]`` the number of the latest
+    one at which no message was ready in the queue (all published before were delivered, to
+    some member) and every delivery this member had received by then is acked since.
+
+    A nack, or a lost channel, voids the reports not confirmed yet (what was delivered before
+    them may be delivered again). Deliveries that other members of the group hold unacked
+    are invisible over AMQP (only the management API counts them).
+    """
+
+    __slots__ = ("_confirmed", "_count", "_drained")
+
+    def __init__(self, queues: list[str]) -> None:
+        self._count = 0
+        self._confirmed = dict.fromkeys(queues, 0)
+        #: per queue: (report, channel acks, first tag received after it), for reports at
+        #: which the queue had nothing ready, oldest first
+        self._drained: dict[str, deque[tuple[int, _Acks, int]]] = {
+            queue: deque(maxlen=64) for queue in queues
+        }
+
+    def report(self, acks: _Acks, waiting: dict[str, tuple[int, int]]) -> Backlog:
+        """The next report, from each queue's (ready messages, first tag after them)."""
+        self._count += 1
+        unacked = acks.unacked_from()
+        for queue, (ready, after) in waiting.items():
+            drained = self._drained[queue]
+            if not ready:
+                drained.append((self._count, acks, after))
+            while drained and (drained[0][1] is not acks or unacked >= drained[0][2]):
+                report, owner, _ = drained.popleft()
+                if owner is acks:
+                    self._confirmed[queue] = report
+        return Backlog(dict.fromkeys(waiting, self._count), dict(self._confirmed))
+
+    def given_back(self) -> None:
+        for drained in self._drained.values():
+            drained.clear()
 
 
 class _RabbitDelivery(Delivery):
@@ -144,6 +192,7 @@ class Subscription:
         self._task: asyncio.Task[None] | None = None
         self._in_hand = 0
         self._settled = asyncio.Event()
+        self._reports = _Reports([queue for _, queue in bindings])
         self._log = obs.get_logger("choreo.rabbitmq", url=adapter.url)
 
     @property
@@ -173,7 +222,8 @@ class Subscription:
         buffer, outstanding = self._buffer, acks.outstanding
 
         async def on_message(message: DeliveredMessage) -> None:
-            outstanding.append(message.delivery_tag or 0)
+            acks.received = message.delivery_tag or 0
+            outstanding.append(acks.received)
             buffer.append((acks, topic, message))
             waiter = self._waiter
             if waiter is not None and not waiter.done():
@@ -225,7 +275,26 @@ class Subscription:
 
     async def nacked(self, acks: _Acks) -> None:
         self._release()
+        self._reports.given_back()
         await acks.flush()
+
+    async def backlog(self) -> Backlog:
+        """Where the group stands (see :class:`_Reports`): one entry per group queue."""
+        acks = self._acks
+        if acks is None or acks.channel.is_closed:
+            raise BrokerUnavailableError(
+                f"the consumer connection to {self._adapter.url} is down; reconnecting"
+            )
+        waiting: dict[str, tuple[int, int]] = {}
+        for _, queue in self._bindings:
+            try:  # on the consuming channel: deliveries sent before the answer precede it
+                ok = await acks.channel.queue_declare(queue, passive=True)
+            except (*RETRYABLE, AMQPError) as exc:
+                raise BrokerUnavailableError(
+                    f"RabbitMQ at {self._adapter.url} did not report queue {queue!r}: {exc}"
+                ) from exc
+            waiting[queue] = (ok.message_count or 0, acks.received + 1)
+        return self._reports.report(acks, waiting)
 
     def __aiter__(self) -> AsyncIterator[Delivery]:
         return self

@@ -7,21 +7,24 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from broker.adapters.kit import InFlight, OffsetTracker
+from broker.adapters.sqlite.owner import new_member_id
 from broker.adapters.sqlite.wire import decode
 from broker.errors import ClosedError
-from broker.ports import Delivery
+from broker.observability import get_logger
+from broker.ports import Backlog, Delivery
 
 if TYPE_CHECKING:
     from broker.adapters.sqlite.adapter import SQLiteAdapter
 
 __all__ = ["SQLiteDelivery", "SQLiteSubscription"]
+
+_log = get_logger("choreo.sqlite")
 
 
 @dataclass(slots=True)
@@ -42,7 +45,13 @@ class SQLiteDelivery(Delivery):
 
     def __init__(self, sub: SQLiteSubscription, part: _Partition, flight: InFlight, body: str):
         event, error = decode(body)
-        super().__init__(part.topic, event, body=body.encode(), decode_error=error)
+        super().__init__(
+            part.topic,
+            event,
+            body=body.encode(),
+            decode_error=error,
+            position=f"{part.topic}/{part.part}/{flight.offset}",
+        )
         self._sub = sub
         self._part = part
         self._flight = flight
@@ -67,7 +76,7 @@ class SQLiteSubscription:
         self.topics = tuple(topics)
         self._group = group
         self._prefetch = prefetch
-        self._member = f"{time.time():.6f}-{uuid.uuid4().hex[:8]}"
+        self._member = new_member_id()
         self._parts: dict[tuple[str, int], _Partition] = {}
         self._dropped: set[tuple[str, int]] = set()
         self._buffer: deque[tuple[_Partition, InFlight, str]] = deque()
@@ -159,6 +168,10 @@ class SQLiteSubscription:
             busy=busy,
             stale=stale,
         )
+        if result.reaped:
+            _log.info(
+                "reclaimed the leases of dead members", group=self._group, members=result.reaped
+            )
         for key in (*result.released, *result.lost):
             self._parts.pop(key, None)
         for key in result.revoking:
@@ -197,6 +210,19 @@ class SQLiteSubscription:
             owned.position = seq
             self._buffer.append((owned, owned.tracker.add(seq), body))
         return bool(rows)
+
+    async def backlog(self) -> Backlog:
+        """Per partition ``topic/part``: one past its last ``seq``, and one past the group's
+        committed ``seq`` (or this member's acked one, not flushed yet, where it is ahead)."""
+        rows = await self._adapter.run(self._adapter.store.backlog, self.topics, self._group)
+        appended: dict[str, int] = {}
+        acked: dict[str, int] = {}
+        for topic, index, last, committed in rows:
+            own = self._parts.get((topic, index))
+            done = max(committed, own.committed) if own is not None else committed
+            appended[f"{topic}/{index}"] = last + 1
+            acked[f"{topic}/{index}"] = done + 1
+        return Backlog(appended, acked)
 
     async def close(self) -> None:
         if self._closed:

@@ -11,7 +11,10 @@ Everything here is synchronous and runs on the adapter's single database thread.
 
 A member owns a partition while its lease lasts and renews it while it makes progress; a member
 that dies (or whose handler hangs past the visibility timeout) loses it, and the next member
-resumes after ``committed``: at-least-once, in order per partition.
+resumes after ``committed``: at-least-once, in order per partition. Member ids name their
+process (:mod:`~broker.adapters.sqlite.owner`): a rebalance first forgets the members of the
+group whose process is provably dead (same machine, pid gone or reused) and frees their leases
+at once, so a restarted consumer does not wait out its killed predecessor's lease.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import sqlite3
 import time
 import zlib
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from broker.adapters.sqlite.owner import provably_dead
 
 __all__ = ["Claim", "Rebalance", "Store"]
 
@@ -60,6 +65,8 @@ class Rebalance:
     lost: list[tuple[str, int]]
     #: held partitions another member should get once this one's work on them is done
     revoking: list[tuple[str, int]]
+    #: members found dead (their process is gone) whose leases were freed
+    reaped: list[str] = field(default_factory=list)
 
 
 class Store:
@@ -169,6 +176,7 @@ class Store:
         )
         with self.transaction():
             for topic in topics:
+                result.reaped.extend(self._reap(topic, group, member, now))
                 live = self._live_members(topic, group, member, now, lease)
                 rows = self.db.execute(
                     "SELECT part, committed, owner, lease_until FROM offsets"
@@ -193,6 +201,20 @@ class Store:
                         self._set_owner(topic, group, part, member, now + lease)
                         claimed.append(Claim(topic, part, committed))
         return result
+
+    def _reap(self, topic: str, group: str, member: str, now: float) -> list[str]:
+        """Forget the members of (topic, group) whose process is provably dead, in every
+        group, and free their leases."""
+        candidates = self.db.execute(
+            "SELECT member FROM members WHERE topic=? AND grp=? UNION SELECT owner FROM offsets"
+            " WHERE topic=? AND grp=? AND owner IS NOT NULL AND lease_until >= ?",
+            (topic, group, topic, group, now),
+        ).fetchall()
+        dead = [m for (m,) in candidates if m != member and provably_dead(m)]
+        for gone in dead:
+            self.db.execute("DELETE FROM members WHERE member=?", (gone,))
+            self.db.execute("UPDATE offsets SET owner=NULL, lease_until=0 WHERE owner=?", (gone,))
+        return dead
 
     def _live_members(
         self, topic: str, group: str, member: str, now: float, lease: float
@@ -242,6 +264,18 @@ class Store:
                 " AND owner=? AND committed < ?",
                 [(seq, topic, group, part, member, seq) for topic, part, seq in positions],
             )
+
+    def backlog(self, topics: Sequence[str], group: str) -> list[tuple[str, int, int, int]]:
+        """(topic, part, last seq in the log, the group's committed seq) of every partition of
+        ``topics``, whoever holds it, read in one statement (one snapshot)."""
+        marks = ", ".join("?" * len(topics))
+        rows = self.db.execute(
+            "SELECT o.topic, o.part, coalesce((SELECT max(seq) FROM log"
+            " WHERE log.topic=o.topic AND log.part=o.part), 0), o.committed"
+            f" FROM offsets o WHERE o.grp=? AND o.topic IN ({marks}) ORDER BY o.topic, o.part",
+            (group, *topics),
+        ).fetchall()
+        return [(str(t), int(p), int(last), int(done)) for t, p, last, done in rows]
 
     def fetch(self, wanted: Sequence[tuple[str, int, int, int]]) -> list[tuple[str, int, int, str]]:
         """Rows (topic, part, seq, body) after each (topic, part, after_seq, limit)."""
