@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
@@ -93,6 +96,11 @@ class SagaMonitor:
         self.max_delay = max_delay
         self.clocks = SourceClocks(skew_tolerance)
         self.watermark = Watermark([], max_delay=max_delay, floor=store.watermark(group))
+        #: This monitor among the group's members (host, process, run), as the store knows it.
+        self.member = f"{group}/{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        #: The watermark verdicts are judged against: the lowest of the group's live members'
+        #: (each knows the events it holds; a store shared by several monitors needs them all).
+        self.verdicts_at: datetime | None = self.watermark.value
         self.applied = 0
         self.alerts_published = 0
         self._subscribers: list[Subscriber] = []
@@ -109,6 +117,9 @@ class SagaMonitor:
         """Publish leftover alerts, subscribe, start the timer (which judges the deadlines as
         soon as the watermark shows the monitor caught up)."""
         await self.bus.start()
+        # Known to the group before it takes any event: until this member has a watermark of
+        # its own, the group's verdicts wait for it.
+        self.store.record_monitor(self.member, None, float("inf"), self.clock())
         await self.flush_alerts()
         subscribing = [
             self.bus.subscribe(
@@ -184,7 +195,7 @@ class SagaMonitor:
         corrected = [self._corrected(item, now) for item in items]
         before = self.correlator.uncorrelated
         outcomes = self.correlator.apply_many(
-            self.store, corrected, now=now, watermark=self.watermark.value
+            self.store, corrected, now=now, watermark=self.verdicts_at
         )
         self.applied += len(items)
         if self.correlator.uncorrelated != before:
@@ -218,9 +229,13 @@ class SagaMonitor:
         deadlines it passed, and alert."""
         now = now or self.clock()
         oldest = self._batcher.oldest(now)
-        watermark = await self.watermark.refresh(now, oldest)
-        metrics.LAG.set(self.watermark.lag if watermark is not None else 0.0)
-        self.store.record_monitor(self.group, watermark, self.watermark.lag, now)
+        own = await self.watermark.refresh(now, oldest)
+        self.store.record_monitor(self.member, own, self.watermark.lag, now)
+        watermark = self._group_watermark(now)
+        lag = self._lag(watermark, now)
+        self.store.record_monitor(self.group, watermark, lag, now)
+        metrics.LAG.set(lag if watermark is not None else 0.0)
+        self.verdicts_at = watermark
         if watermark is None:
             return Outcome()  # nothing known yet: every verdict waits
         outcome = self.correlator.tick(self.store, watermark)
@@ -232,6 +247,27 @@ class SagaMonitor:
             metrics.set_counts(self.correlator.machines, self.store.counts())
         self._maybe_prune(now)
         return outcome
+
+    def _group_watermark(self, now: datetime) -> datetime | None:
+        """The lowest watermark of the group's members that recorded one lately (this one
+        included); None while one of them knows nothing yet."""
+        quiet = timedelta(seconds=max(10.0, 10 * self.tick_interval))
+        members = [
+            status
+            for status in self.store.monitors()
+            if status.name.startswith(f"{self.group}/") and now - status.updated <= quiet
+        ]
+        marks = [status.watermark for status in members]
+        if not marks or any(mark is None for mark in marks):
+            return None
+        return min(mark for mark in marks if mark is not None)
+
+    def _lag(self, watermark: datetime | None, now: datetime) -> float:
+        """How far ``watermark`` trails ``now`` beyond the allowed delivery delay."""
+        if watermark is None:
+            return float("inf")
+        live = now - timedelta(seconds=self.max_delay)
+        return max(0.0, (live - watermark).total_seconds())
 
     def _maybe_prune(self, now: datetime) -> None:
         if self.retention is None:

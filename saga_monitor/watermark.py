@@ -29,21 +29,13 @@ ordered after its cause (:mod:`saga_monitor.machine`), so a slow clock does not 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from broker import Backlog, BrokerError
+
 __all__ = ["SourceClocks", "Watermark"]
-
-
-class Backlog(Protocol):
-    """What a subscription reports (see :class:`broker.ports.Backlog`)."""
-
-    @property
-    def appended(self) -> Mapping[str, int]: ...
-
-    @property
-    def acked(self) -> Mapping[str, int]: ...
 
 
 class Tracked(Protocol):
@@ -53,33 +45,36 @@ class Tracked(Protocol):
 
 
 class _Follower:
-    """One subscription's watermark, advanced by comparing backlog snapshots."""
+    """One subscription's watermark, advanced by comparing backlog reports."""
 
     def __init__(self, subscription: Tracked) -> None:
         self.subscription = subscription
-        #: (wall time, what was appended then) snapshots not caught up with yet, oldest first.
-        self.snapshots: deque[tuple[datetime, Mapping[str, int]]] = deque()
+        #: (wall time, report) not caught up with yet, oldest first.
+        self.reports: deque[tuple[datetime, Backlog]] = deque()
         self.caught_up: datetime | None = None
         self.blind = False
 
     async def refresh(self, now: datetime, applied_before: datetime) -> None:
-        """Take a snapshot and move ``caught_up`` to the newest one the group has passed."""
-        backlog = await self.subscription.backlog()
+        """Take a report and move ``caught_up`` to the newest earlier report the group has
+        acked everything of. A broker that cannot answer now holds the watermark."""
+        try:
+            backlog = await self.subscription.backlog()
+        except BrokerError:
+            return  # not known now: the watermark waits, and the lag grows
         if backlog is None:
             self.blind = True
             return
-        self.snapshots.append((now, dict(backlog.appended)))
-        acked = backlog.acked
-        while self.snapshots:
-            taken, appended = self.snapshots[0]
+        self.reports.append((now, backlog))
+        while self.reports:
+            taken, report = self.reports[0]
             if taken > applied_before:
-                break  # the monitor still holds an event it received before that snapshot
-            if any(acked.get(part, 0) < position for part, position in appended.items()):
+                break  # the monitor still holds an event it received before that report
+            if not backlog.caught_up_with(report):
                 break
             self.caught_up = taken
-            self.snapshots.popleft()
-        while len(self.snapshots) > 64:  # far behind: keep the newest snapshots only
-            self.snapshots.popleft()
+            self.reports.popleft()
+        while len(self.reports) > 64:  # far behind: keep the newest reports only
+            self.reports.popleft()
 
 
 class Watermark:

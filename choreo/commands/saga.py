@@ -170,6 +170,8 @@ def _instances(store: str | None, **filters: Any) -> tuple[list[Instance], str]:
             found = opened.instances(**filters)
             now = utcnow()
             for status in opened.monitors():
+                if "/" in status.name:
+                    continue  # a member: its group's line says what matters
                 warning = status.behind(now)
                 if warning:
                     err_console.print(f"warning: {warning}", markup=False, style="yellow")

@@ -1,15 +1,20 @@
-"""A saga stream for the restart and shared-monitor tests: mixed outcomes (completed,
-compensated, failed, stalled, late, orphans, owed compensations, duplicates), all stamped in the
-past so that every deadline has passed when a monitor reads it, plus the checks that compare a
-monitor's verdicts (states and alerts) with those of a monitor that ran alone, uninterrupted."""
+"""A saga stream for the restart and shared-monitor tests, and the checks that compare a
+monitor's verdicts (states, anomalies, alerts) with those of a monitor that ran alone.
+
+The stream plays out in real time, as producers would: each event is stamped with the moment it
+is published, and the sagas spread over about ten seconds with deadlines of two or three, so
+some stall for real (completed, compensated, failed, stalled and resumed, late, orphans, owed
+compensations, duplicates). A monitor that judged what it had not read yet would cry wolf.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,8 @@ from saga_monitor import SagaStore, load_definitions, open_saga_store
 from saga_monitor.monitor import SagaMonitor
 
 GROUP = "choreo-saga-monitor"
+#: How late an event may reach the broker after its own time (the monitors' --max-delay).
+MAX_DELAY = 3.0
 DEFINITIONS = """
 topics: [{topic}]
 sagas:
@@ -34,55 +41,88 @@ sagas:
     compensation_within: 3s
     deadline: 1h
 """
-#: Every event happened a while ago: each deadline has passed by the time the monitor reads it,
-#: so a monitor that judged before reading its backlog would cry wolf.
-BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
 
-
-def _event(type_: str, corr: str, seconds: float, id_: str | None = None) -> Event:
-    return Event(
-        type=type_,
-        source="shop",
-        id=id_ or f"{corr}/{type_}",
-        time=BASE + timedelta(seconds=seconds),
-        extensions={"correlationid": corr, "partitionkey": corr},
-    )
-
-
-PAID_AND_RESERVED = [("order.placed", 0), ("payment.authorized", 1), ("inventory.reserved", 2)]
-UNDONE = [("inventory.unavailable", 3), ("inventory.released", 4), ("payment.refunded", 5)]
+PAID_AND_RESERVED = [("order.placed", 0), ("payment.authorized", 1), ("inventory.reserved", 1.5)]
+UNDONE = [("inventory.unavailable", 2), ("inventory.released", 2.5), ("payment.refunded", 3)]
+#: Seconds after the saga's own start; the comment says what the monitor must conclude.
 SCRIPTS: list[list[tuple[str, float]]] = [
-    [*PAID_AND_RESERVED, ("order.shipped", 3)],
-    [*PAID_AND_RESERVED, *UNDONE],
-    [("order.placed", 0), ("payment.failed", 1)],
-    [("order.placed", 0), ("payment.authorized", 1)],  # stuck at 3 s: inventory is late
-    [("payment.authorized", -1), ("order.placed", 0)],  # an orphan adopted by its start
-    [("order.placed", 0), ("payment.authorized", 5)],  # a stall that ended: stuck, resolved, late
+    [*PAID_AND_RESERVED, ("order.shipped", 2)],  # completed
+    [*PAID_AND_RESERVED, *UNDONE],  # compensated
+    [("order.placed", 0), ("payment.failed", 0.5)],  # failed
+    [  # stuck at 2.5, resumed at 5 (late), then completed
+        ("order.placed", 0),
+        ("payment.authorized", 0.5),
+        ("inventory.reserved", 5),
+        ("order.shipped", 5.5),
+    ],
+    [("payment.authorized", 0), ("order.placed", 0.2)],  # the start after its step: stuck at 2
+    [("order.placed", 0), ("payment.authorized", 3)],  # late, then stuck at 5
     [("payment.authorized", 0)],  # an orphan for good
-    [("order.placed", 0), ("payment.authorized", 1), ("order.cancelled", 2)],  # owes a refund
+    [  # cancelled while owing a refund, which comes in time
+        ("order.placed", 0),
+        ("payment.authorized", 0.5),
+        ("order.cancelled", 1),
+        ("payment.refunded", 2),
+    ],
 ]
+#: The sagas whose scripts make them stall (for a while, or for good).
+STALLING = (3, 4, 5)
 
 
-def phase_one(sagas: int) -> list[Event]:
-    """Mixed sagas: completed, compensated, failed, stuck, orphans, late, owing."""
-    events = []
-    for i in range(sagas):
-        for type_, seconds in SCRIPTS[i % len(SCRIPTS)]:
-            events.append(_event(type_, f"o{i}", seconds))
-    return events
+def schedule(sagas: int, start: float) -> list[tuple[float, Event]]:
+    """(monotonic time to publish, event) for ``sagas`` sagas starting from ``start`` (a
+    ``time.monotonic()``), a saga every 30 ms; every tenth saga's start is published twice."""
+    out: list[tuple[float, Event]] = []
+    for n in range(sagas):
+        corr, begin = f"o{n}", n * 0.03
+        for type_, offset in SCRIPTS[n % len(SCRIPTS)]:
+            event = Event(
+                type=type_,
+                source="shop",
+                id=f"{corr}/{type_}",
+                time=None,
+                extensions={"correlationid": corr, "partitionkey": corr},
+            )
+            out.append((start + begin + offset, event))
+            if n % 10 == 0 and type_ == "order.placed":
+                out.append((start + begin + offset, event))  # a second message: a duplicate
+    return sorted(out, key=lambda item: item[0])
 
 
-def phase_two(sagas: int) -> list[Event]:
-    """After the restart: stuck sagas move on, owed refunds come, and new sagas arrive twice."""
-    events = []
-    for i in range(3, sagas, len(SCRIPTS)):
-        events += [_event("inventory.reserved", f"o{i}", 6), _event("order.shipped", f"o{i}", 7)]
-    for i in range(7, sagas, len(SCRIPTS)):
-        events.append(_event("payment.refunded", f"o{i}", 4))
-    for i in range(0, sagas, 10):
-        placed = _event("order.placed", f"n{i}", 0)
-        events += [placed, placed]  # two messages: a duplicate where the broker keeps both
-    return events
+async def play(url: str, topic: str, stream: list[tuple[float, Event]]) -> dict[str, list[float]]:
+    """Publish each event of ``stream`` at its time, stamped with the moment it is published
+    (as a producer would), so every event reaches the broker right after its own time whatever
+    the machine's load. Returns each saga's stamps (epoch seconds) in publish order."""
+    stamps: dict[str, list[float]] = {}
+    async with Bus(url, source="shop") as bus:
+        for due, event in stream:
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if event.time is None:
+                event.time = datetime.now(UTC)
+                stamps.setdefault(event.correlationid or "", []).append(event.time.timestamp())
+            await bus.publish(topic, event)
+    return stamps
+
+
+def stalled(sagas: int, stamps: dict[str, list[float]]) -> set[str]:
+    """The sagas that stalled: those whose scripts make them, and any other in which the
+    machine's load spread two consecutive events over more than a step's deadline (2 s)."""
+    scripted = {f"o{n}" for n in range(sagas) if n % len(SCRIPTS) in STALLING}
+    slowed = {
+        corr
+        for corr, times in stamps.items()
+        if any(later - earlier >= 1.9 for earlier, later in itertools.pairwise(times))
+    }
+    return scripted | slowed
+
+
+def settled(store: SagaStore, sagas: int) -> bool:
+    """Whether the sagas the stream leaves stalled for good are judged stuck (the watermark
+    passed their deadlines, so everything published before was read)."""
+    stuck = {i.correlation_id for i in store.instances(state="stuck", limit=100_000)}
+    return {f"o{n}" for n in range(sagas) if n % len(SCRIPTS) in (4, 5)} <= stuck
 
 
 def snapshot(store: SagaStore) -> dict[Any, Any]:
@@ -124,7 +164,7 @@ async def reading_alerts(url: str, topics: list[str]) -> AsyncIterator[list[Aler
     async with Bus(url) as bus:
         for topic, reader in zip(topics, readers, strict=True):
             await bus.create_topic(topic)
-            await bus.subscribe(topic, reader.keep, group="reader")
+            await bus.subscribe(topic, reader.keep, group=f"reader-{topic}")
         yield readers
 
 
@@ -160,35 +200,11 @@ async def _ignore(event: Event) -> None:
     raise RuntimeError("a group's position is being created: nothing is handled")
 
 
-async def publish(url: str, topic: str, events: list[Event]) -> None:
-    async with Bus(url, source="shop") as bus:
-        for item in events:
-            await bus.publish(topic, item)
-
-
 async def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(every)
-
-
-def applied(store: SagaStore) -> int:
-    """How many events the store shows as applied (timeline entries plus buffered orphans)."""
-    return sum(len(i.timeline) for i in store.instances(limit=100_000)) + len(store.orphans())
-
-
-def stalled(sagas: int) -> set[str]:
-    """The sagas the scripts make stall (some of them move on later)."""
-    scripted = {f"o{i}" for i in range(sagas) if i % len(SCRIPTS) in (3, 4, 5)}
-    return scripted | {f"n{i}" for i in range(0, sagas, 10)}
-
-
-def settled(store: SagaStore, sagas: int) -> bool:
-    """Whether every saga the whole stream leaves stalled is judged stuck (the watermark passed
-    their deadlines, so everything published before was read)."""
-    stuck = {i.correlation_id for i in store.instances(state="stuck", limit=100_000)}
-    return stalled(sagas) - {f"o{i}" for i in range(3, sagas, len(SCRIPTS))} <= stuck
 
 
 def check_stuck_alerts(alerts: Alerts, store_url: str, stalled: set[str]) -> None:
@@ -206,9 +222,10 @@ def check_stuck_alerts(alerts: Alerts, store_url: str, stalled: set[str]) -> Non
     assert set(stuck) - resolved == still_open
 
 
+@contextlib.asynccontextmanager
 async def reference(
-    url: str, tmp: Path, definitions: Path, alerts_topic: str, sagas: int
-) -> dict[Any, Any]:
+    url: str, tmp: Path, definitions: Path, alerts_topic: str
+) -> AsyncIterator[SagaStore]:
     """One monitor, never interrupted, over the same events (its own group and store)."""
     store = open_saga_store(f"sqlite:///{tmp}/reference.db")
     async with Bus(url) as bus:
@@ -219,11 +236,15 @@ async def reference(
             group="reference",
             alerts_topic=alerts_topic,
             tick_interval=0.05,
-            max_delay=1.0,
+            max_delay=MAX_DELAY,
         )
         async with monitor:
-            await wait_for(lambda: settled(store, sagas), 60, "the reference to settle")
-            await wait_for(lambda: not store.pending_alerts(), 30, "the reference's alerts")
-    result = snapshot(store)
+            yield store
     store.close()
-    return result
+
+
+async def settle(store: SagaStore, sagas: int) -> dict[Any, Any]:
+    """Wait until ``store``'s monitor has judged the whole stream and sent its alerts."""
+    await wait_for(lambda: settled(store, sagas), 90, "the monitor to settle")
+    await wait_for(lambda: not store.pending_alerts(), 30, "the monitor's alerts")
+    return snapshot(store)

@@ -3,11 +3,13 @@ an uninterrupted run, on the embedded broker and on Kafka, RabbitMQ and NATS."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -19,16 +21,16 @@ from saga_monitor import open_saga_store
 from tests.saga_monitor.scenario import (
     DEFINITIONS,
     GROUP,
+    MAX_DELAY,
     alert_difference,
-    applied,
     broker_url,
     check_stuck_alerts,
     join,
-    phase_one,
-    phase_two,
-    publish,
+    play,
     reading_alerts,
     reference,
+    schedule,
+    settle,
     snapshot,
     stalled,
     wait_for,
@@ -57,7 +59,7 @@ def start_monitor(
         "--tick",
         "50ms",
         "--max-delay",
-        "1s",
+        f"{MAX_DELAY}s",
         *extra,
     ]
     env = {**os.environ, "CHOREO_LOG_LEVEL": "ERROR"}
@@ -90,26 +92,29 @@ async def test_kill_9_and_restart_reach_the_uninterrupted_verdicts(
     topic, sagas = f"flow-{run}", 160
     definitions = tmp_path / "sagas.yaml"
     definitions.write_text(DEFINITIONS.format(topic=topic))
-    first, second = phase_one(sagas), phase_two(sagas)
     await join(url, [topic], GROUP)
     await join(url, [topic], "reference")
     alert_topics = [f"alerts-monitor-{run}", f"alerts-reference-{run}"]
-    async with reading_alerts(url, alert_topics) as (mine, theirs):
-        await publish(url, topic, first)
-        store_url = f"sqlite:///{tmp_path}/sagas.db"
+    store_url = f"sqlite:///{tmp_path}/sagas.db"
+    async with (
+        reading_alerts(url, alert_topics) as (mine, theirs),
+        reference(url, tmp_path, definitions, alert_topics[1]) as alone,
+    ):
         watcher = open_saga_store(store_url)
         process = start_monitor(url, store_url, definitions, alert_topics[0])
+        stream = schedule(sagas, time.monotonic() + 1.0)
+        publishing = asyncio.create_task(play(url, topic, stream))
         try:
-            await wait_for(lambda: sum(watcher.counts().values()) >= 30, 60, "the monitor")
+            await wait_for(lambda: sum(watcher.counts().values()) >= 40, 60, "the monitor")
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
-            assert applied(watcher) < len(first), "killed too late: the stream was already done"
+            assert not publishing.done(), "killed too late: the stream was already done"
             port = free_port()
             process = start_monitor(
                 url, store_url, definitions, alert_topics[0], "--metrics-port", str(port)
             )
-            await publish(url, topic, second)
-            expected = await reference(url, tmp_path, definitions, alert_topics[1], sagas)
+            stamps = await publishing
+            expected = await settle(alone, sagas)
             await wait_for(lambda: snapshot(watcher) == expected, 60, "the same states", 0.2)
             async with httpx.AsyncClient() as client:
                 metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
@@ -118,7 +123,8 @@ async def test_kill_9_and_restart_reach_the_uninterrupted_verdicts(
                 await wait_for(lambda: mine.ids() == theirs.ids(), 30, "the same alerts")
             assert [] == alert_difference(mine, theirs)
         finally:
+            publishing.cancel()
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
             watcher.close()
-        check_stuck_alerts(mine, store_url, stalled(sagas))
+    check_stuck_alerts(mine, store_url, stalled(sagas, stamps))

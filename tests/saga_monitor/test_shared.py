@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,15 +20,16 @@ from saga_monitor.monitor import SagaMonitor
 from tests.saga_monitor.scenario import (
     DEFINITIONS,
     GROUP,
+    MAX_DELAY,
     alert_difference,
     broker_url,
     check_stuck_alerts,
     join,
-    phase_one,
-    phase_two,
-    publish,
+    play,
     reading_alerts,
     reference,
+    schedule,
+    settle,
     snapshot,
     stalled,
     wait_for,
@@ -73,7 +75,10 @@ async def test_two_monitors_sharing_a_group_reach_the_verdicts_of_one(
     await join(url, [topic], GROUP)
     await join(url, [topic], "reference")
     alert_topics = [f"alerts-pair-{run}", f"alerts-reference-{run}"]
-    async with reading_alerts(url, alert_topics) as (pair, alone):
+    async with (
+        reading_alerts(url, alert_topics) as (pair, alone),
+        reference(url, tmp_path, definitions, alert_topics[1]) as single,
+    ):
         stores = [open_saga_store(shared_store) for _ in range(2)]  # together, on a fresh schema
         buses = [Bus(url, source="choreo-saga-monitor") for _ in range(2)]
         monitors = [
@@ -83,14 +88,14 @@ async def test_two_monitors_sharing_a_group_reach_the_verdicts_of_one(
                 store,
                 alerts_topic=alert_topics[0],
                 tick_interval=0.05,
-                max_delay=1.0,
+                max_delay=MAX_DELAY,
             )
             for bus, store in zip(buses, stores, strict=True)
         ]
         await asyncio.gather(*(m.start() for m in monitors))
         try:
-            await publish(url, topic, phase_one(sagas) + phase_two(sagas))
-            expected = await reference(url, tmp_path, definitions, alert_topics[1], sagas)
+            stamps = await play(url, topic, schedule(sagas, time.monotonic() + 0.5))
+            expected = await settle(single, sagas)
             await wait_for(
                 lambda: snapshot(stores[0]) == expected, 60, "the same states", every=0.2
             )
@@ -103,4 +108,4 @@ async def test_two_monitors_sharing_a_group_reach_the_verdicts_of_one(
             await asyncio.gather(*(bus.stop() for bus in buses))
             for store in stores:
                 store.close()
-        check_stuck_alerts(pair, shared_store, stalled(sagas))
+    check_stuck_alerts(pair, shared_store, stalled(sagas, stamps))
