@@ -48,6 +48,8 @@ class Harness:
         self.clock = ManualClock()
         self.alerts: list[Event] = []
         self.monitor: SagaMonitor | None = None
+        #: This test's own alerts topic: a broker shared by the session keeps other tests'.
+        self.alerts_topic = f"saga.alerts.{uuid.uuid4().hex[:8]}"
 
     async def start(self) -> SagaMonitor:
         self.monitor = SagaMonitor(
@@ -57,6 +59,7 @@ class Harness:
             clock=self.clock,
             tick_interval=0.02,
             max_delay=0.5,
+            alerts_topic=self.alerts_topic,
         )
         return await self.monitor.start()
 
@@ -64,7 +67,7 @@ class Harness:
         async def keep(event: Event) -> None:
             self.alerts.append(event)
 
-        await self.bus.subscribe("saga.alerts", keep, group="alert-reader")
+        await self.bus.subscribe(self.alerts_topic, keep, group="alert-reader")
 
     async def send(self, type_: str, corr: str, *, seconds: float = 0, id_: str = "") -> None:
         assert self.monitor is not None
