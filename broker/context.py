@@ -33,7 +33,7 @@ __all__ = [
 #: What the running handler handles: (event, its delivery, the deliveries of a batch).
 _Handling = tuple["Event | None", "Delivery | None", "Sequence[Delivery]"]
 _handling: ContextVar[_Handling | None] = ContextVar("choreo_handling", default=None)
-_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})\Z")
 _NO_DELIVERIES: tuple[Delivery, ...] = ()
 
 

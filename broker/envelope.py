@@ -54,7 +54,7 @@ NATS_PREFIXES = ("ce-",)
 _OPTIONAL_ATTRIBUTES = ("time", "subject", "datacontenttype", "dataschema")
 _CORE_ATTRIBUTES = frozenset(("id", "source", "type", "specversion", *_OPTIONAL_ATTRIBUTES))
 _NOT_EXTENSIONS = _CORE_ATTRIBUTES | {"data", "data_base64"}
-_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,40}$")
+_EXTENSION_NAME = re.compile(r"[a-z0-9]{1,40}\Z")
 _valid_names: set[str] = set()
 # Extensions the core writes as integers; binary bindings carry every value as text.
 _INTEGER_EXTENSIONS = frozenset({"dlqattempts"})

@@ -44,8 +44,8 @@ from broker.urls import mask_url
 
 __all__ = ["POSTGRESQL", "SQLITE", "Dialect", "Migration", "SqlStore", "Tx", "upsert"]
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_PREFIX = re.compile(r"^([a-z_][a-z0-9_]{0,40})?$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
+_PREFIX = re.compile(r"([a-z_][a-z0-9_]{0,40})?\Z")
 _MIGRATION_LOCK = "choreograph schema migrations"
 
 

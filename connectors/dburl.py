@@ -26,7 +26,7 @@ _SCHEMES: dict[str, Dialect] = {
     "mariadb": "mysql",
     "sqlite": "sqlite",
 }
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
 
 
 def check_identifier(name: str, what: str = "table") -> str:

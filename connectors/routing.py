@@ -35,12 +35,12 @@ DLQ_GROUP = "outbox-relay"
 
 PayloadFormat = Literal["json", "text", "bytes"]
 
-_EXTENSION = re.compile(r"^[a-z0-9]{1,40}$")
+_EXTENSION = re.compile(r"[a-z0-9]{1,40}\Z")
 _RESERVED = frozenset(
     ("id", "source", "type", "specversion", "time", "subject", "datacontenttype", "dataschema")
 )
 _RESERVED_EXTENSIONS = frozenset(("partitionkey", "expiration", "data"))
-_TOPIC = re.compile(r"^[A-Za-z0-9._\-]{1,249}$")
+_TOPIC = re.compile(r"[A-Za-z0-9._\-]{1,249}\Z")
 _ROUTE_FIELDS = frozenset(("aggregatetype", "aggregateid", "type"))
 _CONTENT_TYPES = {
     "json": "application/json",
@@ -233,12 +233,19 @@ def _lookup(data: Mapping[str, Any], path: list[str]) -> Any:
 
 def _check_template(route: str) -> None:
     try:
-        names = {name for _, name, _, _ in string.Formatter().parse(route) if name is not None}
+        fields = [(name, spec) for _, name, spec, _ in string.Formatter().parse(route)]
     except ValueError as exc:
         raise OutboxConfigError(f"route template {route!r} is invalid: {exc}") from exc
+    names = {name for name, _ in fields if name is not None}
+    if any(re.search(r"\d{4}", spec or "") for _, spec in fields):  # before formatting it
+        raise OutboxConfigError(f"route template {route!r} pads beyond a topic's 249 characters")
     unknown = names - _ROUTE_FIELDS
     if unknown:
         raise OutboxConfigError(
             f"route template {route!r} uses {', '.join(sorted(unknown))}; the fields are "
             "{aggregatetype}, {aggregateid} and {type}"
         )
+    try:  # a format spec or conversion that no text takes (e.g. {aggregatetype:d})
+        route.format(**dict.fromkeys(_ROUTE_FIELDS, "x"))
+    except (ValueError, TypeError) as exc:
+        raise OutboxConfigError(f"route template {route!r} is invalid: {exc}") from exc

@@ -50,8 +50,8 @@ __all__ = [
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,40}$")
-_SIMPLE_PATH = re.compile(r"^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*$")
+_EXTENSION_NAME = re.compile(r"[a-z0-9]{1,40}\Z")
+_SIMPLE_PATH = re.compile(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*\Z")
 
 
 def parse_duration(value: str | float | None, *, field: str = "duration") -> float | None:
