@@ -6,7 +6,10 @@ colour; the events' data below), ``/sagas`` (each definition as a step graph wit
 Pages refresh themselves every ``refresh`` seconds (``?refresh=0`` turns it off). JSON under
 ``/api/``: ``instances``, ``instances/{saga}/{id}``, ``counts``, ``definitions``.
 
-Every value that comes from an event is HTML-escaped: a payload with ``<script>`` is text.
+Every value that comes from an event is HTML-escaped: a payload with ``<script>`` is text. A
+correlation id may hold ``/`` (encoded as ``%2F`` or not). A bad request (a limit out of range,
+an unknown state, a window too long) is a 4xx with a message, never a 500. With ``auth``
+(:mod:`saga_monitor.web_http`) everything but ``/healthz`` needs the credentials.
 """
 
 from __future__ import annotations
@@ -15,18 +18,25 @@ import html
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse
 
 from saga_monitor.definitions import Definitions, SagaDefinition, format_duration, load_definitions
 from saga_monitor.model import STATES, Instance, utcnow
 from saga_monitor.store import SagaStore, open_saga_store
+from saga_monitor.web_http import Auth, AuthMiddleware, SegmentPaths, segment
 from saga_monitor.web_timeline import ROLE_COLOURS, timeline_svg
 
-__all__ = ["create_app"]
+__all__ = ["MAX_LIMIT", "MAX_SINCE_DAYS", "create_app"]
+
+#: The most instances one request lists, and the longest ``since`` window it takes.
+MAX_LIMIT = 10_000
+MAX_SINCE_DAYS = 36_500
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="at most this many instances")]
+Refresh = Annotated[int | None, Query(ge=0, le=86_400, description="seconds; 0 turns it off")]
 
 STATE_COLOURS = {
     "running": "#2f80c7",
@@ -208,6 +218,7 @@ class _Views:
     ) -> list[Instance]:
         if state and state not in STATES:
             raise HTTPException(422, f"state must be one of {', '.join(STATES)}")
+        _check_text(saga=saga, q=q)
         after = utcnow() - timedelta(seconds=_seconds(since)) if since else None
         return self.store.instances(
             saga=saga or None,
@@ -218,6 +229,8 @@ class _Views:
         )
 
     def one(self, saga: str, correlation_id: str) -> Instance:
+        saga, correlation_id = segment(saga), segment(correlation_id)
+        _check_text(saga=saga, correlation_id=correlation_id)
         found = self.store.instances(saga=saga, correlation_id=correlation_id, limit=1)
         if not found:
             raise HTTPException(404, f"no instance of {saga} with correlation id {correlation_id}")
@@ -229,8 +242,8 @@ class _Views:
         state: str | None = None,
         q: str | None = None,
         since: str | None = None,
-        limit: int = 200,
-        refresh: int | None = None,
+        limit: Limit = 200,
+        refresh: Refresh = None,
     ) -> HTMLResponse:
         found = self.query(saga, state, q, since, limit)
         counts = self.store.counts()
@@ -243,12 +256,14 @@ class _Views:
         return _page("saga instances", body, self.refresh if refresh is None else refresh)
 
     async def instance_page(
-        self, saga: str, correlation_id: str, refresh: int | None = None
+        self, saga: str, correlation_id: str, refresh: Refresh = None
     ) -> HTMLResponse:
-        body = _detail_html(self.one(saga, correlation_id), utcnow())
-        return _page(f"{saga} {correlation_id}", body, self.refresh if refresh is None else refresh)
+        found = self.one(saga, correlation_id)
+        body = _detail_html(found, utcnow())
+        title = f"{found.saga} {found.correlation_id}"
+        return _page(title, body, self.refresh if refresh is None else refresh)
 
-    async def sagas_page(self, refresh: int | None = None) -> HTMLResponse:
+    async def sagas_page(self, refresh: Refresh = None) -> HTMLResponse:
         if self.defined is None:
             body = "<p>no saga definitions were given to this server, so there is no graph</p>"
         else:
@@ -264,7 +279,7 @@ class _Views:
         state: str | None = None,
         q: str | None = None,
         since: str | None = None,
-        limit: int = 200,
+        limit: Limit = 200,
     ) -> list[dict[str, Any]]:
         return [i.summary() for i in self.query(saga, state, q, since, limit)]
 
@@ -303,23 +318,28 @@ def create_app(
     *,
     definitions: Definitions | str | Path | None = None,
     refresh: int = 5,
+    auth: Auth | None = None,
 ) -> FastAPI:
-    """The web app over a store (URL or object) and, for the graph, the definitions."""
+    """The web app over a store (URL or object) and, for the graph, the definitions; with
+    ``auth``, every path but ``/healthz`` needs the credentials."""
     opened: SagaStore = open_saga_store(store) if store is None or isinstance(store, str) else store
     defined = load_definitions(definitions) if isinstance(definitions, str | Path) else definitions
     views = _Views(opened, defined, refresh)
     app = FastAPI(title="choreograph sagas", docs_url="/api/docs", redoc_url=None)
     app.state.store = opened
+    app.add_middleware(SegmentPaths)
+    if auth is not None:
+        app.add_middleware(AuthMiddleware, auth=auth)
     html_routes: dict[str, Any] = {
         "/": views.index,
-        "/instances/{saga}/{correlation_id}": views.instance_page,
+        "/instances/{saga}/{correlation_id:path}": views.instance_page,
         "/sagas": views.sagas_page,
     }
     for path, endpoint in html_routes.items():
         app.add_api_route(path, endpoint, methods=["GET"], response_class=HTMLResponse)
     json_routes: dict[str, Any] = {
         "/api/instances": views.api_instances,
-        "/api/instances/{saga}/{correlation_id}": views.api_instance,
+        "/api/instances/{saga}/{correlation_id:path}": views.api_instance,
         "/api/counts": views.api_counts,
         "/api/definitions": views.api_definitions,
         "/healthz": views.healthz,
@@ -340,4 +360,13 @@ def _seconds(text: str) -> float:
         seconds = parse_duration(text, field="since")
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
-    return seconds or 0.0
+    if seconds is None or seconds > MAX_SINCE_DAYS * 86_400:
+        raise HTTPException(422, f"since: {text!r} is longer than {MAX_SINCE_DAYS}d")
+    return seconds
+
+
+def _check_text(**values: str | None) -> None:
+    """Refuse a NUL character, which no store can compare (a 422 rather than a 500)."""
+    for name, value in values.items():
+        if value is not None and "\x00" in value:
+            raise HTTPException(422, f"{name} must not contain a NUL character")
