@@ -5,8 +5,10 @@ Exit codes: 0 success, 1 operational failure, 2 usage error (see :mod:`choreo.er
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import sys
 
 import typer
 
@@ -20,6 +22,8 @@ from choreo.commands.registry import registry_app
 from choreo.commands.saga import saga_app
 from choreo.commands.schema import schema_app
 from choreo.commands.topics import topics_app
+from choreo.console import print_error
+from choreo.errors import EXIT_USAGE
 
 __all__ = ["app", "main"]
 
@@ -52,4 +56,20 @@ def main() -> None:
     if os.environ.get("CHOREO_LOG_LEVEL", "").upper() != "DEBUG":
         for name in _CLIENT_LOGGERS:
             logging.getLogger(name).setLevel(logging.CRITICAL)
+    for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a character: \uXXXX
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+    _refuse_undecodable(sys.argv[1:])
     app()
+
+
+def _refuse_undecodable(arguments: list[str]) -> None:
+    """Exit 2 when an argument is not valid UTF-8 (Python keeps such bytes as lone surrogates,
+    which no event, topic or URL can carry)."""
+    for position, argument in enumerate(arguments, start=1):
+        try:
+            argument.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = argument.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            print_error(f"argument {position} ({shown}) is not valid UTF-8; pass UTF-8 text")
+            raise SystemExit(EXIT_USAGE) from None

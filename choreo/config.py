@@ -14,8 +14,12 @@ import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-__all__ = ["setting"]
+from broker.errors import ConfigurationError
+from choreo.console import reported
+
+__all__ = ["check_url", "setting"]
 
 DEFAULTS = {
     "broker_url": "sqlite:///.choreo/broker.db",
@@ -31,14 +35,21 @@ def _file_settings(path: str) -> dict[str, Any]:
         return {}
     try:
         return tomllib.loads(file.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        from broker.errors import ConfigurationError
-
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"cannot read {path}: {exc}; fix or remove the file") from exc
 
 
+_OPTIONS = {"broker_url": "--broker", "registry_url": "--registry", "store_url": "--store"}
+
+
 def setting(name: str, flag: str | None = None) -> str:
-    """The value of setting ``name`` (e.g. ``broker_url``) by precedence."""
+    """The value of setting ``name`` (e.g. ``broker_url``) by precedence; a URL that does not
+    parse, or an unreadable ``choreo.toml``, exits 2 with one line."""
+    with reported():
+        return check_url(_lookup(name, flag), f"the {_OPTIONS[name]} URL")
+
+
+def _lookup(name: str, flag: str | None) -> str:
     if flag:
         return flag
     env = os.environ.get(f"CHOREO_{name.upper()}")
@@ -48,3 +59,25 @@ def setting(name: str, flag: str | None = None) -> str:
     if value:
         return str(value)
     return DEFAULTS[name]
+
+
+def check_url(url: str, what: str) -> str:
+    """``url`` if each of its hosts and ports parses, else a :class:`ConfigurationError` naming
+    ``what`` (and not the URL, which may hold a password where the parse went wrong)."""
+    if "://" not in url:
+        return url
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        raise ConfigurationError(
+            f"{what} has a malformed host (an unclosed '['?); write it as scheme://host:port/..."
+        ) from None
+    for host in netloc.rpartition("@")[2].split(","):  # kafka://h1:9092,h2:9092
+        try:
+            _ = urlsplit(f"//{host}").port  # raises ValueError for a bad one
+        except ValueError:
+            raise ConfigurationError(
+                f"{what} has a bad host or port (a port is a number from 0 to 65535); "
+                "write it as scheme://host:port/..."
+            ) from None
+    return url

@@ -3,12 +3,19 @@
 Every command in :mod:`choreo.commands` uses these so that all commands fail the same way: one
 red line on stderr naming the thing and the fix, exit code 1 for an operational failure and 2 for
 a usage error (:mod:`choreo.errors` decides which), never a traceback for a user mistake.
+
+User data is never markup: neither console reads Rich markup or emoji codes, so a string (a
+topic, a type, an id, a table cell) is always shown as it is, and ``a[/]b`` can neither crash
+the output nor restyle it. Style comes only from :class:`rich.text.Text` objects built here in
+the code (``Text.assemble(("error:", "bold red"), " ", message)``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import re
 import sys
 from collections.abc import Coroutine, Iterator
@@ -17,50 +24,108 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from choreo import errors
 
 __all__ = [
+    "committed",
     "err_console",
     "fail",
     "out_console",
     "parse_duration",
+    "print_error",
     "print_json",
     "reported",
     "run",
+    "warn",
 ]
 
-# emoji=False: a ``:name:`` in a message (``app:bus:``, a topic) is text, not an emoji code.
-err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
-out_console = Console(highlight=False, soft_wrap=True, emoji=False)
+
+class _Console(Console):
+    """A console that reads no markup or emoji codes (``app:bus:`` or a topic is text), and whose reaction to a closed pipe
+    (Rich's own: drop the output and exit 1) is only to drop the output inside :func:`committed`.
+    """
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        super().__init__(stderr=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False)
+        self.keep_exit_code = False
+
+    def on_broken_pipe(self) -> None:
+        if not self.keep_exit_code:
+            super().on_broken_pipe()
+        self.quiet = True
+        _drop_stdout()
+
+
+err_console = _Console(stderr=True)
+out_console = _Console()
 
 T = TypeVar("T")
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+#: The longest duration an option takes: 100 years (a date that far away is still a date).
+MAX_DURATION_DAYS = 36_500
 
 
 def fail(message: str, code: int = errors.EXIT_FAILURE) -> NoReturn:
     """Print ``error: message`` on stderr and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+    print_error(message)
     raise typer.Exit(code)
+
+
+def print_error(message: str) -> None:
+    """Print ``error: message`` on stderr (the message is plain text, never markup)."""
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message))
+
+
+def warn(message: str) -> None:
+    """Print ``warning: message`` on stderr (plain text, never markup)."""
+    err_console.print(Text.assemble(("warning:", "bold yellow"), " ", message))
 
 
 def parse_duration(text: str, *, option: str = "duration") -> float:
     """Seconds from ``100ms``, ``30s``, ``5m``, ``2h``, ``1d`` or a bare number of seconds."""
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if not match:
         raise typer.BadParameter(
             f"{text!r} is not a duration for {option}; use e.g. 100ms, 30s, 5m, 2h or 1d"
         )
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > MAX_DURATION_DAYS * _UNIT_SECONDS["d"]:
+        raise typer.BadParameter(f"{option} {text!r} is longer than {MAX_DURATION_DAYS}d")
+    return seconds
 
 
 def print_json(value: Any) -> None:
     """Write ``value`` as JSON on stdout (no Rich markup, safe for pipes)."""
     sys.stdout.write(json.dumps(value, ensure_ascii=False, default=str) + "\n")
     sys.stdout.flush()
+
+
+@contextmanager
+def committed() -> Iterator[None]:
+    """Around the output that follows a durable change (a publish, a replay, a purge).
+
+    The change is done, so the exit code must say so: a failure to show it (a closed pipe)
+    must not turn into an error that makes a retrying script do it twice. Output that cannot
+    be written is dropped, and so is anything written to stdout after it.
+    """
+    out_console.keep_exit_code = True
+    try:
+        yield
+    except (OSError, UnicodeError):
+        _drop_stdout()
+    finally:
+        out_console.keep_exit_code = False
+
+
+def _drop_stdout() -> None:
+    """Send whatever is still written to stdout to the null device (its reader has gone)."""
+    with contextlib.suppress(OSError, ValueError):  # not a real file (a test's capture)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 @contextmanager

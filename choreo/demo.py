@@ -26,9 +26,9 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from broker import Bus, Event, Policy, Retry
 from broker.envelope import format_time
@@ -167,13 +167,18 @@ class Demo:
         if stuck:
             waits = Counter(", ".join(i.expected) or "-" for i in stuck)
             out_console.print(
-                f"[yellow]{len(stuck)} stuck[/]: "
-                + ", ".join(i.correlation_id for i in stuck[:6])
-                + f" (waiting for {', '.join(escape(w) for w in waits)})"
+                Text.assemble(
+                    (f"{len(stuck)} stuck", "yellow"),
+                    ": " + ", ".join(i.correlation_id for i in stuck[:6]),
+                    f" (waiting for {', '.join(waits)})",
+                )
             )
         out_console.print(
-            f"[red]{len(dead)} dead letter(s)[/] in orders.dlq: "
-            + ", ".join(escape(f"{e.id} ({e.extensions.get('dlqerror')})") for e in dead[:3])
+            Text.assemble(
+                (f"{len(dead)} dead letter(s)", "red"),
+                " in orders.dlq: ",
+                ", ".join(f"{e.id} ({e.extensions.get('dlqerror')})" for e in dead[:3]),
+            )
         )
         out_console.print(f"orders table: {self.orders.statuses()}")
         broker = f" --broker '{shown_url}'"
@@ -187,4 +192,4 @@ class Demo:
             f"choreo schema ls --registry sqlite:///{self.directory}/registry.db",
             f"choreo saga serve{store}   # then open http://127.0.0.1:8000",
         ):
-            out_console.print(f"  {line}", markup=False)
+            out_console.print(f"  {line}")

@@ -107,6 +107,8 @@ def init_outbox(
 ) -> InitReport:
     """Create the outbox table, the offsets table and what CDC needs; idempotent."""
     check_identifier(table)
+    if slot:  # before anything is created
+        check_identifier(slot, "slot")
     if payload not in _PAYLOAD_TYPES["sqlite"]:
         raise OutboxConfigError(f"payload type {payload!r} is not one of json, text, bytes")
     db = DatabaseURL.parse(url)

@@ -1,4 +1,8 @@
-"""Rich renderings of saga instances for ``choreo saga ls`` and ``choreo saga show``."""
+"""Rich renderings of saga instances for ``choreo saga ls`` and ``choreo saga show``.
+
+Every value that comes from an event or a definition goes in as :class:`rich.text.Text`, never
+as a string a console could read as markup: a correlation id ``a[/]b`` is shown as it is.
+"""
 
 from __future__ import annotations
 
@@ -61,11 +65,11 @@ def instance_table(instances: list[Instance], now: datetime) -> Table:
             due = f"overdue {format_duration((now - item.due).total_seconds())}"
         kinds = sorted({a.kind for a in item.anomalies})
         table.add_row(
-            item.saga,
-            item.correlation_id,
+            Text(item.saga),
+            Text(item.correlation_id),
             _state(item.state),
             relative(item.started, now),
-            ", ".join(item.expected) or "-",
+            Text(", ".join(item.expected) or "-"),
             Text(due, style="red" if item.state == "stuck" else ""),
             Text(f"{len(item.anomalies)} ({', '.join(kinds)})", style="yellow")
             if kinds
@@ -97,8 +101,8 @@ def timeline(instance: Instance, now: datetime) -> RenderableType:
             f"+{format_duration(offset) if offset else '0s'}",
             format_duration(delta) if delta else "-",
             Text(obs.type, style=ROLE_STYLES.get(entry.role, "")),
-            entry.role,
-            obs.source,
+            Text(entry.role),
+            Text(obs.source),
             _bar(offset, total),
             Text(" ".join(f"⚠ {flag}" for flag in entry.flags), style="bold yellow"),
         )

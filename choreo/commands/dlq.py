@@ -10,8 +10,14 @@ from rich.table import Table
 
 from broker.envelope import Event
 from broker.errors import TopicNotFoundError
-from choreo.commands.options import BrokerOption, OutputOption, check_output, open_bus
-from choreo.console import fail, out_console, print_json, run
+from choreo.commands.options import (
+    BrokerOption,
+    OutputOption,
+    check_output,
+    check_topics,
+    open_bus,
+)
+from choreo.console import committed, fail, out_console, print_json, run
 
 __all__ = ["dlq_app"]
 
@@ -26,12 +32,13 @@ def _dlq_name(topic: str) -> str:
 @dlq_app.command("ls")
 def dlq_ls(
     topic: str | None = typer.Argument(None, help="Topic (or its .dlq); all DLQs if omitted."),
-    limit: int = typer.Option(100, "--limit"),
+    limit: int = typer.Option(100, "--limit", min=1, max=1_000_000),
     broker: str | None = BrokerOption,
     output: str = OutputOption,
 ) -> None:
     """List dead letters with their reasons."""
     check_output(output)
+    check_topics(topic)
 
     async def go() -> list[Event]:
         async with open_bus(broker) as bus:
@@ -68,6 +75,7 @@ def dlq_show(
     broker: str | None = BrokerOption,
 ) -> None:
     """Print one dead letter in full (structured CloudEvents JSON)."""
+    check_topics(topic)
 
     async def go() -> list[Event]:
         async with open_bus(broker) as bus:
@@ -89,6 +97,7 @@ def dlq_replay(
     broker: str | None = BrokerOption,
 ) -> None:
     """Publish dead letters back to their original topic and remove them from the DLQ."""
+    check_topics(topic)
 
     async def go() -> int:
         async with open_bus(broker) as bus:
@@ -104,7 +113,9 @@ def dlq_replay(
                 )
             return len(await bus.replay(name, event_id or None))
 
-    out_console.print(f"replayed {run(go())} event(s)")
+    replayed = run(go())
+    with committed():
+        out_console.print(f"replayed {replayed} event(s)")
 
 
 @dlq_app.command("purge")
@@ -114,9 +125,12 @@ def dlq_purge(
     broker: str | None = BrokerOption,
 ) -> None:
     """Delete dead letters (all, or the given ids)."""
+    check_topics(topic)
 
     async def go() -> int:
         async with open_bus(broker) as bus:
             return await bus.purge(_dlq_name(topic), event_id or None)
 
-    out_console.print(f"purged {run(go())} event(s)")
+    purged = run(go())
+    with committed():
+        out_console.print(f"purged {purged} event(s)")

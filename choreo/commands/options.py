@@ -1,5 +1,8 @@
-"""Options shared by the commands: the broker commands' ``--broker`` and ``--output``, and the
-``--output`` choice of the registry and saga commands."""
+"""Options and checks shared by the commands: ``--broker``, ``--output``, topic names, ports,
+and the metrics server.
+
+The checks run before a command touches a broker, so a usage error never publishes or consumes.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,10 @@ from typing import Any
 import typer
 
 from broker.bus import Bus
+from broker.observability import serve_metrics
 from choreo.config import setting
 from choreo.console import fail
-from choreo.errors import EXIT_USAGE
+from choreo.errors import EXIT_FAILURE, EXIT_USAGE
 
 __all__ = [
     "BrokerOption",
@@ -19,7 +23,10 @@ __all__ = [
     "OutputChoiceOption",
     "OutputOption",
     "check_output",
+    "check_topics",
     "open_bus",
+    "port_option",
+    "start_metrics",
 ]
 
 BrokerOption = typer.Option(
@@ -38,6 +45,11 @@ class Output(StrEnum):
 OutputChoiceOption = typer.Option(Output.table, "--output", "-o", help="table or json.")
 
 
+def port_option(default: int | None, name: str, help: str) -> Any:
+    """A TCP port option: Typer refuses anything outside 1..65535 as a usage error."""
+    return typer.Option(default, name, min=1, max=65535, help=help)
+
+
 def open_bus(broker: str | None, **options: Any) -> Bus:
     """A Bus on ``--broker``, else the configured or default broker URL."""
     return Bus(setting("broker_url", broker), **options)
@@ -47,3 +59,25 @@ def check_output(output: str) -> None:
     """Refuse an ``--output`` other than table or json (a usage error)."""
     if output not in ("table", "json"):
         fail(f"--output must be table or json, not {output!r}", EXIT_USAGE)
+
+
+def check_topics(*topics: str | None, what: str = "topic") -> None:
+    """Refuse an empty or blank topic name (a usage error); ``None`` is an omitted one."""
+    for topic in topics:
+        if topic is not None and not topic.strip():
+            fail(f"a {what} name cannot be empty; name the topic", EXIT_USAGE)
+
+
+def start_metrics(port: int | None, host: str = "127.0.0.1") -> None:
+    """Serve Prometheus metrics on ``host:port`` (nothing when ``port`` is None); a port that
+    cannot be bound (in use, not allowed) exits 1 with one line, before anything is consumed."""
+    if port is None:
+        return
+    try:
+        serve_metrics(port, host=host)
+    except OSError as exc:
+        fail(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; "
+            "choose another --metrics-port",
+            EXIT_FAILURE,
+        )

@@ -12,8 +12,10 @@ from typing import Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from choreo.config import setting
+from choreo.commands.options import check_topics, port_option, start_metrics
+from choreo.config import check_url, setting
 from choreo.console import fail, out_console, print_json, run
 from choreo.errors import EXIT_USAGE
 from connectors.outbox_table import DEFAULT_SLOT, DEFAULT_TABLE
@@ -51,7 +53,7 @@ def init(
         fail(f"--payload-type {payload_type!r} is not json, text or bytes", EXIT_USAGE)
 
     async def go() -> Any:
-        return init_outbox(db, table, slot=slot, payload=payload_type)  # type: ignore[arg-type]
+        return init_outbox(check_url(db, "the --db URL"), table, slot=slot, payload=payload_type)  # type: ignore[arg-type]
 
     report = run(go())
     out_console.print(f"outbox ready on {report.database}: " + ", ".join(report.created))
@@ -75,21 +77,23 @@ def relay(
     resume: str = typer.Option(
         "position", "--resume", help="MySQL: resume by binlog position or by (MariaDB) gtid."
     ),
-    metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve /metrics."),
+    metrics_port: int | None = port_option(None, "--metrics-port", "Serve /metrics."),
 ) -> None:
     """Stream committed outbox rows to the broker until SIGTERM (Ctrl-C)."""
-    from broker.observability import serve_metrics
     from connectors.runtime import build_relay, run_relay
 
+    check_topics(dlq_topic, what="--dlq-topic")
     if payload_format not in ("json", "text", "bytes"):
         fail(f"--payload-format {payload_format!r} is not json, text or bytes", EXIT_USAGE)
     if resume not in ("position", "gtid"):
         fail(f"--resume {resume!r} is not position or gtid", EXIT_USAGE)
 
+    broker_url = setting("broker_url", broker)
+
     async def go() -> Any:
         relay = build_relay(
-            db,
-            setting("broker_url", broker),
+            check_url(db, "the --db URL"),
+            broker_url,
             table=table,
             slot=slot,
             name=name,
@@ -101,8 +105,7 @@ def relay(
             binary=binary,
             resume=resume,  # type: ignore[arg-type]
         )
-        if metrics_port is not None:
-            serve_metrics(metrics_port)
+        start_metrics(metrics_port)
         return await run_relay(relay)
 
     stats = run(go())
@@ -127,7 +130,7 @@ def status(
         fail(f"--output {output!r} is not table or json", EXIT_USAGE)
 
     async def go() -> dict[str, Any]:
-        return outbox_status(db, table=table, slot=slot, name=name)
+        return outbox_status(check_url(db, "the --db URL"), table=table, slot=slot, name=name)
 
     info = run(go())
     if output == "json":
@@ -135,5 +138,5 @@ def status(
         return
     grid = Table(show_header=False, box=None)
     for key, value in info.items():
-        grid.add_row(f"[bold]{key}[/]", "-" if value is None else str(value))
+        grid.add_row(Text(key, style="bold"), "-" if value is None else str(value))
     out_console.print(grid)

@@ -4,42 +4,70 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
+from rich.text import Text
 
 from broker.bus import Bus
 from broker.envelope import Event
 from broker.errors import ConfigurationError
-from broker.observability import serve_metrics
 from broker.policies import CircuitBreaker, MemoryInbox, Policy, Retry, SQLiteInbox
-from choreo.commands.options import BrokerOption, OutputOption, check_output, open_bus
-from choreo.console import fail, out_console, parse_duration, print_json, run
+from choreo.commands.options import (
+    BrokerOption,
+    OutputOption,
+    check_output,
+    check_topics,
+    open_bus,
+    port_option,
+    start_metrics,
+)
+from choreo.console import committed, fail, out_console, parse_duration, print_json, run
 from choreo.errors import EXIT_USAGE
 
 __all__ = ["publish", "subscribe"]
 
 
 def _read_data(data: str | None) -> Any:
-    """JSON text, ``@file`` (JSON) or ``@-`` (stdin) into a Python value."""
+    """JSON text, ``@file`` (JSON) or ``@-`` (stdin) into a Python value; anything that is not
+    UTF-8 JSON (bytes, or a lone surrogate escape such as ``"\\ud800"``) is a usage error."""
     if data is None:
         return None
     source = "--data"
     if data.startswith("@"):
         name = data[1:]
         source = "stdin" if name == "-" else name
-        try:
-            data = sys.stdin.read() if name == "-" else Path(name).read_text()
-        except OSError as exc:
-            fail(f"cannot read {name!r} for --data: {exc.strerror or exc}", EXIT_USAGE)
+        data = _read_text(name, source)
     try:
-        return json.loads(data)
+        value = json.loads(data)
     except ValueError as exc:
         fail(f"{source} is not valid JSON ({exc}); quote strings as '\"text\"'", EXIT_USAGE)
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        fail(f"{source} holds {exc.object[exc.start]!r}, which is not valid Unicode", EXIT_USAGE)
+    return value
+
+
+def _read_text(name: str, source: str) -> str:
+    """The UTF-8 text of file ``name`` (``-``: stdin), read as bytes and decoded strictly."""
+    try:
+        raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {name!r} for --data: {exc.strerror or exc}", EXIT_USAGE)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        fail(
+            f"{source} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8",
+            EXIT_USAGE,
+        )
 
 
 def _parse_headers(headers: list[str]) -> dict[str, str | int | bool]:
@@ -68,6 +96,7 @@ def publish(
 ) -> None:
     """Publish one CloudEvent; prints its id once the broker durably accepted it."""
     check_output(output)
+    check_topics(topic)
     value = _read_data(data)
     extensions = _parse_headers(header)
     seconds = parse_duration(ttl, option="--ttl") if ttl else None
@@ -85,10 +114,13 @@ def publish(
             )
 
     sent = run(go())
-    if output == "json":
-        print_json(sent.to_dict())
-    else:
-        out_console.print(f"published {sent.type} [bold]{sent.id}[/] to {topic}")
+    with committed():  # published: from here on, nothing may change the exit code
+        if output == "json":
+            print_json(sent.to_dict())
+        else:
+            out_console.print(
+                Text.assemble("published ", sent.type, " ", (sent.id, "bold"), " to ", topic)
+            )
 
 
 def subscribe(
@@ -106,12 +138,16 @@ def subscribe(
     breaker_cooldown: str = typer.Option("30s", "--breaker-cooldown"),
     dedup: bool = typer.Option(False, "--dedup", help="Skip events already handled (source+id)."),
     inbox: str | None = typer.Option(None, "--inbox", help="SQLite file for a durable --dedup."),
-    metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve /metrics here."),
+    metrics_port: int | None = port_option(None, "--metrics-port", "Serve /metrics here."),
     broker: str | None = BrokerOption,
     output: str = OutputOption,
 ) -> None:
     """Handle events as they arrive: print them, or pipe each to --exec CMD."""
     check_output(output)
+    check_topics(*topics)
+    if count is not None and count < 1:
+        fail("--count must be at least 1; omit it to read until stopped", EXIT_USAGE)
+    command = _command(exec_) if exec_ is not None else None
     if on_expired not in ("dlq", "drop"):
         fail(f"--on-expired must be dlq or drop, not {on_expired!r}", EXIT_USAGE)
     try:
@@ -127,17 +163,45 @@ def subscribe(
         )
     except ConfigurationError as exc:
         fail(str(exc), EXIT_USAGE)
-    idle = parse_duration(timeout, option="--timeout") if timeout else None
-    if metrics_port is not None:
-        serve_metrics(metrics_port)
-    runner = _Runner(output, exec_, count)
+    idle = parse_duration(timeout, option="--timeout") if timeout is not None else None
+    if idle is not None and idle <= 0:
+        fail("--timeout must be more than 0; omit it to wait for events until stopped", EXIT_USAGE)
+    start_metrics(metrics_port)
+    runner = _Runner(output, command, count)
     run(runner.consume(open_bus(broker, policy=policy), topics, group, from_beginning, idle))
+
+
+def _command(text: str) -> list[str]:
+    """``--exec`` as an argv whose program exists and can be run; anything else is a usage
+    error found before consuming (a handler that cannot start would dead-letter every event)."""
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        fail(
+            f"--exec {text!r} cannot be split into a command ({exc}); check its quoting", EXIT_USAGE
+        )
+    if not argv:
+        fail("--exec needs a command, e.g. --exec 'python3 handler.py'", EXIT_USAGE)
+    program = shutil.which(argv[0])
+    if program is None:
+        fail(f"--exec: {_why_not_runnable(argv[0])}", EXIT_USAGE)
+    return [program, *argv[1:]]
+
+
+def _why_not_runnable(program: str) -> str:
+    if os.sep not in program:
+        return f"{program!r} is not found on PATH; give its path or install it"
+    if os.path.isdir(program):
+        return f"{program!r} is a directory, not a program"
+    if not os.path.exists(program):
+        return f"{program!r} does not exist"
+    return f"{program!r} is not executable; chmod +x it or run it through its interpreter"
 
 
 class _Runner:
     """The handler of ``choreo subscribe`` and its stop conditions."""
 
-    def __init__(self, output: str, command: str | None, count: int | None) -> None:
+    def __init__(self, output: str, command: list[str] | None, count: int | None) -> None:
         self.output = output
         self.command = command
         self.count = count
@@ -155,9 +219,13 @@ class _Runner:
         else:
             shown = json.dumps(event.data, ensure_ascii=False, default=str)
             out_console.print(
-                f"{event.time:%H:%M:%S} [bold]{escape(event.type)}[/] {event.id} "
-                f"[dim]{escape(event.source)}[/] {escape(shown[:200])}",
-                markup=True,
+                Text.assemble(
+                    f"{event.time:%H:%M:%S} ",
+                    (event.type, "bold"),
+                    f" {event.id} ",
+                    (event.source, "dim"),
+                    f" {shown[:200]}",
+                )
             )
         self.handled += 1
         if self.count is not None and self.handled >= self.count:
@@ -165,12 +233,11 @@ class _Runner:
 
     async def _exec(self, event: Event) -> None:
         assert self.command is not None
-        process = await asyncio.create_subprocess_exec(
-            *shlex.split(self.command), stdin=asyncio.subprocess.PIPE
-        )
+        process = await asyncio.create_subprocess_exec(*self.command, stdin=asyncio.subprocess.PIPE)
         await process.communicate(event.to_json().encode())
         if process.returncode != 0:
-            raise RuntimeError(f"{self.command!r} exited with status {process.returncode}")
+            shown = shlex.join(self.command)
+            raise RuntimeError(f"{shown!r} exited with status {process.returncode}")
 
     async def consume(
         self, bus: Bus, topics: list[str], group: str, from_beginning: bool, idle: float | None

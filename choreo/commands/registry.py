@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from choreo.commands.options import port_option
+from choreo.commands.serving import listen, serve
+from choreo.config import check_url
 from choreo.console import fail, out_console, reported
 from choreo.errors import EXIT_USAGE
 from schemas.storage import DEFAULT_STORAGE_URL
@@ -21,10 +24,10 @@ def _registry_group() -> None:
 
 
 @registry_app.command("serve")
-def serve(
+def serve_registry(
     *,
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
-    port: int = typer.Option(8081, "--port", help="Port to listen on."),
+    port: int = port_option(8081, "--port", "Port to listen on."),
     storage: str = typer.Option(
         DEFAULT_STORAGE_URL,
         "--storage",
@@ -40,8 +43,6 @@ def serve(
     ),
 ) -> None:
     """Serve the Confluent-compatible REST API (Ctrl-C to stop)."""
-    import uvicorn
-
     from schemas.registry import Registry
     from schemas.server import Auth, BasicAuth, BearerAuth, create_app
 
@@ -52,10 +53,12 @@ def serve(
         auth = BasicAuth(user, password)
     elif token:
         auth = BearerAuth(token)
+    sock = listen(host, port)
     with reported():
-        registry = Registry.open(storage)
+        registry = Registry.open(check_url(storage, "the --storage URL"))
     out_console.print(f"schema registry on http://{host}:{port} storing in {registry.url}")
     try:
-        uvicorn.run(create_app(registry, auth=auth), host=host, port=port, log_level="warning")
+        app = create_app(registry, auth=auth)
+        serve(app, sock, name="schema registry", authenticated=auth is not None)
     finally:
         registry.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections import Counter
 from enum import StrEnum
@@ -12,7 +13,14 @@ from typing import Any
 
 import typer
 
-from choreo.commands.options import Output, OutputChoiceOption
+from choreo.commands.options import (
+    Output,
+    OutputChoiceOption,
+    check_topics,
+    port_option,
+    start_metrics,
+)
+from choreo.commands.serving import listen
 from choreo.config import setting
 from choreo.console import (
     err_console,
@@ -67,8 +75,8 @@ def monitor(
     store: str | None = STORE,
     alerts_topic: str = typer.Option("saga.alerts", "--alerts-topic", help="Where alerts go."),
     group: str = typer.Option("choreo-saga-monitor", "--group", help="Consumer group."),
-    metrics_port: int | None = typer.Option(
-        None, "--metrics-port", help="Serve Prometheus metrics on this port."
+    metrics_port: int | None = port_option(
+        None, "--metrics-port", "Serve Prometheus metrics on this port (all interfaces)."
     ),
     tick: str = typer.Option("1s", "--tick", help="How often deadlines are checked."),
     retention: str = typer.Option("7d", "--retention", help="Keep finished instances this long."),
@@ -85,20 +93,22 @@ def monitor(
     ),
 ) -> None:
     """Run the monitor: subscribe, correlate, detect stuck sagas, publish alerts."""
+    check_topics(alerts_topic, what="--alerts-topic")
     timing = {
         "tick_interval": parse_duration(tick, option="--tick"),
         "retention": parse_duration(retention, option="--retention"),
         "max_delay": parse_duration(max_delay, option="--max-delay"),
         "skew_tolerance": parse_duration(skew_tolerance, option="--skew-tolerance"),
     }
+    broker_url, store_url = setting("broker_url", broker), setting("store_url", store)
+    start_metrics(metrics_port, host="0.0.0.0")
     run(
         _monitor(
             definitions,
-            setting("broker_url", broker),
-            setting("store_url", store),
+            broker_url,
+            store_url,
             alerts_topic,
             group,
-            metrics_port,
             from_beginning,
             timing,
         )
@@ -111,20 +121,16 @@ async def _monitor(
     store_url: str,
     alerts_topic: str,
     group: str,
-    metrics_port: int | None,
     from_beginning: bool,
     timing: dict[str, float],
 ) -> None:
     from broker import Bus
-    from broker.observability import serve_metrics
     from broker.urls import mask_url
     from saga_monitor.definitions import load_definitions
     from saga_monitor.monitor import SagaMonitor
     from saga_monitor.store import open_saga_store as open_store
 
     definitions = load_definitions(definitions_path)
-    if metrics_port:
-        serve_metrics(metrics_port, host="0.0.0.0")
     store = open_store(store_url)
     bus = Bus(broker_url, source="choreo-saga-monitor")
     monitor = SagaMonitor(
@@ -185,7 +191,9 @@ def ls(
     saga: str | None = typer.Option(None, "--saga", help="Only this saga type."),
     state: str | None = typer.Option(None, "--state", help="Only this state, e.g. stuck."),
     since: str | None = typer.Option(None, "--since", help="Only updated within, e.g. 1h."),
-    limit: int = typer.Option(200, "--limit", "-n", help="At most this many."),
+    limit: int = typer.Option(
+        200, "--limit", "-n", min=1, max=1_000_000, help="At most this many."
+    ),
     store: str | None = STORE,
     output: Output = OutputChoiceOption,
 ) -> None:
@@ -243,7 +251,9 @@ def discover(
     topic: list[str] = typer.Option(..., "--topic", "-t", help="A topic to read (repeatable)."),
     broker: str | None = BROKER,
     since: str | None = typer.Option(None, "--since", help="Only events from the last, e.g. 1h."),
-    limit: int = typer.Option(100_000, "--limit", help="At most this many events per topic."),
+    limit: int = typer.Option(
+        100_000, "--limit", min=1, max=10_000_000, help="At most this many events per topic."
+    ),
     correlation: str = typer.Option(
         "correlationid", "--correlation", help="Where the correlation id is (as in the YAML)."
     ),
@@ -254,6 +264,7 @@ def discover(
     output: DiscoverOutput = typer.Option(DiscoverOutput.yaml, "--output", "-o"),
 ) -> None:
     """Infer saga definitions from observed events: paths, timings, a draft YAML, drift."""
+    check_topics(*topic)
     from saga_monitor.discovery import discover_from_broker, render_report
 
     window = parse_duration(since, option="--since") if since else None
@@ -271,7 +282,7 @@ def discover(
     if output is DiscoverOutput.json:
         print_json(report.to_dict())
     else:
-        out_console.print(render_report(report), markup=False, highlight=False)
+        out_console.print(render_report(report))
 
 
 @saga_app.command("serve")
@@ -280,15 +291,29 @@ def serve(
     definitions: Path | None = typer.Option(
         None, "--definitions", "-d", help="Saga definitions, for the step graph."
     ),
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8000, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = port_option(8000, "--port", "Port to listen on."),
+    user: str | None = typer.Option(None, "--auth-user", help="Require HTTP basic auth."),
+    password: str | None = typer.Option(
+        None, "--auth-password", help="Basic auth password (env CHOREO_SAGA_PASSWORD)."
+    ),
+    token: str | None = typer.Option(
+        None, "--auth-token", help="Require this bearer token (env CHOREO_SAGA_TOKEN)."
+    ),
 ) -> None:
     """Serve the saga web page (instance list, timelines, step graph) and its JSON API."""
-    import uvicorn
-
+    from choreo.commands.serving import serve as serve_app
     from saga_monitor.web import create_app
+    from saga_monitor.web_http import auth_from_settings
 
+    with reported():  # an empty variable is a setting too: it must not switch auth off
+        auth = auth_from_settings(
+            user,
+            password if password is not None else os.environ.get("CHOREO_SAGA_PASSWORD"),
+            token if token is not None else os.environ.get("CHOREO_SAGA_TOKEN"),
+        )
+    sock = listen(host, port)
     with reported():
-        app = create_app(setting("store_url", store), definitions=definitions)
+        app = create_app(setting("store_url", store), definitions=definitions, auth=auth)
     out_console.print(f"saga monitor page on http://{host}:{port}/")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    serve_app(app, sock, name="saga web server", authenticated=auth is not None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import typer
 from rich.table import Table
 
 from choreo.commands.options import Output, OutputChoiceOption
+from choreo.config import check_url
 from choreo.console import fail, out_console, print_json, run
 from choreo.errors import EXIT_FAILURE, EXIT_USAGE
 from schemas.client import RegistryClient
@@ -57,7 +59,7 @@ def _schema_group() -> None:
 
 
 def _client(url: str | None) -> RegistryClient:
-    return RegistryClient.from_url(url or DEFAULT_STORAGE_URL)
+    return RegistryClient.from_url(check_url(url or DEFAULT_STORAGE_URL, "the --registry URL"))
 
 
 def _references(raw: list[str]) -> tuple[Reference, ...]:
@@ -66,7 +68,7 @@ def _references(raw: list[str]) -> tuple[Reference, ...]:
     for text in raw:
         name, _, target = text.partition("=")
         subject, _, version = target.rpartition(":")
-        if not (name and subject and version.isdigit()):
+        if not (name and subject and re.fullmatch(r"[0-9]{1,9}", version)):
             fail(f"--reference {text!r} must look like NAME=SUBJECT:VERSION", EXIT_USAGE)
         refs.append(Reference(name, subject, int(version)))
     return tuple(refs)
@@ -222,7 +224,7 @@ def check(
     else:
         out_console.print(f"incompatible with {subject} under {level}:")
         for message in messages:
-            out_console.print(f"  - {message}", markup=False)
+            out_console.print(f"  - {message}")
     if not ok:
         raise typer.Exit(EXIT_FAILURE)
 

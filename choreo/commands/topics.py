@@ -7,8 +7,14 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from choreo.commands.options import BrokerOption, OutputOption, check_output, open_bus
-from choreo.console import out_console, print_json, run
+from choreo.commands.options import (
+    BrokerOption,
+    OutputOption,
+    check_output,
+    check_topics,
+    open_bus,
+)
+from choreo.console import committed, out_console, print_json, run
 
 __all__ = ["topics_app"]
 
@@ -51,14 +57,16 @@ def _num(value: int | None) -> str:
 @topics_app.command("create")
 def topics_create(
     topic: str = typer.Argument(...),
-    partitions: int | None = typer.Option(None, "--partitions", "-p"),
+    partitions: int | None = typer.Option(None, "--partitions", "-p", min=1, max=100_000),
     broker: str | None = BrokerOption,
 ) -> None:
     """Create a topic (idempotent)."""
+    check_topics(topic)
 
     async def go() -> None:
         async with open_bus(broker) as bus:
             await bus.create_topic(topic, partitions=partitions)
 
     run(go())
-    out_console.print(f"topic {topic} ready")
+    with committed():
+        out_console.print(f"topic {topic} ready")
