@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from broker import Event
 from choreo.cli import app
-from saga_monitor import Correlator, open_store, parse_definitions
+from saga_monitor import Correlator, open_saga_store, parse_definitions
 
 runner = CliRunner()
 HOSTILE = ("a[/]b", "[bold red]x[/bold red]", "[link=http://evil]y", ":smile:[/]")
@@ -105,7 +105,7 @@ def store_url(tmp_path: Path) -> str:
         f"sagas:\n  - name: '{SAGA}'\n    start: ['[bold]placed']\n    complete: [done]\n"
     )
     url = f"sqlite:///{tmp_path}/sagas.db"
-    store = open_store(url)
+    store = open_saga_store(url)
     event = Event(
         type="[bold]placed",
         source=":smile:[/]",

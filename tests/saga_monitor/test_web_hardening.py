@@ -16,8 +16,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from choreo.cli import app as cli
-from saga_monitor import Correlator, SagaConfigError, open_store, parse_definitions
-from saga_monitor.store import Store
+from saga_monitor import Correlator, SagaConfigError, SagaStore, open_saga_store, parse_definitions
 from saga_monitor.web import create_app
 from saga_monitor.web_http import BasicAuth, BearerAuth, auth_from_settings
 from tests.saga_monitor.helpers import event, example, populate
@@ -27,9 +26,9 @@ PAGES = ("/", "/sagas", "/api/instances", "/api/counts", "/api/definitions", "/o
 
 
 @pytest.fixture
-def store() -> Iterator[Store]:
+def store() -> Iterator[SagaStore]:
     """A memory store with the example instances and one per hostile correlation id."""
-    opened = open_store("memory://")
+    opened = open_saga_store("memory://")
     populate(opened)
     correlator = Correlator(example())
     for corr in IDS:
@@ -39,7 +38,7 @@ def store() -> Iterator[Store]:
 
 
 @pytest.fixture
-def client(store: Store) -> TestClient:
+def client(store: SagaStore) -> TestClient:
     return TestClient(create_app(store, refresh=0))
 
 
@@ -94,7 +93,7 @@ def test_the_index_links_to_each_instance(client: TestClient) -> None:
     assert [200] * len(links) == [client.get(link).status_code for link in links]
 
 
-def test_a_saga_name_with_a_slash_works(store: Store) -> None:
+def test_a_saga_name_with_a_slash_works(store: SagaStore) -> None:
     """A saga named with ``/`` is reached by its encoded name."""
     definitions = parse_definitions(
         "sagas:\n  - name: orders/eu\n    start: [order.placed]\n    complete: [done]\n"
@@ -138,7 +137,7 @@ def _basic(user: str, password: str) -> dict[str, str]:
     ],
 )
 def test_auth_protects_everything_but_health(
-    store: Store,
+    store: SagaStore,
     auth: BasicAuth | BearerAuth,
     good: dict[str, str],
     bad: dict[str, str],
