@@ -84,7 +84,7 @@ def test_listings_show_hostile_names_as_text(broker: str, name: str) -> None:
     shown = invoke("dlq", "show", name, name, "--broker", broker)
     assert (0, name) == (shown[0], json.loads(shown[1])["type"]), shown
     missing = invoke("dlq", "show", name, f"{name}-nope", "--broker", broker)
-    assert (1, True) == (missing[0], f"no dead letter {name}-nope" in missing[2]), missing
+    assert (1, True) == (missing[0], f"no dead letter {name + '-nope'!r}" in missing[2]), missing
 
 
 def test_subscribe_table_prints_hostile_events_as_text(broker: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 
 import typer
@@ -84,8 +85,8 @@ def dlq_show(
     found = [e for e in run(go()) if e.id == event_id]
     if not found:
         fail(
-            f"no dead letter {event_id} in {_dlq_name(topic)}; list them with: "
-            f"choreo dlq ls {topic}"
+            f"no dead letter {event_id!r} in {_dlq_name(topic)!r}; list them with: "
+            f"choreo dlq ls {shlex.quote(topic)}"
         )
     sys.stdout.write(json.dumps(found[0].to_dict(), indent=2, ensure_ascii=False) + "\n")
 
