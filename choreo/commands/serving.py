@@ -24,7 +24,7 @@ def listen(host: str, port: int) -> socket.socket:
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
     except (OSError, UnicodeError) as exc:
-        fail(f"--host {host!r} is not an address of this machine ({exc})", EXIT_USAGE)
+        fail(f"--host {host!r} does not resolve to an address ({exc})", EXIT_USAGE)
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
