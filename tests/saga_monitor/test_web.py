@@ -13,9 +13,9 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from saga_monitor import SagaStore, open_saga_store
+from saga_monitor import SagaStore
 from saga_monitor.web import create_app
-from tests.saga_monitor.helpers import EXAMPLE, populate
+from tests.saga_monitor.helpers import EXAMPLE
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -27,15 +27,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SagaStore]:
-    """A SQLite store with a completed, a compensated, a failed and a stuck order."""
-    opened = open_saga_store(f"sqlite:///{tmp_path}/sagas.db")
-    populate(opened)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ API, with and without auth): no input gives a 5xx."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +12,12 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from saga_monitor import SagaStore, open_saga_store
+from saga_monitor import SagaStore
 from saga_monitor.web import create_app
 from saga_monitor.web_http import BearerAuth
-from tests.saga_monitor.helpers import EXAMPLE, populate
+from tests.saga_monitor.helpers import EXAMPLE
 
 TOKEN = "fuzz-token"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SagaStore]:
-    """A SQLite store with a completed, a compensated, a failed and a stuck order."""
-    opened = open_saga_store(f"sqlite:///{tmp_path}/sagas.db")
-    populate(opened)
-    yield opened
-    opened.close()
 
 
 def server_errors(app: FastAPI, headers: dict[str, str]) -> tuple[int, list[str]]:
