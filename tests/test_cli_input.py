@@ -220,7 +220,6 @@ def test_a_route_template_that_cannot_format_is_a_usage_error(
         ["dlq", "replay", ""],
         ["dlq", "purge", ""],
         ["saga", "discover", "-t", ""],
-        ["saga", "monitor", "-d", str(EXAMPLE), "--alerts-topic", "", "--store", "memory://"],
         ["outbox", "relay", "--db", "sqlite:///app.db", "--dlq-topic", ""],
     ],
 )

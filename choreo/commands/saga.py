@@ -93,7 +93,6 @@ def monitor(
     ),
 ) -> None:
     """Run the monitor: subscribe, correlate, detect stuck sagas, publish alerts."""
-    check_topics(alerts_topic, what="--alerts-topic")
     timing = {
         "tick_interval": parse_duration(tick, option="--tick"),
         "retention": parse_duration(retention, option="--retention"),
