@@ -43,9 +43,9 @@ __all__ = [
 
 
 class _Console(Console):
-    """A console that reads no markup or emoji codes (``app:bus:`` or a topic is text), and whose reaction to a closed pipe
-    (Rich's own: drop the output and exit 1) is only to drop the output inside :func:`committed`.
-    """
+    """A console that reads no markup or emoji codes (``app:bus:`` or a topic is text), and
+    whose reaction to a closed pipe (Rich's own: drop the output and exit 1) is only to drop the
+    output inside :func:`committed`."""
 
     def __init__(self, *, stderr: bool = False) -> None:
         super().__init__(stderr=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False)

@@ -13,7 +13,6 @@ import importlib
 import inspect
 import json
 import os
-import socket
 import sys
 from enum import StrEnum
 from typing import Any
@@ -23,6 +22,8 @@ from typer.core import TyperGroup
 
 from broker.asyncapi import asyncapi_document, to_yaml
 from broker.bus import Bus
+from choreo.commands.options import port_option
+from choreo.commands.serving import listen
 from choreo.config import setting
 from choreo.console import fail, out_console, reported, run
 from choreo.errors import EXIT_FAILURE, EXIT_USAGE
@@ -168,31 +169,11 @@ def generate(
     sys.stdout.flush()
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` (one line and exit 1 when it is taken)."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        fail(f"cannot listen on {host}:{port}: {exc}; check --host", EXIT_FAILURE)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        fail(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
-            "stop what uses it or choose another --port",
-            EXIT_FAILURE,
-        )
-    return sock
-
-
 @asyncapi_app.command("serve")
 def serve(
     target: str = TARGET,
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
-    port: int = typer.Option(8080, "--port", help="Port to listen on."),
+    port: int = port_option(8080, "--port", "Port to listen on."),
     registry: str | None = REGISTRY,
     title: str | None = TITLE,
     app_version: str = APP_VERSION,
@@ -203,7 +184,7 @@ def serve(
     from broker.asyncapi.web import create_app
 
     document = run(_document(load_buses(target), registry, title, app_version))
-    sock = _listen(host, port)
+    sock = listen(host, port)
     out_console.print(f"AsyncAPI page of {document['info']['title']} on http://{host}:{port}/")
     config = uvicorn.Config(create_app(document), log_level="warning")
     try:

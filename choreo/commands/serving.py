@@ -34,7 +34,8 @@ def listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         fail(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port",
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+            "stop what uses it or choose another --port",
             EXIT_FAILURE,
         )
     return sock
