@@ -30,7 +30,7 @@ import uuid
 
 __all__ = ["Holder", "holder_of", "new_member_id", "provably_dead", "this_process"]
 
-_SUFFIX = re.compile(r"@([A-Za-z0-9._-]*):(\d+):(\d+):([0-9a-f]{16})$")
+_SUFFIX = re.compile(r"@([A-Za-z0-9._-]*):(\d+):(\d+):([0-9a-f]{16})\Z")
 _PROC = "/proc"
 
 
