@@ -34,7 +34,7 @@ from broker.declarations import (
     SubscriptionSpec,
     check_schema,
 )
-from broker.envelope import Event, check_extension_names, format_time
+from broker.envelope import Event, check_extension_names, format_time, new_event
 from broker.errors import (
     ClosedError,
     ConfigurationError,
@@ -270,9 +270,7 @@ class Bus:
         if ttl is not None:
             extra["expiration"] = _expiration(ttl)
         if event is None:
-            return Event(
-                type=kind, source=self.source, data=data, subject=subject, extensions=extra
-            )
+            return new_event(kind, self.source, data, subject, extra)
         check_extension_names(extra)
         return dataclasses.replace(event, extensions=extra)
 

@@ -37,6 +37,7 @@ __all__ = [
     "from_binary",
     "is_json_content_type",
     "is_structured",
+    "new_event",
     "new_id",
     "parse_time",
     "to_binary",
@@ -69,11 +70,14 @@ def _id_stream() -> tuple[str, Iterator[int]]:
 
 
 _id_prefix, _id_counter = _id_stream()
+#: The id up to the counter's low 48 bits, for the counter's current high bits.
+_id_head: tuple[int, str] = (-1, "")
 
 
 def _new_id_stream() -> None:
-    global _id_prefix, _id_counter
+    global _id_prefix, _id_counter, _id_head
     _id_prefix, _id_counter = _id_stream()
+    _id_head = (-1, "")
 
 
 os.register_at_fork(after_in_child=_new_id_stream)
@@ -85,8 +89,14 @@ def new_id() -> str:
     Uniqueness, not secrecy, is what an event id needs: 60 random bits chosen per process (and
     again in a forked child) followed by a 62-bit counter that starts at a random value.
     """
+    global _id_head
     n = next(_id_counter)
-    return f"{_id_prefix}{0x8000 | (n >> 48):04x}-{n & 0xFFFFFFFFFFFF:012x}"
+    high, head = _id_head
+    if n >> 48 != high:  # once in 2**48 ids
+        high = n >> 48
+        head = f"{_id_prefix}{0x8000 | high:04x}-"
+        _id_head = (high, head)
+    return "%s%012x" % (head, n & 0xFFFFFFFFFFFF)  # noqa: UP031 (the fastest formatting here)
 
 
 def check_extension_names(names: Iterable[str]) -> None:
@@ -315,6 +325,44 @@ class Event:
         except (ValueError, UnicodeDecodeError) as exc:
             raise EnvelopeError(f"not a structured CloudEvent: {exc}") from exc
         return cls.from_dict(obj)
+
+
+_new_object = object.__new__
+_now = datetime.now
+
+
+def new_event(
+    type: str,
+    source: str,
+    data: Any = None,
+    subject: str | None = None,
+    extensions: dict[str, ExtensionValue] | None = None,
+) -> Event:
+    """``Event(type=..., source=..., data=..., subject=..., extensions=...)`` with a new id, the
+    current time and JSON data, built without the dataclass machinery: this is what every
+    publish builds, so it is on the hot path. The same checks apply."""
+    if (
+        type.__class__ is not str
+        or source.__class__ is not str
+        or not type
+        or not source
+        or (extensions and not _valid_names.issuperset(extensions))
+    ):
+        return Event(
+            type=type, source=source, data=data, subject=subject, extensions=extensions or {}
+        )
+    event = _new_object(Event)
+    event.type = type
+    event.source = source
+    event.data = data
+    event.id = new_id()
+    event.time = _now(UTC)
+    event.subject = subject
+    event.datacontenttype = JSON_CONTENT_TYPE
+    event.dataschema = None
+    event.specversion = SPECVERSION
+    event.extensions = {} if extensions is None else extensions
+    return event
 
 
 def _str_or_none(value: ExtensionValue | None) -> str | None:
