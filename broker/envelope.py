@@ -403,6 +403,42 @@ def _build(attrs: Mapping[str, Any], data: Any) -> Event:
     )
 
 
+def _from_owned(attrs: dict[str, Any], data: Any) -> Event:
+    """:func:`_build` for attribute texts the caller hands over (a binary binding's headers):
+    the core attributes are taken out of ``attrs`` and what remains are the extensions, with
+    no second dictionary and no dataclass machinery: this runs once per consumed event."""
+    pop = attrs.pop
+    event_id, source, kind = pop("id", None), pop("source", None), pop("type", None)
+    if not (event_id and source and kind):
+        attrs.update(id=event_id, source=source, type=kind)
+        return _build(attrs, data)  # names what is missing
+    time_text = pop("time", None)
+    specversion = pop("specversion", None) or SPECVERSION
+    subject, content_type = pop("subject", None), pop("datacontenttype", None)
+    dataschema = pop("dataschema", None)
+    if "data" in attrs or "data_base64" in attrs:
+        attrs.pop("data", None)
+        attrs.pop("data_base64", None)
+    if attrs:
+        if None in attrs.values():
+            for name in [name for name, value in attrs.items() if value is None]:
+                del attrs[name]
+        if not _valid_names.issuperset(attrs):
+            check_extension_names(attrs)
+    event = _new_object(Event)
+    event.type = kind if kind.__class__ is str else str(kind)
+    event.source = source if source.__class__ is str else str(source)
+    event.id = event_id if event_id.__class__ is str else str(event_id)
+    event.data = data
+    event.time = parse_time(str(time_text)) if time_text else None
+    event.subject = subject
+    event.datacontenttype = content_type
+    event.dataschema = dataschema
+    event.specversion = specversion if specversion.__class__ is str else str(specversion)
+    event.extensions = attrs
+    return event
+
+
 # -- binary content mode ------------------------------------------------------------------------
 
 
@@ -509,7 +545,7 @@ def from_attributes(
         for name in _INTEGER_EXTENSIONS.intersection(attrs):
             if str(attrs[name]).isdigit():
                 attrs[name] = int(attrs[name])
-    return _build(attrs, _decode_data(body, content_type))
+    return _from_owned(attrs, _decode_data(body, content_type))
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

@@ -112,14 +112,13 @@ def decode_record(record: Any) -> tuple[Event | None, dict[str, str], EnvelopeEr
     """A consumer record's event (or why there is none) and its headers as text."""
     headers: dict[str, str] = {}
     attrs: dict[str, Any] = {}
-    plain = True  # lower-case names and binary mode: the attributes are taken in this pass
     for name, raw in record.headers or ():
         text = raw.decode("utf-8", "replace")
         headers[name] = text
         if name[:3] == "ce_":
             attrs[name[3:]] = text
-        if not name.islower():
-            plain = False
+    # lower-case names and binary mode: the attributes were taken in this pass
+    plain = "".join(headers).islower()
     content_type = headers.get("content-type")
     try:
         if plain and not (content_type and is_structured(content_type)):
