@@ -1,11 +1,14 @@
 """The publishing side of the Kafka adapter: one event at a time, or a list as record batches.
 
-A single publish is ``producer.send`` and its future, tried once straight away; only a
-retriable failure enters the retry loop (:func:`~broker.adapters.kit.keep_trying`) until
-``publish_timeout_ms``. A list is encoded, split by partition (the producer's partitioner for
-keyed events; the keyless events of a call all to one partition chosen at random, as the Java
-client's sticky partitioner does, so they fill one batch instead of one per partition), appended to
-record batches (``producer.create_batch``) and handed over with ``producer.send_batch``: the
+A single publish is ``producer.send`` and its future, tried once straight away by the
+adapter's own ``publish`` (no coroutine more per event); only a failure comes here
+(:meth:`KafkaPublisher.retry`), and a retriable one enters the retry loop
+(:func:`~broker.adapters.kit.keep_trying`) until ``publish_timeout_ms``.
+
+A list is encoded, split by partition (the producer's partitioner for keyed events; the
+keyless events of a call all to one partition chosen at random, as the Java client's sticky
+partitioner does, so they fill one batch instead of one per partition), appended to record
+batches (``producer.create_batch``) and handed over with ``producer.send_batch``: the
 per-record work of ``send`` is skipped and every batch is in flight before the first ack is
 awaited. A batch that fails with a retriable error is built and sent again (the others keep
 their outcome), so events of one key keep their order unless a retry puts a failed batch
@@ -59,18 +62,15 @@ class KafkaPublisher:
             return translate_error(exc, self._url, f"publishing to {topic!r}")
         return exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
 
-    # -- one event -------------------------------------------------------------------------
+    # -- one event: after its first attempt failed ------------------------------------------
 
-    async def publish(self, topic: str, event: Event) -> None:
-        """Send one event and wait for its ack; raises the broker error once retries end."""
-        key, headers, value = encode_event(event)
+    async def retry(self, topic: str, record: Record, error: kerr.KafkaError) -> None:
+        """After a first attempt failed with ``error``: try again while that is retriable,
+        until ``publish_timeout_ms``; raises the broker error once retries end."""
+        if not retriable(error):
+            raise self._error(error, topic) from error
+        key, headers, value = record
         producer = self.producer
-        try:
-            await (await producer.send(topic, value, key=key, headers=headers))
-            return
-        except kerr.KafkaError as exc:
-            if not retriable(exc):
-                raise self._error(exc, topic) from exc
 
         async def attempt(_: float) -> None:
             await (await producer.send(topic, value, key=key, headers=headers))
