@@ -263,7 +263,7 @@ class _Views:
             "banner": console.banner_html(self.store.monitors(), now),
             "counts": _counts_html(self.store.counts()),
             "board": console.board_html(board),
-            "list": console.list_html(page, listed(self.store, page.items, owners), now),
+            "list": console.list_html(page, listed(self.store, page.items, owners), now, params),
             "orphans": console.orphans_html(self.store.orphans(limit=100), now),
         }
 

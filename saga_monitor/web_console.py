@@ -99,6 +99,7 @@ def filter_form(params: dict[str, Any], sagas: list[str], services: list[str]) -
         'placeholder="correlation-id prefix or data.customer=customer-10" '
         f'value="{e(params.get("q") or "")}"></label>'
         f'<input type="hidden" name="awaiting" value="{e(params.get("awaiting") or "")}">'
+        f'<input type="hidden" name="since" value="{e(params.get("since") or "")}">'
         f'<input type="hidden" name="offset" value="{int(params.get("offset") or 0)}">'
         f'<input type="hidden" name="limit" value="{int(params.get("limit") or 200)}">'
         ' <button type="submit">filter</button></form>'
@@ -167,8 +168,11 @@ def _ack_cell(row: dict[str, Any]) -> str:
     return "".join(parts) or "-"
 
 
-def list_html(page: Page, rows: list[dict[str, Any]], now: datetime) -> str:
-    """The instances of one page, with the stuck-since column, and the pager with totals."""
+def list_html(
+    page: Page, rows: list[dict[str, Any]], now: datetime, params: dict[str, Any] | None = None
+) -> str:
+    """The instances of one page, with the stuck-since column, and the pager with totals (its
+    links keep the other ``params``, for a browser without the script)."""
     body = []
     for item, row in zip(page.items, rows, strict=True):
         kinds = sorted({a.kind for a in item.anomalies})
@@ -192,18 +196,23 @@ def list_html(page: Page, rows: list[dict[str, Any]], now: datetime) -> str:
         "<th>anomalies</th><th>ack / cause</th></tr>"
     )
     empty = "<tr><td colspan=11>none</td></tr>"
-    return f"{_pager(page)}<table>{head}{''.join(body) or empty}</table>"
+    return f"{_pager(page, params or {})}<table>{head}{''.join(body) or empty}</table>"
 
 
-def _pager(page: Page) -> str:
+def _pager(page: Page, params: dict[str, Any]) -> str:
     first, last = page.offset + 1, page.offset + len(page.items)
     shown = f"{first}-{last}" if page.items else "none"
+    kept = {k: v for k, v in params.items() if v not in (None, "") and k != "offset"}
+
+    def href(offset: int) -> str:
+        return e("/?" + urlencode({**kept, "offset": offset}))
+
     links = []
     if page.offset > 0:
         back = max(0, page.offset - page.limit)
-        links.append(f'<a class="prev" href="?offset={back}" data-offset="{back}">previous</a>')
+        links.append(f'<a class="prev" href="{href(back)}" data-offset="{back}">previous</a>')
     if last < page.total:
-        links.append(f'<a class="next" href="?offset={last}" data-offset="{last}">next</a>')
+        links.append(f'<a class="next" href="{href(last)}" data-offset="{last}">next</a>')
     return (
         f'<p class="pager"><span class="showing">{shown} of <b class="total">{page.total}</b>'
         f"</span> {' '.join(links)}</p>"
