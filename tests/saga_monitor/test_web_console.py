@@ -65,9 +65,10 @@ def test_console_patches_itself_instead_of_reloading(client: TestClient) -> None
         False,
         True,
     )
-    parts = client.get("/partials/console", params={"q": "order-p"}).json()
+    parts = client.get("/partials/console", params={"q": "order-p", "limit": 2}).json()
     assert {"banner", "counts", "board", "list", "orphans"} == set(parts)
     assert 'of <b class="total">5</b>' in parts["list"]
+    assert 'href="/?q=order-p&amp;limit=2&amp;offset=2" data-offset="2">next' in parts["list"]
 
 
 def test_api_pages_with_totals_and_search(client: TestClient) -> None:
