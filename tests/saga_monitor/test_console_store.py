@@ -3,13 +3,19 @@ anomaly and awaited event, paging with totals, operators' notes, causes, retenti
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
-from saga_monitor import Correlator, InstanceNotFoundError, SagaStore
+from broker.sqlstore import SqlStore
+from saga_monitor import Correlator, InstanceNotFoundError, SagaStore, SagaStoreError
 from saga_monitor.queries import ACK, NOTE, DataField, Note, Query, parse_search
 from saga_monitor.store import MemoryStore
+from saga_monitor.store_sql import MIGRATIONS, SqlSagaStore
 from tests.saga_monitor.helpers import at, event, example
-from tests.saga_monitor.test_store import StoreFactory, make_store  # noqa: F401
+from tests.saga_monitor.test_store import PG_URL, StoreFactory, make_store  # noqa: F401
 
 
 def _orders(store: SagaStore, count: int = 12) -> None:
@@ -112,3 +118,52 @@ def test_retention_of_acknowledged_and_stuck_instances(filled: SagaStore) -> Non
     early = sorted(c for c, since in stuck.items() if since and since < at(36))
     assert len(early) == filled.prune(at(0), stuck_before=at(36))
     assert not set(early) & set(_ids(filled))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty SQLite file or PostgreSQL schema (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/old.db"
+        return
+    url = f"{PG_URL}?schema=saga_old_{uuid.uuid4().hex[:12]}"
+    yield url
+    cleaner = SqlSagaStore(url)
+    cleaner.drop_schema()
+    cleaner.close()
+
+
+def test_a_store_of_layout_2_is_migrated_and_keeps_its_instances(fresh_url: str) -> None:
+    """A store written before the console's columns existed (layout 2) opens, gets them, and
+    still lists its instances; an instance shows in the new filters once it changes again."""
+    memory = MemoryStore()
+    correlator = Correlator(example())
+    placed = event("order.placed", "o-1", 0)
+    correlator.apply(memory, placed, topic="o", now=at(0), delivery="o/0/1")
+    (instance,) = memory.data.values()
+    old = SqlStore(fresh_url, what="saga store", hint="", error=SagaStoreError, schema="public")
+    old.open("saga_", MIGRATIONS[:2])
+    old.execute(
+        "INSERT INTO {p}instances (saga, correlation_id, state, started, updated, due, finished, "
+        "doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        instance.saga,
+        instance.correlation_id,
+        instance.state,
+        instance.started.timestamp(),
+        instance.updated.timestamp(),
+        None,
+        None,
+        instance.to_json(),
+    )
+    old.close()
+    store = SqlSagaStore(fresh_url)
+    assert (1, 0) == (
+        store.search(Query(correlation_prefix="o-")).total,
+        store.search(Query(awaiting=("payment.authorized",))).total,
+    )
+    correlator.apply(store, placed, topic="o", now=at(1), delivery="o/0/2")  # a second copy
+    assert (1, 1) == (
+        store.search(Query(awaiting=("payment.authorized",))).total,
+        store.search(Query(anomaly="duplicate")).total,
+    )
+    store.close()
