@@ -167,7 +167,8 @@ def live(store: SagaStore, named: Path) -> Iterator[str]:
 def test_browser_console_live_paging_board_and_acknowledgement(live: str, store: SagaStore) -> None:
     """In Chromium: typing in the filter survives live updates (no reload) while a new order
     appears; the pager walks the results; the board names the late service; an
-    acknowledgement made on the instance page is shown there and in the list, and kept."""
+    acknowledgement made on the instance page is shown there and in the list, and kept; a step
+    of the graph opens the instances waiting for it."""
     from playwright.sync_api import expect, sync_playwright
 
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install -y chromium"
@@ -216,5 +217,9 @@ def test_browser_console_live_paging_board_and_acknowledgement(live: str, store:
             expect(page.locator("#notes .note-ack")).to_contain_text("vendor down, ticket 42")
             page.goto(f"{live}/?state=stuck")
             expect(page.locator("tr.instance td.ack")).to_contain_text("ack ana")
+            page.goto(f"{live}/sagas")
+            page.locator('g.node[data-event="inventory.reserved"]').click()
+            page.wait_for_url("**/?saga=order-fulfilment&awaiting=inventory.reserved")
+            expect(page.locator(".pager .total")).to_have_text("7")
         finally:
             browser.close()
