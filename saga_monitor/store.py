@@ -111,6 +111,10 @@ class SagaStore(Protocol):
 
     def orphans(self, limit: int = 1000) -> list[tuple[str, str, Observation]]: ...
 
+    def oldest_stuck(self) -> dict[str, datetime]:
+        """Per saga, when its longest-stuck instance got stuck (the deadline it missed)."""
+        ...
+
     def prune(self, finished_before: datetime) -> int:
         """Delete instances that finished (and orphans seen) before the time; returns how many."""
         ...
@@ -275,6 +279,14 @@ class MemoryStore:
     def orphans(self, limit: int = 1000) -> list[tuple[str, str, Observation]]:
         rows = [(s, c, o) for (s, c), b in self.orphan_data.items() for o in b.values()]
         return rows[:limit]
+
+    def oldest_stuck(self) -> dict[str, datetime]:
+        out: dict[str, datetime] = {}
+        for i in self.data.values():
+            if i.state == "stuck" and i.stuck_since is not None:
+                known = out.get(i.saga)
+                out[i.saga] = i.stuck_since if known is None else min(known, i.stuck_since)
+        return out
 
     def prune(self, finished_before: datetime) -> int:
         old = [k for k, i in self.data.items() if i.finished and i.finished < finished_before]
