@@ -220,6 +220,8 @@ class SagaMonitor:
         if event.time is None:
             return item
         skew = self.clocks.correction(event.source, event.time, now)
+        if skew == item.skew:
+            return item
         return Received(item.event, item.topic, item.delivery, item.redelivered, skew)
 
     async def _flush_quietly(self) -> None:
