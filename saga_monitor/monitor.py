@@ -113,6 +113,8 @@ class SagaMonitor:
         self.alerts_published = 0
         self._subscribers: list[Subscriber] = []
         self._timer: asyncio.Task[None] | None = None
+        #: Set by :meth:`stop`: the timer ends even when a broker call swallowed its cancellation.
+        self._stopping = False
         self._flush_lock = asyncio.Lock()
         self._log = get_logger("choreo.saga", group=group)
         self._last_prune: datetime | None = None
@@ -149,12 +151,14 @@ class SagaMonitor:
         self.watermark = Watermark(
             self._subscribers, max_delay=self.max_delay, floor=self.watermark.value
         )
+        self._stopping = False
         self._timer = asyncio.create_task(self._tick_forever(), name="choreo:saga-timer")
         self._log.info("saga monitor started", topics=list(self.topics))
         return self
 
     async def stop(self) -> None:
         """Stop the timer and the subscriptions; events in flight are redelivered later."""
+        self._stopping = True
         if self._timer is not None:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -290,7 +294,7 @@ class SagaMonitor:
             self._log.info("pruned finished saga instances", count=pruned)
 
     async def _tick_forever(self) -> None:
-        while True:
+        while not self._stopping:  # a cancellation lost inside check() ends it too
             await asyncio.sleep(self.tick_interval)
             try:
                 await self.check()
