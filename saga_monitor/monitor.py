@@ -42,7 +42,7 @@ from saga_monitor.correlator import Correlator, Received
 from saga_monitor.definitions import Definitions
 from saga_monitor.errors import SagaError
 from saga_monitor.machine import Outcome
-from saga_monitor.model import utcnow
+from saga_monitor.model import Alert, utcnow
 from saga_monitor.store import SagaStore
 from saga_monitor.watermark import SourceClocks, Watermark
 
@@ -304,30 +304,49 @@ class SagaMonitor:
     # -- alerts ----------------------------------------------------------------------------
 
     async def flush_alerts(self) -> int:
-        """Publish the alerts waiting in the store's outbox; returns how many were sent."""
+        """Publish the alerts waiting in the store's outbox, in order, up to 500 per
+        ``publish_many`` call, and delete those the broker accepted in one transaction;
+        returns how many were sent. A refused alert raises; it and the ones after it wait
+        for the next flush."""
         sent = 0
-        async with self._flush_lock:
-            while pending := self.store.pending_alerts():
-                for seq, alert in pending:
-                    if self.alerts_topic:
-                        event = Event(
-                            type=alert.type,
-                            source=f"/choreo/saga-monitor/{self.group}",
-                            id=alert.event_id,
-                            data=alert.data,
-                            subject=alert.saga,
-                        )
-                        await self.bus.publish(
-                            self.alerts_topic,
-                            event,
-                            correlation_id=alert.correlation_id,
-                            key=alert.correlation_id,
-                        )
-                        metrics.ALERTS.labels(alert.type).inc()
-                    self.store.delete_alerts([seq])
-                    sent += 1
-        self.alerts_published += sent
+        try:
+            async with self._flush_lock:
+                while pending := self.store.pending_alerts():
+                    accepted, failure = await self._publish_alerts([a for _, a in pending])
+                    self.store.delete_alerts([seq for seq, _ in pending[:accepted]])
+                    sent += accepted
+                    if failure is not None:
+                        raise failure
+        finally:
+            self.alerts_published += sent
         return sent
+
+    async def _publish_alerts(self, alerts: list[Alert]) -> tuple[int, Exception | None]:
+        """Publish ``alerts`` to the alerts topic (if any): how many leading ones the broker
+        accepted, and the error that stopped the others (None when all went)."""
+        if not self.alerts_topic:
+            return len(alerts), None
+        source = f"/choreo/saga-monitor/{self.group}"
+        events = [
+            Event(
+                type=alert.type,
+                source=source,
+                id=alert.event_id,
+                data=alert.data,
+                subject=alert.saga,
+                extensions={
+                    "correlationid": alert.correlation_id,
+                    "partitionkey": alert.correlation_id,
+                },
+            )
+            for alert in alerts
+        ]
+        result = await self.bus.publish_many(self.alerts_topic, events)
+        for index, outcome in enumerate(result):
+            if outcome.error is not None:  # the rest keep their order behind it
+                return index, outcome.error
+            metrics.ALERTS.labels(alerts[index].type).inc()
+        return len(alerts), None
 
 
 def summarise(store: SagaStore, saga: str | None = None) -> dict[str, int]:
