@@ -6,8 +6,9 @@
   does, minus its printing) and by a new :class:`~saga_monitor.SagaMonitor` with
   ``from_beginning`` (what ``choreo saga monitor --from-beginning`` runs), through the bus into
   the default SQLite saga store, until every event is applied and committed. Both rates run
-  from the first event handled to the last (joining a group does not count), measured the same
-  way: a watcher samples the handled counter every millisecond. RabbitMQ cannot replay, so
+  from the start of handling the first event to the end of the last (joining a group does not
+  count), stamped the same way by both handlers (the monitor's batches through a subclass that
+  times ``apply_many``, what its batch handler calls). RabbitMQ cannot replay, so
   there both groups' queues are created before the backlog is published instead;
 * **in memory, including decode**: encoded CloudEvents (structured JSON) decoded with
   ``Event.from_json`` and applied through ``SagaMonitor.apply_many`` in batches of the monitor's
@@ -16,7 +17,8 @@
 * **steady state**: a publisher process of its own sends 5,000 events/s for 12 s (sagas of 5
   events over 4 topics, ``publish_many`` per topic every 10 ms) to the embedded SQLite broker
   while the monitor runs with the SQLite store; the latency of the k-th event from the wall time
-  its publish call started to the moment the monitor's applied (committed) counter reached k
+  its publish call started to the end of the monitor's batch (its commit included) that brought
+  its applied count to k
   (events matched in order), p50 and p99; the first second is warm-up and left out. The rate
   the publisher actually reached is reported with it.
 
@@ -48,6 +50,7 @@ from bench.brokers._harness import percentile
 from broker import Bus, Event
 from saga_monitor import Definitions, MemoryStore, SagaDefinition, SagaMonitor, Step
 from saga_monitor.correlator import Received
+from saga_monitor.machine import Outcome
 from saga_monitor.monitor import BATCH_SIZE
 from saga_monitor.store_sql import SqlSagaStore
 
@@ -103,22 +106,46 @@ def saga_events(sagas: int, run: str, *, steps: int = 5) -> Iterator[tuple[str, 
             )
 
 
-# -- watching a counter -------------------------------------------------------------------------
+# -- timing the handling ------------------------------------------------------------------------
 
 
-async def rate_of(counter: Callable[[], int], total: int, timeout: float = 600) -> float:
-    """Events per second from the first handled to the last, sampling ``counter`` every ms."""
-    deadline = time.perf_counter() + timeout
-    while counter() == 0:
-        if time.perf_counter() > deadline:
-            raise TimeoutError("nothing was handled")
-        await asyncio.sleep(0.001)
-    first, first_count = time.perf_counter(), counter()
-    while counter() < total:
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"only {counter()} of {total} handled")
-        await asyncio.sleep(0.001)
-    return (total - first_count) / max(time.perf_counter() - first, 1e-9)
+class Span:
+    """When handling started (before the first event) and when the last one was done, stamped
+    by the handlers themselves: a consumer draining a buffer may not yield to a watcher."""
+
+    def __init__(self) -> None:
+        self.first = 0.0
+        self.last = 0.0
+        self.count = 0
+        #: (wall time, events handled so far) after each call.
+        self.marks: list[tuple[float, int]] = []
+
+    def begin(self) -> None:
+        if not self.first:
+            self.first = time.perf_counter()
+
+    def end(self, events: int) -> None:
+        self.count += events
+        self.last = time.perf_counter()
+        self.marks.append((time.time(), self.count))
+
+    async def rate(self, total: int, timeout: float = 600) -> float:
+        """Events per second from the start of the first to the end of the last, once
+        ``total`` were handled."""
+        await _until(lambda: self.count >= total, timeout)
+        return total / max(self.last - self.first, 1e-9)
+
+
+class TimedMonitor(SagaMonitor):
+    """The monitor, its batches stamped (what its batch handler calls, unchanged)."""
+
+    span: Span
+
+    async def apply_many(self, items: list[Received]) -> list[Outcome]:
+        self.span.begin()
+        outcomes = await super().apply_many(items)
+        self.span.end(len(items))
+        return outcomes
 
 
 # -- catch-up: the same backlog, two readers ----------------------------------------------------
@@ -138,17 +165,17 @@ async def fill(url: str, prefix: str, sagas: int) -> int:
 
 async def subscribe_rate(url: str, prefix: str, total: int, group: str) -> float:
     """What ``choreo subscribe --from-beginning`` reads per second, through ``Bus.subscribe``."""
-    handled = 0
+    span = Span()
 
     async def handle(event: Event) -> None:
-        nonlocal handled
-        handled += 1
+        span.begin()
+        span.end(1)
 
     async with Bus(url, source="bench") as bus:
         topics = [prefix + topic for topic in TOPICS]
         replay = bus.capabilities.replay
         await bus.subscribe(topics, handle, group=group, from_beginning=replay)
-        return await rate_of(lambda: handled, total)
+        return await span.rate(total)
 
 
 async def monitor_rate(
@@ -158,7 +185,7 @@ async def monitor_rate(
     store = SqlSagaStore(store_url)
     try:
         async with Bus(url, source="bench") as bus:
-            monitor = SagaMonitor(
+            monitor = TimedMonitor(
                 definitions(prefix),
                 bus,
                 store,
@@ -166,8 +193,9 @@ async def monitor_rate(
                 group=group,
                 from_beginning=bus.capabilities.replay,
             )
+            monitor.span = Span()
             async with monitor:
-                rate = await rate_of(lambda: monitor.applied, total)
+                rate = await monitor.span.rate(total)
         completed = sum(n for (_, state), n in store.counts().items() if state == "completed")
         if completed != sagas:
             raise AssertionError(f"{completed} of {sagas} sagas completed in the store")
@@ -307,14 +335,13 @@ async def steady(tmp: str, rate: int = STEADY_RATE, seconds: int = STEADY_SECOND
     url = f"sqlite:///{tmp}/steady.db"
     store = SqlSagaStore(f"sqlite:///{tmp}/steady-sagas.db")
     total = rate * seconds // 5 * 5
-    samples: list[tuple[float, int]] = []
     sent_file = Path(tmp) / "sent.json"
     try:
         async with Bus(url, source="bench") as bus:
             await _create_topics(url, "")
-            monitor = SagaMonitor(definitions(), bus, store, alerts_topic=None)
+            monitor = TimedMonitor(definitions(), bus, store, alerts_topic=None)
+            monitor.span = Span()
             async with monitor:
-                watcher = asyncio.create_task(_sample(lambda: monitor.applied, samples))
                 publisher = multiprocessing.get_context("spawn").Process(
                     target=publish_steadily, args=(url, rate, seconds, str(sent_file))
                 )
@@ -323,12 +350,11 @@ async def steady(tmp: str, rate: int = STEADY_RATE, seconds: int = STEADY_SECOND
                 if publisher.exitcode != 0:
                     raise RuntimeError(f"the publisher failed (exit {publisher.exitcode})")
                 await _until(lambda: monitor.applied >= total)
-                watcher.cancel()
     finally:
         store.close()
     sent = json.loads(sent_file.read_text())
     published = len(sent) / (sent[-1] - sent[0])
-    return Steady(_latencies(sent, samples, skip=int(rate * WARM_UP)), published)
+    return Steady(_latencies(sent, monitor.span.marks, skip=int(rate * WARM_UP)), published)
 
 
 @dataclasses.dataclass
@@ -370,12 +396,6 @@ async def _publish_chunk(bus: Bus, chunk: list[tuple[str, Event]]) -> None:
     results = await asyncio.gather(*(bus.publish_many(t, e) for t, e in by_topic.items()))
     for result in results:
         result.raise_for_failures()
-
-
-async def _sample(counter: Callable[[], int], samples: list[tuple[float, int]]) -> None:
-    while True:
-        samples.append((time.time(), counter()))
-        await asyncio.sleep(0.001)
 
 
 async def _until(condition: Callable[[], bool], timeout: float = 300) -> None:
