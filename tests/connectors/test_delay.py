@@ -11,6 +11,7 @@ import pytest
 from broker import Bus, Event
 from broker.delay import due_at
 from connectors import OutboxConfigError
+from connectors.routing import OutboxRow, Router
 from connectors.writers import OutboxRecord
 from tests.connectors.conftest import OutboxDB
 from tests.connectors.relaying import collecting, memory_broker, order_rows, running_relay
@@ -64,3 +65,14 @@ def test_a_naive_delivery_time_is_refused() -> None:
         OutboxRecord.build(
             aggregatetype="order", aggregateid=1, type="t", deliver_at=datetime(2026, 1, 1)
         )
+
+
+@pytest.mark.parametrize("value", ["tomorrow", "2026-12-01T09:00:00", 42])
+def test_a_row_with_a_bad_delivery_time_is_a_dead_letter(value: object) -> None:
+    """A deliverat header that is not a time with a zone makes the row a dead letter."""
+    row = OutboxRow(
+        id="r1", aggregatetype="order", aggregateid="1", type="t", headers={"deliverat": value}
+    )
+    routed = Router().route_row(row)
+    assert (True, "undecodable") == (routed.dead, routed.event.extensions["dlqreason"])
+    assert "deliverat" in str(routed.event.extensions["dlqerror"])

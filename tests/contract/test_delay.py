@@ -139,3 +139,16 @@ async def test_restart_before_the_time_still_delivers(
     due = due_at(sent)
     assert due is not None
     assert got.at[sent.id] >= due
+
+
+async def test_many_delayed_events_each_on_time(make_bus: Callable[..., Bus], topic: str) -> None:
+    """Twenty events due at spread times over a few keys each arrive on time."""
+    bus = await make_bus().start()
+    got = Arrivals()
+    await bus.subscribe(topic, got, group="g")
+    sent = [
+        await bus.publish(topic, type="t", key=f"k{n % 4}", delay=0.5 + n * 0.05) for n in range(20)
+    ]
+    await eventually(lambda: len(got.ids) >= len(sent), timeout=60)
+    for event in sent:
+        _assert_on_time(bus, got, event)

@@ -7,7 +7,7 @@ a wait queue: RabbitMQ expires each message at the queue's TTL, in order (one TT
 so no message waits behind a longer one), and dead-letters it to the topic's exchange, where
 every group's queue gets it as if it had just been published.
 
-The wait is the time left, rounded *up* to a step of at most 1/256 of it (and at least
+The wait is the time left, rounded *up* to a step of at most 1/128 of it (and at least
 50 ms), so one wait queue serves many publishes and the event is never early; a wait queue
 nobody used for ten minutes past its TTL deletes itself (``x-expires``). The
 ``rabbitmq_delayed_message_exchange`` plugin is not used: it is not installed by default, it
