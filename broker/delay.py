@@ -11,7 +11,9 @@ that moment; each adapter makes it so its own way (see ``docs/delivery.md``):
 * Kafka holds an early record in the consumer, out of the prefetch window, and commits only
   below it, so a crash delivers it again;
 * RabbitMQ parks it in a wait queue (``x-message-ttl``) that dead-letters it back to the topic;
-* NATS JetStream gives an early message back with ``-NAK {"delay": ...}``.
+* NATS JetStream keeps it in the work-queue stream ``CHOREO_DELAYED``, from which a mover
+  publishes it to its topic when due (an early message read by a group's consumer is given
+  back with ``-NAK {"delay": ...}``).
 
 The core checks once more before a handler runs (:func:`wait_seconds`) and waits out what is
 left, so a clock running behind on the publisher's side cannot hand an event out early.

@@ -84,6 +84,21 @@ async def test_later_events_are_not_held_up(make_bus: Callable[..., Bus], topic:
     _assert_on_time(bus, got, delayed)
 
 
+async def test_more_delayed_events_than_the_prefetch_hold_nothing_up(
+    make_bus: Callable[..., Bus], topic: str
+) -> None:
+    """Many more delayed events than the subscription's prefetch (and NATS's max_ack_pending)
+    do not hold up an event published after them."""
+    bus = await make_bus().start()
+    got = Arrivals()
+    await bus.subscribe(topic, got, group="g", prefetch=2)
+    result = await bus.publish_many(topic, [{"type": "later"}] * 40, delay=30)
+    result.raise_for_failures()
+    now = await bus.publish(topic, type="now")
+    await eventually(lambda: now.id in got.ids, timeout=20)
+    assert [now.id] == got.ids
+
+
 async def test_publish_many_delays_each_event(make_bus: Callable[..., Bus], topic: str) -> None:
     """publish_many takes delay= for the list and delay per item; each waits for its time."""
     bus = await make_bus().start()

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import math
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -29,10 +30,12 @@ from broker.adapters.kit import (
     keep_trying_each,
 )
 from broker.adapters.nats.consumer import NatsSubscription
+from broker.adapters.nats.delay import DELAY_STREAM, Mover, delay_stream_config, delay_subject
 from broker.adapters.nats.errors import TRANSIENT, translate_error
 from broker.adapters.nats.publish import AckTimeoutError, JetStreamPublisher, NoStreamError
 from broker.adapters.nats.settings import servers, split_options
 from broker.adapters.nats.wire import SUBJECT, check_topic, decode, encode, event_id, safe_name
+from broker.delay import DELIVER_AT, due_at
 from broker.envelope import Event
 from broker.errors import (
     BrokerError,
@@ -83,6 +86,8 @@ class NatsAdapter(BaseAdapter):
         self._idle.set()
         self._last_error: BaseException | None = None
         self._log = obs.get_logger("choreo.nats", url=self._url)
+        self._mover: Mover | None = None
+        self._delay_stream_ok = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -169,6 +174,9 @@ class NatsAdapter(BaseAdapter):
             return
         for sub in list(self._subscriptions):
             await sub.close()
+        mover, self._mover = self._mover, None
+        if mover is not None:
+            await mover.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), self.settings.publish_timeout)
         if self._publisher is not None:
@@ -233,10 +241,58 @@ class NatsAdapter(BaseAdapter):
         publisher = self._begin()
         try:
             stream = self._streams.get(topic) or await self._guard(self._stream(topic), topic)
+            if DELIVER_AT in event.extensions and self._delayed(event):
+                await self.delay_stream()  # it waits there; the mover brings it to the topic
+                headers, body = self._message(event, stream, None)
+                await self._send(publisher, delay_subject(topic), body, headers)
+                return
             headers, body = self._message(event, stream, ttl)
             await self._send(publisher, topic, body, headers)
         finally:
             self._end()
+
+    # -- delayed events --------------------------------------------------------------------
+
+    @staticmethod
+    def _delayed(event: Event) -> bool:
+        due = due_at(event)
+        return due is not None and due > time.time()
+
+    async def delay_stream(self) -> None:
+        """Make sure the stream where delayed events wait exists."""
+        if self._delay_stream_ok:
+            return
+        js = self._jetstream()
+
+        async def ensure() -> None:
+            try:
+                await js.stream_info(DELAY_STREAM)
+            except nats.js.errors.NotFoundError:
+                with contextlib.suppress(nats.js.errors.BadRequestError):  # made concurrently
+                    await js.add_stream(delay_stream_config(self.settings))
+
+        await self._guard(ensure(), DELAY_STREAM)
+        self._delay_stream_ok = True
+
+    async def forward(self, topic: str, body: bytes, headers: Mapping[str, str]) -> None:
+        """Publish a delayed event that is due to its topic (for the mover), with its
+        ``Nats-Msg-Id`` and without the other ``Nats-`` headers of the waiting message."""
+        publisher = self._begin()
+        try:
+            if topic not in self._streams:
+                await self._guard(self._stream(topic), topic)
+            kept = {
+                name: value
+                for name, value in headers.items()
+                if not name.startswith("Nats-") or name == "Nats-Msg-Id"
+            }
+            await self._send(publisher, topic, body, kept)
+        finally:
+            self._end()
+
+    def warn(self, message: str, **fields: Any) -> None:
+        """Log a warning of this adapter (for the mover)."""
+        self._log.warning(message, **fields)
 
     def _begin(self) -> JetStreamPublisher:
         """The publisher, counting one more publish in flight (``close`` waits for them)."""
@@ -256,7 +312,10 @@ class NatsAdapter(BaseAdapter):
         self, topic: str, events: Sequence[Event], *, ttl: float | None = None
     ) -> list[Exception | None]:
         """Every event in flight before the first PubAck is awaited; failed ones are sent
-        again with the same ``Nats-Msg-Id`` (stored at most once) until ``publish_timeout``."""
+        again with the same ``Nats-Msg-Id`` (stored at most once) until ``publish_timeout``.
+        A list with delayed events is published one event after the other."""
+        if any(DELIVER_AT in event.extensions for event in events):
+            return await BaseAdapter.publish_many(self, topic, events, ttl=ttl)
         publisher = self._begin()
         try:
             stream = self._streams.get(topic) or await self._guard(self._stream(topic), topic)
@@ -395,6 +454,9 @@ class NatsAdapter(BaseAdapter):
             await subscription.close()
             raise BrokerUnavailableError(f"cannot subscribe at {self._url}: {exc}") from exc
         subscription.start()
+        if self._mover is None:
+            self._mover = Mover(self)
+            self._mover.start()
         return subscription
 
     async def restore(
