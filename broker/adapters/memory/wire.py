@@ -88,6 +88,7 @@ class Log:
         #: Delayed events (topic, event) not appended yet, and the timer of the earliest.
         self.held: HoldQueue[tuple[str, Event]] = HoldQueue()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._timer_due = 0.0
 
     def topic(self, name: str, partitions: int | None = None) -> Topic:
@@ -127,15 +128,14 @@ class Log:
         due = self.held.next_due()
         if due is None:
             return
-        timer = self._timer
-        if timer is not None and not timer.cancelled() and self._timer_due <= due:
-            loop = getattr(timer, "_loop", None)
-            if loop is not None and not loop.is_closed():
-                return
+        timer, armed = self._timer, self._timer_loop
+        live = timer is not None and armed is not None and not armed.is_closed()
+        if live and self._timer_due <= due:
+            return
         if timer is not None:
             timer.cancel()
         loop = asyncio.get_running_loop()
-        self._timer_due = due
+        self._timer_due, self._timer_loop = due, loop
         self._timer = loop.call_later(max(0.0, due - time.time()), self._release)
 
     def _release(self) -> None:
