@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from broker.envelope import Event, format_time, parse_time
 from broker.errors import ConfigurationError, EnvelopeError
 
-__all__ = ["DELIVER_AT", "deliver_at", "due_at", "due_from_text", "wait_seconds"]
+__all__ = ["DELIVER_AT", "deliver_at", "due_at", "due_from_text", "held_until", "wait_seconds"]
 
 #: The CloudEvents extension carrying the delivery time (RFC 3339).
 DELIVER_AT = "deliverat"
@@ -105,6 +105,15 @@ def due_from_text(deliverat: str | None, expiration: str | None) -> float | None
     except EnvelopeError:
         return None
     return due
+
+
+def held_until(event: Event) -> float | None:
+    """When ``event`` is due (epoch seconds) if that is still to come, else None: whether an
+    adapter must hold it back. Cheap for an event without ``deliverat``."""
+    if DELIVER_AT not in event.extensions:
+        return None
+    due = due_at(event)
+    return due if due is not None and due > time.time() else None
 
 
 def wait_seconds(event: Event, now: float | None = None) -> float:

@@ -17,7 +17,7 @@ from broker.adapters.kafka.errors import translate_error
 from broker.adapters.kafka.settings import KafkaSettings
 from broker.adapters.kafka.wire import decode_record
 from broker.adapters.kit import BaseSubscription, HoldQueue, InFlight, OffsetTracker
-from broker.delay import DELIVER_AT, due_at
+from broker.delay import held_until
 from broker.envelope import Event
 from broker.errors import BrokerUnavailableError, EnvelopeError
 from broker.observability import get_logger
@@ -301,10 +301,8 @@ class KafkaSubscription(BaseSubscription):
 
     def _hold(self, delivery: _KafkaDelivery, event: Event) -> bool:
         """Whether the delivery is early, and then held until its time."""
-        if DELIVER_AT not in event.extensions:
-            return False
-        due = due_at(event)
-        if due is None or due <= time.time():
+        due = held_until(event)
+        if due is None:
             return False
         delivery.part.held += 1
         self._held.push(due, delivery)

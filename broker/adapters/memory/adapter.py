@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Collection, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -11,7 +10,7 @@ from broker.adapters.kit import BaseAdapter, parse_settings
 from broker.adapters.memory.consumer import MemorySubscription
 from broker.adapters.memory.settings import MemorySettings
 from broker.adapters.memory.wire import LOGS, Log
-from broker.delay import DELIVER_AT, due_at
+from broker.delay import held_until
 from broker.envelope import Event
 from broker.errors import ClosedError
 from broker.ports import Capabilities, TopicInfo
@@ -55,7 +54,9 @@ class MemoryAdapter(BaseAdapter):
     async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
         if self._closed:
             self._check_open()
-        if DELIVER_AT in event.extensions and self._held(topic, event):
+        due = held_until(event)
+        if due is not None:
+            self._log.hold(topic, event, due)
             return
         self._log.deliver(topic, event)
 
@@ -64,25 +65,19 @@ class MemoryAdapter(BaseAdapter):
     ) -> list[Exception | None]:
         self._check_open()
         state = self._log.topic(topic)
-        touched = {
-            self._log.append(topic, event)[1]
-            for event in events
-            if DELIVER_AT not in event.extensions or not self._held(topic, event)
-        }
+        touched = set()
+        for event in events:
+            due = held_until(event)
+            if due is None:
+                touched.add(self._log.append(topic, event)[1])
+            else:
+                self._log.hold(topic, event, due)
         for group in state.groups.values():
             for index in touched:
                 owner = group.owners[index]
                 if owner is not None:
                     owner.wake()
         return [None] * len(events)
-
-    def _held(self, topic: str, event: Event) -> bool:
-        """Whether ``event`` is due later, and then held by the broker's scheduler."""
-        due = due_at(event)
-        if due is None or due <= time.time():
-            return False
-        self._log.hold(topic, event, due)
-        return True
 
     async def open_subscription(
         self, topics: tuple[str, ...], group: str, from_beginning: bool, prefetch: int

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import dataclasses
 import math
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -30,12 +29,12 @@ from broker.adapters.kit import (
     keep_trying_each,
 )
 from broker.adapters.nats.consumer import NatsSubscription
-from broker.adapters.nats.delay import DELAY_STREAM, Mover, delay_stream_config, delay_subject
+from broker.adapters.nats.delay import DELAY_STREAM, Mover, delay_subject, ensure_delay_stream
 from broker.adapters.nats.errors import TRANSIENT, translate_error
 from broker.adapters.nats.publish import AckTimeoutError, JetStreamPublisher, NoStreamError
 from broker.adapters.nats.settings import servers, split_options
 from broker.adapters.nats.wire import SUBJECT, check_topic, decode, encode, event_id, safe_name
-from broker.delay import DELIVER_AT, due_at
+from broker.delay import DELIVER_AT, held_until
 from broker.envelope import Event
 from broker.errors import (
     BrokerError,
@@ -241,7 +240,7 @@ class NatsAdapter(BaseAdapter):
         publisher = self._begin()
         try:
             stream = self._streams.get(topic) or await self._guard(self._stream(topic), topic)
-            if DELIVER_AT in event.extensions and self._delayed(event):
+            if held_until(event) is not None:
                 await self.delay_stream()  # it waits there; the mover brings it to the topic
                 headers, body = self._message(event, stream, None)
                 await self._send(publisher, delay_subject(topic), body, headers)
@@ -253,25 +252,11 @@ class NatsAdapter(BaseAdapter):
 
     # -- delayed events --------------------------------------------------------------------
 
-    @staticmethod
-    def _delayed(event: Event) -> bool:
-        due = due_at(event)
-        return due is not None and due > time.time()
-
     async def delay_stream(self) -> None:
         """Make sure the stream where delayed events wait exists."""
         if self._delay_stream_ok:
             return
-        js = self._jetstream()
-
-        async def ensure() -> None:
-            try:
-                await js.stream_info(DELAY_STREAM)
-            except nats.js.errors.NotFoundError:
-                with contextlib.suppress(nats.js.errors.BadRequestError):  # made concurrently
-                    await js.add_stream(delay_stream_config(self.settings))
-
-        await self._guard(ensure(), DELAY_STREAM)
+        await self._guard(ensure_delay_stream(self._jetstream(), self.settings), DELAY_STREAM)
         self._delay_stream_ok = True
 
     async def forward(self, topic: str, body: bytes, headers: Mapping[str, str]) -> None:

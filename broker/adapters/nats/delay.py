@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from broker.adapters.nats.adapter import NatsAdapter
     from broker.adapters.nats.settings import NatsSettings
 
-__all__ = ["DELAY_STREAM", "Mover", "delay_stream_config", "delay_subject"]
+__all__ = ["DELAY_STREAM", "Mover", "delay_subject", "ensure_delay_stream"]
 
 #: The stream of waiting events, its subjects' prefix and the movers' durable consumer.
 DELAY_STREAM = "CHOREO_DELAYED"
@@ -50,8 +50,16 @@ def delay_subject(topic: str) -> str:
     return _PREFIX + topic
 
 
-def delay_stream_config(settings: NatsSettings) -> api.StreamConfig:
-    """The work-queue stream that captures every waiting event."""
+async def ensure_delay_stream(js: Any, settings: NatsSettings) -> None:
+    """Create the work-queue stream that captures every waiting event, unless it exists."""
+    try:
+        await js.stream_info(DELAY_STREAM)
+    except nats.js.errors.NotFoundError:
+        with contextlib.suppress(nats.js.errors.BadRequestError):  # made concurrently
+            await js.add_stream(_delay_stream_config(settings))
+
+
+def _delay_stream_config(settings: NatsSettings) -> api.StreamConfig:
     return api.StreamConfig(
         name=DELAY_STREAM,
         description="choreograph delayed events, waiting for their delivery time",

@@ -21,7 +21,7 @@ from broker.adapters.rabbitmq.delay import wait_arguments, wait_ms, wait_queue
 from broker.adapters.rabbitmq.errors import CONNECT_ERRORS, REFUSED, RETRYABLE, translate_error
 from broker.adapters.rabbitmq.settings import split_options
 from broker.adapters.rabbitmq.wire import decode_message, encode_event, message_id
-from broker.delay import DELIVER_AT, due_at
+from broker.delay import held_until
 from broker.envelope import Event
 from broker.errors import (
     BrokerError,
@@ -140,7 +140,7 @@ class RabbitMQAdapter(BaseAdapter):
 
     async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
         self._check_open()
-        due = due_at(event) if DELIVER_AT in event.extensions else None
+        due = held_until(event)
         left = 0.0 if due is None else due - time.time()
         # A delayed event waits without its AMQP expiration (the core checks the TTL when it
         # is delivered): a message expired in a wait queue would reach the groups early.

@@ -16,7 +16,7 @@ from broker.adapters.sqlite.consumer import SQLiteSubscription
 from broker.adapters.sqlite.settings import SQLiteSettings
 from broker.adapters.sqlite.store import Store
 from broker.adapters.sqlite.wire import Row, encode, read
-from broker.delay import DELIVER_AT, due_at
+from broker.delay import held_until
 from broker.envelope import Event
 from broker.errors import BrokerUnavailableError, ClosedError, ConfigurationError, PublishError
 from broker.ports import Capabilities, TopicInfo
@@ -114,7 +114,7 @@ class SQLiteAdapter(BaseAdapter):
         if self._executor is None:
             raise ClosedError(f"the adapter for {self._url} is not connected")
         row = encode(topic, event)  # data JSON cannot hold fails here, for this caller only
-        due = self._delayed(event)
+        due = self._scheduled(event)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((row, due, future))
         if self._flushing is None:
@@ -137,7 +137,7 @@ class SQLiteAdapter(BaseAdapter):
                 outcomes.append(exc)
                 continue
             outcomes.append(None)
-            due = self._delayed(event)
+            due = self._scheduled(event)
             if due is None:
                 rows.append(row)
             else:
@@ -186,12 +186,10 @@ class SQLiteAdapter(BaseAdapter):
 
     # -- delayed events ----------------------------------------------------------------------
 
-    def _delayed(self, event: Event) -> float | None:
+    def _scheduled(self, event: Event) -> float | None:
         """When ``event`` is due if that is later than now (it goes to ``scheduled``)."""
-        if DELIVER_AT not in event.extensions:
-            return None
-        due = due_at(event)
-        if due is None or due <= time.time():
+        due = held_until(event)
+        if due is None:
             return None
         if self._due is None or due < self._due:
             self._due = due
