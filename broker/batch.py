@@ -184,12 +184,11 @@ class BatchConsumer(Runner):
         admitted: list[_Item] = []
         for delivery in deliveries:
             event = delivery.event
-            extensions = event.extensions if event is not None else {}
             if (
                 event is None
                 or pipeline.screens
-                or "expiration" in extensions
-                or (DELIVER_AT in extensions)
+                or "expiration" in event.extensions
+                or DELIVER_AT in event.extensions
             ):
                 event = await pipeline.admit(delivery)
                 if event is None:

@@ -10,7 +10,7 @@ from broker.adapters.kit import BaseAdapter, parse_settings
 from broker.adapters.memory.consumer import MemorySubscription
 from broker.adapters.memory.settings import MemorySettings
 from broker.adapters.memory.wire import LOGS, Log
-from broker.delay import held_until
+from broker.delay import DELIVER_AT, held_until
 from broker.envelope import Event
 from broker.errors import ClosedError
 from broker.ports import Capabilities, TopicInfo
@@ -54,8 +54,7 @@ class MemoryAdapter(BaseAdapter):
     async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
         if self._closed:
             self._check_open()
-        due = held_until(event)
-        if due is not None:
+        if DELIVER_AT in event.extensions and (due := held_until(event)) is not None:
             self._log.hold(topic, event, due)
             return
         self._log.deliver(topic, event)
