@@ -16,7 +16,7 @@ from broker.adapters.sqlite.consumer import SQLiteSubscription
 from broker.adapters.sqlite.settings import SQLiteSettings
 from broker.adapters.sqlite.store import Store
 from broker.adapters.sqlite.wire import Row, encode, read
-from broker.delay import held_until
+from broker.delay import DELIVER_AT, held_until
 from broker.envelope import Event
 from broker.errors import BrokerUnavailableError, ClosedError, ConfigurationError, PublishError
 from broker.ports import Capabilities, TopicInfo
@@ -114,7 +114,7 @@ class SQLiteAdapter(BaseAdapter):
         if self._executor is None:
             raise ClosedError(f"the adapter for {self._url} is not connected")
         row = encode(topic, event)  # data JSON cannot hold fails here, for this caller only
-        due = self._scheduled(event)
+        due = self._scheduled(event) if DELIVER_AT in event.extensions else None
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((row, due, future))
         if self._flushing is None:
@@ -168,7 +168,11 @@ class SQLiteAdapter(BaseAdapter):
             while self._pending:
                 batch, self._pending = self._pending, []
                 rows = [row for row, due, _ in batch if due is None]
-                delayed = [(row, due) for row, due, _ in batch if due is not None]
+                delayed = (
+                    [(row, due) for row, due, _ in batch if due is not None]
+                    if len(rows) < len(batch)
+                    else []
+                )
                 try:
                     await self.run(self.store.append, rows, self.partitions, delayed)
                 except (sqlite3.Error, ClosedError) as exc:
