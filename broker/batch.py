@@ -30,6 +30,7 @@ from broker import observability as obs
 from broker.consumer import Held, Publish, Runner, give_back
 from broker.context import reset_current, set_current_batch
 from broker.deadletter import describe
+from broker.delay import DELIVER_AT
 from broker.envelope import Event
 from broker.errors import PublishError
 from broker.policies import Policy
@@ -183,7 +184,12 @@ class BatchConsumer(Runner):
         admitted: list[_Item] = []
         for delivery in deliveries:
             event = delivery.event
-            if event is None or pipeline.screens or "expiration" in event.extensions:
+            if (
+                event is None
+                or pipeline.screens
+                or "expiration" in event.extensions
+                or DELIVER_AT in event.extensions
+            ):
                 event = await pipeline.admit(delivery)
                 if event is None:
                     continue

@@ -34,6 +34,8 @@ from broker.declarations import (
     SubscriptionSpec,
     check_schema,
 )
+from broker.delay import DELIVER_AT
+from broker.delay import deliver_at as _deliver_at
 from broker.envelope import Event, check_extension_names, format_time, new_event
 from broker.errors import (
     ClosedError,
@@ -50,7 +52,19 @@ from broker.urls import adapter_from_url, resolve_url
 __all__ = ["Bus", "Subscriber"]
 
 
-_ITEM_OPTIONS = frozenset(("type", "data", "key", "subject", "correlation_id", "ttl", "extensions"))
+_ITEM_OPTIONS = frozenset(
+    (
+        "type",
+        "data",
+        "key",
+        "subject",
+        "correlation_id",
+        "ttl",
+        "extensions",
+        "delay",
+        "deliver_at",
+    )
+)
 
 
 def _topics(topics: str | Sequence[str]) -> tuple[str, ...]:
@@ -151,14 +165,19 @@ class Bus:
         correlation_id: str | None = None,
         ttl: float | None = None,
         extensions: Mapping[str, Any] | None = None,
+        delay: float | timedelta | None = None,
+        deliver_at: datetime | None = None,
     ) -> Event:
         """Publish ``event`` (or one built from ``type``/``data``); returns what was sent.
 
-        Returns only once the broker durably accepted it; raises otherwise.
+        ``delay`` (seconds or a timedelta) or ``deliver_at`` (an aware datetime) hold the
+        event back: no group sees it before then (the ``deliverat`` extension; a TTL still
+        counts from now). Returns only once the broker durably accepted it; raises otherwise.
         """
         if not self._started:
             self._check_started()
-        event = self._stamp(event, type, data, key, subject, correlation_id, ttl, extensions)
+        due = None if delay is None and deliver_at is None else _deliver_at(delay, deliver_at)
+        event = self._stamp(event, type, data, key, subject, correlation_id, ttl, extensions, due)
         if self.codec is not None:
             event = await self._encoded(topic, event)
         self._sampled += 1
@@ -178,19 +197,23 @@ class Bus:
         events: Iterable[Event | Mapping[str, Any]],
         *,
         ttl: float | None = None,
+        delay: float | timedelta | None = None,
+        deliver_at: datetime | None = None,
     ) -> PublishResult:
         """Publish several events to ``topic`` with as few broker round trips as the backend
         allows, in order; returns one :class:`~broker.batch.Outcome` per event.
 
         Each item is an :class:`Event` or a mapping of :meth:`publish`'s keyword options
         (``type``, ``data``, ``key``, ``subject``, ``correlation_id``, ``ttl``,
-        ``extensions``), stamped as :meth:`publish` stamps. ``ttl`` applies to the items
-        that name none. Returns once every event was durably accepted or failed; nothing is
-        silently dropped (``result.raise_for_failures()`` turns failures into an error). An
-        item that is not a valid event raises before anything is sent.
+        ``extensions``, ``delay``, ``deliver_at``), stamped as :meth:`publish` stamps.
+        ``ttl``, and ``delay`` or ``deliver_at``, apply to the items that name none.
+        Returns once every event was durably accepted or failed; nothing is silently dropped
+        (``result.raise_for_failures()`` turns failures into an error). An item that is not
+        a valid event raises before anything is sent.
         """
         self._check_started()
-        stamped = [self._item(index, item, ttl) for index, item in enumerate(events)]
+        due = None if delay is None and deliver_at is None else _deliver_at(delay, deliver_at)
+        stamped = [self._item(index, item, ttl, due) for index, item in enumerate(events)]
         refused: dict[int, Exception] = {}
         if self.codec is not None:
             for index, (event, own) in enumerate(stamped):
@@ -250,9 +273,10 @@ class Bus:
         correlation_id: str | None = None,
         ttl: float | None = None,
         extensions: Mapping[str, Any] | None = None,
+        deliverat: str | None = None,
     ) -> Event:
-        """The event to send: built or copied, with key, correlation, causation, trace and
-        expiration filled in."""
+        """The event to send: built or copied, with key, correlation, causation, trace,
+        expiration and delivery time filled in."""
         if event is None:
             if not type:
                 raise ConfigurationError("publish needs an Event or a `type=`")
@@ -269,18 +293,20 @@ class Bus:
         derive_extensions(extra)
         if ttl is not None:
             extra["expiration"] = _expiration(ttl)
+        if deliverat is not None:
+            extra[DELIVER_AT] = deliverat
         if event is None:
             return new_event(kind, self.source, data, subject, extra)
         check_extension_names(extra)
         return dataclasses.replace(event, extensions=extra)
 
     def _item(
-        self, index: int, item: Event | Mapping[str, Any], ttl: float | None
+        self, index: int, item: Event | Mapping[str, Any], ttl: float | None, due: str | None
     ) -> tuple[Event, float | None]:
         """One item of publish_many, stamped, with its TTL."""
         try:
             if isinstance(item, Event):
-                return self._stamp(item, ttl=ttl), ttl
+                return self._stamp(item, ttl=ttl, deliverat=due), ttl
             if item.__class__ is not dict and not isinstance(item, Mapping):
                 raise ConfigurationError(
                     "publish_many takes Events or mappings of publish options, not "
@@ -293,6 +319,8 @@ class Bus:
                 )
             get = item.get
             own = get("ttl", ttl)
+            if "delay" in item or "deliver_at" in item:
+                due = _deliver_at(get("delay"), get("deliver_at"))
             event = self._stamp(
                 None,
                 get("type"),
@@ -302,6 +330,7 @@ class Bus:
                 get("correlation_id"),
                 own,
                 get("extensions"),
+                due,
             )
             return event, own
         except (ConfigurationError, EnvelopeError) as exc:

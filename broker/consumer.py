@@ -25,6 +25,7 @@ from broker import deadletter, jsontext
 from broker import observability as obs
 from broker.context import reset_current, set_current
 from broker.deadletter import describe
+from broker.delay import DELIVER_AT, wait_seconds
 from broker.envelope import Event, is_json_content_type, new_id
 from broker.policies import Policy
 from broker.ports import Delivery, PayloadCodec, Subscription
@@ -89,6 +90,8 @@ class Pipeline:
         event = await self._decoded(delivery)
         if event is None:
             return None
+        if DELIVER_AT in event.extensions and not await self._due(delivery, event):
+            return None
         if "expiration" in event.extensions and event.is_expired():
             obs.EXPIRED.labels(delivery.topic, self.group).inc()
             if self.policy.on_expired == "dlq":
@@ -103,6 +106,17 @@ class Pipeline:
             await delivery.ack()
             return None
         return event
+
+    async def _due(self, delivery: Delivery, event: Event) -> bool:
+        """Wait out what is left of the event's delivery time (the adapters hold delayed
+        events; this catches a publisher's clock running behind). False: stopping, given back."""
+        left = wait_seconds(event)
+        if left > 0:
+            await self.sleep_alive((delivery,), left)
+            if self.stopping:
+                await give_back((delivery,))
+                return False
+        return True
 
     async def _decoded(self, delivery: Delivery) -> Event | None:
         """The delivery's event with its data decoded; None when it was dead-lettered."""
@@ -393,6 +407,7 @@ class Consumer(Runner):
             event is None
             or pipeline.screens
             or "expiration" in event.extensions
+            or DELIVER_AT in event.extensions
             or not pipeline.breaker_closed.is_set()
         ):
             await self._screened(delivery)

@@ -27,7 +27,15 @@ from choreo.commands.options import (
     port_option,
     start_metrics,
 )
-from choreo.console import committed, fail, out_console, parse_duration, print_json, run
+from choreo.console import (
+    committed,
+    fail,
+    out_console,
+    parse_duration,
+    parse_instant,
+    print_json,
+    run,
+)
 from choreo.errors import EXIT_USAGE
 
 __all__ = ["publish", "subscribe"]
@@ -91,12 +99,22 @@ def publish(
     header: list[str] = typer.Option([], "--header", "-H", help="Extension name=value."),
     subject: str | None = typer.Option(None, "--subject"),
     event_id: str | None = typer.Option(None, "--id", help="Event id (default: a new UUID)."),
+    delay: str | None = typer.Option(
+        None, "--delay", help="Deliver no sooner than this from now, e.g. 30s or 2h."
+    ),
+    at: str | None = typer.Option(
+        None, "--at", help="Deliver no sooner than this time (RFC 3339 with a zone)."
+    ),
     broker: str | None = BrokerOption,
     output: str = OutputOption,
 ) -> None:
     """Publish one CloudEvent; prints its id once the broker durably accepted it."""
     check_output(output)
     check_topics(topic)
+    if delay is not None and at is not None:
+        raise typer.BadParameter("give --delay or --at, not both")
+    wait = parse_duration(delay, option="--delay") if delay is not None else None
+    deliver_at = parse_instant(at, option="--at") if at is not None else None
     value = _read_data(data)
     extensions = _parse_headers(header)
     seconds = parse_duration(ttl, option="--ttl") if ttl else None
@@ -110,7 +128,13 @@ def publish(
     async def go() -> Event:
         async with open_bus(broker) as bus:
             return await bus.publish(
-                topic, event, key=key, correlation_id=correlation_id, ttl=seconds
+                topic,
+                event,
+                key=key,
+                correlation_id=correlation_id,
+                ttl=seconds,
+                delay=wait,
+                deliver_at=deliver_at,
             )
 
     sent = run(go())

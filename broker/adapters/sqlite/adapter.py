@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -15,11 +16,15 @@ from broker.adapters.sqlite.consumer import SQLiteSubscription
 from broker.adapters.sqlite.settings import SQLiteSettings
 from broker.adapters.sqlite.store import Store
 from broker.adapters.sqlite.wire import Row, encode, read
+from broker.delay import DELIVER_AT, held_until
 from broker.envelope import Event
 from broker.errors import BrokerUnavailableError, ClosedError, ConfigurationError, PublishError
 from broker.ports import Capabilities, TopicInfo
 
 __all__ = ["CAPABILITIES", "SQLiteAdapter"]
+
+#: Seconds between looks for delayed events other processes scheduled.
+_LOOK_AGAIN = 0.25
 
 T = TypeVar("T")
 
@@ -47,8 +52,12 @@ class SQLiteAdapter(BaseAdapter):
         self._executor: ThreadPoolExecutor | None = None
         self._store: Store | None = None
         self.subscriptions: set[SQLiteSubscription] = set()
-        self._pending: list[tuple[Row, asyncio.Future[None]]] = []
+        self._pending: list[tuple[Row, float | None, asyncio.Future[None]]] = []
         self._flushing: asyncio.Task[None] | None = None
+        #: The earliest delayed event known to be due (epoch s), and when to look again for
+        #: those other processes scheduled.
+        self._due: float | None = None
+        self._look_again = 0.0
 
     @property
     def capabilities(self) -> Capabilities:
@@ -105,8 +114,9 @@ class SQLiteAdapter(BaseAdapter):
         if self._executor is None:
             raise ClosedError(f"the adapter for {self._url} is not connected")
         row = encode(topic, event)  # data JSON cannot hold fails here, for this caller only
+        due = self._scheduled(event) if DELIVER_AT in event.extensions else None
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((row, future))
+        self._pending.append((row, due, future))
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush())
         await future
@@ -119,16 +129,22 @@ class SQLiteAdapter(BaseAdapter):
             raise ClosedError(f"the adapter for {self._url} is not connected")
         outcomes: list[Exception | None] = []
         rows = []
+        delayed = []
         for event in events:
             try:
-                rows.append(encode(topic, event))
+                row = encode(topic, event)
             except (TypeError, ValueError) as exc:  # data JSON cannot hold
                 outcomes.append(exc)
+                continue
+            outcomes.append(None)
+            due = self._scheduled(event)
+            if due is None:
+                rows.append(row)
             else:
-                outcomes.append(None)
-        if rows:
+                delayed.append((row, due))
+        if rows or delayed:
             try:
-                await self.run(self.store.append, rows, self.partitions)
+                await self.run(self.store.append, rows, self.partitions, delayed)
             except (sqlite3.Error, ClosedError) as exc:
                 error = self._not_stored(len(rows), exc)
                 return [outcome or error for outcome in outcomes]
@@ -151,21 +167,51 @@ class SQLiteAdapter(BaseAdapter):
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                rows = [row for row, _ in batch]
+                rows = [row for row, due, _ in batch if due is None]
+                delayed = (
+                    [(row, due) for row, due, _ in batch if due is not None]
+                    if len(rows) < len(batch)
+                    else []
+                )
                 try:
-                    await self.run(self.store.append, rows, self.partitions)
+                    await self.run(self.store.append, rows, self.partitions, delayed)
                 except (sqlite3.Error, ClosedError) as exc:
-                    error = self._not_stored(len(rows), exc)
-                    for _, future in batch:
+                    error = self._not_stored(len(batch), exc)
+                    for _, _, future in batch:
                         if not future.done():
                             future.set_exception(error)
                     continue
-                for _, future in batch:
+                for _, _, future in batch:
                     if not future.done():
                         future.set_result(None)
-                self._wake({row[0] for row, _ in batch})
+                self._wake({row[0] for row in rows})
         finally:
             self._flushing = None
+
+    # -- delayed events ----------------------------------------------------------------------
+
+    def _scheduled(self, event: Event) -> float | None:
+        """When ``event`` is due if that is later than now (it goes to ``scheduled``)."""
+        due = held_until(event)
+        if due is None:
+            return None
+        if self._due is None or due < self._due:
+            self._due = due
+        return due
+
+    async def promote_due(self) -> None:
+        """Move due delayed events into the log (called by subscriptions as they poll): when
+        the earliest known one is due, and every :data:`_LOOK_AGAIN` s for those other
+        processes scheduled."""
+        now = time.time()
+        if now < self._look_again and (self._due is None or now < self._due):
+            return
+        self._look_again = now + _LOOK_AGAIN
+        due = await self.run(self.store.next_due)
+        if due is not None and due <= now:
+            topics, due = await self.run(self.store.promote, self.partitions)
+            self._wake(topics)
+        self._due = due
 
     # -- subscribing and inspection --------------------------------------------------------
 

@@ -7,7 +7,10 @@ Everything here is synchronous and runs on the adapter's single database thread.
   ``body`` the structured-mode CloudEvent JSON;
 * ``offsets(topic, grp, part, committed, owner, lease_until)``: per group and partition the last
   handled ``seq`` and which member holds the partition until when;
-* ``members(topic, grp, member, heartbeat)``: live subscriptions, for a fair split.
+* ``members(topic, grp, member, heartbeat)``: live subscriptions, for a fair split;
+* ``scheduled(id, topic, event_id, key, body, due)``: delayed events (``deliverat``) not in the
+  log yet; :meth:`Store.promote` moves the due ones into the log in one transaction, so a
+  delayed event is in exactly one of the two tables, whoever crashes when.
 
 A member owns a partition while its lease lasts and renews it while it makes progress; a member
 that dies (or whose handler hangs past the visibility timeout) loses it, and the next member
@@ -41,6 +44,11 @@ CREATE TABLE IF NOT EXISTS offsets (
     topic TEXT NOT NULL, grp TEXT NOT NULL, part INTEGER NOT NULL,
     committed INTEGER NOT NULL, owner TEXT, lease_until REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (topic, grp, part));
+CREATE TABLE IF NOT EXISTS scheduled (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL, event_id TEXT NOT NULL, key TEXT,
+    body TEXT NOT NULL, due REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS scheduled_by_due ON scheduled (due, id);
 CREATE TABLE IF NOT EXISTS members (
     topic TEXT NOT NULL, grp TEXT NOT NULL, member TEXT NOT NULL, heartbeat REAL NOT NULL,
     PRIMARY KEY (topic, grp, member));
@@ -115,18 +123,57 @@ class Store:
 
     # -- publishing ------------------------------------------------------------------------
 
-    def append(self, rows: Sequence[tuple[str, str, str | None, str]], partitions: int) -> None:
-        """Insert (topic, event_id, key, body) rows in one transaction."""
+    def append(
+        self,
+        rows: Sequence[tuple[str, str, str | None, str]],
+        partitions: int,
+        delayed: Sequence[tuple[tuple[str, str, str | None, str], float]] = (),
+    ) -> None:
+        """Insert (topic, event_id, key, body) rows into the log, and ``delayed`` (row, due)
+        pairs into ``scheduled``, in one transaction."""
         now = time.time()
         with self.transaction():
-            values = []
-            for topic, event_id, key, body in rows:
-                count = self.ensure_topic(topic, partitions)
-                values.append((topic, _partition(key or event_id, count), event_id, body, now))
+            self._log_rows(rows, partitions, now)
+            if delayed:
+                self.db.executemany(
+                    "INSERT INTO scheduled (topic, event_id, key, body, due)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(*row, due) for row, due in delayed],
+                )
+
+    def _log_rows(
+        self, rows: Sequence[tuple[str, str, str | None, str]], partitions: int, now: float
+    ) -> None:
+        values = []
+        for topic, event_id, key, body in rows:
+            count = self.ensure_topic(topic, partitions)
+            values.append((topic, _partition(key or event_id, count), event_id, body, now))
+        if values:
             self.db.executemany(
                 "INSERT INTO log (topic, part, event_id, body, created) VALUES (?, ?, ?, ?, ?)",
                 values,
             )
+
+    def next_due(self) -> float | None:
+        """When the earliest delayed event is due (epoch seconds); None when there is none."""
+        row = self.db.execute("SELECT min(due) FROM scheduled").fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def promote(self, partitions: int) -> tuple[set[str], float | None]:
+        """Move the delayed events that are due into the log, earliest (then first published)
+        first; the topics that got some, and when the next one is due."""
+        now = time.time()
+        with self.transaction():
+            due = self.db.execute(
+                "SELECT id, topic, event_id, key, body FROM scheduled WHERE due <= ?"
+                " ORDER BY due, id",
+                (now,),
+            ).fetchall()
+            if due:
+                self._log_rows([row[1:] for row in due], partitions, now)
+                self.db.executemany("DELETE FROM scheduled WHERE id=?", [(r[0],) for r in due])
+            upcoming = self.next_due()
+        return {row[1] for row in due}, upcoming
 
     # -- groups ----------------------------------------------------------------------------
 
