@@ -34,6 +34,9 @@ class AckTimeoutError(Exception):
     """No PubAck arrived before the attempt's deadline."""
 
 
+#: What the client raises for one message before writing it (the connection is fine).
+_REFUSED_ALONE = (nats.errors.MaxPayloadError, UnicodeError, TypeError, ValueError)
+
 #: Messages written before ``publish_all`` lets the loop flush them (and read PubAcks).
 _WRITE_EVERY = 64
 
@@ -132,8 +135,9 @@ class JetStreamPublisher:
         tokens: list[str],
         futures: list[asyncio.Future[Msg]],
     ) -> None:
-        """Write every message with its reply token; a connection failure fails the message
-        it hit and every message after it."""
+        """Write every message with its reply token; a message the client refuses (over the
+        server's max payload, headers it cannot encode) fails alone, a connection failure fails
+        the message it hit and every message after it."""
         loop = asyncio.get_running_loop()
         publish, prefix = self._nc.publish, self._prefix
         try:
@@ -143,7 +147,11 @@ class JetStreamPublisher:
                 self._pending[token] = (future, deadline)
                 tokens.append(token)
                 futures.append(future)
-                await publish(subject, body, reply=prefix + token, headers=headers)
+                try:
+                    await publish(subject, body, reply=prefix + token, headers=headers)
+                except _REFUSED_ALONE as exc:  # this message only: the others still go
+                    self._pending.pop(token, None)
+                    future.set_exception(exc)
                 if not count % _WRITE_EVERY:  # let the socket write, the server store meanwhile
                     await asyncio.sleep(0)
         except Exception as exc:

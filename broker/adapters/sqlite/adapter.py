@@ -114,7 +114,7 @@ class SQLiteAdapter(BaseAdapter):
     async def publish_many(
         self, topic: str, events: Sequence[Event], *, ttl: float | None = None
     ) -> list[Exception | None]:
-        """One transaction for the whole list (every event is stored, or none is)."""
+        """One transaction for the whole list; an event that cannot be stored fails alone."""
         if self._executor is None:
             raise ClosedError(f"the adapter for {self._url} is not connected")
         outcomes: list[Exception | None] = []
@@ -127,13 +127,37 @@ class SQLiteAdapter(BaseAdapter):
             else:
                 outcomes.append(None)
         if rows:
-            try:
-                await self.run(self.store.append, rows, self.partitions)
-            except (sqlite3.Error, ClosedError) as exc:
-                error = self._not_stored(len(rows), exc)
-                return [outcome or error for outcome in outcomes]
-            self._wake({topic})
+            results = iter(await self._append(rows))
+            outcomes = [next(results) if outcome is None else outcome for outcome in outcomes]
+            if any(outcome is None for outcome in outcomes):
+                self._wake({topic})
         return outcomes
+
+    async def _append(self, rows: list[Row]) -> list[Exception | None]:
+        """Store ``rows`` in one transaction: one outcome per row. A failure that is not the
+        database's own is narrowed down row by row, so it fails exactly the rows it concerns."""
+        try:
+            results = await self.run(self.store.append, rows, self.partitions)
+        except (sqlite3.Error, ClosedError) as exc:
+            return [self._not_stored(len(rows), exc)] * len(rows)
+        except Exception as exc:
+            if len(rows) == 1:
+                return [self._refused(rows[0], exc)]
+        else:
+            pairs = zip(rows, results, strict=True)
+            return [None if error is None else self._refused(row, error) for row, error in pairs]
+        outcomes: list[Exception | None] = []
+        for row in rows:
+            outcomes.extend(await self._append([row]))
+        return outcomes
+
+    def _refused(self, row: Row, exc: BaseException) -> PublishError:
+        error = PublishError(
+            f"the SQLite broker {self.path!r} cannot store event {row[1]!r} of topic "
+            f"{row[0]!r}: {exc}"
+        )
+        error.__cause__ = exc
+        return error
 
     def _not_stored(self, count: int, exc: BaseException) -> PublishError:
         return PublishError(
@@ -148,24 +172,25 @@ class SQLiteAdapter(BaseAdapter):
                 sub.wake()
 
     async def _flush(self) -> None:
+        batch: list[tuple[Row, asyncio.Future[None]]] = []
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                rows = [row for row, _ in batch]
-                try:
-                    await self.run(self.store.append, rows, self.partitions)
-                except (sqlite3.Error, ClosedError) as exc:
-                    error = self._not_stored(len(rows), exc)
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
-                    continue
-                for _, future in batch:
-                    if not future.done():
+                results = await self._append([row for row, _ in batch])
+                for (_, future), error in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if error is None:
                         future.set_result(None)
-                self._wake({row[0] for row, _ in batch})
+                    else:
+                        future.set_exception(error)
+                stored = zip(batch, results, strict=True)
+                self._wake({row[0] for (row, _), error in stored if error is None})
         finally:
             self._flushing = None
+            for _, future in batch + self._pending:  # cancelled or closed: nobody waits forever
+                if not future.done():
+                    future.set_exception(ClosedError(f"the adapter for {self._url} stopped"))
 
     # -- subscribing and inspection --------------------------------------------------------
 

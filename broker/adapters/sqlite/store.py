@@ -115,18 +115,34 @@ class Store:
 
     # -- publishing ------------------------------------------------------------------------
 
-    def append(self, rows: Sequence[tuple[str, str, str | None, str]], partitions: int) -> None:
-        """Insert (topic, event_id, key, body) rows in one transaction."""
+    def append(
+        self, rows: Sequence[tuple[str, str, str | None, str]], partitions: int
+    ) -> list[Exception | None]:
+        """Insert (topic, event_id, key, body) rows in one transaction; one outcome per row.
+
+        A row that cannot be stored for itself (text SQLite cannot hold, such as a lone
+        surrogate in its topic, id or key) gets its error and is left out; the others are
+        stored. An error of the database (locked, full, read-only) raises for all of them.
+        """
         now = time.time()
+        outcomes: list[Exception | None] = []
         with self.transaction():
             values = []
             for topic, event_id, key, body in rows:
-                count = self.ensure_topic(topic, partitions)
-                values.append((topic, _partition(key or event_id, count), event_id, body, now))
+                try:
+                    for text in (topic, event_id, key or "", body):
+                        text.encode()  # what binding the row would do, before the insert
+                    count = self.ensure_topic(topic, partitions)
+                    values.append((topic, _partition(key or event_id, count), event_id, body, now))
+                except (UnicodeError, ValueError, TypeError, OverflowError) as exc:
+                    outcomes.append(exc)
+                else:
+                    outcomes.append(None)
             self.db.executemany(
                 "INSERT INTO log (topic, part, event_id, body, created) VALUES (?, ?, ?, ?, ?)",
                 values,
             )
+        return outcomes
 
     # -- groups ----------------------------------------------------------------------------
 
