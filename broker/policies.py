@@ -90,6 +90,10 @@ class DeadLetter:
         """The topic whose dead letters ``dlq_topic`` holds (None if it is not a DLQ topic)."""
         return deadletter.origin_of(dlq_topic, self.topic_template)
 
+    def is_topic(self, name: str) -> bool:
+        """Whether ``name`` is a dead-letter topic under the template."""
+        return deadletter.is_dead_letter_topic(name, self.topic_template)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CircuitBreaker:
