@@ -29,7 +29,15 @@ from choreo.commands.options import (
     port_option,
     start_metrics,
 )
-from choreo.console import committed, fail, out_console, parse_duration, print_json, run
+from choreo.console import (
+    committed,
+    fail,
+    out_console,
+    parse_duration,
+    print_json,
+    reported,
+    run,
+)
 from choreo.errors import EXIT_USAGE
 
 __all__ = ["publish", "subscribe"]
@@ -171,9 +179,11 @@ def subscribe(
     except ConfigurationError as exc:
         fail(str(exc), EXIT_USAGE)
     idle = _positive(timeout, "--timeout") if timeout is not None else None
+    with reported():
+        bus = open_bus(broker, policy=policy)
     start_metrics(metrics_port)
     runner = _Runner(output, command, count)
-    run(runner.consume(open_bus(broker, policy=policy), topics, group, from_beginning, idle))
+    run(runner.consume(bus, topics, group, from_beginning, idle))
 
 
 def _positive(text: str, option: str) -> float:
