@@ -5,6 +5,7 @@ N` hands over and acks exactly N events, Ctrl-C is a shutdown (never a handler f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -92,7 +93,11 @@ def test_ctrl_c_during_exec_leaves_the_event_for_the_next_reader(
     event is not dead-lettered, choreo exits 130, and the group's next reader gets the event."""
     [sent] = publish(url, topic, [{"type": "t", "data": "work"}])
     started = tmp_path / "started"
-    handler = f"sh -c 'cat > /dev/null; echo $$ > {started}; exec sleep 600'"
+    interrupted = tmp_path / "interrupted"
+    handler = (
+        f'sh -c \'trap "echo INT > {interrupted}" INT; cat > /dev/null; '
+        f"echo $$ > {started}; sleep 600 & wait'"
+    )
     args = ["subscribe", topic, "--group", "g", "--exec", handler, "--max-attempts", "1"]
     reader = subprocess.Popen(
         [*CHOREO, *args, "--broker", url],
@@ -102,20 +107,42 @@ def test_ctrl_c_during_exec_leaves_the_event_for_the_next_reader(
         text=True,
         start_new_session=True,  # its own process group, as a shell gives a foreground job
     )
+    try:
+        child, stderr = _interrupt_when_started(reader, started)
+    finally:
+        _end_group(reader, started)
+    assert 130 == reader.returncode, stderr
+    assert "Traceback" not in stderr
+    assert not Path(f"/proc/{child}").exists() or "Z" in _state(child)  # ended, not orphaned
+    assert not interrupted.exists()  # the terminal's Ctrl-C never reached the command
+    dead = choreo("dlq", "ls", topic, "--output", "json", "--broker", url, cwd=tmp_path)
+    assert (0, []) == (dead.returncode, json.loads(dead.stdout or "[]")), dead.stderr
+    assert [sent] == [e["id"] for e in read(url, topic, 1, tmp_path)]
+
+
+def _interrupt_when_started(reader: subprocess.Popen[str], started: Path) -> tuple[int, str]:
+    """Once the handler wrote its pid to ``started``, Ctrl-C the reader's process group; the
+    handler's pid and the reader's stderr."""
     deadline = time.monotonic() + 120
     while not (started.exists() and started.read_text().strip()):
         assert time.monotonic() < deadline, "the handler never started"
         assert reader.poll() is None, reader.communicate()
         time.sleep(0.05)
-    child = int(started.read_text())
     os.killpg(reader.pid, signal.SIGINT)
     _, stderr = reader.communicate(timeout=120)
-    assert 130 == reader.returncode, stderr
-    assert "Traceback" not in stderr
-    assert not Path(f"/proc/{child}").exists() or "Z" in _state(child)  # ended, not orphaned
-    dead = choreo("dlq", "ls", topic, "--output", "json", "--broker", url, cwd=tmp_path)
-    assert (0, []) == (dead.returncode, json.loads(dead.stdout or "[]")), dead.stderr
-    assert [sent] == [e["id"] for e in read(url, topic, 1, tmp_path)]
+    return int(started.read_text()), stderr
+
+
+def _end_group(reader: subprocess.Popen[str], started: Path) -> None:
+    """Kill what is left of the reader and of the handler (their own process groups), which
+    is nothing unless the test failed."""
+    groups = [reader.pid]
+    if started.exists() and started.read_text().strip():
+        groups.append(int(started.read_text()))
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+    reader.wait(30)
 
 
 def _state(pid: int) -> str:
