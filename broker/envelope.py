@@ -547,10 +547,10 @@ def from_attributes(
     if specversion != SPECVERSION:
         raise EnvelopeError(f"unsupported CloudEvents specversion {specversion!r}")
     attrs["datacontenttype"] = content_type
-    if not _INTEGER_EXTENSIONS.isdisjoint(attrs):  # the extensions the core writes as integers
-        for name in _INTEGER_EXTENSIONS.intersection(attrs):
-            if str(attrs[name]).isdigit():
-                attrs[name] = int(attrs[name])
+    for name in _INTEGER_EXTENSIONS:  # the extensions the core writes as integers (one)
+        value = attrs.get(name)
+        if value is not None and str(value).isdigit():
+            attrs[name] = int(value)
     return _from_owned(attrs, _decode_data(body, content_type))
 
 
