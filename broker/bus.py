@@ -517,6 +517,16 @@ class Bus:
         """The dead-letter topic of ``topic`` under this bus's policy."""
         return self.policy.dead_letter.topic_for(topic, group)
 
+    def dead_letter_topic_of(self, name: str) -> str:
+        """``name`` when it already is a dead-letter topic under this bus's policy, else the
+        dead-letter topic of ``name`` (for tools that take a topic or its DLQ)."""
+        policy = self.policy.dead_letter
+        return name if policy.is_topic(name) else policy.topic_for(name, "")
+
+    async def dead_letter_topics(self) -> list[str]:
+        """The dead-letter topics (under this bus's policy) the broker has."""
+        return [t.name for t in await self.topics() if self.policy.dead_letter.is_topic(t.name)]
+
     async def replay(self, dlq_topic: str, ids: Collection[str] | None = None) -> list[Event]:
         """Publish dead letters back to their original topic, then remove them from the DLQ.
 
@@ -555,7 +565,7 @@ class Bus:
         target = (found.topic if found else "") or self.policy.dead_letter.origin_of(dlq_topic)
         if not target:
             raise TopicNotFoundError(
-                f"event {entry.id} in {dlq_topic} names no original topic (no dlqtopic) and "
+                f"event {entry.id} in {dlq_topic} names no original topic and "
                 f"{dlq_topic} is not a dead-letter topic under "
                 f"{self.policy.dead_letter.topic_template!r}; nothing was replayed"
             )

@@ -27,6 +27,7 @@ from broker.context import reset_current, set_current
 from broker.deadletter import describe
 from broker.delay import DELIVER_AT, wait_seconds
 from broker.envelope import Event, is_json_content_type, new_id
+from broker.errors import HandlerTimeoutError
 from broker.policies import Policy
 from broker.ports import Delivery, PayloadCodec, Subscription
 
@@ -207,6 +208,31 @@ class Pipeline:
             self.log.warning("dead-lettered", topic=topic, event_id=event.id, reason=reason)
         obs.CONSUMED.labels(topic, self.group, reason).inc()
         await delivery.ack()
+
+    async def call(self, handler: Callable[[Any], Awaitable[Any]], argument: Any) -> None:
+        """``await handler(argument)``, cancelled past the policy's ``handler_timeout``
+        (raising :class:`~broker.errors.HandlerTimeoutError`)."""
+        timeout = self.policy.handler_timeout
+        if timeout is None:
+            await handler(argument)
+            return
+        try:
+            async with asyncio.timeout(timeout) as scope:
+                await handler(argument)
+        except TimeoutError as exc:
+            if not scope.expired():
+                raise  # the handler's own TimeoutError
+            raise HandlerTimeoutError(
+                f"the handler did not finish within handler_timeout={timeout:g}s"
+            ) from exc
+
+    async def shut_out(self, deliveries: Sequence[Delivery]) -> bool:
+        """While stopping, a failure is not the handler's: give the deliveries back (delivered
+        again later, neither retried now nor dead-lettered). Whether it did."""
+        if not self.stopping:
+            return False
+        await give_back(deliveries)
+        return True
 
     def start_timer(self) -> float:
         """``time.perf_counter()`` for the handler calls that are timed (one in eight), else 0."""
@@ -416,7 +442,10 @@ class Consumer(Runner):
         token = set_current(event, delivery)
         started = pipeline.start_timer()
         try:
-            await self._handler(event)
+            if pipeline.policy.handler_timeout is None:
+                await self._handler(event)
+            else:
+                await pipeline.call(self._handler, event)
         except Exception as exc:
             error: BaseException | None = exc
         else:
@@ -451,7 +480,7 @@ class Consumer(Runner):
 
     async def _retry(self, delivery: Delivery, event: Event, error: BaseException) -> bool:
         """Handle a failed first attempt by the policy: whether a later attempt succeeded
-        (False: the event was dead-lettered)."""
+        (False: the event was dead-lettered, or given back because the subscription stops)."""
         pipeline = self._pipeline
         retry = pipeline.policy.retry
         attempt = 1
@@ -462,10 +491,14 @@ class Consumer(Runner):
                 if failure is None:
                     return True
                 error = failure
+            if await pipeline.shut_out((delivery,)):
+                return False
             pipeline.failed(delivery, event, error, attempt)
             if attempt < retry.max_attempts:
                 obs.RETRIES.labels(pipeline.group).inc()
                 await pipeline.sleep_alive((delivery,), retry.delay(attempt))
+                if await pipeline.shut_out((delivery,)):
+                    return False
                 attempt += 1
                 error = _WAIT_FOR_BREAKER
                 continue
@@ -485,7 +518,7 @@ class Consumer(Runner):
         token = set_current(event, delivery)
         started = pipeline.start_timer()
         try:
-            await self._handler(event)
+            await pipeline.call(self._handler, event)
         except Exception as exc:
             return exc
         finally:

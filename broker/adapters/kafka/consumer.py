@@ -463,6 +463,8 @@ class KafkaSubscription(BaseSubscription):
             self._committer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._committer
+        # every acked position, also one a commit the cancellation cut short had taken out
+        self._dirty.update(self._parts.values())
         with contextlib.suppress(kerr.KafkaError, TimeoutError):
             await asyncio.wait_for(self._commit(), 5)
         for part in self._parts.values():

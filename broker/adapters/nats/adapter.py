@@ -406,6 +406,14 @@ class NatsAdapter(BaseAdapter):
             return ClosedError(f"the adapter for {self._url} was closed")
         if isinstance(exc, nats.js.errors.APIError):
             return PublishError(f"NATS refused an event on {topic} at {self._url}: {exc}")
+        if isinstance(exc, nats.errors.MaxPayloadError):
+            limit = self._nc.max_payload if self._nc is not None else "its"
+            return PublishError(
+                f"an event on {topic} is larger than the max_payload of NATS at {self._url} "
+                f"({limit} bytes with headers); send less data or raise max_payload on the server"
+            )
+        if isinstance(exc, nats.errors.Error):
+            return translate_error(exc, self._url, f"an event on {topic}")
         return exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
 
     async def _guard(self, call: Any, topic: str) -> Any:

@@ -124,32 +124,68 @@ class SQLiteAdapter(BaseAdapter):
     async def publish_many(
         self, topic: str, events: Sequence[Event], *, ttl: float | None = None
     ) -> list[Exception | None]:
-        """One transaction for the whole list (every event is stored, or none is)."""
+        """One transaction for the whole list; an event that cannot be stored fails alone."""
         if self._executor is None:
             raise ClosedError(f"the adapter for {self._url} is not connected")
         outcomes: list[Exception | None] = []
-        rows = []
-        delayed = []
+        rows: list[Row] = []
+        delayed: list[tuple[Row, float]] = []
+        slots: list[int] = []  # per stored event: its place in rows + delayed, for the outcome
         for event in events:
             try:
                 row = encode(topic, event)
             except (TypeError, ValueError) as exc:  # data JSON cannot hold
                 outcomes.append(exc)
+                slots.append(-1)
                 continue
             outcomes.append(None)
             due = self._scheduled(event)
             if due is None:
+                slots.append(len(rows))
                 rows.append(row)
             else:
+                slots.append(-2 - len(delayed))  # delayed ones are numbered after the rows
                 delayed.append((row, due))
         if rows or delayed:
-            try:
-                await self.run(self.store.append, rows, self.partitions, delayed)
-            except (sqlite3.Error, ClosedError) as exc:
-                error = self._not_stored(len(rows), exc)
-                return [outcome or error for outcome in outcomes]
-            self._wake({topic})
+            results = await self._append(rows, delayed)
+            for index, slot in enumerate(slots):
+                if slot != -1:
+                    outcomes[index] = results[slot if slot >= 0 else len(rows) - 2 - slot]
+            if any(error is None for error in results[: len(rows)]):
+                self._wake({topic})
         return outcomes
+
+    async def _append(
+        self, rows: list[Row], delayed: Sequence[tuple[Row, float]] = ()
+    ) -> list[Exception | None]:
+        """Store ``rows`` in the log and ``delayed`` (row, due) pairs in ``scheduled`` in one
+        transaction: one outcome per row, ``rows`` first. A failure that is not the database's
+        own is narrowed down row by row, so it fails exactly the rows it concerns."""
+        every = [*rows, *(row for row, _ in delayed)]
+        try:
+            results = await self.run(self.store.append, rows, self.partitions, delayed)
+        except (sqlite3.Error, ClosedError) as exc:
+            return [self._not_stored(len(every), exc)] * len(every)
+        except Exception as exc:
+            if len(every) == 1:
+                return [self._refused(every[0], exc)]
+        else:
+            pairs = zip(every, results, strict=True)
+            return [None if error is None else self._refused(row, error) for row, error in pairs]
+        outcomes: list[Exception | None] = []
+        for row in rows:
+            outcomes.extend(await self._append([row]))
+        for pair in delayed:
+            outcomes.extend(await self._append([], [pair]))
+        return outcomes
+
+    def _refused(self, row: Row, exc: BaseException) -> PublishError:
+        error = PublishError(
+            f"the SQLite broker {self.path!r} cannot store event {row[1]!r} of topic "
+            f"{row[0]!r}: {exc}"
+        )
+        error.__cause__ = exc
+        return error
 
     def _not_stored(self, count: int, exc: BaseException) -> PublishError:
         return PublishError(
@@ -164,29 +200,29 @@ class SQLiteAdapter(BaseAdapter):
                 sub.wake()
 
     async def _flush(self) -> None:
+        batch: list[tuple[Row, float | None, asyncio.Future[None]]] = []
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                rows = [row for row, due, _ in batch if due is None]
-                delayed = (
-                    [(row, due) for row, due, _ in batch if due is not None]
-                    if len(rows) < len(batch)
-                    else []
-                )
-                try:
-                    await self.run(self.store.append, rows, self.partitions, delayed)
-                except (sqlite3.Error, ClosedError) as exc:
-                    error = self._not_stored(len(batch), exc)
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
-                    continue
-                for _, _, future in batch:
-                    if not future.done():
+                now = [(row, future) for row, due, future in batch if due is None]
+                later = [(row, due, future) for row, due, future in batch if due is not None]
+                rows = [row for row, _ in now]
+                results = await self._append(rows, [(row, due) for row, due, _ in later])
+                futures = [future for _, future in now] + [future for _, _, future in later]
+                for future, error in zip(futures, results, strict=True):
+                    if future.done():
+                        continue
+                    if error is None:
                         future.set_result(None)
-                self._wake({row[0] for row in rows})
+                    else:
+                        future.set_exception(error)
+                stored = zip(rows, results, strict=False)  # the log rows come first
+                self._wake({row[0] for row, error in stored if error is None})
         finally:
             self._flushing = None
+            for _, _, future in batch + self._pending:  # cancelled or closed: nobody waits forever
+                if not future.done():
+                    future.set_exception(ClosedError(f"the adapter for {self._url} stopped"))
 
     # -- delayed events ----------------------------------------------------------------------
 

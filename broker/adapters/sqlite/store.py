@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker.adapters.sqlite.owner import provably_dead
+from broker.adapters.sqlite.wire import Row
 
 __all__ = ["Claim", "Rebalance", "Store"]
 
@@ -125,25 +126,42 @@ class Store:
 
     def append(
         self,
-        rows: Sequence[tuple[str, str, str | None, str]],
+        rows: Sequence[Row],
         partitions: int,
-        delayed: Sequence[tuple[tuple[str, str, str | None, str], float]] = (),
-    ) -> None:
+        delayed: Sequence[tuple[Row, float]] = (),
+    ) -> list[Exception | None]:
         """Insert (topic, event_id, key, body) rows into the log, and ``delayed`` (row, due)
-        pairs into ``scheduled``, in one transaction."""
+        pairs into ``scheduled``, in one transaction; one outcome per row, ``rows`` first.
+
+        A row that cannot be stored for itself (text SQLite cannot hold, such as a lone
+        surrogate in its topic, id or key) gets its error and is left out; the others are
+        stored. An error of the database (locked, full, read-only) raises for all of them.
+        """
         now = time.time()
+        outcomes: list[Exception | None] = []
         with self.transaction():
-            self._log_rows(rows, partitions, now)
-            if delayed:
+            logged = []
+            for row in rows:
+                error = _unstorable(row)
+                outcomes.append(error)
+                if error is None:
+                    logged.append(row)
+            self._log_rows(logged, partitions, now)
+            scheduled = []
+            for row, due in delayed:
+                error = _unstorable(row)
+                outcomes.append(error)
+                if error is None:
+                    scheduled.append((*row, due))
+            if scheduled:
                 self.db.executemany(
                     "INSERT INTO scheduled (topic, event_id, key, body, due)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    [(*row, due) for row, due in delayed],
+                    scheduled,
                 )
+        return outcomes
 
-    def _log_rows(
-        self, rows: Sequence[tuple[str, str, str | None, str]], partitions: int, now: float
-    ) -> None:
+    def _log_rows(self, rows: Sequence[Row], partitions: int, now: float) -> None:
         values = []
         for topic, event_id, key, body in rows:
             count = self.ensure_topic(topic, partitions)
@@ -379,3 +397,15 @@ class _Transaction:
         if not self.outer:
             return
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _unstorable(row: Row) -> Exception | None:
+    """Why SQLite cannot bind ``row``'s text (a lone surrogate), or None: checked before the
+    insert, so one such row fails alone instead of the whole transaction."""
+    topic, event_id, key, body = row
+    try:
+        for text in (topic, event_id, key or "", body):
+            text.encode()
+    except UnicodeError as exc:
+        return exc
+    return None
