@@ -18,12 +18,13 @@ import dataclasses
 import itertools
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from broker import deadletter
 from broker import observability as obs
 from broker.batch import BatchConsumer, BatchHandler, Outcome, PublishResult
+from broker.clock import SYSTEM_CLOCK, Clock
 from broker.consumer import Consumer, Handler, Runner
 from broker.context import derive_extensions
 from broker.declarations import (
@@ -60,10 +61,10 @@ def _topics(topics: str | Sequence[str]) -> tuple[str, ...]:
     return names
 
 
-def _expiration(ttl: float) -> str:
+def _expiration(ttl: float, now: datetime) -> str:
     if ttl <= 0:
         raise ConfigurationError(f"a TTL must be positive, got {ttl}s")
-    return format_time(datetime.now(UTC) + timedelta(seconds=ttl))
+    return format_time(now + timedelta(seconds=ttl))
 
 
 class Bus:
@@ -76,11 +77,19 @@ class Bus:
         source: str = "choreograph",
         policy: Policy | None = None,
         codec: PayloadCodec | None = None,
+        clock: Clock | None = None,
         **adapter_options: Any,
     ) -> None:
         if broker is None or isinstance(broker, str):
             broker = adapter_from_url(resolve_url(broker), **adapter_options)
         self.adapter: Adapter = broker
+        #: What event times, TTLs, retries, the breaker and the adapter's schedules follow
+        #: (:mod:`broker.clock`; a :class:`broker.testing.VirtualClock` in tests).
+        self.clock: Clock = clock or SYSTEM_CLOCK
+        if clock is not None:
+            use_clock = getattr(broker, "use_clock", None)  # adapters built on the kit have it
+            if use_clock is not None:
+                use_clock(clock)
         self.source = source
         self.policy = policy or Policy()
         self.codec = codec
@@ -258,10 +267,15 @@ class Bus:
             extra["correlationid"] = correlation_id
         derive_extensions(extra)
         if ttl is not None:
-            extra["expiration"] = _expiration(ttl)
+            extra["expiration"] = _expiration(ttl, self.clock.now())
         if event is None:
             return Event(
-                type=kind, source=self.source, data=data, subject=subject, extensions=extra
+                type=kind,
+                source=self.source,
+                data=data,
+                time=self.clock.now(),
+                subject=subject,
+                extensions=extra,
             )
         check_extension_names(extra)
         return dataclasses.replace(event, extensions=extra)
@@ -361,6 +375,7 @@ class Bus:
             policy=policy or self.policy,
             publish_event=self.publish_event,
             codec=self.codec,
+            clock=self.clock,
         )
         return self._started_subscriber(spec, consumer)
 
@@ -407,6 +422,7 @@ class Bus:
             codec=self.codec,
             max_batch=max_batch,
             max_wait=max_wait,
+            clock=self.clock,
         )
         return self._started_subscriber(spec, consumer)
 

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from broker import Bus, DeadLetter, Event, Policy, Retry, Subscriber
+from broker.clock import Clock
 from broker.context import current_delivery
 from broker.observability import get_logger
 from saga_monitor import metrics
@@ -38,7 +39,6 @@ from saga_monitor.correlator import Correlator, Received
 from saga_monitor.definitions import Definitions
 from saga_monitor.errors import SagaError
 from saga_monitor.machine import Outcome
-from saga_monitor.model import utcnow
 from saga_monitor.store import SagaStore
 from saga_monitor.watermark import SourceClocks, Watermark
 
@@ -54,7 +54,10 @@ MONITOR_POLICY = Policy(
     concurrency=16,
 )
 
-Clock = Callable[[], datetime]
+#: What the monitor's ``clock`` may be: a :class:`broker.clock.Clock` (its deadlines and its
+#: timer then follow it, e.g. a :class:`broker.testing.VirtualClock`), or a function returning
+#: the current time (the timer then sleeps on the system clock).
+MonitorClock = Clock | Callable[[], datetime]
 
 
 class SagaMonitor:
@@ -68,7 +71,7 @@ class SagaMonitor:
         *,
         alerts_topic: str | None = "saga.alerts",
         group: str = "choreo-saga-monitor",
-        clock: Clock = utcnow,
+        clock: MonitorClock | None = None,
         tick_interval: float = 1.0,
         retention: float | None = 7 * 86400.0,
         from_beginning: bool = False,
@@ -81,7 +84,12 @@ class SagaMonitor:
         self.store = store
         self.alerts_topic = alerts_topic
         self.group = group
-        self.clock = clock
+        timer = clock if isinstance(clock, Clock) else bus.clock
+        #: The monitor's "now": event arrival, the watermark, deadlines, pruning.
+        self.clock: Callable[[], datetime] = (
+            clock.now if isinstance(clock, Clock) else clock or bus.clock.now
+        )
+        self._sleep = timer.sleep
         self.tick_interval = tick_interval
         self.retention = retention
         self.from_beginning = from_beginning
@@ -281,7 +289,7 @@ class SagaMonitor:
 
     async def _tick_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.tick_interval)
+            await self._sleep(self.tick_interval)
             try:
                 await self.check()
             except Exception as exc:  # keep ticking; the store may come back
@@ -302,6 +310,7 @@ class SagaMonitor:
                             id=alert.event_id,
                             data=alert.data,
                             subject=alert.saga,
+                            time=self.clock(),
                         )
                         await self.bus.publish(
                             self.alerts_topic,

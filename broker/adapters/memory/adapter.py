@@ -97,11 +97,25 @@ class MemoryAdapter(BaseAdapter):
         ]
 
     async def browse(self, topic: str, *, limit: int = 100) -> list[Event]:
-        state = self._log.topics.get(topic)
-        if state is None:
-            return []
-        kept = sorted((entry for p in state.partitions for entry in p.kept()), key=lambda e: e[0])
-        return [event for _, event in kept[:limit]]
+        return self.events(topic)[:limit]
+
+    def events(self, topic: str | None) -> list[Event]:
+        """Every event ``topic`` (None: any topic) holds, not purged, in publish order,
+        without awaiting: what :mod:`broker.testing` asserts on."""
+        if topic is None:
+            states = list(self._log.topics.values())
+        else:
+            state = self._log.topics.get(topic)
+            states = [state] if state is not None else []
+        kept = sorted(
+            (entry for s in states for p in s.partitions for entry in p.kept()),
+            key=lambda e: e[0],
+        )
+        return [event for _, event in kept]
+
+    def topic_names(self) -> list[str]:
+        """The topics of this broker, sorted, without awaiting."""
+        return sorted(self._log.topics)
 
     async def purge(self, topic: str, ids: Collection[str] | None = None) -> int:
         state = self._log.topics.get(topic)
