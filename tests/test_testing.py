@@ -180,6 +180,27 @@ async def test_the_breaker_cool_down_follows_the_virtual_clock() -> None:
         assert 1 == subscriber.handled
 
 
+async def test_a_kit_closes_while_a_handler_waits_out_a_virtual_backoff() -> None:
+    """Closing wakes what sleeps on the clock, so the subscription stops instead of waiting
+    for an advance that never comes."""
+    kit = ChoreoKit()
+    bus = await kit.bus(policy=Policy(retry=Retry(max_attempts=5, initial_delay=3600))).start()
+    handler = Failing(kit.clock)
+    await bus.subscribe("jobs", handler, group="worker")
+    await bus.publish("jobs", type="job.queued")
+    await kit.settle()
+    assert (1, 1) == (len(handler.calls), kit.clock.sleepers)
+    await asyncio.wait_for(kit.close(), timeout=30)
+    assert 0 == kit.clock.sleepers
+
+
+def test_a_bus_hands_its_clock_to_its_adapter() -> None:
+    """What an adapter schedules itself (delayed delivery) follows the bus's clock."""
+    clock = VirtualClock()
+    bus = Bus("memory://", clock=clock)
+    assert (clock, clock) == (bus.clock, getattr(bus.adapter, "clock", None))
+
+
 # -- captured events --------------------------------------------------------------------------
 
 

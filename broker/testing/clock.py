@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import math
@@ -17,6 +18,9 @@ _EPSILON = 1e-9
 _MAX_ROUNDS = 100_000
 #: Consecutive rounds with nothing ready that count as settled.
 _QUIET_ROUNDS = 3
+#: Real seconds a sleep on a closed clock pauses (at most): what still loops on the clock while
+#: a test shuts down sees its stop promptly without spinning.
+_CLOSED_PAUSE = 0.01
 
 
 def _seconds(delta: timedelta | float) -> float:
@@ -78,8 +82,11 @@ class VirtualClock:
 
     async def sleep(self, seconds: float) -> None:
         """Wait until the clock was advanced by ``seconds``."""
-        if self._closed or seconds <= 0:
+        if seconds <= 0:
             await asyncio.sleep(0)
+            return
+        if self._closed:  # time stands still; a short real pause keeps loops from spinning
+            await asyncio.sleep(min(seconds, _CLOSED_PAUSE))
             return
         if seconds < _EPSILON:  # below the resolution: done, and time moved that much
             self._elapsed = max(self._elapsed + seconds, math.nextafter(self._elapsed, math.inf))
@@ -94,8 +101,12 @@ class VirtualClock:
 
     async def wait(self, event: asyncio.Event, timeout: float) -> bool:
         """Wait until ``event`` is set or the clock was advanced by ``timeout``."""
-        if event.is_set() or self._closed:
+        if event.is_set():
             await asyncio.sleep(0)
+            return True
+        if self._closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(timeout, _CLOSED_PAUSE))
             return event.is_set()
         waiter = asyncio.ensure_future(event.wait())
         sleeper = asyncio.ensure_future(self.sleep(timeout))
@@ -155,8 +166,9 @@ class VirtualClock:
         )
 
     def close(self) -> None:
-        """Wake every sleeper and stop sleeping (sleeps return at once): used when a test
-        shuts down, so that what waits on virtual time can see it is being stopped."""
+        """Wake every sleeper; from now on time stands still and a sleep returns after a
+        short real pause. Used when a test shuts down, so that what waits on virtual time
+        (a retry's backoff, a monitor's timer) sees it is being stopped."""
         self._closed = True
         sleepers, self._sleepers = self._sleepers, []
         for _, _, future in sleepers:
