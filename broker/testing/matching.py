@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from broker import deadletter
 from broker.envelope import Event
 
 __all__ = ["Match", "describe_events"]
@@ -72,12 +73,13 @@ def describe_events(events: Sequence[Event]) -> str:
     start = max(0, len(events) - _SHOWN)
     lines = [] if not start else [f"  ... {start} earlier event(s)"]
     for number, event in enumerate(events[start:], start + 1):
+        dead = deadletter.info(event)
         extras = "".join(
             f" {name}={value!r}"
             for name, value in (
                 ("correlationid", event.correlationid),
                 ("key", event.partitionkey),
-                ("dlqreason", event.extensions.get("dlqreason")),
+                ("dead-lettered", f"{dead.reason}: {dead.error}" if dead else None),
             )
             if value is not None
         )
