@@ -5,7 +5,8 @@ Everything time-driven on the delivery path asks a clock instead of :mod:`time`,
 before a handler, the event time a :class:`~broker.Bus` stamps, ``dlqtime``, the backoff
 between retries, the circuit breaker's cool-down, and the saga monitor's deadlines and timer.
 An adapter built on :class:`~broker.adapters.kit.BaseAdapter` gets the bus's clock too
-(``adapter.clock``), for what it schedules itself (delayed delivery).
+(``adapter.clock``), for what it schedules itself: a delayed-delivery scheduler sets its timer
+with ``adapter.clock.call_later(seconds, release)`` and reads "now" from ``clock.now()``.
 
 :data:`SYSTEM_CLOCK` (a :class:`SystemClock`) is the default and costs what the direct calls
 cost. :class:`broker.testing.VirtualClock` is the other one: time moves only when a test says
@@ -24,10 +25,11 @@ import asyncio
 import contextlib
 import functools
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-__all__ = ["SYSTEM_CLOCK", "Clock", "SystemClock"]
+__all__ = ["SYSTEM_CLOCK", "Clock", "SystemClock", "Timer"]
 
 
 @runtime_checkable
@@ -51,6 +53,19 @@ class Clock(Protocol):
         it is set."""
         ...
 
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> Timer:
+        """Call ``callback`` (in the running event loop) once ``seconds`` passed on this
+        clock, unless the returned timer is cancelled first: a scheduler's timer."""
+        ...
+
+
+class Timer(Protocol):
+    """What :meth:`Clock.call_later` returns (an :class:`asyncio.TimerHandle` is one)."""
+
+    def cancel(self) -> object:
+        """Do not call the callback."""
+        ...
+
 
 class SystemClock:
     """The real clock: :func:`datetime.now`, :func:`time.monotonic`, :func:`asyncio.sleep`."""
@@ -69,6 +84,9 @@ class SystemClock:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout)
         return event.is_set()
+
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> Timer:
+        return asyncio.get_running_loop().call_later(max(0.0, seconds), callback)
 
     def __repr__(self) -> str:
         return "SystemClock()"

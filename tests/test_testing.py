@@ -84,6 +84,23 @@ async def test_wait_returns_on_the_event_or_after_the_virtual_timeout() -> None:
     assert 0 == clock.sleepers
 
 
+async def test_timers_fire_at_their_virtual_time_unless_cancelled() -> None:
+    """``call_later`` (a scheduler's timer) fires when an advance passes it; a cancelled timer
+    and one still pending when the clock closes never fire."""
+    clock = VirtualClock(start=T0)
+    fired: list[tuple[str, float]] = []
+    clock.call_later(10, lambda: fired.append(("due", clock.monotonic())))
+    clock.call_later(5, lambda: fired.append(("cancelled", clock.monotonic()))).cancel()
+    clock.call_later(60, lambda: fired.append(("pending at close", clock.monotonic())))
+    await clock.advance(9)
+    assert [] == fired
+    await clock.advance(1)
+    assert [("due", 10.0)] == fired
+    clock.close()
+    await clock.settle()
+    assert [("due", 10.0)] == fired
+
+
 async def test_the_clock_only_moves_forward_and_needs_an_aware_start() -> None:
     """A negative advance and a naive start time are refused."""
     clock = VirtualClock(start=T0)
@@ -99,6 +116,13 @@ def test_both_clocks_are_clocks() -> None:
     assert isinstance(SYSTEM_CLOCK, Clock)
     assert isinstance(VirtualClock(), Clock)
     assert SYSTEM_CLOCK is Bus("memory://").clock
+
+
+async def test_the_system_clock_sets_real_timers() -> None:
+    """The system clock's ``call_later`` is the event loop's timer."""
+    fired = asyncio.Event()
+    SYSTEM_CLOCK.call_later(0, fired.set)
+    assert await SYSTEM_CLOCK.wait(fired, 30)
 
 
 # -- the delivery pipeline on virtual time ----------------------------------------------------

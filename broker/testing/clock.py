@@ -7,6 +7,7 @@ import contextlib
 import heapq
 import itertools
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 __all__ = ["VirtualClock"]
@@ -31,10 +32,11 @@ class VirtualClock:
     """Virtual time for tests: ``now()`` starts at ``start`` and moves only in :meth:`advance`.
 
     Whatever sleeps on this clock (retry backoff, the breaker's cool-down, the saga monitor's
-    timer, a delayed delivery) wakes when an advance passes its time, in time order, with
-    the clock showing that time and the event loop run until nothing is ready before the
-    next one wakes. ``start`` defaults to the current time to the second (so events built
-    with their default time look recent); pass one for fixed timestamps.
+    timer) or set a timer on it (:meth:`call_later`: a delayed delivery) wakes when an advance
+    passes its time, in time order, with the clock showing that time and the event loop run
+    until nothing is ready before the next one wakes. ``start`` defaults to the current time
+    to the second (so events built with their default time look recent); pass one for fixed
+    timestamps.
     """
 
     def __init__(self, start: datetime | None = None) -> None:
@@ -46,6 +48,8 @@ class VirtualClock:
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._closed = False
+        #: The pending futures of call_later (a closed clock cancels them, never fires them).
+        self._timers: set[asyncio.Future[None]] = set()
 
     def __repr__(self) -> str:
         return f"VirtualClock(now={self.now().isoformat()}, sleepers={self.sleepers})"
@@ -117,6 +121,20 @@ class VirtualClock:
             sleeper.cancel()
         return event.is_set()
 
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> asyncio.Future[None]:
+        """Call ``callback`` when an advance passes ``seconds`` from now (cancel the returned
+        future to call it off). A closed clock calls off what is still pending."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda done: None if done.cancelled() else callback())
+        if self._closed:
+            future.cancel()
+        else:
+            due = self._elapsed + max(0.0, seconds)
+            heapq.heappush(self._sleepers, (due, next(self._order), future))
+            self._timers.add(future)
+            future.add_done_callback(self._timers.discard)
+        return future
+
     # -- moving ----------------------------------------------------------------------------
 
     async def advance(self, delta: timedelta | float) -> None:
@@ -172,7 +190,9 @@ class VirtualClock:
         self._closed = True
         sleepers, self._sleepers = self._sleepers, []
         for _, _, future in sleepers:
-            if not future.done():
+            if future in self._timers:
+                future.cancel()
+            elif not future.done():
                 future.set_result(None)
 
     def _drop_finished(self) -> None:
