@@ -312,6 +312,20 @@ async def test_the_plugin_fixtures_give_a_kit_on_the_virtual_clock(
     choreo_kit.assert_published("t", type="x", count=1)
 
 
+def test_loading_the_plugin_imports_nothing_of_ours() -> None:
+    """pytest loads plugins before coverage starts: the plugin module must not import broker
+    (or coverage would miss broker's module-level lines in every test run)."""
+    code = (
+        "import sys, pytest_choreograph\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'broker', 'schemas', 'connectors', 'saga_monitor', 'choreo'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "[]" == result.stdout.strip(), result.stderr
+
+
 def test_the_plugin_is_registered_for_users_test_suites(tmp_path: Path) -> None:
     """A user's test suite (strict asyncio mode, no conftest) gets the fixtures from the
     installed entry point."""

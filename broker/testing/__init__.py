@@ -5,8 +5,9 @@
 * :class:`VirtualClock` - the time those buses follow: retries and backoff, TTL expiry, the
   circuit breaker's cool-down, delayed delivery and the saga monitor's deadlines all move
   with ``await clock.advance(timedelta(hours=2))``, in milliseconds, the same way every run;
-* a pytest plugin (installed with choreograph) with the fixtures ``virtual_clock`` and
-  ``choreo_kit``; :func:`saga_monitor.testing.start_monitor` adds a saga monitor to a kit.
+* a pytest plugin (installed with choreograph, module ``pytest_choreograph``) with the
+  fixtures ``virtual_clock`` and ``choreo_kit``; :func:`saga_monitor.testing.start_monitor`
+  adds a saga monitor to a kit.
 
 docs/testing.md walks through a test of three services.
 """

@@ -5,9 +5,11 @@
 * ``choreo_kit`` - a :class:`~broker.testing.ChoreoKit` on that clock, closed after the test
   (an async fixture: it needs pytest-asyncio, in auto mode or with ``@pytest.mark.asyncio``).
 
-choreograph is imported only when a test asks for a fixture, so the plugin costs nothing to a
-test session that does not use it (and its coverage sees choreograph imported normally).
-Disable it with ``-p no:choreograph``.
+A top-level module, not ``broker.testing.plugin``: pytest imports its plugins before coverage
+starts, and importing anything under ``broker`` would import the whole package then, so its
+module-level lines would never count as covered in the test runs of choreograph or of its
+users. choreograph is imported only when a test asks for a fixture. Disable the plugin with
+``-p no:choreograph``.
 """
 
 from __future__ import annotations
