@@ -225,6 +225,21 @@ def test_a_bus_hands_its_clock_to_its_adapter() -> None:
     assert (clock, clock) == (bus.clock, getattr(bus.adapter, "clock", None))
 
 
+async def test_a_batch_subscription_without_a_window_is_handled_by_settling() -> None:
+    """With ``max_wait=0`` a batch is what is there: ``settle`` sees it handled."""
+    async with ChoreoKit() as kit:
+        bus = await kit.bus().start()
+        batches: list[int] = []
+
+        async def handle(events: list[Event]) -> None:
+            batches.append(len(events))
+
+        await bus.subscribe_batch("rows", handle, group="loader", max_batch=10, max_wait=0)
+        await bus.publish_many("rows", [{"type": "row.added"}] * 3)
+        await kit.settle()
+        assert 3 == sum(batches)
+
+
 # -- captured events --------------------------------------------------------------------------
 
 
