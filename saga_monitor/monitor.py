@@ -78,6 +78,8 @@ class SagaMonitor:
         topics: tuple[str, ...] | None = None,
         max_delay: float = 2.0,
         skew_tolerance: float = 1.0,
+        retain_acknowledged: float | None = None,
+        retain_stuck: float | None = None,
     ) -> None:
         self.definitions = definitions
         self.bus = bus
@@ -92,6 +94,10 @@ class SagaMonitor:
         self._sleep = timer.sleep
         self.tick_interval = tick_interval
         self.retention = retention
+        #: How long acknowledged instances (after their last ack) and stuck ones (after they
+        #: got stuck) are kept; None keeps them until they finish.
+        self.retain_acknowledged = retain_acknowledged
+        self.retain_stuck = retain_stuck
         self.from_beginning = from_beginning
         self.topics = topics if topics is not None else definitions.all_topics
         if not self.topics:
@@ -283,7 +289,11 @@ class SagaMonitor:
         if self._last_prune is not None and now - self._last_prune < timedelta(minutes=1):
             return
         self._last_prune = now
-        pruned = self.store.prune(now - timedelta(seconds=self.retention))
+        pruned = self.store.prune(
+            now - timedelta(seconds=self.retention),
+            acknowledged_before=_before(now, self.retain_acknowledged),
+            stuck_before=_before(now, self.retain_stuck),
+        )
         if pruned:
             self._log.info("pruned finished saga instances", count=pruned)
 
@@ -387,6 +397,10 @@ class _GroupCommit:
             for (_, future, _), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
                     future.set_result(outcome)
+
+
+def _before(now: datetime, seconds: float | None) -> datetime | None:
+    return now - timedelta(seconds=seconds) if seconds is not None else None
 
 
 def summarise(store: SagaStore, saga: str | None = None) -> dict[str, int]:
