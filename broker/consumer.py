@@ -343,15 +343,12 @@ class Consumer(Runner):
         pipeline = self._pipeline
         concurrency = pipeline.policy.concurrency
         if concurrency == 1:
-            while not pipeline.halted():  # what is ready, a few at a time: fewer awaits
+            while not pipeline.stopping:  # what is ready, a few at a time: fewer awaits
                 deliveries = await pipeline.subscription.take(_TAKE, 0.0)
                 if not deliveries:
                     return
-                for index, delivery in enumerate(deliveries):
-                    if pipeline.halted():
-                        await give_back(deliveries[index:])
-                        return
-                    await self._process(delivery)
+                if not await self._run_all(deliveries):
+                    return
             return
         self._lanes = [asyncio.Queue(maxsize=64) for _ in range(concurrency)]
         lanes = [asyncio.create_task(self._lane(q)) for q in self._lanes]
@@ -379,6 +376,24 @@ class Consumer(Runner):
 
     # -- one delivery ----------------------------------------------------------------------
 
+    async def _run_all(self, deliveries: list[Delivery]) -> bool:
+        """Handle ``deliveries`` in order (busy meanwhile); False when stopping gave the rest
+        back."""
+        pipeline = self._pipeline
+        pipeline.busy += 1
+        pipeline.idle.clear()
+        try:
+            for index, delivery in enumerate(deliveries):
+                if pipeline.stopping:
+                    await give_back(deliveries[index:])
+                    return False
+                await self._handle(delivery)
+        finally:
+            pipeline.busy -= 1
+            if not pipeline.busy:
+                pipeline.idle.set()
+        return True
+
     async def _process(self, delivery: Delivery) -> None:
         pipeline = self._pipeline
         if pipeline.stopping:
@@ -386,35 +401,40 @@ class Consumer(Runner):
         pipeline.busy += 1
         pipeline.idle.clear()
         try:
-            event = delivery.event
-            if (
-                event is None
-                or pipeline.screens
-                or "expiration" in event.extensions
-                or not pipeline.breaker_closed.is_set()
-            ):
-                await self._screened(delivery)
-                return
-            # The common case, inlined: call, count, ack; the policy only once it failed.
-            token = set_current(event, delivery)
-            started = pipeline.start_timer()
-            try:
-                await self._handler(event)
-            except Exception as exc:
-                error: BaseException | None = exc
-            else:
-                error = None
-            finally:
-                reset_current(token)
-                if started:
-                    pipeline.handler_seconds.observe(time.perf_counter() - started)
-            if error is None or await self._retried(delivery, event, error):
-                pipeline.count_handled(delivery.topic)
-                await delivery.ack()
+            await self._handle(delivery)
         finally:
             pipeline.busy -= 1
             if not pipeline.busy:
                 pipeline.idle.set()
+
+    async def _handle(self, delivery: Delivery) -> None:
+        """One delivery, the policy applied around its handler (the caller counts it busy)."""
+        pipeline = self._pipeline
+        event = delivery.event
+        if (
+            event is None
+            or pipeline.screens
+            or "expiration" in event.extensions
+            or not pipeline.breaker_closed.is_set()
+        ):
+            await self._screened(delivery)
+            return
+        # The common case, inlined: call, count, ack; the policy only once it failed.
+        token = set_current(event, delivery)
+        started = pipeline.start_timer()
+        try:
+            await self._handler(event)
+        except Exception as exc:
+            error: BaseException | None = exc
+        else:
+            error = None
+        finally:
+            reset_current(token)
+            if started:
+                pipeline.handler_seconds.observe(time.perf_counter() - started)
+        if error is None or await self._retried(delivery, event, error):
+            pipeline.count_handled(delivery.topic)
+            await delivery.ack()
 
     async def _screened(self, delivery: Delivery) -> None:
         """A delivery some policy step must see before (and after) the handler."""

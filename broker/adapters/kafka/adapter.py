@@ -17,7 +17,7 @@ from broker.adapters.kafka.consumer import KafkaSubscription
 from broker.adapters.kafka.errors import retriable, translate_error
 from broker.adapters.kafka.publish import KafkaPublisher
 from broker.adapters.kafka.settings import bootstrap_servers, split_options
-from broker.adapters.kafka.wire import decode_record
+from broker.adapters.kafka.wire import decode_record, encode_event
 from broker.adapters.kit import Backoff, BaseAdapter, keep_trying
 from broker.envelope import Event
 from broker.errors import CapabilityError, ClosedError, ConfigurationError
@@ -169,7 +169,13 @@ class KafkaAdapter(BaseAdapter):
         publisher = self._publisher
         if publisher is None or not self._ready(topic):
             publisher = await self._publisher_for(topic)
-        await publisher.publish(topic, event)
+        # tried once here (no coroutine more per event); the publisher retries a failure
+        record = encode_event(event)
+        key, headers, value = record
+        try:
+            await (await publisher.producer.send(topic, value, key=key, headers=headers))
+        except kerr.KafkaError as exc:
+            await publisher.retry(topic, record, exc)
 
     async def publish_many(
         self, topic: str, events: Sequence[Event], *, ttl: float | None = None

@@ -139,7 +139,10 @@ class KafkaSubscription(BaseSubscription):
         self._prefetch = prefetch
         self._settings = adapter.settings
         self._parts: dict[TopicPartition, _Partition] = {}
-        self._buffer: deque[tuple[_Partition, Any]] = deque()
+        #: Fetched records not handed out yet, as fetched (per partition); ``_next`` is the
+        #: index of the next one in the first list.
+        self._buffer: deque[tuple[_Partition, list[Any]]] = deque()
+        self._next = 0
         self._redeliver: deque[_KafkaDelivery] = deque()
         self._dirty: set[_Partition] = set()
         self._inflight = 0
@@ -278,7 +281,12 @@ class KafkaSubscription(BaseSubscription):
             elif self._inflight >= self._prefetch or not self._buffer:
                 return None
             else:
-                part, record = self._buffer.popleft()
+                part, records = self._buffer[0]
+                record = records[self._next]
+                self._next += 1
+                if self._next == len(records):
+                    self._buffer.popleft()
+                    self._next = 0
                 if part.live:
                     self._inflight += 1
                     return _delivery(part, record)
@@ -308,8 +316,8 @@ class KafkaSubscription(BaseSubscription):
             return
         for tp, records in batch.items():
             part = self._parts.get(tp)
-            if part is not None:
-                self._buffer.extend((part, record) for record in records)
+            if part is not None and records:
+                self._buffer.append((part, list(records)))
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         """Settle each (committed with the next batch of offsets)."""
