@@ -31,6 +31,7 @@ from broker.clock import SYSTEM_CLOCK, Clock
 from broker.consumer import Held, Publish, Runner, give_back
 from broker.context import reset_current, set_current_batch
 from broker.deadletter import describe
+from broker.delay import DELIVER_AT
 from broker.envelope import Event
 from broker.errors import PublishError
 from broker.policies import Policy
@@ -190,7 +191,12 @@ class BatchConsumer(Runner):
         admitted: list[_Item] = []
         for delivery in deliveries:
             event = delivery.event
-            if event is None or pipeline.screens or "expiration" in event.extensions:
+            if (
+                event is None
+                or pipeline.screens
+                or "expiration" in event.extensions
+                or DELIVER_AT in event.extensions
+            ):
                 event = await pipeline.admit(delivery)
                 if event is None:
                     continue
@@ -219,12 +225,16 @@ class BatchConsumer(Runner):
             if not failures:
                 return
             pending = [pending[index] for index in sorted(failures)]
+            if await pipeline.shut_out([delivery for delivery, _ in pending]):
+                return
             errors = [failures[index] for index in sorted(failures)]
             for (delivery, event), error in zip(pending, errors, strict=True):
                 pipeline.failed(delivery, event, error, attempt)
             if attempt < retry.max_attempts:
                 obs.RETRIES.labels(pipeline.group).inc(len(pending))
                 await pipeline.sleep_alive([d for d, _ in pending], retry.delay(attempt))
+                if await pipeline.shut_out([d for d, _ in pending]):
+                    return
                 attempt += 1
                 continue
             held = await self._dead_letter(pending, errors, attempt)
@@ -253,7 +263,7 @@ class BatchConsumer(Runner):
         token = set_current_batch(tuple(delivery for delivery, _ in pending))
         started = pipeline.start_timer()
         try:
-            await self._handler([event for _, event in pending])
+            await pipeline.call(self._handler, [event for _, event in pending])
         except PartialFailure as partial:
             return self._indexed(pending, partial)
         except Exception as exc:

@@ -35,6 +35,8 @@ from broker.declarations import (
     SubscriptionSpec,
     check_schema,
 )
+from broker.delay import DELIVER_AT
+from broker.delay import deliver_at as _deliver_at
 from broker.envelope import Event, check_extension_names, format_time, new_event
 from broker.errors import (
     ClosedError,
@@ -51,7 +53,19 @@ from broker.urls import adapter_from_url, resolve_url
 __all__ = ["Bus", "Subscriber"]
 
 
-_ITEM_OPTIONS = frozenset(("type", "data", "key", "subject", "correlation_id", "ttl", "extensions"))
+_ITEM_OPTIONS = frozenset(
+    (
+        "type",
+        "data",
+        "key",
+        "subject",
+        "correlation_id",
+        "ttl",
+        "extensions",
+        "delay",
+        "deliver_at",
+    )
+)
 
 
 def _topics(topics: str | Sequence[str]) -> tuple[str, ...]:
@@ -163,14 +177,19 @@ class Bus:
         correlation_id: str | None = None,
         ttl: float | None = None,
         extensions: Mapping[str, Any] | None = None,
+        delay: float | timedelta | None = None,
+        deliver_at: datetime | None = None,
     ) -> Event:
         """Publish ``event`` (or one built from ``type``/``data``); returns what was sent.
 
-        Returns only once the broker durably accepted it; raises otherwise.
+        ``delay`` (seconds or a timedelta) or ``deliver_at`` (an aware datetime) hold the
+        event back: no group sees it before then (the ``deliverat`` extension; a TTL still
+        counts from now). Returns only once the broker durably accepted it; raises otherwise.
         """
         if not self._started:
             self._check_started()
-        event = self._stamp(event, type, data, key, subject, correlation_id, ttl, extensions)
+        due = self._deliverat(delay, deliver_at)
+        event = self._stamp(event, type, data, key, subject, correlation_id, ttl, extensions, due)
         if self.codec is not None:
             event = await self._encoded(topic, event)
         self._sampled += 1
@@ -190,19 +209,23 @@ class Bus:
         events: Iterable[Event | Mapping[str, Any]],
         *,
         ttl: float | None = None,
+        delay: float | timedelta | None = None,
+        deliver_at: datetime | None = None,
     ) -> PublishResult:
         """Publish several events to ``topic`` with as few broker round trips as the backend
         allows, in order; returns one :class:`~broker.batch.Outcome` per event.
 
         Each item is an :class:`Event` or a mapping of :meth:`publish`'s keyword options
         (``type``, ``data``, ``key``, ``subject``, ``correlation_id``, ``ttl``,
-        ``extensions``), stamped as :meth:`publish` stamps. ``ttl`` applies to the items
-        that name none. Returns once every event was durably accepted or failed; nothing is
-        silently dropped (``result.raise_for_failures()`` turns failures into an error). An
-        item that is not a valid event raises before anything is sent.
+        ``extensions``, ``delay``, ``deliver_at``), stamped as :meth:`publish` stamps.
+        ``ttl``, and ``delay`` or ``deliver_at``, apply to the items that name none.
+        Returns once every event was durably accepted or failed; nothing is silently dropped
+        (``result.raise_for_failures()`` turns failures into an error). An item that is not
+        a valid event raises before anything is sent.
         """
         self._check_started()
-        stamped = [self._item(index, item, ttl) for index, item in enumerate(events)]
+        due = self._deliverat(delay, deliver_at)
+        stamped = [self._item(index, item, ttl, due) for index, item in enumerate(events)]
         refused: dict[int, Exception] = {}
         if self.codec is not None:
             for index, (event, own) in enumerate(stamped):
@@ -248,6 +271,11 @@ class Bus:
         self._check_started()
         await self.adapter.publish(topic, event, ttl=ttl)
 
+    def _deliverat(self, delay: float | timedelta | None, at: datetime | None) -> str | None:
+        """The ``deliverat`` of a publish's ``delay=``/``deliver_at=`` (None for neither),
+        counted from the bus's clock."""
+        return None if delay is None and at is None else _deliver_at(delay, at, self.clock.now())
+
     def _check_started(self) -> None:
         if not self._started:
             raise ClosedError("call `await bus.start()` (or `async with bus`) before publishing")
@@ -262,9 +290,10 @@ class Bus:
         correlation_id: str | None = None,
         ttl: float | None = None,
         extensions: Mapping[str, Any] | None = None,
+        deliverat: str | None = None,
     ) -> Event:
-        """The event to send: built or copied, with key, correlation, causation, trace and
-        expiration filled in."""
+        """The event to send: built or copied, with key, correlation, causation, trace,
+        expiration and delivery time filled in."""
         if event is None:
             if not type:
                 raise ConfigurationError("publish needs an Event or a `type=`")
@@ -281,6 +310,8 @@ class Bus:
         derive_extensions(extra)
         if ttl is not None:
             extra["expiration"] = _expiration(ttl, self.clock.now())
+        if deliverat is not None:
+            extra[DELIVER_AT] = deliverat
         if event is None:
             now = self._now
             return new_event(
@@ -290,12 +321,12 @@ class Bus:
         return dataclasses.replace(event, extensions=extra)
 
     def _item(
-        self, index: int, item: Event | Mapping[str, Any], ttl: float | None
+        self, index: int, item: Event | Mapping[str, Any], ttl: float | None, due: str | None
     ) -> tuple[Event, float | None]:
         """One item of publish_many, stamped, with its TTL."""
         try:
             if isinstance(item, Event):
-                return self._stamp(item, ttl=ttl), ttl
+                return self._stamp(item, ttl=ttl, deliverat=due), ttl
             if item.__class__ is not dict and not isinstance(item, Mapping):
                 raise ConfigurationError(
                     "publish_many takes Events or mappings of publish options, not "
@@ -308,6 +339,8 @@ class Bus:
                 )
             get = item.get
             own = get("ttl", ttl)
+            if "delay" in item or "deliver_at" in item:
+                due = _deliver_at(get("delay"), get("deliver_at"), self.clock.now())
             event = self._stamp(
                 None,
                 get("type"),
@@ -317,6 +350,7 @@ class Bus:
                 get("correlation_id"),
                 own,
                 get("extensions"),
+                due,
             )
             return event, own
         except (ConfigurationError, EnvelopeError) as exc:
@@ -505,6 +539,16 @@ class Bus:
         """The dead-letter topic of ``topic`` under this bus's policy."""
         return self.policy.dead_letter.topic_for(topic, group)
 
+    def dead_letter_topic_of(self, name: str) -> str:
+        """``name`` when it already is a dead-letter topic under this bus's policy, else the
+        dead-letter topic of ``name`` (for tools that take a topic or its DLQ)."""
+        policy = self.policy.dead_letter
+        return name if policy.is_topic(name) else policy.topic_for(name, "")
+
+    async def dead_letter_topics(self) -> list[str]:
+        """The dead-letter topics (under this bus's policy) the broker has."""
+        return [t.name for t in await self.topics() if self.policy.dead_letter.is_topic(t.name)]
+
     async def replay(self, dlq_topic: str, ids: Collection[str] | None = None) -> list[Event]:
         """Publish dead letters back to their original topic, then remove them from the DLQ.
 
@@ -543,7 +587,7 @@ class Bus:
         target = (found.topic if found else "") or self.policy.dead_letter.origin_of(dlq_topic)
         if not target:
             raise TopicNotFoundError(
-                f"event {entry.id} in {dlq_topic} names no original topic (no dlqtopic) and "
+                f"event {entry.id} in {dlq_topic} names no original topic and "
                 f"{dlq_topic} is not a dead-letter topic under "
                 f"{self.policy.dead_letter.topic_template!r}; nothing was replayed"
             )

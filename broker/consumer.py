@@ -26,7 +26,9 @@ from broker import observability as obs
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.context import reset_current, set_current
 from broker.deadletter import describe
+from broker.delay import DELIVER_AT, wait_seconds
 from broker.envelope import Event, is_json_content_type, new_id
+from broker.errors import HandlerTimeoutError
 from broker.policies import Policy
 from broker.ports import Delivery, PayloadCodec, Subscription
 
@@ -93,6 +95,8 @@ class Pipeline:
         event = await self._decoded(delivery)
         if event is None:
             return None
+        if DELIVER_AT in event.extensions and not await self._due(delivery, event):
+            return None
         if "expiration" in event.extensions and event.is_expired(self.clock.now()):
             obs.EXPIRED.labels(delivery.topic, self.group).inc()
             if self.policy.on_expired == "dlq":
@@ -107,6 +111,17 @@ class Pipeline:
             await delivery.ack()
             return None
         return event
+
+    async def _due(self, delivery: Delivery, event: Event) -> bool:
+        """Wait out what is left of the event's delivery time (the adapters hold delayed
+        events; this catches a publisher's clock running behind). False: stopping, given back."""
+        left = wait_seconds(event, self.clock.now().timestamp())
+        if left > 0:
+            await self.sleep_alive((delivery,), left)
+            if self.stopping:
+                await give_back((delivery,))
+                return False
+        return True
 
     async def _decoded(self, delivery: Delivery) -> Event | None:
         """The delivery's event with its data decoded; None when it was dead-lettered."""
@@ -203,6 +218,31 @@ class Pipeline:
             self.log.warning("dead-lettered", topic=topic, event_id=event.id, reason=reason)
         obs.CONSUMED.labels(topic, self.group, reason).inc()
         await delivery.ack()
+
+    async def call(self, handler: Callable[[Any], Awaitable[Any]], argument: Any) -> None:
+        """``await handler(argument)``, cancelled past the policy's ``handler_timeout``
+        (raising :class:`~broker.errors.HandlerTimeoutError`)."""
+        timeout = self.policy.handler_timeout
+        if timeout is None:
+            await handler(argument)
+            return
+        try:
+            async with asyncio.timeout(timeout) as scope:
+                await handler(argument)
+        except TimeoutError as exc:
+            if not scope.expired():
+                raise  # the handler's own TimeoutError
+            raise HandlerTimeoutError(
+                f"the handler did not finish within handler_timeout={timeout:g}s"
+            ) from exc
+
+    async def shut_out(self, deliveries: Sequence[Delivery]) -> bool:
+        """While stopping, a failure is not the handler's: give the deliveries back (delivered
+        again later, neither retried now nor dead-lettered). Whether it did."""
+        if not self.stopping:
+            return False
+        await give_back(deliveries)
+        return True
 
     def start_timer(self) -> float:
         """``time.perf_counter()`` for the handler calls that are timed (one in eight), else 0."""
@@ -415,6 +455,7 @@ class Consumer(Runner):
             event is None
             or pipeline.screens
             or "expiration" in event.extensions
+            or DELIVER_AT in event.extensions
             or not pipeline.breaker_closed.is_set()
         ):
             await self._screened(delivery)
@@ -423,7 +464,10 @@ class Consumer(Runner):
         token = set_current(event, delivery)
         started = pipeline.start_timer()
         try:
-            await self._handler(event)
+            if pipeline.policy.handler_timeout is None:
+                await self._handler(event)
+            else:
+                await pipeline.call(self._handler, event)
         except Exception as exc:
             error: BaseException | None = exc
         else:
@@ -458,7 +502,7 @@ class Consumer(Runner):
 
     async def _retry(self, delivery: Delivery, event: Event, error: BaseException) -> bool:
         """Handle a failed first attempt by the policy: whether a later attempt succeeded
-        (False: the event was dead-lettered)."""
+        (False: the event was dead-lettered, or given back because the subscription stops)."""
         pipeline = self._pipeline
         retry = pipeline.policy.retry
         attempt = 1
@@ -469,10 +513,14 @@ class Consumer(Runner):
                 if failure is None:
                     return True
                 error = failure
+            if await pipeline.shut_out((delivery,)):
+                return False
             pipeline.failed(delivery, event, error, attempt)
             if attempt < retry.max_attempts:
                 obs.RETRIES.labels(pipeline.group).inc()
                 await pipeline.sleep_alive((delivery,), retry.delay(attempt))
+                if await pipeline.shut_out((delivery,)):
+                    return False
                 attempt += 1
                 error = _WAIT_FOR_BREAKER
                 continue
@@ -492,7 +540,7 @@ class Consumer(Runner):
         token = set_current(event, delivery)
         started = pipeline.start_timer()
         try:
-            await self._handler(event)
+            await pipeline.call(self._handler, event)
         except Exception as exc:
             return exc
         finally:

@@ -57,8 +57,14 @@ _CORE_ATTRIBUTES = frozenset(("id", "source", "type", "specversion", *_OPTIONAL_
 _NOT_EXTENSIONS = _CORE_ATTRIBUTES | {"data", "data_base64"}
 _EXTENSION_NAME = re.compile(r"[a-z0-9]{1,40}\Z")
 _valid_names: set[str] = set()
-# Extensions the core writes as integers; binary bindings carry every value as text.
-_INTEGER_EXTENSIONS = frozenset({"dlqattempts"})
+#: Extensions the core writes as integers (binary bindings carry every value as text): the
+#: modules that define them register them with :func:`integer_extension`.
+_INTEGER_EXTENSIONS: set[str] = set()
+
+
+def integer_extension(name: str) -> None:
+    """Read extension ``name`` back as an integer from binary bindings (where it is text)."""
+    _INTEGER_EXTENSIONS.add(name)
 
 
 def _id_stream() -> tuple[str, Iterator[int]]:
@@ -549,10 +555,10 @@ def from_attributes(
     if specversion != SPECVERSION:
         raise EnvelopeError(f"unsupported CloudEvents specversion {specversion!r}")
     attrs["datacontenttype"] = content_type
-    if "dlqattempts" in attrs:  # the extensions the core writes as integers
-        for name in _INTEGER_EXTENSIONS.intersection(attrs):
-            if str(attrs[name]).isdigit():
-                attrs[name] = int(attrs[name])
+    for name in _INTEGER_EXTENSIONS:  # the extensions the core writes as integers (one)
+        value = attrs.get(name)
+        if value is not None and str(value).isdigit():
+            attrs[name] = int(value)
     return _from_owned(attrs, _decode_data(body, content_type))
 
 

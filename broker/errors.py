@@ -14,6 +14,7 @@ matches a builtin, the error subclasses it too, so ``except TimeoutError`` keeps
     ├── PayloadError (ValueError)             data refused by the topic's codec (schema)
     ├── TopicNotFoundError (LookupError)      a topic (or DLQ entry) that does not exist
     ├── CapabilityError                       the backend cannot do what was asked
+    ├── HandlerTimeoutError (TimeoutError)    a handler ran past the policy's handler_timeout
     └── ClosedError                           the bus or adapter is already closed
 
 Messages are single sentences that name the thing and what to do about it; URLs in them carry
@@ -29,6 +30,7 @@ __all__ = [
     "ClosedError",
     "ConfigurationError",
     "EnvelopeError",
+    "HandlerTimeoutError",
     "MissingExtraError",
     "PayloadError",
     "PublishError",
@@ -80,6 +82,10 @@ class TopicNotFoundError(BrokerError, LookupError):
 
 class CapabilityError(BrokerError):
     """The backend cannot provide the requested behaviour and it cannot be emulated."""
+
+
+class HandlerTimeoutError(BrokerError, TimeoutError):
+    """A handler did not return within the policy's ``handler_timeout``: a failed attempt."""
 
 
 class ClosedError(BrokerError):

@@ -31,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from broker import Bus, Event, Policy, Retry
+from broker import Bus, Event, Policy, Retry, deadletter
 from broker.envelope import format_time
 from broker.observability import configure_logging
 from broker.urls import mask_url
@@ -75,6 +75,10 @@ def run_demo(*, broker: str | None, orders: int, workdir: str) -> None:
     run(Demo(url, directory).run(orders))
 
 
+def _error_of(event: Event) -> str:
+    return (deadletter.info(event) or deadletter.NOT_DEAD).error
+
+
 class Demo:
     """The demo's moving parts, started and stopped together."""
 
@@ -85,6 +89,7 @@ class Demo:
         self.registry = RegistryClient.from_url(f"sqlite:///{directory}/registry.db")
         self.codec = SchemaCodec(self.registry, {"orders": "orders-value"})
         self.policy = Policy(retry=Retry(max_attempts=3, initial_delay=0.05, max_delay=0.2))
+        self._dlq = self.policy.dead_letter.topic_for("orders", "")
         self.store_url = f"sqlite:///{directory}/sagas.db"
         self.store = open_store(self.store_url)
         self.orders = OrderStore(str(directory / "orders.db"))
@@ -122,8 +127,8 @@ class Demo:
             await self._place_orders(count)
             dead = [  # only this run's: a real broker keeps earlier runs' dead letters
                 e
-                for e in await self.buses[0].dead_letters("orders.dlq", limit=100_000)
-                if str(e.extensions.get("dlqtime", "")) >= self.started
+                for e in await self.buses[0].dead_letters(self._dlq, limit=100_000)
+                if (deadletter.info(e) or deadletter.NOT_DEAD).time >= self.started
             ]
             await self._link_dead_letters(definitions, bool(dead))
         finally:
@@ -208,8 +213,11 @@ class Demo:
         out_console.print(
             Text.assemble(
                 (f"{len(dead)} dead letter(s)", "red"),
-                " in orders.dlq: ",
-                ", ".join(f"{e.id} ({e.extensions.get('dlqerror')})" for e in dead[:3]),
+                f" in {self._dlq}: ",
+                ", ".join(
+                    f"{e.id} ({(deadletter.info(e) or deadletter.NOT_DEAD).error})"
+                    for e in dead[:3]
+                ),
             )
         )
         out_console.print(f"orders table: {self.orders.statuses()}")

@@ -126,6 +126,10 @@ class SagaStore(Protocol):
 
     def orphans(self, limit: int = 1000) -> list[tuple[str, str, Observation]]: ...
 
+    def oldest_stuck(self) -> dict[str, datetime]:
+        """Per saga, when its longest-stuck instance got stuck (the deadline it missed)."""
+        ...
+
     def add_note(self, note: Note) -> None:
         """Keep an acknowledgement or annotation; raises InstanceNotFoundError when the
         instance is not in the store."""
@@ -348,6 +352,14 @@ class MemoryStore:
     def orphans(self, limit: int = 1000) -> list[tuple[str, str, Observation]]:
         rows = [(s, c, o) for (s, c), b in self.orphan_data.items() for o in b.values()]
         return rows[:limit]
+
+    def oldest_stuck(self) -> dict[str, datetime]:
+        out: dict[str, datetime] = {}
+        for i in self.data.values():
+            if i.state == "stuck" and i.stuck_since is not None:
+                known = out.get(i.saga)
+                out[i.saga] = i.stuck_since if known is None else min(known, i.stuck_since)
+        return out
 
     def prune(
         self,

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from broker.envelope import parse_time
 from broker.sqlstore import SQLITE, Migration, SqlStore, Tx, upsert
 from saga_monitor.errors import InstanceNotFoundError, SagaStoreError
 from saga_monitor.model import Alert, Instance, Observation
@@ -125,6 +126,12 @@ class SqlSagaStore:
             "SELECT doc FROM {p}instances WHERE saga = ? AND correlation_id = ?"
             + self._db.dialect.for_update
         )
+        #: The ``stuck_since`` of an instance's document, in SQL.
+        self._stuck_since = (
+            "json_extract(doc, '$.stuck_since')"
+            if self._db.dialect is SQLITE
+            else "CAST(doc AS jsonb) ->> 'stuck_since'"
+        )
         #: Serialises the transactions of several monitors on one instance (PostgreSQL).
         self.lock_instance = (
             None
@@ -144,11 +151,14 @@ class SqlSagaStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        """One event's reads and writes, committed together (undone on an error)."""
+        """A batch of events' reads and writes, committed together (undone on an error). An
+        instance changed several times is written once, at the end."""
         with self._lock:
             try:
                 with self._db.transaction(write=True) as tx:
-                    yield _SqlTransaction(self, tx)
+                    txn = _SqlTransaction(self, tx)
+                    yield txn
+                    txn.write()
             except BaseException:
                 if self.cache is not None:
                     self.cache.clear()  # cached instances may hold the undone changes
@@ -321,6 +331,19 @@ class SqlSagaStore:
         )
         return [(row[0], row[1], obs_from(row[2])) for row in rows]
 
+    def oldest_stuck(self) -> dict[str, datetime]:
+        """Per saga, when its longest-stuck instance got stuck (read from the documents)."""
+        rows = self._db.query(
+            f"SELECT saga, {self._stuck_since} FROM {{p}}instances WHERE state = 'stuck'"
+        )
+        out: dict[str, datetime] = {}
+        for saga, text in rows:
+            if text:
+                moment = parse_time(text)
+                known = out.get(saga)
+                out[saga] = moment if known is None else min(known, moment)
+        return out
+
     def prune(
         self,
         finished_before: datetime,
@@ -408,11 +431,18 @@ class SqlSagaStore:
 class _SqlTransaction:
     def __init__(self, store: SqlSagaStore, tx: Tx) -> None:
         self._store, self._tx = store, tx
+        #: Instances put in this transaction, written by :meth:`write` before the commit.
+        self._dirty: dict[tuple[str, str], Instance] = {}
+        self._locked: set[tuple[str, str]] = set()
 
     def get(self, saga: str, correlation_id: str) -> Instance | None:
+        key = (saga, correlation_id)
+        if (dirty := self._dirty.get(key)) is not None:
+            return dirty
         lock = self._store.lock_instance
-        if lock is not None:  # the instance's lock, whether or not it exists yet
+        if lock is not None and key not in self._locked:  # whether or not it exists yet
             self._tx.one(lock, f"{saga}\x1f{correlation_id}")
+            self._locked.add(key)
         cache = self._store.cache
         if cache is not None and (cached := cache.get((saga, correlation_id))) is not None:
             cache.move_to_end((saga, correlation_id))
@@ -425,7 +455,13 @@ class _SqlTransaction:
 
     def put(self, instance: Instance) -> None:
         self._store.remember(instance)
-        self._tx.execute(_PUT, *_row(instance))
+        self._dirty[(instance.saga, instance.correlation_id)] = instance
+
+    def write(self) -> None:
+        """Write every instance put in this transaction, once each."""
+        dirty, self._dirty = self._dirty, {}
+        for instance in dirty.values():
+            self._tx.execute(_PUT, *_row(instance))
 
     def find_orphan(self, saga: str, correlation_id: str, key: str) -> Observation | None:
         row = self._tx.one(

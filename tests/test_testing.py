@@ -204,6 +204,28 @@ async def test_the_breaker_cool_down_follows_the_virtual_clock() -> None:
         assert 1 == subscriber.handled
 
 
+async def test_delayed_delivery_follows_the_virtual_clock() -> None:
+    """An event published with a delay reaches no group before the virtual clock passed its
+    time, and is handled as soon as it did; ``deliver_at`` counts on the same clock."""
+    async with ChoreoKit(clock=VirtualClock(start=T0)) as kit:
+        bus = await kit.bus("reminders").start()
+        handled: list[tuple[str, float]] = []
+
+        async def handle(event: Event) -> None:
+            handled.append((event.type, kit.clock.monotonic()))
+
+        await bus.subscribe("reminders", handle, group="mailer")
+        sent = await bus.publish("reminders", type="reminder.due", delay=timedelta(hours=1))
+        await bus.publish("reminders", type="reminder.noon", deliver_at=T0 + timedelta(hours=3))
+        assert "2030-01-01T10:00:00Z" == sent.extensions["deliverat"]
+        await kit.advance(timedelta(minutes=59, seconds=59))
+        assert [] == handled
+        await kit.advance(timedelta(seconds=1))
+        assert [("reminder.due", 3600.0)] == handled
+        await kit.advance(timedelta(hours=2))
+        assert [("reminder.due", 3600.0), ("reminder.noon", 10800.0)] == handled
+
+
 async def test_a_kit_closes_while_a_handler_waits_out_a_virtual_backoff() -> None:
     """Closing wakes what sleeps on the clock, so the subscription stops instead of waiting
     for an advance that never comes."""

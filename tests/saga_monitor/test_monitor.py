@@ -235,6 +235,31 @@ async def test_finished_instances_are_pruned_after_the_retention(bus: Bus, tmp_p
     store.close()
 
 
+async def test_a_backlog_is_applied_many_events_per_batch(tmp_path: Path) -> None:
+    """Events already waiting on the broker are applied many per batch (one store transaction
+    each), and every saga among them reaches its state."""
+    url = f"sqlite:///{tmp_path}/broker.db?poll_interval=0.01"
+    flow = (
+        ("orders", "order.placed"),
+        ("payments", "payment.authorized"),
+        ("inventory", "inventory.reserved"),
+        ("shipping", "order.shipped"),
+    )
+    async with Bus(url, source="shop") as bus:
+        for topic, kind in flow:
+            events = [{"type": kind, "correlation_id": f"b-{n}"} for n in range(50)]
+            (await bus.publish_many(topic, events)).raise_for_failures()
+        batches = REGISTRY.get_sample_value("choreo_saga_batch_events_count") or 0.0
+        store = open_saga_store(f"sqlite:///{tmp_path}/sagas.db")
+        monitor = SagaMonitor(example(), bus, store, alerts_topic=None, from_beginning=True)
+        async with monitor:
+            await until(lambda: monitor.applied >= 200, timeout=60, what="the backlog applied")
+        batches = (REGISTRY.get_sample_value("choreo_saga_batch_events_count") or 0.0) - batches
+        states = {i.state for i in store.instances()}
+        store.close()
+    assert ({"completed"}, True) == (states, batches <= 20)
+
+
 async def test_acknowledged_and_stuck_instances_go_after_their_own_retention(
     bus: Bus, tmp_path: Path
 ) -> None:

@@ -42,6 +42,9 @@ class AckTimeoutError(Exception):
     """No PubAck arrived before the attempt's deadline."""
 
 
+#: What the client raises for one message before writing it (the connection is fine).
+_REFUSED_ALONE = (nats.errors.MaxPayloadError, UnicodeError, TypeError, ValueError)
+
 #: Messages written before ``publish_all`` lets the loop flush them (and read PubAcks).
 _WRITE_EVERY = 64
 
@@ -221,8 +224,9 @@ class JetStreamPublisher:
         batch: _Batch,
         tokens: list[str],
     ) -> None:
-        """Write every message with its reply token; a connection failure fails the message
-        it hit and every message after it."""
+        """Write every message with its reply token; a message the client refuses (over the
+        server's max payload, headers it cannot encode) fails alone, a connection failure fails
+        the message it hit and every message after it."""
         write, prefix, batched, counter = self._write, self._prefix, self._batched, self._tokens
         index = 0
         try:
@@ -230,7 +234,11 @@ class JetStreamPublisher:
                 token = str(next(counter))
                 batched[token] = (batch, index)
                 tokens.append(token)
-                await write(subject, prefix + token, headers, body)
+                try:
+                    await write(subject, prefix + token, headers, body)
+                except _REFUSED_ALONE as exc:  # this message only: the others still go
+                    batched.pop(token, None)
+                    batch.answer(index, exc)
                 if not (index + 1) % _WRITE_EVERY:  # let the socket write, the server store
                     await asyncio.sleep(0)
         except Exception as exc:
