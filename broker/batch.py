@@ -27,6 +27,7 @@ from typing import Any, overload
 
 from broker import deadletter
 from broker import observability as obs
+from broker.clock import SYSTEM_CLOCK, Clock
 from broker.consumer import Held, Publish, Runner, give_back
 from broker.context import reset_current, set_current_batch
 from broker.deadletter import describe
@@ -144,9 +145,15 @@ class BatchConsumer(Runner):
         codec: PayloadCodec | None = None,
         max_batch: int = 100,
         max_wait: float = 0.01,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(
-            subscription, group=group, policy=policy, publish_event=publish_event, codec=codec
+            subscription,
+            group=group,
+            policy=policy,
+            publish_event=publish_event,
+            codec=codec,
+            clock=clock,
         )
         self._handler = handler
         self._max_batch = max_batch

@@ -23,6 +23,7 @@ from typing import Any
 
 from broker import deadletter, jsontext
 from broker import observability as obs
+from broker.clock import SYSTEM_CLOCK, Clock
 from broker.context import reset_current, set_current
 from broker.deadletter import describe
 from broker.delay import DELIVER_AT, wait_seconds
@@ -62,11 +63,14 @@ class Pipeline:
         policy: Policy,
         publish_event: Publish,
         codec: PayloadCodec | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.subscription = subscription
         self.group = group
         self.policy = policy
         self.codec = codec
+        #: What TTLs, backoff, the breaker's cool-down and ``dlqtime`` are measured on.
+        self.clock = clock
         #: Whether every event needs a policy step before its handler (codec or inbox).
         self.screens = codec is not None or policy.inbox is not None
         self._publish_event = publish_event
@@ -93,7 +97,7 @@ class Pipeline:
             return None
         if DELIVER_AT in event.extensions and not await self._due(delivery, event):
             return None
-        if "expiration" in event.extensions and event.is_expired():
+        if "expiration" in event.extensions and event.is_expired(self.clock.now()):
             obs.EXPIRED.labels(delivery.topic, self.group).inc()
             if self.policy.on_expired == "dlq":
                 await self.dead_letter(delivery, event, deadletter.EXPIRED, "expiration passed", 0)
@@ -111,7 +115,7 @@ class Pipeline:
     async def _due(self, delivery: Delivery, event: Event) -> bool:
         """Wait out what is left of the event's delivery time (the adapters hold delayed
         events; this catches a publisher's clock running behind). False: stopping, given back."""
-        left = wait_seconds(event)
+        left = wait_seconds(event, self.clock.now().timestamp())
         if left > 0:
             await self.sleep_alive((delivery,), left)
             if self.stopping:
@@ -201,7 +205,13 @@ class Pipeline:
         policy = self.policy.dead_letter
         if policy.enabled:
             dead = deadletter.dead_letter(
-                event, reason=reason, error=error, attempts=attempts, topic=topic, group=self.group
+                event,
+                reason=reason,
+                error=error,
+                attempts=attempts,
+                topic=topic,
+                group=self.group,
+                time=self.clock.now(),
             )
             await self._publish_event(policy.topic_for(topic, self.group), dead)
             obs.DEAD_LETTERED.labels(topic, self.group, reason).inc()
@@ -270,16 +280,16 @@ class Pipeline:
         while not self.breaker_closed.is_set():
             for delivery in deliveries:
                 await delivery.keep_alive()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.breaker_closed.wait(), timeout=1.0)
+            await self.clock.wait(self.breaker_closed, 1.0)
 
     async def sleep_alive(self, deliveries: Sequence[Delivery], seconds: float) -> None:
-        """Sleep while keeping the deliveries' leases alive."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0 and not self.stopping:
+        """Sleep on the pipeline's clock while keeping the deliveries' leases alive."""
+        clock = self.clock
+        deadline = clock.monotonic() + seconds
+        while (left := deadline - clock.monotonic()) > 0 and not self.stopping:
             for delivery in deliveries:
                 await delivery.keep_alive()
-            await asyncio.sleep(min(left, 1.0))
+            await clock.sleep(min(left, 1.0))
 
     # -- stopping --------------------------------------------------------------------------
 
@@ -306,9 +316,15 @@ class Runner:
         policy: Policy,
         publish_event: Publish,
         codec: PayloadCodec | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._pipeline = Pipeline(
-            subscription, group=group, policy=policy, publish_event=publish_event, codec=codec
+            subscription,
+            group=group,
+            policy=policy,
+            publish_event=publish_event,
+            codec=codec,
+            clock=clock,
         )
 
     @property
@@ -346,9 +362,15 @@ class Consumer(Runner):
         policy: Policy,
         publish_event: Publish,
         codec: PayloadCodec | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(
-            subscription, group=group, policy=policy, publish_event=publish_event, codec=codec
+            subscription,
+            group=group,
+            policy=policy,
+            publish_event=publish_event,
+            codec=codec,
+            clock=clock,
         )
         self._handler = handler
         self._lanes: list[asyncio.Queue[Delivery | None]] = []
