@@ -31,6 +31,7 @@ from broker.clock import SYSTEM_CLOCK, Clock
 from broker.consumer import Held, Publish, Runner, give_back
 from broker.context import reset_current, set_current_batch
 from broker.deadletter import describe
+from broker.deferral import attempt_of
 from broker.delay import DELIVER_AT
 from broker.envelope import Event
 from broker.errors import PublishError
@@ -211,10 +212,10 @@ class BatchConsumer(Runner):
         return admitted
 
     async def _handle(self, pending: list[_Item]) -> None:
-        """Call the handler with ``pending`` until every event is handled or dead-lettered."""
+        """Call the handler with ``pending`` until every event is handled, deferred or
+        dead-lettered. Each event counts its own attempts (a retry copy continues its count)."""
         pipeline = self._pipeline
-        retry = pipeline.policy.retry
-        attempt = 1
+        attempts = [attempt_of(delivery.event) for delivery, _ in pending]
         while True:
             if not pipeline.breaker_closed.is_set():
                 await pipeline.wait_for_breaker([d for d, _ in pending])
@@ -224,27 +225,60 @@ class BatchConsumer(Runner):
                 await self._succeeded(done)
             if not failures:
                 return
-            pending = [pending[index] for index in sorted(failures)]
+            order = sorted(failures)
+            pending = [pending[index] for index in order]
+            attempts = [attempts[index] for index in order]
             if await pipeline.shut_out([delivery for delivery, _ in pending]):
                 return
-            errors = [failures[index] for index in sorted(failures)]
-            for (delivery, event), error in zip(pending, errors, strict=True):
+            errors = [failures[index] for index in order]
+            for (delivery, event), error, attempt in zip(pending, errors, attempts, strict=True):
                 pipeline.failed(delivery, event, error, attempt)
-            if attempt < retry.max_attempts:
-                obs.RETRIES.labels(pipeline.group).inc(len(pending))
-                await pipeline.sleep_alive([d for d, _ in pending], retry.delay(attempt))
-                if await pipeline.shut_out([d for d, _ in pending]):
-                    return
-                attempt += 1
-                continue
-            held = await self._dead_letter(pending, errors, attempt)
-            if not held:
+            retrying, held = await self._settle(pending, errors, attempts)
+            if retrying is None:  # the subscription stops: given back
                 return
-            await pipeline.hold([d for d, _ in held], held[0][0].topic)
-            pending, attempt = held, retry.max_attempts  # the half-open trial: one more attempt
+            pending = [item for item, _ in retrying] + held
+            last = pipeline.policy.retry.max_attempts  # a held event's half-open trial
+            attempts = [attempt for _, attempt in retrying] + [last] * len(held)
+            if held:
+                await pipeline.hold([d for d, _ in pending], held[0][0].topic)
+            if not pending:
+                return
+
+    async def _settle(
+        self, pending: list[_Item], errors: list[BaseException], attempts: list[int]
+    ) -> tuple[list[tuple[_Item, int]] | None, list[_Item]]:
+        """After failed attempts: dead-letter the exhausted events, defer or wait out the
+        backoff of the others. The events to call again with their next attempt (None when
+        stopping gave them back) and those the breaker holds."""
+        pipeline = self._pipeline
+        retry = pipeline.policy.retry
+        exhausted = [i for i, attempt in enumerate(attempts) if attempt >= retry.max_attempts]
+        held = await self._dead_letter(
+            [pending[i] for i in exhausted],
+            [errors[i] for i in exhausted],
+            [attempts[i] for i in exhausted],
+        )
+        retrying = [(pending[i], a) for i, a in enumerate(attempts) if a < retry.max_attempts]
+        if not retrying:
+            return [], held
+        obs.RETRIES.labels(pipeline.group).inc(len(retrying))
+        wait = retry.delay(min(attempt for _, attempt in retrying))
+        if retry.defers(wait):
+            retrying = [
+                (item, attempt)
+                for item, attempt in retrying
+                if not await pipeline.defer(item[0], attempt + 1, wait)
+            ]
+            if not retrying:
+                return [], held
+        deliveries = [d for (d, _), _ in retrying] + [d for d, _ in held]
+        await pipeline.sleep_alive(deliveries, wait)
+        if await pipeline.shut_out(deliveries):
+            return None, []
+        return [(item, attempt + 1) for item, attempt in retrying], held
 
     async def _dead_letter(
-        self, pending: list[_Item], errors: list[BaseException], attempts: int
+        self, pending: list[_Item], errors: list[BaseException], attempts: list[int]
     ) -> list[_Item]:
         """Dead-letter the exhausted events in order; those left once the breaker trips."""
         pipeline = self._pipeline
@@ -253,7 +287,7 @@ class BatchConsumer(Runner):
                 return pending[index:]
             pipeline.dead_in_a_row += 1
             await pipeline.dead_letter(
-                delivery, event, deadletter.HANDLER_ERROR, describe(error), attempts
+                delivery, event, deadletter.HANDLER_ERROR, describe(error), attempts[index]
             )
         return []
 

@@ -26,6 +26,7 @@ from broker import observability as obs
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.context import reset_current, set_current
 from broker.deadletter import describe
+from broker.deferral import attempt_of, is_for_another_group, original, retry_copy
 from broker.delay import DELIVER_AT, wait_seconds
 from broker.envelope import Event, is_json_content_type, new_id
 from broker.errors import HandlerTimeoutError
@@ -91,16 +92,27 @@ class Pipeline:
 
     async def admit(self, delivery: Delivery) -> Event | None:
         """The event to hand to the handler; None when the delivery was settled here
-        (dead-lettered, dropped as expired, or skipped as a duplicate)."""
+        (dead-lettered, dropped as expired, skipped as a duplicate or as another group's retry
+        copy). A retry copy for this group is handed over as the event it copies."""
+        raw = delivery.event
+        if raw is not None and is_for_another_group(raw, self.group):
+            obs.CONSUMED.labels(delivery.topic, self.group, "other-group-retry").inc()
+            await delivery.ack()
+            return None
         event = await self._decoded(delivery)
         if event is None:
             return None
-        if DELIVER_AT in event.extensions and not await self._due(delivery, event):
-            return None
+        if DELIVER_AT in event.extensions:
+            if not await self._due(delivery, event):
+                return None
+            event = original(event)
         if "expiration" in event.extensions and event.is_expired(self.clock.now()):
             obs.EXPIRED.labels(delivery.topic, self.group).inc()
             if self.policy.on_expired == "dlq":
-                await self.dead_letter(delivery, event, deadletter.EXPIRED, "expiration passed", 0)
+                made = attempt_of(raw) - 1  # the handler calls a retry copy's event had
+                await self.dead_letter(
+                    delivery, event, deadletter.EXPIRED, "expiration passed", made
+                )
             else:
                 obs.CONSUMED.labels(delivery.topic, self.group, "dropped").inc()
                 await delivery.ack()
@@ -174,6 +186,29 @@ class Pipeline:
             await inbox.remember(self.group, event.source, event.id)
         self.count_handled(delivery.topic)
         await delivery.ack()
+
+    async def defer(self, delivery: Delivery, attempt: int, wait: float) -> bool:
+        """Hand attempt ``attempt`` back to the broker as a copy of the delivery's event due in
+        ``wait`` s, for this group only, then ack the delivery. False (nothing acked) when the
+        event cannot be copied or the broker did not accept the copy: the caller waits."""
+        event = delivery.event
+        if event is None:  # a wrapped legacy message: there is no CloudEvent to send again
+            return False
+        now = self.clock.now()
+        copy = retry_copy(event, group=self.group, attempt=attempt, delay=wait, now=now)
+        try:
+            await self._publish_event(delivery.topic, copy)
+        except Exception as exc:  # never lose it: keep the lease and wait here instead
+            self.log.warning(
+                "retry not deferred, waiting in the consumer",
+                topic=delivery.topic,
+                event_id=event.id,
+                error=describe(exc),
+            )
+            return False
+        obs.CONSUMED.labels(delivery.topic, self.group, "deferred").inc()
+        await delivery.ack()
+        return True
 
     def count_handled(self, topic: str, events: int = 1) -> None:
         """Count events whose handler returned (the breaker's run of dead letters ends)."""
@@ -494,7 +529,8 @@ class Consumer(Runner):
             await pipeline.succeeded(delivery, event)
 
     async def _retried(self, delivery: Delivery, event: Event, error: BaseException) -> bool:
-        """Whether the policy's later attempts succeeded (False: dead-lettered or held)."""
+        """Whether the policy's later attempts succeeded (False: dead-lettered, deferred or
+        held)."""
         try:
             return await self._retry(delivery, event, error)
         except Held:
@@ -502,10 +538,11 @@ class Consumer(Runner):
 
     async def _retry(self, delivery: Delivery, event: Event, error: BaseException) -> bool:
         """Handle a failed first attempt by the policy: whether a later attempt succeeded
-        (False: the event was dead-lettered, or given back because the subscription stops)."""
+        (False: the event was dead-lettered, deferred as a retry copy, or given back because
+        the subscription stops)."""
         pipeline = self._pipeline
         retry = pipeline.policy.retry
-        attempt = 1
+        attempt = attempt_of(delivery.event)
         while True:
             if error is _WAIT_FOR_BREAKER:
                 await pipeline.wait_for_breaker((delivery,))
@@ -518,7 +555,10 @@ class Consumer(Runner):
             pipeline.failed(delivery, event, error, attempt)
             if attempt < retry.max_attempts:
                 obs.RETRIES.labels(pipeline.group).inc()
-                await pipeline.sleep_alive((delivery,), retry.delay(attempt))
+                wait = retry.delay(attempt)
+                if retry.defers(wait) and await pipeline.defer(delivery, attempt + 1, wait):
+                    return False
+                await pipeline.sleep_alive((delivery,), wait)
                 if await pipeline.shut_out((delivery,)):
                     return False
                 attempt += 1

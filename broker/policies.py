@@ -45,6 +45,11 @@ class Retry:
 
     Attempt ``n`` (1-based) that fails waits ``initial_delay * multiplier**(n-1)``, capped at
     ``max_delay``, randomised by +/- ``jitter`` (a fraction), before attempt ``n+1``.
+
+    A wait longer than ``defer_after`` seconds is not spent in the consumer holding the
+    delivery's lease: the event goes back to the broker as a delayed copy for the failing group
+    only (see :mod:`broker.deferral`), and the original is acked. ``None`` always waits in the
+    consumer. With the defaults (``max_delay`` 30 s, ``defer_after`` 30 s) no retry is deferred.
     """
 
     max_attempts: int = 3
@@ -52,6 +57,7 @@ class Retry:
     max_delay: float = 30.0
     multiplier: float = 2.0
     jitter: float = 0.2
+    defer_after: float | None = 30.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -60,6 +66,14 @@ class Retry:
             raise ConfigurationError("retry delays must not be negative")
         if not 0 <= self.jitter <= 1:
             raise ConfigurationError(f"jitter is a fraction between 0 and 1, got {self.jitter}")
+        if self.defer_after is not None and not 0 <= self.defer_after < float("inf"):
+            raise ConfigurationError(
+                f"defer_after is seconds (0 or more) or None, got {self.defer_after}"
+            )
+
+    def defers(self, wait: float) -> bool:
+        """Whether a backoff of ``wait`` seconds goes back to the broker as a delayed copy."""
+        return self.defer_after is not None and wait > self.defer_after
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt ``attempt`` (1-based)."""

@@ -17,6 +17,7 @@ from broker.adapters.kafka.errors import translate_error
 from broker.adapters.kafka.settings import KafkaSettings
 from broker.adapters.kafka.wire import decode_record
 from broker.adapters.kit import BaseSubscription, HoldQueue, InFlight, OffsetTracker
+from broker.deferral import is_for_another_group
 from broker.delay import held_until
 from broker.envelope import Event
 from broker.errors import BrokerUnavailableError, EnvelopeError
@@ -308,9 +309,10 @@ class KafkaSubscription(BaseSubscription):
         return None
 
     def _hold(self, delivery: _KafkaDelivery, event: Event) -> bool:
-        """Whether the delivery is early, and then held until its time."""
+        """Whether the delivery is early, and then held until its time (not another group's
+        retry copy: the core acks that at once, so the group's offsets need not wait for it)."""
         due = held_until(event)
-        if due is None:
+        if due is None or is_for_another_group(event, self._group):
             return False
         delivery.part.held += 1
         self._held.push(due, delivery)

@@ -2,7 +2,8 @@
 
 Headers ``ce-<attr>``, ``content-type``, the data as the payload, and ``Nats-Msg-Id`` for the
 server's de-duplication window: the event id, or for a dead letter the id with its group and
-time, so the same event dead-lettered by two groups (or twice) is kept each time. Stream and
+time, so the same event dead-lettered by two groups (or twice) is kept each time, and for a
+retry copy (:mod:`broker.deferral`) the id with its group and attempt. Stream and
 consumer names are the topic or group when it is safe, else a sanitised name plus a digest.
 """
 
@@ -13,6 +14,7 @@ import re
 from collections.abc import Mapping
 
 from broker import deadletter
+from broker.deferral import RETRY_ATTEMPT, RETRY_GROUP
 from broker.envelope import NATS_PREFIXES, Event, from_binary, to_binary
 from broker.errors import ConfigurationError
 
@@ -42,7 +44,11 @@ def check_topic(topic: str) -> None:
 
 
 def message_id(event: Event) -> str:
-    """The ``Nats-Msg-Id`` of ``event``: its id, plus group and time for a dead letter."""
+    """The ``Nats-Msg-Id`` of ``event``: its id, plus group and time for a dead letter, plus
+    group and attempt for a retry copy (so the copy is not taken for the original)."""
+    extensions = event.extensions
+    if RETRY_GROUP in extensions:
+        return f"{event.id}:retry:{extensions[RETRY_GROUP]}:{extensions.get(RETRY_ATTEMPT)}"
     dead = deadletter.info(event)
     if dead is None:
         return event.id
