@@ -226,6 +226,36 @@ async def test_delayed_delivery_follows_the_virtual_clock() -> None:
         assert [("reminder.due", 3600.0), ("reminder.noon", 10800.0)] == handled
 
 
+async def test_a_deferred_retry_follows_the_virtual_clock() -> None:
+    """A retry whose hour-long backoff is deferred to the broker comes back exactly at its
+    virtual time, for its group only, the original acked meanwhile; the kit's published events
+    leave the retry copy out."""
+    async with ChoreoKit(clock=VirtualClock(start=T0)) as kit:
+        retry = Retry(max_attempts=2, initial_delay=3600, max_delay=3600, jitter=0)
+        bus = await kit.bus("billing", policy=Policy(retry=retry)).start()
+        handler = Failing(kit.clock)
+        other: list[float] = []
+
+        async def audit(event: Event) -> None:
+            other.append(kit.clock.monotonic())
+
+        billing = await bus.subscribe("invoices", handler, group="billing")
+        await bus.subscribe("invoices", audit, group="audit")
+        await bus.publish("invoices", type="invoice.issued")
+        await kit.settle()
+        backlog = await billing.backlog()
+        assert backlog is not None
+        assert ([0.0], [0.0]) == (handler.calls, other)
+        assert backlog.appended == backlog.acked  # nothing unacked while the retry waits
+        handler.down = False
+        await kit.advance(timedelta(minutes=59, seconds=59))
+        assert [0.0] == handler.calls
+        await kit.advance(timedelta(seconds=1))
+        assert ([0.0, 3600.0], [0.0]) == (handler.calls, other)
+        kit.assert_published("invoices", count=1)
+        kit.assert_not_published("invoices.dlq")
+
+
 async def test_a_kit_closes_while_a_handler_waits_out_a_virtual_backoff() -> None:
     """Closing wakes what sleeps on the clock, so the subscription stops instead of waiting
     for an advance that never comes."""

@@ -55,6 +55,14 @@ ATTRIBUTES: tuple[tuple[str, dict[str, Any], bool, str], ...] = (
         False,
         "Absolute expiry time (a publish TTL); expired events are dead-lettered.",
     ),
+    ("deliverat", _TIME, False, "Delivery time (a delayed publish); no group sees it before."),
+    ("retrygroup", _TEXT, False, "On a deferred retry's copy: the only group that handles it."),
+    (
+        "retryattempt",
+        {"type": ["integer", "string"]},
+        False,
+        "On a deferred retry's copy: the attempt it brings (2 or more; text in headers).",
+    ),
 )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from broker.adapters.memory import MemoryAdapter
 from broker.bus import Bus
+from broker.deferral import RETRY_GROUP
 from broker.envelope import Event
 from broker.policies import DeadLetter, Policy
 from broker.ports import PayloadCodec
@@ -104,9 +105,15 @@ class ChoreoKit:
         ``type``, ``source``, ``subject``, ``correlation_id``, ``key`` and ``data`` compare
         equal, ``where`` is a predicate (see :class:`~broker.testing.matching.Match`).
         Events published before the last ``await`` are all there; what handlers publish in
-        reaction needs :meth:`settle` (or an advance) first."""
+        reaction needs :meth:`settle` (or an advance) first. The copies a deferred retry
+        puts back on a topic (:mod:`broker.deferral`) are the consumer's, not a service's
+        publishes, and are left out."""
         wanted = Match.of(match)
-        return [event for event in self._reader.events(topic) if wanted(event)]
+        return [
+            event
+            for event in self._reader.events(topic)
+            if RETRY_GROUP not in event.extensions and wanted(event)
+        ]
 
     def dead_letters(self, topic: str, group: str = "", **match: Any) -> list[Event]:
         """The dead letters of ``topic`` (by ``group``) under the default naming,
