@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from broker import Bus, Event, PartialFailure, Policy, Retry, Subscriber
+from broker import Bus, Event, MemoryInbox, PartialFailure, Policy, Retry, Subscriber
 from tests.helpers import Collector, eventually
 
 #: Every backoff (1 s) is longer than defer_after (0.2 s): each retry is deferred.
@@ -60,6 +60,21 @@ async def test_a_deferred_retry_reaches_only_its_group(
     assert (1, 1) == (owner.handled, bystander.handled)
     assert [sent.id] == other.ids
     assert [] == await bus.dead_letters(f"{topic}.dlq")
+
+
+async def test_the_inbox_lets_a_retry_copy_through_once(
+    make_bus: Callable[..., Bus], topic: str
+) -> None:
+    """With an inbox, the copies of a failed event are no duplicates for their group: the third
+    attempt succeeds; the same event published again afterwards is skipped as a duplicate."""
+    bus = await make_bus(policy=Policy(retry=DEFERRED, inbox=MemoryInbox())).start()
+    failing = FailsTwice()
+    owner = await bus.subscribe(topic, failing, group="owner")
+    sent = await bus.publish(topic, type="order.placed", key="k")
+    await eventually(lambda: owner.handled == 1, timeout=30, what="the third attempt")
+    await bus.publish(topic, sent, key="k")
+    await _settled(owner)
+    assert ([sent.id] * 3, 1) == ([event.id for event in failing.events], owner.handled)
 
 
 async def test_deferred_retries_dead_letter_with_every_attempt_counted(
