@@ -44,6 +44,7 @@ from broker.errors import (
 )
 from broker.policies import Policy
 from broker.ports import Adapter, Capabilities, PayloadCodec, Subscription, TopicInfo
+from broker.reply import REPLY_TO, Requester, Responder
 from broker.subscriber import Subscriber
 from broker.urls import adapter_from_url, resolve_url
 
@@ -90,6 +91,8 @@ class Bus:
         self._closed = False
         self._published: dict[str, Any] = {}
         self._sampled = 0
+        self._requester: Requester | None = None
+        self._responder = Responder(source, self.publish_event)
         #: What this bus publishes and subscribes to, for :mod:`broker.asyncapi`.
         self.declarations = Declarations()
 
@@ -124,6 +127,8 @@ class Bus:
         self._closed = True
         await asyncio.gather(*(s.stop() for s in self._subscribers), return_exceptions=True)
         self._subscribers.clear()
+        if self._requester is not None:
+            await self._requester.close()
         await self.adapter.close()
 
     async def __aenter__(self) -> Bus:
@@ -167,6 +172,46 @@ class Bus:
         counter = self._published.get(topic) or self._count(topic)
         counter.value += 1
         return event
+
+    async def request(
+        self,
+        topic: str,
+        event: Event | None = None,
+        /,
+        *,
+        type: str | None = None,
+        data: Any = None,
+        key: str | None = None,
+        subject: str | None = None,
+        correlation_id: str | None = None,
+        ttl: float | None = None,
+        extensions: Mapping[str, Any] | None = None,
+        timeout: float = 5.0,
+    ) -> Event:
+        """Publish a request to ``topic`` and return the reply event of a subscriber.
+
+        The request is published as :meth:`publish` does, with a ``replyto`` extension naming
+        this bus's reply topic; a handler's return value becomes the reply (see
+        :mod:`broker.reply`). Raises :class:`~broker.errors.RequestTimeoutError` when no reply
+        arrives within ``timeout`` s and :class:`~broker.errors.RequestFailedError` when the
+        reply is an error reply (the handler failed).
+        """
+        if timeout <= 0:
+            raise ConfigurationError(f"a request timeout must be positive, got {timeout}s")
+        self._check_started()
+        requester = self._requester
+        if requester is None:
+            requester = self._requester = Requester(self.adapter)
+        await requester.open()
+        extra = {**(extensions or {}), REPLY_TO: requester.topic}
+        request = self._stamp(event, type, data, key, subject, correlation_id, ttl, extra)
+        future = requester.expect(request.id)
+        try:
+            await self.publish(topic, request, ttl=ttl)
+        except BaseException:
+            requester.forget(request.id)
+            raise
+        return await requester.wait(future, request, topic, timeout)
 
     async def publish_many(
         self,
@@ -361,6 +406,7 @@ class Bus:
             policy=policy or self.policy,
             publish_event=self.publish_event,
             codec=self.codec,
+            responder=self._responder,
         )
         return self._started_subscriber(spec, consumer)
 

@@ -19,7 +19,7 @@ import contextlib
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker import deadletter, jsontext
 from broker import observability as obs
@@ -28,6 +28,10 @@ from broker.deadletter import describe
 from broker.envelope import Event, is_json_content_type, new_id
 from broker.policies import Policy
 from broker.ports import Delivery, PayloadCodec, Subscription
+from broker.reply import REPLY_TO
+
+if TYPE_CHECKING:
+    from broker.reply import Responder
 
 __all__ = ["Consumer", "Handler", "Held", "Pipeline", "Runner", "give_back"]
 
@@ -60,11 +64,14 @@ class Pipeline:
         policy: Policy,
         publish_event: Publish,
         codec: PayloadCodec | None = None,
+        responder: Responder | None = None,
     ) -> None:
         self.subscription = subscription
         self.group = group
         self.policy = policy
         self.codec = codec
+        #: Sends replies to requests (events with a ``replyto``); None: never reply.
+        self.responder = responder
         #: Whether every event needs a policy step before its handler (codec or inbox).
         self.screens = codec is not None or policy.inbox is not None
         self._publish_event = publish_event
@@ -191,6 +198,12 @@ class Pipeline:
             await self._publish_event(policy.topic_for(topic, self.group), dead)
             obs.DEAD_LETTERED.labels(topic, self.group, reason).inc()
             self.log.warning("dead-lettered", topic=topic, event_id=event.id, reason=reason)
+        if (
+            self.responder is not None
+            and REPLY_TO in event.extensions
+            and reason != deadletter.EXPIRED
+        ):
+            await self.responder.reply_error(event, error)
         obs.CONSUMED.labels(topic, self.group, reason).inc()
         await delivery.ack()
 
@@ -266,9 +279,15 @@ class Runner:
         policy: Policy,
         publish_event: Publish,
         codec: PayloadCodec | None = None,
+        responder: Responder | None = None,
     ) -> None:
         self._pipeline = Pipeline(
-            subscription, group=group, policy=policy, publish_event=publish_event, codec=codec
+            subscription,
+            group=group,
+            policy=policy,
+            publish_event=publish_event,
+            codec=codec,
+            responder=responder,
         )
 
     @property
@@ -306,9 +325,15 @@ class Consumer(Runner):
         policy: Policy,
         publish_event: Publish,
         codec: PayloadCodec | None = None,
+        responder: Responder | None = None,
     ) -> None:
         super().__init__(
-            subscription, group=group, policy=policy, publish_event=publish_event, codec=codec
+            subscription,
+            group=group,
+            policy=policy,
+            publish_event=publish_event,
+            codec=codec,
+            responder=responder,
         )
         self._handler = handler
         self._lanes: list[asyncio.Queue[Delivery | None]] = []
@@ -377,7 +402,9 @@ class Consumer(Runner):
             token = set_current(event, delivery)
             started = pipeline.start_timer()
             try:
-                await self._handler(event)
+                result = await self._handler(event)
+                if REPLY_TO in event.extensions and pipeline.responder is not None:
+                    await pipeline.responder.reply(event, result)
             except Exception as exc:
                 error: BaseException | None = exc
             else:
@@ -450,7 +477,9 @@ class Consumer(Runner):
         token = set_current(event, delivery)
         started = pipeline.start_timer()
         try:
-            await self._handler(event)
+            result = await self._handler(event)
+            if REPLY_TO in event.extensions and pipeline.responder is not None:
+                await pipeline.responder.reply(event, result)
         except Exception as exc:
             return exc
         finally:

@@ -14,6 +14,8 @@ matches a builtin, the error subclasses it too, so ``except TimeoutError`` keeps
     ├── PayloadError (ValueError)             data refused by the topic's codec (schema)
     ├── TopicNotFoundError (LookupError)      a topic (or DLQ entry) that does not exist
     ├── CapabilityError                       the backend cannot do what was asked
+    ├── RequestTimeoutError (TimeoutError)    no reply to a request in time
+    ├── RequestFailedError                    the reply to a request is an error reply
     └── ClosedError                           the bus or adapter is already closed
 
 Messages are single sentences that name the thing and what to do about it; URLs in them carry
@@ -33,6 +35,8 @@ __all__ = [
     "PayloadError",
     "PublishError",
     "PublishTimeoutError",
+    "RequestFailedError",
+    "RequestTimeoutError",
     "TopicNotFoundError",
     "UnknownBackendError",
 ]
@@ -84,3 +88,16 @@ class CapabilityError(BrokerError):
 
 class ClosedError(BrokerError):
     """The bus or adapter was used after it was closed."""
+
+
+class RequestTimeoutError(BrokerError, TimeoutError):
+    """No reply to a :meth:`Bus.request <broker.Bus.request>` arrived within its timeout."""
+
+
+class RequestFailedError(BrokerError):
+    """The handler of a request failed: the reply is an error reply (``replyerror``)."""
+
+    def __init__(self, message: str, reply: object = None) -> None:
+        super().__init__(message)
+        #: The error reply :class:`~broker.Event` (its ``replyerror`` extension says why).
+        self.reply = reply
