@@ -23,6 +23,8 @@ from broker.errors import (
     PayloadError,
     PublishError,
     PublishTimeoutError,
+    RequestFailedError,
+    RequestTimeoutError,
     TopicNotFoundError,
     UnknownBackendError,
 )
@@ -65,6 +67,8 @@ __all__ = [
     "PublishResult",
     "PublishTimeoutError",
     "Publisher",
+    "RequestFailedError",
+    "RequestTimeoutError",
     "Retry",
     "SQLiteInbox",
     "Subscriber",

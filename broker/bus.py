@@ -44,7 +44,7 @@ from broker.errors import (
 )
 from broker.policies import Policy
 from broker.ports import Adapter, Capabilities, PayloadCodec, Subscription, TopicInfo
-from broker.reply import REPLY_TO, Requester, Responder
+from broker.reply import REPLY_TO, Requester, Responder, is_reply_topic
 from broker.subscriber import Subscriber
 from broker.urls import adapter_from_url, resolve_url
 
@@ -503,8 +503,9 @@ class Bus:
     # -- topics and dead letters -----------------------------------------------------------
 
     async def topics(self) -> list[TopicInfo]:
-        """The broker's topics."""
-        return await self.adapter.list_topics()
+        """The broker's topics (requesters' private reply topics left out)."""
+        listed = await self.adapter.list_topics()
+        return [info for info in listed if not is_reply_topic(info.name)]
 
     async def create_topic(self, topic: str, *, partitions: int | None = None) -> None:
         """Create ``topic`` (idempotent)."""

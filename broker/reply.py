@@ -188,3 +188,14 @@ class Requester:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+            await self._delete_topic()
+
+    async def _delete_topic(self) -> None:
+        """Delete the reply topic where the backend can (an optional adapter method)."""
+        delete = getattr(self.adapter, "delete_topic", None)
+        if delete is None:
+            return
+        try:
+            await delete(self.topic)
+        except Exception as exc:  # stopping goes on; the topic stays behind
+            _log.warning("reply topic not deleted", topic=self.topic, error=repr(exc))

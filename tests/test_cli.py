@@ -128,6 +128,10 @@ def test_data_from_file_and_stdin(tmp_path: Path, broker: str) -> None:
         (["publish", "t", "--type", "x", "--header", "novalue"], "must look like name=value"),
         (["publish", "t", "--type", "x", "--header", "X-Bad=1"], "extension name 'x-bad'"),
         (["subscribe", "t", "--output", "yaml"], "--output must be table or json"),
+        (["subscribe", "t", "--reply"], "--reply needs --exec CMD"),
+        (["request", "t", "--type", "x", "--timeout", "0s"], "--timeout must be more than 0"),
+        (["request", "t", "--type", "x", "--timeout", "soon"], "is not a duration"),
+        (["request", "t", "--type", "x", "--data", "{oops"], "--data is not valid JSON"),
     ],
 )
 def test_user_mistakes_print_one_line_and_exit_2(
@@ -141,6 +145,18 @@ def test_user_mistakes_print_one_line_and_exit_2(
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len([line for line in result.stderr.splitlines() if line.strip()]) <= 6
+
+
+def test_an_unanswered_request_exits_1_with_one_line(tmp_path: Path, broker: str) -> None:
+    """`choreo request` with nobody answering exits 1 after its timeout, saying so in a line."""
+    result = choreo(
+        "request", "quotes", "--type", "q", "--timeout", "200ms", "--broker", broker, cwd=tmp_path
+    )
+    assert (1, "") == (result.returncode, result.stdout)
+    assert ["error: no reply to q"] == [
+        line[:20] for line in result.stderr.splitlines() if line.strip()
+    ]
+    assert "on quotes within 0.2s" in result.stderr
 
 
 def test_unreachable_broker_is_an_operational_error(tmp_path: Path) -> None:

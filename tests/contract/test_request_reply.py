@@ -15,6 +15,7 @@ import pytest
 from broker import Bus, Event, Policy, Retry
 from broker.errors import RequestFailedError, RequestTimeoutError
 from tests.conftest import SERVER_MODULES
+from tests.helpers import eventually
 
 #: Requests wait this long in tests: generous, since a networked group join can take seconds.
 TIMEOUT = 30.0
@@ -224,3 +225,27 @@ async def _first_reply(bus: Bus, topic: str) -> Event:
         except RequestTimeoutError:
             if time.monotonic() > deadline:
                 raise
+
+
+async def test_a_stopped_requester_deletes_its_reply_topic(
+    make_bus: Callable[..., Bus], topic: str
+) -> None:
+    """Stopping a bus that made requests deletes its reply topic from the broker."""
+    responder = await make_bus().start()
+    requests: list[Event] = []
+
+    async def record(event: Event) -> None:
+        requests.append(event)
+
+    await responder.subscribe(topic, record, group="calculator")
+    requester = await make_bus().start()
+    await requester.request(topic, type="calc", timeout=TIMEOUT)
+    reply_topic = str(requests[0].extensions["replyto"])
+    assert reply_topic in {info.name for info in await responder.adapter.list_topics()}
+    assert reply_topic not in {info.name for info in await responder.topics()}
+    await requester.stop()
+
+    async def gone() -> bool:
+        return reply_topic not in {info.name for info in await responder.adapter.list_topics()}
+
+    await eventually(gone, what="the reply topic to be deleted")

@@ -103,6 +103,10 @@ class MemoryAdapter(BaseAdapter):
         kept = sorted((entry for p in state.partitions for entry in p.kept()), key=lambda e: e[0])
         return [event for _, event in kept[:limit]]
 
+    async def delete_topic(self, topic: str) -> None:
+        """Forget ``topic`` and everything in it (a requester's reply topic, when it stops)."""
+        self._log.topics.pop(topic, None)
+
     async def purge(self, topic: str, ids: Collection[str] | None = None) -> int:
         state = self._log.topics.get(topic)
         if state is None:
