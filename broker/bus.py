@@ -21,7 +21,9 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from broker import deadletter
+from opentelemetry.trace import Tracer, TracerProvider
+
+from broker import deadletter, tracing
 from broker import observability as obs
 from broker.batch import BatchConsumer, BatchHandler, Outcome, PublishResult
 from broker.consumer import Consumer, Handler, Runner
@@ -34,7 +36,7 @@ from broker.declarations import (
     SubscriptionSpec,
     check_schema,
 )
-from broker.envelope import Event, check_extension_names, format_time
+from broker.envelope import Event, ExtensionValue, check_extension_names, format_time
 from broker.errors import (
     ClosedError,
     ConfigurationError,
@@ -61,6 +63,16 @@ def _topics(topics: str | Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+def _given_traceparent(
+    event: Event | None, extensions: Mapping[str, Any] | None
+) -> ExtensionValue | None:
+    """The traceparent a publisher set itself (an outbox row's), if any."""
+    if extensions and "traceparent" in extensions:
+        given: ExtensionValue | None = extensions["traceparent"]
+        return given
+    return event.extensions.get("traceparent") if event is not None else None
+
+
 def _expiration(ttl: float) -> str:
     if ttl <= 0:
         raise ConfigurationError(f"a TTL must be positive, got {ttl}s")
@@ -77,6 +89,7 @@ class Bus:
         source: str = "choreograph",
         policy: Policy | None = None,
         codec: PayloadCodec | None = None,
+        tracer_provider: TracerProvider | None = None,
         **adapter_options: Any,
     ) -> None:
         if broker is None or isinstance(broker, str):
@@ -92,6 +105,9 @@ class Bus:
         self._published: dict[str, Any] = {}
         self._sampled = 0
         self._requester: Requester | None = None
+        self._tracer_provider = tracer_provider
+        self._tracer: Tracer | None = None
+        self._system = tracing.messaging_system(self.adapter.url)
         self._responder = Responder(source, self.publish_event)
         #: What this bus publishes and subscribes to, for :mod:`broker.asyncapi`.
         self.declarations = Declarations()
@@ -113,6 +129,7 @@ class Bus:
         if self._closed:
             raise ClosedError("this Bus was stopped; create a new one")
         if not self._started:
+            self._tracer = tracing.tracer_for(self._tracer_provider)
             await self.adapter.connect()
             self._started = True
             pending, self._pending = self._pending, []
@@ -159,7 +176,15 @@ class Bus:
         """
         if not self._started:
             self._check_started()
+        if self._tracer is not None:
+            parent = _given_traceparent(event, extensions)
+            event = self._stamp(event, type, data, key, subject, correlation_id, ttl, extensions)
+            return await self._traced(topic, event, ttl, parent)
         event = self._stamp(event, type, data, key, subject, correlation_id, ttl, extensions)
+        return await self._send(topic, event, ttl)
+
+    async def _send(self, topic: str, event: Event, ttl: float | None) -> Event:
+        """Encode (when a codec is bound), publish and count a stamped event."""
         if self.codec is not None:
             event = await self._encoded(topic, event)
         self._sampled += 1
@@ -172,6 +197,15 @@ class Bus:
         counter = self._published.get(topic) or self._count(topic)
         counter.value += 1
         return event
+
+    async def _traced(
+        self, topic: str, event: Event, ttl: float | None, parent: ExtensionValue | None
+    ) -> Event:
+        """:meth:`_send` inside a PRODUCER span whose context the event carries."""
+        assert self._tracer is not None
+        span, event = tracing.producer_span(self._tracer, self._system, topic, event, parent)
+        with tracing.sending(span):
+            return await self._send(topic, event, ttl)
 
     async def request(
         self,
@@ -407,6 +441,7 @@ class Bus:
             publish_event=self.publish_event,
             codec=self.codec,
             responder=self._responder,
+            traced=tracing.Tracing(self._tracer, self._system) if self._tracer else None,
         )
         return self._started_subscriber(spec, consumer)
 

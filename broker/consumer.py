@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from broker import deadletter, jsontext
+from broker import deadletter, jsontext, tracing
 from broker import observability as obs
 from broker.context import reset_current, set_current
 from broker.deadletter import describe
@@ -32,6 +32,7 @@ from broker.reply import REPLY_TO
 
 if TYPE_CHECKING:
     from broker.reply import Responder
+    from broker.tracing import Tracing
 
 __all__ = ["Consumer", "Handler", "Held", "Pipeline", "Runner", "give_back"]
 
@@ -65,6 +66,7 @@ class Pipeline:
         publish_event: Publish,
         codec: PayloadCodec | None = None,
         responder: Responder | None = None,
+        traced: Tracing | None = None,
     ) -> None:
         self.subscription = subscription
         self.group = group
@@ -72,8 +74,10 @@ class Pipeline:
         self.codec = codec
         #: Sends replies to requests (events with a ``replyto``); None: never reply.
         self.responder = responder
-        #: Whether every event needs a policy step before its handler (codec or inbox).
-        self.screens = codec is not None or policy.inbox is not None
+        #: The tracer of CONSUMER spans (see :mod:`broker.tracing`); None: no tracing.
+        self.traced = traced
+        #: Whether every event needs a step before its handler (codec, inbox or a span).
+        self.screens = codec is not None or policy.inbox is not None or traced is not None
         self._publish_event = publish_event
         self.log = obs.get_logger("choreo.consumer", group=group)
         self.dead_in_a_row = 0
@@ -98,6 +102,8 @@ class Pipeline:
             return None
         if "expiration" in event.extensions and event.is_expired():
             obs.EXPIRED.labels(delivery.topic, self.group).inc()
+            if self.traced is not None:
+                tracing.add_event("expired", {"expiration": str(event.extensions["expiration"])})
             if self.policy.on_expired == "dlq":
                 await self.dead_letter(delivery, event, deadletter.EXPIRED, "expiration passed", 0)
             else:
@@ -191,6 +197,13 @@ class Pipeline:
         """Publish ``event`` to its dead-letter topic (when enabled), count it, ack it."""
         topic = delivery.topic
         policy = self.policy.dead_letter
+        if self.traced is not None:
+            where = policy.topic_for(topic, self.group) if policy.enabled else ""
+            tracing.add_event(
+                "dead-lettered",
+                {"reason": reason, "error": error, "attempts": attempts, "dlq": where},
+                error=True,
+            )
         if policy.enabled:
             dead = deadletter.dead_letter(
                 event, reason=reason, error=error, attempts=attempts, topic=topic, group=self.group
@@ -280,6 +293,7 @@ class Runner:
         publish_event: Publish,
         codec: PayloadCodec | None = None,
         responder: Responder | None = None,
+        traced: Tracing | None = None,
     ) -> None:
         self._pipeline = Pipeline(
             subscription,
@@ -288,6 +302,7 @@ class Runner:
             publish_event=publish_event,
             codec=codec,
             responder=responder,
+            traced=traced,
         )
 
     @property
@@ -326,6 +341,7 @@ class Consumer(Runner):
         publish_event: Publish,
         codec: PayloadCodec | None = None,
         responder: Responder | None = None,
+        traced: Tracing | None = None,
     ) -> None:
         super().__init__(
             subscription,
@@ -334,6 +350,7 @@ class Consumer(Runner):
             publish_event=publish_event,
             codec=codec,
             responder=responder,
+            traced=traced,
         )
         self._handler = handler
         self._lanes: list[asyncio.Queue[Delivery | None]] = []
@@ -422,7 +439,18 @@ class Consumer(Runner):
                 pipeline.idle.set()
 
     async def _screened(self, delivery: Delivery) -> None:
-        """A delivery some policy step must see before (and after) the handler."""
+        """A delivery some policy step must see before (and after) the handler, inside its
+        CONSUMER span when tracing."""
+        traced = self._pipeline.traced
+        event = delivery.event
+        if traced is None or event is None:
+            await self._admitted(delivery)
+            return
+        topic, group = delivery.topic, self._pipeline.group
+        with tracing.consumer_span(traced.tracer, traced.system, topic, group, event):
+            await self._admitted(delivery)
+
+    async def _admitted(self, delivery: Delivery) -> None:
         pipeline = self._pipeline
         event = await pipeline.admit(delivery)
         if event is None:
@@ -457,7 +485,12 @@ class Consumer(Runner):
             pipeline.failed(delivery, event, error, attempt)
             if attempt < retry.max_attempts:
                 obs.RETRIES.labels(pipeline.group).inc()
-                await pipeline.sleep_alive((delivery,), retry.delay(attempt))
+                delay = retry.delay(attempt)
+                if pipeline.traced is not None:
+                    tracing.add_event(
+                        "retry", {"attempt": attempt, "error": describe(error), "delay": delay}
+                    )
+                await pipeline.sleep_alive((delivery,), delay)
                 attempt += 1
                 error = _WAIT_FOR_BREAKER
                 continue

@@ -29,6 +29,7 @@ from broker import observability as obs
 from broker.context import new_traceparent
 from broker.envelope import Event, ExtensionValue
 from broker.errors import ClosedError, RequestFailedError, RequestTimeoutError
+from broker.tracing import current_traceparent
 
 if TYPE_CHECKING:
     from broker.ports import Adapter, Subscription
@@ -64,7 +65,7 @@ def is_reply_topic(topic: str) -> bool:
 def _reply_extensions(request: Event) -> dict[str, ExtensionValue]:
     extensions: dict[str, ExtensionValue] = {
         "causationid": request.id,
-        "traceparent": new_traceparent(request.traceparent),
+        "traceparent": current_traceparent() or new_traceparent(request.traceparent),
     }
     if request.correlationid is not None:
         extensions["correlationid"] = request.correlationid

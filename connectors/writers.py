@@ -12,6 +12,9 @@ transaction commits, and disappears with it on rollback. One function per callin
 ``delete_after=True`` deletes the row again in the same transaction: the table stays empty while
 the CDC relays (PostgreSQL, MySQL) still see the insert in the log. The SQLite relay polls the
 table, so it refuses that mode.
+
+Inside an active OpenTelemetry span, the row's ``headers`` get its ``traceparent`` (unless they
+name one): the relay's publish then continues the trace of the transaction that wrote the row.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from broker.tracing import current_traceparent
 from connectors.dburl import check_identifier
 from connectors.errors import OutboxConfigError
 from connectors.outbox_table import DEFAULT_TABLE
@@ -53,6 +57,9 @@ class OutboxRecord:
     ) -> OutboxRecord:
         if not aggregatetype or not type:
             raise OutboxConfigError("an outbox event needs a non-empty aggregatetype and type")
+        traceparent = current_traceparent()
+        if traceparent is not None and not (headers and "traceparent" in headers):
+            headers = {**(headers or {}), "traceparent": traceparent}  # the writer's trace
         if payload is None or isinstance(payload, bytes | str):
             body: str | bytes | None = payload
         else:

@@ -62,6 +62,18 @@ def _time(value: datetime | None) -> str | None:
     return _iso(value) if value is not None else None
 
 
+def trace_id(traceparent: str | None) -> str | None:
+    """The trace id of a W3C ``traceparent`` (``00-<trace id>-<span id>-<flags>``), or None."""
+    if traceparent is None or len(traceparent) < 35 or traceparent[2] != "-":
+        return None
+    found = traceparent[3:35]
+    try:
+        valid = int(found, 16) != 0
+    except ValueError:
+        valid = False
+    return found if valid else None
+
+
 def _parse(value: str | None) -> datetime | None:
     return parse_time(value) if value else None
 
@@ -85,6 +97,9 @@ class Observation:
     #: messages at different positions with one source+id are a duplicate, the same position
     #: again is a redelivery.
     delivery: str | None = None
+    #: The W3C trace id (32 hex digits) of the event's ``traceparent``: where to look it up
+    #: in a tracing backend.
+    trace: str | None = None
 
     @classmethod
     def from_event(
@@ -110,6 +125,7 @@ class Observation:
             arrived=now,
             skew=skew,
             delivery=delivery,
+            trace=trace_id(event.traceparent),
         )
 
     @property
@@ -201,6 +217,7 @@ class Entry:
             "arrived": _time(obs.arrived),
             "skew": obs.skew,
             "delivery": obs.delivery,
+            "trace": obs.trace,
             "duplicate": self.duplicate,
         }
 
@@ -217,6 +234,7 @@ class Entry:
             _parse(raw.get("arrived")),
             float(raw.get("skew") or 0.0),
             raw.get("delivery"),
+            raw.get("trace"),
         )
         return cls(obs, raw["role"], list(raw.get("flags", ())), bool(raw.get("duplicate")))
 
