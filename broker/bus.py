@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opentelemetry.trace import Tracer, TracerProvider
+from opentelemetry.trace import Span, Tracer, TracerProvider
 
 from broker import deadletter, tracing
 from broker import observability as obs
@@ -265,7 +265,11 @@ class Bus:
         item that is not a valid event raises before anything is sent.
         """
         self._check_started()
-        stamped = [self._item(index, item, ttl) for index, item in enumerate(events)]
+        items = list(events)
+        stamped = [self._item(index, item, ttl) for index, item in enumerate(items)]
+        spans: list[Span] = []
+        if self._tracer is not None:
+            spans, stamped = self._producer_spans(topic, items, stamped)
         if self.codec is None:
             prepared = [(Outcome(event), own) for event, own in stamped]
         else:
@@ -277,7 +281,29 @@ class Bus:
         if outcomes:
             obs.PUBLISH_SECONDS.observe(time.perf_counter() - started)
         self._count(topic).inc(sum(1 for outcome in outcomes if outcome.error is None))
+        for span, outcome in zip(spans, outcomes, strict=True):
+            tracing.end_send(span, outcome.error)
         return PublishResult(topic, outcomes)
+
+    def _producer_spans(
+        self,
+        topic: str,
+        items: list[Event | Mapping[str, Any]],
+        stamped: list[tuple[Event, float | None]],
+    ) -> tuple[list[Span], list[tuple[Event, float | None]]]:
+        """A PRODUCER span per item of publish_many, and the items carrying their context."""
+        assert self._tracer is not None
+        spans, traced = [], []
+        for item, (event, own) in zip(items, stamped, strict=True):
+            given = (
+                _given_traceparent(item, None)
+                if isinstance(item, Event)
+                else _given_traceparent(None, item.get("extensions"))
+            )
+            span, sent = tracing.producer_span(self._tracer, self._system, topic, event, given)
+            spans.append(span)
+            traced.append((sent, own))
+        return spans, traced
 
     def publisher(
         self,
@@ -488,6 +514,7 @@ class Bus:
             codec=self.codec,
             max_batch=max_batch,
             max_wait=max_wait,
+            traced=tracing.Tracing(self._tracer, self._system) if self._tracer else None,
         )
         return self._started_subscriber(spec, consumer)
 

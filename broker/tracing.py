@@ -48,8 +48,11 @@ from broker.envelope import Event, ExtensionValue
 __all__ = [
     "Tracing",
     "add_event",
+    "batch_span",
     "consumer_span",
     "current_traceparent",
+    "end_send",
+    "error_status",
     "messaging_system",
     "producer_span",
     "tracer_for",
@@ -156,6 +159,47 @@ def sending(span: Span) -> Iterator[None]:
         span, end_on_exit=True, record_exception=True, set_status_on_exception=True
     ):
         yield
+
+
+def error_status(description: str) -> Status:
+    """An ERROR span status saying ``description``."""
+    return Status(StatusCode.ERROR, description)
+
+
+def end_send(span: Span, error: BaseException | None) -> None:
+    """End a PRODUCER span started for publish_many, recording the event's failure."""
+    if error is not None:
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+    span.end()
+
+
+@contextlib.contextmanager
+def batch_span(
+    tracer: Tracer, system: str, topic: str, group: str, events: list[Event]
+) -> Iterator[Span]:
+    """The CONSUMER span of one batch handler call: linked to each event's producer span."""
+    links = []
+    for event in events:
+        context = _remote(event.extensions.get("traceparent"), event.extensions.get("tracestate"))
+        if context is not None:
+            links.append(trace.Link(trace.get_current_span(context).get_span_context()))
+    span = tracer.start_span(
+        f"process {topic}",
+        context=None,
+        kind=SpanKind.CONSUMER,
+        links=links,
+        attributes={
+            "messaging.system": system,
+            "messaging.destination.name": topic,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.consumer.group.name": group,
+            "messaging.batch.message_count": len(events),
+        },
+    )
+    with trace.use_span(span, end_on_exit=True, record_exception=True):
+        yield span
 
 
 @contextlib.contextmanager

@@ -135,3 +135,33 @@ async def test_retries_and_dead_lettering_are_span_events(
         dead["attempts"],
     )
     assert StatusCode.ERROR == consumer.status.status_code
+
+
+async def test_batches_are_traced_per_event_and_per_call(
+    make_bus: Callable[..., Bus], topic: str, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """publish_many starts a PRODUCER span per event, each carried by its event; a batch
+    handler call is one CONSUMER span linked to the producer span of each of its events."""
+    provider, exporter = spans
+    bus = await make_bus(tracer_provider=provider).start()
+    got: list[Event] = []
+
+    async def handle(events: list[Event]) -> None:
+        got.extend(events)
+
+    await bus.subscribe_batch(topic, handle, group="billing", max_batch=10, max_wait=0.5)
+    result = await bus.publish_many(topic, [{"type": "t", "data": n} for n in range(3)])
+    await eventually(lambda: len(got) == 3, what="the batch")
+    senders = _finished(exporter, f"send {topic}")
+    assert [event.traceparent for event in result.published] == [_traceparent(s) for s in senders]
+    await eventually(lambda: bool(_finished(exporter, f"process {topic}")), what="the span")
+    linked = {
+        _own_of(link.context)
+        for span in _finished(exporter, f"process {topic}")
+        for link in span.links
+    }
+    assert {_own(sender) for sender in senders} == linked
+
+
+def _own_of(context: object) -> tuple[int, int]:
+    return context.trace_id, context.span_id  # type: ignore[attr-defined]
