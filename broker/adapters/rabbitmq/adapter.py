@@ -29,6 +29,7 @@ from broker.errors import (
     PublishTimeoutError,
 )
 from broker.ports import Capabilities, TopicInfo
+from broker.reply import is_reply_topic
 
 __all__ = ["REGISTRY_QUEUE", "RabbitMQAdapter"]
 
@@ -232,7 +233,10 @@ class RabbitMQAdapter(BaseAdapter):
         """Declare the topic exchange and the group's durable queue bound to it."""
         await channel.exchange_declare(exchange=topic, exchange_type="topic", durable=True)
         arguments: dict[str, Any] = {}
-        if self.settings.expired_to_dlq:
+        reply = is_reply_topic(topic)
+        if reply:  # replies expire with nothing: no dead-letter store, gone with the requester
+            arguments["x-expires"] = max(1, int(self.settings.reply_queue_expiry * 1000))
+        elif self.settings.expired_to_dlq:
             store = deadletter.dead_letter_topic(topic)
             await self._declare_store(channel, store)
             arguments["x-dead-letter-exchange"] = store
