@@ -120,7 +120,7 @@ async def test_kill_9_and_restart_reach_the_uninterrupted_verdicts(
             process = start_monitor(
                 url, store_url, definitions, alert_topics[0], "--metrics-port", str(port)
             )
-            stamps = await publishing
+            stamps = await asyncio.wait_for(publishing, 60)
             stage("the stream is published")
             expected = await settle(alone, sagas)
             stage("the reference settled")
