@@ -281,8 +281,9 @@ class Bus:
         if outcomes:
             obs.PUBLISH_SECONDS.observe(time.perf_counter() - started)
         self._count(topic).inc(sum(1 for outcome in outcomes if outcome.error is None))
-        for span, outcome in zip(spans, outcomes, strict=True):
-            tracing.end_send(span, outcome.error)
+        if spans:
+            for span, outcome in zip(spans, outcomes, strict=True):
+                tracing.end_send(span, outcome.error)
         return PublishResult(topic, outcomes)
 
     def _producer_spans(

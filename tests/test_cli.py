@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from broker import Bus, RequestFailedError
 
 CHOREO = [sys.executable, "-m", "choreo"]
 
@@ -157,6 +160,31 @@ def test_an_unanswered_request_exits_1_with_one_line(tmp_path: Path, broker: str
         line[:20] for line in result.stderr.splitlines() if line.strip()
     ]
     assert "on quotes within 0.2s" in result.stderr
+
+
+def test_a_failing_reply_command_sends_an_error_reply(tmp_path: Path, broker: str) -> None:
+    """With `subscribe --exec CMD --reply`, a command that fails answers the request with an
+    error reply naming its exit status (after the retries), which the requester raises."""
+    responder = subprocess.Popen(
+        [*CHOREO, "subscribe", "quotes", "--group", "pricing", "--from-beginning", "--exec",
+         "false", "--reply", "--max-attempts", "1", "--broker", broker],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    async def ask() -> str:
+        async with Bus(broker) as bus:
+            try:
+                await bus.request("quotes", type="quote", timeout=60)
+            except RequestFailedError as failure:
+                return str(failure)
+        return "replied"
+
+    try:
+        failure = asyncio.run(ask())
+    finally:
+        responder.terminate()
+        responder.wait()
+    assert "exited with status 1" in failure
 
 
 def test_unreachable_broker_is_an_operational_error(tmp_path: Path) -> None:
