@@ -105,6 +105,7 @@ class SagaMonitor:
         self.alerts_published = 0
         self._subscribers: list[Subscriber] = []
         self._timer: asyncio.Task[None] | None = None
+        self._stopping = False
         self._flush_lock = asyncio.Lock()
         self._log = get_logger("choreo.saga", group=group)
         self._last_prune: datetime | None = None
@@ -141,6 +142,7 @@ class SagaMonitor:
             self._subscribers, max_delay=self.max_delay, floor=self.watermark.value
         )
         self._batcher.start()
+        self._stopping = False
         self._timer = asyncio.create_task(self._tick_forever(), name="choreo:saga-timer")
         self._log.info("saga monitor started", topics=list(self.topics))
         return self
@@ -148,6 +150,9 @@ class SagaMonitor:
     async def stop(self) -> None:
         """Stop the timer and the subscriptions; events in flight are redelivered later."""
         if self._timer is not None:
+            # The flag ends the loop even if a client library swallows the cancellation
+            # (nats-py's flush does, when it lands there mid-publish).
+            self._stopping = True
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
@@ -280,7 +285,7 @@ class SagaMonitor:
             self._log.info("pruned finished saga instances", count=pruned)
 
     async def _tick_forever(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.tick_interval)
             try:
                 await self.check()
