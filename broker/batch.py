@@ -27,9 +27,11 @@ from typing import Any, overload
 
 from broker import deadletter, tracing
 from broker import observability as obs
+from broker.clock import SYSTEM_CLOCK, Clock
 from broker.consumer import Held, Publish, Runner, give_back
 from broker.context import reset_current, set_current_batch
 from broker.deadletter import describe
+from broker.delay import DELIVER_AT
 from broker.envelope import Event
 from broker.errors import PublishError
 from broker.policies import Policy
@@ -145,6 +147,7 @@ class BatchConsumer(Runner):
         max_batch: int = 100,
         max_wait: float = 0.01,
         traced: Tracing | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(
             subscription,
@@ -153,6 +156,7 @@ class BatchConsumer(Runner):
             publish_event=publish_event,
             codec=codec,
             traced=traced,
+            clock=clock,
         )
         self._handler = handler
         self._max_batch = max_batch
@@ -190,7 +194,12 @@ class BatchConsumer(Runner):
         admitted: list[_Item] = []
         for delivery in deliveries:
             event = delivery.event
-            if event is None or pipeline.screens or "expiration" in event.extensions:
+            if (
+                event is None
+                or pipeline.screens
+                or "expiration" in event.extensions
+                or DELIVER_AT in event.extensions
+            ):
                 event = await pipeline.admit(delivery)
                 if event is None:
                     continue
@@ -219,12 +228,16 @@ class BatchConsumer(Runner):
             if not failures:
                 return
             pending = [pending[index] for index in sorted(failures)]
+            if await pipeline.shut_out([delivery for delivery, _ in pending]):
+                return
             errors = [failures[index] for index in sorted(failures)]
             for (delivery, event), error in zip(pending, errors, strict=True):
                 pipeline.failed(delivery, event, error, attempt)
             if attempt < retry.max_attempts:
                 obs.RETRIES.labels(pipeline.group).inc(len(pending))
                 await pipeline.sleep_alive([d for d, _ in pending], retry.delay(attempt))
+                if await pipeline.shut_out([d for d, _ in pending]):
+                    return
                 attempt += 1
                 continue
             held = await self._dead_letter(pending, errors, attempt)
@@ -267,7 +280,7 @@ class BatchConsumer(Runner):
         token = set_current_batch(tuple(delivery for delivery, _ in pending))
         started = pipeline.start_timer()
         try:
-            await self._handler([event for _, event in pending])
+            await pipeline.call(self._handler, [event for _, event in pending])
         except PartialFailure as partial:
             return self._indexed(pending, partial)
         except Exception as exc:

@@ -18,7 +18,7 @@ import dataclasses
 import itertools
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from opentelemetry.trace import Span, Tracer, TracerProvider
@@ -26,6 +26,7 @@ from opentelemetry.trace import Span, Tracer, TracerProvider
 from broker import deadletter, tracing
 from broker import observability as obs
 from broker.batch import BatchConsumer, BatchHandler, Outcome, PublishResult
+from broker.clock import SYSTEM_CLOCK, Clock
 from broker.consumer import Consumer, Handler, Runner
 from broker.context import derive_extensions
 from broker.declarations import (
@@ -36,7 +37,9 @@ from broker.declarations import (
     SubscriptionSpec,
     check_schema,
 )
-from broker.envelope import Event, ExtensionValue, check_extension_names, format_time
+from broker.delay import DELIVER_AT
+from broker.delay import deliver_at as _deliver_at
+from broker.envelope import Event, ExtensionValue, check_extension_names, format_time, new_event
 from broker.errors import (
     ClosedError,
     ConfigurationError,
@@ -53,7 +56,19 @@ from broker.urls import adapter_from_url, resolve_url
 __all__ = ["Bus", "Subscriber"]
 
 
-_ITEM_OPTIONS = frozenset(("type", "data", "key", "subject", "correlation_id", "ttl", "extensions"))
+_ITEM_OPTIONS = frozenset(
+    (
+        "type",
+        "data",
+        "key",
+        "subject",
+        "correlation_id",
+        "ttl",
+        "extensions",
+        "delay",
+        "deliver_at",
+    )
+)
 
 
 def _topics(topics: str | Sequence[str]) -> tuple[str, ...]:
@@ -73,10 +88,14 @@ def _given_traceparent(
     return event.extensions.get("traceparent") if event is not None else None
 
 
-def _expiration(ttl: float) -> str:
+def _ttl_of(item: tuple[Event, float | None]) -> float | None:
+    return item[1]
+
+
+def _expiration(ttl: float, now: datetime) -> str:
     if ttl <= 0:
         raise ConfigurationError(f"a TTL must be positive, got {ttl}s")
-    return format_time(datetime.now(UTC) + timedelta(seconds=ttl))
+    return format_time(now + timedelta(seconds=ttl))
 
 
 class Bus:
@@ -90,11 +109,22 @@ class Bus:
         policy: Policy | None = None,
         codec: PayloadCodec | None = None,
         tracer_provider: TracerProvider | None = None,
+        clock: Clock | None = None,
         **adapter_options: Any,
     ) -> None:
         if broker is None or isinstance(broker, str):
             broker = adapter_from_url(resolve_url(broker), **adapter_options)
         self.adapter: Adapter = broker
+        #: What event times, TTLs, retries, the breaker and the adapter's schedules follow
+        #: (:mod:`broker.clock`; a :class:`broker.testing.VirtualClock` in tests).
+        self.clock: Clock = clock or SYSTEM_CLOCK
+        #: ``clock.now`` when a clock was given; None: events take the current time as they
+        #: are built (one call less per publish on the hot path).
+        self._now = None if clock is None else clock.now
+        if clock is not None:
+            use_clock = getattr(broker, "use_clock", None)  # adapters built on the kit have it
+            if use_clock is not None:
+                use_clock(clock)
         self.source = source
         self.policy = policy or Policy()
         self.codec = codec
@@ -169,18 +199,25 @@ class Bus:
         correlation_id: str | None = None,
         ttl: float | None = None,
         extensions: Mapping[str, Any] | None = None,
+        delay: float | timedelta | None = None,
+        deliver_at: datetime | None = None,
     ) -> Event:
         """Publish ``event`` (or one built from ``type``/``data``); returns what was sent.
 
-        Returns only once the broker durably accepted it; raises otherwise.
+        ``delay`` (seconds or a timedelta) or ``deliver_at`` (an aware datetime) hold the
+        event back: no group sees it before then (the ``deliverat`` extension; a TTL still
+        counts from now). Returns only once the broker durably accepted it; raises otherwise.
         """
         if not self._started:
             self._check_started()
+        due = self._deliverat(delay, deliver_at)
         if self._tracer is not None:
             parent = _given_traceparent(event, extensions)
-            event = self._stamp(event, type, data, key, subject, correlation_id, ttl, extensions)
+            event = self._stamp(
+                event, type, data, key, subject, correlation_id, ttl, extensions, due
+            )
             return await self._traced(topic, event, ttl, parent)
-        event = self._stamp(event, type, data, key, subject, correlation_id, ttl, extensions)
+        event = self._stamp(event, type, data, key, subject, correlation_id, ttl, extensions, due)
         return await self._send(topic, event, ttl)
 
     async def _send(self, topic: str, event: Event, ttl: float | None) -> Event:
@@ -253,34 +290,44 @@ class Bus:
         events: Iterable[Event | Mapping[str, Any]],
         *,
         ttl: float | None = None,
+        delay: float | timedelta | None = None,
+        deliver_at: datetime | None = None,
     ) -> PublishResult:
         """Publish several events to ``topic`` with as few broker round trips as the backend
         allows, in order; returns one :class:`~broker.batch.Outcome` per event.
 
         Each item is an :class:`Event` or a mapping of :meth:`publish`'s keyword options
         (``type``, ``data``, ``key``, ``subject``, ``correlation_id``, ``ttl``,
-        ``extensions``), stamped as :meth:`publish` stamps. ``ttl`` applies to the items
-        that name none. Returns once every event was durably accepted or failed; nothing is
-        silently dropped (``result.raise_for_failures()`` turns failures into an error). An
-        item that is not a valid event raises before anything is sent.
+        ``extensions``, ``delay``, ``deliver_at``), stamped as :meth:`publish` stamps.
+        ``ttl``, and ``delay`` or ``deliver_at``, apply to the items that name none.
+        Returns once every event was durably accepted or failed; nothing is silently dropped
+        (``result.raise_for_failures()`` turns failures into an error). An item that is not
+        a valid event raises before anything is sent.
         """
         self._check_started()
-        items = list(events)
-        stamped = [self._item(index, item, ttl) for index, item in enumerate(items)]
+        due = self._deliverat(delay, deliver_at)
+        given = list(events)
+        stamped = [self._item(index, item, ttl, due) for index, item in enumerate(given)]
         spans: list[Span] = []
         if self._tracer is not None:
-            spans, stamped = self._producer_spans(topic, items, stamped)
-        if self.codec is None:
-            prepared = [(Outcome(event), own) for event, own in stamped]
-        else:
-            prepared = [(await self._prepared(topic, event), own) for event, own in stamped]
-        outcomes: list[Outcome] = []
+            spans, stamped = self._producer_spans(topic, given, stamped)
+        refused: dict[int, Exception] = {}
+        if self.codec is not None:
+            for index, (event, own) in enumerate(stamped):
+                try:
+                    stamped[index] = (await self._encoded(topic, event), own)
+                except PayloadError as exc:
+                    refused[index] = exc
+        errors: list[Exception | None] = []
         started = time.perf_counter()
-        for run_ttl, run in itertools.groupby(prepared, key=lambda item: item[1]):
-            outcomes.extend(await self._publish_run(topic, [item for item, _ in run], run_ttl))
-        if outcomes:
+        for run_ttl, run in itertools.groupby(stamped, key=_ttl_of):
+            items = [event for event, _ in run]
+            errors.extend(await self._publish_run(topic, items, run_ttl, refused, len(errors)))
+        if stamped:
             obs.PUBLISH_SECONDS.observe(time.perf_counter() - started)
-        self._count(topic).inc(sum(1 for outcome in outcomes if outcome.error is None))
+        pairs = zip(stamped, errors, strict=True)
+        outcomes = [Outcome(event, error) for (event, _), error in pairs]
+        self._count(topic).inc(errors.count(None))
         if spans:
             for span, outcome in zip(spans, outcomes, strict=True):
                 tracing.end_send(span, outcome.error)
@@ -332,6 +379,11 @@ class Bus:
         self._check_started()
         await self.adapter.publish(topic, event, ttl=ttl)
 
+    def _deliverat(self, delay: float | timedelta | None, at: datetime | None) -> str | None:
+        """The ``deliverat`` of a publish's ``delay=``/``deliver_at=`` (None for neither),
+        counted from the bus's clock."""
+        return None if delay is None and at is None else _deliver_at(delay, at, self.clock.now())
+
     def _check_started(self) -> None:
         if not self._started:
             raise ClosedError("call `await bus.start()` (or `async with bus`) before publishing")
@@ -346,9 +398,10 @@ class Bus:
         correlation_id: str | None = None,
         ttl: float | None = None,
         extensions: Mapping[str, Any] | None = None,
+        deliverat: str | None = None,
     ) -> Event:
-        """The event to send: built or copied, with key, correlation, causation, trace and
-        expiration filled in."""
+        """The event to send: built or copied, with key, correlation, causation, trace,
+        expiration and delivery time filled in."""
         if event is None:
             if not type:
                 raise ConfigurationError("publish needs an Event or a `type=`")
@@ -364,22 +417,25 @@ class Bus:
             extra["correlationid"] = correlation_id
         derive_extensions(extra)
         if ttl is not None:
-            extra["expiration"] = _expiration(ttl)
+            extra["expiration"] = _expiration(ttl, self.clock.now())
+        if deliverat is not None:
+            extra[DELIVER_AT] = deliverat
         if event is None:
-            return Event(
-                type=kind, source=self.source, data=data, subject=subject, extensions=extra
+            now = self._now
+            return new_event(
+                kind, self.source, data, subject, extra, None if now is None else now()
             )
         check_extension_names(extra)
         return dataclasses.replace(event, extensions=extra)
 
     def _item(
-        self, index: int, item: Event | Mapping[str, Any], ttl: float | None
+        self, index: int, item: Event | Mapping[str, Any], ttl: float | None, due: str | None
     ) -> tuple[Event, float | None]:
         """One item of publish_many, stamped, with its TTL."""
         try:
             if isinstance(item, Event):
-                return self._stamp(item, ttl=ttl), ttl
-            if not isinstance(item, Mapping):
+                return self._stamp(item, ttl=ttl, deliverat=due), ttl
+            if item.__class__ is not dict and not isinstance(item, Mapping):
                 raise ConfigurationError(
                     "publish_many takes Events or mappings of publish options, not "
                     f"{builtins.type(item).__name__}"
@@ -391,6 +447,8 @@ class Bus:
                 )
             get = item.get
             own = get("ttl", ttl)
+            if "delay" in item or "deliver_at" in item:
+                due = _deliver_at(get("delay"), get("deliver_at"), self.clock.now())
             event = self._stamp(
                 None,
                 get("type"),
@@ -400,6 +458,7 @@ class Bus:
                 get("correlation_id"),
                 own,
                 get("extensions"),
+                due,
             )
             return event, own
         except (ConfigurationError, EnvelopeError) as exc:
@@ -413,24 +472,28 @@ class Bus:
         except ValueError as exc:
             raise PayloadError(str(exc)) from exc
 
-    async def _prepared(self, topic: str, event: Event) -> Outcome:
-        """The event as the codec encodes it, or the codec's refusal of it."""
-        try:
-            return Outcome(await self._encoded(topic, event))
-        except PayloadError as exc:
-            return Outcome(event, exc)
-
     async def _publish_run(
-        self, topic: str, items: list[Outcome], ttl: float | None
-    ) -> list[Outcome]:
-        """Publish the events of a run with one TTL (those the codec refused stay failed)."""
-        events = [item.event for item in items if item.error is None]
+        self,
+        topic: str,
+        events: list[Event],
+        ttl: float | None,
+        refused: Mapping[int, Exception],
+        offset: int,
+    ) -> list[Exception | None]:
+        """The outcome of each event of a run with one TTL (``refused``: by the codec, by
+        index in the whole call, the run starting at ``offset``)."""
+        if refused:
+            chosen = [e for i, e in enumerate(events, offset) if i not in refused]
+        else:
+            chosen = events
         try:
-            errors = await self.adapter.publish_many(topic, events, ttl=ttl) if events else []
+            errors = await self.adapter.publish_many(topic, chosen, ttl=ttl) if chosen else []
         except Exception as exc:  # nothing could be tried: every event of the run failed
-            errors = [exc] * len(events)
+            errors = [exc] * len(chosen)
+        if not refused:
+            return errors
         sent = iter(errors)
-        return [item if item.error else Outcome(item.event, next(sent)) for item in items]
+        return [refused.get(i) or next(sent) for i in range(offset, offset + len(events))]
 
     def _count(self, topic: str) -> obs.Count:
         counter = self._published.get(topic)
@@ -469,6 +532,7 @@ class Bus:
             codec=self.codec,
             responder=self._responder,
             traced=tracing.Tracing(self._tracer, self._system) if self._tracer else None,
+            clock=self.clock,
         )
         return self._started_subscriber(spec, consumer)
 
@@ -516,6 +580,7 @@ class Bus:
             max_batch=max_batch,
             max_wait=max_wait,
             traced=tracing.Tracing(self._tracer, self._system) if self._tracer else None,
+            clock=self.clock,
         )
         return self._started_subscriber(spec, consumer)
 
@@ -586,6 +651,16 @@ class Bus:
         """The dead-letter topic of ``topic`` under this bus's policy."""
         return self.policy.dead_letter.topic_for(topic, group)
 
+    def dead_letter_topic_of(self, name: str) -> str:
+        """``name`` when it already is a dead-letter topic under this bus's policy, else the
+        dead-letter topic of ``name`` (for tools that take a topic or its DLQ)."""
+        policy = self.policy.dead_letter
+        return name if policy.is_topic(name) else policy.topic_for(name, "")
+
+    async def dead_letter_topics(self) -> list[str]:
+        """The dead-letter topics (under this bus's policy) the broker has."""
+        return [t.name for t in await self.topics() if self.policy.dead_letter.is_topic(t.name)]
+
     async def replay(self, dlq_topic: str, ids: Collection[str] | None = None) -> list[Event]:
         """Publish dead letters back to their original topic, then remove them from the DLQ.
 
@@ -624,7 +699,7 @@ class Bus:
         target = (found.topic if found else "") or self.policy.dead_letter.origin_of(dlq_topic)
         if not target:
             raise TopicNotFoundError(
-                f"event {entry.id} in {dlq_topic} names no original topic (no dlqtopic) and "
+                f"event {entry.id} in {dlq_topic} names no original topic and "
                 f"{dlq_topic} is not a dead-letter topic under "
                 f"{self.policy.dead_letter.topic_template!r}; nothing was replayed"
             )

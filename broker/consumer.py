@@ -23,9 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from broker import deadletter, jsontext, tracing
 from broker import observability as obs
+from broker.clock import SYSTEM_CLOCK, Clock
 from broker.context import reset_current, set_current
 from broker.deadletter import describe
+from broker.delay import DELIVER_AT, wait_seconds
 from broker.envelope import Event, is_json_content_type, new_id
+from broker.errors import HandlerTimeoutError
 from broker.policies import Policy
 from broker.ports import Delivery, PayloadCodec, Subscription
 from broker.reply import REPLY_TO
@@ -67,11 +70,14 @@ class Pipeline:
         codec: PayloadCodec | None = None,
         responder: Responder | None = None,
         traced: Tracing | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.subscription = subscription
         self.group = group
         self.policy = policy
         self.codec = codec
+        #: What TTLs, backoff, the breaker's cool-down and ``dlqtime`` are measured on.
+        self.clock = clock
         #: Sends replies to requests (events with a ``replyto``); None: never reply.
         self.responder = responder
         #: The tracer of CONSUMER spans (see :mod:`broker.tracing`); None: no tracing.
@@ -100,7 +106,9 @@ class Pipeline:
         event = await self._decoded(delivery)
         if event is None:
             return None
-        if "expiration" in event.extensions and event.is_expired():
+        if DELIVER_AT in event.extensions and not await self._due(delivery, event):
+            return None
+        if "expiration" in event.extensions and event.is_expired(self.clock.now()):
             obs.EXPIRED.labels(delivery.topic, self.group).inc()
             if self.traced is not None:
                 tracing.add_event("expired", {"expiration": str(event.extensions["expiration"])})
@@ -116,6 +124,17 @@ class Pipeline:
             await delivery.ack()
             return None
         return event
+
+    async def _due(self, delivery: Delivery, event: Event) -> bool:
+        """Wait out what is left of the event's delivery time (the adapters hold delayed
+        events; this catches a publisher's clock running behind). False: stopping, given back."""
+        left = wait_seconds(event, self.clock.now().timestamp())
+        if left > 0:
+            await self.sleep_alive((delivery,), left)
+            if self.stopping:
+                await give_back((delivery,))
+                return False
+        return True
 
     async def _decoded(self, delivery: Delivery) -> Event | None:
         """The delivery's event with its data decoded; None when it was dead-lettered."""
@@ -206,7 +225,13 @@ class Pipeline:
             )
         if policy.enabled:
             dead = deadletter.dead_letter(
-                event, reason=reason, error=error, attempts=attempts, topic=topic, group=self.group
+                event,
+                reason=reason,
+                error=error,
+                attempts=attempts,
+                topic=topic,
+                group=self.group,
+                time=self.clock.now(),
             )
             await self._publish_event(policy.topic_for(topic, self.group), dead)
             obs.DEAD_LETTERED.labels(topic, self.group, reason).inc()
@@ -219,6 +244,30 @@ class Pipeline:
             await self.responder.reply_error(event, error)
         obs.CONSUMED.labels(topic, self.group, reason).inc()
         await delivery.ack()
+
+    async def call(self, handler: Callable[[Any], Awaitable[Any]], argument: Any) -> Any:
+        """``await handler(argument)`` (returning what it returns), cancelled past the
+        policy's ``handler_timeout`` (raising :class:`~broker.errors.HandlerTimeoutError`)."""
+        timeout = self.policy.handler_timeout
+        if timeout is None:
+            return await handler(argument)
+        try:
+            async with asyncio.timeout(timeout) as scope:
+                return await handler(argument)
+        except TimeoutError as exc:
+            if not scope.expired():
+                raise  # the handler's own TimeoutError
+            raise HandlerTimeoutError(
+                f"the handler did not finish within handler_timeout={timeout:g}s"
+            ) from exc
+
+    async def shut_out(self, deliveries: Sequence[Delivery]) -> bool:
+        """While stopping, a failure is not the handler's: give the deliveries back (delivered
+        again later, neither retried now nor dead-lettered). Whether it did."""
+        if not self.stopping:
+            return False
+        await give_back(deliveries)
+        return True
 
     def start_timer(self) -> float:
         """``time.perf_counter()`` for the handler calls that are timed (one in eight), else 0."""
@@ -256,16 +305,16 @@ class Pipeline:
         while not self.breaker_closed.is_set():
             for delivery in deliveries:
                 await delivery.keep_alive()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.breaker_closed.wait(), timeout=1.0)
+            await self.clock.wait(self.breaker_closed, 1.0)
 
     async def sleep_alive(self, deliveries: Sequence[Delivery], seconds: float) -> None:
-        """Sleep while keeping the deliveries' leases alive."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0 and not self.stopping:
+        """Sleep on the pipeline's clock while keeping the deliveries' leases alive."""
+        clock = self.clock
+        deadline = clock.monotonic() + seconds
+        while (left := deadline - clock.monotonic()) > 0 and not self.stopping:
             for delivery in deliveries:
                 await delivery.keep_alive()
-            await asyncio.sleep(min(left, 1.0))
+            await clock.sleep(min(left, 1.0))
 
     # -- stopping --------------------------------------------------------------------------
 
@@ -294,6 +343,7 @@ class Runner:
         codec: PayloadCodec | None = None,
         responder: Responder | None = None,
         traced: Tracing | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._pipeline = Pipeline(
             subscription,
@@ -303,6 +353,7 @@ class Runner:
             codec=codec,
             responder=responder,
             traced=traced,
+            clock=clock,
         )
 
     @property
@@ -342,6 +393,7 @@ class Consumer(Runner):
         codec: PayloadCodec | None = None,
         responder: Responder | None = None,
         traced: Tracing | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(
             subscription,
@@ -351,6 +403,7 @@ class Consumer(Runner):
             codec=codec,
             responder=responder,
             traced=traced,
+            clock=clock,
         )
         self._handler = handler
         self._lanes: list[asyncio.Queue[Delivery | None]] = []
@@ -363,15 +416,12 @@ class Consumer(Runner):
         pipeline = self._pipeline
         concurrency = pipeline.policy.concurrency
         if concurrency == 1:
-            while not pipeline.halted():  # what is ready, a few at a time: fewer awaits
+            while not pipeline.stopping:  # what is ready, a few at a time: fewer awaits
                 deliveries = await pipeline.subscription.take(_TAKE, 0.0)
                 if not deliveries:
                     return
-                for index, delivery in enumerate(deliveries):
-                    if pipeline.halted():
-                        await give_back(deliveries[index:])
-                        return
-                    await self._process(delivery)
+                if not await self._run_all(deliveries):
+                    return
             return
         self._lanes = [asyncio.Queue(maxsize=64) for _ in range(concurrency)]
         lanes = [asyncio.create_task(self._lane(q)) for q in self._lanes]
@@ -399,6 +449,24 @@ class Consumer(Runner):
 
     # -- one delivery ----------------------------------------------------------------------
 
+    async def _run_all(self, deliveries: list[Delivery]) -> bool:
+        """Handle ``deliveries`` in order (busy meanwhile); False when stopping gave the rest
+        back."""
+        pipeline = self._pipeline
+        pipeline.busy += 1
+        pipeline.idle.clear()
+        try:
+            for index, delivery in enumerate(deliveries):
+                if pipeline.stopping:
+                    await give_back(deliveries[index:])
+                    return False
+                await self._handle(delivery)
+        finally:
+            pipeline.busy -= 1
+            if not pipeline.busy:
+                pipeline.idle.set()
+        return True
+
     async def _process(self, delivery: Delivery) -> None:
         pipeline = self._pipeline
         if pipeline.stopping:
@@ -406,37 +474,46 @@ class Consumer(Runner):
         pipeline.busy += 1
         pipeline.idle.clear()
         try:
-            event = delivery.event
-            if (
-                event is None
-                or pipeline.screens
-                or "expiration" in event.extensions
-                or not pipeline.breaker_closed.is_set()
-            ):
-                await self._screened(delivery)
-                return
-            # The common case, inlined: call, count, ack; the policy only once it failed.
-            token = set_current(event, delivery)
-            started = pipeline.start_timer()
-            try:
-                result = await self._handler(event)
-                if REPLY_TO in event.extensions and pipeline.responder is not None:
-                    await pipeline.responder.reply(event, result)
-            except Exception as exc:
-                error: BaseException | None = exc
-            else:
-                error = None
-            finally:
-                reset_current(token)
-                if started:
-                    pipeline.handler_seconds.observe(time.perf_counter() - started)
-            if error is None or await self._retried(delivery, event, error):
-                pipeline.count_handled(delivery.topic)
-                await delivery.ack()
+            await self._handle(delivery)
         finally:
             pipeline.busy -= 1
             if not pipeline.busy:
                 pipeline.idle.set()
+
+    async def _handle(self, delivery: Delivery) -> None:
+        """One delivery, the policy applied around its handler (the caller counts it busy)."""
+        pipeline = self._pipeline
+        event = delivery.event
+        if (
+            event is None
+            or pipeline.screens
+            or "expiration" in event.extensions
+            or DELIVER_AT in event.extensions
+            or not pipeline.breaker_closed.is_set()
+        ):
+            await self._screened(delivery)
+            return
+        # The common case, inlined: call, count, ack; the policy only once it failed.
+        token = set_current(event, delivery)
+        started = pipeline.start_timer()
+        try:
+            if pipeline.policy.handler_timeout is None:
+                result = await self._handler(event)
+            else:
+                result = await pipeline.call(self._handler, event)
+            if REPLY_TO in event.extensions and pipeline.responder is not None:
+                await pipeline.responder.reply(event, result)
+        except Exception as exc:
+            error: BaseException | None = exc
+        else:
+            error = None
+        finally:
+            reset_current(token)
+            if started:
+                pipeline.handler_seconds.observe(time.perf_counter() - started)
+        if error is None or await self._retried(delivery, event, error):
+            pipeline.count_handled(delivery.topic)
+            await delivery.ack()
 
     async def _screened(self, delivery: Delivery) -> None:
         """A delivery some policy step must see before (and after) the handler, inside its
@@ -471,7 +548,7 @@ class Consumer(Runner):
 
     async def _retry(self, delivery: Delivery, event: Event, error: BaseException) -> bool:
         """Handle a failed first attempt by the policy: whether a later attempt succeeded
-        (False: the event was dead-lettered)."""
+        (False: the event was dead-lettered, or given back because the subscription stops)."""
         pipeline = self._pipeline
         retry = pipeline.policy.retry
         attempt = 1
@@ -482,6 +559,8 @@ class Consumer(Runner):
                 if failure is None:
                     return True
                 error = failure
+            if await pipeline.shut_out((delivery,)):
+                return False
             pipeline.failed(delivery, event, error, attempt)
             if attempt < retry.max_attempts:
                 obs.RETRIES.labels(pipeline.group).inc()
@@ -491,6 +570,8 @@ class Consumer(Runner):
                         "retry", {"attempt": attempt, "error": describe(error), "delay": delay}
                     )
                 await pipeline.sleep_alive((delivery,), delay)
+                if await pipeline.shut_out((delivery,)):
+                    return False
                 attempt += 1
                 error = _WAIT_FOR_BREAKER
                 continue
@@ -510,7 +591,7 @@ class Consumer(Runner):
         token = set_current(event, delivery)
         started = pipeline.start_timer()
         try:
-            result = await self._handler(event)
+            result = await pipeline.call(self._handler, event)
             if REPLY_TO in event.extensions and pipeline.responder is not None:
                 await pipeline.responder.reply(event, result)
         except Exception as exc:

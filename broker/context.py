@@ -35,6 +35,7 @@ _Handling = tuple["Event | None", "Delivery | None", "Sequence[Delivery]"]
 _handling: ContextVar[_Handling | None] = ContextVar("choreo_handling", default=None)
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})\Z")
 _NO_DELIVERIES: tuple[Delivery, ...] = ()
+_bits = random.getrandbits
 
 
 def current_event() -> Event | None:
@@ -79,9 +80,8 @@ def new_traceparent(parent: str | None = None) -> str:
     if parent:
         match = _TRACEPARENT.match(parent)
         if match:
-            return f"00-{match.group(2)}-{random.getrandbits(64):016x}-{match.group(4)}"
-    digits = f"{random.getrandbits(192):048x}"
-    return f"00-{digits[:32]}-{digits[32:]}-01"
+            return f"00-{match.group(2)}-{_bits(64):016x}-{match.group(4)}"
+    return "00-%032x-%016x-01" % (_bits(128), _bits(64))  # noqa: UP031 (the fastest here)
 
 
 def derive_extensions(extensions: dict[str, ExtensionValue]) -> None:

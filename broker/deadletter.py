@@ -31,13 +31,14 @@ import re
 import string
 from datetime import UTC, datetime
 
-from broker.envelope import Event, format_time
+from broker.envelope import Event, format_time, integer_extension
 
 __all__ = [
     "DEFAULT_TEMPLATE",
     "EXPIRED",
     "EXTENSIONS",
     "HANDLER_ERROR",
+    "NOT_DEAD",
     "REASONS",
     "SCHEMA_MISMATCH",
     "UNDECODABLE",
@@ -67,6 +68,7 @@ REASONS = (HANDLER_ERROR, EXPIRED, UNDECODABLE, SCHEMA_MISMATCH, UNROUTABLE)
 #: The extensions a dead letter carries on top of the original event.
 EXTENSIONS = ("dlqreason", "dlqerror", "dlqattempts", "dlqtopic", "dlqgroup", "dlqtime")
 _MAX_ERROR = 2000
+integer_extension("dlqattempts")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,6 +81,10 @@ class DeadLetterInfo:
     topic: str
     group: str
     time: str
+
+
+#: The fields of an event that is no dead letter (``info(event) or NOT_DEAD``): all empty.
+NOT_DEAD = DeadLetterInfo("", "", 0, "", "", "")
 
 
 def describe(error: BaseException) -> str:

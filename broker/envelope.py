@@ -37,6 +37,7 @@ __all__ = [
     "from_binary",
     "is_json_content_type",
     "is_structured",
+    "new_event",
     "new_id",
     "parse_time",
     "to_binary",
@@ -56,8 +57,14 @@ _CORE_ATTRIBUTES = frozenset(("id", "source", "type", "specversion", *_OPTIONAL_
 _NOT_EXTENSIONS = _CORE_ATTRIBUTES | {"data", "data_base64"}
 _EXTENSION_NAME = re.compile(r"[a-z0-9]{1,40}\Z")
 _valid_names: set[str] = set()
-# Extensions the core writes as integers; binary bindings carry every value as text.
-_INTEGER_EXTENSIONS = frozenset({"dlqattempts"})
+#: Extensions the core writes as integers (binary bindings carry every value as text): the
+#: modules that define them register them with :func:`integer_extension`.
+_INTEGER_EXTENSIONS: set[str] = set()
+
+
+def integer_extension(name: str) -> None:
+    """Read extension ``name`` back as an integer from binary bindings (where it is text)."""
+    _INTEGER_EXTENSIONS.add(name)
 
 
 def _id_stream() -> tuple[str, Iterator[int]]:
@@ -69,11 +76,14 @@ def _id_stream() -> tuple[str, Iterator[int]]:
 
 
 _id_prefix, _id_counter = _id_stream()
+#: The id up to the counter's low 48 bits, for the counter's current high bits.
+_id_head: tuple[int, str] = (-1, "")
 
 
 def _new_id_stream() -> None:
-    global _id_prefix, _id_counter
+    global _id_prefix, _id_counter, _id_head
     _id_prefix, _id_counter = _id_stream()
+    _id_head = (-1, "")
 
 
 os.register_at_fork(after_in_child=_new_id_stream)
@@ -85,8 +95,14 @@ def new_id() -> str:
     Uniqueness, not secrecy, is what an event id needs: 60 random bits chosen per process (and
     again in a forked child) followed by a 62-bit counter that starts at a random value.
     """
+    global _id_head
     n = next(_id_counter)
-    return f"{_id_prefix}{0x8000 | (n >> 48):04x}-{n & 0xFFFFFFFFFFFF:012x}"
+    high, head = _id_head
+    if n >> 48 != high:  # once in 2**48 ids
+        high = n >> 48
+        head = f"{_id_prefix}{0x8000 | high:04x}-"
+        _id_head = (high, head)
+    return "%s%012x" % (head, n & 0xFFFFFFFFFFFF)  # noqa: UP031 (the fastest formatting here)
 
 
 def check_extension_names(names: Iterable[str]) -> None:
@@ -317,6 +333,52 @@ class Event:
         return cls.from_dict(obj)
 
 
+_new_object = object.__new__
+_now = datetime.now
+
+
+def new_event(
+    type: str,
+    source: str,
+    data: Any = None,
+    subject: str | None = None,
+    extensions: dict[str, ExtensionValue] | None = None,
+    time: datetime | None = None,
+) -> Event:
+    """``Event(type=..., source=..., data=..., subject=..., extensions=...)`` with a new id,
+    ``time`` (default: the current time) and JSON data, built without the dataclass machinery:
+    this is what every publish builds, so it is on the hot path. The same checks apply."""
+    if time is None:
+        time = _now(UTC)
+    if (
+        type.__class__ is not str
+        or source.__class__ is not str
+        or not type
+        or not source
+        or (extensions and not _valid_names.issuperset(extensions))
+    ):
+        return Event(
+            type=type,
+            source=source,
+            data=data,
+            time=time,
+            subject=subject,
+            extensions=extensions or {},
+        )
+    event = _new_object(Event)
+    event.type = type
+    event.source = source
+    event.data = data
+    event.id = new_id()
+    event.time = time
+    event.subject = subject
+    event.datacontenttype = JSON_CONTENT_TYPE
+    event.dataschema = None
+    event.specversion = SPECVERSION
+    event.extensions = {} if extensions is None else extensions
+    return event
+
+
 def _str_or_none(value: ExtensionValue | None) -> str | None:
     return None if value is None else str(value)
 
@@ -353,6 +415,42 @@ def _build(attrs: Mapping[str, Any], data: Any) -> Event:
         specversion=specversion if specversion.__class__ is str else str(specversion),
         extensions=extensions,
     )
+
+
+def _from_owned(attrs: dict[str, Any], data: Any) -> Event:
+    """:func:`_build` for attribute texts the caller hands over (a binary binding's headers):
+    the core attributes are taken out of ``attrs`` and what remains are the extensions, with
+    no second dictionary and no dataclass machinery: this runs once per consumed event."""
+    pop = attrs.pop
+    event_id, source, kind = pop("id", None), pop("source", None), pop("type", None)
+    if not (event_id and source and kind):
+        attrs.update(id=event_id, source=source, type=kind)
+        return _build(attrs, data)  # names what is missing
+    time_text = pop("time", None)
+    specversion = pop("specversion", None) or SPECVERSION
+    subject, content_type = pop("subject", None), pop("datacontenttype", None)
+    dataschema = pop("dataschema", None)
+    if "data" in attrs or "data_base64" in attrs:
+        attrs.pop("data", None)
+        attrs.pop("data_base64", None)
+    if attrs:
+        if None in attrs.values():
+            for name in [name for name, value in attrs.items() if value is None]:
+                del attrs[name]
+        if not _valid_names.issuperset(attrs):
+            check_extension_names(attrs)
+    event = _new_object(Event)
+    event.type = kind if kind.__class__ is str else str(kind)
+    event.source = source if source.__class__ is str else str(source)
+    event.id = event_id if event_id.__class__ is str else str(event_id)
+    event.data = data
+    event.time = parse_time(str(time_text)) if time_text else None
+    event.subject = subject
+    event.datacontenttype = content_type
+    event.dataschema = dataschema
+    event.specversion = specversion if specversion.__class__ is str else str(specversion)
+    event.extensions = attrs
+    return event
 
 
 # -- binary content mode ------------------------------------------------------------------------
@@ -457,11 +555,11 @@ def from_attributes(
     if specversion != SPECVERSION:
         raise EnvelopeError(f"unsupported CloudEvents specversion {specversion!r}")
     attrs["datacontenttype"] = content_type
-    if "dlqattempts" in attrs:  # the extensions the core writes as integers
-        for name in _INTEGER_EXTENSIONS.intersection(attrs):
-            if str(attrs[name]).isdigit():
-                attrs[name] = int(attrs[name])
-    return _build(attrs, _decode_data(body, content_type))
+    for name in _INTEGER_EXTENSIONS:  # the extensions the core writes as integers (one)
+        value = attrs.get(name)
+        if value is not None and str(value).isdigit():
+            attrs[name] = int(value)
+    return _from_owned(attrs, _decode_data(body, content_type))
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

@@ -16,6 +16,7 @@ matches a builtin, the error subclasses it too, so ``except TimeoutError`` keeps
     ├── CapabilityError                       the backend cannot do what was asked
     ├── RequestTimeoutError (TimeoutError)    no reply to a request in time
     ├── RequestFailedError                    the reply to a request is an error reply
+    ├── HandlerTimeoutError (TimeoutError)    a handler ran past the policy's handler_timeout
     └── ClosedError                           the bus or adapter is already closed
 
 Messages are single sentences that name the thing and what to do about it; URLs in them carry
@@ -31,6 +32,7 @@ __all__ = [
     "ClosedError",
     "ConfigurationError",
     "EnvelopeError",
+    "HandlerTimeoutError",
     "MissingExtraError",
     "PayloadError",
     "PublishError",
@@ -84,6 +86,10 @@ class TopicNotFoundError(BrokerError, LookupError):
 
 class CapabilityError(BrokerError):
     """The backend cannot provide the requested behaviour and it cannot be emulated."""
+
+
+class HandlerTimeoutError(BrokerError, TimeoutError):
+    """A handler did not return within the policy's ``handler_timeout``: a failed attempt."""
 
 
 class ClosedError(BrokerError):

@@ -8,6 +8,8 @@ A :class:`Policy` bundles what happens around a handler call:
 * TTL - ``on_expired``: an expired event goes to the DLQ (reason ``expired``) or is dropped;
 * an optional :class:`Inbox` that skips events already handled by the group (by source + id);
 * an optional :class:`CircuitBreaker` that pauses consumption after repeated dead-lettering;
+* ``handler_timeout``: a handler call that takes longer is cancelled and counts as a failed
+  attempt (retried, then dead-lettered with a ``HandlerTimeoutError``);
 * ``on_undecodable``: bytes that are not a CloudEvent go to the DLQ, or are wrapped as a
   ``legacy_type`` event with a generated id and delivered.
 """
@@ -87,6 +89,10 @@ class DeadLetter:
     def origin_of(self, dlq_topic: str) -> str | None:
         """The topic whose dead letters ``dlq_topic`` holds (None if it is not a DLQ topic)."""
         return deadletter.origin_of(dlq_topic, self.topic_template)
+
+    def is_topic(self, name: str) -> bool:
+        """Whether ``name`` is a dead-letter topic under the template."""
+        return deadletter.is_dead_letter_topic(name, self.topic_template)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -187,6 +193,9 @@ class Policy:
     breaker: CircuitBreaker | None = None
     #: Handlers running at once; events with one partition key never run concurrently.
     concurrency: int = 1
+    #: Seconds a handler call may take; past it the call is cancelled and counts as a failed
+    #: attempt (:class:`~broker.errors.HandlerTimeoutError`). None: no limit.
+    handler_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.on_expired not in ("dlq", "drop"):
@@ -197,3 +206,8 @@ class Policy:
             )
         if self.concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
+        timeout = self.handler_timeout
+        if timeout is not None and not 0 < timeout < float("inf"):
+            raise ConfigurationError(
+                f"handler_timeout must be a number of seconds above 0, got {timeout}"
+            )

@@ -17,6 +17,8 @@ Contract every adapter keeps (pinned by ``tests/contract``):
   dies) is delivered again later; ``nack`` gives it back at once.
 * Within a group, deliveries with the same ``partitionkey`` arrive in publish order when
   ``Capabilities.ordered_keys`` is true (for ``publish_many``: in the order of the list).
+* No group gets an event before its ``deliverat`` (:func:`broker.delay.held_until`), and an
+  event held back holds up no later event.
 * ``take`` hands out deliveries exactly as iterating does (the same prefetch and order), several
   at a time; ``ack_many`` is ``ack`` of each.
 """

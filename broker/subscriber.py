@@ -29,6 +29,11 @@ class Subscriber:
         """How many events the handler finished successfully."""
         return self._consumer.handled
 
+    def stop_taking(self) -> None:
+        """Start no handler call from now on (a handler may call it); the running ones finish
+        and ack. Deliveries already taken are given back: :meth:`stop` then closes."""
+        self._consumer.stop()
+
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking deliveries, let running handlers finish and ack (up to ``grace`` s),
         then close the subscription: what is still unacked is delivered again later."""

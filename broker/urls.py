@@ -49,22 +49,29 @@ BACKENDS: Mapping[str, BackendSpec] = {
 
 #: Query options whose value is a secret (passwords, tokens, key seeds), prefixed or not.
 _SECRET_OPTION = re.compile(r"(?i)((?:^|&)[^=&]*(?:password|secret|token|seed)[^=&]*=)[^&]*")
-#: Schemes where a user name without a password is a token (``nats://TOKEN@host``).
-_TOKEN_SCHEMES = frozenset(("nats", "tls"))
+#: Schemes whose userinfo without a password is a user name (shown); on any other scheme
+#: (``nats://TOKEN@host``, an API key in ``https://KEY@registry``, a scheme we do not know)
+#: it may be a token and is masked.
+_USER_NAME_SCHEMES = frozenset(
+    ("amqp", "amqps", "kafka", "postgresql", "postgres", "mysql", "mariadb")
+)
+#: The userinfo of a URL that does not parse (``scheme://userinfo@``).
+_ANY_USERINFO = re.compile(r"(://)[^/?#]*@")
 
 
 def mask_url(url: str) -> str:
     """The URL with its secrets replaced by ``***``: the password, secret-looking query options
-    (``sasl_plain_password``, ``token``, ...) and, on ``nats://``, a bare token as userinfo."""
+    (``sasl_plain_password``, ``token``, ...) and a bare user part that may be a token (on
+    ``nats://`` and unknown schemes). A URL that does not parse loses its whole user part."""
     try:
         parts = urlsplit(url)
     except ValueError:
-        return url
+        return _SECRET_OPTION.sub(r"\1***", _ANY_USERINFO.sub(r"\1***@", url))
     netloc = parts.netloc
     userinfo, at, hosts = netloc.rpartition("@")
     if at and ":" in userinfo:
         netloc = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
-    elif at and userinfo and parts.scheme.lower() in _TOKEN_SCHEMES:
+    elif at and userinfo and parts.scheme.lower() not in _USER_NAME_SCHEMES:
         netloc = f"***@{hosts}"
     query = _SECRET_OPTION.sub(r"\1***", parts.query)
     if netloc == parts.netloc and query == parts.query:

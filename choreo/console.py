@@ -20,6 +20,7 @@ import re
 import sys
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -96,6 +97,20 @@ def parse_duration(text: str, *, option: str = "duration") -> float:
     if seconds > MAX_DURATION_DAYS * _UNIT_SECONDS["d"]:
         raise typer.BadParameter(f"{option} {text!r} is longer than {MAX_DURATION_DAYS}d")
     return seconds
+
+
+def parse_instant(text: str, *, option: str = "time") -> datetime:
+    """An aware datetime from an RFC 3339 time with a zone, e.g. ``2026-12-01T09:00:00Z``."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None or moment.utcoffset() is None:
+        raise typer.BadParameter(
+            f"{text!r} is not a time with a zone for {option}; use RFC 3339, e.g. "
+            "2026-12-01T09:00:00Z or 2026-12-01T10:00:00+01:00"
+        )
+    return moment
 
 
 def print_json(value: Any) -> None:

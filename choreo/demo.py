@@ -11,7 +11,8 @@ Everything a production setup has, in one process and one folder (``--dir``):
 * a passive saga monitor correlates the events into saga instances, with deadlines, so stalled
   orders become *stuck* and declined payments *compensate*.
 
-At the end it prints the saga states by count, the stuck instances, the dead letters, and the
+At the end it prints the saga states by count, the stuck instances (and, for one stuck because
+a service dead-lettered its event, that dead letter), who owes what, the dead letters, and the
 commands to look closer.
 """
 
@@ -30,15 +31,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from broker import Bus, Event, Policy, Retry
+from broker import Bus, Event, Policy, Retry, deadletter
 from broker.envelope import format_time
 from broker.observability import configure_logging
 from broker.urls import mask_url
 from choreo.console import out_console, run
 from choreo.demo_services import OrderStore, Services, order_payload
 from connectors.runtime import build_relay
+from saga_monitor import Definitions, Instance, parse_definitions
 from saga_monitor import open_saga_store as open_store
-from saga_monitor import parse_definitions
+from saga_monitor.board import build_board
+from saga_monitor.dead_letters import DeadLetterLinker
 from saga_monitor.monitor import SagaMonitor
 from schemas import RegistryClient, SchemaCodec
 
@@ -58,6 +61,8 @@ ORDER_SCHEMA = {
     "required": ["orderId", "customer", "amount", "items"],
 }
 SETTLED = ("completed", "compensated", "failed", "stuck")
+#: Stuck order ids listed before "…".
+SHOWN = 6
 
 
 def run_demo(*, broker: str | None, orders: int, workdir: str) -> None:
@@ -70,6 +75,10 @@ def run_demo(*, broker: str | None, orders: int, workdir: str) -> None:
     run(Demo(url, directory).run(orders))
 
 
+def _error_of(event: Event) -> str:
+    return (deadletter.info(event) or deadletter.NOT_DEAD).error
+
+
 class Demo:
     """The demo's moving parts, started and stopped together."""
 
@@ -80,10 +89,12 @@ class Demo:
         self.registry = RegistryClient.from_url(f"sqlite:///{directory}/registry.db")
         self.codec = SchemaCodec(self.registry, {"orders": "orders-value"})
         self.policy = Policy(retry=Retry(max_attempts=3, initial_delay=0.05, max_delay=0.2))
+        self._dlq = self.policy.dead_letter.topic_for("orders", "")
         self.store_url = f"sqlite:///{directory}/sagas.db"
         self.store = open_store(self.store_url)
         self.orders = OrderStore(str(directory / "orders.db"))
         self.started = format_time(datetime.now(UTC))
+        self.definitions: Definitions | None = None
 
     def bus(self, name: str) -> Bus:
         bus = Bus(self.url, source=name, policy=self.policy, codec=self.codec)
@@ -96,6 +107,7 @@ class Demo:
             resources.files("choreo").joinpath("demo_sagas.yaml").read_text(),
             file="demo_sagas.yaml",
         )
+        self.definitions = definitions
         relay = build_relay(
             f"sqlite:///{self.directory}/orders.db",
             self.url,
@@ -115,9 +127,10 @@ class Demo:
             await self._place_orders(count)
             dead = [  # only this run's: a real broker keeps earlier runs' dead letters
                 e
-                for e in await self.buses[0].dead_letters("orders.dlq", limit=100_000)
-                if str(e.extensions.get("dlqtime", "")) >= self.started
+                for e in await self.buses[0].dead_letters(self._dlq, limit=100_000)
+                if (deadletter.info(e) or deadletter.NOT_DEAD).time >= self.started
             ]
+            await self._link_dead_letters(definitions, bool(dead))
         finally:
             relay.stop()
             if relay_task is not None:
@@ -128,6 +141,15 @@ class Demo:
         self._summarise(count, dead)
         self.store.close()
         self.orders.close()
+
+    async def _link_dead_letters(self, definitions: Definitions, any_dead: bool) -> None:
+        """Record which stuck sagas a dead letter explains (waiting a little for the monitor
+        to judge the order behind a dead letter stuck)."""
+        linker = DeadLetterLinker(definitions, self.buses[0], self.store)
+        for _ in range(50):  # 10 s at most
+            if await linker.link() or not any_dead:
+                return
+            await asyncio.sleep(0.2)
 
     def _settled(self) -> int:
         counts = Counter(state for (_, state), n in self.store.counts().items() for _ in range(n))
@@ -154,6 +176,26 @@ class Demo:
                 await asyncio.sleep(0.2)
             progress.update(settled, completed=self._settled())
 
+    def _stuck(self, stuck: list[Instance]) -> None:
+        """The stuck orders (the first few, then "…"), the dead letters behind some, and
+        who owes what."""
+        waits = Counter(", ".join(i.expected) or "-" for i in stuck)
+        ids = [i.correlation_id for i in stuck[:SHOWN]] + (["…"] if len(stuck) > SHOWN else [])
+        out_console.print(
+            Text.assemble(
+                (f"{len(stuck)} stuck", "yellow"),
+                ": " + ", ".join(ids),
+                f" (waiting for {', '.join(waits)})",
+            )
+        )
+        causes = self.store.causes([(i.saga, i.correlation_id) for i in stuck])
+        for key in sorted(causes):
+            out_console.print(Text.assemble("  ", (str(causes[key]["text"]), "red")))
+        board, _ = build_board(self.store, self.definitions, datetime.now(UTC))
+        owing = [f"{r.service} ({r.stuck} stuck)" for r in board if r.stuck]
+        if owing:
+            out_console.print(Text("who owes what: " + ", ".join(owing)))
+
     def _summarise(self, count: int, dead: list[Event]) -> None:
         states: Counter[str] = Counter()
         for (_, state), n in self.store.counts().items():
@@ -163,21 +205,19 @@ class Demo:
         for state, n in states.most_common():
             table.add_row(state, str(n))
         out_console.print(table)
-        stuck = self.store.instances(state="stuck", limit=1000)
+        stuck = sorted(
+            self.store.instances(state="stuck", limit=1000), key=lambda i: i.correlation_id
+        )
         if stuck:
-            waits = Counter(", ".join(i.expected) or "-" for i in stuck)
-            out_console.print(
-                Text.assemble(
-                    (f"{len(stuck)} stuck", "yellow"),
-                    ": " + ", ".join(i.correlation_id for i in stuck[:6]),
-                    f" (waiting for {', '.join(waits)})",
-                )
-            )
+            self._stuck(stuck)
         out_console.print(
             Text.assemble(
                 (f"{len(dead)} dead letter(s)", "red"),
-                " in orders.dlq: ",
-                ", ".join(f"{e.id} ({e.extensions.get('dlqerror')})" for e in dead[:3]),
+                f" in {self._dlq}: ",
+                ", ".join(
+                    f"{e.id} ({(deadletter.info(e) or deadletter.NOT_DEAD).error})"
+                    for e in dead[:3]
+                ),
             )
         )
         out_console.print(f"orders table: {self.orders.statuses()}")
@@ -188,6 +228,8 @@ class Demo:
         for line in (
             f"choreo saga ls --state stuck{store}",
             f"choreo saga show {example}{store}",
+            f"choreo saga owes{store}",
+            f'choreo saga ack {example} --note "looking into it"{store}',
             f"choreo dlq ls orders{broker}",
             f"choreo schema ls --registry sqlite:///{self.directory}/registry.db",
             f"choreo saga serve{store}   # then open http://127.0.0.1:8000",

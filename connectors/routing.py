@@ -4,7 +4,8 @@
   ``aggregatetype``, ``aggregateid``, ``type``), or looked up in ``routes`` by aggregatetype;
 * CloudEvent ``id`` = row ``id``, ``type`` = row ``type``, ``partitionkey`` = ``aggregateid``
   (the Kafka message key), ``time`` = ``created_at``, ``source`` configurable;
-* ``headers`` (a JSON object) -> extensions, for names that are valid extension names;
+* ``headers`` (a JSON object) -> extensions, for names that are valid extension names; a
+  ``deliverat`` header (RFC 3339 with a zone) is the event's delivery time, in UTC;
 * ``correlationid`` from a header (``correlation_header``) or a payload field
   (``correlation_field``, a dotted path).
 
@@ -24,7 +25,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from broker import deadletter
-from broker.envelope import Event
+from broker.delay import DELIVER_AT
+from broker.envelope import Event, format_time
 from connectors.errors import OutboxConfigError, RoutingError
 
 __all__ = ["DEFAULT_DLQ_TOPIC", "DEFAULT_ROUTE", "OutboxRow", "Routed", "Router"]
@@ -191,6 +193,8 @@ class Router:
             key = name.lower()
             if _EXTENSION.match(key) and key not in _RESERVED and key not in _RESERVED_EXTENSIONS:
                 extensions[key] = _extension_value(value)
+        if DELIVER_AT in extensions:
+            extensions[DELIVER_AT] = _delivery_time(row, extensions[DELIVER_AT])
         correlation = None
         if self.correlation_header:
             correlation = headers.get(self.correlation_header)
@@ -214,6 +218,21 @@ def _headers(row: OutboxRow) -> Mapping[str, Any]:
     if not isinstance(raw, Mapping):
         raise RoutingError(f"headers of outbox row {row.id} are not a JSON object")
     return raw
+
+
+def _delivery_time(row: OutboxRow, value: object) -> str:
+    """A row's ``deliverat`` header as RFC 3339 in UTC; RoutingError when it is not a time
+    with a zone (the row is dead-lettered rather than delivered at the wrong time)."""
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        moment = None
+    if moment is None or moment.utcoffset() is None:
+        raise RoutingError(
+            f"the deliverat header of outbox row {row.id} is {value!r}, not an RFC 3339 time "
+            "with a zone (e.g. 2026-12-01T09:00:00Z)"
+        )
+    return format_time(moment.astimezone(UTC))
 
 
 def _extension_value(value: Any) -> str | int | bool:

@@ -9,6 +9,10 @@ transaction commits, and disappears with it on rollback. One function per callin
     await add_event_async(conn, ...)            # psycopg 3 AsyncConnection,
                                                 # SQLAlchemy AsyncConnection or AsyncSession
 
+``deliver_at=`` (an aware datetime) or ``delay=`` (seconds or a timedelta, from now) hold the
+event back: the row's headers carry ``deliverat`` and the relay publishes it with that delivery
+time (see ``docs/outbox.md``).
+
 ``delete_after=True`` deletes the row again in the same transaction: the table stays empty while
 the CDC relays (PostgreSQL, MySQL) still see the insert in the log. The SQLite relay polls the
 table, so it refuses that mode.
@@ -23,8 +27,12 @@ import dataclasses
 import json
 import uuid
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
+from broker.delay import DELIVER_AT
+from broker.delay import deliver_at as delivery_time
+from broker.errors import ConfigurationError
 from broker.tracing import current_traceparent
 from connectors.dburl import check_identifier
 from connectors.errors import OutboxConfigError
@@ -54,12 +62,20 @@ class OutboxRecord:
         payload: Any = None,
         headers: Mapping[str, Any] | None = None,
         id: str | uuid.UUID | None = None,
+        deliver_at: datetime | None = None,
+        delay: float | timedelta | None = None,
     ) -> OutboxRecord:
         if not aggregatetype or not type:
             raise OutboxConfigError("an outbox event needs a non-empty aggregatetype and type")
         traceparent = current_traceparent()
         if traceparent is not None and not (headers and "traceparent" in headers):
             headers = {**(headers or {}), "traceparent": traceparent}  # the writer's trace
+        if deliver_at is not None or delay is not None:
+            try:
+                due = delivery_time(delay, deliver_at)
+            except ConfigurationError as exc:
+                raise OutboxConfigError(str(exc)) from exc
+            headers = {**(headers or {}), DELIVER_AT: due}
         if payload is None or isinstance(payload, bytes | str):
             body: str | bytes | None = payload
         else:
@@ -132,6 +148,8 @@ def add_event(
     id: str | uuid.UUID | None = None,
     table: str = DEFAULT_TABLE,
     delete_after: bool = False,
+    deliver_at: datetime | None = None,
+    delay: float | timedelta | None = None,
 ) -> str:
     """Insert one outbox row in ``conn``'s current transaction; returns the event id."""
     record = OutboxRecord.build(
@@ -141,6 +159,8 @@ def add_event(
         payload=payload,
         headers=headers,
         id=id,
+        deliver_at=deliver_at,
+        delay=delay,
     )
     kind = _kind(conn)
     if kind == "sqlalchemy":
@@ -193,6 +213,8 @@ async def add_event_async(
     id: str | uuid.UUID | None = None,
     table: str = DEFAULT_TABLE,
     delete_after: bool = False,
+    deliver_at: datetime | None = None,
+    delay: float | timedelta | None = None,
 ) -> str:
     """:func:`add_event` for psycopg 3 ``AsyncConnection`` and SQLAlchemy async connections."""
     record = OutboxRecord.build(
@@ -202,6 +224,8 @@ async def add_event_async(
         payload=payload,
         headers=headers,
         id=id,
+        deliver_at=deliver_at,
+        delay=delay,
     )
     kind = _kind(conn)
     if kind == "sqlalchemy":

@@ -22,6 +22,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from devservers.common import ServerUnavailableError, free_port, wait_until_ready
 
@@ -78,12 +79,18 @@ class NatsServer:
     """A spawned nats-server that can be stopped, killed and restarted on one port and store."""
 
     def __init__(
-        self, *, sync_always: bool = False, jetstream: bool = True, port: int | None = None
+        self,
+        *,
+        sync_always: bool = False,
+        jetstream: bool = True,
+        port: int | None = None,
+        max_payload: int | None = None,
     ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.sync_always = sync_always
         self.jetstream = jetstream
+        self.max_payload = max_payload
         self.store = Path(tempfile.mkdtemp(prefix="choreo-nats-"))
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -102,10 +109,17 @@ class NatsServer:
         if not self.jetstream:
             return command
         command.append("-js")
-        if not self.sync_always:
+        if not self.sync_always and self.max_payload is None:
             return [*command, "-sd", str(self.store)]
-        config = self.store / "server.conf"  # -sd and a config's store_dir may not both be set
-        config.write_text(f'jetstream {{\n store_dir: "{self.store}"\n sync_interval: always\n}}\n')
+        # -sd and a config's store_dir may not both be set
+        lines = [f'jetstream {{\n store_dir: "{self.store}"']
+        if self.sync_always:
+            lines.append(" sync_interval: always")
+        lines.append("}")
+        if self.max_payload is not None:
+            lines.append(f"max_payload: {self.max_payload}")
+        config = self.store / "server.conf"
+        config.write_text("\n".join(lines) + "\n")
         return [*command, "-c", str(config)]
 
     def ready(self) -> bool:
@@ -151,7 +165,7 @@ class NatsServer:
 
 
 @contextlib.contextmanager
-def running_nats(**options: bool) -> Iterator[NatsServer | None]:
+def running_nats(**options: Any) -> Iterator[NatsServer | None]:
     """A started :class:`NatsServer` (``options`` as its constructor's), removed on exit; None
     when ``CHOREO_TEST_NATS_URL`` names a server to use instead."""
     if os.environ.get(ENV_URL):

@@ -14,6 +14,7 @@ terminal success, failure and compensated events, an overall deadline and the to
           - event: payment.authorized
             within: 30s
             compensation: payment.refunded
+            service: payment-service      # who owes it (else learned from the events' source)
         complete: [order.shipped]
         fail: [payment.failed]
         compensated: [order.cancelled]
@@ -168,17 +169,21 @@ def _compile_path(expression: str) -> Any:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Step:
-    """One step: the event that marks it done, its deadline and its compensating event."""
+    """One step: the event that marks it done, its deadline, its compensating event and the
+    service that owes it (``service``: when None, learned from the ``source`` of its events)."""
 
     event: str
     within: float | None = None
     compensation: str | None = None
+    service: str | None = None
 
     def __post_init__(self) -> None:
         if not self.event or not isinstance(self.event, str):
             raise _field_error("event", "a step needs a non-empty event type")
         within = parse_duration(self.within, field="within")
         object.__setattr__(self, "within", within)
+        if self.service is not None and (not isinstance(self.service, str) or not self.service):
+            raise _field_error("service", "a step's service must be a non-empty name")
 
 
 def _field_error(field: str, message: str) -> DefinitionError:
@@ -263,6 +268,17 @@ class SagaDefinition:
                 "complete",
                 f"{', '.join(sorted(clash))} cannot also be a start, fail or compensation event",
             )
+
+    def services(self) -> dict[str, str]:
+        """Event type -> owning service, as the steps name them (a step's compensation is
+        owed by the step's service)."""
+        owners: dict[str, str] = {}
+        for step in self.steps:
+            if step.service:
+                owners[step.event] = step.service
+                if step.compensation:
+                    owners[step.compensation] = step.service
+        return owners
 
     def event_types(self) -> frozenset[str]:
         """Every event type this saga reacts to."""
@@ -440,10 +456,11 @@ def _saga(node: _Node) -> SagaDefinition:
 def _step(node: _Node) -> Step:
     if isinstance(node.node, yaml.ScalarNode):
         return Step(node.string())
-    fields = node.mapping(("event", "within", "compensation"), required=("event",))
+    fields = node.mapping(("event", "within", "compensation", "service"), required=("event",))
     within = fields["within"].duration() if "within" in fields else None
     compensation = fields["compensation"].string() if "compensation" in fields else None
-    return Step(fields["event"].string(), within, compensation)
+    service = fields["service"].string() if "service" in fields else None
+    return Step(fields["event"].string(), within, compensation, service)
 
 
 def load_definitions(path: str | Path) -> Definitions:

@@ -27,6 +27,7 @@ saga that closed owing one gets ``compensation_missing`` when it does not come i
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -174,27 +175,36 @@ class SagaMachine:
     # -- judging ---------------------------------------------------------------------------
 
     def judge(
-        self, instance: Instance, watermark: datetime | None, new: Entry | None = None
+        self,
+        instance: Instance,
+        watermark: datetime | None,
+        new: Entry | Sequence[Entry] | None = None,
     ) -> Outcome:
         """Derive ``instance`` from its timeline and hand out the alerts the watermark allows.
 
-        Returns the alerts to publish now, the anomalies new since the last judgement and, when
-        ``new`` (the entry just received) is a step, how long it took.
+        ``new`` is the entry (or the entries, in the order they were received) appended to the
+        timeline since the last judgement: the monitor records a batch's events first and
+        judges each instance they touched once. Returns the alerts to publish now, the
+        anomalies new since the last judgement and how long each new step took.
         """
+        news = () if new is None else (new,) if isinstance(new, Entry) else tuple(new)
         before = {(a.kind, a.event_id, a.detail) for a in instance.anomalies}
         fold = instance.fold
-        if not (isinstance(fold, _Fold) and fold.m is self and fold.resume(new, watermark)):
+        if not (isinstance(fold, _Fold) and fold.m is self and fold.resume(news, watermark)):
             fold = instance.fold = _Fold(self, instance)
             fold.run(watermark)
         outcome = Outcome(changed=True)
-        outcome.anomalies = [
-            a for a in instance.anomalies if (a.kind, a.event_id, a.detail) not in before
-        ]
-        if new is not None and new.waited is not None:
-            outcome.step_seconds.append((self.name, new.event.type, new.waited))
+        if instance.anomalies:
+            outcome.anomalies = [
+                a for a in instance.anomalies if (a.kind, a.event_id, a.detail) not in before
+            ]
+        for entry in news:
+            if entry.waited is not None:
+                outcome.step_seconds.append((self.name, entry.event.type, entry.waited))
         outcome.alerts = self._release(instance, fold, watermark)
         instance.judged = watermark
-        waiting = [at for at, alert in fold.alerts if alert.event_id not in instance.alerted]
+        alerted = instance.alerted
+        waiting = [at for at, alert in fold.alerts if not alerted or alert.event_id not in alerted]
         due = instance.due
         if due is not None and (watermark is None or due > watermark):
             waiting.append(due)
@@ -205,8 +215,10 @@ class SagaMachine:
         """The derived alerts whose time the watermark has passed and that were not sent yet,
         plus a ``saga.resolved`` for each stuck alert whose stall is over."""
         out: list[Alert] = []
+        if watermark is None and not instance.open_alerts:
+            return out  # nothing can be released before the monitor knows a watermark
         sent = set(instance.alerted)
-        for at, alert in sorted(fold.alerts, key=lambda item: item[0]):
+        for at, alert in sorted(fold.alerts, key=_alert_time) if watermark else ():
             alert_id = alert.event_id
             if alert_id in sent or watermark is None or at > watermark:
                 continue
@@ -233,6 +245,10 @@ class SagaMachine:
             "expected_next": opened.get("expected_next"),
         }
         return Alert("saga.resolved", self.name, instance.correlation_id, data)
+
+
+def _alert_time(item: tuple[datetime, Alert]) -> datetime:
+    return item[0]
 
 
 def _resolvable(alert: Alert) -> dict[str, Any]:
@@ -265,9 +281,13 @@ class _Fold:
         #: whose clocks were reported, the watermark and ``updated`` before the watermark.
         self.entries: list[Entry] = []
         self.start: Entry | None = None
-        self.by_id: dict[str, Entry] = {}
-        self.cited: set[str] = set()
-        self.skewed: set[str] = set()
+        #: Entries by id, built when first needed (most events cite no cause) from ``_known``,
+        #: the entries in the order they were recorded (the last of an id wins).
+        self._by_id: dict[str, Entry] | None = None
+        self._known: list[Entry] = []
+        #: None rather than empty sets, which cost 216 bytes each per instance in memory.
+        self.cited: set[str] | None = None
+        self.skewed: set[str] | None = None
         self.watermark: datetime | None = None
         self.updated: datetime | None = None
 
@@ -282,56 +302,66 @@ class _Fold:
         start = next(e for e in entries if e.role == "start" and not e.duplicate)
         for entry in entries:  # roles follow the definition, which may have changed since
             entry.role = "start" if entry is start else self.m.role(entry.event.type)
-            entry.flags, entry.encoded, entry.waited = [], None, None
+            entry.flags, entry.encoded, entry.waited = (), None, None
         # Traffic of no saga from before this instance existed is none of its business; it is
         # set aside (its cause may still arrive and show it happened later).
         i.foreign = [e for e in entries if e.role == "unknown" and e.at < start.at]
         self.entries = [e for e in entries if not (e.role == "unknown" and e.at < start.at)]
         self.start = start
-        self.by_id = {e.event.id: e for e in everything if not e.duplicate}
-        self.cited = {e.event.causation for e in everything if e.event.causation}
+        self._by_id, self._known = None, everything
+        self.cited = {e.event.causation for e in everything if e.event.causation} or None
         self._reset(start)
         for entry in self.entries:
             self._step(entry, behind.get(id(entry)))
         self.updated = i.updated
         self._judge(watermark)
 
-    def resume(self, new: Entry | None, watermark: datetime | None) -> bool:
-        """Carry on from the last pass with ``new`` (an entry appended to the timeline since)
-        and a later watermark, when that gives what a whole new pass would; False otherwise.
+    def resume(self, news: Sequence[Entry], watermark: datetime | None) -> bool:
+        """Carry on from the last pass with ``news`` (entries appended to the timeline since,
+        in order) and a later watermark, when that gives what a whole new pass would; False
+        otherwise (after which the caller makes a whole new pass, which resets everything).
 
-        That is the common case, an event that happened after everything known and after the
-        last watermark: replaying everything before it again would reach the same point.
+        That is the common case, events that happened after everything known and after the
+        last watermark: replaying everything before them again would reach the same point.
         """
         i = self.i
         if self.watermark is not None and (watermark is None or watermark < self.watermark):
             return False
-        if new is None:
-            known = len(self.entries) + len(i.foreign)
-            if known != len(i.timeline) + len(i.foreign):
+        if len(self.entries) + len(news) != len(i.timeline) or self.start is None:
+            return False
+        if news and any(a is not b for a, b in zip(i.timeline[-len(news) :], news, strict=True)):
+            return False
+        for new in news:
+            if not self._carry_on(new):
                 return False
-        else:
-            if i.timeline[-1] is not new or len(self.entries) + 1 != len(i.timeline):
-                return False
-            if new.event.id in self.cited or (self.start is None):
-                return False  # it causes an event already known: their order may change
-            behind = self._cause_of(new)
-            last = self.entries[-1]
-            if self.m.fold_order(new) < self.m.fold_order(last):
-                return False
-            if self.watermark is not None and new.at <= self.watermark:
-                return False
-            new.role = self.m.role(new.event.type)
-            new.flags, new.encoded, new.waited = [], None, None
-            i.updated, i.stuck_since = self.updated or i.updated, None
-            self.entries.append(new)
-            if not new.duplicate:
-                self.by_id[new.event.id] = new
-            if new.event.causation:
-                self.cited.add(new.event.causation)
-            self._step(new, behind)
-            self.updated = i.updated
         self._judge(watermark)
+        return True
+
+    def _carry_on(self, new: Entry) -> bool:
+        """Apply ``new`` after everything applied so far, if its place is last; else False."""
+        i = self.i
+        if self.cited and new.event.id in self.cited:
+            return False  # it causes an event already known: their order may change
+        behind = self._cause_of(new)
+        last = self.entries[-1]
+        if self.m.fold_order(new) < self.m.fold_order(last):
+            return False
+        if self.watermark is not None and new.at <= self.watermark:
+            return False
+        new.role = self.m.role(new.event.type)
+        new.flags, new.encoded, new.waited = (), None, None
+        i.updated, i.stuck_since = self.updated or i.updated, None
+        self.entries.append(new)
+        if self._by_id is None:
+            self._known.append(new)
+        elif not new.duplicate:
+            self._by_id[new.event.id] = new
+        if new.event.causation:
+            if self.cited is None:
+                self.cited = set()
+            self.cited.add(new.event.causation)
+        self._step(new, behind)
+        self.updated = i.updated
         return True
 
     def _step(self, entry: Entry, behind: tuple[Entry, float] | None) -> None:
@@ -344,7 +374,7 @@ class _Fold:
         if entry is not self.start:
             self._advance(entry.at)
             self._apply(entry, self.start)
-        self._note_skew(entry, behind, self.skewed)
+        self._note_skew(entry, behind)
 
     def _judge(self, watermark: datetime | None) -> None:
         """Let event time run to the watermark: a deadline it passed is a stall, still open."""
@@ -362,8 +392,13 @@ class _Fold:
 
     def _cause_of(self, entry: Entry) -> tuple[Entry, float] | None:
         """Set ``entry.at`` from its cause's (see :meth:`_causal_times`), for one new entry."""
-        direct = self.by_id.get(entry.event.causation or "")
         entry.at = entry.event.time
+        if not entry.event.causation:
+            return None
+        if self._by_id is None:
+            self._by_id = {e.event.id: e for e in self._known if not e.duplicate}
+            self._known = []
+        direct = self._by_id.get(entry.event.causation)
         if direct is None:
             return None
         entry.at = max(entry.event.time, direct.at + _TICK)
@@ -599,15 +634,15 @@ class _Fold:
 
     # -- anomalies and alerts --------------------------------------------------------------
 
-    def _note_skew(
-        self, entry: Entry, behind: tuple[Entry, float] | None, skewed: set[str]
-    ) -> None:
+    def _note_skew(self, entry: Entry, behind: tuple[Entry, float] | None) -> None:
         """Report a source whose clock disagrees, once per source: it stamped an event in the
         future (corrected on arrival), or before the event that caused it."""
         obs = entry.event
-        if obs.source in skewed or not (obs.skew or behind):
+        if not (obs.skew or behind) or (self.skewed and obs.source in self.skewed):
             return
-        skewed.add(obs.source)
+        if self.skewed is None:
+            self.skewed = set()
+        self.skewed.add(obs.source)
         if behind is not None:
             cause, gap = behind
             detail = (
@@ -624,7 +659,7 @@ class _Fold:
     def _flag(self, entry: Entry, kind: str, detail: str, *, at: datetime | None = None) -> Alert:
         obs = entry.event
         if kind not in entry.flags:
-            entry.flags.append(kind)
+            entry.flags = (*entry.flags, kind)
             entry.encoded = None
         anomaly = Anomaly(kind, obs.type, obs.id, obs.source, entry.at, detail)
         self.i.anomalies.append(anomaly)

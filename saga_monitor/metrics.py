@@ -1,18 +1,25 @@
 """Prometheus metrics of the saga monitor (``choreo_saga_*``), in the default registry.
 
-* ``choreo_saga_instances{saga,state}`` - instances per state (from the store, each tick);
-* ``choreo_saga_step_seconds{saga,step}`` - time from the previous step (or start) to a step;
+* ``choreo_saga_instances{saga,state}`` - instances per state (from the store, every 5 s);
+* ``choreo_saga_oldest_stuck_seconds{saga}`` - how long the oldest stuck instance of each saga
+  has been stuck (wall clock minus the deadline it missed; 0 when none is stuck; every 5 s);
+* ``choreo_saga_step_seconds{saga,step}`` - histogram of the event time from the previous step
+  (or the start) to a step;
 * ``choreo_saga_stuck_total{saga}`` - instances that became stuck;
 * ``choreo_saga_anomalies_total{saga,kind}`` - anomalies by kind;
 * ``choreo_saga_events_total{outcome}`` - events applied, ignored or uncorrelated;
-* ``choreo_saga_alerts_total{type}`` - alerts published;
+* ``choreo_saga_alerts_total{type}`` - alerts published, by type (``saga.stuck``, ...);
 * ``choreo_saga_monitor_lag_seconds`` - how far the monitor's watermark trails the wall clock
-  (beyond the allowed delivery delay): while it is above zero, verdicts wait.
+  (beyond the allowed delivery delay): while it is above zero, verdicts wait;
+* ``choreo_saga_batch_events`` and ``choreo_saga_batch_seconds`` - histograms of the events in
+  each batch the monitor applied and the time its application and commit took.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -22,18 +29,30 @@ from saga_monitor.model import STATES
 __all__ = [
     "ALERTS",
     "ANOMALIES",
+    "BATCH_EVENTS",
+    "BATCH_SECONDS",
     "EVENTS",
     "INSTANCES",
     "LAG",
+    "OLDEST_STUCK",
     "STEP_SECONDS",
     "STUCK",
+    "count_events",
+    "observe_batch",
     "record",
     "set_counts",
+    "set_oldest_stuck",
 ]
 
 _STEP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 7200, 21600, 86400)
+_BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
 
 INSTANCES = Gauge("choreo_saga_instances", "Saga instances by saga and state", ["saga", "state"])
+OLDEST_STUCK = Gauge(
+    "choreo_saga_oldest_stuck_seconds",
+    "How long the oldest stuck instance of a saga has been stuck (0: none is)",
+    ["saga"],
+)
 STEP_SECONDS = Histogram(
     "choreo_saga_step_seconds",
     "Time from the previous step (or the start) to a step",
@@ -48,12 +67,26 @@ LAG = Gauge(
     "choreo_saga_monitor_lag_seconds",
     "How far the saga monitor's watermark trails the wall clock; verdicts wait meanwhile",
 )
+BATCH_EVENTS = Histogram(
+    "choreo_saga_batch_events", "Events per batch the saga monitor applied", buckets=_BATCH_BUCKETS
+)
+BATCH_SECONDS = Histogram(
+    "choreo_saga_batch_seconds", "Time to apply and commit one batch of events"
+)
+#: The step histogram's children by (saga, step): ``labels`` costs more than ``observe``.
+_steps: dict[tuple[str, str], Any] = {}
+_APPLIED, _IGNORED, _UNCORRELATED = (
+    EVENTS.labels(outcome) for outcome in ("applied", "ignored", "uncorrelated")
+)
 
 
 def record(outcome: Outcome) -> None:
     """Count what one application or tick produced."""
     for saga, step, seconds in outcome.step_seconds:
-        STEP_SECONDS.labels(saga, step).observe(seconds)
+        child = _steps.get((saga, step))
+        if child is None:
+            child = _steps[(saga, step)] = STEP_SECONDS.labels(saga, step)
+        child.observe(seconds)
     for alert in outcome.alerts:
         if alert.type == "saga.stuck":
             STUCK.labels(alert.saga).inc()
@@ -61,8 +94,39 @@ def record(outcome: Outcome) -> None:
             ANOMALIES.labels(alert.saga, alert.data["anomaly"]["kind"]).inc()
 
 
+def count_events(outcomes: Iterable[Outcome], uncorrelated: int = 0) -> None:
+    """Count the events of one batch (applied or ignored) and what they produced."""
+    changed = unchanged = 0
+    for outcome in outcomes:
+        if outcome.changed:
+            changed += 1
+        else:
+            unchanged += 1
+        if outcome.step_seconds or outcome.alerts:
+            record(outcome)
+    if changed:
+        _APPLIED.inc(changed)
+    if unchanged:
+        _IGNORED.inc(unchanged)
+    if uncorrelated:
+        _UNCORRELATED.inc(uncorrelated)
+
+
+def observe_batch(events: int, seconds: float) -> None:
+    """Note one batch applied and committed."""
+    BATCH_EVENTS.observe(events)
+    BATCH_SECONDS.observe(seconds)
+
+
 def set_counts(sagas: Iterable[str], counts: Mapping[tuple[str, str], int]) -> None:
     """Set the instance gauge for every (saga, state), zero where there is none."""
     for saga in sagas:
         for state in STATES:
             INSTANCES.labels(saga, state).set(counts.get((saga, state), 0))
+
+
+def set_oldest_stuck(sagas: Iterable[str], since: Mapping[str, datetime], now: datetime) -> None:
+    """Set the oldest-stuck gauge of every saga from when its oldest stuck instance got stuck."""
+    for saga in sagas:
+        moment = since.get(saga)
+        OLDEST_STUCK.labels(saga).set(max(0.0, (now - moment).total_seconds()) if moment else 0.0)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from broker.envelope import Event, format_time, parse_time
+from broker.jsontext import dumps_text
 
 __all__ = [
     "ACTIVE",
@@ -74,6 +76,14 @@ def trace_id(traceparent: str | None) -> str | None:
     return found if valid else None
 
 
+def _dumps(document: dict[str, Any]) -> str:
+    """Compact JSON text of a document (msgspec; the standard library for what it refuses)."""
+    try:
+        return dumps_text(document)
+    except (TypeError, ValueError, OverflowError):
+        return json.dumps(document, default=str, separators=(",", ":"))
+
+
 def _parse(value: str | None) -> datetime | None:
     return parse_time(value) if value else None
 
@@ -114,9 +124,9 @@ class Observation:
         """The observation of ``event`` received at ``now``; an event without ``time`` is
         stamped with ``now``, and ``skew`` seconds correct its source's clock."""
         moment = event.time or now
-        return cls(
-            type=event.type,
-            source=event.source,
+        return cls(  # types and sources repeat: one copy of each in memory
+            type=sys.intern(event.type),
+            source=sys.intern(event.source),
             id=event.id,
             time=moment + timedelta(seconds=skew) if skew else moment,
             topic=topic,
@@ -182,7 +192,7 @@ class Entry:
 
     event: Observation
     role: str
-    flags: list[str] = dataclasses.field(default_factory=list)
+    flags: tuple[str, ...] = ()
     #: A second copy of an event already in the timeline: shown, flagged, never applied.
     duplicate: bool = False
     #: The entry's JSON, cached until the entry's flags change.
@@ -199,7 +209,7 @@ class Entry:
 
     def to_json(self) -> str:
         if self.encoded is None:
-            self.encoded = json.dumps(self.to_dict(), default=str, separators=(",", ":"))
+            self.encoded = _dumps(self.to_dict())
         return self.encoded
 
     def to_dict(self) -> dict[str, Any]:
@@ -236,7 +246,7 @@ class Entry:
             raw.get("delivery"),
             raw.get("trace"),
         )
-        return cls(obs, raw["role"], list(raw.get("flags", ())), bool(raw.get("duplicate")))
+        return cls(obs, raw["role"], tuple(raw.get("flags", ())), bool(raw.get("duplicate")))
 
 
 @dataclasses.dataclass(slots=True)
@@ -372,7 +382,7 @@ class Instance:
         """``to_dict`` as JSON text, reusing each timeline entry's JSON (the stores' document)."""
         timeline, self.timeline = self.timeline, []
         try:
-            head = json.dumps(self.to_dict(), default=str, separators=(",", ":"))
+            head = _dumps(self.to_dict())
         finally:
             self.timeline = timeline
         entries = ",".join(entry.to_json() for entry in timeline)
@@ -415,11 +425,18 @@ class Alert:
     saga: str
     correlation_id: str
     data: dict[str, Any]
+    #: The id, worked out once (an alert is judged again on every event of its instance).
+    _id: str | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def event_id(self) -> str:
         """A CloudEvent id derived from what the alert says: a re-sent alert keeps its id, and
         so does the same verdict reached by another monitor or after a restart."""
+        if self._id is None:
+            self._id = self._derive_id()
+        return self._id
+
+    def _derive_id(self) -> str:
         data = self.data
         facts = [
             self.type,

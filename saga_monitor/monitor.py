@@ -6,9 +6,12 @@ It never orchestrates and never writes to the services' topics: it reads as its 
 ``saga.completed``, ``saga.anomaly``; the data carries saga, correlation id, state, what is
 expected next and by when).
 
-Events are applied in batches, each in one store transaction together with the alerts it
-raises (an outbox); alerts are published after the commit and deleted once the broker accepted
-them, and a delivery is acknowledged only after its batch committed. Every ``tick_interval``
+The monitor reads its topics through one batch subscription (:meth:`broker.Bus.subscribe_batch`,
+up to ``batch_size`` events a call): each batch is applied in memory and written in ONE store
+transaction together with the alerts it raises (an outbox); the broker messages are acknowledged
+only after that commit (a crash before it means redelivery, and the redelivered messages are
+recognised by their broker positions). Alerts are published after the commit and deleted once
+the broker accepted them. Every ``tick_interval``
 seconds (by ``clock``) the monitor advances its watermark (:mod:`saga_monitor.watermark`) and
 judges the instances whose deadlines it passed, so an instance gets stuck without any further
 event, a deadline that passed while the monitor was down is reported once it has caught up, and
@@ -26,35 +29,43 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from broker import Bus, DeadLetter, Event, Policy, Retry, Subscriber
-from broker.context import current_delivery
+from broker.clock import SYSTEM_CLOCK, Clock
+from broker.context import current_deliveries
 from broker.observability import get_logger
 from saga_monitor import metrics
 from saga_monitor.correlator import Correlator, Received
 from saga_monitor.definitions import Definitions
 from saga_monitor.errors import SagaError
 from saga_monitor.machine import Outcome
-from saga_monitor.model import utcnow
+from saga_monitor.model import Alert
 from saga_monitor.store import SagaStore
 from saga_monitor.watermark import SourceClocks, Watermark
 
-__all__ = ["MONITOR_POLICY", "SagaMonitor", "summarise"]
+__all__ = ["BATCH_SIZE", "MONITOR_POLICY", "SagaMonitor", "summarise"]
 
-#: Retry store hiccups patiently; never dead-letter into the services' DLQ topics. Sixteen
-#: lanes (by partition key, so one key stays in order) feed the group commit.
+#: Retry store hiccups patiently (a failed batch is retried whole); never dead-letter into the
+#: services' DLQ topics. One batch at a time: the batch is the unit of commit.
 MONITOR_POLICY = Policy(
     retry=Retry(max_attempts=8, initial_delay=0.05, max_delay=5.0),
     dead_letter=DeadLetter(enabled=False),
     on_expired="drop",
     on_undecodable="wrap",
-    concurrency=16,
+    concurrency=1,
 )
+#: Events per batch (one store transaction each), and how long a batch waits to fill up.
+BATCH_SIZE = 500
+BATCH_WAIT = 0.01
 
-Clock = Callable[[], datetime]
+#: What the monitor's ``clock`` may be: a :class:`broker.clock.Clock` (its deadlines and its
+#: timer then follow it, e.g. a :class:`broker.testing.VirtualClock`), or a function returning
+#: the current time (the timer then sleeps on the system clock).
+MonitorClock = Clock | Callable[[], datetime]
 
 
 class SagaMonitor:
@@ -68,22 +79,35 @@ class SagaMonitor:
         *,
         alerts_topic: str | None = "saga.alerts",
         group: str = "choreo-saga-monitor",
-        clock: Clock = utcnow,
+        clock: MonitorClock | None = None,
         tick_interval: float = 1.0,
         retention: float | None = 7 * 86400.0,
         from_beginning: bool = False,
         topics: tuple[str, ...] | None = None,
         max_delay: float = 2.0,
         skew_tolerance: float = 1.0,
+        batch_size: int = BATCH_SIZE,
+        batch_wait: float | None = None,
+        retain_acknowledged: float | None = None,
+        retain_stuck: float | None = None,
     ) -> None:
         self.definitions = definitions
         self.bus = bus
         self.store = store
         self.alerts_topic = alerts_topic
         self.group = group
-        self.clock = clock
+        timer = clock if isinstance(clock, Clock) else bus.clock
+        #: The monitor's "now": event arrival, the watermark, deadlines, pruning.
+        self.clock: Callable[[], datetime] = (
+            clock.now if isinstance(clock, Clock) else clock or bus.clock.now
+        )
+        self._sleep = timer.sleep
         self.tick_interval = tick_interval
         self.retention = retention
+        #: How long acknowledged instances (after their last ack) and stuck ones (after they
+        #: got stuck) are kept; None keeps them until they finish.
+        self.retain_acknowledged = retain_acknowledged
+        self.retain_stuck = retain_stuck
         self.from_beginning = from_beginning
         self.topics = topics if topics is not None else definitions.all_topics
         if not self.topics:
@@ -105,12 +129,21 @@ class SagaMonitor:
         self.alerts_published = 0
         self._subscribers: list[Subscriber] = []
         self._timer: asyncio.Task[None] | None = None
+        #: Set by :meth:`stop`: the timer ends even when a broker call swallowed its cancellation.
         self._stopping = False
         self._flush_lock = asyncio.Lock()
         self._log = get_logger("choreo.saga", group=group)
         self._last_prune: datetime | None = None
         self._last_counts: datetime | None = None
-        self._batcher = _GroupCommit(self)
+        #: Events per batch (one store transaction each), and how long (real seconds) a
+        #: batch waits to fill up once it has one: BATCH_WAIT on the system clock, none on
+        #: another (a test's virtual clock: a batch is then what is there when it is taken).
+        self.batch_size = batch_size
+        if batch_wait is None:
+            batch_wait = BATCH_WAIT if timer is SYSTEM_CLOCK else 0.0
+        self.batch_wait = batch_wait
+        #: When the batch being applied was received (None between batches).
+        self._applying: datetime | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -122,26 +155,23 @@ class SagaMonitor:
         # its own, the group's verdicts wait for it.
         self.store.record_monitor(self.member, None, float("inf"), self.clock())
         await self.flush_alerts()
-        subscribing = [
-            self.bus.subscribe(
-                topic,
-                self._handler_for(topic),
+        try:  # one subscription over every topic: a Kafka group rebalances once
+            subscriber = await self.bus.subscribe_batch(
+                self.topics,
+                self._apply_batch,
                 group=self.group,
                 policy=MONITOR_POLICY,
                 from_beginning=self.from_beginning,
+                max_batch=self.batch_size,
+                max_wait=self.batch_wait,
             )
-            for topic in self.topics
-        ]  # together: a Kafka group then rebalances once, not once per topic
-        results = await asyncio.gather(*subscribing, return_exceptions=True)
-        self._subscribers.extend(r for r in results if isinstance(r, Subscriber))
-        failure = next((r for r in results if isinstance(r, BaseException)), None)
-        if failure is not None:
+        except BaseException:
             await self.stop()
-            raise failure
+            raise
+        self._subscribers.append(subscriber)
         self.watermark = Watermark(
             self._subscribers, max_delay=self.max_delay, floor=self.watermark.value
         )
-        self._batcher.start()
         self._stopping = False
         self._timer = asyncio.create_task(self._tick_forever(), name="choreo:saga-timer")
         self._log.info("saga monitor started", topics=list(self.topics))
@@ -149,17 +179,14 @@ class SagaMonitor:
 
     async def stop(self) -> None:
         """Stop the timer and the subscriptions; events in flight are redelivered later."""
+        self._stopping = True
         if self._timer is not None:
-            # The flag ends the loop even if a client library swallows the cancellation
-            # (nats-py's flush does, when it lands there mid-publish).
-            self._stopping = True
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
             self._timer = None
         subscribers, self._subscribers = self._subscribers, []
         await asyncio.gather(*(s.stop() for s in subscribers), return_exceptions=True)
-        await self._batcher.stop()
 
     async def run(self) -> None:
         """Start, then run until cancelled; stops cleanly."""
@@ -177,17 +204,19 @@ class SagaMonitor:
 
     # -- events ----------------------------------------------------------------------------
 
-    def _handler_for(self, topic: str) -> Callable[[Event], Awaitable[None]]:
-        async def handle(event: Event) -> None:
-            delivery = current_delivery()
-            if delivery is None:
-                await self._batcher.submit(Received(event, topic))
-                return
-            position = delivery.position
-            redelivered = delivery.redelivered > 0
-            await self._batcher.submit(Received(event, topic, position, redelivered))
-
-        return handle
+    async def _apply_batch(self, events: list[Event]) -> None:
+        """The batch handler: apply ``events`` in one transaction; the subscription acks them
+        once this returns (after the commit), and retries the batch when it raises."""
+        deliveries = current_deliveries()
+        items = [
+            Received(event, delivery.topic, delivery.position, delivery.redelivered > 0)
+            for event, delivery in zip(events, deliveries, strict=True)
+        ]
+        self._applying = self.clock()
+        try:
+            await self.apply_many(items)
+        finally:
+            self._applying = None
 
     async def apply(self, event: Event, *, topic: str | None = None) -> Outcome:
         """Apply one event now (what the subscriptions do for each delivery)."""
@@ -199,15 +228,13 @@ class SagaMonitor:
         now = self.clock()
         corrected = [self._corrected(item, now) for item in items]
         before = self.correlator.uncorrelated
+        started = time.perf_counter()
         outcomes = self.correlator.apply_many(
             self.store, corrected, now=now, watermark=self.verdicts_at
         )
+        metrics.observe_batch(len(items), time.perf_counter() - started)
         self.applied += len(items)
-        if self.correlator.uncorrelated != before:
-            metrics.EVENTS.labels("uncorrelated").inc(self.correlator.uncorrelated - before)
-        for outcome in outcomes:
-            metrics.EVENTS.labels("applied" if outcome.changed else "ignored").inc()
-            metrics.record(outcome)
+        metrics.count_events(outcomes, self.correlator.uncorrelated - before)
         if any(outcome.alerts for outcome in outcomes):
             await self._flush_quietly()
         return outcomes
@@ -218,6 +245,8 @@ class SagaMonitor:
         if event.time is None:
             return item
         skew = self.clocks.correction(event.source, event.time, now)
+        if skew == item.skew:
+            return item
         return Received(item.event, item.topic, item.delivery, item.redelivered, skew)
 
     async def _flush_quietly(self) -> None:
@@ -233,7 +262,7 @@ class SagaMonitor:
         """Advance the watermark at ``now`` (default: the clock), judge the instances whose
         deadlines it passed, and alert."""
         now = now or self.clock()
-        oldest = self._batcher.oldest(now)
+        oldest = min(self._applying or now, now)
         own = await self.watermark.refresh(now, oldest)
         self.store.record_monitor(self.member, own, self.watermark.lag, now)
         watermark = self._group_watermark(now)
@@ -250,6 +279,7 @@ class SagaMonitor:
         if self._last_counts is None or now - self._last_counts >= timedelta(seconds=5):
             self._last_counts = now  # a GROUP BY over every instance: not on every tick
             metrics.set_counts(self.correlator.machines, self.store.counts())
+            metrics.set_oldest_stuck(self.correlator.machines, self.store.oldest_stuck(), now)
         self._maybe_prune(now)
         return outcome
 
@@ -280,13 +310,17 @@ class SagaMonitor:
         if self._last_prune is not None and now - self._last_prune < timedelta(minutes=1):
             return
         self._last_prune = now
-        pruned = self.store.prune(now - timedelta(seconds=self.retention))
+        pruned = self.store.prune(
+            now - timedelta(seconds=self.retention),
+            acknowledged_before=_before(now, self.retain_acknowledged),
+            stuck_before=_before(now, self.retain_stuck),
+        )
         if pruned:
             self._log.info("pruned finished saga instances", count=pruned)
 
     async def _tick_forever(self) -> None:
-        while not self._stopping:
-            await asyncio.sleep(self.tick_interval)
+        while not self._stopping:  # a cancellation lost inside check() ends it too
+            await self._sleep(self.tick_interval)
             try:
                 await self.check()
             except Exception as exc:  # keep ticking; the store may come back
@@ -295,94 +329,54 @@ class SagaMonitor:
     # -- alerts ----------------------------------------------------------------------------
 
     async def flush_alerts(self) -> int:
-        """Publish the alerts waiting in the store's outbox; returns how many were sent."""
+        """Publish the alerts waiting in the store's outbox, in order, up to 500 per
+        ``publish_many`` call, and delete those the broker accepted in one transaction;
+        returns how many were sent. A refused alert raises; it and the ones after it wait
+        for the next flush."""
         sent = 0
-        async with self._flush_lock:
-            while pending := self.store.pending_alerts():
-                for seq, alert in pending:
-                    if self.alerts_topic:
-                        event = Event(
-                            type=alert.type,
-                            source=f"/choreo/saga-monitor/{self.group}",
-                            id=alert.event_id,
-                            data=alert.data,
-                            subject=alert.saga,
-                        )
-                        await self.bus.publish(
-                            self.alerts_topic,
-                            event,
-                            correlation_id=alert.correlation_id,
-                            key=alert.correlation_id,
-                        )
-                        metrics.ALERTS.labels(alert.type).inc()
-                    self.store.delete_alerts([seq])
-                    sent += 1
-        self.alerts_published += sent
+        try:
+            async with self._flush_lock:
+                while pending := self.store.pending_alerts():
+                    accepted, failure = await self._publish_alerts([a for _, a in pending])
+                    self.store.delete_alerts([seq for seq, _ in pending[:accepted]])
+                    sent += accepted
+                    if failure is not None:
+                        raise failure
+        finally:
+            self.alerts_published += sent
         return sent
 
+    async def _publish_alerts(self, alerts: list[Alert]) -> tuple[int, Exception | None]:
+        """Publish ``alerts`` to the alerts topic (if any): how many leading ones the broker
+        accepted, and the error that stopped the others (None when all went)."""
+        if not self.alerts_topic:
+            return len(alerts), None
+        source = f"/choreo/saga-monitor/{self.group}"
+        events = [
+            Event(
+                type=alert.type,
+                source=source,
+                id=alert.event_id,
+                data=alert.data,
+                subject=alert.saga,
+                time=self.clock(),
+                extensions={
+                    "correlationid": alert.correlation_id,
+                    "partitionkey": alert.correlation_id,
+                },
+            )
+            for alert in alerts
+        ]
+        result = await self.bus.publish_many(self.alerts_topic, events)
+        for index, outcome in enumerate(result):
+            if outcome.error is not None:  # the rest keep their order behind it
+                return index, outcome.error
+            metrics.ALERTS.labels(alerts[index].type).inc()
+        return len(alerts), None
 
-class _GroupCommit:
-    """Collects the events handlers submit and applies them together, one commit per batch.
 
-    Each handler waits for its batch's commit, so its delivery is acked only after its event
-    is durably applied (a crash before the commit means redelivery, as without batching).
-    """
-
-    def __init__(self, monitor: SagaMonitor, max_batch: int = 256) -> None:
-        self._monitor = monitor
-        self._max = max_batch
-        self._queue: list[tuple[Received, asyncio.Future[Outcome], datetime]] = []
-        self._applying: list[datetime] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="choreo:saga-commit")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        for _, future, _ in self._queue:
-            future.cancel()
-        self._queue.clear()
-
-    def oldest(self, now: datetime) -> datetime:
-        """When the oldest event not applied yet was received (``now`` when there is none)."""
-        times = [received for _, _, received in self._queue[:1]] + self._applying[:1]
-        return min(times, default=now)
-
-    async def submit(self, item: Received) -> Outcome:
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queue.append((item, future, self._monitor.clock()))
-        self._wake.set()
-        return await future
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            await asyncio.sleep(0)  # let the other lanes add theirs
-            batch, self._queue = self._queue[: self._max], self._queue[self._max :]
-            if not self._queue:
-                self._wake.clear()
-            batch = [entry for entry in batch if not entry[1].done()]
-            if not batch:
-                continue
-            self._applying = [batch[0][2]]
-            try:
-                outcomes = await self._monitor.apply_many([item for item, _, _ in batch])
-            except Exception as exc:  # every handler of the batch fails and is retried
-                for _, future, _ in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            finally:
-                self._applying = []
-            for (_, future, _), outcome in zip(batch, outcomes, strict=True):
-                if not future.done():
-                    future.set_result(outcome)
+def _before(now: datetime, seconds: float | None) -> datetime | None:
+    return now - timedelta(seconds=seconds) if seconds is not None else None
 
 
 def summarise(store: SagaStore, saga: str | None = None) -> dict[str, int]:

@@ -7,6 +7,7 @@ as a string a console could read as markup: a correlation id ``a[/]b`` is shown 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.panel import Panel
@@ -16,7 +17,11 @@ from rich.text import Text
 from saga_monitor.definitions import format_duration
 from saga_monitor.model import Instance
 
-__all__ = ["STATE_STYLES", "instance_table", "relative", "timeline"]
+if TYPE_CHECKING:
+    from saga_monitor.board import ServiceRow
+    from saga_monitor.queries import Note
+
+__all__ = ["STATE_STYLES", "board_table", "instance_table", "notes_text", "relative", "timeline"]
 
 STATE_STYLES = {
     "running": "cyan",
@@ -53,29 +58,97 @@ def _state(state: str) -> Text:
     return Text(state, style=STATE_STYLES.get(state, ""))
 
 
-def instance_table(instances: list[Instance], now: datetime) -> Table:
-    """The ``choreo saga ls`` table."""
+def instance_table(
+    instances: list[Instance], now: datetime, rows: list[dict[str, Any]] | None = None
+) -> Table:
+    """The ``choreo saga ls`` table (``rows``: the listing of :func:`saga_monitor.board.listed`,
+    for the owing services, stuck-since, acknowledgements and causes)."""
     table = Table(show_edge=False, header_style="bold")
-    for column in ("saga", "correlation id", "state", "started", "expected next", "due"):
+    columns = ["saga", "correlation id", "state", "started", "expected next", "due"]
+    if rows is not None:
+        columns += ["owed by", "stuck since"]
+    for column in columns:
         table.add_column(column, overflow="fold", no_wrap=column in ("state", "started"))
     table.add_column("anomalies", overflow="fold")
-    for item in instances:
+    if rows is not None:
+        table.add_column("ack / cause", overflow="fold")
+    for index, item in enumerate(instances):
         due = relative(item.due, now) if item.due else "-"
         if item.state == "stuck" and item.due is not None:
             due = f"overdue {format_duration((now - item.due).total_seconds())}"
         kinds = sorted({a.kind for a in item.anomalies})
-        table.add_row(
+        cells: list[Any] = [
             Text(item.saga),
             Text(item.correlation_id),
             _state(item.state),
             relative(item.started, now),
             Text(", ".join(item.expected) or "-"),
             Text(due, style="red" if item.state == "stuck" else ""),
+        ]
+        if rows is not None:
+            extra = rows[index]
+            cells += [Text(", ".join(extra["services"]) or "-"), relative(item.stuck_since, now)]
+        cells.append(
             Text(f"{len(item.anomalies)} ({', '.join(kinds)})", style="yellow")
             if kinds
-            else Text("0", style="dim"),
+            else Text("0", style="dim")
+        )
+        if rows is not None:
+            cells.append(_ack_cell(rows[index]))
+        table.add_row(*cells)
+    return table
+
+
+def _ack_cell(row: dict[str, Any]) -> Text:
+    text = Text()
+    acked = row.get("acknowledged")
+    if acked:
+        text.append(f"ack {acked['who']}", style="green")
+        if acked["note"]:
+            text.append(f": {acked['note']}")
+    if row.get("cause"):
+        text.append(("\n" if acked else "") + str(row["cause"]), style="red")
+    return text or Text("-", style="dim")
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else format_duration(value) if value >= 0.001 else "0s"
+
+
+def board_table(board: list[ServiceRow]) -> Table:
+    """The ``choreo saga owes`` table: one row per service, the most owed first."""
+    from saga_monitor.board import percentile
+
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("service", "waiting", "stuck", "oldest wait", "awaited", "p50 / p99"):
+        table.add_column(column, overflow="fold")
+    table.add_column("baseline p50 / p99", overflow="fold")
+    for row in board:
+        oldest = _seconds(row.oldest_wait)
+        if row.oldest:
+            oldest += f" ({row.oldest})"
+        latency = f"{_seconds(percentile(row.recent, 50))} / {_seconds(percentile(row.recent, 99))}"
+        table.add_row(
+            Text(row.service, style="bold red" if row.stuck else "bold" if row.waiting else ""),
+            str(row.waiting),
+            Text(str(row.stuck), style="red" if row.stuck else "dim"),
+            Text(oldest),
+            Text(", ".join(row.awaited) or "-"),
+            Text(latency + (" (slower)" if row.slower else ""), style="red" if row.slower else ""),
+            f"{_seconds(percentile(row.baseline, 50))} / {_seconds(percentile(row.baseline, 99))}",
         )
     return table
+
+
+def notes_text(notes: list[Note], cause: dict[str, Any] | None) -> Text:
+    """The ``choreo saga show`` lines under the timeline: the cause of the wait, the notes."""
+    text = Text()
+    if cause:
+        text.append(f"cause: {cause.get('text')}\n", style="bold red")
+    for note in notes:
+        text.append(f"{note.kind} by {note.who} at {note.at:%Y-%m-%d %H:%M:%S}Z", style="green")
+        text.append(f": {note.text}\n" if note.text else "\n")
+    return text
 
 
 def _bar(offset: float, total: float) -> Text:

@@ -11,7 +11,14 @@ One store URL picks the backend: ``sqlite:///.choreo/sagas.db`` (the default),
   (and whether they were reported as orphans: once the watermark passed them);
 * ``saga_monitors``: each monitor's last watermark and lag, for its restart and the views;
 * ``saga_alerts``: an outbox of alerts, written in the same transaction as the state and
-  deleted once published, so a crash between the two re-sends instead of losing an alert.
+  deleted once published, so a crash between the two re-sends instead of losing an alert;
+* ``saga_notes``: operators' acknowledgements and annotations of instances (who, when, what);
+* ``saga_causes``: why a stuck instance waits, when a dead letter explains it
+  (:mod:`saga_monitor.dead_letters`).
+
+Instances are listed with a :class:`~saga_monitor.queries.Query` (filters, search, paging,
+totals). Pruning keeps finished instances ``retention`` long, and optionally acknowledged and
+stuck ones for their own periods.
 
 The monitor applies events inside one :meth:`SagaStore.transaction`; the (source, id) of the
 events applied to an instance commit with it, with the broker position of the message that
@@ -25,10 +32,14 @@ import contextlib
 import dataclasses
 import json
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from saga_monitor.definitions import format_duration
+from saga_monitor.errors import InstanceNotFoundError
 from saga_monitor.model import Alert, Entry, Instance, Observation
+from saga_monitor.queries import ACK, Note, Page, Query, matches
+
+Key = tuple[str, str]
 
 __all__ = [
     "DEFAULT_STORE_URL",
@@ -105,14 +116,47 @@ class SagaStore(Protocol):
         """Instances, most recently updated first."""
         ...
 
+    def search(self, query: Query) -> Page:
+        """One page of the instances answering ``query``, with the total."""
+        ...
+
     def counts(self) -> dict[tuple[str, str], int]:
         """How many instances per (saga, state)."""
         ...
 
     def orphans(self, limit: int = 1000) -> list[tuple[str, str, Observation]]: ...
 
-    def prune(self, finished_before: datetime) -> int:
-        """Delete instances that finished (and orphans seen) before the time; returns how many."""
+    def oldest_stuck(self) -> dict[str, datetime]:
+        """Per saga, when its longest-stuck instance got stuck (the deadline it missed)."""
+        ...
+
+    def add_note(self, note: Note) -> None:
+        """Keep an acknowledgement or annotation; raises InstanceNotFoundError when the
+        instance is not in the store."""
+        ...
+
+    def notes(self, keys: list[Key]) -> dict[Key, list[Note]]:
+        """The notes of the (saga, correlation id) instances asked for, oldest first."""
+        ...
+
+    def record_cause(self, saga: str, correlation_id: str, cause: dict[str, Any] | None) -> None:
+        """Keep (or, with None, forget) what explains an instance's wait."""
+        ...
+
+    def causes(self, keys: list[Key]) -> dict[Key, dict[str, Any]]:
+        """The causes recorded for the instances asked for."""
+        ...
+
+    def prune(
+        self,
+        finished_before: datetime,
+        *,
+        acknowledged_before: datetime | None = None,
+        stuck_before: datetime | None = None,
+    ) -> int:
+        """Delete instances that finished (and orphans seen) before ``finished_before``,
+        acknowledged ones whose last acknowledgement is older than ``acknowledged_before`` and
+        stuck ones stuck since before ``stuck_before``; returns how many instances went."""
         ...
 
     def watermark(self, monitor: str) -> datetime | None:
@@ -219,6 +263,8 @@ class MemoryStore:
         self.reported_orphans: set[tuple[str, str, str]] = set()
         self.alerts: dict[int, Alert] = {}
         self.status: dict[str, MonitorStatus] = {}
+        self.notes_data: dict[Key, list[Note]] = {}
+        self.cause_data: dict[Key, dict[str, Any]] = {}
         self.seq = 0
         self._txn = _MemoryTransaction(self)
 
@@ -265,6 +311,37 @@ class MemoryStore:
         ]
         return sorted(chosen, key=lambda i: i.updated, reverse=True)[:limit]
 
+    def search(self, query: Query) -> Page:
+        chosen = [
+            i
+            for key, i in self.data.items()
+            if matches(i, query, any(n.kind == ACK for n in self.notes_data.get(key, ())))
+        ]
+        chosen.sort(key=lambda i: i.correlation_id)
+        chosen.sort(key=lambda i: i.updated, reverse=True)
+        items = chosen[query.offset : query.offset + query.limit]
+        return Page(items, len(chosen), query.offset, query.limit)
+
+    def add_note(self, note: Note) -> None:
+        key = (note.saga, note.correlation_id)
+        if key not in self.data:
+            raise InstanceNotFoundError(
+                f"no instance of {note.saga} with correlation id {note.correlation_id}"
+            )
+        self.notes_data.setdefault(key, []).append(note)
+
+    def notes(self, keys: list[Key]) -> dict[Key, list[Note]]:
+        return {k: list(self.notes_data[k]) for k in keys if k in self.notes_data}
+
+    def record_cause(self, saga: str, correlation_id: str, cause: dict[str, Any] | None) -> None:
+        if cause is None:
+            self.cause_data.pop((saga, correlation_id), None)
+        else:
+            self.cause_data[(saga, correlation_id)] = dict(cause)
+
+    def causes(self, keys: list[Key]) -> dict[Key, dict[str, Any]]:
+        return {k: dict(self.cause_data[k]) for k in keys if k in self.cause_data}
+
     def counts(self) -> dict[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}
         for instance in self.data.values():
@@ -276,10 +353,39 @@ class MemoryStore:
         rows = [(s, c, o) for (s, c), b in self.orphan_data.items() for o in b.values()]
         return rows[:limit]
 
-    def prune(self, finished_before: datetime) -> int:
-        old = [k for k, i in self.data.items() if i.finished and i.finished < finished_before]
+    def oldest_stuck(self) -> dict[str, datetime]:
+        out: dict[str, datetime] = {}
+        for i in self.data.values():
+            if i.state == "stuck" and i.stuck_since is not None:
+                known = out.get(i.saga)
+                out[i.saga] = i.stuck_since if known is None else min(known, i.stuck_since)
+        return out
+
+    def prune(
+        self,
+        finished_before: datetime,
+        *,
+        acknowledged_before: datetime | None = None,
+        stuck_before: datetime | None = None,
+    ) -> int:
+        def expired(key: Key, i: Instance) -> bool:
+            acks = [n.at for n in self.notes_data.get(key, ()) if n.kind == ACK]
+            return bool(
+                (i.finished and i.finished < finished_before)
+                or (acknowledged_before and acks and max(acks) < acknowledged_before)
+                or (
+                    stuck_before
+                    and i.state == "stuck"
+                    and i.stuck_since
+                    and i.stuck_since < stuck_before
+                )
+            )
+
+        old = [k for k, i in self.data.items() if expired(k, i)]
         for key in old:
             del self.data[key]
+            self.notes_data.pop(key, None)
+            self.cause_data.pop(key, None)
         for key, bucket in list(self.orphan_data.items()):
             if all(o.time < finished_before for o in bucket.values()):
                 del self.orphan_data[key]

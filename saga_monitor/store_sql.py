@@ -15,6 +15,7 @@ one transaction.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import threading
 from collections import OrderedDict
@@ -22,10 +23,19 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from broker.envelope import parse_time
 from broker.sqlstore import SQLITE, Migration, SqlStore, Tx, upsert
-from saga_monitor.errors import SagaStoreError
+from saga_monitor.errors import InstanceNotFoundError, SagaStoreError
 from saga_monitor.model import Alert, Instance, Observation
-from saga_monitor.store import DEFAULT_STORE_URL, MonitorStatus, Transaction, obs_doc, obs_from
+from saga_monitor.queries import Note, Page, Query, awaited, matches
+from saga_monitor.store import (
+    DEFAULT_STORE_URL,
+    Key,
+    MonitorStatus,
+    Transaction,
+    obs_doc,
+    obs_from,
+)
 
 __all__ = ["MIGRATIONS", "SqlSagaStore"]
 
@@ -55,8 +65,40 @@ MIGRATIONS = (
             "watermark {real}, lag {real}, updated {real} NOT NULL)",
         ),
     ),
+    Migration(
+        3,
+        (  # the console's filters; operators' notes; what explains a wait (a dead letter)
+            "ALTER TABLE {p}instances ADD COLUMN stuck_since {real}",
+            "ALTER TABLE {p}instances ADD COLUMN anomalies TEXT",
+            "ALTER TABLE {p}instances ADD COLUMN awaiting TEXT",
+            "CREATE TABLE IF NOT EXISTS {p}notes (seq {autoincrement}, saga TEXT NOT NULL, "
+            "correlation_id TEXT NOT NULL, kind TEXT NOT NULL, who TEXT NOT NULL, "
+            "at {real} NOT NULL, note TEXT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS {p}notes_instance ON {p}notes (saga, correlation_id)",
+            "CREATE TABLE IF NOT EXISTS {p}causes (saga TEXT NOT NULL, "
+            "correlation_id TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (saga, correlation_id))",
+        ),
+    ),
 )
-_COLUMNS = ("saga", "correlation_id", "state", "started", "updated", "due", "finished", "doc")
+_COLUMNS = (
+    "saga",
+    "correlation_id",
+    "state",
+    "started",
+    "updated",
+    "due",
+    "finished",
+    "doc",
+    "stuck_since",
+    "anomalies",
+    "awaiting",
+)
+#: Candidates a payload search reads and checks (beyond, its total is a lower bound).
+_SEARCH_SCAN = 100_000
+_ACKED = (
+    "EXISTS (SELECT 1 FROM {p}notes n WHERE n.saga = {p}instances.saga "
+    "AND n.correlation_id = {p}instances.correlation_id AND n.kind = 'ack')"
+)
 _PUT = upsert("{p}instances", _COLUMNS, key=("saga", "correlation_id"))
 #: Instances a SQLite store keeps in memory between events (a shared store always reads).
 _CACHED = 50_000
@@ -84,6 +126,12 @@ class SqlSagaStore:
             "SELECT doc FROM {p}instances WHERE saga = ? AND correlation_id = ?"
             + self._db.dialect.for_update
         )
+        #: The ``stuck_since`` of an instance's document, in SQL.
+        self._stuck_since = (
+            "json_extract(doc, '$.stuck_since')"
+            if self._db.dialect is SQLITE
+            else "CAST(doc AS jsonb) ->> 'stuck_since'"
+        )
         #: Serialises the transactions of several monitors on one instance (PostgreSQL).
         self.lock_instance = (
             None
@@ -103,11 +151,14 @@ class SqlSagaStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        """One event's reads and writes, committed together (undone on an error)."""
+        """A batch of events' reads and writes, committed together (undone on an error). An
+        instance changed several times is written once, at the end."""
         with self._lock:
             try:
                 with self._db.transaction(write=True) as tx:
-                    yield _SqlTransaction(self, tx)
+                    txn = _SqlTransaction(self, tx)
+                    yield txn
+                    txn.write()
             except BaseException:
                 if self.cache is not None:
                     self.cache.clear()  # cached instances may hold the undone changes
@@ -169,6 +220,105 @@ class SqlSagaStore:
         )
         return [Instance.from_dict(json.loads(row[0])) for row in rows]
 
+    def search(self, query: Query) -> Page:
+        """One page of the instances answering ``query``, with the total (a payload search
+        pre-filters on the stored text, then checks each candidate)."""
+        where, params = _where(query)
+        condition = " AND ".join(where)
+        if query.data is None:
+            total = self._db.query(
+                f"SELECT COUNT(*) FROM {{p}}instances WHERE {condition}", *params
+            )[0][0]
+            rows = self._db.query(
+                f"SELECT doc FROM {{p}}instances WHERE {condition} "
+                "ORDER BY updated DESC, correlation_id LIMIT ? OFFSET ?",
+                *params,
+                query.limit,
+                query.offset,
+            )
+            items = [Instance.from_dict(json.loads(row[0])) for row in rows]
+            return Page(items, int(total), query.offset, query.limit)
+        rows = self._db.query(
+            f"SELECT doc FROM {{p}}instances WHERE {condition} "
+            "ORDER BY updated DESC, correlation_id LIMIT ?",
+            *params,
+            _SEARCH_SCAN,
+        )
+        found = [Instance.from_dict(json.loads(row[0])) for row in rows]
+        found = [i for i in found if matches(i, dataclasses.replace(query, acknowledged=None))]
+        return Page(
+            found[query.offset : query.offset + query.limit],
+            len(found),
+            query.offset,
+            query.limit,
+        )
+
+    def add_note(self, note: Note) -> None:
+        """Keep an acknowledgement or annotation of an instance that is in the store."""
+        with self._db.transaction(write=True) as tx:
+            if not tx.one(
+                "SELECT 1 FROM {p}instances WHERE saga = ? AND correlation_id = ?",
+                note.saga,
+                note.correlation_id,
+            ):
+                raise InstanceNotFoundError(
+                    f"no instance of {note.saga} with correlation id {note.correlation_id}"
+                )
+            tx.execute(
+                "INSERT INTO {p}notes (saga, correlation_id, kind, who, at, note) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                note.saga,
+                note.correlation_id,
+                note.kind,
+                note.who,
+                note.at.timestamp(),
+                note.text,
+            )
+
+    def notes(self, keys: list[Key]) -> dict[Key, list[Note]]:
+        """The notes of the instances asked for, oldest first."""
+        out: dict[Key, list[Note]] = {}
+        with self._db.transaction() as tx:
+            for saga, corr in dict.fromkeys(keys):
+                rows = tx.all(
+                    "SELECT kind, who, at, note FROM {p}notes WHERE saga = ? "
+                    "AND correlation_id = ? ORDER BY seq",
+                    saga,
+                    corr,
+                )
+                if rows:
+                    out[(saga, corr)] = [
+                        Note(saga, corr, r[0], r[1], datetime.fromtimestamp(r[2], UTC), r[3])
+                        for r in rows
+                    ]
+        return out
+
+    def record_cause(self, saga: str, correlation_id: str, cause: dict[str, Any] | None) -> None:
+        """Keep (or forget) what explains an instance's wait."""
+        if cause is None:
+            self._db.execute(
+                "DELETE FROM {p}causes WHERE saga = ? AND correlation_id = ?", saga, correlation_id
+            )
+            return
+        self._db.execute(
+            upsert("{p}causes", ("saga", "correlation_id", "doc"), key=("saga", "correlation_id")),
+            saga,
+            correlation_id,
+            json.dumps(cause),
+        )
+
+    def causes(self, keys: list[Key]) -> dict[Key, dict[str, Any]]:
+        """The causes recorded for the instances asked for."""
+        out: dict[Key, dict[str, Any]] = {}
+        with self._db.transaction() as tx:
+            for saga, corr in dict.fromkeys(keys):
+                row = tx.one(
+                    "SELECT doc FROM {p}causes WHERE saga = ? AND correlation_id = ?", saga, corr
+                )
+                if row:
+                    out[(saga, corr)] = json.loads(row[0])
+        return out
+
     def counts(self) -> dict[tuple[str, str], int]:
         """How many instances per (saga, state)."""
         rows = self._db.query("SELECT saga, state, COUNT(*) FROM {p}instances GROUP BY saga, state")
@@ -181,17 +331,57 @@ class SqlSagaStore:
         )
         return [(row[0], row[1], obs_from(row[2])) for row in rows]
 
-    def prune(self, finished_before: datetime) -> int:
-        """Delete instances that finished (and orphans seen) before the time; returns how many."""
+    def oldest_stuck(self) -> dict[str, datetime]:
+        """Per saga, when its longest-stuck instance got stuck (read from the documents)."""
+        rows = self._db.query(
+            f"SELECT saga, {self._stuck_since} FROM {{p}}instances WHERE state = 'stuck'"
+        )
+        out: dict[str, datetime] = {}
+        for saga, text in rows:
+            if text:
+                moment = parse_time(text)
+                known = out.get(saga)
+                out[saga] = moment if known is None else min(known, moment)
+        return out
+
+    def prune(
+        self,
+        finished_before: datetime,
+        *,
+        acknowledged_before: datetime | None = None,
+        stuck_before: datetime | None = None,
+    ) -> int:
+        """Delete instances that finished (and orphans seen) before ``finished_before``,
+        acknowledged ones whose last acknowledgement is older than ``acknowledged_before``,
+        stuck ones stuck since before ``stuck_before``; returns how many instances went."""
         cutoff = finished_before.timestamp()
+        conditions = ["(finished IS NOT NULL AND finished < ?)"]
+        params: list[Any] = [cutoff]
+        if acknowledged_before is not None:
+            conditions.append(
+                "(SELECT MAX(n.at) FROM {p}notes n WHERE n.saga = {p}instances.saga AND "
+                "n.correlation_id = {p}instances.correlation_id AND n.kind = 'ack') < ?"
+            )
+            params.append(acknowledged_before.timestamp())
+        if stuck_before is not None:
+            conditions.append("(state = 'stuck' AND stuck_since < ?)")
+            params.append(stuck_before.timestamp())
+        orphaned = (
+            "NOT EXISTS (SELECT 1 FROM {p}instances i WHERE i.saga = {t}.saga "
+            "AND i.correlation_id = {t}.correlation_id)"
+        )
         with self._lock:
             if self.cache is not None:
                 self.cache.clear()
             with self._db.transaction(write=True) as tx:
                 count = tx.run(
-                    "DELETE FROM {p}instances WHERE finished IS NOT NULL AND finished < ?", cutoff
+                    f"DELETE FROM {{p}}instances WHERE {' OR '.join(conditions)}", *params
                 )
                 tx.execute("DELETE FROM {p}orphans WHERE time < ?", cutoff)
+                if count:
+                    for table in ("notes", "causes"):
+                        target = "{p}" + table
+                        tx.execute(f"DELETE FROM {target} WHERE " + orphaned.replace("{t}", target))
         return count
 
     def watermark(self, monitor: str) -> datetime | None:
@@ -241,11 +431,18 @@ class SqlSagaStore:
 class _SqlTransaction:
     def __init__(self, store: SqlSagaStore, tx: Tx) -> None:
         self._store, self._tx = store, tx
+        #: Instances put in this transaction, written by :meth:`write` before the commit.
+        self._dirty: dict[tuple[str, str], Instance] = {}
+        self._locked: set[tuple[str, str]] = set()
 
     def get(self, saga: str, correlation_id: str) -> Instance | None:
+        key = (saga, correlation_id)
+        if (dirty := self._dirty.get(key)) is not None:
+            return dirty
         lock = self._store.lock_instance
-        if lock is not None:  # the instance's lock, whether or not it exists yet
+        if lock is not None and key not in self._locked:  # whether or not it exists yet
             self._tx.one(lock, f"{saga}\x1f{correlation_id}")
+            self._locked.add(key)
         cache = self._store.cache
         if cache is not None and (cached := cache.get((saga, correlation_id))) is not None:
             cache.move_to_end((saga, correlation_id))
@@ -258,7 +455,13 @@ class _SqlTransaction:
 
     def put(self, instance: Instance) -> None:
         self._store.remember(instance)
-        self._tx.execute(_PUT, *_row(instance))
+        self._dirty[(instance.saga, instance.correlation_id)] = instance
+
+    def write(self) -> None:
+        """Write every instance put in this transaction, once each."""
+        dirty, self._dirty = self._dirty, {}
+        for instance in dirty.values():
+            self._tx.execute(_PUT, *_row(instance))
 
     def find_orphan(self, saga: str, correlation_id: str, key: str) -> Observation | None:
         row = self._tx.one(
@@ -318,7 +521,8 @@ class _SqlTransaction:
 
 
 def _row(instance: Instance) -> tuple[Any, ...]:
-    """The column values of an instance row (``due``: when to judge it again, if ever)."""
+    """The column values of an instance row (``due``: when to judge it again, if ever;
+    ``anomalies`` and ``awaiting``: ``,a,b,`` lists the filters match with LIKE)."""
     return (
         instance.saga,
         instance.correlation_id,
@@ -328,7 +532,49 @@ def _row(instance: Instance) -> tuple[Any, ...]:
         _epoch(instance.check_at),
         _epoch(instance.finished),
         instance.to_json(),
+        _epoch(instance.stuck_since) if instance.state == "stuck" else None,
+        _listed(sorted({a.kind for a in instance.anomalies})),
+        _listed(awaited(instance)),
     )
+
+
+def _listed(values: list[str]) -> str | None:
+    return f",{','.join(values)}," if values else None
+
+
+def _like(text: str) -> str:
+    """``text`` with LIKE's wildcards escaped (``ESCAPE '\\'``)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _where(query: Query) -> tuple[list[str], list[Any]]:
+    """The SQL conditions and parameters of a query."""
+    where: list[str] = ["1 = 1"]
+    params: list[Any] = []
+    for column, value in (("saga", query.saga), ("state", query.state)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if query.since is not None:
+        where.append("updated >= ?")
+        params.append(query.since.timestamp())
+    if query.correlation_prefix:
+        where.append("substr(correlation_id, 1, ?) = ?")
+        params += [len(query.correlation_prefix), query.correlation_prefix]
+    if query.anomaly is not None:
+        where.append("anomalies LIKE ? ESCAPE '\\'")
+        params.append(f"%,{_like(query.anomaly)},%")
+    if query.awaiting is not None:
+        alternatives = ["awaiting LIKE ? ESCAPE '\\'" for _ in query.awaiting] or ["1 = 0"]
+        where.append(f"({' OR '.join(alternatives)})")
+        params += [f"%,{_like(t)},%" for t in query.awaiting]
+    if query.acknowledged is not None:
+        where.append(_ACKED if query.acknowledged else f"NOT {_ACKED}")
+    if query.data is not None:  # the pre-filter: the value's JSON text is in the document
+        fragment = json.dumps(query.data.value)[1:-1]
+        where.append("doc LIKE ? ESCAPE '\\'")
+        params.append(f"%{_like(fragment)}%")
+    return where, params
 
 
 def _epoch(moment: datetime | None) -> float | None:

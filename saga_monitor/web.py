@@ -1,10 +1,16 @@
 """``choreo saga serve``: the saga web page and its JSON API (FastAPI, server-rendered HTML).
 
-Pages: ``/`` (instances with counts by state and filters), ``/instances/{saga}/{id}`` (a
-horizontal timeline like a trace view: steps, gaps, the deadline, compensations in another
-colour; the events' data below), ``/sagas`` (each definition as a step graph with live counts).
-Pages refresh themselves every ``refresh`` seconds (``?refresh=0`` turns it off). JSON under
-``/api/``: ``instances``, ``instances/{saga}/{id}``, ``counts``, ``definitions``.
+Pages: ``/`` (the live console: a "monitor behind" banner, who owes what per service, the
+instances with filters, search and paging, the orphans), ``/instances/{saga}/{id}`` (a
+horizontal timeline like a trace view: steps, gaps (long ones collapsed), the deadline,
+compensations in another colour; event and arrival times and the events' data below; its
+notes and the form that acknowledges it), ``/sagas`` (each definition as a step graph with live
+counts; a step opens the instances waiting for it). The console and instance pages patch
+themselves every ``refresh`` seconds from ``/partials/...`` (:mod:`saga_monitor.web_console`,
+script ``/console.js``) instead of reloading; ``/sagas`` reloads (``?refresh=0`` turns both
+off). JSON under ``/api/``: ``instances`` (with an ``X-Total-Count`` header),
+``instances/{saga}/{id}``, ``POST notes/{saga}/{id}`` (acknowledge or annotate), ``counts``,
+``definitions``, ``board``, ``orphans``, ``monitors``.
 
 Every value that comes from an event is HTML-escaped: a payload with ``<script>`` is text. A
 correlation id may hold ``/`` (encoded as ``%2F`` or not). A bad request (a limit out of range,
@@ -14,38 +20,42 @@ an unknown state, a window too long) is a 4xx with a message, never a 500. With 
 
 from __future__ import annotations
 
-import html
 import json
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
-from urllib.parse import quote
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Response
 from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
 
+from saga_monitor import web_console as console
+from saga_monitor.board import Owners, ServiceRow, build_board, listed, sample
 from saga_monitor.definitions import Definitions, SagaDefinition, format_duration, load_definitions
-from saga_monitor.model import STATES, Instance, utcnow
+from saga_monitor.errors import InstanceNotFoundError, SagaConfigError
+from saga_monitor.model import ANOMALY_KINDS, STATES, Instance, utcnow
+from saga_monitor.queries import MAX_NOTE, MAX_SEARCH, MAX_WHO, Note, Page, check_note, parse_search
+from saga_monitor.queries import Query as StoreQuery
 from saga_monitor.store import SagaStore, open_saga_store
+from saga_monitor.web_console import badge as _badge
+from saga_monitor.web_console import e
 from saga_monitor.web_http import Auth, AuthMiddleware, SegmentPaths, segment
 from saga_monitor.web_timeline import ROLE_COLOURS, timeline_svg
 
-__all__ = ["MAX_LIMIT", "MAX_SINCE_DAYS", "create_app"]
+__all__ = ["MAX_LIMIT", "MAX_OFFSET", "MAX_SINCE_DAYS", "create_app"]
 
-#: The most instances one request lists, and the longest ``since`` window it takes.
+#: The most instances one request lists, the furthest offset, the longest ``since`` window.
 MAX_LIMIT = 10_000
+MAX_OFFSET = 10_000_000
 MAX_SINCE_DAYS = 36_500
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="at most this many instances")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="skip this many first")]
 Refresh = Annotated[int | None, Query(ge=0, le=86_400, description="seconds; 0 turns it off")]
-
-STATE_COLOURS = {
-    "running": "#2f80c7",
-    "completed": "#2e9e5b",
-    "compensating": "#d9a400",
-    "compensated": "#a347d1",
-    "failed": "#d64545",
-    "stuck": "#b3261e",
-}
+Text = Annotated[str | None, Query(max_length=MAX_SEARCH)]
+Acked = Annotated[Literal["yes", "no", ""] | None, Query(description="acknowledged or not")]
+#: How long the board (and the owners it learns) is reused between requests.
+BOARD_TTL = 2.0
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;
@@ -61,40 +71,28 @@ font-size:12px;font-weight:600}.counts a{margin-right:8px;text-decoration:none}
 font-size:12px;max-width:560px}form{margin:10px 0}input,select{padding:3px 6px}
 .card{background:#fff;border:1px solid #e3e6eb;border-radius:6px;padding:12px;margin:12px 0}
 .muted{color:#6b7380}svg text{font-family:system-ui,sans-serif}
+.banner{background:#fff4d6;border:1px solid #d9a400;padding:8px 12px;margin:8px 0;
+border-radius:4px;font-weight:600}.cause{color:#b3261e}.acked{color:#1f7a45}
+tr.late td:first-child{font-weight:700;color:#b3261e}.pager{margin:6px 0}
+.pager a{margin-left:10px}svg a{cursor:pointer}
 """
 
 
-def e(value: Any) -> str:
-    """HTML-escape anything (the only way values reach the page)."""
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _badge(state: str) -> str:
-    colour = STATE_COLOURS.get(state, "#6b7380")
-    return f'<span class="badge state-{e(state)}" style="background:{colour}">{e(state)}</span>'
-
-
-def _ago(moment: datetime | None, now: datetime) -> str:
-    if moment is None:
-        return "-"
-    seconds = (now - moment).total_seconds()
-    text = format_duration(abs(seconds)) if abs(seconds) >= 0.001 else "0s"
-    return f"{text} ago" if seconds >= 0 else f"in {text}"
-
-
-def _page(title: str, body: str, refresh: int) -> HTMLResponse:
-    meta = f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh > 0 else ""
+def _page(title: str, body: str, refresh: int, *, src: str | None = None) -> HTMLResponse:
+    """A page; with ``src`` it patches itself from there every ``refresh`` seconds, else it
+    reloads itself."""
+    meta = (
+        f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh > 0 and not src else ""
+    )
+    live = f' data-src="{e(src)}" data-refresh="{int(refresh)}"' if src else ""
+    script = '<script src="/console.js" defer></script>' if src else ""
     return HTMLResponse(
         f"<!doctype html><html lang=en><head><meta charset=utf-8>{meta}"
-        f"<title>{e(title)}</title><style>{CSS}</style></head><body>"
+        f"<title>{e(title)}</title><style>{CSS}</style></head><body{live}>"
         '<header><b>choreograph sagas</b><a href="/">instances</a><a href="/sagas">sagas</a>'
         '<a href="/api/instances">json</a></header>'
-        f"<main>{body}</main></body></html>"
+        f"<main>{body}</main>{script}</body></html>"
     )
-
-
-def _link(instance: Instance) -> str:
-    return f"/instances/{quote(instance.saga, safe='')}/{quote(instance.correlation_id, safe='')}"
 
 
 def _counts_html(counts: dict[tuple[str, str], int]) -> str:
@@ -108,48 +106,13 @@ def _counts_html(counts: dict[tuple[str, str], int]) -> str:
     return f'<div class="counts">{links} <a href="/">all</a></div>'
 
 
-def _instances_html(instances: list[Instance], now: datetime) -> str:
-    rows = []
-    for item in instances:
-        kinds = sorted({a.kind for a in item.anomalies})
-        due = _ago(item.due, now) if item.due else "-"
-        if item.due is not None and item.due < now and item.state == "stuck":
-            due = f"overdue by {format_duration((now - item.due).total_seconds())}"
-        rows.append(
-            f'<tr class="instance" data-state="{e(item.state)}"><td>{e(item.saga)}</td>'
-            f'<td><a href="{e(_link(item))}">{e(item.correlation_id)}</a></td>'
-            f"<td>{_badge(item.state)}</td><td>{e(_ago(item.started, now))}</td>"
-            f"<td>{e(_ago(item.updated, now))}</td><td>{e(', '.join(item.expected) or '-')}</td>"
-            f"<td>{e(due)}</td>"
-            f'<td class="anom">{e(", ".join(kinds))}</td></tr>'
-        )
-    head = (
-        "<tr><th>saga</th><th>correlation id</th><th>state</th><th>started</th><th>updated</th>"
-        "<th>expected next</th><th>due</th><th>anomalies</th></tr>"
-    )
-    return f"<table>{head}{''.join(rows) or '<tr><td colspan=8>none</td></tr>'}</table>"
-
-
-def _filter_form(saga: str | None, state: str | None, q: str | None, sagas: list[str]) -> str:
-    saga_options = "".join(
-        f'<option value="{e(n)}"{" selected" if n == saga else ""}>{e(n)}</option>' for n in sagas
-    )
-    state_options = "".join(
-        f'<option value="{e(s)}"{" selected" if s == state else ""}>{e(s)}</option>' for s in STATES
-    )
-    return (
-        '<form method="get" action="/">saga <select name="saga"><option value="">all</option>'
-        f'{saga_options}</select> state <select name="state"><option value="">all</option>'
-        f'{state_options}</select> correlation id <input name="q" value="{e(q or "")}">'
-        ' <button type="submit">filter</button></form>'
-    )
-
-
 def _detail_html(instance: Instance, now: datetime) -> str:
     entries = sorted(instance.timeline, key=lambda x: x.event.time)
     rows = "".join(
         f"<tr><td>+{e(format_duration((x.event.time - instance.started).total_seconds() or 0.0))}"
-        f'</td><td style="color:{ROLE_COLOURS.get(x.role, "#555")}">{e(x.event.type)}</td>'
+        f'</td><td class="time">{x.event.time:%H:%M:%S.%f}'[:-3]
+        + f'</td><td class="arrived">{_arrival(x.event.time, x.event.arrived)}</td>'
+        f'<td style="color:{ROLE_COLOURS.get(x.role, "#555")}">{e(x.event.type)}</td>'
         f"<td>{e(x.role)}</td><td>{e(x.event.source)}</td><td>{e(x.event.id)}</td>"
         f"<td>{e(x.event.causation or '')}</td><td>{e(x.event.topic or '')}</td>"
         f'<td class="anom">{e(" ".join(x.flags))}</td><td>{e(x.event.trace or "")}</td>'
@@ -165,19 +128,37 @@ def _detail_html(instance: Instance, now: datetime) -> str:
         when = ""
         if instance.due is not None:
             late = (now - instance.due).total_seconds()
-            rel = f"overdue by {format_duration(late)}" if late > 0 else _ago(instance.due, now)
+            rel = (
+                f"overdue by {format_duration(late)}"
+                if late > 0
+                else console.ago(instance.due, now)
+            )
             when = f" by {instance.due:%Y-%m-%d %H:%M:%S}Z ({rel})"
         due = f"<p>expected next: <b>{e(' or '.join(instance.expected))}</b>{e(when)}</p>"
+    stuck = (
+        f" · stuck since {instance.stuck_since:%Y-%m-%d %H:%M:%S}Z"
+        if instance.state == "stuck" and instance.stuck_since
+        else ""
+    )
     return (
         f"<h2>{e(instance.saga)} · {e(instance.correlation_id)} {_badge(instance.state)}</h2>"
         f"<p class=muted>started {e(f'{instance.started:%Y-%m-%d %H:%M:%S}')}Z · "
-        f"{len(instance.timeline)} events</p>{due}"
+        f"{len(instance.timeline)} events{e(stuck)}</p>{due}"
         f'<div class="card">{timeline_svg(instance, now)}</div>'
         + (f'<div class="card anom"><ul>{anomalies}</ul></div>' if anomalies else "")
-        + "<table><tr><th>offset</th><th>event</th><th>role</th><th>source</th><th>id</th>"
-        "<th>causation</th><th>topic</th><th>flags</th><th>trace</th><th>data</th></tr>"
-        f"{rows}</table>"
+        + "<table><tr><th>offset</th><th>event time</th><th>arrived</th><th>event</th>"
+        "<th>role</th><th>source</th><th>id</th><th>causation</th><th>topic</th><th>flags</th>"
+        f"<th>trace</th><th>data</th></tr>{rows}</table>"
     )
+
+
+def _arrival(happened: datetime, arrived: datetime | None) -> str:
+    """When the monitor received an event, and how long after its own time."""
+    if arrived is None:
+        return "-"
+    delay = (arrived - happened).total_seconds()
+    after = f" (+{format_duration(delay)})" if delay >= 0.001 else ""
+    return e(f"{arrived:%H:%M:%S.%f}"[:-3] + after)
 
 
 def step_counts(definition: SagaDefinition, instances: list[Instance]) -> dict[str, dict[str, int]]:
@@ -205,6 +186,14 @@ def _graph_html(definition: SagaDefinition, instances: list[Instance]) -> str:
     )
 
 
+class NoteIn(BaseModel):
+    """An acknowledgement (``kind`` ack) or a note on an instance."""
+
+    who: str = Field(min_length=1, max_length=MAX_WHO)
+    note: str = Field(default="", max_length=MAX_NOTE)
+    kind: Literal["ack", "note"] = "ack"
+
+
 class _Views:
     """The routes, over one store and (optionally) the definitions."""
 
@@ -212,20 +201,49 @@ class _Views:
         self.store = store
         self.defined = defined
         self.refresh = refresh
+        self._board: tuple[float, list[ServiceRow], Owners] | None = None
 
-    def query(
-        self, saga: str | None, state: str | None, q: str | None, since: str | None, limit: int
-    ) -> list[Instance]:
+    def board(self) -> tuple[list[ServiceRow], Owners]:
+        """The board and the owners it learned (reused for :data:`BOARD_TTL` seconds)."""
+        moment = time.monotonic()
+        if self._board is None or moment - self._board[0] > BOARD_TTL:
+            board, owners = build_board(self.store, self.defined, utcnow())
+            self._board = (moment, board, owners)
+        return self._board[1], self._board[2]
+
+    def search(self, params: dict[str, Any]) -> Page:
+        """The page of instances the parameters ask for (a bad one is a 422)."""
+        state, anomaly = params.get("state"), params.get("anomaly")
         if state and state not in STATES:
             raise HTTPException(422, f"state must be one of {', '.join(STATES)}")
-        _check_text(saga=saga, q=q)
+        if anomaly and anomaly not in ANOMALY_KINDS:
+            raise HTTPException(422, f"anomaly must be one of {', '.join(ANOMALY_KINDS)}")
+        _check_text(**{k: params.get(k) for k in ("saga", "q", "service", "awaiting")})
+        since = params.get("since")
         after = utcnow() - timedelta(seconds=_seconds(since)) if since else None
-        return self.store.instances(
-            saga=saga or None,
-            state=state or None,
-            correlation_id=q or None,
-            since=after,
-            limit=limit,
+        try:
+            prefix, field = parse_search(params.get("q"))
+        except SagaConfigError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        awaiting: tuple[str, ...] | None = None
+        if params.get("service"):  # the event types the service owes
+            awaiting = self.board()[1].types_of(params["service"], set())
+        if wanted := params.get("awaiting"):
+            awaiting = (wanted,) if awaiting is None else tuple(t for t in awaiting if t == wanted)
+        acked = {"yes": True, "no": False}.get(params.get("acknowledged") or "")
+        return self.store.search(
+            StoreQuery(
+                saga=params.get("saga") or None,
+                state=state or None,
+                since=after,
+                correlation_prefix=prefix,
+                data=field,
+                anomaly=anomaly or None,
+                awaiting=awaiting,
+                acknowledged=acked,
+                limit=params.get("limit") or 200,
+                offset=params.get("offset") or 0,
+            )
         )
 
     def one(self, saga: str, correlation_id: str) -> Instance:
@@ -236,55 +254,147 @@ class _Views:
             raise HTTPException(404, f"no instance of {saga} with correlation id {correlation_id}")
         return found[0]
 
+    def fragments(self, params: dict[str, Any]) -> dict[str, str]:
+        """The console's live parts for these filters."""
+        page = self.search(params)
+        board, owners = self.board()
+        now = utcnow()
+        return {
+            "banner": console.banner_html(self.store.monitors(), now),
+            "counts": _counts_html(self.store.counts()),
+            "board": console.board_html(board),
+            "list": console.list_html(page, listed(self.store, page.items, owners), now, params),
+            "orphans": console.orphans_html(self.store.orphans(limit=100), now),
+        }
+
     async def index(
         self,
         saga: str | None = None,
         state: str | None = None,
-        q: str | None = None,
+        q: Text = None,
         since: str | None = None,
+        anomaly: str | None = None,
+        service: str | None = None,
+        awaiting: str | None = None,
+        acknowledged: Acked = None,
         limit: Limit = 200,
+        offset: Offset = 0,
         refresh: Refresh = None,
     ) -> HTMLResponse:
-        found = self.query(saga, state, q, since, limit)
+        params = dict(locals())
+        params.pop("self")
+        parts = self.fragments(params)
+        board, owners = self.board()
         counts = self.store.counts()
         names = sorted({s for s, _ in counts} | {d.name for d in _sagas(self.defined)})
+        services = sorted({row.service for row in board} | set(owners.services(set())))
         body = (
-            _counts_html(counts)
-            + _filter_form(saga, state, q, names)
-            + _instances_html(found, utcnow())
+            f'<div id="banner">{parts["banner"]}</div>'
+            f'<div id="counts">{parts["counts"]}</div>'
+            f'<div id="board">{parts["board"]}</div>'
+            + console.filter_form(params, names, services)
+            + f'<div id="list">{parts["list"]}</div><div id="orphans">{parts["orphans"]}</div>'
         )
-        return _page("saga instances", body, self.refresh if refresh is None else refresh)
+        every = self.refresh if refresh is None else refresh
+        return _page("saga instances", body, every, src="/partials/console")
+
+    async def console_parts(
+        self,
+        saga: str | None = None,
+        state: str | None = None,
+        q: Text = None,
+        since: str | None = None,
+        anomaly: str | None = None,
+        service: str | None = None,
+        awaiting: str | None = None,
+        acknowledged: Acked = None,
+        limit: Limit = 200,
+        offset: Offset = 0,
+    ) -> dict[str, str]:
+        params = dict(locals())
+        params.pop("self")
+        return self.fragments(params)
+
+    def instance_parts(self, found: Instance) -> dict[str, str]:
+        key = (found.saga, found.correlation_id)
+        cause = self.store.causes([key]).get(key) if found.state == "stuck" else None
+        notes = self.store.notes([key]).get(key, [])
+        return {
+            "banner": console.banner_html(self.store.monitors(), utcnow()),
+            "detail": _detail_html(found, utcnow()),
+            "notes": console.notes_html(notes, cause),
+        }
 
     async def instance_page(
         self, saga: str, correlation_id: str, refresh: Refresh = None
     ) -> HTMLResponse:
         found = self.one(saga, correlation_id)
-        body = _detail_html(found, utcnow())
+        parts = self.instance_parts(found)
+        body = (
+            f'<div id="banner">{parts["banner"]}</div><div id="detail">{parts["detail"]}</div>'
+            f'<div id="notes">{parts["notes"]}</div>{console.ack_form(found)}'
+        )
         title = f"{found.saga} {found.correlation_id}"
-        return _page(title, body, self.refresh if refresh is None else refresh)
+        src = f"/partials{console.link(found)}"
+        return _page(title, body, self.refresh if refresh is None else refresh, src=src)
+
+    async def instance_fragments(self, saga: str, correlation_id: str) -> dict[str, str]:
+        return self.instance_parts(self.one(saga, correlation_id))
 
     async def sagas_page(self, refresh: Refresh = None) -> HTMLResponse:
         if self.defined is None:
             body = "<p>no saga definitions were given to this server, so there is no graph</p>"
         else:
-            body = "".join(
-                _graph_html(d, self.store.instances(saga=d.name, limit=100_000))
-                for d in self.defined.sagas
-            )
+            body = "".join(_graph_html(d, sample(self.store, 100_000)) for d in self.defined.sagas)
         return _page("saga definitions", body, self.refresh if refresh is None else refresh)
 
     async def api_instances(
         self,
+        response: Response,
         saga: str | None = None,
         state: str | None = None,
-        q: str | None = None,
+        q: Text = None,
         since: str | None = None,
+        anomaly: str | None = None,
+        service: str | None = None,
+        awaiting: str | None = None,
+        acknowledged: Acked = None,
         limit: Limit = 200,
+        offset: Offset = 0,
     ) -> list[dict[str, Any]]:
-        return [i.summary() for i in self.query(saga, state, q, since, limit)]
+        params = dict(locals())
+        params.pop("self")
+        params.pop("response")
+        page = self.search(params)
+        response.headers["X-Total-Count"] = str(page.total)
+        return listed(self.store, page.items, self.board()[1])
 
     async def api_instance(self, saga: str, correlation_id: str) -> dict[str, Any]:
-        return self.one(saga, correlation_id).to_dict()
+        found = self.one(saga, correlation_id)
+        key = (found.saga, found.correlation_id)
+        cause = self.store.causes([key]).get(key) if found.state == "stuck" else None
+        return {
+            **found.to_dict(),
+            "notes": [n.to_dict() for n in self.store.notes([key]).get(key, [])],
+            "cause": cause.get("text") if cause else None,
+        }
+
+    async def api_add_note(
+        self, saga: str, correlation_id: str, note: NoteIn, response: Response
+    ) -> dict[str, Any]:
+        found = self.one(saga, correlation_id)
+        try:
+            check_note(note.who, note.note, note.kind)
+            written = Note(
+                found.saga, found.correlation_id, note.kind, note.who, utcnow(), note.note
+            )
+            self.store.add_note(written)
+        except SagaConfigError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        except InstanceNotFoundError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        response.status_code = 201
+        return written.to_dict()
 
     async def api_counts(self) -> list[dict[str, Any]]:
         return [
@@ -292,22 +402,60 @@ class _Views:
             for (saga, state), n in sorted(self.store.counts().items())
         ]
 
+    async def api_board(self) -> list[dict[str, Any]]:
+        return [row.to_dict() for row in self.board()[0]]
+
+    async def api_orphans(self, limit: Limit = 200) -> list[dict[str, Any]]:
+        return [
+            {
+                "saga": saga,
+                "correlation_id": corr,
+                "type": o.type,
+                "source": o.source,
+                "id": o.id,
+                "time": o.time.isoformat(),
+            }
+            for saga, corr, o in self.store.orphans(limit=limit)
+        ]
+
+    async def api_monitors(self) -> list[dict[str, Any]]:
+        now = utcnow()
+        return [
+            {
+                "name": s.name,
+                "watermark": s.watermark.isoformat() if s.watermark else None,
+                "lag_seconds": s.lag if s.lag != float("inf") else None,
+                "updated": s.updated.isoformat(),
+                "behind": s.behind(now),
+            }
+            for s in self.store.monitors()
+        ]
+
     async def api_definitions(self) -> list[dict[str, Any]]:
+        found = sample(self.store, 100_000) if self.defined is not None else []
         return [
             {
                 "name": d.name,
                 "start": list(d.start),
                 "steps": [
-                    {"event": s.event, "within": s.within, "compensation": s.compensation}
+                    {
+                        "event": s.event,
+                        "within": s.within,
+                        "compensation": s.compensation,
+                        "service": s.service,
+                    }
                     for s in d.steps
                 ],
                 "complete": list(d.complete),
                 "fail": list(d.fail),
                 "compensated": list(d.compensated),
-                "counts": step_counts(d, self.store.instances(saga=d.name, limit=100_000)),
+                "counts": step_counts(d, [i for i in found if i.saga == d.name]),
             }
             for d in _sagas(self.defined)
         ]
+
+    async def script(self) -> Response:
+        return Response(console.SCRIPT, media_type="text/javascript")
 
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok", "store": self.store.url}
@@ -320,8 +468,8 @@ def create_app(
     refresh: int = 5,
     auth: Auth | None = None,
 ) -> FastAPI:
-    """The web app over a store (URL or object) and, for the graph, the definitions; with
-    ``auth``, every path but ``/healthz`` needs the credentials."""
+    """The web app over a store (URL or object) and, for the graph and the owners the steps
+    name, the definitions; with ``auth``, every path but ``/healthz`` needs the credentials."""
     opened: SagaStore = open_saga_store(store) if store is None or isinstance(store, str) else store
     defined = load_definitions(definitions) if isinstance(definitions, str | Path) else definitions
     views = _Views(opened, defined, refresh)
@@ -338,12 +486,24 @@ def create_app(
     for path, endpoint in html_routes.items():
         app.add_api_route(path, endpoint, methods=["GET"], response_class=HTMLResponse)
     json_routes: dict[str, Any] = {
+        "/partials/console": views.console_parts,
+        "/partials/instances/{saga}/{correlation_id:path}": views.instance_fragments,
         "/api/instances": views.api_instances,
         "/api/instances/{saga}/{correlation_id:path}": views.api_instance,
         "/api/counts": views.api_counts,
+        "/api/board": views.api_board,
+        "/api/orphans": views.api_orphans,
+        "/api/monitors": views.api_monitors,
         "/api/definitions": views.api_definitions,
         "/healthz": views.healthz,
     }
+    app.add_api_route("/console.js", views.script, methods=["GET"], response_class=Response)
+    app.add_api_route(
+        "/api/notes/{saga}/{correlation_id:path}",
+        views.api_add_note,
+        methods=["POST"],
+        status_code=201,
+    )
     for path, endpoint in json_routes.items():
         app.add_api_route(path, endpoint, methods=["GET"])
     return app

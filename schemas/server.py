@@ -8,15 +8,13 @@ back to the topic name strategy.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import unquote
 
-from fastapi import Body, Depends, FastAPI, Query, Request
+from fastapi import Body, FastAPI, Query, Request
 from fastapi import Path as FastPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -30,57 +28,24 @@ from schemas.errors import (
     InvalidSchemaError,
     RegistryError,
 )
-from schemas.errors import UnauthorizedError as _Unauthorized
+from schemas.http_auth import Auth, AuthMiddleware, BasicAuth, BearerAuth
 from schemas.model import Compatibility, CompatibilityResult, Reference, Schema, SchemaType
 from schemas.registry import Registry
 
-__all__ = ["CONTENT_TYPE", "BasicAuth", "BearerAuth", "create_app"]
+__all__ = ["CONTENT_TYPE", "OPEN_PATHS", "REALM", "Auth", "BasicAuth", "BearerAuth", "create_app"]
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 _MAX_ID = 2**31 - 1  # ids and versions are Java ints in Confluent's API
+#: Paths served without authentication (a load balancer's health check).
+OPEN_PATHS = frozenset({"/healthz"})
+#: The realm named in a refusal's ``WWW-Authenticate``.
+REALM = "choreograph schema registry"
 
 
 class RegistryResponse(JSONResponse):
     """JSON with Confluent's content type."""
 
     media_type = CONTENT_TYPE
-
-
-@dataclasses.dataclass(frozen=True)
-class BasicAuth:
-    """HTTP basic authentication with one user."""
-
-    username: str
-    password: str
-
-    def accepts(self, header: str) -> bool:
-        """Whether an ``Authorization`` header carries these credentials."""
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            given = base64.b64decode(value, validate=True)
-        except ValueError:
-            return False
-        expected = f"{self.username}:{self.password}".encode()
-        return secrets.compare_digest(given, expected)
-
-
-@dataclasses.dataclass(frozen=True)
-class BearerAuth:
-    """HTTP bearer-token authentication with one token."""
-
-    token: str
-
-    def accepts(self, header: str) -> bool:
-        """Whether an ``Authorization`` header carries this token."""
-        scheme, _, value = header.partition(" ")
-        return scheme.lower() == "bearer" and secrets.compare_digest(
-            value.encode(), self.token.encode()
-        )
-
-
-Auth = BasicAuth | BearerAuth
 
 
 class _ReferenceBody(BaseModel):
@@ -200,8 +165,7 @@ def _error(status: int, code: int, message: str, headers: dict[str, str] | None 
 def _install_errors(app: FastAPI) -> None:
     async def registry_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RegistryError)
-        headers = {"WWW-Authenticate": "Basic"} if isinstance(exc, _Unauthorized) else None
-        return _error(exc.http_status, exc.error_code, str(exc), headers)
+        return _error(exc.http_status, exc.error_code, str(exc))
 
     async def invalid_request(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -219,21 +183,25 @@ def _install_errors(app: FastAPI) -> None:
 
 
 def create_app(registry: Registry, *, auth: Auth | None = None) -> FastAPI:
-    """The REST application over ``registry``; ``auth`` protects every endpoint."""
-
-    async def check_auth(request: Request) -> None:
-        if auth is not None and not auth.accepts(request.headers.get("authorization", "")):
-            raise _Unauthorized("unauthorized: send the registry's credentials")
-
+    """The REST application over ``registry``; ``auth`` protects every path but ``/healthz``
+    (the API, ``/openapi.json`` and ``/docs`` alike)."""
     app = FastAPI(
         title="choreograph schema registry",
         version="1",
         description="A Confluent Schema Registry compatible API.",
         default_response_class=RegistryResponse,
-        dependencies=[Depends(check_auth)] if auth is not None else [],
     )
     app.add_middleware(_SchemaByIdFastPath, registry=registry, auth=auth)
     app.add_middleware(_SubjectPaths)
+    if auth is not None:  # outermost: nothing is served before it
+        refusal = {"error_code": 40101, "message": "unauthorized: send the registry's credentials"}
+        app.add_middleware(
+            AuthMiddleware,
+            auth=auth,
+            body=json.dumps(refusal).encode(),
+            content_type=CONTENT_TYPE,
+            open_paths=OPEN_PATHS,
+        )
     _install_errors(app)
     _schema_routes(app, registry)
     _subject_routes(app, registry)
@@ -246,8 +214,12 @@ def _raw(text: str) -> Response:
 
 
 def _schema_routes(app: FastAPI, registry: Registry) -> None:
-    @app.get("/", summary="Root (health check)")
+    @app.get("/", summary="Root")
     async def root() -> dict[str, Any]:
+        return {}
+
+    @app.get("/healthz", summary="Health check (open when auth is on)")
+    async def healthz() -> dict[str, Any]:
         return {}
 
     @app.get("/schemas/types", summary="Supported schema types")

@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,13 @@ def test_data_from_file_and_stdin(tmp_path: Path, broker: str) -> None:
         (["publish", "t", "--type", "x", "--data", "@missing.json"], "cannot read 'missing.json'"),
         (["publish", "t", "--type", "x", "--broker", "kafak://h:9092"], "did you mean kafka://"),
         (["publish", "t", "--type", "x", "--ttl", "soon"], "is not a duration"),
+        (["publish", "t", "--type", "x", "--delay", "soon"], "is not a duration for --delay"),
+        (["publish", "t", "--type", "x", "--at", "2026-12-01T09:00:00"], "is not a time with"),
+        (["publish", "t", "--type", "x", "--at", "tomorrow"], "is not a time with"),
+        (
+            ["publish", "t", "--type", "x", "--delay", "1s", "--at", "2026-12-01T09:00:00Z"],
+            "not both",
+        ),
         (["publish", "t", "--type", "x", "--header", "novalue"], "must look like name=value"),
         (["publish", "t", "--type", "x", "--header", "X-Bad=1"], "extension name 'x-bad'"),
         (["subscribe", "t", "--output", "yaml"], "--output must be table or json"),
@@ -185,6 +193,63 @@ def test_a_failing_reply_command_sends_an_error_reply(tmp_path: Path, broker: st
         responder.terminate()
         responder.wait()
     assert "exited with status 1" in failure
+
+
+def test_publish_with_a_delay_is_delivered_at_its_time(tmp_path: Path, broker: str) -> None:
+    """`publish --delay` sets deliverat; a subscriber gets the event only once it is due."""
+    sent = choreo(
+        "publish",
+        "later",
+        "--type",
+        "x",
+        "--delay",
+        "1s",
+        "--broker",
+        broker,
+        "--output",
+        "json",
+        cwd=tmp_path,
+    )
+    assert 0 == sent.returncode, sent.stderr
+    due = datetime.fromisoformat(json.loads(sent.stdout)["deliverat"])
+    got = choreo(
+        "subscribe",
+        "later",
+        "--group",
+        "g",
+        "--from-beginning",
+        "--count",
+        "1",
+        "--timeout",
+        "60s",
+        "--output",
+        "json",
+        "--broker",
+        broker,
+        cwd=tmp_path,
+    )
+    assert 0 == got.returncode, got.stderr
+    assert datetime.now(UTC) >= due
+    assert json.loads(sent.stdout)["id"] == json.loads(got.stdout)["id"]
+
+
+def test_publish_at_a_time_sets_deliverat(tmp_path: Path, broker: str) -> None:
+    """`publish --at` with an offset is carried as deliverat in UTC."""
+    sent = choreo(
+        "publish",
+        "later",
+        "--type",
+        "x",
+        "--at",
+        "2026-12-01T10:00:00+01:00",
+        "--broker",
+        broker,
+        "--output",
+        "json",
+        cwd=tmp_path,
+    )
+    assert 0 == sent.returncode, sent.stderr
+    assert "2026-12-01T09:00:00Z" == json.loads(sent.stdout)["deliverat"]
 
 
 def test_unreachable_broker_is_an_operational_error(tmp_path: Path) -> None:

@@ -33,6 +33,12 @@ def _check_summary(out: str) -> None:
     assert "1 dead letter(s) in orders.dlq" in out
     assert "cannot parse items of order-0013" in out
     assert "choreo saga show order-" in out
+    cause = (
+        "inventory.reserved for order-0013: the order.placed event is in orders.dlq "
+        "(group inventory-service), ValueError: cannot parse items of order-0013"
+    )
+    assert cause in " ".join(out.split()), out
+    assert "who owes what: shipping-service (2 stuck), inventory-service (1 stuck)" in out
 
 
 @pytest.mark.slow
@@ -63,6 +69,8 @@ def test_demo_on_the_embedded_default(tmp_path: Path) -> None:
     )
     stuck = json.loads(listed.stdout)
     assert {"order-0011", "order-0013", "order-0042"} <= {i["correlation_id"] for i in stuck}
+    (blocked,) = [i for i in stuck if i["correlation_id"] == "order-0013"]
+    assert blocked["cause"].startswith("inventory.reserved for order-0013: the order.placed")
     dead = subprocess.run(
         [
             sys.executable,
@@ -83,6 +91,22 @@ def test_demo_on_the_embedded_default(tmp_path: Path) -> None:
         check=True,
     )
     assert ["handler-error"] == [e["dlqreason"] for e in json.loads(dead.stdout)]
+
+
+@pytest.mark.slow
+def test_demo_says_when_it_lists_only_some_stuck_orders(tmp_path: Path) -> None:
+    """With 200 orders, 7 are stuck: the first six are named, then an ellipsis."""
+    result = subprocess.run(
+        [sys.executable, "-m", "choreo", "demo", "--orders", "200"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert 0 == result.returncode, result.stderr[-3000:]
+    listed = "7 stuck: order-0011, order-0013, order-0042, order-0073, order-0104, order-0135, …"
+    assert listed in result.stdout
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from broker import EnvelopeError, Event
 from broker.adapters.kafka import wire as kafka_wire
-from broker.envelope import AMQP_PREFIXES, NATS_PREFIXES, from_binary, to_binary
+from broker.envelope import AMQP_PREFIXES, NATS_PREFIXES, from_binary, new_event, to_binary
 
 
 def sample() -> Event:
@@ -85,6 +85,23 @@ def test_invalid_extension_name_is_refused() -> None:
     """Extension names must be lower-case alphanumerics."""
     with pytest.raises(EnvelopeError, match="x-order"):
         Event(type="t", source="s", extensions={"x-order": "1"})
+
+
+def test_new_event_builds_what_the_constructor_builds() -> None:
+    """new_event (what publish builds) sets every field as Event() does, with a new id and
+    the current time, and refuses what Event() refuses."""
+    before = datetime.now(UTC)
+    built = new_event("t", "s", {"a": 1}, "sub", {"traceparent": "00-x"})
+    expected = Event(type="t", source="s", data={"a": 1}, subject="sub", id=built.id,
+                     time=built.time, extensions={"traceparent": "00-x"})  # fmt: skip
+    assert expected == built
+    assert built.time is not None
+    assert before <= built.time <= datetime.now(UTC)
+    assert built.id != new_event("t", "s").id
+    assert {} == new_event("t", "s").extensions
+    for args in (("", "s"), ("t", ""), ("t", "s", None, None, {"Bad-Name": "x"})):
+        with pytest.raises(EnvelopeError):
+            new_event(*args)  # type: ignore[arg-type]
 
 
 def test_ttl_sets_expiration() -> None:

@@ -6,6 +6,7 @@ broker never imports it; tests/test_sqlstore.py pins which broker modules), and 
 from __future__ import annotations
 
 import ast
+import re
 import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
@@ -75,3 +76,49 @@ def test_the_wheel_ships_the_packages_and_no_development_code() -> None:
     folders = [p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()]
     shipped = {name for name in folders if any(fnmatch(name, pattern) for pattern in patterns)}
     assert set(PACKAGES) == shipped
+
+
+#: The dead-letter suffix and the ``dlq*`` field names, as code spells them.
+_DEAD_LETTER_NAMES = re.compile(r"\.dlq\b|\bdlq(?:reason|error|attempts|topic|group|time)\b")
+
+
+def dead_letter_spellings(path: Path) -> list[str]:
+    """``path:line`` of each string literal in the module (docstrings aside) that spells the
+    ``.dlq`` suffix or a ``dlq*`` field name."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name}:{node.lineno}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+        and _DEAD_LETTER_NAMES.search(node.value)
+    ]
+
+
+def test_dead_letter_names_are_spelled_only_in_broker_deadletter() -> None:
+    """The ``.dlq`` suffix and the ``dlq*`` fields are written in one module of the five
+    packages, broker/deadletter.py; everything else (the CLI's dlq commands included) asks it."""
+    spelled = [
+        found
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path != ROOT / "broker" / "deadletter.py"
+        for found in dead_letter_spellings(path)
+    ]
+    assert [] == spelled
+
+
+def test_the_spelling_check_sees_code_but_not_docstrings(tmp_path: Path) -> None:
+    """A literal in code is found, a docstring mentioning orders.dlq is not."""
+    module = tmp_path / "probe.py"
+    module.write_text('"""About orders.dlq."""\n\nNAME = "orders.dlq"\nFIELD = "dlqerror"\n')
+    assert ["probe.py:3", "probe.py:4"] == sorted(dead_letter_spellings(module))

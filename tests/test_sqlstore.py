@@ -26,6 +26,8 @@ from schemas.errors import InvalidInputError
 from schemas.storage import MIGRATIONS as REGISTRY_MIGRATIONS
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Every saga store layout version, as the version table lists them once all have run.
+SAGA_VERSIONS = [(m.version,) for m in SAGA_MIGRATIONS]
 PG_URL = os.environ.get("CHOREO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 NOTES = (Migration(1, ("CREATE TABLE {p}notes (id {autoincrement}, text TEXT NOT NULL)",)),)
 TAGGED = (*NOTES, Migration(2, ("ALTER TABLE {p}notes ADD COLUMN tag TEXT",)))
@@ -113,13 +115,15 @@ def test_saga_stores_started_together_on_a_fresh_database_all_open(fresh_url: st
     assert [] == failures
     expected = [
         "saga_alerts",
+        "saga_causes",
         "saga_instances",
         "saga_monitors",
+        "saga_notes",
         "saga_orphans",
         "saga_schema_version",
     ]
     assert expected == tables(fresh_url)
-    assert [(1,), (2,)] == raw(fresh_url, ["SELECT version FROM saga_schema_version ORDER BY 1"])
+    assert SAGA_VERSIONS == raw(fresh_url, ["SELECT version FROM saga_schema_version ORDER BY 1"])
 
 
 def test_registry_stores_started_together_on_a_fresh_database_all_open(fresh_url: str) -> None:
@@ -162,7 +166,7 @@ def test_a_saga_database_from_before_versions_is_adopted_with_its_data(fresh_url
     store = SqlSagaStore(fresh_url)
     assert [(1, alert)] == store.pending_alerts()
     store.close()
-    assert [(1,), (2,)] == raw(fresh_url, ["SELECT version FROM saga_schema_version ORDER BY 1"])
+    assert SAGA_VERSIONS == raw(fresh_url, ["SELECT version FROM saga_schema_version ORDER BY 1"])
 
 
 def test_migrations_apply_in_order_once_and_later_ones_on_reopening(fresh_url: str) -> None:

@@ -9,6 +9,7 @@ import sys
 import typer
 from rich.table import Table
 
+from broker import deadletter
 from broker.envelope import Event
 from broker.errors import TopicNotFoundError
 from choreo.commands.options import (
@@ -25,14 +26,9 @@ __all__ = ["dlq_app"]
 dlq_app = typer.Typer(help="Inspect, replay and purge dead letters.", no_args_is_help=True)
 
 
-def _dlq_name(topic: str) -> str:
-    # TODO(arch-broker): use broker's dead-letter naming
-    return topic if topic.endswith(".dlq") else f"{topic}.dlq"
-
-
 @dlq_app.command("ls")
 def dlq_ls(
-    topic: str | None = typer.Argument(None, help="Topic (or its .dlq); all DLQs if omitted."),
+    topic: str | None = typer.Argument(None, help="Topic (or its DLQ); all DLQs if omitted."),
     limit: int = typer.Option(100, "--limit", min=1, max=1_000_000),
     broker: str | None = BrokerOption,
     output: str = OutputOption,
@@ -44,9 +40,8 @@ def dlq_ls(
     async def go() -> list[Event]:
         async with open_bus(broker) as bus:
             if topic is not None:
-                return await bus.dead_letters(_dlq_name(topic), limit=limit)
-            # TODO(arch-broker): use broker's dead-letter naming
-            names = [t.name for t in await bus.topics() if t.name.endswith(".dlq")]
+                return await bus.dead_letters(bus.dead_letter_topic_of(topic), limit=limit)
+            names = await bus.dead_letter_topics()
             return [e for n in names for e in await bus.dead_letters(n, limit=limit)]
 
     events = run(go())
@@ -55,16 +50,16 @@ def dlq_ls(
         return
     table = Table("id", "type", "topic", "group", "reason", "attempts", "error", "dead since")
     for e in events:
-        x = e.extensions
+        dead = deadletter.info(e) or deadletter.NOT_DEAD
         table.add_row(
             e.id,
             e.type,
-            str(x.get("dlqtopic", "")),
-            str(x.get("dlqgroup", "")),
-            str(x.get("dlqreason", "")),
-            str(x.get("dlqattempts", "")),
-            str(x.get("dlqerror", ""))[:60],
-            str(x.get("dlqtime", "")),
+            dead.topic,
+            dead.group,
+            dead.reason,
+            str(dead.attempts),
+            dead.error[:60],
+            dead.time,
         )
     out_console.print(table)
 
@@ -78,14 +73,16 @@ def dlq_show(
     """Print one dead letter in full (structured CloudEvents JSON)."""
     check_topics(topic)
 
-    async def go() -> list[Event]:
+    async def go() -> tuple[str, list[Event]]:
         async with open_bus(broker) as bus:
-            return await bus.dead_letters(_dlq_name(topic), limit=1_000_000)
+            name = bus.dead_letter_topic_of(topic)
+            return name, await bus.dead_letters(name, limit=1_000_000)
 
-    found = [e for e in run(go()) if e.id == event_id]
+    name, entries = run(go())
+    found = [e for e in entries if e.id == event_id]
     if not found:
         fail(
-            f"no dead letter {event_id!r} in {_dlq_name(topic)!r}; list them with: "
+            f"no dead letter {event_id!r} in {name!r}; list them with: "
             f"choreo dlq ls {shlex.quote(topic)}"
         )
     sys.stdout.write(json.dumps(found[0].to_dict(), indent=2, ensure_ascii=False) + "\n")
@@ -102,7 +99,7 @@ def dlq_replay(
 
     async def go() -> int:
         async with open_bus(broker) as bus:
-            name = _dlq_name(topic)
+            name = bus.dead_letter_topic_of(topic)
             present = {e.id for e in await bus.dead_letters(name, limit=1_000_000)}
             if not present:
                 raise TopicNotFoundError(f"no dead letters in {name}; see: choreo dlq ls")
@@ -110,7 +107,7 @@ def dlq_replay(
             if missing:
                 raise TopicNotFoundError(
                     f"no event with id {', '.join(missing)} in {name}; "
-                    f"list them with: choreo dlq ls {name.removesuffix('.dlq')}"
+                    f"list them with: choreo dlq ls {shlex.quote(topic)}"
                 )
             return len(await bus.replay(name, event_id or None))
 
@@ -130,7 +127,7 @@ def dlq_purge(
 
     async def go() -> int:
         async with open_bus(broker) as bus:
-            return await bus.purge(_dlq_name(topic), event_id or None)
+            return await bus.purge(bus.dead_letter_topic_of(topic), event_id or None)
 
     purged = run(go())
     with committed():

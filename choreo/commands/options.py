@@ -13,7 +13,7 @@ import typer
 
 from broker.bus import Bus
 from broker.observability import serve_metrics
-from choreo.config import setting
+from choreo.config import check_url, setting
 from choreo.console import fail
 from choreo.errors import EXIT_FAILURE, EXIT_USAGE
 
@@ -52,7 +52,7 @@ def port_option(default: int | None, name: str, help: str) -> Any:
 
 def open_bus(broker: str | None, **options: Any) -> Bus:
     """A Bus on ``--broker``, else the configured or default broker URL."""
-    return Bus(setting("broker_url", broker), **options)
+    return Bus(check_url(setting("broker_url", broker), "the --broker URL"), **options)
 
 
 def check_output(output: str) -> None:

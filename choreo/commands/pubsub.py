@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shlex
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import typer
 from rich.text import Text
 
-from broker.bus import Bus
+from broker.bus import Bus, Subscriber
 from broker.envelope import Event
 from broker.errors import ConfigurationError
 from broker.policies import CircuitBreaker, MemoryInbox, Policy, Retry, SQLiteInbox
@@ -27,7 +29,16 @@ from choreo.commands.options import (
     port_option,
     start_metrics,
 )
-from choreo.console import committed, fail, out_console, parse_duration, print_json, run
+from choreo.console import (
+    committed,
+    fail,
+    out_console,
+    parse_duration,
+    parse_instant,
+    print_json,
+    reported,
+    run,
+)
 from choreo.errors import EXIT_USAGE
 
 __all__ = ["parse_headers", "publish", "read_data", "subscribe"]
@@ -91,12 +102,22 @@ def publish(
     header: list[str] = typer.Option([], "--header", "-H", help="Extension name=value."),
     subject: str | None = typer.Option(None, "--subject"),
     event_id: str | None = typer.Option(None, "--id", help="Event id (default: a new UUID)."),
+    delay: str | None = typer.Option(
+        None, "--delay", help="Deliver no sooner than this from now, e.g. 30s or 2h."
+    ),
+    at: str | None = typer.Option(
+        None, "--at", help="Deliver no sooner than this time (RFC 3339 with a zone)."
+    ),
     broker: str | None = BrokerOption,
     output: str = OutputOption,
 ) -> None:
     """Publish one CloudEvent; prints its id once the broker durably accepted it."""
     check_output(output)
     check_topics(topic)
+    if delay is not None and at is not None:
+        raise typer.BadParameter("give --delay or --at, not both")
+    wait = parse_duration(delay, option="--delay") if delay is not None else None
+    deliver_at = parse_instant(at, option="--at") if at is not None else None
     value = read_data(data)
     extensions = parse_headers(header)
     seconds = parse_duration(ttl, option="--ttl") if ttl else None
@@ -110,7 +131,13 @@ def publish(
     async def go() -> Event:
         async with open_bus(broker) as bus:
             return await bus.publish(
-                topic, event, key=key, correlation_id=correlation_id, ttl=seconds
+                topic,
+                event,
+                key=key,
+                correlation_id=correlation_id,
+                ttl=seconds,
+                delay=wait,
+                deliver_at=deliver_at,
             )
 
     sent = run(go())
@@ -136,6 +163,9 @@ def subscribe(
     max_attempts: int = typer.Option(3, "--max-attempts", help="Handler attempts before DLQ."),
     retry_delay: str = typer.Option("100ms", "--retry-delay", help="First retry delay."),
     max_delay: str = typer.Option("30s", "--max-delay", help="Longest retry delay."),
+    handler_timeout: str | None = typer.Option(
+        None, "--handler-timeout", help="Fail an attempt that runs longer, e.g. 30s."
+    ),
     on_expired: str = typer.Option("dlq", "--on-expired", help="dlq or drop."),
     breaker: int | None = typer.Option(None, "--breaker", help="Pause after N dead letters."),
     breaker_cooldown: str = typer.Option("30s", "--breaker-cooldown"),
@@ -155,6 +185,7 @@ def subscribe(
         fail("--reply needs --exec CMD: the reply is what CMD prints", EXIT_USAGE)
     if on_expired not in ("dlq", "drop"):
         fail(f"--on-expired must be dlq or drop, not {on_expired!r}", EXIT_USAGE)
+    limit = _positive(handler_timeout, "--handler-timeout") if handler_timeout else None
     try:
         policy = Policy(
             retry=Retry(
@@ -165,15 +196,23 @@ def subscribe(
             on_expired=on_expired,  # type: ignore[arg-type]
             breaker=CircuitBreaker(breaker, parse_duration(breaker_cooldown)) if breaker else None,
             inbox=SQLiteInbox(inbox) if inbox else MemoryInbox() if dedup else None,
+            handler_timeout=limit,
         )
     except ConfigurationError as exc:
         fail(str(exc), EXIT_USAGE)
-    idle = parse_duration(timeout, option="--timeout") if timeout is not None else None
-    if idle is not None and idle <= 0:
-        fail("--timeout must be more than 0; omit it to wait for events until stopped", EXIT_USAGE)
+    idle = _positive(timeout, "--timeout") if timeout is not None else None
+    with reported():
+        bus = open_bus(broker, policy=policy)
     start_metrics(metrics_port)
     runner = _Runner(output, command, count, reply=reply)
-    run(runner.consume(open_bus(broker, policy=policy), topics, group, from_beginning, idle))
+    run(runner.consume(bus, topics, group, from_beginning, idle))
+
+
+def _positive(text: str, option: str) -> float:
+    seconds = parse_duration(text, option=option)
+    if seconds <= 0:
+        fail(f"{option} must be more than 0; omit it for no limit", EXIT_USAGE)
+    return seconds
 
 
 def _command(text: str) -> list[str]:
@@ -203,8 +242,21 @@ def _why_not_runnable(program: str) -> str:
     return f"{program!r} is not executable; chmod +x it or run it through its interpreter"
 
 
+def _signal_group(process: asyncio.subprocess.Process, signum: int) -> None:
+    """Signal an ``--exec`` command and whatever it started (its own process group)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
+
+
 class _Runner:
-    """The handler of ``choreo subscribe`` and its stop conditions."""
+    """The handler of ``choreo subscribe`` and its stop conditions.
+
+    ``--count N`` hands exactly N events to the output or command: the N-th handler call stops
+    the subscription taking more, so only those N are acked and the rest stay for the group's
+    next reader. Ctrl-C or SIGTERM is a shutdown, never a handler failure: no new event starts,
+    a running ``--exec`` command (in its own session, so the terminal's Ctrl-C does not reach
+    it) is terminated, and its event stays unacked for the next reader.
+    """
 
     def __init__(
         self, output: str, command: list[str] | None, count: int | None, *, reply: bool = False
@@ -216,6 +268,9 @@ class _Runner:
         self.handled = 0
         self.done = asyncio.Event()
         self.activity = asyncio.Event()
+        self.subscriber: Subscriber | None = None
+        self.children: set[asyncio.subprocess.Process] = set()
+        self.signalled: int | None = None
 
     async def handle(self, event: Event) -> Any:
         self.activity.set()
@@ -238,17 +293,31 @@ class _Runner:
             )
         self.handled += 1
         if self.count is not None and self.handled >= self.count:
+            self._stop_taking()
             self.done.set()
         return result
+
+    def _stop_taking(self) -> None:
+        if self.subscriber is not None:
+            self.subscriber.stop_taking()
 
     async def _exec(self, event: Event) -> Any:
         """Run the command on ``event``; with ``--reply``, what it printed (JSON), parsed."""
         assert self.command is not None
-        stdout = asyncio.subprocess.PIPE if self.reply else None
         process = await asyncio.create_subprocess_exec(
-            *self.command, stdin=asyncio.subprocess.PIPE, stdout=stdout
+            *self.command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE if self.reply else None,
+            start_new_session=True,
         )
-        printed, _ = await process.communicate(event.to_json().encode())
+        self.children.add(process)
+        try:
+            printed, _ = await process.communicate(event.to_json().encode())
+        finally:
+            self.children.discard(process)
+            if process.returncode is None:  # cancelled (handler timeout, shutdown): no orphan
+                _signal_group(process, signal.SIGKILL)
+                await asyncio.shield(process.wait())
         shown = shlex.join(self.command)
         if process.returncode != 0:
             raise RuntimeError(f"{shown!r} exited with status {process.returncode}")
@@ -259,19 +328,38 @@ class _Runner:
         except ValueError as exc:
             raise ValueError(f"{shown!r} printed something that is not JSON ({exc})") from exc
 
+    def _shutdown(self, signum: int) -> None:
+        """Ctrl-C or SIGTERM: start nothing more, end the running commands, then stop."""
+        self.signalled = signum
+        self._stop_taking()
+        for process in self.children:
+            _signal_group(process, signal.SIGTERM)
+        self.done.set()
+
     async def consume(
         self, bus: Bus, topics: list[str], group: str, from_beginning: bool, idle: float | None
     ) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self._shutdown, signum)
         async with bus:
-            await bus.subscribe(topics, self.handle, group=group, from_beginning=from_beginning)
-            while not self.done.is_set():
-                self.activity.clear()
-                waiters = [asyncio.ensure_future(self.done.wait())]
-                waiters.append(asyncio.ensure_future(self.activity.wait()))
-                finished, pending = await asyncio.wait(
-                    waiters, timeout=idle, return_when=asyncio.FIRST_COMPLETED
-                )
-                for waiter in pending:
-                    waiter.cancel()
-                if not finished:
-                    return
+            self.subscriber = await bus.subscribe(
+                topics, self.handle, group=group, from_beginning=from_beginning
+            )
+            await self._wait(idle)
+        if self.signalled is not None:
+            raise typer.Exit(128 + self.signalled)
+
+    async def _wait(self, idle: float | None) -> None:
+        """Until done (count reached, signalled) or ``idle`` seconds without an event."""
+        while not self.done.is_set():
+            self.activity.clear()
+            waiters = [asyncio.ensure_future(self.done.wait())]
+            waiters.append(asyncio.ensure_future(self.activity.wait()))
+            finished, pending = await asyncio.wait(
+                waiters, timeout=idle, return_when=asyncio.FIRST_COMPLETED
+            )
+            for waiter in pending:
+                waiter.cancel()
+            if not finished:
+                return

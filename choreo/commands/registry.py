@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from choreo.commands.options import port_option
 from choreo.commands.serving import listen, serve
 from choreo.config import check_url
-from choreo.console import fail, out_console, reported
-from choreo.errors import EXIT_USAGE
+from choreo.console import out_console, reported
 from schemas.storage import DEFAULT_STORAGE_URL
 
 __all__ = ["registry_app"]
@@ -36,23 +37,24 @@ def serve_registry(
     ),
     user: str | None = typer.Option(None, "--auth-user", help="Require HTTP basic auth."),
     password: str | None = typer.Option(
-        None, "--auth-password", envvar="CHOREO_REGISTRY_PASSWORD", help="Basic auth password."
+        None, "--auth-password", help="Basic auth password (env CHOREO_REGISTRY_PASSWORD)."
     ),
     token: str | None = typer.Option(
-        None, "--auth-token", envvar="CHOREO_REGISTRY_TOKEN", help="Require this bearer token."
+        None, "--auth-token", help="Require this bearer token (env CHOREO_REGISTRY_TOKEN)."
     ),
 ) -> None:
     """Serve the Confluent-compatible REST API (Ctrl-C to stop)."""
+    from schemas.http_auth import auth_from_settings
     from schemas.registry import Registry
-    from schemas.server import Auth, BasicAuth, BearerAuth, create_app
+    from schemas.server import REALM, create_app
 
-    if (user is None) != (password is None):
-        fail("--auth-user and --auth-password go together", EXIT_USAGE)
-    auth: Auth | None = None
-    if user is not None and password is not None:
-        auth = BasicAuth(user, password)
-    elif token:
-        auth = BearerAuth(token)
+    with reported():  # an empty variable is a setting too: it must not switch auth off
+        auth = auth_from_settings(
+            user,
+            password if password is not None else os.environ.get("CHOREO_REGISTRY_PASSWORD"),
+            token if token is not None else os.environ.get("CHOREO_REGISTRY_TOKEN"),
+            realm=REALM,
+        )
     sock = listen(host, port)
     with reported():
         registry = Registry.open(check_url(storage, "the --storage URL"))

@@ -1,4 +1,4 @@
-"""``choreo saga monitor|ls|show|discover|serve``: parse, build objects, call, render."""
+"""``choreo saga monitor|ls|show|owes|ack|discover|serve``: parse, build objects, call, render."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import contextlib
 import os
 import signal
 from collections import Counter
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -32,7 +33,11 @@ from choreo.console import (
     run,
 )
 from choreo.errors import EXIT_USAGE
-from saga_monitor.model import STATES, Instance, utcnow
+from saga_monitor.model import STATES, utcnow
+
+if TYPE_CHECKING:
+    from saga_monitor.definitions import Definitions
+    from saga_monitor.store import SagaStore
 
 __all__ = ["saga_app"]
 
@@ -80,6 +85,12 @@ def monitor(
     ),
     tick: str = typer.Option("1s", "--tick", help="How often deadlines are checked."),
     retention: str = typer.Option("7d", "--retention", help="Keep finished instances this long."),
+    retain_acknowledged: str | None = typer.Option(
+        None, "--retain-acknowledged", help="Drop acknowledged instances this long after the ack."
+    ),
+    retain_stuck: str | None = typer.Option(
+        None, "--retain-stuck", help="Drop instances stuck for longer than this."
+    ),
     from_beginning: bool = typer.Option(
         False, "--from-beginning", help="A new group starts from the retained history."
     ),
@@ -99,6 +110,14 @@ def monitor(
         "max_delay": parse_duration(max_delay, option="--max-delay"),
         "skew_tolerance": parse_duration(skew_tolerance, option="--skew-tolerance"),
     }
+    kept = {
+        "retain_acknowledged": parse_duration(retain_acknowledged, option="--retain-acknowledged")
+        if retain_acknowledged
+        else None,
+        "retain_stuck": parse_duration(retain_stuck, option="--retain-stuck")
+        if retain_stuck
+        else None,
+    }
     broker_url, store_url = setting("broker_url", broker), setting("store_url", store)
     start_metrics(metrics_port, host="0.0.0.0")
     run(
@@ -110,6 +129,7 @@ def monitor(
             group,
             from_beginning,
             timing,
+            kept,
         )
     )
 
@@ -122,9 +142,11 @@ async def _monitor(
     group: str,
     from_beginning: bool,
     timing: dict[str, float],
+    kept: dict[str, float | None],
 ) -> None:
     from broker import Bus
     from broker.urls import mask_url
+    from saga_monitor.dead_letters import DeadLetterLinker
     from saga_monitor.definitions import load_definitions
     from saga_monitor.monitor import SagaMonitor
     from saga_monitor.store import open_saga_store as open_store
@@ -143,7 +165,10 @@ async def _monitor(
         retention=timing["retention"],
         max_delay=timing["max_delay"],
         skew_tolerance=timing["skew_tolerance"],
+        retain_acknowledged=kept["retain_acknowledged"],
+        retain_stuck=kept["retain_stuck"],
     )
+    linker = DeadLetterLinker(definitions, bus, store, topics=monitor.topics)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     if task is not None:
@@ -154,7 +179,8 @@ async def _monitor(
         f"({len(definitions.sagas)} saga(s)); state in {store.url}; alerts to {alerts_topic}"
     )
     try:
-        await monitor.run()
+        async with linker:
+            await monitor.run()
     except asyncio.CancelledError:
         pass
     finally:
@@ -162,17 +188,15 @@ async def _monitor(
         store.close()
 
 
-def _instances(store: str | None, **filters: Any) -> tuple[list[Instance], str]:
-    """The instances matching ``filters`` in the saga store, and the store's (masked) URL.
-
-    Says on stderr when a monitor writing to the store is behind: its verdicts (stuck, alerts)
-    wait until it caught up."""
+@contextlib.contextmanager
+def _opened(store: str | None) -> Iterator[SagaStore]:
+    """The saga store, closed at the end; says on stderr when a monitor writing to it is
+    behind: its verdicts (stuck, alerts) wait until it caught up."""
     from saga_monitor.store import open_saga_store as open_store
 
     with reported():
         opened = open_store(setting("store_url", store))
         try:
-            found = opened.instances(**filters)
             now = utcnow()
             for status in opened.monitors():
                 if "/" in status.name:
@@ -180,9 +204,23 @@ def _instances(store: str | None, **filters: Any) -> tuple[list[Instance], str]:
                 warning = status.behind(now)
                 if warning:
                     err_console.print(f"warning: {warning}", markup=False, style="yellow")
-            return found, opened.url
+            yield opened
         finally:
             opened.close()
+
+
+def _definitions(path: Path | None) -> Definitions | None:
+    from saga_monitor.definitions import load_definitions
+
+    if path is None:
+        return None
+    with reported():
+        return load_definitions(path)
+
+
+DEFINITIONS = typer.Option(
+    None, "--definitions", "-d", help="Saga definitions (for the services their steps name)."
+)
 
 
 @saga_app.command("ls")
@@ -190,35 +228,155 @@ def ls(
     saga: str | None = typer.Option(None, "--saga", help="Only this saga type."),
     state: str | None = typer.Option(None, "--state", help="Only this state, e.g. stuck."),
     since: str | None = typer.Option(None, "--since", help="Only updated within, e.g. 1h."),
+    service: str | None = typer.Option(
+        None, "--service", help="Only instances waiting on this service."
+    ),
+    anomaly: str | None = typer.Option(
+        None, "--anomaly", help="Only instances with this anomaly, e.g. duplicate."
+    ),
+    search: str | None = typer.Option(
+        None,
+        "--search",
+        "-q",
+        help="A correlation-id prefix, or a payload field: data.customer=customer-10.",
+    ),
     limit: int = typer.Option(
         200, "--limit", "-n", min=1, max=1_000_000, help="At most this many."
+    ),
+    offset: int = typer.Option(0, "--offset", min=0, max=10**9, help="Skip this many first."),
+    definitions: Path | None = DEFINITIONS,
+    store: str | None = STORE,
+    output: Output = OutputChoiceOption,
+) -> None:
+    """List saga instances, most recently updated first (with the total that match)."""
+    from datetime import timedelta
+
+    from saga_monitor.board import learn_owners, listed, sample
+    from saga_monitor.model import ANOMALY_KINDS
+    from saga_monitor.queries import Query, parse_search
+    from saga_monitor.render import instance_table
+
+    chosen_state = _state(state)
+    if anomaly is not None and anomaly not in ANOMALY_KINDS:
+        fail(
+            f"--anomaly {anomaly!r} is not an anomaly; use one of {', '.join(ANOMALY_KINDS)}",
+            EXIT_USAGE,
+        )
+    with reported():
+        prefix, field = parse_search(search)
+    window = parse_duration(since, option="--since") if since else None
+    defined = _definitions(definitions)
+    now = utcnow()
+    with _opened(store) as opened:
+        owners = learn_owners(defined, sample(opened))
+        awaiting = None
+        if service is not None:
+            awaiting = owners.types_of(service, set())
+            if not awaiting:
+                known = ", ".join(owners.services(set())) or "none yet"
+                fail(
+                    f"--service {service!r} owes no step that is known; services: {known}",
+                    EXIT_USAGE,
+                )
+        query = Query(
+            saga=saga,
+            state=chosen_state,
+            since=now - timedelta(seconds=window) if window else None,
+            correlation_prefix=prefix,
+            data=field,
+            anomaly=anomaly,
+            awaiting=awaiting,
+            limit=limit,
+            offset=offset,
+        )
+        with reported():
+            page = opened.search(query)
+            rows = listed(opened, page.items, owners)
+    if output is Output.json:
+        print_json(rows)
+        return
+    out_console.print(instance_table(page.items, now, rows))
+    counts = Counter(item.state for item in page.items)
+    shown = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no saga instances"
+    if page.total > len(page.items):
+        last = page.offset + len(page.items)
+        shown += (
+            f" (showing {page.offset + 1}-{last} of {page.total})"
+            if page.items
+            else (f" (none from {page.offset + 1}; {page.total} in all)")
+        )
+    out_console.print(shown)
+
+
+@saga_app.command("owes")
+def owes(
+    definitions: Path | None = DEFINITIONS,
+    window: str = typer.Option(
+        "15m", "--window", help="Recent latency over this window, against the time before it."
     ),
     store: str | None = STORE,
     output: Output = OutputChoiceOption,
 ) -> None:
-    """List saga instances, most recently updated first."""
-    from datetime import timedelta
+    """Who owes what: per service, the instances waiting on it, the oldest wait, and its
+    step latency p50/p99 against its own baseline."""
+    from saga_monitor.board import build_board
+    from saga_monitor.render import board_table
 
-    from saga_monitor.render import instance_table
-
-    chosen_state = _state(state)
-    window = parse_duration(since, option="--since") if since else None
+    seconds = parse_duration(window, option="--window")
+    defined = _definitions(definitions)
     now = utcnow()
-    found, _ = _instances(
-        store,
-        saga=saga,
-        state=chosen_state,
-        limit=limit,
-        since=now - timedelta(seconds=window) if window else None,
-    )
+    with _opened(store) as opened, reported():
+        board, _ = build_board(opened, defined, now, window=seconds)
     if output is Output.json:
-        print_json([i.summary() for i in found])
+        print_json([row.to_dict() for row in board])
         return
-    out_console.print(instance_table(found, now))
-    counts = Counter(item.state for item in found)
-    out_console.print(
-        ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no saga instances"
-    )
+    out_console.print(board_table(board) if board else "no saga instances")
+
+
+@saga_app.command("ack")
+def ack(
+    correlation_id: str = typer.Argument(..., help="The correlation id of the saga instance."),
+    note: str = typer.Option("", "--note", "-m", help="What you know or did about it."),
+    saga: str | None = typer.Option(None, "--saga", help="The saga type (when several match)."),
+    who: str | None = typer.Option(
+        None, "--who", help="Who acknowledges (default: CHOREO_USER, USER)."
+    ),
+    annotate: bool = typer.Option(
+        False, "--annotate", help="Add a note without acknowledging the instance."
+    ),
+    store: str | None = STORE,
+    output: Output = OutputChoiceOption,
+) -> None:
+    """Acknowledge a (stuck) instance with a note, kept in the store and shown everywhere."""
+    from saga_monitor.queries import ACK, NOTE, Note, check_note
+
+    author = who or os.environ.get("CHOREO_USER") or os.environ.get("USER") or "unknown"
+    kind = NOTE if annotate else ACK
+    with reported():
+        check_note(author, note, kind)
+    with _opened(store) as opened, reported():
+        found = opened.instances(saga=saga, correlation_id=correlation_id, limit=50)
+        if not found:
+            which = f" of saga {saga!r}" if saga else ""
+            fail(
+                f"no saga instance{which} with correlation id {correlation_id!r} in "
+                f"{opened.url}; list them with: choreo saga ls"
+            )
+        if len(found) > 1:
+            names = ", ".join(sorted(i.saga for i in found))
+            fail(
+                f"{correlation_id!r} is an instance of several sagas ({names}); "
+                "pick one with --saga",
+                EXIT_USAGE,
+            )
+        target = found[0]
+        written = Note(target.saga, correlation_id, kind, author, utcnow(), note)
+        opened.add_note(written)
+    if output is Output.json:
+        print_json(written.to_dict())
+        return
+    done = "acknowledged" if kind == ACK else "annotated"
+    out_console.print(f"{done} {target.saga} {correlation_id} as {author}", markup=False)
 
 
 @saga_app.command("show")
@@ -228,10 +386,15 @@ def show(
     store: str | None = STORE,
     output: Output = OutputChoiceOption,
 ) -> None:
-    """Show an instance's timeline: offsets, step durations, what it waits for, anomalies."""
-    from saga_monitor.render import timeline
+    """Show an instance's timeline: offsets, step durations, what it waits for, anomalies,
+    operators' notes and the dead letter that explains a wait."""
+    from saga_monitor.render import notes_text, timeline
 
-    found, url = _instances(store, correlation_id=correlation_id, saga=saga)
+    with _opened(store) as opened, reported():
+        found = opened.instances(correlation_id=correlation_id, saga=saga)
+        keys = [(i.saga, i.correlation_id) for i in found]
+        notes, causes = opened.notes(keys), opened.causes(keys)
+        url = opened.url
     if not found:
         which = f" of saga {saga!r}" if saga else ""
         fail(
@@ -239,10 +402,22 @@ def show(
             "list them with: choreo saga ls"
         )
     if output is Output.json:
-        print_json([i.to_dict() for i in found])
+        print_json(
+            [
+                {
+                    **i.to_dict(),
+                    "notes": [n.to_dict() for n in notes.get(key, [])],
+                    "cause": (causes.get(key) or {}).get("text") if i.state == "stuck" else None,
+                }
+                for i, key in zip(found, keys, strict=True)
+            ]
+        )
         return
-    for item in found:
+    for item, key in zip(found, keys, strict=True):
         out_console.print(timeline(item, utcnow()))
+        cause = causes.get(key) if item.state == "stuck" else None
+        if cause or key in notes:
+            out_console.print(notes_text(notes.get(key, []), cause))
 
 
 @saga_app.command("discover")

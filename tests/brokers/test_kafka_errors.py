@@ -4,8 +4,12 @@ clients' options, and an unreachable broker is one clear line with the password 
 from __future__ import annotations
 
 import inspect
+import json
 import ssl
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from aiokafka import errors as kerr
@@ -163,3 +167,22 @@ async def test_required_idempotence_refused_by_the_broker(
         await Bus(f"{kafka_url}&idempotence=true").start()
     async with Bus(kafka_url) as bus:
         await bus.publish(f"idem-{uuid.uuid4().hex[:8]}", type="t")
+
+
+def test_cli_publish_over_the_max_request_size_is_one_line(kafka_url: str, tmp_path: Path) -> None:
+    """`choreo publish` of data over the producer's max_request_size exits 1 with one error
+    line naming the broker and the cause, not a traceback."""
+    data = tmp_path / "big.json"
+    data.write_text(json.dumps({"blob": "x" * 40_000}))
+    url = f"{kafka_url}&max_request_size=20000"
+    topic = f"contract-big-{uuid.uuid4().hex[:8]}"
+    run = subprocess.run(
+        [sys.executable, "-m", "choreo", "publish", topic, "-t", "t", "-d", f"@{data}", "-b", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (1, "", False) == (run.returncode, run.stdout, "Traceback" in run.stderr)
+    [error] = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert "MessageSizeTooLargeError" in error  # (Tansu adds a log line on idempotence)

@@ -167,3 +167,22 @@ async def test_always_failing_handler_ends_in_dlq_after_exact_attempts(
     assert sorted(e.id for e in sent) == sorted(e.id for e in dead)
     assert {4} == {e.extensions["dlqattempts"] for e in dead}
     assert {"handler-error"} == {e.extensions["dlqreason"] for e in dead}
+
+
+async def test_stopping_with_the_broker_gone_is_bounded(topic: str) -> None:
+    """A bus whose broker died stops within its publish timeout plus the consumer's bounds: a
+    shutdown never waits forever for a broker that no longer answers."""
+    server = KafkaServer()
+    server.start()
+    try:
+        url = f"{server.url}&publish_timeout_ms=2000"
+        bus = Bus(url)
+        await bus.start()
+        got = Collector()
+        await bus.subscribe(topic, got, group="g")
+        sent = await bus.publish(topic, type="t", data=1)
+        await eventually(lambda: sent.id in got.ids, what="the event before the broker dies")
+        server.kill()
+        await asyncio.wait_for(bus.stop(), 30)
+    finally:
+        server.kill()

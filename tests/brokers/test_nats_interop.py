@@ -81,6 +81,23 @@ async def test_raw_client_reads_binding_headers(bus: Bus, raw: Client, topic: st
     assert {"n": 1} == json.loads(msg.data)
 
 
+async def test_header_values_are_cleaned_as_the_client_cleans_them(
+    bus: Bus, raw: Client, topic: str
+) -> None:
+    """Header values with a line break or edge whitespace reach the server as nats-py's own
+    publish writes them (line breaks as spaces, edges stripped); plain ones unchanged."""
+    odd = {"note": "two\r\nlines", "pad": " padded ", "plain": "as is"}
+    sent = await bus.publish(topic, type="t", data=1, subject="s\nx", extensions=odd)
+    await raw.publish(f"{topic}", b"1", headers={f"ce-{k}": v for k, v in odd.items()})
+    sub = await raw.jetstream().pull_subscribe(topic, stream=safe_name(topic))
+    ours, theirs = await sub.fetch(2, timeout=5)
+    expected = {"ce-note": "two  lines", "ce-pad": "padded", "ce-plain": "as is"}
+    assert expected == {k: v for k, v in (theirs.headers or {}).items() if k in expected}
+    assert expected | {"ce-subject": "s x", "ce-id": sent.id} == {
+        k: v for k, v in (ours.headers or {}).items() if k in {*expected, "ce-subject", "ce-id"}
+    }
+
+
 async def test_bus_reads_what_a_raw_client_writes(bus: Bus, raw: Client, topic: str) -> None:
     """A CloudEvent a raw client publishes in binary mode (ce-* headers) reaches a subscriber
     with its attributes and data."""

@@ -21,7 +21,7 @@ from broker import (
     Retry,
 )
 from broker.context import current_deliveries
-from tests.helpers import eventually
+from tests.helpers import Collector, eventually
 
 FAST = Retry(max_attempts=3, initial_delay=0.01, max_delay=0.05)
 
@@ -288,3 +288,28 @@ async def test_batch_subscription_refuses_bad_settings(make_bus: Callable[..., B
         await bus.subscribe_batch("t", Batches(), group="g", max_batch=0)
     with pytest.raises(ConfigurationError, match="concurrency=1"):
         await bus.subscribe_batch("t", Batches(), group="g", policy=Policy(concurrency=4))
+
+
+async def test_a_bad_event_fails_alone_among_concurrent_publishes(
+    make_bus: Callable[..., Bus], topic: str
+) -> None:
+    """Publishes flushed together (the embedded broker's group commit, a batch in flight) are
+    isolated: an event whose data or key holds a lone surrogate fails alone and at once, every
+    other publish returns and is delivered, and publish_many reports the same."""
+    bus = await make_bus().start()
+    got = Collector()
+    await bus.subscribe(topic, got, group="g")
+    bad = [{"data": {"a": "\ud800"}}, {"key": "k\udcff"}]
+    calls = [bus.publish(topic, type="good", data={"n": n}) for n in range(20)]
+    calls[5:5] = [bus.publish(topic, type="bad", **options) for options in bad]  # type: ignore[arg-type]
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
+    encodes = not bus.url.startswith("memory:")  # memory keeps data objects (keys it hashes)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert (2 if encodes else 1) == len(failed)
+    assert all(isinstance(r, UnicodeEncodeError) for r in failed)
+    many = [{"type": "good", "data": {"n": 20}}, {"type": "bad", **bad[0]}, {"type": "good"}]
+    many.insert(2, {"type": "bad", **bad[1]})
+    result = await asyncio.wait_for(bus.publish_many(topic, many), 30)
+    assert [True, not encodes, False, True] == [outcome.ok for outcome in result]
+    await eventually(lambda: len(got.events) == 22 + 2 * (not encodes), what="the good events")
+    assert (0 if encodes else 2) == sum(e.type == "bad" for e in got.events)

@@ -264,3 +264,79 @@ async def test_concurrent_lanes_never_run_one_key_twice(
     assert overlap["max"] > 1
     if bus.capabilities.ordered_keys:
         assert all(sorted(values) == values for values in seen.values())
+
+
+async def test_handler_past_its_timeout_is_a_failed_attempt(
+    make_bus: Callable[..., Bus], topic: str
+) -> None:
+    """A handler that runs past handler_timeout is cancelled and the attempt counts as failed:
+    retried, then dead-lettered with a HandlerTimeoutError; the next event is handled."""
+    retry = Retry(max_attempts=2, initial_delay=0.01, max_delay=0.05)
+    bus = await make_bus(policy=Policy(retry=retry, handler_timeout=0.2)).start()
+    calls: list[str] = []
+    cancelled: list[str] = []
+    handled = Collector()
+
+    async def hangs_on_slow(event: Event) -> None:
+        if event.type != "slow":
+            await handled(event)
+            return
+        calls.append(event.id)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(event.id)
+            raise
+
+    await bus.subscribe(topic, hangs_on_slow, group="g")
+    slow = await bus.publish(topic, type="slow", key="k")
+    fast = await bus.publish(topic, type="fast", key="k")
+    dlq = f"{topic}.dlq"
+
+    async def dead_lettered() -> bool:
+        return len(await bus.dead_letters(dlq)) == 1
+
+    await eventually(dead_lettered)
+    [dead] = await bus.dead_letters(dlq)
+    assert (slow.id, "handler-error", 2) == (
+        dead.id,
+        dead.extensions["dlqreason"],
+        dead.extensions["dlqattempts"],
+    )
+    assert (
+        "HandlerTimeoutError: the handler did not finish within handler_timeout=0.2s"
+        == dead.extensions["dlqerror"]
+    )
+    assert [slow.id, slow.id] == calls == cancelled
+    await eventually(lambda: fast.id in handled.ids)
+
+
+async def test_a_failure_while_stopping_is_not_the_handlers(
+    make_bus: Callable[..., Bus], topic: str
+) -> None:
+    """A handler that fails because its subscription is stopping (a shutdown) is neither
+    retried nor dead-lettered, even with one attempt: the event is delivered again to the
+    group's next consumer."""
+    bus = await make_bus(policy=Policy(retry=Retry(max_attempts=1))).start()
+    started, release = asyncio.Event(), asyncio.Event()
+    calls: list[str] = []
+
+    async def interrupted(event: Event) -> None:
+        calls.append(event.id)
+        started.set()
+        await release.wait()
+        raise RuntimeError("killed by the shutdown")
+
+    subscriber = await bus.subscribe(topic, interrupted, group="g")
+    sent = await bus.publish(topic, type="t")
+    await asyncio.wait_for(started.wait(), 30)
+    stopping = asyncio.create_task(subscriber.stop(grace=30))
+    await asyncio.sleep(0)  # stop() marks the subscription stopping before it first waits
+    release.set()
+    await asyncio.wait_for(stopping, 60)
+    assert [sent.id] == calls
+    assert [] == await bus.dead_letters(f"{topic}.dlq")
+    again = Collector()
+    await bus.subscribe(topic, again, group="g")
+    await eventually(lambda: sent.id in again.ids, timeout=60)
+    assert [sent.id] == again.ids

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -183,8 +184,9 @@ def broker_url(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> str
     """The broker under test (a fresh SQLite file for the embedded one)."""
     if name == "sqlite":
         return f"sqlite:///{tmp_path}/broker.db?poll_interval=0.01"
-    # Kafka: a broker of the test's own; the session's Tansu has seen hundreds of groups.
-    fixture = "own_kafka_url" if name == "kafka" else f"{name}_url"
+    # A server of the test's own where one can be started: these long multi-process tests must
+    # not depend on what hundreds of earlier tests left in the session's server.
+    fixture = f"own_{name}_url" if name in ("kafka", "nats") else f"{name}_url"
     url: str = request.getfixturevalue(fixture)
     return url
 
@@ -200,6 +202,20 @@ async def join(url: str, topics: list[str], group: str) -> None:
 
 async def _ignore(event: Event) -> None:
     raise RuntimeError("a group's position is being created: nothing is handled")
+
+
+@contextlib.asynccontextmanager
+async def bounded(seconds: float) -> AsyncIterator[None]:
+    """Fail after ``seconds`` with the stack of every task still running, so a stall names the
+    await it is stuck in (pytest-timeout would show only the event loop's select)."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.print_stack(file=sys.stdout)
+        raise AssertionError(f"stalled for {seconds:.0f} s; the tasks' stacks are above") from None
 
 
 async def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.05) -> None:

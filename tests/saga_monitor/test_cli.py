@@ -189,3 +189,74 @@ def test_ls_is_quiet_when_the_monitor_keeps_up(store_url: str) -> None:
     store.close()
     result = runner.invoke(app, ["saga", "ls", "--store", store_url])
     assert ("", 0) == (result.stderr, result.exit_code)
+
+
+def _json(*args: str) -> object:
+    result = runner.invoke(app, ["saga", *args, "-o", "json"])
+    assert 0 == result.exit_code, result.output
+    return json.loads(result.stdout)
+
+
+def test_ls_filters_by_anomaly_search_service_and_pages(store_url: str) -> None:
+    """--anomaly, --search (prefix or data field), --service and --offset narrow the listing."""
+
+    def ids(*args: str) -> list[str]:
+        rows = _json("ls", "--store", store_url, *args)
+        assert isinstance(rows, list)
+        return sorted(row["correlation_id"] for row in rows)
+
+    assert ["order-stuck"] == ids("--anomaly", "duplicate")
+    assert ["order-ok", "order-comp"] == ids("--search", "order-o") + ids("--search", "order-c")
+    assert ["order-stuck"] == ids("--search", "data.total=42")
+    assert ["order-stuck"] == ids("--service", "shop")
+    assert 2 == len(ids("--limit", "2", "--offset", "2"))
+    (row,) = _json("ls", "--store", store_url, "--state", "stuck")  # type: ignore[misc]
+    assert (["shop"], None, None) == (row["services"], row["acknowledged"], row["cause"])
+    assert (True, True) == (bool(row["stuck_since"]), bool(row["waiting_since"]))
+
+
+def test_ls_table_says_which_page_it_shows(store_url: str) -> None:
+    """A page short of the total says which rows of how many it shows."""
+    result = runner.invoke(app, ["saga", "ls", "--store", store_url, "-n", "1", "--offset", "1"])
+    assert 0 == result.exit_code, result.output
+    assert "(showing 2-2 of 4)" in result.stdout
+
+
+def test_owes_prints_the_board(store_url: str) -> None:
+    """`saga owes` names the service the stuck order waits on, in a table and in JSON."""
+    board = _json("owes", "--store", store_url)
+    assert isinstance(board, list)
+    assert ("shop", 1, 1) == (board[0]["service"], board[0]["waiting"], board[0]["stuck"])
+    table = runner.invoke(app, ["saga", "owes", "--store", store_url], env={"COLUMNS": "160"})
+    assert ("shop" in table.stdout, "order-stuck" in table.stdout) == (True, True)
+
+
+def test_ack_keeps_who_when_and_note(store_url: str) -> None:
+    """`saga ack ID --note` is kept and shown by ls and show."""
+    written = _json("ack", "order-stuck", "--note", "vendor down", "--who", "ana", "-s", store_url)
+    assert isinstance(written, dict)
+    assert ("ack", "ana", "vendor down") == (written["kind"], written["who"], written["note"])
+    (row,) = _json("ls", "--store", store_url, "--state", "stuck")  # type: ignore[misc]
+    assert ("ana", "vendor down") == (row["acknowledged"]["who"], row["acknowledged"]["note"])
+    shown = runner.invoke(app, ["saga", "show", "order-stuck", "--store", store_url])
+    assert ("ack by ana at" in shown.stdout, "vendor down" in shown.stdout) == (True, True)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["saga", "ack", "nope", "--note", "x"], 1, "no saga instance with correlation id 'nope'"),
+        (["saga", "ack", "order-stuck", "--who", " "], 2, "who acknowledges must be named"),
+        (["saga", "ls", "--anomaly", "weird"], 2, "--anomaly 'weird' is not an anomaly"),
+        (["saga", "ls", "--service", "nobody"], 2, "--service 'nobody' owes no step"),
+        (["saga", "ls", "--search", "data.=x"], 2, "a payload field is data.<field>"),
+        (["saga", "owes", "--window", "soon"], 2, "'soon' is not a duration"),
+    ],
+)
+def test_console_commands_mistakes_are_one_line(
+    store_url: str, args: list[str], code: int, message: str
+) -> None:
+    """Mistakes in ls, owes and ack give one line and exit 2 (usage) or 1 (not found)."""
+    result = runner.invoke(app, [*args, "--store", store_url])
+    assert (code, True) == (result.exit_code, message in result.output), result.output
+    assert "Traceback" not in result.output

@@ -233,3 +233,69 @@ async def test_finished_instances_are_pruned_after_the_retention(bus: Bus, tmp_p
         await monitor.check()
     assert ["open"] == [i.correlation_id for i in store.instances()]
     store.close()
+
+
+async def test_a_backlog_is_applied_many_events_per_batch(tmp_path: Path) -> None:
+    """Events already waiting on the broker are applied many per batch (one store transaction
+    each), and every saga among them reaches its state."""
+    url = f"sqlite:///{tmp_path}/broker.db?poll_interval=0.01"
+    flow = (
+        ("orders", "order.placed"),
+        ("payments", "payment.authorized"),
+        ("inventory", "inventory.reserved"),
+        ("shipping", "order.shipped"),
+    )
+    async with Bus(url, source="shop") as bus:
+        for topic, kind in flow:
+            events = [{"type": kind, "correlation_id": f"b-{n}"} for n in range(50)]
+            (await bus.publish_many(topic, events)).raise_for_failures()
+        batches = REGISTRY.get_sample_value("choreo_saga_batch_events_count") or 0.0
+        store = open_saga_store(f"sqlite:///{tmp_path}/sagas.db")
+        monitor = SagaMonitor(example(), bus, store, alerts_topic=None, from_beginning=True)
+        async with monitor:
+            await until(lambda: monitor.applied >= 200, timeout=60, what="the backlog applied")
+        batches = (REGISTRY.get_sample_value("choreo_saga_batch_events_count") or 0.0) - batches
+        states = {i.state for i in store.instances()}
+        store.close()
+    assert ({"completed"}, True) == (states, batches <= 20)
+
+
+async def test_acknowledged_and_stuck_instances_go_after_their_own_retention(
+    bus: Bus, tmp_path: Path
+) -> None:
+    """With `retain_acknowledged` and `retain_stuck`, an acknowledged instance goes that long
+    after its acknowledgement and a stuck one that long after it got stuck; others stay."""
+    from saga_monitor.queries import ACK, Note
+
+    clock = ManualClock()
+    store = open_saga_store(f"sqlite:///{tmp_path}/sagas.db")
+    monitor = SagaMonitor(
+        example(),
+        bus,
+        store,
+        clock=clock,
+        tick_interval=0.02,
+        max_delay=0.5,
+        retain_acknowledged=600,
+        retain_stuck=7200,
+    )
+
+    def placed(corr: str) -> Event:
+        return Event(
+            type="order.placed", source="shop", time=clock.now, extensions={"correlationid": corr}
+        )
+
+    def states() -> dict[str, str]:
+        return {i.correlation_id: i.state for i in store.instances()}
+
+    async with monitor:
+        for corr in ("acked", "stuck", "fresh"):
+            await monitor.apply(placed(corr), topic="orders")
+        store.add_note(Note("order-fulfilment", "acked", ACK, "ana", clock.now, "known"))
+        clock.advance(3600)  # all stuck (payment within 30 s); acknowledged an hour ago
+        await monitor.apply(placed("new"), topic="orders")
+        expected = {"stuck": "stuck", "fresh": "stuck", "new": "running"}
+        await until(lambda: expected == states(), what="the acknowledged one to go")
+        clock.advance(3661)  # stuck for more than 2 h, but "new" for one only
+        await until(lambda: {"new": "stuck"} == states(), what="the long-stuck ones to go")
+    store.close()

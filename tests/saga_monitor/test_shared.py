@@ -22,6 +22,7 @@ from tests.saga_monitor.scenario import (
     GROUP,
     MAX_DELAY,
     alert_difference,
+    bounded,
     broker_url,
     check_stuck_alerts,
     join,
@@ -68,44 +69,46 @@ async def test_two_monitors_sharing_a_group_reach_the_verdicts_of_one(
     """Two monitors started together on a fresh shared store split the stream between them and
     end with the states, anomalies and alerts of a single monitor; no stuck alert for a saga
     that never stalled."""
-    run = uuid.uuid4().hex[:8]
-    topic, sagas = f"shared-{run}", 120
-    definitions = tmp_path / "sagas.yaml"
-    definitions.write_text(DEFINITIONS.format(topic=topic))
-    await join(url, [topic], GROUP)
-    await join(url, [topic], "reference")
-    alert_topics = [f"alerts-pair-{run}", f"alerts-reference-{run}"]
-    async with (
-        reading_alerts(url, alert_topics) as (pair, alone),
-        reference(url, tmp_path, definitions, alert_topics[1]) as single,
-    ):
-        stores = [open_saga_store(shared_store) for _ in range(2)]  # together, on a fresh schema
-        buses = [Bus(url, source="choreo-saga-monitor") for _ in range(2)]
-        monitors = [
-            SagaMonitor(
-                load_definitions(definitions),
-                bus,
-                store,
-                alerts_topic=alert_topics[0],
-                tick_interval=0.05,
-                max_delay=MAX_DELAY,
-            )
-            for bus, store in zip(buses, stores, strict=True)
-        ]
-        await asyncio.gather(*(m.start() for m in monitors))
-        try:
-            stamps = await play(url, topic, schedule(sagas, time.monotonic() + 0.5))
-            expected = await settle(single, sagas)
-            await wait_for(
-                lambda: snapshot(stores[0]) == expected, 60, "the same states", every=0.2
-            )
-            assert all(m.applied for m in monitors), "both monitors took a share"
-            with contextlib.suppress(AssertionError):
-                await wait_for(lambda: pair.ids() == alone.ids(), 30, "the same alerts")
-            assert [] == alert_difference(pair, alone)
-        finally:
-            await asyncio.gather(*(m.stop() for m in monitors))
-            await asyncio.gather(*(bus.stop() for bus in buses))
-            for store in stores:
-                store.close()
-    check_stuck_alerts(pair, shared_store, stalled(sagas, stamps))
+    async with bounded(240):
+        run = uuid.uuid4().hex[:8]
+        topic, sagas = f"shared-{run}", 120
+        definitions = tmp_path / "sagas.yaml"
+        definitions.write_text(DEFINITIONS.format(topic=topic))
+        await join(url, [topic], GROUP)
+        await join(url, [topic], "reference")
+        alert_topics = [f"alerts-pair-{run}", f"alerts-reference-{run}"]
+        async with (
+            reading_alerts(url, alert_topics) as (pair, alone),
+            reference(url, tmp_path, definitions, alert_topics[1]) as single,
+        ):
+            # together, on a fresh schema
+            stores = [open_saga_store(shared_store) for _ in range(2)]
+            buses = [Bus(url, source="choreo-saga-monitor") for _ in range(2)]
+            monitors = [
+                SagaMonitor(
+                    load_definitions(definitions),
+                    bus,
+                    store,
+                    alerts_topic=alert_topics[0],
+                    tick_interval=0.05,
+                    max_delay=MAX_DELAY,
+                )
+                for bus, store in zip(buses, stores, strict=True)
+            ]
+            await asyncio.gather(*(m.start() for m in monitors))
+            try:
+                stamps = await play(url, topic, schedule(sagas, time.monotonic() + 0.5))
+                expected = await settle(single, sagas)
+                await wait_for(
+                    lambda: snapshot(stores[0]) == expected, 60, "the same states", every=0.2
+                )
+                assert all(m.applied for m in monitors), "both monitors took a share"
+                with contextlib.suppress(AssertionError):
+                    await wait_for(lambda: pair.ids() == alone.ids(), 30, "the same alerts")
+                assert [] == alert_difference(pair, alone)
+            finally:
+                await asyncio.gather(*(m.stop() for m in monitors))
+                await asyncio.gather(*(bus.stop() for bus in buses))
+                for store in stores:
+                    store.close()
+        check_stuck_alerts(pair, shared_store, stalled(sagas, stamps))

@@ -4,6 +4,7 @@ delivery by a caught-up monitor."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -128,6 +129,34 @@ def scrambled_live(
     return verdicts(store), alerts
 
 
+def batched_live(
+    events: list[Event], order: list[int], cuts: list[int]
+) -> tuple[list[dict[str, Any]], set[str]]:
+    """:func:`scrambled_live` with the deliveries applied in batches (``apply_many``, as the
+    monitor's batch handler does: each instance judged once per batch), cut at ``cuts``. A
+    batch is applied with the watermark of before it (just below the earliest event not
+    applied yet: the batch's own are not acknowledged), then the tick after it moves the
+    watermark to just below the earliest event not received by its end."""
+    store, correlator = MemoryStore(), Correlator(DEFINITIONS)
+    alerts: set[str] = set()
+    when = happened(events)
+
+    def below(rest: list[int]) -> datetime:
+        return min(when[events[m].id] for m in rest) - timedelta(microseconds=1)
+
+    bounds = [0, *sorted(set(cuts)), len(order)]
+    for start, end in itertools.pairwise(bounds):
+        if start == end:
+            continue
+        items = [Received(events[n], "t", f"p{n}") for n in order[start:end]]
+        applied = correlator.apply_many(store, items, now=at(end), watermark=below(order[start:]))
+        for outcome in applied:
+            alerts |= {a.event_id for a in outcome.alerts}
+        after = below(order[end:]) if end < len(order) else THE_END
+        alerts |= {a.event_id for a in correlator.tick(store, after).alerts}
+    return verdicts(store), alerts
+
+
 @settings(max_examples=500, deadline=None, database=None, derandomize=True)
 @given(data=st.data())
 def test_every_delivery_order_gives_the_in_order_verdicts(data: st.DataObject) -> None:
@@ -140,6 +169,18 @@ def test_every_delivery_order_gives_the_in_order_verdicts(data: st.DataObject) -
     assert expected == scrambled(events, order)
     assert expected == scrambled_live(events, order)
     assert expected == reloaded(events, order)
+
+
+@settings(max_examples=500, deadline=None, database=None, derandomize=True)
+@given(data=st.data())
+def test_batches_give_the_verdicts_of_event_by_event_delivery(data: st.DataObject) -> None:
+    """Applied in batches of any size (several events of one instance recorded, then the
+    instance judged once), the same events in any order give the in-order verdicts and
+    alerts."""
+    events = data.draw(scripts())
+    order = data.draw(st.permutations(range(len(events))))
+    cuts = data.draw(st.lists(st.integers(0, len(events)), max_size=4))
+    assert in_order_live(events) == batched_live(events, order, cuts)
 
 
 @settings(max_examples=300, deadline=None, database=None, derandomize=True)

@@ -53,4 +53,4 @@ def test_no_input_gives_a_server_error(store: SagaStore, tmp_path: Path, auth: b
         store, definitions=EXAMPLE, refresh=0, auth=BearerAuth(TOKEN) if auth else None
     )
     count, failures = server_errors(app, headers)
-    assert (8, []) == (count, failures)
+    assert (15, []) == (count, failures)

@@ -25,6 +25,7 @@ __all__ = [
     "free_port",
     "nats_server",
     "nats_url",
+    "own_nats_url",
     "restartable_nats",
     "with_options",
 ]
@@ -65,3 +66,17 @@ def restartable_nats() -> Iterator[NatsServer]:
         yield server
     finally:
         server.remove()
+
+
+@pytest.fixture
+def own_nats_url() -> Iterator[str]:
+    """A nats:// URL of a JetStream server started for this test alone (or the external one):
+    for the long multi-process tests, which must not depend on what hundreds of earlier tests
+    left in the session's server."""
+    external = os.environ.get(ENV_URL)
+    if external:
+        yield with_options(external)
+        return
+    with running_nats() as server:
+        assert server is not None
+        yield server.url

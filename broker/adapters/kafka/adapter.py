@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,7 +17,7 @@ from broker.adapters.kafka.consumer import KafkaSubscription
 from broker.adapters.kafka.errors import retriable, translate_error
 from broker.adapters.kafka.publish import KafkaPublisher
 from broker.adapters.kafka.settings import bootstrap_servers, split_options
-from broker.adapters.kafka.wire import decode_record
+from broker.adapters.kafka.wire import decode_record, encode_event
 from broker.adapters.kit import Backoff, BaseAdapter, keep_trying
 from broker.envelope import Event
 from broker.errors import CapabilityError, ClosedError, ConfigurationError
@@ -33,6 +33,7 @@ CAPABILITIES = Capabilities(ordered_keys=True, replay=True)
 _log = get_logger("choreo.kafka")
 _BACKOFF = Backoff(initial=0.1, maximum=1.0)
 _CREATE_TIMEOUT = 30.0
+_CLOSE_TIMEOUT = 10.0
 _MAX_GROUPS_LISTED = 200
 #: Default longest wait of a fetch for new records (aiokafka's is 500 ms). Apache Kafka answers
 #: a fetch as soon as records arrive, whatever the wait; Tansu and some Kafka-compatible brokers
@@ -146,12 +147,12 @@ class KafkaAdapter(BaseAdapter):
         producer, self._producer = self._producer, None
         admin, self._admin = self._admin, None
         self._publisher = None
+        # Closing is bounded: a broker that stops answering must not hold a shutdown forever.
         if producer is not None:
-            with contextlib.suppress(kerr.KafkaError):
-                await producer.stop()  # flushes what is still in flight
+            flush = self.settings.publish_timeout_ms / 1000
+            await _bounded_close(producer.stop(), flush, "producer")
         if admin is not None:
-            with contextlib.suppress(kerr.KafkaError):
-                await admin.close()
+            await _bounded_close(admin.close(), _CLOSE_TIMEOUT, "admin client")
 
     def forget(self, sub: KafkaSubscription) -> None:
         self._subscriptions.discard(sub)
@@ -168,7 +169,13 @@ class KafkaAdapter(BaseAdapter):
         publisher = self._publisher
         if publisher is None or not self._ready(topic):
             publisher = await self._publisher_for(topic)
-        await publisher.publish(topic, event)
+        # tried once here (no coroutine more per event); the publisher retries a failure
+        record = encode_event(event)
+        key, headers, value = record
+        try:
+            await (await publisher.producer.send(topic, value, key=key, headers=headers))
+        except kerr.KafkaError as exc:
+            await publisher.retry(topic, record, exc)
 
     async def publish_many(
         self, topic: str, events: Sequence[Event], *, ttl: float | None = None
@@ -433,3 +440,12 @@ def _topic_error(response: Any) -> int:
         if entry[1]:
             return int(entry[1])
     return 0
+
+
+async def _bounded_close(closing: Awaitable[None], timeout: float, what: str) -> None:
+    """Await ``closing`` (a producer's flush, an admin client's close) for at most ``timeout``
+    seconds; a broker error or a stall is logged, never raised: the caller is shutting down."""
+    try:
+        await asyncio.wait_for(closing, timeout)
+    except (kerr.KafkaError, TimeoutError) as exc:
+        _log.warning(f"kafka {what} did not close cleanly", error=repr(exc), timeout=timeout)

@@ -16,7 +16,8 @@ from aiokafka import errors as kerr
 from broker.adapters.kafka.errors import translate_error
 from broker.adapters.kafka.settings import KafkaSettings
 from broker.adapters.kafka.wire import decode_record
-from broker.adapters.kit import BaseSubscription, InFlight, OffsetTracker
+from broker.adapters.kit import BaseSubscription, HoldQueue, InFlight, OffsetTracker
+from broker.delay import held_until
 from broker.envelope import Event
 from broker.errors import BrokerUnavailableError, EnvelopeError
 from broker.observability import get_logger
@@ -48,12 +49,13 @@ class _Owner(Protocol):
 class _Partition:
     """One assigned partition of a subscription: deliveries in flight, in offset order."""
 
-    __slots__ = ("committable", "committed", "live", "sub", "tp", "tracker")
+    __slots__ = ("committable", "committed", "held", "live", "sub", "tp", "tracker")
 
     def __init__(self, sub: KafkaSubscription, tp: TopicPartition) -> None:
         self.sub = sub
         self.tp = tp
         self.tracker = OffsetTracker()
+        self.held = 0  # deliveries of the tracker held back until their delivery time
         self.committable = -1  # offset to commit next (highest contiguous acked + 1)
         self.committed = -1
         self.live = True
@@ -139,8 +141,14 @@ class KafkaSubscription(BaseSubscription):
         self._prefetch = prefetch
         self._settings = adapter.settings
         self._parts: dict[TopicPartition, _Partition] = {}
-        self._buffer: deque[tuple[_Partition, Any]] = deque()
+        #: Fetched records not handed out yet, as fetched (per partition); ``_next`` is the
+        #: index of the next one in the first list.
+        self._buffer: deque[tuple[_Partition, list[Any]]] = deque()
+        self._next = 0
         self._redeliver: deque[_KafkaDelivery] = deque()
+        #: Delayed events read before their time: tracked (so commits stay below them) but
+        #: outside the prefetch window, so later records and keys go on.
+        self._held: HoldQueue[_KafkaDelivery] = HoldQueue()
         self._dirty: set[_Partition] = set()
         self._inflight = 0
         self._acks = 0
@@ -252,7 +260,9 @@ class KafkaSubscription(BaseSubscription):
             if part is None:
                 continue
             part.live = False
-            self._inflight -= part.tracker.unacked
+            self._inflight -= part.tracker.unacked - part.held
+            if part.held:
+                self._held.discard(lambda delivery, gone=part: delivery.part is gone)  # type: ignore[misc]
             self._dirty.discard(part)
             if part.committable > part.committed:
                 offsets[tp] = part.committable
@@ -275,14 +285,57 @@ class KafkaSubscription(BaseSubscription):
                 if delivery.part.live and not delivery.flight.acked:
                     self._inflight += 1
                     return delivery
-            elif self._inflight >= self._prefetch or not self._buffer:
+            elif self._inflight >= self._prefetch:
+                return None
+            elif self._held and (due := self._release()) is not None:
+                self._inflight += 1
+                return due
+            elif not self._buffer:
                 return None
             else:
-                part, record = self._buffer.popleft()
+                part, records = self._buffer[0]
+                record = records[self._next]
+                self._next += 1
+                if self._next == len(records):
+                    self._buffer.popleft()
+                    self._next = 0
                 if part.live:
+                    delivery = _delivery(part, record)
+                    if delivery.event is not None and self._hold(delivery, delivery.event):
+                        continue
                     self._inflight += 1
-                    return _delivery(part, record)
+                    return delivery
         return None
+
+    def _hold(self, delivery: _KafkaDelivery, event: Event) -> bool:
+        """Whether the delivery is early, and then held until its time."""
+        due = held_until(event)
+        if due is None:
+            return False
+        delivery.part.held += 1
+        self._held.push(due, delivery)
+        return True
+
+    def _release(self) -> _KafkaDelivery | None:
+        """A held delivery whose time has come, if any."""
+        now = time.time()
+        while self._held.next_due() is not None:
+            found = self._held.pop_due(now, 1)
+            if not found:
+                return None
+            delivery = found[0]
+            delivery.part.held -= 1
+            if delivery.part.live and not delivery.flight.acked:
+                return delivery
+        return None
+
+    def _until_due(self, timeout: float | None) -> float | None:
+        """``timeout`` cut to the time left until the earliest held delivery is due."""
+        due = self._held.next_due()
+        if due is None:
+            return timeout
+        left = max(0.0, due - time.time())
+        return left if timeout is None else min(timeout, left)
 
     async def wait_ready(self, timeout: float | None) -> None:
         """Wait for acks to make room under ``prefetch``, or fetch (one ``getmany``)."""
@@ -291,7 +344,8 @@ class KafkaSubscription(BaseSubscription):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._space.wait(), timeout)
         elif not self._buffer and not self._redeliver:
-            await self._fill(_FETCH_WAIT if timeout is None else min(timeout, _FETCH_WAIT))
+            wait = self._until_due(_FETCH_WAIT if timeout is None else min(timeout, _FETCH_WAIT))
+            await self._fill(_FETCH_WAIT if wait is None else wait)
 
     async def _fill(self, timeout: float) -> None:
         try:
@@ -308,8 +362,8 @@ class KafkaSubscription(BaseSubscription):
             return
         for tp, records in batch.items():
             part = self._parts.get(tp)
-            if part is not None:
-                self._buffer.extend((part, record) for record in records)
+            if part is not None and records:
+                self._buffer.append((part, list(records)))
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         """Settle each (committed with the next batch of offsets)."""
@@ -409,6 +463,8 @@ class KafkaSubscription(BaseSubscription):
             self._committer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._committer
+        # every acked position, also one a commit the cancellation cut short had taken out
+        self._dirty.update(self._parts.values())
         with contextlib.suppress(kerr.KafkaError, TimeoutError):
             await asyncio.wait_for(self._commit(), 5)
         for part in self._parts.values():

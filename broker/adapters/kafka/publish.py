@@ -1,10 +1,14 @@
 """The publishing side of the Kafka adapter: one event at a time, or a list as record batches.
 
-A single publish is ``producer.send`` and its future, tried once straight away; only a
-retriable failure enters the retry loop (:func:`~broker.adapters.kit.keep_trying`) until
-``publish_timeout_ms``. A list is encoded, split by partition (the producer's partitioner for
-keyed events; keyless events in equal runs over all partitions, from a random one), appended to
-record batches (``producer.create_batch``) and handed over with ``producer.send_batch``: the
+A single publish is ``producer.send`` and its future, tried once straight away by the
+adapter's own ``publish`` (no coroutine more per event); only a failure comes here
+(:meth:`KafkaPublisher.retry`), and a retriable one enters the retry loop
+(:func:`~broker.adapters.kit.keep_trying`) until ``publish_timeout_ms``.
+
+A list is encoded, split by partition (the producer's partitioner for keyed events; the
+keyless events of a call all to one partition chosen at random, as the Java client's sticky
+partitioner does, so they fill one batch instead of one per partition), appended to record
+batches (``producer.create_batch``) and handed over with ``producer.send_batch``: the
 per-record work of ``send`` is skipped and every batch is in flight before the first ack is
 awaited. A batch that fails with a retriable error is built and sent again (the others keep
 their outcome), so events of one key keep their order unless a retry puts a failed batch
@@ -58,18 +62,15 @@ class KafkaPublisher:
             return translate_error(exc, self._url, f"publishing to {topic!r}")
         return exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
 
-    # -- one event -------------------------------------------------------------------------
+    # -- one event: after its first attempt failed ------------------------------------------
 
-    async def publish(self, topic: str, event: Event) -> None:
-        """Send one event and wait for its ack; raises the broker error once retries end."""
-        key, headers, value = encode_event(event)
+    async def retry(self, topic: str, record: Record, error: kerr.KafkaError) -> None:
+        """After a first attempt failed with ``error``: try again while that is retriable,
+        until ``publish_timeout_ms``; raises the broker error once retries end."""
+        if not retriable(error):
+            raise self._error(error, topic) from error
+        key, headers, value = record
         producer = self.producer
-        try:
-            await (await producer.send(topic, value, key=key, headers=headers))
-            return
-        except kerr.KafkaError as exc:
-            if not retriable(exc):
-                raise self._error(exc, topic) from exc
 
         async def attempt(_: float) -> None:
             await (await producer.send(topic, value, key=key, headers=headers))
@@ -90,15 +91,18 @@ class KafkaPublisher:
     async def publish_many(self, topic: str, events: Sequence[Event]) -> list[Exception | None]:
         """Send ``events`` as record batches; one outcome per event."""
         outcomes: list[Exception | None] = [None] * len(events)
-        records: dict[int, Record] = {}
+        records: list[Record | None] = []
+        append = records.append
         for index, event in enumerate(events):
             try:
-                records[index] = encode_event(event)
+                append(encode_event(event))
             except (TypeError, ValueError) as exc:  # data JSON cannot hold
+                append(None)
                 outcomes[index] = exc
+        pending = [i for i, record in enumerate(records) if record is not None]
         failed = await keep_trying_each(
-            lambda pending, _: self._send_batches(topic, [(i, records[i]) for i in pending]),
-            list(records),
+            lambda indices, _: self._send_batches(topic, records, indices),
+            pending,
             timeout=self._timeout,
             retriable=retriable,
             backoff=_BACKOFF,
@@ -109,52 +113,61 @@ class KafkaPublisher:
         return outcomes
 
     async def _send_batches(
-        self, topic: str, records: list[tuple[int, Record]]
+        self, topic: str, records: Sequence[Record | None], indices: list[int]
     ) -> dict[int, BaseException]:
-        """Append the records to batches per partition, send them all, await every ack; the
-        failed records by index."""
+        """Append the records (by index) to batches per partition, send them all, await every
+        ack; the failed records by index."""
         producer = self.producer
         partitions = sorted(await producer.partitions_for(topic))
-        keyless = sum(1 for _, record in records if record[0] is None)
-        share = -(-keyless // len(partitions))  # keyless records per partition, in runs
-        first = random.randrange(len(partitions))
-        by_partition: dict[int, list[tuple[int, Record]]] = {}
-        seen = 0
-        for index, record in records:
-            key = record[0]
-            if key is None:
-                partition = partitions[(first + seen // share) % len(partitions)]
-                seen += 1
-            else:
-                partition = self._partitioner(key, partitions, partitions)
-            by_partition.setdefault(partition, []).append((index, record))
+        by_partition = self._assign(records, indices, partitions)
         batches = [
             (partition, batch)
             for partition, members in by_partition.items()
-            for batch in self._batches(members)
+            for batch in self._batches(records, members)
         ]
         sent: list[tuple[asyncio.Future[Any], list[int]]] = []
-        for partition, (builder, indices) in _round_robin(batches):
+        for partition, (builder, members) in _round_robin(batches):
             future = await producer.send_batch(builder, topic, partition=partition)
-            sent.append((future, indices))
+            sent.append((future, members))
         results = await asyncio.gather(*(future for future, _ in sent), return_exceptions=True)
         failed: dict[int, BaseException] = {}
-        for result, (_, indices) in zip(results, sent, strict=True):
+        for result, (_, members) in zip(results, sent, strict=True):
             if isinstance(result, BaseException):
-                failed.update(dict.fromkeys(indices, result))
+                failed.update(dict.fromkeys(members, result))
         return failed
 
-    def _batches(self, members: list[tuple[int, Record]]) -> list[tuple[Any, list[int]]]:
+    def _assign(
+        self, records: Sequence[Record | None], indices: list[int], partitions: list[int]
+    ) -> dict[int, list[int]]:
+        """The indices of the records per partition, in order: the partitioner's choice for
+        keyed records; for keyless ones, one partition per call, chosen at random (sticky, as
+        the Java client's partitioner: one record batch instead of one per partition)."""
+        sticky = partitions[random.randrange(len(partitions))]
+        keyed = [i for i in indices if records[i][0] is not None]  # type: ignore[index]
+        if not keyed:  # the common case: no per-record work
+            return {sticky: indices}
+        by_partition: dict[int, list[int]] = {}
+        partitioner = self._partitioner
+        for index in indices:
+            key = records[index][0]  # type: ignore[index]
+            partition = sticky if key is None else partitioner(key, partitions, partitions)
+            by_partition.setdefault(partition, []).append(index)
+        return by_partition
+
+    def _batches(
+        self, records: Sequence[Record | None], members: list[int]
+    ) -> list[tuple[Any, list[int]]]:
         """The records of one partition appended to as few batches as they fit in."""
-        producer = self.producer
-        batches = [(producer.create_batch(), list[int]())]
-        for index, (key, headers, value) in members:
-            builder, indices = batches[-1]
+        create = self.producer.create_batch
+        batches: list[tuple[Any, list[int]]] = []
+        builder, start = create(), 0
+        for position, index in enumerate(members):
+            key, headers, value = records[index]  # type: ignore[misc]
             if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                builder, indices = producer.create_batch(), []
+                batches.append((builder, members[start:position]))
+                builder, start = create(), position
                 builder.append(key=key, value=value, timestamp=None, headers=headers)
-                batches.append((builder, indices))
-            indices.append(index)
+        batches.append((builder, members[start:]))
         return batches
 
 

@@ -21,10 +21,17 @@ __all__ = ["decode", "decode_record", "encode_event"]
 
 _PREFIX = KAFKA_PREFIXES[0]
 _TEXT_CACHE: dict[str, bytes] = {}
+Header = tuple[str, bytes]
+#: Per header name, whole headers for values that repeat from event to event (spec version,
+#: source, type, content type): one shared tuple each, nothing allocated per event.
+_SPECVERSIONS: dict[str, Header] = {}
+_SOURCES: dict[str, Header] = {}
+_TYPES: dict[str, Header] = {}
+_CONTENT_TYPES: dict[str, Header] = {}
 
 
 def _cached(text: str) -> bytes:
-    """UTF-8 of attribute values that repeat from event to event (source, type, content type)."""
+    """UTF-8 of attribute values that repeat from event to event (the data schema)."""
     raw = _TEXT_CACHE.get(text)
     if raw is None:
         raw = text.encode()
@@ -33,15 +40,22 @@ def _cached(text: str) -> bytes:
     return raw
 
 
-def encode_event(event: Event) -> tuple[bytes | None, list[tuple[str, bytes]], bytes]:
+def _header(cache: dict[str, Header], name: str, text: str) -> Header:
+    header = (name, text.encode())
+    if len(cache) < 4096:
+        cache[text] = header
+    return header
+
+
+def encode_event(event: Event) -> tuple[bytes | None, list[Header], bytes]:
     """Key, headers and value of the record for ``event`` (the envelope's binary binding with
     the ``ce_`` prefix, written directly: publishing is CPU-bound in Python)."""
-    cache = _TEXT_CACHE
+    specversion, source, kind = event.specversion, event.source, event.type
     headers = [
-        ("ce_specversion", cache.get(event.specversion) or _cached(event.specversion)),
+        _SPECVERSIONS.get(specversion) or _header(_SPECVERSIONS, "ce_specversion", specversion),
         ("ce_id", event.id.encode()),
-        ("ce_source", cache.get(event.source) or _cached(event.source)),
-        ("ce_type", cache.get(event.type) or _cached(event.type)),
+        _SOURCES.get(source) or _header(_SOURCES, "ce_source", source),
+        _TYPES.get(kind) or _header(_TYPES, "ce_type", kind),
     ]
     if event.time is not None:
         headers.append(("ce_time", format_time(event.time).encode()))
@@ -58,7 +72,10 @@ def encode_event(event: Event) -> tuple[bytes | None, list[tuple[str, bytes]], b
             headers.append((header, _text(value).encode()))
     content_type = event.datacontenttype
     if content_type is not None:
-        headers.append(("content-type", cache.get(content_type) or _cached(content_type)))
+        headers.append(
+            _CONTENT_TYPES.get(content_type)
+            or _header(_CONTENT_TYPES, "content-type", content_type)
+        )
     key = event.extensions.get("partitionkey")
     return (None if key is None else str(key).encode()), headers, event.data_bytes()
 
@@ -95,14 +112,13 @@ def decode_record(record: Any) -> tuple[Event | None, dict[str, str], EnvelopeEr
     """A consumer record's event (or why there is none) and its headers as text."""
     headers: dict[str, str] = {}
     attrs: dict[str, Any] = {}
-    plain = True  # lower-case names and binary mode: the attributes are taken in this pass
     for name, raw in record.headers or ():
         text = raw.decode("utf-8", "replace")
         headers[name] = text
         if name[:3] == "ce_":
             attrs[name[3:]] = text
-        if not name.islower():
-            plain = False
+    # lower-case names and binary mode: the attributes were taken in this pass
+    plain = "".join(headers).islower()
     content_type = headers.get("content-type")
     try:
         if plain and not (content_type and is_structured(content_type)):

@@ -10,6 +10,8 @@
   publishes and for relays;
 * :mod:`~broker.adapters.kit.offsets` - the highest contiguously acked offset of a partition
   (:class:`OffsetTracker`), for log-based backends;
+* :mod:`~broker.adapters.kit.hold` - items held back until a wall-clock time
+  (:class:`HoldQueue`), for delayed delivery;
 * :mod:`~broker.adapters.kit.errors` - client exceptions to broker errors by table
   (:func:`translate`), and the list of a client's exception types for the test that each one
   is mapped (:func:`client_exceptions`).
@@ -27,6 +29,7 @@ from broker.adapters.kit.errors import (
     translate,
     untranslated,
 )
+from broker.adapters.kit.hold import HoldQueue
 from broker.adapters.kit.offsets import InFlight, OffsetTracker
 from broker.adapters.kit.retry import Backoff, Stopped, keep_trying, keep_trying_each
 from broker.adapters.kit.settings import (
@@ -41,6 +44,7 @@ __all__ = [
     "Backoff",
     "BaseAdapter",
     "BaseSubscription",
+    "HoldQueue",
     "InFlight",
     "OffsetTracker",
     "Stopped",

@@ -10,6 +10,7 @@ from broker.adapters.kit import BaseAdapter, parse_settings
 from broker.adapters.memory.consumer import MemorySubscription
 from broker.adapters.memory.settings import MemorySettings
 from broker.adapters.memory.wire import LOGS, Log
+from broker.delay import DELIVER_AT, held_until
 from broker.envelope import Event
 from broker.errors import ClosedError
 from broker.ports import Capabilities, TopicInfo
@@ -53,24 +54,35 @@ class MemoryAdapter(BaseAdapter):
     async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
         if self._closed:
             self._check_open()
-        state, index = self._log.append(topic, event)
-        for group in state.groups.values():
-            owner = group.owners[index]
-            if owner is not None:
-                owner.wake()
+        if DELIVER_AT in event.extensions and (due := held_until(event, self.clock)) is not None:
+            self._log.hold(topic, event, due, self.clock)
+            return
+        self._log.deliver(topic, event)
 
     async def publish_many(
         self, topic: str, events: Sequence[Event], *, ttl: float | None = None
     ) -> list[Exception | None]:
         self._check_open()
         state = self._log.topic(topic)
-        touched = {self._log.append(topic, event)[1] for event in events}
+        outcomes: list[Exception | None] = []
+        touched = set()
+        for event in events:
+            try:  # an event the log cannot take (a key it cannot hash) fails alone
+                due = held_until(event, self.clock)
+                if due is None:
+                    touched.add(self._log.append(topic, event)[1])
+                else:
+                    self._log.hold(topic, event, due, self.clock)
+            except (TypeError, ValueError) as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
         for group in state.groups.values():
             for index in touched:
                 owner = group.owners[index]
                 if owner is not None:
                     owner.wake()
-        return [None] * len(events)
+        return outcomes
 
     async def open_subscription(
         self, topics: tuple[str, ...], group: str, from_beginning: bool, prefetch: int
@@ -80,6 +92,7 @@ class MemoryAdapter(BaseAdapter):
         sub = MemorySubscription(states, group, prefetch, self.subscriptions.discard)
         sub.join(from_beginning)
         self.subscriptions.add(sub)
+        self._log.arm()
         return sub
 
     async def create_topic(self, topic: str, *, partitions: int | None = None) -> None:
@@ -97,11 +110,25 @@ class MemoryAdapter(BaseAdapter):
         ]
 
     async def browse(self, topic: str, *, limit: int = 100) -> list[Event]:
-        state = self._log.topics.get(topic)
-        if state is None:
-            return []
-        kept = sorted((entry for p in state.partitions for entry in p.kept()), key=lambda e: e[0])
-        return [event for _, event in kept[:limit]]
+        return self.events(topic)[:limit]
+
+    def events(self, topic: str | None) -> list[Event]:
+        """Every event ``topic`` (None: any topic) holds, not purged, in publish order,
+        without awaiting: what :mod:`broker.testing` asserts on."""
+        if topic is None:
+            states = list(self._log.topics.values())
+        else:
+            state = self._log.topics.get(topic)
+            states = [state] if state is not None else []
+        kept = sorted(
+            (entry for s in states for p in s.partitions for entry in p.kept()),
+            key=lambda e: e[0],
+        )
+        return [event for _, event in kept]
+
+    def topic_names(self) -> list[str]:
+        """The topics of this broker, sorted, without awaiting."""
+        return sorted(self._log.topics)
 
     async def delete_topic(self, topic: str) -> None:
         """Forget ``topic`` and everything in it (a requester's reply topic, when it stops)."""

@@ -7,6 +7,7 @@ order. Each group keeps a committed position per partition and knows its members
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import zlib
 from array import array
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from broker.adapters.kit.hold import HoldQueue
+from broker.clock import SYSTEM_CLOCK, Clock, Timer
 from broker.envelope import Event
 
 if TYPE_CHECKING:
@@ -82,6 +85,13 @@ class Log:
         self.default_partitions = default_partitions
         self.topics: dict[str, Topic] = {}
         self.seq = itertools.count(1)
+        #: Delayed events (topic, event) not appended yet, and the timer of the earliest.
+        self.held: HoldQueue[tuple[str, Event]] = HoldQueue()
+        self._timer: Timer | None = None
+        #: The clock the scheduler's timer runs on: the holding adapter's (the bus's).
+        self.clock: Clock = SYSTEM_CLOCK
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._timer_due = 0.0
 
     def topic(self, name: str, partitions: int | None = None) -> Topic:
         """The topic called ``name``, created with ``partitions`` when missing."""
@@ -98,6 +108,46 @@ class Log:
         index = partition_for(event, len(topic.partitions))
         topic.partitions[index].append(next(self.seq), event)
         return topic, index
+
+    def deliver(self, name: str, event: Event) -> None:
+        """Append ``event`` and wake the members that read its partition."""
+        topic, index = self.append(name, event)
+        for group in topic.groups.values():
+            owner = group.owners[index]
+            if owner is not None:
+                owner.wake()
+
+    # -- delayed events: the broker's scheduler ----------------------------------------------
+
+    def hold(self, name: str, event: Event, due: float, clock: Clock) -> None:
+        """Append ``event`` to ``name`` at ``due`` (epoch seconds on ``clock``, the holding
+        adapter's), not before."""
+        self.held.push(due, (name, event))
+        self.clock = clock
+        self.arm()
+
+    def arm(self) -> None:
+        """Set the timer for the earliest held event (again on this event loop if the loop
+        that set it is gone)."""
+        due = self.held.next_due()
+        if due is None:
+            return
+        timer, armed = self._timer, self._timer_loop
+        live = timer is not None and armed is not None and not armed.is_closed()
+        if live and self._timer_due <= due:
+            return
+        if timer is not None:
+            timer.cancel()
+        clock = self.clock
+        self._timer_due, self._timer_loop = due, asyncio.get_running_loop()
+        self._timer = clock.call_later(due - clock.now().timestamp(), self._release)
+
+    def _release(self) -> None:
+        self._timer = None
+        for name, event in self.held.pop_due(self.clock.now().timestamp()):
+            self.deliver(name, event)
+        if self.held:
+            self.arm()
 
 
 #: One log per ``memory://name`` in this process.

@@ -29,10 +29,12 @@ from broker.adapters.kit import (
     keep_trying_each,
 )
 from broker.adapters.nats.consumer import NatsSubscription
+from broker.adapters.nats.delay import DELAY_STREAM, Mover, delay_subject, ensure_delay_stream
 from broker.adapters.nats.errors import TRANSIENT, translate_error
 from broker.adapters.nats.publish import AckTimeoutError, JetStreamPublisher, NoStreamError
 from broker.adapters.nats.settings import servers, split_options
 from broker.adapters.nats.wire import SUBJECT, check_topic, decode, encode, event_id, safe_name
+from broker.delay import DELIVER_AT, held_until
 from broker.envelope import Event
 from broker.errors import (
     BrokerError,
@@ -83,6 +85,8 @@ class NatsAdapter(BaseAdapter):
         self._idle.set()
         self._last_error: BaseException | None = None
         self._log = obs.get_logger("choreo.nats", url=self._url)
+        self._mover: Mover | None = None
+        self._delay_stream_ok = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -169,6 +173,9 @@ class NatsAdapter(BaseAdapter):
             return
         for sub in list(self._subscriptions):
             await sub.close()
+        mover, self._mover = self._mover, None
+        if mover is not None:
+            await mover.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), self.settings.publish_timeout)
         if self._publisher is not None:
@@ -233,10 +240,44 @@ class NatsAdapter(BaseAdapter):
         publisher = self._begin()
         try:
             stream = self._streams.get(topic) or await self._guard(self._stream(topic), topic)
+            if held_until(event) is not None:
+                await self.delay_stream()  # it waits there; the mover brings it to the topic
+                headers, body = self._message(event, stream, None)
+                await self._send(publisher, delay_subject(topic), body, headers)
+                return
             headers, body = self._message(event, stream, ttl)
             await self._send(publisher, topic, body, headers)
         finally:
             self._end()
+
+    # -- delayed events --------------------------------------------------------------------
+
+    async def delay_stream(self) -> None:
+        """Make sure the stream where delayed events wait exists."""
+        if self._delay_stream_ok:
+            return
+        await self._guard(ensure_delay_stream(self._jetstream(), self.settings), DELAY_STREAM)
+        self._delay_stream_ok = True
+
+    async def forward(self, topic: str, body: bytes, headers: Mapping[str, str]) -> None:
+        """Publish a delayed event that is due to its topic (for the mover), with its
+        ``Nats-Msg-Id`` and without the other ``Nats-`` headers of the waiting message."""
+        publisher = self._begin()
+        try:
+            if topic not in self._streams:
+                await self._guard(self._stream(topic), topic)
+            kept = {
+                name: value
+                for name, value in headers.items()
+                if not name.startswith("Nats-") or name == "Nats-Msg-Id"
+            }
+            await self._send(publisher, topic, body, kept)
+        finally:
+            self._end()
+
+    def warn(self, message: str, **fields: Any) -> None:
+        """Log a warning of this adapter (for the mover)."""
+        self._log.warning(message, **fields)
 
     def _begin(self) -> JetStreamPublisher:
         """The publisher, counting one more publish in flight (``close`` waits for them)."""
@@ -256,7 +297,10 @@ class NatsAdapter(BaseAdapter):
         self, topic: str, events: Sequence[Event], *, ttl: float | None = None
     ) -> list[Exception | None]:
         """Every event in flight before the first PubAck is awaited; failed ones are sent
-        again with the same ``Nats-Msg-Id`` (stored at most once) until ``publish_timeout``."""
+        again with the same ``Nats-Msg-Id`` (stored at most once) until ``publish_timeout``.
+        A list with delayed events is published one event after the other."""
+        if any(DELIVER_AT in event.extensions for event in events):
+            return await BaseAdapter.publish_many(self, topic, events, ttl=ttl)
         publisher = self._begin()
         try:
             stream = self._streams.get(topic) or await self._guard(self._stream(topic), topic)
@@ -362,6 +406,14 @@ class NatsAdapter(BaseAdapter):
             return ClosedError(f"the adapter for {self._url} was closed")
         if isinstance(exc, nats.js.errors.APIError):
             return PublishError(f"NATS refused an event on {topic} at {self._url}: {exc}")
+        if isinstance(exc, nats.errors.MaxPayloadError):
+            limit = self._nc.max_payload if self._nc is not None else "its"
+            return PublishError(
+                f"an event on {topic} is larger than the max_payload of NATS at {self._url} "
+                f"({limit} bytes with headers); send less data or raise max_payload on the server"
+            )
+        if isinstance(exc, nats.errors.Error):
+            return translate_error(exc, self._url, f"an event on {topic}")
         return exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
 
     async def _guard(self, call: Any, topic: str) -> Any:
@@ -395,6 +447,9 @@ class NatsAdapter(BaseAdapter):
             await subscription.close()
             raise BrokerUnavailableError(f"cannot subscribe at {self._url}: {exc}") from exc
         subscription.start()
+        if self._mover is None:
+            self._mover = Mover(self)
+            self._mover.start()
         return subscription
 
     async def restore(

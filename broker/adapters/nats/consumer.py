@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections import deque
 from datetime import UTC, datetime
@@ -32,6 +33,8 @@ from nats.aio.subscription import Subscription as NatsSub
 
 from broker.adapters.kit import BaseSubscription
 from broker.adapters.nats.wire import decode
+from broker.delay import DELIVER_AT, due_from_text
+from broker.envelope import NATS_PREFIXES
 from broker.errors import BrokerError, EnvelopeError
 from broker.ports import Backlog, Delivery
 
@@ -44,6 +47,8 @@ EXPIRES = 30.0
 _ACK = b""
 _NAK = b"-NAK"
 _PROGRESS = b"+WPI"
+_DELIVER_AT = NATS_PREFIXES[0] + DELIVER_AT
+_EXPIRATION = NATS_PREFIXES[0] + "expiration"
 
 
 def _delivered(reply: str) -> int:
@@ -134,8 +139,23 @@ class _Pump:
             with contextlib.suppress(nats.errors.Error):
                 await self.nc.publish(reply, _NAK)
             return
+        headers = msg.headers
+        if headers and _DELIVER_AT in headers and await self._defer(reply, headers):
+            return
         self.unsettled.add(reply)
         self.sub.push(self, msg)
+
+    async def _defer(self, reply: str, headers: dict[str, str]) -> bool:
+        """Whether the message is early, and then given back to JetStream to be delivered
+        again at its time (``-NAK`` with a delay: nothing is held here)."""
+        due = due_from_text(headers.get(_DELIVER_AT), headers.get(_EXPIRATION))
+        left = 0.0 if due is None else due - time.time()
+        if left <= 0:
+            return False
+        with contextlib.suppress(nats.errors.Error):
+            await self.nc.publish(reply, b'-NAK {"delay": %d}' % math.ceil(left * 1e9))
+        await self.refill()
+        return True
 
     async def _on_status(self, headers: dict[str, str]) -> None:
         status = headers.get("Status")

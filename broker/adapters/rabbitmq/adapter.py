@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any
 
@@ -16,9 +17,11 @@ from pamqp import commands as spec
 from broker import deadletter
 from broker.adapters.kit import Backoff, BaseAdapter, confirm_timeout, keep_trying
 from broker.adapters.rabbitmq.consumer import Subscription, close_quietly
+from broker.adapters.rabbitmq.delay import wait_arguments, wait_ms, wait_queue
 from broker.adapters.rabbitmq.errors import CONNECT_ERRORS, REFUSED, RETRYABLE, translate_error
 from broker.adapters.rabbitmq.settings import split_options
 from broker.adapters.rabbitmq.wire import decode_message, encode_event, message_id
+from broker.delay import held_until
 from broker.envelope import Event
 from broker.errors import (
     BrokerError,
@@ -34,6 +37,8 @@ from broker.reply import is_reply_topic
 __all__ = ["REGISTRY_QUEUE", "RabbitMQAdapter"]
 
 REGISTRY_QUEUE = "choreo.topics"
+#: Seconds after which a wait queue is declared again before a publish to it.
+_REDECLARE = 60.0
 
 
 class RabbitMQAdapter(BaseAdapter):
@@ -49,6 +54,7 @@ class RabbitMQAdapter(BaseAdapter):
         self._lock = asyncio.Lock()
         self._topology = asyncio.Lock()
         self._exchanges: set[str] = set()
+        self._waits: dict[str, float] = {}  # wait queue -> when it was last declared
         self._recorded: set[tuple[str, str]] = set()
         self._subscriptions: set[Subscription] = set()
         self._closed = False
@@ -135,11 +141,20 @@ class RabbitMQAdapter(BaseAdapter):
 
     async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
         self._check_open()
-        body, props = encode_event(event, ttl)
+        due = held_until(event)
+        left = 0.0 if due is None else due - time.time()
+        # A delayed event waits without its AMQP expiration (the core checks the TTL when it
+        # is delivered): a message expired in a wait queue would reach the groups early.
+        body, props = encode_event(event, None if left > 0 else ttl)
         self._sending += 1
         self._drained.clear()
+        what = f"event {event.id} to {topic}"
         try:
-            await self._send(topic, topic, body, props, f"event {event.id} to {topic}")
+            if left > 0:
+                queue = await self._wait_queue(topic, wait_ms(left, topic))
+                await self._send("", queue, body, props, what)
+            else:
+                await self._send(topic, topic, body, props, what)
         finally:
             self._sending -= 1
             if not self._sending:
@@ -223,6 +238,36 @@ class RabbitMQAdapter(BaseAdapter):
                 await self._declare_store(channel, topic)
             self._exchanges.add(topic)
         await self._record(topic, "")
+
+    async def _wait_queue(self, topic: str, ms: int) -> str:
+        """The wait queue for ``topic`` and ``ms``, declared (again once a minute, so that it
+        outlives every message published to it)."""
+        queue = wait_queue(topic, ms)
+        declared = self._waits.get(queue)
+        if declared is not None and time.monotonic() - declared < _REDECLARE:
+            return queue
+
+        async def declare(left: float) -> None:
+            channel = await self._publish_channel()
+            if topic not in self._exchanges:
+                await self._ensure_topic(channel, topic)
+            await channel.queue_declare(
+                queue, durable=True, arguments=wait_arguments(topic, ms), timeout=max(0.1, left)
+            )
+
+        what = f"the wait queue {queue}"
+        try:
+            await keep_trying(
+                declare,
+                timeout=self.settings.publish_timeout,
+                retriable=lambda exc: self._retriable(exc, topic, what),
+                timed_out=lambda exc: self._timed_out(what, exc),
+                backoff=self.backoff,
+            )
+        except aiormq.exceptions.AMQPError as exc:
+            raise translate_error(exc, self._url, what) from exc
+        self._waits[queue] = time.monotonic()
+        return queue
 
     async def _declare_store(self, channel: AbstractChannel, topic: str) -> None:
         await channel.exchange_declare(exchange=topic, exchange_type="topic", durable=True)

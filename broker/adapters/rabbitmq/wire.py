@@ -19,6 +19,7 @@ from pamqp import commands as spec
 from pamqp import encode as pamqp_encode
 
 from broker import deadletter
+from broker.adapters.rabbitmq.delay import is_wait_queue
 from broker.envelope import AMQP_PREFIXES, Event, format_time, from_binary, to_binary
 from broker.errors import EnvelopeError
 
@@ -87,6 +88,8 @@ def _mark_expired(event: Event, deaths: Any) -> Event:
     if not isinstance(death, Mapping) or _text(death.get("reason", "")) != "expired":
         return event
     queue = _text(death.get("queue", ""))
+    if is_wait_queue(queue):  # it waited for its delivery time there: not an expiry
+        return event
     keys = death.get("routing-keys") or [death.get("exchange", "")]
     topic = _text(keys[0]) if keys else ""
     when = death.get("time")

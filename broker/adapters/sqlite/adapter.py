@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -15,11 +16,15 @@ from broker.adapters.sqlite.consumer import SQLiteSubscription
 from broker.adapters.sqlite.settings import SQLiteSettings
 from broker.adapters.sqlite.store import Store
 from broker.adapters.sqlite.wire import Row, encode, read
+from broker.delay import DELIVER_AT, held_until
 from broker.envelope import Event
 from broker.errors import BrokerUnavailableError, ClosedError, ConfigurationError, PublishError
 from broker.ports import Capabilities, TopicInfo
 
 __all__ = ["CAPABILITIES", "SQLiteAdapter"]
+
+#: Seconds between looks for delayed events other processes scheduled.
+_LOOK_AGAIN = 0.25
 
 T = TypeVar("T")
 
@@ -47,8 +52,12 @@ class SQLiteAdapter(BaseAdapter):
         self._executor: ThreadPoolExecutor | None = None
         self._store: Store | None = None
         self.subscriptions: set[SQLiteSubscription] = set()
-        self._pending: list[tuple[Row, asyncio.Future[None]]] = []
+        self._pending: list[tuple[Row, float | None, asyncio.Future[None]]] = []
         self._flushing: asyncio.Task[None] | None = None
+        #: The earliest delayed event known to be due (epoch s), and when to look again for
+        #: those other processes scheduled.
+        self._due: float | None = None
+        self._look_again = 0.0
 
     @property
     def capabilities(self) -> Capabilities:
@@ -105,8 +114,9 @@ class SQLiteAdapter(BaseAdapter):
         if self._executor is None:
             raise ClosedError(f"the adapter for {self._url} is not connected")
         row = encode(topic, event)  # data JSON cannot hold fails here, for this caller only
+        due = self._scheduled(event) if DELIVER_AT in event.extensions else None
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((row, future))
+        self._pending.append((row, due, future))
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush())
         await future
@@ -114,26 +124,68 @@ class SQLiteAdapter(BaseAdapter):
     async def publish_many(
         self, topic: str, events: Sequence[Event], *, ttl: float | None = None
     ) -> list[Exception | None]:
-        """One transaction for the whole list (every event is stored, or none is)."""
+        """One transaction for the whole list; an event that cannot be stored fails alone."""
         if self._executor is None:
             raise ClosedError(f"the adapter for {self._url} is not connected")
         outcomes: list[Exception | None] = []
-        rows = []
+        rows: list[Row] = []
+        delayed: list[tuple[Row, float]] = []
+        slots: list[int] = []  # per stored event: its place in rows + delayed, for the outcome
         for event in events:
             try:
-                rows.append(encode(topic, event))
+                row = encode(topic, event)
             except (TypeError, ValueError) as exc:  # data JSON cannot hold
                 outcomes.append(exc)
+                slots.append(-1)
+                continue
+            outcomes.append(None)
+            due = self._scheduled(event)
+            if due is None:
+                slots.append(len(rows))
+                rows.append(row)
             else:
-                outcomes.append(None)
-        if rows:
-            try:
-                await self.run(self.store.append, rows, self.partitions)
-            except (sqlite3.Error, ClosedError) as exc:
-                error = self._not_stored(len(rows), exc)
-                return [outcome or error for outcome in outcomes]
-            self._wake({topic})
+                slots.append(-2 - len(delayed))  # delayed ones are numbered after the rows
+                delayed.append((row, due))
+        if rows or delayed:
+            results = await self._append(rows, delayed)
+            for index, slot in enumerate(slots):
+                if slot != -1:
+                    outcomes[index] = results[slot if slot >= 0 else len(rows) - 2 - slot]
+            if any(error is None for error in results[: len(rows)]):
+                self._wake({topic})
         return outcomes
+
+    async def _append(
+        self, rows: list[Row], delayed: Sequence[tuple[Row, float]] = ()
+    ) -> list[Exception | None]:
+        """Store ``rows`` in the log and ``delayed`` (row, due) pairs in ``scheduled`` in one
+        transaction: one outcome per row, ``rows`` first. A failure that is not the database's
+        own is narrowed down row by row, so it fails exactly the rows it concerns."""
+        every = [*rows, *(row for row, _ in delayed)]
+        try:
+            results = await self.run(self.store.append, rows, self.partitions, delayed)
+        except (sqlite3.Error, ClosedError) as exc:
+            return [self._not_stored(len(every), exc)] * len(every)
+        except Exception as exc:
+            if len(every) == 1:
+                return [self._refused(every[0], exc)]
+        else:
+            pairs = zip(every, results, strict=True)
+            return [None if error is None else self._refused(row, error) for row, error in pairs]
+        outcomes: list[Exception | None] = []
+        for row in rows:
+            outcomes.extend(await self._append([row]))
+        for pair in delayed:
+            outcomes.extend(await self._append([], [pair]))
+        return outcomes
+
+    def _refused(self, row: Row, exc: BaseException) -> PublishError:
+        error = PublishError(
+            f"the SQLite broker {self.path!r} cannot store event {row[1]!r} of topic "
+            f"{row[0]!r}: {exc}"
+        )
+        error.__cause__ = exc
+        return error
 
     def _not_stored(self, count: int, exc: BaseException) -> PublishError:
         return PublishError(
@@ -148,24 +200,54 @@ class SQLiteAdapter(BaseAdapter):
                 sub.wake()
 
     async def _flush(self) -> None:
+        batch: list[tuple[Row, float | None, asyncio.Future[None]]] = []
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                rows = [row for row, _ in batch]
-                try:
-                    await self.run(self.store.append, rows, self.partitions)
-                except (sqlite3.Error, ClosedError) as exc:
-                    error = self._not_stored(len(rows), exc)
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
-                    continue
-                for _, future in batch:
-                    if not future.done():
+                now = [(row, future) for row, due, future in batch if due is None]
+                later = [(row, due, future) for row, due, future in batch if due is not None]
+                rows = [row for row, _ in now]
+                results = await self._append(rows, [(row, due) for row, due, _ in later])
+                futures = [future for _, future in now] + [future for _, _, future in later]
+                for future, error in zip(futures, results, strict=True):
+                    if future.done():
+                        continue
+                    if error is None:
                         future.set_result(None)
-                self._wake({row[0] for row, _ in batch})
+                    else:
+                        future.set_exception(error)
+                stored = zip(rows, results, strict=False)  # the log rows come first
+                self._wake({row[0] for row, error in stored if error is None})
         finally:
             self._flushing = None
+            for _, _, future in batch + self._pending:  # cancelled or closed: nobody waits forever
+                if not future.done():
+                    future.set_exception(ClosedError(f"the adapter for {self._url} stopped"))
+
+    # -- delayed events ----------------------------------------------------------------------
+
+    def _scheduled(self, event: Event) -> float | None:
+        """When ``event`` is due if that is later than now (it goes to ``scheduled``)."""
+        due = held_until(event)
+        if due is None:
+            return None
+        if self._due is None or due < self._due:
+            self._due = due
+        return due
+
+    async def promote_due(self) -> None:
+        """Move due delayed events into the log (called by subscriptions as they poll): when
+        the earliest known one is due, and every :data:`_LOOK_AGAIN` s for those other
+        processes scheduled."""
+        now = time.time()
+        if now < self._look_again and (self._due is None or now < self._due):
+            return
+        self._look_again = now + _LOOK_AGAIN
+        due = await self.run(self.store.next_due)
+        if due is not None and due <= now:
+            topics, due = await self.run(self.store.promote, self.partitions)
+            self._wake(topics)
+        self._due = due
 
     # -- subscribing and inspection --------------------------------------------------------
 

@@ -133,6 +133,7 @@ class SQLiteSubscription(BaseSubscription):
 
     async def _maintain(self) -> None:
         """Commit what is acked (batched) and rebalance when it is due."""
+        await self._adapter.promote_due()
         now = time.monotonic()
         if now - self._last_commit >= self._adapter.commit_interval:
             await self._commit()

@@ -7,7 +7,10 @@ Everything here is synchronous and runs on the adapter's single database thread.
   ``body`` the structured-mode CloudEvent JSON;
 * ``offsets(topic, grp, part, committed, owner, lease_until)``: per group and partition the last
   handled ``seq`` and which member holds the partition until when;
-* ``members(topic, grp, member, heartbeat)``: live subscriptions, for a fair split.
+* ``members(topic, grp, member, heartbeat)``: live subscriptions, for a fair split;
+* ``scheduled(id, topic, event_id, key, body, due)``: delayed events (``deliverat``) not in the
+  log yet; :meth:`Store.promote` moves the due ones into the log in one transaction, so a
+  delayed event is in exactly one of the two tables, whoever crashes when.
 
 A member owns a partition while its lease lasts and renews it while it makes progress; a member
 that dies (or whose handler hangs past the visibility timeout) loses it, and the next member
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker.adapters.sqlite.owner import provably_dead
+from broker.adapters.sqlite.wire import Row
 
 __all__ = ["Claim", "Rebalance", "Store"]
 
@@ -41,6 +45,11 @@ CREATE TABLE IF NOT EXISTS offsets (
     topic TEXT NOT NULL, grp TEXT NOT NULL, part INTEGER NOT NULL,
     committed INTEGER NOT NULL, owner TEXT, lease_until REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (topic, grp, part));
+CREATE TABLE IF NOT EXISTS scheduled (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL, event_id TEXT NOT NULL, key TEXT,
+    body TEXT NOT NULL, due REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS scheduled_by_due ON scheduled (due, id);
 CREATE TABLE IF NOT EXISTS members (
     topic TEXT NOT NULL, grp TEXT NOT NULL, member TEXT NOT NULL, heartbeat REAL NOT NULL,
     PRIMARY KEY (topic, grp, member));
@@ -115,18 +124,74 @@ class Store:
 
     # -- publishing ------------------------------------------------------------------------
 
-    def append(self, rows: Sequence[tuple[str, str, str | None, str]], partitions: int) -> None:
-        """Insert (topic, event_id, key, body) rows in one transaction."""
+    def append(
+        self,
+        rows: Sequence[Row],
+        partitions: int,
+        delayed: Sequence[tuple[Row, float]] = (),
+    ) -> list[Exception | None]:
+        """Insert (topic, event_id, key, body) rows into the log, and ``delayed`` (row, due)
+        pairs into ``scheduled``, in one transaction; one outcome per row, ``rows`` first.
+
+        A row that cannot be stored for itself (text SQLite cannot hold, such as a lone
+        surrogate in its topic, id or key) gets its error and is left out; the others are
+        stored. An error of the database (locked, full, read-only) raises for all of them.
+        """
         now = time.time()
+        outcomes: list[Exception | None] = []
         with self.transaction():
-            values = []
-            for topic, event_id, key, body in rows:
-                count = self.ensure_topic(topic, partitions)
-                values.append((topic, _partition(key or event_id, count), event_id, body, now))
+            logged = []
+            for row in rows:
+                error = _unstorable(row)
+                outcomes.append(error)
+                if error is None:
+                    logged.append(row)
+            self._log_rows(logged, partitions, now)
+            scheduled = []
+            for row, due in delayed:
+                error = _unstorable(row)
+                outcomes.append(error)
+                if error is None:
+                    scheduled.append((*row, due))
+            if scheduled:
+                self.db.executemany(
+                    "INSERT INTO scheduled (topic, event_id, key, body, due)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    scheduled,
+                )
+        return outcomes
+
+    def _log_rows(self, rows: Sequence[Row], partitions: int, now: float) -> None:
+        values = []
+        for topic, event_id, key, body in rows:
+            count = self.ensure_topic(topic, partitions)
+            values.append((topic, _partition(key or event_id, count), event_id, body, now))
+        if values:
             self.db.executemany(
                 "INSERT INTO log (topic, part, event_id, body, created) VALUES (?, ?, ?, ?, ?)",
                 values,
             )
+
+    def next_due(self) -> float | None:
+        """When the earliest delayed event is due (epoch seconds); None when there is none."""
+        row = self.db.execute("SELECT min(due) FROM scheduled").fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def promote(self, partitions: int) -> tuple[set[str], float | None]:
+        """Move the delayed events that are due into the log, earliest (then first published)
+        first; the topics that got some, and when the next one is due."""
+        now = time.time()
+        with self.transaction():
+            due = self.db.execute(
+                "SELECT id, topic, event_id, key, body FROM scheduled WHERE due <= ?"
+                " ORDER BY due, id",
+                (now,),
+            ).fetchall()
+            if due:
+                self._log_rows([row[1:] for row in due], partitions, now)
+                self.db.executemany("DELETE FROM scheduled WHERE id=?", [(r[0],) for r in due])
+            upcoming = self.next_due()
+        return {row[1] for row in due}, upcoming
 
     # -- groups ----------------------------------------------------------------------------
 
@@ -339,3 +404,15 @@ class _Transaction:
         if not self.outer:
             return
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _unstorable(row: Row) -> Exception | None:
+    """Why SQLite cannot bind ``row``'s text (a lone surrogate), or None: checked before the
+    insert, so one such row fails alone instead of the whole transaction."""
+    topic, event_id, key, body = row
+    try:
+        for text in (topic, event_id, key or "", body):
+            text.encode()
+    except UnicodeError as exc:
+        return exc
+    return None

@@ -1,0 +1,169 @@
+"""What the console and ``choreo saga ls`` ask a saga store: a :class:`Query` and its
+:class:`Page`, the notes operators attach to instances, and the search syntax.
+
+A search text is either a correlation-id prefix (``order-00``) or a payload field
+(``data.customer=customer-10``: any event of the instance whose data has that value at that
+path; numbers and booleans compare by their JSON text, ``data.amount=10``).
+
+Every store answers a query the same way (:func:`matches` is the reference the memory store
+uses, and the one the SQL stores apply after their indexed pre-filter for payload searches).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from saga_monitor.errors import SagaConfigError
+from saga_monitor.model import Instance
+
+__all__ = [
+    "ACK",
+    "NOTE",
+    "DataField",
+    "Note",
+    "Page",
+    "Query",
+    "matches",
+    "parse_search",
+]
+
+ACK = "ack"
+NOTE = "note"
+#: Longest note, author and search text taken (longer is a usage error, not a truncation).
+MAX_NOTE = 2000
+MAX_WHO = 200
+MAX_SEARCH = 500
+_PATH = re.compile(r"data(\.[^.=\s]+)+\Z")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DataField:
+    """A payload search: ``path`` into an event's data (``("customer",)``) equals ``value``."""
+
+    path: tuple[str, ...]
+    value: str
+
+    def found_in(self, data: Any) -> bool:
+        """Whether ``data`` holds :attr:`value` at :attr:`path`."""
+        for key in self.path:
+            if not isinstance(data, dict) or key not in data:
+                return False
+            data = data[key]
+        text = data if isinstance(data, str) else json.dumps(data)
+        return bool(text == self.value)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Query:
+    """Which instances to list, and which page of them (most recently updated first).
+
+    ``awaiting``: only instances that wait for one of these event types (a step expected next
+    or a compensation owed): how a service filter reaches the store.
+    ``acknowledged``: True for acknowledged instances only, False for the others.
+    """
+
+    saga: str | None = None
+    state: str | None = None
+    since: datetime | None = None
+    correlation_prefix: str | None = None
+    data: DataField | None = None
+    anomaly: str | None = None
+    awaiting: tuple[str, ...] | None = None
+    acknowledged: bool | None = None
+    limit: int = 200
+    offset: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a query's answer and how many instances match in all."""
+
+    items: list[Instance]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Note:
+    """An operator's acknowledgement (``kind`` ``ack``) or annotation (``note``) of an
+    instance: who wrote it, when, and what."""
+
+    saga: str
+    correlation_id: str
+    kind: str
+    who: str
+    at: datetime
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        from broker.envelope import format_time
+
+        return {
+            "saga": self.saga,
+            "correlation_id": self.correlation_id,
+            "kind": self.kind,
+            "who": self.who,
+            "at": format_time(self.at),
+            "note": self.text,
+        }
+
+
+def parse_search(text: str | None) -> tuple[str | None, DataField | None]:
+    """(correlation-id prefix, payload field) of a search text (see the module docstring)."""
+    if text is None or not text.strip():
+        return None, None
+    if len(text) > MAX_SEARCH or "\x00" in text:
+        raise SagaConfigError(f"a search is at most {MAX_SEARCH} characters, without NUL")
+    path, sep, value = text.partition("=")
+    if sep and path.strip().startswith("data."):
+        path = path.strip()
+        if not _PATH.match(path):
+            raise SagaConfigError(
+                f"search {text!r}: a payload field is data.<field>[.<field>...]=<value>"
+            )
+        return None, DataField(tuple(path.split(".")[1:]), value)
+    return text.strip(), None
+
+
+def check_note(who: str, text: str, kind: str) -> None:
+    """Refuse an empty author, an over-long note, NUL characters or an unknown kind."""
+    if kind not in (ACK, NOTE):
+        raise SagaConfigError(f"a note is an {ACK!r} or a {NOTE!r}, not {kind!r}")
+    if not who.strip() or len(who) > MAX_WHO:
+        raise SagaConfigError(f"who acknowledges must be named, in at most {MAX_WHO} characters")
+    if len(text) > MAX_NOTE:
+        raise SagaConfigError(f"a note is at most {MAX_NOTE} characters")
+    if "\x00" in who or "\x00" in text:
+        raise SagaConfigError("a note must not contain a NUL character")
+    try:
+        (who + text).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SagaConfigError("a note must be valid Unicode text (no lone surrogates)") from exc
+
+
+def awaited(instance: Instance) -> list[str]:
+    """The event types an instance waits for: its next steps, then the compensations owed."""
+    return [*instance.expected, *(t for t in instance.waiting if t not in instance.expected)]
+
+
+def matches(instance: Instance, query: Query, acknowledged: bool = False) -> bool:
+    """Whether ``instance`` answers ``query`` (``acknowledged``: whether it has an ack)."""
+    checks = (
+        query.saga is None or instance.saga == query.saga,
+        query.state is None or instance.state == query.state,
+        query.since is None or instance.updated >= query.since,
+        query.correlation_prefix is None
+        or instance.correlation_id.startswith(query.correlation_prefix),
+        query.anomaly is None or any(a.kind == query.anomaly for a in instance.anomalies),
+        query.awaiting is None or bool(set(query.awaiting) & set(awaited(instance))),
+        query.acknowledged is None or query.acknowledged == acknowledged,
+    )
+    if not all(checks):
+        return False
+    field = query.data
+    return field is None or any(field.found_in(e.event.data) for e in instance.timeline)

@@ -1,0 +1,169 @@
+"""The console's store queries on SQLite and PostgreSQL: prefix and payload search, filters by
+anomaly and awaited event, paging with totals, operators' notes, causes, retention."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broker.sqlstore import SqlStore
+from saga_monitor import Correlator, InstanceNotFoundError, SagaStore, SagaStoreError
+from saga_monitor.queries import ACK, NOTE, DataField, Note, Query, parse_search
+from saga_monitor.store import MemoryStore
+from saga_monitor.store_sql import MIGRATIONS, SqlSagaStore
+from tests.saga_monitor.helpers import at, event, example
+from tests.saga_monitor.test_store import PG_URL, StoreFactory, make_store  # noqa: F401
+
+
+def _orders(store: SagaStore, count: int = 12) -> None:
+    """``count`` orders: order-00..; customer-(n % 3); every 4th paid twice (a duplicate);
+    stuck on inventory after payment, or on payment, by the watermark at 200 s."""
+    correlator = Correlator(example())
+    for n in range(count):
+        corr = f"order-{n:02d}"
+        data = {"customer": f"customer-{n % 3}", "amount": n, "promo": n == 5}
+        correlator.apply(store, event("order.placed", corr, n, data=data), topic="o", now=at(n))
+        if n % 2:
+            paid = event("payment.authorized", corr, n + 1, source="payment-service")
+            correlator.apply(store, paid, topic="p", now=at(n + 1))
+            if n % 4 == 1:
+                again = event("payment.authorized", corr, n + 1, id_=paid.id, source=paid.source)
+                correlator.apply(store, again, topic="p", now=at(n + 1), delivery="p/0/99")
+    correlator.tick(store, at(200))
+
+
+@pytest.fixture(params=["memory", "sql"])
+def filled(request: pytest.FixtureRequest, make_store: StoreFactory) -> SagaStore:  # noqa: F811
+    """Twelve orders in a memory store, or in SQLite and PostgreSQL."""
+    store: SagaStore = MemoryStore() if request.param == "memory" else make_store()
+    _orders(store)
+    return store
+
+
+def _ids(store: SagaStore, **query: object) -> list[str]:
+    page = store.search(Query(**query, limit=100))  # type: ignore[arg-type]
+    return sorted(i.correlation_id for i in page.items)
+
+
+def test_search_by_prefix_and_payload_field(filled: SagaStore) -> None:
+    """A correlation-id prefix and a data field each narrow the list, numbers included."""
+    assert [f"order-{n:02d}" for n in range(10, 12)] == _ids(filled, correlation_prefix="order-1")
+    prefix, field = parse_search("data.customer=customer-1")
+    assert (None, DataField(("customer",), "customer-1")) == (prefix, field)
+    assert ["order-01", "order-04", "order-07", "order-10"] == _ids(filled, data=field)
+    assert ["order-10"] == _ids(filled, data=DataField(("amount",), "10"))
+    assert ["order-05"] == _ids(filled, data=DataField(("promo",), "true"))
+    assert [] == _ids(filled, data=DataField(("customer",), "customer-%"))
+
+
+def test_filters_by_anomaly_and_awaited_event(filled: SagaStore) -> None:
+    """Anomaly kinds and awaited event types filter in the store."""
+    assert ["order-01", "order-05", "order-09"] == _ids(filled, anomaly="duplicate")
+    waiting_inventory = _ids(filled, awaiting=("inventory.reserved",))
+    assert [f"order-{n:02d}" for n in range(1, 12, 2)] == waiting_inventory
+    assert 6 == len(_ids(filled, awaiting=("payment.authorized",)))
+
+
+def test_pages_have_totals_and_honour_the_offset(filled: SagaStore) -> None:
+    """Paging walks every instance once, newest first, and says how many match in all."""
+    pages = [filled.search(Query(limit=5, offset=offset)) for offset in (0, 5, 10, 15)]
+    assert [12, 12, 12, 12] == [p.total for p in pages]
+    assert [5, 5, 2, 0] == [len(p.items) for p in pages]
+    walked = [i.correlation_id for p in pages for i in p.items]
+    whole = [i.correlation_id for i in filled.search(Query(limit=100)).items]
+    assert (whole, 12) == (walked, len(set(walked)))
+    searched = filled.search(Query(data=DataField(("customer",), "customer-0"), limit=2, offset=2))
+    assert (4, ["order-03", "order-00"]) == (
+        searched.total,
+        [i.correlation_id for i in searched.items],
+    )
+
+
+def test_notes_are_kept_and_filter_acknowledged_instances(filled: SagaStore) -> None:
+    """An acknowledgement and a note are kept with who and when; acknowledged filters."""
+    filled.add_note(Note("order-fulfilment", "order-03", ACK, "ana", at(300), "vendor issue"))
+    filled.add_note(Note("order-fulfilment", "order-03", NOTE, "bo", at(301), "called them"))
+    notes = filled.notes([("order-fulfilment", "order-03"), ("order-fulfilment", "order-04")])
+    assert [("ack", "ana", at(300), "vendor issue"), ("note", "bo", at(301), "called them")] == [
+        (n.kind, n.who, n.at, n.text) for n in notes[("order-fulfilment", "order-03")]
+    ]
+    assert ["order-03"] == _ids(filled, acknowledged=True)
+    assert 11 == len(_ids(filled, acknowledged=False))
+    with pytest.raises(InstanceNotFoundError):
+        filled.add_note(Note("order-fulfilment", "nope", ACK, "ana", at(300), ""))
+
+
+def test_causes_are_recorded_and_forgotten(filled: SagaStore) -> None:
+    """What explains a wait is kept per instance until it is forgotten."""
+    key = ("order-fulfilment", "order-02")
+    filled.record_cause(*key, {"text": "in orders.dlq"})
+    filled.record_cause(*key, {"text": "in orders.dlq, again"})
+    assert {key: {"text": "in orders.dlq, again"}} == filled.causes([key])
+    filled.record_cause(*key, None)
+    assert {} == filled.causes([key])
+
+
+def test_retention_of_acknowledged_and_stuck_instances(filled: SagaStore) -> None:
+    """Acknowledged instances go a while after their acknowledgement, stuck ones a while after
+    they got stuck, each only when asked; their notes go with them."""
+    filled.add_note(Note("order-fulfilment", "order-03", ACK, "ana", at(300), ""))
+    assert 0 == filled.prune(at(0))
+    assert 1 == filled.prune(at(0), acknowledged_before=at(301))
+    assert {} == filled.notes([("order-fulfilment", "order-03")])
+    stuck = {i.correlation_id: i.stuck_since for i in filled.search(Query(limit=100)).items}
+    assert all(stuck.values())
+    early = sorted(c for c, since in stuck.items() if since and since < at(36))
+    assert len(early) == filled.prune(at(0), stuck_before=at(36))
+    assert not set(early) & set(_ids(filled))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty SQLite file or PostgreSQL schema (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/old.db"
+        return
+    url = f"{PG_URL}?schema=saga_old_{uuid.uuid4().hex[:12]}"
+    yield url
+    cleaner = SqlSagaStore(url)
+    cleaner.drop_schema()
+    cleaner.close()
+
+
+def test_a_store_of_layout_2_is_migrated_and_keeps_its_instances(fresh_url: str) -> None:
+    """A store written before the console's columns existed (layout 2) opens, gets them, and
+    still lists its instances; an instance shows in the new filters once it changes again."""
+    memory = MemoryStore()
+    correlator = Correlator(example())
+    placed = event("order.placed", "o-1", 0)
+    correlator.apply(memory, placed, topic="o", now=at(0), delivery="o/0/1")
+    (instance,) = memory.data.values()
+    old = SqlStore(fresh_url, what="saga store", hint="", error=SagaStoreError, schema="public")
+    old.open("saga_", MIGRATIONS[:2])
+    old.execute(
+        "INSERT INTO {p}instances (saga, correlation_id, state, started, updated, due, finished, "
+        "doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        instance.saga,
+        instance.correlation_id,
+        instance.state,
+        instance.started.timestamp(),
+        instance.updated.timestamp(),
+        None,
+        None,
+        instance.to_json(),
+    )
+    old.close()
+    store = SqlSagaStore(fresh_url)
+    assert (1, 0) == (
+        store.search(Query(correlation_prefix="o-")).total,
+        store.search(Query(awaiting=("payment.authorized",))).total,
+    )
+    correlator.apply(store, placed, topic="o", now=at(1), delivery="o/0/2")  # a second copy
+    assert (1, 1) == (
+        store.search(Query(awaiting=("payment.authorized",))).total,
+        store.search(Query(anomaly="duplicate")).total,
+    )
+    store.close()

@@ -1,0 +1,140 @@
+"""The monitor's Prometheus metrics, scraped from `choreo saga monitor --metrics-port` while it
+watches a real stream on the embedded broker: oldest stuck age, lag, step histograms, alerts by
+type and batches."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from broker import Bus, Event
+from devservers import free_port
+
+ROOT = Path(__file__).parents[2]
+DEFINITIONS = """
+topics: [orders, payments, shipping]
+sagas:
+  - name: metered
+    start: [order.placed]
+    steps:
+      - event: payment.authorized
+        within: 1s
+      - event: order.shipped
+        within: 1h
+    complete: [order.shipped]
+"""
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int) -> Samples:
+    """Every sample on the monitor's /metrics page, by name and labels."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def start_monitor(definitions: Path, broker: str, store: str, port: int) -> subprocess.Popen[bytes]:
+    """`choreo saga monitor` serving its metrics on ``port``."""
+    command = [
+        *(sys.executable, "-m", "choreo", "saga", "monitor", "--definitions", str(definitions)),
+        *("--broker", broker, "--store", store, "--metrics-port", str(port)),
+        *("--tick", "100ms", "--max-delay", "100ms"),
+    ]
+    env = {**os.environ, "CHOREO_LOG_LEVEL": "ERROR"}
+    return subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE)
+
+
+async def scraped_until(
+    port: int, process: subprocess.Popen[bytes], check: Callable[[Samples], bool]
+) -> Samples:
+    """Scrape until ``check`` holds (the monitor refreshes its gauges every 5 s); 60 s at most."""
+    deadline = time.monotonic() + 60
+    samples: Samples = {}
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        try:
+            samples = scrape(port)
+        except httpx.TransportError:
+            samples = {}
+        if samples and check(samples):
+            return samples
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the metrics never showed it; last scrape: {sorted(samples)[:40]}")
+
+
+async def test_metrics_page_shows_oldest_stuck_lag_steps_alerts_and_batches(
+    tmp_path: Path,
+) -> None:
+    """One saga completes and one gets stuck: /metrics shows the stuck one's age, the
+    monitor's lag, the step histograms, the alerts by type and the batches applied."""
+    definitions = tmp_path / "sagas.yaml"
+    definitions.write_text(DEFINITIONS)
+    broker = f"sqlite:///{tmp_path}/broker.db?poll_interval=0.01"
+    port = free_port()
+    process = start_monitor(definitions, broker, f"sqlite:///{tmp_path}/sagas.db", port)
+    try:
+        await scraped_until(
+            port, process, lambda s: value(s, "choreo_saga_monitor_lag_seconds") >= 0
+        )
+        now = datetime.now(UTC)
+        async with Bus(broker, source="shop") as bus:
+            for topic, kind, corr, late in (
+                ("orders", "order.placed", "ok-1", 0.0),
+                ("payments", "payment.authorized", "ok-1", 0.3),
+                ("shipping", "order.shipped", "ok-1", 0.5),
+                ("orders", "order.placed", "late-1", 0.0),
+            ):
+                event = Event(type=kind, source="shop", time=now + timedelta(seconds=late))
+                await bus.publish(topic, event, correlation_id=corr)
+
+        def settled(s: Samples) -> bool:
+            return (
+                value(s, "choreo_saga_oldest_stuck_seconds", saga="metered") > 0
+                and value(s, "choreo_saga_alerts_total", type="saga.stuck") == 1
+                and value(s, "choreo_saga_monitor_lag_seconds") == 0
+            )
+
+        samples = await scraped_until(port, process, settled)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    step = {"saga": "metered", "step": "payment.authorized"}
+    assert {
+        "completed alerts": 1.0,
+        "stuck gauge": 1.0,
+        "payment step observations": 1.0,
+        "payment step within 0.5 s": 1.0,
+        "shipping step observations": 1.0,
+        "events applied": 4.0,
+        "events in batches": 4.0,
+    } == {
+        "completed alerts": value(samples, "choreo_saga_alerts_total", type="saga.completed"),
+        "stuck gauge": value(samples, "choreo_saga_instances", saga="metered", state="stuck"),
+        "payment step observations": value(samples, "choreo_saga_step_seconds_count", **step),
+        "payment step within 0.5 s": value(
+            samples, "choreo_saga_step_seconds_bucket", **step, le="0.5"
+        ),
+        "shipping step observations": value(
+            samples, "choreo_saga_step_seconds_count", saga="metered", step="order.shipped"
+        ),
+        "events applied": value(samples, "choreo_saga_events_total", outcome="applied"),
+        "events in batches": value(samples, "choreo_saga_batch_events_sum"),
+    }
+    assert 0 < value(samples, "choreo_saga_oldest_stuck_seconds", saga="metered") < 60
