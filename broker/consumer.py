@@ -19,9 +19,9 @@ import contextlib
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from broker import deadletter, jsontext
+from broker import deadletter, jsontext, tracing
 from broker import observability as obs
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.context import reset_current, set_current
@@ -32,6 +32,11 @@ from broker.envelope import Event, is_json_content_type, new_id
 from broker.errors import HandlerTimeoutError
 from broker.policies import Policy
 from broker.ports import Delivery, PayloadCodec, Subscription
+from broker.reply import REPLY_TO
+
+if TYPE_CHECKING:
+    from broker.reply import Responder
+    from broker.tracing import Tracing
 
 __all__ = ["Consumer", "Handler", "Held", "Pipeline", "Runner", "give_back"]
 
@@ -64,6 +69,8 @@ class Pipeline:
         policy: Policy,
         publish_event: Publish,
         codec: PayloadCodec | None = None,
+        responder: Responder | None = None,
+        traced: Tracing | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.subscription = subscription
@@ -72,8 +79,12 @@ class Pipeline:
         self.codec = codec
         #: What TTLs, backoff, the breaker's cool-down and ``dlqtime`` are measured on.
         self.clock = clock
-        #: Whether every event needs a policy step before its handler (codec or inbox).
-        self.screens = codec is not None or policy.inbox is not None
+        #: Sends replies to requests (events with a ``replyto``); None: never reply.
+        self.responder = responder
+        #: The tracer of CONSUMER spans (see :mod:`broker.tracing`); None: no tracing.
+        self.traced = traced
+        #: Whether every event needs a step before its handler (codec, inbox or a span).
+        self.screens = codec is not None or policy.inbox is not None or traced is not None
         self._publish_event = publish_event
         self.log = obs.get_logger("choreo.consumer", group=group)
         self.dead_in_a_row = 0
@@ -108,6 +119,8 @@ class Pipeline:
             event = original(event)
         if "expiration" in event.extensions and event.is_expired(self.clock.now()):
             obs.EXPIRED.labels(delivery.topic, self.group).inc()
+            if self.traced is not None:
+                tracing.add_event("expired", {"expiration": str(event.extensions["expiration"])})
             if self.policy.on_expired == "dlq":
                 made = attempt_of(raw) - 1  # the handler calls a retry copy's event had
                 await self.dead_letter(
@@ -238,6 +251,13 @@ class Pipeline:
         """Publish ``event`` to its dead-letter topic (when enabled), count it, ack it."""
         topic = delivery.topic
         policy = self.policy.dead_letter
+        if self.traced is not None:
+            where = policy.topic_for(topic, self.group) if policy.enabled else ""
+            tracing.add_event(
+                "dead-lettered",
+                {"reason": reason, "error": error, "attempts": attempts, "dlq": where},
+                error=True,
+            )
         if policy.enabled:
             dead = deadletter.dead_letter(
                 event,
@@ -251,19 +271,24 @@ class Pipeline:
             await self._publish_event(policy.topic_for(topic, self.group), dead)
             obs.DEAD_LETTERED.labels(topic, self.group, reason).inc()
             self.log.warning("dead-lettered", topic=topic, event_id=event.id, reason=reason)
+        if (
+            self.responder is not None
+            and REPLY_TO in event.extensions
+            and reason != deadletter.EXPIRED
+        ):
+            await self.responder.reply_error(event, error)
         obs.CONSUMED.labels(topic, self.group, reason).inc()
         await delivery.ack()
 
-    async def call(self, handler: Callable[[Any], Awaitable[Any]], argument: Any) -> None:
-        """``await handler(argument)``, cancelled past the policy's ``handler_timeout``
-        (raising :class:`~broker.errors.HandlerTimeoutError`)."""
+    async def call(self, handler: Callable[[Any], Awaitable[Any]], argument: Any) -> Any:
+        """``await handler(argument)`` (returning what it returns), cancelled past the
+        policy's ``handler_timeout`` (raising :class:`~broker.errors.HandlerTimeoutError`)."""
         timeout = self.policy.handler_timeout
         if timeout is None:
-            await handler(argument)
-            return
+            return await handler(argument)
         try:
             async with asyncio.timeout(timeout) as scope:
-                await handler(argument)
+                return await handler(argument)
         except TimeoutError as exc:
             if not scope.expired():
                 raise  # the handler's own TimeoutError
@@ -351,6 +376,8 @@ class Runner:
         policy: Policy,
         publish_event: Publish,
         codec: PayloadCodec | None = None,
+        responder: Responder | None = None,
+        traced: Tracing | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._pipeline = Pipeline(
@@ -359,6 +386,8 @@ class Runner:
             policy=policy,
             publish_event=publish_event,
             codec=codec,
+            responder=responder,
+            traced=traced,
             clock=clock,
         )
 
@@ -397,6 +426,8 @@ class Consumer(Runner):
         policy: Policy,
         publish_event: Publish,
         codec: PayloadCodec | None = None,
+        responder: Responder | None = None,
+        traced: Tracing | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(
@@ -405,6 +436,8 @@ class Consumer(Runner):
             policy=policy,
             publish_event=publish_event,
             codec=codec,
+            responder=responder,
+            traced=traced,
             clock=clock,
         )
         self._handler = handler
@@ -500,9 +533,11 @@ class Consumer(Runner):
         started = pipeline.start_timer()
         try:
             if pipeline.policy.handler_timeout is None:
-                await self._handler(event)
+                result = await self._handler(event)
             else:
-                await pipeline.call(self._handler, event)
+                result = await pipeline.call(self._handler, event)
+            if REPLY_TO in event.extensions and pipeline.responder is not None:
+                await pipeline.responder.reply(event, result)
         except Exception as exc:
             error: BaseException | None = exc
         else:
@@ -516,7 +551,18 @@ class Consumer(Runner):
             await delivery.ack()
 
     async def _screened(self, delivery: Delivery) -> None:
-        """A delivery some policy step must see before (and after) the handler."""
+        """A delivery some policy step must see before (and after) the handler, inside its
+        CONSUMER span when tracing."""
+        traced = self._pipeline.traced
+        event = delivery.event
+        if traced is None or event is None:
+            await self._admitted(delivery)
+            return
+        topic, group = delivery.topic, self._pipeline.group
+        with tracing.consumer_span(traced.tracer, traced.system, topic, group, event):
+            await self._admitted(delivery)
+
+    async def _admitted(self, delivery: Delivery) -> None:
         pipeline = self._pipeline
         event = await pipeline.admit(delivery)
         if event is None:
@@ -556,7 +602,18 @@ class Consumer(Runner):
             if attempt < retry.max_attempts:
                 obs.RETRIES.labels(pipeline.group).inc()
                 wait = retry.delay(attempt)
-                if retry.defers(wait) and await pipeline.defer(delivery, attempt + 1, wait):
+                deferred = retry.defers(wait) and await pipeline.defer(delivery, attempt + 1, wait)
+                if pipeline.traced is not None:
+                    tracing.add_event(
+                        "retry",
+                        {
+                            "attempt": attempt,
+                            "error": describe(error),
+                            "delay": wait,
+                            "deferred": deferred,
+                        },
+                    )
+                if deferred:
                     return False
                 await pipeline.sleep_alive((delivery,), wait)
                 if await pipeline.shut_out((delivery,)):
@@ -580,7 +637,9 @@ class Consumer(Runner):
         token = set_current(event, delivery)
         started = pipeline.start_timer()
         try:
-            await pipeline.call(self._handler, event)
+            result = await pipeline.call(self._handler, event)
+            if REPLY_TO in event.extensions and pipeline.responder is not None:
+                await pipeline.responder.reply(event, result)
         except Exception as exc:
             return exc
         finally:

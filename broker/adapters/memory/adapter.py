@@ -130,6 +130,10 @@ class MemoryAdapter(BaseAdapter):
         """The topics of this broker, sorted, without awaiting."""
         return sorted(self._log.topics)
 
+    async def delete_topic(self, topic: str) -> None:
+        """Forget ``topic`` and everything in it (a requester's reply topic, when it stops)."""
+        self._log.topics.pop(topic, None)
+
     async def purge(self, topic: str, ids: Collection[str] | None = None) -> int:
         state = self._log.topics.get(topic)
         if state is None:
