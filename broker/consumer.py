@@ -552,13 +552,13 @@ class Consumer(Runner):
 
     async def _screened(self, delivery: Delivery) -> None:
         """A delivery some policy step must see before (and after) the handler, inside its
-        CONSUMER span when tracing."""
+        CONSUMER span when tracing (not another group's retry copy: no handler sees it)."""
         traced = self._pipeline.traced
         event = delivery.event
-        if traced is None or event is None:
+        topic, group = delivery.topic, self._pipeline.group
+        if traced is None or event is None or is_for_another_group(event, group):
             await self._admitted(delivery)
             return
-        topic, group = delivery.topic, self._pipeline.group
         with tracing.consumer_span(traced.tracer, traced.system, topic, group, event):
             await self._admitted(delivery)
 

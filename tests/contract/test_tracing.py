@@ -45,6 +45,10 @@ def _parent(span: ReadableSpan) -> tuple[int, int] | None:
     return None if span.parent is None else (span.parent.trace_id, span.parent.span_id)
 
 
+def _group(span: ReadableSpan) -> str:
+    return str((span.attributes or {})["messaging.consumer.group.name"])
+
+
 def _messaging(span: ReadableSpan) -> dict[str, object]:
     return {k: v for k, v in (span.attributes or {}).items() if k.startswith("messaging.")}
 
@@ -135,6 +139,36 @@ async def test_retries_and_dead_lettering_are_span_events(
         dead["attempts"],
     )
     assert StatusCode.ERROR == consumer.status.status_code
+
+
+async def test_a_deferred_retry_is_a_consumer_span_of_the_same_trace(
+    make_bus: Callable[..., Bus], topic: str, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """A retry deferred to the broker ends the first CONSUMER span (its retry event says so);
+    the next attempt is a CONSUMER span of its own in the same trace, and another group's
+    consumer makes no span for the copy it skips."""
+    provider, exporter = spans
+    retry = Retry(max_attempts=2, initial_delay=0.3, max_delay=0.3, jitter=0, defer_after=0.1)
+    bus = await make_bus(tracer_provider=provider, policy=Policy(retry=retry)).start()
+    calls: list[str] = []
+
+    async def flaky(event: Event) -> None:
+        calls.append(event.id)
+        if len(calls) == 1:
+            raise ConnectionError("down")
+
+    owner = await bus.subscribe(topic, flaky, group="billing")
+    other = Collector()
+    await bus.subscribe(topic, other, group="audit")
+    await bus.publish(topic, type="order.placed")
+    await eventually(lambda: owner.handled == 1, timeout=30, what="the second attempt")
+    await eventually(lambda: len(_finished(exporter, f"process {topic}")) == 3, what="spans")
+    consumers = _finished(exporter, f"process {topic}")
+    assert ["audit", "billing", "billing"] == sorted(_group(span) for span in consumers)
+    billing = [span for span in consumers if _group(span) == "billing"]
+    events = [[(e.name, (e.attributes or {})["deferred"]) for e in span.events] for span in billing]
+    assert [[], [("retry", True)]] == sorted(events, key=len)
+    assert 1 == len({_own(span)[0] for span in exporter.get_finished_spans()})
 
 
 async def test_batches_are_traced_per_event_and_per_call(
