@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 from broker import Bus, DeadLetter, Event, Policy, Retry, Subscriber
@@ -214,9 +215,10 @@ class SagaMonitor:
         corrected = [self._corrected(item, now) for item in items]
         before = self.correlator.uncorrelated
         started = time.perf_counter()
-        outcomes = self.correlator.apply_many(
-            self.store, corrected, now=now, watermark=self.verdicts_at
-        )
+        with _collector_paused():
+            outcomes = self.correlator.apply_many(
+                self.store, corrected, now=now, watermark=self.verdicts_at
+            )
         metrics.observe_batch(len(items), time.perf_counter() - started)
         self.applied += len(items)
         metrics.count_events(outcomes, self.correlator.uncorrelated - before)
@@ -357,6 +359,24 @@ class SagaMonitor:
                 return index, outcome.error
             metrics.ALERTS.labels(alerts[index].type).inc()
         return len(alerts), None
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a batch is applied (synchronously, nothing else of
+    the process runs meanwhile but other threads' short calls): nearly everything the batch
+    allocates (timeline entries, observations, instances) outlives it, so each collection the
+    allocations would trigger in the middle of it scans the growing young objects for nothing
+    and, as they age, the monitor's whole heap of kept instances (the memory store's rate was
+    2.5x lower with them). The collector runs again after the batch, on the next allocation."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _before(now: datetime, seconds: float | None) -> datetime | None:
