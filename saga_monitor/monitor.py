@@ -58,8 +58,12 @@ MONITOR_POLICY = Policy(
     on_undecodable="wrap",
     concurrency=1,
 )
-#: Events per batch (one store transaction each), and how long a batch waits to fill up.
-BATCH_SIZE = 500
+#: The most events per batch (one store transaction each), and how long a batch waits to fill
+#: up. A batch holds what the broker has ready, so the size adapts to the backlog: a few events
+#: each when the monitor keeps up, thousands while it catches up, when each instance is then
+#: judged and written once for several of its events (4,000 rather than 500 wrote a SQLite
+#: catch-up's instances 2.4 times each instead of 3, and applied it 1.3x as fast).
+BATCH_SIZE = 4000
 BATCH_WAIT = 0.01
 
 Clock = Callable[[], datetime]
@@ -126,7 +130,7 @@ class SagaMonitor:
         self._log = get_logger("choreo.saga", group=group)
         self._last_prune: datetime | None = None
         self._last_counts: datetime | None = None
-        #: Events per batch (one store transaction each).
+        #: The most events per batch (one store transaction each).
         self.batch_size = batch_size
         #: When the batch being applied was received (None between batches).
         self._applying: datetime | None = None
