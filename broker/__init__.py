@@ -24,6 +24,8 @@ from broker.errors import (
     PayloadError,
     PublishError,
     PublishTimeoutError,
+    RequestFailedError,
+    RequestTimeoutError,
     TopicNotFoundError,
     UnknownBackendError,
 )
@@ -67,6 +69,8 @@ __all__ = [
     "PublishResult",
     "PublishTimeoutError",
     "Publisher",
+    "RequestFailedError",
+    "RequestTimeoutError",
     "Retry",
     "SQLiteInbox",
     "Subscriber",

@@ -25,8 +25,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, overload
 
-from broker import deadletter
+from broker import deadletter, tracing
 from broker import observability as obs
+from broker.clock import SYSTEM_CLOCK, Clock
 from broker.consumer import Held, Publish, Runner, give_back
 from broker.context import reset_current, set_current_batch
 from broker.deadletter import describe
@@ -35,6 +36,7 @@ from broker.envelope import Event
 from broker.errors import PublishError
 from broker.policies import Policy
 from broker.ports import Delivery, PayloadCodec, Subscription
+from broker.tracing import Tracing
 
 __all__ = ["BatchConsumer", "BatchHandler", "Outcome", "PartialFailure", "PublishResult"]
 
@@ -144,9 +146,17 @@ class BatchConsumer(Runner):
         codec: PayloadCodec | None = None,
         max_batch: int = 100,
         max_wait: float = 0.01,
+        traced: Tracing | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(
-            subscription, group=group, policy=policy, publish_event=publish_event, codec=codec
+            subscription,
+            group=group,
+            policy=policy,
+            publish_event=publish_event,
+            codec=codec,
+            traced=traced,
+            clock=clock,
         )
         self._handler = handler
         self._max_batch = max_batch
@@ -251,7 +261,21 @@ class BatchConsumer(Runner):
         return []
 
     async def _call(self, pending: list[_Item]) -> dict[int, BaseException]:
-        """One handler call; the failed events by their index in ``pending``."""
+        """One handler call (in a CONSUMER span linked to each event's trace, when tracing);
+        the failed events by their index in ``pending``."""
+        traced = self._pipeline.traced
+        if traced is None:
+            return await self._called(pending)
+        topic, events = pending[0][0].topic, [event for _, event in pending]
+        group = self._pipeline.group
+        with tracing.batch_span(traced.tracer, traced.system, topic, group, events) as span:
+            failures = await self._called(pending)
+            if failures:
+                error = next(iter(failures.values()))
+                span.set_status(tracing.error_status(f"{len(failures)} failed: {error!r}"))
+            return failures
+
+    async def _called(self, pending: list[_Item]) -> dict[int, BaseException]:
         pipeline = self._pipeline
         token = set_current_batch(tuple(delivery for delivery, _ in pending))
         started = pipeline.start_timer()

@@ -18,12 +18,15 @@ import dataclasses
 import itertools
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from broker import deadletter
+from opentelemetry.trace import Span, Tracer, TracerProvider
+
+from broker import deadletter, tracing
 from broker import observability as obs
 from broker.batch import BatchConsumer, BatchHandler, Outcome, PublishResult
+from broker.clock import SYSTEM_CLOCK, Clock
 from broker.consumer import Consumer, Handler, Runner
 from broker.context import derive_extensions
 from broker.declarations import (
@@ -36,7 +39,7 @@ from broker.declarations import (
 )
 from broker.delay import DELIVER_AT
 from broker.delay import deliver_at as _deliver_at
-from broker.envelope import Event, check_extension_names, format_time, new_event
+from broker.envelope import Event, ExtensionValue, check_extension_names, format_time, new_event
 from broker.errors import (
     ClosedError,
     ConfigurationError,
@@ -46,6 +49,7 @@ from broker.errors import (
 )
 from broker.policies import Policy
 from broker.ports import Adapter, Capabilities, PayloadCodec, Subscription, TopicInfo
+from broker.reply import REPLY_TO, Requester, Responder, is_reply_topic
 from broker.subscriber import Subscriber
 from broker.urls import adapter_from_url, resolve_url
 
@@ -74,14 +78,24 @@ def _topics(topics: str | Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+def _given_traceparent(
+    event: Event | None, extensions: Mapping[str, Any] | None
+) -> ExtensionValue | None:
+    """The traceparent a publisher set itself (an outbox row's), if any."""
+    if extensions and "traceparent" in extensions:
+        given: ExtensionValue | None = extensions["traceparent"]
+        return given
+    return event.extensions.get("traceparent") if event is not None else None
+
+
 def _ttl_of(item: tuple[Event, float | None]) -> float | None:
     return item[1]
 
 
-def _expiration(ttl: float) -> str:
+def _expiration(ttl: float, now: datetime) -> str:
     if ttl <= 0:
         raise ConfigurationError(f"a TTL must be positive, got {ttl}s")
-    return format_time(datetime.now(UTC) + timedelta(seconds=ttl))
+    return format_time(now + timedelta(seconds=ttl))
 
 
 class Bus:
@@ -94,11 +108,23 @@ class Bus:
         source: str = "choreograph",
         policy: Policy | None = None,
         codec: PayloadCodec | None = None,
+        tracer_provider: TracerProvider | None = None,
+        clock: Clock | None = None,
         **adapter_options: Any,
     ) -> None:
         if broker is None or isinstance(broker, str):
             broker = adapter_from_url(resolve_url(broker), **adapter_options)
         self.adapter: Adapter = broker
+        #: What event times, TTLs, retries, the breaker and the adapter's schedules follow
+        #: (:mod:`broker.clock`; a :class:`broker.testing.VirtualClock` in tests).
+        self.clock: Clock = clock or SYSTEM_CLOCK
+        #: ``clock.now`` when a clock was given; None: events take the current time as they
+        #: are built (one call less per publish on the hot path).
+        self._now = None if clock is None else clock.now
+        if clock is not None:
+            use_clock = getattr(broker, "use_clock", None)  # adapters built on the kit have it
+            if use_clock is not None:
+                use_clock(clock)
         self.source = source
         self.policy = policy or Policy()
         self.codec = codec
@@ -108,6 +134,11 @@ class Bus:
         self._closed = False
         self._published: dict[str, Any] = {}
         self._sampled = 0
+        self._requester: Requester | None = None
+        self._tracer_provider = tracer_provider
+        self._tracer: Tracer | None = None
+        self._system = tracing.messaging_system(self.adapter.url)
+        self._responder = Responder(source, self.publish_event)
         #: What this bus publishes and subscribes to, for :mod:`broker.asyncapi`.
         self.declarations = Declarations()
 
@@ -128,6 +159,7 @@ class Bus:
         if self._closed:
             raise ClosedError("this Bus was stopped; create a new one")
         if not self._started:
+            self._tracer = tracing.tracer_for(self._tracer_provider)
             await self.adapter.connect()
             self._started = True
             pending, self._pending = self._pending, []
@@ -142,6 +174,8 @@ class Bus:
         self._closed = True
         await asyncio.gather(*(s.stop() for s in self._subscribers), return_exceptions=True)
         self._subscribers.clear()
+        if self._requester is not None:
+            await self._requester.close()
         await self.adapter.close()
 
     async def __aenter__(self) -> Bus:
@@ -176,8 +210,18 @@ class Bus:
         """
         if not self._started:
             self._check_started()
-        due = None if delay is None and deliver_at is None else _deliver_at(delay, deliver_at)
+        due = self._deliverat(delay, deliver_at)
+        if self._tracer is not None:
+            parent = _given_traceparent(event, extensions)
+            event = self._stamp(
+                event, type, data, key, subject, correlation_id, ttl, extensions, due
+            )
+            return await self._traced(topic, event, ttl, parent)
         event = self._stamp(event, type, data, key, subject, correlation_id, ttl, extensions, due)
+        return await self._send(topic, event, ttl)
+
+    async def _send(self, topic: str, event: Event, ttl: float | None) -> Event:
+        """Encode (when a codec is bound), publish and count a stamped event."""
         if self.codec is not None:
             event = await self._encoded(topic, event)
         self._sampled += 1
@@ -190,6 +234,55 @@ class Bus:
         counter = self._published.get(topic) or self._count(topic)
         counter.value += 1
         return event
+
+    async def _traced(
+        self, topic: str, event: Event, ttl: float | None, parent: ExtensionValue | None
+    ) -> Event:
+        """:meth:`_send` inside a PRODUCER span whose context the event carries."""
+        assert self._tracer is not None
+        span, event = tracing.producer_span(self._tracer, self._system, topic, event, parent)
+        with tracing.sending(span):
+            return await self._send(topic, event, ttl)
+
+    async def request(
+        self,
+        topic: str,
+        event: Event | None = None,
+        /,
+        *,
+        type: str | None = None,
+        data: Any = None,
+        key: str | None = None,
+        subject: str | None = None,
+        correlation_id: str | None = None,
+        ttl: float | None = None,
+        extensions: Mapping[str, Any] | None = None,
+        timeout: float = 5.0,
+    ) -> Event:
+        """Publish a request to ``topic`` and return the reply event of a subscriber.
+
+        The request is published as :meth:`publish` does, with a ``replyto`` extension naming
+        this bus's reply topic; a handler's return value becomes the reply (see
+        :mod:`broker.reply`). Raises :class:`~broker.errors.RequestTimeoutError` when no reply
+        arrives within ``timeout`` s and :class:`~broker.errors.RequestFailedError` when the
+        reply is an error reply (the handler failed).
+        """
+        if timeout <= 0:
+            raise ConfigurationError(f"a request timeout must be positive, got {timeout}s")
+        self._check_started()
+        requester = self._requester
+        if requester is None:
+            requester = self._requester = Requester(self.adapter)
+        await requester.open()
+        extra = {**(extensions or {}), REPLY_TO: requester.topic}
+        request = self._stamp(event, type, data, key, subject, correlation_id, ttl, extra)
+        future = requester.expect(request.id)
+        try:
+            await self.publish(topic, request, ttl=ttl)
+        except BaseException:
+            requester.forget(request.id)
+            raise
+        return await requester.wait(future, request, topic, timeout)
 
     async def publish_many(
         self,
@@ -212,8 +305,12 @@ class Bus:
         a valid event raises before anything is sent.
         """
         self._check_started()
-        due = None if delay is None and deliver_at is None else _deliver_at(delay, deliver_at)
-        stamped = [self._item(index, item, ttl, due) for index, item in enumerate(events)]
+        due = self._deliverat(delay, deliver_at)
+        given = list(events)
+        stamped = [self._item(index, item, ttl, due) for index, item in enumerate(given)]
+        spans: list[Span] = []
+        if self._tracer is not None:
+            spans, stamped = self._producer_spans(topic, given, stamped)
         refused: dict[int, Exception] = {}
         if self.codec is not None:
             for index, (event, own) in enumerate(stamped):
@@ -231,7 +328,30 @@ class Bus:
         pairs = zip(stamped, errors, strict=True)
         outcomes = [Outcome(event, error) for (event, _), error in pairs]
         self._count(topic).inc(errors.count(None))
+        if spans:
+            for span, outcome in zip(spans, outcomes, strict=True):
+                tracing.end_send(span, outcome.error)
         return PublishResult(topic, outcomes)
+
+    def _producer_spans(
+        self,
+        topic: str,
+        items: list[Event | Mapping[str, Any]],
+        stamped: list[tuple[Event, float | None]],
+    ) -> tuple[list[Span], list[tuple[Event, float | None]]]:
+        """A PRODUCER span per item of publish_many, and the items carrying their context."""
+        assert self._tracer is not None
+        spans, traced = [], []
+        for item, (event, own) in zip(items, stamped, strict=True):
+            given = (
+                _given_traceparent(item, None)
+                if isinstance(item, Event)
+                else _given_traceparent(None, item.get("extensions"))
+            )
+            span, sent = tracing.producer_span(self._tracer, self._system, topic, event, given)
+            spans.append(span)
+            traced.append((sent, own))
+        return spans, traced
 
     def publisher(
         self,
@@ -258,6 +378,11 @@ class Bus:
         nothing is stamped and no codec runs. Returns once the broker durably accepted it."""
         self._check_started()
         await self.adapter.publish(topic, event, ttl=ttl)
+
+    def _deliverat(self, delay: float | timedelta | None, at: datetime | None) -> str | None:
+        """The ``deliverat`` of a publish's ``delay=``/``deliver_at=`` (None for neither),
+        counted from the bus's clock."""
+        return None if delay is None and at is None else _deliver_at(delay, at, self.clock.now())
 
     def _check_started(self) -> None:
         if not self._started:
@@ -292,11 +417,14 @@ class Bus:
             extra["correlationid"] = correlation_id
         derive_extensions(extra)
         if ttl is not None:
-            extra["expiration"] = _expiration(ttl)
+            extra["expiration"] = _expiration(ttl, self.clock.now())
         if deliverat is not None:
             extra[DELIVER_AT] = deliverat
         if event is None:
-            return new_event(kind, self.source, data, subject, extra)
+            now = self._now
+            return new_event(
+                kind, self.source, data, subject, extra, None if now is None else now()
+            )
         check_extension_names(extra)
         return dataclasses.replace(event, extensions=extra)
 
@@ -320,7 +448,7 @@ class Bus:
             get = item.get
             own = get("ttl", ttl)
             if "delay" in item or "deliver_at" in item:
-                due = _deliver_at(get("delay"), get("deliver_at"))
+                due = _deliver_at(get("delay"), get("deliver_at"), self.clock.now())
             event = self._stamp(
                 None,
                 get("type"),
@@ -402,6 +530,9 @@ class Bus:
             policy=policy or self.policy,
             publish_event=self.publish_event,
             codec=self.codec,
+            responder=self._responder,
+            traced=tracing.Tracing(self._tracer, self._system) if self._tracer else None,
+            clock=self.clock,
         )
         return self._started_subscriber(spec, consumer)
 
@@ -448,6 +579,8 @@ class Bus:
             codec=self.codec,
             max_batch=max_batch,
             max_wait=max_wait,
+            traced=tracing.Tracing(self._tracer, self._system) if self._tracer else None,
+            clock=self.clock,
         )
         return self._started_subscriber(spec, consumer)
 
@@ -498,8 +631,9 @@ class Bus:
     # -- topics and dead letters -----------------------------------------------------------
 
     async def topics(self) -> list[TopicInfo]:
-        """The broker's topics."""
-        return await self.adapter.list_topics()
+        """The broker's topics (requesters' private reply topics left out)."""
+        listed = await self.adapter.list_topics()
+        return [info for info in listed if not is_reply_topic(info.name)]
 
     async def create_topic(self, topic: str, *, partitions: int | None = None) -> None:
         """Create ``topic`` (idempotent)."""

@@ -19,10 +19,11 @@ import contextlib
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from broker import deadletter, jsontext
+from broker import deadletter, jsontext, tracing
 from broker import observability as obs
+from broker.clock import SYSTEM_CLOCK, Clock
 from broker.context import reset_current, set_current
 from broker.deadletter import describe
 from broker.delay import DELIVER_AT, wait_seconds
@@ -30,6 +31,11 @@ from broker.envelope import Event, is_json_content_type, new_id
 from broker.errors import HandlerTimeoutError
 from broker.policies import Policy
 from broker.ports import Delivery, PayloadCodec, Subscription
+from broker.reply import REPLY_TO
+
+if TYPE_CHECKING:
+    from broker.reply import Responder
+    from broker.tracing import Tracing
 
 __all__ = ["Consumer", "Handler", "Held", "Pipeline", "Runner", "give_back"]
 
@@ -62,13 +68,22 @@ class Pipeline:
         policy: Policy,
         publish_event: Publish,
         codec: PayloadCodec | None = None,
+        responder: Responder | None = None,
+        traced: Tracing | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.subscription = subscription
         self.group = group
         self.policy = policy
         self.codec = codec
-        #: Whether every event needs a policy step before its handler (codec or inbox).
-        self.screens = codec is not None or policy.inbox is not None
+        #: What TTLs, backoff, the breaker's cool-down and ``dlqtime`` are measured on.
+        self.clock = clock
+        #: Sends replies to requests (events with a ``replyto``); None: never reply.
+        self.responder = responder
+        #: The tracer of CONSUMER spans (see :mod:`broker.tracing`); None: no tracing.
+        self.traced = traced
+        #: Whether every event needs a step before its handler (codec, inbox or a span).
+        self.screens = codec is not None or policy.inbox is not None or traced is not None
         self._publish_event = publish_event
         self.log = obs.get_logger("choreo.consumer", group=group)
         self.dead_in_a_row = 0
@@ -93,8 +108,10 @@ class Pipeline:
             return None
         if DELIVER_AT in event.extensions and not await self._due(delivery, event):
             return None
-        if "expiration" in event.extensions and event.is_expired():
+        if "expiration" in event.extensions and event.is_expired(self.clock.now()):
             obs.EXPIRED.labels(delivery.topic, self.group).inc()
+            if self.traced is not None:
+                tracing.add_event("expired", {"expiration": str(event.extensions["expiration"])})
             if self.policy.on_expired == "dlq":
                 await self.dead_letter(delivery, event, deadletter.EXPIRED, "expiration passed", 0)
             else:
@@ -111,7 +128,7 @@ class Pipeline:
     async def _due(self, delivery: Delivery, event: Event) -> bool:
         """Wait out what is left of the event's delivery time (the adapters hold delayed
         events; this catches a publisher's clock running behind). False: stopping, given back."""
-        left = wait_seconds(event)
+        left = wait_seconds(event, self.clock.now().timestamp())
         if left > 0:
             await self.sleep_alive((delivery,), left)
             if self.stopping:
@@ -199,26 +216,44 @@ class Pipeline:
         """Publish ``event`` to its dead-letter topic (when enabled), count it, ack it."""
         topic = delivery.topic
         policy = self.policy.dead_letter
+        if self.traced is not None:
+            where = policy.topic_for(topic, self.group) if policy.enabled else ""
+            tracing.add_event(
+                "dead-lettered",
+                {"reason": reason, "error": error, "attempts": attempts, "dlq": where},
+                error=True,
+            )
         if policy.enabled:
             dead = deadletter.dead_letter(
-                event, reason=reason, error=error, attempts=attempts, topic=topic, group=self.group
+                event,
+                reason=reason,
+                error=error,
+                attempts=attempts,
+                topic=topic,
+                group=self.group,
+                time=self.clock.now(),
             )
             await self._publish_event(policy.topic_for(topic, self.group), dead)
             obs.DEAD_LETTERED.labels(topic, self.group, reason).inc()
             self.log.warning("dead-lettered", topic=topic, event_id=event.id, reason=reason)
+        if (
+            self.responder is not None
+            and REPLY_TO in event.extensions
+            and reason != deadletter.EXPIRED
+        ):
+            await self.responder.reply_error(event, error)
         obs.CONSUMED.labels(topic, self.group, reason).inc()
         await delivery.ack()
 
-    async def call(self, handler: Callable[[Any], Awaitable[Any]], argument: Any) -> None:
-        """``await handler(argument)``, cancelled past the policy's ``handler_timeout``
-        (raising :class:`~broker.errors.HandlerTimeoutError`)."""
+    async def call(self, handler: Callable[[Any], Awaitable[Any]], argument: Any) -> Any:
+        """``await handler(argument)`` (returning what it returns), cancelled past the
+        policy's ``handler_timeout`` (raising :class:`~broker.errors.HandlerTimeoutError`)."""
         timeout = self.policy.handler_timeout
         if timeout is None:
-            await handler(argument)
-            return
+            return await handler(argument)
         try:
             async with asyncio.timeout(timeout) as scope:
-                await handler(argument)
+                return await handler(argument)
         except TimeoutError as exc:
             if not scope.expired():
                 raise  # the handler's own TimeoutError
@@ -270,16 +305,16 @@ class Pipeline:
         while not self.breaker_closed.is_set():
             for delivery in deliveries:
                 await delivery.keep_alive()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.breaker_closed.wait(), timeout=1.0)
+            await self.clock.wait(self.breaker_closed, 1.0)
 
     async def sleep_alive(self, deliveries: Sequence[Delivery], seconds: float) -> None:
-        """Sleep while keeping the deliveries' leases alive."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0 and not self.stopping:
+        """Sleep on the pipeline's clock while keeping the deliveries' leases alive."""
+        clock = self.clock
+        deadline = clock.monotonic() + seconds
+        while (left := deadline - clock.monotonic()) > 0 and not self.stopping:
             for delivery in deliveries:
                 await delivery.keep_alive()
-            await asyncio.sleep(min(left, 1.0))
+            await clock.sleep(min(left, 1.0))
 
     # -- stopping --------------------------------------------------------------------------
 
@@ -306,9 +341,19 @@ class Runner:
         policy: Policy,
         publish_event: Publish,
         codec: PayloadCodec | None = None,
+        responder: Responder | None = None,
+        traced: Tracing | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._pipeline = Pipeline(
-            subscription, group=group, policy=policy, publish_event=publish_event, codec=codec
+            subscription,
+            group=group,
+            policy=policy,
+            publish_event=publish_event,
+            codec=codec,
+            responder=responder,
+            traced=traced,
+            clock=clock,
         )
 
     @property
@@ -346,9 +391,19 @@ class Consumer(Runner):
         policy: Policy,
         publish_event: Publish,
         codec: PayloadCodec | None = None,
+        responder: Responder | None = None,
+        traced: Tracing | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(
-            subscription, group=group, policy=policy, publish_event=publish_event, codec=codec
+            subscription,
+            group=group,
+            policy=policy,
+            publish_event=publish_event,
+            codec=codec,
+            responder=responder,
+            traced=traced,
+            clock=clock,
         )
         self._handler = handler
         self._lanes: list[asyncio.Queue[Delivery | None]] = []
@@ -443,9 +498,11 @@ class Consumer(Runner):
         started = pipeline.start_timer()
         try:
             if pipeline.policy.handler_timeout is None:
-                await self._handler(event)
+                result = await self._handler(event)
             else:
-                await pipeline.call(self._handler, event)
+                result = await pipeline.call(self._handler, event)
+            if REPLY_TO in event.extensions and pipeline.responder is not None:
+                await pipeline.responder.reply(event, result)
         except Exception as exc:
             error: BaseException | None = exc
         else:
@@ -459,7 +516,18 @@ class Consumer(Runner):
             await delivery.ack()
 
     async def _screened(self, delivery: Delivery) -> None:
-        """A delivery some policy step must see before (and after) the handler."""
+        """A delivery some policy step must see before (and after) the handler, inside its
+        CONSUMER span when tracing."""
+        traced = self._pipeline.traced
+        event = delivery.event
+        if traced is None or event is None:
+            await self._admitted(delivery)
+            return
+        topic, group = delivery.topic, self._pipeline.group
+        with tracing.consumer_span(traced.tracer, traced.system, topic, group, event):
+            await self._admitted(delivery)
+
+    async def _admitted(self, delivery: Delivery) -> None:
         pipeline = self._pipeline
         event = await pipeline.admit(delivery)
         if event is None:
@@ -496,7 +564,12 @@ class Consumer(Runner):
             pipeline.failed(delivery, event, error, attempt)
             if attempt < retry.max_attempts:
                 obs.RETRIES.labels(pipeline.group).inc()
-                await pipeline.sleep_alive((delivery,), retry.delay(attempt))
+                delay = retry.delay(attempt)
+                if pipeline.traced is not None:
+                    tracing.add_event(
+                        "retry", {"attempt": attempt, "error": describe(error), "delay": delay}
+                    )
+                await pipeline.sleep_alive((delivery,), delay)
                 if await pipeline.shut_out((delivery,)):
                     return False
                 attempt += 1
@@ -518,7 +591,9 @@ class Consumer(Runner):
         token = set_current(event, delivery)
         started = pipeline.start_timer()
         try:
-            await pipeline.call(self._handler, event)
+            result = await pipeline.call(self._handler, event)
+            if REPLY_TO in event.extensions and pipeline.responder is not None:
+                await pipeline.responder.reply(event, result)
         except Exception as exc:
             return exc
         finally:

@@ -28,6 +28,7 @@ import math
 import time
 from datetime import UTC, datetime, timedelta
 
+from broker.clock import Clock
 from broker.envelope import Event, format_time, parse_time
 from broker.errors import ConfigurationError, EnvelopeError
 
@@ -107,13 +108,15 @@ def due_from_text(deliverat: str | None, expiration: str | None) -> float | None
     return due
 
 
-def held_until(event: Event) -> float | None:
-    """When ``event`` is due (epoch seconds) if that is still to come, else None: whether an
-    adapter must hold it back. Cheap for an event without ``deliverat``."""
+def held_until(event: Event, clock: Clock | None = None) -> float | None:
+    """When ``event`` is due (epoch seconds) if that is still to come on ``clock`` (default:
+    the system's), else None: whether an adapter must hold it back. Cheap for an event
+    without ``deliverat``."""
     if DELIVER_AT not in event.extensions:
         return None
     due = due_at(event)
-    return due if due is not None and due > time.time() else None
+    now = time.time() if clock is None else clock.now().timestamp()
+    return due if due is not None and due > now else None
 
 
 def wait_seconds(event: Event, now: float | None = None) -> float:

@@ -343,10 +343,13 @@ def new_event(
     data: Any = None,
     subject: str | None = None,
     extensions: dict[str, ExtensionValue] | None = None,
+    time: datetime | None = None,
 ) -> Event:
-    """``Event(type=..., source=..., data=..., subject=..., extensions=...)`` with a new id, the
-    current time and JSON data, built without the dataclass machinery: this is what every
-    publish builds, so it is on the hot path. The same checks apply."""
+    """``Event(type=..., source=..., data=..., subject=..., extensions=...)`` with a new id,
+    ``time`` (default: the current time) and JSON data, built without the dataclass machinery:
+    this is what every publish builds, so it is on the hot path. The same checks apply."""
+    if time is None:
+        time = _now(UTC)
     if (
         type.__class__ is not str
         or source.__class__ is not str
@@ -355,14 +358,19 @@ def new_event(
         or (extensions and not _valid_names.issuperset(extensions))
     ):
         return Event(
-            type=type, source=source, data=data, subject=subject, extensions=extensions or {}
+            type=type,
+            source=source,
+            data=data,
+            time=time,
+            subject=subject,
+            extensions=extensions or {},
         )
     event = _new_object(Event)
     event.type = type
     event.source = source
     event.data = data
     event.id = new_id()
-    event.time = _now(UTC)
+    event.time = time
     event.subject = subject
     event.datacontenttype = JSON_CONTENT_TYPE
     event.dataschema = None

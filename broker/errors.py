@@ -14,6 +14,8 @@ matches a builtin, the error subclasses it too, so ``except TimeoutError`` keeps
     ├── PayloadError (ValueError)             data refused by the topic's codec (schema)
     ├── TopicNotFoundError (LookupError)      a topic (or DLQ entry) that does not exist
     ├── CapabilityError                       the backend cannot do what was asked
+    ├── RequestTimeoutError (TimeoutError)    no reply to a request in time
+    ├── RequestFailedError                    the reply to a request is an error reply
     ├── HandlerTimeoutError (TimeoutError)    a handler ran past the policy's handler_timeout
     └── ClosedError                           the bus or adapter is already closed
 
@@ -35,6 +37,8 @@ __all__ = [
     "PayloadError",
     "PublishError",
     "PublishTimeoutError",
+    "RequestFailedError",
+    "RequestTimeoutError",
     "TopicNotFoundError",
     "UnknownBackendError",
 ]
@@ -90,3 +94,16 @@ class HandlerTimeoutError(BrokerError, TimeoutError):
 
 class ClosedError(BrokerError):
     """The bus or adapter was used after it was closed."""
+
+
+class RequestTimeoutError(BrokerError, TimeoutError):
+    """No reply to a :meth:`Bus.request <broker.Bus.request>` arrived within its timeout."""
+
+
+class RequestFailedError(BrokerError):
+    """The handler of a request failed: the reply is an error reply (``replyerror``)."""
+
+    def __init__(self, message: str, reply: object = None) -> None:
+        super().__init__(message)
+        #: The error reply :class:`~broker.Event` (its ``replyerror`` extension says why).
+        self.reply = reply

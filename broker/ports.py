@@ -174,7 +174,12 @@ class Subscription(Protocol):
 
 @runtime_checkable
 class Adapter(Protocol):
-    """A backend: one broker connection that publishes, subscribes and inspects topics."""
+    """A backend: one broker connection that publishes, subscribes and inspects topics.
+
+    Optional: ``async def delete_topic(self, topic: str) -> None``, which removes a topic with
+    its events and group positions; a requester's reply topic (:mod:`broker.reply`) is
+    deleted with it when its bus stops, and stays behind on a backend without it.
+    """
 
     @property
     def url(self) -> str:

@@ -19,6 +19,7 @@ from choreo.commands.dlq import dlq_app
 from choreo.commands.outbox import outbox_app
 from choreo.commands.pubsub import publish, subscribe
 from choreo.commands.registry import registry_app
+from choreo.commands.request import request
 from choreo.commands.saga import saga_app
 from choreo.commands.schema import schema_app
 from choreo.commands.topics import topics_app
@@ -37,6 +38,7 @@ app = typer.Typer(
 
 app.command("publish")(publish)
 app.command("subscribe")(subscribe)
+app.command("request")(request)
 app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(schema_app, name="schema")

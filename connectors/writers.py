@@ -16,6 +16,9 @@ time (see ``docs/outbox.md``).
 ``delete_after=True`` deletes the row again in the same transaction: the table stays empty while
 the CDC relays (PostgreSQL, MySQL) still see the insert in the log. The SQLite relay polls the
 table, so it refuses that mode.
+
+Inside an active OpenTelemetry span, the row's ``headers`` get its ``traceparent`` (unless they
+name one): the relay's publish then continues the trace of the transaction that wrote the row.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 from broker.delay import DELIVER_AT
 from broker.delay import deliver_at as delivery_time
 from broker.errors import ConfigurationError
+from broker.tracing import current_traceparent
 from connectors.dburl import check_identifier
 from connectors.errors import OutboxConfigError
 from connectors.outbox_table import DEFAULT_TABLE
@@ -63,6 +67,9 @@ class OutboxRecord:
     ) -> OutboxRecord:
         if not aggregatetype or not type:
             raise OutboxConfigError("an outbox event needs a non-empty aggregatetype and type")
+        traceparent = current_traceparent()
+        if traceparent is not None and not (headers and "traceparent" in headers):
+            headers = {**(headers or {}), "traceparent": traceparent}  # the writer's trace
         if deliver_at is not None or delay is not None:
             try:
                 due = delivery_time(delay, deliver_at)

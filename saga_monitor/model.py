@@ -64,6 +64,18 @@ def _time(value: datetime | None) -> str | None:
     return _iso(value) if value is not None else None
 
 
+def trace_id(traceparent: str | None) -> str | None:
+    """The trace id of a W3C ``traceparent`` (``00-<trace id>-<span id>-<flags>``), or None."""
+    if traceparent is None or len(traceparent) < 35 or traceparent[2] != "-":
+        return None
+    found = traceparent[3:35]
+    try:
+        valid = int(found, 16) != 0
+    except ValueError:
+        valid = False
+    return found if valid else None
+
+
 def _dumps(document: dict[str, Any]) -> str:
     """Compact JSON text of a document (msgspec; the standard library for what it refuses)."""
     try:
@@ -95,6 +107,9 @@ class Observation:
     #: messages at different positions with one source+id are a duplicate, the same position
     #: again is a redelivery.
     delivery: str | None = None
+    #: The W3C trace id (32 hex digits) of the event's ``traceparent``: where to look it up
+    #: in a tracing backend.
+    trace: str | None = None
 
     @classmethod
     def from_event(
@@ -120,6 +135,7 @@ class Observation:
             arrived=now,
             skew=skew,
             delivery=delivery,
+            trace=trace_id(event.traceparent),
         )
 
     @property
@@ -211,6 +227,7 @@ class Entry:
             "arrived": _time(obs.arrived),
             "skew": obs.skew,
             "delivery": obs.delivery,
+            "trace": obs.trace,
             "duplicate": self.duplicate,
         }
 
@@ -227,6 +244,7 @@ class Entry:
             _parse(raw.get("arrived")),
             float(raw.get("skew") or 0.0),
             raw.get("delivery"),
+            raw.get("trace"),
         )
         return cls(obs, raw["role"], tuple(raw.get("flags", ())), bool(raw.get("duplicate")))
 

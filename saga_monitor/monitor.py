@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 from broker import Bus, DeadLetter, Event, Policy, Retry, Subscriber
+from broker.clock import SYSTEM_CLOCK, Clock
 from broker.context import current_deliveries
 from broker.observability import get_logger
 from saga_monitor import metrics
@@ -43,7 +44,7 @@ from saga_monitor.correlator import Correlator, Received
 from saga_monitor.definitions import Definitions
 from saga_monitor.errors import SagaError
 from saga_monitor.machine import Outcome
-from saga_monitor.model import Alert, utcnow
+from saga_monitor.model import Alert
 from saga_monitor.store import SagaStore
 from saga_monitor.watermark import SourceClocks, Watermark
 
@@ -66,7 +67,10 @@ MONITOR_POLICY = Policy(
 BATCH_SIZE = 4000
 BATCH_WAIT = 0.01
 
-Clock = Callable[[], datetime]
+#: What the monitor's ``clock`` may be: a :class:`broker.clock.Clock` (its deadlines and its
+#: timer then follow it, e.g. a :class:`broker.testing.VirtualClock`), or a function returning
+#: the current time (the timer then sleeps on the system clock).
+MonitorClock = Clock | Callable[[], datetime]
 
 
 class SagaMonitor:
@@ -80,7 +84,7 @@ class SagaMonitor:
         *,
         alerts_topic: str | None = "saga.alerts",
         group: str = "choreo-saga-monitor",
-        clock: Clock = utcnow,
+        clock: MonitorClock | None = None,
         tick_interval: float = 1.0,
         retention: float | None = 7 * 86400.0,
         from_beginning: bool = False,
@@ -88,6 +92,7 @@ class SagaMonitor:
         max_delay: float = 2.0,
         skew_tolerance: float = 1.0,
         batch_size: int = BATCH_SIZE,
+        batch_wait: float | None = None,
         retain_acknowledged: float | None = None,
         retain_stuck: float | None = None,
     ) -> None:
@@ -96,7 +101,12 @@ class SagaMonitor:
         self.store = store
         self.alerts_topic = alerts_topic
         self.group = group
-        self.clock = clock
+        timer = clock if isinstance(clock, Clock) else bus.clock
+        #: The monitor's "now": event arrival, the watermark, deadlines, pruning.
+        self.clock: Callable[[], datetime] = (
+            clock.now if isinstance(clock, Clock) else clock or bus.clock.now
+        )
+        self._sleep = timer.sleep
         self.tick_interval = tick_interval
         self.retention = retention
         #: How long acknowledged instances (after their last ack) and stuck ones (after they
@@ -130,8 +140,13 @@ class SagaMonitor:
         self._log = get_logger("choreo.saga", group=group)
         self._last_prune: datetime | None = None
         self._last_counts: datetime | None = None
-        #: The most events per batch (one store transaction each).
+        #: The most events per batch (one store transaction each), and how long (real
+        #: seconds) a batch waits to fill up once it has one: BATCH_WAIT on the system clock,
+        #: none on another (a test's virtual clock: a batch is then what is there when taken).
         self.batch_size = batch_size
+        if batch_wait is None:
+            batch_wait = BATCH_WAIT if timer is SYSTEM_CLOCK else 0.0
+        self.batch_wait = batch_wait
         #: When the batch being applied was received (None between batches).
         self._applying: datetime | None = None
 
@@ -153,7 +168,7 @@ class SagaMonitor:
                 policy=MONITOR_POLICY,
                 from_beginning=self.from_beginning,
                 max_batch=self.batch_size,
-                max_wait=BATCH_WAIT,
+                max_wait=self.batch_wait,
             )
         except BaseException:
             await self.stop()
@@ -311,7 +326,7 @@ class SagaMonitor:
 
     async def _tick_forever(self) -> None:
         while not self._stopping:  # a cancellation lost inside check() ends it too
-            await asyncio.sleep(self.tick_interval)
+            await self._sleep(self.tick_interval)
             try:
                 await self.check()
             except Exception as exc:  # keep ticking; the store may come back
@@ -350,6 +365,7 @@ class SagaMonitor:
                 id=alert.event_id,
                 data=alert.data,
                 subject=alert.saga,
+                time=self.clock(),
                 extensions={
                     "correlationid": alert.correlation_id,
                     "partitionkey": alert.correlation_id,

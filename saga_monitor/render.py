@@ -162,7 +162,7 @@ def timeline(instance: Instance, now: datetime) -> RenderableType:
     end = max([e.event.time for e in entries] + ([instance.due] if instance.due else []))
     total = (end - instance.started).total_seconds()
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for column in ("offset", "Δ prev", "event", "role", "source", "", "flags"):
+    for column in ("offset", "Δ prev", "event", "role", "source", "", "flags", "trace"):
         table.add_column(column, overflow="fold", no_wrap=column in ("offset", "Δ prev", ""))
     previous = instance.started
     for entry in entries:
@@ -178,6 +178,7 @@ def timeline(instance: Instance, now: datetime) -> RenderableType:
             Text(obs.source),
             _bar(offset, total),
             Text(" ".join(f"⚠ {flag}" for flag in entry.flags), style="bold yellow"),
+            Text(obs.trace or "", style="dim"),
         )
     header = Text.assemble(
         (instance.saga, "bold"),

@@ -115,7 +115,7 @@ def _detail_html(instance: Instance, now: datetime) -> str:
         f'<td style="color:{ROLE_COLOURS.get(x.role, "#555")}">{e(x.event.type)}</td>'
         f"<td>{e(x.role)}</td><td>{e(x.event.source)}</td><td>{e(x.event.id)}</td>"
         f"<td>{e(x.event.causation or '')}</td><td>{e(x.event.topic or '')}</td>"
-        f'<td class="anom">{e(" ".join(x.flags))}</td>'
+        f'<td class="anom">{e(" ".join(x.flags))}</td><td>{e(x.event.trace or "")}</td>'
         f"<td><pre>{e(json.dumps(x.event.data, ensure_ascii=False, indent=1))}</pre></td></tr>"
         for x in entries
     )
@@ -148,7 +148,7 @@ def _detail_html(instance: Instance, now: datetime) -> str:
         + (f'<div class="card anom"><ul>{anomalies}</ul></div>' if anomalies else "")
         + "<table><tr><th>offset</th><th>event time</th><th>arrived</th><th>event</th>"
         "<th>role</th><th>source</th><th>id</th><th>causation</th><th>topic</th><th>flags</th>"
-        f"<th>data</th></tr>{rows}</table>"
+        f"<th>trace</th><th>data</th></tr>{rows}</table>"
     )
 
 

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 from bench.registry import bench_avro
-from bench.saga import bytes_per_instance, encoded_events, throughput
-from saga_monitor import MemoryStore
+from bench.saga import bytes_per_instance, decode_rate, memory_rate, saga_events
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,12 +18,13 @@ def test_registry_codec_comparison_runs() -> None:
     assert {"raw_fastavro_s", "ours_s", "ratio"} == set(result)
 
 
-def test_saga_measures_run() -> None:
-    """The saga suite's correlation throughput and memory measures run on a few sagas."""
-    payloads = encoded_events(20, 5)
+async def test_saga_measures_run() -> None:
+    """The saga suite's in-memory rate, decode rate and bytes per instance run on a few sagas."""
+    payloads = [event.to_json().encode() for _, event in saga_events(20, "test")]
     assert 100 == len(payloads)
-    assert 0 < throughput(MemoryStore(), payloads, batch=16)
-    assert 0 < bytes_per_instance(20)
+    assert 0 < await memory_rate(payloads)
+    assert 0 < decode_rate(payloads)
+    assert 0 < await bytes_per_instance(20)
 
 
 def test_runner_lists_its_suites_without_running_them() -> None:

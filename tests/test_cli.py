@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -9,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
+from broker import Bus, RequestFailedError
 
 CHOREO = [sys.executable, "-m", "choreo"]
 
@@ -136,6 +139,10 @@ def test_data_from_file_and_stdin(tmp_path: Path, broker: str) -> None:
         (["publish", "t", "--type", "x", "--header", "novalue"], "must look like name=value"),
         (["publish", "t", "--type", "x", "--header", "X-Bad=1"], "extension name 'x-bad'"),
         (["subscribe", "t", "--output", "yaml"], "--output must be table or json"),
+        (["subscribe", "t", "--reply"], "--reply needs --exec CMD"),
+        (["request", "t", "--type", "x", "--timeout", "0s"], "--timeout must be more than 0"),
+        (["request", "t", "--type", "x", "--timeout", "soon"], "is not a duration"),
+        (["request", "t", "--type", "x", "--data", "{oops"], "--data is not valid JSON"),
     ],
 )
 def test_user_mistakes_print_one_line_and_exit_2(
@@ -149,6 +156,43 @@ def test_user_mistakes_print_one_line_and_exit_2(
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len([line for line in result.stderr.splitlines() if line.strip()]) <= 6
+
+
+def test_an_unanswered_request_exits_1_with_one_line(tmp_path: Path, broker: str) -> None:
+    """`choreo request` with nobody answering exits 1 after its timeout, saying so in a line."""
+    result = choreo(
+        "request", "quotes", "--type", "q", "--timeout", "200ms", "--broker", broker, cwd=tmp_path
+    )
+    assert (1, "") == (result.returncode, result.stdout)
+    assert ["error: no reply to q"] == [
+        line[:20] for line in result.stderr.splitlines() if line.strip()
+    ]
+    assert "on quotes within 0.2s" in result.stderr
+
+
+def test_a_failing_reply_command_sends_an_error_reply(tmp_path: Path, broker: str) -> None:
+    """With `subscribe --exec CMD --reply`, a command that fails answers the request with an
+    error reply naming its exit status (after the retries), which the requester raises."""
+    responder = subprocess.Popen(
+        [*CHOREO, "subscribe", "quotes", "--group", "pricing", "--from-beginning", "--exec",
+         "false", "--reply", "--max-attempts", "1", "--broker", broker],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    async def ask() -> str:
+        async with Bus(broker) as bus:
+            try:
+                await bus.request("quotes", type="quote", timeout=60)
+            except RequestFailedError as failure:
+                return str(failure)
+        return "replied"
+
+    try:
+        failure = asyncio.run(ask())
+    finally:
+        responder.terminate()
+        responder.wait()
+    assert "exited with status 1" in failure
 
 
 def test_publish_with_a_delay_is_delivered_at_its_time(tmp_path: Path, broker: str) -> None:

@@ -41,10 +41,10 @@ from choreo.console import (
 )
 from choreo.errors import EXIT_USAGE
 
-__all__ = ["publish", "subscribe"]
+__all__ = ["parse_headers", "publish", "read_data", "subscribe"]
 
 
-def _read_data(data: str | None) -> Any:
+def read_data(data: str | None) -> Any:
     """JSON text, ``@file`` (JSON) or ``@-`` (stdin) into a Python value; anything that is not
     UTF-8 JSON (bytes, or a lone surrogate escape such as ``"\\ud800"``) is a usage error."""
     if data is None:
@@ -81,7 +81,7 @@ def _read_text(name: str, source: str) -> str:
         )
 
 
-def _parse_headers(headers: list[str]) -> dict[str, str | int | bool]:
+def parse_headers(headers: list[str]) -> dict[str, str | int | bool]:
     out: dict[str, str | int | bool] = {}
     for item in headers:
         name, sep, value = item.partition("=")
@@ -118,8 +118,8 @@ def publish(
         raise typer.BadParameter("give --delay or --at, not both")
     wait = parse_duration(delay, option="--delay") if delay is not None else None
     deliver_at = parse_instant(at, option="--at") if at is not None else None
-    value = _read_data(data)
-    extensions = _parse_headers(header)
+    value = read_data(data)
+    extensions = parse_headers(header)
     seconds = parse_duration(ttl, option="--ttl") if ttl else None
     try:
         event = Event(type=type_, source=source, data=value, subject=subject, extensions=extensions)
@@ -157,6 +157,9 @@ def subscribe(
     count: int | None = typer.Option(None, "--count", "-n", help="Exit after N events."),
     timeout: str | None = typer.Option(None, "--timeout", help="Exit after this long idle."),
     exec_: str | None = typer.Option(None, "--exec", help="Command fed each event's JSON."),
+    reply: bool = typer.Option(
+        False, "--reply", help="Send --exec's stdout (a JSON value) back as the reply to requests."
+    ),
     max_attempts: int = typer.Option(3, "--max-attempts", help="Handler attempts before DLQ."),
     retry_delay: str = typer.Option("100ms", "--retry-delay", help="First retry delay."),
     max_delay: str = typer.Option("30s", "--max-delay", help="Longest retry delay."),
@@ -178,6 +181,8 @@ def subscribe(
     if count is not None and count < 1:
         fail("--count must be at least 1; omit it to read until stopped", EXIT_USAGE)
     command = _command(exec_) if exec_ is not None else None
+    if reply and command is None:
+        fail("--reply needs --exec CMD: the reply is what CMD prints", EXIT_USAGE)
     if on_expired not in ("dlq", "drop"):
         fail(f"--on-expired must be dlq or drop, not {on_expired!r}", EXIT_USAGE)
     limit = _positive(handler_timeout, "--handler-timeout") if handler_timeout else None
@@ -199,7 +204,7 @@ def subscribe(
     with reported():
         bus = open_bus(broker, policy=policy)
     start_metrics(metrics_port)
-    runner = _Runner(output, command, count)
+    runner = _Runner(output, command, count, reply=reply)
     run(runner.consume(bus, topics, group, from_beginning, idle))
 
 
@@ -253,9 +258,12 @@ class _Runner:
     it) is terminated, and its event stays unacked for the next reader.
     """
 
-    def __init__(self, output: str, command: list[str] | None, count: int | None) -> None:
+    def __init__(
+        self, output: str, command: list[str] | None, count: int | None, *, reply: bool = False
+    ) -> None:
         self.output = output
         self.command = command
+        self.reply = reply
         self.count = count
         self.handled = 0
         self.done = asyncio.Event()
@@ -264,10 +272,11 @@ class _Runner:
         self.children: set[asyncio.subprocess.Process] = set()
         self.signalled: int | None = None
 
-    async def handle(self, event: Event) -> None:
+    async def handle(self, event: Event) -> Any:
         self.activity.set()
+        result: Any = None
         if self.command is not None:
-            await self._exec(event)
+            result = await self._exec(event)
         elif self.output == "json":
             sys.stdout.write(event.to_json() + "\n")
             sys.stdout.flush()
@@ -286,27 +295,38 @@ class _Runner:
         if self.count is not None and self.handled >= self.count:
             self._stop_taking()
             self.done.set()
+        return result
 
     def _stop_taking(self) -> None:
         if self.subscriber is not None:
             self.subscriber.stop_taking()
 
-    async def _exec(self, event: Event) -> None:
+    async def _exec(self, event: Event) -> Any:
+        """Run the command on ``event``; with ``--reply``, what it printed (JSON), parsed."""
         assert self.command is not None
         process = await asyncio.create_subprocess_exec(
-            *self.command, stdin=asyncio.subprocess.PIPE, start_new_session=True
+            *self.command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE if self.reply else None,
+            start_new_session=True,
         )
         self.children.add(process)
         try:
-            await process.communicate(event.to_json().encode())
+            printed, _ = await process.communicate(event.to_json().encode())
         finally:
             self.children.discard(process)
             if process.returncode is None:  # cancelled (handler timeout, shutdown): no orphan
                 _signal_group(process, signal.SIGKILL)
                 await asyncio.shield(process.wait())
+        shown = shlex.join(self.command)
         if process.returncode != 0:
-            shown = shlex.join(self.command)
             raise RuntimeError(f"{shown!r} exited with status {process.returncode}")
+        if not self.reply or not printed.strip():
+            return None
+        try:
+            return json.loads(printed)
+        except ValueError as exc:
+            raise ValueError(f"{shown!r} printed something that is not JSON ({exc})") from exc
 
     def _shutdown(self, signum: int) -> None:
         """Ctrl-C or SIGTERM: start nothing more, end the running commands, then stop."""

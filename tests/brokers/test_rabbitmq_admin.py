@@ -3,8 +3,12 @@ one-line errors for bad URLs, credentials and options."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiormq
 import pytest
@@ -13,7 +17,7 @@ from broker import BrokerUnavailableError, Bus, ConfigurationError, Event, Publi
 from broker.adapters.kit import client_exceptions, untranslated
 from broker.adapters.rabbitmq import RabbitMQAdapter
 from broker.adapters.rabbitmq.errors import REFUSED, RETRYABLE
-from tests.helpers import Collector
+from tests.helpers import Collector, eventually
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -45,6 +49,51 @@ async def test_topics_and_groups_are_listed_once(bus: Bus, rabbitmq_url: str, to
     assert 1 == listed[f"{topic}.dlq"].messages
     again = [info.name for info in await bus.topics()]
     assert 1 == again.count(topic)
+
+
+async def test_a_dead_requesters_reply_queue_expires(
+    bus: Bus, rabbitmq_url: str, topic: str, tmp_path: Path
+) -> None:
+    """A requester process that exits without stopping leaves a reply queue that RabbitMQ
+    deletes once it has had no consumer for ``reply_queue_expiry`` seconds."""
+    requests = Collector()
+    await bus.subscribe(topic, requests, group="oracle")
+    url = f"{rabbitmq_url}&reply_queue_expiry=0.5"
+    code = (
+        "import asyncio, os\n"
+        "from broker import Bus, RequestTimeoutError\n"
+        "async def main():\n"
+        f"    bus = await Bus({url!r}).start()\n"
+        "    try:\n"
+        f"        await bus.request({topic!r}, type='ask', timeout=0.5)\n"
+        "    except RequestTimeoutError:\n"
+        "        os._exit(0)  # dies without stopping the bus\n"
+        "asyncio.run(main())\n"
+    )
+    died = await asyncio.create_subprocess_exec(sys.executable, "-c", code, cwd=tmp_path)
+    assert 0 == await died.wait()
+    await eventually(lambda: len(requests.events) == 1, what="the request")
+    queue = f"{requests.events[0].extensions['replyto']}._reply"
+    connection = await aiormq.connect(rabbitmq_url.partition("?")[0])
+    try:
+        assert await _expires(connection, queue, within=30), f"{queue} did not expire"
+    finally:
+        await connection.close()
+
+
+async def _expires(connection: aiormq.abc.AbstractConnection, queue: str, within: float) -> bool:
+    """Whether ``queue`` is gone within ``within`` s, looking every 2 s (a passive declare
+    renews an ``x-expires`` lease, so looking more often than it expires would keep it)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        channel = await connection.channel()
+        try:
+            await channel.queue_declare(queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return True
+        await channel.close()
+        await asyncio.sleep(2)
+    return False
 
 
 async def test_browse_keeps_entries_and_order(bus: Bus, topic: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -74,6 +75,12 @@ async def until(predicate: Any, timeout: float = 10.0, what: str = "condition") 
         await asyncio.sleep(0.01)
 
 
+def traceparent_of(correlation_id: str) -> str:
+    """The traceparent :func:`populate` gives the events of one instance (one trace each)."""
+    digits = hashlib.sha256(correlation_id.encode()).hexdigest()
+    return f"00-{digits[:32]}-{digits[32:48]}-01"
+
+
 def populate(store: Any, base: datetime | None = None) -> None:
     """Store a completed, a compensated, a failed and a stuck order (with hostile data)."""
     from saga_monitor import Correlator
@@ -89,7 +96,7 @@ def populate(store: Any, base: datetime | None = None) -> None:
             id=f"{corr}-{type_}",
             time=start + timedelta(seconds=seconds),
             data=data,
-            extensions={"correlationid": corr},
+            extensions={"correlationid": corr, "traceparent": traceparent_of(corr)},
         )
         correlator.apply(store, item, topic=type_.split(".", 1)[0], now=start)
 

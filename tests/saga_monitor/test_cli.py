@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from broker import Bus
 from choreo.cli import app
 from saga_monitor import open_saga_store
-from tests.saga_monitor.helpers import populate
+from tests.saga_monitor.helpers import populate, traceparent_of
 from tests.saga_monitor.test_discovery import traffic
 
 runner = CliRunner()
@@ -78,6 +78,20 @@ def test_show_renders_the_timeline_with_expectation_and_anomalies(store_url: str
         "⚠ duplicate",
     ):
         assert text in result.stdout
+
+
+def test_show_gives_each_events_trace_id(store_url: str) -> None:
+    """The timeline names each event's trace id (from its traceparent), in the table and in
+    the JSON."""
+    trace = traceparent_of("order-ok")[3:35]
+    shown = runner.invoke(
+        app, ["saga", "show", "order-ok", "--store", store_url], env={"COLUMNS": "240"}
+    )
+    assert 0 == shown.exit_code, shown.output
+    assert 4 == shown.stdout.count(trace)
+    result = runner.invoke(app, ["saga", "show", "order-ok", "--store", store_url, "-o", "json"])
+    (instance,) = json.loads(result.stdout)
+    assert [trace] * 4 == [entry["trace"] for entry in instance["timeline"]]
 
 
 def test_show_json_is_the_full_instance(store_url: str) -> None:

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from saga_monitor import SagaStore
 from saga_monitor.web import create_app
-from tests.saga_monitor.helpers import EXAMPLE
+from tests.saga_monitor.helpers import EXAMPLE, traceparent_of
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -55,6 +55,13 @@ def test_event_data_is_escaped_everywhere(client: TestClient) -> None:
     page = client.get("/instances/order-fulfilment/order-stuck").text
     assert "<script>" not in page
     assert "&lt;script&gt;window.pwned = 1&lt;/script&gt;" in page
+
+
+def test_timeline_table_names_each_events_trace(client: TestClient) -> None:
+    """An instance's page shows the trace id of each of its events."""
+    page = client.get("/instances/order-fulfilment/order-comp").text
+    assert "<th>trace</th>" in page
+    assert 6 == page.count(f"<td>{traceparent_of('order-comp')[3:35]}</td>")
 
 
 def test_timeline_draws_compensations_deadline_and_waiting(client: TestClient) -> None:

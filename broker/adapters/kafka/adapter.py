@@ -370,6 +370,15 @@ class KafkaAdapter(BaseAdapter):
             raise translate_error(exc, self._url, f"purging {topic!r}") from exc
         return count
 
+    async def delete_topic(self, topic: str) -> None:
+        """Delete ``topic`` from the cluster."""
+        _, admin = self._require()
+        self._topics.pop(topic, None)
+        try:
+            await admin.delete_topics([topic])
+        except kerr.KafkaError as exc:
+            raise translate_error(exc, self._url, f"deleting {topic!r}") from exc
+
     async def _truncate(
         self, topic: str, tps: list[TopicPartition], last: Mapping[TopicPartition, int]
     ) -> None:

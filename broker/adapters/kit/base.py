@@ -16,6 +16,7 @@ import abc
 import time
 from collections.abc import AsyncIterator, Sequence
 
+from broker.clock import SYSTEM_CLOCK, Clock
 from broker.envelope import Event
 from broker.ports import Delivery, Subscription
 from broker.urls import mask_url
@@ -26,8 +27,16 @@ __all__ = ["BaseAdapter", "BaseSubscription"]
 class BaseAdapter(abc.ABC):
     """Shared behaviour of the adapters; the rest of the port is the backend's own."""
 
+    #: The clock of the :class:`~broker.Bus` using this adapter, for what the adapter
+    #: schedules itself (delayed delivery); the system clock unless the bus was given one.
+    clock: Clock = SYSTEM_CLOCK
+
     def __init__(self, url: str) -> None:
         self._shown_url = mask_url(url)
+
+    def use_clock(self, clock: Clock) -> None:
+        """Follow ``clock`` (a :class:`~broker.Bus` built with ``clock=`` calls this)."""
+        self.clock = clock
 
     @property
     def url(self) -> str:

@@ -54,8 +54,8 @@ class MemoryAdapter(BaseAdapter):
     async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
         if self._closed:
             self._check_open()
-        if DELIVER_AT in event.extensions and (due := held_until(event)) is not None:
-            self._log.hold(topic, event, due)
+        if DELIVER_AT in event.extensions and (due := held_until(event, self.clock)) is not None:
+            self._log.hold(topic, event, due, self.clock)
             return
         self._log.deliver(topic, event)
 
@@ -68,11 +68,11 @@ class MemoryAdapter(BaseAdapter):
         touched = set()
         for event in events:
             try:  # an event the log cannot take (a key it cannot hash) fails alone
-                due = held_until(event)
+                due = held_until(event, self.clock)
                 if due is None:
                     touched.add(self._log.append(topic, event)[1])
                 else:
-                    self._log.hold(topic, event, due)
+                    self._log.hold(topic, event, due, self.clock)
             except (TypeError, ValueError) as exc:
                 outcomes.append(exc)
             else:
@@ -110,11 +110,29 @@ class MemoryAdapter(BaseAdapter):
         ]
 
     async def browse(self, topic: str, *, limit: int = 100) -> list[Event]:
-        state = self._log.topics.get(topic)
-        if state is None:
-            return []
-        kept = sorted((entry for p in state.partitions for entry in p.kept()), key=lambda e: e[0])
-        return [event for _, event in kept[:limit]]
+        return self.events(topic)[:limit]
+
+    def events(self, topic: str | None) -> list[Event]:
+        """Every event ``topic`` (None: any topic) holds, not purged, in publish order,
+        without awaiting: what :mod:`broker.testing` asserts on."""
+        if topic is None:
+            states = list(self._log.topics.values())
+        else:
+            state = self._log.topics.get(topic)
+            states = [state] if state is not None else []
+        kept = sorted(
+            (entry for s in states for p in s.partitions for entry in p.kept()),
+            key=lambda e: e[0],
+        )
+        return [event for _, event in kept]
+
+    def topic_names(self) -> list[str]:
+        """The topics of this broker, sorted, without awaiting."""
+        return sorted(self._log.topics)
+
+    async def delete_topic(self, topic: str) -> None:
+        """Forget ``topic`` and everything in it (a requester's reply topic, when it stops)."""
+        self._log.topics.pop(topic, None)
 
     async def purge(self, topic: str, ids: Collection[str] | None = None) -> int:
         state = self._log.topics.get(topic)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 import zlib
 from array import array
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from broker.adapters.kit.hold import HoldQueue
+from broker.clock import SYSTEM_CLOCK, Clock, Timer
 from broker.envelope import Event
 
 if TYPE_CHECKING:
@@ -87,7 +87,9 @@ class Log:
         self.seq = itertools.count(1)
         #: Delayed events (topic, event) not appended yet, and the timer of the earliest.
         self.held: HoldQueue[tuple[str, Event]] = HoldQueue()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
+        #: The clock the scheduler's timer runs on: the holding adapter's (the bus's).
+        self.clock: Clock = SYSTEM_CLOCK
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._timer_due = 0.0
 
@@ -117,9 +119,11 @@ class Log:
 
     # -- delayed events: the broker's scheduler ----------------------------------------------
 
-    def hold(self, name: str, event: Event, due: float) -> None:
-        """Append ``event`` to ``name`` at ``due`` (epoch seconds), not before."""
+    def hold(self, name: str, event: Event, due: float, clock: Clock) -> None:
+        """Append ``event`` to ``name`` at ``due`` (epoch seconds on ``clock``, the holding
+        adapter's), not before."""
         self.held.push(due, (name, event))
+        self.clock = clock
         self.arm()
 
     def arm(self) -> None:
@@ -134,13 +138,13 @@ class Log:
             return
         if timer is not None:
             timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._timer_due, self._timer_loop = due, loop
-        self._timer = loop.call_later(max(0.0, due - time.time()), self._release)
+        clock = self.clock
+        self._timer_due, self._timer_loop = due, asyncio.get_running_loop()
+        self._timer = clock.call_later(due - clock.now().timestamp(), self._release)
 
     def _release(self) -> None:
         self._timer = None
-        for name, event in self.held.pop_due(time.time()):
+        for name, event in self.held.pop_due(self.clock.now().timestamp()):
             self.deliver(name, event)
         if self.held:
             self.arm()

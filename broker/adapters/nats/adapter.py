@@ -567,6 +567,14 @@ class NatsAdapter(BaseAdapter):
                     count += 1
         return count
 
+    async def delete_topic(self, topic: str) -> None:
+        """Delete the stream of ``topic`` (only a stream of its own; a shared one stays)."""
+        stream = await self._existing(topic)
+        self._streams.pop(topic, None)
+        if stream is not None and stream.own:
+            with contextlib.suppress(TopicNotFoundError):
+                await self._guard(self._jetstream().delete_stream(stream.name), topic)
+
     async def _existing(self, topic: str) -> _Stream | None:
         """The topic's stream if it exists (browsing never creates one)."""
         if topic in self._streams:

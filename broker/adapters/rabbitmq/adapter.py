@@ -32,6 +32,7 @@ from broker.errors import (
     PublishTimeoutError,
 )
 from broker.ports import Capabilities, TopicInfo
+from broker.reply import is_reply_topic
 
 __all__ = ["REGISTRY_QUEUE", "RabbitMQAdapter"]
 
@@ -277,7 +278,10 @@ class RabbitMQAdapter(BaseAdapter):
         """Declare the topic exchange and the group's durable queue bound to it."""
         await channel.exchange_declare(exchange=topic, exchange_type="topic", durable=True)
         arguments: dict[str, Any] = {}
-        if self.settings.expired_to_dlq:
+        reply = is_reply_topic(topic)
+        if reply:  # replies expire with nothing: no dead-letter store, gone with the requester
+            arguments["x-expires"] = max(1, int(self.settings.reply_queue_expiry * 1000))
+        elif self.settings.expired_to_dlq:
             store = deadletter.dead_letter_topic(topic)
             await self._declare_store(channel, store)
             arguments["x-dead-letter-exchange"] = store
@@ -381,6 +385,26 @@ class RabbitMQAdapter(BaseAdapter):
                 await channel.basic_nack(kept, multiple=True, requeue=True)
         return deleted
 
+    async def delete_topic(self, topic: str) -> None:
+        """Delete the exchange of ``topic``, the queues of the groups this adapter
+        subscribed to it, and its entries in the topic registry."""
+        groups = [group for name, group in self._recorded if name == topic and group]
+        async with self._admin() as channel:
+            for group in groups:
+                await channel.queue_delete(f"{topic}.{group}")
+            await channel.exchange_delete(topic)
+            taken = await self._take(channel, REGISTRY_QUEUE, 10_000_000) or []
+            kept = 0
+            for message in taken:
+                if _registered_topic(message) == topic:
+                    await channel.basic_ack(message.delivery_tag or 0)
+                else:
+                    kept = message.delivery_tag or 0
+            if kept:
+                await channel.basic_nack(kept, multiple=True, requeue=True)
+        self._exchanges.discard(topic)
+        self._recorded = {entry for entry in self._recorded if entry[0] != topic}
+
     async def list_topics(self) -> list[TopicInfo]:
         groups: dict[str, set[str]] = {}
         async with self._admin() as channel:
@@ -421,3 +445,11 @@ class RabbitMQAdapter(BaseAdapter):
             except aiormq.exceptions.ChannelNotFoundEntity:
                 return None
             return ok.message_count
+
+
+def _registered_topic(message: DeliveredMessage) -> str:
+    """The topic a registry entry names ("" for junk)."""
+    try:
+        return str(json.loads(message.body)["topic"])
+    except (ValueError, KeyError, TypeError):
+        return ""

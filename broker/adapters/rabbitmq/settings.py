@@ -45,6 +45,9 @@ class RabbitMQSettings:
     expired_to_dlq: bool = True
     #: ``quorum`` declares group queues as quorum queues (replicated, with a delivery count).
     queue_type: str = option("classic", choices=("classic", "quorum"))
+    #: Seconds a requester's reply queue outlives its last consumer (``x-expires``): the
+    #: queue of a requester that died without stopping goes away by itself.
+    reply_queue_expiry: float = 60.0
 
 
 def split_options(url: str, options: Mapping[str, Any]) -> tuple[RabbitMQSettings, str]:

@@ -272,3 +272,7 @@ class SQLiteAdapter(BaseAdapter):
 
     async def purge(self, topic: str, ids: Collection[str] | None = None) -> int:
         return await self.run(self.store.purge, topic, ids)
+
+    async def delete_topic(self, topic: str) -> None:
+        """Delete ``topic``, its events and its groups' positions."""
+        await self.run(self.store.delete_topic, topic)

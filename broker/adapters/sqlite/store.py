@@ -366,6 +366,13 @@ class Store:
             )
         ]
 
+    def delete_topic(self, topic: str) -> None:
+        """Delete ``topic``: its events, its groups' positions and members."""
+        with self.transaction():
+            for table in ("log", "offsets", "members"):
+                self.db.execute(f"DELETE FROM {table} WHERE topic=?", (topic,))
+            self.db.execute("DELETE FROM topics WHERE name=?", (topic,))
+
     def purge(self, topic: str, ids: Collection[str] | None) -> int:
         with self.transaction():
             if ids is None:
