@@ -434,7 +434,7 @@ def _rows_in_memory(sagas: int) -> list[dict[str, Any]]:
         {
             "suite": "saga",
             "backend": "memory store",
-            "metric": "events/s incl. decode (SagaMonitor.apply_many, batches of 500)",
+            "metric": f"events/s incl. decode (SagaMonitor.apply_many, batches of {BATCH_SIZE:,})",
             "value": round(memory, 1),
         },
         {

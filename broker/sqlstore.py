@@ -113,6 +113,15 @@ class Tx:
         """Run one statement; returns the driver's cursor."""
         return self._conn.execute(self._store.render(sql), params)
 
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement once per row of parameters (one prepared statement)."""
+        conn = self._conn
+        if isinstance(conn, sqlite3.Connection):
+            conn.executemany(self._store.render(sql), rows)
+            return
+        with conn.cursor() as cursor:
+            cursor.executemany(self._store.render(sql), rows)
+
     def one(self, sql: str, *params: Any) -> Any:
         """The first row of a query, or None."""
         return self.execute(sql, *params).fetchone()

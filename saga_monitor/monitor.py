@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 from broker import Bus, DeadLetter, Event, Policy, Retry, Subscriber
@@ -58,8 +59,12 @@ MONITOR_POLICY = Policy(
     on_undecodable="wrap",
     concurrency=1,
 )
-#: Events per batch (one store transaction each), and how long a batch waits to fill up.
-BATCH_SIZE = 500
+#: The most events per batch (one store transaction each), and how long a batch waits to fill
+#: up. A batch holds what the broker has ready, so the size adapts to the backlog: a few events
+#: each when the monitor keeps up, thousands while it catches up, when each instance is then
+#: judged and written once for several of its events (4,000 rather than 500 wrote a SQLite
+#: catch-up's instances 2.4 times each instead of 3, and applied it 1.3x as fast).
+BATCH_SIZE = 4000
 BATCH_WAIT = 0.01
 
 #: What the monitor's ``clock`` may be: a :class:`broker.clock.Clock` (its deadlines and its
@@ -135,9 +140,9 @@ class SagaMonitor:
         self._log = get_logger("choreo.saga", group=group)
         self._last_prune: datetime | None = None
         self._last_counts: datetime | None = None
-        #: Events per batch (one store transaction each), and how long (real seconds) a
-        #: batch waits to fill up once it has one: BATCH_WAIT on the system clock, none on
-        #: another (a test's virtual clock: a batch is then what is there when it is taken).
+        #: The most events per batch (one store transaction each), and how long (real
+        #: seconds) a batch waits to fill up once it has one: BATCH_WAIT on the system clock,
+        #: none on another (a test's virtual clock: a batch is then what is there when taken).
         self.batch_size = batch_size
         if batch_wait is None:
             batch_wait = BATCH_WAIT if timer is SYSTEM_CLOCK else 0.0
@@ -229,9 +234,10 @@ class SagaMonitor:
         corrected = [self._corrected(item, now) for item in items]
         before = self.correlator.uncorrelated
         started = time.perf_counter()
-        outcomes = self.correlator.apply_many(
-            self.store, corrected, now=now, watermark=self.verdicts_at
-        )
+        with _collector_paused():
+            outcomes = self.correlator.apply_many(
+                self.store, corrected, now=now, watermark=self.verdicts_at
+            )
         metrics.observe_batch(len(items), time.perf_counter() - started)
         self.applied += len(items)
         metrics.count_events(outcomes, self.correlator.uncorrelated - before)
@@ -373,6 +379,24 @@ class SagaMonitor:
                 return index, outcome.error
             metrics.ALERTS.labels(alerts[index].type).inc()
         return len(alerts), None
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a batch is applied (synchronously, nothing else of
+    the process runs meanwhile but other threads' short calls): nearly everything the batch
+    allocates (timeline entries, observations, instances) outlives it, so each collection the
+    allocations would trigger in the middle of it scans the growing young objects for nothing
+    and, as they age, the monitor's whole heap of kept instances (the memory store's rate was
+    2.5x lower with them). The collector runs again after the batch, on the next allocation."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _before(now: datetime, seconds: float | None) -> datetime | None:

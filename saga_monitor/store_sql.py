@@ -189,9 +189,10 @@ class SqlSagaStore:
 
     def delete_alerts(self, seqs: list[int]) -> None:
         """Remove published alerts from the outbox."""
+        if not seqs:
+            return
         with self._db.transaction(write=True) as tx:
-            for seq in seqs:
-                tx.execute("DELETE FROM {p}alerts WHERE seq = ?", seq)
+            tx.execute_many("DELETE FROM {p}alerts WHERE seq = ?", [(seq,) for seq in seqs])
 
     def instances(
         self,
@@ -460,8 +461,8 @@ class _SqlTransaction:
     def write(self) -> None:
         """Write every instance put in this transaction, once each."""
         dirty, self._dirty = self._dirty, {}
-        for instance in dirty.values():
-            self._tx.execute(_PUT, *_row(instance))
+        if dirty:
+            self._tx.execute_many(_PUT, [_row(instance) for instance in dirty.values()])
 
     def find_orphan(self, saga: str, correlation_id: str, key: str) -> Observation | None:
         row = self._tx.one(
@@ -516,8 +517,11 @@ class _SqlTransaction:
             )
 
     def add_alerts(self, alerts: list[Alert]) -> None:
-        for alert in alerts:
-            self._tx.execute("INSERT INTO {p}alerts (doc) VALUES (?)", json.dumps(alert.to_dict()))
+        if alerts:
+            self._tx.execute_many(
+                "INSERT INTO {p}alerts (doc) VALUES (?)",
+                [(json.dumps(alert.to_dict()),) for alert in alerts],
+            )
 
 
 def _row(instance: Instance) -> tuple[Any, ...]:
