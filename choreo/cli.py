@@ -62,7 +62,41 @@ def main() -> None:
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
     _refuse_undecodable(sys.argv[1:])
-    app()
+    raise SystemExit(_run())
+
+
+def _run() -> int:
+    """Run the app; a usage mistake Click finds (a bad value, an unknown option, a missing
+    argument) is one line naming the command and what to do, like every other CLI error."""
+    try:
+        outcome = app(standalone_mode=False)
+    except _USAGE_ERROR as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `choreo saga`: its help was shown
+            return EXIT_USAGE
+        command = exc.ctx.command_path if exc.ctx is not None else "choreo"
+        message = " ".join(exc.format_message().split()).rstrip(".")
+        print_error(f"{command}: {message}; see '{command} --help'")
+        return EXIT_USAGE
+    except _CLICK_EXCEPTION as exc:
+        print_error(" ".join(exc.format_message().split()))
+        return exc.exit_code
+    except typer.Abort:
+        print_error("aborted")
+        return 1
+    return outcome if isinstance(outcome, int) else 0
+
+
+def _click_class(name: str) -> type[typer.BadParameter]:
+    """One of the Click exceptions Typer raises (its own copy of Click in recent versions),
+    found through the public ``typer.BadParameter`` rather than a private module."""
+    found: type[typer.BadParameter] = next(
+        c for c in typer.BadParameter.__mro__ if c.__name__ == name
+    )
+    return found
+
+
+_USAGE_ERROR = _click_class("UsageError")
+_CLICK_EXCEPTION = _click_class("ClickException")
 
 
 def _refuse_undecodable(arguments: list[str]) -> None:
