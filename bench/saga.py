@@ -5,11 +5,13 @@
   consume API (``Bus.subscribe`` with a handler that does nothing: what ``choreo subscribe``
   does, minus its printing) and by a new :class:`~saga_monitor.SagaMonitor` with
   ``from_beginning`` (what ``choreo saga monitor --from-beginning`` runs), through the bus into
-  the default SQLite saga store, until every event is applied and committed. Both rates run
-  from the start of handling the first event to the end of the last (joining a group does not
-  count), stamped the same way by both handlers (the monitor's batches through a subclass that
-  times ``apply_many``, what its batch handler calls). RabbitMQ cannot replay, so
-  there both groups' queues are created before the backlog is published instead;
+  the default SQLite saga store, until every event is applied and committed. Both rates are
+  taken over the same events: from the moment the reader had handled as many as the monitor's
+  first batch held to the end of the last (joining a group, the first fetch and the first
+  batch's decoding do not count, for either), stamped the same way by both handlers (the
+  monitor's batches through a subclass that times ``apply_many``, what its batch handler
+  calls). RabbitMQ cannot replay, so there both groups' queues are created before the backlog
+  is published instead;
 * **in memory, including decode**: encoded CloudEvents (structured JSON) decoded with
   ``Event.from_json`` and applied through ``SagaMonitor.apply_many`` in batches of the monitor's
   size (what its batch handler does) with the memory store;
@@ -117,8 +119,8 @@ class Span:
         self.first = 0.0
         self.last = 0.0
         self.count = 0
-        #: (wall time, events handled so far) after each call.
-        self.marks: list[tuple[float, int]] = []
+        #: (wall time, events handled so far, perf_counter) after each call.
+        self.marks: list[tuple[float, int, float]] = []
 
     def begin(self) -> None:
         if not self.first:
@@ -127,13 +129,27 @@ class Span:
     def end(self, events: int) -> None:
         self.count += events
         self.last = time.perf_counter()
-        self.marks.append((time.time(), self.count))
+        self.marks.append((time.time(), self.count, self.last))
 
-    async def rate(self, total: int, timeout: float = 600) -> float:
-        """Events per second from the start of the first to the end of the last, once
-        ``total`` were handled."""
+    async def done(self, total: int, timeout: float = 600) -> Span:
+        """This span, once ``total`` events were handled."""
         await _until(lambda: self.count >= total, timeout)
-        return total / max(self.last - self.first, 1e-9)
+        return self
+
+    def rate(self) -> float:
+        """Events per second from the start of the first to the end of the last."""
+        return self.count / max(self.last - self.first, 1e-9)
+
+    def rate_after(self, skip: int) -> float:
+        """Events per second from the end of the call that brought the count to ``skip`` (or
+        beyond) to the end of the last: the same events for two readers, their warm-up left
+        out."""
+        for _, count, at in self.marks:
+            if count >= skip:
+                if count >= self.count:
+                    break
+                return (self.count - count) / max(self.last - at, 1e-9)
+        raise ValueError(f"all {self.count} events were handled by then: give a larger backlog")
 
 
 class TimedMonitor(SagaMonitor):
@@ -163,8 +179,8 @@ async def fill(url: str, prefix: str, sagas: int) -> int:
     return sum(len(events) for events in by_topic.values())
 
 
-async def subscribe_rate(url: str, prefix: str, total: int, group: str) -> float:
-    """What ``choreo subscribe --from-beginning`` reads per second, through ``Bus.subscribe``."""
+async def subscribe_span(url: str, prefix: str, total: int, group: str) -> Span:
+    """What ``choreo subscribe --from-beginning`` reads, through ``Bus.subscribe``."""
     span = Span()
 
     async def handle(event: Event) -> None:
@@ -175,13 +191,13 @@ async def subscribe_rate(url: str, prefix: str, total: int, group: str) -> float
         topics = [prefix + topic for topic in TOPICS]
         replay = bus.capabilities.replay
         await bus.subscribe(topics, handle, group=group, from_beginning=replay)
-        return await span.rate(total)
+        return await span.done(total)
 
 
-async def monitor_rate(
+async def monitor_span(
     url: str, prefix: str, total: int, sagas: int, store_url: str, group: str
-) -> float:
-    """What ``choreo saga monitor --from-beginning`` applies per second into the SQLite store."""
+) -> Span:
+    """What ``choreo saga monitor --from-beginning`` applies into the SQLite store."""
     store = SqlSagaStore(store_url)
     try:
         async with Bus(url, source="bench") as bus:
@@ -195,11 +211,11 @@ async def monitor_rate(
             )
             monitor.span = Span()
             async with monitor:
-                rate = await monitor.span.rate(total)
+                span = await monitor.span.done(total)
         completed = sum(n for (_, state), n in store.counts().items() if state == "completed")
         if completed != sagas:
             raise AssertionError(f"{completed} of {sagas} sagas completed in the store")
-        return rate
+        return span
     finally:
         store.close()
 
@@ -259,9 +275,11 @@ def catch_up(name: str, sagas: int) -> dict[str, Any]:
         prefix, groups = f"b{run}-", (f"bench-sub-{run}", f"bench-mon-{run}")
         asyncio.run(_create_topics(url, prefix, groups))
         total = asyncio.run(fill(url, prefix, sagas))
-        base = asyncio.run(subscribe_rate(url, prefix, total, groups[0]))
+        base_span = asyncio.run(subscribe_span(url, prefix, total, groups[0]))
         store = f"sqlite:///{tmp}/sagas.db"
-        ours = asyncio.run(monitor_rate(url, prefix, total, sagas, store, groups[1]))
+        ours_span = asyncio.run(monitor_span(url, prefix, total, sagas, store, groups[1]))
+    skip = ours_span.marks[0][1]  # the monitor's first batch, for both readers
+    base, ours = base_span.rate_after(skip), ours_span.rate_after(skip)
     label = {"sqlite": "embedded SQLite", "nats": "NATS", "rabbitmq": "RabbitMQ", "kafka": "Kafka"}[
         name
     ]
@@ -406,7 +424,9 @@ async def _until(condition: Callable[[], bool], timeout: float = 300) -> None:
         await asyncio.sleep(0.005)
 
 
-def _latencies(sent: list[float], samples: list[tuple[float, int]], skip: int) -> list[float]:
+def _latencies(
+    sent: list[float], samples: list[tuple[float, int, float]], skip: int
+) -> list[float]:
     """For the k-th event sent: ms until the applied counter first reached k + 1."""
     out = []
     j = 0
