@@ -1,5 +1,12 @@
 """The consumer side of the Kafka adapter: a consumer-group member that hands out deliveries,
-positions new partitions and commits the highest contiguous acked offset per partition."""
+positions new partitions and commits the highest contiguous acked offset per partition.
+
+A subscription read in batches (:meth:`KafkaSubscription.take`) takes everything the fetcher
+holds for every assigned partition at once and merges it by event time, each partition's order
+kept: a batch then spans the partitions (and topics) instead of holding one partition's
+records after another's, so the events that belong together (a saga's steps on several
+topics) arrive in the same batch.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +23,14 @@ from aiokafka import errors as kerr
 from broker.adapters.kafka.errors import translate_error
 from broker.adapters.kafka.settings import KafkaSettings
 from broker.adapters.kafka.wire import decode_record
-from broker.adapters.kit import BaseSubscription, HoldQueue, InFlight, OffsetTracker
+from broker.adapters.kit import (
+    BaseSubscription,
+    HoldQueue,
+    InFlight,
+    OffsetTracker,
+    event_time,
+    merge_lanes,
+)
 from broker.deferral import is_for_another_group
 from broker.delay import held_until
 from broker.envelope import Event
@@ -102,9 +116,36 @@ class _KafkaDelivery(Delivery):
             self.part.sub.give_back(self)
 
 
-def _delivery(part: _Partition, record: Any) -> _KafkaDelivery:
-    event, headers, error = decode_record(record)
+#: A record with what it decodes to (batch reads decode when they merge the partitions).
+_Decoded = tuple[Any, tuple[Event | None, dict[str, str], EnvelopeError | None]]
+
+
+def _delivery(part: _Partition, item: Any) -> _KafkaDelivery:
+    if item.__class__ is tuple:
+        record, (event, headers, error) = item
+    else:
+        record = item
+        event, headers, error = decode_record(record)
     return _KafkaDelivery(part, part.tracker.add(record.offset), record, event, headers, error)
+
+
+def _merged(lanes: list[tuple[_Partition, list[Any]]]) -> list[tuple[_Partition, list[Any]]]:
+    """The records of several partitions by event time (:func:`merge_lanes`), decoded, as
+    runs of one partition each."""
+    keyed = []
+    for part, records in lanes:
+        keyed.append([(part, (record, decode_record(record))) for record in records])
+    runs: list[tuple[_Partition, list[Any]]] = []
+    for part, item in merge_lanes(keyed, _time_of):
+        if runs and runs[-1][0] is part:
+            runs[-1][1].append(item)
+        else:
+            runs.append((part, [item]))
+    return runs
+
+
+def _time_of(item: tuple[_Partition, _Decoded]) -> float:
+    return event_time(item[1][1][0])
 
 
 # -- subscriptions --------------------------------------------------------------------------------
@@ -159,6 +200,8 @@ class KafkaSubscription(BaseSubscription):
         self._joining = True
         self._closed = False
         self._committer: asyncio.Task[None] | None = None
+        #: Set by :meth:`take`: fetches then merge every partition's records by event time.
+        self._merge = False
 
     # -- joining -----------------------------------------------------------------------------
 
@@ -349,10 +392,18 @@ class KafkaSubscription(BaseSubscription):
             wait = self._until_due(_FETCH_WAIT if timeout is None else min(timeout, _FETCH_WAIT))
             await self._fill(_FETCH_WAIT if wait is None else wait)
 
+    async def take(self, limit: int, wait: float) -> list[Delivery]:
+        """A batch (see :class:`BaseSubscription`) spanning the partitions: what the fetcher
+        holds for all of them, merged by event time (see the module docstring)."""
+        self._merge = True
+        return await super().take(limit, wait)
+
     async def _fill(self, timeout: float) -> None:
+        merge = self._merge  # every partition's fetched records, not the first ones' only
         try:
             batch = await self._consumer.getmany(
-                timeout_ms=max(1, int(timeout * 1000)), max_records=self._prefetch
+                timeout_ms=max(1, int(timeout * 1000)),
+                max_records=None if merge else self._prefetch,
             )
         except (kerr.ConsumerStoppedError, kerr.IllegalStateError):
             if not self._closed:
@@ -362,10 +413,12 @@ class KafkaSubscription(BaseSubscription):
             _log.warning("kafka fetch failed; retrying", group=self._group, error=repr(exc))
             await asyncio.sleep(0.5)
             return
+        lanes = []
         for tp, records in batch.items():
             part = self._parts.get(tp)
             if part is not None and records:
-                self._buffer.append((part, list(records)))
+                lanes.append((part, list(records)))
+        self._buffer.extend(_merged(lanes) if merge and len(lanes) > 1 else lanes)
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         """Settle each (committed with the next batch of offsets)."""

@@ -1,5 +1,9 @@
 """The consuming side of the SQLite broker: a group member that leases partitions, fetches
-their rows, hands them out and commits the highest contiguously acked ``seq`` of each."""
+their rows, hands them out and commits the highest contiguously acked ``seq`` of each.
+
+Read in batches (:meth:`SQLiteSubscription.take`), the rows each fetch brings from the
+partitions are merged by event time (:mod:`broker.adapters.kit.merge`): a batch spans them.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from broker.adapters.kit import BaseSubscription, InFlight, OffsetTracker
+from broker.adapters.kit import BaseSubscription, InFlight, OffsetTracker, event_time, merge_lanes
 from broker.adapters.sqlite.owner import new_member_id
 from broker.adapters.sqlite.wire import decode
-from broker.errors import ClosedError
+from broker.envelope import Event
+from broker.errors import ClosedError, EnvelopeError
 from broker.observability import get_logger
 from broker.ports import Backlog, Delivery
 
@@ -25,6 +30,10 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteDelivery", "SQLiteSubscription"]
 
 _log = get_logger("choreo.sqlite")
+#: A fetched row: its partition, its place in the partition's tracker, its body and, when a
+#: batch read decoded it to merge the partitions, what it decodes to.
+_Decoded = tuple[Event | None, EnvelopeError | None]
+_Row = tuple["_Partition", InFlight, str, _Decoded | None]
 
 
 @dataclass(slots=True)
@@ -43,8 +52,15 @@ class SQLiteDelivery(Delivery):
 
     __slots__ = ("_flight", "_part", "_sub")
 
-    def __init__(self, sub: SQLiteSubscription, part: _Partition, flight: InFlight, body: str):
-        event, error = decode(body)
+    def __init__(
+        self,
+        sub: SQLiteSubscription,
+        part: _Partition,
+        flight: InFlight,
+        body: str,
+        decoded: _Decoded | None = None,
+    ):
+        event, error = decode(body) if decoded is None else decoded
         super().__init__(
             part.topic,
             event,
@@ -66,6 +82,11 @@ class SQLiteDelivery(Delivery):
         self._flight.touch()
 
 
+def _time_of(row: _Row) -> float:
+    decoded = row[3]
+    return event_time(decoded[0] if decoded is not None else None)
+
+
 class SQLiteSubscription(BaseSubscription):
     """A member of one group on some topics, in this process."""
 
@@ -79,11 +100,13 @@ class SQLiteSubscription(BaseSubscription):
         self._member = new_member_id()
         self._parts: dict[tuple[str, int], _Partition] = {}
         self._dropped: set[tuple[str, int]] = set()
-        self._buffer: deque[tuple[_Partition, InFlight, str]] = deque()
+        self._buffer: deque[_Row] = deque()
         self._wakeup = asyncio.Event()
         self._closed = False
         self._next_rebalance = 0.0
         self._last_commit = time.monotonic()
+        #: Set by :meth:`take`: each fetch's rows are merged by event time.
+        self._merge = False
 
     # -- bookkeeping called by deliveries --------------------------------------------------
 
@@ -112,11 +135,16 @@ class SQLiteSubscription(BaseSubscription):
     def poll(self) -> SQLiteDelivery | None:
         buffer = self._buffer
         while buffer and not self._closed:
-            part, flight, body = buffer.popleft()
+            part, flight, body, decoded = buffer.popleft()
             if self._parts.get((part.topic, part.part)) is part:
                 flight.touch()
-                return SQLiteDelivery(self, part, flight, body)
+                return SQLiteDelivery(self, part, flight, body, decoded)
         return None
+
+    async def take(self, limit: int, wait: float) -> list[Delivery]:
+        """A batch (see :class:`BaseSubscription`) spanning the partitions (module docstring)."""
+        self._merge = True
+        return await super().take(limit, wait)
 
     async def wait_ready(self, timeout: float | None) -> None:
         """Commit and rebalance when due, fetch; if nothing came, wait for a publish in this
@@ -194,7 +222,7 @@ class SQLiteSubscription(BaseSubscription):
         if part is None or part.revoking:
             return
         part.revoking = True
-        unstarted = {flight for p, flight, _ in self._buffer if p is part}
+        unstarted = {flight for p, flight, _, _ in self._buffer if p is part}
         if unstarted:
             self._buffer = deque(item for item in self._buffer if item[0] is not part)
             part.tracker.remove(unstarted)
@@ -211,12 +239,22 @@ class SQLiteSubscription(BaseSubscription):
             return False
         rows = await self._adapter.run(self._adapter.store.fetch, wanted)
         now = time.monotonic()
+        lanes: dict[tuple[str, int], list[_Row]] = {}
         for topic, index, seq, body in rows:
             owned = self._parts.get((topic, index))
             if owned is None or seq <= owned.position:
                 continue
             owned.position = seq
-            self._buffer.append((owned, owned.tracker.add(seq, now), body))
+            row: _Row = (owned, owned.tracker.add(seq, now), body, None)
+            lanes.setdefault((topic, index), []).append(row)
+        if self._merge and len(lanes) > 1:
+            decoded: list[list[_Row]] = [
+                [(p, f, b, decode(b)) for p, f, b, _ in lane] for lane in lanes.values()
+            ]
+            self._buffer.extend(merge_lanes(decoded, _time_of))
+        else:
+            for lane in lanes.values():
+                self._buffer.extend(lane)
         return bool(rows)
 
     async def backlog(self) -> Backlog:
