@@ -20,9 +20,11 @@ the list (topic, position, redelivery count), in the same order.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, overload
 
 from broker import deadletter, tracing
@@ -164,27 +166,44 @@ class BatchConsumer(Runner):
         self._max_wait = max_wait
 
     async def run(self) -> None:
-        """Consume batches until stopped or the subscription ends."""
+        """Consume batches until stopped or the subscription ends. The next batch is taken
+        while one is handled (a handler that awaits, e.g. a commit in a thread, lets the
+        broker's messages be read and decoded meanwhile); it is admitted and handled only
+        after this one is done, acked or dead-lettered, so batches keep their order."""
         pipeline = self._pipeline
-        while not pipeline.halted():
-            deliveries = await pipeline.subscription.take(self._max_batch, self._max_wait)
-            if not deliveries:
-                return
-            if pipeline.halted():  # not started: given back, delivered again
-                await give_back(deliveries)
-                return
-            pipeline.busy += 1
-            pipeline.idle.clear()
-            try:
-                admitted = await self._admit(deliveries)
-                if admitted:
-                    await self._handle(admitted)
-            except Held:
-                pass
-            finally:
-                pipeline.busy -= 1
-                if not pipeline.busy:
-                    pipeline.idle.set()
+        ahead: asyncio.Future[list[Delivery]] | None = None
+        try:
+            while not pipeline.halted():
+                deliveries = await (ahead if ahead is not None else self._take())
+                ahead = None
+                if not deliveries:
+                    return
+                if pipeline.halted():  # not started: given back, delivered again
+                    await give_back(deliveries)
+                    return
+                ahead = asyncio.ensure_future(self._take())
+                await self._run_batch(deliveries)
+        finally:
+            if ahead is not None:
+                await _give_back_ahead(ahead)
+
+    def _take(self) -> Coroutine[Any, Any, list[Delivery]]:
+        return self._pipeline.subscription.take(self._max_batch, self._max_wait)
+
+    async def _run_batch(self, deliveries: list[Delivery]) -> None:
+        pipeline = self._pipeline
+        pipeline.busy += 1
+        pipeline.idle.clear()
+        try:
+            admitted = await self._admit(deliveries)
+            if admitted:
+                await self._handle(admitted)
+        except Held:
+            pass
+        finally:
+            pipeline.busy -= 1
+            if not pipeline.busy:
+                pipeline.idle.set()
 
     async def _admit(self, deliveries: Sequence[Delivery]) -> list[_Item]:
         """The (delivery, event) pairs to hand to the handler, after the TTL, decoding and
@@ -347,3 +366,12 @@ class BatchConsumer(Runner):
         for topic, count in topics.items():
             pipeline.count_handled(topic, count)
         await pipeline.subscription.ack_many([delivery for delivery, _ in done])
+
+
+async def _give_back_ahead(ahead: asyncio.Future[list[Delivery]]) -> None:
+    """Stopping: the batch taken ahead is given back (redelivered), or its take cancelled
+    (what it had taken stays unacked: delivered again once the subscription closes)."""
+    if not ahead.done():
+        ahead.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await give_back(await ahead)
