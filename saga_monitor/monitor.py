@@ -33,6 +33,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from broker import Bus, DeadLetter, Event, Policy, Retry, Subscriber
@@ -149,6 +150,14 @@ class SagaMonitor:
         self.batch_wait = batch_wait
         #: When the batch being applied was received (None between batches).
         self._applying: datetime | None = None
+        #: The thread batches are applied in, for a store whose transactions may run off the
+        #: event loop's thread (see :attr:`SqlSagaStore.threadsafe
+        #: <saga_monitor.store_sql.SqlSagaStore.threadsafe>`); None: applied in place.
+        self._worker: ThreadPoolExecutor | None = (
+            ThreadPoolExecutor(1, thread_name_prefix="choreo-saga-apply")
+            if getattr(store, "threadsafe", False)
+            else None
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -234,16 +243,25 @@ class SagaMonitor:
         corrected = [self._corrected(item, now) for item in items]
         before = self.correlator.uncorrelated
         started = time.perf_counter()
-        with _collector_paused():
-            outcomes = self.correlator.apply_many(
-                self.store, corrected, now=now, watermark=self.verdicts_at
+        if self._worker is not None:  # the broker is read meanwhile (the SQL releases the GIL)
+            loop = asyncio.get_running_loop()
+            outcomes = await loop.run_in_executor(
+                self._worker, self._apply_now, corrected, now, self.verdicts_at
             )
+        else:
+            outcomes = self._apply_now(corrected, now, self.verdicts_at)
         metrics.observe_batch(len(items), time.perf_counter() - started)
         self.applied += len(items)
         metrics.count_events(outcomes, self.correlator.uncorrelated - before)
         if any(outcome.alerts for outcome in outcomes):
             await self._flush_quietly()
         return outcomes
+
+    def _apply_now(
+        self, items: list[Received], now: datetime, watermark: datetime | None
+    ) -> list[Outcome]:
+        with _collector_paused():
+            return self.correlator.apply_many(self.store, items, now=now, watermark=watermark)
 
     def _corrected(self, item: Received, now: datetime) -> Received:
         """``item`` with the correction its source's clock needs (learning from it)."""

@@ -107,6 +107,11 @@ _CACHED = 50_000
 class SqlSagaStore:
     """A saga store in SQLite or PostgreSQL (see the module docstring)."""
 
+    #: Its transactions may run on another thread than its readers (each thread has its own
+    #: connection; the transactions take turns): the monitor applies its batches in a thread
+    #: of their own, and reads the broker while the database works.
+    threadsafe = True
+
     def __init__(self, url: str = DEFAULT_STORE_URL) -> None:
         self._db = SqlStore(
             url,
@@ -120,6 +125,12 @@ class SqlSagaStore:
         self._lock = threading.RLock()
         self.cache: OrderedDict[tuple[str, str], Instance] | None = (
             OrderedDict() if self._db.dialect is SQLITE else None
+        )
+        #: (saga, correlation id) of the buffered orphans, where one monitor writes the store
+        #: (SQLite): a start event with none (nearly all of them) reads nothing. A superset:
+        #: an entry may outlive its rows, never the other way round.
+        self.orphaned: set[tuple[str, str]] | None = (
+            self._orphan_keys() if self.cache is not None else None
         )
         #: Reads the instance an event changes, locking its row where the database can.
         self.select_instance = (
@@ -162,7 +173,13 @@ class SqlSagaStore:
             except BaseException:
                 if self.cache is not None:
                     self.cache.clear()  # cached instances may hold the undone changes
+                if self.orphaned is not None:  # orphans taken may be back
+                    self.orphaned = self._orphan_keys()
                 raise
+
+    def _orphan_keys(self) -> set[tuple[str, str]]:
+        rows = self._db.query("SELECT DISTINCT saga, correlation_id FROM {p}orphans")
+        return {(row[0], row[1]) for row in rows}
 
     def due(self, watermark: datetime) -> list[tuple[str, str]]:
         """(saga, correlation id) of the instances to judge again at ``watermark``."""
@@ -465,6 +482,9 @@ class _SqlTransaction:
             self._tx.execute_many(_PUT, [_row(instance) for instance in dirty.values()])
 
     def find_orphan(self, saga: str, correlation_id: str, key: str) -> Observation | None:
+        known = self._store.orphaned
+        if known is not None and (saga, correlation_id) not in known:
+            return None
         row = self._tx.one(
             "SELECT doc FROM {p}orphans WHERE saga = ? AND correlation_id = ? AND event_key = ?",
             saga,
@@ -474,6 +494,9 @@ class _SqlTransaction:
         return obs_from(row[0]) if row else None
 
     def add_orphan(self, saga: str, correlation_id: str, obs: Observation, key: str) -> bool:
+        known = self._store.orphaned
+        if known is not None:
+            known.add((saga, correlation_id))
         return 0 < self._tx.run(
             "INSERT INTO {p}orphans (saga, correlation_id, event_key, time, doc) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -485,6 +508,11 @@ class _SqlTransaction:
         )
 
     def take_orphans(self, saga: str, correlation_id: str) -> list[tuple[Observation, bool]]:
+        known = self._store.orphaned
+        if known is not None:
+            if (saga, correlation_id) not in known:
+                return []
+            known.discard((saga, correlation_id))
         rows = self._tx.all(
             "SELECT doc, reported FROM {p}orphans WHERE saga = ? AND correlation_id = ? "
             "ORDER BY time",
