@@ -14,6 +14,10 @@ outstanding on its group's durable consumer - the JetStream pull protocol, as th
   client coalesces them on the socket), ``keep_alive`` sends ``+WPI``;
 * ``close`` gives back (``-NAK``) everything fetched and not settled, so another member gets it
   at once instead of after ``ack_wait``.
+
+A batch (:meth:`NatsSubscription.take`) is the earliest, by event time, of what arrived from
+all the topics (:mod:`broker.adapters.kit.merge`, each topic's order kept), not the first to
+arrive: the events that belong together arrive in the same batch.
 """
 
 from __future__ import annotations
@@ -24,14 +28,16 @@ import json
 import math
 import time
 from collections import deque
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSub
+from nats.protocol.command import pub_cmd
 
-from broker.adapters.kit import BaseSubscription
+from broker.adapters.kit import BaseSubscription, event_time, merge_lanes
 from broker.adapters.nats.wire import decode
 from broker.delay import DELIVER_AT, due_from_text
 from broker.envelope import NATS_PREFIXES
@@ -72,7 +78,7 @@ def _position(reply: str) -> str | None:
 class NatsDelivery(Delivery):
     """One JetStream message; settling it publishes to its reply subject."""
 
-    __slots__ = ("_pump", "_reply")
+    __slots__ = ("pump", "reply")
 
     def __init__(self, pump: _Pump, msg: Msg) -> None:
         headers = msg.headers or {}
@@ -92,19 +98,19 @@ class NatsDelivery(Delivery):
             decode_error=error,
             position=_position(reply),
         )
-        self._pump = pump
-        self._reply = reply
+        self.pump = pump
+        self.reply = reply
 
     async def ack(self) -> None:
-        await self._pump.settle(self._reply, _ACK)
+        await self.pump.settle(self.reply, _ACK)
 
     async def nack(self) -> None:
-        await self._pump.settle(self._reply, _NAK)
+        await self.pump.settle(self.reply, _NAK)
 
     async def keep_alive(self) -> None:
-        if self._reply in self._pump.unsettled:
+        if self.reply in self.pump.unsettled:
             with contextlib.suppress(nats.errors.Error):
-                await self._pump.nc.publish(self._reply, _PROGRESS)
+                await self.pump.nc.publish(self.reply, _PROGRESS)
 
 
 class _Pump:
@@ -179,6 +185,10 @@ class _Pump:
         self.unsettled.discard(reply)
         with contextlib.suppress(nats.errors.Error):
             await self.nc.publish(reply, verdict)
+        await self.settled()
+
+    async def settled(self) -> None:
+        """Ask for more once at least half the window is free."""
         window = self.sub.prefetch
         if window - len(self.unsettled) - self.requested >= self.sub.threshold:
             await self.refill()
@@ -238,6 +248,17 @@ class _Pump:
             await self.nc.flush(timeout=5)
 
 
+def _direct(nc: Any) -> bool:
+    """Whether this nats-py has the internals ``Client.publish`` writes with."""
+    return all(
+        hasattr(nc, name) for name in ("_send_command", "_flush_pending", "_flush_queue")
+    ) and isinstance(getattr(nc, "stats", None), dict)
+
+
+def _time_of(delivery: NatsDelivery) -> float:
+    return event_time(delivery.event)
+
+
 class NatsSubscription(BaseSubscription):
     """The deliveries of one (topics, group) subscription, from one pump per topic."""
 
@@ -249,7 +270,8 @@ class NatsSubscription(BaseSubscription):
         self.heartbeat = heartbeat
         self.started = datetime.now(UTC)
         self._pumps: list[_Pump] = []
-        self._ready: deque[tuple[_Pump, Msg]] = deque()
+        #: Arrived messages (decoded into deliveries once a batch read merged them).
+        self._ready: deque[tuple[_Pump, Msg | NatsDelivery]] = deque()
         self._wakeup = asyncio.Event()
         self._closed = False
         self._watchdog: asyncio.Task[None] | None = None
@@ -292,7 +314,65 @@ class NatsSubscription(BaseSubscription):
         if not self._ready or self._closed:
             return None
         pump, msg = self._ready.popleft()
-        return NatsDelivery(pump, msg)
+        return msg if isinstance(msg, NatsDelivery) else NatsDelivery(pump, msg)
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Ack ``deliveries``: with the nats-py internals ``Client.publish`` writes with, every
+        ack of the list in one write to the socket (the acks are what a batch reader spends
+        most on, one ``publish`` each), else one ``publish`` each."""
+        nc = self.adapter.client
+        if not (_direct(nc) and nc.is_connected and not nc.is_draining_pubs):
+            await super().ack_many(deliveries)
+            return
+        commands: list[bytes] = []
+        pumps: set[_Pump] = set()
+        for delivery in deliveries:
+            if not isinstance(delivery, NatsDelivery):
+                await delivery.ack()
+                continue
+            pump, reply = delivery.pump, delivery.reply
+            if reply in pump.unsettled:  # else settled already, or given back on close
+                pump.unsettled.discard(reply)
+                commands.append(pub_cmd(reply, "", _ACK))
+                pumps.add(pump)
+        if commands:
+            nc.stats["out_msgs"] += len(commands)
+            await nc._send_command(b"".join(commands))
+            flush = nc._flush_queue
+            if flush is not None and flush.empty():
+                await nc._flush_pending()
+        for pump in pumps:
+            await pump.settled()
+
+    async def take(self, limit: int, wait: float) -> list[Delivery]:
+        """Up to ``limit`` deliveries once ``limit`` arrived or ``wait`` s passed since the
+        first: the earliest by event time of those there (see the module docstring)."""
+        ready = self._ready
+        while not ready:
+            if self._closed:
+                return []
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        deadline = time.monotonic() + wait
+        while len(ready) < limit and not self._closed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            await self.wait_ready(left)
+        return self._earliest(limit)
+
+    def _earliest(self, limit: int) -> list[Delivery]:
+        """The ``limit`` earliest ready deliveries; the others (decoded) stay ready."""
+        if self._closed:
+            return []
+        lanes: dict[_Pump, list[NatsDelivery]] = {}
+        for pump, item in self._ready:
+            delivery = item if isinstance(item, NatsDelivery) else NatsDelivery(pump, item)
+            lanes.setdefault(pump, []).append(delivery)
+        self._ready.clear()
+        ordered = merge_lanes(list(lanes.values()), _time_of)
+        self._ready.extend((d.pump, d) for d in ordered[limit:])
+        return list(ordered[:limit])
 
     async def wait_ready(self, timeout: float | None) -> None:
         self._wakeup.clear()
@@ -320,7 +400,7 @@ class NatsSubscription(BaseSubscription):
         if self._closed:
             raise StopAsyncIteration
         pump, msg = ready.popleft()
-        return NatsDelivery(pump, msg)
+        return msg if isinstance(msg, NatsDelivery) else NatsDelivery(pump, msg)
 
     async def close(self) -> None:
         if self._closed:
