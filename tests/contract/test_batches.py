@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -313,3 +314,83 @@ async def test_a_bad_event_fails_alone_among_concurrent_publishes(
     assert [True, not encodes, False, True] == [outcome.ok for outcome in result]
     await eventually(lambda: len(got.events) == 22 + 2 * (not encodes), what="the good events")
     assert (0 if encodes else 2) == sum(e.type == "bad" for e in got.events)
+
+
+async def test_batch_over_topics_keeps_each_key_order_whatever_the_event_times(
+    make_bus: Callable[..., Bus], topic: str
+) -> None:
+    """A batch subscription over two topics gets every event once, and each key's events of
+    a topic in publish order where the backend orders keys, even when their event times run
+    backwards (batches spanning partitions merge them by time, never reorder one)."""
+    bus = await make_bus().start()
+    got = Batches()
+
+    async def slow(events: list[Event]) -> None:  # the next batch is taken meanwhile
+        await asyncio.sleep(0.01)
+        await got(events)
+
+    topics = [f"{topic}-a", f"{topic}-b"]
+    for name in topics:
+        await bus.create_topic(name)
+    replay = bus.capabilities.replay  # a backlog where it can: batches with much to merge
+    options = {"group": "g", "max_batch": 7, "prefetch": 60}
+    if not replay:
+        await bus.subscribe_batch(topics, slow, **options)  # type: ignore[arg-type]
+    start = datetime.now(UTC)
+    for offset, name in enumerate(topics):
+        events = [
+            Event(
+                type="t",
+                source="test",
+                time=start - timedelta(seconds=i + offset / 2),  # later publishes, earlier times
+                data={"topic": name, "key": i % 3, "n": i},
+                extensions={"partitionkey": f"k{i % 3}"},
+            )
+            for i in range(30)
+        ]
+        assert (await bus.publish_many(name, events)).ok
+    if replay:
+        await bus.subscribe_batch(topics, slow, from_beginning=True, **options)  # type: ignore[arg-type]
+    await eventually(lambda: len(got.events) == 60, what="sixty events")
+    assert 60 == len(set(got.ids))
+    assert all(len(call) <= 7 for call in got.calls)
+    if bus.capabilities.ordered_keys:
+        for name in topics:
+            for key in range(3):
+                seen = [
+                    e.data["n"]
+                    for e in got.events
+                    if e.data["topic"] == name and e.data["key"] == key
+                ]
+                assert sorted(seen) == seen
+
+
+async def test_stopping_gives_back_the_batch_taken_ahead(
+    make_bus: Callable[..., Bus], topic: str
+) -> None:
+    """While a batch is handled the next one is taken; when the subscriber stops before
+    handling it, its events go to the group's next subscriber: none is acked unhandled."""
+    bus = await make_bus().start()
+    first = Batches()
+    hang = asyncio.Event()
+
+    async def second_batch_hangs(events: list[Event]) -> None:
+        if first.calls:
+            hang.set()
+            await asyncio.Event().wait()
+        await first(events)
+
+    await bus.create_topic(topic)
+    subscriber = await bus.subscribe_batch(
+        topic, second_batch_hangs, group="g", max_batch=2, max_wait=0.05
+    )
+    result = await bus.publish_many(topic, [{"type": "t", "data": i} for i in range(8)])
+    await asyncio.wait_for(hang.wait(), 30)
+    await subscriber.stop(grace=0.1)
+    again = Batches()
+    await bus.subscribe_batch(topic, again, group="g")
+    sent = {e.id for e in result.published}
+    await eventually(
+        lambda: sent <= set(first.ids) | set(again.ids), timeout=60, what="every event handled"
+    )
+    assert sent == set(first.ids) | set(again.ids)
