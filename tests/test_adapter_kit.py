@@ -4,16 +4,19 @@ one retry loop, one acked-offset tracker, one URL masker and error translation b
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 
-from broker import ConfigurationError, PublishError, adapter_from_url, mask_url
+from broker import ConfigurationError, Event, PublishError, adapter_from_url, mask_url
 from broker.adapters.kit import (
     Backoff,
     OffsetTracker,
     Stopped,
     Translation,
+    event_time,
     keep_trying,
+    merge_lanes,
     translate,
 )
 from broker.errors import BrokerUnavailableError
@@ -176,3 +179,23 @@ def test_translation_takes_the_first_matching_rule() -> None:
         str(refused),
     )
     assert (PublishError, "x://u:***@h failed publishing: OSError") == (type(other), str(other))
+
+
+def test_merged_lanes_come_by_time_each_in_its_own_order() -> None:
+    """merge_lanes interleaves lanes by key, and never reorders a lane, even where its keys
+    run backwards."""
+    lanes = [[("a", 1.0), ("a", 3.0), ("a", 2.0)], [("b", 0.5), ("b", 2.5)], [("c", 9.0)]]
+    merged = merge_lanes(lanes, key=lambda item: item[1])
+    assert ["b", "a", "b", "a", "a", "c"] == [lane for lane, _ in merged]
+    for lane in lanes:
+        assert lane == [item for item in merged if item[0] == lane[0][0]]
+
+
+def test_an_untimed_event_counts_as_early() -> None:
+    """event_time is the event's epoch seconds, and early for an event without a time or an
+    undecodable one."""
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    timed = Event(type="t", source="s", time=moment)
+    untimed = Event(type="t", source="s").replace(time=None)
+    assert moment.timestamp() == event_time(timed)
+    assert event_time(None) == event_time(untimed) < event_time(timed)
