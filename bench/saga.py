@@ -287,7 +287,8 @@ def catch_up(name: str, sagas: int) -> dict[str, Any]:
     return {
         "suite": "saga",
         "backend": f"{label} -> sqlite store",
-        "metric": f"catch-up events/s, {total:,} events (monitor vs choreo subscribe)",
+        "metric": f"catch-up events/s, {total:,} events, past the first batch "
+        "(monitor vs choreo subscribe)",
         "choreograph": round(ours, 1),
         "baseline": round(base, 1),
     }
