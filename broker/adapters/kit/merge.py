@@ -34,6 +34,6 @@ def event_time(event: Event | None) -> float:
 def merge_lanes(lanes: Sequence[list[T]], key: Callable[[T], float]) -> list[T]:
     """The items of ``lanes`` (one list per partition, in its order) as one list by ``key``,
     each lane's order kept whatever its keys say (a k-way merge of the lanes' heads)."""
-    if len(lanes) == 1:
-        return list(lanes[0])
+    if len(lanes) <= 1:
+        return list(lanes[0]) if lanes else []
     return list(heapq.merge(*lanes, key=key))

@@ -239,23 +239,29 @@ class SQLiteSubscription(BaseSubscription):
             return False
         rows = await self._adapter.run(self._adapter.store.fetch, wanted)
         now = time.monotonic()
+        if self._merge and len(wanted) > 1:
+            self._buffer.extend(self._merged(rows, now))
+            return bool(rows)
+        buffer = self._buffer
+        for topic, index, seq, body in rows:
+            owned = self._parts.get((topic, index))
+            if owned is None or seq <= owned.position:
+                continue
+            owned.position = seq
+            buffer.append((owned, owned.tracker.add(seq, now), body, None))
+        return bool(rows)
+
+    def _merged(self, rows: list[tuple[str, int, int, str]], now: float) -> list[_Row]:
+        """The fetched rows of every partition, decoded, by event time (each one's order kept)."""
         lanes: dict[tuple[str, int], list[_Row]] = {}
         for topic, index, seq, body in rows:
             owned = self._parts.get((topic, index))
             if owned is None or seq <= owned.position:
                 continue
             owned.position = seq
-            row: _Row = (owned, owned.tracker.add(seq, now), body, None)
+            row: _Row = (owned, owned.tracker.add(seq, now), body, decode(body))
             lanes.setdefault((topic, index), []).append(row)
-        if self._merge and len(lanes) > 1:
-            decoded: list[list[_Row]] = [
-                [(p, f, b, decode(b)) for p, f, b, _ in lane] for lane in lanes.values()
-            ]
-            self._buffer.extend(merge_lanes(decoded, _time_of))
-        else:
-            for lane in lanes.values():
-                self._buffer.extend(lane)
-        return bool(rows)
+        return merge_lanes(list(lanes.values()), _time_of)
 
     async def backlog(self) -> Backlog:
         """Per partition ``topic/part``: one past its last ``seq``, and one past the group's
