@@ -47,6 +47,7 @@ _RANK = {
     "compensated": 5,
     "unknown": 6,
 }
+_UNKNOWN = (_RANK["unknown"], 0)
 _STATE_ALERTS = frozenset(("completed", "failed", "compensating", "compensated"))
 #: How much later than its cause an effect stamped before it is taken to happen.
 _TICK = timedelta(microseconds=1)
@@ -97,6 +98,11 @@ class SagaMachine:
         self._start = frozenset(definition.start)
         self.complete = frozenset(definition.complete)
         self._roles = {event_type: self._role_of(event_type) for event_type in self.types}
+        #: Per event type: its rank among equal times and its step index (see fold_order).
+        self._ranks = {
+            event_type: (_RANK[role], self.step_index.get(event_type, 0))
+            for event_type, role in self._roles.items()
+        }
         self.step_events = [step.event for step in definition.steps]
         self.withins = [
             timedelta(seconds=step.within) if step.within else None for step in definition.steps
@@ -135,8 +141,9 @@ class SagaMachine:
         """The order in which the fold applies entries: event time; for equal times, causes
         before effects (by role, steps in definition order); then identity, a duplicate last."""
         obs = entry.event
-        role = self.role(obs.type) if entry.role != "start" else "start"
-        rank, step = _RANK[role], self.step_index.get(obs.type, 0)
+        rank, step = self._ranks.get(obs.type, _UNKNOWN)
+        if entry.role == "start":
+            rank = 0
         return (entry.at, rank, step, obs.source, obs.id, entry.duplicate)
 
     # -- recording events ------------------------------------------------------------------
@@ -454,8 +461,11 @@ class _Fold:
         by_id = {e.event.id: e for e in originals}
         behind: dict[int, tuple[Entry, float]] = {}
         for entry in timeline:
-            chain = [entry]
             cause = by_id.get(entry.event.causation or "")
+            if cause is None:  # the common case: no known cause
+                entry.at = entry.event.time
+                continue
+            chain = [entry]
             while cause is not None and cause not in chain:  # up to the root cause
                 chain.append(cause)
                 cause = by_id.get(cause.event.causation or "")
@@ -511,13 +521,13 @@ class _Fold:
         if entry.role == "unknown":
             self._flag(entry, "unexpected", f"{obs.type} is not part of {self.m.name}")
             return
-        plan = (i.phase, tuple(i.expected), i.due, tuple(i.waiting))
-        phase = i.phase
-        getattr(self, f"_on_{entry.role}")(entry)
-        if (i.phase, tuple(i.expected), i.due, tuple(i.waiting)) == plan:
+        # the plan before (``expected`` is replaced, never changed in place; ``waiting`` may be)
+        phase, expected, due, waiting = i.phase, i.expected, i.due, list(i.waiting)
+        _ON_ROLE[entry.role](self, entry)
+        if i.phase == phase and i.expected == expected and i.due == due and i.waiting == waiting:
             return  # no progress: a stall goes on
         if self.stall is not None:
-            waited = " or ".join(plan[1]) or "progress"
+            waited = " or ".join(expected) or "progress"
             shown = format_time(self.stall[1])
             self._flag(entry, "late", f"the saga waited for {waited} until {shown}")
             self.stall = None
@@ -652,7 +662,11 @@ class _Fold:
         i, m = self.i, self.m
         due: datetime | None = None
         if i.phase == "running":
-            index = next((n for n, s in enumerate(m.step_events) if s not in i.done), None)
+            done, index = i.done, None
+            for n, step in enumerate(m.step_events):
+                if step not in done:
+                    index = n
+                    break
             if index is None:
                 i.expected = list(m.definition.complete)
             else:
@@ -754,6 +768,16 @@ class _Fold:
         if obs is not None:
             data["event"] = event_info(obs)
         return data
+
+
+#: What the fold does with an entry of each role (beside the start and unknown events).
+_ON_ROLE = {
+    "step": _Fold._on_step,
+    "complete": _Fold._on_complete,
+    "fail": _Fold._on_fail,
+    "compensation": _Fold._on_compensation,
+    "compensated": _Fold._on_compensated,
+}
 
 
 def orphan_alert(machine: SagaMachine, correlation_id: str, obs: Observation) -> Alert:

@@ -12,6 +12,7 @@ import functools
 import json
 import sys
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -69,6 +70,12 @@ def _iso(value: datetime) -> str:
 def _time(value: datetime | None) -> str | None:
     """RFC 3339 text; cached, since an instance's times are written again on every event."""
     return _iso(value) if value is not None else None
+
+
+def _stamp(value: datetime | None) -> datetime | str | None:
+    """A time for msgspec to write: itself in UTC (msgspec writes format_time's text), else
+    format_time's text."""
+    return value if value is None or value.tzinfo is UTC else _iso(value)
 
 
 def trace_id(traceparent: str | None) -> str | None:
@@ -255,28 +262,35 @@ class Entry(msgspec.Struct, gc=False, repr_omit_defaults=True):
             self.at = self.event.time
 
     def to_json(self) -> str:
+        """``to_dict`` as JSON text, cached (the stores' document)."""
         if self.encoded is None:
             payload = self.event.payload
-            document = self.to_dict(data=False)
-            # stored compact already: spliced in as it is, never decoded to be encoded again
-            document["data"] = msgspec.Raw(payload) if payload.__class__ is bytes else payload
-            self.encoded = _dumps(document)
+            # stored compact already: spliced in as it is, never decoded to be encoded again;
+            # times in UTC as msgspec writes them, the same text as format_time's
+            data = msgspec.Raw(payload) if payload.__class__ is bytes else payload
+            try:
+                self.encoded = dumps_text(self._document(data, _stamp))
+            except (TypeError, ValueError, OverflowError):  # what msgspec refuses
+                self.encoded = _dumps(self.to_dict())
         return self.encoded
 
-    def to_dict(self, *, data: bool = True) -> dict[str, Any]:
-        """The entry's JSON document (``data``: with the event's data decoded, else None)."""
+    def to_dict(self) -> dict[str, Any]:
+        """The entry's JSON document."""
+        return self._document(self.event.data, _time)
+
+    def _document(self, data: Any, stamp: Callable[[datetime | None], Any]) -> dict[str, Any]:
         obs = self.event
         return {
             "type": obs.type,
             "source": obs.source,
             "id": obs.id,
-            "time": _time(obs.time),
+            "time": stamp(obs.time),
             "topic": obs.topic,
             "causation": obs.causation,
-            "data": obs.data if data else None,
+            "data": data,
             "role": self.role,
             "flags": list(self.flags),
-            "arrived": _time(obs.arrived),
+            "arrived": stamp(obs.arrived),
             "skew": obs.skew,
             "delivery": obs.delivery,
             "trace": obs.trace,
@@ -436,57 +450,66 @@ class Instance:
 
     def summary(self) -> dict[str, Any]:
         """The fields of ``choreo saga ls --output json``."""
+        out = self._head(_time)
+        out["anomalies"] = [
+            {"kind": a.kind, "type": a.type, "id": a.event_id, "detail": a.detail}
+            for a in self.anomalies
+        ]
+        return out
+
+    def _head(self, stamp: Callable[[datetime | None], Any]) -> dict[str, Any]:
         return {
             "saga": self.saga,
             "correlation_id": self.correlation_id,
             "state": self.state,
-            "started": _time(self.started),
-            "updated": _time(self.updated),
+            "started": stamp(self.started),
+            "updated": stamp(self.updated),
             "expected_next": list(self.expected),
-            "due": _time(self.due),
-            "stuck_since": _time(self.stuck_since),
+            "due": stamp(self.due),
+            "stuck_since": stamp(self.stuck_since),
             "owed": list(self.waiting),
             "events": len(self.timeline),
-            "anomalies": [
-                {"kind": a.kind, "type": a.type, "id": a.event_id, "detail": a.detail}
-                for a in self.anomalies
-            ],
         }
 
     def to_dict(self) -> dict[str, Any]:
         """The full JSON document (what the stores keep and ``saga show --output json`` prints)."""
         timeline = [e.to_dict() for e in self.timeline]
-        return self._document(timeline, [e.to_dict() for e in self.foreign])
+        return self._document(timeline, [e.to_dict() for e in self.foreign], _time)
 
-    def _document(self, timeline: list[Any], foreign: list[Any]) -> dict[str, Any]:
-        return {
-            **self.summary(),
-            "anomalies": [a.to_dict() for a in self.anomalies],
-            "phase": self.phase,
-            "progress_at": _time(self.progress_at),
-            "failed_at": _time(self.failed_at),
-            "finished": _time(self.finished),
-            "deadline": _time(self.deadline),
-            "done": {step: _time(at) for step, at in self.done.items()},
-            "compensations": list(self.compensations),
-            "waiting": list(self.waiting),
-            "timeline": timeline,
-            "foreign": foreign,
-            "seen": self.seen_deliveries(),
-            "alerted": list(self.alerted),
-            "open_alerts": dict(self.open_alerts),
-            "judged": _time(self.judged),
-            "check_at": _time(self.check_at),
-        }
+    def _document(
+        self, timeline: list[Any], foreign: list[Any], stamp: Callable[[datetime | None], Any]
+    ) -> dict[str, Any]:
+        out = self._head(stamp)
+        out.update(
+            {
+                "anomalies": [a.to_dict() for a in self.anomalies],
+                "phase": self.phase,
+                "progress_at": stamp(self.progress_at),
+                "failed_at": stamp(self.failed_at),
+                "finished": stamp(self.finished),
+                "deadline": stamp(self.deadline),
+                "done": {step: stamp(at) for step, at in self.done.items()},
+                "compensations": list(self.compensations),
+                "waiting": list(self.waiting),
+                "timeline": timeline,
+                "foreign": foreign,
+                "seen": self.seen_deliveries(),
+                "alerted": list(self.alerted),
+                "open_alerts": dict(self.open_alerts),
+                "judged": stamp(self.judged),
+                "check_at": stamp(self.check_at),
+            }
+        )
+        return out
 
     def to_json(self) -> str:
         """``to_dict`` as JSON text, reusing each timeline entry's JSON (the stores' document)."""
         timeline = [msgspec.Raw(entry.to_json()) for entry in self.timeline]
         foreign = [msgspec.Raw(entry.to_json()) for entry in self.foreign]
         try:
-            return dumps_text(self._document(timeline, foreign))
+            return dumps_text(self._document(timeline, foreign, _stamp))
         except (TypeError, ValueError, OverflowError):  # what msgspec refuses: as _dumps does
-            head = _dumps(self._document([], [e.to_dict() for e in self.foreign]))
+            head = _dumps(self._document([], [e.to_dict() for e in self.foreign], _time))
         entries = ",".join(entry.to_json() for entry in self.timeline)
         return head.replace('"timeline":[]', f'"timeline":[{entries}]', 1)
 
