@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
+
 from broker.envelope import format_time
 from saga_monitor.definitions import SagaDefinition, format_duration
 from saga_monitor.model import ACTIVE, Alert, Anomaly, Entry, Instance, Observation
@@ -194,15 +196,21 @@ class SagaMachine:
         anomalies new since the last judgement and how long each new step took.
         """
         news = () if new is None else (new,) if isinstance(new, Entry) else tuple(new)
-        before = {(a.kind, a.event_id, a.detail) for a in instance.anomalies}
+        known = instance.anomalies
+        before = {(a.kind, a.event_id, a.detail) for a in known} if known else ()
         fold = instance.fold
-        refolded = not (
-            isinstance(fold, _Fold) and fold.m is self and fold.resume(instance, news, watermark)
-        )
-        if refolded:
-            fold = instance.fold = _Fold(self, instance)
-            fold.run(watermark)
-        del fold.i  # no reference cycle: a dropped instance goes without the collector
+        try:
+            refolded = not (
+                isinstance(fold, _Fold)
+                and fold.m is self
+                and fold.resume(instance, news, watermark)
+            )
+            if refolded:
+                fold = instance.fold = _Fold(self, instance)
+                fold.run(watermark)
+        finally:  # no reference cycle (the collector does not track folds): never kept
+            if isinstance(fold, _Fold) and hasattr(fold, "i"):
+                del fold.i
         outcome = Outcome(changed=True)
         if instance.anomalies:
             outcome.anomalies = [
@@ -270,7 +278,7 @@ def _resolvable(alert: Alert) -> dict[str, Any]:
     return {"deadline": data.get("deadline"), "expected_next": data.get("expected_next")}
 
 
-class _Fold:
+class _Fold(msgspec.Struct, gc=False):
     """One pass over an instance's events in event-time order (see the module docstring).
 
     It resets the derived fields of the instance, applies the start event, then every other
@@ -278,55 +286,40 @@ class _Fold:
     a deadline that passed before an event happened is a stall and the event is late. After
     the last one the clock runs to the watermark. It collects every alert the history implies,
     each with the event time it speaks for.
+
+    One per instance is kept between its events, so that the next one can carry on from it
+    (see :meth:`resume`). A msgspec Struct the garbage collector does not track: it holds no
+    reference to its instance between passes (``i`` is set for a pass only), so it is in no
+    reference cycle, and the collector's full passes need not walk it.
     """
 
-    # One per instance, kept between its events: slots, and empty tuples rather than lists.
-    __slots__ = (
-        "_by_id",
-        "_known",
-        "alerts",
-        "applied",
-        "cited",
-        "closing",
-        "entries",
-        "i",
-        "m",
-        "open_stalls",
-        "skewed",
-        "stall",
-        "start",
-        "updated",
-        "watermark",
-    )
-
-    def __init__(self, machine: SagaMachine, instance: Instance) -> None:
-        self.m = machine
-        self.i = instance
-        self.alerts: list[tuple[datetime, Alert]] | tuple[()] = ()
-        #: Stuck (and compensation_missing) alerts of stalls still open at the watermark.
-        self.open_stalls: tuple[Alert, ...] = ()
-        #: The stall in progress: (its alert, the deadline that passed).
-        self.stall: tuple[Alert, datetime] | None = None
-        #: The compensated event that closed the saga (while it may still owe compensations).
-        self.closing: Entry | None = None
-        #: What a later event needs to carry on from here (see :meth:`resume`): the entries in
-        #: fold order, the start, entries by id, the ids causes were cited by, the sources
-        #: whose clocks were reported, the watermark and ``updated`` before the watermark.
-        #: ``entries`` is the instance's timeline itself (the fold leaves it in fold order);
-        #: ``applied``: how many of its entries the fold applied (the rest were received since).
-        self.entries: list[Entry] = []
-        self.applied = 0
-        self.start: Entry | None = None
-        #: Entries by id, built when first needed (most events cite no cause) from ``_known``,
-        #: the entries in the order they were recorded (the last of an id wins); None when no
-        #: two entries share an id (the order does not matter then): the timeline and foreign.
-        self._by_id: dict[str, Entry] | None = None
-        self._known: list[Entry] | None = None
-        #: None rather than empty sets, which cost 216 bytes each per instance in memory.
-        self.cited: set[str] | None = None
-        self.skewed: set[str] | None = None
-        self.watermark: datetime | None = None
-        self.updated: datetime | None = None
+    m: SagaMachine
+    i: Instance
+    alerts: list[tuple[datetime, Alert]] | tuple[()] = ()
+    #: Stuck (and compensation_missing) alerts of stalls still open at the watermark.
+    open_stalls: tuple[Alert, ...] = ()
+    #: The stall in progress: (its alert, the deadline that passed).
+    stall: tuple[Alert, datetime] | None = None
+    #: The compensated event that closed the saga (while it may still owe compensations).
+    closing: Entry | None = None
+    #: What a later event needs to carry on from here (see :meth:`resume`): the entries in
+    #: fold order, the start, entries by id, the ids causes were cited by, the sources
+    #: whose clocks were reported, the watermark and ``updated`` before the watermark.
+    #: ``entries`` is the instance's timeline itself (the fold leaves it in fold order);
+    #: ``applied``: how many of its entries the fold applied (the rest were received since).
+    entries: list[Entry] = msgspec.field(default_factory=list)
+    applied: int = 0
+    start: Entry | None = None
+    #: Entries by id, built when first needed (most events cite no cause) from ``_known``,
+    #: the entries in the order they were recorded (the last of an id wins); None when no
+    #: two entries share an id (the order does not matter then): the timeline and foreign.
+    _by_id: dict[str, Entry] | None = None
+    _known: list[Entry] | None = None
+    #: None rather than empty sets, which cost 216 bytes each per instance in memory.
+    cited: set[str] | None = None
+    skewed: set[str] | None = None
+    watermark: datetime | None = None
+    updated: datetime | None = None
 
     # -- the pass --------------------------------------------------------------------------
 

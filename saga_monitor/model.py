@@ -132,6 +132,18 @@ class Observation(msgspec.Struct, gc=False):
     #: in a tracing backend.
     trace: str | None = None
 
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclasses were
+
+    def __eq__(self, other: object) -> bool:
+        """Equal fields, the data compared decoded."""
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Observation)
+        names = self.__struct_fields__
+        return all(getattr(self, n) == getattr(other, n) for n in names if n != "payload") and (
+            self.payload == other.payload or self.data == other.data
+        )
+
     @property
     def data(self) -> Any:
         """The event's data (abbreviated when large or binary, see :func:`kept_data`)."""
@@ -261,6 +273,21 @@ class Entry(msgspec.Struct, gc=False, repr_omit_defaults=True):
         if self.at is _NEVER:
             self.at = self.event.time
 
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclasses were
+
+    def __eq__(self, other: object) -> bool:
+        """Equal event, role, flags and duplicate mark (what the fold works out is not
+        compared, nor the cached JSON)."""
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Entry)
+        return (self.event, self.role, self.flags, self.duplicate) == (
+            other.event,
+            other.role,
+            other.flags,
+            other.duplicate,
+        )
+
     def to_json(self) -> str:
         """``to_dict`` as JSON text, cached (the stores' document)."""
         if self.encoded is None:
@@ -354,8 +381,7 @@ class Anomaly:
         )
 
 
-@dataclasses.dataclass(slots=True)
-class Instance:
+class Instance(msgspec.Struct, gc=False):
     """One saga instance: a (saga, correlation id) and everything observed about it.
 
     The timeline is the record; everything else is derived from it by the saga machine (a fold
@@ -364,6 +390,11 @@ class Instance:
 
     ``phase`` is where the saga is (running, compensating or a terminal state); ``state`` adds
     ``stuck`` on top of an active phase whose deadline the watermark passed.
+
+    A msgspec Struct the garbage collector does not track (nothing it holds leads back to it;
+    its lists and dicts are tracked on their own): a monitor keeps thousands, and the
+    collector's full passes would walk every field of each. Equality ignores the fold and how
+    the (source, id) index is held.
     """
 
     saga: str
@@ -378,16 +409,16 @@ class Instance:
     stuck_since: datetime | None = None
     deadline: datetime | None = None
     due: datetime | None = None
-    expected: list[str] = dataclasses.field(default_factory=list)
-    done: dict[str, datetime] = dataclasses.field(default_factory=dict)
+    expected: list[str] = msgspec.field(default_factory=list)
+    done: dict[str, datetime] = msgspec.field(default_factory=dict)
     #: Compensations seen, in event-time order.
-    compensations: list[str] = dataclasses.field(default_factory=list)
+    compensations: list[str] = msgspec.field(default_factory=list)
     #: The ledger: compensations owed (of steps done before the failure) and not seen yet.
-    waiting: list[str] = dataclasses.field(default_factory=list)
-    timeline: list[Entry] = dataclasses.field(default_factory=list)
+    waiting: list[str] = msgspec.field(default_factory=list)
+    timeline: list[Entry] = msgspec.field(default_factory=list)
     #: Events of no saga that happened before the start: kept out of the timeline.
     foreign: list[Entry] | tuple[()] = ()
-    anomalies: list[Anomaly] = dataclasses.field(default_factory=list)
+    anomalies: list[Anomaly] = msgspec.field(default_factory=list)
     #: source+id of every event in the timeline -> the broker position that carried it ("" when
     #: the backend has none); None while the timeline is short: then its entries tell (see
     #: :meth:`delivery_of`), and the instance holds no copy of each event's identity.
@@ -395,7 +426,7 @@ class Instance:
     #: Ids of the alerts already handed to the outbox (each alert goes out once).
     alerted: list[str] | tuple[()] = ()
     #: Stuck alerts sent and not yet resolved: alert id -> what the resolving alert repeats.
-    open_alerts: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    open_alerts: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     #: The monitor's watermark when the instance was last judged.
     judged: datetime | None = None
     #: When the monitor must look at the instance again (a deadline, or an alert that waits for
@@ -403,7 +434,22 @@ class Instance:
     check_at: datetime | None = None
     #: The saga machine's last pass, kept in memory (never stored) so that the next event can
     #: carry on from it instead of replaying the whole timeline.
-    fold: Any = dataclasses.field(default=None, compare=False, repr=False)
+    fold: Any = None
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclasses were
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Instance)
+        return (
+            all(
+                getattr(self, name) == getattr(other, name)
+                for name in self.__struct_fields__
+                if name not in ("fold", "seen")
+            )
+            and self.seen_deliveries() == other.seen_deliveries()
+        )
 
     def delivery_of(self, obs: Observation) -> str | None:
         """The broker position ("" when unknown) of the message that brought the event with
