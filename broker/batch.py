@@ -164,6 +164,9 @@ class BatchConsumer(Runner):
         self._handler = handler
         self._max_batch = max_batch
         self._max_wait = max_wait
+        merge = getattr(subscription, "merge_partitions", None)
+        if merge is not None:  # batches span the partitions (see broker.ports.Subscription)
+            merge()
 
     async def run(self) -> None:
         """Consume batches until stopped or the subscription ends. The next batch is taken

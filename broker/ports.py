@@ -154,6 +154,12 @@ class Subscription(Protocol):
     backend that can tell should offer it: the saga monitor's watermark follows it
     (:meth:`broker.Subscriber.backlog` is ``None`` without it, and the monitor then falls back
     on a maximum delivery delay).
+
+    Optional: ``def merge_partitions(self) -> None``, called once by a batch subscription
+    before it takes anything: from then on the records a fetch brings from several partitions
+    (or topics) are handed out merged by event time, each partition's own order kept
+    (:mod:`broker.adapters.kit.merge`), so a batch spans them. Plain subscriptions never call
+    it.
     """
 
     def __aiter__(self) -> AsyncIterator[Delivery]: ...

@@ -1,7 +1,7 @@
 """The consumer side of the Kafka adapter: a consumer-group member that hands out deliveries,
 positions new partitions and commits the highest contiguous acked offset per partition.
 
-A subscription read in batches (:meth:`KafkaSubscription.take`) takes everything the fetcher
+A batch subscription (:meth:`KafkaSubscription.merge_partitions`) takes everything the fetcher
 holds for every assigned partition at once and merges it by event time, each partition's order
 kept: a batch then spans the partitions (and topics) instead of holding one partition's
 records after another's, so the events that belong together (a saga's steps on several
@@ -200,7 +200,7 @@ class KafkaSubscription(BaseSubscription):
         self._joining = True
         self._closed = False
         self._committer: asyncio.Task[None] | None = None
-        #: Set by :meth:`take`: fetches then merge every partition's records by event time.
+        #: Set by :meth:`merge_partitions`: fetches merge the partitions by event time.
         self._merge = False
 
     # -- joining -----------------------------------------------------------------------------
@@ -392,11 +392,10 @@ class KafkaSubscription(BaseSubscription):
             wait = self._until_due(_FETCH_WAIT if timeout is None else min(timeout, _FETCH_WAIT))
             await self._fill(_FETCH_WAIT if wait is None else wait)
 
-    async def take(self, limit: int, wait: float) -> list[Delivery]:
-        """A batch (see :class:`BaseSubscription`) spanning the partitions: what the fetcher
-        holds for all of them, merged by event time (see the module docstring)."""
+    def merge_partitions(self) -> None:
+        """Read for a batch subscription: fetches take what the fetcher holds for every
+        partition, merged by event time (see the module docstring)."""
         self._merge = True
-        return await super().take(limit, wait)
 
     async def _fill(self, timeout: float) -> None:
         merge = self._merge  # every partition's fetched records, not the first ones' only

@@ -15,9 +15,10 @@ outstanding on its group's durable consumer - the JetStream pull protocol, as th
 * ``close`` gives back (``-NAK``) everything fetched and not settled, so another member gets it
   at once instead of after ``ack_wait``.
 
-A batch (:meth:`NatsSubscription.take`) is the earliest, by event time, of what arrived from
-all the topics (:mod:`broker.adapters.kit.merge`, each topic's order kept), not the first to
-arrive: the events that belong together arrive in the same batch.
+For a batch subscription (:meth:`NatsSubscription.merge_partitions`) a batch is the earliest,
+by event time, of what arrived from all the topics (:mod:`broker.adapters.kit.merge`, each
+topic's order kept), not the first to arrive: the events that belong together arrive in the
+same batch.
 """
 
 from __future__ import annotations
@@ -275,6 +276,7 @@ class NatsSubscription(BaseSubscription):
         self._wakeup = asyncio.Event()
         self._closed = False
         self._watchdog: asyncio.Task[None] | None = None
+        self._merge = False
 
     async def add_source(self, topic: str, stream: str, durable: str) -> None:
         pump = _Pump(self, topic, stream, durable)
@@ -344,9 +346,16 @@ class NatsSubscription(BaseSubscription):
         for pump in pumps:
             await pump.settled()
 
+    def merge_partitions(self) -> None:
+        """Read for a batch subscription: :meth:`take` merges the topics by event time."""
+        self._merge = True
+
     async def take(self, limit: int, wait: float) -> list[Delivery]:
         """Up to ``limit`` deliveries once ``limit`` arrived or ``wait`` s passed since the
-        first: the earliest by event time of those there (see the module docstring)."""
+        first; for a batch subscription the earliest by event time of those there (see the
+        module docstring)."""
+        if not self._merge:
+            return await super().take(limit, wait)
         ready = self._ready
         while not ready:
             if self._closed:

@@ -1,8 +1,9 @@
 """The consuming side of the SQLite broker: a group member that leases partitions, fetches
 their rows, hands them out and commits the highest contiguously acked ``seq`` of each.
 
-Read in batches (:meth:`SQLiteSubscription.take`), the rows each fetch brings from the
-partitions are merged by event time (:mod:`broker.adapters.kit.merge`): a batch spans them.
+For a batch subscription (:meth:`SQLiteSubscription.merge_partitions`), the rows each fetch
+brings from the partitions are merged by event time (:mod:`broker.adapters.kit.merge`): a
+batch spans them.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class SQLiteSubscription(BaseSubscription):
         self._closed = False
         self._next_rebalance = 0.0
         self._last_commit = time.monotonic()
-        #: Set by :meth:`take`: each fetch's rows are merged by event time.
+        #: Set by :meth:`merge_partitions`: each fetch's rows are merged by event time.
         self._merge = False
 
     # -- bookkeeping called by deliveries --------------------------------------------------
@@ -141,10 +142,9 @@ class SQLiteSubscription(BaseSubscription):
                 return SQLiteDelivery(self, part, flight, body, decoded)
         return None
 
-    async def take(self, limit: int, wait: float) -> list[Delivery]:
-        """A batch (see :class:`BaseSubscription`) spanning the partitions (module docstring)."""
+    def merge_partitions(self) -> None:
+        """Read for a batch subscription: each fetch's partitions merged by event time."""
         self._merge = True
-        return await super().take(limit, wait)
 
     async def wait_ready(self, timeout: float | None) -> None:
         """Commit and rebalance when due, fetch; if nothing came, wait for a publish in this
