@@ -5,6 +5,7 @@ Records in structured mode (``content-type: application/cloudevents+json``) are 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from broker.envelope import (
@@ -57,8 +58,9 @@ def encode_event(event: Event) -> tuple[bytes | None, list[Header], bytes]:
         _SOURCES.get(source) or _header(_SOURCES, "ce_source", source),
         _TYPES.get(kind) or _header(_TYPES, "ce_type", kind),
     ]
-    if event.time is not None:
-        headers.append(("ce_time", format_time(event.time).encode()))
+    moment = event.time
+    if moment is not None:
+        headers.append(_TIME[1] if moment is _TIME[0] else _time_header(moment))
     if event.subject is not None:
         headers.append(("ce_subject", event.subject.encode()))
     if event.dataschema is not None:
@@ -78,6 +80,16 @@ def encode_event(event: Event) -> tuple[bytes | None, list[Header], bytes]:
         )
     key = event.extensions.get("partitionkey")
     return (None if key is None else str(key).encode()), headers, event.data_bytes()
+
+
+#: The last time header written, by its datetime: a ``publish_many`` list shares one.
+_TIME: list[Any] = [None, None]
+
+
+def _time_header(moment: datetime) -> Header:
+    header = ("ce_time", format_time(moment).encode())
+    _TIME[:] = moment, header
+    return header
 
 
 _NAMES: dict[str, str] = {}
