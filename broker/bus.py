@@ -28,7 +28,7 @@ from broker import observability as obs
 from broker.batch import BatchConsumer, BatchHandler, Outcome, PublishResult
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.consumer import Consumer, Handler, Runner
-from broker.context import derive_extensions
+from broker.context import current_event, derive_extensions, new_traceparent
 from broker.declarations import (
     Declarations,
     PayloadSchema,
@@ -69,6 +69,10 @@ _ITEM_OPTIONS = frozenset(
         "deliver_at",
     )
 )
+
+
+#: The publish_many item options :meth:`Bus._stamp_plain` stamps itself.
+_PLAIN_OPTIONS = frozenset(("type", "data", "key", "subject"))
 
 
 def _topics(topics: str | Sequence[str]) -> tuple[str, ...]:
@@ -320,7 +324,11 @@ class Bus:
         at = self.clock.now()  # one time for the list: one RFC 3339 text for every event
         due = None if delay is None and deliver_at is None else _deliver_at(delay, deliver_at, at)
         given = list(events)
-        stamped = [self._item(index, item, ttl, due, at) for index, item in enumerate(given)]
+        plain = self._stamp_plain(given, ttl, due, at)
+        if plain is not None:
+            stamped = [(event, ttl) for event in plain]
+        else:
+            stamped = [self._item(index, item, ttl, due, at) for index, item in enumerate(given)]
         spans: list[Span] = []
         if self._tracer is not None:
             spans, stamped = self._producer_spans(topic, given, stamped)
@@ -333,9 +341,12 @@ class Bus:
                     refused[index] = exc
         errors: list[Exception | None] = []
         started = time.perf_counter()
-        for run_ttl, run in itertools.groupby(stamped, key=_ttl_of):
-            items = [event for event, _ in run]
-            errors.extend(await self._publish_run(topic, items, run_ttl, refused, len(errors)))
+        if plain is not None and not spans and self.codec is None:  # one TTL, events as built
+            errors = await self._publish_run(topic, plain, ttl, refused, 0)
+        else:
+            for run_ttl, run in itertools.groupby(stamped, key=_ttl_of):
+                items = [event for event, _ in run]
+                errors.extend(await self._publish_run(topic, items, run_ttl, refused, len(errors)))
         if stamped:
             obs.PUBLISH_SECONDS.observe(time.perf_counter() - started)
         pairs = zip(stamped, errors, strict=True)
@@ -441,6 +452,46 @@ class Bus:
             return new_event(kind, self.source, data, subject, extra, at)
         check_extension_names(extra)
         return dataclasses.replace(event, extensions=extra)
+
+    def _stamp_plain(
+        self,
+        items: list[Event | Mapping[str, Any]],
+        ttl: float | None,
+        due: str | None,
+        at: datetime,
+    ) -> list[Event] | None:
+        """The events of a publish_many list whose items are all plain dicts (``type`` and
+        ``data``, ``key``, ``subject`` at most), stamped as :meth:`_stamp` stamps them, with
+        what is the same for the whole list (the handler being run, the expiration) worked
+        out once; None for any other list (each item goes through :meth:`_item`)."""
+        plain = _PLAIN_OPTIONS
+        for item in items:
+            if item.__class__ is not dict or not item.keys() <= plain:
+                return None
+            kind = item.get("type")
+            if kind.__class__ is not str or not kind:  # _item names what is wrong
+                return None
+        try:
+            expiration = None if ttl is None else _expiration(ttl, at)
+        except (ConfigurationError, TypeError):
+            return None  # _item names the item
+        parent = current_event()
+        source, events = self.source, list[Event]()
+        append = events.append
+        for item in items:
+            get = item.get  # type: ignore[union-attr]
+            key = get("key")
+            extra: dict[str, Any] = {} if key is None else {"partitionkey": key}
+            if parent is None:
+                extra["traceparent"] = new_traceparent()
+            else:
+                derive_extensions(extra)
+            if expiration is not None:
+                extra["expiration"] = expiration
+            if due is not None:
+                extra[DELIVER_AT] = due
+            append(new_event(item["type"], source, get("data"), get("subject"), extra, at))  # type: ignore[index]
+        return events
 
     def _item(
         self,

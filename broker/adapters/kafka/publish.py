@@ -80,7 +80,7 @@ class KafkaPublisher:
         if not partitions:
             self._sticky.pop(topic, None)
             return None
-        partition = random.choice(sorted(partitions))
+        partition: int = random.choice(sorted(partitions))
         self._sticky[topic] = [partition, STICKY_BYTES - size]
         return partition
 
