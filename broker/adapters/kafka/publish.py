@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,6 +40,9 @@ _BACKOFF = Backoff(initial=0.1, maximum=1.0)
 Record = tuple[bytes | None, list[tuple[str, bytes]], bytes]
 #: Bytes of keyless single publishes sent to one partition before another is chosen.
 STICKY_BYTES = 256 * 1024
+#: Seconds a sticky partition is kept at most (a slow publisher still moves on, and a
+#: partition that lost its leader is left within that time).
+STICKY_SECONDS = 1.0
 
 
 def _retrying(topic: str) -> Callable[[BaseException, float], None]:
@@ -58,30 +62,31 @@ class KafkaPublisher:
         self._url = url
         self._timeout = timeout
         self._partitioner = partitioner or DefaultPartitioner()
-        #: Per topic, the sticky partition of keyless single publishes and the bytes left
-        #: before another is chosen.
-        self._sticky: dict[str, list[int]] = {}
+        #: Per topic, the sticky partition of keyless single publishes, the bytes left and
+        #: the time (monotonic) before another is chosen.
+        self._sticky: dict[str, tuple[int, list[int], float]] = {}
 
     def sticky(self, topic: str, size: int) -> int | None:
         """The partition for a keyless record of ``size`` bytes: one partition until about a
-        record batch (:data:`STICKY_BYTES`) went to it, then another at random, as the Java
-        client's sticky partitioner does; concurrent publishes then fill one batch instead of
-        one per partition (about 2 us of CPU less per event). None while the topic's
-        partitions are unknown (the producer's partitioner chooses)."""
+        record batch (:data:`STICKY_BYTES`) went to it or :data:`STICKY_SECONDS` passed,
+        then another at random among those with a leader, as the Java client's sticky
+        partitioner does; concurrent publishes then fill one batch instead of one per
+        partition (about 2 us of CPU less per event). None while the topic's partitions are
+        unknown (the producer's partitioner chooses)."""
         state = self._sticky.get(topic)
-        if state is None or state[1] <= 0:
+        if state is None or state[1][0] <= 0 or time.monotonic() > state[2]:
             return self._next_sticky(topic, size)
-        state[1] -= size
+        state[1][0] -= size
         return state[0]
 
     def _next_sticky(self, topic: str, size: int) -> int | None:
-        cluster = self.producer.client.cluster
-        partitions = cluster.available_partitions_for_topic(topic)
+        partitions = self.producer.client.cluster.available_partitions_for_topic(topic)
         if not partitions:
             self._sticky.pop(topic, None)
             return None
         partition: int = random.choice(sorted(partitions))
-        self._sticky[topic] = [partition, STICKY_BYTES - size]
+        deadline = time.monotonic() + STICKY_SECONDS
+        self._sticky[topic] = (partition, [STICKY_BYTES - size], deadline)
         return partition
 
     def _error(self, exc: BaseException, topic: str) -> Exception:
