@@ -221,7 +221,21 @@ class Bus:
                 event, type, data, key, subject, correlation_id, ttl, extensions, due
             )
             return await self._traced(topic, event, ttl, parent)
-        event = self._stamp(event, type, data, key, subject, correlation_id, ttl, extensions, due)
+        if event is None and type.__class__ is str and type and ttl is None and due is None:
+            # what _stamp does for a built event without a TTL or a delay, inlined
+            extra: dict[str, Any] = dict(extensions) if extensions else {}
+            if key is not None:
+                extra["partitionkey"] = key
+            if correlation_id is not None:
+                extra["correlationid"] = correlation_id
+            derive_extensions(extra)
+            now = self._now
+            at = None if now is None else now()
+            event = new_event(type, self.source, data, subject, extra, at)
+        else:
+            event = self._stamp(
+                event, type, data, key, subject, correlation_id, ttl, extensions, due
+            )
         if self.codec is not None:
             return await self._send(topic, event, ttl)
         # _send without its coroutine: the hot path of every publish
