@@ -173,14 +173,8 @@ class KafkaAdapter(BaseAdapter):
         # tried once here (no coroutine more per event); the publisher retries a failure
         record = encode_event(event)
         key, headers, value = record
-        # keyless: the publisher's sticky partition (fewer, fuller record batches)
-        partition = publisher.sticky(topic, len(value)) if key is None else None
         try:
-            await (
-                await publisher.producer.send(
-                    topic, value, key=key, partition=partition, headers=headers
-                )
-            )
+            await (await publisher.send(topic, key, value, headers))
         except kerr.KafkaError as exc:
             await publisher.retry(topic, record, exc)
 

@@ -18,14 +18,17 @@ behind a later one.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kerr
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.structs import TopicPartition
 
 from broker.adapters.kafka.errors import retriable, translate_error
 from broker.adapters.kafka.wire import encode_event
@@ -38,11 +41,48 @@ __all__ = ["KafkaPublisher"]
 _log = get_logger("choreo.kafka")
 _BACKOFF = Backoff(initial=0.1, maximum=1.0)
 Record = tuple[bytes | None, list[tuple[str, bytes]], bytes]
+_estimate = DefaultRecordBatchBuilder.estimate_size_in_bytes
 #: Bytes of keyless single publishes sent to one partition before another is chosen.
 STICKY_BYTES = 256 * 1024
 #: Seconds a sticky partition is kept at most (a slow publisher still moves on, and a
 #: partition that lost its leader is left within that time).
 STICKY_SECONDS = 1.0
+
+
+class _Direct:
+    """The producer internals :meth:`KafkaPublisher.send` appends records with."""
+
+    __slots__ = ("accumulator", "max_request_size", "partitions", "timeout")
+
+    def __init__(self, accumulator: Any, max_request_size: int, timeout: float) -> None:
+        self.accumulator = accumulator
+        self.max_request_size = max_request_size
+        self.timeout = timeout
+        self.partitions: dict[tuple[str, int], TopicPartition] = {}
+
+    @classmethod
+    def of(cls, producer: Any) -> _Direct | None:
+        """The internals of ``producer`` when they look as this module expects (aiokafka
+        0.14's), else None: every record then goes through ``send``."""
+        accumulator = getattr(producer, "_message_accumulator", None)
+        add = getattr(accumulator, "add_message", None)
+        parameters = list(inspect.signature(add).parameters) if callable(add) else []
+        transactions = getattr(producer, "_txn_manager", None)
+        max_size = getattr(producer, "_max_request_size", None)
+        timeout_ms = getattr(producer, "_request_timeout_ms", None)
+        if (
+            add is None
+            or not inspect.iscoroutinefunction(add)
+            or parameters[:4] != ["tp", "key", "value", "timeout"]
+            or "headers" not in parameters
+            or getattr(producer, "_key_serializer", True) is not None
+            or getattr(producer, "_value_serializer", True) is not None
+            or getattr(transactions, "transactional_id", None) is not None
+            or not isinstance(max_size, int)
+            or not isinstance(timeout_ms, int)
+        ):
+            return None
+        return cls(accumulator, max_size, timeout_ms / 1000)
 
 
 def _retrying(topic: str) -> Callable[[BaseException, float], None]:
@@ -65,6 +105,47 @@ class KafkaPublisher:
         #: Per topic, the sticky partition of keyless single publishes, the bytes left and
         #: the time (monotonic) before another is chosen.
         self._sticky: dict[str, tuple[int, list[int], float]] = {}
+        self._direct = _Direct.of(producer)
+
+    def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> Awaitable[asyncio.Future[Any]]:
+        """``producer.send`` of one record: a keyless one to the sticky partition, a keyed one
+        where the partitioner puts its key (as ``send`` would), appended to the producer's
+        record accumulator directly where this aiokafka allows it (no serializers, not
+        transactional, the topic's partitions known, the record within
+        ``max_request_size``; else ``producer.send`` itself, which also raises for an
+        oversized record). That skips ``send``'s metadata wait, serializers, partitioner
+        lists, size estimate, debug log line and a coroutine: about 3 us of CPU per event."""
+        partition = self.sticky(topic, len(value)) if key is None else self._keyed(topic, key)
+        direct = self._direct
+        if (
+            partition is None
+            or direct is None
+            or _estimate(key, value, headers) > direct.max_request_size
+        ):
+            sending: Awaitable[asyncio.Future[Any]] = self.producer.send(
+                topic, value, key=key, partition=partition, headers=headers
+            )
+            return sending
+        tp = direct.partitions.get((topic, partition))
+        if tp is None:
+            tp = direct.partitions[(topic, partition)] = TopicPartition(topic, partition)
+        sending = direct.accumulator.add_message(tp, key, value, direct.timeout, headers=headers)
+        return sending
+
+    def _keyed(self, topic: str, key: bytes) -> int | None:
+        """The partition of a keyed record, chosen as ``producer.send`` chooses it (None while
+        the topic's partitions are unknown)."""
+        if self._direct is None:
+            return None
+        cluster = self.producer.client.cluster
+        partitions = cluster.partitions_for_topic(topic)
+        if not partitions:
+            return None
+        available = cluster.available_partitions_for_topic(topic) or ()
+        partition: int = self._partitioner(key, sorted(partitions), sorted(available))
+        return partition
 
     def sticky(self, topic: str, size: int) -> int | None:
         """The partition for a keyless record of ``size`` bytes: one partition until about a
