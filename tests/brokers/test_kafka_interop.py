@@ -110,6 +110,28 @@ async def test_keyless_publishes_share_a_partition_keyed_ones_follow_their_key(
     assert {(k, expected(k, [0, 1, 2, 3], [0, 1, 2, 3])) for k in (b"a", b"b", b"c")} == keyed
 
 
+async def test_a_keyless_list_fills_one_batch_per_partition(
+    bus: Bus, kafka_url: str, topic: str
+) -> None:
+    """publish_many's keyless events fill a record batch (256 KiB) for one partition, then
+    one for the next partition: each partition gets consecutive events of the list."""
+    await bus.create_topic(topic, partitions=4)
+    data = "x" * 1000
+    result = await bus.publish_many(topic, [{"type": "t", "data": data}] * 600)
+    assert (True, 600) == (result.ok, len(result))
+    records: list[Any] = await read_all(kafka_url, topic, 600)
+    order = {event.id: n for n, event in enumerate(result.published)}
+    by_partition: dict[int, list[int]] = {}
+    for record in records:
+        by_partition.setdefault(record.partition, []).append(
+            order[dict(record.headers)["ce_id"].decode()]
+        )
+    runs = sorted(sorted(found) for found in by_partition.values())
+    assert 3 == len(runs)  # 600 records of about 1.3 KB: three batches of up to 256 KiB
+    assert list(range(600)) == [n for run in runs for n in run]
+    assert all(run == list(range(run[0], run[-1] + 1)) for run in runs)
+
+
 async def test_raw_binary_mode_record_is_read_by_the_bus(
     bus: Bus, producer: AIOKafkaProducer, topic: str
 ) -> None:

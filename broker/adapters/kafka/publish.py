@@ -1,18 +1,20 @@
 """The publishing side of the Kafka adapter: one event at a time, or a list as record batches.
 
-A single publish is ``producer.send`` and its future, tried once straight away by the
-adapter's own ``publish`` (no coroutine more per event); only a failure comes here
-(:meth:`KafkaPublisher.retry`), and a retriable one enters the retry loop
-(:func:`~broker.adapters.kit.keep_trying`) until ``publish_timeout_ms``.
+A single publish is one record (:meth:`KafkaPublisher.send`: keyless ones to a sticky
+partition, appended to the producer's accumulator directly where aiokafka allows it) and its
+future, tried once straight away by the adapter's own ``publish`` (no coroutine more per
+event); only a failure comes here (:meth:`KafkaPublisher.retry`), and a retriable one enters
+the retry loop (:func:`~broker.adapters.kit.keep_trying`) until ``publish_timeout_ms``.
 
 A list is encoded, split by partition (the producer's partitioner for keyed events; the
-keyless events of a call all to one partition chosen at random, as the Java client's sticky
-partitioner does, so they fill one batch instead of one per partition), appended to record
-batches (``producer.create_batch``) and handed over with ``producer.send_batch``: the
-per-record work of ``send`` is skipped and every batch is in flight before the first ack is
-awaited. A batch that fails with a retriable error is built and sent again (the others keep
-their outcome), so events of one key keep their order unless a retry puts a failed batch
-behind a later one.
+keyless events of a call fill a record batch for one partition chosen at random, as the Java
+client's sticky partitioner does, and the next batch for the next partition, so that every
+batch goes in one produce request: the producer sends one batch per partition at a time),
+appended to record batches (``producer.create_batch``) and handed over with
+``producer.send_batch``: the per-record work of ``send`` is skipped and every batch is in
+flight before the first ack is awaited. A batch that fails with a retriable error is built
+and sent again (the others keep their outcome), so events of one key keep their order unless
+a retry puts a failed batch behind a later one.
 """
 
 from __future__ import annotations
@@ -232,12 +234,18 @@ class KafkaPublisher:
         ack; the failed records by index."""
         producer = self.producer
         partitions = sorted(await producer.partitions_for(topic))
-        by_partition = self._assign(records, indices, partitions)
+        by_partition, keyless = self._assign(records, indices, partitions)
         batches = [
             (partition, batch)
             for partition, members in by_partition.items()
             for batch in self._batches(records, members)
         ]
+        if keyless:  # batch k to the k-th partition from a random one: one produce request
+            first, count = random.randrange(len(partitions)), len(partitions)
+            batches += [
+                (partitions[(first + k) % count], batch)
+                for k, batch in enumerate(self._batches(records, keyless))
+            ]
         sent: list[tuple[asyncio.Future[Any], list[int]]] = []
         for partition, (builder, members) in _round_robin(batches):
             future = await producer.send_batch(builder, topic, partition=partition)
@@ -251,21 +259,23 @@ class KafkaPublisher:
 
     def _assign(
         self, records: Sequence[Record | None], indices: list[int], partitions: list[int]
-    ) -> dict[int, list[int]]:
-        """The indices of the records per partition, in order: the partitioner's choice for
-        keyed records; for keyless ones, one partition per call, chosen at random (sticky, as
-        the Java client's partitioner: one record batch instead of one per partition)."""
-        sticky = partitions[random.randrange(len(partitions))]
+    ) -> tuple[dict[int, list[int]], list[int]]:
+        """The indices of the keyed records per partition (the partitioner's choice), in
+        order, and those of the keyless ones."""
         keyed = [i for i in indices if records[i][0] is not None]  # type: ignore[index]
         if not keyed:  # the common case: no per-record work
-            return {sticky: indices}
+            return {}, indices
         by_partition: dict[int, list[int]] = {}
+        keyless: list[int] = []
         partitioner = self._partitioner
         for index in indices:
             key = records[index][0]  # type: ignore[index]
-            partition = sticky if key is None else partitioner(key, partitions, partitions)
-            by_partition.setdefault(partition, []).append(index)
-        return by_partition
+            if key is None:
+                keyless.append(index)
+            else:
+                partition = partitioner(key, partitions, partitions)
+                by_partition.setdefault(partition, []).append(index)
+        return by_partition, keyless
 
     def _batches(
         self, records: Sequence[Record | None], members: list[int]
