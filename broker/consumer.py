@@ -510,19 +510,20 @@ class Consumer(Runner):
         handler, responder, breaker = self._handler, pipeline.responder, pipeline.breaker_closed
         timeout = pipeline.policy.handler_timeout
         counted: tuple[str, obs.Count] = ("", obs.Count())
+        plain = not pipeline.screens and breaker.is_set()  # again after each policy step
         for index, delivery in enumerate(deliveries):
             if pipeline.stopping:
                 await give_back(deliveries[index:])
                 return False
             event = delivery.event
             if (
-                event is None
-                or pipeline.screens
-                or not breaker.is_set()
+                not plain
+                or event is None
                 or "expiration" in event.extensions
                 or DELIVER_AT in event.extensions
             ):
                 await self._screened(delivery)
+                plain = not pipeline.screens and breaker.is_set()
                 continue
             token = enter_handler((event, delivery, NO_DELIVERIES))
             pipeline.calls += 1
@@ -542,13 +543,17 @@ class Consumer(Runner):
                 leave_handler(token)
                 if started:
                     pipeline.handler_seconds.observe(time.perf_counter() - started)
-            if error is None or await self._retried(delivery, event, error):
-                if counted[0] != delivery.topic:
-                    counted = (delivery.topic, pipeline.counter(delivery.topic))
-                pipeline.dead_in_a_row = 0
-                pipeline.handled += 1
-                counted[1].value += 1
-                await delivery.ack()
+            if error is not None:
+                retried = await self._retried(delivery, event, error)
+                plain = not pipeline.screens and breaker.is_set()
+                if not retried:
+                    continue
+            if counted[0] != delivery.topic:
+                counted = (delivery.topic, pipeline.counter(delivery.topic))
+            pipeline.dead_in_a_row = 0
+            pipeline.handled += 1
+            counted[1].value += 1
+            await delivery.ack()
         return True
 
     async def _process(self, delivery: Delivery) -> None:
