@@ -246,15 +246,19 @@ class MemorySubscription(BaseSubscription):
         handed = group.handed[index]
         purged = []
         append = out.append
-        for offset in range(position, end):
+        for offset in range(position, min(end, handed)):  # handed out before, never acked
             event = events[offset]
             if event is None:
                 purged.append(offset)
-            elif offset >= handed:
-                append(MemoryDelivery(part, offset, handed_copy(event), 0))
-            else:  # handed out before, by a member that left without acking it
+            else:
                 again = _count_again(group, index, offset)
                 append(MemoryDelivery(part, offset, handed_copy(event), again))
+        for offset in range(max(position, handed), end):  # the usual: first deliveries
+            event = events[offset]
+            if event is None:
+                purged.append(offset)
+            else:
+                append(MemoryDelivery(part, offset, handed_copy(event), 0))
         if end > handed:
             group.handed[index] = end
         for offset in purged:  # purged meanwhile: settled without a handler

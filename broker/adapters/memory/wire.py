@@ -185,9 +185,12 @@ class Log:
 
     def deliver(self, name: str, event: Event) -> None:
         """Append ``event`` and wake the members that read its partition (once per publish:
-        :meth:`add` and :meth:`wake` inline)."""
+        :meth:`add`, a known key's partition and :meth:`wake` inline)."""
         topic = self.topics.get(name) or self.topic(name)
-        index = topic.partition_of(event)
+        key = event.extensions.get("partitionkey")
+        index = topic.keys.get(key) if isinstance(key, str) else None
+        if index is None:
+            index = topic.partition_of(event)
         partition = topic.partitions[index]
         partition.events.append(event)
         partition.seqs.append(next(self.seq))
