@@ -196,7 +196,7 @@ class Correlator:
                 machine.receive(instance, orphan)
                 reported = orphan_alert(machine, correlation_id, orphan).event_id
                 if alerted and reported not in instance.alerted:  # not to be reported again
-                    instance.alerted.append(reported)
+                    instance.note_alerted(reported)
             touched[(machine.name, correlation_id)] = _Touched(machine, instance, [], outcome)
             return
         self._buffer(txn, machine, correlation_id, obs, redelivered)

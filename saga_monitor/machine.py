@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
+
 from broker.envelope import format_time
 from saga_monitor.definitions import SagaDefinition, format_duration
 from saga_monitor.model import ACTIVE, Alert, Anomaly, Entry, Instance, Observation
@@ -47,6 +49,7 @@ _RANK = {
     "compensated": 5,
     "unknown": 6,
 }
+_UNKNOWN = (_RANK["unknown"], 0)
 _STATE_ALERTS = frozenset(("completed", "failed", "compensating", "compensated"))
 #: How much later than its cause an effect stamped before it is taken to happen.
 _TICK = timedelta(microseconds=1)
@@ -97,6 +100,11 @@ class SagaMachine:
         self._start = frozenset(definition.start)
         self.complete = frozenset(definition.complete)
         self._roles = {event_type: self._role_of(event_type) for event_type in self.types}
+        #: Per event type: its rank among equal times and its step index (see fold_order).
+        self._ranks = {
+            event_type: (_RANK[role], self.step_index.get(event_type, 0))
+            for event_type, role in self._roles.items()
+        }
         self.step_events = [step.event for step in definition.steps]
         self.withins = [
             timedelta(seconds=step.within) if step.within else None for step in definition.steps
@@ -135,8 +143,9 @@ class SagaMachine:
         """The order in which the fold applies entries: event time; for equal times, causes
         before effects (by role, steps in definition order); then identity, a duplicate last."""
         obs = entry.event
-        role = self.role(obs.type) if entry.role != "start" else "start"
-        rank, step = _RANK[role], self.step_index.get(obs.type, 0)
+        rank, step = self._ranks.get(obs.type, _UNKNOWN)
+        if entry.role == "start":
+            rank = 0
         return (entry.at, rank, step, obs.source, obs.id, entry.duplicate)
 
     # -- recording events ------------------------------------------------------------------
@@ -148,8 +157,7 @@ class SagaMachine:
             correlation_id=correlation_id,
             started=obs.time,
             updated=obs.time,
-            seen={obs.key: obs.delivery or ""},
-            timeline=[Entry(obs, "start")],
+            timeline=[Entry(obs, "start", at=obs.time)],
         )
 
     def receive(self, instance: Instance, obs: Observation, *, redelivered: bool = False) -> bool:
@@ -159,14 +167,14 @@ class SagaMachine:
         a rebalance) changes nothing. A second message with the same source and id is recorded
         once, as a duplicate, and otherwise ignored.
         """
-        key = obs.key
-        known = instance.seen.get(key)
+        known = instance.delivery_of(obs)
         if known is None:
-            instance.seen[key] = obs.delivery or ""
-            instance.timeline.append(Entry(obs, self.role(obs.type)))
+            instance.saw(obs)
+            instance.timeline.append(Entry(obs, self._roles.get(obs.type, "unknown"), at=obs.time))
             return True
         if is_redelivery(known, obs.delivery, redelivered):
             return False
+        key = obs.key
         if any(e.duplicate and e.event.key == key for e in instance.timeline):
             return False  # reported once, however often it comes back
         instance.timeline.append(Entry(obs, self.role(obs.type), duplicate=True))
@@ -188,11 +196,21 @@ class SagaMachine:
         anomalies new since the last judgement and how long each new step took.
         """
         news = () if new is None else (new,) if isinstance(new, Entry) else tuple(new)
-        before = {(a.kind, a.event_id, a.detail) for a in instance.anomalies}
+        known = instance.anomalies
+        before = {(a.kind, a.event_id, a.detail) for a in known} if known else ()
         fold = instance.fold
-        if not (isinstance(fold, _Fold) and fold.m is self and fold.resume(news, watermark)):
-            fold = instance.fold = _Fold(self, instance)
-            fold.run(watermark)
+        try:
+            refolded = not (
+                isinstance(fold, _Fold)
+                and fold.m is self
+                and fold.resume(instance, news, watermark)
+            )
+            if refolded:
+                fold = instance.fold = _Fold(self, instance)
+                fold.run(watermark)
+        finally:  # no reference cycle (the collector does not track folds): never kept
+            if isinstance(fold, _Fold) and hasattr(fold, "i"):
+                del fold.i
         outcome = Outcome(changed=True)
         if instance.anomalies:
             outcome.anomalies = [
@@ -201,6 +219,10 @@ class SagaMachine:
         for entry in news:
             if entry.waited is not None:
                 outcome.step_seconds.append((self.name, entry.event.type, entry.waited))
+                entry.waited = None  # reported: one float less per step in memory
+        if refolded:  # the steps' durations of this pass, for news only
+            for entry in fold.entries:
+                entry.waited = None
         outcome.alerts = self._release(instance, fold, watermark)
         instance.judged = watermark
         alerted = instance.alerted
@@ -223,7 +245,7 @@ class SagaMachine:
             if alert_id in sent or watermark is None or at > watermark:
                 continue
             sent.add(alert_id)
-            instance.alerted.append(alert_id)
+            instance.note_alerted(alert_id)
             out.append(alert)
             if alert.type == "saga.stuck" or alert.data.get("anomaly", {}).get("kind") == (
                 "compensation_missing"
@@ -256,7 +278,7 @@ def _resolvable(alert: Alert) -> dict[str, Any]:
     return {"deadline": data.get("deadline"), "expected_next": data.get("expected_next")}
 
 
-class _Fold:
+class _Fold(msgspec.Struct, gc=False):
     """One pass over an instance's events in event-time order (see the module docstring).
 
     It resets the derived fields of the instance, applies the start event, then every other
@@ -264,40 +286,48 @@ class _Fold:
     a deadline that passed before an event happened is a stall and the event is late. After
     the last one the clock runs to the watermark. It collects every alert the history implies,
     each with the event time it speaks for.
+
+    One per instance is kept between its events, so that the next one can carry on from it
+    (see :meth:`resume`). A msgspec Struct the garbage collector does not track: it holds no
+    reference to its instance between passes (``i`` is set for a pass only), so it is in no
+    reference cycle, and the collector's full passes need not walk it.
     """
 
-    def __init__(self, machine: SagaMachine, instance: Instance) -> None:
-        self.m = machine
-        self.i = instance
-        self.alerts: list[tuple[datetime, Alert]] = []
-        #: Stuck (and compensation_missing) alerts of stalls still open at the watermark.
-        self.open_stalls: list[Alert] = []
-        #: The stall in progress: (its alert, the deadline that passed).
-        self.stall: tuple[Alert, datetime] | None = None
-        #: The compensated event that closed the saga (while it may still owe compensations).
-        self.closing: Entry | None = None
-        #: What a later event needs to carry on from here (see :meth:`resume`): the entries in
-        #: fold order, the start, entries by id, the ids causes were cited by, the sources
-        #: whose clocks were reported, the watermark and ``updated`` before the watermark.
-        self.entries: list[Entry] = []
-        self.start: Entry | None = None
-        #: Entries by id, built when first needed (most events cite no cause) from ``_known``,
-        #: the entries in the order they were recorded (the last of an id wins).
-        self._by_id: dict[str, Entry] | None = None
-        self._known: list[Entry] = []
-        #: None rather than empty sets, which cost 216 bytes each per instance in memory.
-        self.cited: set[str] | None = None
-        self.skewed: set[str] | None = None
-        self.watermark: datetime | None = None
-        self.updated: datetime | None = None
+    m: SagaMachine
+    i: Instance
+    alerts: list[tuple[datetime, Alert]] | tuple[()] = ()
+    #: Stuck (and compensation_missing) alerts of stalls still open at the watermark.
+    open_stalls: tuple[Alert, ...] = ()
+    #: The stall in progress: (its alert, the deadline that passed).
+    stall: tuple[Alert, datetime] | None = None
+    #: The compensated event that closed the saga (while it may still owe compensations).
+    closing: Entry | None = None
+    #: What a later event needs to carry on from here (see :meth:`resume`): the entries in
+    #: fold order, the start, entries by id, the ids causes were cited by, the sources
+    #: whose clocks were reported, the watermark and ``updated`` before the watermark.
+    #: ``entries`` is the instance's timeline itself (the fold leaves it in fold order);
+    #: ``applied``: how many of its entries the fold applied (the rest were received since).
+    entries: list[Entry] = msgspec.field(default_factory=list)
+    applied: int = 0
+    start: Entry | None = None
+    #: Entries by id, built when first needed (most events cite no cause) from ``_known``,
+    #: the entries in the order they were recorded (the last of an id wins); None when no
+    #: two entries share an id (the order does not matter then): the timeline and foreign.
+    _by_id: dict[str, Entry] | None = None
+    _known: list[Entry] | None = None
+    #: None rather than empty sets, which cost 216 bytes each per instance in memory.
+    cited: set[str] | None = None
+    skewed: set[str] | None = None
+    watermark: datetime | None = None
+    updated: datetime | None = None
 
     # -- the pass --------------------------------------------------------------------------
 
     def run(self, watermark: datetime | None) -> None:
         """Derive the instance from all of its events, then judge it at ``watermark``."""
         i = self.i
-        everything = i.timeline + i.foreign
-        behind = self._causal_times(everything)
+        everything = [*i.timeline, *i.foreign]
+        behind, distinct = self._causal_times(everything)
         entries = sorted(everything, key=self.m.fold_order)  # stable: a duplicate follows
         start = next(e for e in entries if e.role == "start" and not e.duplicate)
         for entry in entries:  # roles follow the definition, which may have changed since
@@ -305,10 +335,10 @@ class _Fold:
             entry.flags, entry.encoded, entry.waited = (), None, None
         # Traffic of no saga from before this instance existed is none of its business; it is
         # set aside (its cause may still arrive and show it happened later).
-        i.foreign = [e for e in entries if e.role == "unknown" and e.at < start.at]
+        i.foreign = [e for e in entries if e.role == "unknown" and e.at < start.at] or ()
         self.entries = [e for e in entries if not (e.role == "unknown" and e.at < start.at)]
         self.start = start
-        self._by_id, self._known = None, everything
+        self._by_id, self._known = None, None if distinct else everything
         self.cited = {e.event.causation for e in everything if e.event.causation} or None
         self._reset(start)
         for entry in self.entries:
@@ -316,20 +346,25 @@ class _Fold:
         self.updated = i.updated
         self._judge(watermark)
 
-    def resume(self, news: Sequence[Entry], watermark: datetime | None) -> bool:
+    def resume(self, instance: Instance, news: Sequence[Entry], watermark: datetime | None) -> bool:
         """Carry on from the last pass with ``news`` (entries appended to the timeline since,
         in order) and a later watermark, when that gives what a whole new pass would; False
         otherwise (after which the caller makes a whole new pass, which resets everything).
 
         That is the common case, events that happened after everything known and after the
         last watermark: replaying everything before them again would reach the same point.
+        ``instance`` is the one of the last pass (the fold keeps no reference to it between
+        passes).
         """
-        i = self.i
+        i = self.i = instance
         if self.watermark is not None and (watermark is None or watermark < self.watermark):
             return False
-        if len(self.entries) + len(news) != len(i.timeline) or self.start is None:
+        entries = self.entries
+        if entries is not i.timeline or self.applied + len(news) != len(entries):
             return False
-        if news and any(a is not b for a, b in zip(i.timeline[-len(news) :], news, strict=True)):
+        if self.start is None:
+            return False
+        if news and any(a is not b for a, b in zip(entries[-len(news) :], news, strict=True)):
             return False
         for new in news:
             if not self._carry_on(new):
@@ -343,7 +378,7 @@ class _Fold:
         if self.cited and new.event.id in self.cited:
             return False  # it causes an event already known: their order may change
         behind = self._cause_of(new)
-        last = self.entries[-1]
+        last = self.entries[self.applied - 1]
         if self.m.fold_order(new) < self.m.fold_order(last):
             return False
         if self.watermark is not None and new.at <= self.watermark:
@@ -351,9 +386,10 @@ class _Fold:
         new.role = self.m.role(new.event.type)
         new.flags, new.encoded, new.waited = (), None, None
         i.updated, i.stuck_since = self.updated or i.updated, None
-        self.entries.append(new)
+        self.applied += 1  # the next entry of the timeline: ``new`` itself (see resume)
         if self._by_id is None:
-            self._known.append(new)
+            if self._known is not None:
+                self._known.append(new)
         elif not new.duplicate:
             self._by_id[new.event.id] = new
         if new.event.causation:
@@ -384,11 +420,12 @@ class _Fold:
         if watermark is not None:
             self._advance(watermark, inclusive=True)
         self.watermark = watermark
-        self.open_stalls = [self.stall[0]] if self.stall is not None else []
+        self.open_stalls = (self.stall[0],) if self.stall is not None else ()
         if self.stall is not None and i.phase in ACTIVE:
             i.stuck_since = self.stall[1]
             i.updated = max(i.updated, self.stall[1])
-        i.timeline = list(self.entries)
+        i.timeline = self.entries
+        self.applied = len(self.entries)
 
     def _cause_of(self, entry: Entry) -> tuple[Entry, float] | None:
         """Set ``entry.at`` from its cause's (see :meth:`_causal_times`), for one new entry."""
@@ -396,8 +433,11 @@ class _Fold:
         if not entry.event.causation:
             return None
         if self._by_id is None:
-            self._by_id = {e.event.id: e for e in self._known if not e.duplicate}
-            self._known = []
+            known = self._known
+            if known is None:  # ids are distinct: the timeline applied so far and foreign
+                known = [*self.entries[: self.applied], *self.i.foreign]
+            self._by_id = {e.event.id: e for e in known if not e.duplicate}
+            self._known = None
         direct = self._by_id.get(entry.event.causation)
         if direct is None:
             return None
@@ -405,15 +445,20 @@ class _Fold:
         gap = (direct.event.time - entry.event.time).total_seconds()
         return (direct, gap) if gap > self.m.skew_tolerance else None
 
-    def _causal_times(self, timeline: list[Entry]) -> dict[int, tuple[Entry, float]]:
+    def _causal_times(self, timeline: list[Entry]) -> tuple[dict[int, tuple[Entry, float]], bool]:
         """Set each entry's ``at``: its time, or the latest of its causes' times when that is
         later (an effect cannot happen before its cause). Returns, for entries stamped before
-        their direct cause by more than the tolerance, that cause and the seconds."""
-        by_id = {e.event.id: e for e in timeline if not e.duplicate}
+        their direct cause by more than the tolerance, that cause and the seconds; and whether
+        no two entries (duplicates aside) share an id."""
+        originals = [e for e in timeline if not e.duplicate]
+        by_id = {e.event.id: e for e in originals}
         behind: dict[int, tuple[Entry, float]] = {}
         for entry in timeline:
-            chain = [entry]
             cause = by_id.get(entry.event.causation or "")
+            if cause is None:  # the common case: no known cause
+                entry.at = entry.event.time
+                continue
+            chain = [entry]
             while cause is not None and cause not in chain:  # up to the root cause
                 chain.append(cause)
                 cause = by_id.get(cause.event.causation or "")
@@ -426,7 +471,7 @@ class _Fold:
                 gap = (direct.event.time - entry.event.time).total_seconds()
                 if gap > self.m.skew_tolerance:
                     behind[id(entry)] = (direct, gap)
-        return behind
+        return behind, len(by_id) == len(originals)
 
     def _reset(self, start: Entry) -> None:
         i, began = self.i, start.at
@@ -469,13 +514,13 @@ class _Fold:
         if entry.role == "unknown":
             self._flag(entry, "unexpected", f"{obs.type} is not part of {self.m.name}")
             return
-        plan = (i.phase, tuple(i.expected), i.due, tuple(i.waiting))
-        phase = i.phase
-        getattr(self, f"_on_{entry.role}")(entry)
-        if (i.phase, tuple(i.expected), i.due, tuple(i.waiting)) == plan:
+        # the plan before (``expected`` is replaced, never changed in place; ``waiting`` may be)
+        phase, expected, due, waiting = i.phase, i.expected, i.due, list(i.waiting)
+        _ON_ROLE[entry.role](self, entry)
+        if i.phase == phase and i.expected == expected and i.due == due and i.waiting == waiting:
             return  # no progress: a stall goes on
         if self.stall is not None:
-            waited = " or ".join(plan[1]) or "progress"
+            waited = " or ".join(expected) or "progress"
             shown = format_time(self.stall[1])
             self._flag(entry, "late", f"the saga waited for {waited} until {shown}")
             self.stall = None
@@ -610,7 +655,11 @@ class _Fold:
         i, m = self.i, self.m
         due: datetime | None = None
         if i.phase == "running":
-            index = next((n for n, s in enumerate(m.step_events) if s not in i.done), None)
+            done, index = i.done, None
+            for n, step in enumerate(m.step_events):
+                if step not in done:
+                    index = n
+                    break
             if index is None:
                 i.expected = list(m.definition.complete)
             else:
@@ -666,13 +715,19 @@ class _Fold:
         data = self._alert_data(obs)
         data["anomaly"] = anomaly.to_dict()
         alert = Alert("saga.anomaly", self.m.name, self.i.correlation_id, data)
-        self.alerts.append((at or entry.at, alert))
+        self._alert(at or entry.at, alert)
         return alert
+
+    def _alert(self, at: datetime, alert: Alert) -> None:
+        if self.alerts:
+            self.alerts.append((at, alert))
+        else:
+            self.alerts = [(at, alert)]
 
     def _orphan_alert(self, entry: Entry) -> None:
         """What a monitor said when this event came before its start: an orphan, for a while."""
         alert = orphan_alert(self.m, self.i.correlation_id, entry.event)
-        self.alerts.append((entry.at, alert))
+        self._alert(entry.at, alert)
 
     def _stuck_alert(self, due: datetime) -> Alert:
         i = self.i
@@ -683,7 +738,7 @@ class _Fold:
         waited = (due - i.progress_at) if i.progress_at else None
         data["waited"] = format_duration(waited.total_seconds()) if waited else None
         alert = Alert("saga.stuck", self.m.name, i.correlation_id, data)
-        self.alerts.append((due, alert))
+        self._alert(due, alert)
         return alert
 
     def _state_alert(self, before: str, entry: Entry) -> None:
@@ -691,7 +746,7 @@ class _Fold:
         data = self._alert_data(entry.event)
         data["previous_state"] = before
         alert = Alert(f"saga.{i.phase}", self.m.name, i.correlation_id, data)
-        self.alerts.append((entry.at, alert))
+        self._alert(entry.at, alert)
 
     def _alert_data(self, obs: Observation | None) -> dict[str, Any]:
         i = self.i
@@ -706,6 +761,16 @@ class _Fold:
         if obs is not None:
             data["event"] = event_info(obs)
         return data
+
+
+#: What the fold does with an entry of each role (beside the start and unknown events).
+_ON_ROLE = {
+    "step": _Fold._on_step,
+    "complete": _Fold._on_complete,
+    "fail": _Fold._on_fail,
+    "compensation": _Fold._on_compensation,
+    "compensated": _Fold._on_compensated,
+}
 
 
 def orphan_alert(machine: SagaMachine, correlation_id: str, obs: Observation) -> Alert:

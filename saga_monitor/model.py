@@ -12,8 +12,11 @@ import functools
 import json
 import sys
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import msgspec
 
 from broker.envelope import Event, format_time, parse_time
 from broker.jsontext import dumps_text
@@ -52,6 +55,11 @@ ANOMALY_KINDS = (
 )
 MAX_DATA_CHARS = 4096
 _NEVER = datetime.min.replace(tzinfo=UTC)
+_encode_into = msgspec.json.Encoder().encode_into
+_loads = msgspec.json.Decoder().decode
+_intern = sys.intern
+#: Up to how many entries an instance finds an event's identity by scanning its timeline.
+_SCANNED = 16
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -62,6 +70,12 @@ def _iso(value: datetime) -> str:
 def _time(value: datetime | None) -> str | None:
     """RFC 3339 text; cached, since an instance's times are written again on every event."""
     return _iso(value) if value is not None else None
+
+
+def _stamp(value: datetime | None) -> datetime | str | None:
+    """A time for msgspec to write: itself in UTC (msgspec writes format_time's text), else
+    format_time's text."""
+    return value if value is None or value.tzinfo is UTC else _iso(value)
 
 
 def trace_id(traceparent: str | None) -> str | None:
@@ -88,9 +102,15 @@ def _parse(value: str | None) -> datetime | None:
     return parse_time(value) if value else None
 
 
-@dataclasses.dataclass(slots=True)
-class Observation:
-    """One event as the monitor saw it: what the timeline keeps of it."""
+class Observation(msgspec.Struct, gc=False):
+    """One event as the monitor saw it: what the timeline keeps of it.
+
+    A msgspec Struct the garbage collector does not track (it holds no container that could
+    lead back to it): a monitor keeps one per event, and the collector's passes over them cost
+    more than their application. Its payload is kept as compact JSON (``payload``: bytes) when
+    that gives the same value back, and decoded when :attr:`data` is read (the timeline view, a
+    payload search); otherwise ``payload`` holds the value itself.
+    """
 
     type: str
     source: str
@@ -98,7 +118,8 @@ class Observation:
     time: datetime
     topic: str | None = None
     causation: str | None = None
-    data: Any = None
+    #: The event's data as compact JSON bytes, or the value itself (see :attr:`data`).
+    payload: Any = None
     #: When the monitor received it (its own clock); None for events applied without one.
     arrived: datetime | None = None
     #: Seconds added to the event's own time to correct its source's clock (0: trusted as is).
@@ -110,6 +131,24 @@ class Observation:
     #: The W3C trace id (32 hex digits) of the event's ``traceparent``: where to look it up
     #: in a tracing backend.
     trace: str | None = None
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclasses were
+
+    def __eq__(self, other: object) -> bool:
+        """Equal fields, the data compared decoded."""
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Observation)
+        names = self.__struct_fields__
+        return all(getattr(self, n) == getattr(other, n) for n in names if n != "payload") and (
+            self.payload == other.payload or self.data == other.data
+        )
+
+    @property
+    def data(self) -> Any:
+        """The event's data (abbreviated when large or binary, see :func:`kept_data`)."""
+        payload = self.payload
+        return _loads(payload) if payload.__class__ is bytes else payload
 
     @classmethod
     def from_event(
@@ -124,18 +163,21 @@ class Observation:
         """The observation of ``event`` received at ``now``; an event without ``time`` is
         stamped with ``now``, and ``skew`` seconds correct its source's clock."""
         moment = event.time or now
+        extensions = event.extensions
+        causation = extensions.get("causationid")
+        traceparent = extensions.get("traceparent")
         return cls(  # types and sources repeat: one copy of each in memory
-            type=sys.intern(event.type),
-            source=sys.intern(event.source),
-            id=event.id,
-            time=moment + timedelta(seconds=skew) if skew else moment,
-            topic=topic,
-            causation=event.causationid,
-            data=_bounded(event.data),
-            arrived=now,
-            skew=skew,
-            delivery=delivery,
-            trace=trace_id(event.traceparent),
+            _intern(event.type),
+            _intern(event.source),
+            event.id,
+            moment + timedelta(seconds=skew) if skew else moment,
+            topic,
+            None if causation is None else str(causation),
+            kept_data(event.data),
+            now,
+            skew,
+            delivery,
+            None if traceparent is None else trace_id(str(traceparent)),
         )
 
     @property
@@ -186,9 +228,33 @@ def _bounded(data: Any) -> Any:
     return data if len(text) <= MAX_DATA_CHARS else text[:MAX_DATA_CHARS] + "..."
 
 
-@dataclasses.dataclass(slots=True)
-class Entry:
-    """A timeline entry: the observation, its role in the saga and the anomalies it raised."""
+def _compact(data: Any) -> bytes | None:
+    """``data``, a JSON object or array, as compact JSON when that is small (kept whole by
+    :func:`_bounded`) and decodes to an equal value; else None."""
+    if data.__class__ is not dict and data.__class__ is not list:
+        return None
+    try:
+        buffer = bytearray()  # then copied to exact-size bytes (msgspec's own are ~40% larger)
+        _encode_into(data, buffer)
+        if len(buffer) <= MAX_DATA_CHARS // 2 and _loads(buffer) == data:
+            return bytes(buffer)
+    except (TypeError, ValueError, msgspec.MsgspecError):
+        pass
+    return None
+
+
+def kept_data(data: Any) -> Any:
+    """What a timeline keeps of event data: small objects and arrays as compact JSON bytes
+    (a third of their decoded size, and nothing for the garbage collector to walk), other
+    values as they are, large or binary ones abbreviated."""
+    compact = _compact(data)
+    return compact if compact is not None else _bounded(data)
+
+
+class Entry(msgspec.Struct, gc=False, repr_omit_defaults=True):
+    """A timeline entry: the observation, its role in the saga and the anomalies it raised.
+
+    Untracked by the garbage collector, like :class:`Observation`."""
 
     event: Observation
     role: str
@@ -196,35 +262,62 @@ class Entry:
     #: A second copy of an event already in the timeline: shown, flagged, never applied.
     duplicate: bool = False
     #: The entry's JSON, cached until the entry's flags change.
-    encoded: str | None = dataclasses.field(default=None, compare=False, repr=False)
+    encoded: str | None = None
     #: For a step: seconds from the previous step (or the start); worked out by each fold.
-    waited: float | None = dataclasses.field(default=None, compare=False, repr=False)
+    waited: float | None = None
     #: When it happened as the fold orders it: its time, or its cause's if that is later (an
     #: effect cannot happen before its cause; its clock was behind). Worked out by each fold.
-    at: datetime = dataclasses.field(default=_NEVER, compare=False, repr=False)
+    at: datetime = _NEVER
 
     def __post_init__(self) -> None:
         if self.at is _NEVER:
             self.at = self.event.time
 
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclasses were
+
+    def __eq__(self, other: object) -> bool:
+        """Equal event, role, flags and duplicate mark (what the fold works out is not
+        compared, nor the cached JSON)."""
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Entry)
+        return (self.event, self.role, self.flags, self.duplicate) == (
+            other.event,
+            other.role,
+            other.flags,
+            other.duplicate,
+        )
+
     def to_json(self) -> str:
+        """``to_dict`` as JSON text, cached (the stores' document)."""
         if self.encoded is None:
-            self.encoded = _dumps(self.to_dict())
+            payload = self.event.payload
+            # stored compact already: spliced in as it is, never decoded to be encoded again;
+            # times in UTC as msgspec writes them, the same text as format_time's
+            data = msgspec.Raw(payload) if payload.__class__ is bytes else payload
+            try:
+                self.encoded = dumps_text(self._document(data, _stamp))
+            except (TypeError, ValueError, OverflowError):  # what msgspec refuses
+                self.encoded = _dumps(self.to_dict())
         return self.encoded
 
     def to_dict(self) -> dict[str, Any]:
+        """The entry's JSON document."""
+        return self._document(self.event.data, _time)
+
+    def _document(self, data: Any, stamp: Callable[[datetime | None], Any]) -> dict[str, Any]:
         obs = self.event
         return {
             "type": obs.type,
             "source": obs.source,
             "id": obs.id,
-            "time": _time(obs.time),
+            "time": stamp(obs.time),
             "topic": obs.topic,
             "causation": obs.causation,
-            "data": obs.data,
+            "data": data,
             "role": self.role,
             "flags": list(self.flags),
-            "arrived": _time(obs.arrived),
+            "arrived": stamp(obs.arrived),
             "skew": obs.skew,
             "delivery": obs.delivery,
             "trace": obs.trace,
@@ -240,13 +333,19 @@ class Entry:
             parse_time(raw["time"]),
             raw.get("topic"),
             raw.get("causation"),
-            raw.get("data"),
+            _loaded_data(raw.get("data")),
             _parse(raw.get("arrived")),
             float(raw.get("skew") or 0.0),
             raw.get("delivery"),
             raw.get("trace"),
         )
         return cls(obs, raw["role"], tuple(raw.get("flags", ())), bool(raw.get("duplicate")))
+
+
+def _loaded_data(data: Any) -> Any:
+    """Stored data as a timeline keeps it (stored abbreviated already: not again)."""
+    compact = _compact(data)
+    return compact if compact is not None else data
 
 
 @dataclasses.dataclass(slots=True)
@@ -282,8 +381,7 @@ class Anomaly:
         )
 
 
-@dataclasses.dataclass(slots=True)
-class Instance:
+class Instance(msgspec.Struct, gc=False):
     """One saga instance: a (saga, correlation id) and everything observed about it.
 
     The timeline is the record; everything else is derived from it by the saga machine (a fold
@@ -292,6 +390,11 @@ class Instance:
 
     ``phase`` is where the saga is (running, compensating or a terminal state); ``state`` adds
     ``stuck`` on top of an active phase whose deadline the watermark passed.
+
+    A msgspec Struct the garbage collector does not track (nothing it holds leads back to it;
+    its lists and dicts are tracked on their own): a monitor keeps thousands, and the
+    collector's full passes would walk every field of each. Equality ignores the fold and how
+    the (source, id) index is held.
     """
 
     saga: str
@@ -306,23 +409,24 @@ class Instance:
     stuck_since: datetime | None = None
     deadline: datetime | None = None
     due: datetime | None = None
-    expected: list[str] = dataclasses.field(default_factory=list)
-    done: dict[str, datetime] = dataclasses.field(default_factory=dict)
+    expected: list[str] = msgspec.field(default_factory=list)
+    done: dict[str, datetime] = msgspec.field(default_factory=dict)
     #: Compensations seen, in event-time order.
-    compensations: list[str] = dataclasses.field(default_factory=list)
+    compensations: list[str] = msgspec.field(default_factory=list)
     #: The ledger: compensations owed (of steps done before the failure) and not seen yet.
-    waiting: list[str] = dataclasses.field(default_factory=list)
-    timeline: list[Entry] = dataclasses.field(default_factory=list)
+    waiting: list[str] = msgspec.field(default_factory=list)
+    timeline: list[Entry] = msgspec.field(default_factory=list)
     #: Events of no saga that happened before the start: kept out of the timeline.
-    foreign: list[Entry] = dataclasses.field(default_factory=list)
-    anomalies: list[Anomaly] = dataclasses.field(default_factory=list)
+    foreign: list[Entry] | tuple[()] = ()
+    anomalies: list[Anomaly] = msgspec.field(default_factory=list)
     #: source+id of every event in the timeline -> the broker position that carried it ("" when
-    #: the backend has none).
-    seen: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: the backend has none); None while the timeline is short: then its entries tell (see
+    #: :meth:`delivery_of`), and the instance holds no copy of each event's identity.
+    seen: dict[str, str] | None = None
     #: Ids of the alerts already handed to the outbox (each alert goes out once).
-    alerted: list[str] = dataclasses.field(default_factory=list)
+    alerted: list[str] | tuple[()] = ()
     #: Stuck alerts sent and not yet resolved: alert id -> what the resolving alert repeats.
-    open_alerts: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    open_alerts: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     #: The monitor's watermark when the instance was last judged.
     judged: datetime | None = None
     #: When the monitor must look at the instance again (a deadline, or an alert that waits for
@@ -330,7 +434,60 @@ class Instance:
     check_at: datetime | None = None
     #: The saga machine's last pass, kept in memory (never stored) so that the next event can
     #: carry on from it instead of replaying the whole timeline.
-    fold: Any = dataclasses.field(default=None, compare=False, repr=False)
+    fold: Any = None
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclasses were
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Instance)
+        return (
+            all(
+                getattr(self, name) == getattr(other, name)
+                for name in self.__struct_fields__
+                if name not in ("fold", "seen")
+            )
+            and self.seen_deliveries() == other.seen_deliveries()
+        )
+
+    def delivery_of(self, obs: Observation) -> str | None:
+        """The broker position ("" when unknown) of the message that brought the event with
+        ``obs``'s source and id into the timeline; None for an event not seen yet."""
+        seen = self.seen
+        if seen is not None:
+            return seen.get(obs.key)
+        timeline, foreign = self.timeline, self.foreign
+        if len(timeline) + len(foreign) > _SCANNED:  # from now on in a dict, kept up to date
+            seen = self.seen = self.seen_deliveries()
+            return seen.get(obs.key)
+        source, event_id = obs.source, obs.id
+        for entries in (timeline, foreign):
+            for entry in entries:
+                known = entry.event
+                if known.id == event_id and known.source == source and not entry.duplicate:
+                    return known.delivery or ""
+        return None
+
+    def note_alerted(self, alert_id: str) -> None:
+        """Note that the alert ``alert_id`` went to the outbox (an empty tuple until then)."""
+        self.alerted = [*self.alerted, alert_id]
+
+    def saw(self, obs: Observation) -> None:
+        """Note that ``obs`` was recorded (its entry appended to the timeline)."""
+        if self.seen is not None:
+            self.seen[obs.key] = obs.delivery or ""
+
+    def seen_deliveries(self) -> dict[str, str]:
+        """source+id of every event recorded -> the broker position that carried it."""
+        if self.seen is not None:
+            return dict(self.seen)
+        out: dict[str, str] = {}
+        for entries in (self.timeline, self.foreign):
+            for entry in entries:
+                if not entry.duplicate:
+                    out.setdefault(entry.event.key, entry.event.delivery or "")
+        return out
 
     @property
     def state(self) -> str:
@@ -339,57 +496,80 @@ class Instance:
 
     def summary(self) -> dict[str, Any]:
         """The fields of ``choreo saga ls --output json``."""
+        out = self._head(_time)
+        out["anomalies"] = [
+            {"kind": a.kind, "type": a.type, "id": a.event_id, "detail": a.detail}
+            for a in self.anomalies
+        ]
+        return out
+
+    def _head(self, stamp: Callable[[datetime | None], Any]) -> dict[str, Any]:
         return {
             "saga": self.saga,
             "correlation_id": self.correlation_id,
             "state": self.state,
-            "started": _time(self.started),
-            "updated": _time(self.updated),
+            "started": stamp(self.started),
+            "updated": stamp(self.updated),
             "expected_next": list(self.expected),
-            "due": _time(self.due),
-            "stuck_since": _time(self.stuck_since),
+            "due": stamp(self.due),
+            "stuck_since": stamp(self.stuck_since),
             "owed": list(self.waiting),
             "events": len(self.timeline),
-            "anomalies": [
-                {"kind": a.kind, "type": a.type, "id": a.event_id, "detail": a.detail}
-                for a in self.anomalies
-            ],
         }
 
     def to_dict(self) -> dict[str, Any]:
         """The full JSON document (what the stores keep and ``saga show --output json`` prints)."""
-        return {
-            **self.summary(),
-            "anomalies": [a.to_dict() for a in self.anomalies],
-            "phase": self.phase,
-            "progress_at": _time(self.progress_at),
-            "failed_at": _time(self.failed_at),
-            "finished": _time(self.finished),
-            "deadline": _time(self.deadline),
-            "done": {step: _time(at) for step, at in self.done.items()},
-            "compensations": list(self.compensations),
-            "waiting": list(self.waiting),
-            "timeline": [e.to_dict() for e in self.timeline],
-            "foreign": [e.to_dict() for e in self.foreign],
-            "seen": dict(self.seen),
-            "alerted": list(self.alerted),
-            "open_alerts": dict(self.open_alerts),
-            "judged": _time(self.judged),
-            "check_at": _time(self.check_at),
-        }
+        timeline = [e.to_dict() for e in self.timeline]
+        return self._document(timeline, [e.to_dict() for e in self.foreign], _time)
+
+    def _document(
+        self, timeline: list[Any], foreign: list[Any], stamp: Callable[[datetime | None], Any]
+    ) -> dict[str, Any]:
+        out = self._head(stamp)
+        out.update(
+            {
+                "anomalies": [a.to_dict() for a in self.anomalies],
+                "phase": self.phase,
+                "progress_at": stamp(self.progress_at),
+                "failed_at": stamp(self.failed_at),
+                "finished": stamp(self.finished),
+                "deadline": stamp(self.deadline),
+                "done": {step: stamp(at) for step, at in self.done.items()},
+                "compensations": list(self.compensations),
+                "waiting": list(self.waiting),
+                "timeline": timeline,
+                "foreign": foreign,
+                "seen": self.seen_deliveries(),
+                "alerted": list(self.alerted),
+                "open_alerts": dict(self.open_alerts),
+                "judged": stamp(self.judged),
+                "check_at": stamp(self.check_at),
+            }
+        )
+        return out
 
     def to_json(self) -> str:
         """``to_dict`` as JSON text, reusing each timeline entry's JSON (the stores' document)."""
-        timeline, self.timeline = self.timeline, []
+        timeline = [msgspec.Raw(entry.to_json()) for entry in self.timeline]
+        foreign = [msgspec.Raw(entry.to_json()) for entry in self.foreign]
         try:
-            head = _dumps(self.to_dict())
-        finally:
-            self.timeline = timeline
-        entries = ",".join(entry.to_json() for entry in timeline)
+            return dumps_text(self._document(timeline, foreign, _stamp))
+        except (TypeError, ValueError, OverflowError):  # what msgspec refuses: as _dumps does
+            head = _dumps(self._document([], [e.to_dict() for e in self.foreign], _time))
+        entries = ",".join(entry.to_json() for entry in self.timeline)
         return head.replace('"timeline":[]', f'"timeline":[{entries}]', 1)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Instance:
+        instance = cls._from_dict(raw)
+        if instance.seen is not None:
+            stored, instance.seen = instance.seen, None
+            if instance.seen_deliveries() != stored:  # not what the timeline tells: kept
+                instance.seen = stored
+        return instance
+
+    @classmethod
+    def _from_dict(cls, raw: dict[str, Any]) -> Instance:
         return cls(
             saga=raw["saga"],
             correlation_id=raw["correlation_id"],
@@ -407,10 +587,10 @@ class Instance:
             compensations=list(raw.get("compensations", ())),
             waiting=list(raw.get("waiting", ())),
             timeline=[Entry.from_dict(e) for e in raw.get("timeline", ())],
-            foreign=[Entry.from_dict(e) for e in raw.get("foreign", ())],
+            foreign=[Entry.from_dict(e) for e in raw.get("foreign", ())] or (),
             anomalies=[Anomaly.from_dict(a) for a in raw.get("anomalies", ())],
             seen={key: str(value or "") for key, value in raw.get("seen", {}).items()},
-            alerted=list(raw.get("alerted", ())),
+            alerted=list(raw.get("alerted", ())) or (),
             open_alerts=dict(raw.get("open_alerts", {})),
             judged=_parse(raw.get("judged")),
             check_at=_parse(raw.get("check_at")),

@@ -266,10 +266,9 @@ class MemoryStore:
         self.notes_data: dict[Key, list[Note]] = {}
         self.cause_data: dict[Key, dict[str, Any]] = {}
         self.seq = 0
-        self._txn = _MemoryTransaction(self)
 
     def transaction(self) -> contextlib.AbstractContextManager[Transaction]:
-        return contextlib.nullcontext(self._txn)
+        return contextlib.nullcontext(_MemoryTransaction(self))
 
     def due(self, watermark: datetime) -> list[tuple[str, str]]:
         chosen = [i for i in self.data.values() if i.check_at and i.check_at <= watermark]
