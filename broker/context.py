@@ -8,9 +8,11 @@ span); outside a handler it starts a new trace. Values already set on the event 
 
 from __future__ import annotations
 
+import itertools
+import os
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING
 
@@ -85,14 +87,35 @@ enter_handler = _handling.set
 leave_handler = _handling.reset
 
 
+#: Random hex for new traces, 48 digits (a trace id and a span id) each: one ``os.urandom``
+#: per 256 traces. The position comes from a counter (``next`` is atomic), and a pool is
+#: replaced whole, so threads never share digits; a forked child draws a pool of its own.
+_POOL_BYTES = 24 * 256
+_pool: tuple[str, Iterator[int]] = ("", itertools.count(2 * _POOL_BYTES))
+
+
+def _new_pool() -> None:
+    global _pool
+    _pool = ("", itertools.count(2 * _POOL_BYTES))
+
+
+os.register_at_fork(after_in_child=_new_pool)
+
+
 def new_traceparent(parent: str | None = None) -> str:
     """A W3C traceparent: a child span of ``parent`` when it is valid, else a new trace."""
+    global _pool
     if parent:
         match = _TRACEPARENT.match(parent)
         if match:
-            return f"00-{match.group(2)}-{_bits(64).to_bytes(8).hex()}-{match.group(4)}"
-    # 24 random bytes as hex, "-" after the 16 of the trace id: half the cost of "%032x"
-    return "00-" + _bits(192).to_bytes(24).hex("-", -16) + "-01"
+            return f"00-{match.group(2)}-{_bits(64):016x}-{match.group(4)}"
+    pool = _pool
+    at = next(pool[1])
+    if at >= 2 * _POOL_BYTES:
+        pool = _pool = (os.urandom(_POOL_BYTES).hex(), itertools.count(48, 48))
+        at = 0
+    digits = pool[0]
+    return f"00-{digits[at : at + 32]}-{digits[at + 32 : at + 48]}-01"
 
 
 def derive_extensions(extensions: dict[str, ExtensionValue]) -> None:

@@ -124,11 +124,18 @@ ExtensionValue = str | int | bool
 
 # "YYYY-MM-DDTHH:MM:SS" by UTC second: events published in one second share the prefix.
 _SECONDS: dict[tuple[int, ...], str] = {}
+#: The last datetime formatted and its text: the events of one ``publish_many`` share their
+#: time object, so the list is formatted once.
+_last_moment: datetime | None = None
+_last_text = ""
 
 
 def format_time(moment: datetime) -> str:
     """Render an aware datetime as RFC 3339 in UTC with a ``Z`` suffix (microseconds when
     there are any)."""
+    global _last_moment, _last_text
+    if moment is _last_moment:
+        return _last_text
     if moment.tzinfo is not UTC:
         text = moment.astimezone(UTC).isoformat()
         return text[:-6] + "Z" if text.endswith("+00:00") else text
@@ -139,7 +146,9 @@ def format_time(moment: datetime) -> str:
             _SECONDS.clear()
         prefix = _SECONDS[key] = moment.isoformat()[:19]
     micros = moment.microsecond
-    return f"{prefix}.{micros:06d}Z" if micros else f"{prefix}Z"
+    _last_moment = moment
+    _last_text = text = f"{prefix}.{micros:06d}Z" if micros else f"{prefix}Z"
+    return text
 
 
 def parse_time(text: str) -> datetime:

@@ -9,10 +9,12 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.v1.event import CloudEvent
 
@@ -88,6 +90,46 @@ async def test_bus_events_carry_the_kafka_binding(bus: Bus, kafka_url: str, topi
         "content-type": "application/json",
     } == {k: v for k, v in headers.items() if k not in ("ce_time", "ce_traceparent")}
     assert datetime.fromisoformat(headers["ce_time"]) == sent.time
+
+
+async def test_keyless_publishes_share_a_partition_keyed_ones_follow_their_key(
+    bus: Bus, kafka_url: str, topic: str
+) -> None:
+    """Keyless events published one at a time go to one partition (sticky, as the Java
+    client's partitioner: concurrent publishes fill one record batch); keyed events go where
+    the default partitioner puts their key, as every Kafka client does."""
+    await bus.create_topic(topic, partitions=4)
+    await bus.publish(topic, type="warm-up")  # the producer learns the topic's partitions
+    await asyncio.gather(*(bus.publish(topic, type="t", data=n) for n in range(20)))
+    await asyncio.gather(*(bus.publish(topic, type="k", key=key) for key in ("a", "b", "c") * 2))
+    records: list[Any] = await read_all(kafka_url, topic, 27)
+    keyless = {r.partition for r in records if dict(r.headers)["ce_type"] == b"t"}
+    keyed = {(r.key, r.partition) for r in records if r.key is not None}
+    assert 1 == len(keyless)
+    expected = DefaultPartitioner()
+    assert {(k, expected(k, [0, 1, 2, 3], [0, 1, 2, 3])) for k in (b"a", b"b", b"c")} == keyed
+
+
+async def test_a_keyless_list_fills_one_batch_per_partition(
+    bus: Bus, kafka_url: str, topic: str
+) -> None:
+    """publish_many's keyless events fill a record batch (256 KiB) for one partition, then
+    one for the next partition: each partition gets consecutive events of the list."""
+    await bus.create_topic(topic, partitions=4)
+    data = "x" * 1000
+    result = await bus.publish_many(topic, [{"type": "t", "data": data}] * 600)
+    assert (True, 600) == (result.ok, len(result))
+    records: list[Any] = await read_all(kafka_url, topic, 600)
+    order = {event.id: n for n, event in enumerate(result.published)}
+    by_partition: dict[int, list[int]] = {}
+    for record in records:
+        by_partition.setdefault(record.partition, []).append(
+            order[dict(record.headers)["ce_id"].decode()]
+        )
+    runs = sorted(sorted(found) for found in by_partition.values())
+    assert 3 == len(runs)  # 600 records of about 1.3 KB: three batches of up to 256 KiB
+    assert list(range(600)) == [n for run in runs for n in run]
+    assert all(run == list(range(run[0], run[-1] + 1)) for run in runs)
 
 
 async def test_raw_binary_mode_record_is_read_by_the_bus(

@@ -167,13 +167,14 @@ class KafkaAdapter(BaseAdapter):
 
     async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
         publisher = self._publisher
-        if publisher is None or not self._ready(topic):
+        created = self._topics.get(topic)  # _ready(topic), inlined: this runs per event
+        if publisher is None or created is None or not created.done():
             publisher = await self._publisher_for(topic)
         # tried once here (no coroutine more per event); the publisher retries a failure
         record = encode_event(event)
         key, headers, value = record
         try:
-            await (await publisher.producer.send(topic, value, key=key, headers=headers))
+            await (await publisher.send(topic, key, value, headers))
         except kerr.KafkaError as exc:
             await publisher.retry(topic, record, exc)
 
