@@ -228,21 +228,28 @@ async def _memory_bus_batches(count: int, call: int = 500) -> float:
 
 def memory_rows(count: int, rounds: int = 5) -> list[dict[str, Any]]:
     """Interleaved rounds, each in a fresh process state (a collected heap); medians and the
-    spread of the per-round ratios."""
+    spread of the per-round ratios, in wall time and in CPU time (``time.process_time``: what
+    other processes on a loaded machine take does not count)."""
     measured: dict[str, list[float]] = {"queue": [], "single": [], "batches": []}
+    cpu: dict[str, list[float]] = {"queue": [], "single": [], "batches": []}
     runs = {"queue": _queue_baseline, "single": _memory_bus, "batches": _memory_bus_batches}
     for _ in range(rounds):
         for name, run in runs.items():
             gc.collect()
+            started = time.process_time()
             measured[name].append(asyncio.run(run(count)))
-    baseline = statistics.median(measured["queue"])
+            cpu[name].append(count / (time.process_time() - started))
     rows = []
-    for name, metric in (
-        ("single", "publish+consume/s vs asyncio.Queue"),
-        ("batches", "publish_many+batch handler/s vs asyncio.Queue"),
+    for name, rates, metric in (
+        ("single", measured, "publish+consume/s vs asyncio.Queue"),
+        ("single", cpu, "publish+consume per CPU-second vs asyncio.Queue"),
+        ("batches", measured, "publish_many+batch handler/s vs asyncio.Queue"),
+        ("batches", cpu, "publish_many+batch handler per CPU-second vs asyncio.Queue"),
     ):
-        ratios = [o / q for o, q in zip(measured[name], measured["queue"], strict=True)]
-        row = _row("memory", metric, statistics.median(measured[name]), baseline)
+        ratios = [o / q for o, q in zip(rates[name], rates["queue"], strict=True)]
+        row = _row(
+            "memory", metric, statistics.median(rates[name]), statistics.median(rates["queue"])
+        )
         row.update(rounds=rounds, spread=[round(min(ratios), 3), round(max(ratios), 3)])
         rows.append(row)
     return rows

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from broker import deadletter, jsontext, tracing
 from broker import observability as obs
 from broker.clock import SYSTEM_CLOCK, Clock
-from broker.context import reset_current, set_current
+from broker.context import NO_DELIVERIES, enter_handler, leave_handler
 from broker.deadletter import describe
 from broker.deferral import attempt_of, is_for_another_group, original, retry_copy
 from broker.delay import DELIVER_AT, wait_seconds
@@ -227,12 +227,16 @@ class Pipeline:
         """Count events whose handler returned (the breaker's run of dead letters ends)."""
         self.dead_in_a_row = 0
         self.handled += events
+        self.counter(topic).value += events
+
+    def counter(self, topic: str) -> obs.Count:
+        """The ``handled`` count of ``topic`` for this group (bound once per topic)."""
         counter = self._handled_counts.get(topic)
         if counter is None:
             counter = self._handled_counts[topic] = obs.CONSUMED.labels(
                 topic, self.group, "handled"
             )
-        counter.inc(events)
+        return counter
 
     def failed(self, delivery: Delivery, event: Event, error: BaseException, attempt: int) -> None:
         """Log a failed handler attempt."""
@@ -484,71 +488,77 @@ class Consumer(Runner):
 
     # -- one delivery ----------------------------------------------------------------------
 
-    async def _run_all(self, deliveries: list[Delivery]) -> bool:
+    async def _run_all(self, deliveries: Sequence[Delivery]) -> bool:
         """Handle ``deliveries`` in order (busy meanwhile); False when stopping gave the rest
         back."""
         pipeline = self._pipeline
         pipeline.busy += 1
         pipeline.idle.clear()
         try:
-            for index, delivery in enumerate(deliveries):
-                if pipeline.stopping:
-                    await give_back(deliveries[index:])
-                    return False
-                await self._handle(delivery)
+            return await self._run(deliveries)
         finally:
             pipeline.busy -= 1
             if not pipeline.busy:
                 pipeline.idle.set()
+
+    async def _run(self, deliveries: Sequence[Delivery]) -> bool:
+        """:meth:`_run_all`'s loop. The common case is inlined, once per event: no policy step
+        before the handler (no codec, inbox or span, no TTL or delivery time on the event,
+        breaker closed), so call it, count and ack; the retry machinery only starts once it
+        failed."""
+        pipeline = self._pipeline
+        handler, responder, breaker = self._handler, pipeline.responder, pipeline.breaker_closed
+        timeout = pipeline.policy.handler_timeout
+        counted: tuple[str, obs.Count] = ("", obs.Count())
+        plain = not pipeline.screens and breaker.is_set()  # again after each policy step
+        for index, delivery in enumerate(deliveries):
+            if pipeline.stopping:
+                await give_back(deliveries[index:])
+                return False
+            event = delivery.event
+            if (
+                not plain
+                or event is None
+                or "expiration" in event.extensions
+                or DELIVER_AT in event.extensions
+            ):
+                await self._screened(delivery)
+                plain = not pipeline.screens and breaker.is_set()
+                continue
+            token = enter_handler((event, delivery, NO_DELIVERIES))
+            pipeline.calls += 1
+            started = 0.0 if pipeline.calls & obs.LATENCY_SAMPLE_MASK else time.perf_counter()
+            try:
+                if timeout is None:
+                    result = await handler(event)
+                else:
+                    result = await pipeline.call(handler, event)
+                if REPLY_TO in event.extensions and responder is not None:
+                    await responder.reply(event, result)
+            except Exception as exc:
+                error: BaseException | None = exc
+            else:
+                error = None
+            finally:
+                leave_handler(token)
+                if started:
+                    pipeline.handler_seconds.observe(time.perf_counter() - started)
+            if error is not None:
+                retried = await self._retried(delivery, event, error)
+                plain = not pipeline.screens and breaker.is_set()
+                if not retried:
+                    continue
+            if counted[0] != delivery.topic:
+                counted = (delivery.topic, pipeline.counter(delivery.topic))
+            pipeline.dead_in_a_row = 0
+            pipeline.handled += 1
+            counted[1].value += 1
+            await delivery.ack()
         return True
 
     async def _process(self, delivery: Delivery) -> None:
-        pipeline = self._pipeline
-        if pipeline.stopping:
-            return  # not started: stays unacked and is delivered again
-        pipeline.busy += 1
-        pipeline.idle.clear()
-        try:
-            await self._handle(delivery)
-        finally:
-            pipeline.busy -= 1
-            if not pipeline.busy:
-                pipeline.idle.set()
-
-    async def _handle(self, delivery: Delivery) -> None:
-        """One delivery, the policy applied around its handler (the caller counts it busy)."""
-        pipeline = self._pipeline
-        event = delivery.event
-        if (
-            event is None
-            or pipeline.screens
-            or "expiration" in event.extensions
-            or DELIVER_AT in event.extensions
-            or not pipeline.breaker_closed.is_set()
-        ):
-            await self._screened(delivery)
-            return
-        # The common case, inlined: call, count, ack; the policy only once it failed.
-        token = set_current(event, delivery)
-        started = pipeline.start_timer()
-        try:
-            if pipeline.policy.handler_timeout is None:
-                result = await self._handler(event)
-            else:
-                result = await pipeline.call(self._handler, event)
-            if REPLY_TO in event.extensions and pipeline.responder is not None:
-                await pipeline.responder.reply(event, result)
-        except Exception as exc:
-            error: BaseException | None = exc
-        else:
-            error = None
-        finally:
-            reset_current(token)
-            if started:
-                pipeline.handler_seconds.observe(time.perf_counter() - started)
-        if error is None or await self._retried(delivery, event, error):
-            pipeline.count_handled(delivery.topic)
-            await delivery.ack()
+        if not self._pipeline.stopping:  # else not started: unacked, delivered again
+            await self._run_all((delivery,))
 
     async def _screened(self, delivery: Delivery) -> None:
         """A delivery some policy step must see before (and after) the handler, inside its
@@ -634,7 +644,7 @@ class Consumer(Runner):
 
     async def _call(self, event: Event, delivery: Delivery) -> BaseException | None:
         pipeline = self._pipeline
-        token = set_current(event, delivery)
+        token = enter_handler((event, delivery, NO_DELIVERIES))
         started = pipeline.start_timer()
         try:
             result = await pipeline.call(self._handler, event)
@@ -643,7 +653,7 @@ class Consumer(Runner):
         except Exception as exc:
             return exc
         finally:
-            reset_current(token)
+            leave_handler(token)
             if started:
                 pipeline.handler_seconds.observe(time.perf_counter() - started)
         return None

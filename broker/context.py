@@ -22,10 +22,13 @@ if TYPE_CHECKING:
     from broker.ports import Delivery
 
 __all__ = [
+    "NO_DELIVERIES",
     "current_deliveries",
     "current_delivery",
     "current_event",
     "derive_extensions",
+    "enter_handler",
+    "leave_handler",
     "new_traceparent",
     "reset_current",
     "set_current",
@@ -36,7 +39,7 @@ __all__ = [
 _Handling = tuple["Event | None", "Delivery | None", "Sequence[Delivery]"]
 _handling: ContextVar[_Handling | None] = ContextVar("choreo_handling", default=None)
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})\Z")
-_NO_DELIVERIES: tuple[Delivery, ...] = ()
+NO_DELIVERIES: tuple[Delivery, ...] = ()
 _bits = random.getrandbits
 
 
@@ -58,13 +61,13 @@ def current_deliveries() -> Sequence[Delivery]:
     """In a batch handler, the broker messages carrying its events, in the order of the list
     the handler was given (their topics, positions and redelivery counts); else empty."""
     handling = _handling.get()
-    return _NO_DELIVERIES if handling is None else handling[2]
+    return NO_DELIVERIES if handling is None else handling[2]
 
 
 def set_current(event: Event, delivery: Delivery | None = None) -> Token[_Handling | None]:
     """Make ``event`` (carried by ``delivery``) the current one (the consumer does this around
     handler calls)."""
-    return _handling.set((event, delivery, _NO_DELIVERIES))
+    return _handling.set((event, delivery, NO_DELIVERIES))
 
 
 def set_current_batch(deliveries: Sequence[Delivery]) -> Token[_Handling | None]:
@@ -75,6 +78,13 @@ def set_current_batch(deliveries: Sequence[Delivery]) -> Token[_Handling | None]
 def reset_current(token: Token[_Handling | None]) -> None:
     """Undo :func:`set_current` or :func:`set_current_batch`."""
     _handling.reset(token)
+
+
+#: :func:`set_current` and :func:`reset_current` without a call around them, for the
+#: consumer's loop (once per event): ``token = enter_handler((event, delivery,
+#: NO_DELIVERIES))``, then ``leave_handler(token)``.
+enter_handler = _handling.set
+leave_handler = _handling.reset
 
 
 #: Random hex for new traces, 48 digits (a trace id and a span id) each: one ``os.urandom``

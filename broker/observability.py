@@ -7,11 +7,13 @@ collectors in the default registry (``choreo_*``), served by :func:`serve_metric
 The per-event counters are :class:`Tally` families: a labelled child is a plain number that
 the event loop adds to (no lock, no validation per event), read when Prometheus scrapes. They
 are exact within a process as long as one thread counts a child (an event loop does). Latency
-histograms observe one publish or handler call in eight.
+histograms are :class:`Timings` families built the same way (a sum and a count per bucket);
+they observe one publish or handler call in eight.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import sys
@@ -19,8 +21,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import structlog
-from prometheus_client import REGISTRY, Gauge, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client import REGISTRY, Gauge, start_http_server
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "PUBLISH_SECONDS",
     "RETRIES",
     "Tally",
+    "Timings",
     "configure_logging",
     "get_logger",
     "serve_metrics",
@@ -94,20 +97,84 @@ class Tally(Collector):
         yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
 
+class Timing:
+    """One labelled child of a :class:`Timings`: ``observe`` adds a sample to its bucket."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Add one sample of ``seconds``."""
+        self.sum += seconds
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+
+
+class Timings(Collector):
+    """A Prometheus histogram family (``<name>_bucket``, ``_count``, ``_sum``) whose children
+    cost a bisection and two additions per sample; registered in the default registry and
+    read at scrape time. Without label names, :meth:`observe` adds to its only child."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        buckets: Sequence[float] = _LATENCY_BUCKETS,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.bounds = tuple(sorted(float(b) for b in buckets))
+        self._children: dict[tuple[str, ...], Timing] = {}
+        self._only = None if self.labelnames else self.labels()
+        REGISTRY.register(self)
+
+    def labels(self, *values: str) -> Timing:
+        """The child for these label values (bind it once, then ``observe`` per sample)."""
+        key = tuple(str(v) for v in values)
+        if len(key) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes the labels {', '.join(self.labelnames)}")
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = Timing(self.bounds)
+        return child
+
+    def observe(self, seconds: float) -> None:
+        """Add a sample to a family without labels."""
+        if self._only is None:
+            raise ValueError(f"{self.name} takes the labels {', '.join(self.labelnames)}")
+        self._only.observe(seconds)
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for key, child in list(self._children.items()):
+            counts, running, buckets = list(child.counts), 0, []
+            for bound, count in zip((*self.bounds, float("inf")), counts, strict=True):
+                running += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+            family.add_metric(list(key), buckets, child.sum)
+        yield family
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+
 PUBLISHED = Tally("choreo_published", "Events durably published", ["topic"])
-PUBLISH_SECONDS = Histogram(
+PUBLISH_SECONDS = Timings(
     "choreo_publish_seconds",
     "Time until the broker accepted an event (one publish in eight sampled)",
-    buckets=_LATENCY_BUCKETS,
 )
 CONSUMED = Tally(
     "choreo_consumed", "Deliveries finished, by outcome", ["topic", "group", "outcome"]
 )
-HANDLER_SECONDS = Histogram(
+HANDLER_SECONDS = Timings(
     "choreo_handler_seconds",
     "Handler run time per attempt (one call in eight sampled)",
     ["group"],
-    buckets=_LATENCY_BUCKETS,
 )
 RETRIES = Tally("choreo_retries", "Handler attempts that failed and were retried", ["group"])
 DEAD_LETTERED = Tally(

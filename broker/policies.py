@@ -27,6 +27,7 @@ from typing import Literal, Protocol
 
 from broker import deadletter
 from broker.errors import ConfigurationError
+from broker.sqlstore import use_wal
 
 __all__ = [
     "CircuitBreaker",
@@ -166,7 +167,7 @@ class SQLiteInbox:
         self._retention = retention
         Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        use_wal(self._db)
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS inbox (grp TEXT, source TEXT, id TEXT, at REAL,"

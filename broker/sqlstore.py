@@ -42,7 +42,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from broker.urls import mask_url
 
-__all__ = ["POSTGRESQL", "SQLITE", "Dialect", "Migration", "SqlStore", "Tx", "upsert"]
+__all__ = ["POSTGRESQL", "SQLITE", "Dialect", "Migration", "SqlStore", "Tx", "upsert", "use_wal"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
 _PREFIX = re.compile(r"([a-z_][a-z0-9_]{0,40})?\Z")
@@ -261,7 +261,7 @@ class SqlStore:
             conn = _SqliteConnection(
                 self._target, timeout=30.0, isolation_level=None, check_same_thread=False
             )
-            conn.execute("PRAGMA journal_mode=WAL")
+            use_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
             raise self._cannot_open(exc) from exc
@@ -382,3 +382,18 @@ def _postgres_errors() -> tuple[type[Exception], ...]:
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def use_wal(conn: sqlite3.Connection, wait: float = 30.0) -> None:
+    """Switch ``conn``'s database to write-ahead logging. SQLite answers "database is locked"
+    at once, without its busy handler, when another connection is creating or switching the
+    same new file; several stores opening one fresh database at once take turns here."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)

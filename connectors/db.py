@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from broker.sqlstore import use_wal
 from connectors.dburl import DatabaseURL
 from connectors.errors import CDCSettingsError, DatabaseUnavailableError
 
@@ -58,7 +59,7 @@ def connect_sqlite(db: DatabaseURL) -> sqlite3.Connection:
     """A sqlite3 connection in autocommit mode with a busy timeout and WAL journal."""
     try:
         conn = sqlite3.connect(db.database, timeout=30.0, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
+        use_wal(conn)
     except sqlite3.Error as exc:
         raise DatabaseUnavailableError(f"cannot open SQLite database {db.url}: {exc}") from exc
     return conn

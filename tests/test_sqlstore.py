@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from broker.sqlstore import POSTGRESQL, SQLITE, Migration, SqlStore, upsert
+from broker.sqlstore import POSTGRESQL, SQLITE, Migration, SqlStore, upsert, use_wal
 from saga_monitor import Alert, SagaStoreError, SqlSagaStore
 from saga_monitor.store_sql import MIGRATIONS as SAGA_MIGRATIONS
 from schemas import SchemaStore, SchemaStoreError
@@ -136,6 +136,27 @@ def test_registry_stores_started_together_on_a_fresh_database_all_open(fresh_url
     names = ("config", "meta", "mode", "refs", "schema_version", "schemas", "versions")
     assert sorted(prefix + name for name in names) == tables(fresh_url)
     assert [(1,)] == raw(fresh_url, [f"SELECT version FROM {prefix}schema_version"])
+
+
+def test_switching_a_new_file_to_wal_waits_for_the_connection_creating_it(tmp_path: Path) -> None:
+    """SQLite refuses `PRAGMA journal_mode=WAL` at once ("database is locked", no busy handler)
+    while another connection writes the new file: what made stores opening one fresh database
+    together fail now and then. `use_wal` takes turns until the other commits, and gives up
+    with SQLite's error after its wait."""
+    path = tmp_path / "new.db"
+    creator = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    creator.execute("BEGIN EXCLUSIVE")
+    creator.execute("CREATE TABLE t (x)")
+    late = sqlite3.connect(path, isolation_level=None, timeout=0)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        use_wal(late, wait=0.2)
+    committer = threading.Timer(0.3, lambda: creator.execute("COMMIT"))
+    committer.start()
+    use_wal(late)
+    committer.join()
+    assert ("wal",) == late.execute("PRAGMA journal_mode").fetchone()
+    late.close()
+    creator.close()
 
 
 def test_a_registry_database_from_before_versions_is_adopted_with_its_data(fresh_url: str) -> None:

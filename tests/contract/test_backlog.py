@@ -143,6 +143,23 @@ async def test_redelivery_keeps_the_position(make_bus: Callable[..., Bus], topic
         assert count >= 1
 
 
+async def test_first_delivery_to_each_group_is_no_redelivery(
+    make_bus: Callable[..., Bus], topic: str
+) -> None:
+    """Each group's first delivery of an event counts no earlier delivery, however many other
+    groups had it before."""
+    bus = await make_bus().start()
+    first, second = Positions(), Positions()
+    await bus.subscribe(topic, first, group="first")
+    sent = await bus.publish(topic, type="t", key="k")
+    await eventually(lambda: bool(first.of(sent.id)), timeout=30, what="the first group's")
+    await bus.subscribe(topic, second, group="second")
+    later = await bus.publish(topic, type="t", key="k")
+    await eventually(lambda: bool(second.of(later.id)), timeout=30, what="the second group's")
+    await eventually(lambda: bool(first.of(later.id)), timeout=30, what="the first group's")
+    assert [0, 0, 0] == [count for _, _, count in first.seen + second.seen]
+
+
 async def test_another_publish_is_another_position(
     make_bus: Callable[..., Bus], topic: str
 ) -> None:

@@ -62,6 +62,34 @@ async def test_two_groups_each_get_everything(make_bus: Callable[..., Bus], topi
     assert sorted(sent) == sorted(billing.ids) == sorted(shipping.ids)
 
 
+async def test_a_handler_cannot_change_another_groups_event(
+    make_bus: Callable[..., Bus], topic: str
+) -> None:
+    """What one group's handler changes in its event (data, extensions, attributes) another
+    group's handler does not see, nor a later delivery of it."""
+    bus = await make_bus().start()
+    changed = asyncio.Event()
+    seen: list[tuple[object, object, str]] = []
+
+    async def vandal(event: Event) -> None:
+        event.data["items"].append("x")
+        event.data["note"] = "changed"
+        event.extensions["tenant"] = "other"
+        event.type = "changed"
+        changed.set()
+
+    async def reader(event: Event) -> None:
+        await changed.wait()
+        seen.append((event.data, event.extensions.get("tenant"), event.type))
+
+    await bus.subscribe(topic, vandal, group="vandal")
+    await bus.subscribe(topic, reader, group="reader")
+    data = {"items": ["a"], "note": "original"}
+    await bus.publish(topic, type="t", data=data, extensions={"tenant": "acme"})
+    await eventually(lambda: len(seen) == 1, what="the reader's delivery")
+    assert [({"items": ["a"], "note": "original"}, "acme", "t")] == seen
+
+
 async def test_many_concurrent_subscribers(make_bus: Callable[..., Bus], topic: str) -> None:
     """Eight groups subscribed at once each receive all events published concurrently."""
     bus = await make_bus().start()

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from broker.adapters.kit import BaseAdapter, parse_settings
 from broker.adapters.memory.consumer import MemorySubscription
 from broker.adapters.memory.settings import MemorySettings
-from broker.adapters.memory.wire import LOGS, Log
+from broker.adapters.memory.wire import LOGS, Log, handed_copy
 from broker.delay import DELIVER_AT, held_until
 from broker.envelope import Event
 from broker.errors import ClosedError
@@ -63,25 +63,22 @@ class MemoryAdapter(BaseAdapter):
         self, topic: str, events: Sequence[Event], *, ttl: float | None = None
     ) -> list[Exception | None]:
         self._check_open()
-        state = self._log.topic(topic)
         outcomes: list[Exception | None] = []
-        touched = set()
+        touched: set[int] = set()
+        log, clock = self._log, self.clock
+        state = log.topic(topic)
         for event in events:
             try:  # an event the log cannot take (a key it cannot hash) fails alone
-                due = held_until(event, self.clock)
-                if due is None:
-                    touched.add(self._log.append(topic, event)[1])
+                if DELIVER_AT in event.extensions and (due := held_until(event, clock)):
+                    log.hold(topic, event, due, clock)
                 else:
-                    self._log.hold(topic, event, due, self.clock)
+                    touched.add(log.add(state, event))
             except (TypeError, ValueError) as exc:
                 outcomes.append(exc)
             else:
                 outcomes.append(None)
-        for group in state.groups.values():
-            for index in touched:
-                owner = group.owners[index]
-                if owner is not None:
-                    owner.wake()
+        for index in touched:
+            log.wake(state, index)
         return outcomes
 
     async def open_subscription(
@@ -113,7 +110,7 @@ class MemoryAdapter(BaseAdapter):
         return self.events(topic)[:limit]
 
     def events(self, topic: str | None) -> list[Event]:
-        """Every event ``topic`` (None: any topic) holds, not purged, in publish order,
+        """Every event ``topic`` (None: any topic) holds, not purged, in publish order (copies),
         without awaiting: what :mod:`broker.testing` asserts on."""
         if topic is None:
             states = list(self._log.topics.values())
@@ -124,7 +121,7 @@ class MemoryAdapter(BaseAdapter):
             (entry for s in states for p in s.partitions for entry in p.kept()),
             key=lambda e: e[0],
         )
-        return [event for _, event in kept]
+        return [handed_copy(event) for _, event in kept]
 
     def topic_names(self) -> list[str]:
         """The topics of this broker, sorted, without awaiting."""

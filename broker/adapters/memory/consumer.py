@@ -1,75 +1,107 @@
 """The consuming side of ``memory://``: group members that share partitions and hand out
-their entries, committing the highest contiguously acked offset of each."""
+their entries, committing the highest contiguously acked offset of each.
+
+Bookkeeping is integers, not objects: a member reads a partition from ``position`` on, the
+group's committed offset is where everything before is acked, and an offset acked ahead of an
+earlier one waits in a small set until the gap closes. What is in flight is the span between
+the two, so nothing per event is kept but the delivery the handler holds.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from array import array
+import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 
-from broker.adapters.kit import BaseSubscription, InFlight, OffsetTracker
-from broker.adapters.memory.wire import Group, Topic
+from broker.adapters.kit import BaseSubscription
+from broker.adapters.memory.wire import Group, Partition, Topic, handed_copy
 from broker.envelope import Event
 from broker.ports import Backlog, Delivery
 
 __all__ = ["MemoryDelivery", "MemorySubscription"]
 
+_NO_HEADERS: dict[str, str] = {}
 
-@dataclass(slots=True)
-class _Partition:
-    topic: Topic
-    group: Group
-    index: int
-    position: int
-    tracker: OffsetTracker = field(default_factory=OffsetTracker)
-    redeliver: deque[InFlight] = field(default_factory=deque)
-    #: Whether this member should keep reading it (False: it goes to another once idle).
-    wanted: bool = True
+
+class _Part:
+    """A member's hold on one partition: where it reads, and what it acked out of order."""
+
+    __slots__ = (
+        "ahead",
+        "group",
+        "index",
+        "live",
+        "log",
+        "position",
+        "redeliver",
+        "sub",
+        "topic",
+        "wanted",
+    )
+
+    def __init__(self, sub: MemorySubscription, topic: Topic, group: Group, index: int) -> None:
+        self.sub = sub
+        self.topic = topic
+        self.group = group
+        self.index = index
+        self.log: Partition = topic.partitions[index]
+        self.position = group.committed[index]
+        #: Offsets acked while an earlier one was not (empty when acks come in order).
+        self.ahead: set[int] = set()
+        #: Offsets given back (nacked), handed out again before anything new.
+        self.redeliver: deque[int] = deque()
+        #: Whether this member should keep reading it (False: it goes to another once idle).
+        self.wanted = True
+        #: False once the member gave it up: a late ack then changes nothing.
+        self.live = True
+
+    def in_flight(self) -> int:
+        """Entries handed out and not yet committed (acked ahead of a gap included)."""
+        return self.position - self.group.committed[self.index]
 
 
 class MemoryDelivery(Delivery):
     """One entry handed to a member; acking it may move the group's committed position."""
 
-    __slots__ = ("_done", "_flight", "_part", "_sub")
+    __slots__ = ("_done", "_offset", "_part")
 
-    def __init__(
-        self,
-        sub: MemorySubscription,
-        part: _Partition,
-        flight: InFlight,
-        event: Event,
-        redelivered: int,
-    ) -> None:
-        topic = part.topic.name
+    # A memory delivery never carries bytes: the Delivery fields that say so are shared.
+    body = b""
+    headers = _NO_HEADERS
+    decode_error = None
+
+    def __init__(self, part: _Part, offset: int, event: Event, redelivered: int) -> None:
         # Delivery's fields, set directly: this runs once per event.
-        self.topic = topic
-        self.position = f"{topic}/{part.index}/{flight.offset}"
+        self.topic = part.topic.name
         self.event = event
-        self.body = b""
-        self.headers = _NO_HEADERS
         self.redelivered = redelivered
-        self.decode_error = None
-        self._sub = sub
         self._part = part
-        self._flight = flight
+        self._offset = offset
         self._done = False
+
+    @property
+    def position(self) -> str:  # type: ignore[override]  # read-only here: never set
+        """``topic/partition/offset``, built when asked (the saga monitor asks)."""
+        return f"{self.topic}/{self._part.index}/{self._offset}"
 
     async def ack(self) -> None:
         if not self._done:
             self._done = True
-            self._sub.settle(self._part, self._flight)
+            self._part.sub.settle(self._part, self._offset)
+
+    def ack_now(self) -> None:
+        """:meth:`ack` without awaiting (nothing here waits): what ``ack_many`` calls."""
+        if not self._done:
+            self._done = True
+            self._part.sub.settle(self._part, self._offset)
 
     async def nack(self) -> None:
         if not self._done:
             self._done = True
-            self._part.redeliver.append(self._flight)
-            self._sub.wake()
-
-
-_NO_HEADERS: dict[str, str] = {}
+            self._part.redeliver.append(self._offset)
+            self._part.sub.wake()
 
 
 class MemorySubscription(BaseSubscription):
@@ -82,9 +114,12 @@ class MemorySubscription(BaseSubscription):
         self._group_name = group
         self._prefetch = prefetch
         self._on_close = on_close
-        self._owned: dict[tuple[str, int], _Partition] = {}
-        self._parts: list[_Partition] = []  # the values of _owned, for round-robin
+        self._owned: dict[tuple[str, int], _Part] = {}
+        self._parts: list[_Part] = []  # the values of _owned, for round-robin
         self._wakeup = asyncio.Event()
+        #: Wake the member up: there may be something to hand out (a bound method: publishes
+        #: call it once per event and group).
+        self.wake: Callable[[], None] = self._wakeup.set
         self._closed = False
         self._cursor = 0
 
@@ -105,9 +140,10 @@ class MemorySubscription(BaseSubscription):
             _rebalance(topic, group)
 
     def leave(self) -> None:
-        for (topic_name, index), part in list(self._owned.items()):
-            part.group.owners[index] = None
-            del self._owned[(topic_name, index)]
+        for part in self._parts:
+            part.live = False  # a late ack no longer moves the group (redelivered instead)
+            part.group.owners[part.index] = None
+        self._owned.clear()
         self._parts = []
         for topic in self._topics:
             group = topic.groups[self._group_name]
@@ -116,8 +152,7 @@ class MemorySubscription(BaseSubscription):
             _rebalance(topic, group)
 
     def claim(self, topic: Topic, group: Group, index: int) -> None:
-        start = group.committed[index]
-        self._owned[(topic.name, index)] = _Partition(topic, group, index, start)
+        self._owned[(topic.name, index)] = _Part(self, topic, group, index)
         self._parts = list(self._owned.values())
         group.owners[index] = self
         self.wake()
@@ -127,9 +162,10 @@ class MemorySubscription(BaseSubscription):
         part = self._owned.get((topic.name, index))
         if part is None:
             return False
-        if part.tracker or part.redeliver:
+        if part.in_flight():
             part.wanted = False
             return False
+        part.live = False
         del self._owned[(topic.name, index)]
         self._parts = list(self._owned.values())
         part.group.owners[index] = None
@@ -143,56 +179,134 @@ class MemorySubscription(BaseSubscription):
 
     # -- delivery --------------------------------------------------------------------------
 
-    def wake(self) -> None:
-        self._wakeup.set()
+    def settle(self, part: _Part, offset: int) -> None:
+        """``offset`` of ``part`` is acked: commit what is acked without a gap."""
+        if not part.live:
+            return
+        group, index = part.group, part.index
+        if group.again:
+            group.again.pop((index, offset), None)
+        committed = group.committed
+        before = committed[index]
+        if offset != before:
+            if offset > before:
+                part.ahead.add(offset)
+            return
+        offset += 1
+        ahead = part.ahead
+        while ahead and offset in ahead:
+            ahead.remove(offset)
+            offset += 1
+        committed[index] = offset
+        if not part.wanted:
+            if offset == part.position:
+                _rebalance(part.topic, group)
+            self._wakeup.set()
+        elif part.position - before >= self._prefetch:  # it was full: it may read again
+            self._wakeup.set()
 
-    def settle(self, part: _Partition, flight: InFlight) -> None:
-        done = part.tracker.ack(flight)
-        if done is not None:
-            part.group.committed[part.index] = done + 1
-        if not part.wanted and not part.tracker and not part.redeliver:
-            _rebalance(part.topic, part.group)
-        self._wakeup.set()
+    def poll(self) -> Delivery | None:
+        taken = self._collect(1)
+        return taken[0] if taken else None
 
-    def poll(self) -> MemoryDelivery | None:
+    def _collect(self, limit: int) -> list[Delivery]:
+        """Up to ``limit`` deliveries that are ready, a share of each partition in turn."""
+        out: list[Delivery] = []
         parts = self._parts
         count = len(parts)
-        for step in range(count):
-            part = parts[(self._cursor + step) % count]
-            delivery = self._next_from(part)
-            if delivery is not None:
-                self._cursor = (self._cursor + step + 1) % count
-                return delivery
-        return None
+        if not count:
+            return out
+        share = max(1, limit // count)
+        start = self._cursor
+        while True:
+            progressed = False
+            for step in range(count):
+                room = limit - len(out)
+                if room <= 0:
+                    break
+                if self._take_from(parts[(start + step) % count], min(room, share), out):
+                    progressed = True
+                    self._cursor = (start + step + 1) % count
+            if not progressed or len(out) >= limit:
+                return out
 
-    def _next_from(self, part: _Partition) -> MemoryDelivery | None:
-        log = part.topic.partitions[part.index]
+    def _take_from(self, part: _Part, room: int, out: list[Delivery]) -> bool:
+        """Add up to ``room`` deliveries of ``part`` to ``out``; whether it read any entry."""
         if part.redeliver:
-            flight = part.redeliver.popleft()
-            return self._deliver(part, flight, log.events[flight.offset], log.deliveries)
-        if not part.wanted or len(part.tracker) >= self._prefetch:
-            return None
-        events = log.events
-        while part.position < len(events):
-            offset = part.position
-            part.position += 1
+            return self._take_again(part, room, out)
+        if not part.wanted:
+            return False
+        position, index, group = part.position, part.index, part.group
+        room = min(room, self._prefetch - (position - group.committed[index]))
+        events = part.log.events
+        end = min(len(events), position + room)
+        if end <= position:
+            return False
+        part.position = end
+        handed = group.handed[index]
+        purged = []
+        append = out.append
+        for offset in range(position, min(end, handed)):  # handed out before, never acked
             event = events[offset]
-            flight = part.tracker.add(offset)
-            if event is None:  # purged: settle silently
-                self.settle(part, flight)
-                continue
-            return self._deliver(part, flight, event, log.deliveries)
-        return None
+            if event is None:
+                purged.append(offset)
+            else:
+                again = _count_again(group, index, offset)
+                append(MemoryDelivery(part, offset, handed_copy(event), again))
+        for offset in range(max(position, handed), end):  # the usual: first deliveries
+            event = events[offset]
+            if event is None:
+                purged.append(offset)
+            else:
+                append(MemoryDelivery(part, offset, handed_copy(event), 0))
+        if end > handed:
+            group.handed[index] = end
+        for offset in purged:  # purged meanwhile: settled without a handler
+            self.settle(part, offset)
+        return True
 
-    def _deliver(
-        self, part: _Partition, flight: InFlight, event: Event | None, counts: array[int]
-    ) -> MemoryDelivery | None:
-        if event is None:  # purged while it waited to be delivered again
-            self.settle(part, flight)
-            return None
-        offset = flight.offset
-        counts[offset] += 1
-        return MemoryDelivery(self, part, flight, event, counts[offset] - 1)
+    def _take_again(self, part: _Part, room: int, out: list[Delivery]) -> bool:
+        """Hand out again up to ``room`` offsets of ``part`` that were nacked."""
+        events, group, index = part.log.events, part.group, part.index
+        taken = False
+        while part.redeliver and room > 0:
+            offset = part.redeliver.popleft()
+            taken = True
+            event = events[offset]
+            if event is None:  # purged while it waited to be delivered again
+                self.settle(part, offset)
+                continue
+            again = _count_again(group, index, offset)
+            out.append(MemoryDelivery(part, offset, handed_copy(event), again))
+            room -= 1
+        return taken
+
+    async def take(self, limit: int, wait: float) -> list[Delivery]:
+        """Up to ``limit`` deliveries, taken a partition's run at a time (see the base)."""
+        batch = self._collect(limit)
+        while not batch:
+            if self._closed:
+                return batch
+            self._wakeup.clear()
+            await self._wakeup.wait()
+            batch = self._collect(limit)
+        if wait > 0 and len(batch) < limit:
+            deadline = time.monotonic() + wait
+            while len(batch) < limit and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                await self.wait_ready(left)
+                batch.extend(self._collect(limit - len(batch)))
+        return batch
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Ack each delivery, none of them awaited (a batch handler's, at once)."""
+        for delivery in deliveries:
+            if isinstance(delivery, MemoryDelivery):
+                delivery.ack_now()
+            else:
+                await delivery.ack()
 
     async def wait_ready(self, timeout: float | None) -> None:
         self._wakeup.clear()
@@ -226,6 +340,13 @@ class MemorySubscription(BaseSubscription):
         self.leave()
         self._on_close(self)
         self.wake()
+
+
+def _count_again(group: Group, index: int, offset: int) -> int:
+    """One more delivery of an offset this group was handed before: how many before this."""
+    key = (index, offset)
+    count = group.again[key] = group.again.get(key, 0) + 1
+    return count
 
 
 def _desired_owner(group: Group, index: int) -> MemorySubscription | None:

@@ -1,6 +1,8 @@
 """What a ``memory://`` broker stores: partitioned logs of entries, per topic, per URL name.
 
-Events are kept as the objects that were published (nothing is encoded); an event slot that
+Events are kept as the objects that were published (nothing is encoded); each delivery hands
+out a copy of one (:func:`handed_copy`), so that what a handler changes in its event no other
+group, redelivery or later reader sees, as on a broker that sends bytes. An event slot that
 holds ``None`` was purged. Events with one ``partitionkey`` share a partition, so they keep their
 order. Each group keeps a committed position per partition and knows its members.
 """
@@ -13,7 +15,7 @@ import zlib
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from broker.adapters.kit.hold import HoldQueue
 from broker.clock import SYSTEM_CLOCK, Clock, Timer
@@ -22,7 +24,51 @@ from broker.envelope import Event
 if TYPE_CHECKING:
     from broker.adapters.memory.consumer import MemorySubscription
 
-__all__ = ["LOGS", "Group", "Log", "Partition", "Topic", "partition_for"]
+__all__ = ["LOGS", "Group", "Log", "Partition", "Topic", "handed_copy", "partition_for"]
+
+_new_event = object.__new__
+#: The mutable values JSON data is made of (and bytes data that is not bytes).
+_CONTAINERS: frozenset[type] = frozenset((dict, list, bytearray))
+
+
+def handed_copy(event: Event) -> Event:
+    """A copy of a stored event for one delivery: its own attributes, extensions and data
+    (dicts, lists and bytearrays copied all the way down; other values are immutable once
+    JSON, or the publisher's own objects, shared)."""
+    copy = _new_event(Event)
+    copy.type = event.type
+    copy.source = event.source
+    copy.id = event.id
+    copy.time = event.time
+    copy.subject = event.subject
+    copy.datacontenttype = event.datacontenttype
+    copy.dataschema = event.dataschema
+    copy.specversion = event.specversion
+    copy.extensions = event.extensions.copy()
+    data = event.data
+    if data.__class__ is dict:  # the usual JSON object: a flat one needs one dict copy
+        data = data.copy()
+        for item in data.values():
+            if item.__class__ in _CONTAINERS:
+                data = _copy_value(event.data)
+                break
+    elif data.__class__ in _CONTAINERS:
+        data = _copy_value(data)
+    copy.data = data
+    return copy
+
+
+def _copy_value(value: Any) -> Any:
+    """``value`` (a dict, list or bytearray) copied down to its immutable leaves."""
+    if isinstance(value, dict):
+        copied = value.copy()
+        for key, item in copied.items():
+            if item.__class__ in _CONTAINERS:
+                copied[key] = _copy_value(item)
+        return copied
+    if isinstance(value, list):
+        return [_copy_value(item) if item.__class__ in _CONTAINERS else item for item in value]
+    return bytearray(value)
 
 
 def partition_for(event: Event, partitions: int) -> int:
@@ -32,25 +78,18 @@ def partition_for(event: Event, partitions: int) -> int:
 
 
 class Partition:
-    """One partition's log, by offset: the events (None once purged), their global sequence
-    numbers and how often each was delivered. Numbers live in arrays: a long log holds one
-    object per event for the garbage collector to walk, not three."""
+    """One partition's log, by offset: the events (None once purged) and their global sequence
+    numbers. The numbers live in an array: a long log holds one object per event for the
+    garbage collector to walk, not two."""
 
-    __slots__ = ("deliveries", "events", "seqs")
+    __slots__ = ("events", "seqs")
 
     def __init__(self) -> None:
         self.events: list[Event | None] = []
         self.seqs = array("Q")
-        self.deliveries = array("L")
 
     def __len__(self) -> int:
         return len(self.events)
-
-    def append(self, seq: int, event: Event) -> None:
-        """Add ``event`` at the next offset."""
-        self.events.append(event)
-        self.seqs.append(seq)
-        self.deliveries.append(0)
 
     def kept(self) -> Iterator[tuple[int, Event]]:
         """(sequence number, event) of every event not purged."""
@@ -61,21 +100,48 @@ class Partition:
 
 @dataclass(slots=True)
 class Group:
-    """A group on a topic: committed position and owning member per partition."""
+    """A group on a topic: committed position and owning member per partition, and what it
+    needs to count redeliveries: per partition the offset below which every entry was handed
+    out, and how often an entry was handed out again (only entries that were)."""
 
     name: str
     committed: list[int]
     owners: list[MemorySubscription | None]
     members: list[MemorySubscription] = field(default_factory=list)
+    handed: list[int] = field(default_factory=list)
+    again: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.handed:
+            self.handed = list(self.committed)
+
+
+#: Keys whose partition a topic remembers (past that, it starts remembering again).
+_KEYS_KEPT = 4096
 
 
 @dataclass(slots=True)
 class Topic:
-    """A topic: its partitions (lists of entries) and its groups."""
+    """A topic: its partitions (lists of entries), its groups, and the partition of the keys
+    it saw last (a key's hash is worked out once, not per event)."""
 
     name: str
     partitions: list[Partition]
     groups: dict[str, Group] = field(default_factory=dict)
+    keys: dict[str, int] = field(default_factory=dict)
+
+    def partition_of(self, event: Event) -> int:
+        """The index of ``event``'s partition (see :func:`partition_for`)."""
+        key = event.extensions.get("partitionkey")
+        if not isinstance(key, str):
+            return partition_for(event, len(self.partitions))
+        index = self.keys.get(key)
+        if index is None:
+            index = partition_for(event, len(self.partitions))
+            if len(self.keys) >= _KEYS_KEPT:
+                self.keys.clear()
+            self.keys[key] = index
+        return index
 
 
 class Log:
@@ -102,16 +168,32 @@ class Log:
             self.topics[name] = topic
         return topic
 
-    def append(self, name: str, event: Event) -> tuple[Topic, int]:
-        """Store ``event`` in its partition of ``name``; the topic and the partition index."""
-        topic = self.topics.get(name) or self.topic(name)
-        index = partition_for(event, len(topic.partitions))
-        topic.partitions[index].append(next(self.seq), event)
-        return topic, index
+    def add(self, topic: Topic, event: Event) -> int:
+        """Store ``event`` in its partition of ``topic``; the partition's index."""
+        index = topic.partition_of(event)
+        partition = topic.partitions[index]
+        partition.events.append(event)
+        partition.seqs.append(next(self.seq))
+        return index
+
+    def wake(self, topic: Topic, index: int) -> None:
+        """Wake the members that read partition ``index`` of ``topic``."""
+        for group in topic.groups.values():
+            owner = group.owners[index]
+            if owner is not None:
+                owner.wake()
 
     def deliver(self, name: str, event: Event) -> None:
-        """Append ``event`` and wake the members that read its partition."""
-        topic, index = self.append(name, event)
+        """Append ``event`` and wake the members that read its partition (once per publish:
+        :meth:`add`, a known key's partition and :meth:`wake` inline)."""
+        topic = self.topics.get(name) or self.topic(name)
+        key = event.extensions.get("partitionkey")
+        index = topic.keys.get(key) if isinstance(key, str) else None
+        if index is None:
+            index = topic.partition_of(event)
+        partition = topic.partitions[index]
+        partition.events.append(event)
+        partition.seqs.append(next(self.seq))
         for group in topic.groups.values():
             owner = group.owners[index]
             if owner is not None:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from broker.adapters.sqlite.owner import provably_dead
 from broker.adapters.sqlite.wire import Row
+from broker.sqlstore import use_wal
 
 __all__ = ["Claim", "Rebalance", "Store"]
 
@@ -85,7 +86,7 @@ class Store:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-        self.db.execute("PRAGMA journal_mode=WAL")
+        use_wal(self.db, busy_timeout)
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         with self.transaction():
             for statement in _SCHEMA.split(";"):
