@@ -5,6 +5,7 @@ letters that the server's de-duplication must not swallow."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -297,3 +298,26 @@ async def test_native_ttl_can_be_turned_off(nats_url: str, topic: str) -> None:
         await eventually(dead_lettered)
         [dead] = await bus.dead_letters(f"{topic}.dlq")
     assert (short.id, "expired") == (dead.id, dead.extensions["dlqreason"])
+
+
+async def test_closing_a_subscription_is_bounded_when_nats_py_swallows_the_cancel() -> None:
+    """nats-py catches a CancelledError that lands in its `_flush_pending` and carries on (a
+    subscription's drain then waits for its queue): `asyncio.wait_for` would wait for such
+    work however long it goes on. The pump's close waits for it 5 s at most and leaves it."""
+    from broker.adapters.nats.consumer import _at_most
+
+    async def swallowing() -> None:  # what nats-py's drain does when cancelled mid-flush
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)
+        await asyncio.sleep(30)
+
+    began = time.monotonic()
+    await _at_most(0.2, swallowing())
+    assert time.monotonic() - began < 5
+
+    async def failing(error: Exception) -> None:
+        raise error
+
+    await _at_most(1, failing(nats.errors.TimeoutError()))  # a NATS error: closing goes on
+    with pytest.raises(ValueError, match="a bug"):
+        await _at_most(1, failing(ValueError("a bug")))

@@ -29,7 +29,7 @@ import json
 import math
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -243,10 +243,33 @@ class _Pump:
             with contextlib.suppress(nats.errors.Error):
                 await self.nsub.unsubscribe()
             return
-        with contextlib.suppress(nats.errors.Error, TimeoutError):
-            await asyncio.wait_for(self.nsub.drain(), 5)  # type: ignore[no-untyped-call]
-        with contextlib.suppress(nats.errors.Error, TimeoutError):
-            await self.nc.flush(timeout=5)
+        await _at_most(5, self.nsub.drain())  # type: ignore[no-untyped-call]
+        await _at_most(5, self.nc.flush(timeout=5))
+
+
+async def _at_most(seconds: float, work: Awaitable[Any]) -> None:
+    """Await nats-py ``work`` for ``seconds`` at most, ignoring its NATS errors. Not with
+    ``asyncio.wait_for``: nats-py swallows a cancellation that lands in its ``_flush_pending``,
+    and ``wait_for`` then waits for the cancelled work however long it goes on (a
+    subscription's drain goes on to wait for its queue); here such work is left to end on its
+    own."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        task.add_done_callback(_consume_outcome)
+        return
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None and not isinstance(error, nats.errors.Error | TimeoutError):
+        raise error
+
+
+def _consume_outcome(task: asyncio.Future[Any]) -> None:
+    """Retrieve ``task``'s outcome so that asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _direct(nc: Any) -> bool:
