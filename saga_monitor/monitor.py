@@ -153,11 +153,8 @@ class SagaMonitor:
         #: The thread batches are applied in, for a store whose transactions may run off the
         #: event loop's thread (see :attr:`SqlSagaStore.threadsafe
         #: <saga_monitor.store_sql.SqlSagaStore.threadsafe>`); None: applied in place.
-        self._worker: ThreadPoolExecutor | None = (
-            ThreadPoolExecutor(1, thread_name_prefix="choreo-saga-apply")
-            if getattr(store, "threadsafe", False)
-            else None
-        )
+        #: Made by :meth:`start`, ended by :meth:`stop`.
+        self._worker: ThreadPoolExecutor | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -169,6 +166,8 @@ class SagaMonitor:
         # its own, the group's verdicts wait for it.
         self.store.record_monitor(self.member, None, float("inf"), self.clock())
         await self.flush_alerts()
+        if self._worker is None and getattr(self.store, "threadsafe", False):
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="choreo-saga-apply")
         try:  # one subscription over every topic: a Kafka group rebalances once
             subscriber = await self.bus.subscribe_batch(
                 self.topics,
@@ -201,6 +200,9 @@ class SagaMonitor:
             self._timer = None
         subscribers, self._subscribers = self._subscribers, []
         await asyncio.gather(*(s.stop() for s in subscribers), return_exceptions=True)
+        worker, self._worker = self._worker, None
+        if worker is not None:  # idle now: the subscriptions' handlers have returned
+            worker.shutdown(wait=False)
 
     async def run(self) -> None:
         """Start, then run until cancelled; stops cleanly."""

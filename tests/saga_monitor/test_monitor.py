@@ -299,3 +299,25 @@ async def test_acknowledged_and_stuck_instances_go_after_their_own_retention(
         clock.advance(3661)  # stuck for more than 2 h, but "new" for one only
         await until(lambda: {"new": "stuck"} == states(), what="the long-stuck ones to go")
     store.close()
+
+
+async def test_a_stopped_monitor_leaves_no_apply_thread_behind(bus: Bus, tmp_path: Path) -> None:
+    """With a SQL store batches are applied in a thread of the monitor's own: it is made by
+    start and ended by stop, so monitors started and stopped in one process do not pile up
+    idle threads."""
+    import threading
+
+    def apply_threads() -> int:
+        return sum(t.name.startswith("choreo-saga-apply") for t in threading.enumerate())
+
+    before = apply_threads()
+    store = open_saga_store(f"sqlite:///{tmp_path}/sagas.db")
+    monitor = SagaMonitor(example(), bus, store, clock=ManualClock(), tick_interval=0.02)
+    for n in range(2):
+        async with monitor:
+            event = Event(type="order.placed", source="shop", extensions={"correlationid": f"o{n}"})
+            await bus.publish("orders", event)
+            await until(lambda k=n + 1: len(store.instances()) == k, what="the event applied")
+            assert before + 1 == apply_threads()
+        await until(lambda: apply_threads() == before, what="the apply thread to end")
+    store.close()
