@@ -208,14 +208,20 @@ async def _ignore(event: Event) -> None:
 async def bounded(seconds: float) -> AsyncIterator[None]:
     """Fail after ``seconds`` with the stack of every task still running, so a stall names the
     await it is stuck in (pytest-timeout would show only the event loop's select)."""
+
+    def show_tasks() -> None:  # before cancelling: a stalled await may swallow the cancel
+        print(f"stalled for {seconds:.0f} s; every task's stack:", flush=True)
+        for task in asyncio.all_tasks():
+            task.print_stack(file=sys.stdout)
+
+    shown = asyncio.get_running_loop().call_later(seconds, show_tasks)
     try:
         async with asyncio.timeout(seconds):
             yield
     except TimeoutError:
-        for task in asyncio.all_tasks():
-            if task is not asyncio.current_task():
-                task.print_stack(file=sys.stdout)
         raise AssertionError(f"stalled for {seconds:.0f} s; the tasks' stacks are above") from None
+    finally:
+        shown.cancel()
 
 
 async def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.05) -> None:

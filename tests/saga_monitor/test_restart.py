@@ -100,45 +100,48 @@ async def test_kill_9_and_restart_reach_the_uninterrupted_verdicts(
         definitions = tmp_path / "sagas.yaml"
         definitions.write_text(DEFINITIONS.format(topic=topic))
         await join(url, [topic], GROUP)
+        stage(f"{GROUP} joined {topic}")
         await join(url, [topic], "reference")
+        stage(f"reference joined {topic}")
         alert_topics = [f"alerts-monitor-{run}", f"alerts-reference-{run}"]
         store_url = f"sqlite:///{tmp_path}/sagas.db"
-        async with (
-            reading_alerts(url, alert_topics) as (mine, theirs),
-            reference(url, tmp_path, definitions, alert_topics[1]) as alone,
-        ):
-            stage("alert readers and the reference monitor started")
-            watcher = open_saga_store(store_url)
-            process = start_monitor(url, store_url, definitions, alert_topics[0])
-            stream = schedule(sagas, time.monotonic() + 1.0)
-            publishing = asyncio.create_task(play(url, topic, stream))
-            try:
-                await wait_for(lambda: sum(watcher.counts().values()) >= 40, 60, "the monitor")
-                stage("the monitor applied 40 instances: kill -9")
-                process.send_signal(signal.SIGKILL)
-                process.wait(timeout=10)
-                assert not publishing.done(), "killed too late: the stream was already done"
-                port = free_port()
-                process = start_monitor(
-                    url, store_url, definitions, alert_topics[0], "--metrics-port", str(port)
-                )
-                stamps = await asyncio.wait_for(publishing, 60)
-                stage("the stream is published")
-                expected = await settle(alone, sagas)
-                stage("the reference settled")
-                await wait_for(lambda: snapshot(watcher) == expected, 60, "the same states", 0.2)
-                stage("the restarted monitor reached the same states")
-                async with httpx.AsyncClient() as client:
-                    metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-                assert "choreo_saga_monitor_lag_seconds" in metrics
-                with contextlib.suppress(AssertionError):
-                    await wait_for(lambda: mine.ids() == theirs.ids(), 30, "the same alerts")
-                assert [] == alert_difference(mine, theirs)
-                stage("the same alerts")
-            finally:
-                publishing.cancel()
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=30)
-                watcher.close()
-                stage("stopped")
+        async with reading_alerts(url, alert_topics) as (mine, theirs):
+            stage("alert readers started")
+            async with reference(url, tmp_path, definitions, alert_topics[1]) as alone:
+                stage("the reference monitor started")
+                watcher = open_saga_store(store_url)
+                process = start_monitor(url, store_url, definitions, alert_topics[0])
+                stream = schedule(sagas, time.monotonic() + 1.0)
+                publishing = asyncio.create_task(play(url, topic, stream))
+                try:
+                    await wait_for(lambda: sum(watcher.counts().values()) >= 40, 60, "the monitor")
+                    stage("the monitor applied 40 instances: kill -9")
+                    process.send_signal(signal.SIGKILL)
+                    process.wait(timeout=10)
+                    assert not publishing.done(), "killed too late: the stream was already done"
+                    port = free_port()
+                    process = start_monitor(
+                        url, store_url, definitions, alert_topics[0], "--metrics-port", str(port)
+                    )
+                    stamps = await asyncio.wait_for(publishing, 60)
+                    stage("the stream is published")
+                    expected = await settle(alone, sagas)
+                    stage("the reference settled")
+                    await wait_for(
+                        lambda: snapshot(watcher) == expected, 60, "the same states", 0.2
+                    )
+                    stage("the restarted monitor reached the same states")
+                    async with httpx.AsyncClient() as client:
+                        metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+                    assert "choreo_saga_monitor_lag_seconds" in metrics
+                    with contextlib.suppress(AssertionError):
+                        await wait_for(lambda: mine.ids() == theirs.ids(), 30, "the same alerts")
+                    assert [] == alert_difference(mine, theirs)
+                    stage("the same alerts")
+                finally:
+                    publishing.cancel()
+                    process.send_signal(signal.SIGTERM)
+                    process.wait(timeout=30)
+                    watcher.close()
+                    stage("stopped")
         check_stuck_alerts(mine, store_url, stalled(sagas, stamps))
