@@ -321,6 +321,17 @@ class _Fold(msgspec.Struct, gc=False):
             return
         if i.phase != "running":
             return  # a second failure report changes nothing
+        owed = self._owe(entry)
+        if i.waiting:
+            i.phase = "compensating"
+            self._plan()
+        else:  # nothing to undo, or undone already (compensations before the failure)
+            self._finish("compensated" if owed else "failed", entry.at)
+
+    def _owe(self, entry: Entry) -> list[str]:
+        """The saga failed at ``entry``: every step done owes its compensation, latest first;
+        those not seen yet are awaited. Returns what is owed."""
+        i = self.i
         i.failed_at = entry.at
         owed = [
             s.compensation
@@ -328,11 +339,7 @@ class _Fold(msgspec.Struct, gc=False):
             if s.compensation and s.event in i.done
         ]
         i.waiting = [c for c in owed if c not in i.compensations]
-        if i.waiting:
-            i.phase = "compensating"
-            self._plan()
-        else:  # nothing to undo, or undone already (compensations before the failure)
-            self._finish("compensated" if owed else "failed", entry.at)
+        return owed
 
     def _on_compensation(self, entry: Entry) -> None:
         i = self.i
@@ -364,13 +371,7 @@ class _Fold(msgspec.Struct, gc=False):
         if i.phase in ("failed", "compensated"):
             return  # the expected epilogue of a failure
         if i.phase == "running":  # closed without a failure event: every done step owes
-            i.failed_at = entry.at
-            owed = [
-                s.compensation
-                for s in reversed(self.m.definition.steps)
-                if s.compensation and s.event in i.done
-            ]
-            i.waiting = [c for c in owed if c not in i.compensations]
+            self._owe(entry)
         self.closing = entry
         self._finish("compensated", entry.at)
 
