@@ -11,6 +11,7 @@ import pytest
 from broker import ConfigurationError, Event, PublishError, adapter_from_url, mask_url
 from broker.adapters.kit import (
     Backoff,
+    Horizon,
     OffsetTracker,
     Stopped,
     Translation,
@@ -189,6 +190,62 @@ def test_merged_lanes_come_by_time_each_in_its_own_order() -> None:
     assert ["b", "a", "b", "a", "a", "c"] == [lane for lane, _ in merged]
     for lane in lanes:
         assert lane == [item for item in merged if item[0] == lane[0][0]]
+
+
+def _key(item: tuple[str, float]) -> float:
+    return item[1]
+
+
+def test_a_lane_behind_holds_the_later_items_of_the_others() -> None:
+    """Horizon releases items by key only up to the latest key of every lane with more to
+    come; the rest waits, in its lane's order, and comes once that lane catches up."""
+    horizon: Horizon[str, tuple[str, float]] = Horizon(_key)
+    horizon.add("a", [("a", 1.0), ("a", 2.0)], more=True)
+    horizon.add("b", [("b", 0.5), ("b", 1.5), ("b", 2.5), ("b", 3.0)], more=False)
+    first = horizon.release()
+    horizon.add("a", [("a", 2.7), ("a", 4.0)], more=False)
+    second = horizon.release()
+    assert [("b", 0.5), ("a", 1.0), ("b", 1.5), ("a", 2.0)] == first
+    assert [("b", 2.5), ("a", 2.7), ("b", 3.0), ("a", 4.0)] == second
+    assert 0 == horizon.held
+
+
+def test_a_lane_known_to_be_behind_holds_the_others_before_its_first_item() -> None:
+    """A lane said to be behind before anything of it came holds every other lane back;
+    one caught up (or forgotten) holds nobody."""
+    horizon: Horizon[str, tuple[str, float]] = Horizon(_key)
+    horizon.behind("a")
+    horizon.add("b", [("b", 1.0)], more=False)
+    held = horizon.release()
+    horizon.behind("a", more=False)
+    assert ([], [("b", 1.0)]) == (held, horizon.release())
+    horizon.behind("c")
+    horizon.add("b", [("b", 2.0)], more=False)
+    assert [] == horizon.release()
+    assert [] == horizon.drop("c")
+    assert [("b", 2.0)] == horizon.release()
+
+
+def test_a_limited_release_keeps_the_rest_in_lane_order() -> None:
+    """release(limit) hands out the earliest ``limit`` items; the others stay held and come
+    next, each lane's order kept even where its keys run backwards."""
+    horizon: Horizon[str, tuple[str, float]] = Horizon(_key)
+    horizon.add("a", [("a", 1.0), ("a", 3.0), ("a", 2.0)], more=False)
+    horizon.add("b", [("b", 0.5), ("b", 2.5)], more=False)
+    assert [("b", 0.5), ("a", 1.0)] == horizon.release(2)
+    assert 3 == horizon.held
+    assert [("b", 2.5), ("a", 3.0), ("a", 2.0)] == horizon.release()
+
+
+def test_nothing_is_held_longer_than_the_hold_limit() -> None:
+    """A lane that says it has more but sends nothing holds the others for ``hold_limit``
+    seconds at most."""
+    horizon: Horizon[str, tuple[str, float]] = Horizon(_key, hold_limit=0.0)
+    horizon.behind("a")
+    horizon.add("b", [("b", 1.0)], more=False)
+    assert 0.0 == horizon.waiting()
+    assert [("b", 1.0)] == horizon.release()
+    assert horizon.waiting() is None
 
 
 def test_an_untimed_event_counts_as_early() -> None:

@@ -3,9 +3,11 @@ positions new partitions and commits the highest contiguous acked offset per par
 
 A batch subscription (:meth:`KafkaSubscription.merge_partitions`) takes everything the fetcher
 holds for every assigned partition at once and merges it by event time, each partition's order
-kept: a batch then spans the partitions (and topics) instead of holding one partition's
-records after another's, so the events that belong together (a saga's steps on several
-topics) arrive in the same batch.
+kept, up to the time every partition still behind its high watermark reached
+(:class:`broker.adapters.kit.Horizon`): a batch then spans the partitions (and topics) instead
+of holding one partition's records after another's, so the events that belong together (a
+saga's steps on several topics) arrive in the same batch even when a fetch brought one
+partition's backlog further than another's.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from broker.adapters.kafka.wire import decode_record
 from broker.adapters.kit import (
     BaseSubscription,
     HoldQueue,
+    Horizon,
     InFlight,
     OffsetTracker,
     event_time,
-    merge_lanes,
 )
 from broker.deferral import is_for_another_group
 from broker.delay import held_until
@@ -64,7 +66,7 @@ class _Owner(Protocol):
 class _Partition:
     """One assigned partition of a subscription: deliveries in flight, in offset order."""
 
-    __slots__ = ("committable", "committed", "held", "live", "sub", "tp", "tracker")
+    __slots__ = ("behind", "committable", "committed", "held", "live", "sub", "tp", "tracker")
 
     def __init__(self, sub: KafkaSubscription, tp: TopicPartition) -> None:
         self.sub = sub
@@ -74,6 +76,7 @@ class _Partition:
         self.committable = -1  # offset to commit next (highest contiguous acked + 1)
         self.committed = -1
         self.live = True
+        self.behind = False  # records past the start position when assigned (a backlog)
 
     def settle(self, flight: InFlight) -> None:
         done = self.tracker.ack(flight)
@@ -129,22 +132,11 @@ def _delivery(part: _Partition, item: Any) -> _KafkaDelivery:
     return _KafkaDelivery(part, part.tracker.add(record.offset), record, event, headers, error)
 
 
-def _merged(lanes: list[tuple[_Partition, list[Any]]]) -> list[tuple[_Partition, list[Any]]]:
-    """The records of several partitions by event time (:func:`merge_lanes`), decoded, as
-    runs of one partition each."""
-    keyed = []
-    for part, records in lanes:
-        keyed.append([(part, (record, decode_record(record))) for record in records])
-    runs: list[tuple[_Partition, list[Any]]] = []
-    for part, item in merge_lanes(keyed, _time_of):
-        if runs and runs[-1][0] is part:
-            runs[-1][1].append(item)
-        else:
-            runs.append((part, [item]))
-    return runs
+#: A fetched record waiting in its partition's lane.
+_Lane = tuple[_Partition, _Decoded]
 
 
-def _time_of(item: tuple[_Partition, _Decoded]) -> float:
+def _time_of(item: _Lane) -> float:
     return event_time(item[1][1][0])
 
 
@@ -200,8 +192,8 @@ class KafkaSubscription(BaseSubscription):
         self._joining = True
         self._closed = False
         self._committer: asyncio.Task[None] | None = None
-        #: Set by :meth:`merge_partitions`: fetches merge the partitions by event time.
-        self._merge = False
+        #: Set by :meth:`merge_partitions`: fetched records wait here to be merged by time.
+        self._horizon: Horizon[_Partition, _Lane] | None = None
 
     # -- joining -----------------------------------------------------------------------------
 
@@ -244,18 +236,24 @@ class KafkaSubscription(BaseSubscription):
         self._parts.update(parts)
         consumer.pause(*tps)  # nothing is handed out before the position is known
         try:
-            starts = await self._starts(tps)
+            starts, ends = await self._starts(tps)
             for tp, offset in starts.items():
                 consumer.seek(tp, offset)
                 parts[tp].committable = parts[tp].committed = offset
+                parts[tp].behind = offset < ends.get(tp, 0)
+                if self._horizon is not None:  # a backlog holds the others back from the start
+                    self._horizon.behind(parts[tp], parts[tp].behind)
         except (kerr.KafkaError, TimeoutError) as exc:  # aiokafka falls back to committed/earliest
             _log.warning("kafka positioning failed", group=self._group, error=repr(exc))
         finally:
             consumer.resume(*tps)
             self._assigned_once.set()
 
-    async def _starts(self, tps: set[TopicPartition]) -> dict[TopicPartition, int]:
-        """Where each partition resumes: its committed offset, else a fresh position (committed).
+    async def _starts(
+        self, tps: set[TopicPartition]
+    ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+        """Where each partition resumes: its committed offset, else a fresh position
+        (committed); and the partitions' end offsets.
 
         Only a group new to a topic starts at its end (or beginning with ``from_beginning``). A
         partition without a position in a topic the group already reads (a partition added
@@ -274,7 +272,7 @@ class KafkaSubscription(BaseSubscription):
         }
         missing = [tp for tp in listed if tp not in starts]
         if not missing:
-            return starts
+            return starts, ends
         new = [tp for tp in missing if self._joining and tp.topic not in known]
         fresh = {tp: ends[tp] for tp in new if not self._from_beginning}
         rest = [tp for tp in missing if tp not in fresh]
@@ -289,7 +287,7 @@ class KafkaSubscription(BaseSubscription):
             )
         with contextlib.suppress(kerr.KafkaError, TimeoutError):
             await asyncio.wait_for(consumer.commit(dict(fresh)), 10)
-        return {**starts, **fresh}
+        return {**starts, **fresh}, ends
 
     def _member(self) -> bool:
         """Whether the consumer still holds a group generation (offsets it commits count)."""
@@ -304,6 +302,8 @@ class KafkaSubscription(BaseSubscription):
             if part is None:
                 continue
             part.live = False
+            if self._horizon is not None:
+                self._horizon.drop(part)
             self._inflight -= part.tracker.unacked - part.held
             if part.held:
                 self._held.discard(lambda delivery, gone=part: delivery.part is gone)  # type: ignore[misc]
@@ -395,14 +395,18 @@ class KafkaSubscription(BaseSubscription):
     def merge_partitions(self) -> None:
         """Read for a batch subscription: fetches take what the fetcher holds for every
         partition, merged by event time (see the module docstring)."""
-        self._merge = True
+        self._horizon = Horizon(_time_of)
+        for part in self._parts.values():  # a backlog holds the others back from the start
+            self._horizon.behind(part, part.behind)
 
     async def _fill(self, timeout: float) -> None:
-        merge = self._merge  # every partition's fetched records, not the first ones' only
+        horizon = self._horizon  # every partition's fetched records, not the first ones' only
+        if horizon is not None and horizon.held:
+            timeout = min(timeout, horizon.waiting() or 0.0)
         try:
             batch = await self._consumer.getmany(
                 timeout_ms=max(1, int(timeout * 1000)),
-                max_records=None if merge else self._prefetch,
+                max_records=None if horizon is not None else self._prefetch,
             )
         except (kerr.ConsumerStoppedError, kerr.IllegalStateError):
             if not self._closed:
@@ -412,12 +416,34 @@ class KafkaSubscription(BaseSubscription):
             _log.warning("kafka fetch failed; retrying", group=self._group, error=repr(exc))
             await asyncio.sleep(0.5)
             return
-        lanes = []
+        if horizon is not None:
+            self._merge(horizon, batch)
+            return
         for tp, records in batch.items():
             part = self._parts.get(tp)
             if part is not None and records:
-                lanes.append((part, list(records)))
-        self._buffer.extend(_merged(lanes) if merge and len(lanes) > 1 else lanes)
+                self._buffer.append((part, list(records)))
+
+    def _merge(self, horizon: Horizon[_Partition, _Lane], batch: dict[Any, Any]) -> None:
+        """Decode the fetched records into their partitions' lanes (a partition whose last
+        record is below its high watermark holds the others' later records back), and
+        buffer what the horizon lets go, as runs of one partition each."""
+        consumer = self._consumer
+        for tp, records in batch.items():
+            part = self._parts.get(tp)
+            if part is None or not records:
+                continue
+            high = consumer.highwater(tp)
+            more = high is not None and records[-1].offset + 1 < high
+            horizon.add(part, [(part, (r, decode_record(r))) for r in records], more=more)
+        runs = self._buffer
+        last: _Partition | None = runs[-1][0] if runs else None
+        for part, item in horizon.release():
+            if part is last:
+                runs[-1][1].append(item)
+            else:
+                runs.append((part, [item]))
+                last = part
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         """Settle each (committed with the next batch of offsets)."""

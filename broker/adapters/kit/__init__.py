@@ -11,7 +11,8 @@
 * :mod:`~broker.adapters.kit.offsets` - the highest contiguously acked offset of a partition
   (:class:`OffsetTracker`), for log-based backends;
 * :mod:`~broker.adapters.kit.merge` - several partitions' records as one sequence in event
-  time order, each partition's order kept (:func:`merge_lanes`), for batches that span them;
+  time order, each partition's order kept (:func:`merge_lanes`), and lanes released up to the
+  time the lagging ones reached (:class:`Horizon`), for batches that span them;
 * :mod:`~broker.adapters.kit.hold` - items held back until a wall-clock time
   (:class:`HoldQueue`), for delayed delivery;
 * :mod:`~broker.adapters.kit.errors` - client exceptions to broker errors by table
@@ -32,7 +33,7 @@ from broker.adapters.kit.errors import (
     untranslated,
 )
 from broker.adapters.kit.hold import HoldQueue
-from broker.adapters.kit.merge import event_time, merge_lanes
+from broker.adapters.kit.merge import HOLD_LIMIT, Horizon, event_time, merge_lanes
 from broker.adapters.kit.offsets import InFlight, OffsetTracker
 from broker.adapters.kit.retry import Backoff, Stopped, keep_trying, keep_trying_each
 from broker.adapters.kit.settings import (
@@ -44,10 +45,12 @@ from broker.adapters.kit.settings import (
 )
 
 __all__ = [
+    "HOLD_LIMIT",
     "Backoff",
     "BaseAdapter",
     "BaseSubscription",
     "HoldQueue",
+    "Horizon",
     "InFlight",
     "OffsetTracker",
     "Stopped",

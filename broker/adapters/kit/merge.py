@@ -7,21 +7,35 @@ together (a saga's steps, published on several topics at about the same time) ov
 batches; merged by event time they arrive together. The merge never reorders a partition:
 it only chooses which partition's next record comes next, by the time of its event, so an
 event whose time is out of step only moves the records of other partitions around it.
+
+Merging what one read returned is not enough while a backlog is read: a broker returns a
+bounded amount per partition (a fetch's bytes, a share of the prefetch window) or one topic's
+messages before another's, so a read may hold the orders of an hour and the payments of a
+minute. :class:`Horizon` keeps each partition's records (a *lane*) and releases them only up
+to the time that every lane still behind (its broker said more records follow) has reached:
+the rest waits for the lagging lanes' next records, and a batch then holds one span of time
+from every partition. A lane that is caught up holds nobody back (a live stream is not
+delayed), and nothing is held longer than ``hold_limit`` seconds.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+import time
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Generic, TypeVar
 
 from broker.envelope import Event
 
-__all__ = ["event_time", "merge_lanes"]
+__all__ = ["HOLD_LIMIT", "Horizon", "event_time", "merge_lanes"]
 
 T = TypeVar("T")
+L = TypeVar("L", bound=Hashable)
 #: Where an undecodable or untimed event sorts: before every timed one.
 _EARLY = -1e18
+#: The longest a lane's records wait for the lagging lanes (seconds): a safety valve for a
+#: broker whose "more to come" turns out wrong, never reached while the lanes keep coming.
+HOLD_LIMIT = 1.0
 
 
 def event_time(event: Event | None) -> float:
@@ -37,3 +51,139 @@ def merge_lanes(lanes: Sequence[list[T]], key: Callable[[T], float]) -> list[T]:
     if len(lanes) <= 1:
         return list(lanes[0]) if lanes else []
     return list(heapq.merge(*lanes, key=key))
+
+
+class _Lane(Generic[T]):
+    __slots__ = ("items", "more", "reached", "since")
+
+    def __init__(self) -> None:
+        #: Held (key, item) pairs, in the lane's order.
+        self.items: list[tuple[float, T]] = []
+        #: Whether the broker said more records follow the last one read.
+        self.more = False
+        #: The latest key read from the lane (held or released).
+        self.reached = float("-inf")
+        #: When the oldest held item came (``time.monotonic()``), 0 when none is held.
+        self.since = 0.0
+
+
+def _first(entry: tuple[float, int, object]) -> float:
+    return entry[0]
+
+
+class Horizon(Generic[L, T]):
+    """Lanes of records released by event time up to what the lagging lanes reached (see
+    the module docstring)::
+
+        horizon = Horizon(key=lambda record: event_time(record.event))
+        horizon.add("orders/0", records, more=True)   # the broker has more after these
+        horizon.add("payments/0", others, more=False)
+        ready = horizon.release()   # by time, none later than the last of "orders/0"
+    """
+
+    def __init__(self, key: Callable[[T], float], *, hold_limit: float = HOLD_LIMIT) -> None:
+        self._key = key
+        self._lanes: dict[L, _Lane[T]] = {}
+        self.hold_limit = hold_limit
+        #: How many items are held.
+        self.held = 0
+
+    def add(self, lane: L, items: Iterable[T], *, more: bool) -> None:
+        """Append ``items`` (in the lane's order) to ``lane``; ``more``: whether the broker
+        has records after them (the lane is behind)."""
+        state = self._lanes.get(lane)
+        if state is None:
+            state = self._lanes[lane] = _Lane()
+        key = self._key
+        held = state.items
+        before = len(held)
+        held.extend([(key(item), item) for item in items])
+        if len(held) > before:
+            latest = max(moment for moment, _ in held[before:])
+            state.reached = max(state.reached, latest)
+        state.more = more
+        added = len(held) - before
+        if added:
+            self.held += added
+            if not before:
+                state.since = time.monotonic()
+
+    def behind(self, lane: L, more: bool = True) -> None:
+        """Say whether ``lane`` has records to come before any of them was read (a backlog
+        known from the broker): until its first ones come, the others wait for it."""
+        state = self._lanes.get(lane)
+        if state is None:
+            state = self._lanes[lane] = _Lane()
+        state.more = more
+
+    def drop(self, lane: L) -> list[T]:
+        """Forget ``lane`` (a partition given to another member); returns what it held."""
+        state = self._lanes.pop(lane, None)
+        if state is None:
+            return []
+        self.held -= len(state.items)
+        return [item for _, item in state.items]
+
+    def horizon(self) -> float:
+        """Up to which key items are released now."""
+        lanes = self._lanes.values()
+        limit = min((s.reached for s in lanes if s.more), default=float("inf"))
+        if limit != float("inf") and self.held:
+            oldest = min((s.since for s in lanes if s.items), default=0.0)
+            if oldest and time.monotonic() - oldest >= self.hold_limit:
+                return float("inf")
+        return limit
+
+    def waiting(self) -> float | None:
+        """Seconds until held items are released whatever the lanes do (None: none held)."""
+        if not self.held:
+            return None
+        oldest = min(s.since for s in self._lanes.values() if s.items)
+        return max(0.0, oldest + self.hold_limit - time.monotonic())
+
+    def release(self, limit: int | None = None) -> list[T]:
+        """The held items up to the horizon, by key (each lane's order kept): the first
+        ``limit`` of them (None: all); the others stay held, in their lanes' order."""
+        if not self.held:
+            return []
+        horizon = self.horizon()
+        runs: list[list[tuple[float, int, T]]] = []
+        owners: list[_Lane[T]] = []
+        for state in self._lanes.values():
+            held = state.items
+            if not held:
+                continue
+            count = len(held)
+            if state.reached > horizon:  # the lane's prefix up to the horizon
+                count = 0
+                for moment, _ in held:
+                    if moment > horizon:
+                        break
+                    count += 1
+            if count:
+                index = len(owners)
+                runs.append([(moment, index, item) for moment, item in held[:count]])
+                owners.append(state)
+                del held[:count]
+                if not held:
+                    state.since = 0.0
+        if not runs:
+            return []
+        merged = runs[0] if len(runs) == 1 else list(heapq.merge(*runs, key=_first))
+        if limit is not None and len(merged) > limit:
+            self._give_back(merged[limit:], owners)
+            del merged[limit:]
+        self.held -= len(merged)
+        return [item for _, _, item in merged]
+
+    @staticmethod
+    def _give_back(rest: list[tuple[float, int, T]], owners: list[_Lane[T]]) -> None:
+        """Put released items beyond a limit back at the front of their lanes, in order."""
+        back: dict[int, list[tuple[float, T]]] = {}
+        for moment, index, item in rest:
+            back.setdefault(index, []).append((moment, item))
+        for index, items in back.items():
+            state = owners[index]
+            if not state.items:
+                state.since = time.monotonic()
+            state.items[:0] = items

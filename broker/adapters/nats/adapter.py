@@ -469,6 +469,11 @@ class NatsAdapter(BaseAdapter):
         self._log.warning("restored a deleted consumer", topic=topic, group=group)
         return stream.name, durable
 
+    async def pending(self, topic: str, stream: str, durable: str) -> int:
+        """How many messages of the stream the durable consumer has not delivered yet."""
+        info = await self._guard(self._jetstream().consumer_info(stream, durable), topic)
+        return int(info.num_pending or 0)
+
     async def consumer_floor(self, topic: str, stream: str, durable: str) -> tuple[int, int]:
         """The stream's last sequence, and the one up to which the durable consumer acked
         everything: its ack floor, or that last sequence when nothing of the topic is pending

@@ -16,9 +16,11 @@ outstanding on its group's durable consumer - the JetStream pull protocol, as th
   at once instead of after ``ack_wait``.
 
 For a batch subscription (:meth:`NatsSubscription.merge_partitions`) a batch is the earliest,
-by event time, of what arrived from all the topics (:mod:`broker.adapters.kit.merge`, each
-topic's order kept), not the first to arrive: the events that belong together arrive in the
-same batch.
+by event time, of what arrived from all the topics (each topic's order kept), not the first to
+arrive, and no later than what every topic with messages still pending reached (its consumer's
+pending count, in each message's reply subject): JetStream sends a backlog one topic's messages
+ahead of another's, and merged this way the events that belong together arrive in the same
+batch (:class:`broker.adapters.kit.Horizon`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSub
 from nats.protocol.command import pub_cmd
 
-from broker.adapters.kit import BaseSubscription, event_time, merge_lanes
+from broker.adapters.kit import BaseSubscription, Horizon, event_time
 from broker.adapters.nats.wire import decode
 from broker.delay import DELIVER_AT, due_from_text
 from broker.envelope import NATS_PREFIXES
@@ -65,6 +67,16 @@ def _delivered(reply: str) -> int:
         return int(tokens[4] if len(tokens) == 9 else tokens[6])
     except (IndexError, ValueError):
         return 1
+
+
+def _pending(reply: str) -> int:
+    """The consumer's pending count in a ``$JS.ACK`` reply subject: how many messages it has
+    not delivered yet after this one (0 when the subject has none)."""
+    tokens = reply.split(".")
+    index = 8 if len(tokens) == 9 else 10
+    if len(tokens) <= index or not tokens[index].isdigit():
+        return 0
+    return int(tokens[index])
 
 
 def _position(reply: str) -> str | None:
@@ -294,12 +306,14 @@ class NatsSubscription(BaseSubscription):
         self.heartbeat = heartbeat
         self.started = datetime.now(UTC)
         self._pumps: list[_Pump] = []
-        #: Arrived messages (decoded into deliveries once a batch read merged them).
+        #: Arrived messages, not handed out yet.
         self._ready: deque[tuple[_Pump, Msg | NatsDelivery]] = deque()
         self._wakeup = asyncio.Event()
         self._closed = False
         self._watchdog: asyncio.Task[None] | None = None
-        self._merge = False
+        #: Set by :meth:`merge_partitions`: decoded messages wait here, by topic.
+        self._horizon: Horizon[_Pump, NatsDelivery] | None = None
+        self._seeded = False
 
     async def add_source(self, topic: str, stream: str, durable: str) -> None:
         pump = _Pump(self, topic, stream, durable)
@@ -371,30 +385,46 @@ class NatsSubscription(BaseSubscription):
 
     def merge_partitions(self) -> None:
         """Read for a batch subscription: :meth:`take` merges the topics by event time."""
-        self._merge = True
+        self._horizon = Horizon(_time_of)
 
     async def take(self, limit: int, wait: float) -> list[Delivery]:
         """Up to ``limit`` deliveries once ``limit`` arrived or ``wait`` s passed since the
         first; for a batch subscription the earliest by event time of those there (see the
         module docstring)."""
-        if not self._merge:
+        horizon = self._horizon
+        if horizon is None:
             return await super().take(limit, wait)
+        if not self._seeded:
+            await self._seed(horizon)
         ready = self._ready
-        while not ready:
-            if self._closed:
-                return []
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        deadline = time.monotonic() + wait
-        while len(ready) < limit and not self._closed:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            await self.wait_ready(left)
-        return self._earliest(limit)
+        while not self._closed:
+            while not ready and not horizon.held:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                if self._closed:
+                    return []
+            deadline = time.monotonic() + wait
+            while len(ready) + horizon.held < limit and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                await self.wait_ready(left)
+            taken = self._earliest(horizon, limit)
+            if taken:
+                return taken
+            await self.wait_ready(horizon.waiting())  # held for the topics behind
+        return []
 
-    def _earliest(self, limit: int) -> list[Delivery]:
-        """The ``limit`` earliest ready deliveries; the others (decoded) stay ready."""
+    async def _seed(self, horizon: Horizon[_Pump, NatsDelivery]) -> None:
+        """The topics with a backlog hold the others back before their first message."""
+        self._seeded = True
+        for pump in self._pumps:
+            with contextlib.suppress(BrokerError):
+                pending = await self.adapter.pending(pump.topic, pump.stream, pump.durable)
+                horizon.behind(pump, pending > 0)
+
+    def _earliest(self, horizon: Horizon[_Pump, NatsDelivery], limit: int) -> list[Delivery]:
+        """The ``limit`` earliest deliveries the horizon lets go; the others stay held."""
         if self._closed:
             return []
         lanes: dict[_Pump, list[NatsDelivery]] = {}
@@ -402,9 +432,9 @@ class NatsSubscription(BaseSubscription):
             delivery = item if isinstance(item, NatsDelivery) else NatsDelivery(pump, item)
             lanes.setdefault(pump, []).append(delivery)
         self._ready.clear()
-        ordered = merge_lanes(list(lanes.values()), _time_of)
-        self._ready.extend((d.pump, d) for d in ordered[limit:])
-        return list(ordered[:limit])
+        for pump, lane in lanes.items():
+            horizon.add(pump, lane, more=_pending(lane[-1].reply) > 0)
+        return list(horizon.release(limit))
 
     async def wait_ready(self, timeout: float | None) -> None:
         self._wakeup.clear()

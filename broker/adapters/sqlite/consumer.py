@@ -1,9 +1,10 @@
 """The consuming side of the SQLite broker: a group member that leases partitions, fetches
 their rows, hands them out and commits the highest contiguously acked ``seq`` of each.
 
-For a batch subscription (:meth:`SQLiteSubscription.merge_partitions`), the rows each fetch
-brings from the partitions are merged by event time (:mod:`broker.adapters.kit.merge`): a
-batch spans them.
+For a batch subscription (:meth:`SQLiteSubscription.merge_partitions`), the rows the fetches
+bring from the partitions are merged by event time up to the time every partition with more
+rows reached (:class:`broker.adapters.kit.Horizon`): a batch spans them, and a partition that
+got its share of a fetch from an earlier stretch of time holds the others' later rows back.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from broker.adapters.kit import BaseSubscription, InFlight, OffsetTracker, event_time, merge_lanes
+from broker.adapters.kit import BaseSubscription, Horizon, InFlight, OffsetTracker, event_time
 from broker.adapters.sqlite.owner import new_member_id
 from broker.adapters.sqlite.wire import decode
 from broker.envelope import Event
@@ -106,8 +107,8 @@ class SQLiteSubscription(BaseSubscription):
         self._closed = False
         self._next_rebalance = 0.0
         self._last_commit = time.monotonic()
-        #: Set by :meth:`merge_partitions`: each fetch's rows are merged by event time.
-        self._merge = False
+        #: Set by :meth:`merge_partitions`: fetched rows wait here to be merged by event time.
+        self._horizon: Horizon[tuple[str, int], _Row] | None = None
 
     # -- bookkeeping called by deliveries --------------------------------------------------
 
@@ -143,8 +144,8 @@ class SQLiteSubscription(BaseSubscription):
         return None
 
     def merge_partitions(self) -> None:
-        """Read for a batch subscription: each fetch's partitions merged by event time."""
-        self._merge = True
+        """Read for a batch subscription: the partitions merged by event time."""
+        self._horizon = Horizon(_time_of)
 
     async def wait_ready(self, timeout: float | None) -> None:
         """Commit and rebalance when due, fetch; if nothing came, wait for a publish in this
@@ -154,6 +155,9 @@ class SQLiteSubscription(BaseSubscription):
             return
         self._wakeup.clear()
         wait = self._adapter.settings.poll_interval
+        held = self._horizon.waiting() if self._horizon is not None else None
+        if held is not None:
+            wait = min(wait, held)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
                 self._wakeup.wait(), wait if timeout is None else min(wait, timeout)
@@ -184,7 +188,7 @@ class SQLiteSubscription(BaseSubscription):
         self._next_rebalance = time.monotonic() + adapter.rebalance_interval
         await self._commit()
         for key in self._dropped:
-            self._parts.pop(key, None)
+            self._forget(key)
         self._dropped.clear()
         now = time.monotonic()
         busy = {k for k, p in self._parts.items() if p.tracker}
@@ -208,13 +212,18 @@ class SQLiteSubscription(BaseSubscription):
                 "reclaimed the leases of dead members", group=self._group, members=result.reaped
             )
         for key in (*result.released, *result.lost):
-            self._parts.pop(key, None)
+            self._forget(key)
         for key in result.revoking:
             self._revoke(key)
         for claim in result.claimed:
             self._parts[(claim.topic, claim.part)] = _Partition(
                 claim.topic, claim.part, claim.committed, committed=claim.committed
             )
+
+    def _forget(self, key: tuple[str, int]) -> None:
+        self._parts.pop(key, None)
+        if self._horizon is not None:
+            self._horizon.drop(key)
 
     def _revoke(self, key: tuple[str, int]) -> None:
         """Stop fetching from a partition another member should get; drop what is unstarted."""
@@ -225,7 +234,9 @@ class SQLiteSubscription(BaseSubscription):
         unstarted = {flight for p, flight, _, _ in self._buffer if p is part}
         if unstarted:
             self._buffer = deque(item for item in self._buffer if item[0] is not part)
-            part.tracker.remove(unstarted)
+        if self._horizon is not None:
+            unstarted.update(flight for _, flight, _, _ in self._horizon.drop(key))
+        part.tracker.remove(unstarted)
         self._next_rebalance = min(self._next_rebalance, time.monotonic() + 0.05)
 
     async def _fill(self) -> bool:
@@ -236,12 +247,12 @@ class SQLiteSubscription(BaseSubscription):
             if room > 0 and not part.revoking:
                 wanted.append((part.topic, part.part, part.position, room))
         if not wanted:
-            return False
+            return self._release()
         rows = await self._adapter.run(self._adapter.store.fetch, wanted)
         now = time.monotonic()
-        if self._merge and len(wanted) > 1:
-            self._buffer.extend(self._merged(rows, now))
-            return bool(rows)
+        if self._horizon is not None:
+            self._hold(wanted, rows, now)
+            return self._release() or bool(rows)
         buffer = self._buffer
         for topic, index, seq, body in rows:
             owned = self._parts.get((topic, index))
@@ -251,8 +262,15 @@ class SQLiteSubscription(BaseSubscription):
             buffer.append((owned, owned.tracker.add(seq, now), body, None))
         return bool(rows)
 
-    def _merged(self, rows: list[tuple[str, int, int, str]], now: float) -> list[_Row]:
-        """The fetched rows of every partition, decoded, by event time (each one's order kept)."""
+    def _hold(
+        self,
+        wanted: list[tuple[str, int, int, int]],
+        rows: list[tuple[str, int, int, str]],
+        now: float,
+    ) -> None:
+        """Decode the fetched rows into their partitions' lanes; a partition that returned
+        as many rows as asked has more (it holds the others' later rows back)."""
+        assert self._horizon is not None
         lanes: dict[tuple[str, int], list[_Row]] = {}
         for topic, index, seq, body in rows:
             owned = self._parts.get((topic, index))
@@ -261,7 +279,17 @@ class SQLiteSubscription(BaseSubscription):
             owned.position = seq
             row: _Row = (owned, owned.tracker.add(seq, now), body, decode(body))
             lanes.setdefault((topic, index), []).append(row)
-        return merge_lanes(list(lanes.values()), _time_of)
+        for topic, index, _, limit in wanted:
+            lane = lanes.get((topic, index), [])
+            self._horizon.add((topic, index), lane, more=len(lane) >= limit)
+
+    def _release(self) -> bool:
+        """Move the rows the horizon lets go to the buffer; whether there were any."""
+        if self._horizon is None:
+            return False
+        released = self._horizon.release()
+        self._buffer.extend(released)
+        return bool(released)
 
     async def backlog(self) -> Backlog:
         """Per partition ``topic/part``: one past its last ``seq``, and one past the group's
