@@ -397,12 +397,14 @@ class NatsSubscription(BaseSubscription):
         if not self._seeded:
             await self._seed(horizon)
         ready = self._ready
-        while not self._closed:
+        while True:
             while not ready and not horizon.held:
-                self._wakeup.clear()
-                await self._wakeup.wait()
                 if self._closed:
                     return []
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            if self._closed:
+                return []
             deadline = time.monotonic() + wait
             while len(ready) + horizon.held < limit and not self._closed:
                 left = deadline - time.monotonic()
@@ -413,7 +415,6 @@ class NatsSubscription(BaseSubscription):
             if taken:
                 return taken
             await self.wait_ready(horizon.waiting())  # held for the topics behind
-        return []
 
     async def _seed(self, horizon: Horizon[_Pump, NatsDelivery]) -> None:
         """The topics with a backlog hold the others back before their first message."""
