@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from broker import Bus, DeadLetter, Event, Policy, Retry, Subscriber
 from broker.clock import SYSTEM_CLOCK, Clock
@@ -72,6 +73,7 @@ BATCH_WAIT = 0.01
 #: timer then follow it, e.g. a :class:`broker.testing.VirtualClock`), or a function returning
 #: the current time (the timer then sleeps on the system clock).
 MonitorClock = Clock | Callable[[], datetime]
+_T = TypeVar("_T")
 
 
 class SagaMonitor:
@@ -201,7 +203,8 @@ class SagaMonitor:
         subscribers, self._subscribers = self._subscribers, []
         await asyncio.gather(*(s.stop() for s in subscribers), return_exceptions=True)
         worker, self._worker = self._worker, None
-        if worker is not None:  # idle now: the subscriptions' handlers have returned
+        if worker is not None:  # the handlers have returned; a cancelled check may still run
+            await asyncio.get_running_loop().run_in_executor(worker, _nothing)
             worker.shutdown(wait=False)
 
     async def run(self) -> None:
@@ -290,24 +293,38 @@ class SagaMonitor:
         now = now or self.clock()
         oldest = min(self._applying or now, now)
         own = await self.watermark.refresh(now, oldest)
-        self.store.record_monitor(self.member, own, self.watermark.lag, now)
-        watermark = self._group_watermark(now)
-        lag = self._lag(watermark, now)
-        self.store.record_monitor(self.group, watermark, lag, now)
-        metrics.LAG.set(lag if watermark is not None else 0.0)
+        # The store's work on the apply thread, after the batch it applies: the event loop
+        # goes on reading meanwhile instead of waiting for the store's write lock.
+        watermark, outcome = await self._on_store(self._judge, now, own)
+        metrics.LAG.set(self._lag(watermark, now) if watermark is not None else 0.0)
         self.verdicts_at = watermark
-        if watermark is None:
-            return Outcome()  # nothing known yet: every verdict waits
-        outcome = self.correlator.tick(self.store, watermark)
         metrics.record(outcome)
         if outcome.alerts:
             await self.flush_alerts()
+        return outcome
+
+    async def _on_store(self, work: Callable[..., _T], *args: object) -> _T:
+        """``work(*args)`` on the apply thread when there is one (in turn with the batches),
+        else here."""
+        if self._worker is None:
+            return work(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._worker, work, *args)
+
+    def _judge(self, now: datetime, own: datetime | None) -> tuple[datetime | None, Outcome]:
+        """Record this member's watermark, then judge at the group's: the group's watermark
+        (None while a member knows nothing yet) and what the deadlines it passed produced."""
+        self.store.record_monitor(self.member, own, self.watermark.lag, now)
+        watermark = self._group_watermark(now)
+        self.store.record_monitor(self.group, watermark, self._lag(watermark, now), now)
+        if watermark is None:
+            return None, Outcome()  # nothing known yet: every verdict waits
+        outcome = self.correlator.tick(self.store, watermark)
         if self._last_counts is None or now - self._last_counts >= timedelta(seconds=5):
             self._last_counts = now  # a GROUP BY over every instance: not on every tick
             metrics.set_counts(self.correlator.machines, self.store.counts())
             metrics.set_oldest_stuck(self.correlator.machines, self.store.oldest_stuck(), now)
         self._maybe_prune(now)
-        return outcome
+        return watermark, outcome
 
     def _group_watermark(self, now: datetime) -> datetime | None:
         """The lowest watermark of the group's members that recorded one lately (this one
@@ -417,6 +434,10 @@ def _collector_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def _nothing() -> None:
+    """What the apply thread is given last: once it ran, the thread is idle."""
 
 
 def _before(now: datetime, seconds: float | None) -> datetime | None:
