@@ -15,7 +15,8 @@ minute. :class:`Horizon` keeps each partition's records (a *lane*) and releases 
 to the time that every lane still behind (its broker said more records follow) has reached:
 the rest waits for the lagging lanes' next records, and a batch then holds one span of time
 from every partition. A lane that is caught up holds nobody back (a live stream is not
-delayed), and nothing is held longer than ``hold_limit`` seconds.
+delayed), and when the horizon has not moved for ``hold_limit`` seconds while records wait
+(a lane said to be behind sends nothing), everything held is let go.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ T = TypeVar("T")
 L = TypeVar("L", bound=Hashable)
 #: Where an undecodable or untimed event sorts: before every timed one.
 _EARLY = -1e18
-#: The longest a lane's records wait for the lagging lanes (seconds): a safety valve for a
-#: broker whose "more to come" turns out wrong, never reached while the lanes keep coming.
-HOLD_LIMIT = 1.0
+#: How long records wait for a horizon that does not move (seconds): a safety valve for a
+#: broker whose "more to come" turns out wrong, never reached while the lagging lanes come.
+HOLD_LIMIT = 2.0
 
 
 def event_time(event: Event | None) -> float:
@@ -54,7 +55,7 @@ def merge_lanes(lanes: Sequence[list[T]], key: Callable[[T], float]) -> list[T]:
 
 
 class _Lane(Generic[T]):
-    __slots__ = ("items", "more", "reached", "since")
+    __slots__ = ("items", "more", "reached")
 
     def __init__(self) -> None:
         #: Held (key, item) pairs, in the lane's order.
@@ -63,8 +64,6 @@ class _Lane(Generic[T]):
         self.more = False
         #: The latest key read from the lane (held or released).
         self.reached = float("-inf")
-        #: When the oldest held item came (``time.monotonic()``), 0 when none is held.
-        self.since = 0.0
 
 
 def _first(entry: tuple[float, int, object]) -> float:
@@ -87,6 +86,9 @@ class Horizon(Generic[L, T]):
         self.hold_limit = hold_limit
         #: How many items are held.
         self.held = 0
+        #: The horizon at the last release, and since when (``time.monotonic()``) it stands.
+        self._last = float("-inf")
+        self._moved = time.monotonic()
 
     def add(self, lane: L, items: Iterable[T], *, more: bool) -> None:
         """Append ``items`` (in the lane's order) to ``lane``; ``more``: whether the broker
@@ -102,11 +104,9 @@ class Horizon(Generic[L, T]):
             latest = max(moment for moment, _ in held[before:])
             state.reached = max(state.reached, latest)
         state.more = more
-        added = len(held) - before
-        if added:
-            self.held += added
-            if not before:
-                state.since = time.monotonic()
+        if len(held) > before and not self.held:  # holding starts: the horizon's clock too
+            self._last, self._moved = float("-inf"), time.monotonic()
+        self.held += len(held) - before
 
     def behind(self, lane: L, more: bool = True) -> None:
         """Say whether ``lane`` has records to come before any of them was read (a backlog
@@ -125,21 +125,22 @@ class Horizon(Generic[L, T]):
         return [item for _, item in state.items]
 
     def horizon(self) -> float:
-        """Up to which key items are released now."""
-        lanes = self._lanes.values()
-        limit = min((s.reached for s in lanes if s.more), default=float("inf"))
-        if limit != float("inf") and self.held:
-            oldest = min((s.since for s in lanes if s.items), default=0.0)
-            if oldest and time.monotonic() - oldest >= self.hold_limit:
-                return float("inf")
+        """Up to which key items are released now (everything once it stood still for
+        ``hold_limit`` seconds with items held)."""
+        limit = min((s.reached for s in self._lanes.values() if s.more), default=float("inf"))
+        now = time.monotonic()
+        if limit > self._last:
+            self._moved = now
+        elif now - self._moved >= self.hold_limit:
+            return float("inf")
+        self._last = limit
         return limit
 
     def waiting(self) -> float | None:
         """Seconds until held items are released whatever the lanes do (None: none held)."""
         if not self.held:
             return None
-        oldest = min(s.since for s in self._lanes.values() if s.items)
-        return max(0.0, oldest + self.hold_limit - time.monotonic())
+        return max(0.0, self._moved + self.hold_limit - time.monotonic())
 
     def release(self, limit: int | None = None) -> list[T]:
         """The held items up to the horizon, by key (each lane's order kept): the first
@@ -165,8 +166,6 @@ class Horizon(Generic[L, T]):
                 runs.append([(moment, index, item) for moment, item in held[:count]])
                 owners.append(state)
                 del held[:count]
-                if not held:
-                    state.since = 0.0
         if not runs:
             return []
         merged = runs[0] if len(runs) == 1 else list(heapq.merge(*runs, key=_first))
@@ -183,7 +182,4 @@ class Horizon(Generic[L, T]):
         for moment, index, item in rest:
             back.setdefault(index, []).append((moment, item))
         for index, items in back.items():
-            state = owners[index]
-            if not state.items:
-                state.since = time.monotonic()
-            state.items[:0] = items
+            owners[index].items[:0] = items
