@@ -59,6 +59,10 @@ def start_monitor(definitions: Path, broker: str, store: str, port: int) -> subp
         # loaded machine a publish can take a second, and a tighter bound would (rightly) call
         # the completing saga overdue before its payment arrives.
         *("--tick", "100ms", "--max-delay", "3s"),
+        # The metrics are served before the monitor's group joins (its lag reads 0 until
+        # then): from the beginning of the test's fresh broker, the events the test publishes
+        # meanwhile are read all the same (a loaded machine lost them to the join's race).
+        "--from-beginning",
     ]
     env = {**os.environ, "CHOREO_LOG_LEVEL": "ERROR"}
     return subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE)
