@@ -31,9 +31,22 @@ from broker.adapters.kit import (
 from broker.adapters.nats.consumer import NatsSubscription
 from broker.adapters.nats.delay import DELAY_STREAM, Mover, delay_subject, ensure_delay_stream
 from broker.adapters.nats.errors import TRANSIENT, translate_error
-from broker.adapters.nats.publish import AckTimeoutError, JetStreamPublisher, NoStreamError
+from broker.adapters.nats.publish import (
+    AckTimeoutError,
+    Headers,
+    JetStreamPublisher,
+    NoStreamError,
+)
 from broker.adapters.nats.settings import servers, split_options
-from broker.adapters.nats.wire import SUBJECT, check_topic, decode, encode, event_id, safe_name
+from broker.adapters.nats.wire import (
+    SUBJECT,
+    check_topic,
+    decode,
+    encode,
+    encode_block,
+    event_id,
+    safe_name,
+)
 from broker.delay import DELIVER_AT, held_until
 from broker.envelope import Event
 from broker.errors import (
@@ -305,10 +318,14 @@ class NatsAdapter(BaseAdapter):
         try:
             stream = self._streams.get(topic) or await self._guard(self._stream(topic), topic)
             outcomes: list[Exception | None] = [None] * len(events)
-            messages: dict[int, tuple[dict[str, str], bytes]] = {}
+            messages: dict[int, tuple[Headers, bytes]] = {}
+            ttl_ok = ttl is not None and stream.ttl_ok
+            extra = f"Nats-TTL: {max(1, math.ceil(ttl))}\r\n" if ttl_ok else ""  # type: ignore[arg-type]
+            written = not self._dead_ids  # no replayed dead letter needs a new Nats-Msg-Id
             for index, event in enumerate(events):
-                try:
-                    messages[index] = self._message(event, stream, ttl)
+                try:  # the header block written directly, else as a dict
+                    block = encode_block(event, extra) if written else None
+                    messages[index] = block or self._message(event, stream, ttl)
                 except (TypeError, ValueError) as exc:  # data JSON cannot hold
                     outcomes[index] = exc
             failed = await keep_trying_each(
@@ -369,7 +386,7 @@ class NatsAdapter(BaseAdapter):
         self,
         publisher: JetStreamPublisher,
         topic: str,
-        messages: Mapping[int, tuple[dict[str, str], bytes]],
+        messages: Mapping[int, tuple[Headers, bytes]],
         pending: list[int],
         left: float,
     ) -> dict[int, BaseException]:

@@ -47,6 +47,18 @@ _REFUSED_ALONE = (nats.errors.MaxPayloadError, UnicodeError, TypeError, ValueErr
 
 #: Messages written before ``publish_all`` lets the loop flush them (and read PubAcks).
 _WRITE_EVERY = 64
+_CRLF = b"\r\n"
+#: A message's headers: a dict, or the header block already written.
+Headers = dict[str, str] | bytes
+
+
+def _as_dict(headers: Headers) -> dict[str, str]:
+    """A written header block back as a dict (for ``Client.publish`` while the connection
+    cannot take commands directly: a reconnect buffers them)."""
+    if isinstance(headers, dict):
+        return headers
+    lines = headers.decode().split("\r\n")[1:]
+    return dict(line.split(": ", 1) for line in lines if line)
 
 
 def _refusal(msg: Msg, subject: str) -> Exception | None:
@@ -198,11 +210,13 @@ class JetStreamPublisher:
             raise error
 
     async def publish_all(
-        self, subject: str, messages: Sequence[tuple[dict[str, str], bytes]], timeout: float
+        self, subject: str, messages: Sequence[tuple[Headers, bytes]], timeout: float
     ) -> list[BaseException | None]:
         """One attempt for each message, all in flight before the first PubAck is awaited;
         one outcome per message (None: stored), as :meth:`publish` would have raised it. The
-        PubAcks of the list fill one :class:`_Batch`: no future or callback per message."""
+        PubAcks of the list fill one :class:`_Batch`: no future or callback per message. A
+        message's headers are a dict, or a header block already written
+        (:func:`~broker.adapters.nats.wire.encode_block`)."""
         batch = _Batch(len(messages), time.monotonic() + timeout)
         self._batches.add(batch)
         tokens: list[str] = []
@@ -220,30 +234,73 @@ class JetStreamPublisher:
     async def _send_all(
         self,
         subject: str,
-        messages: Sequence[tuple[dict[str, str], bytes]],
+        messages: Sequence[tuple[Headers, bytes]],
         batch: _Batch,
         tokens: list[str],
     ) -> None:
         """Write every message with its reply token; a message the client refuses (over the
         server's max payload, headers it cannot encode) fails alone, a connection failure fails
-        the message it hit and every message after it."""
-        write, prefix, batched, counter = self._write, self._prefix, self._batched, self._tokens
-        index = 0
+        the message it hit and every message after it.
+
+        Messages whose header block is written are put on the client's pending buffer
+        :data:`_WRITE_EVERY` at a time, as one command (what ``Client.publish`` would append
+        one by one); the others go through :meth:`_write`."""
+        nc, prefix, batched, counter = self._nc, self._prefix, self._batched, self._tokens
+        chunk: list[bytes] = []  # HPUB commands not yet on the pending buffer
+        sizes = 0  # their payloads' bytes
+        start = index = 0  # the first message not yet on the pending buffer, the current one
         try:
             for index, (headers, body) in enumerate(messages):
                 token = str(next(counter))
                 batched[token] = (batch, index)
                 tokens.append(token)
-                try:
-                    await write(subject, prefix + token, headers, body)
-                except _REFUSED_ALONE as exc:  # this message only: the others still go
-                    batched.pop(token, None)
-                    batch.answer(index, exc)
+                if headers.__class__ is bytes and self._writable(nc):
+                    if len(body) > nc.max_payload:  # refused alone, as Client.publish does
+                        batched.pop(token, None)
+                        batch.answer(index, nats.errors.MaxPayloadError())
+                    else:
+                        size = len(headers)
+                        line = f"HPUB {subject} {prefix}{token} {size} {size + len(body)}\r\n"
+                        chunk += (line.encode(), headers, body, _CRLF)
+                        sizes += len(body)
+                else:
+                    if chunk:
+                        await self._put(nc, chunk, sizes)
+                        chunk, sizes = [], 0
+                    start = index
+                    try:
+                        await self._write(subject, prefix + token, _as_dict(headers), body)
+                    except _REFUSED_ALONE as exc:  # this message only: the others still go
+                        batched.pop(token, None)
+                        batch.answer(index, exc)
+                    start = index + 1
                 if not (index + 1) % _WRITE_EVERY:  # let the socket write, the server store
+                    if chunk:
+                        await self._put(nc, chunk, sizes)
+                        chunk, sizes = [], 0
+                    start = index + 1
                     await asyncio.sleep(0)
-        except Exception as exc:
-            for failed in range(index, len(messages)):
+            if chunk:
+                await self._put(nc, chunk, sizes)
+        except Exception as exc:  # the connection: what was not handed over fails
+            for failed in range(min(start, index), len(messages)):
                 batch.answer(failed, exc)
+
+    def _writable(self, nc: Client) -> bool:
+        """Whether a command can go on the client's pending buffer as ``publish`` puts it."""
+        return self._direct and nc.is_connected and not nc.is_draining_pubs
+
+    @staticmethod
+    async def _put(nc: Client, chunk: list[bytes], sizes: int) -> None:
+        """Append the ``HPUB`` commands in ``chunk`` (of ``len(chunk) // 4`` messages, their
+        payloads ``sizes`` bytes) to the pending buffer, and wake the flusher."""
+        stats = nc.stats
+        stats["out_msgs"] += len(chunk) // 4
+        stats["out_bytes"] += sizes
+        await nc._send_command(b"".join(chunk))
+        flush = nc._flush_queue
+        if flush is not None and flush.empty():
+            await nc._flush_pending()
 
     async def close(self) -> None:
         if self._sweeper is not None:
