@@ -22,7 +22,8 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 
 import nats.errors
 import nats.js.errors
@@ -48,6 +49,8 @@ _REFUSED_ALONE = (nats.errors.MaxPayloadError, UnicodeError, TypeError, ValueErr
 #: Messages written before ``publish_all`` lets the loop flush them (and read PubAcks).
 _WRITE_EVERY = 64
 _CRLF = b"\r\n"
+#: Messages a JetStream atomic batch may hold (the server's limit).
+ATOMIC_MAX = 1000
 #: A message's headers: a dict, or the header block already written.
 Headers = dict[str, str] | bytes
 
@@ -70,8 +73,10 @@ def _refusal(msg: Msg, subject: str) -> Exception | None:
             return NoStreamError(subject)
         return nats.js.errors.APIError(code=int(status or 0), description=str(msg.headers))
     if b'"error"' in data:
-        error: Exception = nats.js.errors.APIError.from_error(json.loads(data)["error"])
-        return error
+        try:  # from_error raises the error of the code (it returns nothing)
+            nats.js.errors.APIError.from_error(json.loads(data)["error"])
+        except nats.js.errors.APIError as exc:
+            return exc
     return None
 
 
@@ -130,6 +135,44 @@ class _Batch:
                 self.answer(index, error)
 
 
+class _Inline:
+    """Stands in for the message queue of the PubAck subscription: nats-py puts each message
+    it reads there for the subscription's callback task; this hands it over at once instead
+    (no queue, task switch or coroutine per PubAck)."""
+
+    __slots__ = ("_answer", "_sub")
+
+    def __init__(self, answer: Callable[[Msg], None], sub: Subscription) -> None:
+        self._answer = answer
+        self._sub = sub
+
+    @staticmethod
+    def fits(sub: Subscription) -> bool:
+        """Whether ``sub`` queues messages as this nats-py does (2.x)."""
+        return isinstance(getattr(sub, "_pending_queue", None), asyncio.Queue) and isinstance(
+            getattr(sub, "_pending_size", None), int
+        )
+
+    def put_nowait(self, msg: Msg) -> None:
+        self._sub._pending_size -= len(msg.data)  # as the callback task counts it
+        self._answer(msg)
+
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def task_done(self) -> None:
+        pass
+
+    async def join(self) -> None:
+        pass
+
+    async def get(self) -> Msg:
+        raise RuntimeError("the PubAck subscription has no queue to read")
+
+
 class JetStreamPublisher:
     """Publishes to JetStream over one connection and awaits each PubAck."""
 
@@ -137,6 +180,8 @@ class JetStreamPublisher:
         self._nc = nc
         self._prefix = nc.new_inbox() + "."
         self._tokens = itertools.count()
+        #: Atomic batch ids: this publisher's prefix and a number (at most 64 characters).
+        self._batch_prefix = f"choreo-{uuid.uuid4().hex[:16]}-"
         self._pending: dict[str, tuple[asyncio.Future[Msg], float]] = {}
         #: The lists in flight, and each of their tokens' list and index.
         self._batches: set[_Batch] = set()
@@ -166,10 +211,20 @@ class JetStreamPublisher:
         await nc.publish(subject, body, reply=reply, headers=headers)
 
     async def start(self) -> None:
-        self._sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_ack)
+        sub = await self._nc.subscribe(self._prefix + "*")  # no callback: no task per ack
+        if _Inline.fits(sub):
+            sub._pending_queue = _Inline(self._answer, sub)  # type: ignore[assignment]
+        else:  # a nats-py without those internals: its callback task
+            await sub.unsubscribe()
+            sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_ack)
+        self._sub = sub
         self._sweeper = asyncio.create_task(self._sweep(), name="choreo:nats:acks")
 
     async def _on_ack(self, msg: Msg) -> None:
+        self._answer(msg)
+
+    def _answer(self, msg: Msg) -> None:
+        """Hand a PubAck to the publish or the list waiting for it."""
         token = msg.subject[len(self._prefix) :]
         batched = self._batched.pop(token, None)
         if batched is not None:
@@ -285,6 +340,56 @@ class JetStreamPublisher:
         except Exception as exc:  # the connection: what was not handed over fails
             for failed in range(min(start, index), len(messages)):
                 batch.answer(failed, exc)
+
+    async def publish_atomic(
+        self, subject: str, messages: Sequence[tuple[bytes, bytes]], timeout: float
+    ) -> BaseException | None:
+        """One attempt at ``messages`` (header blocks and payloads, at most
+        :data:`ATOMIC_MAX` of them) as one JetStream atomic batch (nats-server 2.12+, a stream
+        with ``allow_atomic``): every message is stored or none is, and one PubAck answers
+        the commit. None once stored; else why not (the server's refusal, AckTimeoutError, a
+        connection error, or a payload over the limit before anything was sent), after which
+        none of them was stored by this batch (a timed-out commit may still be: only
+        ``Nats-Msg-Id`` makes sending them again safe)."""
+        nc = self._nc
+        if not self._writable(nc) or any(len(body) > nc.max_payload for _, body in messages):
+            writable = self._writable(nc)
+            return (
+                nats.errors.MaxPayloadError() if writable else nats.errors.ConnectionClosedError()
+            )
+        batch_id = f"{self._batch_prefix}{next(self._tokens)}"
+        token = str(next(self._tokens))
+        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._pending[token] = (future, time.monotonic() + timeout)
+        last = len(messages)
+        chunk: list[bytes] = []
+        sizes = 0
+        try:
+            for sequence, (block, body) in enumerate(messages, 1):
+                if sequence == last:
+                    lines = f"Nats-Batch-Id: {batch_id}\r\nNats-Batch-Sequence: {sequence}\r\n"
+                    lines += "Nats-Batch-Commit: 1\r\n\r\n"
+                    reply = f" {self._prefix}{token}"
+                else:
+                    lines = f"Nats-Batch-Id: {batch_id}\r\nNats-Batch-Sequence: {sequence}\r\n\r\n"
+                    reply = ""
+                header = block[:-2] + lines.encode()
+                size = len(header)
+                line = f"HPUB {subject}{reply} {size} {size + len(body)}\r\n"
+                chunk += (line.encode(), header, body, _CRLF)
+                sizes += len(body)
+                if not sequence % _WRITE_EVERY:  # let the socket write, the server store
+                    await self._put(nc, chunk, sizes)
+                    chunk, sizes = [], 0
+                    await asyncio.sleep(0)
+            if chunk:
+                await self._put(nc, chunk, sizes)
+            msg = await future
+        except Exception as exc:  # the connection (the server drops an unfinished batch)
+            return exc
+        finally:
+            self._pending.pop(token, None)
+        return _refusal(msg, subject)
 
     def _writable(self, nc: Client) -> bool:
         """Whether a command can go on the client's pending buffer as ``publish`` puts it."""
