@@ -261,16 +261,17 @@ class KafkaPublisher:
         known = producer.client.cluster.partitions_for_topic(topic) if direct else None
         partitions = sorted(known or await producer.partitions_for(topic))
         by_partition, keyless = self._assign(records, indices, partitions)
+        at = int(time.time() * 1000)  # every record's timestamp: the time of the call
         batches = [
             (partition, batch)
             for partition, members in by_partition.items()
-            for batch in self._batches(records, members)
+            for batch in self._batches(records, members, at)
         ]
         if keyless:  # batch k to the k-th partition from a random one: one produce request
             first, count = random.randrange(len(partitions)), len(partitions)
             batches += [
                 (partitions[(first + k) % count], batch)
-                for k, batch in enumerate(self._batches(records, keyless))
+                for k, batch in enumerate(self._batches(records, keyless, at))
             ]
         sent: list[tuple[asyncio.Future[Any], list[int]]] = []
         for partition, (builder, members) in _round_robin(batches):
@@ -308,10 +309,11 @@ class KafkaPublisher:
         return by_partition, keyless
 
     def _batches(
-        self, records: Sequence[Record | None], members: list[int]
+        self, records: Sequence[Record | None], members: list[int], timestamp: int
     ) -> list[tuple[Any, list[int]]]:
         """The records of one partition appended to as few batches as they fit in (the first
-        record of a batch always fits), all with one timestamp: the time of the call."""
+        record of a batch always fits), with ``timestamp`` (ms) where the builder is reached
+        directly (aiokafka's wrapper stamps each record with its own time)."""
         create = self.producer.create_batch
         batches: list[tuple[Any, list[int]]] = []
         builder, start = create(), 0
@@ -325,7 +327,6 @@ class KafkaPublisher:
                     builder.append(key=key, value=value, timestamp=None, headers=headers)
             batches.append((builder, members[start:]))
             return batches
-        timestamp = int(time.time() * 1000)
         offset = 0
         for position, index in enumerate(members):
             key, headers, value = records[index]  # type: ignore[misc]
