@@ -12,7 +12,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import nats
 import nats.errors
@@ -328,8 +328,9 @@ class NatsAdapter(BaseAdapter):
             stream = self._streams.get(topic) or await self._guard(self._stream(topic), topic)
             outcomes: list[Exception | None] = [None] * len(events)
             messages: dict[int, tuple[Headers, bytes]] = {}
-            ttl_ok = ttl is not None and stream.ttl_ok
-            extra = f"Nats-TTL: {max(1, math.ceil(ttl))}\r\n" if ttl_ok else ""  # type: ignore[arg-type]
+            extra = ""  # Nats-TTL, the same for the whole list
+            if ttl is not None and stream.ttl_ok:
+                extra = f"Nats-TTL: {max(1, math.ceil(ttl))}\r\n"
             written = not self._dead_ids  # no replayed dead letter needs a new Nats-Msg-Id
             for index, event in enumerate(events):
                 try:  # the header block written directly, else as a dict
@@ -411,11 +412,12 @@ class NatsAdapter(BaseAdapter):
         await self._recover_stream(topic)
         timeout = self._attempt_timeout(left)
         if atomic and len(pending) > 1 and all(messages[i][0].__class__ is bytes for i in pending):
+            blocks = cast(Mapping[int, tuple[bytes, bytes]], messages)  # all written, just checked
             deadline = time.monotonic() + timeout
             chunks = [pending[i : i + ATOMIC_MAX] for i in range(0, len(pending), ATOMIC_MAX)]
             errors = await asyncio.gather(
                 *(
-                    publisher.publish_atomic(topic, [messages[i] for i in chunk], timeout)  # type: ignore[misc]
+                    publisher.publish_atomic(topic, [blocks[i] for i in chunk], timeout)
                     for chunk in chunks
                 )
             )

@@ -13,6 +13,14 @@ need no change. A block whose values hold no line break and no edge whitespace i
 ``HPUB`` straight onto the client's pending buffer (its ``_send_command``, as ``publish`` does);
 anything else, a client that is not connected (reconnect buffering) or a nats-py without those
 internals goes through ``Client.publish`` unchanged.
+
+The reply subscription has no callback task: its message queue is replaced by
+:class:`_Inline`, which hands each PubAck over as nats-py reads it. A ``publish_many`` list
+comes with its header blocks written (:func:`~broker.adapters.nats.wire.encode_block`); its
+``HPUB`` commands go on the pending buffer 64 at a time and its PubAcks fill one
+:class:`_Batch`. With ``atomic_batches`` the list goes as JetStream atomic batches
+(:meth:`JetStreamPublisher.publish_atomic`: ``Nats-Batch-Id``/``-Sequence``/``-Commit``
+headers, one PubAck per batch).
 """
 
 from __future__ import annotations
