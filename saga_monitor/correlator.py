@@ -109,13 +109,16 @@ class Correlator:
         changed the instance."""
         outcomes = []
         touched: dict[tuple[str, str], _Touched] = {}
+        from_event = Observation.from_event
         with store.transaction() as txn:
-            for item in items:
-                obs = Observation.from_event(
+            routes = [self._targets(item.event) for item in items]
+            # the instances the batch touches, read in one go where the store can
+            txn.prefetch({(m.name, cid) for targets, _ in routes for m, cid in targets})
+            for item, route in zip(items, routes, strict=True):
+                obs = from_event(
                     item.event, topic=item.topic, now=now, skew=item.skew, delivery=item.delivery
                 )
-                outcome = self._record_event(txn, item, obs, watermark, touched)
-                outcomes.append(outcome)
+                outcomes.append(self._record_event(txn, item, obs, watermark, touched, route))
             self._judge_touched(txn, touched, watermark)
         return outcomes
 
@@ -141,29 +144,58 @@ class Correlator:
         obs: Observation,
         watermark: datetime | None,
         touched: dict[tuple[str, str], _Touched],
+        route: tuple[list[tuple[SagaMachine, str]], bool] | None = None,
     ) -> Outcome:
-        """Record ``item`` in every instance it belongs to (judged later, in ``touched``)."""
-        event, redelivered = item.event, item.redelivered
+        """Record ``item`` in every instance it belongs to (judged later, in ``touched``);
+        ``route``: its :meth:`_targets`, when worked out already."""
+        targets, known = self._targets(item.event) if route is None else route
         outcome = Outcome()
+        if known:
+            for machine, correlation_id in targets:
+                self._route(txn, machine, correlation_id, obs, item, touched, outcome)
+        else:
+            self._unexpected(txn, targets, obs, item, watermark, touched, outcome)
+        return outcome
+
+    def _targets(self, event: Event) -> tuple[list[tuple[SagaMachine, str]], bool]:
+        """The (machine, correlation id) pairs ``event`` may belong to, and whether some saga
+        names its type (if none does, every saga whose correlation id it carries: there it
+        is unexpected in a live instance). An event of a known type without a correlation id
+        is counted in :attr:`uncorrelated`."""
         machines = self._by_type.get(event.type)
-        if machines is None:  # no saga names the type: unexpected in a live instance
+        targets = []
+        if machines is None:
             for machine in self.machines.values():
                 correlation_id = machine.definition.correlation.extract(event)
-                if correlation_id is None:
-                    continue
-                instance = self._instance(txn, machine, correlation_id, touched)
-                if instance is not None:
-                    self._record(machine, instance, obs, redelivered, touched, outcome)
-                elif watermark is None or obs.time > watermark:  # its start may be on its way
-                    self._buffer(txn, machine, correlation_id, obs, redelivered)
-            return outcome
+                if correlation_id is not None:
+                    targets.append((machine, correlation_id))
+            return targets, False
         for machine in machines:
             correlation_id = machine.definition.correlation.extract(event)
             if correlation_id is None:
                 self.uncorrelated += 1
-                continue
-            self._route(txn, machine, correlation_id, obs, redelivered, touched, outcome)
-        return outcome
+            else:
+                targets.append((machine, correlation_id))
+        return targets, True
+
+    def _unexpected(
+        self,
+        txn: Transaction,
+        targets: list[tuple[SagaMachine, str]],
+        obs: Observation,
+        item: Received,
+        watermark: datetime | None,
+        touched: dict[tuple[str, str], _Touched],
+        outcome: Outcome,
+    ) -> None:
+        """An event of a type no saga names: recorded in the live instances it correlates
+        with (as unexpected), else buffered while its instance's start may be on its way."""
+        for machine, correlation_id in targets:
+            instance = self._instance(txn, machine, correlation_id, touched)
+            if instance is not None:
+                self._record(machine, instance, obs, item.redelivered, touched, outcome)
+            elif watermark is None or obs.time > watermark:
+                self._buffer(txn, machine, correlation_id, obs, item.redelivered)
 
     @staticmethod
     def _instance(
@@ -181,13 +213,14 @@ class Correlator:
         machine: SagaMachine,
         correlation_id: str,
         obs: Observation,
-        redelivered: bool,
+        item: Received,
         touched: dict[tuple[str, str], _Touched],
         outcome: Outcome,
     ) -> None:
-        instance = self._instance(txn, machine, correlation_id, touched)
+        known = touched.get((machine.name, correlation_id))
+        instance = known.instance if known is not None else txn.get(machine.name, correlation_id)
         if instance is not None:
-            self._record(machine, instance, obs, redelivered, touched, outcome)
+            self._record(machine, instance, obs, item.redelivered, touched, outcome, known)
             return
         outcome.changed = True
         if machine.is_start(obs.type):
@@ -199,7 +232,7 @@ class Correlator:
                     instance.note_alerted(reported)
             touched[(machine.name, correlation_id)] = _Touched(machine, instance, [], outcome)
             return
-        self._buffer(txn, machine, correlation_id, obs, redelivered)
+        self._buffer(txn, machine, correlation_id, obs, item.redelivered)
 
     @staticmethod
     def _buffer(
@@ -225,17 +258,20 @@ class Correlator:
         redelivered: bool,
         touched: dict[tuple[str, str], _Touched],
         outcome: Outcome,
+        known: _Touched | None = None,
     ) -> None:
+        """Record ``obs`` in ``instance`` (``known``: its entry in ``touched``, if there)."""
         if not machine.receive(instance, obs, redelivered=redelivered):
             return
         outcome.changed = True
-        key = (machine.name, instance.correlation_id)
-        known = touched.get(key)
         if known is None:
-            touched[key] = _Touched(machine, instance, [instance.timeline[-1]], outcome)
-        else:
-            known.new.append(instance.timeline[-1])
-            known.outcome = outcome
+            key = (machine.name, instance.correlation_id)
+            known = touched.get(key)
+            if known is None:
+                touched[key] = _Touched(machine, instance, [instance.timeline[-1]], outcome)
+                return
+        known.new.append(instance.timeline[-1])
+        known.outcome = outcome
 
     @staticmethod
     def _judge_touched(
