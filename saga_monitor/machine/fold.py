@@ -41,7 +41,10 @@ class _Fold(msgspec.Struct, gc=False):
 
     m: SagaMachine
     i: Instance
-    alerts: list[tuple[datetime, Alert]] | tuple[()] = ()
+    #: A list during a pass, a tuple between passes: a tuple of untracked Structs and times is
+    #: left alone by the garbage collector (it untracks the tuple), a list is walked by every
+    #: one of its passes, as long as the monitor keeps the instance.
+    alerts: list[tuple[datetime, Alert]] | tuple[tuple[datetime, Alert], ...] = ()
     #: Stuck (and compensation_missing) alerts of stalls still open at the watermark.
     open_stalls: tuple[Alert, ...] = ()
     #: The stall in progress: (its alert, the deadline that passed).
@@ -202,6 +205,8 @@ class _Fold(msgspec.Struct, gc=False):
             i.updated = max(i.updated, self.stall[1])
         i.timeline = self.entries
         self.applied = len(self.entries)
+        if self.alerts.__class__ is list:
+            self.alerts = tuple(self.alerts)
 
     def _cause_of(self, entry: Entry) -> tuple[Entry, float] | None:
         """Set ``entry.at`` from its cause's (see :meth:`_causal_times`), for one new entry."""
@@ -256,7 +261,7 @@ class _Fold(msgspec.Struct, gc=False):
         i.phase = "running"
         i.failed_at = i.finished = i.stuck_since = None
         i.deadline = began + timedelta(seconds=deadline) if deadline else None
-        i.done, i.compensations, i.waiting, i.anomalies = {}, [], [], []
+        i.done, i.compensations, i.waiting, i.anomalies = {}, (), [], []
         self._plan()
 
     def _advance(self, moment: datetime, *, inclusive: bool = False) -> None:
@@ -390,7 +395,7 @@ class _Fold(msgspec.Struct, gc=False):
         if compensation in i.compensations:
             self._flag(entry, "unexpected", f"{step} was compensated already")
             return
-        i.compensations.append(compensation)
+        i.compensations = [*i.compensations, compensation]
         if compensation not in i.waiting:
             return  # before the failure (it may be timed a little early): remembered
         i.waiting.remove(compensation)
@@ -500,10 +505,10 @@ class _Fold(msgspec.Struct, gc=False):
         return alert
 
     def _alert(self, at: datetime, alert: Alert) -> None:
-        if self.alerts:
-            self.alerts.append((at, alert))
-        else:
-            self.alerts = [(at, alert)]
+        alerts = self.alerts
+        if alerts.__class__ is tuple:  # kept as a tuple between passes (see _judge)
+            alerts = self.alerts = list(alerts)
+        alerts.append((at, alert))  # type: ignore[union-attr]
 
     def _orphan_alert(self, entry: Entry) -> None:
         """What a monitor said when this event came before its start: an orphan, for a while."""

@@ -41,7 +41,7 @@ class _InstanceDocument(msgspec.Struct):
     finished: Any
     deadline: Any
     done: dict[str, Any]
-    compensations: list[str]
+    compensations: list[str] | tuple[()]
     waiting: list[str]
     timeline: msgspec.Raw
     foreign: msgspec.Raw
@@ -85,8 +85,9 @@ class Instance(msgspec.Struct, gc=False):
     due: datetime | None = None
     expected: list[str] = msgspec.field(default_factory=list)
     done: dict[str, datetime] = msgspec.field(default_factory=dict)
-    #: Compensations seen, in event-time order.
-    compensations: list[str] = msgspec.field(default_factory=list)
+    #: Compensations seen, in event-time order (an empty tuple while none: an empty list
+    #: would be one more object for the garbage collector to walk per instance).
+    compensations: list[str] | tuple[()] = ()
     #: The ledger: compensations owed (of steps done before the failure) and not seen yet.
     waiting: list[str] = msgspec.field(default_factory=list)
     timeline: list[Entry] = msgspec.field(default_factory=list)
@@ -297,7 +298,7 @@ class Instance(msgspec.Struct, gc=False):
             due=_parse(raw.get("due")),
             expected=list(raw.get("expected_next", ())),
             done={step: parse_time(at) for step, at in raw.get("done", {}).items()},
-            compensations=list(raw.get("compensations", ())),
+            compensations=list(raw.get("compensations", ())) or (),
             waiting=list(raw.get("waiting", ())),
             timeline=[Entry.from_dict(e) for e in raw.get("timeline", ())],
             foreign=[Entry.from_dict(e) for e in raw.get("foreign", ())] or (),
