@@ -113,7 +113,7 @@ class Correlator:
         with store.transaction() as txn:
             routes = [self._targets(item.event) for item in items]
             # the instances the batch touches, read in one go where the store can
-            txn.prefetch({(m.name, cid) for targets, _ in routes for m, cid in targets})
+            txn.prefetch((m.name, cid) for targets, _ in routes for m, cid in targets)
             for item, route in zip(items, routes, strict=True):
                 obs = from_event(
                     item.event, topic=item.topic, now=now, skew=item.skew, delivery=item.delivery

@@ -488,13 +488,13 @@ class _SqlTransaction:
         cache = store.cache
         if cache is None:
             return
-        by_saga: dict[str, list[str]] = {}
+        by_saga: dict[str, dict[str, None]] = {}
         dirty, absent = self._dirty, self._absent
         for key in keys:
             if key not in cache and key not in dirty and key not in absent:
-                by_saga.setdefault(key[0], []).append(key[1])
-        for saga, wanted in by_saga.items():
-            found: set[str] = set()
+                by_saga.setdefault(key[0], {})[key[1]] = None
+        for saga, ids in by_saga.items():
+            wanted, found = list(ids), set()
             for start in range(0, len(wanted), _IN_MAX):
                 chunk = wanted[start : start + _IN_MAX]
                 size = _IN_MAX if len(chunk) > _IN_MAX // 2 else 1 << (len(chunk) - 1).bit_length()

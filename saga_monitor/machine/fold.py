@@ -330,7 +330,11 @@ class _Fold(msgspec.Struct, gc=False):
             if step_index.get(other, index) > index:  # a later step happened before this one
                 self._flag(entry, "out_of_order", f"{step} came after {other}")
                 break
-        entry.waited = max(0.0, (at - self._base_time(index)).total_seconds())
+        if index:  # the clock of the step started at the previous step (see _base_time)
+            base = done.get(m.step_events[index - 1]) or i.progress_at or i.started
+        else:
+            base = i.started
+        entry.waited = max(0.0, (at - base).total_seconds())
         done[step] = at
         progress = i.progress_at
         i.progress_at = at if progress is None or at > progress else progress

@@ -97,6 +97,8 @@ class Observation(msgspec.Struct, gc=False):
         extensions = event.extensions
         causation = extensions.get("causationid")
         traceparent = extensions.get("traceparent")
+        data = event.data
+        payload = _compact(data) if data.__class__ is dict or data.__class__ is list else None
         return cls(  # types and sources repeat: one copy of each in memory
             _intern(event.type),
             _intern(event.source),
@@ -104,7 +106,7 @@ class Observation(msgspec.Struct, gc=False):
             moment + timedelta(seconds=skew) if skew else moment,
             topic,
             None if causation is None else str(causation),
-            kept_data(event.data),
+            _bounded(data) if payload is None else payload,
             now,
             skew,
             delivery,
