@@ -161,7 +161,8 @@ class Instance(msgspec.Struct, gc=False):
         for entries in (self.timeline, self.foreign):
             for entry in entries:
                 if not entry.duplicate:
-                    out.setdefault(entry.event.key, entry.event.delivery or "")
+                    obs = entry.event  # its key, as Observation.key spells it
+                    out.setdefault(f"{obs.source}\x1f{obs.id}", obs.delivery or "")
         return out
 
     @property
