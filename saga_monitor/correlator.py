@@ -14,7 +14,7 @@ it derives the instance and the alerts, so the correlator only records, judges a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from broker.envelope import Event
@@ -111,16 +111,26 @@ class Correlator:
         touched: dict[tuple[str, str], _Touched] = {}
         from_event = Observation.from_event
         with store.transaction() as txn:
-            routes = [self._targets(item.event) for item in items]
-            # the instances the batch touches, read in one go where the store can
-            txn.prefetch((m.name, cid) for targets, _ in routes for m, cid in targets)
-            for item, route in zip(items, routes, strict=True):
+            txn.prefetch(self._keys(items))  # read in one go where the store can (lazily)
+            for item in items:
                 obs = from_event(
                     item.event, topic=item.topic, now=now, skew=item.skew, delivery=item.delivery
                 )
-                outcomes.append(self._record_event(txn, item, obs, watermark, touched, route))
+                outcomes.append(self._record_event(txn, item, obs, watermark, touched))
             self._judge_touched(txn, touched, watermark)
         return outcomes
+
+    def _keys(self, items: list[Received]) -> Iterator[tuple[str, str]]:
+        """The (saga, correlation id) of every instance ``items`` may touch (the ones
+        :meth:`_record_event` looks up)."""
+        by_type, every = self._by_type, self.machines.values()
+        for item in items:
+            event = item.event
+            machines = by_type.get(event.type)
+            for machine in every if machines is None else machines:
+                correlation_id = machine.definition.correlation.extract(event)
+                if correlation_id is not None:
+                    yield machine.name, correlation_id
 
     def apply_in(
         self,
@@ -144,58 +154,29 @@ class Correlator:
         obs: Observation,
         watermark: datetime | None,
         touched: dict[tuple[str, str], _Touched],
-        route: tuple[list[tuple[SagaMachine, str]], bool] | None = None,
     ) -> Outcome:
-        """Record ``item`` in every instance it belongs to (judged later, in ``touched``);
-        ``route``: its :meth:`_targets`, when worked out already."""
-        targets, known = self._targets(item.event) if route is None else route
+        """Record ``item`` in every instance it belongs to (judged later, in ``touched``)."""
+        event = item.event
         outcome = Outcome()
-        if known:
-            for machine, correlation_id in targets:
-                self._route(txn, machine, correlation_id, obs, item, touched, outcome)
-        else:
-            self._unexpected(txn, targets, obs, item, watermark, touched, outcome)
-        return outcome
-
-    def _targets(self, event: Event) -> tuple[list[tuple[SagaMachine, str]], bool]:
-        """The (machine, correlation id) pairs ``event`` may belong to, and whether some saga
-        names its type (if none does, every saga whose correlation id it carries: there it
-        is unexpected in a live instance). An event of a known type without a correlation id
-        is counted in :attr:`uncorrelated`."""
         machines = self._by_type.get(event.type)
-        targets = []
-        if machines is None:
+        if machines is None:  # no saga names the type: unexpected in a live instance
             for machine in self.machines.values():
                 correlation_id = machine.definition.correlation.extract(event)
-                if correlation_id is not None:
-                    targets.append((machine, correlation_id))
-            return targets, False
+                if correlation_id is None:
+                    continue
+                instance = self._instance(txn, machine, correlation_id, touched)
+                if instance is not None:
+                    self._record(machine, instance, obs, item.redelivered, touched, outcome)
+                elif watermark is None or obs.time > watermark:  # its start may be on its way
+                    self._buffer(txn, machine, correlation_id, obs, item.redelivered)
+            return outcome
         for machine in machines:
             correlation_id = machine.definition.correlation.extract(event)
             if correlation_id is None:
                 self.uncorrelated += 1
-            else:
-                targets.append((machine, correlation_id))
-        return targets, True
-
-    def _unexpected(
-        self,
-        txn: Transaction,
-        targets: list[tuple[SagaMachine, str]],
-        obs: Observation,
-        item: Received,
-        watermark: datetime | None,
-        touched: dict[tuple[str, str], _Touched],
-        outcome: Outcome,
-    ) -> None:
-        """An event of a type no saga names: recorded in the live instances it correlates
-        with (as unexpected), else buffered while its instance's start may be on its way."""
-        for machine, correlation_id in targets:
-            instance = self._instance(txn, machine, correlation_id, touched)
-            if instance is not None:
-                self._record(machine, instance, obs, item.redelivered, touched, outcome)
-            elif watermark is None or obs.time > watermark:
-                self._buffer(txn, machine, correlation_id, obs, item.redelivered)
+                continue
+            self._route(txn, machine, correlation_id, obs, item, touched, outcome)
+        return outcome
 
     @staticmethod
     def _instance(
