@@ -167,7 +167,9 @@ class SagaMonitor:
         self.store.record_monitor(self.member, None, float("inf"), self.clock())
         await self.flush_alerts()
         if self._worker is None and getattr(self.store, "threadsafe", False):
-            self._worker = ThreadPoolExecutor(1, thread_name_prefix="choreo-saga-apply")
+            self._worker = ThreadPoolExecutor(
+                1, thread_name_prefix=f"choreo-saga-apply {self.member}"
+            )
         try:  # one subscription over every topic: a Kafka group rebalances once
             subscriber = await self.bus.subscribe_batch(
                 self.topics,

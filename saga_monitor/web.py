@@ -256,12 +256,21 @@ class _Views:
 
     def fragments(self, params: dict[str, Any]) -> dict[str, str]:
         """The console's live parts for these filters."""
+        return self._fragments(params, self.board(), self.store.counts())
+
+    def _fragments(
+        self,
+        params: dict[str, Any],
+        boarded: tuple[list[ServiceRow], Owners],
+        counts: dict[tuple[str, str], int],
+    ) -> dict[str, str]:
+        """:meth:`fragments` from the board and counts the caller read (once per request)."""
         page = self.search(params)
-        board, owners = self.board()
+        board, owners = boarded
         now = utcnow()
         return {
             "banner": console.banner_html(self.store.monitors(), now),
-            "counts": _counts_html(self.store.counts()),
+            "counts": _counts_html(counts),
             "board": console.board_html(board),
             "list": console.list_html(page, listed(self.store, page.items, owners), now, params),
             "orphans": console.orphans_html(self.store.orphans(limit=100), now),
@@ -283,9 +292,9 @@ class _Views:
     ) -> HTMLResponse:
         params = dict(locals())
         params.pop("self")
-        parts = self.fragments(params)
-        board, owners = self.board()
-        counts = self.store.counts()
+        boarded, counts = self.board(), self.store.counts()
+        parts = self._fragments(params, boarded, counts)
+        board, owners = boarded
         names = sorted({s for s, _ in counts} | {d.name for d in _sagas(self.defined)})
         services = sorted({row.service for row in board} | set(owners.services(set())))
         body = (

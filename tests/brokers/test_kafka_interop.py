@@ -290,3 +290,45 @@ async def test_cli_subscribe_reads_a_raw_binary_record(
     assert ("raw-cli-1", "/raw", "raw.made", {"hello": "cli"}) == (
         printed["id"], printed["source"], printed["type"], printed["data"]
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["builder", "wrapper"])
+async def test_a_list_reads_back_the_same_whichever_way_it_is_appended(
+    bus: Bus, kafka_url: str, topic: str, direct: bool
+) -> None:
+    """publish_many appends a list's records to the record batch builder itself where
+    aiokafka's internals are as expected, else through ``BatchBuilder.append`` (here: a
+    producer with a value serializer): either way every record carries its event's key,
+    binding headers and value, in list order per key and partition."""
+    from broker.adapters.kafka.publish import KafkaPublisher
+
+    await bus.create_topic(topic, partitions=2)
+    serializer = None if direct else (lambda value: value)
+    raw = AIOKafkaProducer(
+        bootstrap_servers=bootstrap(kafka_url), acks="all", value_serializer=serializer
+    )
+    await raw.start()
+    try:
+        publisher = KafkaPublisher(raw, kafka_url, 30.0)
+        assert (publisher._direct is not None) is direct
+        events = [
+            Event(type="t", source="s", data={"n": n}, extensions={"partitionkey": f"k{n % 3}"})
+            for n in range(50)
+        ] + [Event(type="t", source="s", data={"n": 50 + n}) for n in range(50)]
+        assert [None] * 100 == await publisher.publish_many(topic, events)
+    finally:
+        await raw.stop()
+    records: list[Any] = await read_all(kafka_url, topic, 100)
+    by_id = {event.id: event for event in events}
+    seen: dict[tuple[int, bytes | None], list[int]] = {}
+    for record in records:
+        headers = dict(record.headers)
+        event = by_id[headers["ce_id"].decode()]
+        assert json.dumps(event.data, separators=(",", ":")).encode() == record.value
+        assert (headers["ce_type"], headers["content-type"]) == (b"t", b"application/json")
+        key = event.extensions.get("partitionkey")
+        assert (None if key is None else key.encode()) == record.key
+        seen.setdefault((record.partition, record.key), []).append(event.data["n"])
+    if direct:  # the builder path stamps the call's time on every record
+        assert 1 == len({record.timestamp for record in records})
+    assert all(found == sorted(found) for found in seen.values())

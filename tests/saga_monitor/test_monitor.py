@@ -307,12 +307,14 @@ async def test_a_stopped_monitor_leaves_no_apply_thread_behind(bus: Bus, tmp_pat
     idle threads."""
     import threading
 
-    def apply_threads() -> int:
-        return sum(t.name.startswith("choreo-saga-apply") for t in threading.enumerate())
-
-    before = apply_threads()
     store = open_saga_store(f"sqlite:///{tmp_path}/sagas.db")
     monitor = SagaMonitor(example(), bus, store, clock=ManualClock(), tick_interval=0.02)
+
+    def apply_threads() -> int:  # this monitor's: other tests' may still be ending
+        mine = f"choreo-saga-apply {monitor.member}"
+        return sum(t.name.startswith(mine) for t in threading.enumerate())
+
+    before = apply_threads()
     for n in range(2):
         async with monitor:
             event = Event(type="order.placed", source="shop", extensions={"correlationid": f"o{n}"})

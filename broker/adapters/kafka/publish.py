@@ -86,6 +86,31 @@ class _Direct:
             return None
         return cls(accumulator, max_size, timeout_ms / 1000)
 
+    def partition(self, topic: str, partition: int) -> TopicPartition:
+        """The (shared) TopicPartition of ``topic``'s ``partition``."""
+        tp = self.partitions.get((topic, partition))
+        if tp is None:
+            tp = self.partitions[(topic, partition)] = TopicPartition(topic, partition)
+        return tp
+
+
+def _inner_append(builder: Any) -> Callable[..., Any] | None:
+    """The record batch builder's own ``append(offset, timestamp, key, value, headers)`` under
+    aiokafka's ``BatchBuilder`` (its per-record wrapper only serializes, which ours does not
+    need, and counts offsets, which :meth:`KafkaPublisher._batches` does), or None when this
+    aiokafka builds batches otherwise."""
+    inner = getattr(builder, "_builder", None)
+    append = getattr(inner, "append", None)
+    if (
+        append is None
+        or getattr(builder, "_relative_offset", None) != 0
+        or getattr(builder, "_key_serializer", True) is not None
+        or getattr(builder, "_value_serializer", True) is not None
+        or builder.closed()
+    ):
+        return None
+    return append  # type: ignore[no-any-return]
+
 
 def _retrying(topic: str) -> Callable[[BaseException, float], None]:
     def log(exc: BaseException, _: float) -> None:
@@ -131,9 +156,7 @@ class KafkaPublisher:
                 topic, value, key=key, partition=partition, headers=headers
             )
             return sending
-        tp = direct.partitions.get((topic, partition))
-        if tp is None:
-            tp = direct.partitions[(topic, partition)] = TopicPartition(topic, partition)
+        tp = direct.partition(topic, partition)
         sending = direct.accumulator.add_message(tp, key, value, direct.timeout, headers=headers)
         return sending
 
@@ -234,22 +257,29 @@ class KafkaPublisher:
         """Append the records (by index) to batches per partition, send them all, await every
         ack; the failed records by index."""
         producer = self.producer
-        partitions = sorted(await producer.partitions_for(topic))
+        direct = self._direct
+        known = producer.client.cluster.partitions_for_topic(topic) if direct else None
+        partitions = sorted(known or await producer.partitions_for(topic))
         by_partition, keyless = self._assign(records, indices, partitions)
+        at = int(time.time() * 1000)  # every record's timestamp: the time of the call
         batches = [
             (partition, batch)
             for partition, members in by_partition.items()
-            for batch in self._batches(records, members)
+            for batch in self._batches(records, members, at)
         ]
         if keyless:  # batch k to the k-th partition from a random one: one produce request
             first, count = random.randrange(len(partitions)), len(partitions)
             batches += [
                 (partitions[(first + k) % count], batch)
-                for k, batch in enumerate(self._batches(records, keyless))
+                for k, batch in enumerate(self._batches(records, keyless, at))
             ]
         sent: list[tuple[asyncio.Future[Any], list[int]]] = []
         for partition, (builder, members) in _round_robin(batches):
-            future = await producer.send_batch(builder, topic, partition=partition)
+            if direct is not None and known:  # send_batch without its metadata wait and log
+                add = direct.accumulator.add_batch
+                future = await add(builder, direct.partition(topic, partition), direct.timeout)
+            else:
+                future = await producer.send_batch(builder, topic, partition=partition)
             sent.append((future, members))
         results = await asyncio.gather(*(future for future, _ in sent), return_exceptions=True)
         failed: dict[int, BaseException] = {}
@@ -279,20 +309,45 @@ class KafkaPublisher:
         return by_partition, keyless
 
     def _batches(
-        self, records: Sequence[Record | None], members: list[int]
+        self, records: Sequence[Record | None], members: list[int], timestamp: int
     ) -> list[tuple[Any, list[int]]]:
-        """The records of one partition appended to as few batches as they fit in."""
+        """The records of one partition appended to as few batches as they fit in (the first
+        record of a batch always fits), with ``timestamp`` (ms) where the builder is reached
+        directly (aiokafka's wrapper stamps each record with its own time)."""
         create = self.producer.create_batch
         batches: list[tuple[Any, list[int]]] = []
         builder, start = create(), 0
+        append = _inner_append(builder) if self._direct is not None else None
+        if append is None:  # aiokafka's own wrapper, one call per record
+            for position, index in enumerate(members):
+                key, headers, value = records[index]  # type: ignore[misc]
+                if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                    batches.append((builder, members[start:position]))
+                    builder, start = create(), position
+                    builder.append(key=key, value=value, timestamp=None, headers=headers)
+            batches.append((builder, members[start:]))
+            return batches
+        offset = 0
         for position, index in enumerate(members):
             key, headers, value = records[index]  # type: ignore[misc]
-            if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+            if append(offset, timestamp, key, value, headers) is None:
+                _seal(builder, offset)
                 batches.append((builder, members[start:position]))
                 builder, start = create(), position
-                builder.append(key=key, value=value, timestamp=None, headers=headers)
+                append = builder._builder.append
+                append(0, timestamp, key, value, headers)
+                offset = 0
+            offset += 1
+        _seal(builder, offset)
         batches.append((builder, members[start:]))
         return batches
+
+
+def _seal(builder: Any, count: int) -> None:
+    """Close a batch filled through its inner builder, with the record count its wrapper
+    would have kept."""
+    builder._relative_offset = count
+    builder.close()
 
 
 def _round_robin(batches: list[tuple[int, Any]]) -> list[tuple[int, Any]]:

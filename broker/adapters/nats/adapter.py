@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 import dataclasses
 import math
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import nats
 import nats.errors
@@ -31,9 +32,23 @@ from broker.adapters.kit import (
 from broker.adapters.nats.consumer import NatsSubscription
 from broker.adapters.nats.delay import DELAY_STREAM, Mover, delay_subject, ensure_delay_stream
 from broker.adapters.nats.errors import TRANSIENT, translate_error
-from broker.adapters.nats.publish import AckTimeoutError, JetStreamPublisher, NoStreamError
+from broker.adapters.nats.publish import (
+    ATOMIC_MAX,
+    AckTimeoutError,
+    Headers,
+    JetStreamPublisher,
+    NoStreamError,
+)
 from broker.adapters.nats.settings import servers, split_options
-from broker.adapters.nats.wire import SUBJECT, check_topic, decode, encode, event_id, safe_name
+from broker.adapters.nats.wire import (
+    SUBJECT,
+    check_topic,
+    decode,
+    encode,
+    encode_block,
+    event_id,
+    safe_name,
+)
 from broker.delay import DELIVER_AT, held_until
 from broker.envelope import Event
 from broker.errors import (
@@ -62,6 +77,7 @@ class _Stream:
     name: str
     own: bool  # captures exactly this topic (ours, or shaped like ours)
     ttl_ok: bool
+    atomic: bool = False  # takes atomic batches (nats-server 2.12+, allow_atomic)
 
 
 class NatsAdapter(BaseAdapter):
@@ -76,6 +92,8 @@ class NatsAdapter(BaseAdapter):
         self._js: Any = None
         self._publisher: JetStreamPublisher | None = None
         self._server_ttl = False
+        #: Whether the server takes atomic batches: streams created here allow them.
+        self._server_atomic = False
         self._streams: dict[str, _Stream] = {}
         self._ensure_lock = asyncio.Lock()
         self._subscriptions: set[NatsSubscription] = set()
@@ -136,6 +154,8 @@ class NatsAdapter(BaseAdapter):
         self._nc, self._js, self._publisher = nc, js, publisher
         version = nc.connected_server_version
         self._server_ttl = self.settings.native_ttl and (version.major, version.minor) >= (2, 11)
+        atomic_ok = (version.major, version.minor) >= (2, 12)
+        self._server_atomic = self.settings.atomic_batches and atomic_ok
 
     def _unavailable(self, exc: BaseException) -> BrokerUnavailableError:
         if isinstance(exc, nats.js.errors.APIError | nats.errors.NoRespondersError):
@@ -214,7 +234,8 @@ class NatsAdapter(BaseAdapter):
             except nats.js.errors.NotFoundError:
                 info = await self._add_stream(topic)
         config = info.config
-        return _Stream(config.name, config.subjects == [topic], bool(config.allow_msg_ttl))
+        atomic = bool(getattr(config, "allow_atomic", False))
+        return _Stream(config.name, config.subjects == [topic], bool(config.allow_msg_ttl), atomic)
 
     async def _add_stream(self, topic: str) -> Any:
         settings = self.settings
@@ -228,6 +249,7 @@ class NatsAdapter(BaseAdapter):
             max_age=settings.max_age or None,
             duplicate_window=settings.duplicate_window,
             allow_msg_ttl=True if self._server_ttl else None,
+            allow_atomic=True if self._server_atomic else None,
         )
         try:
             return await self._jetstream().add_stream(config)
@@ -305,14 +327,22 @@ class NatsAdapter(BaseAdapter):
         try:
             stream = self._streams.get(topic) or await self._guard(self._stream(topic), topic)
             outcomes: list[Exception | None] = [None] * len(events)
-            messages: dict[int, tuple[dict[str, str], bytes]] = {}
+            messages: dict[int, tuple[Headers, bytes]] = {}
+            extra = ""  # Nats-TTL, the same for the whole list
+            if ttl is not None and stream.ttl_ok:
+                extra = f"Nats-TTL: {max(1, math.ceil(ttl))}\r\n"
+            written = not self._dead_ids  # no replayed dead letter needs a new Nats-Msg-Id
             for index, event in enumerate(events):
-                try:
-                    messages[index] = self._message(event, stream, ttl)
+                try:  # the header block written directly, else as a dict
+                    block = encode_block(event, extra) if written else None
+                    messages[index] = block or self._message(event, stream, ttl)
                 except (TypeError, ValueError) as exc:  # data JSON cannot hold
                     outcomes[index] = exc
+            atomic = stream.atomic and self.settings.atomic_batches
             failed = await keep_trying_each(
-                lambda pending, left: self._send_all(publisher, topic, messages, pending, left),
+                lambda pending, left: self._send_all(
+                    publisher, topic, messages, pending, left, atomic
+                ),
                 list(messages),
                 timeout=self.settings.publish_timeout,
                 retriable=_retried,
@@ -369,14 +399,38 @@ class NatsAdapter(BaseAdapter):
         self,
         publisher: JetStreamPublisher,
         topic: str,
-        messages: Mapping[int, tuple[dict[str, str], bytes]],
+        messages: Mapping[int, tuple[Headers, bytes]],
         pending: list[int],
         left: float,
+        atomic: bool = False,
     ) -> dict[int, BaseException]:
+        """One attempt for the ``pending`` messages: on a stream that takes atomic batches,
+        as batches of up to :data:`ATOMIC_MAX` with one PubAck each; what a batch did not
+        store (whatever the reason) and a stream without them, one message and one PubAck
+        at a time, so each event's outcome is its own (a duplicate ``Nats-Msg-Id``, which
+        fails a whole atomic batch, is then acked as stored)."""
         await self._recover_stream(topic)
-        answers = await publisher.publish_all(
-            topic, [messages[i] for i in pending], self._attempt_timeout(left)
-        )
+        timeout = self._attempt_timeout(left)
+        if atomic and len(pending) > 1 and all(messages[i][0].__class__ is bytes for i in pending):
+            blocks = cast(Mapping[int, tuple[bytes, bytes]], messages)  # all written, just checked
+            deadline = time.monotonic() + timeout
+            chunks = [pending[i : i + ATOMIC_MAX] for i in range(0, len(pending), ATOMIC_MAX)]
+            errors = await asyncio.gather(
+                *(
+                    publisher.publish_atomic(topic, [blocks[i] for i in chunk], timeout)
+                    for chunk in chunks
+                )
+            )
+            pending = [
+                i
+                for chunk, error in zip(chunks, errors, strict=True)
+                if error is not None
+                for i in chunk
+            ]
+            if not pending:
+                return {}
+            timeout = max(deadline - time.monotonic(), 0.01)
+        answers = await publisher.publish_all(topic, [messages[i] for i in pending], timeout)
         return {i: error for i, error in zip(pending, answers, strict=True) if error is not None}
 
     async def _recover_stream(self, topic: str) -> None:

@@ -13,6 +13,14 @@ need no change. A block whose values hold no line break and no edge whitespace i
 ``HPUB`` straight onto the client's pending buffer (its ``_send_command``, as ``publish`` does);
 anything else, a client that is not connected (reconnect buffering) or a nats-py without those
 internals goes through ``Client.publish`` unchanged.
+
+The reply subscription has no callback task: its message queue is replaced by
+:class:`_Inline`, which hands each PubAck over as nats-py reads it. A ``publish_many`` list
+comes with its header blocks written (:func:`~broker.adapters.nats.wire.encode_block`); its
+``HPUB`` commands go on the pending buffer 64 at a time and its PubAcks fill one
+:class:`_Batch`. With ``atomic_batches`` the list goes as JetStream atomic batches
+(:meth:`JetStreamPublisher.publish_atomic`: ``Nats-Batch-Id``/``-Sequence``/``-Commit``
+headers, one PubAck per batch).
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 
 import nats.errors
 import nats.js.errors
@@ -47,6 +56,20 @@ _REFUSED_ALONE = (nats.errors.MaxPayloadError, UnicodeError, TypeError, ValueErr
 
 #: Messages written before ``publish_all`` lets the loop flush them (and read PubAcks).
 _WRITE_EVERY = 64
+_CRLF = b"\r\n"
+#: Messages a JetStream atomic batch may hold (the server's limit).
+ATOMIC_MAX = 1000
+#: A message's headers: a dict, or the header block already written.
+Headers = dict[str, str] | bytes
+
+
+def _as_dict(headers: Headers) -> dict[str, str]:
+    """A written header block back as a dict (for ``Client.publish`` while the connection
+    cannot take commands directly: a reconnect buffers them)."""
+    if isinstance(headers, dict):
+        return headers
+    lines = headers.decode().split("\r\n")[1:]
+    return dict(line.split(": ", 1) for line in lines if line)
 
 
 def _refusal(msg: Msg, subject: str) -> Exception | None:
@@ -58,8 +81,10 @@ def _refusal(msg: Msg, subject: str) -> Exception | None:
             return NoStreamError(subject)
         return nats.js.errors.APIError(code=int(status or 0), description=str(msg.headers))
     if b'"error"' in data:
-        error: Exception = nats.js.errors.APIError.from_error(json.loads(data)["error"])
-        return error
+        try:  # from_error raises the error of the code (it returns nothing)
+            nats.js.errors.APIError.from_error(json.loads(data)["error"])
+        except nats.js.errors.APIError as exc:
+            return exc
     return None
 
 
@@ -118,6 +143,44 @@ class _Batch:
                 self.answer(index, error)
 
 
+class _Inline:
+    """Stands in for the message queue of the PubAck subscription: nats-py puts each message
+    it reads there for the subscription's callback task; this hands it over at once instead
+    (no queue, task switch or coroutine per PubAck)."""
+
+    __slots__ = ("_answer", "_sub")
+
+    def __init__(self, answer: Callable[[Msg], None], sub: Subscription) -> None:
+        self._answer = answer
+        self._sub = sub
+
+    @staticmethod
+    def fits(sub: Subscription) -> bool:
+        """Whether ``sub`` queues messages as this nats-py does (2.x)."""
+        return isinstance(getattr(sub, "_pending_queue", None), asyncio.Queue) and isinstance(
+            getattr(sub, "_pending_size", None), int
+        )
+
+    def put_nowait(self, msg: Msg) -> None:
+        self._sub._pending_size -= len(msg.data)  # as the callback task counts it
+        self._answer(msg)
+
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def task_done(self) -> None:
+        pass
+
+    async def join(self) -> None:
+        pass
+
+    async def get(self) -> Msg:
+        raise RuntimeError("the PubAck subscription has no queue to read")
+
+
 class JetStreamPublisher:
     """Publishes to JetStream over one connection and awaits each PubAck."""
 
@@ -125,6 +188,8 @@ class JetStreamPublisher:
         self._nc = nc
         self._prefix = nc.new_inbox() + "."
         self._tokens = itertools.count()
+        #: Atomic batch ids: this publisher's prefix and a number (at most 64 characters).
+        self._batch_prefix = f"choreo-{uuid.uuid4().hex[:16]}-"
         self._pending: dict[str, tuple[asyncio.Future[Msg], float]] = {}
         #: The lists in flight, and each of their tokens' list and index.
         self._batches: set[_Batch] = set()
@@ -154,10 +219,20 @@ class JetStreamPublisher:
         await nc.publish(subject, body, reply=reply, headers=headers)
 
     async def start(self) -> None:
-        self._sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_ack)
+        sub = await self._nc.subscribe(self._prefix + "*")  # no callback: no task per ack
+        if _Inline.fits(sub):
+            sub._pending_queue = _Inline(self._answer, sub)  # type: ignore[assignment]
+        else:  # a nats-py without those internals: its callback task
+            await sub.unsubscribe()
+            sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_ack)
+        self._sub = sub
         self._sweeper = asyncio.create_task(self._sweep(), name="choreo:nats:acks")
 
     async def _on_ack(self, msg: Msg) -> None:
+        self._answer(msg)
+
+    def _answer(self, msg: Msg) -> None:
+        """Hand a PubAck to the publish or the list waiting for it."""
         token = msg.subject[len(self._prefix) :]
         batched = self._batched.pop(token, None)
         if batched is not None:
@@ -198,11 +273,13 @@ class JetStreamPublisher:
             raise error
 
     async def publish_all(
-        self, subject: str, messages: Sequence[tuple[dict[str, str], bytes]], timeout: float
+        self, subject: str, messages: Sequence[tuple[Headers, bytes]], timeout: float
     ) -> list[BaseException | None]:
         """One attempt for each message, all in flight before the first PubAck is awaited;
         one outcome per message (None: stored), as :meth:`publish` would have raised it. The
-        PubAcks of the list fill one :class:`_Batch`: no future or callback per message."""
+        PubAcks of the list fill one :class:`_Batch`: no future or callback per message. A
+        message's headers are a dict, or a header block already written
+        (:func:`~broker.adapters.nats.wire.encode_block`)."""
         batch = _Batch(len(messages), time.monotonic() + timeout)
         self._batches.add(batch)
         tokens: list[str] = []
@@ -220,30 +297,123 @@ class JetStreamPublisher:
     async def _send_all(
         self,
         subject: str,
-        messages: Sequence[tuple[dict[str, str], bytes]],
+        messages: Sequence[tuple[Headers, bytes]],
         batch: _Batch,
         tokens: list[str],
     ) -> None:
         """Write every message with its reply token; a message the client refuses (over the
         server's max payload, headers it cannot encode) fails alone, a connection failure fails
-        the message it hit and every message after it."""
-        write, prefix, batched, counter = self._write, self._prefix, self._batched, self._tokens
-        index = 0
+        the message it hit and every message after it.
+
+        Messages whose header block is written are put on the client's pending buffer
+        :data:`_WRITE_EVERY` at a time, as one command (what ``Client.publish`` would append
+        one by one); the others go through :meth:`_write`."""
+        nc, prefix, batched, counter = self._nc, self._prefix, self._batched, self._tokens
+        chunk: list[bytes] = []  # HPUB commands not yet on the pending buffer
+        sizes = 0  # their payloads' bytes
+        start = index = 0  # the first message not yet on the pending buffer, the current one
         try:
             for index, (headers, body) in enumerate(messages):
                 token = str(next(counter))
                 batched[token] = (batch, index)
                 tokens.append(token)
-                try:
-                    await write(subject, prefix + token, headers, body)
-                except _REFUSED_ALONE as exc:  # this message only: the others still go
-                    batched.pop(token, None)
-                    batch.answer(index, exc)
+                if headers.__class__ is bytes and self._writable(nc):
+                    if len(body) > nc.max_payload:  # refused alone, as Client.publish does
+                        batched.pop(token, None)
+                        batch.answer(index, nats.errors.MaxPayloadError())
+                    else:
+                        size = len(headers)
+                        line = f"HPUB {subject} {prefix}{token} {size} {size + len(body)}\r\n"
+                        chunk += (line.encode(), headers, body, _CRLF)
+                        sizes += len(body)
+                else:
+                    if chunk:
+                        await self._put(nc, chunk, sizes)
+                        chunk, sizes = [], 0
+                    start = index
+                    try:
+                        await self._write(subject, prefix + token, _as_dict(headers), body)
+                    except _REFUSED_ALONE as exc:  # this message only: the others still go
+                        batched.pop(token, None)
+                        batch.answer(index, exc)
+                    start = index + 1
                 if not (index + 1) % _WRITE_EVERY:  # let the socket write, the server store
+                    if chunk:
+                        await self._put(nc, chunk, sizes)
+                        chunk, sizes = [], 0
+                    start = index + 1
                     await asyncio.sleep(0)
-        except Exception as exc:
-            for failed in range(index, len(messages)):
+            if chunk:
+                await self._put(nc, chunk, sizes)
+        except Exception as exc:  # the connection: what was not handed over fails
+            for failed in range(min(start, index), len(messages)):
                 batch.answer(failed, exc)
+
+    async def publish_atomic(
+        self, subject: str, messages: Sequence[tuple[bytes, bytes]], timeout: float
+    ) -> BaseException | None:
+        """One attempt at ``messages`` (header blocks and payloads, at most
+        :data:`ATOMIC_MAX` of them) as one JetStream atomic batch (nats-server 2.12+, a stream
+        with ``allow_atomic``): every message is stored or none is, and one PubAck answers
+        the commit. None once stored; else why not (the server's refusal, AckTimeoutError, a
+        connection error, or a payload over the limit before anything was sent), after which
+        none of them was stored by this batch (a timed-out commit may still be: only
+        ``Nats-Msg-Id`` makes sending them again safe)."""
+        nc = self._nc
+        if not self._writable(nc) or any(len(body) > nc.max_payload for _, body in messages):
+            writable = self._writable(nc)
+            return (
+                nats.errors.MaxPayloadError() if writable else nats.errors.ConnectionClosedError()
+            )
+        batch_id = f"{self._batch_prefix}{next(self._tokens)}"
+        token = str(next(self._tokens))
+        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._pending[token] = (future, time.monotonic() + timeout)
+        last = len(messages)
+        chunk: list[bytes] = []
+        sizes = 0
+        try:
+            for sequence, (block, body) in enumerate(messages, 1):
+                if sequence == last:
+                    lines = f"Nats-Batch-Id: {batch_id}\r\nNats-Batch-Sequence: {sequence}\r\n"
+                    lines += "Nats-Batch-Commit: 1\r\n\r\n"
+                    reply = f" {self._prefix}{token}"
+                else:
+                    lines = f"Nats-Batch-Id: {batch_id}\r\nNats-Batch-Sequence: {sequence}\r\n\r\n"
+                    reply = ""
+                header = block[:-2] + lines.encode()
+                size = len(header)
+                line = f"HPUB {subject}{reply} {size} {size + len(body)}\r\n"
+                chunk += (line.encode(), header, body, _CRLF)
+                sizes += len(body)
+                if not sequence % _WRITE_EVERY:  # let the socket write, the server store
+                    await self._put(nc, chunk, sizes)
+                    chunk, sizes = [], 0
+                    await asyncio.sleep(0)
+            if chunk:
+                await self._put(nc, chunk, sizes)
+            msg = await future
+        except Exception as exc:  # the connection (the server drops an unfinished batch)
+            return exc
+        finally:
+            self._pending.pop(token, None)
+        return _refusal(msg, subject)
+
+    def _writable(self, nc: Client) -> bool:
+        """Whether a command can go on the client's pending buffer as ``publish`` puts it."""
+        return self._direct and nc.is_connected and not nc.is_draining_pubs
+
+    @staticmethod
+    async def _put(nc: Client, chunk: list[bytes], sizes: int) -> None:
+        """Append the ``HPUB`` commands in ``chunk`` (of ``len(chunk) // 4`` messages, their
+        payloads ``sizes`` bytes) to the pending buffer, and wake the flusher."""
+        stats = nc.stats
+        stats["out_msgs"] += len(chunk) // 4
+        stats["out_bytes"] += sizes
+        await nc._send_command(b"".join(chunk))
+        flush = nc._flush_queue
+        if flush is not None and flush.empty():
+            await nc._flush_pending()
 
     async def close(self) -> None:
         if self._sweeper is not None:

@@ -1,0 +1,74 @@
+"""NATS ``publish_many``: every event's outcome is its own, whether the list goes one PubAck per
+event or as JetStream atomic batches (``atomic_batches=true``, nats-server 2.12+), and a
+duplicate ``Nats-Msg-Id`` stays a stored event."""
+
+from __future__ import annotations
+
+import uuid
+
+import nats
+import pytest
+from nats.js import api
+
+from broker import Bus, Event, PublishError
+from broker.adapters.nats import safe_name
+
+pytestmark = pytest.mark.nats
+
+
+@pytest.fixture
+def topic() -> str:
+    """A topic name no other test uses."""
+    return f"many-{uuid.uuid4().hex[:12]}"
+
+
+def _with(url: str, option: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{option}"
+
+
+async def _stream_with_size_limit(url: str, topic: str, atomic: bool) -> None:
+    """A stream for ``topic`` that refuses messages over 1 KiB (the server, not the client)."""
+    nc = await nats.connect(url.split("?", 1)[0])
+    try:
+        config = api.StreamConfig(
+            name=safe_name(topic), subjects=[topic], max_msg_size=1024, allow_atomic=atomic or None
+        )
+        await nc.jetstream().add_stream(config)
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize("atomic", [False, True], ids=["per-event", "atomic"])
+async def test_an_event_the_server_refuses_fails_alone(
+    nats_url: str, topic: str, atomic: bool
+) -> None:
+    """The stream refuses one event of a list (over its max_msg_size): that event fails with a
+    PublishError naming the refusal, the others are stored (an atomic batch the server refused
+    as a whole is sent again event by event)."""
+    await _stream_with_size_limit(nats_url, topic, atomic)
+    async with Bus(_with(nats_url, f"atomic_batches={str(atomic).lower()}")) as bus:
+        result = await bus.publish_many(
+            topic, [{"type": "t", "data": 1}, {"type": "t", "data": "x" * 2048}, {"type": "t"}]
+        )
+        assert [True, False, True] == [outcome.ok for outcome in result]
+        assert isinstance(result[1].error, PublishError)
+        assert "size" in str(result[1].error)
+        stored = await bus.browse(topic)
+        assert [result[0].event.id, result[2].event.id] == [event.id for event in stored]
+
+
+async def test_atomic_batches_store_a_list_once_and_dedupe_a_resent_one(
+    nats_url: str, topic: str
+) -> None:
+    """With atomic_batches a list is stored in order; sending events again (one already stored
+    among new ones: the server refuses such an atomic batch) stores each event once and reports
+    every one as published."""
+    async with Bus(_with(nats_url, "atomic_batches=true"), source="many") as bus:
+        first = await bus.publish_many(topic, [{"type": "t", "data": i} for i in range(300)])
+        first.raise_for_failures()
+        again = Event(type="t", source="many", data="new")
+        second = await bus.publish_many(topic, [first[5].event, again, first[7].event])
+        second.raise_for_failures()
+        stored = await bus.browse(topic, limit=1000)
+        assert [o.event.id for o in first] + [again.id] == [event.id for event in stored]
+        assert [*range(300), "new"] == [event.data for event in stored]
