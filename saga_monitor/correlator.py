@@ -14,7 +14,7 @@ it derives the instance and the alerts, so the correlator only records, judges a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from broker.envelope import Event
@@ -109,15 +109,28 @@ class Correlator:
         changed the instance."""
         outcomes = []
         touched: dict[tuple[str, str], _Touched] = {}
+        from_event = Observation.from_event
         with store.transaction() as txn:
+            txn.prefetch(self._keys(items))  # read in one go where the store can (lazily)
             for item in items:
-                obs = Observation.from_event(
+                obs = from_event(
                     item.event, topic=item.topic, now=now, skew=item.skew, delivery=item.delivery
                 )
-                outcome = self._record_event(txn, item, obs, watermark, touched)
-                outcomes.append(outcome)
+                outcomes.append(self._record_event(txn, item, obs, watermark, touched))
             self._judge_touched(txn, touched, watermark)
         return outcomes
+
+    def _keys(self, items: list[Received]) -> Iterator[tuple[str, str]]:
+        """The (saga, correlation id) of every instance ``items`` may touch (the ones
+        :meth:`_record_event` looks up)."""
+        by_type, every = self._by_type, self.machines.values()
+        for item in items:
+            event = item.event
+            machines = by_type.get(event.type)
+            for machine in every if machines is None else machines:
+                correlation_id = machine.definition.correlation.extract(event)
+                if correlation_id is not None:
+                    yield machine.name, correlation_id
 
     def apply_in(
         self,
@@ -143,7 +156,7 @@ class Correlator:
         touched: dict[tuple[str, str], _Touched],
     ) -> Outcome:
         """Record ``item`` in every instance it belongs to (judged later, in ``touched``)."""
-        event, redelivered = item.event, item.redelivered
+        event = item.event
         outcome = Outcome()
         machines = self._by_type.get(event.type)
         if machines is None:  # no saga names the type: unexpected in a live instance
@@ -153,16 +166,16 @@ class Correlator:
                     continue
                 instance = self._instance(txn, machine, correlation_id, touched)
                 if instance is not None:
-                    self._record(machine, instance, obs, redelivered, touched, outcome)
+                    self._record(machine, instance, obs, item.redelivered, touched, outcome)
                 elif watermark is None or obs.time > watermark:  # its start may be on its way
-                    self._buffer(txn, machine, correlation_id, obs, redelivered)
+                    self._buffer(txn, machine, correlation_id, obs, item.redelivered)
             return outcome
         for machine in machines:
             correlation_id = machine.definition.correlation.extract(event)
             if correlation_id is None:
                 self.uncorrelated += 1
                 continue
-            self._route(txn, machine, correlation_id, obs, redelivered, touched, outcome)
+            self._route(txn, machine, correlation_id, obs, item, touched, outcome)
         return outcome
 
     @staticmethod
@@ -181,13 +194,14 @@ class Correlator:
         machine: SagaMachine,
         correlation_id: str,
         obs: Observation,
-        redelivered: bool,
+        item: Received,
         touched: dict[tuple[str, str], _Touched],
         outcome: Outcome,
     ) -> None:
-        instance = self._instance(txn, machine, correlation_id, touched)
+        known = touched.get((machine.name, correlation_id))
+        instance = known.instance if known is not None else txn.get(machine.name, correlation_id)
         if instance is not None:
-            self._record(machine, instance, obs, redelivered, touched, outcome)
+            self._record(machine, instance, obs, item.redelivered, touched, outcome, known)
             return
         outcome.changed = True
         if machine.is_start(obs.type):
@@ -199,7 +213,7 @@ class Correlator:
                     instance.note_alerted(reported)
             touched[(machine.name, correlation_id)] = _Touched(machine, instance, [], outcome)
             return
-        self._buffer(txn, machine, correlation_id, obs, redelivered)
+        self._buffer(txn, machine, correlation_id, obs, item.redelivered)
 
     @staticmethod
     def _buffer(
@@ -225,17 +239,20 @@ class Correlator:
         redelivered: bool,
         touched: dict[tuple[str, str], _Touched],
         outcome: Outcome,
+        known: _Touched | None = None,
     ) -> None:
+        """Record ``obs`` in ``instance`` (``known``: its entry in ``touched``, if there)."""
         if not machine.receive(instance, obs, redelivered=redelivered):
             return
         outcome.changed = True
-        key = (machine.name, instance.correlation_id)
-        known = touched.get(key)
         if known is None:
-            touched[key] = _Touched(machine, instance, [instance.timeline[-1]], outcome)
-        else:
-            known.new.append(instance.timeline[-1])
-            known.outcome = outcome
+            key = (machine.name, instance.correlation_id)
+            known = touched.get(key)
+            if known is None:
+                touched[key] = _Touched(machine, instance, [instance.timeline[-1]], outcome)
+                return
+        known.new.append(instance.timeline[-1])
+        known.outcome = outcome
 
     @staticmethod
     def _judge_touched(

@@ -129,6 +129,8 @@ class Correlation:
         """The correlation id of ``event``, or None when it has none."""
         if self.kind == "extension":
             value: Any = event.extensions.get(self.path)
+            if value.__class__ is str:  # the common case, as below
+                return value or None
             if value is None and not _EXTENSION_NAME.match(self.path):
                 value = event.extensions.get(re.sub(r"[^a-z0-9]", "", self.path))
         else:

@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -24,7 +26,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from saga_monitor.machine import Outcome
-from saga_monitor.model import STATES
+from saga_monitor.model import STATES, Alert
 
 __all__ = [
     "ALERTS",
@@ -82,34 +84,79 @@ _APPLIED, _IGNORED, _UNCORRELATED = (
 
 def record(outcome: Outcome) -> None:
     """Count what one application or tick produced."""
-    for saga, step, seconds in outcome.step_seconds:
-        child = _steps.get((saga, step))
-        if child is None:
-            child = _steps[(saga, step)] = STEP_SECONDS.labels(saga, step)
-        child.observe(seconds)
-    for alert in outcome.alerts:
-        if alert.type == "saga.stuck":
-            STUCK.labels(alert.saga).inc()
-        elif alert.type == "saga.anomaly":
-            ANOMALIES.labels(alert.saga, alert.data["anomaly"]["kind"]).inc()
+    if outcome.step_seconds:
+        _observe_steps(outcome.step_seconds)
+    if outcome.alerts:
+        _count_alerts(outcome.alerts)
 
 
 def count_events(outcomes: Iterable[Outcome], uncorrelated: int = 0) -> None:
-    """Count the events of one batch (applied or ignored) and what they produced."""
+    """Count the events of one batch (applied or ignored) and what they produced, each
+    histogram and counter touched once per batch rather than once per event."""
     changed = unchanged = 0
+    steps: list[tuple[str, str, float]] = []
+    alerts: list[Alert] = []
     for outcome in outcomes:
         if outcome.changed:
             changed += 1
         else:
             unchanged += 1
-        if outcome.step_seconds or outcome.alerts:
-            record(outcome)
+        if outcome.step_seconds:
+            steps += outcome.step_seconds
+        if outcome.alerts:
+            alerts += outcome.alerts
     if changed:
         _APPLIED.inc(changed)
     if unchanged:
         _IGNORED.inc(unchanged)
     if uncorrelated:
         _UNCORRELATED.inc(uncorrelated)
+    if steps:
+        _observe_steps(steps)
+    if alerts:
+        _count_alerts(alerts)
+
+
+def _observe_steps(steps: Iterable[tuple[str, str, float]]) -> None:
+    by_step: dict[tuple[str, str], list[float]] = {}
+    for saga, step, seconds in steps:
+        found = by_step.get((saga, step))
+        if found is None:
+            by_step[(saga, step)] = [seconds]
+        else:
+            found.append(seconds)
+    for key, values in by_step.items():
+        child = _steps.get(key)
+        if child is None:
+            child = _steps[key] = STEP_SECONDS.labels(*key)
+        _observe_all(child, values)
+
+
+def _observe_all(child: Any, values: list[float]) -> None:
+    """``child.observe(value)`` for each value, in one increment per bucket and one of the
+    sum (the histogram's own ``observe`` takes three locks and a scan of the bounds per
+    value); one at a time where the client keeps its buckets otherwise."""
+    try:
+        bounds, buckets, total = child._upper_bounds, child._buckets, child._sum
+    except AttributeError:
+        for value in values:
+            child.observe(value)
+        return
+    counts: dict[int, int] = {}
+    for value in values:  # the first bucket whose bound is at least the value, as observe
+        index = bisect_left(bounds, value)
+        counts[index] = counts.get(index, 0) + 1
+    total.inc(math.fsum(values))
+    for index, count in counts.items():
+        buckets[index].inc(count)
+
+
+def _count_alerts(alerts: Iterable[Alert]) -> None:
+    for alert in alerts:
+        if alert.type == "saga.stuck":
+            STUCK.labels(alert.saga).inc()
+        elif alert.type == "saga.anomaly":
+            ANOMALIES.labels(alert.saga, alert.data["anomaly"]["kind"]).inc()
 
 
 def observe_batch(events: int, seconds: float) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -59,6 +60,11 @@ class Transaction(Protocol):
     def get(self, saga: str, correlation_id: str) -> Instance | None: ...
 
     def put(self, instance: Instance) -> None: ...
+
+    def prefetch(self, keys: Iterable[Key]) -> None:
+        """A hint: the instances of these (saga, correlation id) keys are read next; a store
+        may read them in one go (its :meth:`get` then answers from what it read)."""
+        ...
 
     def find_orphan(self, saga: str, correlation_id: str, key: str) -> Observation | None:
         """The orphan buffered under ``key``, if any."""
@@ -221,6 +227,9 @@ class _MemoryTransaction:
 
     def put(self, instance: Instance) -> None:
         self._store.data[(instance.saga, instance.correlation_id)] = instance
+
+    def prefetch(self, keys: Iterable[Key]) -> None:
+        return None
 
     def find_orphan(self, saga: str, correlation_id: str, key: str) -> Observation | None:
         return self._store.orphan_data.get((saga, correlation_id), {}).get(key)

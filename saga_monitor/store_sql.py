@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -102,6 +103,9 @@ _ACKED = (
 _PUT = upsert("{p}instances", _COLUMNS, key=("saga", "correlation_id"))
 #: Instances a SQLite store keeps in memory between events (a shared store always reads).
 _CACHED = 50_000
+#: The most correlation ids one prefetch query asks for (SQLite allowed 999 parameters before
+#: 3.32); fewer are padded to the next power of two, so that few statement texts exist.
+_IN_MAX = 256
 
 
 class SqlSagaStore:
@@ -452,6 +456,8 @@ class _SqlTransaction:
         #: Instances put in this transaction, written by :meth:`write` before the commit.
         self._dirty: dict[tuple[str, str], Instance] = {}
         self._locked: set[tuple[str, str]] = set()
+        #: Keys :meth:`prefetch` found no row for (SQLite, where this monitor is the writer).
+        self._absent: set[tuple[str, str]] = set()
 
     def get(self, saga: str, correlation_id: str) -> Instance | None:
         key = (saga, correlation_id)
@@ -465,11 +471,39 @@ class _SqlTransaction:
         if cache is not None and (cached := cache.get((saga, correlation_id))) is not None:
             cache.move_to_end((saga, correlation_id))
             return cached
+        if key in self._absent:
+            return None
         row = self._tx.one(self._store.select_instance, saga, correlation_id)
         instance = Instance.from_dict(json.loads(row[0])) if row else None
         if instance is not None:
             self._store.remember(instance)
         return instance
+
+    def prefetch(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Read the instances of ``keys`` that are not in the cache, a query per saga and up
+        to :data:`_IN_MAX` keys (SQLite, whose cache this monitor alone keeps up to date; a
+        shared store reads each instance under its lock instead). A new saga's instance, one
+        per start event, then costs no query of its own."""
+        store = self._store
+        cache = store.cache
+        if cache is None:
+            return
+        by_saga: dict[str, dict[str, None]] = {}
+        dirty, absent = self._dirty, self._absent
+        for key in keys:
+            if key not in cache and key not in dirty and key not in absent:
+                by_saga.setdefault(key[0], {})[key[1]] = None
+        for saga, ids in by_saga.items():
+            wanted, found = list(ids), set()
+            for start in range(0, len(wanted), _IN_MAX):
+                chunk = wanted[start : start + _IN_MAX]
+                size = _IN_MAX if len(chunk) > _IN_MAX // 2 else 1 << (len(chunk) - 1).bit_length()
+                chunk += [chunk[-1]] * (size - len(chunk))  # a few statement texts, all cached
+                rows = self._tx.all(_select_in(size), saga, *chunk)
+                for correlation_id, doc in rows:
+                    store.remember(Instance.from_dict(json.loads(doc)))
+                    found.add(correlation_id)
+            absent.update((saga, c) for c in wanted if c not in found)
 
     def put(self, instance: Instance) -> None:
         self._store.remember(instance)
@@ -567,6 +601,16 @@ def _row(instance: Instance) -> tuple[Any, ...]:
         _epoch(instance.stuck_since) if instance.state == "stuck" else None,
         _listed(sorted({a.kind for a in instance.anomalies})),
         _listed(awaited(instance)),
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _select_in(size: int) -> str:
+    """The instances of one saga with any of ``size`` correlation ids."""
+    marks = ",".join("?" * size)
+    return (
+        "SELECT correlation_id, doc FROM {p}instances WHERE saga = ? "
+        f"AND correlation_id IN ({marks})"
     )
 
 

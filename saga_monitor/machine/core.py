@@ -70,11 +70,12 @@ class SagaMachine:
         }
         self._start = frozenset(definition.start)
         self.complete = frozenset(definition.complete)
-        self._roles = {event_type: self._role_of(event_type) for event_type in self.types}
+        #: The role of each event type the saga names (see :meth:`role`).
+        self.roles = {event_type: self._role_of(event_type) for event_type in self.types}
         #: Per event type: its rank among equal times and its step index (see fold_order).
         self._ranks = {
             event_type: (_RANK[role], self.step_index.get(event_type, 0))
-            for event_type, role in self._roles.items()
+            for event_type, role in self.roles.items()
         }
         self.step_events = [step.event for step in definition.steps]
         self.withins = [
@@ -92,7 +93,7 @@ class SagaMachine:
 
     def role(self, event_type: str) -> str:
         """start, step, complete, fail, compensation, compensated or unknown."""
-        return self._roles.get(event_type, "unknown")
+        return self.roles.get(event_type, "unknown")
 
     def _role_of(self, event_type: str) -> str:
         definition = self.definition
@@ -141,7 +142,7 @@ class SagaMachine:
         known = instance.delivery_of(obs)
         if known is None:
             instance.saw(obs)
-            instance.timeline.append(Entry(obs, self._roles.get(obs.type, "unknown"), at=obs.time))
+            instance.timeline.append(Entry(obs, self.roles.get(obs.type, "unknown"), at=obs.time))
             return True
         if is_redelivery(known, obs.delivery, redelivered):
             return False

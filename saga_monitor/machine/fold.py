@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 _STATE_ALERTS = frozenset(("completed", "failed", "compensating", "compensated"))
 #: How much later than its cause an effect stamped before it is taken to happen.
 _TICK = timedelta(microseconds=1)
+#: An empty plan's ``waiting`` to compare with (never changed).
+_NONE: list[str] = []
 
 
 class _Fold(msgspec.Struct, gc=False):
@@ -39,7 +41,10 @@ class _Fold(msgspec.Struct, gc=False):
 
     m: SagaMachine
     i: Instance
-    alerts: list[tuple[datetime, Alert]] | tuple[()] = ()
+    #: A list during a pass, a tuple between passes: a tuple of untracked Structs and times is
+    #: left alone by the garbage collector (it untracks the tuple), a list is walked by every
+    #: one of its passes, as long as the monitor keeps the instance.
+    alerts: list[tuple[datetime, Alert]] | tuple[tuple[datetime, Alert], ...] = ()
     #: Stuck (and compensation_missing) alerts of stalls still open at the watermark.
     open_stalls: tuple[Alert, ...] = ()
     #: The stall in progress: (its alert, the deadline that passed).
@@ -69,24 +74,45 @@ class _Fold(msgspec.Struct, gc=False):
 
     def run(self, watermark: datetime | None) -> None:
         """Derive the instance from all of its events, then judge it at ``watermark``."""
-        i = self.i
-        everything = [*i.timeline, *i.foreign]
+        i, m = self.i, self.m
+        foreign = i.foreign
+        everything = [*i.timeline, *foreign] if foreign else i.timeline[:]
         behind, distinct = self._causal_times(everything)
-        entries = sorted(everything, key=self.m.fold_order)  # stable: a duplicate follows
+        entries = everything
+        last = None
+        for entry in everything:  # nothing to sort when the times increase (the common case)
+            if last is not None and not last < entry.at:
+                entries = sorted(everything, key=m.fold_order)  # stable: a duplicate follows
+                break
+            last = entry.at
         start = next(e for e in entries if e.role == "start" and not e.duplicate)
+        roles = m.roles
         for entry in entries:  # roles follow the definition, which may have changed since
-            entry.role = "start" if entry is start else self.m.role(entry.event.type)
-            entry.flags, entry.encoded, entry.waited = (), None, None
+            role = "start" if entry is start else roles.get(entry.event.type, "unknown")
+            if entry.flags or entry.role != role:  # the JSON cached for no flags holds
+                entry.role, entry.flags, entry.encoded = role, (), None
+            entry.waited = None
         # Traffic of no saga from before this instance existed is none of its business; it is
         # set aside (its cause may still arrive and show it happened later).
-        i.foreign = [e for e in entries if e.role == "unknown" and e.at < start.at] or ()
-        self.entries = [e for e in entries if not (e.role == "unknown" and e.at < start.at)]
+        began = start.at
+        aside = [e for e in entries if e.role == "unknown" and e.at < began]
+        if aside:
+            i.foreign = aside
+            entries = [e for e in entries if not (e.role == "unknown" and e.at < began)]
+        else:
+            i.foreign = ()
+        self.entries = entries
         self.start = start
-        self._by_id, self._known = None, None if distinct else everything
+        self._by_id, self._known = None, None if distinct else list(everything)
         self.cited = {e.event.causation for e in everything if e.event.causation} or None
         self._reset(start)
-        for entry in self.entries:
-            self._step(entry, behind.get(id(entry)))
+        step = self._step
+        if behind:
+            for entry in entries:
+                step(entry, behind.get(id(entry)))
+        else:
+            for entry in entries:
+                step(entry, None)
         self.updated = i.updated
         self._judge(watermark)
 
@@ -118,16 +144,21 @@ class _Fold(msgspec.Struct, gc=False):
 
     def _carry_on(self, new: Entry) -> bool:
         """Apply ``new`` after everything applied so far, if its place is last; else False."""
-        i = self.i
-        if self.cited and new.event.id in self.cited:
+        i, m = self.i, self.m
+        obs = new.event
+        cited = self.cited
+        if cited and obs.id in cited:
             return False  # it causes an event already known: their order may change
-        behind = self._cause_of(new)
+        if obs.causation:
+            behind = self._cause_of(new)
+        else:  # see _cause_of
+            new.at, behind = obs.time, None
         last = self.entries[self.applied - 1]
-        if self.m.fold_order(new) < self.m.fold_order(last):
+        if new.at <= last.at and m.fold_order(new) < m.fold_order(last):
             return False
         if self.watermark is not None and new.at <= self.watermark:
             return False
-        new.role = self.m.role(new.event.type)
+        new.role = m.roles.get(obs.type, "unknown")
         new.flags, new.encoded, new.waited = (), None, None
         i.updated, i.stuck_since = self.updated or i.updated, None
         self.applied += 1  # the next entry of the timeline: ``new`` itself (see resume)
@@ -135,11 +166,11 @@ class _Fold(msgspec.Struct, gc=False):
             if self._known is not None:
                 self._known.append(new)
         elif not new.duplicate:
-            self._by_id[new.event.id] = new
-        if new.event.causation:
-            if self.cited is None:
-                self.cited = set()
-            self.cited.add(new.event.causation)
+            self._by_id[obs.id] = new
+        if obs.causation:
+            if cited is None:
+                cited = self.cited = set()
+            cited.add(obs.causation)
         self._step(new, behind)
         self.updated = i.updated
         return True
@@ -150,11 +181,15 @@ class _Fold(msgspec.Struct, gc=False):
             obs = entry.event
             self._flag(entry, "duplicate", f"{obs.source} sent event {obs.id} before")
             return
-        assert self.start is not None
-        if entry is not self.start:
-            self._advance(entry.at)
-            self._apply(entry, self.start)
-        self._note_skew(entry, behind)
+        start = self.start
+        assert start is not None
+        if entry is not start:
+            due = self.i.due  # a deadline passed before the event: see _advance
+            if due is not None and self.stall is None and due < entry.at:
+                self._advance(entry.at)
+            self._apply(entry, start)
+        if behind is not None or entry.event.skew:
+            self._note_skew(entry, behind)
 
     def _judge(self, watermark: datetime | None) -> None:
         """Let event time run to the watermark: a deadline it passed is a stall, still open."""
@@ -170,6 +205,8 @@ class _Fold(msgspec.Struct, gc=False):
             i.updated = max(i.updated, self.stall[1])
         i.timeline = self.entries
         self.applied = len(self.entries)
+        if self.alerts.__class__ is list:
+            self.alerts = tuple(self.alerts)
 
     def _cause_of(self, entry: Entry) -> tuple[Entry, float] | None:
         """Set ``entry.at`` from its cause's (see :meth:`_causal_times`), for one new entry."""
@@ -224,7 +261,7 @@ class _Fold(msgspec.Struct, gc=False):
         i.phase = "running"
         i.failed_at = i.finished = i.stuck_since = None
         i.deadline = began + timedelta(seconds=deadline) if deadline else None
-        i.done, i.compensations, i.waiting, i.anomalies = {}, [], [], []
+        i.done, i.compensations, i.waiting, i.anomalies = {}, (), [], []
         self._plan()
 
     def _advance(self, moment: datetime, *, inclusive: bool = False) -> None:
@@ -246,21 +283,22 @@ class _Fold(msgspec.Struct, gc=False):
 
     def _apply(self, entry: Entry, start: Entry) -> None:
         i = self.i
-        obs = entry.event
-        i.updated = max(i.updated, entry.at)
-        if entry.role == "start":
+        at, role = entry.at, entry.role
+        i.updated = max(i.updated, at)
+        if role == "start":
             self._flag(entry, "unexpected", "a second start event")
             return
-        if entry.at < start.at:
+        if at < start.at:
             detail = f"happened before the start event {start.event.type}"
             self._flag(entry, "out_of_order", detail)
             self._orphan_alert(entry)
-        if entry.role == "unknown":
-            self._flag(entry, "unexpected", f"{obs.type} is not part of {self.m.name}")
+        if role == "unknown":
+            self._flag(entry, "unexpected", f"{entry.event.type} is not part of {self.m.name}")
             return
         # the plan before (``expected`` is replaced, never changed in place; ``waiting`` may be)
-        phase, expected, due, waiting = i.phase, i.expected, i.due, list(i.waiting)
-        _ON_ROLE[entry.role](self, entry)
+        phase, expected, due, waiting = i.phase, i.expected, i.due, i.waiting
+        waiting = list(waiting) if waiting else _NONE
+        _ON_ROLE[role](self, entry)
         if i.phase == phase and i.expected == expected and i.due == due and i.waiting == waiting:
             return  # no progress: a stall goes on
         if self.stall is not None:
@@ -282,17 +320,24 @@ class _Fold(msgspec.Struct, gc=False):
         if i.phase != "running":
             self._flag(entry, "after_terminal", f"arrived after the saga {i.phase}")
             return
-        if step in i.done:
+        done = i.done
+        if step in done:
             self._flag(entry, "unexpected", f"{step} happened already")
             return
-        index = m.step_index[step]
-        for other in i.done:
-            if m.step_index.get(other, index) > index:  # a later step happened before this one
+        step_index = m.step_index
+        index = step_index[step]
+        for other in done:
+            if step_index.get(other, index) > index:  # a later step happened before this one
                 self._flag(entry, "out_of_order", f"{step} came after {other}")
                 break
-        entry.waited = max(0.0, (at - self._base_time(index)).total_seconds())
-        i.done[step] = at
-        i.progress_at = max(i.progress_at or at, at)
+        if index:  # the clock of the step started at the previous step (see _base_time)
+            base = done.get(m.step_events[index - 1]) or i.progress_at or i.started
+        else:
+            base = i.started
+        entry.waited = max(0.0, (at - base).total_seconds())
+        done[step] = at
+        progress = i.progress_at
+        i.progress_at = at if progress is None or at > progress else progress
         if step in m.complete:
             self._on_complete(entry)
         else:
@@ -354,7 +399,7 @@ class _Fold(msgspec.Struct, gc=False):
         if compensation in i.compensations:
             self._flag(entry, "unexpected", f"{step} was compensated already")
             return
-        i.compensations.append(compensation)
+        i.compensations = [*i.compensations, compensation]
         if compensation not in i.waiting:
             return  # before the failure (it may be timed a little early): remembered
         i.waiting.remove(compensation)
@@ -464,10 +509,10 @@ class _Fold(msgspec.Struct, gc=False):
         return alert
 
     def _alert(self, at: datetime, alert: Alert) -> None:
-        if self.alerts:
-            self.alerts.append((at, alert))
-        else:
-            self.alerts = [(at, alert)]
+        alerts = self.alerts
+        if alerts.__class__ is tuple:  # kept as a tuple between passes (see _judge)
+            alerts = self.alerts = list(alerts)
+        alerts.append((at, alert))  # type: ignore[union-attr]
 
     def _orphan_alert(self, entry: Entry) -> None:
         """What a monitor said when this event came before its start: an orphan, for a while."""

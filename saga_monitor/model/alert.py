@@ -2,22 +2,40 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import uuid
 from typing import Any
 
+import msgspec
 
-@dataclasses.dataclass(slots=True)
-class Alert:
-    """An alert to publish: ``saga.stuck``, ``saga.compensating``, ``saga.anomaly``, ..."""
+
+class Alert(msgspec.Struct, gc=False, repr_omit_defaults=True):
+    """An alert to publish: ``saga.stuck``, ``saga.compensating``, ``saga.anomaly``, ...
+
+    A msgspec Struct the garbage collector does not track (its data leads nowhere back to
+    it): the saga machine keeps the alerts an instance's history implies with the instance,
+    and a tracked object per kept instance is walked by every full collection. Equality
+    ignores the cached id."""
 
     type: str
     saga: str
     correlation_id: str
     data: dict[str, Any]
     #: The id, worked out once (an alert is judged again on every event of its instance).
-    _id: str | None = dataclasses.field(default=None, compare=False, repr=False)
+    _id: str | None = None
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Alert)
+        return (self.type, self.saga, self.correlation_id, self.data) == (
+            other.type,
+            other.saga,
+            other.correlation_id,
+            other.data,
+        )
 
     @property
     def event_id(self) -> str:

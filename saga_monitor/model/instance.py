@@ -4,13 +4,12 @@ and its states; with the JSON document every store keeps."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from broker.envelope import parse_time
-from broker.jsontext import dumps_text
 from saga_monitor.model.documents import _dumps, _parse, _stamp, _time
 from saga_monitor.model.observation import Observation
 from saga_monitor.model.timeline import Anomaly, Entry
@@ -20,6 +19,40 @@ ACTIVE = frozenset(("running", "compensating"))
 TERMINAL = frozenset(("completed", "compensated", "failed"))
 #: Up to how many entries an instance finds an event's identity by scanning its timeline.
 _SCANNED = 16
+
+
+class _InstanceDocument(msgspec.Struct):
+    """The fields of an instance's JSON document (``Instance.to_dict``), in its order."""
+
+    saga: str
+    correlation_id: str
+    state: str
+    started: Any
+    updated: Any
+    expected_next: list[str]
+    due: Any
+    stuck_since: Any
+    owed: list[str]
+    events: int
+    anomalies: list[dict[str, Any]]
+    phase: str
+    progress_at: Any
+    failed_at: Any
+    finished: Any
+    deadline: Any
+    done: dict[str, Any]
+    compensations: list[str] | tuple[()]
+    waiting: list[str]
+    timeline: msgspec.Raw
+    foreign: msgspec.Raw
+    seen: dict[str, str]
+    alerted: list[str] | tuple[()]
+    open_alerts: dict[str, dict[str, Any]]
+    judged: Any
+    check_at: Any
+
+
+_encode = msgspec.json.Encoder().encode
 
 
 class Instance(msgspec.Struct, gc=False):
@@ -52,8 +85,9 @@ class Instance(msgspec.Struct, gc=False):
     due: datetime | None = None
     expected: list[str] = msgspec.field(default_factory=list)
     done: dict[str, datetime] = msgspec.field(default_factory=dict)
-    #: Compensations seen, in event-time order.
-    compensations: list[str] = msgspec.field(default_factory=list)
+    #: Compensations seen, in event-time order (an empty tuple while none: an empty list
+    #: would be one more object for the garbage collector to walk per instance).
+    compensations: list[str] | tuple[()] = ()
     #: The ledger: compensations owed (of steps done before the failure) and not seen yet.
     waiting: list[str] = msgspec.field(default_factory=list)
     timeline: list[Entry] = msgspec.field(default_factory=list)
@@ -127,7 +161,8 @@ class Instance(msgspec.Struct, gc=False):
         for entries in (self.timeline, self.foreign):
             for entry in entries:
                 if not entry.duplicate:
-                    out.setdefault(entry.event.key, entry.event.delivery or "")
+                    obs = entry.event  # its key, as Observation.key spells it
+                    out.setdefault(f"{obs.source}\x1f{obs.id}", obs.delivery or "")
         return out
 
     @property
@@ -190,11 +225,50 @@ class Instance(msgspec.Struct, gc=False):
         return out
 
     def to_json(self) -> str:
-        """``to_dict`` as JSON text, reusing each timeline entry's JSON (the stores' document)."""
-        timeline = [msgspec.Raw(entry.to_json()) for entry in self.timeline]
-        foreign = [msgspec.Raw(entry.to_json()) for entry in self.foreign]
+        """``to_dict`` as JSON text, reusing each timeline entry's JSON (the stores' document).
+
+        Written on every change of the instance: its fields go to msgspec in a Struct of the
+        document's layout (no dict built first), the timeline as its entries' cached JSON."""
+        timeline = msgspec.Raw("[" + ",".join([e.to_json() for e in self.timeline]) + "]")
+        foreign = msgspec.Raw("[" + ",".join([e.to_json() for e in self.foreign]) + "]")
+        stamp = _stamp
+        done: dict[str, Any] = self.done
+        for at in done.values():
+            if at.tzinfo is not UTC:  # msgspec would write its offset: format_time's text
+                done = {step: stamp(at) for step, at in done.items()}
+                break
+        phase = self.phase
+        stuck_since = self.stuck_since
+        document = _InstanceDocument(
+            self.saga,
+            self.correlation_id,
+            "stuck" if stuck_since is not None and phase in ACTIVE else phase,
+            stamp(self.started),
+            stamp(self.updated),
+            self.expected,
+            stamp(self.due),
+            stamp(stuck_since),
+            self.waiting,
+            len(self.timeline),
+            [a.to_dict() for a in self.anomalies],
+            phase,
+            stamp(self.progress_at),
+            stamp(self.failed_at),
+            stamp(self.finished),
+            stamp(self.deadline),
+            done,
+            self.compensations,
+            self.waiting,
+            timeline,
+            foreign,
+            self.seen if self.seen is not None else self.seen_deliveries(),
+            self.alerted,
+            self.open_alerts,
+            stamp(self.judged),
+            stamp(self.check_at),
+        )
         try:
-            return dumps_text(self._document(timeline, foreign, _stamp))
+            return _encode(document).decode()
         except (TypeError, ValueError, OverflowError):  # what msgspec refuses: as _dumps does
             head = _dumps(self._document([], [e.to_dict() for e in self.foreign], _time))
         entries = ",".join(entry.to_json() for entry in self.timeline)
@@ -225,7 +299,7 @@ class Instance(msgspec.Struct, gc=False):
             due=_parse(raw.get("due")),
             expected=list(raw.get("expected_next", ())),
             done={step: parse_time(at) for step, at in raw.get("done", {}).items()},
-            compensations=list(raw.get("compensations", ())),
+            compensations=list(raw.get("compensations", ())) or (),
             waiting=list(raw.get("waiting", ())),
             timeline=[Entry.from_dict(e) for e in raw.get("timeline", ())],
             foreign=[Entry.from_dict(e) for e in raw.get("foreign", ())] or (),

@@ -7,6 +7,7 @@ data is abbreviated (:func:`kept_data`).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +20,8 @@ MAX_DATA_CHARS = 4096
 _encode_into = msgspec.json.Encoder().encode_into
 _loads = msgspec.json.Decoder().decode
 _intern = sys.intern
+_hex32 = re.compile("[0-9a-f]{32}").fullmatch
+_ZEROS = "0" * 32
 
 
 def trace_id(traceparent: str | None) -> str | None:
@@ -26,7 +29,9 @@ def trace_id(traceparent: str | None) -> str | None:
     if traceparent is None or len(traceparent) < 35 or traceparent[2] != "-":
         return None
     found = traceparent[3:35]
-    try:
+    if _hex32(found):  # the common case, without parsing a 128-bit number
+        return None if found == _ZEROS else found
+    try:  # what else int() reads as hexadecimal (signs, underscores, spaces) is kept as before
         valid = int(found, 16) != 0
     except ValueError:
         valid = False
@@ -97,6 +102,8 @@ class Observation(msgspec.Struct, gc=False):
         extensions = event.extensions
         causation = extensions.get("causationid")
         traceparent = extensions.get("traceparent")
+        data = event.data
+        payload = _compact(data) if data.__class__ is dict or data.__class__ is list else None
         return cls(  # types and sources repeat: one copy of each in memory
             _intern(event.type),
             _intern(event.source),
@@ -104,7 +111,7 @@ class Observation(msgspec.Struct, gc=False):
             moment + timedelta(seconds=skew) if skew else moment,
             topic,
             None if causation is None else str(causation),
-            kept_data(event.data),
+            _bounded(data) if payload is None else payload,
             now,
             skew,
             delivery,

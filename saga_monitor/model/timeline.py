@@ -11,7 +11,6 @@ from typing import Any
 import msgspec
 
 from broker.envelope import parse_time
-from broker.jsontext import dumps_text
 from saga_monitor.model.documents import _dumps, _parse, _stamp, _time
 from saga_monitor.model.observation import Observation, _loaded_data
 
@@ -33,6 +32,29 @@ ANOMALY_KINDS = (
     "compensation_missing",
 )
 _NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+class _EntryDocument(msgspec.Struct):
+    """The fields of an entry's JSON document (``Entry.to_dict``), in its order: msgspec
+    writes a Struct without building a dict first."""
+
+    type: str
+    source: str
+    id: str
+    time: Any
+    topic: str | None
+    causation: str | None
+    data: Any
+    role: str
+    flags: tuple[str, ...]
+    arrived: Any
+    skew: float
+    delivery: str | None
+    trace: str | None
+    duplicate: bool
+
+
+_encode = msgspec.json.Encoder().encode
 
 
 class Entry(msgspec.Struct, gc=False, repr_omit_defaults=True):
@@ -74,16 +96,35 @@ class Entry(msgspec.Struct, gc=False, repr_omit_defaults=True):
 
     def to_json(self) -> str:
         """``to_dict`` as JSON text, cached (the stores' document)."""
-        if self.encoded is None:
-            payload = self.event.payload
+        encoded = self.encoded
+        if encoded is None:
+            obs = self.event
+            payload = obs.payload
             # stored compact already: spliced in as it is, never decoded to be encoded again;
             # times in UTC as msgspec writes them, the same text as format_time's
             data = msgspec.Raw(payload) if payload.__class__ is bytes else payload
+            document = _EntryDocument(
+                obs.type,
+                obs.source,
+                obs.id,
+                _stamp(obs.time),
+                obs.topic,
+                obs.causation,
+                data,
+                self.role,
+                self.flags,
+                _stamp(obs.arrived),
+                obs.skew,
+                obs.delivery,
+                obs.trace,
+                self.duplicate,
+            )
             try:
-                self.encoded = dumps_text(self._document(data, _stamp))
+                encoded = _encode(document).decode()
             except (TypeError, ValueError, OverflowError):  # what msgspec refuses
-                self.encoded = _dumps(self.to_dict())
-        return self.encoded
+                encoded = _dumps(self.to_dict())
+            self.encoded = encoded
+        return encoded
 
     def to_dict(self) -> dict[str, Any]:
         """The entry's JSON document."""

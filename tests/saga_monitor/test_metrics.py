@@ -142,3 +142,31 @@ async def test_metrics_page_shows_oldest_stuck_lag_steps_alerts_and_batches(
         "events in batches": value(samples, "choreo_saga_batch_events_sum"),
     }
     assert 0 < value(samples, "choreo_saga_oldest_stuck_seconds", saga="metered") < 60
+
+
+def test_a_batch_of_step_durations_counts_as_observing_each_one() -> None:
+    """The step histogram takes a batch's durations in one go: the same buckets, count and
+    sum as observing them one by one (bounds included, beyond the last one too)."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from saga_monitor.metrics import _observe_all
+
+    values = [0.0, 0.05, 0.07, 0.1, 2.5, 2.5000001, 86400.0, 1e9, 3.25]
+    registry = CollectorRegistry()
+    buckets = (0.05, 0.1, 0.25, 2.5, 86400)
+    one = Histogram("one_by_one", "", ["step"], buckets=buckets, registry=registry)
+    batch = Histogram("in_one_go", "", ["step"], buckets=buckets, registry=registry)
+    for value in values:
+        one.labels("s").observe(value)
+    _observe_all(batch.labels("s"), values)
+
+    def samples(name: str) -> list[tuple[str, dict[str, str], float]]:
+        return [
+            (s.name.removeprefix(name), s.labels, s.value)
+            for family in registry.collect()
+            if family.name == name
+            for s in family.samples
+            if not s.name.endswith("_created")
+        ]
+
+    assert samples("one_by_one") == samples("in_one_go")

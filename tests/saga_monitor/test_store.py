@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from saga_monitor import Correlator, SagaStore, SagaStoreError, open_saga_store
+from saga_monitor.correlator import Received
 from tests.saga_monitor.helpers import at, event, example
 
 PG_URL = os.environ.get("CHOREO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -50,6 +51,39 @@ def test_instances_survive_reopening(make_store: StoreFactory) -> None:
     first.close()
     assert before == make_store().instances()
     assert ["inventory.reserved"] == before[0].expected
+
+
+def test_a_batch_over_instances_not_in_memory_continues_them(make_store: StoreFactory) -> None:
+    """A batch reads the instances it touches that the store object holds no copy of (a
+    restarted monitor; more than one query's worth of keys) and continues each one exactly as
+    a store that kept them all in memory does, while its new sagas start fresh."""
+    correlator = Correlator(example())
+    reference = open_saga_store("memory://")
+    first = make_store()
+    placed = [Received(event("order.placed", f"o-{n}", id_=f"p-{n}"), "orders") for n in range(300)]
+    for store in (first, reference):
+        correlator.apply_many(store, placed, now=at(1), watermark=at(0))
+    first.close()
+    restarted = make_store()
+    later = [
+        *(
+            Received(event("payment.authorized", f"o-{n}", 1, id_=f"a-{n}"), "p")
+            for n in range(300)
+        ),
+        Received(event("order.placed", "o-new", 2, id_="p-new"), "orders"),
+        Received(event("payment.authorized", "o-new", 3, id_="a-new"), "p"),
+        Received(event("payment.authorized", "o-none", 3, id_="a-none"), "p"),  # an orphan
+        Received(event("order.placed", "o-0", 4, id_="p-0"), "orders", redelivered=True),
+    ]
+    outcomes = [
+        correlator.apply_many(s, later, now=at(5), watermark=at(4)) for s in (restarted, reference)
+    ]
+    assert outcomes[0] == outcomes[1]
+    assert 301 == len(restarted.instances(state="running", limit=1000))
+    by_id = {i.correlation_id: i for i in restarted.instances(limit=1000)}
+    assert by_id == {i.correlation_id: i for i in reference.instances(limit=1000)}
+    assert ["inventory.reserved"] == by_id["o-299"].expected == by_id["o-new"].expected
+    assert [("o-none", "payment.authorized")] == [(c, o.type) for _, c, o in restarted.orphans()]
 
 
 def test_deadline_that_passed_while_down_is_found_on_restart(make_store: StoreFactory) -> None:
