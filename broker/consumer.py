@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
@@ -509,6 +510,7 @@ class Consumer(Runner):
         pipeline = self._pipeline
         handler, responder, breaker = self._handler, pipeline.responder, pipeline.breaker_closed
         timeout = pipeline.policy.handler_timeout
+        call = handler if timeout is None else functools.partial(pipeline.call, handler)
         counted: tuple[str, obs.Count] = ("", obs.Count())
         plain = not pipeline.screens and breaker.is_set()  # again after each policy step
         for index, delivery in enumerate(deliveries):
@@ -529,10 +531,7 @@ class Consumer(Runner):
             pipeline.calls += 1
             started = 0.0 if pipeline.calls & obs.LATENCY_SAMPLE_MASK else time.perf_counter()
             try:
-                if timeout is None:
-                    result = await handler(event)
-                else:
-                    result = await pipeline.call(handler, event)
+                result = await call(event)
                 if REPLY_TO in event.extensions and responder is not None:
                     await responder.reply(event, result)
             except Exception as exc:
@@ -553,7 +552,11 @@ class Consumer(Runner):
             pipeline.dead_in_a_row = 0
             pipeline.handled += 1
             counted[1].value += 1
-            await delivery.ack()
+            ack_now = delivery.ack_now
+            if ack_now is None:
+                await delivery.ack()
+            else:  # a backend whose ack never waits: no coroutine
+                ack_now()
         return True
 
     async def _process(self, delivery: Delivery) -> None:

@@ -67,42 +67,53 @@ def integer_extension(name: str) -> None:
     _INTEGER_EXTENSIONS.add(name)
 
 
+#: The last two hex digits of an id, in order: a chunk of ids is a head and each of these.
+_LOW_DIGITS = tuple(f"{n:02x}" for n in range(256))
+
+
 def _id_stream() -> tuple[str, Iterator[int]]:
-    """A random 60-bit prefix (``xxxxxxxx-xxxx-4xxx-``) and a counter from a random start."""
+    """A random 60-bit prefix (``xxxxxxxx-xxxx-4xxx-``) and a counter of chunks of 256 ids
+    from a random start."""
     bits = int.from_bytes(os.urandom(16), "big")
     prefix = f"{bits >> 68:015x}"
-    start = bits & ((1 << 54) - 1)  # 2**62 - 2**54 ids to go before the counter passes 62 bits
+    start = (bits & ((1 << 54) - 1)) >> 8  # 2**62 - 2**54 ids to go before passing 62 bits
     return f"{prefix[:8]}-{prefix[8:12]}-4{prefix[12:]}-", itertools.count(start)
 
 
-_id_prefix, _id_counter = _id_stream()
-#: The id up to the counter's low 48 bits, for the counter's current high bits.
-_id_head: tuple[int, str] = (-1, "")
+_id_prefix, _id_chunks = _id_stream()
+#: What is left of the chunk of ids being handed out.
+_ids: Iterator[str] = iter(())
 
 
 def _new_id_stream() -> None:
-    global _id_prefix, _id_counter, _id_head
-    _id_prefix, _id_counter = _id_stream()
-    _id_head = (-1, "")
+    global _id_prefix, _id_chunks, _ids
+    _id_prefix, _id_chunks = _id_stream()
+    _ids = iter(())
 
 
 os.register_at_fork(after_in_child=_new_id_stream)
 
 
+def _id_chunk() -> Iterator[str]:
+    """The next 256 ids: a counter value's digits but the last two, then each of those."""
+    n = next(_id_chunks) << 8  # ``next`` is atomic: threads never share a chunk
+    head = "%s%04x-%010x" % (_id_prefix, 0x8000 | (n >> 48), (n >> 8) & 0xFFFFFFFFFF)  # noqa: UP031
+    return iter([head + low for low in _LOW_DIGITS])
+
+
 def new_id() -> str:
-    """An event id shaped as a version 4 UUID, about 4x cheaper than ``str(uuid.uuid4())``.
+    """An event id shaped as a version 4 UUID, about 10x cheaper than ``str(uuid.uuid4())``.
 
     Uniqueness, not secrecy, is what an event id needs: 60 random bits chosen per process (and
-    again in a forked child) followed by a 62-bit counter that starts at a random value.
+    again in a forked child) followed by a 62-bit counter that starts at a random value. Ids
+    are made 256 at a time (one string concatenation each) and handed out in counter order.
     """
-    global _id_head
-    n = next(_id_counter)
-    high, head = _id_head
-    if n >> 48 != high:  # once in 2**48 ids
-        high = n >> 48
-        head = f"{_id_prefix}{0x8000 | high:04x}-"
-        _id_head = (high, head)
-    return "%s%012x" % (head, n & 0xFFFFFFFFFFFF)  # noqa: UP031 (the fastest formatting here)
+    global _ids
+    found = next(_ids, None)
+    if found is None:
+        _ids = chunk = _id_chunk()
+        found = next(chunk)
+    return found
 
 
 def check_extension_names(names: Iterable[str]) -> None:
@@ -149,6 +160,20 @@ def format_time(moment: datetime) -> str:
     _last_moment = moment
     _last_text = text = f"{prefix}.{micros:06d}Z" if micros else f"{prefix}Z"
     return text
+
+
+_from_iso = datetime.fromisoformat
+
+
+def _parse_time(text: Any) -> datetime:
+    """:func:`parse_time` of an attribute's value (text, or anything ``str`` makes text of)."""
+    if text.__class__ is not str:
+        text = str(text)
+    try:
+        moment = _from_iso(text)
+    except ValueError as exc:
+        raise EnvelopeError(f"{text!r} is not an RFC 3339 timestamp") from exc
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def parse_time(text: str) -> datetime:
@@ -320,7 +345,7 @@ class Event:
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any]) -> Event:
         """Read a structured-mode JSON object."""
-        if not isinstance(obj, Mapping):
+        if obj.__class__ is not dict and not isinstance(obj, Mapping):
             raise EnvelopeError("a structured CloudEvent must be a JSON object")
         specversion = obj.get("specversion")
         if specversion != SPECVERSION:
@@ -328,7 +353,7 @@ class Event:
         data: Any = obj.get("data")
         if "data_base64" in obj:
             data = base64.b64decode(obj["data_base64"])
-        elif isinstance(data, str) and is_json_content_type(obj.get("datacontenttype")):
+        elif data.__class__ is str and is_json_content_type(obj.get("datacontenttype")):
             data = _maybe_json(data)
         return _build(obj, data)
 
@@ -400,30 +425,35 @@ def _maybe_json(text: str) -> Any:
 
 
 def _build(attrs: Mapping[str, Any], data: Any) -> Event:
-    """Build an Event from attribute strings, validating the required ones."""
-    event_id, source, kind = attrs.get("id"), attrs.get("source"), attrs.get("type")
+    """Build an Event from attribute strings, validating the required ones (and the
+    extension names, as ``Event(...)`` would), without the dataclass machinery: this runs
+    once per decoded structured event (the saga monitor's catch-up reads thousands)."""
+    get = attrs.get
+    event_id, source, kind = get("id"), get("source"), get("type")
     if not (event_id and source and kind):
-        missing = [name for name in ("id", "source", "type") if not attrs.get(name)]
+        missing = [name for name in ("id", "source", "type") if not get(name)]
         raise EnvelopeError(f"not a CloudEvent: missing required attribute(s) {', '.join(missing)}")
-    time_text = attrs.get("time")
+    time_text = get("time")
     extensions = {
         name: value
         for name, value in attrs.items()
         if name not in _NOT_EXTENSIONS and value is not None
     }
-    specversion = attrs.get("specversion") or SPECVERSION
-    return Event(
-        type=kind if kind.__class__ is str else str(kind),
-        source=source if source.__class__ is str else str(source),
-        id=event_id if event_id.__class__ is str else str(event_id),
-        data=data,
-        time=parse_time(str(time_text)) if time_text else None,
-        subject=attrs.get("subject"),
-        datacontenttype=attrs.get("datacontenttype"),
-        dataschema=attrs.get("dataschema"),
-        specversion=specversion if specversion.__class__ is str else str(specversion),
-        extensions=extensions,
-    )
+    if extensions and not _valid_names.issuperset(extensions):
+        check_extension_names(extensions)
+    specversion = get("specversion") or SPECVERSION
+    event = _new_object(Event)
+    event.type = kind if kind.__class__ is str else str(kind)
+    event.source = source if source.__class__ is str else str(source)
+    event.id = event_id if event_id.__class__ is str else str(event_id)
+    event.data = data
+    event.time = _parse_time(time_text) if time_text else None
+    event.subject = get("subject")
+    event.datacontenttype = get("datacontenttype")
+    event.dataschema = get("dataschema")
+    event.specversion = specversion if specversion.__class__ is str else str(specversion)
+    event.extensions = extensions
+    return event
 
 
 def _from_owned(attrs: dict[str, Any], data: Any) -> Event:
@@ -453,7 +483,7 @@ def _from_owned(attrs: dict[str, Any], data: Any) -> Event:
     event.source = source if source.__class__ is str else str(source)
     event.id = event_id if event_id.__class__ is str else str(event_id)
     event.data = data
-    event.time = parse_time(str(time_text)) if time_text else None
+    event.time = _parse_time(time_text) if time_text else None
     event.subject = subject
     event.datacontenttype = content_type
     event.dataschema = dataschema

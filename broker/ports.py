@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from broker.envelope import Event
 from broker.errors import EnvelopeError
@@ -41,6 +41,7 @@ __all__ = [
     "PayloadCodec",
     "Subscription",
     "TopicInfo",
+    "publisher_now",
 ]
 
 
@@ -132,6 +133,10 @@ class Delivery(abc.ABC):
         self.redelivered = redelivered
         self.decode_error = decode_error
 
+    #: ``ack`` without a coroutine, for a backend whose ack never waits (``memory://``): a
+    #: method taking no argument, or None (then the consumer awaits :meth:`ack`).
+    ack_now: ClassVar[Callable[[Any], None] | None] = None
+
     @abc.abstractmethod
     async def ack(self) -> None:
         """Mark the delivery handled: it is never delivered to this group again."""
@@ -185,6 +190,11 @@ class Adapter(Protocol):
     Optional: ``async def delete_topic(self, topic: str) -> None``, which removes a topic with
     its events and group positions; a requester's reply topic (:mod:`broker.reply`) is
     deleted with it when its bus stops, and stays behind on a backend without it.
+
+    Optional: ``def publish_now(self, topic: str, event: Event, ttl: float | None) -> None``,
+    ``publish`` without a coroutine, for a backend whose publish never waits (``memory://``):
+    the bus calls it instead when the class that defines ``publish`` defines it too (see
+    :func:`publisher_now`).
     """
 
     @property
@@ -253,3 +263,17 @@ class PayloadCodec(Protocol):
     async def encode(self, topic: str, event: Event) -> Event: ...
 
     async def decode(self, topic: str, event: Event) -> Event: ...
+
+
+def publisher_now(adapter: object) -> Callable[[str, Event, float | None], None] | None:
+    """The adapter's ``publish_now`` (see :class:`Adapter`), or None: when it has none, or when
+    ``publish`` is not defined beside it (a subclass or a wrapper that changes ``publish`` is
+    then called as it asks, never bypassed)."""
+    kind = type(adapter)
+    if getattr(kind, "publish_now", None) is None:
+        return None
+    owners = [k for k in kind.__mro__ if "publish" in vars(k) or "publish_now" in vars(k)]
+    if not owners or not {"publish", "publish_now"} <= vars(owners[0]).keys():
+        return None
+    found: Callable[[str, Event, float | None], None] = adapter.publish_now  # type: ignore[attr-defined]
+    return found

@@ -4,6 +4,8 @@ official `cloudevents` SDK in both directions."""
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -12,7 +14,15 @@ from cloudevents.core.v1.event import CloudEvent
 
 from broker import EnvelopeError, Event
 from broker.adapters.kafka import wire as kafka_wire
-from broker.envelope import AMQP_PREFIXES, NATS_PREFIXES, from_binary, new_event, to_binary
+from broker.context import new_traceparent
+from broker.envelope import (
+    AMQP_PREFIXES,
+    NATS_PREFIXES,
+    from_binary,
+    new_event,
+    new_id,
+    to_binary,
+)
 
 
 def sample() -> Event:
@@ -85,6 +95,34 @@ def test_invalid_extension_name_is_refused() -> None:
     """Extension names must be lower-case alphanumerics."""
     with pytest.raises(EnvelopeError, match="x-order"):
         Event(type="t", source="s", extensions={"x-order": "1"})
+
+
+def test_structured_json_is_checked_as_the_constructor_checks() -> None:
+    """A structured event reads back as Event() builds it, and an extension name Event()
+    refuses is refused when read too."""
+    event = sample()
+    text = event.to_json()
+    assert event == Event.from_json(text)
+    assert event == Event.from_dict(json.loads(text))
+    bad = {**json.loads(text), "x-order": "1"}
+    with pytest.raises(EnvelopeError, match="x-order"):
+        Event.from_dict(bad)
+    with pytest.raises(EnvelopeError, match="RFC 3339"):
+        Event.from_dict({**json.loads(text), "time": "yesterday"})
+
+
+def test_ids_are_unique_uuid_shaped_across_chunks() -> None:
+    """Event ids are made 256 at a time: thousands in a row are distinct version 4 UUIDs."""
+    ids = [new_id() for _ in range(2000)]
+    assert len(ids) == len(set(ids))
+    assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
+
+
+def test_new_traces_are_unique_w3c_traceparents() -> None:
+    """New traces are made 256 at a time: each a valid traceparent with its own trace id."""
+    made = [new_traceparent() for _ in range(1000)]
+    assert all(re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", t) for t in made)
+    assert len(made) == len({t.split("-")[1] for t in made})
 
 
 def test_new_event_builds_what_the_constructor_builds() -> None:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from broker import Event
+from broker import Bus, Event
 from broker.adapters.memory import MemoryAdapter
 from broker.adapters.memory.consumer import MemorySubscription
 
@@ -105,3 +105,24 @@ async def test_an_event_purged_before_delivery_is_skipped_and_committed(
     for delivery in taken:
         await delivery.ack()
     assert 3 == await _acked(sub)
+
+
+class _Recording(MemoryAdapter):
+    """A memory broker whose publish also records what it was given."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.seen: list[str] = []
+
+    async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
+        self.seen.append(event.id)
+        await super().publish(topic, event, ttl=ttl)
+
+
+async def test_a_publish_of_its_own_is_never_bypassed() -> None:
+    """The bus calls a memory broker's publish_now directly, but an adapter that overrides
+    publish gets every publish through it."""
+    adapter = _Recording(f"memory://own-publish-{uuid.uuid4().hex}")
+    async with Bus(adapter) as bus:
+        sent = [(await bus.publish(TOPIC, type="t", data=n)).id for n in range(9)]
+    assert sent == adapter.seen

@@ -52,6 +52,10 @@ class MemoryAdapter(BaseAdapter):
             raise ClosedError(f"the adapter for {self._url} is closed")
 
     async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
+        self.publish_now(topic, event, ttl)
+
+    def publish_now(self, topic: str, event: Event, ttl: float | None = None) -> None:
+        """:meth:`publish` without awaiting (nothing here waits): what the bus calls."""
         if self._closed:
             self._check_open()
         if DELIVER_AT in event.extensions and (due := held_until(event, self.clock)) is not None:

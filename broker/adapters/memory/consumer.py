@@ -23,6 +23,7 @@ from broker.ports import Backlog, Delivery
 __all__ = ["MemoryDelivery", "MemorySubscription"]
 
 _NO_HEADERS: dict[str, str] = {}
+_new_delivery = object.__new__
 
 
 class _Part:
@@ -253,12 +254,20 @@ class MemorySubscription(BaseSubscription):
             else:
                 again = _count_again(group, index, offset)
                 append(MemoryDelivery(part, offset, handed_copy(event), again))
+        topic, new = part.topic.name, _new_delivery
         for offset in range(max(position, handed), end):  # the usual: first deliveries
             event = events[offset]
             if event is None:
                 purged.append(offset)
-            else:
-                append(MemoryDelivery(part, offset, handed_copy(event), 0))
+            else:  # MemoryDelivery(part, offset, handed_copy(event), 0), without a call
+                delivery = new(MemoryDelivery)
+                delivery.topic = topic
+                delivery.event = handed_copy(event)
+                delivery.redelivered = 0
+                delivery._part = part
+                delivery._offset = offset
+                delivery._done = False
+                append(delivery)
         if end > handed:
             group.handed[index] = end
         for offset in purged:  # purged meanwhile: settled without a handler
