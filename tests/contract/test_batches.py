@@ -371,15 +371,19 @@ async def test_a_backlog_over_topics_comes_in_event_time_order(
     """A batch subscription reading a backlog of two topics, one published entirely before
     the other and twice as dense in time, gets the events in event-time order across the
     topics where the backend merges its partitions (log-based backends): a topic read further
-    in time than the other waits for it, batch after batch, and no event comes twice."""
+    in time than the other waits for it, batch after batch, and no event comes twice. The
+    other backends (memory, RabbitMQ) hand out each topic as it comes: every event once, each
+    key's events in order."""
     bus = await make_bus().start()
-    if not bus.capabilities.replay or bus.url.startswith("memory:"):
-        pytest.skip("merging a backlog by event time needs a log-based broker that replays")
+    merges = bus.capabilities.replay and not bus.url.startswith("memory:")
     got = Batches()
     topics = [f"{topic}-a", f"{topic}-b"]
+    for name in topics:
+        await bus.create_topic(name)
+    if not bus.capabilities.replay:  # the group's queues hold what is published from now on
+        await bus.subscribe_batch(topics, got, group="g", max_batch=20, prefetch=40)
     start = datetime.now(UTC) - timedelta(minutes=5)
     for step, name in enumerate(topics, start=1):  # a: an event a ms, b: one every 2 ms
-        await bus.create_topic(name)
         events = [
             Event(
                 type="t",
@@ -391,13 +395,23 @@ async def test_a_backlog_over_topics_comes_in_event_time_order(
             for i in range(200 // step)
         ]
         assert (await bus.publish_many(name, events)).ok
-    await bus.subscribe_batch(
-        topics, got, group="g", from_beginning=True, max_batch=20, prefetch=40
-    )
+    if bus.capabilities.replay:
+        await bus.subscribe_batch(
+            topics, got, group="g", from_beginning=True, max_batch=20, prefetch=40
+        )
     await eventually(lambda: len(got.events) == 300, what="three hundred events")
     times = [event.time for event in got.events]
     assert 300 == len(set(got.ids))
-    assert sorted(times) == times  # type: ignore[type-var]
+    if merges:
+        assert sorted(times) == times  # type: ignore[type-var]
+    for name in topics:
+        for key in range(5):
+            seen = [
+                e.data["n"]
+                for e in got.events
+                if e.data["topic"] == name and e.data["n"] % 5 == key
+            ]
+            assert sorted(seen) == seen
 
 
 async def test_stopping_gives_back_the_batch_taken_ahead(
