@@ -441,19 +441,18 @@ def _build(attrs: Mapping[str, Any], data: Any) -> Event:
     }
     if extensions and not _valid_names.issuperset(extensions):
         check_extension_names(extensions)
-    specversion = get("specversion") or SPECVERSION
-    event = _new_object(Event)
-    event.type = kind if kind.__class__ is str else str(kind)
-    event.source = source if source.__class__ is str else str(source)
-    event.id = event_id if event_id.__class__ is str else str(event_id)
-    event.data = data
-    event.time = _parse_time(time_text) if time_text else None
-    event.subject = get("subject")
-    event.datacontenttype = get("datacontenttype")
-    event.dataschema = get("dataschema")
-    event.specversion = specversion if specversion.__class__ is str else str(specversion)
-    event.extensions = extensions
-    return event
+    return _assemble(
+        kind,
+        source,
+        event_id,
+        data,
+        time_text,
+        get("subject"),
+        get("datacontenttype"),
+        get("dataschema"),
+        get("specversion") or SPECVERSION,
+        extensions,
+    )
 
 
 def _from_owned(attrs: dict[str, Any], data: Any) -> Event:
@@ -478,6 +477,33 @@ def _from_owned(attrs: dict[str, Any], data: Any) -> Event:
                 del attrs[name]
         if not _valid_names.issuperset(attrs):
             check_extension_names(attrs)
+    return _assemble(
+        kind,
+        source,
+        event_id,
+        data,
+        time_text,
+        subject,
+        content_type,
+        dataschema,
+        specversion,
+        attrs,
+    )
+
+
+def _assemble(
+    kind: Any,
+    source: Any,
+    event_id: Any,
+    data: Any,
+    time_text: str | None,
+    subject: str | None,
+    content_type: str | None,
+    dataschema: str | None,
+    specversion: Any,
+    extensions: dict[str, Any],
+) -> Event:
+    """The decoded Event from checked attribute values (core attributes made text)."""
     event = _new_object(Event)
     event.type = kind if kind.__class__ is str else str(kind)
     event.source = source if source.__class__ is str else str(source)
@@ -488,7 +514,7 @@ def _from_owned(attrs: dict[str, Any], data: Any) -> Event:
     event.datacontenttype = content_type
     event.dataschema = dataschema
     event.specversion = specversion if specversion.__class__ is str else str(specversion)
-    event.extensions = attrs
+    event.extensions = extensions
     return event
 
 
