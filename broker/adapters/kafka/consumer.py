@@ -113,6 +113,12 @@ class _KafkaDelivery(Delivery):
         if not self.flight.acked:
             self.part.settle(self.flight)
 
+    def ack_now(self) -> None:
+        """:meth:`ack` without awaiting (settling never waits; offsets are committed in
+        batches by the commit loop): the consumer calls it after a successful handler."""
+        if not self.flight.acked:
+            self.part.settle(self.flight)
+
     async def nack(self) -> None:
         if not self.flight.acked and self.part.live:
             self.redelivered += 1
