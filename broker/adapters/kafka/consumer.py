@@ -34,7 +34,7 @@ from broker.adapters.kit import (
     event_time,
 )
 from broker.deferral import is_for_another_group
-from broker.delay import held_until
+from broker.delay import DELIVER_AT, held_until
 from broker.envelope import Event
 from broker.errors import BrokerUnavailableError, EnvelopeError
 from broker.observability import get_logger
@@ -87,7 +87,7 @@ class _Partition:
 
 
 class _KafkaDelivery(Delivery):
-    __slots__ = ("flight", "part")
+    __slots__ = ("flight", "part", "record")
 
     def __init__(
         self,
@@ -100,7 +100,7 @@ class _KafkaDelivery(Delivery):
     ) -> None:
         # Delivery's fields, set directly: this runs once per event.
         self.topic = record.topic
-        self.position = f"{record.topic}/{record.partition}/{record.offset}"
+        self.record = record
         self.event = event
         self.body = b"" if event is not None else (record.value or b"")
         self.headers = headers
@@ -108,6 +108,12 @@ class _KafkaDelivery(Delivery):
         self.decode_error = error
         self.part = part
         self.flight = flight
+
+    @property
+    def position(self) -> str:  # type: ignore[override]  # read-only here: never set
+        """``topic/partition/offset``, built when asked (the saga monitor asks)."""
+        record = self.record
+        return f"{record.topic}/{record.partition}/{record.offset}"
 
     async def ack(self) -> None:
         if not self.flight.acked:
@@ -351,7 +357,12 @@ class KafkaSubscription(BaseSubscription):
                     self._next = 0
                 if part.live:
                     delivery = _delivery(part, record)
-                    if delivery.event is not None and self._hold(delivery, delivery.event):
+                    event = delivery.event  # held_until's own test first: once per event
+                    if (
+                        event is not None
+                        and DELIVER_AT in event.extensions
+                        and self._hold(delivery, event)
+                    ):
                         continue
                     self._inflight += 1
                     return delivery
