@@ -297,8 +297,8 @@ class SagaMonitor:
         own = await self.watermark.refresh(now, oldest)
         # The store's work on the apply thread, after the batch it applies: the event loop
         # goes on reading meanwhile instead of waiting for the store's write lock.
-        watermark, outcome = await self._on_store(self._judge, now, own)
-        metrics.LAG.set(self._lag(watermark, now) if watermark is not None else 0.0)
+        watermark, lag, outcome = await self._on_store(self._judge, now, own)
+        metrics.LAG.set(lag if watermark is not None else 0.0)
         self.verdicts_at = watermark
         metrics.record(outcome)
         if outcome.alerts:
@@ -312,21 +312,23 @@ class SagaMonitor:
             return work(*args)
         return await asyncio.get_running_loop().run_in_executor(self._worker, work, *args)
 
-    def _judge(self, now: datetime, own: datetime | None) -> tuple[datetime | None, Outcome]:
+    def _judge(self, now: datetime, own: datetime | None) -> tuple[datetime | None, float, Outcome]:
         """Record this member's watermark, then judge at the group's: the group's watermark
-        (None while a member knows nothing yet) and what the deadlines it passed produced."""
+        (None while a member knows nothing yet), its lag and what the deadlines it passed
+        produced."""
         self.store.record_monitor(self.member, own, self.watermark.lag, now)
         watermark = self._group_watermark(now)
-        self.store.record_monitor(self.group, watermark, self._lag(watermark, now), now)
+        lag = self._lag(watermark, now)
+        self.store.record_monitor(self.group, watermark, lag, now)
         if watermark is None:
-            return None, Outcome()  # nothing known yet: every verdict waits
+            return None, lag, Outcome()  # nothing known yet: every verdict waits
         outcome = self.correlator.tick(self.store, watermark)
         if self._last_counts is None or now - self._last_counts >= timedelta(seconds=5):
             self._last_counts = now  # a GROUP BY over every instance: not on every tick
             metrics.set_counts(self.correlator.machines, self.store.counts())
             metrics.set_oldest_stuck(self.correlator.machines, self.store.oldest_stuck(), now)
         self._maybe_prune(now)
-        return watermark, outcome
+        return watermark, lag, outcome
 
     def _group_watermark(self, now: datetime) -> datetime | None:
         """The lowest watermark of the group's members that recorded one lately (this one
