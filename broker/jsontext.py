@@ -16,10 +16,17 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["dumps", "dumps_text", "loads"]
+__all__ = ["StrictJSONError", "dumps", "dumps_text", "loads", "loads_strict"]
 
 _decode = msgspec.json.Decoder().decode
 _DecodeError = msgspec.DecodeError
+
+#: ``loads_strict(text)``: :func:`loads` of strict JSON only, without a fallback: raises
+#: :data:`StrictJSONError` where :func:`loads` would try :func:`json.loads` (a hot path
+#: calls this first and :func:`loads` only then).
+loads_strict = _decode
+#: What :func:`loads_strict` raises (a ``ValueError``).
+StrictJSONError = msgspec.DecodeError
 
 #: ``dumps(value)``: ``value`` as compact UTF-8 JSON bytes; TypeError for what JSON cannot hold.
 dumps = msgspec.json.Encoder().encode

@@ -346,7 +346,7 @@ class KafkaAdapter(BaseAdapter):
         records.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
         events = []
         for record in records[:limit]:
-            event, _, _ = decode_record(record)
+            event, _ = decode_record(record)
             if event is not None:
                 events.append(event)
         return events

@@ -4,6 +4,7 @@ Records in structured mode (``content-type: application/cloudevents+json``) are 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -12,15 +13,15 @@ from broker.envelope import (
     JSON_CONTENT_TYPE,
     KAFKA_PREFIXES,
     Event,
+    binary_event,
     format_time,
-    from_attributes,
     from_binary,
     is_structured,
 )
 from broker.errors import EnvelopeError
 from broker.jsontext import dumps
 
-__all__ = ["decode", "decode_record", "encode_event"]
+__all__ = ["decode", "decode_record", "encode_event", "record_headers"]
 
 _PREFIX = KAFKA_PREFIXES[0]
 _TEXT_CACHE: dict[str, bytes] = {}
@@ -124,31 +125,88 @@ def _read(key: bytes | None, headers: Mapping[str, str], value: bytes | None) ->
     return event
 
 
-def decode(key: bytes | None, headers: Iterable[tuple[str, bytes]], value: bytes | None) -> Event:
+def decode(
+    key: bytes | None, headers: Iterable[tuple[str, bytes | None]], value: bytes | None
+) -> Event:
     """The event in a record given as key, headers and value (raises EnvelopeError)."""
-    return _read(key, {name: raw.decode("utf-8", "replace") for name, raw in headers}, value)
+    return _read(key, {name: _text_of(raw) for name, raw in headers}, value)
 
 
-def decode_record(record: Any) -> tuple[Event | None, dict[str, str], EnvelopeError | None]:
-    """A consumer record's event (or why there is none) and its headers as text."""
-    headers: dict[str, str] = {}
-    attrs: dict[str, Any] = {}
-    for name, raw in record.headers or ():
-        text = raw.decode("utf-8", "replace")
-        headers[name] = text
-        if name[:3] == "ce_":
-            attrs[name[3:]] = text
-    # lower-case names and binary mode: the attributes were taken in this pass
-    plain = "".join(headers).islower()
-    content_type = headers.get("content-type")
+#: Per header name, the key its text gets in :func:`decode_record`'s attributes: the
+#: attribute name (``ce_`` removed; ``datacontenttype`` for ``content-type``), ``"-"`` for a
+#: header that is no attribute, ``"CE_"`` for a binding header not in lower case.
+_KEYS: dict[str, str] = {}
+_IGNORED = "-"
+_MIXED_CASE = "CE_"
+
+
+def _key(name: str) -> str:
+    lowered = name.lower()
+    if lowered != name and (lowered.startswith(_PREFIX) or lowered == "content-type"):
+        key = _MIXED_CASE  # read the long way, as the binding's names are case-insensitive
+    elif name == "content-type":
+        key = "datacontenttype"
+    elif name.startswith(_PREFIX):
+        key = sys.intern(name[len(_PREFIX) :])
+        if key in _NOT_ATTRIBUTES:
+            key = _IGNORED
+    else:
+        key = _IGNORED
+    if len(_KEYS) < 4096:
+        _KEYS[name] = key
+    return key
+
+
+#: ``ce_`` headers that carry no attribute (the data travels as the record value).
+_NOT_ATTRIBUTES = frozenset(("data", "data_base64", "datacontenttype"))
+
+
+def decode_record(record: Any) -> tuple[Event | None, EnvelopeError | None]:
+    """A consumer record's event, or why there is none.
+
+    The common record (lower-case names, binary mode, attributes that need only the checks
+    every event passes) is read in one pass over its headers, each text stored under its
+    attribute's name; anything else the long way (:func:`decode`)."""
+    keys = _KEYS
     try:
-        if plain and not (content_type and is_structured(content_type)):
-            event = from_attributes(attrs, content_type, record.value or b"", _PREFIX)
-            key = record.key
-            if key is not None and "partitionkey" not in event.extensions:
-                event.extensions["partitionkey"] = key.decode("utf-8", "replace")
+        attrs = {(keys.get(name) or _key(name)): raw.decode() for name, raw in record.headers or ()}
+    except (UnicodeDecodeError, AttributeError):
+        return _decoded_long(record)
+    if _MIXED_CASE in attrs:
+        return _decoded_long(record)
+    attrs.pop(_IGNORED, None)
+    content_type = attrs.get("datacontenttype")
+    try:
+        if (
+            content_type is not None
+            and content_type != JSON_CONTENT_TYPE
+            and is_structured(content_type)
+        ):
+            event = Event.from_json(record.value or b"")
         else:
-            event = _read(record.key, headers, record.value)
+            found = binary_event(attrs, record.value)
+            if found is None:
+                return _decoded_long(record)
+            event = found
     except EnvelopeError as exc:
-        return None, headers, exc
-    return event, headers, None
+        return None, exc
+    key = record.key
+    if key is not None and "partitionkey" not in event.extensions:
+        event.extensions["partitionkey"] = key.decode("utf-8", "replace")
+    return event, None
+
+
+def _decoded_long(record: Any) -> tuple[Event | None, EnvelopeError | None]:
+    try:
+        return _read(record.key, record_headers(record), record.value), None
+    except EnvelopeError as exc:
+        return None, exc
+
+
+def record_headers(record: Any) -> dict[str, str]:
+    """A consumer record's headers as text."""
+    return {name: _text_of(raw) for name, raw in record.headers or ()}
+
+
+def _text_of(raw: bytes | None) -> str:
+    return "" if raw is None else raw.decode("utf-8", "replace")
