@@ -24,12 +24,11 @@ from aiokafka import errors as kerr
 
 from broker.adapters.kafka.errors import translate_error
 from broker.adapters.kafka.settings import KafkaSettings
-from broker.adapters.kafka.wire import decode_record
+from broker.adapters.kafka.wire import decode_record, record_headers
 from broker.adapters.kit import (
     BaseSubscription,
     HoldQueue,
     Horizon,
-    InFlight,
     OffsetTracker,
     event_time,
 )
@@ -71,15 +70,15 @@ class _Partition:
     def __init__(self, sub: KafkaSubscription, tp: TopicPartition) -> None:
         self.sub = sub
         self.tp = tp
-        self.tracker = OffsetTracker()
+        self.tracker: OffsetTracker[_KafkaDelivery] = OffsetTracker()
         self.held = 0  # deliveries of the tracker held back until their delivery time
         self.committable = -1  # offset to commit next (highest contiguous acked + 1)
         self.committed = -1
         self.live = True
         self.behind = False  # records past the start position when assigned (a backlog)
 
-    def settle(self, flight: InFlight) -> None:
-        done = self.tracker.ack(flight)
+    def settle(self, delivery: _KafkaDelivery) -> None:
+        done = self.tracker.ack(delivery)
         if done is not None:
             self.committable = done + 1
         if self.live:
@@ -87,27 +86,15 @@ class _Partition:
 
 
 class _KafkaDelivery(Delivery):
-    __slots__ = ("flight", "part", "record")
+    """One record handed out: its own entry in its partition's offset tracker (``offset``,
+    ``acked``); built by :func:`_delivery`, and its headers decoded only when asked."""
 
-    def __init__(
-        self,
-        part: _Partition,
-        flight: InFlight,
-        record: Any,
-        event: Event | None,
-        headers: dict[str, str],
-        error: EnvelopeError | None,
-    ) -> None:
-        # Delivery's fields, set directly: this runs once per event.
-        self.topic = record.topic
-        self.record = record
-        self.event = event
-        self.body = b"" if event is not None else (record.value or b"")
-        self.headers = headers
-        self.redelivered = 0
-        self.decode_error = error
-        self.part = part
-        self.flight = flight
+    __slots__ = ("acked", "offset", "part", "record")
+
+    acked: bool
+    offset: int
+    part: _Partition
+    record: Any
 
     @property
     def position(self) -> str:  # type: ignore[override]  # read-only here: never set
@@ -115,33 +102,56 @@ class _KafkaDelivery(Delivery):
         record = self.record
         return f"{record.topic}/{record.partition}/{record.offset}"
 
+    @property
+    def headers(self) -> dict[str, str]:  # type: ignore[override]  # read-only here
+        """The record's headers as text (asked for only when the event is not a CloudEvent)."""
+        return record_headers(self.record)
+
+    @property
+    def body(self) -> bytes:  # type: ignore[override]  # read-only here
+        """The record's value when it did not decode (the event holds the data otherwise)."""
+        return b"" if self.event is not None else (self.record.value or b"")
+
     async def ack(self) -> None:
-        if not self.flight.acked:
-            self.part.settle(self.flight)
+        if not self.acked:
+            self.part.settle(self)
 
     def ack_now(self) -> None:
         """:meth:`ack` without awaiting (settling never waits; offsets are committed in
         batches by the commit loop): the consumer calls it after a successful handler."""
-        if not self.flight.acked:
-            self.part.settle(self.flight)
+        if not self.acked:
+            self.part.settle(self)
 
     async def nack(self) -> None:
-        if not self.flight.acked and self.part.live:
+        if not self.acked and self.part.live:
             self.redelivered += 1
             self.part.sub.give_back(self)
 
 
 #: A record with what it decodes to (batch reads decode when they merge the partitions).
-_Decoded = tuple[Any, tuple[Event | None, dict[str, str], EnvelopeError | None]]
+_Decoded = tuple[Any, tuple[Event | None, EnvelopeError | None]]
+_new_delivery = object.__new__
 
 
 def _delivery(part: _Partition, item: Any) -> _KafkaDelivery:
+    """The delivery of a fetched record (or of a record decoded already), tracked by its
+    partition. Built without ``__init__``: this runs once per event."""
     if item.__class__ is tuple:
-        record, (event, headers, error) = item
+        record, (event, error) = item
     else:
         record = item
-        event, headers, error = decode_record(record)
-    return _KafkaDelivery(part, part.tracker.add(record.offset), record, event, headers, error)
+        event, error = decode_record(record)
+    delivery = _new_delivery(_KafkaDelivery)
+    delivery.topic = record.topic
+    delivery.record = record
+    delivery.event = event
+    delivery.redelivered = 0
+    delivery.decode_error = error
+    delivery.part = part
+    delivery.offset = record.offset
+    delivery.acked = False
+    part.tracker.track(delivery)
+    return delivery
 
 
 #: A fetched record waiting in its partition's lane.
@@ -338,7 +348,7 @@ class KafkaSubscription(BaseSubscription):
         while not self._closed:
             if self._redeliver:
                 delivery = self._redeliver.popleft()
-                if delivery.part.live and not delivery.flight.acked:
+                if delivery.part.live and not delivery.acked:
                     self._inflight += 1
                     return delivery
             elif self._inflight >= self._prefetch:
@@ -368,6 +378,38 @@ class KafkaSubscription(BaseSubscription):
                     return delivery
         return None
 
+    def poll_many(self, limit: int) -> list[Delivery]:
+        """Up to ``limit`` deliveries ready now: :meth:`poll`'s, taken from the fetched runs
+        a run at a time while nothing is to be delivered again or held (the common case)."""
+        if self._redeliver or self._held or self._closed:
+            return super().poll_many(limit)
+        batch: list[Delivery] = []
+        buffer = self._buffer
+        room = min(limit, self._prefetch - self._inflight)
+        while room > 0 and buffer:
+            part, records = buffer[0]
+            start = self._next
+            end = min(len(records), start + room)
+            if end == len(records):
+                buffer.popleft()
+                self._next = 0
+            else:
+                self._next = end
+            if not part.live:
+                continue
+            for index in range(start, end):
+                delivery = _delivery(part, records[index])
+                event = delivery.event
+                if (
+                    event is None
+                    or DELIVER_AT not in event.extensions
+                    or not self._hold(delivery, event)
+                ):
+                    batch.append(delivery)
+            room = min(limit, self._prefetch - self._inflight) - len(batch)
+        self._inflight += len(batch)
+        return batch
+
     def _hold(self, delivery: _KafkaDelivery, event: Event) -> bool:
         """Whether the delivery is early, and then held until its time (not another group's
         retry copy: the core acks that at once, so the group's offsets need not wait for it)."""
@@ -387,7 +429,7 @@ class KafkaSubscription(BaseSubscription):
                 return None
             delivery = found[0]
             delivery.part.held -= 1
-            if delivery.part.live and not delivery.flight.acked:
+            if delivery.part.live and not delivery.acked:
                 return delivery
         return None
 
@@ -466,8 +508,8 @@ class KafkaSubscription(BaseSubscription):
         """Settle each (committed with the next batch of offsets)."""
         for delivery in deliveries:
             if isinstance(delivery, _KafkaDelivery):
-                if not delivery.flight.acked:
-                    delivery.part.settle(delivery.flight)
+                if not delivery.acked:
+                    delivery.part.settle(delivery)
             else:
                 await delivery.ack()
 

@@ -34,7 +34,7 @@ from broker.adapters.kit.errors import (
 )
 from broker.adapters.kit.hold import HoldQueue
 from broker.adapters.kit.merge import HOLD_LIMIT, Horizon, event_time, merge_lanes
-from broker.adapters.kit.offsets import InFlight, OffsetTracker
+from broker.adapters.kit.offsets import InFlight, OffsetTracker, Tracked
 from broker.adapters.kit.retry import Backoff, Stopped, keep_trying, keep_trying_each
 from broker.adapters.kit.settings import (
     convert,
@@ -54,6 +54,7 @@ __all__ = [
     "InFlight",
     "OffsetTracker",
     "Stopped",
+    "Tracked",
     "Translation",
     "client_exceptions",
     "confirm_timeout",

@@ -7,7 +7,8 @@ implements :meth:`~BaseAdapter.open_subscription` with the arguments already che
 
 A subscription may subclass :class:`BaseSubscription`: it says which delivery is ready now
 (:meth:`~BaseSubscription.poll`) and how to wait for more (:meth:`~BaseSubscription.wait_ready`),
-and gets iteration, batches (``take``) and ``ack_many`` built on those.
+and gets iteration, batches (``take``, built on :meth:`~BaseSubscription.poll_many`, which a
+backend may override to hand out many at once) and ``ack_many`` built on those.
 """
 
 from __future__ import annotations
@@ -113,18 +114,32 @@ class BaseSubscription(abc.ABC):
             await self.wait_ready(None)
         raise StopAsyncIteration
 
+    def poll_many(self, limit: int) -> list[Delivery]:
+        """Up to ``limit`` deliveries that are ready now (:meth:`poll` until there is none):
+        override where a backend hands out many at once more cheaply. Never waits."""
+        batch: list[Delivery] = []
+        while len(batch) < limit:
+            delivery = self.poll()
+            if delivery is None:
+                break
+            batch.append(delivery)
+        return batch
+
     async def take(self, limit: int, wait: float) -> list[Delivery]:
         """Up to ``limit`` deliveries: the first whenever it comes, then up to ``wait`` seconds
         more while fewer than ``limit`` are ready. Empty once closed."""
-        try:
-            batch = [await self.__anext__()]
-        except StopAsyncIteration:
-            return []
+        batch: list[Delivery] = []
+        while not batch:
+            if self.closed:
+                return []
+            batch = self.poll_many(limit)
+            if not batch:
+                await self.wait_ready(None)
         deadline = time.monotonic() + wait
         while len(batch) < limit:
-            delivery = self.poll()
-            if delivery is not None:
-                batch.append(delivery)
+            more = self.poll_many(limit - len(batch))
+            if more:
+                batch += more
                 continue
             left = deadline - time.monotonic()
             if left <= 0 or self.closed:

@@ -9,6 +9,9 @@ in flight and answers exactly that::
     first, second = tracker.add(7), tracker.add(8)
     tracker.ack(second)  # None: 7 is still being handled
     tracker.ack(first)   # 8: everything up to 8 is acked
+
+A backend whose deliveries carry their own ``offset`` and ``acked`` (a :class:`Tracked`) may
+:meth:`~OffsetTracker.track` them instead of adding an :class:`InFlight` per delivery.
 """
 
 from __future__ import annotations
@@ -16,8 +19,16 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Collection, Iterator
+from typing import Generic, Protocol, TypeVar
 
-__all__ = ["InFlight", "OffsetTracker"]
+__all__ = ["InFlight", "OffsetTracker", "Tracked"]
+
+
+class Tracked(Protocol):
+    """What an :class:`OffsetTracker` keeps of an entry: its offset and whether it is acked."""
+
+    offset: int
+    acked: bool
 
 
 class InFlight:
@@ -36,16 +47,19 @@ class InFlight:
         self.touched = time.monotonic()
 
 
-class OffsetTracker:
+E = TypeVar("E", bound=Tracked)
+
+
+class OffsetTracker(Generic[E]):
     """The entries in flight of one partition, in the order they were handed out."""
 
     __slots__ = ("_entries", "_unacked")
 
     def __init__(self) -> None:
-        self._entries: deque[InFlight] = deque()
+        self._entries: deque[E] = deque()
         self._unacked = 0
 
-    def add(self, offset: int, touched: float = 0.0) -> InFlight:
+    def add(self: OffsetTracker[InFlight], offset: int, touched: float = 0.0) -> InFlight:
         """Track an entry handed out after every entry tracked so far (``touched``: when, for
         backends that lease entries)."""
         entry = InFlight(offset, touched)
@@ -53,7 +67,12 @@ class OffsetTracker:
         self._unacked += 1
         return entry
 
-    def ack(self, entry: InFlight) -> int | None:
+    def track(self, entry: E) -> None:
+        """Track ``entry`` (not acked), handed out after every entry tracked so far."""
+        self._entries.append(entry)
+        self._unacked += 1
+
+    def ack(self, entry: E) -> int | None:
         """Mark ``entry`` acked; the highest offset acked with everything before it, if that
         moved (``None`` when an earlier entry still waits, or ``entry`` was acked already)."""
         if entry.acked:
@@ -66,7 +85,7 @@ class OffsetTracker:
             done = entries.popleft().offset
         return done
 
-    def remove(self, gone: Collection[InFlight]) -> None:
+    def remove(self, gone: Collection[E]) -> None:
         """Stop tracking entries that will never be handled here (given to another member)."""
         if gone:
             self._entries = deque(e for e in self._entries if e not in gone)
@@ -77,12 +96,12 @@ class OffsetTracker:
         """Entries handed out and not acked yet."""
         return self._unacked
 
-    def oldest_unacked(self) -> InFlight | None:
+    def oldest_unacked(self) -> E | None:
         """The first entry still waiting for its ack."""
         return next((e for e in self._entries if not e.acked), None)
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def __iter__(self) -> Iterator[InFlight]:
+    def __iter__(self) -> Iterator[E]:
         return iter(self._entries)

@@ -44,7 +44,7 @@ class _Partition:
     part: int
     position: int  # last seq fetched
     committed: int = 0
-    tracker: OffsetTracker = field(default_factory=OffsetTracker)
+    tracker: OffsetTracker[InFlight] = field(default_factory=OffsetTracker)
     dirty: bool = False
     revoking: bool = False
 
