@@ -116,44 +116,54 @@ def encode_events(
         ):
             try:
                 append(encode_event(event))
-            except (TypeError, ValueError) as exc:  # data JSON cannot hold
+            except (TypeError, ValueError) as exc:  # data JSON cannot hold, text UTF-8 cannot
                 append(None)
                 errors[index] = exc
+                continue
             if event.subject is None and event.dataschema is None:  # the next may share these
                 spec, source, kind = event.specversion, event.source, event.type
                 moment, content_type = event.time, event.datacontenttype
                 shared = _shared(spec, source, kind, moment, content_type)
             continue
         assert shared is not None
-        headers = [shared[0], ("ce_id", event.id.encode()), shared[1], shared[2]]
-        if shared[3] is not None:
-            headers.append(shared[3])
-        extensions = event.extensions
-        for name, value in extensions.items():
-            header = names.get(name) or _name(name)
-            if value.__class__ is str:
-                headers.append((header, value.encode()))
-            else:
-                headers.append((header, _text(value).encode()))
-        if shared[4] is not None:
-            headers.append(shared[4])
-        data = event.data
-        key = extensions.get("partitionkey")
         try:
-            if (
-                content_type == JSON_CONTENT_TYPE
-                and data is not None
-                and data.__class__ in json_values
-            ):
-                body: bytes = dumps(data)
-            else:
-                body = event.data_bytes()
-        except (TypeError, ValueError) as exc:
+            append(_encode_shared(event, shared, names, json_values))
+        except (TypeError, ValueError) as exc:  # data JSON cannot hold, text UTF-8 cannot
             append(None)
             errors[index] = exc
-            continue
-        append(((None if key is None else str(key).encode()), headers, body))
     return records
+
+
+def _encode_shared(
+    event: Event,
+    shared: tuple[Header, Header, Header, Header | None, Header | None],
+    names: dict[str, str],
+    json_values: frozenset[type],
+) -> tuple[bytes | None, list[Header], bytes]:
+    """:func:`encode_event` of an event whose shared headers are ``shared``."""
+    headers = [shared[0], ("ce_id", event.id.encode()), shared[1], shared[2]]
+    if shared[3] is not None:
+        headers.append(shared[3])
+    extensions = event.extensions
+    for name, value in extensions.items():
+        header = names.get(name) or _name(name)
+        if value.__class__ is str:
+            headers.append((header, value.encode()))
+        else:
+            headers.append((header, _text(value).encode()))
+    if shared[4] is not None:
+        headers.append(shared[4])
+    data = event.data
+    if (
+        event.datacontenttype == JSON_CONTENT_TYPE
+        and data is not None
+        and data.__class__ in json_values
+    ):
+        body: bytes = dumps(data)
+    else:
+        body = event.data_bytes()
+    key = extensions.get("partitionkey")
+    return (None if key is None else str(key).encode()), headers, body
 
 
 def _shared(
