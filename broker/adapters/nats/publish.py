@@ -16,9 +16,12 @@ internals goes through ``Client.publish`` unchanged.
 
 The reply subscription has no callback task: its message queue is replaced by
 :class:`_Inline`, which hands each PubAck over as nats-py reads it. A ``publish_many`` list
-comes with its header blocks written (:func:`~broker.adapters.nats.wire.encode_block`); its
-``HPUB`` commands go on the pending buffer 64 at a time and its PubAcks fill one
-:class:`_Batch`. With ``atomic_batches`` the list goes as JetStream atomic batches
+comes with its header blocks written (:func:`~broker.adapters.nats.wire.encode_block`); it
+takes a range of reply tokens, its ``HPUB`` commands go on the pending buffer 64 at a time
+and its PubAcks fill one :class:`_Batch`. Those PubAcks are read by :class:`_AckReader`
+(the client's protocol parser, extended), which takes runs of them straight from what the
+socket gave, without nats-py's message object and coroutine per PubAck; a nats-py whose
+parser is not as expected parses them itself, as it does everything else. With ``atomic_batches`` the list goes as JetStream atomic batches
 (:meth:`JetStreamPublisher.publish_atomic`: ``Nats-Batch-Id``/``-Sequence``/``-Commit``
 headers, one PubAck per batch).
 """
