@@ -21,7 +21,8 @@ takes a range of reply tokens, its ``HPUB`` commands go on the pending buffer 64
 and its PubAcks fill one :class:`_Batch`. Those PubAcks are read by :class:`_AckReader`
 (the client's protocol parser, extended), which takes runs of them straight from what the
 socket gave, without nats-py's message object and coroutine per PubAck; a nats-py whose
-parser is not as expected parses them itself, as it does everything else. With ``atomic_batches`` the list goes as JetStream atomic batches
+parser is not as expected parses them itself, as it does everything else. With
+``atomic_batches`` the list goes as JetStream atomic batches
 (:meth:`JetStreamPublisher.publish_atomic`: ``Nats-Batch-Id``/``-Sequence``/``-Commit``
 headers, one PubAck per batch).
 """
