@@ -26,14 +26,27 @@ _RANK = {
 _UNKNOWN = (_RANK["unknown"], 0)
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(slots=True, init=False)
 class Outcome:
     """What one application changed: alerts, new anomalies, (saga, step, seconds) durations."""
 
-    alerts: list[Alert] = dataclasses.field(default_factory=list)
-    anomalies: list[Anomaly] = dataclasses.field(default_factory=list)
-    step_seconds: list[tuple[str, str, float]] = dataclasses.field(default_factory=list)
-    changed: bool = False
+    alerts: list[Alert]
+    anomalies: list[Anomaly]
+    step_seconds: list[tuple[str, str, float]]
+    changed: bool
+
+    def __init__(
+        self,
+        alerts: list[Alert] | None = None,
+        anomalies: list[Anomaly] | None = None,
+        step_seconds: list[tuple[str, str, float]] | None = None,
+        changed: bool = False,
+    ) -> None:
+        # written out: the generated one calls list() per default (one outcome per event)
+        self.alerts = [] if alerts is None else alerts
+        self.anomalies = [] if anomalies is None else anomalies
+        self.step_seconds = [] if step_seconds is None else step_seconds
+        self.changed = changed
 
     def merge(self, other: Outcome) -> Outcome:
         self.alerts.extend(other.alerts)
@@ -81,6 +94,12 @@ class SagaMachine:
         self.withins = [
             timedelta(seconds=step.within) if step.within else None for step in definition.steps
         ]
+        #: Per step in order: its event, its deadline and the event of the step before it
+        #: (None for the first), what the fold's plan looks up.
+        self.plan = tuple(
+            (event, within, self.step_events[n - 1] if n else None)
+            for n, (event, within) in enumerate(zip(self.step_events, self.withins, strict=True))
+        )
         closing = definition.compensation_within or definition.grace
         #: How long a saga closed by a compensated event waits for the compensations it owes.
         self.ledger_wait = timedelta(seconds=closing) if closing else None

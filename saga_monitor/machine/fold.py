@@ -77,21 +77,16 @@ class _Fold(msgspec.Struct, gc=False):
         i, m = self.i, self.m
         foreign = i.foreign
         everything = [*i.timeline, *foreign] if foreign else i.timeline[:]
-        behind, distinct = self._causal_times(everything)
+        behind, distinct, cited = self._causal_times(everything)
         entries = everything
         last = None
         for entry in everything:  # nothing to sort when the times increase (the common case)
-            if last is not None and not last < entry.at:
+            at = entry.at
+            if last is not None and not last < at:
                 entries = sorted(everything, key=m.fold_order)  # stable: a duplicate follows
                 break
-            last = entry.at
-        start = next(e for e in entries if e.role == "start" and not e.duplicate)
-        roles = m.roles
-        for entry in entries:  # roles follow the definition, which may have changed since
-            role = "start" if entry is start else roles.get(entry.event.type, "unknown")
-            if entry.flags or entry.role != role:  # the JSON cached for no flags holds
-                entry.role, entry.flags, entry.encoded = role, (), None
-            entry.waited = None
+            last = at
+        start = self._roles(entries)
         # Traffic of no saga from before this instance existed is none of its business; it is
         # set aside (its cause may still arrive and show it happened later).
         began = start.at
@@ -104,7 +99,7 @@ class _Fold(msgspec.Struct, gc=False):
         self.entries = entries
         self.start = start
         self._by_id, self._known = None, None if distinct else list(everything)
-        self.cited = {e.event.causation for e in everything if e.event.causation} or None
+        self.cited = cited
         self._reset(start)
         step = self._step
         if behind:
@@ -115,6 +110,24 @@ class _Fold(msgspec.Struct, gc=False):
                 step(entry, None)
         self.updated = i.updated
         self._judge(watermark)
+
+    def _roles(self, entries: list[Entry]) -> Entry:
+        """Give ``entries`` (in fold order) their roles, which follow the definition (it may
+        have changed since); returns the start: the first entry recorded as one that is no
+        duplicate."""
+        roles = self.m.roles
+        start = None
+        for entry in entries:
+            if start is None and entry.role == "start" and not entry.duplicate:
+                start, role = entry, "start"
+            else:
+                role = roles.get(entry.event.type, "unknown")
+            if entry.flags or entry.role != role:  # the JSON cached for no flags holds
+                entry.role, entry.flags, entry.encoded = role, (), None
+            entry.waited = None
+        if start is None:
+            raise LookupError(f"an instance of {self.m.name} without its start event")
+        return start
 
     def resume(self, instance: Instance, news: Sequence[Entry], watermark: datetime | None) -> bool:
         """Carry on from the last pass with ``news`` (entries appended to the timeline since,
@@ -226,14 +239,31 @@ class _Fold(msgspec.Struct, gc=False):
         gap = (direct.event.time - entry.event.time).total_seconds()
         return (direct, gap) if gap > self.m.skew_tolerance else None
 
-    def _causal_times(self, timeline: list[Entry]) -> tuple[dict[int, tuple[Entry, float]], bool]:
+    def _causal_times(
+        self, timeline: list[Entry]
+    ) -> tuple[dict[int, tuple[Entry, float]], bool, set[str] | None]:
         """Set each entry's ``at``: its time, or the latest of its causes' times when that is
         later (an effect cannot happen before its cause). Returns, for entries stamped before
-        their direct cause by more than the tolerance, that cause and the seconds; and whether
-        no two entries (duplicates aside) share an id."""
-        originals = [e for e in timeline if not e.duplicate]
-        by_id = {e.event.id: e for e in originals}
+        their direct cause by more than the tolerance, that cause and the seconds; whether
+        no two entries (duplicates aside) share an id; and the causes cited (None: none)."""
+        by_id: dict[str, Entry] = {}
+        originals = 0
+        cited: set[str] | None = None
+        for entry in timeline:
+            obs = entry.event
+            if obs.causation:
+                if cited is None:
+                    cited = set()
+                cited.add(obs.causation)
+            if not entry.duplicate:
+                by_id[obs.id] = entry
+                originals += 1
         behind: dict[int, tuple[Entry, float]] = {}
+        distinct = len(by_id) == originals
+        if cited is None:  # the common case: no entry names a cause
+            for entry in timeline:
+                entry.at = entry.event.time
+            return behind, distinct, None
         for entry in timeline:
             cause = by_id.get(entry.event.causation or "")
             if cause is None:  # the common case: no known cause
@@ -252,7 +282,7 @@ class _Fold(msgspec.Struct, gc=False):
                 gap = (direct.event.time - entry.event.time).total_seconds()
                 if gap > self.m.skew_tolerance:
                     behind[id(entry)] = (direct, gap)
-        return behind, len(by_id) == len(originals)
+        return behind, distinct, cited
 
     def _reset(self, start: Entry) -> None:
         i, began = self.i, start.at
@@ -284,7 +314,8 @@ class _Fold(msgspec.Struct, gc=False):
     def _apply(self, entry: Entry, start: Entry) -> None:
         i = self.i
         at, role = entry.at, entry.role
-        i.updated = max(i.updated, at)
+        if at > i.updated:  # as max(): the first of equal times stays
+            i.updated = at
         if role == "start":
             self._flag(entry, "unexpected", "a second start event")
             return
@@ -314,11 +345,11 @@ class _Fold(msgspec.Struct, gc=False):
     def _on_step(self, entry: Entry) -> None:
         i, m = self.i, self.m
         step, at = entry.event.type, entry.at
-        if i.phase == "compensating":
-            self._flag(entry, "unexpected", "a step after the saga failed")
-            return
         if i.phase != "running":
-            self._flag(entry, "after_terminal", f"arrived after the saga {i.phase}")
+            if i.phase == "compensating":
+                self._flag(entry, "unexpected", "a step after the saga failed")
+            else:
+                self._flag(entry, "after_terminal", f"arrived after the saga {i.phase}")
             return
         done = i.done
         if step in done:
@@ -330,14 +361,16 @@ class _Fold(msgspec.Struct, gc=False):
             if step_index.get(other, index) > index:  # a later step happened before this one
                 self._flag(entry, "out_of_order", f"{step} came after {other}")
                 break
-        if index:  # the clock of the step started at the previous step (see _base_time)
+        if index:  # the clock of the step started at the previous step (see _plan)
             base = done.get(m.step_events[index - 1]) or i.progress_at or i.started
         else:
             base = i.started
-        entry.waited = max(0.0, (at - base).total_seconds())
+        waited = (at - base).total_seconds()
+        entry.waited = waited if waited > 0.0 else 0.0  # as max(0.0, waited)
         done[step] = at
         progress = i.progress_at
-        i.progress_at = at if progress is None or at > progress else progress
+        if progress is None or at > progress:
+            i.progress_at = at
         if step in m.complete:
             self._on_complete(entry)
         else:
@@ -430,33 +463,25 @@ class _Fold(msgspec.Struct, gc=False):
             i.waiting = []
         self._plan()
 
-    def _base_time(self, index: int) -> datetime:
-        """When the clock of step ``index`` started: the previous step, else the last progress."""
-        i = self.i
-        if index > 0:
-            previous = self.m.step_events[index - 1]
-            if previous in i.done:
-                return i.done[previous]
-            return i.progress_at or i.started
-        return i.started
-
     def _plan(self) -> None:
         """Work out what the instance expects next and by when."""
         i, m = self.i, self.m
         due: datetime | None = None
         if i.phase == "running":
-            done, index = i.done, None
-            for n, step in enumerate(m.step_events):
+            done = i.done
+            # the first step not done; its clock started at the step before it, else at the
+            # last progress (the start for the first step)
+            for step, within, previous in m.plan:
                 if step not in done:
-                    index = n
+                    i.expected = [step]
+                    if within is not None:
+                        if previous is None:
+                            due = i.started + within
+                        else:
+                            due = (done.get(previous) or i.progress_at or i.started) + within
                     break
-            if index is None:
-                i.expected = list(m.definition.complete)
             else:
-                i.expected = [m.step_events[index]]
-                within = m.withins[index]
-                if within is not None:
-                    due = self._base_time(index) + within
+                i.expected = list(m.definition.complete)
         elif i.phase == "compensating":
             i.expected = list(i.waiting)
             limit = m.definition.compensation_within
