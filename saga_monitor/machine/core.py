@@ -94,12 +94,15 @@ class SagaMachine:
         self.withins = [
             timedelta(seconds=step.within) if step.within else None for step in definition.steps
         ]
-        #: Per step in order: its event, its deadline and the event of the step before it
-        #: (None for the first), what the fold's plan looks up.
+        #: Per step in order: its event, its deadline, the event of the step before it (None
+        #: for the first) and the ``expected`` of an instance waiting for it, what the fold's
+        #: plan looks up. The lists are shared by the instances (never changed in place).
         self.plan = tuple(
-            (event, within, self.step_events[n - 1] if n else None)
+            (event, within, self.step_events[n - 1] if n else None, [event])
             for n, (event, within) in enumerate(zip(self.step_events, self.withins, strict=True))
         )
+        #: The ``expected`` of an instance whose steps are all done (shared, as above).
+        self.expect_complete = list(definition.complete)
         closing = definition.compensation_within or definition.grace
         #: How long a saga closed by a compensated event waits for the compensations it owes.
         self.ledger_wait = timedelta(seconds=closing) if closing else None

@@ -20,8 +20,11 @@ if TYPE_CHECKING:
 _STATE_ALERTS = frozenset(("completed", "failed", "compensating", "compensated"))
 #: How much later than its cause an effect stamped before it is taken to happen.
 _TICK = timedelta(microseconds=1)
-#: An empty plan's ``waiting`` to compare with (never changed).
-_NONE: list[str] = []
+#: The empty list of every instance's ``waiting``, ``expected`` and ``anomalies`` while they
+#: are empty, shared (never changed in place: replaced by a list of its own when something
+#: is added): a list per instance would be one more object for every pass of the garbage
+#: collector to walk, as long as the monitor keeps the instance.
+_NONE: list[Any] = []
 
 
 class _Fold(msgspec.Struct, gc=False):
@@ -291,7 +294,7 @@ class _Fold(msgspec.Struct, gc=False):
         i.phase = "running"
         i.failed_at = i.finished = i.stuck_since = None
         i.deadline = began + timedelta(seconds=deadline) if deadline else None
-        i.done, i.compensations, i.waiting, i.anomalies = {}, (), [], []
+        i.done, i.compensations, i.waiting, i.anomalies = {}, (), _NONE, _NONE
         self._plan()
 
     def _advance(self, moment: datetime, *, inclusive: bool = False) -> None:
@@ -416,7 +419,7 @@ class _Fold(msgspec.Struct, gc=False):
             for s in reversed(self.m.definition.steps)
             if s.compensation and s.event in i.done
         ]
-        i.waiting = [c for c in owed if c not in i.compensations]
+        i.waiting = [c for c in owed if c not in i.compensations] or _NONE
         return owed
 
     def _on_compensation(self, entry: Entry) -> None:
@@ -436,6 +439,8 @@ class _Fold(msgspec.Struct, gc=False):
         if compensation not in i.waiting:
             return  # before the failure (it may be timed a little early): remembered
         i.waiting.remove(compensation)
+        if not i.waiting:
+            i.waiting = _NONE
         if i.phase == "compensating" and not i.waiting:
             self._finish("compensated", entry.at)
         else:
@@ -460,7 +465,7 @@ class _Fold(msgspec.Struct, gc=False):
         i.phase = phase
         i.finished = at
         if phase != "compensated":
-            i.waiting = []
+            i.waiting = _NONE
         self._plan()
 
     def _plan(self) -> None:
@@ -471,9 +476,9 @@ class _Fold(msgspec.Struct, gc=False):
             done = i.done
             # the first step not done; its clock started at the step before it, else at the
             # last progress (the start for the first step)
-            for step, within, previous in m.plan:
+            for step, within, previous, expected in m.plan:
                 if step not in done:
-                    i.expected = [step]
+                    i.expected = expected
                     if within is not None:
                         if previous is None:
                             due = i.started + within
@@ -481,14 +486,14 @@ class _Fold(msgspec.Struct, gc=False):
                             due = (done.get(previous) or i.progress_at or i.started) + within
                     break
             else:
-                i.expected = list(m.definition.complete)
+                i.expected = m.expect_complete
         elif i.phase == "compensating":
-            i.expected = list(i.waiting)
+            i.expected = list(i.waiting) if i.waiting else _NONE
             limit = m.definition.compensation_within
             if limit and i.failed_at is not None:
                 due = i.failed_at + timedelta(seconds=limit)
         else:
-            i.expected = list(i.waiting)
+            i.expected = list(i.waiting) if i.waiting else _NONE
             wait = m.ledger_wait
             i.due = i.finished + wait if i.waiting and wait and i.finished else None
             return
@@ -526,7 +531,11 @@ class _Fold(msgspec.Struct, gc=False):
             entry.flags = (*entry.flags, kind)
             entry.encoded = None
         anomaly = Anomaly(kind, obs.type, obs.id, obs.source, entry.at, detail)
-        self.i.anomalies.append(anomaly)
+        anomalies = self.i.anomalies
+        if anomalies is _NONE:
+            self.i.anomalies = [anomaly]
+        else:
+            anomalies.append(anomaly)
         data = self._alert_data(obs)
         data["anomaly"] = anomaly.to_dict()
         alert = Alert("saga.anomaly", self.m.name, self.i.correlation_id, data)
