@@ -263,9 +263,8 @@ class SagaMonitor:
             outcomes = self._apply_now(corrected, now, self.verdicts_at)
         metrics.observe_batch(len(items), time.perf_counter() - started)
         self.applied += len(items)
-        metrics.count_events(outcomes, self.correlator.uncorrelated - before)
-        if any(outcome.alerts for outcome in outcomes):
-            await self._flush_quietly()
+        if metrics.count_events(outcomes, self.correlator.uncorrelated - before):
+            await self._flush_quietly()  # some alerts were raised
         return outcomes
 
     def _apply_now(

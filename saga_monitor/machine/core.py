@@ -189,7 +189,7 @@ class SagaMachine:
         judges each instance they touched once. Returns the alerts to publish now, the
         anomalies new since the last judgement and how long each new step took.
         """
-        news = () if new is None else (new,) if isinstance(new, Entry) else tuple(new)
+        news = () if new is None else (new,) if isinstance(new, Entry) else new
         known = instance.anomalies
         before = {(a.kind, a.event_id, a.detail) for a in known} if known else ()
         fold = instance.fold
