@@ -103,6 +103,10 @@ class SagaMachine:
         )
         #: The ``expected`` of an instance whose steps are all done (shared, as above).
         self.expect_complete = list(definition.complete)
+        #: The overall deadline and the compensations' (after the failure), if any.
+        self.overall = timedelta(seconds=definition.deadline) if definition.deadline else None
+        limit = definition.compensation_within
+        self.compensation_limit = timedelta(seconds=limit) if limit else None
         closing = definition.compensation_within or definition.grace
         #: How long a saga closed by a compensated event waits for the compensations it owes.
         self.ledger_wait = timedelta(seconds=closing) if closing else None

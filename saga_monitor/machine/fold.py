@@ -261,12 +261,18 @@ class _Fold(msgspec.Struct, gc=False):
             if not entry.duplicate:
                 by_id[obs.id] = entry
                 originals += 1
-        behind: dict[int, tuple[Entry, float]] = {}
         distinct = len(by_id) == originals
         if cited is None:  # the common case: no entry names a cause
             for entry in timeline:
                 entry.at = entry.event.time
-            return behind, distinct, None
+            return {}, distinct, None
+        return self._chain_times(timeline, by_id), distinct, cited
+
+    def _chain_times(
+        self, timeline: list[Entry], by_id: dict[str, Entry]
+    ) -> dict[int, tuple[Entry, float]]:
+        """:meth:`_causal_times` for a timeline where some entries name a cause."""
+        behind: dict[int, tuple[Entry, float]] = {}
         for entry in timeline:
             cause = by_id.get(entry.event.causation or "")
             if cause is None:  # the common case: no known cause
@@ -285,15 +291,15 @@ class _Fold(msgspec.Struct, gc=False):
                 gap = (direct.event.time - entry.event.time).total_seconds()
                 if gap > self.m.skew_tolerance:
                     behind[id(entry)] = (direct, gap)
-        return behind, distinct, cited
+        return behind
 
     def _reset(self, start: Entry) -> None:
         i, began = self.i, start.at
-        deadline = self.m.definition.deadline
+        deadline = self.m.overall
         i.started = i.updated = i.progress_at = began
         i.phase = "running"
         i.failed_at = i.finished = i.stuck_since = None
-        i.deadline = began + timedelta(seconds=deadline) if deadline else None
+        i.deadline = began + deadline if deadline is not None else None
         i.done, i.compensations, i.waiting, i.anomalies = {}, (), _NONE, _NONE
         self._plan()
 
@@ -317,8 +323,7 @@ class _Fold(msgspec.Struct, gc=False):
     def _apply(self, entry: Entry, start: Entry) -> None:
         i = self.i
         at, role = entry.at, entry.role
-        if at > i.updated:  # as max(): the first of equal times stays
-            i.updated = at
+        i.updated = max(i.updated, at)
         if role == "start":
             self._flag(entry, "unexpected", "a second start event")
             return
@@ -489,9 +494,9 @@ class _Fold(msgspec.Struct, gc=False):
                 i.expected = m.expect_complete
         elif i.phase == "compensating":
             i.expected = list(i.waiting) if i.waiting else _NONE
-            limit = m.definition.compensation_within
-            if limit and i.failed_at is not None:
-                due = i.failed_at + timedelta(seconds=limit)
+            limit = m.compensation_limit
+            if limit is not None and i.failed_at is not None:
+                due = i.failed_at + limit
         else:
             i.expected = list(i.waiting) if i.waiting else _NONE
             wait = m.ledger_wait
