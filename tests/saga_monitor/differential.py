@@ -7,8 +7,8 @@ behind, SQLite stores closed and reopened), and through :meth:`SagaMonitor.apply
 outcome (alerts with their ids and data, anomalies, step durations), the stored documents, the
 orphans and the outbox are hashed, one line per script. Run it in each tree and compare:
 
-    cd /work/wt/base && PYTHONPATH=. python -m tests.saga_monitor.differential 600 > base.txt
-    cd /work/wt/mine && PYTHONPATH=. python -m tests.saga_monitor.differential 600 | diff - base.txt
+    cd <the old tree> && PYTHONPATH=. python -m tests.saga_monitor.differential 600 > /tmp/base.txt
+    cd <your tree> && PYTHONPATH=. python -m tests.saga_monitor.differential 600 | diff - /tmp/base.txt
 
 An optimisation of the apply path must leave every line as it was.
 """
