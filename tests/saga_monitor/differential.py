@@ -5,10 +5,10 @@ memory store and to a SQLite store through :meth:`Correlator.apply_many` (batche
 sizes, watermarks, ticks, redeliveries, duplicate messages, orphans, clocks running ahead and
 behind, SQLite stores closed and reopened), and through :meth:`SagaMonitor.apply_many`; every
 outcome (alerts with their ids and data, anomalies, step durations), the stored documents, the
-orphans and the outbox are hashed, one line per script. Run it in each tree and compare:
+orphans and the outbox are hashed, one line per script. Run it in each tree (OLD, NEW) and compare:
 
-    cd <the old tree> && PYTHONPATH=. python -m tests.saga_monitor.differential 600 > /tmp/base.txt
-    cd <your tree> && PYTHONPATH=. python -m tests.saga_monitor.differential 600 | diff - /tmp/base.txt
+    cd OLD && PYTHONPATH=. python -m tests.saga_monitor.differential 600 > /tmp/base.txt
+    cd NEW && PYTHONPATH=. python -m tests.saga_monitor.differential 600 | diff - /tmp/base.txt
 
 An optimisation of the apply path must leave every line as it was.
 """
