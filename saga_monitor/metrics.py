@@ -10,7 +10,8 @@
 * ``choreo_saga_events_total{outcome}`` - events applied, ignored or uncorrelated;
 * ``choreo_saga_alerts_total{type}`` - alerts published, by type (``saga.stuck``, ...);
 * ``choreo_saga_monitor_lag_seconds`` - how far the monitor's watermark trails the wall clock
-  (beyond the allowed delivery delay): while it is above zero, verdicts wait;
+  (beyond the allowed delivery delay): while it is above zero, verdicts wait; before the
+  group has a watermark, the seconds since the monitor started;
 * ``choreo_saga_batch_events`` and ``choreo_saga_batch_seconds`` - histograms of the events in
   each batch the monitor applied and the time its application and commit took.
 """

@@ -143,6 +143,9 @@ class SagaMonitor:
         self._log = get_logger("choreo.saga", group=group)
         self._last_prune: datetime | None = None
         self._last_counts: datetime | None = None
+        #: When :meth:`start` ran: before the group's first watermark, the lag gauge shows how
+        #: long verdicts have waited since then.
+        self._started: datetime | None = None
         #: The most events per batch (one store transaction each), and how long (real
         #: seconds) a batch waits to fill up once it has one: BATCH_WAIT on the system clock,
         #: none on another (a test's virtual clock: a batch is then what is there when taken).
@@ -166,7 +169,8 @@ class SagaMonitor:
         await self.bus.start()
         # Known to the group before it takes any event: until this member has a watermark of
         # its own, the group's verdicts wait for it.
-        self.store.record_monitor(self.member, None, float("inf"), self.clock())
+        self._started = self.clock()
+        self.store.record_monitor(self.member, None, float("inf"), self._started)
         await self.flush_alerts()
         if self._worker is None and getattr(self.store, "threadsafe", False):
             self._worker = ThreadPoolExecutor(
@@ -298,7 +302,7 @@ class SagaMonitor:
         # The store's work on the apply thread, after the batch it applies: the event loop
         # goes on reading meanwhile instead of waiting for the store's write lock.
         watermark, lag, outcome = await self._on_store(self._judge, now, own)
-        metrics.LAG.set(lag if watermark is not None else 0.0)
+        metrics.LAG.set(lag if watermark is not None else self._waiting(now))
         self.verdicts_at = watermark
         metrics.record(outcome)
         if outcome.alerts:
@@ -343,6 +347,12 @@ class SagaMonitor:
         if not marks or any(mark is None for mark in marks):
             return None
         return min(mark for mark in marks if mark is not None)
+
+    def _waiting(self, now: datetime) -> float:
+        """The lag to show before the group has a watermark (a member has not joined or read
+        yet): how long verdicts have waited, since this monitor started."""
+        started = self._started or now
+        return max(0.0, (now - started).total_seconds())
 
     def _lag(self, watermark: datetime | None, now: datetime) -> float:
         """How far ``watermark`` trails ``now`` beyond the allowed delivery delay."""

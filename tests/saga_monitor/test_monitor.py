@@ -177,6 +177,22 @@ async def test_deadline_passed_while_down_is_reported_on_start(harness: Harness)
     await until(lambda: any(a.type == "saga.stuck" for a in h.alerts), what="stuck alert")
 
 
+async def test_lag_gauge_counts_the_wait_before_the_group_has_a_watermark(
+    harness: Harness,
+) -> None:
+    """While a member of the group has no watermark yet, verdicts wait: the lag gauge shows
+    how long since this monitor started (not 0, which would read as caught up)."""
+    h = harness
+    assert h.monitor is not None
+    monitor = h.monitor
+    h.clock.advance(7)
+    # A second member that has joined the group but read nothing yet.
+    monitor.store.record_monitor(f"{monitor.group}/other:1:abcdef", None, float("inf"), h.clock())
+    await monitor.check(h.clock())
+    assert monitor.verdicts_at is None
+    assert REGISTRY.get_sample_value("choreo_saga_monitor_lag_seconds") == pytest.approx(7.0)
+
+
 async def test_metrics_count_states_steps_stuck_and_anomalies(harness: Harness) -> None:
     """choreo_saga_* metrics follow the instances, step durations, stuck and anomalies."""
     h = harness
