@@ -64,11 +64,35 @@ class Outcome:
 
 
 class PublishResult(Sequence[Outcome]):
-    """The outcomes of ``publish_many``, one per event, in the order they were given."""
+    """The outcomes of ``publish_many``, one per event, in the order they were given.
+
+    It keeps the events and their errors side by side; an :class:`Outcome` is made when one
+    is asked for (a list that all went through makes none)."""
 
     def __init__(self, topic: str, outcomes: Sequence[Outcome]) -> None:
         self.topic = topic
-        self._outcomes = tuple(outcomes)
+        self._cached: tuple[Outcome, ...] | None = tuple(outcomes)
+        self._events = [outcome.event for outcome in self._cached]
+        self._errors = [outcome.error for outcome in self._cached]
+
+    @classmethod
+    def of(
+        cls, topic: str, events: Sequence[Event], errors: Sequence[Exception | None]
+    ) -> PublishResult:
+        """The result of ``events`` with their ``errors`` (None: published), index by index."""
+        if len(events) != len(errors):
+            raise ValueError(f"{len(events)} events but {len(errors)} outcomes")
+        result = cls.__new__(cls)
+        result.topic = topic
+        result._cached = None
+        result._events = list(events)
+        result._errors = list(errors)
+        return result
+
+    def _outcomes(self) -> tuple[Outcome, ...]:
+        if self._cached is None:
+            self._cached = tuple(map(Outcome, self._events, self._errors))
+        return self._cached
 
     @overload
     def __getitem__(self, index: int) -> Outcome: ...
@@ -77,13 +101,13 @@ class PublishResult(Sequence[Outcome]):
     def __getitem__(self, index: slice) -> Sequence[Outcome]: ...
 
     def __getitem__(self, index: int | slice) -> Outcome | Sequence[Outcome]:
-        return self._outcomes[index]
+        return self._outcomes()[index]
 
     def __len__(self) -> int:
-        return len(self._outcomes)
+        return len(self._events)
 
     def __iter__(self) -> Iterator[Outcome]:
-        return iter(self._outcomes)
+        return iter(self._outcomes())
 
     def __repr__(self) -> str:
         return f"<PublishResult {self.topic}: {len(self.published)} of {len(self)} published>"
@@ -91,17 +115,23 @@ class PublishResult(Sequence[Outcome]):
     @property
     def ok(self) -> bool:
         """Whether every event was published."""
-        return all(outcome.error is None for outcome in self._outcomes)
+        return self._errors.count(None) == len(self._errors)
 
     @property
     def published(self) -> list[Event]:
         """The events the broker accepted, as sent, in order."""
-        return [outcome.event for outcome in self._outcomes if outcome.error is None]
+        if self.ok:
+            return list(self._events)
+        return [
+            event for event, error in zip(self._events, self._errors, strict=True) if error is None
+        ]
 
     @property
     def failed(self) -> list[Outcome]:
         """The outcomes of the events that were not published, each with its error."""
-        return [outcome for outcome in self._outcomes if outcome.error is not None]
+        if self.ok:
+            return []
+        return [outcome for outcome in self._outcomes() if outcome.error is not None]
 
     def raise_for_failures(self) -> None:
         """Raise :class:`~broker.errors.PublishError` (from the first error) unless every

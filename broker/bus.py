@@ -25,10 +25,16 @@ from opentelemetry.trace import Span, Tracer, TracerProvider
 
 from broker import deadletter, tracing
 from broker import observability as obs
-from broker.batch import BatchConsumer, BatchHandler, Outcome, PublishResult
+from broker.batch import BatchConsumer, BatchHandler, PublishResult
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.consumer import Consumer, Handler, Runner
-from broker.context import current_event, current_handling, derive_extensions, new_traceparent
+from broker.context import (
+    current_event,
+    current_handling,
+    derive_extensions,
+    new_traceparent,
+    new_traceparents,
+)
 from broker.declarations import (
     Declarations,
     PayloadSchema,
@@ -48,6 +54,8 @@ from broker.envelope import (
     format_time,
     new_event,
     new_id,
+    new_ids,
+    stamped_event,
 )
 from broker.errors import (
     ClosedError,
@@ -393,6 +401,8 @@ class Bus:
         due = None if delay is None and deliver_at is None else _deliver_at(delay, deliver_at, at)
         given = list(events)
         plain = self._stamp_plain(given, ttl, due, at)
+        if plain is not None and self._tracer is None and self.codec is None:
+            return await self._publish_plain(topic, plain, ttl)  # one TTL, events as built
         if plain is not None:
             stamped = [(event, ttl) for event in plain]
         else:
@@ -409,21 +419,29 @@ class Bus:
                     refused[index] = exc
         errors: list[Exception | None] = []
         started = time.perf_counter()
-        if plain is not None and not spans and self.codec is None:  # one TTL, events as built
-            errors = await self._publish_run(topic, plain, ttl, refused, 0)
-        else:
-            for run_ttl, run in itertools.groupby(stamped, key=_ttl_of):
-                items = [event for event, _ in run]
-                errors.extend(await self._publish_run(topic, items, run_ttl, refused, len(errors)))
+        for run_ttl, run in itertools.groupby(stamped, key=_ttl_of):
+            items = [event for event, _ in run]
+            errors.extend(await self._publish_run(topic, items, run_ttl, refused, len(errors)))
         if stamped:
             obs.PUBLISH_SECONDS.observe(time.perf_counter() - started)
-        pairs = zip(stamped, errors, strict=True)
-        outcomes = [Outcome(event, error) for (event, _), error in pairs]
         self._count(topic).inc(errors.count(None))
         if spans:
-            for span, outcome in zip(spans, outcomes, strict=True):
-                tracing.end_send(span, outcome.error)
-        return PublishResult(topic, outcomes)
+            for span, error in zip(spans, errors, strict=True):
+                tracing.end_send(span, error)
+        return PublishResult.of(topic, [event for event, _ in stamped], errors)
+
+    async def _publish_plain(
+        self, topic: str, events: list[Event], ttl: float | None
+    ) -> PublishResult:
+        """publish_many of a list stamped by :meth:`_stamp_plain`, without spans or codec:
+        the events go to the adapter as they are, and the result keeps them with their
+        errors (no object per event)."""
+        started = time.perf_counter()
+        errors = await self._publish_run(topic, events, ttl, {}, 0)
+        if events:
+            obs.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        self._count(topic).inc(errors.count(None))
+        return PublishResult.of(topic, events, errors)
 
     def _producer_spans(
         self,
@@ -531,34 +549,40 @@ class Bus:
         """The events of a publish_many list whose items are all plain dicts (``type`` and
         ``data``, ``key``, ``subject`` at most), stamped as :meth:`_stamp` stamps them, with
         what is the same for the whole list (the handler being run, the expiration) worked
-        out once; None for any other list (each item goes through :meth:`_item`)."""
-        plain = _PLAIN_OPTIONS
-        for item in items:
-            if item.__class__ is not dict or not item.keys() <= plain:
-                return None
-            kind = item.get("type")
-            if kind.__class__ is not str or not kind:  # _item names what is wrong
-                return None
+        out once, and the ids and new traces taken for the whole list at once; None for any
+        other list (each item goes through :meth:`_item`, which names what is wrong)."""
+        source = self.source
+        if source.__class__ is not str or not source:
+            return None
         try:
             expiration = None if ttl is None else _expiration(ttl, at)
         except (ConfigurationError, TypeError):
-            return None  # _item names the item
-        parent = current_event()
-        source, events = self.source, list[Event]()
+            return None
+        shared: dict[str, Any] = {}  # the extensions every event of the list gets
+        if expiration is not None:
+            shared["expiration"] = expiration
+        if due is not None:
+            shared[DELIVER_AT] = due
+        ids = new_ids(len(items))
+        traces = new_traceparents(len(items)) if current_event() is None else None
+        plain, make, events = _PLAIN_OPTIONS, stamped_event, list[Event]()
         append = events.append
-        for item in items:
-            get = item.get  # type: ignore[union-attr]
+        for index, item in enumerate(items):
+            if item.__class__ is not dict or not item.keys() <= plain:
+                return None
+            get = item.get
+            kind = get("type")
+            if kind.__class__ is not str or not kind:
+                return None
             key = get("key")
             extra: dict[str, Any] = {} if key is None else {"partitionkey": key}
-            if parent is None:
-                extra["traceparent"] = new_traceparent()
+            if traces is None:
+                derive_extensions(extra)  # the handler's causation, correlation and trace
             else:
-                derive_extensions(extra)
-            if expiration is not None:
-                extra["expiration"] = expiration
-            if due is not None:
-                extra[DELIVER_AT] = due
-            append(new_event(item["type"], source, get("data"), get("subject"), extra, at))  # type: ignore[index]
+                extra["traceparent"] = traces[index]
+            if shared:
+                extra.update(shared)
+            append(make(kind, source, get("data"), get("subject"), extra, at, ids[index]))
         return events
 
     def _item(

@@ -8,6 +8,7 @@ span); outside a handler it starts a new trace. Values already set on the event 
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import re
@@ -30,6 +31,7 @@ __all__ = [
     "enter_handler",
     "leave_handler",
     "new_traceparent",
+    "new_traceparents",
     "reset_current",
     "set_current",
     "set_current_batch",
@@ -133,6 +135,16 @@ def new_traceparent(parent: str | None = None) -> str:
     if found is None:
         _traces = chunk = _trace_chunk()
         found = next(chunk)
+    return found
+
+
+def new_traceparents(count: int) -> list[str]:
+    """``count`` new traces, as :func:`new_traceparent` without a parent hands them out."""
+    global _traces
+    found = list(itertools.islice(_traces, count))
+    while len(found) < count:
+        _traces = chunk = _trace_chunk()
+        found += itertools.islice(chunk, count - len(found))
     return found
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "EXPIRED",
     "EXTENSIONS",
     "HANDLER_ERROR",
+    "MARK",
     "NOT_DEAD",
     "REASONS",
     "SCHEMA_MISMATCH",
@@ -67,6 +68,8 @@ REASONS = (HANDLER_ERROR, EXPIRED, UNDECODABLE, SCHEMA_MISMATCH, UNROUTABLE)
 
 #: The extensions a dead letter carries on top of the original event.
 EXTENSIONS = ("dlqreason", "dlqerror", "dlqattempts", "dlqtopic", "dlqgroup", "dlqtime")
+#: The extension every dead letter carries (:func:`is_dead_letter` looks for it).
+MARK = EXTENSIONS[0]
 _MAX_ERROR = 2000
 integer_extension("dlqattempts")
 
@@ -117,7 +120,7 @@ def dead_letter(
 
 def is_dead_letter(event: Event) -> bool:
     """Whether ``event`` carries the dead-letter extensions."""
-    return "dlqreason" in event.extensions
+    return MARK in event.extensions
 
 
 def info(event: Event) -> DeadLetterInfo | None:

@@ -39,7 +39,9 @@ __all__ = [
     "is_structured",
     "new_event",
     "new_id",
+    "new_ids",
     "parse_time",
+    "stamped_event",
     "to_binary",
 ]
 
@@ -113,6 +115,17 @@ def new_id() -> str:
     if found is None:
         _ids = chunk = _id_chunk()
         found = next(chunk)
+    return found
+
+
+def new_ids(count: int) -> list[str]:
+    """``count`` new ids, as :func:`new_id` hands them out (a ``publish_many`` list takes
+    them at once)."""
+    global _ids
+    found = list(itertools.islice(_ids, count))
+    while len(found) < count:
+        _ids = chunk = _id_chunk()
+        found += itertools.islice(chunk, count - len(found))
     return found
 
 
@@ -410,6 +423,33 @@ def new_event(
     event.dataschema = None
     event.specversion = SPECVERSION
     event.extensions = {} if extensions is None else extensions
+    return event
+
+
+def stamped_event(
+    type: str,
+    source: str,
+    data: Any,
+    subject: str | None,
+    extensions: dict[str, ExtensionValue],
+    time: datetime,
+    id: str,
+) -> Event:
+    """A JSON event from parts the caller has checked: a non-empty ``type`` and ``source``
+    (str), extensions whose names are valid (the core's own: ``partitionkey``,
+    ``traceparent``...). What :func:`new_event` builds, without its checks and its calls:
+    ``publish_many`` stamps a whole list with it."""
+    event = _new_object(Event)
+    event.type = type
+    event.source = source
+    event.data = data
+    event.id = id
+    event.time = time
+    event.subject = subject
+    event.datacontenttype = JSON_CONTENT_TYPE
+    event.dataschema = None
+    event.specversion = SPECVERSION
+    event.extensions = extensions
     return event
 
 

@@ -14,7 +14,7 @@ it derives the instance and the alerts, so the correlator only records, judges a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 import msgspec
@@ -26,6 +26,18 @@ from saga_monitor.model import Entry, Instance, Observation
 from saga_monitor.store import SagaStore, Transaction
 
 __all__ = ["Correlator", "Received"]
+
+
+#: What recording an event of a type needs of a saga that names it: the machine, the saga's
+#: name, the extension its correlation id is read from directly (None: read it with the
+#: extractor) and the extractor.
+_Route = tuple[SagaMachine, str, str | None, Callable[[Event], str | None]]
+
+
+def _route(machine: SagaMachine) -> _Route:
+    correlation = machine.definition.correlation
+    header = correlation.path if correlation.kind == "extension" else None
+    return machine, machine.name, header, correlation.extract
 
 
 @dataclasses.dataclass(slots=True)
@@ -75,6 +87,12 @@ class Correlator:
         for machine in self.machines.values():
             for event_type in sorted(machine.types):
                 self._by_type.setdefault(event_type, []).append(machine)
+        #: Per event type, what recording it needs of each saga that names it, worked out once
+        #: (see :data:`_Route`).
+        self._routes: dict[str, tuple[_Route, ...]] = {
+            event_type: tuple(_route(machine) for machine in machines)
+            for event_type, machines in self._by_type.items()
+        }
         #: Events of a known type that carried no correlation id (counted, then ignored).
         self.uncorrelated = 0
 
@@ -116,14 +134,38 @@ class Correlator:
         changed the instance."""
         outcomes = []
         touched: dict[tuple[str, str], _Touched] = {}
-        from_event = Observation.from_event
+        observe, routes_of = Observation.observe, self._routes.get
         with store.transaction() as txn:
             txn.prefetch(self._keys(items))  # read in one go where the store can (lazily)
             for item in items:
-                obs = from_event(
-                    item.event, topic=item.topic, now=now, skew=item.skew, delivery=item.delivery
-                )
-                outcomes.append(self._record_event(txn, item, obs, watermark, touched))
+                event = item.event
+                obs = observe(event, item.topic, now, item.skew, item.delivery)
+                routes = routes_of(event.type)
+                if routes is None:  # no saga names the type
+                    outcomes.append(self._record_event(txn, item, obs, watermark, touched))
+                    continue
+                outcome = Outcome()
+                outcomes.append(outcome)
+                for machine, name, header, extract in routes:
+                    correlation_id = None
+                    if header is not None:  # the common case, as Correlation.extract reads it
+                        value = event.extensions.get(header)
+                        if value.__class__ is not str:
+                            correlation_id = extract(event)
+                        elif value:
+                            correlation_id = value
+                    else:
+                        correlation_id = extract(event)
+                    if correlation_id is None:
+                        self.uncorrelated += 1
+                        continue
+                    known = touched.get((name, correlation_id))
+                    if known is None:  # the first of the batch's events for the instance
+                        self._route(txn, machine, correlation_id, obs, item, touched, outcome)
+                    elif machine.receive(known.instance, obs, redelivered=item.redelivered):
+                        outcome.changed = True
+                        known.new.append(known.instance.timeline[-1])
+                        known.outcome = outcome
             self._judge_touched(txn, touched, watermark)
         return outcomes
 

@@ -91,9 +91,10 @@ def record(outcome: Outcome) -> None:
         _count_alerts(outcome.alerts)
 
 
-def count_events(outcomes: Iterable[Outcome], uncorrelated: int = 0) -> None:
+def count_events(outcomes: Iterable[Outcome], uncorrelated: int = 0) -> bool:
     """Count the events of one batch (applied or ignored) and what they produced, each
-    histogram and counter touched once per batch rather than once per event."""
+    histogram and counter touched once per batch rather than once per event; returns
+    whether they raised any alerts."""
     changed = unchanged = 0
     steps: list[tuple[str, str, float]] = []
     alerts: list[Alert] = []
@@ -116,6 +117,7 @@ def count_events(outcomes: Iterable[Outcome], uncorrelated: int = 0) -> None:
         _observe_steps(steps)
     if alerts:
         _count_alerts(alerts)
+    return bool(alerts)
 
 
 def _observe_steps(steps: Iterable[tuple[str, str, float]]) -> None:

@@ -251,7 +251,7 @@ class SagaMonitor:
     async def apply_many(self, items: list[Received]) -> list[Outcome]:
         """Apply events in one store transaction, then publish the alerts they raised."""
         now = self.clock()
-        corrected = [self._corrected(item, now) for item in items]
+        corrected = self._corrected(items, now)
         before = self.correlator.uncorrelated
         started = time.perf_counter()
         if self._worker is not None:  # the broker is read meanwhile (the SQL releases the GIL)
@@ -263,9 +263,8 @@ class SagaMonitor:
             outcomes = self._apply_now(corrected, now, self.verdicts_at)
         metrics.observe_batch(len(items), time.perf_counter() - started)
         self.applied += len(items)
-        metrics.count_events(outcomes, self.correlator.uncorrelated - before)
-        if any(outcome.alerts for outcome in outcomes):
-            await self._flush_quietly()
+        if metrics.count_events(outcomes, self.correlator.uncorrelated - before):
+            await self._flush_quietly()  # some alerts were raised
         return outcomes
 
     def _apply_now(
@@ -274,15 +273,19 @@ class SagaMonitor:
         with _collector_paused():
             return self.correlator.apply_many(self.store, items, now=now, watermark=watermark)
 
-    def _corrected(self, item: Received, now: datetime) -> Received:
-        """``item`` with the correction its source's clock needs (learning from it)."""
-        event = item.event
-        if event.time is None:
-            return item
-        skew = self.clocks.correction(event.source, event.time, now)
-        if skew == item.skew:
-            return item
-        return Received(item.event, item.topic, item.delivery, item.redelivered, skew)
+    def _corrected(self, items: list[Received], now: datetime) -> list[Received]:
+        """``items``, each with the correction its source's clock needs (learning from it)."""
+        correction = self.clocks.correction
+        corrected = items[:]
+        for n, item in enumerate(items):
+            event = item.event
+            moment = event.time
+            if moment is None:
+                continue
+            skew = correction(event.source, moment, now)
+            if skew != item.skew:
+                corrected[n] = Received(event, item.topic, item.delivery, item.redelivered, skew)
+        return corrected
 
     async def _flush_quietly(self) -> None:
         """Publish alerts; if the broker refuses, they wait in the outbox for the next tick."""

@@ -221,12 +221,13 @@ def obs_from(doc: str) -> Observation:
 class _MemoryTransaction:
     def __init__(self, store: MemoryStore) -> None:
         self._store = store
+        self._data = store.data  # the store's dicts, bound once: read once an event
 
     def get(self, saga: str, correlation_id: str) -> Instance | None:
-        return self._store.data.get((saga, correlation_id))
+        return self._data.get((saga, correlation_id))
 
     def put(self, instance: Instance) -> None:
-        self._store.data[(instance.saga, instance.correlation_id)] = instance
+        self._data[(instance.saga, instance.correlation_id)] = instance
 
     def prefetch(self, keys: Iterable[Key]) -> None:
         return None
@@ -242,7 +243,9 @@ class _MemoryTransaction:
         return True
 
     def take_orphans(self, saga: str, correlation_id: str) -> list[tuple[Observation, bool]]:
-        bucket = self._store.orphan_data.pop((saga, correlation_id), {})
+        bucket = self._store.orphan_data.pop((saga, correlation_id), None)
+        if bucket is None:  # the common case: nothing came before the start
+            return []
         reported = self._store.reported_orphans
         return [(obs, (saga, correlation_id, key) in reported) for key, obs in bucket.items()]
 

@@ -129,8 +129,10 @@ class SourceClocks:
     def correction(self, source: str, happened: datetime, arrived: datetime) -> float:
         """The correction for an event of ``source`` that happened (by its clock) at
         ``happened`` and arrived at ``arrived``."""
-        lead = (happened - arrived).total_seconds()
         samples = self._ahead.get(source)
+        if samples is None and happened <= arrived:  # the common case: nothing to learn
+            return 0.0
+        lead = (happened - arrived).total_seconds()
         if lead > 0:
             if samples is None:
                 samples = self._ahead[source] = deque(maxlen=self._window)

@@ -14,13 +14,14 @@ from cloudevents.core.v1.event import CloudEvent
 
 from broker import EnvelopeError, Event
 from broker.adapters.kafka import wire as kafka_wire
-from broker.context import new_traceparent
+from broker.context import new_traceparent, new_traceparents
 from broker.envelope import (
     AMQP_PREFIXES,
     NATS_PREFIXES,
     from_binary,
     new_event,
     new_id,
+    new_ids,
     to_binary,
 )
 
@@ -116,6 +117,23 @@ def test_ids_are_unique_uuid_shaped_across_chunks() -> None:
     ids = [new_id() for _ in range(2000)]
     assert len(ids) == len(set(ids))
     assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
+
+
+def test_ids_taken_by_the_list_are_those_new_id_would_give() -> None:
+    """A list's ids (new_ids, across chunks of 256) are distinct version 4 UUIDs, and so are
+    they together with those new_id gives before and after them."""
+    ids = [new_id(), *new_ids(300), *new_ids(0), *new_ids(700), new_id()]
+    assert 1002 == len(ids) == len(set(ids))
+    assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
+
+
+def test_traces_taken_by_the_list_are_new_traces() -> None:
+    """A list's new traces (new_traceparents, across chunks) are valid traceparents, each
+    with its own trace id, as new_traceparent's."""
+    made = [new_traceparent(), *new_traceparents(300), *new_traceparents(600)]
+    assert 901 == len(made)
+    assert all(re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", t) for t in made)
+    assert len(made) == len({t.split("-")[1] for t in made})
 
 
 def test_new_traces_are_unique_w3c_traceparents() -> None:

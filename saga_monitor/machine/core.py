@@ -26,14 +26,27 @@ _RANK = {
 _UNKNOWN = (_RANK["unknown"], 0)
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(slots=True, init=False)
 class Outcome:
     """What one application changed: alerts, new anomalies, (saga, step, seconds) durations."""
 
-    alerts: list[Alert] = dataclasses.field(default_factory=list)
-    anomalies: list[Anomaly] = dataclasses.field(default_factory=list)
-    step_seconds: list[tuple[str, str, float]] = dataclasses.field(default_factory=list)
-    changed: bool = False
+    alerts: list[Alert]
+    anomalies: list[Anomaly]
+    step_seconds: list[tuple[str, str, float]]
+    changed: bool
+
+    def __init__(
+        self,
+        alerts: list[Alert] | None = None,
+        anomalies: list[Anomaly] | None = None,
+        step_seconds: list[tuple[str, str, float]] | None = None,
+        changed: bool = False,
+    ) -> None:
+        # written out: the generated one calls list() per default (one outcome per event)
+        self.alerts = [] if alerts is None else alerts
+        self.anomalies = [] if anomalies is None else anomalies
+        self.step_seconds = [] if step_seconds is None else step_seconds
+        self.changed = changed
 
     def merge(self, other: Outcome) -> Outcome:
         self.alerts.extend(other.alerts)
@@ -81,6 +94,19 @@ class SagaMachine:
         self.withins = [
             timedelta(seconds=step.within) if step.within else None for step in definition.steps
         ]
+        #: Per step in order: its event, its deadline, the event of the step before it (None
+        #: for the first) and the ``expected`` of an instance waiting for it, what the fold's
+        #: plan looks up. The lists are shared by the instances (never changed in place).
+        self.plan = tuple(
+            (event, within, self.step_events[n - 1] if n else None, [event])
+            for n, (event, within) in enumerate(zip(self.step_events, self.withins, strict=True))
+        )
+        #: The ``expected`` of an instance whose steps are all done (shared, as above).
+        self.expect_complete = list(definition.complete)
+        #: The overall deadline and the compensations' (after the failure), if any.
+        self.overall = timedelta(seconds=definition.deadline) if definition.deadline else None
+        limit = definition.compensation_within
+        self.compensation_limit = timedelta(seconds=limit) if limit else None
         closing = definition.compensation_within or definition.grace
         #: How long a saga closed by a compensated event waits for the compensations it owes.
         self.ledger_wait = timedelta(seconds=closing) if closing else None
@@ -167,7 +193,7 @@ class SagaMachine:
         judges each instance they touched once. Returns the alerts to publish now, the
         anomalies new since the last judgement and how long each new step took.
         """
-        news = () if new is None else (new,) if isinstance(new, Entry) else tuple(new)
+        news = () if new is None else (new,) if isinstance(new, Entry) else new
         known = instance.anomalies
         before = {(a.kind, a.event_id, a.detail) for a in known} if known else ()
         fold = instance.fold

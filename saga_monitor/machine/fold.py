@@ -20,8 +20,11 @@ if TYPE_CHECKING:
 _STATE_ALERTS = frozenset(("completed", "failed", "compensating", "compensated"))
 #: How much later than its cause an effect stamped before it is taken to happen.
 _TICK = timedelta(microseconds=1)
-#: An empty plan's ``waiting`` to compare with (never changed).
-_NONE: list[str] = []
+#: The empty list of every instance's ``waiting``, ``expected`` and ``anomalies`` while they
+#: are empty, shared (never changed in place: replaced by a list of its own when something
+#: is added): a list per instance would be one more object for every pass of the garbage
+#: collector to walk, as long as the monitor keeps the instance.
+_NONE: list[Any] = []
 
 
 class _Fold(msgspec.Struct, gc=False):
@@ -77,21 +80,16 @@ class _Fold(msgspec.Struct, gc=False):
         i, m = self.i, self.m
         foreign = i.foreign
         everything = [*i.timeline, *foreign] if foreign else i.timeline[:]
-        behind, distinct = self._causal_times(everything)
+        behind, distinct, cited = self._causal_times(everything)
         entries = everything
         last = None
         for entry in everything:  # nothing to sort when the times increase (the common case)
-            if last is not None and not last < entry.at:
+            at = entry.at
+            if last is not None and not last < at:
                 entries = sorted(everything, key=m.fold_order)  # stable: a duplicate follows
                 break
-            last = entry.at
-        start = next(e for e in entries if e.role == "start" and not e.duplicate)
-        roles = m.roles
-        for entry in entries:  # roles follow the definition, which may have changed since
-            role = "start" if entry is start else roles.get(entry.event.type, "unknown")
-            if entry.flags or entry.role != role:  # the JSON cached for no flags holds
-                entry.role, entry.flags, entry.encoded = role, (), None
-            entry.waited = None
+            last = at
+        start = self._roles(entries)
         # Traffic of no saga from before this instance existed is none of its business; it is
         # set aside (its cause may still arrive and show it happened later).
         began = start.at
@@ -104,7 +102,7 @@ class _Fold(msgspec.Struct, gc=False):
         self.entries = entries
         self.start = start
         self._by_id, self._known = None, None if distinct else list(everything)
-        self.cited = {e.event.causation for e in everything if e.event.causation} or None
+        self.cited = cited
         self._reset(start)
         step = self._step
         if behind:
@@ -115,6 +113,24 @@ class _Fold(msgspec.Struct, gc=False):
                 step(entry, None)
         self.updated = i.updated
         self._judge(watermark)
+
+    def _roles(self, entries: list[Entry]) -> Entry:
+        """Give ``entries`` (in fold order) their roles, which follow the definition (it may
+        have changed since); returns the start: the first entry recorded as one that is no
+        duplicate."""
+        roles = self.m.roles
+        start = None
+        for entry in entries:
+            if start is None and entry.role == "start" and not entry.duplicate:
+                start, role = entry, "start"
+            else:
+                role = roles.get(entry.event.type, "unknown")
+            if entry.flags or entry.role != role:  # the JSON cached for no flags holds
+                entry.role, entry.flags, entry.encoded = role, (), None
+            entry.waited = None
+        if start is None:
+            raise LookupError(f"an instance of {self.m.name} without its start event")
+        return start
 
     def resume(self, instance: Instance, news: Sequence[Entry], watermark: datetime | None) -> bool:
         """Carry on from the last pass with ``news`` (entries appended to the timeline since,
@@ -226,13 +242,36 @@ class _Fold(msgspec.Struct, gc=False):
         gap = (direct.event.time - entry.event.time).total_seconds()
         return (direct, gap) if gap > self.m.skew_tolerance else None
 
-    def _causal_times(self, timeline: list[Entry]) -> tuple[dict[int, tuple[Entry, float]], bool]:
+    def _causal_times(
+        self, timeline: list[Entry]
+    ) -> tuple[dict[int, tuple[Entry, float]], bool, set[str] | None]:
         """Set each entry's ``at``: its time, or the latest of its causes' times when that is
         later (an effect cannot happen before its cause). Returns, for entries stamped before
-        their direct cause by more than the tolerance, that cause and the seconds; and whether
-        no two entries (duplicates aside) share an id."""
-        originals = [e for e in timeline if not e.duplicate]
-        by_id = {e.event.id: e for e in originals}
+        their direct cause by more than the tolerance, that cause and the seconds; whether
+        no two entries (duplicates aside) share an id; and the causes cited (None: none)."""
+        by_id: dict[str, Entry] = {}
+        originals = 0
+        cited: set[str] | None = None
+        for entry in timeline:
+            obs = entry.event
+            if obs.causation:
+                if cited is None:
+                    cited = set()
+                cited.add(obs.causation)
+            if not entry.duplicate:
+                by_id[obs.id] = entry
+                originals += 1
+        distinct = len(by_id) == originals
+        if cited is None:  # the common case: no entry names a cause
+            for entry in timeline:
+                entry.at = entry.event.time
+            return {}, distinct, None
+        return self._chain_times(timeline, by_id), distinct, cited
+
+    def _chain_times(
+        self, timeline: list[Entry], by_id: dict[str, Entry]
+    ) -> dict[int, tuple[Entry, float]]:
+        """:meth:`_causal_times` for a timeline where some entries name a cause."""
         behind: dict[int, tuple[Entry, float]] = {}
         for entry in timeline:
             cause = by_id.get(entry.event.causation or "")
@@ -252,16 +291,16 @@ class _Fold(msgspec.Struct, gc=False):
                 gap = (direct.event.time - entry.event.time).total_seconds()
                 if gap > self.m.skew_tolerance:
                     behind[id(entry)] = (direct, gap)
-        return behind, len(by_id) == len(originals)
+        return behind
 
     def _reset(self, start: Entry) -> None:
         i, began = self.i, start.at
-        deadline = self.m.definition.deadline
+        deadline = self.m.overall
         i.started = i.updated = i.progress_at = began
         i.phase = "running"
         i.failed_at = i.finished = i.stuck_since = None
-        i.deadline = began + timedelta(seconds=deadline) if deadline else None
-        i.done, i.compensations, i.waiting, i.anomalies = {}, (), [], []
+        i.deadline = began + deadline if deadline is not None else None
+        i.done, i.compensations, i.waiting, i.anomalies = {}, (), _NONE, _NONE
         self._plan()
 
     def _advance(self, moment: datetime, *, inclusive: bool = False) -> None:
@@ -314,11 +353,11 @@ class _Fold(msgspec.Struct, gc=False):
     def _on_step(self, entry: Entry) -> None:
         i, m = self.i, self.m
         step, at = entry.event.type, entry.at
-        if i.phase == "compensating":
-            self._flag(entry, "unexpected", "a step after the saga failed")
-            return
         if i.phase != "running":
-            self._flag(entry, "after_terminal", f"arrived after the saga {i.phase}")
+            if i.phase == "compensating":
+                self._flag(entry, "unexpected", "a step after the saga failed")
+            else:
+                self._flag(entry, "after_terminal", f"arrived after the saga {i.phase}")
             return
         done = i.done
         if step in done:
@@ -330,14 +369,16 @@ class _Fold(msgspec.Struct, gc=False):
             if step_index.get(other, index) > index:  # a later step happened before this one
                 self._flag(entry, "out_of_order", f"{step} came after {other}")
                 break
-        if index:  # the clock of the step started at the previous step (see _base_time)
+        if index:  # the clock of the step started at the previous step (see _plan)
             base = done.get(m.step_events[index - 1]) or i.progress_at or i.started
         else:
             base = i.started
-        entry.waited = max(0.0, (at - base).total_seconds())
+        waited = (at - base).total_seconds()
+        entry.waited = waited if waited > 0.0 else 0.0  # as max(0.0, waited)
         done[step] = at
         progress = i.progress_at
-        i.progress_at = at if progress is None or at > progress else progress
+        if progress is None or at > progress:
+            i.progress_at = at
         if step in m.complete:
             self._on_complete(entry)
         else:
@@ -383,7 +424,7 @@ class _Fold(msgspec.Struct, gc=False):
             for s in reversed(self.m.definition.steps)
             if s.compensation and s.event in i.done
         ]
-        i.waiting = [c for c in owed if c not in i.compensations]
+        i.waiting = [c for c in owed if c not in i.compensations] or _NONE
         return owed
 
     def _on_compensation(self, entry: Entry) -> None:
@@ -403,6 +444,8 @@ class _Fold(msgspec.Struct, gc=False):
         if compensation not in i.waiting:
             return  # before the failure (it may be timed a little early): remembered
         i.waiting.remove(compensation)
+        if not i.waiting:
+            i.waiting = _NONE
         if i.phase == "compensating" and not i.waiting:
             self._finish("compensated", entry.at)
         else:
@@ -427,43 +470,35 @@ class _Fold(msgspec.Struct, gc=False):
         i.phase = phase
         i.finished = at
         if phase != "compensated":
-            i.waiting = []
+            i.waiting = _NONE
         self._plan()
-
-    def _base_time(self, index: int) -> datetime:
-        """When the clock of step ``index`` started: the previous step, else the last progress."""
-        i = self.i
-        if index > 0:
-            previous = self.m.step_events[index - 1]
-            if previous in i.done:
-                return i.done[previous]
-            return i.progress_at or i.started
-        return i.started
 
     def _plan(self) -> None:
         """Work out what the instance expects next and by when."""
         i, m = self.i, self.m
         due: datetime | None = None
         if i.phase == "running":
-            done, index = i.done, None
-            for n, step in enumerate(m.step_events):
+            done = i.done
+            # the first step not done; its clock started at the step before it, else at the
+            # last progress (the start for the first step)
+            for step, within, previous, expected in m.plan:
                 if step not in done:
-                    index = n
+                    i.expected = expected
+                    if within is not None:
+                        if previous is None:
+                            due = i.started + within
+                        else:
+                            due = (done.get(previous) or i.progress_at or i.started) + within
                     break
-            if index is None:
-                i.expected = list(m.definition.complete)
             else:
-                i.expected = [m.step_events[index]]
-                within = m.withins[index]
-                if within is not None:
-                    due = self._base_time(index) + within
+                i.expected = m.expect_complete
         elif i.phase == "compensating":
-            i.expected = list(i.waiting)
-            limit = m.definition.compensation_within
-            if limit and i.failed_at is not None:
-                due = i.failed_at + timedelta(seconds=limit)
+            i.expected = list(i.waiting) if i.waiting else _NONE
+            limit = m.compensation_limit
+            if limit is not None and i.failed_at is not None:
+                due = i.failed_at + limit
         else:
-            i.expected = list(i.waiting)
+            i.expected = list(i.waiting) if i.waiting else _NONE
             wait = m.ledger_wait
             i.due = i.finished + wait if i.waiting and wait and i.finished else None
             return
@@ -501,7 +536,11 @@ class _Fold(msgspec.Struct, gc=False):
             entry.flags = (*entry.flags, kind)
             entry.encoded = None
         anomaly = Anomaly(kind, obs.type, obs.id, obs.source, entry.at, detail)
-        self.i.anomalies.append(anomaly)
+        anomalies = self.i.anomalies
+        if anomalies is _NONE:
+            self.i.anomalies = [anomaly]
+        else:
+            anomalies.append(anomaly)
         data = self._alert_data(obs)
         data["anomaly"] = anomaly.to_dict()
         alert = Alert("saga.anomaly", self.m.name, self.i.correlation_id, data)

@@ -69,6 +69,11 @@ class Instance(msgspec.Struct, gc=False):
     its lists and dicts are tracked on their own): a monitor keeps thousands, and the
     collector's full passes would walk every field of each. Equality ignores the fold and how
     the (source, id) index is held.
+
+    The saga machine replaces ``expected``, ``waiting`` and ``anomalies`` rather than changing
+    them in place, and gives instances one shared list for each empty one and for each step's
+    ``expected`` (a list apiece would be walked by every full collection): read them, or
+    assign a new list, but do not change them in place.
     """
 
     saga: str

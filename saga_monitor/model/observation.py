@@ -98,12 +98,24 @@ class Observation(msgspec.Struct, gc=False):
     ) -> Observation:
         """The observation of ``event`` received at ``now``; an event without ``time`` is
         stamped with ``now``, and ``skew`` seconds correct its source's clock."""
+        return cls.observe(event, topic, now, skew, delivery)
+
+    @classmethod
+    def observe(
+        cls,
+        event: Event,
+        topic: str | None,
+        now: datetime,
+        skew: float = 0.0,
+        delivery: str | None = None,
+    ) -> Observation:
+        """:meth:`from_event` with positional arguments (the monitor's call, once an event)."""
         moment = event.time or now
         extensions = event.extensions
         causation = extensions.get("causationid")
         traceparent = extensions.get("traceparent")
         data = event.data
-        payload = _compact(data) if data.__class__ is dict or data.__class__ is list else None
+        payload = _compact_json(data) if data.__class__ is dict or data.__class__ is list else None
         return cls(  # types and sources repeat: one copy of each in memory
             _intern(event.type),
             _intern(event.source),
@@ -171,6 +183,11 @@ def _compact(data: Any) -> bytes | None:
     :func:`_bounded`) and decodes to an equal value; else None."""
     if data.__class__ is not dict and data.__class__ is not list:
         return None
+    return _compact_json(data)
+
+
+def _compact_json(data: dict[str, Any] | list[Any]) -> bytes | None:
+    """:func:`_compact` of a dict or a list."""
     try:
         buffer = bytearray()  # then copied to exact-size bytes (msgspec's own are ~40% larger)
         _encode_into(data, buffer)

@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,8 @@ from aiokafka import errors as kerr
 
 from broker import Bus
 from broker.adapters.kafka import KafkaAdapter, translate_error
-from broker.adapters.kafka.wire import encode_event
-from broker.envelope import KAFKA_PREFIXES, Event, to_binary
+from broker.adapters.kafka.wire import encode_event, encode_events
+from broker.envelope import KAFKA_PREFIXES, Event, new_event, to_binary
 from broker.errors import (
     BrokerError,
     BrokerUnavailableError,
@@ -154,6 +155,32 @@ def test_publish_encoding_is_the_envelope_binding(event: Event) -> None:
         body,
     )
     assert expected == encode_event(event)
+
+
+def test_a_list_encodes_as_its_events_do_one_by_one() -> None:
+    """The list encoder gives each event the record encode_event gives it (shared headers
+    found once per run of events sharing them), and an event whose data JSON cannot hold or
+    whose key UTF-8 cannot hold fails alone, wherever it sits in a run."""
+    at = datetime.now(UTC)
+    run = [new_event("t", "s", {"n": n}, None, {"traceparent": f"tp{n}"}, at) for n in range(4)]
+    run[1].extensions["partitionkey"] = "k1"
+    run[2].extensions["partitionkey"] = "k\udcff"  # a lone surrogate
+    run[3].data = {"bad": object()}
+    events = [
+        *run,
+        Event(type="t", source="s", subject="sub", data=b"x", datacontenttype="a/b"),
+        new_event("t", "s", 5, None, {"n": 5, "yes": True}, at),
+        new_event("t", "s", 6, None, None, at),
+        Event(type="\ud800", source="s"),
+        new_event("t2", "s", 8, None, None, at),
+    ]
+    errors: dict[int, Exception] = {}
+    records = encode_events(events, errors)
+    assert [2, 3, 7] == sorted(errors)
+    for index, event in enumerate(events):
+        if index not in errors:
+            assert encode_event(event) == records[index]
+    assert [index in errors for index in range(len(events))] == [r is None for r in records]
 
 
 async def test_required_idempotence_refused_by_the_broker(

@@ -4,14 +4,18 @@ duplicate ``Nats-Msg-Id`` stays a stored event."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import nats
+import nats.js.errors
 import pytest
 from nats.js import api
+from nats.protocol.parser import Parser
 
 from broker import Bus, Event, PublishError
 from broker.adapters.nats import safe_name
+from broker.adapters.nats.publish import JetStreamPublisher, _AckReader, header_block
 
 pytestmark = pytest.mark.nats
 
@@ -72,3 +76,41 @@ async def test_atomic_batches_store_a_list_once_and_dedupe_a_resent_one(
         stored = await bus.browse(topic, limit=1000)
         assert [o.event.id for o in first] + [again.id] == [event.id for event in stored]
         assert [*range(300), "new"] == [event.data for event in stored]
+
+
+class _OtherParser(Parser):
+    """A parser of nats-py's kind that is not nats-py's own: the publisher leaves it alone."""
+
+
+@pytest.mark.parametrize("reader", [True, False], ids=["ack-reader", "nats-py-parser"])
+async def test_lists_and_single_publishes_get_their_own_pubacks_whoever_reads_them(
+    nats_url: str, topic: str, reader: bool
+) -> None:
+    """The publisher reads the PubAcks of lists itself where nats-py parses as this nats-py
+    does, else nats-py reads them: either way every message of a list and every single
+    publish in flight beside it gets its own answer (a refused one its error), and the client
+    counts every PubAck read."""
+    await _stream_with_size_limit(nats_url, topic, atomic=False)
+    nc = await nats.connect(nats_url.split("?", 1)[0])
+    if not reader:
+        nc._ps = _OtherParser(nc)
+    publisher = JetStreamPublisher(nc)
+    await publisher.start()
+    try:
+        assert reader is isinstance(nc._ps, _AckReader)
+        blocks = [header_block({"Nats-Msg-Id": f"{topic}-{n}"}) for n in range(300)]
+        messages = [(b, b"x" * 2048 if n == 7 else b"1") for n, b in enumerate(blocks)]
+        before = nc.stats["in_msgs"]
+        outcomes, *singles = await asyncio.gather(
+            publisher.publish_all(topic, messages, 10.0),  # type: ignore[arg-type]
+            *(publisher.publish(topic, b"2", {"Nats-Msg-Id": f"s{n}"}, 10.0) for n in range(5)),
+        )
+        assert [n == 7 for n in range(300)] == [outcome is not None for outcome in outcomes]
+        assert isinstance(outcomes[7], nats.js.errors.APIError)
+        assert [None] * 5 == singles
+        assert before + 305 == nc.stats["in_msgs"]
+        info = await nc.jetstream().stream_info(safe_name(topic))
+        assert 304 == info.state.messages
+    finally:
+        await publisher.close()
+        await nc.close()

@@ -33,7 +33,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import TopicPartition
 
 from broker.adapters.kafka.errors import retriable, translate_error
-from broker.adapters.kafka.wire import encode_event
+from broker.adapters.kafka.wire import encode_events
 from broker.adapters.kit import Backoff, keep_trying, keep_trying_each
 from broker.envelope import Event
 from broker.observability import get_logger
@@ -230,14 +230,10 @@ class KafkaPublisher:
     async def publish_many(self, topic: str, events: Sequence[Event]) -> list[Exception | None]:
         """Send ``events`` as record batches; one outcome per event."""
         outcomes: list[Exception | None] = [None] * len(events)
-        records: list[Record | None] = []
-        append = records.append
-        for index, event in enumerate(events):
-            try:
-                append(encode_event(event))
-            except (TypeError, ValueError) as exc:  # data JSON cannot hold
-                append(None)
-                outcomes[index] = exc
+        refused: dict[int, Exception] = {}  # data JSON cannot hold
+        records = encode_events(events, refused)
+        for index, exc in refused.items():
+            outcomes[index] = exc
         pending = [i for i, record in enumerate(records) if record is not None]
         failed = await keep_trying_each(
             lambda indices, _: self._send_batches(topic, records, indices),

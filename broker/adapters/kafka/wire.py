@@ -4,7 +4,7 @@ Records in structured mode (``content-type: application/cloudevents+json``) are 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ from broker.envelope import (
 from broker.errors import EnvelopeError
 from broker.jsontext import dumps
 
-__all__ = ["decode", "decode_record", "encode_event"]
+__all__ = ["decode", "decode_record", "encode_event", "encode_events"]
 
 _PREFIX = KAFKA_PREFIXES[0]
 _TEXT_CACHE: dict[str, bytes] = {}
@@ -89,6 +89,100 @@ def encode_event(event: Event) -> tuple[bytes | None, list[Header], bytes]:
     else:
         body = event.data_bytes()
     return (None if key is None else str(key).encode()), headers, body
+
+
+def encode_events(
+    events: Sequence[Event], errors: dict[int, Exception]
+) -> list[tuple[bytes | None, list[Header], bytes] | None]:
+    """:func:`encode_event` of each event of a list (None where its data JSON cannot hold,
+    the error in ``errors`` by index). The headers a list's events share (spec version,
+    source, type, time, content type: one object each across a list stamped at once) are
+    looked up once per run of events sharing them, and a JSON event's data is encoded
+    directly: the same headers, in the same order, as :func:`encode_event` writes."""
+    records: list[tuple[bytes | None, list[Header], bytes] | None] = []
+    append = records.append
+    spec = source = kind = moment = content_type = None
+    shared: tuple[Header, Header, Header, Header | None, Header | None] | None = None
+    names, json_values = _NAMES, _JSON_VALUES
+    for index, event in enumerate(events):
+        if (
+            event.source is not source
+            or event.type is not kind
+            or event.time is not moment
+            or event.specversion is not spec
+            or event.datacontenttype is not content_type
+            or event.subject is not None
+            or event.dataschema is not None
+        ):
+            try:
+                append(encode_event(event))
+            except (TypeError, ValueError) as exc:  # data JSON cannot hold, text UTF-8 cannot
+                append(None)
+                errors[index] = exc
+                continue
+            if event.subject is None and event.dataschema is None:  # the next may share these
+                spec, source, kind = event.specversion, event.source, event.type
+                moment, content_type = event.time, event.datacontenttype
+                shared = _shared(spec, source, kind, moment, content_type)
+            continue
+        assert shared is not None
+        try:
+            append(_encode_shared(event, shared, names, json_values))
+        except (TypeError, ValueError) as exc:  # data JSON cannot hold, text UTF-8 cannot
+            append(None)
+            errors[index] = exc
+    return records
+
+
+def _encode_shared(
+    event: Event,
+    shared: tuple[Header, Header, Header, Header | None, Header | None],
+    names: dict[str, str],
+    json_values: frozenset[type],
+) -> tuple[bytes | None, list[Header], bytes]:
+    """:func:`encode_event` of an event whose shared headers are ``shared``."""
+    headers = [shared[0], ("ce_id", event.id.encode()), shared[1], shared[2]]
+    if shared[3] is not None:
+        headers.append(shared[3])
+    extensions = event.extensions
+    for name, value in extensions.items():
+        header = names.get(name) or _name(name)
+        if value.__class__ is str:
+            headers.append((header, value.encode()))
+        else:
+            headers.append((header, _text(value).encode()))
+    if shared[4] is not None:
+        headers.append(shared[4])
+    data = event.data
+    if (
+        event.datacontenttype == JSON_CONTENT_TYPE
+        and data is not None
+        and data.__class__ in json_values
+    ):
+        body: bytes = dumps(data)
+    else:
+        body = event.data_bytes()
+    key = extensions.get("partitionkey")
+    return (None if key is None else str(key).encode()), headers, body
+
+
+def _shared(
+    spec: str, source: str, kind: str, moment: datetime | None, content_type: str | None
+) -> tuple[Header, Header, Header, Header | None, Header | None]:
+    """The headers of these attributes, as :func:`encode_event` writes them."""
+    time_header = None
+    if moment is not None:
+        time_header = _TIME[1] if moment is _TIME[0] else _time_header(moment)
+    return (
+        _SPECVERSIONS.get(spec) or _header(_SPECVERSIONS, "ce_specversion", spec),
+        _SOURCES.get(source) or _header(_SOURCES, "ce_source", source),
+        _TYPES.get(kind) or _header(_TYPES, "ce_type", kind),
+        time_header,
+        None
+        if content_type is None
+        else _CONTENT_TYPES.get(content_type)
+        or _header(_CONTENT_TYPES, "content-type", content_type),
+    )
 
 
 #: The last time header written, by its datetime: a ``publish_many`` list shares one.

@@ -150,16 +150,19 @@ def encode_block(event: Event, extra: str = "") -> tuple[bytes, bytes] | None:
     if shared is None:
         return None
     extensions = event.extensions
+    # a plain event's Nats-Msg-Id is its id (message_id looks further for the others)
+    plain = RETRY_GROUP not in extensions and deadletter.MARK not in extensions
+    msg_id = event.id if plain else message_id(event)
     if extensions:
         own = [f"ce-id: {event.id}\r\n"]
         for name, value in extensions.items():
             text = value if value.__class__ is str else _text(value)
             own.append(f"ce-{name}: {text}\r\n")
-        own.append(f"Nats-Msg-Id: {message_id(event)}\r\n")
+        own.append(f"Nats-Msg-Id: {msg_id}\r\n")
         lines = "".join(own)
         count = len(own)
     else:
-        lines = f"ce-id: {event.id}\r\nNats-Msg-Id: {message_id(event)}\r\n"
+        lines = f"ce-id: {event.id}\r\nNats-Msg-Id: {msg_id}\r\n"
         count = 2
     if not _clean(lines, count):
         return None
