@@ -1,17 +1,26 @@
 """Saga monitor benchmarks: what an operator gets from the monitor, end to end.
 
 * **catch-up ratio**, per broker (embedded SQLite, NATS, RabbitMQ, Kafka), one run: the same
-  backlog (``--sagas`` sagas x 5 events over 4 topics) read by a new group through the public
-  consume API (``Bus.subscribe`` with a handler that does nothing: what ``choreo subscribe``
-  does, minus its printing) and by a new :class:`~saga_monitor.SagaMonitor` with
-  ``from_beginning`` (what ``choreo saga monitor --from-beginning`` runs), through the bus into
-  the default SQLite saga store, until every event is applied and committed. Both rates are
-  taken over the same events: from the moment the reader had handled as many as the monitor's
-  first batch held to the end of the last (joining a group, the first fetch and the first
-  batch's decoding do not count, for either), stamped the same way by both handlers (the
-  monitor's batches through a subclass that times ``apply_many``, what its batch handler
-  calls). RabbitMQ cannot replay, so there both groups' queues are created before the backlog
-  is published instead;
+  backlog (``--sagas`` sagas x 5 events over 4 topics) read by three new groups, one after the
+  other, and the monitor's rate set against each of the two baselines (two rows):
+
+  - the public consume API: ``Bus.subscribe`` with a handler that does nothing (what
+    ``choreo subscribe`` does, minus its printing: the stricter baseline);
+  - the ``choreo subscribe --from-beginning --output json`` command itself (the issue's
+    literal baseline), a process of its own printing each event as a JSON line (the faster of
+    its two outputs) to a pipe this process drains, stamping each read by the lines it held;
+    stopped once it printed the whole backlog;
+  - a new :class:`~saga_monitor.SagaMonitor` with ``from_beginning`` (what
+    ``choreo saga monitor --from-beginning`` runs), through the bus into the default SQLite saga
+    store, until every event is applied and committed.
+
+  The rates are taken over the same events: from the moment the reader had handled as many as
+  the monitor's first batch held to the end of the last (starting the command, joining a
+  group, the first fetch and the first batch's decoding do not count, for any of them), stamped
+  after each handler call (the monitor's batches through a subclass that times ``apply_many``,
+  what its batch handler calls) or pipe read. RabbitMQ cannot replay, so there the groups'
+  queues are created before the backlog is published instead (and the command runs without
+  ``--from-beginning``);
 * **in memory, including decode**: encoded CloudEvents (structured JSON) decoded with
   ``Event.from_json`` and applied through ``SagaMonitor.apply_many`` in batches of the monitor's
   size (what its batch handler does) with the memory store;
@@ -38,7 +47,9 @@ import gc
 import json
 import logging
 import multiprocessing
+import os
 import statistics
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -57,6 +68,8 @@ from saga_monitor.monitor import BATCH_SIZE
 from saga_monitor.store_sql import SqlSagaStore
 
 RESULTS = Path(__file__).parent / "results"
+#: The checkout the ``choreo`` command is run from (the same code as this process's).
+ROOT = Path(__file__).resolve().parent.parent
 #: Five events of a saga over four topics, in the order they happen.
 FLOW = (
     ("order.placed", "orders"),
@@ -194,6 +207,65 @@ async def subscribe_span(url: str, prefix: str, total: int, group: str) -> Span:
         return await span.done(total)
 
 
+async def command_span(url: str, prefix: str, total: int, group: str) -> Span:
+    """What ``choreo subscribe --from-beginning --output json`` prints (each event a line, to a
+    pipe read here), as a process of its own run from this checkout; its span is stamped at
+    each read of the pipe, by the lines it brought. The command stops itself after ``--count``
+    events (it is ended here once all were read, if it lingers). JSON lines, what a script
+    reads, are the faster of its two outputs (the table's Rich lines cost about 3x as much)."""
+    async with Bus(url, source="bench") as bus:  # RabbitMQ: its queue was made beforehand
+        replay = bus.capabilities.replay
+    argv = [sys.executable, "-m", "choreo", "subscribe", *(prefix + topic for topic in TOPICS)]
+    argv += ["--group", group, "--broker", url, "--count", str(total), "--output", "json"]
+    argv += ["--from-beginning"] if replay else []
+    with tempfile.TemporaryDirectory() as cwd:  # no choreo.toml of the caller's is read
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=cwd,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *_pythonpath()])},
+        )
+        errors = asyncio.ensure_future(_read_all(process.stderr))
+        try:
+            span = await _lines_read(process.stdout, total)
+        finally:
+            if process.returncode is None:
+                process.terminate()
+            await process.wait()
+            complaint = (await errors).decode(errors="replace").strip()
+    if span.count < total:
+        raise RuntimeError(
+            f"choreo subscribe printed {span.count} of {total} events (exit "
+            f"{process.returncode}): {complaint[-2000:]}"
+        )
+    return span
+
+
+def _pythonpath() -> list[str]:
+    return [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+
+
+async def _lines_read(stream: asyncio.StreamReader | None, total: int) -> Span:
+    """The span of reading ``total`` lines from ``stream`` (each read stamped by its lines)."""
+    assert stream is not None
+    span = Span()
+    while span.count < total:
+        chunk = await stream.read(1 << 16)
+        if not chunk:
+            break
+        lines = chunk.count(b"\n")
+        if lines:
+            span.begin()
+            span.end(lines)
+    return span
+
+
+async def _read_all(stream: asyncio.StreamReader | None) -> bytes:
+    assert stream is not None
+    return await stream.read()
+
+
 async def monitor_span(
     url: str, prefix: str, total: int, sagas: int, store_url: str, group: str
 ) -> Span:
@@ -268,30 +340,51 @@ async def _refuse(event: Event) -> None:
     raise RuntimeError("only the group's queue is being created")
 
 
-def catch_up(name: str, sagas: int) -> dict[str, Any]:
-    """The catch-up row for one broker: both readers on one backlog, in one run."""
+#: The brokers' names in the table.
+LABELS = {"sqlite": "embedded SQLite", "nats": "NATS", "rabbitmq": "RabbitMQ", "kafka": "Kafka"}
+
+
+def catch_up(name: str, sagas: int) -> list[dict[str, Any]]:
+    """The catch-up rows for one broker: the three readers on one backlog, in one run."""
     with tempfile.TemporaryDirectory() as tmp, broker_url(name, tmp) as url:
         run = uuid.uuid4().hex[:6]
-        prefix, groups = f"b{run}-", (f"bench-sub-{run}", f"bench-mon-{run}")
+        prefix = f"b{run}-"
+        groups = (f"bench-sub-{run}", f"bench-cli-{run}", f"bench-mon-{run}")
         asyncio.run(_create_topics(url, prefix, groups))
         total = asyncio.run(fill(url, prefix, sagas))
         base_span = asyncio.run(subscribe_span(url, prefix, total, groups[0]))
+        command = asyncio.run(command_span(url, prefix, total, groups[1]))
         store = f"sqlite:///{tmp}/sagas.db"
-        ours_span = asyncio.run(monitor_span(url, prefix, total, sagas, store, groups[1]))
-    skip = ours_span.marks[0][1]  # the monitor's first batch, for both readers
-    base, ours = base_span.rate_after(skip), ours_span.rate_after(skip)
-    label = {"sqlite": "embedded SQLite", "nats": "NATS", "rabbitmq": "RabbitMQ", "kafka": "Kafka"}[
-        name
+        ours_span = asyncio.run(monitor_span(url, prefix, total, sagas, store, groups[2]))
+    return catch_up_rows(LABELS[name], total, base_span, command, ours_span)
+
+
+def catch_up_rows(
+    label: str, total: int, base: Span, command: Span, ours: Span
+) -> list[dict[str, Any]]:
+    """The monitor's catch-up rate against each baseline, over the same events (past the
+    monitor's first batch), printed and as two rows."""
+    skip = ours.marks[0][1]  # the monitor's first batch, for every reader
+    rate, quiet, printing = ours.rate_after(skip), base.rate_after(skip), command.rate_after(skip)
+    print(
+        f"{label:>16}: Bus.subscribe {quiet:9,.0f}/s  choreo subscribe {printing:9,.0f}/s  "
+        f"monitor {rate:9,.0f}/s  {rate / quiet:.2f}x and {rate / printing:.2f}x"
+    )
+    metric = f"catch-up events/s, {total:,} events, past the first batch (monitor vs "
+    baselines = (
+        ("Bus.subscribe, a handler doing nothing", quiet),
+        ("the choreo subscribe --from-beginning --output json command, to a pipe", printing),
+    )
+    return [
+        {
+            "suite": "saga",
+            "backend": f"{label} -> sqlite store",
+            "metric": f"{metric}{baseline})",
+            "choreograph": round(rate, 1),
+            "baseline": round(value, 1),
+        }
+        for baseline, value in baselines
     ]
-    print(f"{label:>16}: subscribe {base:9,.0f}/s  monitor {ours:9,.0f}/s  {ours / base:.2f}x")
-    return {
-        "suite": "saga",
-        "backend": f"{label} -> sqlite store",
-        "metric": f"catch-up events/s, {total:,} events, past the first batch "
-        "(monitor vs choreo subscribe)",
-        "choreograph": round(ours, 1),
-        "baseline": round(base, 1),
-    }
 
 
 # -- in memory ----------------------------------------------------------------------------------
@@ -516,7 +609,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory-sagas", type=int, default=20_000, help="In-memory sagas.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
-    rows = [catch_up(name, args.sagas) for name in args.brokers.split(",") if name]
+    rows = [row for name in args.brokers.split(",") if name for row in catch_up(name, args.sagas)]
     rows += _rows_in_memory(args.memory_sagas)
     rows += _rows_steady()
     RESULTS.mkdir(exist_ok=True)

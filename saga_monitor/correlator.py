@@ -17,6 +17,8 @@ import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
+import msgspec
+
 from broker.envelope import Event
 from saga_monitor.definitions import Definitions, SagaDefinition
 from saga_monitor.machine import Outcome, SagaMachine, is_redelivery, orphan_alert
@@ -49,9 +51,14 @@ class _Touched:
     outcome: Outcome
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Received:
-    """One event as the monitor received it: from which topic, carried by which message."""
+class Received(msgspec.Struct, frozen=True, gc=False):
+    """One event as the monitor received it: from which topic, carried by which message.
+
+    A msgspec Struct the garbage collector does not track (nothing it holds leads back to
+    it): the monitor makes one per event on its event loop, where a frozen dataclass's
+    ``__init__`` (a ``object.__setattr__`` per field) cost more than the rest of the handoff,
+    and each one was walked by the collections between batches.
+    """
 
     event: Event
     topic: str | None = None

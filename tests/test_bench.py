@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import pytest
+
 from bench.registry import bench_avro
-from bench.saga import bytes_per_instance, decode_rate, memory_rate, saga_events
+from bench.saga import (
+    TOPICS,
+    Span,
+    bytes_per_instance,
+    catch_up_rows,
+    command_span,
+    decode_rate,
+    fill,
+    memory_rate,
+    saga_events,
+)
+from broker import Bus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,3 +53,60 @@ def test_runner_lists_its_suites_without_running_them() -> None:
     )
     assert 0 == done.returncode, done.stderr
     assert "embedded, kafka, rabbitmq, nats, registry, outbox, saga" in done.stdout
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", marks=pytest.mark.sqlite),
+        pytest.param("nats", marks=pytest.mark.nats),
+    ]
+)
+def backlog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A broker the catch-up reads from: the embedded one, or a live NATS JetStream."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/broker.db"
+    url: str = request.getfixturevalue("nats_url")
+    return url
+
+
+async def test_command_baseline_reads_the_whole_backlog(backlog_url: str) -> None:
+    """The catch-up's second baseline, the `choreo subscribe` command, is stamped once per
+    line it printed, the whole backlog and nothing more."""
+    prefix = f"bench-{uuid.uuid4().hex[:6]}-"
+    async with Bus(backlog_url, source="bench") as bus:
+        for topic in TOPICS:
+            await bus.create_topic(prefix + topic)
+    total = await fill(backlog_url, prefix, 20)
+
+    span = await command_span(backlog_url, prefix, total, f"bench-cli-{prefix}")
+
+    assert 100 == total
+    assert total == span.count
+    assert total == span.marks[-1][1]
+    assert sorted(mark[1] for mark in span.marks) == [mark[1] for mark in span.marks]
+
+
+def _span(counts: list[int], seconds: list[float]) -> Span:
+    """A span whose handler calls ended at ``seconds`` with these running counts."""
+    span = Span()
+    span.first = seconds[0] - 1.0
+    span.marks = [(0.0, count, at) for count, at in zip(counts, seconds, strict=True)]
+    span.count, span.last = counts[-1], seconds[-1]
+    return span
+
+
+def test_catch_up_rows_set_the_monitor_against_both_baselines() -> None:
+    """One row per baseline, each over the events past the monitor's first batch."""
+    monitor = _span([1_000, 3_000], [1.0, 2.0])  # 2,000 events/s past its first batch
+    quiet = _span([500, 1_000, 3_000], [0.5, 1.0, 1.5])  # 4,000/s past 1,000
+    command = _span([1_000, 2_000, 3_000], [1.0, 2.0, 3.0])  # 1,000/s past 1,000
+
+    rows = catch_up_rows("embedded SQLite", 3_000, quiet, command, monitor)
+
+    assert [(2_000.0, 4_000.0), (2_000.0, 1_000.0)] == [
+        (row["choreograph"], row["baseline"]) for row in rows
+    ]
+    assert ["Bus.subscribe", "choreo subscribe"] == [
+        "Bus.subscribe" if "Bus.subscribe" in row["metric"] else "choreo subscribe" for row in rows
+    ]
+    assert {"embedded SQLite -> sqlite store"} == {row["backend"] for row in rows}

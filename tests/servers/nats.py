@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 #: Subjects of the streams the tests create on an external server.
-TEST_PREFIXES = ("contract-", "faults-", "interop.", "legacy")
+TEST_PREFIXES = ("contract-", "faults-", "interop.", "legacy", "bench-")
 
 
 @pytest.fixture(scope="session")

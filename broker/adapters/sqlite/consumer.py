@@ -77,6 +77,11 @@ class SQLiteDelivery(Delivery):
     async def ack(self) -> None:
         self._sub.settle(self._part, self._flight)
 
+    def ack_now(self) -> None:
+        """:meth:`ack` without awaiting (settling never waits; the acked offsets are
+        committed in batches by the subscription's loop): what the consumers call."""
+        self._sub.settle(self._part, self._flight)
+
     async def nack(self) -> None:
         self._sub.give_back(self._part)
 
@@ -117,6 +122,15 @@ class SQLiteSubscription(BaseSubscription):
         if done is not None:
             part.committed = done
             part.dirty = True
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Settle each delivery (a batch handler's, at once: no coroutine per delivery)."""
+        settle = self.settle
+        for delivery in deliveries:
+            if isinstance(delivery, SQLiteDelivery):
+                settle(delivery._part, delivery._flight)
+            else:
+                await delivery.ack()
 
     def give_back(self, part: _Partition) -> None:
         key = (part.topic, part.part)
