@@ -231,6 +231,15 @@ async def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.0
         await asyncio.sleep(every)
 
 
+def snapshot_difference(got: dict[Any, Any], want: dict[Any, Any]) -> list[str]:
+    """What differs between two snapshots, one line per instance (for a failure message)."""
+    lines = []
+    for key in sorted(set(got) | set(want), key=repr):
+        if got.get(key) != want.get(key):
+            lines.append(f"{key}: got {got.get(key)!r}, want {want.get(key)!r}")
+    return lines
+
+
 def check_stuck_alerts(alerts: Alerts, store_url: str, stalled: set[str]) -> None:
     """Stuck alerts only for sagas that stalled; each resolved unless its saga is still stuck."""
     stuck = {e.id: e.correlationid for e in alerts.of_type("saga.stuck")}
