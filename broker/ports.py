@@ -124,8 +124,9 @@ class Delivery(abc.ABC):
         position: str | None = None,
     ) -> None:
         self.topic = topic
-        #: Where the message sits on the broker (topic, partition, offset or stream sequence),
-        #: when the backend has positions: the same position again is the same message.
+        #: Where the message sits on the broker (topic, partition, offset or stream sequence;
+        #: on RabbitMQ, whose queues have none, the name choreograph gave the message when it
+        #: published it), when known: the same position again is the same message.
         self.position = position
         self.event = event
         self.body = body

@@ -24,7 +24,7 @@ from aiormq.exceptions import AMQPError
 from broker import observability as obs
 from broker.adapters.kit import BaseSubscription, keep_trying
 from broker.adapters.rabbitmq.errors import RETRYABLE
-from broker.adapters.rabbitmq.wire import decode_message
+from broker.adapters.rabbitmq.wire import MESSAGE_HEADER, decode_message
 from broker.errors import BrokerUnavailableError, ConfigurationError
 from broker.ports import Backlog, Delivery
 
@@ -151,6 +151,7 @@ class _RabbitDelivery(Delivery):
             event,
             body=message.body,
             headers=headers,
+            position=headers.get(MESSAGE_HEADER),
             redelivered=redelivered,
             decode_error=error,
         )

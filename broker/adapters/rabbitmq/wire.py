@@ -5,11 +5,20 @@ Application headers ``cloudEvents_<attr>`` (integers and booleans keep their AMQ
 millisecond timestamp is accepted), the ``content_type`` and ``message_id`` properties, and
 ``delivery_mode=2``. A message RabbitMQ dead-lettered itself because its TTL passed (an
 ``x-death`` header with reason ``expired``) is given the core's ``dlq*`` extensions.
+
+Each message choreograph publishes also carries a ``choreo-message`` header naming that message
+(not its event: publishing one event twice makes two messages): a queue has no positions, so
+this is the delivery's :attr:`~broker.ports.Delivery.position`, by which the saga monitor tells
+a message delivered again from a second message with the same event. A message without it (from
+another producer) has no position, and only the broker's ``redelivered`` flag tells.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import struct
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +33,7 @@ from broker.envelope import AMQP_PREFIXES, Event, format_time, from_binary, to_b
 from broker.errors import EnvelopeError
 
 __all__ = [
+    "MESSAGE_HEADER",
     "PREFIX",
     "READ_PREFIXES",
     "decode_message",
@@ -34,6 +44,27 @@ __all__ = [
 
 PREFIX = AMQP_PREFIXES[0]
 READ_PREFIXES = (*AMQP_PREFIXES, "ce-")
+#: The header naming each published message (see the module's docstring).
+MESSAGE_HEADER = "choreo-message"
+
+
+class _MessageNames:
+    """``<process prefix>-<n>``: unique per message, cheap to make; a forked child takes a
+    prefix of its own."""
+
+    def __init__(self) -> None:
+        self.renew()
+        os.register_at_fork(after_in_child=self.renew)
+
+    def renew(self) -> None:
+        self.prefix = uuid.uuid4().hex[:16] + "-"
+        self.counter = itertools.count()
+
+    def next(self) -> str:
+        return self.prefix + str(next(self.counter))
+
+
+_names = _MessageNames()
 
 
 def _text(value: Any) -> str:
@@ -179,6 +210,7 @@ def encode_event(event: Event, ttl: float | None) -> tuple[bytes, spec.Basic.Pro
     text_headers, body = to_binary(event, PREFIX)
     content_type = text_headers.pop("content-type", None)
     headers: dict[str, Any] = text_headers
+    headers[MESSAGE_HEADER] = _names.next()
     for name, value in event.extensions.items():
         if not isinstance(value, str):
             headers[PREFIX + name] = value
