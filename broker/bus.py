@@ -46,8 +46,6 @@ from broker.declarations import (
 from broker.delay import DELIVER_AT
 from broker.delay import deliver_at as _deliver_at
 from broker.envelope import (
-    JSON_CONTENT_TYPE,
-    SPECVERSION,
     Event,
     ExtensionValue,
     check_extension_names,
@@ -79,7 +77,6 @@ from broker.urls import adapter_from_url, resolve_url
 
 __all__ = ["Bus", "Subscriber"]
 
-_new_object = object.__new__
 _utc_now = datetime.now
 
 
@@ -299,18 +296,8 @@ class Bus:
         now, source = self._now, self.source
         if extensions is not None or source.__class__ is not str or not source:
             return new_event(type, source, data, subject, extra, None if now is None else now())
-        event = _new_object(Event)
-        event.type = type
-        event.source = source
-        event.data = data
-        event.id = new_id()
-        event.time = _utc_now(UTC) if now is None else now()
-        event.subject = subject
-        event.datacontenttype = JSON_CONTENT_TYPE
-        event.dataschema = None
-        event.specversion = SPECVERSION
-        event.extensions = extra
-        return event
+        moment = _utc_now(UTC) if now is None else now()
+        return stamped_event(type, source, data, subject, extra, moment, new_id())
 
     async def _send(self, topic: str, event: Event, ttl: float | None) -> Event:
         """Encode (when a codec is bound), publish and count a stamped event."""

@@ -413,18 +413,18 @@ def new_event(
             subject=subject,
             extensions=extensions or {},
         )
-    event = _new_object(Event)
-    event.type = type
-    event.source = source
-    event.data = data
-    event.id = new_id()
-    event.time = time
-    event.subject = subject
-    event.datacontenttype = JSON_CONTENT_TYPE
-    event.dataschema = None
-    event.specversion = SPECVERSION
-    event.extensions = {} if extensions is None else extensions
-    return event
+    return _built(
+        type,
+        source,
+        new_id(),
+        data,
+        time,
+        subject,
+        JSON_CONTENT_TYPE,
+        None,
+        SPECVERSION,
+        {} if extensions is None else extensions,
+    )
 
 
 def stamped_event(
@@ -440,16 +440,35 @@ def stamped_event(
     (str), extensions whose names are valid (the core's own: ``partitionkey``,
     ``traceparent``...). What :func:`new_event` builds, without its checks and its calls:
     ``publish_many`` stamps a whole list with it."""
+    return _built(
+        type, source, id, data, time, subject, JSON_CONTENT_TYPE, None, SPECVERSION, extensions
+    )
+
+
+def _built(
+    type: str,
+    source: str,
+    id: str,
+    data: Any,
+    time: datetime | None,
+    subject: str | None,
+    datacontenttype: str | None,
+    dataschema: str | None,
+    specversion: str,
+    extensions: dict[str, ExtensionValue],
+) -> Event:
+    """The Event with exactly these fields, without ``__init__``'s checks and defaults: for
+    the hot paths that made or checked every value already (stamping, decoding)."""
     event = _new_object(Event)
     event.type = type
     event.source = source
-    event.data = data
     event.id = id
+    event.data = data
     event.time = time
     event.subject = subject
-    event.datacontenttype = JSON_CONTENT_TYPE
-    event.dataschema = None
-    event.specversion = SPECVERSION
+    event.datacontenttype = datacontenttype
+    event.dataschema = dataschema
+    event.specversion = specversion
     event.extensions = extensions
     return event
 
@@ -545,18 +564,18 @@ def _assemble(
     extensions: dict[str, Any],
 ) -> Event:
     """The decoded Event from checked attribute values (core attributes made text)."""
-    event = _new_object(Event)
-    event.type = kind if kind.__class__ is str else str(kind)
-    event.source = source if source.__class__ is str else str(source)
-    event.id = event_id if event_id.__class__ is str else str(event_id)
-    event.data = data
-    event.time = _parse_time(time_text) if time_text else None
-    event.subject = subject
-    event.datacontenttype = content_type
-    event.dataschema = dataschema
-    event.specversion = specversion if specversion.__class__ is str else str(specversion)
-    event.extensions = extensions
-    return event
+    return _built(
+        kind if kind.__class__ is str else str(kind),
+        source if source.__class__ is str else str(source),
+        event_id if event_id.__class__ is str else str(event_id),
+        data,
+        _parse_time(time_text) if time_text else None,
+        subject,
+        content_type,
+        dataschema,
+        specversion if specversion.__class__ is str else str(specversion),
+        extensions,
+    )
 
 
 # -- binary content mode ------------------------------------------------------------------------
@@ -704,18 +723,9 @@ def binary_event(attrs: dict[str, Any], body: bytes | None) -> Event | None:
             moment = _parse_time(time_text)  # raises EnvelopeError, naming the text
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
-    event = _new_object(Event)
-    event.type = kind
-    event.source = source
-    event.id = event_id
-    event.data = data
-    event.time = moment
-    event.subject = subject
-    event.datacontenttype = content_type
-    event.dataschema = dataschema
-    event.specversion = SPECVERSION
-    event.extensions = attrs
-    return event
+    return _built(
+        kind, source, event_id, data, moment, subject, content_type, dataschema, SPECVERSION, attrs
+    )
 
 
 _json_value = jsontext.loads_strict
