@@ -307,7 +307,6 @@ class SagaMonitor:
         watermark, lag, outcome = await self._on_store(self._judge, now, own)
         metrics.LAG.set(lag if watermark is not None else self._waiting(now))
         self.verdicts_at = watermark
-        metrics.record(outcome)
         if outcome.alerts:
             await self.flush_alerts()
         return outcome
@@ -330,6 +329,9 @@ class SagaMonitor:
         if watermark is None:
             return None, lag, Outcome()  # nothing known yet: every verdict waits
         outcome = self.correlator.tick(self.store, watermark)
+        # Counted with the commit, before the instance gauge below: a scrape never shows an
+        # instance stuck whose stuck alert is not counted yet.
+        metrics.record(outcome)
         if self._last_counts is None or now - self._last_counts >= timedelta(seconds=5):
             self._last_counts = now  # a GROUP BY over every instance: not on every tick
             metrics.set_counts(self.correlator.machines, self.store.counts())
