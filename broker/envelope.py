@@ -715,14 +715,7 @@ def binary_event(attrs: dict[str, Any], body: bytes | None) -> Event | None:
             data = _decode_data(body, content_type)
     else:
         data = _decode_data(body, content_type)
-    moment = None
-    if time_text:
-        try:
-            moment = _from_iso(time_text)
-        except ValueError:
-            moment = _parse_time(time_text)  # raises EnvelopeError, naming the text
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
+    moment = _parse_time(time_text) if time_text else None
     return _built(
         kind, source, event_id, data, moment, subject, content_type, dataschema, SPECVERSION, attrs
     )
