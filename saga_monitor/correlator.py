@@ -162,7 +162,7 @@ class Correlator:
                     known = touched.get((name, correlation_id))
                     if known is None:  # the first of the batch's events for the instance
                         self._route(txn, machine, correlation_id, obs, item, touched, outcome)
-                    elif machine.receive(known.instance, obs, redelivered=item.redelivered):
+                    elif machine.receive(known.instance, obs, item.redelivered):
                         outcome.changed = True
                         known.new.append(known.instance.timeline[-1])
                         known.outcome = outcome
@@ -291,7 +291,7 @@ class Correlator:
         known: _Touched | None = None,
     ) -> None:
         """Record ``obs`` in ``instance`` (``known``: its entry in ``touched``, if there)."""
-        if not machine.receive(instance, obs, redelivered=redelivered):
+        if not machine.receive(instance, obs, redelivered):
             return
         outcome.changed = True
         if known is None:
@@ -311,8 +311,8 @@ class Correlator:
         for item in touched.values():
             step = item.machine.judge(item.instance, watermark, item.new)
             txn.put(item.instance)
-            if step.alerts:
-                txn.add_alerts(step.alerts)
+            if step._alerts:
+                txn.add_alerts(step._alerts)
             item.outcome.merge(step)
 
     def tick(self, store: SagaStore, watermark: datetime) -> Outcome:

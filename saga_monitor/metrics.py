@@ -85,10 +85,10 @@ _APPLIED, _IGNORED, _UNCORRELATED = (
 
 def record(outcome: Outcome) -> None:
     """Count what one application or tick produced."""
-    if outcome.step_seconds:
-        _observe_steps(outcome.step_seconds)
-    if outcome.alerts:
-        _count_alerts(outcome.alerts)
+    if outcome._step_seconds:
+        _observe_steps(outcome._step_seconds)
+    if outcome._alerts:
+        _count_alerts(outcome._alerts)
 
 
 def count_events(outcomes: Iterable[Outcome], uncorrelated: int = 0) -> bool:
@@ -103,10 +103,10 @@ def count_events(outcomes: Iterable[Outcome], uncorrelated: int = 0) -> bool:
             changed += 1
         else:
             unchanged += 1
-        if outcome.step_seconds:
-            steps += outcome.step_seconds
-        if outcome.alerts:
-            alerts += outcome.alerts
+        if outcome._step_seconds:  # read without making the lists that were never made
+            steps += outcome._step_seconds
+        if outcome._alerts:
+            alerts += outcome._alerts
     if changed:
         _APPLIED.inc(changed)
     if unchanged:

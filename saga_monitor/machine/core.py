@@ -4,7 +4,6 @@ an instance's timeline, and the judgement of an instance at a watermark (a :mod:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,13 +25,18 @@ _RANK = {
 _UNKNOWN = (_RANK["unknown"], 0)
 
 
-@dataclasses.dataclass(slots=True, init=False)
 class Outcome:
-    """What one application changed: alerts, new anomalies, (saga, step, seconds) durations."""
+    """What one application changed: alerts, new anomalies, (saga, step, seconds) durations.
 
-    alerts: list[Alert]
-    anomalies: list[Anomaly]
-    step_seconds: list[tuple[str, str, float]]
+    Each list is made when it is first read (or given): the monitor makes an outcome per event
+    and most of them stay empty, so three lists apiece were the batch's most numerous objects
+    for the garbage collector (made while it is paused, walked by the collection after it)."""
+
+    __slots__ = ("_alerts", "_anomalies", "_step_seconds", "changed")
+
+    _alerts: list[Alert] | None
+    _anomalies: list[Anomaly] | None
+    _step_seconds: list[tuple[str, str, float]] | None
     changed: bool
 
     def __init__(
@@ -42,18 +46,76 @@ class Outcome:
         step_seconds: list[tuple[str, str, float]] | None = None,
         changed: bool = False,
     ) -> None:
-        # written out: the generated one calls list() per default (one outcome per event)
-        self.alerts = [] if alerts is None else alerts
-        self.anomalies = [] if anomalies is None else anomalies
-        self.step_seconds = [] if step_seconds is None else step_seconds
+        self._alerts = alerts
+        self._anomalies = anomalies
+        self._step_seconds = step_seconds
         self.changed = changed
 
+    @property
+    def alerts(self) -> list[Alert]:
+        alerts = self._alerts
+        if alerts is None:
+            alerts = self._alerts = []
+        return alerts
+
+    @alerts.setter
+    def alerts(self, value: list[Alert]) -> None:
+        self._alerts = value
+
+    @property
+    def anomalies(self) -> list[Anomaly]:
+        anomalies = self._anomalies
+        if anomalies is None:
+            anomalies = self._anomalies = []
+        return anomalies
+
+    @anomalies.setter
+    def anomalies(self, value: list[Anomaly]) -> None:
+        self._anomalies = value
+
+    @property
+    def step_seconds(self) -> list[tuple[str, str, float]]:
+        steps = self._step_seconds
+        if steps is None:
+            steps = self._step_seconds = []
+        return steps
+
+    @step_seconds.setter
+    def step_seconds(self, value: list[tuple[str, str, float]]) -> None:
+        self._step_seconds = value
+
     def merge(self, other: Outcome) -> Outcome:
-        self.alerts.extend(other.alerts)
-        self.anomalies.extend(other.anomalies)
-        self.step_seconds.extend(other.step_seconds)
+        if other._alerts:
+            self.alerts.extend(other._alerts)
+        if other._anomalies:
+            self.anomalies.extend(other._anomalies)
+        if other._step_seconds:
+            self.step_seconds.extend(other._step_seconds)
         self.changed = self.changed or other.changed
         return self
+
+    def _fields(self) -> tuple[list[Alert], list[Anomaly], list[tuple[str, str, float]], bool]:
+        return (
+            self._alerts or [],
+            self._anomalies or [],
+            self._step_seconds or [],
+            self.changed,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Outcome)
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+    def __repr__(self) -> str:
+        alerts, anomalies, steps, changed = self._fields()
+        return (
+            f"Outcome(alerts={alerts!r}, anomalies={anomalies!r}, step_seconds={steps!r}, "
+            f"changed={changed!r})"
+        )
 
 
 def is_redelivery(known: str, delivery: str | None, redelivered: bool) -> bool:
@@ -158,7 +220,7 @@ class SagaMachine:
             timeline=[Entry(obs, "start", at=obs.time)],
         )
 
-    def receive(self, instance: Instance, obs: Observation, *, redelivered: bool = False) -> bool:
+    def receive(self, instance: Instance, obs: Observation, redelivered: bool = False) -> bool:
         """Record ``obs`` in the timeline; False when it changes nothing.
 
         A redelivery of a message already recorded (at-least-once delivery after a restart or
@@ -167,8 +229,11 @@ class SagaMachine:
         """
         known = instance.delivery_of(obs)
         if known is None:
-            instance.saw(obs)
-            instance.timeline.append(Entry(obs, self.roles.get(obs.type, "unknown"), at=obs.time))
+            seen = instance.seen
+            if seen is not None:  # as Instance.saw
+                seen[obs.key] = obs.delivery or ""
+            role = self.roles.get(obs.type, "unknown")
+            instance.timeline.append(Entry(obs, role, (), False, None, None, obs.time))
             return True
         if is_redelivery(known, obs.delivery, redelivered):
             return False
@@ -209,19 +274,23 @@ class SagaMachine:
         finally:  # no reference cycle (the collector does not track folds): never kept
             if isinstance(fold, _Fold) and hasattr(fold, "i"):
                 del fold.i
-        outcome = Outcome(changed=True)
+        anomalies = None
         if instance.anomalies:
-            outcome.anomalies = [
+            anomalies = [
                 a for a in instance.anomalies if (a.kind, a.event_id, a.detail) not in before
             ]
+        steps: list[tuple[str, str, float]] | None = None
         for entry in news:
-            if entry.waited is not None:
-                outcome.step_seconds.append((self.name, entry.event.type, entry.waited))
+            waited = entry.waited
+            if waited is not None:
+                if steps is None:
+                    steps = []
+                steps.append((self.name, entry.event.type, waited))
                 entry.waited = None  # reported: one float less per step in memory
         if refolded:  # the steps' durations of this pass, for news only
             for entry in fold.entries:
                 entry.waited = None
-        outcome.alerts = self._release(instance, fold, watermark)
+        outcome = Outcome(self._release(instance, fold, watermark), anomalies, steps, True)
         instance.judged = watermark
         alerted = instance.alerted
         waiting = [at for at, alert in fold.alerts if not alerted or alert.event_id not in alerted]
@@ -231,12 +300,14 @@ class SagaMachine:
         instance.check_at = min(waiting, default=None)
         return outcome
 
-    def _release(self, instance: Instance, fold: _Fold, watermark: datetime | None) -> list[Alert]:
+    def _release(
+        self, instance: Instance, fold: _Fold, watermark: datetime | None
+    ) -> list[Alert] | None:
         """The derived alerts whose time the watermark has passed and that were not sent yet,
-        plus a ``saga.resolved`` for each stuck alert whose stall is over."""
-        out: list[Alert] = []
+        plus a ``saga.resolved`` for each stuck alert whose stall is over (None: none)."""
         if watermark is None and not instance.open_alerts:
-            return out  # nothing can be released before the monitor knows a watermark
+            return None  # nothing can be released before the monitor knows a watermark
+        out: list[Alert] = []
         sent = set(instance.alerted)
         for at, alert in sorted(fold.alerts, key=_alert_time) if watermark else ():
             alert_id = alert.event_id

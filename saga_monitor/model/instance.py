@@ -34,7 +34,7 @@ class _InstanceDocument(msgspec.Struct):
     stuck_since: Any
     owed: list[str]
     events: int
-    anomalies: list[dict[str, Any]]
+    anomalies: list[dict[str, Any]] | tuple[()]
     phase: str
     progress_at: Any
     failed_at: Any
@@ -53,6 +53,8 @@ class _InstanceDocument(msgspec.Struct):
 
 
 _encode = msgspec.json.Encoder().encode
+#: The JSON of an empty list of entries (most instances have no ``foreign`` entries).
+_NO_ENTRIES = msgspec.Raw("[]")
 
 
 class Instance(msgspec.Struct, gc=False):
@@ -163,11 +165,14 @@ class Instance(msgspec.Struct, gc=False):
         if self.seen is not None:
             return dict(self.seen)
         out: dict[str, str] = {}
-        for entries in (self.timeline, self.foreign):
+        foreign = self.foreign
+        for entries in (self.timeline, foreign) if foreign else (self.timeline,):
             for entry in entries:
                 if not entry.duplicate:
                     obs = entry.event  # its key, as Observation.key spells it
-                    out.setdefault(f"{obs.source}\x1f{obs.id}", obs.delivery or "")
+                    key = f"{obs.source}\x1f{obs.id}"
+                    if key not in out:  # the first one seen
+                        out[key] = obs.delivery or ""
         return out
 
     @property
@@ -234,8 +239,14 @@ class Instance(msgspec.Struct, gc=False):
 
         Written on every change of the instance: its fields go to msgspec in a Struct of the
         document's layout (no dict built first), the timeline as its entries' cached JSON."""
-        timeline = msgspec.Raw("[" + ",".join([e.to_json() for e in self.timeline]) + "]")
-        foreign = msgspec.Raw("[" + ",".join([e.to_json() for e in self.foreign]) + "]")
+        timeline = msgspec.Raw(
+            "[" + ",".join([e.encoded or e.to_json() for e in self.timeline]) + "]"
+        )
+        foreign = self.foreign
+        if foreign:
+            foreign_raw = msgspec.Raw("[" + ",".join([e.to_json() for e in foreign]) + "]")
+        else:
+            foreign_raw = _NO_ENTRIES
         stamp = _stamp
         done: dict[str, Any] = self.done
         for at in done.values():
@@ -244,6 +255,8 @@ class Instance(msgspec.Struct, gc=False):
                 break
         phase = self.phase
         stuck_since = self.stuck_since
+        anomalies = self.anomalies
+        seen = self.seen
         document = _InstanceDocument(
             self.saga,
             self.correlation_id,
@@ -255,7 +268,7 @@ class Instance(msgspec.Struct, gc=False):
             stamp(stuck_since),
             self.waiting,
             len(self.timeline),
-            [a.to_dict() for a in self.anomalies],
+            [a.to_dict() for a in anomalies] if anomalies else (),
             phase,
             stamp(self.progress_at),
             stamp(self.failed_at),
@@ -265,8 +278,8 @@ class Instance(msgspec.Struct, gc=False):
             self.compensations,
             self.waiting,
             timeline,
-            foreign,
-            self.seen if self.seen is not None else self.seen_deliveries(),
+            foreign_raw,
+            seen if seen is not None else self.seen_deliveries(),
             self.alerted,
             self.open_alerts,
             stamp(self.judged),
