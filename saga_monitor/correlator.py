@@ -93,6 +93,8 @@ class Correlator:
             event_type: tuple(_route(machine) for machine in machines)
             for event_type, machines in self._by_type.items()
         }
+        #: The routes of every saga, for an event of a type no saga names.
+        self._every_route = tuple(_route(machine) for machine in self.machines.values())
         #: Events of a known type that carried no correlation id (counted, then ignored).
         self.uncorrelated = 0
 
@@ -171,15 +173,22 @@ class Correlator:
 
     def _keys(self, items: list[Received]) -> Iterator[tuple[str, str]]:
         """The (saga, correlation id) of every instance ``items`` may touch (the ones
-        :meth:`_record_event` looks up)."""
-        by_type, every = self._by_type, self.machines.values()
+        :meth:`_record_event` looks up), the correlation ids read as :meth:`apply_many`
+        reads them."""
+        routes_of, every = self._routes.get, self._every_route
         for item in items:
             event = item.event
-            machines = by_type.get(event.type)
-            for machine in every if machines is None else machines:
-                correlation_id = machine.definition.correlation.extract(event)
+            routes = routes_of(event.type)
+            for _, name, header, extract in every if routes is None else routes:
+                if header is not None:
+                    value = event.extensions.get(header)
+                    if value.__class__ is str:  # as Correlation.extract reads it
+                        if value:
+                            yield name, value
+                        continue
+                correlation_id = extract(event)
                 if correlation_id is not None:
-                    yield machine.name, correlation_id
+                    yield name, correlation_id
 
     def apply_in(
         self,

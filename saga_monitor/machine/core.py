@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from saga_monitor.definitions import SagaDefinition
-from saga_monitor.machine.fold import _Fold
+from saga_monitor.machine.fold import _NONE, _Fold
 from saga_monitor.model import Alert, Anomaly, Entry, Instance, Observation
 
 #: Ties in event time are broken by role, so that causes come before their effects.
@@ -212,12 +212,15 @@ class SagaMachine:
 
     def begin(self, correlation_id: str, obs: Observation) -> Instance:
         """A new instance whose timeline holds ``obs`` (a start event); judge it next."""
-        return Instance(
+        return Instance(  # the fold replaces what it derives: no list of its own for them
             saga=self.name,
             correlation_id=correlation_id,
             started=obs.time,
             updated=obs.time,
-            timeline=[Entry(obs, "start", at=obs.time)],
+            expected=_NONE,
+            waiting=_NONE,
+            timeline=[Entry(obs, "start", (), False, None, None, obs.time)],
+            anomalies=_NONE,
         )
 
     def receive(self, instance: Instance, obs: Observation, redelivered: bool = False) -> bool:
@@ -269,7 +272,7 @@ class SagaMachine:
                 and fold.resume(instance, news, watermark)
             )
             if refolded:
-                fold = instance.fold = _Fold(self, instance)
+                fold = instance.fold = _Fold(self, instance, entries=_NONE)  # set by run
                 fold.run(watermark)
         finally:  # no reference cycle (the collector does not track folds): never kept
             if isinstance(fold, _Fold) and hasattr(fold, "i"):
