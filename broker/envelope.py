@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
+
 from broker import jsontext
 from broker.errors import EnvelopeError
 
@@ -147,8 +149,9 @@ def check_extension_names(names: Iterable[str]) -> None:
 ExtensionValue = str | int | bool
 
 
-# "YYYY-MM-DDTHH:MM:SS" by UTC second: events published in one second share the prefix.
-_SECONDS: dict[tuple[int, ...], str] = {}
+#: RFC 3339 text of an aware UTC datetime, as format_time writes it (a ``Z``, microseconds when
+#: there are any), in one C call: about a third of the instructions of a Python formatter.
+_utc_text = msgspec.to_builtins
 #: The last datetime formatted and its text: the events of one ``publish_many`` share their
 #: time object, so the list is formatted once.
 _last_moment: datetime | None = None
@@ -164,16 +167,9 @@ def format_time(moment: datetime) -> str:
     if moment.tzinfo is not UTC:
         text = moment.astimezone(UTC).isoformat()
         return text[:-6] + "Z" if text.endswith("+00:00") else text
-    key = (moment.second, moment.minute, moment.hour, moment.day, moment.month, moment.year)
-    prefix = _SECONDS.get(key)
-    if prefix is None:
-        if len(_SECONDS) >= 4096:
-            _SECONDS.clear()
-        prefix = _SECONDS[key] = moment.isoformat()[:19]
-    micros = moment.microsecond
-    _last_moment = moment
-    _last_text = text = f"{prefix}.{micros:06d}Z" if micros else f"{prefix}Z"
-    return text
+    utc: str = _utc_text(moment)
+    _last_moment, _last_text = moment, utc
+    return utc
 
 
 _from_iso = datetime.fromisoformat

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from cloudevents.core.bindings import http, kafka, rabbitmq
@@ -18,6 +18,7 @@ from broker.context import new_traceparent, new_traceparents
 from broker.envelope import (
     AMQP_PREFIXES,
     NATS_PREFIXES,
+    format_time,
     from_binary,
     new_event,
     new_id,
@@ -229,3 +230,24 @@ def test_our_structured_json_is_read_by_the_sdk() -> None:
         sdk_event.get_data(),
         sdk_event.get_time(),
     )
+
+
+@pytest.mark.parametrize(
+    ("moment", "text"),
+    [
+        (datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC), "2026-05-04T03:02:01Z"),
+        (datetime(2026, 5, 4, 3, 2, 1, 100000, tzinfo=UTC), "2026-05-04T03:02:01.100000Z"),
+        (datetime(2026, 5, 4, 3, 2, 1, 7, tzinfo=UTC), "2026-05-04T03:02:01.000007Z"),
+        (datetime(999, 1, 2, 0, 0, 0, 999999, tzinfo=UTC), "0999-01-02T00:00:00.999999Z"),
+        (datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC), "9999-12-31T23:59:59Z"),
+        (
+            datetime(2026, 5, 4, 5, 2, 1, 5, tzinfo=timezone(timedelta(hours=2))),
+            "2026-05-04T03:02:01.000005Z",
+        ),
+    ],
+)
+def test_format_time_writes_utc_with_z_and_microseconds_when_any(
+    moment: datetime, text: str
+) -> None:
+    """format_time writes RFC 3339 in UTC with a Z, six digits of microseconds when any."""
+    assert text == format_time(moment)
