@@ -33,6 +33,7 @@ from broker.context import (
     current_handling,
     derive_extensions,
     new_traceparent,
+    new_traceparents,
 )
 from broker.declarations import (
     Declarations,
@@ -550,10 +551,7 @@ class Bus:
         if due is not None:
             shared[DELIVER_AT] = due
         ids = new_ids(len(items))
-        # Outside a handler the list is one publish operation with one creation context,
-        # as OpenTelemetry's messaging conventions have a batch publish without per-message
-        # "create" spans: one new trace for the call (docs/tracing.md).
-        trace = new_traceparent() if current_event() is None else None
+        traces = new_traceparents(len(items)) if current_event() is None else None
         plain, make, events = _PLAIN_OPTIONS, stamped_event, list[Event]()
         append = events.append
         for index, item in enumerate(items):
@@ -565,10 +563,10 @@ class Bus:
                 return None
             key = get("key")
             extra: dict[str, Any] = {} if key is None else {"partitionkey": key}
-            if trace is None:
+            if traces is None:
                 derive_extensions(extra)  # the handler's causation, correlation and trace
             else:
-                extra["traceparent"] = trace
+                extra["traceparent"] = traces[index]
             if shared:
                 extra.update(shared)
             append(make(kind, source, get("data"), get("subject"), extra, at, ids[index]))

@@ -190,22 +190,3 @@ def _ids(context: SpanContext | None) -> tuple[int, int]:
     assert context is not None
     return context.trace_id, context.span_id
 
-
-async def test_a_publish_many_call_outside_a_handler_is_one_new_trace() -> None:
-    """Without a provider, the events of one publish_many call outside a handler carry one
-    new traceparent (the call's publish context, as the messaging conventions have it for a
-    batch without create spans); another call, and a single publish, start traces of their
-    own; each event keeps its own id."""
-    async with Bus(f"memory://{uuid.uuid4().hex}") as bus:
-        first = (
-            await bus.publish_many("t", [{"type": "a", "data": n} for n in range(3)])
-        ).published
-        second = (await bus.publish_many("t", [{"type": "a"}, {"type": "b"}])).published
-        single = await bus.publish("t", type="a")
-    traces = {e.extensions["traceparent"] for e in first}
-    assert 1 == len(traces)
-    assert 3 == len({e.id for e in first})
-    assert 1 == len({e.extensions["traceparent"] for e in second})
-    assert 3 == len(
-        traces | {second[0].extensions["traceparent"], single.extensions["traceparent"]}
-    )
