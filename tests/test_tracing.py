@@ -189,4 +189,3 @@ async def test_the_outbox_relay_continues_the_writers_trace(
 def _ids(context: SpanContext | None) -> tuple[int, int]:
     assert context is not None
     return context.trace_id, context.span_id
-
