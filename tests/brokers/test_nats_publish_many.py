@@ -1,6 +1,7 @@
 """NATS ``publish_many``: every event's outcome is its own, whether the list goes one PubAck per
-event or as JetStream atomic batches (``atomic_batches=true``, nats-server 2.12+), and a
-duplicate ``Nats-Msg-Id`` stays a stored event."""
+event, as a JetStream fast-ingest batch (the default on nats-server 2.14+) or as atomic batches
+(``atomic_batches=true``, nats-server 2.12+), and a duplicate ``Nats-Msg-Id`` stays a stored
+event."""
 
 from __future__ import annotations
 
@@ -30,35 +31,106 @@ def _with(url: str, option: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}{option}"
 
 
-async def _stream_with_size_limit(url: str, topic: str, atomic: bool) -> None:
-    """A stream for ``topic`` that refuses messages over 1 KiB (the server, not the client)."""
+async def _stream_with_size_limit(
+    url: str, topic: str, atomic: bool = False, fast: bool = False
+) -> None:
+    """A stream for ``topic`` that refuses messages over 1 KiB (the server, not the client),
+    taking atomic or fast-ingest batches as asked."""
     nc = await nats.connect(url.split("?", 1)[0])
     try:
         config = api.StreamConfig(
-            name=safe_name(topic), subjects=[topic], max_msg_size=1024, allow_atomic=atomic or None
+            name=safe_name(topic),
+            subjects=[topic],
+            max_msg_size=1024,
+            allow_atomic=atomic or None,
+            allow_batched=fast or None,
         )
         await nc.jetstream().add_stream(config)
     finally:
         await nc.close()
 
 
-@pytest.mark.parametrize("atomic", [False, True], ids=["per-event", "atomic"])
+#: URL options and stream kinds of the three ways a list goes.
+_MODES = {
+    "per-event": ("fast_batches=false", {}),
+    "fast": ("fast_batches=true", {"fast": True}),
+    "atomic": ("atomic_batches=true", {"atomic": True}),
+}
+
+
+@pytest.mark.parametrize(
+    ("mode", "refused"),
+    [("per-event", 1), ("atomic", 1), ("fast", 0), ("fast", 1), ("fast", 2)],
+    ids=["per-event", "atomic", "fast-first", "fast-middle", "fast-last"],
+)
 async def test_an_event_the_server_refuses_fails_alone(
-    nats_url: str, topic: str, atomic: bool
+    nats_url: str, topic: str, mode: str, refused: int
 ) -> None:
     """The stream refuses one event of a list (over its max_msg_size): that event fails with a
-    PublishError naming the refusal, the others are stored (an atomic batch the server refused
-    as a whole is sent again event by event)."""
-    await _stream_with_size_limit(nats_url, topic, atomic)
-    async with Bus(_with(nats_url, f"atomic_batches={str(atomic).lower()}")) as bus:
-        result = await bus.publish_many(
-            topic, [{"type": "t", "data": 1}, {"type": "t", "data": "x" * 2048}, {"type": "t"}]
-        )
-        assert [True, False, True] == [outcome.ok for outcome in result]
-        assert isinstance(result[1].error, PublishError)
-        assert "size" in str(result[1].error)
+    PublishError naming the refusal, the others are stored in order (a batch the server cut
+    short or refused as a whole is sent again event by event from where it stopped)."""
+    option, kind = _MODES[mode]
+    await _stream_with_size_limit(nats_url, topic, **kind)
+    items = [{"type": "t", "data": n} for n in range(3)]
+    items[refused]["data"] = "x" * 2048
+    async with Bus(_with(nats_url, option)) as bus:
+        result = await bus.publish_many(topic, items)
+        assert [n != refused for n in range(3)] == [outcome.ok for outcome in result]
+        assert isinstance(result[refused].error, PublishError)
+        assert "size" in str(result[refused].error)
         stored = await bus.browse(topic)
-        assert [result[0].event.id, result[2].event.id] == [event.id for event in stored]
+        kept = [outcome.event.id for outcome in result if outcome.ok]
+        assert kept == [event.id for event in stored]
+
+
+async def test_fast_batches_store_long_lists_once_in_order_and_dedupe_a_resent_one(
+    nats_url: str, topic: str
+) -> None:
+    """On a server with fast-ingest batches (2.14+) a list longer than the acknowledgements
+    it may run ahead of is stored whole and in order, on a stream created with
+    allow_batched; sending events again (already stored ones among new ones) stores each
+    event once and reports every one as published."""
+    async with Bus(nats_url, source="many") as bus:
+        first = await bus.publish_many(topic, [{"type": "t", "data": i} for i in range(1500)])
+        first.raise_for_failures()
+        again = Event(type="t", source="many", data="new")
+        resent = [first[5].event, again, first[7].event, first[1499].event]
+        second = await bus.publish_many(topic, resent)
+        second.raise_for_failures()
+        stored = await bus.browse(topic, limit=2000)
+        assert [o.event.id for o in first] + [again.id] == [event.id for event in stored]
+        assert [*range(1500), "new"] == [event.data for event in stored]
+    nc = await nats.connect(nats_url.split("?", 1)[0])
+    try:
+        info = await nc.jetstream().stream_info(safe_name(topic))
+        assert info.config.allow_batched is True
+    finally:
+        await nc.close()
+
+
+async def test_a_server_without_fast_batches_takes_lists_one_puback_each(
+    older_nats_url: str, topic: str
+) -> None:
+    """On a server older than 2.14 (no fast-ingest batches) streams are created without
+    allow_batched and a list is published one PubAck per event: stored whole, in order,
+    a refused event failing alone."""
+    async with Bus(older_nats_url, source="many") as bus:
+        result = await bus.publish_many(topic, [{"type": "t", "data": i} for i in range(700)])
+        result.raise_for_failures()
+        stored = await bus.browse(topic, limit=1000)
+        assert [*range(700)] == [event.data for event in stored]
+    nc = await nats.connect(older_nats_url.split("?", 1)[0])
+    try:
+        info = await nc.jetstream().stream_info(safe_name(topic))
+        assert not info.config.allow_batched
+    finally:
+        await nc.close()
+    other = f"{topic}-limit"
+    await _stream_with_size_limit(older_nats_url, other)
+    async with Bus(older_nats_url) as bus:
+        items = [{"type": "t", "data": 1}, {"type": "t", "data": "x" * 2048}, {"type": "t"}]
+        outcomes = await bus.publish_many(other, items)
+        assert [True, False, True] == [outcome.ok for outcome in outcomes]
 
 
 async def test_atomic_batches_store_a_list_once_and_dedupe_a_resent_one(

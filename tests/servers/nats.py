@@ -16,8 +16,10 @@ from devservers.nats import (
     NatsServer,
     running_nats,
     streams_removed_after,
+    system_nats_binary,
     with_options,
 )
+from tests.servers import unavailable
 
 __all__ = [
     "NATS_OPTIONS",
@@ -25,6 +27,7 @@ __all__ = [
     "free_port",
     "nats_server",
     "nats_url",
+    "older_nats_url",
     "own_nats_url",
     "restartable_nats",
     "with_options",
@@ -80,3 +83,18 @@ def own_nats_url() -> Iterator[str]:
     with running_nats() as server:
         assert server is not None
         yield server.url
+
+
+@pytest.fixture(scope="module")
+def older_nats_url() -> Iterator[str]:
+    """A nats:// URL of a JetStream server older than 2.14 (no fast-ingest batches): the
+    system's nats-server (Debian's is 2.9), spawned for this module."""
+    binary = system_nats_binary()
+    if binary is None:
+        unavailable("no nats-server on PATH besides the venv's (Debian: apt install nats-server)")
+    server = NatsServer(binary=binary)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.remove()

@@ -32,6 +32,8 @@ _SPECVERSIONS: dict[str, Header] = {}
 _SOURCES: dict[str, Header] = {}
 _TYPES: dict[str, Header] = {}
 _CONTENT_TYPES: dict[str, Header] = {}
+#: No data yet (``None`` is data).
+_NOTHING = object()
 #: Data types a JSON event's data is encoded from directly (``Event.data_bytes`` does more).
 _JSON_VALUES = frozenset((str, dict, list, int, float, bool))
 
@@ -105,6 +107,12 @@ def encode_events(
     spec = source = kind = moment = content_type = None
     shared: tuple[Header, Header, Header, Header | None, Header | None] | None = None
     names, json_values = _NAMES, _JSON_VALUES
+    #: Per extension, the last value seen and its header; and the last data and its body:
+    #: values a list's events share (one traceparent per call, one key, one payload object)
+    #: are encoded once. Nothing runs between two events of the loop, so an object seen
+    #: again holds what it held.
+    seen: dict[str, tuple[object, Header]] = {}
+    last_body: list[Any] = [_NOTHING, b""]
     for index, event in enumerate(events):
         if (
             event.source is not source
@@ -125,10 +133,11 @@ def encode_events(
                 spec, source, kind = event.specversion, event.source, event.type
                 moment, content_type = event.time, event.datacontenttype
                 shared = _shared(spec, source, kind, moment, content_type)
+                last_body[:] = _NOTHING, b""  # a body is reused under one content type only
             continue
         assert shared is not None
         try:
-            append(_encode_shared(event, shared, names, json_values))
+            append(_encode_shared(event, shared, names, json_values, seen, last_body))
         except (TypeError, ValueError) as exc:  # data JSON cannot hold, text UTF-8 cannot
             append(None)
             errors[index] = exc
@@ -140,27 +149,39 @@ def _encode_shared(
     shared: tuple[Header, Header, Header, Header | None, Header | None],
     names: dict[str, str],
     json_values: frozenset[type],
+    seen: dict[str, tuple[object, Header]],
+    last_body: list[Any],
 ) -> tuple[bytes | None, list[Header], bytes]:
-    """:func:`encode_event` of an event whose shared headers are ``shared``."""
+    """:func:`encode_event` of an event whose shared headers are ``shared``; an extension
+    value (or data) that is the object the previous event of the list had reuses its
+    header (or body): see :func:`encode_events`."""
     headers = [shared[0], ("ce_id", event.id.encode()), shared[1], shared[2]]
     if shared[3] is not None:
         headers.append(shared[3])
     extensions = event.extensions
     for name, value in extensions.items():
-        header = names.get(name) or _name(name)
-        if value.__class__ is str:
-            headers.append((header, value.encode()))
-        else:
-            headers.append((header, _text(value).encode()))
+        before = seen.get(name)
+        if before is not None and before[0] is value:
+            headers.append(before[1])
+            continue
+        header = (
+            names.get(name) or _name(name),
+            value.encode() if value.__class__ is str else _text(value).encode(),
+        )
+        seen[name] = (value, header)
+        headers.append(header)
     if shared[4] is not None:
         headers.append(shared[4])
     data = event.data
-    if (
+    if data is last_body[0]:
+        body: bytes = last_body[1]
+    elif (
         event.datacontenttype == JSON_CONTENT_TYPE
         and data is not None
         and data.__class__ in json_values
     ):
-        body: bytes = dumps(data)
+        body = dumps(data)
+        last_body[:] = data, body
     else:
         body = event.data_bytes()
     key = extensions.get("partitionkey")

@@ -121,6 +121,10 @@ class MemorySubscription(BaseSubscription):
         #: Wake the member up: there may be something to hand out (a bound method: publishes
         #: call it once per event and group).
         self.wake: Callable[[], None] = self._wakeup.set
+        #: True from a publish's wake until the member clears its wakeup to wait again: a
+        #: publish that finds it True does not call :attr:`wake` (a member woken by another
+        #: caller of :attr:`wake` may read False: one call more, never a wakeup less).
+        self.woken = False
         self._closed = False
         self._cursor = 0
 
@@ -296,6 +300,7 @@ class MemorySubscription(BaseSubscription):
         while not batch:
             if self._closed:
                 return batch
+            self.woken = False
             self._wakeup.clear()
             await self._wakeup.wait()
             batch = self._collect(limit)
@@ -318,6 +323,7 @@ class MemorySubscription(BaseSubscription):
                 await delivery.ack()
 
     async def wait_ready(self, timeout: float | None) -> None:
+        self.woken = False
         self._wakeup.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout)
@@ -338,6 +344,7 @@ class MemorySubscription(BaseSubscription):
             delivery = self.poll()
             if delivery is not None:
                 return delivery
+            self.woken = False
             self._wakeup.clear()
             await self._wakeup.wait()
         raise StopAsyncIteration

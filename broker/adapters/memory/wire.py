@@ -180,7 +180,8 @@ class Log:
         """Wake the members that read partition ``index`` of ``topic``."""
         for group in topic.groups.values():
             owner = group.owners[index]
-            if owner is not None:
+            if owner is not None and not owner.woken:
+                owner.woken = True
                 owner.wake()
 
     def deliver(self, name: str, event: Event) -> None:
@@ -196,7 +197,8 @@ class Log:
         partition.seqs.append(next(self.seq))
         for group in topic.groups.values():
             owner = group.owners[index]
-            if owner is not None:
+            if owner is not None and not owner.woken:
+                owner.woken = True
                 owner.wake()
 
     # -- delayed events: the broker's scheduler ----------------------------------------------

@@ -32,6 +32,7 @@ from broker.adapters.kit import (
 from broker.adapters.nats.consumer import NatsSubscription
 from broker.adapters.nats.delay import DELAY_STREAM, Mover, delay_subject, ensure_delay_stream
 from broker.adapters.nats.errors import TRANSIENT, translate_error
+from broker.adapters.nats.fast import FastBatches
 from broker.adapters.nats.publish import (
     ATOMIC_MAX,
     AckTimeoutError,
@@ -78,6 +79,7 @@ class _Stream:
     own: bool  # captures exactly this topic (ours, or shaped like ours)
     ttl_ok: bool
     atomic: bool = False  # takes atomic batches (nats-server 2.12+, allow_atomic)
+    fast: bool = False  # takes fast-ingest batches (nats-server 2.14+, allow_batched)
 
 
 class NatsAdapter(BaseAdapter):
@@ -94,6 +96,9 @@ class NatsAdapter(BaseAdapter):
         self._server_ttl = False
         #: Whether the server takes atomic batches: streams created here allow them.
         self._server_atomic = False
+        #: Whether the server takes fast-ingest batches: streams created here allow them.
+        self._server_fast = False
+        self._fast: FastBatches | None = None
         self._streams: dict[str, _Stream] = {}
         self._ensure_lock = asyncio.Lock()
         self._subscriptions: set[NatsSubscription] = set()
@@ -147,15 +152,20 @@ class NatsAdapter(BaseAdapter):
             await js.account_info()
             publisher = JetStreamPublisher(nc)
             await publisher.start()
+            version = nc.connected_server_version
+            fast = None
+            if self.settings.fast_batches and (version.major, version.minor) >= (2, 14):
+                fast = FastBatches(nc)
+                await fast.start()
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             with contextlib.suppress(Exception):
                 await nc.close()
             raise self._unavailable(exc) from exc
         self._nc, self._js, self._publisher = nc, js, publisher
-        version = nc.connected_server_version
         self._server_ttl = self.settings.native_ttl and (version.major, version.minor) >= (2, 11)
         atomic_ok = (version.major, version.minor) >= (2, 12)
         self._server_atomic = self.settings.atomic_batches and atomic_ok
+        self._server_fast, self._fast = fast is not None, fast
 
     def _unavailable(self, exc: BaseException) -> BrokerUnavailableError:
         if isinstance(exc, nats.js.errors.APIError | nats.errors.NoRespondersError):
@@ -200,6 +210,8 @@ class NatsAdapter(BaseAdapter):
             await asyncio.wait_for(self._idle.wait(), self.settings.publish_timeout)
         if self._publisher is not None:
             await self._publisher.close()
+        if self._fast is not None:
+            await self._fast.close()
         if nc.is_connected:
             with contextlib.suppress(Exception):
                 await nc.flush(timeout=math.ceil(self.settings.request_timeout))
@@ -235,7 +247,9 @@ class NatsAdapter(BaseAdapter):
                 info = await self._add_stream(topic)
         config = info.config
         atomic = bool(getattr(config, "allow_atomic", False))
-        return _Stream(config.name, config.subjects == [topic], bool(config.allow_msg_ttl), atomic)
+        fast = bool(getattr(config, "allow_batched", False))
+        own = config.subjects == [topic]
+        return _Stream(config.name, own, bool(config.allow_msg_ttl), atomic, fast)
 
     async def _add_stream(self, topic: str) -> Any:
         settings = self.settings
@@ -250,6 +264,7 @@ class NatsAdapter(BaseAdapter):
             duplicate_window=settings.duplicate_window,
             allow_msg_ttl=True if self._server_ttl else None,
             allow_atomic=True if self._server_atomic else None,
+            allow_batched=True if self._server_fast else None,
         )
         try:
             return await self._jetstream().add_stream(config)
@@ -338,10 +353,12 @@ class NatsAdapter(BaseAdapter):
                     messages[index] = block or self._message(event, stream, ttl)
                 except (TypeError, ValueError) as exc:  # data JSON cannot hold
                     outcomes[index] = exc
-            atomic = stream.atomic and self.settings.atomic_batches
+            mode = "atomic" if stream.atomic and self.settings.atomic_batches else ""
+            if not mode and stream.fast and self._fast is not None:
+                mode = "fast"
             failed = await keep_trying_each(
                 lambda pending, left: self._send_all(
-                    publisher, topic, messages, pending, left, atomic
+                    publisher, topic, messages, pending, left, mode
                 ),
                 list(messages),
                 timeout=self.settings.publish_timeout,
@@ -402,36 +419,69 @@ class NatsAdapter(BaseAdapter):
         messages: Mapping[int, tuple[Headers, bytes]],
         pending: list[int],
         left: float,
-        atomic: bool = False,
+        mode: str = "",
     ) -> dict[int, BaseException]:
-        """One attempt for the ``pending`` messages: on a stream that takes atomic batches,
-        as batches of up to :data:`ATOMIC_MAX` with one PubAck each; what a batch did not
-        store (whatever the reason) and a stream without them, one message and one PubAck
-        at a time, so each event's outcome is its own (a duplicate ``Nats-Msg-Id``, which
-        fails a whole atomic batch, is then acked as stored)."""
+        """One attempt for the ``pending`` messages: first, where the stream takes them, as
+        atomic batches (``mode`` "atomic") or one fast-ingest batch ("fast"); then what
+        those did not store (whatever the reason), and everything on other streams, one
+        message and one PubAck at a time, so each event's outcome is its own (a duplicate
+        ``Nats-Msg-Id``, which fails a whole atomic batch, is then acked as stored)."""
         await self._recover_stream(topic)
         timeout = self._attempt_timeout(left)
-        if atomic and len(pending) > 1 and all(messages[i][0].__class__ is bytes for i in pending):
+        if mode and len(pending) > 1 and all(messages[i][0].__class__ is bytes for i in pending):
             blocks = cast(Mapping[int, tuple[bytes, bytes]], messages)  # all written, just checked
             deadline = time.monotonic() + timeout
-            chunks = [pending[i : i + ATOMIC_MAX] for i in range(0, len(pending), ATOMIC_MAX)]
-            errors = await asyncio.gather(
-                *(
-                    publisher.publish_atomic(topic, [blocks[i] for i in chunk], timeout)
-                    for chunk in chunks
-                )
-            )
-            pending = [
-                i
-                for chunk, error in zip(chunks, errors, strict=True)
-                if error is not None
-                for i in chunk
-            ]
+            if mode == "atomic":
+                pending = await self._send_atomic(publisher, topic, blocks, pending, timeout)
+            else:
+                pending, error = await self._send_fast(publisher, topic, blocks, pending, timeout)
+                if error is not None:  # a timeout or the connection: the attempt ends here
+                    return dict.fromkeys(pending, error)
             if not pending:
                 return {}
             timeout = max(deadline - time.monotonic(), 0.01)
         answers = await publisher.publish_all(topic, [messages[i] for i in pending], timeout)
         return {i: error for i, error in zip(pending, answers, strict=True) if error is not None}
+
+    @staticmethod
+    async def _send_atomic(
+        publisher: JetStreamPublisher,
+        topic: str,
+        blocks: Mapping[int, tuple[bytes, bytes]],
+        pending: list[int],
+        timeout: float,
+    ) -> list[int]:
+        """The ``pending`` messages as atomic batches of up to :data:`ATOMIC_MAX`; those of
+        the batches that were not stored."""
+        chunks = [pending[i : i + ATOMIC_MAX] for i in range(0, len(pending), ATOMIC_MAX)]
+        errors = await asyncio.gather(
+            *(
+                publisher.publish_atomic(topic, [blocks[i] for i in chunk], timeout)
+                for chunk in chunks
+            )
+        )
+        return [
+            i
+            for chunk, error in zip(chunks, errors, strict=True)
+            if error is not None
+            for i in chunk
+        ]
+
+    async def _send_fast(
+        self,
+        publisher: JetStreamPublisher,
+        topic: str,
+        blocks: Mapping[int, tuple[bytes, bytes]],
+        pending: list[int],
+        timeout: float,
+    ) -> tuple[list[int], BaseException | None]:
+        """The ``pending`` messages as one fast-ingest batch; those not known to be stored,
+        and the error that cut the attempt short (None: send them one by one now)."""
+        batch = [blocks[i] for i in pending]
+        if self._fast is None or not publisher.takes(batch):
+            return pending, None  # a payload over the limit, a reconnect: one by one
+        stored, error = await self._fast.publish(topic, batch, timeout)
+        return pending[stored:], error
 
     async def _recover_stream(self, topic: str) -> None:
         if topic not in self._streams:  # deleted, or JetStream was not up yet

@@ -44,7 +44,7 @@ from nats.aio.subscription import Subscription
 from nats.protocol.command import hpub_cmd
 from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
 
-__all__ = ["AckTimeoutError", "JetStreamPublisher", "NoStreamError"]
+__all__ = ["AckTimeoutError", "JetStreamPublisher", "NoStreamError", "put_commands"]
 
 
 class NoStreamError(Exception):
@@ -253,6 +253,18 @@ class _AckReader(Parser):
         await super().parse(data)
 
 
+async def put_commands(nc: Client, chunk: list[bytes], sizes: int) -> None:
+    """Append the ``HPUB`` commands in ``chunk`` (of ``len(chunk) // 4`` messages, their
+    payloads ``sizes`` bytes) to the client's pending buffer, and wake its flusher."""
+    stats = nc.stats
+    stats["out_msgs"] += len(chunk) // 4
+    stats["out_bytes"] += sizes
+    await nc._send_command(b"".join(chunk))
+    flush = nc._flush_queue
+    if flush is not None and flush.empty():
+        await nc._flush_pending()
+
+
 class JetStreamPublisher:
     """Publishes to JetStream over one connection and awaits each PubAck."""
 
@@ -451,7 +463,7 @@ class JetStreamPublisher:
                         sizes += len(body)
                 else:
                     if chunk:
-                        await self._put(nc, chunk, sizes)
+                        await put_commands(nc, chunk, sizes)
                         chunk, sizes = [], 0
                     start = index
                     try:
@@ -463,13 +475,13 @@ class JetStreamPublisher:
                     writable = self._writable(nc)
                 if not (index + 1) % _WRITE_EVERY:  # let the socket write, the server store
                     if chunk:
-                        await self._put(nc, chunk, sizes)
+                        await put_commands(nc, chunk, sizes)
                         chunk, sizes = [], 0
                     start = index + 1
                     await asyncio.sleep(0)
                     writable = self._writable(nc)
             if chunk:
-                await self._put(nc, chunk, sizes)
+                await put_commands(nc, chunk, sizes)
         except Exception as exc:  # the connection: what was not handed over fails
             for failed in range(min(start, index), len(messages)):
                 batch.answer(failed, exc)
@@ -512,11 +524,11 @@ class JetStreamPublisher:
                 chunk += (line.encode(), header, body, _CRLF)
                 sizes += len(body)
                 if not sequence % _WRITE_EVERY:  # let the socket write, the server store
-                    await self._put(nc, chunk, sizes)
+                    await put_commands(nc, chunk, sizes)
                     chunk, sizes = [], 0
                     await asyncio.sleep(0)
             if chunk:
-                await self._put(nc, chunk, sizes)
+                await put_commands(nc, chunk, sizes)
             msg = await future
         except Exception as exc:  # the connection (the server drops an unfinished batch)
             return exc
@@ -528,17 +540,12 @@ class JetStreamPublisher:
         """Whether a command can go on the client's pending buffer as ``publish`` puts it."""
         return self._direct and nc.is_connected and not nc.is_draining_pubs
 
-    @staticmethod
-    async def _put(nc: Client, chunk: list[bytes], sizes: int) -> None:
-        """Append the ``HPUB`` commands in ``chunk`` (of ``len(chunk) // 4`` messages, their
-        payloads ``sizes`` bytes) to the pending buffer, and wake the flusher."""
-        stats = nc.stats
-        stats["out_msgs"] += len(chunk) // 4
-        stats["out_bytes"] += sizes
-        await nc._send_command(b"".join(chunk))
-        flush = nc._flush_queue
-        if flush is not None and flush.empty():
-            await nc._flush_pending()
+    def takes(self, messages: Sequence[tuple[bytes, bytes]]) -> bool:
+        """Whether ``messages`` can go on the client's buffer as they are now (connected, no
+        payload over the server's limit), as :func:`put_commands` puts them."""
+        nc = self._nc
+        limit = nc.max_payload
+        return self._writable(nc) and all(len(body) <= limit for _, body in messages)
 
     async def close(self) -> None:
         if self._sweeper is not None:

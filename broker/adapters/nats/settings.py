@@ -54,6 +54,10 @@ class NatsSettings:
     #: events at most) to streams that allow them (nats-server 2.12+; streams created with
     #: this setting do). Less CPU per event; on file storage a commit waits for the disk.
     atomic_batches: bool = False
+    #: ``publish_many`` sends a list as JetStream fast-ingest batches (one acknowledgement
+    #: per list, not one PubAck per event) to streams that allow them (nats-server 2.14+;
+    #: streams created with this setting do).
+    fast_batches: bool = True
 
 
 def split_options(url: str, options: Mapping[str, Any]) -> tuple[NatsSettings, dict[str, Any]]:
