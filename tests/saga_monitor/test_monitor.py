@@ -339,3 +339,39 @@ async def test_a_stopped_monitor_leaves_no_apply_thread_behind(bus: Bus, tmp_pat
             assert before + 1 == apply_threads()
         await until(lambda: apply_threads() == before, what="the apply thread to end")
     store.close()
+
+
+async def test_running_monitors_collect_garbage_less_often_and_restore_it(
+    bus: Bus, tmp_path: Path
+) -> None:
+    """While monitors run, the cyclic collector's young threshold is raised (fewer collections
+    while a backlog is read); when the last one stops, the process's own setting is back, and
+    a higher setting of the process's is kept meanwhile."""
+    import gc
+
+    from saga_monitor.monitor import GC_YOUNG_THRESHOLD
+
+    before = gc.get_threshold()
+    stores = [open_saga_store(f"sqlite:///{tmp_path}/sagas{n}.db") for n in range(2)]
+    first, second = (
+        SagaMonitor(example(), bus, store, clock=ManualClock(), alerts_topic=None, group=f"g{n}")
+        for n, store in enumerate(stores)
+    )
+    try:
+        seen = []
+        async with first:
+            seen.append(gc.get_threshold()[0])
+            async with second:
+                seen.append(gc.get_threshold()[0])
+            seen.append(gc.get_threshold()[0])
+        seen.append(gc.get_threshold()[0])
+        assert seen == [GC_YOUNG_THRESHOLD] * 3 + [before[0]]
+        assert before == gc.get_threshold()
+        gc.set_threshold(GC_YOUNG_THRESHOLD * 2, *before[1:])
+        async with first:
+            assert GC_YOUNG_THRESHOLD * 2 == gc.get_threshold()[0]
+        assert GC_YOUNG_THRESHOLD * 2 == gc.get_threshold()[0]
+    finally:
+        gc.set_threshold(*before)
+        for store in stores:
+            store.close()
