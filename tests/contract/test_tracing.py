@@ -106,7 +106,16 @@ async def test_events_published_by_a_handler_join_the_trace(
     await bus.subscribe(topic, ship, group="shipping")
     await bus.subscribe(shipped, Collector(), group="audit")
     await bus.publish(topic, type="order.placed", data=1)
-    await eventually(lambda: len(_finished(exporter, f"process {shipped}")) == 1, what="spans")
+    # each span ends when its own work is done: the first handler's CONSUMER span after its
+    # delivery is settled and the PRODUCER span after the broker's confirm, either of which may
+    # come after the published event was already handled: wait for all three
+    await eventually(
+        lambda: all(
+            len(_finished(exporter, name)) == 1
+            for name in (f"process {topic}", f"send {shipped}", f"process {shipped}")
+        ),
+        what="spans",
+    )
     [first] = _finished(exporter, f"process {topic}")
     [second_send] = _finished(exporter, f"send {shipped}")
     [second] = _finished(exporter, f"process {shipped}")
