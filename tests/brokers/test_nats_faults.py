@@ -321,3 +321,32 @@ async def test_closing_a_subscription_is_bounded_when_nats_py_swallows_the_cance
     await _at_most(1, failing(nats.errors.TimeoutError()))  # a NATS error: closing goes on
     with pytest.raises(ValueError, match="a bug"):
         await _at_most(1, failing(ValueError("a bug")))
+
+
+async def test_the_delay_mover_stops_when_nats_py_swallows_its_cancel(
+    restartable_nats: NatsServer, topic: str
+) -> None:
+    """Closing a bus ends its delayed-events mover even when the cancellation lands where
+    nats-py swallows it (its `_flush_pending`, e.g. in a nak or a publish), and the event it
+    was moving is not lost: the next bus delivers it. (CI once hung 300 s in such a close.)"""
+    entered = asyncio.Event()
+
+    async def swallowing(topic: str, body: bytes, headers: object) -> None:
+        entered.set()  # what nats-py's flush does when cancelled: carry on as if nothing was
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)
+        raise RuntimeError("the move is not done")
+
+    bus = await Bus(restartable_nats.url, source="faults").start()
+    await bus.subscribe(topic, Collector(), group="g")
+    later = await bus.publish(topic, type="later", delay=0.2)
+    bus.adapter.forward = swallowing  # type: ignore[attr-defined]
+    await asyncio.wait_for(entered.wait(), 20)
+    began = time.monotonic()
+    await asyncio.wait_for(bus.stop(), 20)
+    assert time.monotonic() - began < 10, "the close waited for the swallowed cancellation"
+
+    got = Collector()
+    async with Bus(restartable_nats.url, source="faults") as again:
+        await again.subscribe(topic, got, group="g")
+        await eventually(lambda: later.id in got.ids, timeout=30)

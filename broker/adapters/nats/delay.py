@@ -89,24 +89,35 @@ class Mover:
     def __init__(self, adapter: NatsAdapter) -> None:
         self._adapter = adapter
         self._task: asyncio.Task[None] | None = None
+        #: Set by :meth:`close`: the loops end at their next turn even where the cancellation
+        #: was lost (nats-py swallows one that lands in its ``_flush_pending``, e.g. in a nak).
+        self._closing = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="choreo:nats:mover")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop moving. A message being moved stays unacked: JetStream gives it back to the
+        next mover after ``ack_wait``, and its ``Nats-Msg-Id`` stores a repeated move once."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._closing.set()
+        while not task.done():  # cancelled again each turn: a swallowed cancel ends it later
+            task.cancel()
+            await asyncio.wait({task}, timeout=_PULL_WAIT)
+        if not task.cancelled() and task.exception() is not None:
+            self._adapter.warn("delayed events: mover ended", error=repr(task.exception()))
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing.is_set():
             try:
                 await self._pull()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the connection, the stream or the consumer went away
+                if self._closing.is_set():
+                    return
                 self._adapter.warn("delayed events: mover restarting", error=repr(exc))
                 await asyncio.sleep(1.0)
 
@@ -121,12 +132,14 @@ class Mover:
             config=_mover_config(adapter.settings),
         )
         try:
-            while True:
+            while not self._closing.is_set():
                 try:
                     messages = await pull.fetch(1, timeout=_PULL_WAIT)
                 except TimeoutError:
                     continue
                 for msg in messages:
+                    if self._closing.is_set():  # left unacked: redelivered to the next mover
+                        return
                     await self._move(msg)
         finally:
             with contextlib.suppress(Exception):
