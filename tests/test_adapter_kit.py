@@ -237,6 +237,48 @@ def test_a_limited_release_keeps_the_rest_in_lane_order() -> None:
     assert [("b", 2.5), ("a", 3.0), ("a", 2.0)] == horizon.release()
 
 
+def test_a_limited_release_of_ascending_lanes_keeps_the_rest_in_lane_order() -> None:
+    """The same with every lane's keys ascending, equal keys across lanes among them: what
+    is held back goes back to the lane it came from, before what that lane still held."""
+    horizon: Horizon[str, tuple[str, float]] = Horizon(_key)
+    horizon.add("a", [("a", 1.0), ("a", 2.0), ("a", 4.0)], more=False)
+    horizon.add("b", [("b", 1.0), ("b", 2.0), ("b", 3.0)], more=False)
+    assert [("a", 1.0), ("b", 1.0), ("a", 2.0)] == horizon.release(3)
+    horizon.add("a", [("a", 5.0)], more=False)
+    assert [("b", 2.0), ("b", 3.0), ("a", 4.0), ("a", 5.0)] == horizon.release()
+    assert 0 == horizon.held
+
+
+class _Opaque:
+    """An item that refuses every comparison (a record, an event)."""
+
+    def __init__(self, name: str, moment: float) -> None:
+        self.name, self.moment = name, moment
+
+    def __lt__(self, other: object) -> bool:
+        raise AssertionError("items were compared")
+
+
+@pytest.mark.parametrize(
+    ("a2", "expected"),
+    [
+        (1.0, ["b1", "b2", "a1", "a2", "c1"]),  # every lane's keys ascend
+        (0.5, ["b1", "b2", "a1", "a2", "c1"]),  # one lane's keys run backwards
+        (2.0, ["b1", "b2", "a1", "c1", "a2"]),
+    ],
+)
+def test_equal_keys_come_lane_by_lane_and_items_are_never_compared(
+    a2: float, expected: list[str]
+) -> None:
+    """Items of several lanes with one key come in the order their lanes were first added,
+    each lane's order kept, and the merge never compares two items."""
+    horizon: Horizon[str, _Opaque] = Horizon(lambda item: item.moment)
+    horizon.add("b", [_Opaque("b1", 1.0), _Opaque("b2", 1.0)], more=False)
+    horizon.add("a", [_Opaque("a1", 1.0), _Opaque("a2", a2)], more=False)
+    horizon.add("c", [_Opaque("c1", 1.0)], more=False)
+    assert expected == [item.name for item in horizon.release()]
+
+
 def test_nothing_is_held_longer_than_the_hold_limit() -> None:
     """A lane that says it has more but sends nothing holds the others for ``hold_limit``
     seconds at most."""
