@@ -198,8 +198,9 @@ class KafkaSubscription(BaseSubscription):
         self._settings = adapter.settings
         self._parts: dict[TopicPartition, _Partition] = {}
         #: Fetched records not handed out yet, as fetched (per partition); ``_next`` is the
-        #: index of the next one in the first list.
-        self._buffer: deque[tuple[_Partition, list[Any]]] = deque()
+        #: index of the next one in the first list. A run of the merge (``None`` for its
+        #: partition) holds the records of several partitions, each with its own.
+        self._buffer: deque[tuple[_Partition | None, list[Any]]] = deque()
         self._next = 0
         self._redeliver: deque[_KafkaDelivery] = deque()
         #: Delayed events read before their time: tracked (so commits stay below them) but
@@ -365,6 +366,8 @@ class KafkaSubscription(BaseSubscription):
                 if self._next == len(records):
                     self._buffer.popleft()
                     self._next = 0
+                if part is None:  # a merged run
+                    part, record = record
                 if part.live:
                     delivery = _delivery(part, record)
                     event = delivery.event  # held_until's own test first: once per event
@@ -395,20 +398,38 @@ class KafkaSubscription(BaseSubscription):
                 self._next = 0
             else:
                 self._next = end
-            if not part.live:
-                continue
-            for index in range(start, end):
-                delivery = _delivery(part, records[index])
-                event = delivery.event
-                if (
-                    event is None
-                    or DELIVER_AT not in event.extensions
-                    or not self._hold(delivery, event)
-                ):
-                    batch.append(delivery)
+            if part is None:  # a merged run: each record with its partition
+                self._hand_out_merged(records, start, end, batch)
+            elif part.live:
+                for index in range(start, end):
+                    delivery = _delivery(part, records[index])
+                    event = delivery.event
+                    if (
+                        event is None
+                        or DELIVER_AT not in event.extensions
+                        or not self._hold(delivery, event)
+                    ):
+                        batch.append(delivery)
             room = min(limit, self._prefetch - self._inflight) - len(batch)
         self._inflight += len(batch)
         return batch
+
+    def _hand_out_merged(
+        self, lanes: list[_Lane], start: int, end: int, batch: list[Delivery]
+    ) -> None:
+        """:meth:`poll_many`'s loop over the records ``start:end`` of a merged run."""
+        for index in range(start, end):
+            part, item = lanes[index]
+            if not part.live:
+                continue
+            delivery = _delivery(part, item)
+            event = delivery.event
+            if (
+                event is None
+                or DELIVER_AT not in event.extensions
+                or not self._hold(delivery, event)
+            ):
+                batch.append(delivery)
 
     def _hold(self, delivery: _KafkaDelivery, event: Event) -> bool:
         """Whether the delivery is early, and then held until its time (not another group's
@@ -486,7 +507,8 @@ class KafkaSubscription(BaseSubscription):
     def _merge(self, horizon: Horizon[_Partition, _Lane], batch: dict[Any, Any]) -> None:
         """Decode the fetched records into their partitions' lanes (a partition whose last
         record is below its high watermark holds the others' later records back), and
-        buffer what the horizon lets go, as runs of one partition each."""
+        buffer what the horizon lets go as one run, each record with its partition (merged by
+        time, consecutive records are mostly of different partitions)."""
         consumer = self._consumer
         for tp, records in batch.items():
             part = self._parts.get(tp)
@@ -495,23 +517,39 @@ class KafkaSubscription(BaseSubscription):
             high = consumer.highwater(tp)
             more = high is not None and records[-1].offset + 1 < high
             horizon.add(part, [(part, (r, decode_record(r))) for r in records], more=more)
-        runs = self._buffer
-        last: _Partition | None = runs[-1][0] if runs else None
-        for part, item in horizon.release():
-            if part is last:
-                runs[-1][1].append(item)
-            else:
-                runs.append((part, [item]))
-                last = part
+        released = horizon.release()
+        if released:
+            self._buffer.append((None, released))
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        """Settle each (committed with the next batch of offsets)."""
+        """Settle each (committed with the next batch of offsets): what :meth:`_Partition.settle`
+        does per delivery, with the subscription's own counts updated once for the list."""
+        settled = 0
         for delivery in deliveries:
-            if isinstance(delivery, _KafkaDelivery):
-                if not delivery.acked:
-                    delivery.part.settle(delivery)
-            else:
+            if delivery.__class__ is not _KafkaDelivery:
                 await delivery.ack()
+                continue
+            if delivery.acked:
+                continue
+            part = delivery.part
+            done = part.tracker.ack(delivery)
+            if done is not None:
+                part.committable = done + 1
+            if part.live:
+                settled += 1
+                if part.committable > part.committed:
+                    self._dirty.add(part)
+        if settled:
+            self._settled_many(settled)
+
+    def _settled_many(self, count: int) -> None:
+        """:meth:`settled` for ``count`` deliveries of live partitions (marked dirty already)."""
+        self._inflight -= count
+        self._acks += count
+        if self._acks >= self._settings.commit_batch:
+            self._commit_due.set()
+        if self._inflight < self._prefetch:
+            self._space.set()
 
     def settled(self, part: _Partition) -> None:
         self._inflight -= 1
