@@ -711,7 +711,14 @@ def binary_event(attrs: dict[str, Any], body: bytes | None) -> Event | None:
             data = _decode_data(body, content_type)
     else:
         data = _decode_data(body, content_type)
-    moment = _parse_time(time_text) if time_text else None
+    moment = None
+    if time_text:
+        try:  # _parse_time's common case in place; anything else goes through it
+            moment = _from_iso(time_text)
+        except ValueError:
+            moment = _parse_time(time_text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
     return _built(
         kind, source, event_id, data, moment, subject, content_type, dataschema, SPECVERSION, attrs
     )
