@@ -270,7 +270,7 @@ class BatchConsumer(Runner):
         """Call the handler with ``pending`` until every event is handled, deferred or
         dead-lettered. Each event counts its own attempts (a retry copy continues its count)."""
         pipeline = self._pipeline
-        attempts = [attempt_of(delivery.event) for delivery, _ in pending]
+        attempts: list[int] | None = None  # read once a call failed (the common call does not)
         while True:
             if not pipeline.breaker_closed.is_set():
                 await pipeline.wait_for_breaker([d for d, _ in pending])
@@ -280,6 +280,8 @@ class BatchConsumer(Runner):
                 await self._succeeded(done)
             if not failures:
                 return
+            if attempts is None:
+                attempts = [attempt_of(delivery.event) for delivery, _ in pending]
             order = sorted(failures)
             pending = [pending[index] for index in order]
             attempts = [attempts[index] for index in order]
