@@ -15,6 +15,10 @@ appended to record batches (``producer.create_batch``) and handed over with
 flight before the first ack is awaited. A batch that fails with a retriable error is built
 and sent again (the others keep their outcome), so events of one key keep their order unless
 a retry puts a failed batch behind a later one.
+
+``send`` refuses a record over the producer's ``max_request_size``; batches built here skip
+that check, so :meth:`KafkaPublisher.publish_many` makes it itself: such an event fails alone
+(:func:`oversized`, the same error a single publish of it raises) and the others are sent.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from broker.adapters.kit import Backoff, keep_trying, keep_trying_each
 from broker.envelope import Event
 from broker.observability import get_logger
 
-__all__ = ["KafkaPublisher"]
+__all__ = ["KafkaPublisher", "oversized"]
 
 _log = get_logger("choreo.kafka")
 _BACKOFF = Backoff(initial=0.1, maximum=1.0)
@@ -54,11 +58,10 @@ STICKY_SECONDS = 1.0
 class _Direct:
     """The producer internals :meth:`KafkaPublisher.send` appends records with."""
 
-    __slots__ = ("accumulator", "max_request_size", "partitions", "timeout")
+    __slots__ = ("accumulator", "partitions", "timeout")
 
-    def __init__(self, accumulator: Any, max_request_size: int, timeout: float) -> None:
+    def __init__(self, accumulator: Any, timeout: float) -> None:
         self.accumulator = accumulator
-        self.max_request_size = max_request_size
         self.timeout = timeout
         self.partitions: dict[tuple[str, int], TopicPartition] = {}
 
@@ -70,7 +73,6 @@ class _Direct:
         add = getattr(accumulator, "add_message", None)
         parameters = list(inspect.signature(add).parameters) if callable(add) else []
         transactions = getattr(producer, "_txn_manager", None)
-        max_size = getattr(producer, "_max_request_size", None)
         timeout_ms = getattr(producer, "_request_timeout_ms", None)
         if (
             add is None
@@ -80,11 +82,10 @@ class _Direct:
             or getattr(producer, "_key_serializer", True) is not None
             or getattr(producer, "_value_serializer", True) is not None
             or getattr(transactions, "transactional_id", None) is not None
-            or not isinstance(max_size, int)
             or not isinstance(timeout_ms, int)
         ):
             return None
-        return cls(accumulator, max_size, timeout_ms / 1000)
+        return cls(accumulator, timeout_ms / 1000)
 
     def partition(self, topic: str, partition: int) -> TopicPartition:
         """The (shared) TopicPartition of ``topic``'s ``partition``."""
@@ -133,6 +134,12 @@ class KafkaPublisher:
         #: the time (monotonic) before another is chosen.
         self._sticky: dict[str, tuple[int, list[int], float]] = {}
         self._direct = _Direct.of(producer)
+        #: The producer's max_request_size: the largest record it may send.
+        self._max_size: int = getattr(producer, "_max_request_size", 1048576)
+        #: Whether a record that fits in a started batch may still be over _max_size (a
+        #: max_batch_size above max_request_size, or one this module cannot read).
+        batch_size = getattr(getattr(producer, "_message_accumulator", None), "_batch_size", None)
+        self._check_every = not isinstance(batch_size, int) or batch_size > self._max_size
 
     def send(
         self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
@@ -140,18 +147,16 @@ class KafkaPublisher:
         """``producer.send`` of one record: a keyless one to the sticky partition, a keyed one
         where the partitioner puts its key (as ``send`` would), appended to the producer's
         record accumulator directly where this aiokafka allows it (no serializers, not
-        transactional, the topic's partitions known, the record within
-        ``max_request_size``; else ``producer.send`` itself, which also raises for an
-        oversized record). That skips ``send``'s metadata wait, serializers, partitioner
-        lists, debug log line and a coroutine (its size check is kept): about 3 us of CPU per
-        event."""
+        transactional, the topic's partitions known; else ``producer.send`` itself). That skips
+        ``send``'s metadata wait, serializers, partitioner lists, debug log line and a
+        coroutine (its size check is kept: a record over ``max_request_size`` raises
+        :func:`oversized` when awaited): about 3 us of CPU per event."""
+        size = _estimate(key, value, headers)
+        if size > self._max_size:
+            return _raise(oversized(size, self._max_size))
         partition = self.sticky(topic, len(value)) if key is None else self._keyed(topic, key)
         direct = self._direct
-        if (
-            partition is None
-            or direct is None
-            or _estimate(key, value, headers) > direct.max_request_size
-        ):
+        if partition is None or direct is None:
             sending: Awaitable[asyncio.Future[Any]] = self.producer.send(
                 topic, value, key=key, partition=partition, headers=headers
             )
@@ -258,16 +263,17 @@ class KafkaPublisher:
         partitions = sorted(known or await producer.partitions_for(topic))
         by_partition, keyless = self._assign(records, indices, partitions)
         at = int(time.time() * 1000)  # every record's timestamp: the time of the call
+        failed: dict[int, BaseException] = {}  # over max_request_size, then refused batches
         batches = [
             (partition, batch)
             for partition, members in by_partition.items()
-            for batch in self._batches(records, members, at)
+            for batch in self._batches(records, members, at, failed)
         ]
         if keyless:  # batch k to the k-th partition from a random one: one produce request
             first, count = random.randrange(len(partitions)), len(partitions)
             batches += [
                 (partitions[(first + k) % count], batch)
-                for k, batch in enumerate(self._batches(records, keyless, at))
+                for k, batch in enumerate(self._batches(records, keyless, at, failed))
             ]
         sent: list[tuple[asyncio.Future[Any], list[int]]] = []
         for partition, (builder, members) in _round_robin(batches):
@@ -278,7 +284,6 @@ class KafkaPublisher:
                 future = await producer.send_batch(builder, topic, partition=partition)
             sent.append((future, members))
         results = await asyncio.gather(*(future for future, _ in sent), return_exceptions=True)
-        failed: dict[int, BaseException] = {}
         for result, (_, members) in zip(results, sent, strict=True):
             if isinstance(result, BaseException):
                 failed.update(dict.fromkeys(members, result))
@@ -305,38 +310,90 @@ class KafkaPublisher:
         return by_partition, keyless
 
     def _batches(
-        self, records: Sequence[Record | None], members: list[int], timestamp: int
+        self,
+        records: Sequence[Record | None],
+        members: list[int],
+        timestamp: int,
+        refused: dict[int, BaseException],
     ) -> list[tuple[Any, list[int]]]:
-        """The records of one partition appended to as few batches as they fit in (the first
-        record of a batch always fits), with ``timestamp`` (ms) where the builder is reached
-        directly (aiokafka's wrapper stamps each record with its own time)."""
+        """The records of one partition appended to as few batches as they fit in, with
+        ``timestamp`` (ms) where the builder is reached directly (aiokafka's wrapper stamps
+        each record with its own time). The first record of a batch always fits whatever its
+        size, so it is checked against ``max_request_size`` as ``send`` checks it (and every
+        record when a batch may outgrow that): one over it goes to ``refused`` instead."""
         create = self.producer.create_batch
+        every, fits = self._check_every, self._fits
         batches: list[tuple[Any, list[int]]] = []
-        builder, start = create(), 0
-        append = _inner_append(builder) if self._direct is not None else None
-        if append is None:  # aiokafka's own wrapper, one call per record
-            for position, index in enumerate(members):
-                key, headers, value = records[index]  # type: ignore[misc]
-                if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                    batches.append((builder, members[start:position]))
-                    builder, start = create(), position
-                    builder.append(key=key, value=value, timestamp=None, headers=headers)
-            batches.append((builder, members[start:]))
-            return batches
-        offset = 0
-        for position, index in enumerate(members):
+        builder = create()
+        direct = self._direct is not None and _inner_append(builder) is not None
+        append = _appender(builder, direct)
+        kept: list[int] = []
+        for index in members:
             key, headers, value = records[index]  # type: ignore[misc]
-            if append(offset, timestamp, key, value, headers) is None:
-                _seal(builder, offset)
-                batches.append((builder, members[start:position]))
-                builder, start = create(), position
-                append = builder._builder.append
-                append(0, timestamp, key, value, headers)
-                offset = 0
-            offset += 1
-        _seal(builder, offset)
-        batches.append((builder, members[start:]))
+            if every and not fits(index, key, value, headers, refused):
+                continue
+            if kept:
+                if append(len(kept), timestamp, key, value, headers) is not None:
+                    kept.append(index)
+                    continue
+                batches.append(_closed(builder, kept, direct))  # full: this one starts the next
+                builder, kept = create(), []
+                append = _appender(builder, direct)
+            if not every and not fits(index, key, value, headers, refused):
+                continue
+            append(0, timestamp, key, value, headers)
+            kept.append(index)
+        if kept:
+            batches.append(_closed(builder, kept, direct))
         return batches
+
+    def _fits(
+        self,
+        index: int,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        refused: dict[int, BaseException],
+    ) -> bool:
+        """Whether a record is within ``max_request_size``; if not, ``refused[index]`` is
+        its error."""
+        size = _estimate(key, value, headers)
+        if size <= self._max_size:
+            return True
+        refused[index] = oversized(size, self._max_size)
+        return False
+
+
+def _appender(builder: Any, direct: bool) -> Callable[..., Any]:
+    """``append(offset, timestamp, key, value, headers)`` of ``builder``: its inner builder's
+    where ``direct``, else through aiokafka's wrapper (which numbers and stamps each record
+    itself); None when the batch is full."""
+    if direct:
+        return builder._builder.append  # type: ignore[no-any-return]
+
+    def wrapped(_: int, __: int, key: bytes | None, value: bytes, headers: Any) -> Any:
+        return builder.append(key=key, value=value, timestamp=None, headers=headers)
+
+    return wrapped
+
+
+def _closed(builder: Any, members: list[int], direct: bool) -> tuple[Any, list[int]]:
+    """``builder`` and the indices of its records, sealed where filled directly."""
+    if direct:
+        _seal(builder, len(members))
+    return builder, members
+
+
+def oversized(size: int, limit: int) -> kerr.MessageSizeTooLargeError:
+    """The error of a record of ``size`` bytes over the producer's ``max_request_size``."""
+    return kerr.MessageSizeTooLargeError(
+        f"the event is {size} bytes when serialized, more than max_request_size={limit} "
+        "(a URL option; the broker's message.max.bytes caps it too)"
+    )
+
+
+async def _raise(error: Exception) -> Any:
+    raise error
 
 
 def _seal(builder: Any, count: int) -> None:
