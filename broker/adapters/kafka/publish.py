@@ -6,14 +6,16 @@ future, tried once straight away by the adapter's own ``publish`` (no coroutine 
 event); only a failure comes here (:meth:`KafkaPublisher.retry`), and a retriable one enters
 the retry loop (:func:`~broker.adapters.kit.keep_trying`) until ``publish_timeout_ms``.
 
-A list is encoded, split by partition (the producer's partitioner for keyed events; the
+A list is split by partition (the producer's partitioner for keyed events; the
 keyless events of a call fill a record batch for one partition chosen at random, as the Java
 client's sticky partitioner does, and the next batch for the next partition, so that every
 batch goes in one produce request: the producer sends one batch per partition at a time),
-appended to record batches (``producer.create_batch``) and handed over with
+encoded one event at a time straight into record batches (``producer.create_batch``: no
+list of records outlives the loop, so the garbage collector has little to walk) and handed
+over with
 ``producer.send_batch``: the per-record work of ``send`` is skipped and every batch is in
-flight before the first ack is awaited. A batch that fails with a retriable error is built
-and sent again (the others keep their outcome), so events of one key keep their order unless
+flight before the first ack is awaited. A batch that fails with a retriable error is encoded,
+built and sent again (the others keep their outcome), so events of one key keep their order unless
 a retry puts a failed batch behind a later one.
 
 ``send`` refuses a record over the producer's ``max_request_size``; batches built here skip
@@ -37,7 +39,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import TopicPartition
 
 from broker.adapters.kafka.errors import retriable, translate_error
-from broker.adapters.kafka.wire import encode_events
+from broker.adapters.kafka.wire import iter_records, record_key
 from broker.adapters.kit import Backoff, keep_trying, keep_trying_each
 from broker.envelope import Event
 from broker.observability import get_logger
@@ -235,14 +237,10 @@ class KafkaPublisher:
     async def publish_many(self, topic: str, events: Sequence[Event]) -> list[Exception | None]:
         """Send ``events`` as record batches; one outcome per event."""
         outcomes: list[Exception | None] = [None] * len(events)
-        refused: dict[int, Exception] = {}  # data JSON cannot hold
-        records = encode_events(events, refused)
-        for index, exc in refused.items():
-            outcomes[index] = exc
-        pending = [i for i, record in enumerate(records) if record is not None]
+        refused: dict[int, Exception] = {}  # data JSON cannot hold: never sent
         failed = await keep_trying_each(
-            lambda indices, _: self._send_batches(topic, records, indices),
-            pending,
+            lambda indices, _: self._send_batches(topic, events, indices, refused),
+            range(len(events)),
             timeout=self._timeout,
             retriable=retriable,
             backoff=_BACKOFF,
@@ -250,30 +248,36 @@ class KafkaPublisher:
         )
         for index, error in failed.items():
             outcomes[index] = self._error(error, topic)
+        for index, exc in refused.items():  # (over max_request_size: as a single publish)
+            outcomes[index] = self._error(exc, topic) if isinstance(exc, kerr.KafkaError) else exc
         return outcomes
 
     async def _send_batches(
-        self, topic: str, records: Sequence[Record | None], indices: list[int]
+        self,
+        topic: str,
+        events: Sequence[Event],
+        indices: list[int],
+        refused: dict[int, Exception],
     ) -> dict[int, BaseException]:
-        """Append the records (by index) to batches per partition, send them all, await every
-        ack; the failed records by index."""
+        """Encode the events (by index) into batches per partition, send them all, await
+        every ack; the failed events by index (those that cannot be encoded go to
+        ``refused`` instead)."""
         producer = self.producer
         direct = self._direct
         known = producer.client.cluster.partitions_for_topic(topic) if direct else None
         partitions = sorted(known or await producer.partitions_for(topic))
-        by_partition, keyless = self._assign(records, indices, partitions)
+        by_partition, keyless = self._assign(events, indices, partitions, refused)
         at = int(time.time() * 1000)  # every record's timestamp: the time of the call
-        failed: dict[int, BaseException] = {}  # over max_request_size, then refused batches
         batches = [
             (partition, batch)
             for partition, members in by_partition.items()
-            for batch in self._batches(records, members, at, failed)
+            for batch in self._batches(events, members, at, refused)
         ]
         if keyless:  # batch k to the k-th partition from a random one: one produce request
             first, count = random.randrange(len(partitions)), len(partitions)
             batches += [
                 (partitions[(first + k) % count], batch)
-                for k, batch in enumerate(self._batches(records, keyless, at, failed))
+                for k, batch in enumerate(self._batches(events, keyless, at, refused))
             ]
         sent: list[tuple[asyncio.Future[Any], list[int]]] = []
         for partition, (builder, members) in _round_robin(batches):
@@ -284,24 +288,33 @@ class KafkaPublisher:
                 future = await producer.send_batch(builder, topic, partition=partition)
             sent.append((future, members))
         results = await asyncio.gather(*(future for future, _ in sent), return_exceptions=True)
+        failed: dict[int, BaseException] = {}
         for result, (_, members) in zip(results, sent, strict=True):
             if isinstance(result, BaseException):
                 failed.update(dict.fromkeys(members, result))
         return failed
 
     def _assign(
-        self, records: Sequence[Record | None], indices: list[int], partitions: list[int]
+        self,
+        events: Sequence[Event],
+        indices: list[int],
+        partitions: list[int],
+        refused: dict[int, Exception],
     ) -> tuple[dict[int, list[int]], list[int]]:
-        """The indices of the keyed records per partition (the partitioner's choice), in
-        order, and those of the keyless ones."""
-        keyed = [i for i in indices if records[i][0] is not None]  # type: ignore[index]
-        if not keyed:  # the common case: no per-record work
-            return {}, indices
+        """The indices of the keyed events per partition (the partitioner's choice), in
+        order, and those of the keyless ones (a key that cannot be encoded goes to
+        ``refused``)."""
+        if not any(events[i].extensions.get("partitionkey") is not None for i in indices):
+            return {}, indices  # the common case: no per-event work
         by_partition: dict[int, list[int]] = {}
         keyless: list[int] = []
         partitioner = self._partitioner
         for index in indices:
-            key = records[index][0]  # type: ignore[index]
+            try:
+                key = record_key(events[index])
+            except ValueError as exc:  # text UTF-8 cannot hold
+                refused[index] = exc
+                continue
             if key is None:
                 keyless.append(index)
             else:
@@ -311,40 +324,39 @@ class KafkaPublisher:
 
     def _batches(
         self,
-        records: Sequence[Record | None],
+        events: Sequence[Event],
         members: list[int],
         timestamp: int,
-        refused: dict[int, BaseException],
+        refused: dict[int, Exception],
     ) -> list[tuple[Any, list[int]]]:
-        """The records of one partition appended to as few batches as they fit in, with
-        ``timestamp`` (ms) where the builder is reached directly (aiokafka's wrapper stamps
-        each record with its own time). The first record of a batch always fits whatever its
-        size, so it is checked against ``max_request_size`` as ``send`` checks it (and every
-        record when a batch may outgrow that): one over it goes to ``refused`` instead."""
+        """The events of one partition encoded into as few batches as they fit in, each with
+        the indices it holds, with ``timestamp`` (ms) where the builder is reached directly
+        (aiokafka's wrapper stamps each record with its own time). An event that cannot be
+        encoded goes to ``refused``, and so does one over ``max_request_size``: the first
+        record of a batch always fits whatever its size, so it is checked as ``send`` checks
+        it (every record when a batch may outgrow that limit)."""
         create = self.producer.create_batch
         every, fits = self._check_every, self._fits
         batches: list[tuple[Any, list[int]]] = []
-        builder = create()
+        builder, taken = create(), list[int]()
         direct = self._direct is not None and _inner_append(builder) is not None
         append = _appender(builder, direct)
-        kept: list[int] = []
-        for index in members:
-            key, headers, value = records[index]  # type: ignore[misc]
+        for index, (key, headers, value) in iter_records(events, members, refused):
             if every and not fits(index, key, value, headers, refused):
                 continue
-            if kept:
-                if append(len(kept), timestamp, key, value, headers) is not None:
-                    kept.append(index)
+            if taken:
+                if append(len(taken), timestamp, key, value, headers) is not None:
+                    taken.append(index)
                     continue
-                batches.append(_closed(builder, kept, direct))  # full: this one starts the next
-                builder, kept = create(), []
+                batches.append(_closed(builder, taken, direct))  # full: this one starts the next
+                builder, taken = create(), []
                 append = _appender(builder, direct)
             if not every and not fits(index, key, value, headers, refused):
                 continue
             append(0, timestamp, key, value, headers)
-            kept.append(index)
-        if kept:
-            batches.append(_closed(builder, kept, direct))
+            taken.append(index)
+        if taken:
+            batches.append(_closed(builder, taken, direct))
         return batches
 
     def _fits(
@@ -353,7 +365,7 @@ class KafkaPublisher:
         key: bytes | None,
         value: bytes,
         headers: list[tuple[str, bytes]],
-        refused: dict[int, BaseException],
+        refused: dict[int, Exception],
     ) -> bool:
         """Whether a record is within ``max_request_size``; if not, ``refused[index]`` is
         its error."""
