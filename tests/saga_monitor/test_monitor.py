@@ -439,7 +439,7 @@ async def test_a_stop_is_bounded_when_the_store_is_locked_and_loses_nothing(
         async with again:
             await until(lambda: again.applied == 1, what="the unacked event read again")
         store.close()
-    assert took < 0.5 + 1.0 + 0.5 + 1.0  # grace + the task's second + what is left + slack
+    assert took < 10  # about 2 s (the grace, the task's second, what is left): not SQLite's 30
     assert [1] == [entry["unapplied"] for entry in errors]
     assert "will be read again on the next start" in errors[0]["event"]
     assert {"acked": (1, 0), "locked-out": (1, 0)} == instances()
