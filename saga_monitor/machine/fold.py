@@ -11,7 +11,7 @@ import msgspec
 
 from broker.envelope import format_time
 from saga_monitor.definitions import format_duration
-from saga_monitor.machine.alerts import event_info, orphan_alert
+from saga_monitor.machine.alerts import KeptAlert, event_info, kept, orphan_alert
 from saga_monitor.model import ACTIVE, Alert, Anomaly, Entry, Instance, Observation
 
 if TYPE_CHECKING:
@@ -46,8 +46,12 @@ class _Fold(msgspec.Struct, gc=False):
     i: Instance
     #: A list during a pass, a tuple between passes: a tuple of untracked Structs and times is
     #: left alone by the garbage collector (it untracks the tuple), a list is walked by every
-    #: one of its passes, as long as the monitor keeps the instance.
-    alerts: list[tuple[datetime, Alert]] | tuple[tuple[datetime, Alert], ...] = ()
+    #: one of its passes, as long as the monitor keeps the instance. Between passes each alert
+    #: is kept as a :class:`~saga_monitor.machine.alerts.KeptAlert` (its data as JSON bytes:
+    #: a dict and a list fewer for the collector per alert), made an Alert again on release.
+    alerts: (
+        list[tuple[datetime, Alert | KeptAlert]] | tuple[tuple[datetime, Alert | KeptAlert], ...]
+    ) = ()
     #: Stuck (and compensation_missing) alerts of stalls still open at the watermark.
     open_stalls: tuple[Alert, ...] = ()
     #: The stall in progress: (its alert, the deadline that passed).
@@ -221,8 +225,8 @@ class _Fold(msgspec.Struct, gc=False):
             i.updated = max(i.updated, self.stall[1])
         i.timeline = self.entries
         self.applied = len(self.entries)
-        if self.alerts.__class__ is list:
-            self.alerts = tuple(self.alerts)
+        if self.alerts.__class__ is list:  # kept in a form the collector does not walk
+            self.alerts = tuple([(at, kept(alert)) for at, alert in self.alerts])
 
     def _cause_of(self, entry: Entry) -> tuple[Entry, float] | None:
         """Set ``entry.at`` from its cause's (see :meth:`_causal_times`), for one new entry."""
