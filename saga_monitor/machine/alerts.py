@@ -71,16 +71,15 @@ class KeptAlert(msgspec.Struct, gc=False):
 
 
 def kept(alert: Alert | KeptAlert) -> Alert | KeptAlert:
-    """``alert`` as a fold keeps it between passes: a :class:`KeptAlert` when its data comes
-    back from JSON equal (what the machine writes always does), else the alert itself."""
+    """``alert`` as a fold keeps it between passes: a :class:`KeptAlert`, or the alert itself
+    when msgspec cannot write its data. The machine's alert data is JSON's own values (text,
+    None, lists of text, dicts of those: see :func:`event_info`, ``Anomaly.to_dict`` and the
+    fold's ``_alert_data``), which come back from JSON equal."""
     if alert.__class__ is not Alert:
         return alert
     assert isinstance(alert, Alert)
-    data = alert.data
     try:
-        encoded = _encode(data)
-        if _decode(encoded) != data:
-            return alert
-    except (TypeError, ValueError, OverflowError, msgspec.MsgspecError):
+        encoded = _encode(alert.data)
+    except (TypeError, ValueError, OverflowError):  # not the machine's: kept as it is
         return alert
     return KeptAlert(alert.type, alert.saga, alert.correlation_id, encoded, alert._id)
