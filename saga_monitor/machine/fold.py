@@ -93,11 +93,12 @@ class _Fold(msgspec.Struct, gc=False):
                 entries = sorted(everything, key=m.fold_order)  # stable: a duplicate follows
                 break
             last = at
-        start = self._roles(entries)
+        start, early = self._roles(entries)
         # Traffic of no saga from before this instance existed is none of its business; it is
-        # set aside (its cause may still arrive and show it happened later).
+        # set aside (its cause may still arrive and show it happened later). In fold order
+        # such an entry comes before the start: none came there, none to look for.
         began = start.at
-        aside = [e for e in entries if e.role == "unknown" and e.at < began]
+        aside = [e for e in entries if e.role == "unknown" and e.at < began] if early else None
         if aside:
             i.foreign = aside
             entries = [e for e in entries if not (e.role == "unknown" and e.at < began)]
@@ -118,23 +119,26 @@ class _Fold(msgspec.Struct, gc=False):
         self.updated = i.updated
         self._judge(watermark)
 
-    def _roles(self, entries: list[Entry]) -> Entry:
+    def _roles(self, entries: list[Entry]) -> tuple[Entry, bool]:
         """Give ``entries`` (in fold order) their roles, which follow the definition (it may
-        have changed since); returns the start: the first entry recorded as one that is no
-        duplicate."""
+        have changed since); returns the start (the first entry recorded as one that is no
+        duplicate) and whether an entry of no role of the saga comes before it."""
         roles = self.m.roles
         start = None
+        early = False
         for entry in entries:
             if start is None and entry.role == "start" and not entry.duplicate:
                 start, role = entry, "start"
             else:
                 role = roles.get(entry.event.type, "unknown")
+                if start is None and role == "unknown":
+                    early = True
             if entry.flags or entry.role != role:  # the JSON cached for no flags holds
                 entry.role, entry.flags, entry.encoded = role, (), None
             entry.waited = None
         if start is None:
             raise LookupError(f"an instance of {self.m.name} without its start event")
-        return start
+        return start, early
 
     def resume(self, instance: Instance, news: Sequence[Entry], watermark: datetime | None) -> bool:
         """Carry on from the last pass with ``news`` (entries appended to the timeline since,
