@@ -404,13 +404,22 @@ class Event:
                 }
                 if extensions and not _valid_names.issuperset(extensions):
                     check_extension_names(extensions)
-                time_text = get("time")
+                moment = get("time")
+                if moment:  # as _parse_time reads it
+                    try:
+                        moment = _from_iso(moment)  # refuses what is not text, as not RFC 3339
+                    except (TypeError, ValueError):
+                        moment = _parse_time(obj["time"])  # says what is wrong, or reads str()
+                    if moment.tzinfo is None:
+                        moment = moment.replace(tzinfo=UTC)
+                else:
+                    moment = None
                 return _built(
                     kind,
                     source,
                     event_id,
                     data,
-                    _parse_time(time_text) if time_text else None,
+                    moment,
                     get("subject"),
                     get("datacontenttype"),
                     get("dataschema"),

@@ -137,6 +137,8 @@ def _outcome(read: Any, doc: Any) -> tuple[str, Any]:
         {"specversion": "0.3"},
         {"time": "2026-01-01T00:00:00"},  # naive: UTC
         {"time": "yesterday"},
+        {"time": 20260101},  # read as text, then refused
+        {"time": ["2026-01-01T00:00:00Z"]},
         {"time": None, "subject": "x", "dataschema": "urn:s"},
         {"zeta": "1", "alpha": None, "beta": 2},  # order kept, None dropped
         {"x-order": "1"},
