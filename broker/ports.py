@@ -192,10 +192,11 @@ class Adapter(Protocol):
     its events and group positions; a requester's reply topic (:mod:`broker.reply`) is
     deleted with it when its bus stops, and stays behind on a backend without it.
 
-    Optional: ``def publish_now(self, topic: str, event: Event, ttl: float | None) -> None``,
+    Optional: ``def publish_now(self, topic: str, event: Event, ttl: float | None) -> bool``,
     ``publish`` without a coroutine, for a backend whose publish never waits (``memory://``):
     the bus calls it instead when the class that defines ``publish`` defines it too (see
-    :func:`publisher_now`).
+    :func:`publisher_now`). True asks the caller to yield to the event loop once
+    (``await asyncio.sleep(0)``) before going on: a subscriber lags far behind.
     """
 
     @property
@@ -266,7 +267,7 @@ class PayloadCodec(Protocol):
     async def decode(self, topic: str, event: Event) -> Event: ...
 
 
-def publisher_now(adapter: object) -> Callable[[str, Event, float | None], None] | None:
+def publisher_now(adapter: object) -> Callable[[str, Event, float | None], bool] | None:
     """The adapter's ``publish_now`` (see :class:`Adapter`), or None: when it has none, or when
     ``publish`` is not defined beside it (a subclass or a wrapper that changes ``publish`` is
     then called as it asks, never bypassed)."""
@@ -276,5 +277,5 @@ def publisher_now(adapter: object) -> Callable[[str, Event, float | None], None]
     owners = [k for k in kind.__mro__ if "publish" in vars(k) or "publish_now" in vars(k)]
     if not owners or not {"publish", "publish_now"} <= vars(owners[0]).keys():
         return None
-    found: Callable[[str, Event, float | None], None] = adapter.publish_now  # type: ignore[attr-defined]
+    found: Callable[[str, Event, float | None], bool] = adapter.publish_now  # type: ignore[attr-defined]
     return found

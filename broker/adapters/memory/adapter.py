@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -9,7 +10,7 @@ from urllib.parse import urlsplit
 from broker.adapters.kit import BaseAdapter, parse_settings
 from broker.adapters.memory.consumer import MemorySubscription
 from broker.adapters.memory.settings import MemorySettings
-from broker.adapters.memory.wire import LOGS, Log, handed_copy
+from broker.adapters.memory.wire import LOGS, Log, handed_copy, lagging
 from broker.delay import DELIVER_AT, held_until
 from broker.envelope import Event
 from broker.errors import ClosedError
@@ -52,16 +53,19 @@ class MemoryAdapter(BaseAdapter):
             raise ClosedError(f"the adapter for {self._url} is closed")
 
     async def publish(self, topic: str, event: Event, *, ttl: float | None = None) -> None:
-        self.publish_now(topic, event, ttl)
+        if self.publish_now(topic, event, ttl):
+            await asyncio.sleep(0)  # a subscriber lags far behind: let it run
 
-    def publish_now(self, topic: str, event: Event, ttl: float | None = None) -> None:
-        """:meth:`publish` without awaiting (nothing here waits): what the bus calls."""
+    def publish_now(self, topic: str, event: Event, ttl: float | None = None) -> bool:
+        """:meth:`publish` without awaiting: what the bus calls. True when a subscriber of
+        the topic lags far behind (:data:`~broker.adapters.memory.wire.LAGGING`): the caller
+        then yields to the event loop once before going on, so that it runs."""
         if self._closed:
             self._check_open()
         if DELIVER_AT in event.extensions and (due := held_until(event, self.clock)) is not None:
             self._log.hold(topic, event, due, self.clock)
-            return
-        self._log.deliver(topic, event)
+            return False
+        return self._log.deliver(topic, event)
 
     async def publish_many(
         self, topic: str, events: Sequence[Event], *, ttl: float | None = None
@@ -83,6 +87,8 @@ class MemoryAdapter(BaseAdapter):
                 outcomes.append(None)
         for index in touched:
             log.wake(state, index)
+        if lagging(state):  # as publish: let a subscriber that lags far behind run
+            await asyncio.sleep(0)
         return outcomes
 
     async def open_subscription(

@@ -24,7 +24,17 @@ from broker.envelope import Event
 if TYPE_CHECKING:
     from broker.adapters.memory.consumer import MemorySubscription
 
-__all__ = ["LOGS", "Group", "Log", "Partition", "Topic", "handed_copy", "partition_for"]
+__all__ = [
+    "LAGGING",
+    "LOGS",
+    "Group",
+    "Log",
+    "Partition",
+    "Topic",
+    "handed_copy",
+    "lagging",
+    "partition_for",
+]
 
 _new_event = object.__new__
 #: The mutable values JSON data is made of (and bytes data that is not bytes).
@@ -119,6 +129,26 @@ class Group:
 #: Keys whose partition a topic remembers (past that, it starts remembering again).
 _KEYS_KEPT = 4096
 
+#: Entries of a partition a woken member may leave unacked before a publish into it asks its
+#: caller to yield to the event loop (:meth:`Log.deliver`): a publish loop that never awaits
+#: anything else hands over to the subscribers every few hundred events instead of piling the
+#: whole run up first, as a bounded ``asyncio.Queue`` would.
+LAGGING = 256
+#: A publish looks for a member that lags when its sequence number has none of these bits.
+_LAG_CHECKS = 63
+
+
+def lagging(topic: Topic) -> bool:
+    """Whether a member of a group on ``topic`` that was woken and has not gone back to wait
+    since leaves more than :data:`LAGGING` entries of a partition unacked."""
+    for group in topic.groups.values():
+        for partition, owner, committed in zip(
+            topic.partitions, group.owners, group.committed, strict=True
+        ):
+            if owner is not None and owner.woken and len(partition) - committed > LAGGING:
+                return True
+    return False
+
 
 @dataclass(slots=True)
 class Topic:
@@ -184,9 +214,11 @@ class Log:
                 owner.woken = True
                 owner.wake()
 
-    def deliver(self, name: str, event: Event) -> None:
+    def deliver(self, name: str, event: Event) -> bool:
         """Append ``event`` and wake the members that read its partition (once per publish:
-        :meth:`add`, a known key's partition and :meth:`wake` inline)."""
+        :meth:`add`, a known key's partition and :meth:`wake` inline); whether a member of
+        the topic lags (:func:`lagging`, looked at one publish in 64), so that the publisher
+        should yield to the event loop once."""
         topic = self.topics.get(name) or self.topic(name)
         key = event.extensions.get("partitionkey")
         index = topic.keys.get(key) if isinstance(key, str) else None
@@ -194,12 +226,14 @@ class Log:
             index = topic.partition_of(event)
         partition = topic.partitions[index]
         partition.events.append(event)
-        partition.seqs.append(next(self.seq))
+        seq = next(self.seq)
+        partition.seqs.append(seq)
         for group in topic.groups.values():
             owner = group.owners[index]
             if owner is not None and not owner.woken:
                 owner.woken = True
                 owner.wake()
+        return not seq & _LAG_CHECKS and lagging(topic)
 
     # -- delayed events: the broker's scheduler ----------------------------------------------
 
