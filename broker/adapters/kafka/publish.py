@@ -6,14 +6,16 @@ future, tried once straight away by the adapter's own ``publish`` (no coroutine 
 event); only a failure comes here (:meth:`KafkaPublisher.retry`), and a retriable one enters
 the retry loop (:func:`~broker.adapters.kit.keep_trying`) until ``publish_timeout_ms``.
 
-A list is encoded, split by partition (the producer's partitioner for keyed events; the
+A list is split by partition (the producer's partitioner for keyed events; the
 keyless events of a call fill a record batch for one partition chosen at random, as the Java
 client's sticky partitioner does, and the next batch for the next partition, so that every
 batch goes in one produce request: the producer sends one batch per partition at a time),
-appended to record batches (``producer.create_batch``) and handed over with
+encoded one event at a time straight into record batches (``producer.create_batch``: no
+list of records outlives the loop, so the garbage collector has little to walk) and handed
+over with
 ``producer.send_batch``: the per-record work of ``send`` is skipped and every batch is in
-flight before the first ack is awaited. A batch that fails with a retriable error is built
-and sent again (the others keep their outcome), so events of one key keep their order unless
+flight before the first ack is awaited. A batch that fails with a retriable error is encoded,
+built and sent again (the others keep their outcome), so events of one key keep their order unless
 a retry puts a failed batch behind a later one.
 """
 
@@ -33,7 +35,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import TopicPartition
 
 from broker.adapters.kafka.errors import retriable, translate_error
-from broker.adapters.kafka.wire import encode_events
+from broker.adapters.kafka.wire import iter_records, record_key
 from broker.adapters.kit import Backoff, keep_trying, keep_trying_each
 from broker.envelope import Event
 from broker.observability import get_logger
@@ -230,14 +232,10 @@ class KafkaPublisher:
     async def publish_many(self, topic: str, events: Sequence[Event]) -> list[Exception | None]:
         """Send ``events`` as record batches; one outcome per event."""
         outcomes: list[Exception | None] = [None] * len(events)
-        refused: dict[int, Exception] = {}  # data JSON cannot hold
-        records = encode_events(events, refused)
-        for index, exc in refused.items():
-            outcomes[index] = exc
-        pending = [i for i, record in enumerate(records) if record is not None]
+        refused: dict[int, Exception] = {}  # data JSON cannot hold: never sent
         failed = await keep_trying_each(
-            lambda indices, _: self._send_batches(topic, records, indices),
-            pending,
+            lambda indices, _: self._send_batches(topic, events, indices, refused),
+            range(len(events)),
             timeout=self._timeout,
             retriable=retriable,
             backoff=_BACKOFF,
@@ -245,29 +243,36 @@ class KafkaPublisher:
         )
         for index, error in failed.items():
             outcomes[index] = self._error(error, topic)
+        for index, exc in refused.items():
+            outcomes[index] = exc
         return outcomes
 
     async def _send_batches(
-        self, topic: str, records: Sequence[Record | None], indices: list[int]
+        self,
+        topic: str,
+        events: Sequence[Event],
+        indices: list[int],
+        refused: dict[int, Exception],
     ) -> dict[int, BaseException]:
-        """Append the records (by index) to batches per partition, send them all, await every
-        ack; the failed records by index."""
+        """Encode the events (by index) into batches per partition, send them all, await
+        every ack; the failed events by index (those that cannot be encoded go to
+        ``refused`` instead)."""
         producer = self.producer
         direct = self._direct
         known = producer.client.cluster.partitions_for_topic(topic) if direct else None
         partitions = sorted(known or await producer.partitions_for(topic))
-        by_partition, keyless = self._assign(records, indices, partitions)
+        by_partition, keyless = self._assign(events, indices, partitions, refused)
         at = int(time.time() * 1000)  # every record's timestamp: the time of the call
         batches = [
             (partition, batch)
             for partition, members in by_partition.items()
-            for batch in self._batches(records, members, at)
+            for batch in self._batches(events, members, at, refused)
         ]
         if keyless:  # batch k to the k-th partition from a random one: one produce request
             first, count = random.randrange(len(partitions)), len(partitions)
             batches += [
                 (partitions[(first + k) % count], batch)
-                for k, batch in enumerate(self._batches(records, keyless, at))
+                for k, batch in enumerate(self._batches(events, keyless, at, refused))
             ]
         sent: list[tuple[asyncio.Future[Any], list[int]]] = []
         for partition, (builder, members) in _round_robin(batches):
@@ -285,18 +290,26 @@ class KafkaPublisher:
         return failed
 
     def _assign(
-        self, records: Sequence[Record | None], indices: list[int], partitions: list[int]
+        self,
+        events: Sequence[Event],
+        indices: list[int],
+        partitions: list[int],
+        refused: dict[int, Exception],
     ) -> tuple[dict[int, list[int]], list[int]]:
-        """The indices of the keyed records per partition (the partitioner's choice), in
-        order, and those of the keyless ones."""
-        keyed = [i for i in indices if records[i][0] is not None]  # type: ignore[index]
-        if not keyed:  # the common case: no per-record work
-            return {}, indices
+        """The indices of the keyed events per partition (the partitioner's choice), in
+        order, and those of the keyless ones (a key that cannot be encoded goes to
+        ``refused``)."""
+        if not any(events[i].extensions.get("partitionkey") is not None for i in indices):
+            return {}, indices  # the common case: no per-event work
         by_partition: dict[int, list[int]] = {}
         keyless: list[int] = []
         partitioner = self._partitioner
         for index in indices:
-            key = records[index][0]  # type: ignore[index]
+            try:
+                key = record_key(events[index])
+            except ValueError as exc:  # text UTF-8 cannot hold
+                refused[index] = exc
+                continue
             if key is None:
                 keyless.append(index)
             else:
@@ -305,38 +318,43 @@ class KafkaPublisher:
         return by_partition, keyless
 
     def _batches(
-        self, records: Sequence[Record | None], members: list[int], timestamp: int
+        self,
+        events: Sequence[Event],
+        members: list[int],
+        timestamp: int,
+        refused: dict[int, Exception],
     ) -> list[tuple[Any, list[int]]]:
-        """The records of one partition appended to as few batches as they fit in (the first
-        record of a batch always fits), with ``timestamp`` (ms) where the builder is reached
-        directly (aiokafka's wrapper stamps each record with its own time)."""
+        """The events of one partition encoded into as few batches as they fit in (the first
+        record of a batch always fits), each with the indices it holds, with ``timestamp``
+        (ms) where the builder is reached directly (aiokafka's wrapper stamps each record
+        with its own time). An event that cannot be encoded goes to ``refused``."""
         create = self.producer.create_batch
         batches: list[tuple[Any, list[int]]] = []
-        builder, start = create(), 0
+        builder, taken = create(), list[int]()
         append = _inner_append(builder) if self._direct is not None else None
         if append is None:  # aiokafka's own wrapper, one call per record
-            for position, index in enumerate(members):
-                key, headers, value = records[index]  # type: ignore[misc]
+            for index, (key, headers, value) in iter_records(events, members, refused):
                 if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                    batches.append((builder, members[start:position]))
-                    builder, start = create(), position
+                    batches.append((builder, taken))
+                    builder, taken = create(), []
                     builder.append(key=key, value=value, timestamp=None, headers=headers)
-            batches.append((builder, members[start:]))
-            return batches
+                taken.append(index)
+            batches.append((builder, taken))
+            return [(builder, taken) for builder, taken in batches if taken]
         offset = 0
-        for position, index in enumerate(members):
-            key, headers, value = records[index]  # type: ignore[misc]
+        for index, (key, headers, value) in iter_records(events, members, refused):
             if append(offset, timestamp, key, value, headers) is None:
                 _seal(builder, offset)
-                batches.append((builder, members[start:position]))
-                builder, start = create(), position
+                batches.append((builder, taken))
+                builder, taken = create(), []
                 append = builder._builder.append
                 append(0, timestamp, key, value, headers)
                 offset = 0
             offset += 1
+            taken.append(index)
         _seal(builder, offset)
-        batches.append((builder, members[start:]))
-        return batches
+        batches.append((builder, taken))
+        return [(builder, taken) for builder, taken in batches if taken]
 
 
 def _seal(builder: Any, count: int) -> None:
