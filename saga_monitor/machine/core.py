@@ -12,7 +12,6 @@ from saga_monitor.definitions import SagaDefinition
 from saga_monitor.machine.alerts import KeptAlert
 from saga_monitor.machine.fold import _NONE, _Fold
 from saga_monitor.model import Alert, Anomaly, Entry, Instance, Observation
-from saga_monitor.model.instance import _SCANNED
 
 #: Ties in event time are broken by role, so that causes come before their effects.
 _RANK = {
@@ -232,18 +231,7 @@ class SagaMachine:
         a rebalance) changes nothing. A second message with the same source and id is recorded
         once, as a duplicate, and otherwise ignored.
         """
-        timeline = instance.timeline
-        if instance.seen is None and not instance.foreign and len(timeline) <= _SCANNED:
-            # Instance.delivery_of of a short timeline, inline (once an event)
-            known = None
-            source, event_id = obs.source, obs.id
-            for entry in timeline:
-                seen_obs = entry.event
-                if seen_obs.id == event_id and seen_obs.source == source and not entry.duplicate:
-                    known = seen_obs.delivery or ""
-                    break
-        else:
-            known = instance.delivery_of(obs)
+        known = instance.delivery_of(obs)
         if known is None:
             seen = instance.seen
             if seen is not None:  # as Instance.saw
