@@ -50,7 +50,7 @@ from saga_monitor.model import Alert
 from saga_monitor.store import SagaStore
 from saga_monitor.watermark import SourceClocks, Watermark
 
-__all__ = ["BATCH_SIZE", "MONITOR_POLICY", "SagaMonitor", "summarise"]
+__all__ = ["BATCH_SIZE", "MONITOR_POLICY", "STOP_TIMEOUT", "SagaMonitor", "summarise"]
 
 #: Retry store hiccups patiently (a failed batch is retried whole); never dead-letter into the
 #: services' DLQ topics. One batch at a time: the batch is the unit of commit.
@@ -71,6 +71,9 @@ BATCH_WAIT = 0.01
 #: The cyclic collector's young-generation threshold while a monitor runs (Python's default is
 #: 700 allocations): see :func:`_fewer_collections`.
 GC_YOUNG_THRESHOLD = 50_000
+#: How long :meth:`SagaMonitor.stop` lets the batch being applied commit (and be acked) before
+#: it closes the subscriptions anyway; see :meth:`SagaMonitor.stop`.
+STOP_TIMEOUT = 10.0
 
 #: What the monitor's ``clock`` may be: a :class:`broker.clock.Clock` (its deadlines and its
 #: timer then follow it, e.g. a :class:`broker.testing.VirtualClock`), or a function returning
@@ -101,6 +104,7 @@ class SagaMonitor:
         batch_wait: float | None = None,
         retain_acknowledged: float | None = None,
         retain_stuck: float | None = None,
+        stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
         self.definitions = definitions
         self.bus = bus
@@ -158,6 +162,10 @@ class SagaMonitor:
         self.batch_wait = batch_wait
         #: When the batch being applied was received (None between batches).
         self._applying: datetime | None = None
+        #: How many events the store is applying right now (0 between batches).
+        self._in_store = 0
+        #: How long :meth:`stop` waits for the store to finish the batch it is applying.
+        self.stop_timeout = stop_timeout
         #: The thread batches are applied in, for a store whose transactions may run off the
         #: event loop's thread (see :attr:`SqlSagaStore.threadsafe
         #: <saga_monitor.store_sql.SqlSagaStore.threadsafe>`); None: applied in place.
@@ -207,22 +215,49 @@ class SagaMonitor:
         return self
 
     async def stop(self) -> None:
-        """Stop the timer and the subscriptions; events in flight are redelivered later."""
+        """Stop the timer and the subscriptions; events in flight are redelivered later.
+
+        A batch being applied gets ``stop_timeout`` seconds to commit (it is then acked). A
+        store that does not answer by then (locked by another process, a slow disk) does not
+        hold the stop: the subscriptions close without acking the batch, an error line says
+        how many events were left unapplied, and the apply thread is left to finish or fail
+        on its own. Those events are read again on the next start (acks follow the commit),
+        where a commit that still happened is recognised by the events' broker positions.
+        """
         self._stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.stop_timeout
         if self._timer is not None:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
             self._timer = None
         subscribers, self._subscribers = self._subscribers, []
-        await asyncio.gather(*(s.stop() for s in subscribers), return_exceptions=True)
+        await asyncio.gather(
+            *(s.stop(grace=self.stop_timeout) for s in subscribers), return_exceptions=True
+        )
         worker, self._worker = self._worker, None
-        if worker is not None:  # the handlers have returned; a cancelled check may still run
-            await asyncio.get_running_loop().run_in_executor(worker, _nothing)
-            worker.shutdown(wait=False)
+        if worker is not None:  # the handlers have returned or were cancelled
+            await self._leave(worker, max(0.5, deadline - loop.time()))
         if self._collections_lowered:
             self._collections_lowered = False
             _fewer_collections(False)
+
+    async def _leave(self, worker: ThreadPoolExecutor, timeout: float) -> None:
+        """End the apply thread once it is idle; if the store keeps it busy past ``timeout``
+        (what is left of ``stop_timeout``), say so and go."""
+        idle = asyncio.get_running_loop().run_in_executor(worker, _nothing)
+        try:
+            await asyncio.wait_for(idle, timeout=timeout)
+        except TimeoutError:
+            self._log.error(
+                f"saga monitor stopped while its store was still applying {self._in_store} "
+                f"events (not answering after stop_timeout={self.stop_timeout:g}s: locked or "
+                "slow?); they are not acknowledged and will be read again on the next start",
+                unapplied=self._in_store,
+                store=self.store.url,
+            )
+        worker.shutdown(wait=False)
 
     async def run(self) -> None:
         """Start, then run until cancelled; stops cleanly."""
@@ -281,8 +316,12 @@ class SagaMonitor:
     def _apply_now(
         self, items: list[Received], now: datetime, watermark: datetime | None
     ) -> list[Outcome]:
-        with _collector_paused():
-            return self.correlator.apply_many(self.store, items, now=now, watermark=watermark)
+        self._in_store = len(items)
+        try:
+            with _collector_paused():
+                return self.correlator.apply_many(self.store, items, now=now, watermark=watermark)
+        finally:
+            self._in_store = 0
 
     def _corrected(self, items: list[Received], now: datetime) -> list[Received]:
         """``items``, each with the correction its source's clock needs (learning from it)."""

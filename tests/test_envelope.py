@@ -3,10 +3,12 @@ official `cloudevents` SDK in both directions."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from cloudevents.core.bindings import http, kafka, rabbitmq
@@ -111,6 +113,52 @@ def test_structured_json_is_checked_as_the_constructor_checks() -> None:
         Event.from_dict(bad)
     with pytest.raises(EnvelopeError, match="RFC 3339"):
         Event.from_dict({**json.loads(text), "time": "yesterday"})
+
+
+def _outcome(read: Any, doc: Any) -> tuple[str, Any]:
+    """What reading ``doc`` gives: the event's fields (extensions in order) or the error."""
+    try:
+        event = read(doc)
+    except EnvelopeError as exc:
+        return "error", str(exc)
+    fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+    return "event", (fields, list(event.extensions))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"data": '{"a": 1}'},  # JSON data given as a JSON string: decoded
+        {"data": "plain"},
+        {"data": None, "data_base64": "AAE="},
+        {"id": 7, "source": ["s"]},  # made text
+        {"type": ""},
+        {"specversion": "0.3"},
+        {"time": "2026-01-01T00:00:00"},  # naive: UTC
+        {"time": "yesterday"},
+        {"time": 20260101},  # read as text, then refused
+        {"time": ["2026-01-01T00:00:00Z"]},
+        {"time": None, "subject": "x", "dataschema": "urn:s"},
+        {"zeta": "1", "alpha": None, "beta": 2},  # order kept, None dropped
+        {"x-order": "1"},
+    ],
+)
+def test_structured_json_reads_as_from_dict(changes: dict[str, Any]) -> None:
+    """``Event.from_json`` builds the common case itself: every document reads (or is refused)
+    exactly as ``Event.from_dict`` of its JSON value reads it."""
+    doc = {**json.loads(sample().to_json()), **changes}
+    text = json.dumps(doc)
+    assert _outcome(Event.from_json, text) == _outcome(Event.from_dict, json.loads(text))
+    assert _outcome(Event.from_json, text.encode()) == _outcome(Event.from_dict, doc)
+
+
+def test_structured_json_not_an_object_is_refused() -> None:
+    """A JSON value that is no object, or no JSON at all, is refused as before."""
+    with pytest.raises(EnvelopeError, match="JSON object"):
+        Event.from_json("[1, 2]")
+    with pytest.raises(EnvelopeError, match="not a structured CloudEvent"):
+        Event.from_json(b"{nope")
 
 
 def test_ids_are_unique_uuid_shaped_across_chunks() -> None:

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from saga_monitor.definitions import SagaDefinition
+from saga_monitor.machine.alerts import KeptAlert
 from saga_monitor.machine.fold import _NONE, _Fold
 from saga_monitor.model import Alert, Anomaly, Entry, Instance, Observation
 
@@ -312,10 +313,12 @@ class SagaMachine:
             return None  # nothing can be released before the monitor knows a watermark
         out: list[Alert] = []
         sent = set(instance.alerted)
-        for at, alert in sorted(fold.alerts, key=_alert_time) if watermark else ():
-            alert_id = alert.event_id
+        for at, held in sorted(fold.alerts, key=_alert_time) if watermark else ():
+            alert_id = held.event_id
             if alert_id in sent or watermark is None or at > watermark:
                 continue
+            alert = held.alert() if held.__class__ is KeptAlert else held
+            assert isinstance(alert, Alert)
             sent.add(alert_id)
             instance.note_alerted(alert_id)
             out.append(alert)
@@ -341,7 +344,7 @@ class SagaMachine:
         return Alert("saga.resolved", self.name, instance.correlation_id, data)
 
 
-def _alert_time(item: tuple[datetime, Alert]) -> datetime:
+def _alert_time(item: tuple[datetime, Alert | KeptAlert]) -> datetime:
     return item[0]
 
 

@@ -11,7 +11,7 @@ import msgspec
 
 from broker.envelope import format_time
 from saga_monitor.definitions import format_duration
-from saga_monitor.machine.alerts import event_info, orphan_alert
+from saga_monitor.machine.alerts import KeptAlert, event_info, kept, orphan_alert
 from saga_monitor.model import ACTIVE, Alert, Anomaly, Entry, Instance, Observation
 
 if TYPE_CHECKING:
@@ -46,8 +46,12 @@ class _Fold(msgspec.Struct, gc=False):
     i: Instance
     #: A list during a pass, a tuple between passes: a tuple of untracked Structs and times is
     #: left alone by the garbage collector (it untracks the tuple), a list is walked by every
-    #: one of its passes, as long as the monitor keeps the instance.
-    alerts: list[tuple[datetime, Alert]] | tuple[tuple[datetime, Alert], ...] = ()
+    #: one of its passes, as long as the monitor keeps the instance. Between passes each alert
+    #: is kept as a :class:`~saga_monitor.machine.alerts.KeptAlert` (its data as JSON bytes:
+    #: a dict and a list fewer for the collector per alert), made an Alert again on release.
+    alerts: (
+        list[tuple[datetime, Alert | KeptAlert]] | tuple[tuple[datetime, Alert | KeptAlert], ...]
+    ) = ()
     #: Stuck (and compensation_missing) alerts of stalls still open at the watermark.
     open_stalls: tuple[Alert, ...] = ()
     #: The stall in progress: (its alert, the deadline that passed).
@@ -89,11 +93,12 @@ class _Fold(msgspec.Struct, gc=False):
                 entries = sorted(everything, key=m.fold_order)  # stable: a duplicate follows
                 break
             last = at
-        start = self._roles(entries)
+        start, early = self._roles(entries)
         # Traffic of no saga from before this instance existed is none of its business; it is
-        # set aside (its cause may still arrive and show it happened later).
+        # set aside (its cause may still arrive and show it happened later). In fold order
+        # such an entry comes before the start: none came there, none to look for.
         began = start.at
-        aside = [e for e in entries if e.role == "unknown" and e.at < began]
+        aside = [e for e in entries if e.role == "unknown" and e.at < began] if early else None
         if aside:
             i.foreign = aside
             entries = [e for e in entries if not (e.role == "unknown" and e.at < began)]
@@ -114,23 +119,26 @@ class _Fold(msgspec.Struct, gc=False):
         self.updated = i.updated
         self._judge(watermark)
 
-    def _roles(self, entries: list[Entry]) -> Entry:
+    def _roles(self, entries: list[Entry]) -> tuple[Entry, bool]:
         """Give ``entries`` (in fold order) their roles, which follow the definition (it may
-        have changed since); returns the start: the first entry recorded as one that is no
-        duplicate."""
+        have changed since); returns the start (the first entry recorded as one that is no
+        duplicate) and whether an entry of no role of the saga comes before it."""
         roles = self.m.roles
         start = None
+        early = False
         for entry in entries:
             if start is None and entry.role == "start" and not entry.duplicate:
                 start, role = entry, "start"
             else:
                 role = roles.get(entry.event.type, "unknown")
+                if start is None and role == "unknown":
+                    early = True
             if entry.flags or entry.role != role:  # the JSON cached for no flags holds
                 entry.role, entry.flags, entry.encoded = role, (), None
             entry.waited = None
         if start is None:
             raise LookupError(f"an instance of {self.m.name} without its start event")
-        return start
+        return start, early
 
     def resume(self, instance: Instance, news: Sequence[Entry], watermark: datetime | None) -> bool:
         """Carry on from the last pass with ``news`` (entries appended to the timeline since,
@@ -221,8 +229,8 @@ class _Fold(msgspec.Struct, gc=False):
             i.updated = max(i.updated, self.stall[1])
         i.timeline = self.entries
         self.applied = len(self.entries)
-        if self.alerts.__class__ is list:
-            self.alerts = tuple(self.alerts)
+        if self.alerts.__class__ is list:  # kept in a form the collector does not walk
+            self.alerts = tuple([(at, kept(alert)) for at, alert in self.alerts])
 
     def _cause_of(self, entry: Entry) -> tuple[Entry, float] | None:
         """Set ``entry.at`` from its cause's (see :meth:`_causal_times`), for one new entry."""

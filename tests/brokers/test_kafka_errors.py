@@ -11,6 +11,7 @@ import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import errors as kerr
@@ -26,6 +27,7 @@ from broker.errors import (
     ConfigurationError,
     PublishTimeoutError,
 )
+from tests.helpers import Collector, eventually
 from tests.servers.kafka import KafkaServer, free_port
 
 pytestmark = pytest.mark.kafka
@@ -129,6 +131,37 @@ async def test_selective_purge_is_refused(kafka_url: str) -> None:
         assert not bus.capabilities.selective_delete
         with pytest.raises(CapabilityError, match="cannot lose single events"):
             await bus.adapter.purge("some.dlq", ["id-1"])
+
+
+async def test_publish_many_fails_unencodable_events_alone_and_keeps_key_order(
+    kafka_url: str,
+) -> None:
+    """In a list of keyed and keyless events, one whose key or data cannot be encoded fails
+    alone with its error; every other event is stored once, each key's events in order."""
+    topic = f"mixed-{uuid.uuid4().hex[:8]}"
+    items: list[dict[str, Any]] = []
+    for n in range(40):
+        key = None if n % 3 == 0 else f"k{n % 4}"
+        items.append(
+            {"type": "t", "data": n} if key is None else {"type": "t", "data": n, "key": key}
+        )
+    items[5] = {"type": "t", "data": 5, "key": "k\udcff"}  # a lone surrogate: no UTF-8
+    items[9] = {"type": "t", "data": {"bad": object()}}
+    items[10] = {"type": "t", "data": {"bad": object()}, "key": "k2"}
+    got = Collector()
+    async with Bus(kafka_url, source="mixed") as bus:
+        await bus.create_topic(topic, partitions=4)
+        await bus.subscribe(topic, got, group="g", from_beginning=True)
+        result = await bus.publish_many(topic, items)
+        failed = [index for index, outcome in enumerate(result) if not outcome.ok]
+        assert [5, 9, 10] == failed
+        assert all(isinstance(result[i].error, (TypeError, ValueError)) for i in failed)
+        await eventually(lambda: len(got.events) == 37, what="the 37 good events")
+    expected = [n for n in range(40) if n not in failed]
+    assert expected == sorted(event.data for event in got.events)
+    for key in ("k1", "k2", "k3"):
+        sent = [n for n in expected if items[n].get("key") == key]
+        assert sent == [e.data for e in got.events if e.extensions.get("partitionkey") == key]
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import datetime
 
 from broker import Event
 from saga_monitor import Correlator, Instance, MemoryStore, SagaDefinition, Step
 from saga_monitor.machine import Outcome
+from saga_monitor.machine.alerts import KeptAlert
 from tests.saga_monitor.helpers import at, event, example
 
 
@@ -69,6 +71,32 @@ def test_happy_path_completes_and_expects_each_step_in_turn() -> None:
     assert at(100) == instance.finished
     saga.tick(100)
     assert ["saga.completed"] == saga.alerts
+
+
+def test_alerts_held_for_the_watermark_are_kept_out_of_the_collectors_way() -> None:
+    """Between passes an instance's fold keeps its alerts as JSON bytes (a completed instance
+    leaves its timeline list as its only object for the garbage collector), and releases each
+    one, once the watermark passes it, equal to the alert the fold derived, with its id."""
+    saga = Saga()
+    saga.send(event("order.placed", seconds=0), event("payment.authorized", seconds=5))
+    saga.send(event("inventory.reserved", seconds=10), event("order.shipped", seconds=100))
+    fold = saga.get().fold
+    ((moment, held),) = fold.alerts
+    assert (at(100), KeptAlert) == (moment, type(held))
+    derived = held.alert()
+    assert (derived.type, derived.data["expected_next"]) == ("saga.completed", [])
+    gc.collect()
+    gc.collect()  # a tuple is untracked once what it holds is: its inner tuples first
+    instance = saga.get()
+    tracked = [
+        name for name in instance.__struct_fields__ if gc.is_tracked(getattr(instance, name))
+    ]
+    shared = ("expected", "waiting", "anomalies")  # the machine's shared lists (see Instance)
+    assert ["timeline"] == [name for name in tracked if name not in shared]
+    assert not gc.is_tracked(fold.alerts)
+    (released,) = saga.tick(100).alerts
+    assert (derived, derived.event_id) == (released, released.event_id)
+    assert held.event_id == released.event_id
 
 
 def test_failure_with_nothing_done_is_failed() -> None:

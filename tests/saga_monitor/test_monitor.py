@@ -375,3 +375,71 @@ async def test_running_monitors_collect_garbage_less_often_and_restore_it(
         gc.set_threshold(*before)
         for store in stores:
             store.close()
+
+
+async def test_a_stop_is_bounded_when_the_store_is_locked_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """A monitor whose store stays locked by another process stops within its stop_timeout,
+    with one error line saying how many events were left unapplied; they were not acked, so
+    the next start reads them again, and what was acked before is all still there."""
+    import sqlite3
+    import threading
+    import time
+
+    from structlog.testing import capture_logs
+
+    from broker.observability import configure_logging
+
+    broker = f"sqlite:///{tmp_path}/broker.db?poll_interval=0.01"
+    store_path = tmp_path / "sagas.db"
+
+    def placed(corr: str) -> Event:
+        return Event(type="order.placed", source="shop", extensions={"correlationid": corr})
+
+    def instances() -> dict[str, tuple[int, int]]:  # events and anomalies per instance
+        store = open_saga_store(f"sqlite:///{store_path}")
+        try:
+            return {
+                i.correlation_id: (len(i.timeline), len(i.anomalies)) for i in store.instances()
+            }
+        finally:
+            store.close()
+
+    configure_logging()  # now, so that capture_logs' configuration is not replaced later
+    async with Bus(broker, source="shop") as bus:
+        with capture_logs() as logs:  # the monitor's logger is bound inside: it is captured
+            monitor = SagaMonitor(
+                example(), bus, open_saga_store(f"sqlite:///{store_path}"), stop_timeout=0.5
+            )
+            apply_thread = f"choreo-saga-apply {monitor.member}"
+            await monitor.start()
+            await bus.publish("orders", placed("acked"))
+            await until(lambda: monitor.applied == 1, what="the first event applied")
+            locker = sqlite3.connect(store_path, isolation_level=None)
+            locker.execute("BEGIN IMMEDIATE")  # another process's write lock (30 s busy wait)
+            await bus.publish("orders", placed("locked-out"))
+            await until(lambda: monitor._in_store == 1, what="the apply waiting for the lock")
+            began = time.monotonic()
+            await monitor.stop()
+            took = time.monotonic() - began
+        locker.rollback()
+        locker.close()
+        # The apply still running commits once the lock is gone, without an ack.
+        await until(
+            lambda: not any(t.name.startswith(apply_thread) for t in threading.enumerate()),
+            timeout=40,
+            what="the left apply thread to end",
+        )
+        monitor.store.close()
+    errors = [entry for entry in logs if entry["log_level"] == "error"]
+    async with Bus(broker, source="shop") as bus:
+        store = open_saga_store(f"sqlite:///{store_path}")
+        again = SagaMonitor(example(), bus, store)
+        async with again:
+            await until(lambda: again.applied == 1, what="the unacked event read again")
+        store.close()
+    assert took < 10  # about 2 s (the grace, the task's second, what is left): not SQLite's 30
+    assert [1] == [entry["unapplied"] for entry in errors]
+    assert "will be read again on the next start" in errors[0]["event"]
+    assert {"acked": (1, 0), "locked-out": (1, 0)} == instances()

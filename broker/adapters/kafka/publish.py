@@ -6,15 +6,21 @@ future, tried once straight away by the adapter's own ``publish`` (no coroutine 
 event); only a failure comes here (:meth:`KafkaPublisher.retry`), and a retriable one enters
 the retry loop (:func:`~broker.adapters.kit.keep_trying`) until ``publish_timeout_ms``.
 
-A list is encoded, split by partition (the producer's partitioner for keyed events; the
+A list is split by partition (the producer's partitioner for keyed events; the
 keyless events of a call fill a record batch for one partition chosen at random, as the Java
 client's sticky partitioner does, and the next batch for the next partition, so that every
 batch goes in one produce request: the producer sends one batch per partition at a time),
-appended to record batches (``producer.create_batch``) and handed over with
+encoded one event at a time straight into record batches (``producer.create_batch``: no
+list of records outlives the loop, so the garbage collector has little to walk) and handed
+over with
 ``producer.send_batch``: the per-record work of ``send`` is skipped and every batch is in
-flight before the first ack is awaited. A batch that fails with a retriable error is built
-and sent again (the others keep their outcome), so events of one key keep their order unless
+flight before the first ack is awaited. A batch that fails with a retriable error is encoded,
+built and sent again (the others keep their outcome), so events of one key keep their order unless
 a retry puts a failed batch behind a later one.
+
+``send`` refuses a record over the producer's ``max_request_size``; batches built here skip
+that check, so :meth:`KafkaPublisher.publish_many` makes it itself: such an event fails alone
+(:func:`oversized`, the same error a single publish of it raises) and the others are sent.
 """
 
 from __future__ import annotations
@@ -33,12 +39,12 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import TopicPartition
 
 from broker.adapters.kafka.errors import retriable, translate_error
-from broker.adapters.kafka.wire import encode_events
+from broker.adapters.kafka.wire import iter_records, record_key
 from broker.adapters.kit import Backoff, keep_trying, keep_trying_each
 from broker.envelope import Event
 from broker.observability import get_logger
 
-__all__ = ["KafkaPublisher"]
+__all__ = ["KafkaPublisher", "oversized"]
 
 _log = get_logger("choreo.kafka")
 _BACKOFF = Backoff(initial=0.1, maximum=1.0)
@@ -54,11 +60,10 @@ STICKY_SECONDS = 1.0
 class _Direct:
     """The producer internals :meth:`KafkaPublisher.send` appends records with."""
 
-    __slots__ = ("accumulator", "max_request_size", "partitions", "timeout")
+    __slots__ = ("accumulator", "partitions", "timeout")
 
-    def __init__(self, accumulator: Any, max_request_size: int, timeout: float) -> None:
+    def __init__(self, accumulator: Any, timeout: float) -> None:
         self.accumulator = accumulator
-        self.max_request_size = max_request_size
         self.timeout = timeout
         self.partitions: dict[tuple[str, int], TopicPartition] = {}
 
@@ -70,7 +75,6 @@ class _Direct:
         add = getattr(accumulator, "add_message", None)
         parameters = list(inspect.signature(add).parameters) if callable(add) else []
         transactions = getattr(producer, "_txn_manager", None)
-        max_size = getattr(producer, "_max_request_size", None)
         timeout_ms = getattr(producer, "_request_timeout_ms", None)
         if (
             add is None
@@ -80,11 +84,10 @@ class _Direct:
             or getattr(producer, "_key_serializer", True) is not None
             or getattr(producer, "_value_serializer", True) is not None
             or getattr(transactions, "transactional_id", None) is not None
-            or not isinstance(max_size, int)
             or not isinstance(timeout_ms, int)
         ):
             return None
-        return cls(accumulator, max_size, timeout_ms / 1000)
+        return cls(accumulator, timeout_ms / 1000)
 
     def partition(self, topic: str, partition: int) -> TopicPartition:
         """The (shared) TopicPartition of ``topic``'s ``partition``."""
@@ -133,6 +136,12 @@ class KafkaPublisher:
         #: the time (monotonic) before another is chosen.
         self._sticky: dict[str, tuple[int, list[int], float]] = {}
         self._direct = _Direct.of(producer)
+        #: The producer's max_request_size: the largest record it may send.
+        self._max_size: int = getattr(producer, "_max_request_size", 1048576)
+        #: Whether a record that fits in a started batch may still be over _max_size (a
+        #: max_batch_size above max_request_size, or one this module cannot read).
+        batch_size = getattr(getattr(producer, "_message_accumulator", None), "_batch_size", None)
+        self._check_every = not isinstance(batch_size, int) or batch_size > self._max_size
 
     def send(
         self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
@@ -140,18 +149,16 @@ class KafkaPublisher:
         """``producer.send`` of one record: a keyless one to the sticky partition, a keyed one
         where the partitioner puts its key (as ``send`` would), appended to the producer's
         record accumulator directly where this aiokafka allows it (no serializers, not
-        transactional, the topic's partitions known, the record within
-        ``max_request_size``; else ``producer.send`` itself, which also raises for an
-        oversized record). That skips ``send``'s metadata wait, serializers, partitioner
-        lists, debug log line and a coroutine (its size check is kept): about 3 us of CPU per
-        event."""
+        transactional, the topic's partitions known; else ``producer.send`` itself). That skips
+        ``send``'s metadata wait, serializers, partitioner lists, debug log line and a
+        coroutine (its size check is kept: a record over ``max_request_size`` raises
+        :func:`oversized` when awaited): about 3 us of CPU per event."""
+        size = _estimate(key, value, headers)
+        if size > self._max_size:
+            return _raise(oversized(size, self._max_size))
         partition = self.sticky(topic, len(value)) if key is None else self._keyed(topic, key)
         direct = self._direct
-        if (
-            partition is None
-            or direct is None
-            or _estimate(key, value, headers) > direct.max_request_size
-        ):
+        if partition is None or direct is None:
             sending: Awaitable[asyncio.Future[Any]] = self.producer.send(
                 topic, value, key=key, partition=partition, headers=headers
             )
@@ -230,14 +237,10 @@ class KafkaPublisher:
     async def publish_many(self, topic: str, events: Sequence[Event]) -> list[Exception | None]:
         """Send ``events`` as record batches; one outcome per event."""
         outcomes: list[Exception | None] = [None] * len(events)
-        refused: dict[int, Exception] = {}  # data JSON cannot hold
-        records = encode_events(events, refused)
-        for index, exc in refused.items():
-            outcomes[index] = exc
-        pending = [i for i, record in enumerate(records) if record is not None]
+        refused: dict[int, Exception] = {}  # data JSON cannot hold: never sent
         failed = await keep_trying_each(
-            lambda indices, _: self._send_batches(topic, records, indices),
-            pending,
+            lambda indices, _: self._send_batches(topic, events, indices, refused),
+            range(len(events)),
             timeout=self._timeout,
             retriable=retriable,
             backoff=_BACKOFF,
@@ -245,29 +248,36 @@ class KafkaPublisher:
         )
         for index, error in failed.items():
             outcomes[index] = self._error(error, topic)
+        for index, exc in refused.items():  # (over max_request_size: as a single publish)
+            outcomes[index] = self._error(exc, topic) if isinstance(exc, kerr.KafkaError) else exc
         return outcomes
 
     async def _send_batches(
-        self, topic: str, records: Sequence[Record | None], indices: list[int]
+        self,
+        topic: str,
+        events: Sequence[Event],
+        indices: list[int],
+        refused: dict[int, Exception],
     ) -> dict[int, BaseException]:
-        """Append the records (by index) to batches per partition, send them all, await every
-        ack; the failed records by index."""
+        """Encode the events (by index) into batches per partition, send them all, await
+        every ack; the failed events by index (those that cannot be encoded go to
+        ``refused`` instead)."""
         producer = self.producer
         direct = self._direct
         known = producer.client.cluster.partitions_for_topic(topic) if direct else None
         partitions = sorted(known or await producer.partitions_for(topic))
-        by_partition, keyless = self._assign(records, indices, partitions)
+        by_partition, keyless = self._assign(events, indices, partitions, refused)
         at = int(time.time() * 1000)  # every record's timestamp: the time of the call
         batches = [
             (partition, batch)
             for partition, members in by_partition.items()
-            for batch in self._batches(records, members, at)
+            for batch in self._batches(events, members, at, refused)
         ]
         if keyless:  # batch k to the k-th partition from a random one: one produce request
             first, count = random.randrange(len(partitions)), len(partitions)
             batches += [
                 (partitions[(first + k) % count], batch)
-                for k, batch in enumerate(self._batches(records, keyless, at))
+                for k, batch in enumerate(self._batches(events, keyless, at, refused))
             ]
         sent: list[tuple[asyncio.Future[Any], list[int]]] = []
         for partition, (builder, members) in _round_robin(batches):
@@ -285,18 +295,26 @@ class KafkaPublisher:
         return failed
 
     def _assign(
-        self, records: Sequence[Record | None], indices: list[int], partitions: list[int]
+        self,
+        events: Sequence[Event],
+        indices: list[int],
+        partitions: list[int],
+        refused: dict[int, Exception],
     ) -> tuple[dict[int, list[int]], list[int]]:
-        """The indices of the keyed records per partition (the partitioner's choice), in
-        order, and those of the keyless ones."""
-        keyed = [i for i in indices if records[i][0] is not None]  # type: ignore[index]
-        if not keyed:  # the common case: no per-record work
-            return {}, indices
+        """The indices of the keyed events per partition (the partitioner's choice), in
+        order, and those of the keyless ones (a key that cannot be encoded goes to
+        ``refused``)."""
+        if not any(events[i].extensions.get("partitionkey") is not None for i in indices):
+            return {}, indices  # the common case: no per-event work
         by_partition: dict[int, list[int]] = {}
         keyless: list[int] = []
         partitioner = self._partitioner
         for index in indices:
-            key = records[index][0]  # type: ignore[index]
+            try:
+                key = record_key(events[index])
+            except ValueError as exc:  # text UTF-8 cannot hold
+                refused[index] = exc
+                continue
             if key is None:
                 keyless.append(index)
             else:
@@ -305,38 +323,89 @@ class KafkaPublisher:
         return by_partition, keyless
 
     def _batches(
-        self, records: Sequence[Record | None], members: list[int], timestamp: int
+        self,
+        events: Sequence[Event],
+        members: list[int],
+        timestamp: int,
+        refused: dict[int, Exception],
     ) -> list[tuple[Any, list[int]]]:
-        """The records of one partition appended to as few batches as they fit in (the first
-        record of a batch always fits), with ``timestamp`` (ms) where the builder is reached
-        directly (aiokafka's wrapper stamps each record with its own time)."""
+        """The events of one partition encoded into as few batches as they fit in, each with
+        the indices it holds, with ``timestamp`` (ms) where the builder is reached directly
+        (aiokafka's wrapper stamps each record with its own time). An event that cannot be
+        encoded goes to ``refused``, and so does one over ``max_request_size``: the first
+        record of a batch always fits whatever its size, so it is checked as ``send`` checks
+        it (every record when a batch may outgrow that limit)."""
         create = self.producer.create_batch
+        every, fits = self._check_every, self._fits
         batches: list[tuple[Any, list[int]]] = []
-        builder, start = create(), 0
-        append = _inner_append(builder) if self._direct is not None else None
-        if append is None:  # aiokafka's own wrapper, one call per record
-            for position, index in enumerate(members):
-                key, headers, value = records[index]  # type: ignore[misc]
-                if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                    batches.append((builder, members[start:position]))
-                    builder, start = create(), position
-                    builder.append(key=key, value=value, timestamp=None, headers=headers)
-            batches.append((builder, members[start:]))
-            return batches
-        offset = 0
-        for position, index in enumerate(members):
-            key, headers, value = records[index]  # type: ignore[misc]
-            if append(offset, timestamp, key, value, headers) is None:
-                _seal(builder, offset)
-                batches.append((builder, members[start:position]))
-                builder, start = create(), position
-                append = builder._builder.append
-                append(0, timestamp, key, value, headers)
-                offset = 0
-            offset += 1
-        _seal(builder, offset)
-        batches.append((builder, members[start:]))
+        builder, taken = create(), list[int]()
+        direct = self._direct is not None and _inner_append(builder) is not None
+        append = _appender(builder, direct)
+        for index, (key, headers, value) in iter_records(events, members, refused):
+            if every and not fits(index, key, value, headers, refused):
+                continue
+            if taken:
+                if append(len(taken), timestamp, key, value, headers) is not None:
+                    taken.append(index)
+                    continue
+                batches.append(_closed(builder, taken, direct))  # full: this one starts the next
+                builder, taken = create(), []
+                append = _appender(builder, direct)
+            if not every and not fits(index, key, value, headers, refused):
+                continue
+            append(0, timestamp, key, value, headers)
+            taken.append(index)
+        if taken:
+            batches.append(_closed(builder, taken, direct))
         return batches
+
+    def _fits(
+        self,
+        index: int,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        refused: dict[int, Exception],
+    ) -> bool:
+        """Whether a record is within ``max_request_size``; if not, ``refused[index]`` is
+        its error."""
+        size = _estimate(key, value, headers)
+        if size <= self._max_size:
+            return True
+        refused[index] = oversized(size, self._max_size)
+        return False
+
+
+def _appender(builder: Any, direct: bool) -> Callable[..., Any]:
+    """``append(offset, timestamp, key, value, headers)`` of ``builder``: its inner builder's
+    where ``direct``, else through aiokafka's wrapper (which numbers and stamps each record
+    itself); None when the batch is full."""
+    if direct:
+        return builder._builder.append  # type: ignore[no-any-return]
+
+    def wrapped(_: int, __: int, key: bytes | None, value: bytes, headers: Any) -> Any:
+        return builder.append(key=key, value=value, timestamp=None, headers=headers)
+
+    return wrapped
+
+
+def _closed(builder: Any, members: list[int], direct: bool) -> tuple[Any, list[int]]:
+    """``builder`` and the indices of its records, sealed where filled directly."""
+    if direct:
+        _seal(builder, len(members))
+    return builder, members
+
+
+def oversized(size: int, limit: int) -> kerr.MessageSizeTooLargeError:
+    """The error of a record of ``size`` bytes over the producer's ``max_request_size``."""
+    return kerr.MessageSizeTooLargeError(
+        f"the event is {size} bytes when serialized, more than max_request_size={limit} "
+        "(a URL option; the broker's message.max.bytes caps it too)"
+    )
+
+
+async def _raise(error: Exception) -> Any:
+    raise error
 
 
 def _seal(builder: Any, count: int) -> None:
