@@ -397,13 +397,7 @@ class Event:
                 and get("specversion") == SPECVERSION
                 and "data_base64" not in obj
             ):
-                extensions = {
-                    name: value
-                    for name, value in obj.items()
-                    if name not in _NOT_EXTENSIONS and value is not None
-                }
-                if extensions and not _valid_names.issuperset(extensions):
-                    check_extension_names(extensions)
+                extensions = _extensions_of(obj)
                 moment = get("time")
                 if moment:  # as _parse_time reads it
                     try:
@@ -536,6 +530,19 @@ def _maybe_json(text: str) -> Any:
         return text
 
 
+def _extensions_of(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The extensions of a structured event's attributes (every member that is not a core
+    attribute nor None), their names checked as ``Event(...)`` checks them."""
+    extensions = {
+        name: value
+        for name, value in attrs.items()
+        if name not in _NOT_EXTENSIONS and value is not None
+    }
+    if extensions and not _valid_names.issuperset(extensions):
+        check_extension_names(extensions)
+    return extensions
+
+
 def _build(attrs: Mapping[str, Any], data: Any) -> Event:
     """Build an Event from attribute strings, validating the required ones (and the
     extension names, as ``Event(...)`` would), without the dataclass machinery: this runs
@@ -546,13 +553,7 @@ def _build(attrs: Mapping[str, Any], data: Any) -> Event:
         missing = [name for name in ("id", "source", "type") if not get(name)]
         raise EnvelopeError(f"not a CloudEvent: missing required attribute(s) {', '.join(missing)}")
     time_text = get("time")
-    extensions = {
-        name: value
-        for name, value in attrs.items()
-        if name not in _NOT_EXTENSIONS and value is not None
-    }
-    if extensions and not _valid_names.issuperset(extensions):
-        check_extension_names(extensions)
+    extensions = _extensions_of(attrs)
     return _assemble(
         kind,
         source,

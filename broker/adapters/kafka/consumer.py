@@ -403,12 +403,7 @@ class KafkaSubscription(BaseSubscription):
             elif part.live:
                 for index in range(start, end):
                     delivery = _delivery(part, records[index])
-                    event = delivery.event
-                    if (
-                        event is None
-                        or DELIVER_AT not in event.extensions
-                        or not self._hold(delivery, event)
-                    ):
+                    if self._ready(delivery):
                         batch.append(delivery)
             room = min(limit, self._prefetch - self._inflight) - len(batch)
         self._inflight += len(batch)
@@ -423,13 +418,16 @@ class KafkaSubscription(BaseSubscription):
             if not part.live:
                 continue
             delivery = _delivery(part, item)
-            event = delivery.event
-            if (
-                event is None
-                or DELIVER_AT not in event.extensions
-                or not self._hold(delivery, event)
-            ):
+            if self._ready(delivery):
                 batch.append(delivery)
+
+    def _ready(self, delivery: _KafkaDelivery) -> bool:
+        """Whether ``delivery`` is handed out now: not an early event, which is held until
+        its time instead (:meth:`_hold`)."""
+        event = delivery.event
+        return (
+            event is None or DELIVER_AT not in event.extensions or not self._hold(delivery, event)
+        )
 
     def _hold(self, delivery: _KafkaDelivery, event: Event) -> bool:
         """Whether the delivery is early, and then held until its time (not another group's
