@@ -17,8 +17,6 @@ import msgspec
 from broker.envelope import Event
 
 MAX_DATA_CHARS = 4096
-#: The largest data kept as compact JSON (larger data is abbreviated: see :func:`_bounded`).
-_COMPACT_LIMIT = MAX_DATA_CHARS // 2
 _encode_into = msgspec.json.Encoder().encode_into
 _loads = msgspec.json.Decoder().decode
 _intern = sys.intern
@@ -117,15 +115,7 @@ class Observation(msgspec.Struct, gc=False):
         causation = extensions.get("causationid")
         traceparent = extensions.get("traceparent")
         data = event.data
-        payload = None
-        if data.__class__ is dict or data.__class__ is list:  # as _compact_json, inline
-            try:
-                buffer = bytearray()
-                _encode_into(data, buffer)
-                if len(buffer) <= _COMPACT_LIMIT and _loads(buffer) == data:
-                    payload = bytes(buffer)
-            except (TypeError, ValueError, msgspec.MsgspecError):
-                pass
+        payload = _compact_json(data) if data.__class__ is dict or data.__class__ is list else None
         return cls(  # types and sources repeat: one copy of each in memory
             _intern(event.type),
             _intern(event.source),
