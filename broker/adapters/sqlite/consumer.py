@@ -131,6 +131,8 @@ class SQLiteSubscription(BaseSubscription):
                 settle(delivery._part, delivery._flight)
             else:
                 await delivery.ack()
+        if deliveries:  # room in the prefetch window: a take waiting for more fetches now
+            self._wakeup.set()
 
     def give_back(self, part: _Partition) -> None:
         key = (part.topic, part.part)
@@ -158,16 +160,22 @@ class SQLiteSubscription(BaseSubscription):
         return None
 
     def merge_partitions(self) -> None:
-        """Read for a batch subscription: the partitions merged by event time."""
+        """Read for a batch subscription: the partitions merged by event time, with twice the
+        prefetch window. The horizon keeps rows fetched from the partitions that are ahead in
+        time until the lagging ones reach them, and those rows count in the window: with only
+        ``2 * max_batch`` (the default), the batch handled and the held rows left room for
+        part of the next batch (a quarter, reading a saga backlog over four topics), which
+        came short and the one after it only once the first was acked."""
         self._horizon = Horizon(_time_of)
+        self._prefetch *= 2
 
     async def wait_ready(self, timeout: float | None) -> None:
         """Commit and rebalance when due, fetch; if nothing came, wait for a publish in this
         process (or the poll interval, for other processes' publishes)."""
+        self._wakeup.clear()  # before the fetch: an ack or a publish meanwhile is not lost
         await self._maintain()
         if await self._fill():
             return
-        self._wakeup.clear()
         wait = self._adapter.settings.poll_interval
         held = self._horizon.waiting() if self._horizon is not None else None
         if held is not None:
