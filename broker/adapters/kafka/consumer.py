@@ -77,10 +77,14 @@ class _Partition:
         self.live = True
         self.behind = False  # records past the start position when assigned (a backlog)
 
-    def settle(self, delivery: _KafkaDelivery) -> None:
+    def note_ack(self, delivery: _KafkaDelivery) -> None:
+        """Record ``delivery`` as acked in the offset tracker (what may be committed)."""
         done = self.tracker.ack(delivery)
         if done is not None:
             self.committable = done + 1
+
+    def settle(self, delivery: _KafkaDelivery) -> None:
+        self.note_ack(delivery)
         if self.live:
             self.sub.settled(self)
 
@@ -520,8 +524,8 @@ class KafkaSubscription(BaseSubscription):
             self._buffer.append((None, released))
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        """Settle each (committed with the next batch of offsets): what :meth:`_Partition.settle`
-        does per delivery, with the subscription's own counts updated once for the list."""
+        """Settle each (committed with the next batch of offsets): :meth:`_Partition.settle`
+        per delivery, with the subscription's own counts updated once for the list."""
         settled = 0
         for delivery in deliveries:
             if delivery.__class__ is not _KafkaDelivery:
@@ -530,9 +534,7 @@ class KafkaSubscription(BaseSubscription):
             if delivery.acked:
                 continue
             part = delivery.part
-            done = part.tracker.ack(delivery)
-            if done is not None:
-                part.committable = done + 1
+            part.note_ack(delivery)
             if part.live:
                 settled += 1
                 if part.committable > part.committed:
@@ -550,14 +552,9 @@ class KafkaSubscription(BaseSubscription):
             self._space.set()
 
     def settled(self, part: _Partition) -> None:
-        self._inflight -= 1
         if part.committable > part.committed:
             self._dirty.add(part)
-        self._acks += 1
-        if self._acks >= self._settings.commit_batch:
-            self._commit_due.set()
-        if self._inflight < self._prefetch:
-            self._space.set()
+        self._settled_many(1)
 
     def give_back(self, delivery: _KafkaDelivery) -> None:
         self._inflight -= 1
