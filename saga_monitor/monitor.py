@@ -190,7 +190,6 @@ class SagaMonitor:
         # its own, the group's verdicts wait for it.
         self._started = self.clock()
         self.store.record_monitor(self.member, None, float("inf"), self._started)
-        await self.flush_alerts()
         if self._worker is None and isinstance(self.store, ThreadedStore) and self.store.threadsafe:
             self._worker = ThreadPoolExecutor(
                 1, thread_name_prefix=f"choreo-saga-apply {self.member}"
@@ -198,6 +197,7 @@ class SagaMonitor:
             self._applier = await asyncio.get_running_loop().run_in_executor(
                 self._worker, threading.get_ident
             )
+        await self.flush_alerts()
         if not self._collections_lowered:  # restored by stop(), which a failure below calls
             _fewer_collections(True)
             self._collections_lowered = True
@@ -467,13 +467,16 @@ class SagaMonitor:
         """Publish the alerts waiting in the store's outbox, in order, up to 500 per
         ``publish_many`` call, and delete those the broker accepted in one transaction;
         returns how many were sent. A refused alert raises; it and the ones after it wait
-        for the next flush."""
+        for the next flush. The outbox is read and written on the apply thread (in turn with
+        the batches), not on the event loop's."""
         sent = 0
+        store = self.store
         try:
             async with self._flush_lock:
-                while pending := self.store.pending_alerts():
+                while pending := await self._on_store(store.pending_alerts):
                     accepted, failure = await self._publish_alerts([a for _, a in pending])
-                    self.store.delete_alerts([seq for seq, _ in pending[:accepted]])
+                    published = [seq for seq, _ in pending[:accepted]]
+                    await self._on_store(store.delete_alerts, published)
                     sent += accepted
                     if failure is not None:
                         raise failure

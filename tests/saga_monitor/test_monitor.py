@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -443,6 +444,44 @@ async def test_a_stop_is_bounded_when_the_store_is_locked_and_loses_nothing(
     assert [1] == [entry["unapplied"] for entry in errors]
     assert "will be read again on the next start" in errors[0]["event"]
     assert {"acked": (1, 0), "locked-out": (1, 0)} == instances()
+
+
+async def test_the_alert_flush_waits_for_a_locked_store_off_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """Flushing the alert outbox while another process holds the store's write lock leaves
+    the event loop free (the outbox is written on the apply thread): the alert is published
+    and the flush waits for the lock meanwhile, then deletes it from the outbox."""
+    import sqlite3
+
+    from saga_monitor.model import Alert
+
+    store_path = tmp_path / "sagas.db"
+    received: list[Event] = []
+
+    async def keep(event: Event) -> None:
+        received.append(event)
+
+    async with Bus(f"sqlite:///{tmp_path}/broker.db?poll_interval=0.01", source="shop") as bus:
+        await bus.subscribe("saga.alerts", keep, group="alert-reader")
+        store = open_saga_store(f"sqlite:///{store_path}")
+        monitor = SagaMonitor(example(), bus, store, tick_interval=3600)
+        async with monitor:
+            with store.transaction() as txn:
+                txn.add_alerts([Alert("saga.stuck", "order-fulfilment", "late", {"n": 1})])
+            locker = sqlite3.connect(store_path, isolation_level=None)
+            locker.execute("BEGIN IMMEDIATE")  # another process's write lock (30 s busy wait)
+            flush = asyncio.create_task(monitor.flush_alerts())
+            await until(lambda: len(received) == 1, what="the alert published")
+            waiting = not flush.done()  # on the apply thread, for the lock
+            locker.rollback()
+            locker.close()
+            sent = await flush
+            left = store.pending_alerts()
+        store.close()
+    assert waiting
+    assert 1 == sent
+    assert [] == left
 
 
 @pytest.mark.postgres
