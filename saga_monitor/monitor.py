@@ -43,6 +43,7 @@ from broker.clock import SYSTEM_CLOCK, Clock
 from broker.context import current_deliveries
 from broker.observability import get_logger
 from saga_monitor import metrics
+from saga_monitor.collector import FREEZER
 from saga_monitor.correlator import Correlator, Received
 from saga_monitor.definitions import Definitions
 from saga_monitor.errors import SagaError
@@ -200,6 +201,7 @@ class SagaMonitor:
         await self.flush_alerts()
         if not self._collections_lowered:  # restored by stop(), which a failure below calls
             _fewer_collections(True)
+            FREEZER.hold()
             self._collections_lowered = True
         try:  # one subscription over every topic: a Kafka group rebalances once
             subscriber = await self.bus.subscribe_batch(
@@ -252,6 +254,7 @@ class SagaMonitor:
         if self._collections_lowered:
             self._collections_lowered = False
             _fewer_collections(False)
+            FREEZER.release()
 
     async def _leave(self, worker: ThreadPoolExecutor, timeout: float) -> None:
         """End the apply thread once it is idle, its store connection closed. If the store
@@ -311,6 +314,7 @@ class SagaMonitor:
             await self.apply_many(items)
         finally:
             self._applying = None
+        FREEZER.settled(len(items))  # committed: what it left alive lives on
 
     async def apply(self, event: Event, *, topic: str | None = None) -> Outcome:
         """Apply one event now (what the subscriptions do for each delivery)."""
@@ -454,8 +458,11 @@ class SagaMonitor:
             self._log.info("pruned finished saga instances", count=pruned)
 
     async def _tick_forever(self) -> None:
+        applied = self.applied
         while not self._stopping:  # a cancellation lost inside check() ends it too
             await self._sleep(self.tick_interval)
+            if applied == (applied := self.applied):
+                FREEZER.idle()  # nothing came since the last tick
             try:
                 await self.check()
             except Exception as exc:  # keep ticking; the store may come back

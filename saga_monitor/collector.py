@@ -1,0 +1,84 @@
+"""The cyclic garbage collector while monitors run: what a batch left alive is frozen.
+
+Nearly everything a committed batch leaves alive lives on (the instances' timelines the store
+keeps, the records a catch-up fetched ahead), and each collection would walk it again: the
+young ones while it is young, the middle and full ones, over the whole heap, ever after. So
+after each batch a running monitor moves every tracked object to the permanent generation
+(:func:`gc.freeze`, which costs the same for any heap): the collections that follow walk only
+what was allocated since. Objects frozen are still freed when their last reference goes (the
+fetched records, once applied); only a reference cycle made meanwhile waits, until a thaw
+(:func:`gc.unfreeze` and one full collection) returns everything to the collector: when the
+monitors are idle (a tick with no event applied since the previous one), after
+:data:`THAW_EVERY` events applied since the last thaw, and when the last monitor stops.
+
+Process-wide, for the process's started monitors together (as the collector's threshold is,
+see :func:`saga_monitor.monitor._fewer_collections`). A process that froze objects of its own
+before the first monitor started (a pre-forking server does) keeps them: its monitors then
+freeze nothing, and never unfreeze. Nor does anything freeze while the collector is disabled.
+"""
+
+from __future__ import annotations
+
+import gc
+
+__all__ = ["THAW_EVERY", "FrozenBatches"]
+
+#: How many events the monitors apply, busy all the time, between two thaws: a bound on the
+#: cyclic garbage that waits frozen (a full collection walks the whole heap once per so many).
+THAW_EVERY = 200_000
+
+
+class FrozenBatches:
+    """Freezes the heap after each batch while monitors run, and thaws it (see the module)."""
+
+    def __init__(self, thaw_every: int = THAW_EVERY) -> None:
+        self.thaw_every = thaw_every
+        #: How many started monitors use it.
+        self.users = 0
+        #: Whether the permanent generation is the monitors' (it was empty when the first
+        #: started); when not, nothing is frozen or thawed.
+        self.owned = False
+        #: Events applied since the last thaw (0: nothing frozen since).
+        self.pending = 0
+        #: What the last thaw's collection found unreachable (the cyclic garbage that waited).
+        self.collected = 0
+
+    def hold(self) -> None:
+        """A monitor starts."""
+        self.users += 1
+        if self.users == 1:
+            self.owned = gc.get_freeze_count() == 0
+
+    def release(self) -> None:
+        """A monitor stops: the last one thaws the heap."""
+        self.users = max(0, self.users - 1)
+        if self.users == 0:
+            self.thaw()
+            self.owned = False
+
+    def settled(self, events: int) -> None:
+        """A batch of ``events`` was committed: freeze what is alive, or thaw every
+        :attr:`thaw_every` events."""
+        if not self.owned or not gc.isenabled():
+            return
+        self.pending += events
+        if self.pending >= self.thaw_every:
+            self.thaw()
+        else:
+            gc.freeze()
+
+    def idle(self) -> None:
+        """A monitor applied nothing since its previous tick: thaw, if anything was frozen."""
+        self.thaw()
+
+    def thaw(self) -> None:
+        """Unfreeze what the monitors froze and collect the whole heap once."""
+        if not self.owned or not self.pending:
+            return
+        self.pending = 0
+        gc.unfreeze()
+        self.collected = gc.collect()
+
+
+#: The process's one freezer (the collector and its permanent generation are process-wide).
+FREEZER = FrozenBatches()
