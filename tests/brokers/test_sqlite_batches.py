@@ -5,10 +5,11 @@ window leaves room for a full next batch beside the rows held for a lagging topi
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from broker import Bus, Event
+from broker import Bus, Event, Policy
 from tests.helpers import eventually
 
 
@@ -69,3 +70,28 @@ async def test_a_backlog_over_uneven_topics_comes_in_full_batches(tmp_path: Path
     times = [event.time for batch in batches for event in batch]
     assert times == sorted(times)  # type: ignore[type-var]
     assert [len(batch) for batch in batches[:-1]] == [30] * (len(batches) - 1)
+
+
+async def test_a_row_that_is_not_a_cloudevent_reaches_the_handler_whole(tmp_path: Path) -> None:
+    """A row another writer put in the log that is not a CloudEvent is handed out, in a batch
+    beside the events, with its text intact (wrapped: ``on_undecodable="wrap"``)."""
+    path = tmp_path / "broker.db"
+    url = f"sqlite:///{path}?partitions=1"
+    got: list[Event] = []
+
+    async def handle(events: list[Event]) -> None:
+        got.extend(events)
+
+    async with Bus(url, source="test") as bus:
+        await bus.publish("work", Event(type="t", source="test", data={"n": 1}))
+        with sqlite3.connect(path) as db:
+            db.execute(
+                "INSERT INTO log (topic, part, event_id, body, created) VALUES (?, 0, ?, ?, 0)",
+                ("work", "foreign-1", "not a cloud event"),
+            )
+        policy = Policy(on_undecodable="wrap")
+        await bus.subscribe_batch("work", handle, group="g", from_beginning=True, policy=policy)
+        await eventually(lambda: len(got) == 2, timeout=20, what="both rows")
+    assert [("t", {"n": 1}), ("choreograph.legacy", b"not a cloud event")] == [
+        (event.type, event.data) for event in got
+    ]
