@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -162,6 +162,8 @@ class SqlStore:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[Any] = []
+        #: Each thread's connection, by thread id (what :meth:`interrupt` reaches).
+        self._threads: dict[int, Any] = {}
         self._rendered: dict[str, str] = {}
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._driver_errors: tuple[type[Exception], ...] = (sqlite3.Error,)
@@ -254,7 +256,40 @@ class SqlStore:
         self._local.conn = conn
         with self._lock:
             self._connections.append(conn)
+            self._threads[threading.get_ident()] = conn
         return conn
+
+    def interrupt(self, thread: int) -> None:
+        """Cancel the statement ``thread`` runs on its connection, if any (callable from any
+        thread): it then fails with this store's error and its transaction is undone.
+        PostgreSQL gets a cancel request (what ends a wait for a lock held elsewhere); SQLite's
+        interrupt ends a running statement, but not a wait for another process's write lock
+        (its busy timeout, 30 s, bounds that)."""
+        with self._lock:
+            conn = self._threads.get(thread)
+        if conn is None:
+            return
+        if self.dialect is POSTGRESQL:
+            if not conn.closed:
+                with suppress(*self._driver_errors):
+                    conn.cancel_safe(timeout=5.0)
+            return
+        with suppress(sqlite3.ProgrammingError):  # closed meanwhile
+            conn.interrupt()
+
+    def release(self) -> None:
+        """Close the calling thread's connection (a thread that is done with the store); the
+        thread's next statement connects again."""
+        conn: Any = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+            if self._threads.get(threading.get_ident()) is conn:
+                del self._threads[threading.get_ident()]
+        conn.close()
 
     def _connect_sqlite(self) -> Any:
         try:
@@ -340,6 +375,7 @@ class SqlStore:
         """Close every thread's connection (and remove a temporary database)."""
         with self._lock:
             connections, self._connections = self._connections, []
+            self._threads = {}
         for conn in connections:
             conn.close()
         self._local = threading.local()

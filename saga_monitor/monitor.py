@@ -30,6 +30,7 @@ import contextlib
 import gc
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -47,7 +48,7 @@ from saga_monitor.definitions import Definitions
 from saga_monitor.errors import SagaError
 from saga_monitor.machine import Outcome
 from saga_monitor.model import Alert
-from saga_monitor.store import SagaStore
+from saga_monitor.store import SagaStore, ThreadedStore
 from saga_monitor.watermark import SourceClocks, Watermark
 
 __all__ = ["BATCH_SIZE", "MONITOR_POLICY", "STOP_TIMEOUT", "SagaMonitor", "summarise"]
@@ -74,6 +75,9 @@ GC_YOUNG_THRESHOLD = 50_000
 #: How long :meth:`SagaMonitor.stop` lets the batch being applied commit (and be acked) before
 #: it closes the subscriptions anyway; see :meth:`SagaMonitor.stop`.
 STOP_TIMEOUT = 10.0
+#: How long a stop that timed out keeps cancelling the store's statement, and how often.
+CANCEL_WAIT = 1.0
+CANCEL_EVERY = 0.05
 
 #: What the monitor's ``clock`` may be: a :class:`broker.clock.Clock` (its deadlines and its
 #: timer then follow it, e.g. a :class:`broker.testing.VirtualClock`), or a function returning
@@ -171,6 +175,8 @@ class SagaMonitor:
         #: <saga_monitor.store_sql.SqlSagaStore.threadsafe>`); None: applied in place.
         #: Made by :meth:`start`, ended by :meth:`stop`.
         self._worker: ThreadPoolExecutor | None = None
+        #: The apply thread's id (what a stop that timed out cancels the statement of).
+        self._applier: int | None = None
         #: Whether :meth:`start` raised the collector's threshold (:meth:`stop` restores it).
         self._collections_lowered = False
 
@@ -184,11 +190,14 @@ class SagaMonitor:
         # its own, the group's verdicts wait for it.
         self._started = self.clock()
         self.store.record_monitor(self.member, None, float("inf"), self._started)
-        await self.flush_alerts()
-        if self._worker is None and getattr(self.store, "threadsafe", False):
+        if self._worker is None and isinstance(self.store, ThreadedStore) and self.store.threadsafe:
             self._worker = ThreadPoolExecutor(
                 1, thread_name_prefix=f"choreo-saga-apply {self.member}"
             )
+            self._applier = await asyncio.get_running_loop().run_in_executor(
+                self._worker, threading.get_ident
+            )
+        await self.flush_alerts()
         if not self._collections_lowered:  # restored by stop(), which a failure below calls
             _fewer_collections(True)
             self._collections_lowered = True
@@ -219,10 +228,11 @@ class SagaMonitor:
 
         A batch being applied gets ``stop_timeout`` seconds to commit (it is then acked). A
         store that does not answer by then (locked by another process, a slow disk) does not
-        hold the stop: the subscriptions close without acking the batch, an error line says
-        how many events were left unapplied, and the apply thread is left to finish or fail
-        on its own. Those events are read again on the next start (acks follow the commit),
-        where a commit that still happened is recognised by the events' broker positions.
+        hold the stop: the subscriptions close without acking the batch, the statement the
+        apply thread waits in is cancelled (see :meth:`_leave`), and an error line says how
+        many events were left unapplied. Those events are read again on the next start (acks
+        follow the commit), where a commit that still happened is recognised by the events'
+        broker positions.
         """
         self._stopping = True
         loop = asyncio.get_running_loop()
@@ -244,20 +254,33 @@ class SagaMonitor:
             _fewer_collections(False)
 
     async def _leave(self, worker: ThreadPoolExecutor, timeout: float) -> None:
-        """End the apply thread once it is idle; if the store keeps it busy past ``timeout``
-        (what is left of ``stop_timeout``), say so and go."""
-        idle = asyncio.get_running_loop().run_in_executor(worker, _nothing)
-        try:
-            await asyncio.wait_for(idle, timeout=timeout)
-        except TimeoutError:
+        """End the apply thread once it is idle, its store connection closed. If the store
+        keeps it busy past ``timeout`` (what is left of ``stop_timeout``), cancel the statement
+        it waits in (the transaction is undone; nothing of it was acked), say so and go."""
+        loop = asyncio.get_running_loop()
+        store = self.store if isinstance(self.store, ThreadedStore) else None
+        ended = loop.run_in_executor(worker, _release, store)  # the thread's last work
+        done, _ = await asyncio.wait({ended}, timeout=timeout)
+        if not done:
+            unapplied = self._in_store
+            if store is not None and self._applier is not None:
+                await _cancel_until(ended, store, self._applier)
+            outcome = (
+                "its transaction was cancelled"
+                if ended.done()
+                else f"the store did not take a cancel within {CANCEL_WAIT:g}s (a SQLite "
+                "busy wait ends within 30s)"
+            )
             self._log.error(
-                f"saga monitor stopped while its store was still applying {self._in_store} "
+                f"saga monitor stopped while its store was still applying {unapplied} "
                 f"events (not answering after stop_timeout={self.stop_timeout:g}s: locked or "
-                "slow?); they are not acknowledged and will be read again on the next start",
-                unapplied=self._in_store,
+                f"slow?); {outcome}; they are not acknowledged and will be read again on the "
+                "next start",
+                unapplied=unapplied,
+                cancelled=ended.done(),
                 store=self.store.url,
             )
-        worker.shutdown(wait=False)
+        worker.shutdown(wait=ended.done())  # an idle thread ends at once
 
     async def run(self) -> None:
         """Start, then run until cancelled; stops cleanly."""
@@ -444,13 +467,16 @@ class SagaMonitor:
         """Publish the alerts waiting in the store's outbox, in order, up to 500 per
         ``publish_many`` call, and delete those the broker accepted in one transaction;
         returns how many were sent. A refused alert raises; it and the ones after it wait
-        for the next flush."""
+        for the next flush. The outbox is read and written on the apply thread (in turn with
+        the batches), not on the event loop's."""
         sent = 0
+        store = self.store
         try:
             async with self._flush_lock:
-                while pending := self.store.pending_alerts():
+                while pending := await self._on_store(store.pending_alerts):
                     accepted, failure = await self._publish_alerts([a for _, a in pending])
-                    self.store.delete_alerts([seq for seq, _ in pending[:accepted]])
+                    published = [seq for seq, _ in pending[:accepted]]
+                    await self._on_store(store.delete_alerts, published)
                     sent += accepted
                     if failure is not None:
                         raise failure
@@ -532,8 +558,21 @@ def _fewer_collections(on: bool) -> None:
         gc.set_threshold(_lowered[1], *older)
 
 
-def _nothing() -> None:
-    """What the apply thread is given last: once it ran, the thread is idle."""
+def _release(store: ThreadedStore | None) -> None:
+    """What the apply thread is given last: its connection closed, the thread is idle."""
+    if store is not None:
+        store.release()
+
+
+async def _cancel_until(ended: asyncio.Future[None], store: ThreadedStore, thread: int) -> None:
+    """Cancel the statement ``thread`` runs until ``ended`` (its last work) is done, again
+    every :data:`CANCEL_EVERY` seconds (a cancel that lands between two statements is lost),
+    for :data:`CANCEL_WAIT` seconds at most."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CANCEL_WAIT
+    while not ended.done() and loop.time() < deadline:
+        await asyncio.to_thread(store.interrupt, thread)
+        await asyncio.wait({ended}, timeout=CANCEL_EVERY)
 
 
 def _before(now: datetime, seconds: float | None) -> datetime | None:

@@ -33,7 +33,7 @@ import dataclasses
 import json
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from saga_monitor.definitions import format_duration
 from saga_monitor.errors import InstanceNotFoundError
@@ -47,6 +47,7 @@ __all__ = [
     "MemoryStore",
     "MonitorStatus",
     "SagaStore",
+    "ThreadedStore",
     "Transaction",
     "open_saga_store",
 ]
@@ -180,6 +181,23 @@ class SagaStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ThreadedStore(Protocol):
+    """A store whose transactions may run on a thread of their own (one connection each), as
+    the monitor's apply thread does: its work there can be cancelled from another thread, and
+    the thread gives its connection back when it is done."""
+
+    threadsafe: bool
+
+    def interrupt(self, thread: int) -> None:
+        """Cancel what ``thread`` is running in the database (its transaction is undone)."""
+        ...
+
+    def release(self) -> None:
+        """Close the calling thread's connection."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -475,6 +475,15 @@ class SqlSagaStore:
         """Drop the PostgreSQL schema and everything in it (for tests and resets)."""
         self._db.drop_schema()
 
+    def interrupt(self, thread: int) -> None:
+        """Cancel the statement ``thread`` runs (see :meth:`broker.sqlstore.SqlStore.interrupt`);
+        its transaction is undone and raises :class:`SagaStoreError`."""
+        self._db.interrupt(thread)
+
+    def release(self) -> None:
+        """Close the calling thread's connection (the monitor's apply thread, at its end)."""
+        self._db.release()
+
     def close(self) -> None:
         """Close the connections."""
         self._db.close()

@@ -354,3 +354,39 @@ def test_schemas_reaches_into_broker_only_for_the_store_base_and_url_masking() -
     """schemas sits beside broker: of broker it imports sqlstore and urls, nothing else."""
     used = {n for f in (ROOT / "schemas").rglob("*.py") for n in imported(f)}
     assert {"broker.sqlstore", "broker.urls"} == {n for n in used if n.split(".")[0] == "broker"}
+
+
+def test_interrupt_ends_the_statement_another_thread_runs(fresh_url: str) -> None:
+    """``interrupt(thread)`` cancels the statement another thread runs on its own connection: it
+    fails with the part's error, its transaction undone; after ``release()`` that thread's next
+    statement connects again."""
+    store = notes_store(fresh_url)
+    endless = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+        if store.dialect is SQLITE
+        else "SELECT pg_sleep(600)"
+    )
+    idents: list[int] = []
+    outcome: list[Any] = []
+
+    def run() -> None:
+        idents.append(threading.get_ident())
+        try:
+            with store.transaction(write=True) as tx:
+                tx.execute("INSERT INTO {p}notes (text) VALUES (?)", "undone")
+                tx.all(endless)
+        except NotesError as exc:
+            outcome.append(exc)
+        store.release()
+        outcome.append(store.query("SELECT count(*) FROM {p}notes")[0][0])
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        while worker.is_alive():  # again until it lands in the statement, not before it
+            if idents:
+                store.interrupt(idents[0])
+            worker.join(0.05)
+    finally:
+        store.close()
+    assert [NotesError, 0] == [type(outcome[0]), outcome[1]]

@@ -1,6 +1,7 @@
-"""The embedded broker's batch subscriptions while a backlog is read: the next batch is
-fetched as soon as an ack makes room in the prefetch window (not at the next poll), and the
-window leaves room for a full next batch beside the rows held for a lagging topic."""
+"""The embedded broker's subscriptions while a backlog is read: the next events are fetched as
+soon as an ack (of a batch, or a single one) makes room in the prefetch window (not at the next
+poll), and a batch window leaves room for a full next batch beside the rows held for a lagging
+topic."""
 
 from __future__ import annotations
 
@@ -70,6 +71,32 @@ async def test_a_backlog_over_uneven_topics_comes_in_full_batches(tmp_path: Path
     times = [event.time for batch in batches for event in batch]
     assert times == sorted(times)  # type: ignore[type-var]
     assert [len(batch) for batch in batches[:-1]] == [30] * (len(batches) - 1)
+
+
+async def test_a_single_ack_wakes_a_subscription_waiting_for_room(tmp_path: Path) -> None:
+    """A subscription whose handlers hold its whole prefetch window waits for room; each
+    single ack that opens the window has the next events fetched then, not after the poll
+    interval (a minute here: the backlog would take minutes)."""
+    url = f"sqlite:///{tmp_path}/broker.db?partitions=1&poll_interval=60"
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    handled: list[int] = []
+
+    async def handle(event: Event) -> None:
+        await asyncio.sleep(0)  # the next take runs meanwhile, and finds the window full
+        handled.append(event.data["n"])
+
+    async with Bus(url, source="test") as bus:
+        assert (await bus.publish_many("work", _events("work", 20, 1, start))).ok
+        await bus.subscribe(
+            "work",
+            handle,
+            group="g",
+            from_beginning=True,
+            prefetch=2,
+            policy=Policy(concurrency=4),
+        )
+        await eventually(lambda: len(handled) == 20, timeout=20, what="the backlog, one by one")
+    assert list(range(20)) == sorted(handled)
 
 
 async def test_a_row_that_is_not_a_cloudevent_reaches_the_handler_whole(tmp_path: Path) -> None:

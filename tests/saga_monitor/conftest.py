@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from saga_monitor import SagaStore, open_saga_store
+from devservers.databases import POSTGRES_URL
+from saga_monitor import SagaStore, SqlSagaStore, open_saga_store
 from tests.saga_monitor.helpers import populate
 
 
@@ -18,3 +20,14 @@ def store(tmp_path: Path) -> Iterator[SagaStore]:
     populate(opened)
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def shared_store() -> Iterator[str]:
+    """A fresh PostgreSQL schema for the shared saga store (dropped afterwards)."""
+    url = f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}schema=sagas_{uuid.uuid4().hex[:8]}"
+    yield url
+    store = open_saga_store(url)
+    assert isinstance(store, SqlSagaStore)
+    store.drop_schema()
+    store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -439,7 +440,118 @@ async def test_a_stop_is_bounded_when_the_store_is_locked_and_loses_nothing(
         async with again:
             await until(lambda: again.applied == 1, what="the unacked event read again")
         store.close()
-    assert took < 10  # about 2 s (the grace, the task's second, what is left): not SQLite's 30
+    assert took < 10  # about 3 s (grace, close, what is left, cancels): not SQLite's 30
     assert [1] == [entry["unapplied"] for entry in errors]
     assert "will be read again on the next start" in errors[0]["event"]
     assert {"acked": (1, 0), "locked-out": (1, 0)} == instances()
+
+
+async def test_the_alert_flush_waits_for_a_locked_store_off_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """Flushing the alert outbox while another process holds the store's write lock leaves
+    the event loop free (the outbox is written on the apply thread): the alert is published
+    and the flush waits for the lock meanwhile, then deletes it from the outbox."""
+    import sqlite3
+
+    from saga_monitor.model import Alert
+
+    store_path = tmp_path / "sagas.db"
+    received: list[Event] = []
+
+    async def keep(event: Event) -> None:
+        received.append(event)
+
+    async with Bus(f"sqlite:///{tmp_path}/broker.db?poll_interval=0.01", source="shop") as bus:
+        await bus.subscribe("saga.alerts", keep, group="alert-reader")
+        store = open_saga_store(f"sqlite:///{store_path}")
+        monitor = SagaMonitor(example(), bus, store, tick_interval=3600)
+        async with monitor:
+            with store.transaction() as txn:
+                txn.add_alerts([Alert("saga.stuck", "order-fulfilment", "late", {"n": 1})])
+            locker = sqlite3.connect(store_path, isolation_level=None)
+            locker.execute("BEGIN IMMEDIATE")  # another process's write lock (30 s busy wait)
+            flush = asyncio.create_task(monitor.flush_alerts())
+            await until(lambda: len(received) == 1, what="the alert published")
+            waiting = not flush.done()  # on the apply thread, for the lock
+            locker.rollback()
+            locker.close()
+            sent = await flush
+            left = store.pending_alerts()
+        store.close()
+    assert waiting
+    assert 1 == sent
+    assert [] == left
+
+
+@pytest.mark.postgres
+async def test_a_stop_cancels_the_store_statement_a_postgres_lock_holds(
+    tmp_path: Path, shared_store: str
+) -> None:
+    """A monitor whose PostgreSQL store waits for a lock another connection holds stops within
+    its stop_timeout and cancels that wait: the apply thread has ended and closed its
+    connection when stop() returns, nothing waits for the lock any more, and the event it was
+    applying, not acknowledged, is applied on the next start."""
+    import threading
+
+    import psycopg
+    from structlog.testing import capture_logs
+
+    from broker.observability import configure_logging
+
+    broker = f"sqlite:///{tmp_path}/broker.db?poll_interval=0.01"
+    locker = psycopg.connect(shared_store.split("?", maxsplit=1)[0], autocommit=True)
+    name = f"saga-stop-{uuid.uuid4().hex[:8]}"
+    url = f"{shared_store}&application_name={name}"
+
+    def waiting_for_locks() -> int:
+        row = locker.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()
+        return int(row[0]) if row else 0
+
+    def connections() -> int:  # the store's, one per thread using it
+        row = locker.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def placed(corr: str) -> Event:
+        return Event(type="order.placed", source="shop", extensions={"correlationid": corr})
+
+    configure_logging()
+    try:
+        async with Bus(broker, source="shop") as bus:
+            with capture_logs() as logs:
+                store = open_saga_store(url)
+                monitor = SagaMonitor(example(), bus, store, stop_timeout=0.5)
+                apply_thread = f"choreo-saga-apply {monitor.member}"
+                await monitor.start()
+                await bus.publish("orders", placed("acked"))
+                await until(lambda: monitor.applied == 1, what="the first event applied")
+                locker.execute(  # the instance's lock, as another monitor's transaction holds it
+                    "SELECT pg_advisory_lock(hashtextextended(%s, 0))",
+                    ("order-fulfilment\x1flocked-out",),
+                )
+                await bus.publish("orders", placed("locked-out"))
+                await until(lambda: waiting_for_locks() == 1, what="the apply waiting for it")
+                await monitor.stop()
+                alive = [t.name for t in threading.enumerate() if t.name.startswith(apply_thread)]
+                waiting, left = waiting_for_locks(), connections()
+            locker.execute("SELECT pg_advisory_unlock_all()")
+            store.close()
+        errors = [entry for entry in logs if entry["log_level"] == "error"]
+        async with Bus(broker, source="shop") as bus:
+            store = open_saga_store(shared_store)
+            again = SagaMonitor(example(), bus, store)
+            async with again:
+                await until(lambda: again.applied == 1, what="the unacked event read again")
+            found = {i.correlation_id: len(i.timeline) for i in store.instances()}
+            store.close()
+    finally:
+        locker.execute("SELECT pg_advisory_unlock_all()")
+        locker.close()
+    assert [] == alive
+    assert 0 == waiting
+    assert 1 == left  # the event loop's; the apply thread's is closed
+    assert [(1, True)] == [(entry["unapplied"], entry["cancelled"]) for entry in errors]
+    assert "its transaction was cancelled" in errors[0]["event"]
+    assert {"acked": 1, "locked-out": 1} == found

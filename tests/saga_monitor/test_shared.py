@@ -8,14 +8,12 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from broker import Bus
-from devservers.databases import POSTGRES_URL
-from saga_monitor import SqlSagaStore, load_definitions, open_saga_store
+from saga_monitor import load_definitions, open_saga_store
 from saga_monitor.monitor import SagaMonitor
 from tests.saga_monitor.scenario import (
     DEFINITIONS,
@@ -35,17 +33,6 @@ from tests.saga_monitor.scenario import (
     stalled,
     wait_for,
 )
-
-
-@pytest.fixture
-def shared_store() -> Iterator[str]:
-    """A fresh PostgreSQL schema for the shared saga store (dropped afterwards)."""
-    url = f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}schema=sagas_{uuid.uuid4().hex[:8]}"
-    yield url
-    store = open_saga_store(url)
-    assert isinstance(store, SqlSagaStore)
-    store.drop_schema()
-    store.close()
 
 
 @pytest.fixture

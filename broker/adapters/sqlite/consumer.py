@@ -109,6 +109,9 @@ class SQLiteSubscription(BaseSubscription):
         self._dropped: set[tuple[str, int]] = set()
         self._buffer: deque[_Row] = deque()
         self._wakeup = asyncio.Event()
+        #: Whether the last fetch found a partition's share of the prefetch window full (an
+        #: ack that makes room there wakes the take waiting for it).
+        self._full = False
         self._closed = False
         self._next_rebalance = 0.0
         self._last_commit = time.monotonic()
@@ -122,6 +125,9 @@ class SQLiteSubscription(BaseSubscription):
         if done is not None:
             part.committed = done
             part.dirty = True
+            if self._full:  # room in a full prefetch window: a take waiting for it fetches now
+                self._full = False
+                self._wakeup.set()
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         """Settle each delivery (a batch handler's, at once: no coroutine per delivery)."""
@@ -283,10 +289,14 @@ class SQLiteSubscription(BaseSubscription):
     async def _fill(self) -> bool:
         wanted = []
         share = max(1, self._prefetch // max(1, len(self._parts)))
+        full = False
         for part in self._parts.values():
             room = share - len(part.tracker)
-            if room > 0 and not part.revoking:
+            if room <= 0:
+                full = True
+            elif not part.revoking:
                 wanted.append((part.topic, part.part, part.position, room))
+        self._full = full
         if not wanted:
             return self._release()
         rows = await self._adapter.run(self._adapter.store.fetch, wanted)
