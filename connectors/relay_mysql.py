@@ -341,6 +341,9 @@ class MySQLSource:
 
 def mysql_status(url: str, table: str = "outbox", name: str | None = None) -> dict[str, Any]:
     """Stored position, lag in events and seconds, and binlog settings of the MySQL relay."""
+    import pymysql
+    from pymysql.constants import ER
+
     db = DatabaseURL.parse(url)
     check_identifier(table)
     relay = name or default_name(db, table)
@@ -363,6 +366,10 @@ def mysql_status(url: str, table: str = "outbox", name: str | None = None) -> di
             cur.execute("SELECT IS_USED_LOCK(%s)", (f"choreo_outbox:{relay}",))
             running = cur.fetchone()[0] is not None
             server = _current_position(cur)
+    except pymysql.err.ProgrammingError as exc:
+        if exc.args[0] != ER.NO_SUCH_TABLE:
+            raise
+        raise OutboxMissingError.no_table(db.masked, table, exc.args[-1]) from exc
     finally:
         conn.close()
     return {
