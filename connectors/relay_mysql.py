@@ -144,17 +144,14 @@ class MySQLSource:
                     f"another relay is already reading the binlog for {self.name} on "
                     f"{self.db.masked}; stop it first (one relay per outbox table)"
                 )
-            try:
+            try:  # a --table with a typo would follow the binlog for nothing, forever
+                cur.execute(f"SELECT 1 FROM `{self.table}` LIMIT 0")
                 cur.execute(
                     f"SELECT position FROM `{OFFSETS_TABLE}` WHERE relay = %s", (self.name,)
                 )
             except Exception as exc:
-                raise OutboxMissingError(
-                    f"{self.db.masked} has no {OFFSETS_TABLE} table; create the outbox first "
-                    "(connectors.init_outbox)",
-                    database=self.db.masked,
-                    table=self.table,
-                ) from exc
+                reason = exc.args[-1] if exc.args else exc
+                raise OutboxMissingError.no_table(self.db.masked, self.table, reason) from exc
             found = cur.fetchone()
             if found is None:
                 log.warning(
