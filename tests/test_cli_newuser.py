@@ -93,3 +93,17 @@ def test_from_beginning_on_rabbitmq_says_to_leave_it_out(rabbitmq_url: str) -> N
         rabbitmq_url,
     )
     assert (2, True) == (code, "leave it out" in line and "--from-beginning" in line), line
+
+
+@pytest.mark.parametrize(
+    "command", [["saga", "ls"], ["saga", "owes"], ["saga", "show", "o-1"], ["saga", "ack", "o-1"]]
+)
+def test_a_saga_store_file_that_is_not_there_is_named_and_not_created(
+    command: list[str], tmp_path: Path
+) -> None:
+    """A --store typo is one line naming the store, exit 1; no empty store (or folder) is
+    made there, and the listing does not read as 'no saga instances'."""
+    store = tmp_path / "typo" / "sagas.db"
+    code, line = invoke(*command, "--store", f"sqlite:///{store}")
+    assert (1, True) == (code, line.startswith(f"error: no saga store at sqlite:///{store}"))
+    assert not store.parent.exists()
