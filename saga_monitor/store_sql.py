@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -131,6 +132,12 @@ class SqlSagaStore:
         self.cache: OrderedDict[tuple[str, str], Instance] | None = (
             OrderedDict() if self._db.dialect is SQLITE else None
         )
+        #: Whether :attr:`cache` holds every instance of the table (it started empty and none
+        #: was evicted or undone since): an instance not in the cache then does not exist, and
+        #: a catch-up into a new store reads nothing for its new instances.
+        self.whole_table = self.cache is not None and not self._db.query(
+            "SELECT 1 FROM {p}instances LIMIT 1"
+        )
         #: (saga, correlation id) of the buffered orphans, where one monitor writes the store
         #: (SQLite): a start event with none (nearly all of them) reads nothing. A superset:
         #: an entry may outlive its rows, never the other way round.
@@ -164,6 +171,13 @@ class SqlSagaStore:
         self.cache.move_to_end(key)
         while len(self.cache) > _CACHED:
             self.cache.popitem(last=False)
+            self.whole_table = False
+
+    def _forget_cache(self) -> None:
+        """Empty the cache (it no longer holds the whole table)."""
+        if self.cache is not None:
+            self.cache.clear()
+            self.whole_table = False
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -176,8 +190,7 @@ class SqlSagaStore:
                     yield txn
                     txn.write()
             except BaseException:
-                if self.cache is not None:
-                    self.cache.clear()  # cached instances may hold the undone changes
+                self._forget_cache()  # cached instances may hold the undone changes
                 if self.orphaned is not None:  # orphans taken may be back
                     self.orphaned = self._orphan_keys()
                 raise
@@ -393,19 +406,36 @@ class SqlSagaStore:
             "NOT EXISTS (SELECT 1 FROM {p}instances i WHERE i.saga = {t}.saga "
             "AND i.correlation_id = {t}.correlation_id)"
         )
+        delete = f"DELETE FROM {{p}}instances WHERE {' OR '.join(conditions)}"
         with self._lock:
-            if self.cache is not None:
-                self.cache.clear()
-            with self._db.transaction(write=True) as tx:
-                count = tx.run(
-                    f"DELETE FROM {{p}}instances WHERE {' OR '.join(conditions)}", *params
-                )
-                tx.execute("DELETE FROM {p}orphans WHERE time < ?", cutoff)
-                if count:
-                    for table in ("notes", "causes"):
-                        target = "{p}" + table
-                        tx.execute(f"DELETE FROM {target} WHERE " + orphaned.replace("{t}", target))
+            try:
+                with self._db.transaction(write=True) as tx:
+                    count = self._delete_instances(tx, delete, params)
+                    tx.execute("DELETE FROM {p}orphans WHERE time < ?", cutoff)
+                    if count:
+                        for table in ("notes", "causes"):
+                            target = "{p}" + table
+                            tx.execute(
+                                f"DELETE FROM {target} WHERE " + orphaned.replace("{t}", target)
+                            )
+            except BaseException:
+                self._forget_cache()  # instances it let go of may be back
+                raise
         return count
+
+    def _delete_instances(self, tx: Tx, delete: str, params: list[Any]) -> int:
+        """Run ``delete`` on the instances table; the instances it deleted leave the cache
+        (the others stay, so a cache that held the whole table still does)."""
+        cache = self.cache
+        if cache is None:
+            return tx.run(delete, *params)
+        if sqlite3.sqlite_version_info < (3, 35):  # no RETURNING yet: forget them all
+            self._forget_cache()
+            return tx.run(delete, *params)
+        gone = tx.all(delete + " RETURNING saga, correlation_id", *params)
+        for saga, correlation_id in gone:
+            cache.pop((saga, correlation_id), None)
+        return len(gone)
 
     def watermark(self, monitor: str) -> datetime | None:
         """The last watermark ``monitor`` recorded."""
@@ -481,7 +511,7 @@ class _SqlTransaction:
         if cache is not None and (cached := cache.get((saga, correlation_id))) is not None:
             cache.move_to_end((saga, correlation_id))
             return cached
-        if key in self._absent:
+        if key in self._absent or self._store.whole_table:
             return None
         row = self._tx.one(self._store.select_instance, saga, correlation_id)
         instance = Instance.from_dict(json.loads(row[0])) if row else None
@@ -496,7 +526,7 @@ class _SqlTransaction:
         per start event, then costs no query of its own."""
         store = self._store
         cache = store.cache
-        if cache is None:
+        if cache is None or store.whole_table:
             return
         by_saga: dict[str, dict[str, None]] = {}
         dirty, absent = self._dirty, self._absent

@@ -1,14 +1,21 @@
 """Kafka ``publish_many``: every event's outcome is its own, also for an event over the
-producer's ``max_request_size`` among events that fit."""
+producer's ``max_request_size`` among events that fit; a long keyless list goes out in two
+halves, the second encoded while the first is on the wire."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from broker import Bus, Event, PublishError
+from broker.adapters.kafka import publish
+from broker.adapters.kafka.publish import SPLIT_EVENTS, KafkaPublisher
+from broker.adapters.kafka.wire import decode, iter_records
+from tests.brokers.test_kafka_interop import bootstrap, read_all
 
 pytestmark = pytest.mark.kafka
 
@@ -58,3 +65,74 @@ async def test_an_event_over_max_request_size_fails_alone(
     )
     ok = [e.id for n, e in enumerate(events) if n != 1]
     assert sorted(ok) == await stored_ids(url, topic, 4)
+
+
+@pytest.mark.parametrize("count", [SPLIT_EVENTS - 1, SPLIT_EVENTS + 44])
+async def test_a_long_keyless_list_is_stored_as_two_halves(kafka_url: str, count: int) -> None:
+    """A keyless list of at least SPLIT_EVENTS events fills a record batch with its first
+    half and another, on the next partition, with the second half (a shorter one fills one);
+    every record reads back as the event published, in list order per partition."""
+    topic = f"many-halves-{uuid.uuid4().hex[:8]}"
+    async with Bus(kafka_url, source="halves") as bus:
+        await bus.create_topic(topic, partitions=4)
+        result = await bus.publish_many(topic, [{"type": "t", "data": n} for n in range(count)])
+    assert (True, count) == (result.ok, len(result))
+    position = {event.id: n for n, event in enumerate(result.published)}
+    runs: dict[int, list[int]] = {}
+    for record in await read_all(kafka_url, topic, count):
+        event = decode(record.key, record.headers, record.value)
+        assert result.published[position[event.id]] == event
+        runs.setdefault(record.partition, []).append(position[event.id])
+    half = count // 2 if count >= SPLIT_EVENTS else count
+    assert [list(range(half)), list(range(half, count))][: len(runs)] == sorted(runs.values())
+
+
+async def test_the_first_half_is_on_the_wire_before_the_second_is_encoded(
+    kafka_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The produce request of a long list's first half is written while the second half is
+    still to be encoded: the broker stores one half while the client encodes the other."""
+    topic = f"many-wire-{uuid.uuid4().hex[:8]}"
+    async with Bus(kafka_url) as bus:
+        await bus.create_topic(topic, partitions=4)
+    raw = AIOKafkaProducer(
+        bootstrap_servers=bootstrap(kafka_url), acks="all", max_batch_size=256 * 1024
+    )
+    await raw.start()
+    try:
+        publisher = KafkaPublisher(raw, kafka_url, 30.0)
+        await publisher.publish_many(topic, [Event(type="warm-up", source="s")])
+        produced = spy_on_produce_requests(raw, monkeypatch)
+        sent_by_index: dict[int, int] = {}
+
+        def watched(events: Any, indices: Any, errors: Any) -> Iterator[Any]:
+            for index, record in iter_records(events, indices, errors):
+                sent_by_index[index] = len(produced)
+                yield index, record
+
+        monkeypatch.setattr(publish, "iter_records", watched)
+        events = [Event(type="t", source="s", data=n) for n in range(SPLIT_EVENTS)]
+        assert [None] * SPLIT_EVENTS == await publisher.publish_many(topic, events)
+    finally:
+        await raw.stop()
+    half = SPLIT_EVENTS // 2  # (record `half` is encoded before it finds the batch complete)
+    assert (0, 0, 0, 1, 1, 2) == (
+        sent_by_index[0], sent_by_index[half - 1], sent_by_index[half],
+        sent_by_index[half + 1], sent_by_index[SPLIT_EVENTS - 1], len(produced),
+    )  # fmt: skip
+
+
+def spy_on_produce_requests(
+    producer: AIOKafkaProducer, monkeypatch: pytest.MonkeyPatch
+) -> list[Any]:
+    """The produce requests ``producer`` sends from now on, listed as it sends them."""
+    produced: list[Any] = []
+    send = producer.client.send
+
+    async def spy(node_id: int, request: Any, **options: Any) -> Any:
+        if request.API_KEY == 0:  # Produce
+            produced.append(request)
+        return await send(node_id, request, **options)
+
+    monkeypatch.setattr(producer.client, "send", spy)
+    return produced

@@ -6,6 +6,7 @@ topic."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -96,3 +97,28 @@ async def test_a_single_ack_wakes_a_subscription_waiting_for_room(tmp_path: Path
         )
         await eventually(lambda: len(handled) == 20, timeout=20, what="the backlog, one by one")
     assert list(range(20)) == sorted(handled)
+
+
+async def test_a_row_that_is_not_a_cloudevent_reaches_the_handler_whole(tmp_path: Path) -> None:
+    """A row another writer put in the log that is not a CloudEvent is handed out, in a batch
+    beside the events, with its text intact (wrapped: ``on_undecodable="wrap"``)."""
+    path = tmp_path / "broker.db"
+    url = f"sqlite:///{path}?partitions=1"
+    got: list[Event] = []
+
+    async def handle(events: list[Event]) -> None:
+        got.extend(events)
+
+    async with Bus(url, source="test") as bus:
+        await bus.publish("work", Event(type="t", source="test", data={"n": 1}))
+        with sqlite3.connect(path) as db:
+            db.execute(
+                "INSERT INTO log (topic, part, event_id, body, created) VALUES (?, 0, ?, ?, 0)",
+                ("work", "foreign-1", "not a cloud event"),
+            )
+        policy = Policy(on_undecodable="wrap")
+        await bus.subscribe_batch("work", handle, group="g", from_beginning=True, policy=policy)
+        await eventually(lambda: len(got) == 2, timeout=20, what="both rows")
+    assert [("t", {"n": 1}), ("choreograph.legacy", b"not a cloud event")] == [
+        (event.type, event.data) for event in got
+    ]

@@ -11,6 +11,7 @@ import pytest
 
 from saga_monitor import Correlator, SagaStore, SagaStoreError, open_saga_store
 from saga_monitor.correlator import Received
+from saga_monitor.store_sql import SqlSagaStore
 from tests.saga_monitor.helpers import at, event, example
 
 PG_URL = os.environ.get("CHOREO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -162,6 +163,39 @@ def test_prune_removes_only_instances_finished_before_the_cutoff(make_store: Sto
         correlator.apply(store, item, topic="t", now=at(200))
     assert 1 == store.prune(at(50))
     assert {"new", "running"} == {i.correlation_id for i in store.instances()}
+
+
+def test_a_new_sqlite_store_reads_no_rows_for_its_new_instances(tmp_path: Path) -> None:
+    """A store opened on an empty table holds the whole table in memory (a catch-up into it
+    reads nothing for its new sagas); one opened on rows it has not read does not."""
+    url = f"sqlite:///{tmp_path}/sagas.db"
+    correlator = Correlator(example())
+    store = SqlSagaStore(url)
+    correlator.apply(store, event("order.placed", "a"), topic="orders", now=at(1))
+    assert (True, ["a"]) == (store.whole_table, [i.correlation_id for i in store.instances()])
+    store.close()
+    again = SqlSagaStore(url)
+    correlator.apply(again, event("payment.authorized", "a", seconds=1), topic="p", now=at(2))
+    assert (False, ["inventory.reserved"]) == (again.whole_table, again.instances()[0].expected)
+    again.close()
+
+
+def test_prune_keeps_the_cache_whole_and_forgets_what_it_deleted(tmp_path: Path) -> None:
+    """After a prune the store still holds its whole table in memory, without the pruned
+    instances: a pruned saga's correlation id seen again starts a new instance."""
+    correlator = Correlator(example())
+    store = SqlSagaStore(f"sqlite:///{tmp_path}/sagas.db")
+    for item in (
+        event("order.placed", "old"),
+        event("payment.failed", "old", seconds=1),
+        event("order.placed", "running"),
+    ):
+        correlator.apply(store, item, topic="t", now=at(200))
+    assert 1 == store.prune(at(50))
+    correlator.apply(store, event("order.placed", "old", seconds=300), topic="t", now=at(300))
+    states = {i.correlation_id: i.state for i in store.instances()}
+    assert (True, {"old": "running", "running": "running"}) == (store.whole_table, states)
+    store.close()
 
 
 def test_unknown_store_url_is_one_clear_error() -> None:

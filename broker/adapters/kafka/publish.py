@@ -8,15 +8,20 @@ the retry loop (:func:`~broker.adapters.kit.keep_trying`) until ``publish_timeou
 
 A list is split by partition (the producer's partitioner for keyed events; the
 keyless events of a call fill a record batch for one partition chosen at random, as the Java
-client's sticky partitioner does, and the next batch for the next partition, so that every
-batch goes in one produce request: the producer sends one batch per partition at a time),
-encoded one event at a time straight into record batches (``producer.create_batch``: no
-list of records outlives the loop, so the garbage collector has little to walk) and handed
-over with
-``producer.send_batch``: the per-record work of ``send`` is skipped and every batch is in
-flight before the first ack is awaited. A batch that fails with a retriable error is encoded,
-built and sent again (the others keep their outcome), so events of one key keep their order unless
-a retry puts a failed batch behind a later one.
+client's sticky partitioner does, and the next batch for the next partition: the producer
+sends one batch per partition at a time), encoded one event at a time straight into record
+batches (``producer.create_batch``: no list of records outlives the loop, so the garbage
+collector has little to walk) and handed over with ``producer.send_batch``: the per-record
+work of ``send`` is skipped and every batch is in flight before the first ack is awaited.
+Keyless events are handed over batch by batch as they are encoded, and a list of at least
+:data:`SPLIT_EVENTS` of them fills its first batch with half of them only, which goes on the
+wire before the other half is encoded: the broker stores the first half while the client
+encodes the second (aiokafka has one produce request in flight per broker, so the halves
+are two requests; a smaller list gains less than a request costs).
+
+A batch that fails with a retriable error is encoded, built and sent again (the others keep
+their outcome), so events of one key keep their order unless a retry puts a failed batch
+behind a later one.
 
 ``send`` refuses a record over the producer's ``max_request_size``; batches built here skip
 that check, so :meth:`KafkaPublisher.publish_many` makes it itself: such an event fails alone
@@ -29,7 +34,7 @@ import asyncio
 import inspect
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -55,6 +60,12 @@ STICKY_BYTES = 256 * 1024
 #: Seconds a sticky partition is kept at most (a slow publisher still moves on, and a
 #: partition that lost its leader is left within that time).
 STICKY_SECONDS = 1.0
+#: Keyless events of a ``publish_many`` call from which the list is sent as two record
+#: batches: the first half's goes on the wire while the second half is encoded.
+SPLIT_EVENTS = 256
+#: Turns of the event loop that take a batch handed to aiokafka onto the wire: its sender
+#: task wakes up, drains the batch into a produce request task, which writes it.
+_SENDER_TURNS = 3
 
 
 class _Direct:
@@ -273,26 +284,47 @@ class KafkaPublisher:
             for partition, members in by_partition.items()
             for batch in self._batches(events, members, at, refused)
         ]
-        if keyless:  # batch k to the k-th partition from a random one: one produce request
-            first, count = random.randrange(len(partitions)), len(partitions)
-            batches += [
-                (partitions[(first + k) % count], batch)
-                for k, batch in enumerate(self._batches(events, keyless, at, refused))
-            ]
         sent: list[tuple[asyncio.Future[Any], list[int]]] = []
-        for partition, (builder, members) in _round_robin(batches):
-            if direct is not None and known:  # send_batch without its metadata wait and log
-                add = direct.accumulator.add_batch
-                future = await add(builder, direct.partition(topic, partition), direct.timeout)
-            else:
-                future = await producer.send_batch(builder, topic, partition=partition)
-            sent.append((future, members))
+        hand_over = self._hand_over(topic, sent, direct if known else None)
+        for partition, batch in _round_robin(batches):
+            await hand_over(partition, batch)
+        if keyless:  # batch k to the k-th partition from a random one
+            first, count = random.randrange(len(partitions)), len(partitions)
+            split = len(keyless) >= SPLIT_EVENTS
+            limit = len(keyless) // 2 if split else 0
+            for k, batch in enumerate(self._batches(events, keyless, at, refused, limit)):
+                await hand_over(partitions[(first + k) % count], batch)
+                if k == 0 and split:
+                    await _on_the_wire()
         results = await asyncio.gather(*(future for future, _ in sent), return_exceptions=True)
         failed: dict[int, BaseException] = {}
         for result, (_, members) in zip(results, sent, strict=True):
             if isinstance(result, BaseException):
                 failed.update(dict.fromkeys(members, result))
         return failed
+
+    def _hand_over(
+        self,
+        topic: str,
+        sent: list[tuple[asyncio.Future[Any], list[int]]],
+        direct: _Direct | None,
+    ) -> Callable[[int, tuple[Any, list[int]]], Awaitable[None]]:
+        """``hand_over(partition, (builder, members))``: the batch given to the producer
+        for ``partition`` of ``topic``, its future and indices added to ``sent``; through
+        the accumulator directly where ``direct`` (``send_batch`` without its metadata wait
+        and log line), else ``send_batch``."""
+        producer = self.producer
+
+        async def hand_over(partition: int, batch: tuple[Any, list[int]]) -> None:
+            builder, members = batch
+            if direct is not None:
+                tp = direct.partition(topic, partition)
+                future = await direct.accumulator.add_batch(builder, tp, direct.timeout)
+            else:
+                future = await producer.send_batch(builder, topic, partition=partition)
+            sent.append((future, members))
+
+        return hand_over
 
     def _assign(
         self,
@@ -328,16 +360,18 @@ class KafkaPublisher:
         members: list[int],
         timestamp: int,
         refused: dict[int, Exception],
-    ) -> list[tuple[Any, list[int]]]:
+        first: int = 0,
+    ) -> Iterator[tuple[Any, list[int]]]:
         """The events of one partition encoded into as few batches as they fit in, each with
         the indices it holds, with ``timestamp`` (ms) where the builder is reached directly
-        (aiokafka's wrapper stamps each record with its own time). An event that cannot be
-        encoded goes to ``refused``, and so does one over ``max_request_size``: the first
-        record of a batch always fits whatever its size, so it is checked as ``send`` checks
-        it (every record when a batch may outgrow that limit)."""
+        (aiokafka's wrapper stamps each record with its own time); the first batch holds at
+        most ``first`` events when that is not 0. Each batch is yielded as soon as it is
+        closed, before the next event is encoded. An event that cannot be encoded goes to
+        ``refused``, and so does one over ``max_request_size``: the first record of a batch
+        always fits whatever its size, so it is checked as ``send`` checks it (every record
+        when a batch may outgrow that limit)."""
         create = self.producer.create_batch
         every, fits = self._check_every, self._fits
-        batches: list[tuple[Any, list[int]]] = []
         builder, taken = create(), list[int]()
         direct = self._direct is not None and _inner_append(builder) is not None
         append = _appender(builder, direct)
@@ -345,19 +379,20 @@ class KafkaPublisher:
             if every and not fits(index, key, value, headers, refused):
                 continue
             if taken:
-                if append(len(taken), timestamp, key, value, headers) is not None:
+                if len(taken) != first and (
+                    append(len(taken), timestamp, key, value, headers) is not None
+                ):
                     taken.append(index)
                     continue
-                batches.append(_closed(builder, taken, direct))  # full: this one starts the next
-                builder, taken = create(), []
+                yield _closed(builder, taken, direct)  # full: this one starts the next
+                builder, taken, first = create(), [], 0
                 append = _appender(builder, direct)
             if not every and not fits(index, key, value, headers, refused):
                 continue
             append(0, timestamp, key, value, headers)
             taken.append(index)
         if taken:
-            batches.append(_closed(builder, taken, direct))
-        return batches
+            yield _closed(builder, taken, direct)
 
     def _fits(
         self,
@@ -402,6 +437,13 @@ def oversized(size: int, limit: int) -> kerr.MessageSizeTooLargeError:
         f"the event is {size} bytes when serialized, more than max_request_size={limit} "
         "(a URL option; the broker's message.max.bytes caps it too)"
     )
+
+
+async def _on_the_wire() -> None:
+    """Let the producer's sender write the batches handed over so far (the broker then
+    stores them while this task encodes the next)."""
+    for _ in range(_SENDER_TURNS):
+        await asyncio.sleep(0)
 
 
 async def _raise(error: Exception) -> Any:

@@ -131,8 +131,9 @@ def iter_records(
     names, json_values = _NAMES, _JSON_VALUES
     #: Per extension, the last value seen and its header; and the last data and its body:
     #: values a list's events share (one traceparent per call, one key, one payload object)
-    #: are encoded once. Nothing runs between two events of the loop but the caller's
-    #: appends, so an object seen again holds what it held.
+    #: are encoded once: extension values are immutable, and a data object the caller
+    #: changes while the list is encoded (the publisher lets its sender run between two
+    #: record batches) is written as it was when first encoded.
     seen: dict[str, tuple[object, Header]] = {}
     last_body: list[Any] = [_NOTHING, b""]
     for index in indices:
