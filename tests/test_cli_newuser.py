@@ -3,6 +3,8 @@ what to do, with the usage/operational exit code the README promises (2 / 1)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,15 @@ def test_a_saga_store_file_that_is_not_there_is_named_and_not_created(
     code, line = invoke(*command, "--store", f"sqlite:///{store}")
     assert (1, True) == (code, line.startswith(f"error: no saga store at sqlite:///{store}"))
     assert not store.parent.exists()
+
+
+def test_a_bad_choice_reads_without_the_validators_prefix() -> None:
+    """A value outside an option's choices names the option and the choices, without the
+    'Value error,' of the validator underneath."""
+    ran = subprocess.run(
+        [sys.executable, "-m", "choreo", "saga", "ls", "--output", "xml", "--store", "memory://"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    code, line = ran.returncode, ran.stderr.strip()
+    expected = "saga ls: Invalid value for '--output' / '-o': 'xml' is not one of 'table', 'json';"
+    assert (2, True) == (code, expected in line), line
