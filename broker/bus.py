@@ -741,7 +741,9 @@ class Bus:
             raise ConfigurationError("subscribe needs a non-empty group name")
         if from_beginning and not self.capabilities.replay:
             raise ConfigurationError(
-                f"{self.adapter.url} cannot replay history, so from_beginning is not available"
+                f"{self.adapter.url} cannot replay history, so from_beginning "
+                "(--from-beginning) is not available; leave it out: a group receives the events "
+                "published from its first subscription on"
             )
         if not self._started:
             raise ClosedError("call `await bus.start()` before subscribing")

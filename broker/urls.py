@@ -92,9 +92,9 @@ def _spec_for(url: str) -> BackendSpec:
     known = sorted(BACKENDS)
     guess = difflib.get_close_matches(scheme, known, n=1)
     hint = f"; did you mean {guess[0]}://?" if guess else ""
-    shown = f"scheme {scheme!r}" if scheme else "no scheme"
+    shown = f"an unknown scheme {scheme!r}" if scheme else "no scheme"
     raise UnknownBackendError(
-        f"broker URL {mask_url(url)!r} has {shown}{hint} Known schemes: "
+        f"broker URL {mask_url(url)!r} has {shown}{hint}; use one of "
         + ", ".join(f"{name}://" for name in known)
     )
 

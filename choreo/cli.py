@@ -75,6 +75,7 @@ def _run() -> int:
             return EXIT_USAGE
         command = exc.ctx.command_path if exc.ctx is not None else "choreo"
         message = " ".join(exc.format_message().split()).rstrip(".")
+        message = message.replace(": Value error, ", ": ")  # Typer's validator, not the user's
         print_error(f"{command}: {message}; see '{command} --help'")
         return EXIT_USAGE
     except _CLICK_EXCEPTION as exc:

@@ -49,6 +49,18 @@ class OutboxMissingError(OutboxError, LookupError):
         self.database = database
         self.table = table
 
+    @classmethod
+    def no_table(cls, database: str, table: str, reason: object) -> OutboxMissingError:
+        """The outbox ``table``, or the relays' offsets table, is not in ``database``; the
+        driver's ``reason`` (its first line) says which."""
+        first = (str(reason).strip().splitlines() or ["a table is missing"])[0]
+        return cls(
+            f"{database} has no outbox table {table!r} ({first}); create the outbox first "
+            "(connectors.init_outbox)",
+            database=database,
+            table=table,
+        )
+
 
 class CDCSettingsError(OutboxError):
     """The server is not configured for change data capture; the message says what to change."""

@@ -144,17 +144,14 @@ class MySQLSource:
                     f"another relay is already reading the binlog for {self.name} on "
                     f"{self.db.masked}; stop it first (one relay per outbox table)"
                 )
-            try:
+            try:  # a --table with a typo would follow the binlog for nothing, forever
+                cur.execute(f"SELECT 1 FROM `{self.table}` LIMIT 0")
                 cur.execute(
                     f"SELECT position FROM `{OFFSETS_TABLE}` WHERE relay = %s", (self.name,)
                 )
             except Exception as exc:
-                raise OutboxMissingError(
-                    f"{self.db.masked} has no {OFFSETS_TABLE} table; create the outbox first "
-                    "(connectors.init_outbox)",
-                    database=self.db.masked,
-                    table=self.table,
-                ) from exc
+                reason = exc.args[-1] if exc.args else exc
+                raise OutboxMissingError.no_table(self.db.masked, self.table, reason) from exc
             found = cur.fetchone()
             if found is None:
                 log.warning(
@@ -341,6 +338,9 @@ class MySQLSource:
 
 def mysql_status(url: str, table: str = "outbox", name: str | None = None) -> dict[str, Any]:
     """Stored position, lag in events and seconds, and binlog settings of the MySQL relay."""
+    import pymysql
+    from pymysql.constants import ER
+
     db = DatabaseURL.parse(url)
     check_identifier(table)
     relay = name or default_name(db, table)
@@ -363,6 +363,10 @@ def mysql_status(url: str, table: str = "outbox", name: str | None = None) -> di
             cur.execute("SELECT IS_USED_LOCK(%s)", (f"choreo_outbox:{relay}",))
             running = cur.fetchone()[0] is not None
             server = _current_position(cur)
+    except pymysql.err.ProgrammingError as exc:
+        if exc.args[0] != ER.NO_SUCH_TABLE:
+            raise
+        raise OutboxMissingError.no_table(db.masked, table, exc.args[-1]) from exc
     finally:
         conn.close()
     return {

@@ -316,6 +316,8 @@ class PostgresSource:
 
 def postgres_status(url: str, table: str = "outbox", slot: str = DEFAULT_SLOT) -> dict[str, Any]:
     """Slot health, confirmed position and lag of the PostgreSQL relay of ``table``."""
+    import psycopg2.errors
+
     db = DatabaseURL.parse(url)
     check_identifier(table)
     conn = connect_postgres(db)
@@ -337,6 +339,8 @@ def postgres_status(url: str, table: str = "outbox", slot: str = DEFAULT_SLOT) -
                 (last, last),
             )
             pending, lag = cur.fetchone()
+    except psycopg2.errors.UndefinedTable as exc:
+        raise OutboxMissingError.no_table(db.masked, table, exc) from exc
     finally:
         conn.close()
     return {

@@ -270,7 +270,9 @@ def sqlite_status(url: str, table: str = "outbox", name: str | None = None) -> d
             f'SELECT COUNT(*), MIN(created_at) FROM "{table}" WHERE seq > ?', (cursor,)
         ).fetchone()
     except sqlite3.OperationalError as exc:
-        raise OutboxError(f"{db.url} has no outbox table {table!r}: {exc}") from exc
+        if "no such table" not in str(exc):
+            raise OutboxError(f"reading the outbox of {db.url} failed: {exc}") from exc
+        raise OutboxMissingError.no_table(db.url, table, exc) from exc
     finally:
         conn.close()
     oldest_time = _parse_time(oldest)

@@ -27,7 +27,7 @@ from typing import Any
 
 from broker.envelope import parse_time
 from broker.sqlstore import SQLITE, Migration, SqlStore, Tx, upsert
-from saga_monitor.errors import InstanceNotFoundError, SagaStoreError
+from saga_monitor.errors import InstanceNotFoundError, SagaConfigError, SagaStoreError
 from saga_monitor.model import Alert, Instance, Observation
 from saga_monitor.queries import Note, Page, Query, awaited, matches
 from saga_monitor.store import (
@@ -123,6 +123,7 @@ class SqlSagaStore:
             what="saga store",
             hint="sqlite:///path/sagas.db, postgresql://user@host:5432/db?schema=sagas or memory://",
             error=SagaStoreError,
+            usage_error=SagaConfigError,
             schema="public",
         )
         self._db.open("saga_", MIGRATIONS)

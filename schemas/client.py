@@ -73,7 +73,7 @@ class HttpRegistry:
             raise RegistryUnavailableError(
                 f"cannot reach the schema registry at {mask_url(self.url)}: "
                 f"{exc or type(exc).__name__}; "
-                "check that it runs (choreo registry serve) or set --registry / CHOREO_REGISTRY_URL"
+                "check that the registry runs there and that the URL is right"
             ) from exc
         if response.is_success:
             return response.json()

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from broker.sqlstore import POSTGRESQL, SQLITE, Migration, SqlStore, upsert, use_wal
-from saga_monitor import Alert, SagaStoreError, SqlSagaStore
+from saga_monitor import Alert, SagaConfigError, SagaStoreError, SqlSagaStore
 from saga_monitor.store_sql import MIGRATIONS as SAGA_MIGRATIONS
 from schemas import SchemaStore, SchemaStoreError
 from schemas.errors import InvalidInputError
@@ -291,7 +291,7 @@ def test_sqlite_without_a_path_is_a_temporary_file_removed_on_close() -> None:
 
 @pytest.mark.parametrize(
     ("open_one", "error"),
-    [(SqlSagaStore, SagaStoreError), (SchemaStore, InvalidInputError)],
+    [(SqlSagaStore, SagaConfigError), (SchemaStore, InvalidInputError)],
 )
 def test_an_unknown_scheme_names_the_urls_that_work_with_the_password_masked(
     open_one: Callable[[str], Any], error: type[Exception]
@@ -325,7 +325,7 @@ def test_bad_names_in_the_url_are_usage_errors() -> None:
     """A schema or table prefix that is not a plain name is refused before connecting."""
     with pytest.raises(InvalidInputError, match="table prefix 'Bad-Prefix'"):
         SchemaStore("postgresql://u@127.0.0.1:1/db?table_prefix=Bad-Prefix")
-    with pytest.raises(SagaStoreError, match="schema 'a;b' is not a plain name"):
+    with pytest.raises(SagaConfigError, match="schema 'a;b' is not a plain name"):
         SqlSagaStore("postgresql://u@127.0.0.1:1/db?schema=a;b")
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import typer
 
@@ -195,7 +196,7 @@ def _opened(store: str | None) -> Iterator[SagaStore]:
     from saga_monitor.store import open_saga_store as open_store
 
     with reported():
-        opened = open_store(setting("store_url", store))
+        opened = open_store(_existing(setting("store_url", store)))
         try:
             now = utcnow()
             for status in opened.monitors():
@@ -207,6 +208,21 @@ def _opened(store: str | None) -> Iterator[SagaStore]:
             yield opened
         finally:
             opened.close()
+
+
+def _existing(url: str) -> str:
+    """``url``, unless it names a SQLite file that is not there: opening it would create an
+    empty store (folders included) and a typo in --store would read as 'no saga instances'."""
+    from saga_monitor.errors import SagaStoreError
+
+    parts = urlsplit(url)
+    path = (parts.netloc + parts.path).removeprefix("/")
+    if parts.scheme.lower() == "sqlite" and path and not Path(path).exists():
+        raise SagaStoreError(
+            f"no saga store at {url} (no such file); give the --store (or CHOREO_STORE_URL) "
+            "that the monitor writes to: choreo saga monitor --store URL"
+        )
+    return url
 
 
 def _definitions(path: Path | None) -> Definitions | None:

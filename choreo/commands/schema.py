@@ -16,7 +16,7 @@ from choreo.config import check_url
 from choreo.console import fail, out_console, print_json, run
 from choreo.errors import EXIT_FAILURE, EXIT_USAGE
 from schemas.client import RegistryClient
-from schemas.errors import RegistryError
+from schemas.errors import IncompatibleSchemaError, RegistryError
 from schemas.model import Compatibility, Reference, Schema, SchemaType
 from schemas.storage import DEFAULT_STORAGE_URL
 
@@ -121,7 +121,11 @@ def register(
 
     async def main() -> dict[str, Any]:
         async with _client(registry) as client:
-            found = await client.register_full(subject, schema)
+            try:
+                found = await client.register_full(subject, schema)
+            except IncompatibleSchemaError as exc:
+                why = await _refusal(client, subject, file, schema)
+                raise IncompatibleSchemaError(why, exc.reasons) from exc
             return {"subject": found.subject, "version": found.version, "id": found.id}
 
     result = run(main())
@@ -129,6 +133,25 @@ def register(
         print_json(result)
     else:
         out_console.print(f"registered {subject} version {result['version']} (id {result['id']})")
+
+
+async def _refusal(client: RegistryClient, subject: str, file: Path, schema: Schema) -> str:
+    """One line for a refused registration: the subject's level, what breaks it (the
+    registry's own message holds every earlier schema in full), and what to run."""
+    result = await client.check_compatibility(subject, schema)
+    level = await client.compatibility(subject)
+    found = (_DESCRIPTION.search(message) for message in result.messages)
+    why = "; ".join(" ".join(f"{m[1]} {m[2]}".split()) for m in found if m) or "see the check"
+    kind = schema.type.value.lower()
+    return (
+        f"{subject} refuses {file} under {level.value} compatibility: {why}; "
+        f"details: choreo schema check {subject} {file} --type {kind}; "
+        f"to change the level: choreo schema config {subject} --level LEVEL"
+    )
+
+
+#: The description in one of Confluent's compatibility messages.
+_DESCRIPTION = re.compile(r"errorType:'(\w+)', description:'(.*)'\}$", re.DOTALL)
 
 
 @schema_app.command("ls")

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,27 @@ def test_errors_are_one_line_with_an_exit_code(
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert "pw@" not in result.stderr
+
+
+def test_status_of_a_table_that_is_not_there_says_to_create_it(outbox: OutboxDB) -> None:
+    """status on a database without that outbox table (a typo in --table) is one line naming
+    the table and the init command to run, exit 1, on every database; no driver traceback."""
+    result = runner.invoke(outbox_app, ["status", "--db", outbox.url, "--table", "no_such_box"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.strip().splitlines()
+    assert (1, 1) == (result.exit_code, len(lines)), result.stderr
+    assert "has no outbox table 'no_such_box'" in lines[0]
+    assert lines[0].endswith(f"run: choreo outbox init --db {outbox.url} --table no_such_box")
+
+
+def test_relay_of_a_table_that_is_not_there_stops_at_once(outbox: OutboxDB) -> None:
+    """relay with a --table typo exits 1 with the init command on every database, instead of
+    following the MySQL binlog for a table that never gets a row."""
+    relay = subprocess.run(
+        [sys.executable, "-m", "choreo", "outbox", "relay", "--db", outbox.url,
+         "--table", "no_such_box", "--broker", "memory://relay"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    lines = relay.stderr.strip().splitlines()
+    assert (1, 1) == (relay.returncode, len(lines)), relay.stderr
+    assert lines[0].endswith(f"run: choreo outbox init --db {outbox.url} --table no_such_box")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from saga_monitor import Correlator, SagaStore, SagaStoreError, open_saga_store
+from saga_monitor import Correlator, SagaConfigError, SagaStore, SagaStoreError, open_saga_store
 from saga_monitor.correlator import Received
 from saga_monitor.store_sql import SqlSagaStore
 from tests.saga_monitor.helpers import at, event, example
@@ -199,8 +199,8 @@ def test_prune_keeps_the_cache_whole_and_forgets_what_it_deleted(tmp_path: Path)
 
 
 def test_unknown_store_url_is_one_clear_error() -> None:
-    """A scheme no store serves says which URLs work."""
-    with pytest.raises(SagaStoreError, match=r"use sqlite:///path/sagas\.db"):
+    """A scheme no store serves is a usage error that says which URLs work."""
+    with pytest.raises(SagaConfigError, match=r"use sqlite:///path/sagas\.db"):
         open_saga_store("redis://localhost")
 
 
