@@ -42,7 +42,17 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from broker.urls import mask_url
 
-__all__ = ["POSTGRESQL", "SQLITE", "Dialect", "Migration", "SqlStore", "Tx", "upsert", "use_wal"]
+__all__ = [
+    "POSTGRESQL",
+    "SQLITE",
+    "Dialect",
+    "Migration",
+    "SqlStore",
+    "Tx",
+    "sqlite_file",
+    "upsert",
+    "use_wal",
+]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
 _PREFIX = re.compile(r"([a-z_][a-z0-9_]{0,40})?\Z")
@@ -79,6 +89,15 @@ POSTGRESQL = Dialect(
     {"bigint": "BIGINT", "real": "DOUBLE PRECISION", "autoincrement": "BIGSERIAL PRIMARY KEY"},
     " FOR UPDATE",
 )
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file a ``sqlite:`` URL names (``sqlite:///rel/path.db``, ``sqlite:////abs.db``;
+    "" for ``sqlite://``, a temporary one), or None for a URL of another scheme."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sqlite":
+        return None
+    return (parts.netloc + parts.path).removeprefix("/")
 
 
 def upsert(table: str, columns: Sequence[str], *, key: Sequence[str]) -> str:
@@ -173,7 +192,7 @@ class SqlStore:
         scheme = parts.scheme.lower()
         if scheme == "sqlite":
             self.dialect, self.schema = SQLITE, None
-            self._target = self._sqlite_path(parts.netloc + parts.path)
+            self._target = self._sqlite_path(sqlite_file(url) or "")
         elif scheme in ("postgresql", "postgres"):
             self.dialect, self.schema = POSTGRESQL, query.pop("schema", schema)
             self._driver_errors = _postgres_errors()
@@ -189,7 +208,6 @@ class SqlStore:
             raise self.usage_error(f"unknown {what} URL {self.url!r}; use {hint}")
 
     def _sqlite_path(self, path: str) -> str:
-        path = path[1:] if path.startswith("/") else path
         if not path:
             self._tmp = tempfile.TemporaryDirectory(prefix="choreo-")
             path = str(Path(self._tmp.name) / "store.db")

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from broker.sqlstore import POSTGRESQL, SQLITE, Migration, SqlStore, upsert, use_wal
+from broker.sqlstore import POSTGRESQL, SQLITE, Migration, SqlStore, sqlite_file, upsert, use_wal
 from saga_monitor import Alert, SagaConfigError, SagaStoreError, SqlSagaStore
 from saga_monitor.store_sql import MIGRATIONS as SAGA_MIGRATIONS
 from schemas import SchemaStore, SchemaStoreError
@@ -390,3 +390,13 @@ def test_interrupt_ends_the_statement_another_thread_runs(fresh_url: str) -> Non
     finally:
         store.close()
     assert [NotesError, 0] == [type(outcome[0]), outcome[1]]
+
+
+def test_sqlite_file_reads_the_path_as_the_store_opens_it(tmp_path: Path) -> None:
+    """One rule for the file a sqlite: URL names (the store and `choreo saga`'s check)."""
+    assert sqlite_file("sqlite:///rel/x.db?busy=1") == "rel/x.db"
+    assert sqlite_file(f"sqlite:///{tmp_path}/x.db") == f"{tmp_path}/x.db"
+    assert sqlite_file("SQLITE://") == ""
+    assert sqlite_file("postgresql://h/db") is None
+    notes_store(f"sqlite:///{tmp_path}/sub/x.db").close()
+    assert (tmp_path / "sub" / "x.db").is_file()

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import typer
 
@@ -213,11 +212,11 @@ def _opened(store: str | None) -> Iterator[SagaStore]:
 def _existing(url: str) -> str:
     """``url``, unless it names a SQLite file that is not there: opening it would create an
     empty store (folders included) and a typo in --store would read as 'no saga instances'."""
+    from broker.sqlstore import sqlite_file
     from saga_monitor.errors import SagaStoreError
 
-    parts = urlsplit(url)
-    path = (parts.netloc + parts.path).removeprefix("/")
-    if parts.scheme.lower() == "sqlite" and path and not Path(path).exists():
+    path = sqlite_file(url)
+    if path and not Path(path).exists():
         raise SagaStoreError(
             f"no saga store at {url} (no such file); give the --store (or CHOREO_STORE_URL) "
             "that the monitor writes to: choreo saga monitor --store URL"
