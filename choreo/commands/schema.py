@@ -151,7 +151,7 @@ async def _refusal(client: RegistryClient, subject: str, file: Path, schema: Sch
 
 
 #: The description in one of Confluent's compatibility messages.
-_DESCRIPTION = re.compile(r"errorType:'(\w+)', description:'(.*)'\}$", re.DOTALL)
+_DESCRIPTION = re.compile(r"errorType:'(\w+)', description:'(.*)'\}\n?\Z", re.DOTALL)
 
 
 @schema_app.command("ls")
