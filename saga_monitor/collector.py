@@ -54,7 +54,7 @@ class FrozenBatches:
         #: Whether the permanent generation is the monitors' (it was empty when the first
         #: started); when not, nothing is frozen or thawed.
         self.owned = False
-        #: Events applied since the last thaw (0: nothing frozen since).
+        #: Events applied since the last thaw.
         self.pending = 0
         #: Whether anything was frozen since the last thaw.
         self.frozen = False
