@@ -17,12 +17,13 @@ import typer
 from choreo.commands.options import (
     Output,
     OutputChoiceOption,
+    broker_url,
     check_topics,
     port_option,
     start_metrics,
 )
 from choreo.commands.serving import listen
-from choreo.config import setting
+from choreo.config import existing, setting
 from choreo.console import (
     err_console,
     fail,
@@ -212,16 +213,12 @@ def _opened(store: str | None) -> Iterator[SagaStore]:
 def _existing(url: str) -> str:
     """``url``, unless it names a SQLite file that is not there: opening it would create an
     empty store (folders included) and a typo in --store would read as 'no saga instances'."""
-    from broker.sqlstore import sqlite_file
-    from saga_monitor.errors import SagaStoreError
-
-    path = sqlite_file(url)
-    if path and not Path(path).exists():
-        raise SagaStoreError(
-            f"no saga store at {url} (no such file); give the --store (or CHOREO_STORE_URL) "
-            "that the monitor writes to: choreo saga monitor --store URL"
-        )
-    return url
+    return existing(
+        url,
+        "saga store",
+        "give the --store (or CHOREO_STORE_URL) that the monitor writes to: "
+        "choreo saga monitor --store URL",
+    )
 
 
 def _definitions(path: Path | None) -> Definitions | None:
@@ -459,7 +456,7 @@ def discover(
     window = parse_duration(since, option="--since") if since else None
     report = run(
         discover_from_broker(
-            setting("broker_url", broker),
+            broker_url(broker, reading=True),
             topic,
             since=window,
             limit=limit,
