@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -243,15 +244,35 @@ def check(
     """Say whether a schema may be registered under a subject; exit 1 if it may not."""
     schema = _read_schema(file, kind, reference)
 
-    async def main() -> tuple[bool, list[str], str]:
-        async with _client(registry) as client:
-            result = await client.check_compatibility(subject, schema, version=version)
+    async def main() -> tuple[bool, list[str], str, bool]:
+        async with _client(registry, reading=True) as client:
+            try:
+                result = await client.check_compatibility(subject, schema, version=version)
+            except VersionNotFoundError as exc:
+                raise VersionNotFoundError(
+                    f"no version {version} of subject {subject!r} to check against ({exc}); "
+                    f"list its versions with: choreo schema show {shlex.quote(subject)}"
+                ) from None
             level = await client.compatibility(subject)
-            return result.is_compatible, list(result.messages), level.value
+            exists = subject in await client.subjects()
+            return result.is_compatible, list(result.messages), level.value, exists
 
-    ok, messages, level = run(main())
+    ok, messages, level, exists = run(main())
     if output is Output.json:
-        print_json({"subject": subject, "level": level, "is_compatible": ok, "messages": messages})
+        print_json(
+            {
+                "subject": subject,
+                "level": level,
+                "is_compatible": ok,
+                "messages": messages,
+                "exists": exists,
+            }
+        )
+    elif not exists:  # as Confluent's registry answers: nothing to break, any schema may come
+        out_console.print(
+            f"compatible: no subject {subject} yet, so nothing to check against and any schema "
+            "may be registered as its version 1; check the name with: choreo schema ls"
+        )
     elif ok:
         out_console.print(f"compatible: {subject} accepts this schema under {level}")
     else:
