@@ -172,9 +172,11 @@ async def _monitor(
     linker = DeadLetterLinker(definitions, bus, store, topics=monitor.topics)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
-    if task is not None:
+    if task is not None:  # Ctrl-C too: a SIGINT inherited as ignored (a job started with &
+        # by a script) would otherwise never stop the monitor
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, task.cancel)
     err_console.print(
         f"watching {', '.join(monitor.topics)} on {mask_url(broker_url)} "
         f"({len(definitions.sagas)} saga(s)); state in {store.url}; alerts to {alerts_topic}"
