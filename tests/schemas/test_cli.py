@@ -72,11 +72,12 @@ def test_check_gives_the_verdict_and_exit_code() -> None:
 
 
 def test_config_reads_and_sets_levels() -> None:
-    """config shows the global level and --level sets a subject's."""
-    assert (0, "global: BACKWARD\n", "") == invoke("config")
+    """--level sets a subject's level (creating the embedded registry) and config shows the
+    global level."""
     assert (0, "orders-value: FULL_TRANSITIVE\n", "") == invoke(
         "config", "orders-value", "--level", "full_transitive"
     )
+    assert (0, "global: BACKWARD\n", "") == invoke("config")
 
 
 @pytest.mark.parametrize(
@@ -94,6 +95,7 @@ def test_user_mistakes_print_one_line_and_exit_with_the_right_code(
 ) -> None:
     """Each mistake prints a single error line, no traceback, and exits 2 (usage) or 1."""
     write("bad.avsc", {"type": "record", "name": "X"})
+    invoke("config", "other-value", "--level", "full")  # the embedded registry exists
     exit_code, _, err = invoke(*args)
     assert (code, 1) == (exit_code, len(err.strip().splitlines())), err
     assert needle in err
