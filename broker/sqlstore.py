@@ -24,6 +24,11 @@ Each thread has its own connection. A write transaction may be *exclusive*: writ
 prefix then take turns (``BEGIN IMMEDIATE`` on SQLite, an advisory lock on PostgreSQL).
 Transactions nest (savepoints). Driver errors become the part's own error class, in one line
 that names the URL with its password masked.
+
+A SQLite store may copy its write-ahead log back into the database file on a thread of its own
+(``background_checkpoints=True``, the saga store's choice): SQLite's own checkpoint runs inside
+the ``COMMIT`` that takes the log past 1,000 pages, where it writes those pages again and
+waits for the disk (``fsync``), and the writer waits with it. See :class:`_Checkpointer`.
 """
 
 from __future__ import annotations
@@ -57,6 +62,11 @@ __all__ = [
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
 _PREFIX = re.compile(r"([a-z_][a-z0-9_]{0,40})?\Z")
 _MIGRATION_LOCK = "choreograph schema migrations"
+#: With background checkpoints: how many pages the log may hold before a committing
+#: connection checkpoints it itself after all (SQLite's default is 1,000), should the
+#: checkpointer fall behind; and how often (seconds) the checkpointer runs at most.
+CHECKPOINT_BACKSTOP = 10_000
+CHECKPOINT_EVERY = 0.2
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -174,6 +184,7 @@ class SqlStore:
         usage_error: type[Exception] | None = None,
         options: Sequence[str] = (),
         schema: str | None = None,
+        background_checkpoints: bool = False,
     ) -> None:
         self.url = mask_url(url)
         self.what, self.error, self.usage_error = what, error, usage_error or error
@@ -206,6 +217,12 @@ class SqlStore:
             )
         else:
             raise self.usage_error(f"unknown {what} URL {self.url!r}; use {hint}")
+        #: Copies the log into the database file after write transactions (SQLite, when asked).
+        self.checkpointer = (
+            _Checkpointer(self._target)
+            if background_checkpoints and self.dialect is SQLITE
+            else None
+        )
 
     def _sqlite_path(self, path: str) -> str:
         if not path:
@@ -316,6 +333,8 @@ class SqlStore:
             )
             use_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
+            if self.checkpointer is not None:
+                conn.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_BACKSTOP}")
         except sqlite3.Error as exc:
             raise self._cannot_open(exc) from exc
         return conn
@@ -371,6 +390,8 @@ class SqlStore:
                 yield tx
         except self._driver_errors as exc:
             raise self.error(f"the {self.what} at {self.url} failed: {_first_line(exc)}") from exc
+        if self.checkpointer is not None and (write or exclusive) and not conn.in_transaction:
+            self.checkpointer.wake()  # committed (not a nested one): the log has grown
 
     def query(self, sql: str, *params: Any) -> list[Any]:
         """The rows of one query, in a transaction of its own."""
@@ -391,6 +412,8 @@ class SqlStore:
 
     def close(self) -> None:
         """Close every thread's connection (and remove a temporary database)."""
+        if self.checkpointer is not None:
+            self.checkpointer.close()
         with self._lock:
             connections, self._connections = self._connections, []
             self._threads = {}
@@ -399,6 +422,68 @@ class SqlStore:
         self._local = threading.local()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+class _Checkpointer:
+    """Copies a SQLite database's write-ahead log back into its file on a thread of its own.
+
+    Woken after each write transaction's commit, it runs a passive checkpoint on its own
+    connection (at most every :data:`CHECKPOINT_EVERY` seconds; the commits meanwhile are
+    copied by the next one): it copies what the log holds while the writer goes on (a writer
+    and a checkpoint do not wait for each other in WAL mode), and waits for the disk in place
+    of the writer. Once it copied the whole log, the next commit writes the log from its
+    start again, so the log stays about as large as what is committed between two runs. The
+    store's connections checkpoint themselves only past :data:`CHECKPOINT_BACKSTOP` pages
+    (should this thread fall behind). A checkpoint that fails (the database busy, a disk
+    error) is left to the next one, or to that backstop. The thread starts at the first
+    commit and ends with :meth:`close` (the store's: a store used after it is closed goes on
+    with the backstop alone).
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._wanted = threading.Event()
+        self._closing = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        #: How many checkpoints ran (the ones that failed included).
+        self.runs = 0
+
+    def wake(self) -> None:
+        """A write transaction committed: checkpoint soon."""
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None and not self._closing.is_set():
+                    self._thread = threading.Thread(
+                        target=self._run, name=f"choreo-checkpoint {self._path}", daemon=True
+                    )
+                    self._thread.start()
+        self._wanted.set()
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(self._path, timeout=30.0, isolation_level=None)
+        except sqlite3.Error:  # the store's own connections say what is wrong; the backstop
+            return
+        try:
+            while self._wanted.wait() and not self._closing.is_set():
+                self._wanted.clear()
+                with suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                self.runs += 1
+                if self._closing.wait(CHECKPOINT_EVERY):  # commits meanwhile: the next run's
+                    return
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """End the thread (after the checkpoint it is running, if any)."""
+        with self._lock:
+            self._closing.set()
+            thread, self._thread = self._thread, None
+        self._wanted.set()
+        if thread is not None:
+            thread.join()
 
 
 class _SqliteConnection(sqlite3.Connection):

@@ -125,6 +125,7 @@ class SqlSagaStore:
             error=SagaStoreError,
             usage_error=SagaConfigError,
             schema="public",
+            background_checkpoints=True,  # the batches' commits do not wait for the disk
         )
         self._db.open("saga_", MIGRATIONS)
         self.url = self._db.url

@@ -24,6 +24,7 @@ from saga_monitor.store_sql import MIGRATIONS as SAGA_MIGRATIONS
 from schemas import SchemaStore, SchemaStoreError
 from schemas.errors import InvalidInputError
 from schemas.storage import MIGRATIONS as REGISTRY_MIGRATIONS
+from tests.saga_monitor.helpers import until
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Every saga store layout version, as the version table lists them once all have run.
@@ -274,6 +275,55 @@ def test_each_thread_gets_its_own_connection(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert 2 == len(set(seen))
+    store.close()
+
+
+def _write_pages(store: SqlStore, pages: int) -> None:
+    """Commit about ``pages`` pages of notes in one transaction."""
+    with store.transaction(write=True) as tx:
+        tx.execute_many("INSERT INTO {p}notes (text) VALUES (?)", [("x" * 4000,)] * pages)
+
+
+def _checkpointing_store(path: Path) -> SqlStore:
+    store = SqlStore(
+        f"sqlite:///{path}",
+        what="notes store",
+        hint="sqlite:///notes.db",
+        error=NotesError,
+        background_checkpoints=True,
+    )
+    store.open("n_", NOTES)
+    return store
+
+
+def test_with_background_checkpoints_a_commit_leaves_the_log_to_the_checkpointer(
+    tmp_path: Path,
+) -> None:
+    """A store that checkpoints in the background commits past SQLite's 1,000 pages without
+    copying the log into the database file itself (its checkpointer stopped here: nothing
+    copies it)."""
+    path = tmp_path / "log.db"
+    store = _checkpointing_store(path)
+    assert store.checkpointer is not None
+    store.checkpointer.close()
+    before = path.stat().st_size
+    _write_pages(store, 1500)
+    assert before == path.stat().st_size
+    assert Path(f"{path}-wal").stat().st_size > 1500 * 4096
+    store.close()
+
+
+async def test_the_background_checkpointer_copies_the_log_into_the_database_file(
+    tmp_path: Path,
+) -> None:
+    """After a commit, the store's checkpointer thread copies the log into the database file
+    (what the committing connection leaves to it, up to 10,000 pages)."""
+    path = tmp_path / "log.db"
+    store = _checkpointing_store(path)
+    _write_pages(store, 1500)
+    await until(lambda: path.stat().st_size > 1500 * 4096, what="the log checkpointed")
+    assert store.checkpointer is not None
+    assert store.checkpointer.runs >= 1
     store.close()
 
 

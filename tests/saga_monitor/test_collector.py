@@ -80,20 +80,17 @@ async def test_a_batch_freezes_the_heap_and_the_stop_thaws_and_collects_it(
 async def test_an_idle_monitor_thaws_the_heap_and_collects_the_cycles_made_meanwhile(
     bus: Bus, store: SagaStore
 ) -> None:
-    """A tick with nothing applied since the previous one unfreezes the heap and collects it,
-    while the monitor runs on."""
+    """The first tick with nothing applied since the previous one (the monitor's first idle
+    tick: no thaw since it started) unfreezes the heap and collects it, while the monitor
+    runs on."""
     monitor = SagaMonitor(
         example(), bus, store, clock=ManualClock(), alerts_topic=None, tick_interval=0.02
     )
     async with monitor:
-        frozen = []
-        for n in range(3):  # a thaw between the batch and the count is possible: try again
-            cycle = _garbage_cycle()
-            await _apply_one(bus, monitor, n)
-            frozen.append(gc.get_freeze_count())
-            await until(lambda c=cycle: c() is None, what="the cycle collected")
-            assert 0 == gc.get_freeze_count()
-        assert any(frozen)
+        cycle = _garbage_cycle()
+        await _apply_one(bus, monitor, 0)
+        await until(lambda: cycle() is None, what="the cycle collected")
+        assert 0 == gc.get_freeze_count()
 
 
 async def test_a_heap_the_process_froze_itself_stays_frozen(bus: Bus, store: SagaStore) -> None:
@@ -128,3 +125,62 @@ def test_busy_monitors_thaw_every_so_many_events() -> None:
     finally:
         freezer.release()
     assert 0 == gc.get_freeze_count()
+
+
+class _Seconds:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_idle_ticks_thaw_only_what_was_frozen_and_at_most_once_per_gap() -> None:
+    """An idle tick with nothing frozen since the last thaw collects nothing; one after a
+    batch thaws at once when no thaw ran since the start, then not again until the gap has
+    passed since the last thaw, however many batches and idle ticks alternate meanwhile."""
+    clock = _Seconds()
+    freezer = FrozenBatches(idle_gap=60.0, clock=clock)
+    freezer.hold()
+    try:
+        freezer.idle()
+        assert 0 == freezer.thaws
+        freezer.settled(1)
+        freezer.idle()
+        assert (1, 0) == (freezer.thaws, gc.get_freeze_count())
+        thaws = []
+        for _ in range(59):  # a trickle: a batch, an idle tick, a second later the same
+            clock.now += 1.0
+            freezer.settled(1)
+            freezer.idle()
+            thaws.append(freezer.thaws)
+        assert [1] * 59 == thaws
+        assert gc.get_freeze_count() > 0
+        clock.now += 1.0
+        freezer.idle()
+        assert (2, 0) == (freezer.thaws, gc.get_freeze_count())
+        freezer.idle()
+        assert 2 == freezer.thaws
+    finally:
+        freezer.release()
+    assert 0 == gc.get_freeze_count()
+
+
+def test_a_restart_thaws_at_the_first_idle_tick_again() -> None:
+    """Once the last monitor stopped (its stop thaws), the next start's first idle tick after
+    a batch thaws at once, without waiting for the gap."""
+    clock = _Seconds()
+    freezer = FrozenBatches(idle_gap=60.0, clock=clock)
+    freezer.hold()
+    freezer.settled(1)
+    freezer.release()
+    assert 1 == freezer.thaws
+    freezer.hold()
+    try:
+        freezer.settled(1)
+        freezer.idle()
+        assert (2, 0) == (freezer.thaws, gc.get_freeze_count())
+    finally:
+        freezer.release()
