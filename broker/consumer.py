@@ -43,6 +43,9 @@ __all__ = ["Consumer", "Handler", "Held", "Pipeline", "Runner", "give_back"]
 
 Handler = Callable[[Event], Awaitable[Any]]
 Publish = Callable[[str, Event], Awaitable[None]]
+#: Told of each event a subscription dead-lettered: the event with its ``dlq*`` extensions,
+#: and the dead-letter topic it went to ("" when dead-lettering is disabled: dropped).
+DeadLetterListener = Callable[[Event, str], None]
 
 #: Deliveries a one-at-a-time consumer takes from its subscription in one call.
 _TAKE = 32
@@ -96,6 +99,7 @@ class Pipeline:
         self.idle = asyncio.Event()
         self.idle.set()
         self.handled = 0
+        self.dead_letter_listeners: list[DeadLetterListener] = []
         self.handler_seconds = obs.HANDLER_SECONDS.labels(group)
         self._handled_counts: dict[str, obs.Count] = {}
         self.calls = 0
@@ -253,27 +257,28 @@ class Pipeline:
     async def dead_letter(
         self, delivery: Delivery, event: Event, reason: str, error: str, attempts: int
     ) -> None:
-        """Publish ``event`` to its dead-letter topic (when enabled), count it, ack it."""
+        """Publish ``event`` to its dead-letter topic (when enabled), count it, ack it, then tell
+        the listeners."""
         topic = delivery.topic
         policy = self.policy.dead_letter
+        where = policy.topic_for(topic, self.group) if policy.enabled else ""
         if self.traced is not None:
-            where = policy.topic_for(topic, self.group) if policy.enabled else ""
             tracing.add_event(
                 "dead-lettered",
                 {"reason": reason, "error": error, "attempts": attempts, "dlq": where},
                 error=True,
             )
+        dead = deadletter.dead_letter(
+            event,
+            reason=reason,
+            error=error,
+            attempts=attempts,
+            topic=topic,
+            group=self.group,
+            time=self.clock.now(),
+        )
         if policy.enabled:
-            dead = deadletter.dead_letter(
-                event,
-                reason=reason,
-                error=error,
-                attempts=attempts,
-                topic=topic,
-                group=self.group,
-                time=self.clock.now(),
-            )
-            await self._publish_event(policy.topic_for(topic, self.group), dead)
+            await self._publish_event(where, dead)
             obs.DEAD_LETTERED.labels(topic, self.group, reason).inc()
             self.log.warning("dead-lettered", topic=topic, event_id=event.id, reason=reason)
         if (
@@ -284,6 +289,8 @@ class Pipeline:
             await self.responder.reply_error(event, error)
         obs.CONSUMED.labels(topic, self.group, reason).inc()
         await delivery.ack()
+        for listener in self.dead_letter_listeners:
+            listener(dead, where)
 
     async def call(self, handler: Callable[[Any], Awaitable[Any]], argument: Any) -> Any:
         """``await handler(argument)`` (returning what it returns), cancelled past the
@@ -405,6 +412,10 @@ class Runner:
     def handled(self) -> int:
         """How many events the handler finished successfully."""
         return self._pipeline.handled
+
+    def on_dead_letter(self, listener: DeadLetterListener) -> None:
+        """Call ``listener`` after each event this consumer dead-lettered (and acked)."""
+        self._pipeline.dead_letter_listeners.append(listener)
 
     def stop(self) -> None:
         """Stop pulling new deliveries; the current handler call may finish."""

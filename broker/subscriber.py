@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from broker.consumer import Runner
+from broker.consumer import DeadLetterListener, Runner
 from broker.ports import Backlog
 
 __all__ = ["Subscriber"]
@@ -28,6 +28,13 @@ class Subscriber:
     def handled(self) -> int:
         """How many events the handler finished successfully."""
         return self._consumer.handled
+
+    def on_dead_letter(self, listener: DeadLetterListener) -> None:
+        """Call ``listener(event, dlq_topic)`` after each event this subscription dead-lettered
+        (and acked): the event with its ``dlq*`` extensions (:func:`broker.deadletter.info`
+        reads them) and the dead-letter topic it went to ("" when dead-lettering is disabled).
+        It runs before the next delivery is taken, so it may call :meth:`stop_taking`."""
+        self._consumer.on_dead_letter(listener)
 
     def stop_taking(self) -> None:
         """Start no handler call from now on (a handler may call it); the running ones finish

@@ -17,9 +17,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from broker.errors import ConfigurationError
-from choreo.console import reported
+from broker.sqlstore import sqlite_file
+from broker.urls import mask_url
+from choreo.console import fail, reported
+from choreo.errors import EXIT_FAILURE
 
-__all__ = ["check_url", "setting"]
+__all__ = ["check_url", "existing", "setting"]
 
 DEFAULTS = {
     "broker_url": "sqlite:///.choreo/broker.db",
@@ -80,4 +83,14 @@ def check_url(url: str, what: str) -> str:
                 f"{what} has a bad host or port (a port is a number from 0 to 65535); "
                 "write it as scheme://host:port/..."
             ) from None
+    return url
+
+
+def existing(url: str, what: str, hint: str) -> str:
+    """``url``, unless it names a SQLite file that is not there: exit 1 with one line naming
+    ``what`` and the URL, then ``hint``. A command that only reads would otherwise create an
+    empty store (folders included), and a typo would read as 'nothing there'."""
+    path = sqlite_file(url)
+    if path and not Path(path).exists():
+        fail(f"no {what} at {mask_url(url)} (no such file); {hint}", EXIT_FAILURE)
     return url

@@ -371,8 +371,9 @@ class Registry:
     ) -> CompatibilityResult:
         """Whether ``schema`` may follow ``version`` (``None``: the versions the level names).
 
-        A subject without versions accepts anything, as Confluent's registry answers, unless
-        a version number is asked for (40402).
+        A subject without versions (none registered, or all deleted) accepts anything, as
+        Confluent's registry answers (``is_compatible: true``), unless a version number is asked
+        for: 404 / 40402 ``Version N not found.``, as Confluent's.
         """
         spec = None if version is None else parse_version(version)
 
@@ -381,9 +382,9 @@ class Registry:
             level = self._compatibility(tx, subject)
             live = [row for row in tx.versions(subject) if not row.deleted]
             if spec is not None and (live or spec != "latest"):
-                live = [rtx.find(live, subject, spec)] if live else []
-                if not live:
-                    raise VersionNotFoundError(f"version {spec} of subject {subject!r} not found")
+                live = [row for row in live if spec in ("latest", row.version)][-1:]
+                if not live:  # Confluent's words, whether or not the subject exists
+                    raise VersionNotFoundError(f"Version {spec} not found.")
                 level = Compatibility.parse(level.value.removesuffix("_TRANSITIVE"))
             history = [(row.version, rtx.resolve(tx, rtx.schema_of(tx, row))) for row in live]
             return check_compatibility(resolved, history, level)

@@ -288,7 +288,8 @@ def test_missing_extra_names_the_install_command(tmp_path: Path) -> None:
 
 
 def test_exec_failure_follows_retry_and_dlq(tmp_path: Path, broker: str) -> None:
-    """With --exec a non-zero exit is a handler error: retried, then dead-lettered, then listed."""
+    """With --exec a non-zero exit is a handler error: retried, then dead-lettered, then listed;
+    the run exits 1 saying so."""
     choreo(
         "publish", "jobs", "--type", "job", "--data", '{"n": 1}', "--broker", broker, cwd=tmp_path
     )
@@ -311,7 +312,10 @@ def test_exec_failure_follows_retry_and_dlq(tmp_path: Path, broker: str) -> None
         broker,
         cwd=tmp_path,
     )
-    assert 0 == result.returncode, result.stderr
+    assert (1, True) == (
+        result.returncode,
+        "error: 1 event failed the handler" in result.stderr.splitlines()[-1],
+    ), result.stderr
     listed = choreo("dlq", "ls", "jobs", "--output", "json", "--broker", broker, cwd=tmp_path)
     [dead] = json.loads(listed.stdout)
     assert ("handler-error", 2, "workers") == (
@@ -394,6 +398,7 @@ def test_dlq_show_replay_purge_and_topics(tmp_path: Path, broker: str) -> None:
 
 def test_replay_of_an_empty_dlq_is_a_clear_error(tmp_path: Path, broker: str) -> None:
     """Replaying a topic with no dead letters says so in one line and exits 1."""
+    choreo("topics", "create", "nothing-here", "--broker", broker, cwd=tmp_path)
     result = choreo("dlq", "replay", "nothing-here", "--broker", broker, cwd=tmp_path)
     assert 1 == result.returncode
     assert "no dead letters in nothing-here.dlq" in result.stderr

@@ -70,7 +70,8 @@ def test_publish_prints_hostile_names_as_text_and_stores_once(broker: str, name:
 
 @pytest.mark.parametrize("name", HOSTILE)
 def test_listings_show_hostile_names_as_text(broker: str, name: str) -> None:
-    """topics ls, subscribe, dlq ls and dlq show print markup-like names as they are."""
+    """topics ls, subscribe (and its line on a failed handler), dlq ls and dlq show print
+    markup-like names as they are."""
     assert 0 == publish(broker, name, name)[0]
     listed = invoke("topics", "ls", "--broker", broker)
     assert (0, True) == (listed[0], name in listed[1]), listed
@@ -78,7 +79,7 @@ def test_listings_show_hostile_names_as_text(broker: str, name: str) -> None:
         "subscribe", name, "--from-beginning", "--count", "1", "--timeout", "20s",
         "--exec", "false", "--max-attempts", "1", "--broker", broker,
     )  # fmt: skip
-    assert 0 == read[0], read
+    assert (1, True) == (read[0], f"dead-letter topic {name}.dlq;" in read[2]), read
     dead = invoke("dlq", "ls", "--broker", broker)
     assert (0, True) == (dead[0], name in dead[1]), dead
     shown = invoke("dlq", "show", name, name, "--broker", broker)

@@ -3,6 +3,7 @@ what to do, with the usage/operational exit code the README promises (2 / 1)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +110,78 @@ def test_a_saga_store_file_that_is_not_there_is_named_and_not_created(
     code, line = invoke(*command, "--store", f"sqlite:///{store}")
     assert (1, True) == (code, line.startswith(f"error: no saga store at sqlite:///{store}"))
     assert not store.parent.exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["topics", "ls"],
+        ["dlq", "ls"],
+        ["dlq", "ls", "orders"],
+        ["dlq", "show", "orders", "e-1"],
+        ["dlq", "replay", "orders"],
+        ["dlq", "purge", "orders"],
+        ["saga", "discover", "--topic", "orders"],
+    ],
+)
+def test_a_broker_file_that_is_not_there_is_named_and_not_created(
+    command: list[str], tmp_path: Path
+) -> None:
+    """A command that only reads the embedded broker, given a --broker typo, says there is no
+    broker there (exit 1) and creates neither the file nor its folder."""
+    broker = tmp_path / "typo" / "broker.db"
+    code, line = invoke(*command, "--broker", f"sqlite:///{broker}")
+    expected = f"error: no broker at sqlite:///{broker} (no such file); check --broker"
+    assert (1, True) == (code, line.startswith(expected)), line
+    assert not broker.parent.exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["schema", "ls"], ["schema", "show", "orders-value"], ["schema", "config"]],
+)
+def test_a_registry_file_that_is_not_there_is_named_and_not_created(
+    command: list[str], tmp_path: Path
+) -> None:
+    """A command that only reads an embedded registry, given a --registry typo, says there is
+    no registry there (exit 1) and creates neither the file nor its folder."""
+    registry = tmp_path / "typo" / "registry.db"
+    code, line = invoke(*command, "--registry", f"sqlite:///{registry}")
+    expected = f"error: no schema registry at sqlite:///{registry} (no such file); check"
+    assert (1, True) == (code, line.startswith(expected)), line
+    assert not registry.parent.exists()
+
+
+def test_schema_check_against_a_registry_file_that_is_not_there_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    """schema check reads the registry too: a --registry typo is named, nothing is created."""
+    schema = tmp_path / "order.json"
+    schema.write_text('{"type": "object"}')
+    registry = tmp_path / "typo" / "registry.db"
+    code, line = invoke("schema", "check", "o", str(schema), "--registry", f"sqlite:///{registry}")
+    assert (1, True) == (
+        code,
+        line.startswith(f"error: no schema registry at sqlite:///{registry}"),
+    )
+    assert not registry.parent.exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["publish", "orders", "--type", "order.placed"], ["topics", "create", "orders"]],
+)
+def test_commands_that_write_create_the_embedded_broker(command: list[str], tmp_path: Path) -> None:
+    """publish and topics create make the embedded broker's file (and folder) by design, and
+    the read-only listings then read it."""
+    broker = f"sqlite:///{tmp_path}/new/broker.db"
+    created = runner.invoke(app, [*command, "--broker", broker])
+    listed = runner.invoke(app, ["topics", "ls", "--output", "json", "--broker", broker])
+    assert (0, 0, ["orders"]) == (
+        created.exit_code,
+        listed.exit_code,
+        [t["name"] for t in json.loads(listed.stdout)],
+    )
 
 
 def test_a_bad_choice_reads_without_the_validators_prefix() -> None:

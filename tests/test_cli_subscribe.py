@@ -157,23 +157,64 @@ def _state(pid: int) -> str:
 @pytest.mark.parametrize("url", ["sqlite"], indirect=True)
 def test_handler_timeout_fails_the_attempt(url: str, topic: str, tmp_path: Path) -> None:
     """--handler-timeout 1s kills an --exec command that hangs: the attempt fails, the event
-    is dead-lettered with a HandlerTimeoutError, and the next event is handled."""
+    is dead-lettered with a HandlerTimeoutError, the next event is handled, and the run exits
+    1 saying that one event failed."""
     script = tmp_path / "handler.py"
     script.write_text(
         "import json, sys, time\nif json.load(sys.stdin)['data'] == 'slow':\n    time.sleep(600)\n"
     )
     slow, fast = publish(url, topic, [{"type": "t", "data": d, "key": "k"} for d in ("slow", "ok")])
     done = choreo(
-        "subscribe", topic, "--group", "g", "--count", "1",
+        "subscribe", topic, "--group", "g", "--count", "2",
         "--exec", f"{sys.executable} {script}", "--handler-timeout", "1s",
         "--max-attempts", "1", "--broker", url, cwd=tmp_path,
     )  # fmt: skip
-    assert 0 == done.returncode, done.stderr
+    assert (1, True) == (done.returncode, "error: 1 event failed the handler" in done.stderr)
     dead = choreo("dlq", "ls", topic, "--output", "json", "--broker", url, cwd=tmp_path)
     [entry] = json.loads(dead.stdout)
     assert (slow, "handler-error") == (entry["id"], entry["dlqreason"])
     assert entry["dlqerror"].startswith("HandlerTimeoutError: the handler did not finish within")
+    assert [] == read(url, topic, 1, tmp_path, "--timeout", "1s")  # fast was handled and acked
     assert fast != slow
+
+
+def test_a_failing_handler_fails_a_bounded_run(url: str, topic: str, tmp_path: Path) -> None:
+    """--exec false --count 1: the event that failed every attempt counts as the one handed
+    over, goes to the DLQ, and the run exits 1 with one line saying how many failed and where
+    they went; the other events stay for the group's next reader."""
+    first, *rest = publish(url, topic, [{"type": "t", "data": n, "key": "k"} for n in range(3)])
+    done = choreo(
+        "subscribe", topic, "--group", "g", "--count", "1", "--exec", "false",
+        "--max-attempts", "2", "--retry-delay", "10ms", "--timeout", "30s",
+        "--broker", url, cwd=tmp_path,
+    )  # fmt: skip
+    dlq = f"{topic}.dlq"
+    expected = (
+        f"error: 1 event failed the handler (last: RuntimeError: '/usr/bin/false' exited with "
+        f"status 1) and went to the dead-letter topic {dlq}; see: choreo dlq ls {dlq}"
+    )
+    assert (1, expected) == (done.returncode, done.stderr.splitlines()[-1])
+    assert "Traceback" not in done.stderr
+    dead = choreo("dlq", "ls", topic, "--output", "json", "--broker", url, cwd=tmp_path)
+    assert [first] == [e["id"] for e in json.loads(dead.stdout)]
+    assert sorted(rest) == sorted(e["id"] for e in read(url, topic, 2, tmp_path))
+
+
+def test_failures_in_a_run_bounded_by_timeout_are_counted(
+    url: str, topic: str, tmp_path: Path
+) -> None:
+    """--exec false --timeout: the run ends when idle and exits 1 naming both failed events;
+    the same run with a handler that succeeds exits 0."""
+    publish(url, topic, [{"type": "t", "data": n} for n in range(2)])
+    args = ["subscribe", topic, "--group", "g", "--max-attempts", "1", "--timeout", "2s"]
+    failed = choreo(*args, "--exec", "false", "--broker", url, cwd=tmp_path)
+    assert (1, True) == (
+        failed.returncode,
+        failed.stderr.splitlines()[-1].startswith("error: 2 events failed the handler"),
+    ), failed.stderr
+    publish(url, topic, [{"type": "t", "data": "ok"}])
+    succeeded = choreo(*args, "--exec", "true", "--broker", url, cwd=tmp_path)
+    assert 0 == succeeded.returncode, succeeded.stderr
 
 
 @pytest.mark.parametrize("value", ["0s", "-1", "soon"])

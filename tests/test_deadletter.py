@@ -179,3 +179,36 @@ async def test_publish_event_sends_the_event_as_it_is() -> None:
     async with Bus(f"memory://{uuid.uuid4().hex}", source="me") as bus:
         await bus.publish_event("outbox.dlq", event)
         assert [event] == await bus.browse("outbox.dlq")
+
+
+async def test_a_subscriber_tells_its_listeners_what_it_dead_lettered_and_where() -> None:
+    """on_dead_letter hears each event the subscription dead-lettered, with its dlq* fields and
+    the dead-letter topic, before the next delivery: a listener that stops taking leaves the
+    next event unhandled."""
+    policy = Policy(retry=Retry(max_attempts=1))
+    async with Bus(f"memory://{uuid.uuid4().hex}", policy=policy) as bus:
+        heard: list[tuple[str, str, str]] = []
+        called: list[str] = []
+
+        async def broken(event: Event) -> None:
+            called.append(event.id)
+            raise RuntimeError("down")
+
+        subscriber = await bus.subscribe("orders", broken, group="g")
+
+        def listener(dead: Event, where: str) -> None:
+            found = deadletter.info(dead)
+            assert found is not None
+            heard.append((dead.id, found.reason, where))
+            subscriber.stop_taking()
+
+        subscriber.on_dead_letter(listener)
+        first = await bus.publish("orders", type="order.placed", key="k")
+        await bus.publish("orders", type="order.placed", key="k")
+
+        async def told() -> bool:
+            return bool(heard)
+
+        await eventually(told)
+        await subscriber.stop()
+        assert ([(first.id, "handler-error", "orders.dlq")], [first.id]) == (heard, called)

@@ -1,6 +1,6 @@
 """Kafka side by side: raw aiokafka vs choreograph vs FastStream, in one run.
 
-    .venv/bin/python -m bench.brokers.kafka
+    .venv/bin/python -m bench.brokers.kafka [--rounds N] [--only publish_many,consume] [--output F]
 
 Uses ``CHOREO_TEST_KAFKA_URL`` or spawns the same Tansu broker as the tests (low session timeouts
 for every client). Durable semantics everywhere: acks=all producers; consumer groups that commit
@@ -31,6 +31,7 @@ Writes ``bench/results/kafka.json`` (rows for ``bench/run.py``) and prints a tab
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import functools
 import itertools
@@ -342,57 +343,86 @@ async def latency_faststream(url: str) -> list[float]:
 # -- the run -----------------------------------------------------------------------------------
 
 
-async def run(url: str) -> list[dict[str, Any]]:
+#: The rows a run can be limited to (``--only``), by name.
+METRICS = ("publish", "publish_many", "consume", "consume_batch", "latency")
+
+
+async def run(
+    url: str, rounds: int = ROUNDS, only: tuple[str, ...] = METRICS
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     await publish_raw(url)  # warm-up: connections, the broker's first topics
-    for metric, runs in {
-        "publish/s": (publish_raw, publish_choreograph, publish_faststream),
-        "publish_many/s (500 a call)": (
-            publish_many_raw,
-            publish_many_choreograph,
-            publish_many_faststream,
+    for name, metric, runs in (
+        ("publish", "publish/s", (publish_raw, publish_choreograph, publish_faststream)),
+        (
+            "publish_many",
+            "publish_many/s (500 a call)",
+            (publish_many_raw, publish_many_choreograph, publish_many_faststream),
         ),
-    }.items():
-        results = await interleaved(
-            {name: functools.partial(fn, url) for name, fn in zip(NAMES, runs, strict=True)},
-            ROUNDS,
+    ):
+        if name in only:
+            results = await interleaved(
+                {who: functools.partial(fn, url) for who, fn in zip(NAMES, runs, strict=True)},
+                rounds,
+            )
+            rows.append(row("kafka", metric, results))
+    consuming = [
+        (metric, runs)
+        for name, metric, runs in (
+            ("consume", "consume/s", (consume_raw, consume_choreograph, consume_faststream)),
+            (
+                "consume_batch",
+                "consume/s, batch handler",
+                (consume_raw, consume_batch_choreograph, consume_batch_faststream),
+            ),
         )
-        rows.append(row("kafka", metric, results))
-    topic = await fill(url)
+        if name in only
+    ]
+    topic = await fill(url) if consuming else ""
     groups = itertools.count()
-    for metric, runs in {
-        "consume/s": (consume_raw, consume_choreograph, consume_faststream),
-        "consume/s, batch handler": (
-            consume_raw,
-            consume_batch_choreograph,
-            consume_batch_faststream,
-        ),
-    }.items():  # each run is a new group reading the whole topic
+    for metric, runs in consuming:  # each run is a new group reading the whole topic
         results = await interleaved(
             {
-                name: (lambda fn=fn: fn(url, topic, f"g{next(groups)}"))
-                for name, fn in zip(NAMES, runs, strict=True)
+                who: (lambda fn=fn: fn(url, topic, f"g{next(groups)}"))
+                for who, fn in zip(NAMES, runs, strict=True)
             },
-            ROUNDS,
+            rounds,
         )
         rows.append(row("kafka", metric, results))
-    runs = dict(zip(NAMES, (latency_raw, latency_choreograph, latency_faststream), strict=True))
-    rows += await latency_rows(
-        "kafka", {name: functools.partial(run, url) for name, run in runs.items()}, ROUNDS
-    )
+    if "latency" in only:
+        latency = (latency_raw, latency_choreograph, latency_faststream)
+        rows += await latency_rows(
+            "kafka",
+            {who: functools.partial(fn, url) for who, fn in zip(NAMES, latency, strict=True)},
+            rounds,
+        )
     return rows
 
 
 NAMES = ("raw", "choreograph", "faststream")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Kafka side by side (see the docstring).")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="Interleaved rounds.")
+    parser.add_argument(
+        "--only",
+        default=",".join(METRICS),
+        help=f"Comma-separated rows to run, of {', '.join(METRICS)} (default: all).",
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS, help="Where the rows go (JSON).")
+    args = parser.parse_args(argv)
+    only = tuple(name for name in args.only.split(",") if name)
+    unknown = sorted(set(only) - set(METRICS))
+    if unknown:
+        parser.error(f"unknown rows {', '.join(unknown)}; use some of {', '.join(METRICS)}")
     logging.basicConfig(level=logging.CRITICAL)
     with running_kafka() as server:
-        rows = asyncio.run(run(server.url if server else os.environ[ENV_URL]))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(rows, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+        url = server.url if server else os.environ[ENV_URL]
+        rows = asyncio.run(run(url, args.rounds, only))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def dlq_ls(
     check_topics(topic)
 
     async def go() -> list[Event]:
-        async with open_bus(broker) as bus:
+        async with open_bus(broker, reading=True) as bus:
             if topic is not None:
                 return await bus.dead_letters(bus.dead_letter_topic_of(topic), limit=limit)
             names = await bus.dead_letter_topics()
@@ -74,7 +74,7 @@ def dlq_show(
     check_topics(topic)
 
     async def go() -> tuple[str, list[Event]]:
-        async with open_bus(broker) as bus:
+        async with open_bus(broker, reading=True) as bus:
             name = bus.dead_letter_topic_of(topic)
             return name, await bus.dead_letters(name, limit=1_000_000)
 
@@ -98,7 +98,7 @@ def dlq_replay(
     check_topics(topic)
 
     async def go() -> int:
-        async with open_bus(broker) as bus:
+        async with open_bus(broker, reading=True) as bus:
             name = bus.dead_letter_topic_of(topic)
             present = {e.id for e in await bus.dead_letters(name, limit=1_000_000)}
             if not present:
@@ -126,7 +126,7 @@ def dlq_purge(
     check_topics(topic)
 
     async def go() -> int:
-        async with open_bus(broker) as bus:
+        async with open_bus(broker, reading=True) as bus:
             return await bus.purge(bus.dead_letter_topic_of(topic), event_id or None)
 
     purged = run(go())

@@ -13,7 +13,7 @@ import typer
 
 from broker.bus import Bus
 from broker.observability import serve_metrics
-from choreo.config import check_url, setting
+from choreo.config import check_url, existing, setting
 from choreo.console import fail
 from choreo.errors import EXIT_FAILURE, EXIT_USAGE
 
@@ -22,6 +22,7 @@ __all__ = [
     "Output",
     "OutputChoiceOption",
     "OutputOption",
+    "broker_url",
     "check_output",
     "check_topics",
     "open_bus",
@@ -50,9 +51,26 @@ def port_option(default: int | None, name: str, help: str) -> Any:
     return typer.Option(default, name, min=1, max=65535, help=help)
 
 
-def open_bus(broker: str | None, **options: Any) -> Bus:
-    """A Bus on ``--broker``, else the configured or default broker URL."""
-    return Bus(check_url(setting("broker_url", broker), "the --broker URL"), **options)
+def open_bus(broker: str | None, *, reading: bool = False, **options: Any) -> Bus:
+    """A Bus on ``--broker``, else the configured or default broker URL. ``reading``: the
+    command only reads what is there, so an embedded broker file that does not exist is an
+    error (exit 1) rather than a new empty broker."""
+    return Bus(broker_url(broker, reading=reading), **options)
+
+
+def broker_url(broker: str | None, *, reading: bool = False) -> str:
+    """The broker URL of ``--broker`` (else configured, else the default); with ``reading``, an
+    embedded broker file must exist (see :func:`open_bus`)."""
+    url = check_url(setting("broker_url", broker), "the --broker URL")
+    if reading:
+        existing(url, "broker", _READING_HINT)
+    return url
+
+
+_READING_HINT = (
+    "check --broker (or CHOREO_BROKER_URL): give the URL your services publish to; "
+    "the embedded broker's file is created by the first choreo publish or subscribe"
+)
 
 
 def check_output(output: str) -> None:

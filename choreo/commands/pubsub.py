@@ -10,12 +10,14 @@ import shlex
 import shutil
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.text import Text
 
+from broker import deadletter
 from broker.bus import Bus, Subscriber
 from broker.envelope import Event
 from broker.errors import ConfigurationError
@@ -35,11 +37,12 @@ from choreo.console import (
     out_console,
     parse_duration,
     parse_instant,
+    print_error,
     print_json,
     reported,
     run,
 )
-from choreo.errors import EXIT_USAGE
+from choreo.errors import EXIT_FAILURE, EXIT_USAGE
 
 __all__ = ["parse_headers", "publish", "read_data", "subscribe"]
 
@@ -266,6 +269,9 @@ class _Runner:
         self.reply = reply
         self.count = count
         self.handled = 0
+        #: Events whose handler failed every attempt, by the dead-letter topic they went to.
+        self.failed: Counter[str] = Counter()
+        self.last_error = ""
         self.done = asyncio.Event()
         self.activity = asyncio.Event()
         self.subscriber: Subscriber | None = None
@@ -292,10 +298,40 @@ class _Runner:
                 )
             )
         self.handled += 1
-        if self.count is not None and self.handled >= self.count:
+        self._settled()
+        return result
+
+    def _settled(self) -> None:
+        """One more event handed over is done with (handled, or failed and dead-lettered):
+        with ``--count N``, the N-th stops the subscription taking more."""
+        if self.count is not None and self.handled + self.failed.total() >= self.count:
             self._stop_taking()
             self.done.set()
-        return result
+
+    def _dead_lettered(self, dead: Event, where: str) -> None:
+        """An event went to the dead-letter topic: a failure when its handler failed (an
+        expired or undecodable one never reached the handler)."""
+        info = deadletter.info(dead)
+        if info is None or info.reason != deadletter.HANDLER_ERROR:
+            return
+        self.failed[where] += 1
+        self.last_error = info.error
+        self._settled()
+
+    def failure(self) -> str | None:
+        """The line that says how many events failed their handler and where they went."""
+        total = self.failed.total()
+        if not total:
+            return None
+        events = "1 event" if total == 1 else f"{total} events"
+        places = ", ".join(
+            sorted(where or "(none: dead-lettering is off)" for where in self.failed)
+        )
+        shown = " ".join(self.last_error.split())[:200]
+        return (
+            f"{events} failed the handler (last: {shown}) and went to the dead-letter topic "
+            f"{places}; see: choreo dlq ls {shlex.quote(min(self.failed))}"
+        )
 
     def _stop_taking(self) -> None:
         if self.subscriber is not None:
@@ -346,9 +382,15 @@ class _Runner:
             self.subscriber = await bus.subscribe(
                 topics, self.handle, group=group, from_beginning=from_beginning
             )
+            self.subscriber.on_dead_letter(self._dead_lettered)
             await self._wait(idle)
+        failure = self.failure()
         if self.signalled is not None:
+            if failure is not None:
+                print_error(failure)
             raise typer.Exit(128 + self.signalled)
+        if failure is not None:
+            fail(failure, EXIT_FAILURE)
 
     async def _wait(self, idle: float | None) -> None:
         """Until done (count reached, signalled) or ``idle`` seconds without an event."""

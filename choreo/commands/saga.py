@@ -17,12 +17,13 @@ import typer
 from choreo.commands.options import (
     Output,
     OutputChoiceOption,
+    broker_url,
     check_topics,
     port_option,
     start_metrics,
 )
 from choreo.commands.serving import listen
-from choreo.config import setting
+from choreo.config import existing, setting
 from choreo.console import (
     err_console,
     fail,
@@ -171,9 +172,11 @@ async def _monitor(
     linker = DeadLetterLinker(definitions, bus, store, topics=monitor.topics)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
-    if task is not None:
+    if task is not None:  # Ctrl-C too: a SIGINT inherited as ignored (a job started with &
+        # by a script) would otherwise never stop the monitor
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, task.cancel)
     err_console.print(
         f"watching {', '.join(monitor.topics)} on {mask_url(broker_url)} "
         f"({len(definitions.sagas)} saga(s)); state in {store.url}; alerts to {alerts_topic}"
@@ -212,16 +215,12 @@ def _opened(store: str | None) -> Iterator[SagaStore]:
 def _existing(url: str) -> str:
     """``url``, unless it names a SQLite file that is not there: opening it would create an
     empty store (folders included) and a typo in --store would read as 'no saga instances'."""
-    from broker.sqlstore import sqlite_file
-    from saga_monitor.errors import SagaStoreError
-
-    path = sqlite_file(url)
-    if path and not Path(path).exists():
-        raise SagaStoreError(
-            f"no saga store at {url} (no such file); give the --store (or CHOREO_STORE_URL) "
-            "that the monitor writes to: choreo saga monitor --store URL"
-        )
-    return url
+    return existing(
+        url,
+        "saga store",
+        "give the --store (or CHOREO_STORE_URL) that the monitor writes to: "
+        "choreo saga monitor --store URL",
+    )
 
 
 def _definitions(path: Path | None) -> Definitions | None:
@@ -459,7 +458,7 @@ def discover(
     window = parse_duration(since, option="--since") if since else None
     report = run(
         discover_from_broker(
-            setting("broker_url", broker),
+            broker_url(broker, reading=True),
             topic,
             since=window,
             limit=limit,

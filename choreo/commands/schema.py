@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,11 @@ import typer
 from rich.table import Table
 
 from choreo.commands.options import Output, OutputChoiceOption
-from choreo.config import check_url
+from choreo.config import check_url, existing
 from choreo.console import fail, out_console, print_json, run
 from choreo.errors import EXIT_FAILURE, EXIT_USAGE
 from schemas.client import RegistryClient
-from schemas.errors import IncompatibleSchemaError, RegistryError
+from schemas.errors import IncompatibleSchemaError, RegistryError, VersionNotFoundError
 from schemas.model import Compatibility, Reference, Schema, SchemaType
 from schemas.storage import DEFAULT_STORAGE_URL
 
@@ -58,8 +59,18 @@ def _schema_group() -> None:
     """Register, inspect and check schemas in the schema registry."""
 
 
-def _client(url: str | None) -> RegistryClient:
-    return RegistryClient.from_url(check_url(url or DEFAULT_STORAGE_URL, "the --registry URL"))
+def _client(url: str | None, *, reading: bool = False) -> RegistryClient:
+    """A client of ``--registry``; ``reading``: the command only reads, so an embedded
+    registry file that does not exist is an error (exit 1), not a new empty registry."""
+    chosen = check_url(url or DEFAULT_STORAGE_URL, "the --registry URL")
+    if reading:
+        existing(
+            chosen,
+            "schema registry",
+            "check --registry (or CHOREO_REGISTRY_URL): give the registry that holds your "
+            "schemas; choreo schema register creates an embedded one",
+        )
+    return RegistryClient.from_url(chosen)
 
 
 def _references(raw: list[str]) -> tuple[Reference, ...]:
@@ -163,7 +174,7 @@ def list_subjects(
     """List subjects with their latest version, id and type."""
 
     async def main() -> list[dict[str, Any]]:
-        async with _client(registry) as client:
+        async with _client(registry, reading=True) as client:
             rows: list[dict[str, Any]] = []
             for subject in await client.subjects(deleted=deleted):
                 try:
@@ -202,7 +213,7 @@ def show(
     """Show one version of a subject's schema."""
 
     async def main() -> dict[str, Any]:
-        async with _client(registry) as client:
+        async with _client(registry, reading=True) as client:
             return (await client.version(subject, version)).to_dict()
 
     found = run(main())
@@ -233,15 +244,35 @@ def check(
     """Say whether a schema may be registered under a subject; exit 1 if it may not."""
     schema = _read_schema(file, kind, reference)
 
-    async def main() -> tuple[bool, list[str], str]:
-        async with _client(registry) as client:
-            result = await client.check_compatibility(subject, schema, version=version)
+    async def main() -> tuple[bool, list[str], str, bool]:
+        async with _client(registry, reading=True) as client:
+            try:
+                result = await client.check_compatibility(subject, schema, version=version)
+            except VersionNotFoundError as exc:
+                raise VersionNotFoundError(
+                    f"no version {version} of subject {subject!r} to check against ({exc}); "
+                    f"list its versions with: choreo schema show {shlex.quote(subject)}"
+                ) from None
             level = await client.compatibility(subject)
-            return result.is_compatible, list(result.messages), level.value
+            exists = subject in await client.subjects()
+            return result.is_compatible, list(result.messages), level.value, exists
 
-    ok, messages, level = run(main())
+    ok, messages, level, exists = run(main())
     if output is Output.json:
-        print_json({"subject": subject, "level": level, "is_compatible": ok, "messages": messages})
+        print_json(
+            {
+                "subject": subject,
+                "level": level,
+                "is_compatible": ok,
+                "messages": messages,
+                "exists": exists,
+            }
+        )
+    elif not exists:  # as Confluent's registry answers: nothing to break, any schema may come
+        out_console.print(
+            f"compatible: no subject {subject} yet, so nothing to check against and any schema "
+            "may be registered as its version 1; check the name with: choreo schema ls"
+        )
     elif ok:
         out_console.print(f"compatible: {subject} accepts this schema under {level}")
     else:
@@ -268,7 +299,7 @@ def config(
             fail(str(exc), EXIT_USAGE)
 
     async def main() -> str:
-        async with _client(registry) as client:
+        async with _client(registry, reading=level is None) as client:
             if level is not None:
                 await client.set_compatibility(level, subject)
             return (await client.compatibility(subject)).value

@@ -27,7 +27,7 @@ def topics_ls(broker: str | None = BrokerOption, output: str = OutputOption) -> 
     check_output(output)
 
     async def go() -> list[Any]:
-        async with open_bus(broker) as bus:
+        async with open_bus(broker, reading=True) as bus:
             return await bus.topics()
 
     infos = run(go())

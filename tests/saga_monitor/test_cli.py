@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -260,3 +263,24 @@ def test_console_commands_mistakes_are_one_line(
     result = runner.invoke(app, [*args, "--store", store_url])
     assert (code, True) == (result.exit_code, message in result.output), result.output
     assert "Traceback" not in result.output
+
+
+def test_monitor_stops_on_sigint_even_when_started_with_it_ignored(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) stops `saga monitor` promptly with exit 0 and no traceback, also when
+    it inherited SIGINT as ignored (a job a script started with &), as SIGTERM does."""
+    definitions = Path(__file__).resolve().parents[2] / "choreo" / "demo_sagas.yaml"
+    monitor = subprocess.Popen(
+        [sys.executable, "-m", "choreo", "saga", "monitor", "-d", str(definitions),
+         "--broker", f"sqlite:///{tmp_path}/broker.db", "--store", f"sqlite:///{tmp_path}/s.db"],
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
+    )  # fmt: skip
+    assert monitor.stderr is not None
+    try:
+        started = monitor.stderr.readline()  # the "watching ..." line: the loop is running
+        monitor.send_signal(signal.SIGINT)
+        code = monitor.wait(timeout=60)
+    finally:
+        monitor.kill()
+        rest = monitor.stderr.read()
+    assert (0, True, False) == (code, started.startswith("watching"), "Traceback" in rest)

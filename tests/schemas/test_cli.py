@@ -72,11 +72,12 @@ def test_check_gives_the_verdict_and_exit_code() -> None:
 
 
 def test_config_reads_and_sets_levels() -> None:
-    """config shows the global level and --level sets a subject's."""
-    assert (0, "global: BACKWARD\n", "") == invoke("config")
+    """--level sets a subject's level (creating the embedded registry) and config shows the
+    global level."""
     assert (0, "orders-value: FULL_TRANSITIVE\n", "") == invoke(
         "config", "orders-value", "--level", "full_transitive"
     )
+    assert (0, "global: BACKWARD\n", "") == invoke("config")
 
 
 @pytest.mark.parametrize(
@@ -94,6 +95,7 @@ def test_user_mistakes_print_one_line_and_exit_with_the_right_code(
 ) -> None:
     """Each mistake prints a single error line, no traceback, and exits 2 (usage) or 1."""
     write("bad.avsc", {"type": "record", "name": "X"})
+    invoke("config", "other-value", "--level", "full")  # the embedded registry exists
     exit_code, _, err = invoke(*args)
     assert (code, 1) == (exit_code, len(err.strip().splitlines())), err
     assert needle in err
@@ -263,3 +265,29 @@ def test_an_invalid_proto_file_is_one_line_and_exit_2() -> None:
     assert (2, "") == (code, out)
     assert 'line 2:13: "Missing" is not defined' in err
     assert 1 == len(err.strip().splitlines())
+
+
+@pytest.mark.parametrize("where", ["embedded", "server"])
+def test_check_against_a_subject_that_does_not_exist_says_so(
+    where: str, live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check against a subject with no versions says in one line that there is nothing to check
+    against (exit 0, as Confluent's registry answers compatible); with --version N it is one
+    error line naming the subject and the version, exit 1. Over HTTP as on the embedded store."""
+    if where == "server":
+        monkeypatch.setenv("CHOREO_REGISTRY_URL", live.url)
+    invoke("register", "orders-value", write("v1.avsc", V1))
+    code, out, err = invoke("check", "ordres-value", write("v2.avsc", V2))
+    expected = (
+        "compatible: no subject ordres-value yet, so nothing to check against and any schema "
+        "may be registered as its version 1; check the name with: choreo schema ls\n"
+    )
+    assert (0, expected, "") == (code, out.replace("\n", " ").rstrip() + "\n", err)
+    _, listed, _ = invoke("check", "ordres-value", "v2.avsc", "-o", "json")
+    assert (True, False) == (json.loads(listed)["is_compatible"], json.loads(listed)["exists"])
+    code, out, err = invoke("check", "ordres-value", "v2.avsc", "--version", "1")
+    lines = err.strip().splitlines()
+    assert (1, "", 1) == (code, out, len(lines)), err
+    assert lines[0].startswith(
+        "error: no version 1 of subject 'ordres-value' to check against (Version 1 not found.)"
+    )

@@ -109,6 +109,38 @@ async def test_compatibility_against_an_unknown_subject(
     assert expected == {key: body[key] for key in expected}
 
 
+@pytest.mark.parametrize("subject", ["nobody", "a-value"])
+async def test_a_missing_version_is_confluents_404_40402(
+    http: httpx.AsyncClient, subject: str
+) -> None:
+    """A check against a version number that is not there, of a subject that does not exist or
+    of one that does, is Confluent's 404 with error 40402 and its message, word for word."""
+    await post(http, "/subjects/a-value/versions", {"schema": AVRO})
+    response = await http.post(
+        f"/compatibility/subjects/{subject}/versions/7", json={"schema": AVRO}
+    )
+    expected = {"error_code": 40402, "message": "Version 7 not found."}
+    assert (404, expected) == (response.status_code, response.json())
+
+
+async def test_an_unknown_subject_is_compatible_as_confluent_answers(
+    http: httpx.AsyncClient,
+) -> None:
+    """Against a subject that does not exist (or whose versions are all deleted), latest and
+    the level's versions answer 200 is_compatible true, as Confluent's registry does (its
+    RestApiTest.testCompatibilityNonExistentSubject)."""
+    await post(http, "/subjects/gone/versions", {"schema": AVRO})
+    await http.delete("/subjects/gone")
+    answers = []
+    for subject in ("nobody", "gone"):
+        for path in ("versions", "versions/latest"):
+            response = await http.post(
+                f"/compatibility/subjects/{subject}/{path}", json={"schema": AVRO}
+            )
+            answers.append((response.status_code, response.json()))
+    assert [(200, {"is_compatible": True})] * 4 == answers
+
+
 async def test_verbose_check_of_an_invalid_schema_says_why(http: httpx.AsyncClient) -> None:
     """With verbose=true an invalid schema is an incompatible verdict with the parser's reason;
     without it, a 42201."""
