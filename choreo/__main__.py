@@ -1,5 +1,5 @@
 """``python -m choreo`` runs the CLI."""
 
-from choreo.cli import main
+from choreo.launch import main
 
 main()

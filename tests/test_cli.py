@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -457,3 +458,30 @@ def test_unreachable_real_broker_is_one_line(tmp_path: Path, url: str, names: st
     assert 1 == result.returncode
     assert [names in result.stderr, "secret" in result.stderr] == [True, False]
     assert 1 == len([line for line in result.stderr.splitlines() if line.strip()]), result.stderr
+
+
+def test_ctrl_c_while_the_cli_loads_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    """A Ctrl-C that lands while the CLI still imports its commands ends it like a Ctrl-C
+    during a command: exit 130, no traceback. The interrupt is raised, deterministically, by a
+    stand-in for a library the CLI imports (``typer``), found first on the path."""
+    (tmp_path / "typer.py").write_text("raise KeyboardInterrupt\n")
+    path = [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    result = subprocess.run(
+        [*CHOREO, "topics", "ls"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (130, "") == (result.returncode, result.stderr)
+
+
+def test_the_console_script_runs_the_launcher() -> None:
+    """The installed ``choreo`` script enters through :mod:`choreo.launch`, like ``-m choreo``."""
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="choreo")
+    assert "choreo.launch:main" == script.value
