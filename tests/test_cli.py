@@ -17,10 +17,13 @@ from broker import Bus, RequestFailedError
 CHOREO = [sys.executable, "-m", "choreo"]
 
 
-def choreo(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def choreo(
+    *args: str, cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CHOREO, *args],
         cwd=cwd,
+        env=env,
         input=stdin,
         capture_output=True,
         text=True,
@@ -467,15 +470,7 @@ def test_ctrl_c_while_the_cli_loads_exits_130_without_a_traceback(tmp_path: Path
     (tmp_path / "typer.py").write_text("raise KeyboardInterrupt\n")
     path = [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
-    result = subprocess.run(
-        [*CHOREO, "topics", "ls"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = choreo("topics", "ls", cwd=tmp_path, env=env)
     assert (130, "") == (result.returncode, result.stderr)
 
 
