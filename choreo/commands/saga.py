@@ -500,8 +500,9 @@ def serve(
             password if password is not None else os.environ.get("CHOREO_SAGA_PASSWORD"),
             token if token is not None else os.environ.get("CHOREO_SAGA_TOKEN"),
         )
+    url = _existing(setting("store_url", store))
     sock = listen(host, port)
     with reported():
-        app = create_app(setting("store_url", store), definitions=definitions, auth=auth)
+        app = create_app(url, definitions=definitions, auth=auth)
     out_console.print(f"saga monitor page on http://{host}:{port}/")
     serve_app(app, sock, name="saga web server", authenticated=auth is not None)

@@ -19,6 +19,8 @@ from choreo.cli import app
 from saga_monitor import open_saga_store
 from tests.saga_monitor.helpers import populate, traceparent_of
 from tests.saga_monitor.test_discovery import traffic
+from tests.saga_monitor.test_web import _free_port
+from tests.test_cli import choreo
 
 runner = CliRunner()
 
@@ -284,3 +286,14 @@ def test_monitor_stops_on_sigint_even_when_started_with_it_ignored(tmp_path: Pat
         monitor.kill()
         rest = monitor.stderr.read()
     assert (0, True, False) == (code, started.startswith("watching"), "Traceback" in rest)
+
+
+def test_serve_refuses_a_store_file_that_is_not_there(tmp_path: Path) -> None:
+    """`saga serve --store` naming a missing SQLite file (a typo) exits 1 with one line and
+    creates nothing, as ls and show do, instead of serving an empty console."""
+    typo = tmp_path / "saga.db"
+    port = str(_free_port())
+    result = choreo("saga", "serve", "--store", f"sqlite:///{typo}", "--port", port, cwd=tmp_path)
+    expected = f"error: no saga store at sqlite:///{typo} (no such file); give the --store"
+    assert (1, True) == (result.returncode, result.stderr.startswith(expected)), result.stderr
+    assert (1, []) == (len(result.stderr.splitlines()), list(tmp_path.iterdir()))
