@@ -220,6 +220,7 @@ def _existing(url: str) -> str:
         "saga store",
         "give the --store (or CHOREO_STORE_URL) that the monitor writes to: "
         "choreo saga monitor --store URL",
+        marker="saga_schema_version",
     )
 
 

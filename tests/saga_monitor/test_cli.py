@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -297,3 +299,27 @@ def test_serve_refuses_a_store_file_that_is_not_there(tmp_path: Path) -> None:
     expected = f"error: no saga store at sqlite:///{typo} (no such file); give the --store"
     assert (1, True) == (result.returncode, result.stderr.startswith(expected)), result.stderr
     assert (1, []) == (len(result.stderr.splitlines()), list(tmp_path.iterdir()))
+
+
+@pytest.mark.parametrize(
+    "args", [["ls"], ["owes"], ["show", "order-1"], ["ack", "order-1", "--note", "x"], ["serve"]]
+)
+def test_a_broker_file_given_as_the_store_is_refused_untouched(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """The embedded broker's file given as --store (they sit side by side) is not a saga
+    store: one line, exit 1, and no saga tables written into the broker's file."""
+    broker = tmp_path / "broker.db"
+    sent = choreo(
+        "publish", "orders", "--type", "x", "--broker", f"sqlite:///{broker}", cwd=tmp_path
+    )
+    assert 0 == sent.returncode, sent.stderr
+    with contextlib.closing(sqlite3.connect(broker)) as db:
+        before = db.execute("SELECT name FROM sqlite_master ORDER BY name").fetchall()
+    port = ["--port", str(_free_port())] if args == ["serve"] else []
+    result = choreo("saga", *args, *port, "--store", f"sqlite:///{broker}", cwd=tmp_path)
+    expected = f"error: sqlite:///{broker} is not a saga store (it holds the tables "
+    assert (1, True) == (result.returncode, result.stderr.startswith(expected)), result.stderr
+    assert 1 == len(result.stderr.splitlines()), result.stderr
+    with contextlib.closing(sqlite3.connect(broker)) as db:
+        assert before == db.execute("SELECT name FROM sqlite_master ORDER BY name").fetchall()
