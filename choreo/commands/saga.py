@@ -283,6 +283,7 @@ def ls(
     defined = _definitions(definitions)
     now = utcnow()
     with _opened(store) as opened:
+        _known_saga(opened, saga, defined)
         owners = learn_owners(defined, sample(opened))
         awaiting = None
         if service is not None:
@@ -321,6 +322,23 @@ def ls(
             else (f" (none from {page.offset + 1}; {page.total} in all)")
         )
     out_console.print(shown)
+
+
+def _known_saga(opened: SagaStore, saga: str | None, defined: Definitions | None) -> None:
+    """Exit 2 when ``saga`` names no saga the store has instances of, nor one of ``defined``:
+    a typo in --saga would otherwise read as 'no saga instances'."""
+    if saga is None:
+        return
+    with reported():
+        known = {name for name, _ in opened.counts()}
+    known |= {s.name for s in defined.sagas} if defined else set()
+    if saga not in known:
+        fail(
+            f"--saga {saga!r} is no saga with instances in {opened.url} "
+            f"(sagas: {', '.join(sorted(known)) or 'none yet'}); "
+            "for a defined saga with none yet, add --definitions FILE",
+            EXIT_USAGE,
+        )
 
 
 @saga_app.command("owes")

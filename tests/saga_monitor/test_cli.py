@@ -323,3 +323,19 @@ def test_a_broker_file_given_as_the_store_is_refused_untouched(
     assert 1 == len(result.stderr.splitlines()), result.stderr
     with contextlib.closing(sqlite3.connect(broker)) as db:
         assert before == db.execute("SELECT name FROM sqlite_master ORDER BY name").fetchall()
+
+
+def test_ls_with_a_saga_name_nobody_knows_is_a_usage_error(store_url: str, tmp_path: Path) -> None:
+    """`saga ls --saga` with a misspelt saga is one line naming the sagas there, exit 2, not
+    an empty listing that reads as 'nothing stuck'."""
+    typo = choreo(
+        "saga", "ls", "--saga", "order-fulfilmnet", "-o", "json", "-s", store_url, cwd=tmp_path
+    )
+    expected = "error: --saga 'order-fulfilmnet' is no saga with instances in "
+    assert (2, "") == (typo.returncode, typo.stdout), typo.stderr
+    assert [True, True] == [expected in typo.stderr, "(sagas: order-fulfilment)" in typo.stderr]
+    assert 1 == len(typo.stderr.splitlines()), typo.stderr
+    known = choreo(
+        "saga", "ls", "--saga", "order-fulfilment", "-o", "json", "-s", store_url, cwd=tmp_path
+    )
+    assert (0, 4) == (known.returncode, len(json.loads(known.stdout))), known.stderr
