@@ -269,7 +269,16 @@ SCRIPT = """
   const body = document.body;
   const every = Number(body.dataset.refresh || 0);
   const form = document.getElementById('filters');
-  let seq = 0, debounce = null;
+  let seq = 0, debounce = null, last = new Date();
+  const live = document.createElement('div');
+  live.id = 'live-status';
+  live.className = 'banner';
+  live.hidden = true;
+  document.querySelector('main').prepend(live);
+  function stale(why) {
+    live.textContent = 'not updated since ' + last.toLocaleTimeString() + ': ' + why;
+    live.hidden = false;
+  }
   function params() {
     const p = new URLSearchParams(form ? new FormData(form) : undefined);
     for (const [k, v] of [...p]) { if (!v) p.delete(k); }
@@ -277,14 +286,31 @@ SCRIPT = """
   }
   async function update() {
     const mine = ++seq;
-    const r = await fetch(body.dataset.src + (form ? '?' + params().toString() : ''),
-                          {headers: {Accept: 'application/json'}, credentials: 'same-origin'});
-    if (!r.ok || mine !== seq) { return; }
+    let r;
+    try {
+      r = await fetch(body.dataset.src + (form ? '?' + params().toString() : ''),
+                      {headers: {Accept: 'application/json'}, credentials: 'same-origin'});
+    } catch (err) {
+      if (mine === seq) { stale('the server does not answer'); }
+      return;
+    }
+    if (mine !== seq) { return; }
+    if (!r.ok) {
+      let why = 'HTTP ' + r.status;
+      try {
+        const detail = (await r.json()).detail;
+        why = typeof detail === 'string' ? detail : JSON.stringify(detail);
+      } catch (err) { /* not JSON: the status says it */ }
+      if (mine === seq) { stale(why); }
+      return;
+    }
     const parts = await r.json();
     for (const [id, markup] of Object.entries(parts)) {
       const el = document.getElementById(id);
       if (el) { el.innerHTML = markup; }
     }
+    last = new Date();
+    live.hidden = true;
     body.dataset.updates = String(Number(body.dataset.updates || 0) + 1);
   }
   function changed(resetOffset) {

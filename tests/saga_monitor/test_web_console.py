@@ -223,3 +223,32 @@ def test_browser_console_live_paging_board_and_acknowledgement(live: str, store:
             expect(page.locator(".pager .total")).to_have_text("7")
         finally:
             browser.close()
+
+
+@pytest.mark.browser
+def test_browser_console_says_when_it_cannot_update(live: str) -> None:
+    """In Chromium: a search the server refuses, or a server that stops answering, puts "not
+    updated since …: why" over the list (which would otherwise stay as it was, looking live);
+    the next good update takes it away."""
+    from playwright.sync_api import expect, sync_playwright
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install -y chromium"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{live}/")
+            status = page.locator("#live-status")
+            expect(status).to_be_hidden()
+            page.locator("#q").fill("data.=x")
+            expect(status).to_contain_text("not updated since ")
+            expect(status).to_contain_text("a payload field is data.<field>")
+            page.locator("#q").fill("order-p")
+            expect(status).to_be_hidden()
+            expect(page.locator(".pager .total")).to_have_text("5")
+            page.route("**/partials/console*", lambda route: route.abort())
+            expect(status).to_contain_text("the server does not answer", timeout=10_000)
+            page.unroute("**/partials/console*")
+            expect(status).to_be_hidden(timeout=10_000)
+        finally:
+            browser.close()
