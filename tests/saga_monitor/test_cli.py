@@ -339,3 +339,28 @@ def test_ls_with_a_saga_name_nobody_knows_is_a_usage_error(store_url: str, tmp_p
         "saga", "ls", "--saga", "order-fulfilment", "-o", "json", "-s", store_url, cwd=tmp_path
     )
     assert (0, 4) == (known.returncode, len(json.loads(known.stdout))), known.stderr
+
+
+@pytest.fixture
+def recorded(tmp_path: Path) -> str:
+    """An embedded broker file holding the order traffic of test_discovery (order, payment,
+    inventory and shipping topics)."""
+    url = f"sqlite:///{tmp_path}/broker.db"
+
+    async def publish() -> None:
+        async with Bus(url) as bus:
+            for topic, item in traffic():
+                await bus.publish(topic, item)
+
+    asyncio.run(publish())
+    return url
+
+
+def test_discover_json_is_the_report(recorded: str, tmp_path: Path) -> None:
+    """`saga discover --output json` prints the report, with the counts per event type."""
+    topics = ["-t", "order", "-t", "payment", "-t", "inventory"]
+    result = choreo("saga", "discover", "--broker", recorded, *topics, "-o", "json", cwd=tmp_path)
+    assert 0 == result.returncode, result.stderr
+    report = json.loads(result.stdout)
+    expected = ({"order.placed": 28}, {"inventory.unavailable": 5, "payment.failed": 3})
+    assert expected == (report["starts"], report["fail"])
