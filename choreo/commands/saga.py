@@ -32,6 +32,7 @@ from choreo.console import (
     print_json,
     reported,
     run,
+    warn,
 )
 from choreo.errors import EXIT_USAGE
 from saga_monitor.model import STATES, utcnow
@@ -475,9 +476,10 @@ def discover(
     from saga_monitor.discovery import discover_from_broker, render_report
 
     window = parse_duration(since, option="--since") if since else None
+    url = broker_url(broker, reading=True)
     report = run(
         discover_from_broker(
-            broker_url(broker, reading=True),
+            url,
             topic,
             since=window,
             limit=limit,
@@ -486,10 +488,27 @@ def discover(
             definitions=definitions,
         )
     )
+    _say_empty_topics(topic, report.topics, url, since)
     if output is DiscoverOutput.json:
         print_json(report.to_dict())
     else:
         out_console.print(render_report(report))
+
+
+def _say_empty_topics(asked: list[str], seen: list[str], url: str, since: str | None) -> None:
+    """Exit 1 when no topic had an event (a misspelt --topic, a --since too short) rather
+    than print a draft made of nothing; warn about each topic that had none."""
+    from broker.urls import mask_url
+
+    empty = [t for t in dict.fromkeys(asked) if t not in seen]
+    where = f" on {mask_url(url)}" + (f" in the last {since}" if since else "")
+    hint = "check --topic (choreo topics ls lists the topics there)" + (
+        " and --since" if since else ""
+    )
+    if not seen:
+        fail(f"no events on {', '.join(empty)}{where}; {hint}")
+    for name in empty:
+        warn(f"no events on {name}{where}; {hint}")
 
 
 @saga_app.command("serve")

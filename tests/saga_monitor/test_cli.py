@@ -364,3 +364,17 @@ def test_discover_json_is_the_report(recorded: str, tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     expected = ({"order.placed": 28}, {"inventory.unavailable": 5, "payment.failed": 3})
     assert expected == (report["starts"], report["fail"])
+
+
+def test_discover_of_topics_without_events_says_so(recorded: str, tmp_path: Path) -> None:
+    """A misspelt --topic is named: alone it is one line and exit 1 (no draft made of
+    nothing); beside a topic with events, a warning on stderr and the draft of the others."""
+    alone = choreo("saga", "discover", "--broker", recorded, "-t", "oder", cwd=tmp_path)
+    expected = f"error: no events on oder on {recorded}; check --topic (choreo topics ls"
+    assert (1, "", True) == (alone.returncode, alone.stdout, alone.stderr.startswith(expected))
+    assert 1 == len(alone.stderr.splitlines()), alone.stderr
+    both = choreo(
+        "saga", "discover", "--broker", recorded, "-t", "order", "-t", "paymnt", cwd=tmp_path
+    )
+    assert (0, True) == (both.returncode, "start: [order.placed]" in both.stdout), both.stderr
+    assert both.stderr.startswith(f"warning: no events on paymnt on {recorded}; "), both.stderr
