@@ -106,6 +106,8 @@ def monitor(
     ),
 ) -> None:
     """Run the monitor: subscribe, correlate, detect stuck sagas, publish alerts."""
+    if parse_duration(tick, option="--tick") <= 0:  # a timer that never waits: a core at 100%
+        fail(f"--tick {tick!r} must be longer than 0; use e.g. 1s", EXIT_USAGE)
     timing = {
         "tick_interval": parse_duration(tick, option="--tick"),
         "retention": parse_duration(retention, option="--retention"),

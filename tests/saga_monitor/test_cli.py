@@ -378,3 +378,16 @@ def test_discover_of_topics_without_events_says_so(recorded: str, tmp_path: Path
     )
     assert (0, True) == (both.returncode, "start: [order.placed]" in both.stdout), both.stderr
     assert both.stderr.startswith(f"warning: no events on paymnt on {recorded}; "), both.stderr
+
+
+def test_monitor_refuses_a_tick_of_zero(tmp_path: Path) -> None:
+    """`saga monitor --tick 0` (a timer that never waits, a core at 100%) is one line, exit 2,
+    before anything is opened or created."""
+    definitions = Path(__file__).resolve().parents[2] / "choreo" / "demo_sagas.yaml"
+    store = f"sqlite:///{tmp_path}/sagas.db"
+    result = choreo(
+        "saga", "monitor", "-d", str(definitions), "--tick", "0", "-s", store, cwd=tmp_path
+    )
+    expected = ["error: --tick '0' must be longer than 0; use e.g. 1s"]
+    assert (2, expected) == (result.returncode, result.stderr.splitlines())
+    assert [] == list(tmp_path.iterdir())
