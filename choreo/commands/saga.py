@@ -25,6 +25,7 @@ from choreo.commands.options import (
 from choreo.commands.serving import listen
 from choreo.config import existing, setting
 from choreo.console import (
+    committed,
     err_console,
     fail,
     out_console,
@@ -408,11 +409,12 @@ def ack(
         target = found[0]
         written = Note(target.saga, correlation_id, kind, author, utcnow(), note)
         opened.add_note(written)
-    if output is Output.json:
-        print_json(written.to_dict())
-        return
-    done = "acknowledged" if kind == ACK else "annotated"
-    out_console.print(f"{done} {target.saga} {correlation_id} as {author}", markup=False)
+    with committed():  # kept: a closed stdout must not fail it (a retry would add it twice)
+        if output is Output.json:
+            print_json(written.to_dict())
+            return
+        done = "acknowledged" if kind == ACK else "annotated"
+        out_console.print(f"{done} {target.saga} {correlation_id} as {author}", markup=False)
 
 
 @saga_app.command("show")

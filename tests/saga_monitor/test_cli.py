@@ -22,7 +22,7 @@ from saga_monitor import open_saga_store
 from tests.saga_monitor.helpers import populate, traceparent_of
 from tests.saga_monitor.test_discovery import traffic
 from tests.saga_monitor.test_web import _free_port
-from tests.test_cli import choreo
+from tests.test_cli import choreo, choreo_into_a_closed_pipe
 
 runner = CliRunner()
 
@@ -391,3 +391,16 @@ def test_monitor_refuses_a_tick_of_zero(tmp_path: Path) -> None:
     expected = ["error: --tick '0' must be longer than 0; use e.g. 1s"]
     assert (2, expected) == (result.returncode, result.stderr.splitlines())
     assert [] == list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("output", ["table", "json"])
+def test_an_ack_whose_output_cannot_be_written_still_exits_0(
+    store_url: str, tmp_path: Path, output: str
+) -> None:
+    """The note is kept before anything is printed: a closed stdout (`| head -0`) does not
+    make `saga ack` exit 1, which would make a retrying script add it twice."""
+    args = ["saga", "ack", "order-stuck", "--note", "n", "--who", "ana", "-o", output]
+    result = choreo_into_a_closed_pipe(*args, "-s", store_url, cwd=tmp_path)
+    assert (0, "") == (result.returncode, result.stderr)
+    (row,) = _json("ls", "--store", store_url, "--state", "stuck")  # type: ignore[misc]
+    assert ["n"] == [note["note"] for note in row["notes"]]
