@@ -5,7 +5,6 @@ publish that succeeded exits 0 whatever happens to its output."""
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from tests.test_cli import choreo_into_a_closed_pipe
 runner = CliRunner()
 HOSTILE = ("a[/]b", "[bold red]x[/bold red]", "[link=http://evil]y", ":smile:[/]")
 SAGA = "[/]saga"
-CHOREO = [sys.executable, "-m", "choreo"]
 
 
 @pytest.fixture
