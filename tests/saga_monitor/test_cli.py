@@ -61,7 +61,7 @@ def test_ls_filters_by_state_saga_and_since(store_url: str) -> None:
         return [row["correlation_id"] for row in json.loads(result.stdout)]
 
     assert ["order-stuck"] == ids("--state", "stuck")
-    assert [] == ids("--saga", "other")
+    assert ["order-stuck"] == ids("--saga", "order-fulfilment", "--state", "stuck")
     assert ["order-stuck"] == ids("--since", "30s")
 
 
@@ -327,7 +327,8 @@ def test_a_broker_file_given_as_the_store_is_refused_untouched(
 
 def test_ls_with_a_saga_name_nobody_knows_is_a_usage_error(store_url: str, tmp_path: Path) -> None:
     """`saga ls --saga` with a misspelt saga is one line naming the sagas there, exit 2, not
-    an empty listing that reads as 'nothing stuck'."""
+    an empty listing that reads as 'nothing stuck'; a saga of --definitions with no instances
+    yet lists none."""
     typo = choreo(
         "saga", "ls", "--saga", "order-fulfilmnet", "-o", "json", "-s", store_url, cwd=tmp_path
     )
@@ -339,6 +340,11 @@ def test_ls_with_a_saga_name_nobody_knows_is_a_usage_error(store_url: str, tmp_p
         "saga", "ls", "--saga", "order-fulfilment", "-o", "json", "-s", store_url, cwd=tmp_path
     )
     assert (0, 4) == (known.returncode, len(json.loads(known.stdout))), known.stderr
+    defined = tmp_path / "other.yaml"
+    defined.write_text("sagas:\n  - name: other\n    start: [a]\n    steps: [{event: b}]\n")
+    args = ["--saga", "other", "-d", str(defined), "-o", "json"]
+    none_yet = choreo("saga", "ls", *args, "-s", store_url, cwd=tmp_path)
+    assert (0, []) == (none_yet.returncode, json.loads(none_yet.stdout)), none_yet.stderr
 
 
 @pytest.fixture
