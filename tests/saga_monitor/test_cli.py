@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -272,13 +273,7 @@ def test_console_commands_mistakes_are_one_line(
 def test_monitor_stops_on_sigint_even_when_started_with_it_ignored(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT) stops `saga monitor` promptly with exit 0 and no traceback, also when
     it inherited SIGINT as ignored (a job a script started with &), as SIGTERM does."""
-    definitions = Path(__file__).resolve().parents[2] / "choreo" / "demo_sagas.yaml"
-    monitor = subprocess.Popen(
-        [sys.executable, "-m", "choreo", "saga", "monitor", "-d", str(definitions),
-         "--broker", f"sqlite:///{tmp_path}/broker.db", "--store", f"sqlite:///{tmp_path}/s.db"],
-        stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
-    )  # fmt: skip
+    monitor = _monitor(tmp_path, ignore_sigint=True)
     assert monitor.stderr is not None
     try:
         started = monitor.stderr.readline()  # the "watching ..." line: the loop is running
@@ -288,6 +283,53 @@ def test_monitor_stops_on_sigint_even_when_started_with_it_ignored(tmp_path: Pat
         monitor.kill()
         rest = monitor.stderr.read()
     assert (0, True, False) == (code, started.startswith("watching"), "Traceback" in rest)
+
+
+def _monitor(tmp_path: Path, *, ignore_sigint: bool = False) -> subprocess.Popen[str]:
+    """`choreo saga monitor` of the demo's sagas on an embedded broker and store in
+    ``tmp_path`` (store ``s.db``), its stderr piped; ``ignore_sigint``: started as a job a
+    script starts with & (SIGINT inherited as ignored)."""
+    definitions = Path(__file__).resolve().parents[2] / "choreo" / "demo_sagas.yaml"
+    return subprocess.Popen(
+        [sys.executable, "-m", "choreo", "saga", "monitor", "-d", str(definitions),
+         "--broker", f"sqlite:///{tmp_path}/broker.db", "--store", f"sqlite:///{tmp_path}/s.db"],
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=_ignore_sigint if ignore_sigint else None,  # noqa: PLW1509
+    )  # fmt: skip
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def test_ls_says_that_a_monitor_stopped_rather_than_that_it_is_behind(tmp_path: Path) -> None:
+    """After `saga monitor` stopped (Ctrl-C), `saga ls` says it stopped, not that it is behind
+    by its growing silence (which read as a running monitor that lags)."""
+    store = tmp_path / "s.db"
+    monitor = _monitor(tmp_path)
+    try:
+        assert monitor.stderr is not None
+        assert monitor.stderr.readline().startswith("watching")
+        deadline = time.monotonic() + 60
+        while not _group_recorded(store):  # its first tick: the group's row is there
+            assert time.monotonic() < deadline, "the monitor recorded no watermark"
+            time.sleep(0.05)
+        monitor.send_signal(signal.SIGINT)
+        assert 0 == monitor.wait(timeout=60)
+    finally:
+        monitor.kill()
+    listed = choreo("saga", "ls", "-s", f"sqlite:///{store}", cwd=tmp_path)
+    warning = "warning: monitor choreo-saga-monitor stopped "
+    assert (0, True) == (listed.returncode, listed.stderr.startswith(warning)), listed.stderr
+
+
+def _group_recorded(store: Path) -> bool:
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        try:
+            query = "SELECT 1 FROM saga_monitors WHERE name = 'choreo-saga-monitor'"
+            return bool(db.execute(query).fetchall())
+        except sqlite3.OperationalError:  # no table yet
+            return False
 
 
 def test_serve_refuses_a_store_file_that_is_not_there(tmp_path: Path) -> None:

@@ -144,6 +144,15 @@ def test_banner_says_when_the_monitor_is_behind(client: TestClient, store: SagaS
     assert "monitor ops behind by 5m" in banner
 
 
+def test_banner_says_when_the_monitor_stopped(client: TestClient, store: SagaStore) -> None:
+    """A monitor that stopped cleanly is "stopped … ago" on the console, not behind."""
+    now = datetime.now(UTC)
+    store.record_monitor("ops", now - timedelta(minutes=5), 0.0, now - timedelta(minutes=5))
+    store.record_stopped("ops", now - timedelta(minutes=5))
+    banner = client.get("/partials/console").json()["banner"]
+    assert (True, False) == ("monitor ops stopped 5m" in banner, "behind" in banner), banner
+
+
 @pytest.fixture
 def live(store: SagaStore, named: Path) -> Iterator[str]:
     """The app with a 1 s live update, served by uvicorn on a free port (in a thread)."""
