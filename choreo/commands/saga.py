@@ -283,7 +283,7 @@ def ls(
         )
     with reported():
         prefix, field = parse_search(search)
-    window = parse_duration(since, option="--since") if since else None
+    window = parse_duration(since, option="--since") if since is not None else None
     defined = _definitions(definitions)
     now = utcnow()
     with _opened(store) as opened:
@@ -301,7 +301,7 @@ def ls(
         query = Query(
             saga=saga,
             state=chosen_state,
-            since=now - timedelta(seconds=window) if window else None,
+            since=now - timedelta(seconds=window) if window is not None else None,
             correlation_prefix=prefix,
             data=field,
             anomaly=anomaly,

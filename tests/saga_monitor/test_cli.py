@@ -452,3 +452,13 @@ def test_an_ack_whose_output_cannot_be_written_still_exits_0(
     assert (0, "") == (result.returncode, result.stderr)
     (row,) = _json("ls", "--store", store_url, "--state", "stuck")  # type: ignore[misc]
     assert ["n"] == [note["note"] for note in row["notes"]]
+
+
+def test_ls_since_zero_or_empty_does_not_list_everything(store_url: str, tmp_path: Path) -> None:
+    """`--since 0` lists what was updated within no time (nothing), and `--since ""` (a
+    script's unset variable) is one line and exit 2: neither drops the filter silently."""
+    zero = choreo("saga", "ls", "--since", "0", "-o", "json", "-s", store_url, cwd=tmp_path)
+    assert (0, []) == (zero.returncode, json.loads(zero.stdout)), zero.stderr
+    empty = choreo("saga", "ls", "--since", "", "-o", "json", "-s", store_url, cwd=tmp_path)
+    assert (2, "") == (empty.returncode, empty.stdout)
+    assert "'' is not a duration for --since" in empty.stderr, empty.stderr
