@@ -181,13 +181,18 @@ async def _monitor(
         with contextlib.suppress(NotImplementedError):
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, task.cancel)
-    err_console.print(
-        f"watching {', '.join(monitor.topics)} on {mask_url(broker_url)} "
-        f"({len(definitions.sagas)} saga(s)); state in {store.url}; alerts to {alerts_topic}"
-    )
     try:
-        async with linker:
-            await monitor.run()
+        try:  # as monitor.run(), saying "watching" once connected and subscribed, not before
+            await monitor.start()
+            err_console.print(
+                f"watching {', '.join(monitor.topics)} on {mask_url(broker_url)} "
+                f"({len(definitions.sagas)} saga(s)); state in {store.url}; "
+                f"alerts to {alerts_topic}"
+            )
+            async with linker:
+                await asyncio.Event().wait()
+        finally:
+            await monitor.stop()
     except asyncio.CancelledError:
         pass
     finally:

@@ -26,6 +26,8 @@ from tests.saga_monitor.test_web import _free_port
 from tests.test_cli import choreo, choreo_into_a_closed_pipe
 
 runner = CliRunner()
+#: The sagas `choreo demo` watches.
+DEMO_SAGAS = Path(__file__).resolve().parents[2] / "choreo" / "demo_sagas.yaml"
 
 
 @pytest.fixture
@@ -289,9 +291,8 @@ def _monitor(tmp_path: Path, *, ignore_sigint: bool = False) -> subprocess.Popen
     """`choreo saga monitor` of the demo's sagas on an embedded broker and store in
     ``tmp_path`` (store ``s.db``), its stderr piped; ``ignore_sigint``: started as a job a
     script starts with & (SIGINT inherited as ignored)."""
-    definitions = Path(__file__).resolve().parents[2] / "choreo" / "demo_sagas.yaml"
     return subprocess.Popen(
-        [sys.executable, "-m", "choreo", "saga", "monitor", "-d", str(definitions),
+        [sys.executable, "-m", "choreo", "saga", "monitor", "-d", str(DEMO_SAGAS),
          "--broker", f"sqlite:///{tmp_path}/broker.db", "--store", f"sqlite:///{tmp_path}/s.db"],
         stderr=subprocess.PIPE, text=True,
         preexec_fn=_ignore_sigint if ignore_sigint else None,  # noqa: PLW1509
@@ -431,10 +432,9 @@ def test_discover_of_topics_without_events_says_so(recorded: str, tmp_path: Path
 def test_monitor_refuses_a_tick_of_zero(tmp_path: Path) -> None:
     """`saga monitor --tick 0` (a timer that never waits, a core at 100%) is one line, exit 2,
     before anything is opened or created."""
-    definitions = Path(__file__).resolve().parents[2] / "choreo" / "demo_sagas.yaml"
     store = f"sqlite:///{tmp_path}/sagas.db"
     result = choreo(
-        "saga", "monitor", "-d", str(definitions), "--tick", "0", "-s", store, cwd=tmp_path
+        "saga", "monitor", "-d", str(DEMO_SAGAS), "--tick", "0", "-s", store, cwd=tmp_path
     )
     expected = ["error: --tick '0' must be longer than 0; use e.g. 1s"]
     assert (2, expected) == (result.returncode, result.stderr.splitlines())
@@ -462,3 +462,25 @@ def test_ls_since_zero_or_empty_does_not_list_everything(store_url: str, tmp_pat
     empty = choreo("saga", "ls", "--since", "", "-o", "json", "-s", store_url, cwd=tmp_path)
     assert (2, "") == (empty.returncode, empty.stdout)
     assert "'' is not a duration for --since" in empty.stderr, empty.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "names"),
+    [
+        ("nats://127.0.0.1:1", "cannot connect to NATS at nats://127.0.0.1:1"),
+        pytest.param(
+            "amqp://guest:wrong@127.0.0.1:5672/",
+            "cannot connect to RabbitMQ at amqp://guest:***@127.0.0.1:5672/",
+            marks=pytest.mark.rabbitmq,
+        ),
+    ],
+)
+def test_monitor_on_a_broker_it_cannot_reach_is_one_line(
+    tmp_path: Path, url: str, names: str
+) -> None:
+    """A broker that does not answer (or refuses the password) stops `saga monitor` with the
+    one error line, exit 1, without first saying it is "watching"."""
+    store = f"sqlite:///{tmp_path}/s.db"
+    result = choreo("saga", "monitor", "-d", str(DEMO_SAGAS), "-b", url, "-s", store, cwd=tmp_path)
+    lines = result.stderr.splitlines()
+    assert (1, 1, True) == (result.returncode, len(lines), names in result.stderr), lines
