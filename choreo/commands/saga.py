@@ -39,6 +39,7 @@ from choreo.errors import EXIT_USAGE
 from saga_monitor.model import STATES, utcnow
 
 if TYPE_CHECKING:
+    from broker import Bus
     from saga_monitor.definitions import Definitions
     from saga_monitor.store import SagaStore
 
@@ -183,6 +184,8 @@ async def _monitor(
                 loop.add_signal_handler(signum, task.cancel)
     try:
         try:  # as monitor.run(), saying "watching" once connected and subscribed, not before
+            if from_beginning and bus.capabilities.replay:
+                await _warn_if_the_group_has_read(bus, group, monitor.topics)
             await monitor.start()
             err_console.print(
                 f"watching {', '.join(monitor.topics)} on {mask_url(broker_url)} "
@@ -198,6 +201,19 @@ async def _monitor(
     finally:
         await bus.stop()
         store.close()
+
+
+async def _warn_if_the_group_has_read(bus: Bus, group: str, topics: tuple[str, ...]) -> None:
+    """--from-beginning moves a new group only: say so when ``group`` already reads one of
+    ``topics`` (a new --store with the default group would otherwise stay empty, silently)."""
+    await bus.start()
+    read = sorted(t.name for t in await bus.topics() if t.name in topics and group in t.groups)
+    if read:
+        warn(
+            f"group {group!r} already reads {', '.join(read)}: --from-beginning moves a new "
+            "group only, so this monitor goes on where that group left off; to read the "
+            "history, give a --group of its own"
+        )
 
 
 @contextlib.contextmanager

@@ -287,12 +287,12 @@ def test_monitor_stops_on_sigint_even_when_started_with_it_ignored(tmp_path: Pat
     assert (0, True, False) == (code, started.startswith("watching"), "Traceback" in rest)
 
 
-def _monitor(tmp_path: Path, *, ignore_sigint: bool = False) -> subprocess.Popen[str]:
+def _monitor(tmp_path: Path, *args: str, ignore_sigint: bool = False) -> subprocess.Popen[str]:
     """`choreo saga monitor` of the demo's sagas on an embedded broker and store in
-    ``tmp_path`` (store ``s.db``), its stderr piped; ``ignore_sigint``: started as a job a
-    script starts with & (SIGINT inherited as ignored)."""
+    ``tmp_path`` (``broker.db``, ``s.db``) with ``args``, its stderr piped; ``ignore_sigint``:
+    started as a job a script starts with & (SIGINT inherited as ignored)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "choreo", "saga", "monitor", "-d", str(DEMO_SAGAS),
+        [sys.executable, "-m", "choreo", "saga", "monitor", "-d", str(DEMO_SAGAS), *args,
          "--broker", f"sqlite:///{tmp_path}/broker.db", "--store", f"sqlite:///{tmp_path}/s.db"],
         stderr=subprocess.PIPE, text=True,
         preexec_fn=_ignore_sigint if ignore_sigint else None,  # noqa: PLW1509
@@ -484,3 +484,25 @@ def test_monitor_on_a_broker_it_cannot_reach_is_one_line(
     result = choreo("saga", "monitor", "-d", str(DEMO_SAGAS), "-b", url, "-s", store, cwd=tmp_path)
     lines = result.stderr.splitlines()
     assert (1, 1, True) == (result.returncode, len(lines), names in result.stderr), lines
+
+
+def test_monitor_from_beginning_says_when_its_group_has_read_already(tmp_path: Path) -> None:
+    """--from-beginning moves a new group only: with a group that already read the topics it
+    says so first (the history will not be read), with a new group it just starts."""
+    broker = f"sqlite:///{tmp_path}/broker.db"
+    sent = choreo("publish", "orders", "--type", "order.placed", "--broker", broker, cwd=tmp_path)
+    read = ["subscribe", "orders", "--group", "choreo-saga-monitor", "--from-beginning"]
+    had = choreo(*read, "--count", "1", "--output", "json", "--broker", broker, cwd=tmp_path)
+    assert (0, 0) == (sent.returncode, had.returncode), sent.stderr + had.stderr
+    first = []
+    for args in (["--from-beginning"], ["--from-beginning", "--group", "new"]):
+        monitor = _monitor(tmp_path, *args)
+        try:
+            assert monitor.stderr is not None
+            first.append(monitor.stderr.readline())
+            monitor.send_signal(signal.SIGINT)
+            assert 0 == monitor.wait(timeout=60)
+        finally:
+            monitor.kill()
+    warning = "warning: group 'choreo-saga-monitor' already reads orders: --from-beginning "
+    assert [True, True] == [first[0].startswith(warning), first[1].startswith("watching")], first
