@@ -206,8 +206,14 @@ async def _monitor(
 async def _warn_if_the_group_has_read(bus: Bus, group: str, topics: tuple[str, ...]) -> None:
     """--from-beginning moves a new group only: say so when ``group`` already reads one of
     ``topics`` (a new --store with the default group would otherwise stay empty, silently)."""
+    from broker.errors import BrokerError
+
     await bus.start()
-    read = sorted(t.name for t in await bus.topics() if t.name in topics and group in t.groups)
+    try:  # a hint only: a broker slow or unable to list its topics does not hold the start
+        listed = await asyncio.wait_for(bus.topics(), timeout=10)
+    except (BrokerError, TimeoutError):
+        return
+    read = sorted(t.name for t in listed if t.name in topics and group in t.groups)
     if read:
         warn(
             f"group {group!r} already reads {', '.join(read)}: --from-beginning moves a new "
