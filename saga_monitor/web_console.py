@@ -108,9 +108,13 @@ def filter_form(params: dict[str, Any], sagas: list[str], services: list[str]) -
 
 def banner_html(statuses: list[MonitorStatus], now: datetime) -> str:
     """ "monitor … behind by …" for each group whose verdicts trail the clock (issue 11)."""
-    warnings = [w for s in statuses if "/" not in s.name and (w := s.behind(now)) is not None]
+    warnings = [
+        (w, "runs again" if s.stopped else "catches up")
+        for s in statuses
+        if "/" not in s.name and (w := s.behind(now)) is not None
+    ]
     return "".join(
-        f'<div class="banner">{e(w)}: verdicts wait until it catches up</div>' for w in warnings
+        f'<div class="banner">{e(w)}: verdicts wait until it {until}</div>' for w, until in warnings
     )
 
 
