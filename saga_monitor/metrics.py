@@ -2,7 +2,8 @@
 
 * ``choreo_saga_instances{saga,state}`` - instances per state (from the store, every 5 s);
 * ``choreo_saga_oldest_stuck_seconds{saga}`` - how long the oldest stuck instance of each saga
-  has been stuck (wall clock minus the deadline it missed; 0 when none is stuck; every 5 s);
+  that nobody acknowledged has been stuck (wall clock minus the deadline it missed; 0 when none
+  is; every 5 s): an alert rule on it stops paging once the instances are acknowledged;
 * ``choreo_saga_step_seconds{saga,step}`` - histogram of the event time from the previous step
   (or the start) to a step;
 * ``choreo_saga_stuck_total{saga}`` - instances that became stuck;
@@ -53,7 +54,7 @@ _BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
 INSTANCES = Gauge("choreo_saga_instances", "Saga instances by saga and state", ["saga", "state"])
 OLDEST_STUCK = Gauge(
     "choreo_saga_oldest_stuck_seconds",
-    "How long the oldest stuck instance of a saga has been stuck (0: none is)",
+    "How long the oldest unacknowledged stuck instance of a saga has been stuck (0: none is)",
     ["saga"],
 )
 STEP_SECONDS = Histogram(
@@ -176,7 +177,8 @@ def set_counts(sagas: Iterable[str], counts: Mapping[tuple[str, str], int]) -> N
 
 
 def set_oldest_stuck(sagas: Iterable[str], since: Mapping[str, datetime], now: datetime) -> None:
-    """Set the oldest-stuck gauge of every saga from when its oldest stuck instance got stuck."""
+    """Set the oldest-stuck gauge of every saga from when its oldest unacknowledged stuck
+    instance got stuck."""
     for saga in sagas:
         moment = since.get(saga)
         OLDEST_STUCK.labels(saga).set(max(0.0, (now - moment).total_seconds()) if moment else 0.0)

@@ -134,7 +134,8 @@ class SagaStore(Protocol):
     def orphans(self, limit: int = 1000) -> list[tuple[str, str, Observation]]: ...
 
     def oldest_stuck(self) -> dict[str, datetime]:
-        """Per saga, when its longest-stuck instance got stuck (the deadline it missed)."""
+        """Per saga, when its longest-stuck unacknowledged instance got stuck (the deadline
+        it missed): an acknowledged instance is in someone's hands and pages no more."""
         ...
 
     def add_note(self, note: Note) -> None:
@@ -393,8 +394,10 @@ class MemoryStore:
 
     def oldest_stuck(self) -> dict[str, datetime]:
         out: dict[str, datetime] = {}
-        for i in self.data.values():
-            if i.state == "stuck" and i.stuck_since is not None:
+        for key, i in self.data.items():
+            if i.state != "stuck" or i.stuck_since is None:
+                continue
+            if not any(n.kind == ACK for n in self.notes_data.get(key, ())):
                 known = out.get(i.saga)
                 out[i.saga] = i.stuck_since if known is None else min(known, i.stuck_since)
         return out

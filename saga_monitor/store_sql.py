@@ -375,9 +375,11 @@ class SqlSagaStore:
         return [(row[0], row[1], obs_from(row[2])) for row in rows]
 
     def oldest_stuck(self) -> dict[str, datetime]:
-        """Per saga, when its longest-stuck instance got stuck (read from the documents)."""
+        """Per saga, when its longest-stuck unacknowledged instance got stuck (read from
+        the documents)."""
         rows = self._db.query(
-            f"SELECT saga, {self._stuck_since} FROM {{p}}instances WHERE state = 'stuck'"
+            f"SELECT saga, {self._stuck_since} FROM {{p}}instances "
+            f"WHERE state = 'stuck' AND NOT {_ACKED}"
         )
         out: dict[str, datetime] = {}
         for saga, text in rows:

@@ -96,6 +96,28 @@ def test_notes_are_kept_and_filter_acknowledged_instances(filled: SagaStore) -> 
         filled.add_note(Note("order-fulfilment", "nope", ACK, "ana", at(300), ""))
 
 
+def test_oldest_stuck_leaves_out_acknowledged_instances(filled: SagaStore) -> None:
+    """The oldest-stuck moment per saga is that of the oldest stuck instance nobody
+    acknowledged (a note is no acknowledgement); none when all are acknowledged."""
+    stuck = sorted(
+        (i.stuck_since, i.correlation_id)
+        for i in filled.search(Query(limit=100)).items
+        if i.state == "stuck" and i.stuck_since
+    )
+    first = stuck[0][1]
+    assert stuck[0][0] < stuck[1][0]
+    filled.add_note(Note("order-fulfilment", first, NOTE, "bo", at(300), "looking"))
+    assert {"order-fulfilment": stuck[0][0]} == filled.oldest_stuck()
+    filled.add_note(Note("order-fulfilment", first, ACK, "ana", at(301), "vendor issue"))
+    assert {"order-fulfilment": stuck[1][0]} == filled.oldest_stuck()
+    for _, corr in stuck[1:]:
+        filled.add_note(Note("order-fulfilment", corr, ACK, "ana", at(302), "vendor issue"))
+    assert ({}, len(stuck)) == (
+        filled.oldest_stuck(),
+        filled.counts()[("order-fulfilment", "stuck")],
+    )
+
+
 def test_causes_are_recorded_and_forgotten(filled: SagaStore) -> None:
     """What explains a wait is kept per instance until it is forgotten."""
     key = ("order-fulfilment", "order-02")

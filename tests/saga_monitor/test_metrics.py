@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from broker import Bus, Event
 from devservers import free_port
+from tests.test_cli import choreo
 
 ROOT = Path(__file__).parents[2]
 DEFINITIONS = """
@@ -146,6 +147,48 @@ async def test_metrics_page_shows_oldest_stuck_lag_steps_alerts_and_batches(
         "events in batches": value(samples, "choreo_saga_batch_events_sum"),
     }
     assert 0 < value(samples, "choreo_saga_oldest_stuck_seconds", saga="metered") < 60
+
+
+async def test_acknowledging_the_stuck_instances_silences_the_oldest_stuck_gauge(
+    tmp_path: Path,
+) -> None:
+    """Once every stuck instance is acknowledged (`choreo saga ack`), the oldest-stuck gauge
+    an alert rule watches reads 0, while the instance gauge still counts them stuck."""
+    definitions = tmp_path / "sagas.yaml"
+    definitions.write_text(DEFINITIONS)
+    broker = f"sqlite:///{tmp_path}/broker.db?poll_interval=0.01"
+    store = f"sqlite:///{tmp_path}/sagas.db"
+    port = free_port()
+    process = start_monitor(definitions, broker, store, port)
+    try:
+        await scraped_until(
+            port, process, lambda s: value(s, "choreo_saga_monitor_lag_seconds") >= 0
+        )
+        async with Bus(broker, source="shop") as bus:
+            for corr in ("late-1", "late-2"):
+                await bus.publish(
+                    "orders", Event(type="order.placed", source="shop"), correlation_id=corr
+                )
+        await scraped_until(
+            port,
+            process,
+            lambda s: (
+                value(s, "choreo_saga_instances", saga="metered", state="stuck") == 2
+                and value(s, "choreo_saga_oldest_stuck_seconds", saga="metered") > 0
+            ),
+        )
+        for corr in ("late-1", "late-2"):
+            acked = choreo("saga", "ack", corr, "--note", "vendor down", "-s", store, cwd=ROOT)
+            assert 0 == acked.returncode, acked.stderr
+        samples = await scraped_until(
+            port,
+            process,
+            lambda s: value(s, "choreo_saga_oldest_stuck_seconds", saga="metered") == 0,
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert 2 == value(samples, "choreo_saga_instances", saga="metered", state="stuck")
 
 
 def test_a_batch_of_step_durations_counts_as_observing_each_one() -> None:
