@@ -14,7 +14,8 @@ off). JSON under ``/api/``: ``instances`` (with an ``X-Total-Count`` header),
 
 Every value that comes from an event is HTML-escaped: a payload with ``<script>`` is text. A
 correlation id may hold ``/`` (encoded as ``%2F`` or not). A bad request (a limit out of range,
-an unknown state, a window too long) is a 4xx with a message, never a 500. With ``auth``
+an unknown state, a window too long) is a 4xx with a message, never a 500: on the pages an HTML
+page that says it in one line, in the JSON API ``{"detail": ...}``. With ``auth``
 (:mod:`saga_monitor.web_http`) everything but ``/healthz`` needs the credentials.
 """
 
@@ -26,9 +27,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Query, Response
+from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from saga_monitor import web_console as console
 from saga_monitor.board import Owners, ServiceRow, build_board, listed, sample
@@ -93,6 +100,36 @@ def _page(title: str, body: str, refresh: int, *, src: str | None = None) -> HTM
         '<a href="/api/instances">json</a></header>'
         f"<main>{body}</main>{script}</body></html>"
     )
+
+
+def _is_page(path: str) -> bool:
+    """Whether ``path`` is one of the HTML pages (whose errors a browser shows)."""
+    return path in ("/", "/sagas") or path.startswith("/instances/")
+
+
+def _error_page(status: int, message: str) -> HTMLResponse:
+    body = f'<p class="banner">{e(message)}</p><p><a href="/">back to the instances</a></p>'
+    page = _page(f"{status}: {message}", body, 0)
+    page.status_code = status
+    return page
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """An error on a page is an HTML page with its one-line message; elsewhere JSON."""
+    assert isinstance(exc, StarletteHTTPException)
+    if not _is_page(request.url.path):
+        return await http_exception_handler(request, exc)
+    return _error_page(exc.status_code, str(exc.detail))
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """A query parameter that fails validation: on a page, one line naming each parameter
+    and what it must be; elsewhere FastAPI's JSON."""
+    assert isinstance(exc, RequestValidationError)
+    if not _is_page(request.url.path):
+        return await request_validation_exception_handler(request, exc)
+    said = "; ".join(f"{err['loc'][-1]}: {err['msg']}" for err in exc.errors())
+    return _error_page(422, said)
 
 
 def _counts_html(counts: dict[tuple[str, str], int]) -> str:
@@ -484,6 +521,8 @@ def create_app(
     views = _Views(opened, defined, refresh)
     app = FastAPI(title="choreograph sagas", docs_url="/api/docs", redoc_url=None)
     app.state.store = opened
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_middleware(SegmentPaths)
     if auth is not None:
         app.add_middleware(AuthMiddleware, auth=auth)

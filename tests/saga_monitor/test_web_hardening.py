@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -20,6 +21,7 @@ from saga_monitor import Correlator, SagaConfigError, SagaStore, open_saga_store
 from saga_monitor.web import create_app
 from saga_monitor.web_http import BasicAuth, BearerAuth, auth_from_settings
 from tests.saga_monitor.helpers import event, example, populate
+from tests.saga_monitor.test_web import served  # noqa: F401
 
 IDS = ("a/b", "a b", "ünï/c%d", "100%", "x%2Fy", "/lead", "[/]")
 PAGES = ("/", "/sagas", "/api/instances", "/api/counts", "/api/definitions", "/openapi.json")
@@ -64,10 +66,48 @@ PAGE_ONLY = ("refresh=-1", "refresh=99999999999999999999999")
     [f"/?{q}" for q in (*BAD_QUERIES, *PAGE_ONLY)] + [f"/api/instances?{q}" for q in BAD_QUERIES],
 )
 def test_bad_queries_are_a_4xx_with_a_message(client: TestClient, url: str) -> None:
-    """Every bad query parameter on the page and the API is a 422 that says what is wrong."""
+    """Every bad query parameter on the page and the API is a 422 that says what is wrong:
+    an HTML page on the page, JSON in the API."""
     response = client.get(url)
     assert 422 == response.status_code, response.text
-    assert response.json()["detail"]
+    if url.startswith("/api/"):
+        assert response.json()["detail"]
+    else:
+        assert response.headers["content-type"].startswith("text/html")
+        assert '<p class="banner">' in response.text
+
+
+def _said(page: str) -> str:
+    """The one-line message of an error page."""
+    return page.split('<p class="banner">', 1)[1].split("</p>", 1)[0]
+
+
+def test_page_errors_are_html_and_api_errors_json_over_http(served: str) -> None:  # noqa: F811
+    """Over HTTP, a bad ``since``, a bad limit or a missing instance on a page answers an
+    HTML page with the one-line error and the status kept; the JSON API keeps its JSON."""
+    asked = {
+        "/?since=soon": (422, "since: &#x27;soon&#x27; is not a duration; use e.g. 30s, 5m"),
+        "/?limit=ten": (422, "limit: Input should be a valid integer"),
+        "/instances/order-fulfilment/no%2Fsuch": (
+            404,
+            "no instance of order-fulfilment with correlation id no/such",
+        ),
+    }
+    with httpx.Client(base_url=served, timeout=10) as http:
+        pages = {url: http.get(url, headers={"Accept": "text/html"}) for url in asked}
+        api = [http.get("/api/instances?since=soon"), http.get("/api/instances/x/no%2Fsuch")]
+    assert {url: (status, True, True) for url, (status, _) in asked.items()} == {
+        url: (
+            r.status_code,
+            r.headers["content-type"].startswith("text/html"),
+            _said(r.text).startswith(asked[url][1]),
+        )
+        for url, r in pages.items()
+    }
+    assert [
+        (422, "since: 'soon' is not a duration; use e.g. 30s, 5m, 2h or 1d"),
+        (404, "no instance of x with correlation id no/such"),
+    ] == [(r.status_code, r.json()["detail"]) for r in api]
 
 
 @pytest.mark.parametrize("corr", IDS)
@@ -109,9 +149,13 @@ def test_a_saga_name_with_a_slash_works(store: SagaStore) -> None:
 
 def test_unknown_instances_are_404(client: TestClient) -> None:
     """An instance that does not exist is a 404 with a message, on the page and the API."""
-    for path in ("/api/instances/order-fulfilment/no%2Fsuch", "/instances/x/y/z"):
-        response = client.get(path)
-        assert (404, True) == (response.status_code, "no instance" in response.json()["detail"])
+    api = client.get("/api/instances/order-fulfilment/no%2Fsuch")
+    assert (404, True) == (api.status_code, "no instance" in api.json()["detail"])
+    page = client.get("/instances/x/y/z")
+    assert (404, True) == (
+        page.status_code,
+        "no instance of x with correlation id y/z" in page.text,
+    )
 
 
 def _basic(user: str, password: str) -> dict[str, str]:
