@@ -27,6 +27,7 @@ from typing import Any, Literal
 from broker import deadletter
 from broker.delay import DELIVER_AT
 from broker.envelope import Event, format_time
+from broker.names import TOPIC_RULE, is_portable_topic
 from connectors.errors import OutboxConfigError, RoutingError
 
 __all__ = ["DEFAULT_DLQ_TOPIC", "DEFAULT_ROUTE", "OutboxRow", "Routed", "Router"]
@@ -42,7 +43,6 @@ _RESERVED = frozenset(
     ("id", "source", "type", "specversion", "time", "subject", "datacontenttype", "dataschema")
 )
 _RESERVED_EXTENSIONS = frozenset(("partitionkey", "expiration", "data"))
-_TOPIC = re.compile(r"[A-Za-z0-9._\-]{1,249}\Z")
 _ROUTE_FIELDS = frozenset(("aggregatetype", "aggregateid", "type"))
 _CONTENT_TYPES = {
     "json": "application/json",
@@ -119,10 +119,10 @@ class Router:
         else:
             fields = {"aggregatetype": row.aggregatetype, "aggregateid": row.aggregateid}
             topic = self.route.format(**fields, type=row.type)
-        if not _TOPIC.match(topic):
+        if not is_portable_topic(topic):
             raise RoutingError(
                 f"route {self.route!r} gives {topic!r} for aggregatetype {row.aggregatetype!r}, "
-                "which is not a valid topic name (letters, digits, '.', '_', '-')",
+                f"which is not a valid topic name ({TOPIC_RULE})",
                 reason=deadletter.UNROUTABLE,
             )
         return topic

@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from broker.bus import Bus
+from broker.names import TOPIC_RULE, is_portable_topic
 from broker.observability import serve_metrics
 from choreo.config import check_url, existing, setting
 from choreo.console import fail
@@ -79,11 +80,18 @@ def check_output(output: str) -> None:
         fail(f"--output must be table or json, not {output!r}", EXIT_USAGE)
 
 
-def check_topics(*topics: str | None, what: str = "topic") -> None:
-    """Refuse an empty or blank topic name (a usage error); ``None`` is an omitted one."""
+def check_topics(*topics: str | None, what: str = "topic", portable: bool = False) -> None:
+    """Refuse an empty or blank topic name (a usage error); ``None`` is an omitted one. With
+    ``portable``, also a name some backend would refuse (a topic choreograph writes to on its
+    own account, which must work on every broker: :mod:`broker.names`)."""
     for topic in topics:
         if topic is not None and not topic.strip():
             fail(f"a {what} name cannot be empty; name the topic", EXIT_USAGE)
+        if portable and topic is not None and not is_portable_topic(topic):
+            fail(
+                f"{what} {topic!r} is not a topic name every broker takes; use {TOPIC_RULE}",
+                EXIT_USAGE,
+            )
 
 
 def start_metrics(port: int | None, host: str = "127.0.0.1") -> None:

@@ -82,7 +82,9 @@ def monitor(
     definitions: Path = typer.Option(..., "--definitions", "-d", help="Saga definitions YAML."),
     broker: str | None = BROKER,
     store: str | None = STORE,
-    alerts_topic: str = typer.Option("saga.alerts", "--alerts-topic", help="Where alerts go."),
+    alerts_topic: str = typer.Option(
+        "saga.alerts", "--alerts-topic", help="Where alerts go ('' for none)."
+    ),
     group: str = typer.Option("choreo-saga-monitor", "--group", help="Consumer group."),
     metrics_port: int | None = port_option(
         None, "--metrics-port", "Serve Prometheus metrics on this port (all interfaces)."
@@ -108,6 +110,8 @@ def monitor(
     ),
 ) -> None:
     """Run the monitor: subscribe, correlate, detect stuck sagas, publish alerts."""
+    if alerts_topic:  # an empty one publishes no alerts
+        check_topics(alerts_topic, what="--alerts-topic", portable=True)
     if parse_duration(tick, option="--tick") <= 0:  # a timer that never waits: a core at 100%
         fail(f"--tick {tick!r} must be longer than 0; use e.g. 1s", EXIT_USAGE)
     timing = {

@@ -441,6 +441,29 @@ def test_monitor_refuses_a_tick_of_zero(tmp_path: Path) -> None:
     assert [] == list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("topic", "said"),
+    [
+        ("bad topic", "error: --alerts-topic 'bad topic' is not a topic name every broker takes"),
+        ("saga/alerts", "error: --alerts-topic 'saga/alerts' is not a topic name every broker"),
+        ("a" * 250, "error: --alerts-topic 'aaaa"),
+        ("  ", "error: a --alerts-topic name cannot be empty; name the topic"),
+    ],
+)
+def test_monitor_refuses_an_alerts_topic_no_broker_takes(
+    tmp_path: Path, topic: str, said: str
+) -> None:
+    """`saga monitor --alerts-topic` with a name some broker refuses (a space, a slash, over
+    249 characters) or a blank one is one line, exit 2, before a broker or store is opened."""
+    store = f"sqlite:///{tmp_path}/sagas.db"
+    args = ["-d", str(DEMO_SAGAS), "-b", "nats://127.0.0.1:1", "-s", store]
+    result = choreo("saga", "monitor", *args, "--alerts-topic", topic, cwd=tmp_path)
+    lines = result.stderr.splitlines()
+    assert (2, 1, True) == (result.returncode, len(lines), lines[0].startswith(said)), lines
+    assert "letters, digits, '.', '_' or '-'" in lines[0] or not topic.strip()
+    assert [] == list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("output", ["table", "json"])
 def test_an_ack_whose_output_cannot_be_written_still_exits_0(
     store_url: str, tmp_path: Path, output: str
