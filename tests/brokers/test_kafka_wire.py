@@ -85,6 +85,7 @@ def test_the_record_key_becomes_the_partition_key() -> None:
 
 
 BASE = [("ce_specversion", b"1.0"), ("ce_id", b"1"), ("ce_source", b"s"), ("ce_type", b"t")]
+JSON = ("content-type", b"application/json")
 
 
 @pytest.mark.parametrize(
@@ -147,11 +148,12 @@ def test_headers_are_text_when_asked() -> None:
     ("rec", "from_header"),
     [
         (encoded(sample()), True),
-        (encoded(Event(type="a", source="b", data=1, time=None)), True),
+        (encoded(Event(type="a", source="b", data=1, time=None)), False),
         (encoded(Event(type="a", source="b", data="x", datacontenttype="text/plain")), True),
-        (record([*BASE, ("ce_time", b"2026-01-02T03:04:05")], b"{}"), True),
-        (record([*BASE, ("ce_time", b"2026-01-02T03:04:05+02:00")], b"{}"), True),
-        (record([*BASE, ("ce_time", b"")], b"{}"), True),
+        (record([*BASE, ("ce_time", b"2026-01-02T03:04:05"), JSON], b"{}"), True),
+        (record([*BASE, ("ce_time", b"2026-01-02T03:04:05+02:00"), JSON], b"{}"), True),
+        (record([*BASE, ("ce_time", b"2026-01-02T03:04:05Z")], b"{}"), False),
+        (record([*BASE, ("ce_time", b""), JSON], b"{}"), False),
         (record([*BASE, ("CE_TIME", b"2026-01-02T03:04:05Z")], b"{}"), False),
         (record([*BASE, ("Content-Type", b"application/json")], b"{}"), False),
         (
@@ -173,6 +175,6 @@ def test_a_records_time_read_from_its_header_is_its_events(rec: Any, from_header
 
 def test_an_undecodable_records_time_is_its_headers() -> None:
     """A record that does not decode is merged by the time its header gives."""
-    rec = record([*BASE[1:], ("ce_time", b"2026-01-02T03:04:05Z")], b"{}")
+    rec = record([*BASE[1:], ("ce_time", b"2026-01-02T03:04:05Z"), JSON], b"{}")
     assert wire.decode_record(rec)[0] is None
     assert datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp() == wire.record_time(rec)

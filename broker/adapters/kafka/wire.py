@@ -9,7 +9,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from broker.adapters.kit import event_time
 from broker.envelope import (
     JSON_CONTENT_TYPE,
     KAFKA_PREFIXES,
@@ -347,42 +346,46 @@ def decode_record(record: Any) -> tuple[Event | None, EnvelopeError | None]:
     return event, None
 
 
-#: What :func:`record_time` gives a record without a time, as ``event_time`` does.
-_UNTIMED = event_time(None)
+#: The last time header :func:`record_time` read, and its time (``publish_many`` gives a
+#: list's events one time: consecutive records of a partition often share it).
+_LAST_TIME: list[Any] = [None, 0.0]
 
 
 def record_time(record: Any) -> float | None:
     """The time of a record's event in seconds since the epoch (``event_time`` of what
-    :func:`decode_record` gives) read from its ``ce_time`` header alone, without decoding
-    the rest; None when only decoding tells: a structured-mode record, a binding header
-    not in lower case, a time that is not ISO 8601 text.
+    :func:`decode_record` gives), read from its ``ce_time`` and ``content-type`` headers
+    alone; None where only decoding tells: no ``ce_time`` or ``content-type`` header (a
+    mixed-case one, say), structured mode, a time that is not ISO 8601 text.
 
     A record that does not decode at all gets the time of its header here (decoded, it
     has no event, hence no time)."""
-    keys = _KEYS
-    found = None
-    for name, raw in record.headers or ():
-        key = keys.get(name) or _key(name)
-        if key == "time":
-            found = raw
-        elif key == "datacontenttype":
-            if raw != _JSON_BYTES:
-                try:
-                    if is_structured(raw.decode()):
-                        return None
-                except (UnicodeDecodeError, AttributeError):
-                    return None
-        elif key == _MIXED_CASE:
-            return None
-    if not found:
-        return _UNTIMED
+    headers = dict(record.headers or ())  # the last of a name counts, as in decode_record
+    found = headers.get("ce_time")
+    content_type = headers.get("content-type")
+    if not found or content_type is None:
+        return None
+    if content_type != _JSON_BYTES and _structured_bytes(content_type):
+        return None
+    last = _LAST_TIME
+    if found == last[0]:
+        return last[1]  # type: ignore[no-any-return]
     try:
         moment = _from_iso(found.decode())
     except (ValueError, UnicodeDecodeError, AttributeError):
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    seconds = moment.timestamp()
+    last[0], last[1] = found, seconds
+    return seconds
+
+
+def _structured_bytes(raw: bytes) -> bool:
+    """Whether a content-type header says structured mode (or is not text)."""
+    try:
+        return is_structured(raw.decode())
+    except (UnicodeDecodeError, AttributeError):
+        return True
 
 
 _JSON_BYTES = JSON_CONTENT_TYPE.encode()
