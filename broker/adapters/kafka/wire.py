@@ -348,7 +348,7 @@ def decode_record(record: Any) -> tuple[Event | None, EnvelopeError | None]:
 
 #: The last time header :func:`record_time` read, and its time (``publish_many`` gives a
 #: list's events one time: consecutive records of a partition often share it).
-_LAST_TIME: list[Any] = [None, 0.0]
+_LAST_TIME: list[tuple[bytes | None, float]] = [(None, 0.0)]  # swapped whole: thread-safe
 
 
 def record_time(record: Any) -> float | None:
@@ -366,9 +366,9 @@ def record_time(record: Any) -> float | None:
         return None
     if content_type != _JSON_BYTES and _structured_bytes(content_type):
         return None
-    last = _LAST_TIME
+    last = _LAST_TIME[0]
     if found == last[0]:
-        return last[1]  # type: ignore[no-any-return]
+        return last[1]
     try:
         moment = _from_iso(found.decode())
     except (ValueError, UnicodeDecodeError, AttributeError):
@@ -376,7 +376,7 @@ def record_time(record: Any) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     seconds = moment.timestamp()
-    last[0], last[1] = found, seconds
+    _LAST_TIME[0] = (found, seconds)
     return seconds
 
 
