@@ -27,6 +27,9 @@ from saga_monitor.store import SagaStore, Transaction
 
 __all__ = ["Correlator", "Received"]
 
+#: The most instances one transaction of :meth:`Correlator.tick` judges (a batch's worth).
+TICK_BATCH = 4000
+
 
 #: What recording an event of a type needs of a saga that names it: the machine, the saga's
 #: name, the extension its correlation id is read from directly (None: read it with the
@@ -328,19 +331,30 @@ class Correlator:
         """Judge every instance that waits for ``watermark`` (a deadline, a held alert) and
         report orphans whose time it passed; persisted, alerting once."""
         outcome = Outcome()
-        for saga, correlation_id in store.due(watermark):
-            machine = self.machines.get(saga)
-            if machine is None:
-                continue  # a saga no longer defined: leave its instances alone
-            with store.transaction() as txn:
+        machines = self.machines  # (a saga no longer defined: its instances are left alone)
+        due = [key for key in store.due(watermark) if key[0] in machines]
+        for start in range(0, len(due), TICK_BATCH):
+            outcome.merge(self._judge_due(store, due[start : start + TICK_BATCH], watermark))
+        outcome.merge(self._report_orphans(store, watermark))
+        return outcome
+
+    def _judge_due(
+        self, store: SagaStore, keys: list[tuple[str, str]], watermark: datetime
+    ) -> Outcome:
+        """Judge the instances of ``keys`` at ``watermark`` in one transaction, as a batch of
+        events is applied (one per instance cost a commit each: after a catch-up, the first
+        tick judges every instance whose alert waited for the watermark)."""
+        outcome = Outcome()
+        with store.transaction() as txn:
+            txn.prefetch(keys)
+            for saga, correlation_id in keys:
                 instance = txn.get(saga, correlation_id)
                 if instance is None:
                     continue
-                step = machine.judge(instance, watermark)
+                step = self.machines[saga].judge(instance, watermark)
                 txn.put(instance)
-                txn.add_alerts(step.alerts)
-            outcome.merge(step)
-        outcome.merge(self._report_orphans(store, watermark))
+                outcome.merge(step)
+            txn.add_alerts(outcome.alerts)  # to the outbox in the same order, in one go
         return outcome
 
     def _report_orphans(self, store: SagaStore, watermark: datetime) -> Outcome:

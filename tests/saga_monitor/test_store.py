@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from saga_monitor import Correlator, SagaConfigError, SagaStore, SagaStoreError, open_saga_store
-from saga_monitor.correlator import Received
+from saga_monitor.correlator import TICK_BATCH, Received
 from saga_monitor.store_sql import SqlSagaStore
 from tests.saga_monitor.helpers import at, event, example
 
@@ -99,6 +100,25 @@ def test_deadline_that_passed_while_down_is_found_on_restart(make_store: StoreFa
     outcome = correlator.tick(restarted, at(31))
     assert ["saga.stuck"] == [a.type for a in outcome.alerts]
     assert ("stuck", []) == (restarted.instances()[0].state, restarted.due(at(40)))
+
+
+def test_a_tick_over_more_instances_than_one_transaction_judges_each_once(
+    make_store: StoreFactory,
+) -> None:
+    """A tick judges the due instances a batch at a time (after a catch-up, every instance
+    whose alert waited for the watermark): more of them than one transaction holds each go
+    stuck once, with one alert each in the order of their deadlines, and nothing is due after."""
+    correlator = Correlator(example())
+    store = make_store()
+    sagas = [f"o-{n}" for n in range(TICK_BATCH + 2)]
+    items = [Received(event("order.placed", c, n / 1000), "orders") for n, c in enumerate(sagas)]
+    correlator.apply_many(store, items, now=at(0))
+    outcome = correlator.tick(store, at(100))
+    stuck = [(a.type, a.correlation_id) for a in outcome.alerts]
+    pending = [(a.type, a.correlation_id) for _, a in store.pending_alerts(10 * len(sagas))]
+    assert [("saga.stuck", c) for c in sagas] == stuck == pending
+    assert {"stuck": len(sagas)} == Counter(i.state for i in store.instances(limit=10**6))
+    assert ([], []) == (store.due(at(100)), correlator.tick(store, at(100)).alerts)
 
 
 def test_redelivered_event_changes_nothing_twice(make_store: StoreFactory) -> None:
