@@ -520,9 +520,11 @@ class KafkaSubscription(BaseSubscription):
         if horizon is not None:  # the lanes short of records, up to ``prefetch`` a lane
             room = self._prefetch
             partitions = [tp for tp, p in self._parts.items() if horizon.count(p) < room]
-            if not partitions:  # every lane full: the one furthest behind is let go whole
+            if not partitions and self._parts:  # every lane full: what the horizon lets go
                 self._merge(horizon, {})
-                return
+                if self._buffer:
+                    return
+            # none assigned, or nothing let go: a fetch from every partition, which waits
         try:
             batch = await self._consumer.getmany(
                 *partitions,
