@@ -110,6 +110,22 @@ def sqlite_file(url: str) -> str | None:
     return (parts.netloc + parts.path).removeprefix("/")
 
 
+def sqlite_tables(path: str) -> set[str] | None:
+    """The names of the tables in the SQLite file at ``path``, read without writing to it
+    (no schema created, no journal left), or None when it cannot be read as a database."""
+    try:
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    except (sqlite3.Error, ValueError):
+        return None
+    try:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return {str(row[0]) for row in rows}
+
+
 def upsert(table: str, columns: Sequence[str], *, key: Sequence[str]) -> str:
     """Insert a row, or update the columns outside ``key`` of the row already there.
 

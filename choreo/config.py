@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from broker.errors import ConfigurationError
-from broker.sqlstore import sqlite_file
+from broker.sqlstore import sqlite_file, sqlite_tables
 from broker.urls import mask_url
 from choreo.console import fail, reported
 from choreo.errors import EXIT_FAILURE
@@ -86,11 +86,19 @@ def check_url(url: str, what: str) -> str:
     return url
 
 
-def existing(url: str, what: str, hint: str) -> str:
+def existing(url: str, what: str, hint: str, *, marker: str | None = None) -> str:
     """``url``, unless it names a SQLite file that is not there: exit 1 with one line naming
     ``what`` and the URL, then ``hint``. A command that only reads would otherwise create an
-    empty store (folders included), and a typo would read as 'nothing there'."""
+    empty store (folders included), and a typo would read as 'nothing there'.
+
+    With ``marker`` (a table every such store has), a SQLite file that holds tables but not
+    that one is refused the same way: it is something else (the broker's file given as the
+    saga store), which opening would fill with empty tables of ours."""
     path = sqlite_file(url)
     if path and not Path(path).exists():
         fail(f"no {what} at {mask_url(url)} (no such file); {hint}", EXIT_FAILURE)
+    tables = sqlite_tables(path) if path and marker else None
+    if tables and marker not in tables:
+        names = ", ".join(sorted(tables)[:4]) + (", ..." if len(tables) > 4 else "")
+        fail(f"{mask_url(url)} is not a {what} (it holds the tables {names}); {hint}")
     return url

@@ -89,7 +89,13 @@ class Discovery:
     drift: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        # Not dataclasses.asdict: it rebuilds a Counter from its (key, count) pairs, which
+        # counts the pairs ({("order.placed", 200): 1}), and JSON cannot have tuple keys.
+        out = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        for name, value in out.items():
+            if isinstance(value, Counter):
+                out[name] = dict(value)
+        out["edges"] = [dataclasses.asdict(edge) for edge in self.edges]
         out["variants"] = [{"count": n, "path": path} for n, path in self.variants]
         return out
 

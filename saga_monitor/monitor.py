@@ -249,17 +249,32 @@ class SagaMonitor:
             *(s.stop(grace=self.stop_timeout) for s in subscribers), return_exceptions=True
         )
         worker, self._worker = self._worker, None
+        clean = True
         if worker is not None:  # the handlers have returned or were cancelled
-            await self._leave(worker, max(0.5, deadline - loop.time()))
+            clean = await self._leave(worker, max(0.5, deadline - loop.time()))
+        if clean and self._started is not None:
+            self._started = None
+            self._record_stopped()
         if self._collections_lowered:
             self._collections_lowered = False
             _fewer_collections(False)
             FREEZER.release()
 
-    async def _leave(self, worker: ThreadPoolExecutor, timeout: float) -> None:
-        """End the apply thread once it is idle, its store connection closed. If the store
-        keeps it busy past ``timeout`` (what is left of ``stop_timeout``), cancel the statement
-        it waits in (the transaction is undone; nothing of it was acked), say so and go."""
+    def _record_stopped(self) -> None:
+        """Tell the views that this member (and, until another member records, its group)
+        stopped: its silence from now on is not a lag."""
+        at = self.clock()
+        try:
+            for name in (self.member, self.group):
+                self.store.record_stopped(name, at)
+        except SagaError as exc:  # the stop goes on: the views then say "last seen"
+            self._log.warning("could not record the monitor's stop", error=str(exc))
+
+    async def _leave(self, worker: ThreadPoolExecutor, timeout: float) -> bool:
+        """End the apply thread once it is idle, its store connection closed; True when it
+        did. If the store keeps it busy past ``timeout`` (what is left of ``stop_timeout``),
+        cancel the statement it waits in (the transaction is undone; nothing of it was acked),
+        say so and go (False)."""
         loop = asyncio.get_running_loop()
         store = self.store if isinstance(self.store, ThreadedStore) else None
         ended = loop.run_in_executor(worker, _release, store)  # the thread's last work
@@ -284,6 +299,7 @@ class SagaMonitor:
                 store=self.store.url,
             )
         worker.shutdown(wait=ended.done())  # an idle thread ends at once
+        return bool(done)
 
     async def run(self) -> None:
         """Start, then run until cancelled; stops cleanly."""

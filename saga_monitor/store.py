@@ -176,6 +176,10 @@ class SagaStore(Protocol):
         """Record where ``monitor`` stands (for its next start and for the views)."""
         ...
 
+    def record_stopped(self, monitor: str, at: datetime) -> None:
+        """Record that ``monitor`` stopped cleanly at ``at`` (until it records again)."""
+        ...
+
     def monitors(self) -> list[MonitorStatus]:
         """What each monitor recorded last."""
         ...
@@ -203,17 +207,22 @@ class ThreadedStore(Protocol):
 @dataclasses.dataclass(frozen=True, slots=True)
 class MonitorStatus:
     """What a monitor last recorded: its watermark, its lag behind the clock (seconds;
-    infinite before it first caught up), and when."""
+    infinite before it first caught up), and when; ``stopped``: when it stopped cleanly, None
+    while it runs (or if it ended without a clean stop)."""
 
     name: str
     watermark: datetime | None
     lag: float
     updated: datetime
+    stopped: datetime | None = None
 
     def behind(self, now: datetime, tolerance: float = 5.0) -> str | None:
         """A warning when the verdicts of ``monitor`` trail ``now`` by more than ``tolerance``
         seconds (its lag, or its silence), else None."""
         silent = max(0.0, (now - self.updated).total_seconds())
+        if self.stopped is not None:
+            ago = format_duration(max(0.0, (now - self.stopped).total_seconds()))
+            return f"monitor {self.name} stopped {ago} ago"
         if silent > 60:
             return f"monitor {self.name} last seen {format_duration(silent)} ago"
         if self.watermark is None or self.lag == float("inf"):
@@ -431,6 +440,11 @@ class MemoryStore:
         if watermark is None or (known is not None and known > watermark):
             watermark = known
         self.status[monitor] = MonitorStatus(monitor, watermark, lag, at)
+
+    def record_stopped(self, monitor: str, at: datetime) -> None:
+        status = self.status.get(monitor)
+        if status is not None:
+            self.status[monitor] = dataclasses.replace(status, stopped=at)
 
     def monitors(self) -> list[MonitorStatus]:
         return [self.status[name] for name in sorted(self.status)]

@@ -81,6 +81,12 @@ MIGRATIONS = (
             "correlation_id TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (saga, correlation_id))",
         ),
     ),
+    Migration(
+        4,
+        (  # when a monitor stopped cleanly (NULL while it runs): its silence is no lag
+            "ALTER TABLE {p}monitors ADD COLUMN stopped {real}",
+        ),
+    ),
 )
 _COLUMNS = (
     "saga",
@@ -453,22 +459,32 @@ class SqlSagaStore:
             "WHEN {p}monitors.watermark IS NULL THEN excluded.watermark "
             "WHEN excluded.watermark IS NULL THEN {p}monitors.watermark "
             "WHEN excluded.watermark > {p}monitors.watermark THEN excluded.watermark "
-            "ELSE {p}monitors.watermark END, lag = excluded.lag, updated = excluded.updated",
+            "ELSE {p}monitors.watermark END, lag = excluded.lag, updated = excluded.updated, "
+            "stopped = NULL",
             monitor,
             _epoch(watermark),
             lag if lag != float("inf") else -1.0,
             at.timestamp(),
         )
 
+    def record_stopped(self, monitor: str, at: datetime) -> None:
+        """Record that ``monitor`` stopped cleanly at ``at`` (until it records again)."""
+        self._db.execute(
+            "UPDATE {p}monitors SET stopped = ? WHERE name = ?", at.timestamp(), monitor
+        )
+
     def monitors(self) -> list[MonitorStatus]:
         """What each monitor recorded last."""
-        rows = self._db.query("SELECT name, watermark, lag, updated FROM {p}monitors ORDER BY name")
+        rows = self._db.query(
+            "SELECT name, watermark, lag, updated, stopped FROM {p}monitors ORDER BY name"
+        )
         return [
             MonitorStatus(
                 row[0],
                 _moment(row[1]),
                 float(row[2]) if row[2] is not None and row[2] >= 0 else float("inf"),
                 _moment(row[3]) or datetime.fromtimestamp(0, UTC),
+                _moment(row[4]),
             )
             for row in rows
         ]

@@ -108,9 +108,13 @@ def filter_form(params: dict[str, Any], sagas: list[str], services: list[str]) -
 
 def banner_html(statuses: list[MonitorStatus], now: datetime) -> str:
     """ "monitor … behind by …" for each group whose verdicts trail the clock (issue 11)."""
-    warnings = [w for s in statuses if "/" not in s.name and (w := s.behind(now)) is not None]
+    warnings = [
+        (w, "runs again" if s.stopped else "catches up")
+        for s in statuses
+        if "/" not in s.name and (w := s.behind(now)) is not None
+    ]
     return "".join(
-        f'<div class="banner">{e(w)}: verdicts wait until it catches up</div>' for w in warnings
+        f'<div class="banner">{e(w)}: verdicts wait until it {until}</div>' for w, until in warnings
     )
 
 
@@ -269,7 +273,16 @@ SCRIPT = """
   const body = document.body;
   const every = Number(body.dataset.refresh || 0);
   const form = document.getElementById('filters');
-  let seq = 0, debounce = null;
+  let seq = 0, debounce = null, last = new Date();
+  const live = document.createElement('div');
+  live.id = 'live-status';
+  live.className = 'banner';
+  live.hidden = true;
+  document.querySelector('main').prepend(live);
+  function stale(why) {
+    live.textContent = 'not updated since ' + last.toLocaleTimeString() + ': ' + why;
+    live.hidden = false;
+  }
   function params() {
     const p = new URLSearchParams(form ? new FormData(form) : undefined);
     for (const [k, v] of [...p]) { if (!v) p.delete(k); }
@@ -277,14 +290,31 @@ SCRIPT = """
   }
   async function update() {
     const mine = ++seq;
-    const r = await fetch(body.dataset.src + (form ? '?' + params().toString() : ''),
-                          {headers: {Accept: 'application/json'}, credentials: 'same-origin'});
-    if (!r.ok || mine !== seq) { return; }
+    let r;
+    try {
+      r = await fetch(body.dataset.src + (form ? '?' + params().toString() : ''),
+                      {headers: {Accept: 'application/json'}, credentials: 'same-origin'});
+    } catch (err) {
+      if (mine === seq) { stale('the server does not answer'); }
+      return;
+    }
+    if (mine !== seq) { return; }
+    if (!r.ok) {
+      let why = 'HTTP ' + r.status;
+      try {
+        const detail = (await r.json()).detail;
+        why = typeof detail === 'string' ? detail : JSON.stringify(detail);
+      } catch (err) { /* not JSON: the status says it */ }
+      if (mine === seq) { stale(why); }
+      return;
+    }
     const parts = await r.json();
     for (const [id, markup] of Object.entries(parts)) {
       const el = document.getElementById(id);
       if (el) { el.innerHTML = markup; }
     }
+    last = new Date();
+    live.hidden = true;
     body.dataset.updates = String(Number(body.dataset.updates || 0) + 1);
   }
   function changed(resetOffset) {

@@ -32,6 +32,25 @@ def choreo(
     )
 
 
+def choreo_into_a_closed_pipe(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``choreo(*args)`` with a stdout whose reader has gone (writing to it gives EPIPE), as
+    under ``| head -1``; stderr captured."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [*CHOREO, *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=cwd,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/broker.db"

@@ -5,9 +5,6 @@ publish that succeeded exits 0 whatever happens to its output."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,11 +14,11 @@ from typer.testing import CliRunner
 from broker import Event
 from choreo.cli import app
 from saga_monitor import Correlator, open_saga_store, parse_definitions
+from tests.test_cli import choreo_into_a_closed_pipe
 
 runner = CliRunner()
 HOSTILE = ("a[/]b", "[bold red]x[/bold red]", "[link=http://evil]y", ":smile:[/]")
 SAGA = "[/]saga"
-CHOREO = [sys.executable, "-m", "choreo"]
 
 
 @pytest.fixture
@@ -135,19 +132,7 @@ def test_a_publish_whose_output_cannot_be_written_still_exits_0(
 ) -> None:
     """The event is stored before anything is printed: a closed stdout does not make it exit 1
     (which would make a retrying script publish twice)."""
-    read_end, write_end = os.pipe()
-    os.close(read_end)  # whoever read our output has gone: writing gives EPIPE
-    try:
-        result = subprocess.run(
-            [*CHOREO, "publish", "t", "--type", "x", "--output", output, "--broker", broker],
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=tmp_path,
-            timeout=120,
-            check=False,
-        )
-    finally:
-        os.close(write_end)
+    args = ["publish", "t", "--type", "x", "--output", output, "--broker", broker]
+    result = choreo_into_a_closed_pipe(*args, cwd=tmp_path)
     assert (0, "") == (result.returncode, result.stderr)
     assert {"t": 1} == topic_counts(broker)

@@ -25,6 +25,7 @@ from choreo.commands.options import (
 from choreo.commands.serving import listen
 from choreo.config import existing, setting
 from choreo.console import (
+    committed,
     err_console,
     fail,
     out_console,
@@ -32,11 +33,13 @@ from choreo.console import (
     print_json,
     reported,
     run,
+    warn,
 )
 from choreo.errors import EXIT_USAGE
 from saga_monitor.model import STATES, utcnow
 
 if TYPE_CHECKING:
+    from broker import Bus
     from saga_monitor.definitions import Definitions
     from saga_monitor.store import SagaStore
 
@@ -105,6 +108,8 @@ def monitor(
     ),
 ) -> None:
     """Run the monitor: subscribe, correlate, detect stuck sagas, publish alerts."""
+    if parse_duration(tick, option="--tick") <= 0:  # a timer that never waits: a core at 100%
+        fail(f"--tick {tick!r} must be longer than 0; use e.g. 1s", EXIT_USAGE)
     timing = {
         "tick_interval": parse_duration(tick, option="--tick"),
         "retention": parse_duration(retention, option="--retention"),
@@ -177,18 +182,44 @@ async def _monitor(
         with contextlib.suppress(NotImplementedError):
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, task.cancel)
-    err_console.print(
-        f"watching {', '.join(monitor.topics)} on {mask_url(broker_url)} "
-        f"({len(definitions.sagas)} saga(s)); state in {store.url}; alerts to {alerts_topic}"
-    )
     try:
-        async with linker:
-            await monitor.run()
+        try:  # as monitor.run(), saying "watching" once connected and subscribed, not before
+            if from_beginning and bus.capabilities.replay:
+                await _warn_if_the_group_has_read(bus, group, monitor.topics)
+            await monitor.start()
+            err_console.print(
+                f"watching {', '.join(monitor.topics)} on {mask_url(broker_url)} "
+                f"({len(definitions.sagas)} saga(s)); state in {store.url}; "
+                f"alerts to {alerts_topic}"
+            )
+            async with linker:
+                await asyncio.Event().wait()
+        finally:
+            await monitor.stop()
     except asyncio.CancelledError:
         pass
     finally:
         await bus.stop()
         store.close()
+
+
+async def _warn_if_the_group_has_read(bus: Bus, group: str, topics: tuple[str, ...]) -> None:
+    """--from-beginning moves a new group only: say so when ``group`` already reads one of
+    ``topics`` (a new --store with the default group would otherwise stay empty, silently)."""
+    from broker.errors import BrokerError
+
+    await bus.start()
+    try:  # a hint only: a broker slow or unable to list its topics does not hold the start
+        listed = await asyncio.wait_for(bus.topics(), timeout=10)
+    except (BrokerError, TimeoutError):
+        return
+    read = sorted(t.name for t in listed if t.name in topics and group in t.groups)
+    if read:
+        warn(
+            f"group {group!r} already reads {', '.join(read)}: --from-beginning moves a new "
+            "group only, so this monitor goes on where that group left off; to read the "
+            "history, give a --group of its own"
+        )
 
 
 @contextlib.contextmanager
@@ -220,6 +251,7 @@ def _existing(url: str) -> str:
         "saga store",
         "give the --store (or CHOREO_STORE_URL) that the monitor writes to: "
         "choreo saga monitor --store URL",
+        marker="saga_schema_version",
     )
 
 
@@ -278,10 +310,11 @@ def ls(
         )
     with reported():
         prefix, field = parse_search(search)
-    window = parse_duration(since, option="--since") if since else None
+    window = parse_duration(since, option="--since") if since is not None else None
     defined = _definitions(definitions)
     now = utcnow()
     with _opened(store) as opened:
+        _known_saga(opened, saga, defined)
         owners = learn_owners(defined, sample(opened))
         awaiting = None
         if service is not None:
@@ -295,7 +328,7 @@ def ls(
         query = Query(
             saga=saga,
             state=chosen_state,
-            since=now - timedelta(seconds=window) if window else None,
+            since=now - timedelta(seconds=window) if window is not None else None,
             correlation_prefix=prefix,
             data=field,
             anomaly=anomaly,
@@ -320,6 +353,23 @@ def ls(
             else (f" (none from {page.offset + 1}; {page.total} in all)")
         )
     out_console.print(shown)
+
+
+def _known_saga(opened: SagaStore, saga: str | None, defined: Definitions | None) -> None:
+    """Exit 2 when ``saga`` names no saga the store has instances of, nor one of ``defined``:
+    a typo in --saga would otherwise read as 'no saga instances'."""
+    if saga is None:
+        return
+    with reported():
+        known = {name for name, _ in opened.counts()}
+    known |= {s.name for s in defined.sagas} if defined else set()
+    if saga not in known:
+        fail(
+            f"--saga {saga!r} is no saga with instances in {opened.url} "
+            f"(sagas: {', '.join(sorted(known)) or 'none yet'}); "
+            "for a defined saga with none yet, add --definitions FILE",
+            EXIT_USAGE,
+        )
 
 
 @saga_app.command("owes")
@@ -386,11 +436,12 @@ def ack(
         target = found[0]
         written = Note(target.saga, correlation_id, kind, author, utcnow(), note)
         opened.add_note(written)
-    if output is Output.json:
-        print_json(written.to_dict())
-        return
-    done = "acknowledged" if kind == ACK else "annotated"
-    out_console.print(f"{done} {target.saga} {correlation_id} as {author}", markup=False)
+    with committed():  # kept: a closed stdout must not fail it (a retry would add it twice)
+        if output is Output.json:
+            print_json(written.to_dict())
+            return
+        done = "acknowledged" if kind == ACK else "annotated"
+        out_console.print(f"{done} {target.saga} {correlation_id} as {author}", markup=False)
 
 
 @saga_app.command("show")
@@ -456,9 +507,10 @@ def discover(
     from saga_monitor.discovery import discover_from_broker, render_report
 
     window = parse_duration(since, option="--since") if since else None
+    url = broker_url(broker, reading=True)
     report = run(
         discover_from_broker(
-            broker_url(broker, reading=True),
+            url,
             topic,
             since=window,
             limit=limit,
@@ -467,10 +519,27 @@ def discover(
             definitions=definitions,
         )
     )
+    _say_empty_topics(topic, report.topics, url, since)
     if output is DiscoverOutput.json:
         print_json(report.to_dict())
     else:
         out_console.print(render_report(report))
+
+
+def _say_empty_topics(asked: list[str], seen: list[str], url: str, since: str | None) -> None:
+    """Exit 1 when no topic had an event (a misspelt --topic, a --since too short) rather
+    than print a draft made of nothing; warn about each topic that had none."""
+    from broker.urls import mask_url
+
+    empty = [t for t in dict.fromkeys(asked) if t not in seen]
+    where = f" on {mask_url(url)}" + (f" in the last {since}" if since else "")
+    hint = "check --topic (choreo topics ls lists the topics there)" + (
+        " and --since" if since else ""
+    )
+    if not seen:
+        fail(f"no events on {', '.join(empty)}{where}; {hint}")
+    for name in empty:
+        warn(f"no events on {name}{where}; {hint}")
 
 
 @saga_app.command("serve")
@@ -500,8 +569,9 @@ def serve(
             password if password is not None else os.environ.get("CHOREO_SAGA_PASSWORD"),
             token if token is not None else os.environ.get("CHOREO_SAGA_TOKEN"),
         )
+    url = _existing(setting("store_url", store))
     sock = listen(host, port)
     with reported():
-        app = create_app(setting("store_url", store), definitions=definitions, auth=auth)
+        app = create_app(url, definitions=definitions, auth=auth)
     out_console.print(f"saga monitor page on http://{host}:{port}/")
     serve_app(app, sock, name="saga web server", authenticated=auth is not None)

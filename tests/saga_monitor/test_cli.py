@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -19,8 +22,12 @@ from choreo.cli import app
 from saga_monitor import open_saga_store
 from tests.saga_monitor.helpers import populate, traceparent_of
 from tests.saga_monitor.test_discovery import traffic
+from tests.saga_monitor.test_web import _free_port
+from tests.test_cli import choreo, choreo_into_a_closed_pipe
 
 runner = CliRunner()
+#: The sagas `choreo demo` watches.
+DEMO_SAGAS = Path(__file__).resolve().parents[2] / "choreo" / "demo_sagas.yaml"
 
 
 @pytest.fixture
@@ -57,7 +64,7 @@ def test_ls_filters_by_state_saga_and_since(store_url: str) -> None:
         return [row["correlation_id"] for row in json.loads(result.stdout)]
 
     assert ["order-stuck"] == ids("--state", "stuck")
-    assert [] == ids("--saga", "other")
+    assert ["order-stuck"] == ids("--saga", "order-fulfilment", "--state", "stuck")
     assert ["order-stuck"] == ids("--since", "30s")
 
 
@@ -268,13 +275,7 @@ def test_console_commands_mistakes_are_one_line(
 def test_monitor_stops_on_sigint_even_when_started_with_it_ignored(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT) stops `saga monitor` promptly with exit 0 and no traceback, also when
     it inherited SIGINT as ignored (a job a script started with &), as SIGTERM does."""
-    definitions = Path(__file__).resolve().parents[2] / "choreo" / "demo_sagas.yaml"
-    monitor = subprocess.Popen(
-        [sys.executable, "-m", "choreo", "saga", "monitor", "-d", str(definitions),
-         "--broker", f"sqlite:///{tmp_path}/broker.db", "--store", f"sqlite:///{tmp_path}/s.db"],
-        stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
-    )  # fmt: skip
+    monitor = _monitor(tmp_path, ignore_sigint=True)
     assert monitor.stderr is not None
     try:
         started = monitor.stderr.readline()  # the "watching ..." line: the loop is running
@@ -284,3 +285,224 @@ def test_monitor_stops_on_sigint_even_when_started_with_it_ignored(tmp_path: Pat
         monitor.kill()
         rest = monitor.stderr.read()
     assert (0, True, False) == (code, started.startswith("watching"), "Traceback" in rest)
+
+
+def _monitor(tmp_path: Path, *args: str, ignore_sigint: bool = False) -> subprocess.Popen[str]:
+    """`choreo saga monitor` of the demo's sagas on an embedded broker and store in
+    ``tmp_path`` (``broker.db``, ``s.db``) with ``args``, its stderr piped; ``ignore_sigint``:
+    started as a job a script starts with & (SIGINT inherited as ignored)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "choreo", "saga", "monitor", "-d", str(DEMO_SAGAS), *args,
+         "--broker", f"sqlite:///{tmp_path}/broker.db", "--store", f"sqlite:///{tmp_path}/s.db"],
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=_ignore_sigint if ignore_sigint else None,  # noqa: PLW1509
+    )  # fmt: skip
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def test_ls_says_that_a_monitor_stopped_rather_than_that_it_is_behind(tmp_path: Path) -> None:
+    """After `saga monitor` stopped (Ctrl-C), `saga ls` says it stopped, not that it is behind
+    by its growing silence (which read as a running monitor that lags)."""
+    store = tmp_path / "s.db"
+    monitor = _monitor(tmp_path)
+    try:
+        assert monitor.stderr is not None
+        assert monitor.stderr.readline().startswith("watching")
+        deadline = time.monotonic() + 60
+        while not _group_recorded(store):  # its first tick: the group's row is there
+            assert time.monotonic() < deadline, "the monitor recorded no watermark"
+            time.sleep(0.05)
+        monitor.send_signal(signal.SIGINT)
+        assert 0 == monitor.wait(timeout=60)
+    finally:
+        monitor.kill()
+    listed = choreo("saga", "ls", "-s", f"sqlite:///{store}", cwd=tmp_path)
+    warning = "warning: monitor choreo-saga-monitor stopped "
+    assert (0, True) == (listed.returncode, listed.stderr.startswith(warning)), listed.stderr
+
+
+def _group_recorded(store: Path) -> bool:
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        try:
+            query = "SELECT 1 FROM saga_monitors WHERE name = 'choreo-saga-monitor'"
+            return bool(db.execute(query).fetchall())
+        except sqlite3.OperationalError:  # no table yet
+            return False
+
+
+def test_serve_refuses_a_store_file_that_is_not_there(tmp_path: Path) -> None:
+    """`saga serve --store` naming a missing SQLite file (a typo) exits 1 with one line and
+    creates nothing, as ls and show do, instead of serving an empty console."""
+    typo = tmp_path / "saga.db"
+    port = str(_free_port())
+    result = choreo("saga", "serve", "--store", f"sqlite:///{typo}", "--port", port, cwd=tmp_path)
+    expected = f"error: no saga store at sqlite:///{typo} (no such file); give the --store"
+    assert (1, True) == (result.returncode, result.stderr.startswith(expected)), result.stderr
+    assert (1, []) == (len(result.stderr.splitlines()), list(tmp_path.iterdir()))
+
+
+@pytest.mark.parametrize(
+    "args", [["ls"], ["owes"], ["show", "order-1"], ["ack", "order-1", "--note", "x"], ["serve"]]
+)
+def test_a_broker_file_given_as_the_store_is_refused_untouched(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """The embedded broker's file given as --store (they sit side by side) is not a saga
+    store: one line, exit 1, and no saga tables written into the broker's file."""
+    broker = tmp_path / "broker.db"
+    sent = choreo(
+        "publish", "orders", "--type", "x", "--broker", f"sqlite:///{broker}", cwd=tmp_path
+    )
+    assert 0 == sent.returncode, sent.stderr
+    with contextlib.closing(sqlite3.connect(broker)) as db:
+        before = db.execute("SELECT name FROM sqlite_master ORDER BY name").fetchall()
+    port = ["--port", str(_free_port())] if args == ["serve"] else []
+    result = choreo("saga", *args, *port, "--store", f"sqlite:///{broker}", cwd=tmp_path)
+    expected = f"error: sqlite:///{broker} is not a saga store (it holds the tables "
+    assert (1, True) == (result.returncode, result.stderr.startswith(expected)), result.stderr
+    assert 1 == len(result.stderr.splitlines()), result.stderr
+    with contextlib.closing(sqlite3.connect(broker)) as db:
+        assert before == db.execute("SELECT name FROM sqlite_master ORDER BY name").fetchall()
+
+
+def test_ls_with_a_saga_name_nobody_knows_is_a_usage_error(store_url: str, tmp_path: Path) -> None:
+    """`saga ls --saga` with a misspelt saga is one line naming the sagas there, exit 2, not
+    an empty listing that reads as 'nothing stuck'; a saga of --definitions with no instances
+    yet lists none."""
+    typo = choreo(
+        "saga", "ls", "--saga", "order-fulfilmnet", "-o", "json", "-s", store_url, cwd=tmp_path
+    )
+    expected = "error: --saga 'order-fulfilmnet' is no saga with instances in "
+    assert (2, "") == (typo.returncode, typo.stdout), typo.stderr
+    assert [True, True] == [expected in typo.stderr, "(sagas: order-fulfilment)" in typo.stderr]
+    assert 1 == len(typo.stderr.splitlines()), typo.stderr
+    known = choreo(
+        "saga", "ls", "--saga", "order-fulfilment", "-o", "json", "-s", store_url, cwd=tmp_path
+    )
+    assert (0, 4) == (known.returncode, len(json.loads(known.stdout))), known.stderr
+    defined = tmp_path / "other.yaml"
+    defined.write_text("sagas:\n  - name: other\n    start: [a]\n    steps: [{event: b}]\n")
+    args = ["--saga", "other", "-d", str(defined), "-o", "json"]
+    none_yet = choreo("saga", "ls", *args, "-s", store_url, cwd=tmp_path)
+    assert (0, []) == (none_yet.returncode, json.loads(none_yet.stdout)), none_yet.stderr
+
+
+@pytest.fixture
+def recorded(tmp_path: Path) -> str:
+    """An embedded broker file holding the order traffic of test_discovery (order, payment,
+    inventory and shipping topics)."""
+    url = f"sqlite:///{tmp_path}/broker.db"
+
+    async def publish() -> None:
+        async with Bus(url) as bus:
+            for topic, item in traffic():
+                await bus.publish(topic, item)
+
+    asyncio.run(publish())
+    return url
+
+
+def test_discover_json_is_the_report(recorded: str, tmp_path: Path) -> None:
+    """`saga discover --output json` prints the report, with the counts per event type."""
+    topics = ["-t", "order", "-t", "payment", "-t", "inventory"]
+    result = choreo("saga", "discover", "--broker", recorded, *topics, "-o", "json", cwd=tmp_path)
+    assert 0 == result.returncode, result.stderr
+    report = json.loads(result.stdout)
+    expected = ({"order.placed": 28}, {"inventory.unavailable": 5, "payment.failed": 3})
+    assert expected == (report["starts"], report["fail"])
+
+
+def test_discover_of_topics_without_events_says_so(recorded: str, tmp_path: Path) -> None:
+    """A misspelt --topic is named: alone it is one line and exit 1 (no draft made of
+    nothing); beside a topic with events, a warning on stderr and the draft of the others."""
+    alone = choreo("saga", "discover", "--broker", recorded, "-t", "oder", cwd=tmp_path)
+    expected = f"error: no events on oder on {recorded}; check --topic (choreo topics ls"
+    assert (1, "", True) == (alone.returncode, alone.stdout, alone.stderr.startswith(expected))
+    assert 1 == len(alone.stderr.splitlines()), alone.stderr
+    both = choreo(
+        "saga", "discover", "--broker", recorded, "-t", "order", "-t", "paymnt", cwd=tmp_path
+    )
+    assert (0, True) == (both.returncode, "start: [order.placed]" in both.stdout), both.stderr
+    assert both.stderr.startswith(f"warning: no events on paymnt on {recorded}; "), both.stderr
+
+
+def test_monitor_refuses_a_tick_of_zero(tmp_path: Path) -> None:
+    """`saga monitor --tick 0` (a timer that never waits, a core at 100%) is one line, exit 2,
+    before anything is opened or created."""
+    store = f"sqlite:///{tmp_path}/sagas.db"
+    result = choreo(
+        "saga", "monitor", "-d", str(DEMO_SAGAS), "--tick", "0", "-s", store, cwd=tmp_path
+    )
+    expected = ["error: --tick '0' must be longer than 0; use e.g. 1s"]
+    assert (2, expected) == (result.returncode, result.stderr.splitlines())
+    assert [] == list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("output", ["table", "json"])
+def test_an_ack_whose_output_cannot_be_written_still_exits_0(
+    store_url: str, tmp_path: Path, output: str
+) -> None:
+    """The note is kept before anything is printed: a closed stdout (`| head -0`) does not
+    make `saga ack` exit 1, which would make a retrying script add it twice."""
+    args = ["saga", "ack", "order-stuck", "--note", "n", "--who", "ana", "-o", output]
+    result = choreo_into_a_closed_pipe(*args, "-s", store_url, cwd=tmp_path)
+    assert (0, "") == (result.returncode, result.stderr)
+    (row,) = _json("ls", "--store", store_url, "--state", "stuck")  # type: ignore[misc]
+    assert ["n"] == [note["note"] for note in row["notes"]]
+
+
+def test_ls_since_zero_or_empty_does_not_list_everything(store_url: str, tmp_path: Path) -> None:
+    """`--since 0` lists what was updated within no time (nothing), and `--since ""` (a
+    script's unset variable) is one line and exit 2: neither drops the filter silently."""
+    zero = choreo("saga", "ls", "--since", "0", "-o", "json", "-s", store_url, cwd=tmp_path)
+    assert (0, []) == (zero.returncode, json.loads(zero.stdout)), zero.stderr
+    empty = choreo("saga", "ls", "--since", "", "-o", "json", "-s", store_url, cwd=tmp_path)
+    assert (2, "") == (empty.returncode, empty.stdout)
+    assert "'' is not a duration for --since" in empty.stderr, empty.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "names"),
+    [
+        ("nats://127.0.0.1:1", "cannot connect to NATS at nats://127.0.0.1:1"),
+        pytest.param(
+            "amqp://guest:wrong@127.0.0.1:5672/",
+            "cannot connect to RabbitMQ at amqp://guest:***@127.0.0.1:5672/",
+            marks=pytest.mark.rabbitmq,
+        ),
+    ],
+)
+def test_monitor_on_a_broker_it_cannot_reach_is_one_line(
+    tmp_path: Path, url: str, names: str
+) -> None:
+    """A broker that does not answer (or refuses the password) stops `saga monitor` with the
+    one error line, exit 1, without first saying it is "watching"."""
+    store = f"sqlite:///{tmp_path}/s.db"
+    result = choreo("saga", "monitor", "-d", str(DEMO_SAGAS), "-b", url, "-s", store, cwd=tmp_path)
+    lines = result.stderr.splitlines()
+    assert (1, 1, True) == (result.returncode, len(lines), names in result.stderr), lines
+
+
+def test_monitor_from_beginning_says_when_its_group_has_read_already(tmp_path: Path) -> None:
+    """--from-beginning moves a new group only: with a group that already read the topics it
+    says so first (the history will not be read), with a new group it just starts."""
+    broker = f"sqlite:///{tmp_path}/broker.db"
+    sent = choreo("publish", "orders", "--type", "order.placed", "--broker", broker, cwd=tmp_path)
+    read = ["subscribe", "orders", "--group", "choreo-saga-monitor", "--from-beginning"]
+    had = choreo(*read, "--count", "1", "--output", "json", "--broker", broker, cwd=tmp_path)
+    assert (0, 0) == (sent.returncode, had.returncode), sent.stderr + had.stderr
+    first = []
+    for args in (["--from-beginning"], ["--from-beginning", "--group", "new"]):
+        monitor = _monitor(tmp_path, *args)
+        try:
+            assert monitor.stderr is not None
+            first.append(monitor.stderr.readline())
+            monitor.send_signal(signal.SIGINT)
+            assert 0 == monitor.wait(timeout=60)
+        finally:
+            monitor.kill()
+    warning = "warning: group 'choreo-saga-monitor' already reads orders: --from-beginning "
+    assert [True, True] == [first[0].startswith(warning), first[1].startswith("watching")], first

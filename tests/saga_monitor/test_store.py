@@ -185,6 +185,21 @@ def test_prune_removes_only_instances_finished_before_the_cutoff(make_store: Sto
     assert {"new", "running"} == {i.correlation_id for i in store.instances()}
 
 
+@pytest.mark.parametrize("memory", [False, True])
+def test_a_clean_stop_is_kept_until_the_monitor_records_again(
+    make_store: StoreFactory, memory: bool
+) -> None:
+    """record_stopped marks a monitor stopped (the views say so, not "behind"); its next
+    record clears it."""
+    store = open_saga_store("memory://") if memory else make_store()
+    store.record_monitor("ops", at(0), 0.0, at(1))
+    store.record_stopped("ops", at(2))
+    (stopped,) = store.monitors()
+    assert (at(2), "monitor ops stopped 58s ago") == (stopped.stopped, stopped.behind(at(60)))
+    store.record_monitor("ops", at(3), 0.0, at(4))
+    assert [None] == [status.stopped for status in store.monitors()]
+
+
 def test_a_new_sqlite_store_reads_no_rows_for_its_new_instances(tmp_path: Path) -> None:
     """A store opened on an empty table holds the whole table in memory (a catch-up into it
     reads nothing for its new sagas); one opened on rows it has not read does not."""

@@ -144,6 +144,16 @@ def test_banner_says_when_the_monitor_is_behind(client: TestClient, store: SagaS
     assert "monitor ops behind by 5m" in banner
 
 
+def test_banner_says_when_the_monitor_stopped(client: TestClient, store: SagaStore) -> None:
+    """A monitor that stopped cleanly is "stopped … ago" on the console, not behind."""
+    now = datetime.now(UTC)
+    store.record_monitor("ops", now - timedelta(minutes=5), 0.0, now - timedelta(minutes=5))
+    store.record_stopped("ops", now - timedelta(minutes=5))
+    banner = client.get("/partials/console").json()["banner"]
+    stopped = "monitor ops stopped 5m ago: verdicts wait until it runs again"
+    assert (True, False) == (stopped in banner, "behind" in banner), banner
+
+
 @pytest.fixture
 def live(store: SagaStore, named: Path) -> Iterator[str]:
     """The app with a 1 s live update, served by uvicorn on a free port (in a thread)."""
@@ -221,5 +231,34 @@ def test_browser_console_live_paging_board_and_acknowledgement(live: str, store:
             page.locator('g.node[data-event="inventory.reserved"]').click()
             page.wait_for_url("**/?saga=order-fulfilment&awaiting=inventory.reserved")
             expect(page.locator(".pager .total")).to_have_text("7")
+        finally:
+            browser.close()
+
+
+@pytest.mark.browser
+def test_browser_console_says_when_it_cannot_update(live: str) -> None:
+    """In Chromium: a search the server refuses, or a server that stops answering, puts "not
+    updated since …: why" over the list (which would otherwise stay as it was, looking live);
+    the next good update takes it away."""
+    from playwright.sync_api import expect, sync_playwright
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install -y chromium"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{live}/")
+            status = page.locator("#live-status")
+            expect(status).to_be_hidden()
+            page.locator("#q").fill("data.=x")
+            expect(status).to_contain_text("not updated since ")
+            expect(status).to_contain_text("a payload field is data.<field>")
+            page.locator("#q").fill("order-p")
+            expect(status).to_be_hidden()
+            expect(page.locator(".pager .total")).to_have_text("5")
+            page.route("**/partials/console*", lambda route: route.abort())
+            expect(status).to_contain_text("the server does not answer", timeout=10_000)
+            page.unroute("**/partials/console*")
+            expect(status).to_be_hidden(timeout=10_000)
         finally:
             browser.close()
