@@ -11,6 +11,7 @@ from aiokafka.structs import ConsumerRecord
 
 from broker import Event
 from broker.adapters.kafka import wire
+from broker.adapters.kit import event_time
 from broker.deadletter import dead_letter
 from broker.envelope import new_event
 from broker.errors import EnvelopeError
@@ -84,6 +85,7 @@ def test_the_record_key_becomes_the_partition_key() -> None:
 
 
 BASE = [("ce_specversion", b"1.0"), ("ce_id", b"1"), ("ce_source", b"s"), ("ce_type", b"t")]
+JSON = ("content-type", b"application/json")
 
 
 @pytest.mark.parametrize(
@@ -140,3 +142,39 @@ def test_headers_are_text_when_asked() -> None:
     """A record's headers as text, values that are not UTF-8 replaced, no value as empty."""
     rec = record([("a", b"x"), ("b", b"\xff"), ("c", None)], b"")
     assert {"a": "x", "b": "\ufffd", "c": ""} == wire.record_headers(rec)
+
+
+@pytest.mark.parametrize(
+    ("rec", "from_header"),
+    [
+        (encoded(sample()), True),
+        (encoded(Event(type="a", source="b", data=1, time=None)), False),
+        (encoded(Event(type="a", source="b", data="x", datacontenttype="text/plain")), True),
+        (record([*BASE, ("ce_time", b"2026-01-02T03:04:05"), JSON], b"{}"), True),
+        (record([*BASE, ("ce_time", b"2026-01-02T03:04:05+02:00"), JSON], b"{}"), True),
+        (record([*BASE, ("ce_time", b"2026-01-02T03:04:05Z")], b"{}"), False),
+        (record([*BASE, ("ce_time", b""), JSON], b"{}"), False),
+        (record([*BASE, ("CE_TIME", b"2026-01-02T03:04:05Z")], b"{}"), False),
+        (record([*BASE, ("Content-Type", b"application/json")], b"{}"), False),
+        (
+            record(
+                [("content-type", b"application/cloudevents+json")], sample().to_json().encode()
+            ),
+            False,
+        ),
+    ],
+)
+def test_a_records_time_read_from_its_header_is_its_events(rec: Any, from_header: bool) -> None:
+    """The time a batch read merges a record by, read from its headers alone, is the time of
+    the event it decodes to; None (decode it) where only decoding tells."""
+    event, error = wire.decode_record(rec)
+    assert error is None
+    expected = event_time(event) if from_header else None
+    assert expected == wire.record_time(rec)
+
+
+def test_an_undecodable_records_time_is_its_headers() -> None:
+    """A record that does not decode is merged by the time its header gives."""
+    rec = record([*BASE[1:], ("ce_time", b"2026-01-02T03:04:05Z"), JSON], b"{}")
+    assert wire.decode_record(rec)[0] is None
+    assert datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp() == wire.record_time(rec)

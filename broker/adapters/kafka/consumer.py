@@ -7,7 +7,11 @@ kept, up to the time every partition still behind its high watermark reached
 (:class:`broker.adapters.kit.Horizon`): a batch then spans the partitions (and topics) instead
 of holding one partition's records after another's, so the events that belong together (a
 saga's steps on several topics) arrive in the same batch even when a fetch brought one
-partition's backlog further than another's.
+partition's backlog further than another's. A lane takes up to ``prefetch`` records at a time
+from the fetcher, timed by their ``ce_time`` header and decoded only when handed out (as a
+per-event read does): the fetched records wait in the fetcher in their compact form, not as
+thousands of decoded events for the garbage collector to walk. An undecodable record is merged
+by the time in its header (by decoding, it would have none and come first).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from aiokafka import errors as kerr
 
 from broker.adapters.kafka.errors import translate_error
 from broker.adapters.kafka.settings import KafkaSettings
-from broker.adapters.kafka.wire import decode_record, record_headers
+from broker.adapters.kafka.wire import decode_record, record_headers, record_time
 from broker.adapters.kit import (
     BaseSubscription,
     HoldQueue,
@@ -163,7 +167,27 @@ _Lane = tuple[_Partition, _Decoded]
 
 
 def _time_of(item: _Lane) -> float:
-    return event_time(item[1][1][0])
+    found = item[1]
+    if found.__class__ is tuple:
+        return event_time(found[1][0])
+    moment = record_time(found)
+    return event_time(decode_record(found)[0]) if moment is None else moment
+
+
+def _keyed(part: _Partition, records: list[Any]) -> list[tuple[float, _Lane]]:
+    """The (time, lane item) pairs of a partition's fetched records for the merge: the time
+    read from the ``ce_time`` header, the record left to decode when it is handed out (as a
+    per-event read does); a record whose time only decoding tells is decoded now."""
+    keyed: list[tuple[float, _Lane]] = []
+    append = keyed.append
+    for record in records:
+        moment = record_time(record)
+        if moment is None:
+            decoded = decode_record(record)
+            append((event_time(decoded[0]), (part, (record, decoded))))
+        else:
+            append((moment, (part, record)))
+    return keyed
 
 
 # -- subscriptions --------------------------------------------------------------------------------
@@ -478,6 +502,13 @@ class KafkaSubscription(BaseSubscription):
         """Read for a batch subscription: fetches take what the fetcher holds for every
         partition, merged by event time (see the module docstring)."""
         self._horizon = Horizon(_time_of)
+        # aiokafka fetches a drained partition again only once every partition of the broker
+        # it reads from was drained too, or after this backoff (0.1 s, not an option): the
+        # merge waits for the drained lane while the others' records wait in the fetcher, so
+        # that lane is fetched at once instead (a fetch stays one request per broker at a time).
+        fetcher = getattr(self._consumer, "_fetcher", None)
+        if fetcher is not None and hasattr(fetcher, "_prefetch_backoff"):
+            fetcher._prefetch_backoff = 0.0
         for part in self._parts.values():  # a backlog holds the others back from the start
             self._horizon.behind(part, part.behind)
 
@@ -485,10 +516,20 @@ class KafkaSubscription(BaseSubscription):
         horizon = self._horizon  # every partition's fetched records, not the first ones' only
         if horizon is not None and horizon.held:
             timeout = min(timeout, horizon.waiting() or 0.0)
+        partitions: list[TopicPartition] = []
+        if horizon is not None:  # the lanes short of records, up to ``prefetch`` a lane
+            room = self._prefetch
+            partitions = [tp for tp, p in self._parts.items() if horizon.count(p) < room]
+            if not partitions and self._parts:  # every lane full: what the horizon lets go
+                self._merge(horizon, {})
+                if self._buffer:
+                    return
+            # none assigned, or nothing let go: a fetch from every partition, which waits
         try:
             batch = await self._consumer.getmany(
+                *partitions,
                 timeout_ms=max(1, int(timeout * 1000)),
-                max_records=None if horizon is not None else self._prefetch,
+                max_records=self._prefetch,
             )
         except (kerr.ConsumerStoppedError, kerr.IllegalStateError):
             if not self._closed:
@@ -518,7 +559,7 @@ class KafkaSubscription(BaseSubscription):
                 continue
             high = consumer.highwater(tp)
             more = high is not None and records[-1].offset + 1 < high
-            horizon.add(part, [(part, (r, decode_record(r))) for r in records], more=more)
+            horizon.add_keyed(part, _keyed(part, records), more=more)
         released = horizon.release()
         if released:
             self._buffer.append((None, released))

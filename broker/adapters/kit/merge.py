@@ -110,13 +110,17 @@ class Horizon(Generic[L, T]):
     def add(self, lane: L, items: Iterable[T], *, more: bool) -> None:
         """Append ``items`` (in the lane's order) to ``lane``; ``more``: whether the broker
         has records after them (the lane is behind)."""
+        key = self._key
+        self.add_keyed(lane, [(key(item), item) for item in items], more=more)
+
+    def add_keyed(self, lane: L, keyed: list[tuple[float, T]], *, more: bool) -> None:
+        """:meth:`add` of (key, item) pairs whose keys the caller worked out (no call of the
+        key function per item)."""
         state = self._lanes.get(lane)
         if state is None:
             state = self._lanes[lane] = _Lane()
-        key = self._key
         held = state.items
         before = len(held)
-        keyed = [(key(item), item) for item in items]
         if keyed:
             held += keyed
             state.reached = max(state.reached, *map(_KEY, keyed))
@@ -124,6 +128,11 @@ class Horizon(Generic[L, T]):
         if len(held) > before and not self.held:  # holding starts: the horizon's clock too
             self._last, self._moved = float("-inf"), time.monotonic()
         self.held += len(held) - before
+
+    def count(self, lane: L) -> int:
+        """How many items ``lane`` holds."""
+        state = self._lanes.get(lane)
+        return 0 if state is None else len(state.items)
 
     def behind(self, lane: L, more: bool = True) -> None:
         """Say whether ``lane`` has records to come before any of them was read (a backlog
