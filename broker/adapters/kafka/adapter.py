@@ -296,6 +296,15 @@ class KafkaAdapter(BaseAdapter):
                     by_topic.setdefault(tp.topic, set()).add(name[len(prefix) :])
         return by_topic
 
+    async def _existing_partitions(self, topic: str) -> list[TopicPartition]:
+        """The partitions of ``topic``, none when the cluster lacks it: a metadata request naming
+        a missing topic creates it (Tansu, and Kafka's default ``auto.create.topics.enable``), so
+        a read of a misspelt name (``dlq ls``, ``saga discover``) would leave that topic behind."""
+        _, admin = self._require()
+        if topic not in await admin.list_topics():
+            return []
+        return (await self._partitions([topic])).get(topic, [])
+
     async def _partitions(self, names: Iterable[str]) -> dict[str, list[TopicPartition]]:
         _, admin = self._require()
         names = list(names)
@@ -336,7 +345,7 @@ class KafkaAdapter(BaseAdapter):
     async def browse(self, topic: str, *, limit: int = 100) -> list[Event]:
         self._require()
         try:
-            tps = (await self._partitions([topic])).get(topic, [])
+            tps = await self._existing_partitions(topic)
             if not tps or limit <= 0:
                 return []
             async with self._reader() as reader:
@@ -358,7 +367,7 @@ class KafkaAdapter(BaseAdapter):
                 f"Kafka topics cannot lose single events; purge all of {topic} instead"
             )
         try:
-            tps = (await self._partitions([topic])).get(topic, [])
+            tps = await self._existing_partitions(topic)
             if not tps:
                 return 0
             async with self._reader() as reader:
