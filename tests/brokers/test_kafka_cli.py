@@ -1,14 +1,20 @@
-"""The CLI on Kafka as an operator meets it: reads leave the cluster as they found it."""
+"""The CLI on Kafka as an operator meets it: reads leave the cluster as they found it, and
+warnings hold on a cluster with many groups."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import subprocess
 import uuid
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.test_cli import choreo
+from broker import Bus
+from tests.test_cli import CHOREO, choreo
 
 pytestmark = pytest.mark.kafka
 
@@ -28,3 +34,58 @@ def test_reading_a_misspelt_topic_does_not_create_it(kafka_url: str, tmp_path: P
     ), listed.stderr + found.stderr + topics.stderr
     names = {t["name"] for t in json.loads(topics.stdout)}
     assert set() == {typo, f"{typo}.dlq"} & names
+
+
+async def _commit_offsets(url: str, topic: str, groups: list[str]) -> None:
+    """Give each of ``groups`` (under the URL's ``group_prefix``) a committed offset in
+    ``topic``, as a consumer of that group that read it would have."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.structs import OffsetAndMetadata
+
+    parts = urlsplit(url)
+    prefix = parse_qs(parts.query).get("group_prefix", [""])[0]
+    async with Bus(url) as bus:
+        await bus.create_topic(topic, partitions=1)
+    partition = TopicPartition(topic, 0)
+    for group in groups:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=parts.netloc, group_id=prefix + group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            consumer.assign([partition])
+            await consumer.commit({partition: OffsetAndMetadata(0, "")})
+        finally:
+            await consumer.stop()
+
+
+def test_monitor_from_beginning_warns_among_hundreds_of_groups(
+    kafka_url: str, tmp_path: Path
+) -> None:
+    """`saga monitor --from-beginning` warns that its group already read the topics also when
+    the cluster holds over 200 groups and its name sorts after the first 200 (they were the
+    only ones asked, so the warning was silently lost and topics ls left the group out)."""
+    topic = f"orders-{uuid.uuid4().hex[:8]}"
+    groups = [f"g{i:03d}" for i in range(201)]
+    asyncio.run(_commit_offsets(kafka_url, topic, groups))
+    definitions = tmp_path / "sagas.yaml"
+    definitions.write_text(
+        f"topics: [{topic}]\nsagas:\n  - name: s\n    start: [a]\n"
+        "    steps:\n      - event: b\n        within: 30s\n"
+    )
+    monitor = subprocess.Popen(
+        [*CHOREO, "saga", "monitor", "-d", str(definitions), "--group", groups[-1],
+         "--from-beginning", "-b", kafka_url, "-s", f"sqlite:///{tmp_path}/s.db"],
+        stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        assert monitor.stderr is not None
+        lines = [monitor.stderr.readline()]
+        while not lines[-1].startswith(("watching", "warning: group", "error")) and lines[-1]:
+            lines.append(monitor.stderr.readline())  # Tansu's idempotence line may come first
+        monitor.send_signal(signal.SIGINT)
+        assert 0 == monitor.wait(timeout=60)
+    finally:
+        monitor.kill()
+    warning = f"warning: group '{groups[-1]}' already reads {topic}: --from-beginning "
+    assert lines[-1].startswith(warning), lines

@@ -34,7 +34,8 @@ _log = get_logger("choreo.kafka")
 _BACKOFF = Backoff(initial=0.1, maximum=1.0)
 _CREATE_TIMEOUT = 30.0
 _CLOSE_TIMEOUT = 10.0
-_MAX_GROUPS_LISTED = 200
+#: How many groups' offsets are asked for at once when listing topics (every group is asked).
+_GROUPS_AT_ONCE = 50
 #: Default longest wait of a fetch for new records (aiokafka's is 500 ms). Apache Kafka answers
 #: a fetch as soon as records arrive, whatever the wait; Tansu and some Kafka-compatible brokers
 #: answer only when the wait is over, so this bounds their delivery latency. Raise it for many
@@ -42,7 +43,7 @@ _MAX_GROUPS_LISTED = 200
 FETCH_MAX_WAIT_MS = 10
 #: Default largest record batch (aiokafka's is 16 KiB): ``publish_many`` and busy publishers
 #: send fewer, larger produce requests; ``linger_ms`` stays 0, so no event waits for a batch.
-PRODUCER_BATCH_BYTES = 256 * 1024  # topics ls asks each group for its offsets: bounded
+PRODUCER_BATCH_BYTES = 256 * 1024
 # Bootstrap lists whose broker refused an idempotent producer (Tansu): probe once per process.
 _NOT_IDEMPOTENT: set[tuple[str, ...]] = set()
 # What brokers answer to InitProducerId when they cannot do idempotence (Tansu: UnknownError).
@@ -279,14 +280,19 @@ class KafkaAdapter(BaseAdapter):
         _, admin = self._require()
         prefix = self.settings.group_prefix
         listed = await admin.list_consumer_groups()
-        names = sorted(g[0] for g in listed if g[0].startswith(prefix))[:_MAX_GROUPS_LISTED]
+        names = sorted(g[0] for g in listed if g[0].startswith(prefix))
         tps = [tp for group in partitions.values() for tp in group]
         if not names or not tps:
             return {}
-        found = await asyncio.gather(
-            *(admin.list_consumer_group_offsets(g, partitions=tps) for g in names),
-            return_exceptions=True,
-        )
+        found: list[Any] = []
+        for start in range(0, len(names), _GROUPS_AT_ONCE):  # all of them: a group left out
+            found += await asyncio.gather(  # would read as one that never read the topic
+                *(
+                    admin.list_consumer_group_offsets(g, partitions=tps)
+                    for g in names[start : start + _GROUPS_AT_ONCE]
+                ),
+                return_exceptions=True,
+            )
         by_topic: dict[str, set[str]] = {}
         for name, offsets in zip(names, found, strict=True):
             if isinstance(offsets, BaseException):
