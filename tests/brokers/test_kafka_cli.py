@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -14,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from broker import Bus
+from tests.saga_monitor.test_cli import DEMO_SAGAS
 from tests.test_cli import CHOREO, choreo
 
 pytestmark = pytest.mark.kafka
@@ -89,3 +91,20 @@ def test_monitor_from_beginning_warns_among_hundreds_of_groups(
         monitor.kill()
     warning = f"warning: group '{groups[-1]}' already reads {topic}: --from-beginning "
     assert lines[-1].startswith(warning), lines
+
+
+def test_a_port_that_does_not_speak_kafka_is_one_line_in_bounded_time(tmp_path: Path) -> None:
+    """A host and port that accept connections but never answer the Kafka protocol (another
+    service) fail after connect_timeout_ms with one line saying so, not after aiokafka's 40 s
+    request timeout."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (backlog), never answers
+        url = f"kafka://127.0.0.1:{silent.getsockname()[1]}?connect_timeout_ms=1000"
+        store = f"sqlite:///{tmp_path}/s.db"
+        for args in (
+            ["dlq", "ls", "orders"],
+            ["saga", "monitor", "-d", str(DEMO_SAGAS), "-s", store],
+        ):
+            run = choreo(*args, "-b", url, cwd=tmp_path)
+            lines = run.stderr.splitlines()
+            assert (1, 1) == (run.returncode, len(lines)), lines
+            assert "no answer within 1000 ms" in lines[0], lines

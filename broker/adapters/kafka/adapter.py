@@ -20,7 +20,12 @@ from broker.adapters.kafka.settings import bootstrap_servers, split_options
 from broker.adapters.kafka.wire import decode_record, encode_event
 from broker.adapters.kit import Backoff, BaseAdapter, keep_trying
 from broker.envelope import Event
-from broker.errors import CapabilityError, ClosedError, ConfigurationError
+from broker.errors import (
+    BrokerUnavailableError,
+    CapabilityError,
+    ClosedError,
+    ConfigurationError,
+)
 from broker.observability import get_logger
 from broker.ports import Capabilities, TopicInfo
 
@@ -97,19 +102,30 @@ class KafkaAdapter(BaseAdapter):
         if self._producer is not None:
             return
         self._closed = False
+        limit = self.settings.connect_timeout_ms
         try:
-            self._producer = producer = await self._start_producer()
-            self._publisher = KafkaPublisher(
-                producer,
-                self._url,
-                self.settings.publish_timeout_ms / 1000,
-                self._client_options["producer"].get("partitioner"),
-            )
-            self._admin = AIOKafkaAdminClient(**self._options("admin"))
-            await self._admin.start()
+            await asyncio.wait_for(self._start_clients(), limit / 1000)
         except kerr.KafkaError as exc:
             await self.close()
             raise translate_error(exc, self._url, "connecting") from exc
+        except TimeoutError as exc:
+            await self.close()
+            raise BrokerUnavailableError(
+                f"cannot reach Kafka at {self.url} while connecting (no answer within {limit} "
+                "ms); check that the host and port are a Kafka listener (not another service) "
+                "and that the broker runs, or raise connect_timeout_ms"
+            ) from exc
+
+    async def _start_clients(self) -> None:
+        self._producer = producer = await self._start_producer()
+        self._publisher = KafkaPublisher(
+            producer,
+            self._url,
+            self.settings.publish_timeout_ms / 1000,
+            self._client_options["producer"].get("partitioner"),
+        )
+        self._admin = AIOKafkaAdminClient(**self._options("admin"))
+        await self._admin.start()
 
     async def _start_producer(self) -> AIOKafkaProducer:
         mode = self.settings.idempotence

@@ -58,6 +58,9 @@ class KafkaSettings:
     #: Commit acked offsets at least this often, and after this many acks.
     commit_interval_ms: int = 100
     commit_batch: int = 500
+    #: How long connecting may take: a port that accepts but never answers the Kafka protocol
+    #: (another service) would otherwise hold the start for aiokafka's request_timeout_ms (40 s).
+    connect_timeout_ms: int = 10_000
     #: How long a publish keeps retrying while the broker is unreachable.
     publish_timeout_ms: int = 60_000
     #: How long ``subscribe`` waits for the group to join and have a position.
