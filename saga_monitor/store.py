@@ -351,15 +351,14 @@ class MemoryStore:
         return sorted(chosen, key=lambda i: i.updated, reverse=True)[:limit]
 
     def search(self, query: Query) -> Page:
-        chosen = [
-            i
-            for key, i in self.data.items()
-            if matches(i, query, any(n.kind == ACK for n in self.notes_data.get(key, ())))
-        ]
+        chosen = [i for key, i in self.data.items() if matches(i, query, self._acknowledged(key))]
         chosen.sort(key=lambda i: i.correlation_id)
         chosen.sort(key=lambda i: i.updated, reverse=True)
         items = chosen[query.offset : query.offset + query.limit]
         return Page(items, len(chosen), query.offset, query.limit)
+
+    def _acknowledged(self, key: Key) -> bool:
+        return any(n.kind == ACK for n in self.notes_data.get(key, ()))
 
     def add_note(self, note: Note) -> None:
         key = (note.saga, note.correlation_id)
@@ -397,7 +396,7 @@ class MemoryStore:
         for key, i in self.data.items():
             if i.state != "stuck" or i.stuck_since is None:
                 continue
-            if not any(n.kind == ACK for n in self.notes_data.get(key, ())):
+            if not self._acknowledged(key):
                 known = out.get(i.saga)
                 out[i.saga] = i.stuck_since if known is None else min(known, i.stuck_since)
         return out

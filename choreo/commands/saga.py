@@ -112,10 +112,11 @@ def monitor(
     """Run the monitor: subscribe, correlate, detect stuck sagas, publish alerts."""
     if alerts_topic:  # an empty one publishes no alerts
         check_topics(alerts_topic, what="--alerts-topic", portable=True)
-    if parse_duration(tick, option="--tick") <= 0:  # a timer that never waits: a core at 100%
+    tick_interval = parse_duration(tick, option="--tick")
+    if tick_interval <= 0:  # a timer that never waits: a core at 100%
         fail(f"--tick {tick!r} must be longer than 0; use e.g. 1s", EXIT_USAGE)
     timing = {
-        "tick_interval": parse_duration(tick, option="--tick"),
+        "tick_interval": tick_interval,
         "retention": parse_duration(retention, option="--retention"),
         "max_delay": parse_duration(max_delay, option="--max-delay"),
         "skew_tolerance": parse_duration(skew_tolerance, option="--skew-tolerance"),
