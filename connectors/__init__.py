@@ -19,6 +19,7 @@ from connectors.errors import (
     OutboxConfigError,
     OutboxError,
     OutboxMissingError,
+    PositionLostError,
     RelayLockedError,
     RoutingError,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "OutboxError",
     "OutboxMissingError",
     "OutboxRow",
+    "PositionLostError",
     "Relay",
     "RelayLockedError",
     "Routed",

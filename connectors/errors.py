@@ -8,6 +8,7 @@ Every error the connectors raise on purpose is an :class:`OutboxError`::
     ├── OutboxMissingError (LookupError)     the outbox (table, publication, offsets) is not created
     ├── CDCSettingsError                     wal_level / binlog settings the relay cannot use
     ├── RelayLockedError                     another relay already owns the slot / cursor
+    ├── PositionLostError                    the slot / binlog the relay resumes from is gone
     └── RoutingError (ValueError)            one row cannot become an event (it is dead-lettered)
 
 Messages name the database (password masked), the table or slot, and the fix.
@@ -21,6 +22,7 @@ __all__ = [
     "OutboxConfigError",
     "OutboxError",
     "OutboxMissingError",
+    "PositionLostError",
     "RelayLockedError",
     "RoutingError",
 ]
@@ -68,6 +70,11 @@ class CDCSettingsError(OutboxError):
 
 class RelayLockedError(OutboxError):
     """Another relay is already reading this slot, binlog position or cursor."""
+
+
+class PositionLostError(OutboxError):
+    """The relay's position of record is gone (a dropped or invalidated replication slot, a
+    purged binlog): going on would skip committed rows, so the relay refuses to start."""
 
 
 class RoutingError(OutboxError, ValueError):

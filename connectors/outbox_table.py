@@ -24,7 +24,7 @@ from connectors.db import (
     connect_sqlite,
 )
 from connectors.dburl import DatabaseURL, check_identifier
-from connectors.errors import OutboxConfigError
+from connectors.errors import CDCSettingsError, OutboxConfigError
 
 __all__ = [
     "DEFAULT_SLOT",
@@ -148,18 +148,27 @@ def _init_postgres(
                 )
             report.created.append(f"publication {publication}")
             if slot:
-                ensure_slot(cur, check_identifier(slot, "slot"))
+                ensure_slot(cur, check_identifier(slot, "slot"), db)
                 report.created.append(f"replication slot {slot}")
     finally:
         conn.close()
 
 
-def ensure_slot(cursor: Any, slot: str) -> bool:
+def ensure_slot(cursor: Any, slot: str, db: DatabaseURL) -> bool:
     """Create the pgoutput logical slot ``slot`` if missing; whether it was created."""
+    import psycopg2.errors
+
     cursor.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,))
     if cursor.fetchone() is not None:
         return False
-    cursor.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+    try:
+        cursor.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+    except psycopg2.errors.InsufficientPrivilege as exc:
+        raise CDCSettingsError(
+            f"user {db.user or '(default)'} may not create replication slot {slot} on "
+            f"{db.masked} ({str(exc).strip()}): run ALTER ROLE {db.user or '<user>'} REPLICATION "
+            "as a superuser, or create the outbox as one (choreo outbox init)"
+        ) from exc
     return True
 
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import queue
+import re
 import threading
 import time
 import zlib
@@ -30,6 +31,7 @@ from connectors.errors import (
     DatabaseUnavailableError,
     OutboxError,
     OutboxMissingError,
+    PositionLostError,
     RelayLockedError,
 )
 from connectors.outbox_table import OFFSETS_TABLE
@@ -41,6 +43,16 @@ __all__ = ["MySQLSource", "mysql_status", "record_start_position"]
 log = get_logger("connectors.mysql")
 
 _STOP = object()
+_ER_MASTER_FATAL_READING_BINLOG = 1236
+
+# an INSERT/REPLACE logged as SQL (binlog_format=STATEMENT or MIXED in the writing session)
+_STATEMENT_INSERT = re.compile(
+    r"\s*(?:/\*.*?\*/\s*)*(?:INSERT|REPLACE)\b"
+    r"(?:\s+(?:LOW_PRIORITY|DELAYED|HIGH_PRIORITY|IGNORE)\b)*(?:\s+INTO\b)?\s*"
+    r"(?:`(?P<first>[^`]+)`|(?P<first_bare>\w+))"
+    r"(?:\s*\.\s*(?:`(?P<second>[^`]+)`|(?P<second_bare>\w+)))?",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 def default_name(db: DatabaseURL, table: str) -> str:
@@ -179,14 +191,14 @@ class MySQLSource:
             conn.close()
 
     def _stream_options(self) -> dict[str, Any]:
-        from pymysqlreplication.event import GtidEvent, MariadbGtidEvent, XidEvent
+        from pymysqlreplication.event import GtidEvent, MariadbGtidEvent, QueryEvent, XidEvent
         from pymysqlreplication.row_event import WriteRowsEvent
 
         options: dict[str, Any] = {
             "connection_settings": self.db.pymysql_kwargs(),
             "server_id": self.server_id,
             "blocking": True,
-            "only_events": [WriteRowsEvent, XidEvent, MariadbGtidEvent, GtidEvent],
+            "only_events": [WriteRowsEvent, XidEvent, MariadbGtidEvent, GtidEvent, QueryEvent],
             "only_schemas": [self.db.database],
             "only_tables": [self.table],
             "slave_heartbeat": 1.0,
@@ -203,7 +215,7 @@ class MySQLSource:
     def _follow(self, loop: asyncio.AbstractEventLoop) -> None:
         """Reader thread: binlog events -> the queue, as ('rows', ...) and ('commit', ...)."""
         from pymysqlreplication import BinLogStreamReader
-        from pymysqlreplication.event import GtidEvent, MariadbGtidEvent, XidEvent
+        from pymysqlreplication.event import GtidEvent, MariadbGtidEvent, QueryEvent, XidEvent
 
         gtid = self.position.get("gtid", "")
         try:
@@ -217,11 +229,43 @@ class MySQLSource:
                     position = {"file": self._stream.log_file, "pos": self._stream.log_pos}
                     item = ("commit", {**position, "gtid": gtid}, event.timestamp)
                     self._put(loop, item)
+                elif isinstance(event, QueryEvent):
+                    unreadable = self._statement_row(event)
+                    if unreadable is not None:
+                        self._put(loop, ("unreadable", unreadable))
                 else:
                     self._put(loop, ("rows", [r["values"] for r in event.rows]))
         except Exception as exc:
             if not self._stopping.is_set():
                 self._put(loop, ("error", exc))
+
+    def _statement_row(self, event: Any) -> OutboxRow | None:
+        """An insert into the outbox logged as SQL: the binlog has no row values to relay, so
+        it becomes a row to dead-letter (its SQL as payload) instead of being skipped."""
+        query = str(event.query)
+        if query[:6].upper() in ("BEGIN", "COMMIT"):
+            return None
+        found = _STATEMENT_INSERT.match(query)
+        if found is None:
+            return None
+        first = found["first"] or found["first_bare"]
+        second = found["second"] or found["second_bare"]
+        schema, table = (first, second) if second else (_as_text(event.schema), first)
+        if (str(schema).lower(), table.lower()) != (self.db.database.lower(), self.table.lower()):
+            return None
+        where = f"{self._stream.log_file}:{event.packet.log_pos}"
+        return OutboxRow(
+            id=f"{self.name}:{where}",
+            aggregatetype="",
+            aggregateid="",
+            type="",
+            payload=query,
+            unreadable=(
+                f"rows were written to {self.table} in statement format at binlog {where} "
+                "(binlog_format STATEMENT or MIXED in the writing session): the binlog holds "
+                "their SQL, not their values; insert them again with binlog_format=ROW"
+            ),
+        )
 
     def _put(self, loop: asyncio.AbstractEventLoop, item: Any) -> None:
         while not self._stopping.is_set():
@@ -266,17 +310,32 @@ class MySQLSource:
                     await asyncio.wait_for(self._wake.wait(), timeout=min(remaining, 0.5))
                 continue
             if item[0] == "error":
-                raise OutboxError(
-                    f"reading the binlog of {self.db.masked} failed: {item[1]}"
-                ) from item[1]
+                raise self._read_error(item[1]) from item[1]
             if item[0] == "rows":
                 self._txn.extend(self._row(values) for values in item[1])
+                continue
+            if item[0] == "unreadable":
+                self._txn.append(item[1])
                 continue
             rows.extend(self._txn)
             self._txn = []
             committed = (item[1], item[2])
             if len(rows) >= self.batch_rows:
                 return self._change(rows, *committed)
+
+    def _read_error(self, exc: BaseException) -> OutboxError:
+        code = exc.args[0] if exc.args else None
+        if code != _ER_MASTER_FATAL_READING_BINLOG:
+            return OutboxError(f"reading the binlog of {self.db.masked} failed: {exc}")
+        where = f"{self.position.get('file')}:{self.position.get('pos')}"
+        if self.resume == "gtid" and self.position.get("gtid"):
+            where = f"GTID {self.position['gtid']}"
+        return PositionLostError(
+            f"the binlog position {self.name} resumes from ({where}) is not on {self.db.masked} "
+            f"any more ({exc.args[-1]}): binlogs were purged while the relay was behind or "
+            "stopped, and the rows in them cannot be read; follow docs/outbox.md, 'A purged "
+            "binlog' (reset the position, re-insert the rows created since)"
+        )
 
     def _row(self, values: dict[str, Any]) -> OutboxRow:
         if "id" not in values and "UNKNOWN_COL0" in values:  # binlog_row_metadata=MINIMAL

@@ -32,6 +32,7 @@ from connectors.errors import (
     DatabaseUnavailableError,
     OutboxError,
     OutboxMissingError,
+    PositionLostError,
     RelayLockedError,
 )
 from connectors.outbox_table import DEFAULT_SLOT, OFFSETS_TABLE, ensure_slot, publication_name
@@ -128,12 +129,58 @@ class PostgresSource:
             found = cur.fetchone()
             if found is not None and found[0]:
                 raise self._locked(found[1])
-            if ensure_slot(cur, self.slot):
+            if found is None:
+                self._refuse_lost_slot(cur)
+            else:
+                self._refuse_invalidated_slot(cur)
+            if ensure_slot(cur, self.slot, self.db):
                 log.warning(
                     "replication slot created now; rows committed before it are not relayed "
                     "(create the outbox before the application writes)",
                     slot=self.slot,
                 )
+
+    def _refuse_lost_slot(self, cur: Any) -> None:
+        """A missing slot after this relay has relayed rows was dropped: a new one would
+        silently skip every row committed in between, so refuse (the operator recreates it)."""
+        import psycopg2.errors
+
+        try:
+            cur.execute(
+                f'SELECT position, last_created_at FROM "{OFFSETS_TABLE}" WHERE relay = %s',
+                (self.name,),
+            )
+        except psycopg2.errors.UndefinedTable:
+            return
+        progress = cur.fetchone()
+        if progress is not None:
+            raise PositionLostError(
+                f"replication slot {self.slot} on {self.db.masked} is gone, but this relay had "
+                f"confirmed {progress[0]} (last relayed row created {_when(progress[1])}): rows "
+                "committed after the slot was dropped are in no replication stream and a new "
+                f"slot would skip them; create the slot again (choreo outbox init --table "
+                f"{self.table} --slot {self.slot}), then re-insert the rows of {self.table} "
+                "created since (docs/outbox.md, 'A lost slot')"
+            )
+
+    def _refuse_invalidated_slot(self, cur: Any) -> None:
+        """PostgreSQL 13+ invalidates a slot past ``max_slot_wal_keep_size``: say what to do."""
+        cur.execute("SHOW server_version_num")
+        if int(cur.fetchone()[0]) < 130000:
+            return
+        cur.execute(
+            "SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)
+        )
+        found = cur.fetchone()
+        if found is not None and found[0] == "lost":
+            raise PositionLostError(
+                f"replication slot {self.slot} on {self.db.masked} was invalidated by the server "
+                "(wal_status=lost: it fell behind by more than max_slot_wal_keep_size), so rows "
+                f"committed since its position cannot be streamed; drop it (SELECT "
+                f"pg_drop_replication_slot('{self.slot}')), create it again (choreo outbox init "
+                f"--table {self.table} --slot {self.slot}) and re-insert the rows of {self.table} "
+                "created since (docs/outbox.md, 'A lost slot')"
+            )
 
     @property
     def _publication(self) -> str:
@@ -312,6 +359,10 @@ class PostgresSource:
             cur.execute(_SLOT_QUERY, (self.slot,))
             found = cur.fetchone()
         return int(found[3] or 0) if found else 0
+
+
+def _when(moment: Any) -> str:
+    return moment.isoformat() if isinstance(moment, datetime) else "unknown"
 
 
 def postgres_status(url: str, table: str = "outbox", slot: str = DEFAULT_SLOT) -> dict[str, Any]:

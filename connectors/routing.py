@@ -62,6 +62,9 @@ class OutboxRow:
     payload: Any = None
     headers: Any = None
     created_at: datetime | None = None
+    unreadable: str | None = None
+    """Why the source could not read the row's values (it is dead-lettered as ``undecodable``
+    with the raw ``payload`` the source had, e.g. the SQL of a statement-format binlog entry)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -102,6 +105,8 @@ class Router:
         """The topic and event for ``row``, or a dead letter for the DLQ topic."""
         topic: str | None = None
         try:
+            if row.unreadable:
+                raise RoutingError(row.unreadable)
             topic = self.topic_for(row)
             return Routed(topic, self.event_for(row))
         except RoutingError as exc:

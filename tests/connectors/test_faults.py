@@ -1,0 +1,165 @@
+"""Faults an operator meets, against the real databases: a replication slot dropped while the
+relay was down, a role without REPLICATION, rows written in statement format, a binlog purged
+past the stored position. None may skip a committed row silently; each is one clear line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from connectors import PositionLostError, init_outbox
+from connectors.dburl import DatabaseURL
+from connectors.relay_postgres import PostgresSource
+from devservers.databases import connect_mysql, connect_postgres
+from tests.connectors.conftest import REPO, OutboxDB
+from tests.connectors.relaying import collecting, memory_broker, order_rows, running_relay
+
+TOPIC = "outbox.event.order"
+
+
+def choreo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "choreo", *args],
+        capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
+    )  # fmt: skip
+
+
+def drop_slot(slot: str) -> None:
+    conn = connect_postgres()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+    conn.close()
+
+
+@pytest.mark.postgres
+async def test_a_slot_dropped_while_the_relay_was_down_is_refused_not_recreated(
+    pg_outbox: OutboxDB,
+) -> None:
+    """A new slot would silently skip the rows committed after the drop: the relay refuses
+    with one line; after `init` recreates the slot, the documented re-insert delivers them."""
+    broker = memory_broker()
+    first = pg_outbox.write(order_rows(3))
+    async with collecting(broker, TOPIC) as got:
+        async with running_relay(pg_outbox, broker) as run:
+            await run.until(lambda: len(got[TOPIC].events) >= 3, what="the first events")
+        drop_slot(pg_outbox.slot)
+        gap = pg_outbox.write(order_rows(2, start=3))
+
+        relay = choreo(
+            "outbox", "relay", "--db", pg_outbox.url, "--table", pg_outbox.table,
+            "--slot", pg_outbox.slot, "--broker", broker,
+        )  # fmt: skip
+        lines = relay.stderr.strip().splitlines()
+        assert (1, 1) == (relay.returncode, len(lines)), relay.stderr
+        assert f"replication slot {pg_outbox.slot} on " in lines[0]
+        assert "is gone, but this relay had confirmed" in lines[0]
+        assert f"choreo outbox init --table {pg_outbox.table} --slot {pg_outbox.slot}" in lines[0]
+        source = PostgresSource(pg_outbox.url, table=pg_outbox.table, slot=pg_outbox.slot)
+        with pytest.raises(PositionLostError):
+            await source.open()
+
+        init_outbox(pg_outbox.url, pg_outbox.table, slot=pg_outbox.slot)
+        conn = connect_postgres()
+        with conn, conn.cursor() as cur:  # the recipe in docs/outbox.md, 'A lost slot'
+            cur.execute(
+                f'WITH gone AS (DELETE FROM "{pg_outbox.table}" WHERE created_at > %s '
+                f'RETURNING *) INSERT INTO "{pg_outbox.table}" SELECT * FROM gone',
+                (got[TOPIC].events[-1].time,),
+            )
+        conn.close()
+        async with running_relay(pg_outbox, broker) as run:
+            await run.until(lambda: len(got[TOPIC].events) >= 5, what="the re-inserted rows")
+    assert first + gap == got[TOPIC].ids
+
+
+@pytest.mark.postgres
+def test_a_role_without_replication_gets_one_line_saying_alter_role(pg_outbox: OutboxDB) -> None:
+    """Creating the slot as a role without REPLICATION names the ALTER ROLE to run."""
+    conn = connect_postgres()
+    conn.autocommit = True
+    role = f"norepl_{pg_outbox.slot[-10:]}"
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE ROLE {role} LOGIN")
+        cur.execute(f'GRANT ALL ON "{pg_outbox.table}", choreo_outbox_offsets TO {role}')
+    try:
+        db = DatabaseURL.parse(pg_outbox.url)
+        url = f"postgresql://{role}@{db.host}:{db.port or 5432}/{db.database}"
+        relay = choreo(
+            "outbox", "relay", "--db", url, "--table", pg_outbox.table,
+            "--slot", f"{pg_outbox.slot}_2", "--broker", memory_broker(),
+        )  # fmt: skip
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f'REVOKE ALL ON "{pg_outbox.table}", choreo_outbox_offsets FROM {role}')
+            cur.execute(f"DROP ROLE {role}")
+        conn.close()
+    lines = relay.stderr.strip().splitlines()
+    assert (1, 1) == (relay.returncode, len(lines)), relay.stderr
+    assert f"user {role} may not create replication slot" in lines[0]
+    assert f"run ALTER ROLE {role} REPLICATION" in lines[0]
+
+
+@pytest.mark.mysql
+async def test_rows_written_in_statement_format_are_dead_letters_not_skipped(
+    mysql_outbox: OutboxDB,
+) -> None:
+    """A session with binlog_format=STATEMENT logs SQL, not row values: each such insert is
+    dead-lettered with its SQL (one warning line each) and the stream goes on."""
+    broker = memory_broker()
+    before = mysql_outbox.write(order_rows(1))
+    conn = connect_mysql()
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION binlog_format = 'STATEMENT'")
+    lost = mysql_outbox.write(order_rows(2, start=1), conn=conn)
+    conn.close()
+    after = mysql_outbox.write(order_rows(1, start=3))
+    async with (
+        collecting(broker, TOPIC, "outbox.dlq") as got,
+        running_relay(mysql_outbox, broker) as run,
+    ):
+        await run.until(
+            lambda: len(got[TOPIC].events) >= 2 and len(got["outbox.dlq"].events) >= 2,
+            what="the rows and the dead letters",
+        )
+    assert before + after == got[TOPIC].ids
+    dead = got["outbox.dlq"].events
+    assert ["undecodable"] * 2 == [e.extensions["dlqreason"] for e in dead]
+    assert all("in statement format at binlog" in str(e.extensions["dlqerror"]) for e in dead)
+    sqls = sorted(str(e.data) for e in dead)
+    assert all(sql.startswith("INSERT INTO") for sql in sqls), sqls
+    assert sorted(lost) == sorted(i for i in lost for sql in sqls if f"'{i}'" in sql), sqls
+    assert 2 == run.relay.stats.dead_lettered
+
+
+@pytest.mark.mysql
+def test_a_binlog_purged_past_the_stored_position_is_one_line_not_a_skip(
+    mysql_outbox: OutboxDB,
+) -> None:
+    """A stored position in a binlog the server no longer has stops the relay with one line
+    pointing at the recovery steps, instead of a driver error or starting elsewhere."""
+    init_outbox(mysql_outbox.url, mysql_outbox.table)  # records the start position
+    relay_name = f"mysql:{DatabaseURL.parse(mysql_outbox.url).database}.{mysql_outbox.table}"
+    conn = connect_mysql()
+    with conn.cursor() as cur:
+        cur.execute("SHOW BINARY LOGS")
+        first = cur.fetchone()[0]
+        purged = f"{first.rsplit('.', 1)[0]}.000000"
+        cur.execute(
+            "UPDATE choreo_outbox_offsets SET position = %s WHERE relay = %s",
+            (json.dumps({"file": purged, "pos": 4, "gtid": ""}), relay_name),
+        )
+        assert 1 == cur.rowcount
+    conn.commit()
+    conn.close()
+    relay = choreo(
+        "outbox", "relay", "--db", mysql_outbox.url, "--table", mysql_outbox.table,
+        "--broker", memory_broker(),
+    )  # fmt: skip
+    lines = relay.stderr.strip().splitlines()
+    assert (1, 1) == (relay.returncode, len(lines)), relay.stderr
+    assert f"resumes from ({purged}:4) is not on" in lines[0]
+    assert "'A purged binlog'" in lines[0]
