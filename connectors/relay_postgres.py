@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -248,15 +249,21 @@ class PostgresSource:
                 return self._take()
 
     def _read(self) -> Any:
+        with self._connection_errors():
+            return self._cursor.read_message()
+
+    @contextlib.contextmanager
+    def _connection_errors(self) -> Iterator[None]:
+        """psycopg2 errors on the replication or health connection: the database went away."""
         import psycopg2
 
         try:
-            return self._cursor.read_message()
+            yield
         except psycopg2.Error as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise DatabaseUnavailableError(
                 f"lost the replication stream of slot {self.slot} from {self.db.masked}: "
-                f"{str(exc).strip() or type(exc).__name__}; restart the relay (it resumes from "
-                "the slot)"
+                f"{first}; restart the relay (it resumes from the slot)"
             ) from exc
 
     def _handle(self, message: Any) -> None:
@@ -306,7 +313,8 @@ class PostgresSource:
 
     async def confirm(self, change: Change) -> None:
         lsn = int(change.position)
-        self._cursor.send_feedback(flush_lsn=lsn, force=True)
+        with self._connection_errors():
+            self._cursor.send_feedback(flush_lsn=lsn, force=True)
         self._confirmed = max(self._confirmed, lsn)
         now = time.monotonic()
         if change.rows and now - self._last_progress >= 1.0:
@@ -334,7 +342,8 @@ class PostgresSource:
         if idle:
             wal_end = int(self._cursor.wal_end or 0)
             flush = wal_end if wal_end > self._confirmed else 0
-            self._cursor.send_feedback(flush_lsn=flush, reply=True, force=True)
+            with self._connection_errors():
+                self._cursor.send_feedback(flush_lsn=flush, reply=True, force=True)
             self._confirmed = max(self._confirmed, flush)
         await self._maybe_check_health()
 
@@ -343,7 +352,8 @@ class PostgresSource:
         if now - self._last_health < self.health_interval:
             return
         self._last_health = now
-        retained = await asyncio.to_thread(self._retained_wal)
+        with self._connection_errors():
+            retained = await asyncio.to_thread(self._retained_wal)
         self.retained_wal = retained
         RETAINED_WAL.labels(self.slot).set(retained)
         if retained > self.wal_warning_bytes:

@@ -10,12 +10,18 @@ import sys
 
 import pytest
 
-from connectors import PositionLostError, init_outbox
+from connectors import DatabaseUnavailableError, PositionLostError, init_outbox
 from connectors.dburl import DatabaseURL
 from connectors.relay_postgres import PostgresSource
 from devservers.databases import connect_mysql, connect_postgres
 from tests.connectors.conftest import REPO, OutboxDB
-from tests.connectors.relaying import collecting, memory_broker, order_rows, running_relay
+from tests.connectors.relaying import (
+    collecting,
+    eventually,
+    memory_broker,
+    order_rows,
+    running_relay,
+)
 
 TOPIC = "outbox.event.order"
 
@@ -163,3 +169,31 @@ def test_a_binlog_purged_past_the_stored_position_is_one_line_not_a_skip(
     assert (1, 1) == (relay.returncode, len(lines)), relay.stderr
     assert f"resumes from ({purged}:4) is not on" in lines[0]
     assert "'A purged binlog'" in lines[0]
+
+
+@pytest.mark.postgres
+async def test_connections_dropped_under_the_relay_are_one_error_not_a_driver_traceback(
+    pg_outbox: OutboxDB,
+) -> None:
+    """When the server drops the relay's connections (a restart, pg_terminate_backend), the
+    next confirmation or health check raises DatabaseUnavailableError, which the CLI prints as
+    one line, not a psycopg2 error."""
+    source = PostgresSource(
+        pg_outbox.url, table=pg_outbox.table, slot=pg_outbox.slot, health_interval=0
+    )
+    await source.open()
+    try:
+        conn = connect_postgres()
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN ("
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s) OR pid = %s",
+                (pg_outbox.slot, source._sql.get_backend_pid()),
+            )
+        conn.close()
+        await eventually(lambda: not pg_outbox.relay_locked(), what="the slot to be released")
+        with pytest.raises(DatabaseUnavailableError, match="lost the replication stream"):
+            await source.heartbeat()
+    finally:
+        await source.close()
