@@ -30,6 +30,7 @@ from broker import Bus, deadletter
 from broker.adapters.kit import Backoff, Stopped, keep_trying
 from broker.errors import BrokerUnavailableError, EnvelopeError, PayloadError
 from broker.observability import get_logger
+from connectors.errors import DatabaseUnavailableError, RelayLockedError
 from connectors.routing import OutboxRow, Routed, Router
 
 __all__ = ["RELAYED", "Change", "Relay", "RelayStats", "Source"]
@@ -95,6 +96,7 @@ class RelayStats:
     dead_lettered: int = 0
     publish_errors: int = 0
     changes: int = 0
+    reconnects: int = 0
 
 
 class Relay:
@@ -138,25 +140,68 @@ class Relay:
         return self._stopping.is_set()
 
     async def run(self) -> RelayStats:
-        """Relay until :meth:`stop`; the source and the bus are opened and closed here."""
+        """Relay until :meth:`stop`; the source and the bus are opened and closed here.
+
+        A database that cannot be reached at start is an error; one lost while relaying is
+        reported once and reconnected with backoff, resuming from the confirmed position.
+        """
         await self.source.open()
         try:
             if not await self._start_bus():
                 return self.stats
-            confirmer = asyncio.create_task(self._confirm_in_order())
-            try:
-                await self._read_and_publish(confirmer)
-            finally:
-                self._reading = False
-                self._window_changed.set()
+            while True:
                 try:
-                    await confirmer
-                finally:
-                    await self._cancel_leftovers()
+                    await self._stream()
+                    return self.stats
+                except DatabaseUnavailableError as exc:
+                    if self.stopping or not await self._reconnect(exc):
+                        return self.stats
         finally:
             await self.source.close()
             await self.bus.stop()
-        return self.stats
+
+    async def _stream(self) -> None:
+        self._reading = True
+        confirmer = asyncio.create_task(self._confirm_in_order())
+        try:
+            await self._read_and_publish(confirmer)
+        finally:
+            self._reading = False
+            self._window_changed.set()
+            try:
+                await confirmer
+            finally:
+                await self._cancel_leftovers()
+
+    async def _reconnect(self, lost: DatabaseUnavailableError) -> bool:
+        """Reopen the source after ``lost``, with backoff, until it works or the relay is
+        stopped (False); says so once when lost and once when back."""
+        self.stats.reconnects += 1
+        log.warning(
+            "database connection lost; reconnecting (nothing unconfirmed is skipped)",
+            relay=self.source.name,
+            error=str(lost),
+        )
+        await self.source.close()
+
+        def waiting(exc: BaseException, pause: float) -> None:
+            log.debug("database still unavailable", relay=self.source.name, error=str(exc))
+
+        try:
+            await keep_trying(
+                lambda _: self.source.open(),
+                timeout=None,
+                retriable=lambda exc: isinstance(exc, DatabaseUnavailableError | RelayLockedError),
+                backoff=self._backoff,
+                before_retry=waiting,
+                stop=self._stopping,
+            )
+        except Stopped:
+            return False
+        log.info(
+            "database reconnected; resuming from the confirmed position", relay=self.source.name
+        )
+        return True
 
     async def _start_bus(self) -> bool:
         """Connect to the broker, waiting (with warnings) while it is unavailable."""

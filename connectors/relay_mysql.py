@@ -44,6 +44,7 @@ log = get_logger("connectors.mysql")
 
 _STOP = object()
 _ER_MASTER_FATAL_READING_BINLOG = 1236
+_CONNECTION_LOST = frozenset((2003, 2006, 2013))  # cannot connect, gone away, lost
 
 # an INSERT/REPLACE logged as SQL (binlog_format=STATEMENT or MIXED in the writing session)
 _STATEMENT_INSERT = re.compile(
@@ -132,6 +133,10 @@ class MySQLSource:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
+        self._stopping.clear()  # also when reopened after a lost connection
+        self._queue = queue.Queue(maxsize=20_000)
+        self._txn = []
+        self._stream = None
         try:
             await asyncio.to_thread(self._prepare)
         except BaseException:
@@ -325,6 +330,11 @@ class MySQLSource:
 
     def _read_error(self, exc: BaseException) -> OutboxError:
         code = exc.args[0] if exc.args else None
+        if code in _CONNECTION_LOST:
+            return DatabaseUnavailableError(
+                f"lost the binlog stream of {self.db.masked}: {exc.args[-1]}; the relay "
+                "resumes from the stored position"
+            )
         if code != _ER_MASTER_FATAL_READING_BINLOG:
             return OutboxError(f"reading the binlog of {self.db.masked} failed: {exc}")
         where = f"{self.position.get('file')}:{self.position.get('pos')}"
@@ -372,7 +382,7 @@ class MySQLSource:
         except Exception as exc:
             raise DatabaseUnavailableError(
                 f"cannot store the binlog position of {self.name} in {self.db.masked}: {exc}; "
-                "the relay resumes from the last stored position when restarted"
+                "the relay resumes from the last stored position"
             ) from exc
 
     def _store(self, count: int, last: datetime | None) -> None:

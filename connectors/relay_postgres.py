@@ -104,6 +104,9 @@ class PostgresSource:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
+        self._relations.clear()  # a new stream starts at the confirmed position
+        self._txn, self._ready, self._ready_lsn, self._ready_time = None, [], 0, None
+        self._handed_out = self._confirmed
         try:
             await asyncio.to_thread(self._prepare)
             await asyncio.to_thread(self._start_replication)
@@ -263,7 +266,7 @@ class PostgresSource:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise DatabaseUnavailableError(
                 f"lost the replication stream of slot {self.slot} from {self.db.masked}: "
-                f"{first}; restart the relay (it resumes from the slot)"
+                f"{first}; the relay resumes from the slot's confirmed position"
             ) from exc
 
     def _handle(self, message: Any) -> None:

@@ -76,6 +76,7 @@ class SQLiteSource:
         self._closing = False
 
     async def open(self) -> None:
+        self._closing = False  # also when reopened after a lost database
         await asyncio.to_thread(self._open)
 
     def _open(self) -> None:

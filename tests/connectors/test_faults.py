@@ -197,3 +197,52 @@ async def test_connections_dropped_under_the_relay_are_one_error_not_a_driver_tr
             await source.heartbeat()
     finally:
         await source.close()
+
+
+def terminate_relay_connections(outbox: OutboxDB) -> None:
+    """What a database restart does to a running relay: its server connections are closed."""
+    if outbox.backend == "postgres":
+        conn = connect_postgres()
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                "WHERE slot_name = %s",
+                (outbox.slot,),
+            )
+        conn.close()
+        return
+    conn = connect_mysql()
+    with conn.cursor() as cur:
+        db = DatabaseURL.parse(outbox.url)
+        cur.execute(
+            "SELECT IS_USED_LOCK(%s)", (f"choreo_outbox:mysql:{db.database}.{outbox.table}",)
+        )
+        holder = cur.fetchone()[0]
+        cur.execute(f"KILL {int(holder)}")  # the next confirmation finds it gone
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mysql", marks=pytest.mark.mysql),
+    ],
+)
+async def test_a_connection_lost_while_relaying_is_reconnected_without_loss(
+    outbox: OutboxDB,
+) -> None:
+    """The relay says so once, reconnects with backoff and resumes from its confirmed
+    position: every row committed before, during and after is delivered."""
+    broker = memory_broker()
+    before = outbox.write(order_rows(3))
+    async with collecting(broker, TOPIC) as got, running_relay(outbox, broker) as run:
+        await run.until(lambda: len(got[TOPIC].events) >= 3, what="the first events")
+        terminate_relay_connections(outbox)
+        during = outbox.write(order_rows(3, start=3))
+        await run.until(lambda: run.relay.stats.reconnects >= 1, what="a reconnection")
+        after = outbox.write(order_rows(3, start=6))
+        wanted = set(before + during + after)
+        await run.until(lambda: wanted <= set(got[TOPIC].ids), what="every event")
+    assert wanted == set(got[TOPIC].ids)
