@@ -33,12 +33,17 @@ def choreo(*args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def drop_slot(slot: str) -> None:
+def pg_admin(sql: str, *params: object) -> None:
+    """Run one statement on PostgreSQL as the test's superuser, in autocommit."""
     conn = connect_postgres()
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        cur.execute(sql, params)
     conn.close()
+
+
+def drop_slot(slot: str) -> None:
+    pg_admin("SELECT pg_drop_replication_slot(%s)", slot)
 
 
 @pytest.mark.postgres
@@ -183,15 +188,12 @@ async def test_connections_dropped_under_the_relay_are_one_error_not_a_driver_tr
     )
     await source.open()
     try:
-        conn = connect_postgres()
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN ("
-                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s) OR pid = %s",
-                (pg_outbox.slot, source._sql.get_backend_pid()),
-            )
-        conn.close()
+        pg_admin(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN ("
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s) OR pid = %s",
+            pg_outbox.slot,
+            source._sql.get_backend_pid(),
+        )
         await eventually(lambda: not pg_outbox.relay_locked(), what="the slot to be released")
         with pytest.raises(DatabaseUnavailableError, match="lost the replication stream"):
             await source.heartbeat()
@@ -202,15 +204,11 @@ async def test_connections_dropped_under_the_relay_are_one_error_not_a_driver_tr
 def terminate_relay_connections(outbox: OutboxDB) -> None:
     """What a database restart does to a running relay: its server connections are closed."""
     if outbox.backend == "postgres":
-        conn = connect_postgres()
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-                "WHERE slot_name = %s",
-                (outbox.slot,),
-            )
-        conn.close()
+        pg_admin(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+            "WHERE slot_name = %s",
+            outbox.slot,
+        )
         return
     conn = connect_mysql()
     with conn.cursor() as cur:
