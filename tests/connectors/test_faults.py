@@ -4,9 +4,11 @@ past the stored position. None may skip a committed row silently; each is one cl
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
@@ -14,6 +16,7 @@ from connectors import DatabaseUnavailableError, PositionLostError, init_outbox
 from connectors.dburl import DatabaseURL
 from connectors.relay_postgres import PostgresSource
 from devservers.databases import connect_mysql, connect_postgres
+from devservers.nats import NatsServer
 from tests.connectors.conftest import REPO, OutboxDB
 from tests.connectors.relaying import (
     collecting,
@@ -244,3 +247,28 @@ async def test_a_connection_lost_while_relaying_is_reconnected_without_loss(
         wanted = set(before + during + after)
         await run.until(lambda: wanted <= set(got[TOPIC].ids), what="every event")
     assert wanted == set(got[TOPIC].ids)
+
+
+async def test_a_nats_broker_down_while_rows_commit_holds_them_then_delivers(
+    outbox: OutboxDB, restartable_nats: NatsServer
+) -> None:
+    """With nats-server killed, committed rows wait in the database while the relay retries
+    (saying why); once it is back every row is delivered, in order per aggregate."""
+    url = restartable_nats.url
+    parts = urlsplit(url)
+    query = urlencode({**dict(parse_qsl(parts.query)), "publish_timeout": "2"})
+    relay_url = urlunsplit(parts._replace(query=query))  # notice the outage within seconds
+    before = outbox.write(order_rows(3))
+    async with running_relay(outbox, relay_url) as run:
+        await run.until(lambda: run.relay.stats.relayed >= 3, what="the first events")
+        await asyncio.to_thread(restartable_nats.kill)
+        during = outbox.write(order_rows(6, start=3, aggregates=2))
+        await run.until(lambda: run.relay.stats.publish_errors >= 1, what="a failed publish")
+        await asyncio.to_thread(restartable_nats.start)
+        await run.until(lambda: run.relay.stats.relayed >= 9, what="every event", timeout=60)
+    async with collecting(url, TOPIC) as got:
+        await eventually(lambda: len(got[TOPIC].events) >= 9, what="every event on the stream")
+    assert sorted(before + during) == sorted(got[TOPIC].ids)
+    for key in ("o0", "o1"):
+        seqs = [e.data["seq"] for e in got[TOPIC].events if e.partitionkey == key]
+        assert seqs == sorted(seqs)
