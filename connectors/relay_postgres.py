@@ -213,8 +213,9 @@ class PostgresSource:
             raise self._locked("?") from exc
         except psycopg2.Error as exc:
             self._conn.close()
+            reason = " ".join(str(exc).split())  # the server's message and DETAIL, one line
             raise OutboxError(
-                f"cannot stream slot {self.slot} from {self.db.masked}: {exc}".strip()
+                f"cannot stream slot {self.slot} from {self.db.masked}: {reason}"
             ) from exc
 
     async def close(self) -> None:
