@@ -75,7 +75,9 @@ def build_relay(
     )
     bus = Bus(broker_url, source=router.source, codec=codec)
     return Relay(
-        build_source(db_url, table=table, slot=slot, name=name, binary=binary), bus, router
+        build_source(db_url, table=table, slot=slot, name=name, binary=binary, resume=resume),
+        bus,
+        router,
     )
 
 

@@ -14,7 +14,9 @@ import pytest
 
 from connectors import DatabaseUnavailableError, PositionLostError, init_outbox
 from connectors.dburl import DatabaseURL
+from connectors.relay_mysql import MySQLSource
 from connectors.relay_postgres import PostgresSource
+from connectors.runtime import build_relay
 from devservers.databases import connect_mysql, connect_postgres
 from devservers.nats import NatsServer
 from tests.connectors.conftest import REPO, OutboxDB
@@ -272,3 +274,10 @@ async def test_a_nats_broker_down_while_rows_commit_holds_them_then_delivers(
     for key in ("o0", "o1"):
         seqs = [e.data["seq"] for e in got[TOPIC].events if e.partitionkey == key]
         assert seqs == sorted(seqs)
+
+
+def test_resume_by_gtid_reaches_the_mysql_source() -> None:
+    """`choreo outbox relay --resume gtid` (build_relay's resume=) was silently dropped."""
+    relay = build_relay("mysql://root@127.0.0.1:3306/test", "memory://resume", resume="gtid")
+    assert isinstance(relay.source, MySQLSource)
+    assert "gtid" == relay.source.resume
