@@ -11,7 +11,9 @@ aggregates are published concurrently, and up to ``max_in_flight`` changes are i
 (read ahead while earlier ones are being published). Changes are confirmed strictly in order.
 A publish that fails because the broker is away is retried with backoff until it succeeds or the
 relay is stopped (the position is then not confirmed); a row the broker refuses for what it is
-(codec/schema, envelope) is dead-lettered.
+(codec/schema, envelope) is dead-lettered. A database lost while relaying
+(:class:`~connectors.errors.DatabaseUnavailableError`) is reopened with backoff and the source
+resumes from its confirmed position.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from connectors.routing import OutboxRow, Routed, Router
 __all__ = ["RELAYED", "Change", "Relay", "RelayStats", "Source"]
 
 log = get_logger("connectors.relay")
+
+STILL_DOWN_EVERY = 60.0  # seconds between reminders while the database stays away
 
 RELAYED = Counter("choreo_outbox_relayed", "Outbox rows published by a relay", ["relay"])
 DEAD_LETTERED = Counter(
@@ -183,9 +187,13 @@ class Relay:
             error=str(lost),
         )
         await self.source.close()
+        last_said = time.monotonic()
 
         def waiting(exc: BaseException, pause: float) -> None:
-            log.debug("database still unavailable", relay=self.source.name, error=str(exc))
+            nonlocal last_said
+            if time.monotonic() - last_said >= STILL_DOWN_EVERY:  # a reminder, not a flood
+                last_said = time.monotonic()
+                log.warning("database still unavailable", relay=self.source.name, error=str(exc))
 
         try:
             await keep_trying(
