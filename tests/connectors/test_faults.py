@@ -62,6 +62,7 @@ async def test_a_slot_dropped_while_the_relay_was_down_is_refused_not_recreated(
     async with collecting(broker, TOPIC) as got:
         async with running_relay(pg_outbox, broker) as run:
             await run.until(lambda: len(got[TOPIC].events) >= 3, what="the first events")
+        await eventually(lambda: not pg_outbox.relay_locked(), what="the slot to be released")
         drop_slot(pg_outbox.slot)
         gap = pg_outbox.write(order_rows(2, start=3))
 
