@@ -17,16 +17,20 @@ import re
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from saga_monitor.errors import SagaConfigError
 from saga_monitor.model import Instance
 
 __all__ = [
     "ACK",
+    "COUNTED",
     "NOTE",
     "DataField",
     "Note",
     "Page",
     "Query",
+    "field_in_timeline",
     "matches",
     "parse_search",
 ]
@@ -37,6 +41,8 @@ NOTE = "note"
 MAX_NOTE = 2000
 MAX_WHO = 200
 MAX_SEARCH = 500
+#: Matches a payload search counts: beyond, its total is "10000+" (the pages stay exact).
+COUNTED = 10_000
 _PATH = re.compile(r"data(\.[^.=\s]+)+\Z")
 
 
@@ -80,12 +86,18 @@ class Query:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Page:
-    """One page of a query's answer and how many instances match in all."""
+    """One page of a query's answer and how many instances match in all (``more``: at least
+    ``total`` do: a payload search stops counting at :data:`COUNTED`)."""
 
     items: list[Instance]
     total: int
     offset: int
     limit: int
+    more: bool = False
+
+    def total_text(self) -> str:
+        """The total as people read it: ``1234``, or ``10000+`` when it is a lower bound."""
+        return f"{self.total}+" if self.more else str(self.total)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -167,3 +179,20 @@ def matches(instance: Instance, query: Query, acknowledged: bool = False) -> boo
         return False
     field = query.data
     return field is None or any(field.found_in(e.event.data) for e in instance.timeline)
+
+
+class _Entry(msgspec.Struct):
+    data: Any = None
+
+
+class _Timeline(msgspec.Struct):
+    timeline: list[_Entry]
+
+
+_timeline = msgspec.json.Decoder(_Timeline).decode
+
+
+def field_in_timeline(field: DataField, document: str | bytes) -> bool:
+    """Whether an event of the instance stored as ``document`` (its JSON) holds ``field``: what
+    :func:`matches` checks of a payload search, read from the events' data alone."""
+    return any(field.found_in(entry.data) for entry in _timeline(document).timeline)

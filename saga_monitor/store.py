@@ -38,7 +38,7 @@ from typing import Any, Protocol, runtime_checkable
 from saga_monitor.definitions import format_duration
 from saga_monitor.errors import InstanceNotFoundError
 from saga_monitor.model import Alert, Entry, Instance, Observation
-from saga_monitor.queries import ACK, Note, Page, Query, matches
+from saga_monitor.queries import ACK, COUNTED, Note, Page, Query, matches
 
 Key = tuple[str, str]
 
@@ -355,6 +355,10 @@ class MemoryStore:
         chosen.sort(key=lambda i: i.correlation_id)
         chosen.sort(key=lambda i: i.updated, reverse=True)
         items = chosen[query.offset : query.offset + query.limit]
+        if query.data is not None:  # counted as far as the SQL stores count
+            counted = max(query.offset + query.limit, COUNTED)
+            more = len(chosen) > counted
+            return Page(items, min(len(chosen), counted), query.offset, query.limit, more=more)
         return Page(items, len(chosen), query.offset, query.limit)
 
     def _acknowledged(self, key: Key) -> bool:

@@ -413,6 +413,8 @@ class _Views:
         params.pop("response")
         page = self.search(params)
         response.headers["X-Total-Count"] = str(page.total)
+        if page.more:  # a payload search that stopped counting: at least so many match
+            response.headers["X-Total-Is-Lower-Bound"] = "true"
         return listed(self.store, page.items, self.board()[1])
 
     async def api_instance(self, saga: str, correlation_id: str) -> dict[str, Any]:

@@ -215,10 +215,10 @@ def _pager(page: Page, params: dict[str, Any]) -> str:
     if page.offset > 0:
         back = max(0, page.offset - page.limit)
         links.append(f'<a class="prev" href="{href(back)}" data-offset="{back}">previous</a>')
-    if last < page.total:
+    if last < page.total or (page.more and page.items):
         links.append(f'<a class="next" href="{href(last)}" data-offset="{last}">next</a>')
     return (
-        f'<p class="pager"><span class="showing">{shown} of <b class="total">{page.total}</b>'
+        f'<p class="pager"><span class="showing">{shown} of <b class="total">{page.total_text()}</b>'
         f"</span> {' '.join(links)}</p>"
     )
 

@@ -350,12 +350,12 @@ def ls(
     out_console.print(instance_table(page.items, now, rows))
     counts = Counter(item.state for item in page.items)
     shown = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no saga instances"
-    if page.total > len(page.items):
+    if page.total > len(page.items) or page.more:
         last = page.offset + len(page.items)
         shown += (
-            f" (showing {page.offset + 1}-{last} of {page.total})"
+            f" (showing {page.offset + 1}-{last} of {page.total_text()})"
             if page.items
-            else (f" (none from {page.offset + 1}; {page.total} in all)")
+            else (f" (none from {page.offset + 1}; {page.total_text()} in all)")
         )
     out_console.print(shown)
 
