@@ -133,6 +133,8 @@ _ACKED = (
 _PUT = upsert("{p}instances", _COLUMNS, key=("saga", "correlation_id"))
 #: Instances a SQLite store keeps in memory between events (a shared store always reads).
 _CACHED = 50_000
+#: Instances :meth:`SqlSagaStore.search` keeps decoded (the board's sample reads up to 20,000).
+_DECODED = 20_000
 #: The most correlation ids one prefetch query asks for (SQLite allowed 999 parameters before
 #: 3.32); fewer are padded to the next power of two, so that few statement texts exist.
 _IN_MAX = 256
@@ -159,6 +161,10 @@ class SqlSagaStore:
         self._db.open("saga_", MIGRATIONS)
         self.url = self._db.url
         self._lock = threading.RLock()
+        #: The instances :meth:`search` decoded, by their documents' text (least recently
+        #: listed first), and what guards it (searches may run on several threads).
+        self._decoded: OrderedDict[str, Instance] = OrderedDict()
+        self._decoding = threading.Lock()
         self.cache: OrderedDict[tuple[str, str], Instance] | None = (
             OrderedDict() if self._db.dialect is SQLITE else None
         )
@@ -304,7 +310,7 @@ class SqlSagaStore:
                 query.limit,
                 query.offset,
             )
-            items = [Instance.from_dict(json.loads(row[0])) for row in rows]
+            items = [self._listed(row[0]) for row in rows]
             return Page(items, int(total), query.offset, query.limit)
         return self._search_data(query, query.data, condition, params)
 
@@ -348,9 +354,26 @@ class SqlSagaStore:
                 break
             after = (rows[-1][0], rows[-1][1], rows[-1][2])
         bounded = found >= enough or scanned >= _SEARCH_SCAN
-        items = [Instance.from_dict(json.loads(doc)) for doc in kept]
+        items = [self._listed(doc) for doc in kept]
         total = min(found, enough - 1)
         return Page(items, total, query.offset, query.limit, more=bounded)
+
+    def _listed(self, doc: str) -> Instance:
+        """The instance stored as ``doc``, decoded once while it stays the same text: the
+        console's board reads the same thousands of instances every few seconds (the objects
+        are shared by the searches' callers, who only read them)."""
+        decoded = self._decoded
+        with self._decoding:
+            known = decoded.get(doc)
+            if known is not None:
+                decoded.move_to_end(doc)
+                return known
+        instance = Instance.from_dict(json.loads(doc))
+        with self._decoding:
+            decoded[doc] = instance
+            while len(decoded) > _DECODED:
+                decoded.popitem(last=False)
+        return instance
 
     def add_note(self, note: Note) -> None:
         """Keep an acknowledgement or annotation of an instance that is in the store."""

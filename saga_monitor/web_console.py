@@ -218,8 +218,8 @@ def _pager(page: Page, params: dict[str, Any]) -> str:
     if last < page.total or (page.more and page.items):
         links.append(f'<a class="next" href="{href(last)}" data-offset="{last}">next</a>')
     return (
-        f'<p class="pager"><span class="showing">{shown} of <b class="total">{page.total_text()}</b>'
-        f"</span> {' '.join(links)}</p>"
+        f'<p class="pager"><span class="showing">{shown} of '
+        f'<b class="total">{page.total_text()}</b></span> {" ".join(links)}</p>'
     )
 
 

@@ -142,3 +142,21 @@ def test_pages_deep_in_the_list_are_the_memory_stores(
         pages = [s.search(query) for s in (memory, store)]
         assert _ids(pages[0]) == _ids(pages[1]), query
         assert pages[0].total == pages[1].total, query
+
+
+def test_a_search_decodes_an_instance_again_only_once_it_changed(
+    make_store: StoreFactory,  # noqa: F811
+) -> None:
+    """The board's sample every few seconds: an unchanged instance is the one decoded before;
+    one that changed (a step, a verdict) is read anew."""
+    store = make_store()
+    correlator = Correlator(example())
+    correlator.apply(store, event("order.placed", "o-1", 0), topic="o", now=at(0))
+    correlator.apply(store, event("order.placed", "o-2", 1), topic="o", now=at(1))
+    first = {i.correlation_id: i for i in store.search(Query()).items}
+    correlator.apply(store, event("payment.authorized", "o-2", 2), topic="p", now=at(2))
+    again = {i.correlation_id: i for i in store.search(Query()).items}
+    assert again["o-1"] is first["o-1"]
+    assert [1, 2] == [len(again[c].timeline) for c in ("o-1", "o-2")]
+    correlator.tick(store, at(10_000))
+    assert {"stuck"} == {i.state for i in store.search(Query()).items}
