@@ -106,6 +106,9 @@ MIGRATIONS = (
             "CREATE INDEX IF NOT EXISTS {p}instances_listed "
             "ON {p}instances (updated, correlation_id, saga)",
             "DROP INDEX IF EXISTS {p}instances_updated",
+            # the monitor's prune, every minute: the instances finished before the retention
+            "CREATE INDEX IF NOT EXISTS {p}instances_finished ON {p}instances (finished) "
+            "WHERE finished IS NOT NULL",
         ),
     ),
 )

@@ -54,7 +54,7 @@ def _plans(store: SqlSagaStore, ask: list[object]) -> dict[str, list[str]]:
     return {
         sql: [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
         for sql in ran
-        if sql.lstrip().upper().startswith("SELECT")
+        if sql.lstrip().upper().startswith(("SELECT", "DELETE FROM SAGA_INSTANCES"))
     }
 
 
@@ -74,6 +74,7 @@ def test_the_console_and_the_metrics_read_indexes(tmp_path: Path) -> None:
         "deep page": lambda: store.search(Query(offset=40, limit=5)),
         "counts": store.counts,
         "oldest stuck": store.oldest_stuck,
+        "prune": lambda: store.prune(at(-86_400), stuck_before=at(-86_400)),
     }
     used: dict[str, str] = {}
     for name, call in asked.items():
@@ -85,6 +86,7 @@ def test_the_console_and_the_metrics_read_indexes(tmp_path: Path) -> None:
     assert "COVERING INDEX saga_instances_listed" in used["deep page"]
     assert "COVERING INDEX saga_instances_counts" in used["counts"]
     assert "saga_instances_state" in used["oldest stuck"]
+    assert "saga_instances_finished" in used["prune"]
     store.close()
 
 
