@@ -321,41 +321,32 @@ class SqlSagaStore:
         self, query: Query, field: DataField, condition: str, params: list[Any]
     ) -> Page:
         """A payload search: the candidates the pre-filter leaves, most recently updated first,
-        read in chunks (each after the last one's key) and checked on their timelines' data
-        alone; the page's instances are decoded whole. Counting stops at :data:`COUNTED`
-        matches (or :data:`_SEARCH_SCAN` candidates): the total is then a lower bound."""
+        read :data:`_CHUNK` at a time as they are checked (on their timelines' data alone);
+        the page's instances are decoded whole. Counting stops at :data:`COUNTED` matches (or
+        :data:`_SEARCH_SCAN` candidates): the total is then a lower bound."""
         wanted = query.offset + query.limit
         enough = max(wanted, COUNTED) + 1
         kept: list[str] = []
         found = scanned = 0
-        after: tuple[Any, ...] | None = None
-        while found < enough and scanned < _SEARCH_SCAN:
-            keyset, keys = "", []
-            if after is not None:
-                updated, corr, saga = after
-                keyset = (
-                    " AND (updated < ? OR (updated = ? AND (correlation_id > ? "
-                    "OR (correlation_id = ? AND saga > ?))))"
-                )
-                keys = [updated, updated, corr, corr, saga]
-            rows = self._db.query(
-                f"SELECT updated, correlation_id, saga, doc FROM {{p}}instances "
-                f"WHERE {condition}{keyset} ORDER BY updated DESC, correlation_id, saga LIMIT ?",
-                *params,
-                *keys,
-                min(_CHUNK, _SEARCH_SCAN - scanned),
-            )
-            for row in rows:
-                if field_in_timeline(field, row[3]):
-                    found += 1
-                    if query.offset < found <= wanted:
-                        kept.append(row[3])
-                    if found >= enough:
-                        break
-            scanned += len(rows)
-            if len(rows) < _CHUNK:
-                break
-            after = (rows[-1][0], rows[-1][1], rows[-1][2])
+        select = (
+            f"SELECT doc FROM {{p}}instances WHERE {condition} "
+            "ORDER BY updated DESC, correlation_id LIMIT ?"
+        )
+        with (
+            self._db.transaction() as tx,
+            contextlib.closing(tx.stream(select, *params, _SEARCH_SCAN, size=_CHUNK)) as chunks,
+        ):
+            for rows in chunks:
+                scanned += len(rows)
+                for (doc,) in rows:
+                    if field_in_timeline(field, doc):
+                        found += 1
+                        if query.offset < found <= wanted:
+                            kept.append(doc)
+                        if found >= enough:
+                            break
+                if found >= enough:
+                    break
         bounded = found >= enough or scanned >= _SEARCH_SCAN
         items = [self._listed(doc) for doc in kept]
         total = min(found, enough - 1)
