@@ -7,6 +7,8 @@
   takes a lock per (saga, correlation id) before it reads an instance (an advisory lock, held to
   its end), so two monitors never apply events of one instance at once, not even when both
   would create it, and the second one sees what the first one committed (duplicates included).
+  A transaction takes the locks of the instances it was told of (:meth:`Transaction.prefetch`)
+  together, in one order, so two never wait for each other.
 
 See :mod:`saga_monitor.store` for what every store keeps and why each event's application is
 one transaction.
@@ -108,6 +110,12 @@ _ACKED = (
     "AND n.correlation_id = {p}instances.correlation_id AND n.kind = 'ack')"
 )
 _PUT = upsert("{p}instances", _COLUMNS, key=("saga", "correlation_id"))
+#: Takes the advisory locks of several instances (PostgreSQL) in ascending lock number (the
+#: order the sorted subquery hands its rows to the outer one), as ``lock_instance`` takes one.
+_LOCK_ALL = (
+    "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h "
+    "FROM unnest(CAST(? AS text[])) AS k ORDER BY h) AS ordered"
+)
 #: Instances a SQLite store keeps in memory between events (a shared store always reads).
 _CACHED = 50_000
 #: The most correlation ids one prefetch query asks for (SQLite allowed 999 parameters before
@@ -545,6 +553,9 @@ class _SqlTransaction:
         per start event, then costs no query of its own."""
         store = self._store
         cache = store.cache
+        if store.lock_instance is not None:  # shared: lock them all first, in one order
+            self._lock_all(keys)
+            return
         if cache is None or store.whole_table:
             return
         by_saga: dict[str, dict[str, None]] = {}
@@ -563,6 +574,16 @@ class _SqlTransaction:
                     store.remember(Instance.from_dict(json.loads(doc)))
                     found.add(correlation_id)
             absent.update((saga, c) for c in wanted if c not in found)
+
+    def _lock_all(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Take the locks of ``keys`` (PostgreSQL) in the order of their lock numbers, in one
+        statement: two monitors (a tick judging in deadline order, a batch in the order its
+        events came) locking the same instances in their own orders could each hold what the
+        other waits for (a deadlock, which PostgreSQL breaks by failing one of them)."""
+        wanted = {key: None for key in keys if key not in self._locked}
+        if wanted:
+            self._tx.one(_LOCK_ALL, [f"{saga}\x1f{corr}" for saga, corr in wanted])
+            self._locked.update(wanted)
 
     def put(self, instance: Instance) -> None:
         self._store.remember(instance)
