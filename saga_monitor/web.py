@@ -434,7 +434,7 @@ class _Views:
             written = Note(
                 found.saga, found.correlation_id, note.kind, note.who, utcnow(), note.note
             )
-            self.store.add_note(written)
+            written = self.store.add_note(written)
         except SagaConfigError as exc:
             raise HTTPException(422, str(exc)) from exc
         except InstanceNotFoundError as exc:

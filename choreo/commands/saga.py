@@ -440,7 +440,7 @@ def ack(
             )
         target = found[0]
         written = Note(target.saga, correlation_id, kind, author, utcnow(), note)
-        opened.add_note(written)
+        written = opened.add_note(written)
     with committed():  # kept: a closed stdout must not fail it (a retry would add it twice)
         if output is Output.json:
             print_json(written.to_dict())
