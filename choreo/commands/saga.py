@@ -8,9 +8,10 @@ import os
 import signal
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -33,6 +34,7 @@ from choreo.console import (
     print_json,
     reported,
     run,
+    shown,
     warn,
 )
 from choreo.errors import EXIT_USAGE
@@ -41,6 +43,7 @@ from saga_monitor.model import STATES, utcnow
 if TYPE_CHECKING:
     from broker import Bus
     from saga_monitor.definitions import Definitions
+    from saga_monitor.queries import Page
     from saga_monitor.store import SagaStore
 
 __all__ = ["saga_app"]
@@ -305,7 +308,6 @@ def ls(
     from saga_monitor.board import learn_owners, listed, sample
     from saga_monitor.model import ANOMALY_KINDS
     from saga_monitor.queries import Query, parse_search
-    from saga_monitor.render import instance_table
 
     chosen_state = _state(state)
     if anomaly is not None and anomaly not in ANOMALY_KINDS:
@@ -344,20 +346,27 @@ def ls(
         with reported():
             page = opened.search(query)
             rows = listed(opened, page.items, owners)
+    with shown():
+        _print_listing(page, now, rows, output)
+
+
+def _print_listing(page: Page, now: datetime, rows: list[dict[str, Any]], output: Output) -> None:
+    from saga_monitor.render import instance_table
+
     if output is Output.json:
         print_json(rows)
         return
     out_console.print(instance_table(page.items, now, rows))
     counts = Counter(item.state for item in page.items)
-    shown = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no saga instances"
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no saga instances"
     if page.total > len(page.items):
         last = page.offset + len(page.items)
-        shown += (
+        summary += (
             f" (showing {page.offset + 1}-{last} of {page.total})"
             if page.items
             else (f" (none from {page.offset + 1}; {page.total} in all)")
         )
-    out_console.print(shown)
+    out_console.print(summary)
 
 
 def _known_saga(opened: SagaStore, saga: str | None, defined: Definitions | None) -> None:
@@ -396,10 +405,11 @@ def owes(
     now = utcnow()
     with _opened(store) as opened, reported():
         board, _ = build_board(opened, defined, now, window=seconds)
-    if output is Output.json:
-        print_json([row.to_dict() for row in board])
-        return
-    out_console.print(board_table(board) if board else "no saga instances")
+    with shown():
+        if output is Output.json:
+            print_json([row.to_dict() for row in board])
+            return
+        out_console.print(board_table(board) if board else "no saga instances")
 
 
 @saga_app.command("ack")
@@ -472,22 +482,26 @@ def show(
             "list them with: choreo saga ls"
         )
     if output is Output.json:
-        print_json(
-            [
-                {
-                    **i.to_dict(),
-                    "notes": [n.to_dict() for n in notes.get(key, [])],
-                    "cause": (causes.get(key) or {}).get("text") if i.state == "stuck" else None,
-                }
-                for i, key in zip(found, keys, strict=True)
-            ]
-        )
+        with shown():
+            print_json(
+                [
+                    {
+                        **i.to_dict(),
+                        "notes": [n.to_dict() for n in notes.get(key, [])],
+                        "cause": (causes.get(key) or {}).get("text")
+                        if i.state == "stuck"
+                        else None,
+                    }
+                    for i, key in zip(found, keys, strict=True)
+                ]
+            )
         return
     for item, key in zip(found, keys, strict=True):
-        out_console.print(timeline(item, utcnow()))
-        cause = causes.get(key) if item.state == "stuck" else None
-        if cause or key in notes:
-            out_console.print(notes_text(notes.get(key, []), cause))
+        with shown():
+            out_console.print(timeline(item, utcnow()))
+            cause = causes.get(key) if item.state == "stuck" else None
+            if cause or key in notes:
+                out_console.print(notes_text(notes.get(key, []), cause))
 
 
 @saga_app.command("discover")
@@ -525,10 +539,11 @@ def discover(
         )
     )
     _say_empty_topics(topic, report.topics, url, since)
-    if output is DiscoverOutput.json:
-        print_json(report.to_dict())
-    else:
-        out_console.print(render_report(report))
+    with shown():
+        if output is DiscoverOutput.json:
+            print_json(report.to_dict())
+        else:
+            out_console.print(render_report(report))
 
 
 def _say_empty_topics(asked: list[str], seen: list[str], url: str, since: str | None) -> None:

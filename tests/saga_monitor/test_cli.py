@@ -500,6 +500,33 @@ def test_an_ack_whose_output_cannot_be_written_still_exits_0(
     assert ["n"] == [note["note"] for note in row["notes"]]
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ls"],
+        ["ls", "-o", "json"],
+        ["show", "order-stuck"],
+        ["show", "order-stuck", "-o", "json"],
+        ["owes"],
+        ["owes", "-o", "json"],
+    ],
+)
+def test_a_listing_into_a_closed_pipe_exits_0(
+    store_url: str, tmp_path: Path, args: list[str]
+) -> None:
+    """`saga ls | head -1` (a reader that stops reading) is no failure: the listing exits 0
+    and says nothing, as publish and ack do (a script with pipefail goes on)."""
+    result = choreo_into_a_closed_pipe("saga", *args, "-s", store_url, cwd=tmp_path)
+    assert (0, "") == (result.returncode, result.stderr)
+
+
+def test_a_failing_listing_into_a_closed_pipe_still_fails(tmp_path: Path) -> None:
+    """A listing whose work fails keeps its one line and exit code, closed pipe or not."""
+    missing = f"sqlite:///{tmp_path}/none.db"
+    result = choreo_into_a_closed_pipe("saga", "ls", "-s", missing, cwd=tmp_path)
+    assert (1, True) == (result.returncode, "no saga store" in result.stderr), result.stderr
+
+
 def test_ls_since_zero_or_empty_does_not_list_everything(store_url: str, tmp_path: Path) -> None:
     """`--since 0` lists what was updated within no time (nothing), and `--since ""` (a
     script's unset variable) is one line and exit 2: neither drops the filter silently."""
