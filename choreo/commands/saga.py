@@ -125,12 +125,10 @@ def monitor(
         "skew_tolerance": parse_duration(skew_tolerance, option="--skew-tolerance"),
     }
     kept = {
-        "retain_acknowledged": parse_duration(retain_acknowledged, option="--retain-acknowledged")
-        if retain_acknowledged
-        else None,
-        "retain_stuck": parse_duration(retain_stuck, option="--retain-stuck")
-        if retain_stuck
-        else None,
+        "retain_acknowledged": _kept_for(
+            retain_acknowledged, "--retain-acknowledged", "instances as they are acknowledged"
+        ),
+        "retain_stuck": _kept_for(retain_stuck, "--retain-stuck", "instances as they get stuck"),
     }
     broker_url, store_url = setting("broker_url", broker), setting("store_url", store)
     start_metrics(metrics_port, host="0.0.0.0")
@@ -146,6 +144,22 @@ def monitor(
             kept,
         )
     )
+
+
+def _kept_for(text: str | None, option: str, drops: str) -> float | None:
+    """Seconds of a ``--retain-*`` option (None: left out, kept until they finish). 0 would
+    drop at once what the option is meant to keep a while: a usage error, as is an empty
+    value (a script's unset variable), which used to turn the option off silently."""
+    if text is None:
+        return None
+    seconds = parse_duration(text, option=option)
+    if seconds <= 0:
+        fail(
+            f"{option} {text!r} would drop {drops}; give how long to keep them, e.g. 30d, "
+            f"or leave {option} out to keep them until they finish",
+            EXIT_USAGE,
+        )
+    return seconds
 
 
 async def _monitor(

@@ -527,6 +527,32 @@ def test_a_failing_listing_into_a_closed_pipe_still_fails(tmp_path: Path) -> Non
     assert (1, True) == (result.returncode, "no saga store" in result.stderr), result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--retain-stuck", "0"], "--retain-stuck '0' would drop instances as they get stuck"),
+        (["--retain-acknowledged", "0s"], "--retain-acknowledged '0s' would drop instances as"),
+        (["--retain-stuck", ""], "'' is not a duration for --retain-stuck"),
+        (["--retain-acknowledged", ""], "'' is not a duration for --retain-acknowledged"),
+        (["--retention", ""], "'' is not a duration for --retention"),
+    ],
+)
+def test_retaining_for_no_time_or_an_empty_value_is_a_usage_error(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """`--retain-stuck 0` (drop stuck instances as they get stuck) and an empty value (a
+    script's unset variable, which turned the option off) are one line and exit 2; the
+    monitor does not start."""
+    monitor = _monitor(tmp_path, *args)
+    try:
+        code = monitor.wait(timeout=60)
+    finally:
+        monitor.kill()
+    assert monitor.stderr is not None
+    said = monitor.stderr.read()
+    assert (2, True, 1) == (code, message in said, len(said.splitlines())), said
+
+
 def test_ls_since_zero_or_empty_does_not_list_everything(store_url: str, tmp_path: Path) -> None:
     """`--since 0` lists what was updated within no time (nothing), and `--since ""` (a
     script's unset variable) is one line and exit 2: neither drops the filter silently."""
