@@ -29,6 +29,7 @@ __all__ = [
     "Query",
     "covers",
     "episode",
+    "label",
     "matches",
     "parse_search",
 ]
@@ -123,6 +124,14 @@ def episode(instance: Instance) -> datetime | None:
     """The stuck episode ``instance`` is in: when it got stuck (the deadline it missed, which
     stays the same until it moves on), or None when it is not stuck."""
     return instance.stuck_since if instance.state == "stuck" else None
+
+
+def label(note: Note, instance: Instance) -> str:
+    """How a note is named beside ``instance``: its kind, and for an acknowledgement that no
+    longer holds (see :func:`covers`), that it was for an earlier episode."""
+    if note.kind == ACK and not covers(note, instance):
+        return f"{ACK} (earlier episode)"
+    return note.kind
 
 
 def covers(note: Note, instance: Instance) -> bool:

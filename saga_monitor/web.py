@@ -368,7 +368,7 @@ class _Views:
         return {
             "banner": console.banner_html(self.store.monitors(), utcnow()),
             "detail": _detail_html(found, utcnow()),
-            "notes": console.notes_html(notes, cause),
+            "notes": console.notes_html(notes, cause, found),
         }
 
     async def instance_page(

@@ -515,7 +515,7 @@ def show(
             out_console.print(timeline(item, utcnow()))
             cause = causes.get(key) if item.state == "stuck" else None
             if cause or key in notes:
-                out_console.print(notes_text(notes.get(key, []), cause))
+                out_console.print(notes_text(notes.get(key, []), cause, item))
 
 
 @saga_app.command("discover")

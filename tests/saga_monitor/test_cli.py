@@ -255,7 +255,8 @@ def test_ack_keeps_who_when_and_note(store_url: str) -> None:
 
 def test_an_ack_does_not_cover_a_later_stuck_episode(store_url: str) -> None:
     """An instance acknowledged while stuck on inventory that moves on and gets stuck on
-    shipping lists as not acknowledged in `saga ls` (the ack stays among its notes)."""
+    shipping lists as not acknowledged in `saga ls`; the ack stays among its notes, and
+    `saga show` says it was for an earlier episode."""
     _json("ack", "order-stuck", "--note", "vendor down", "--who", "ana", "-s", store_url)
     store = open_saga_store(store_url)
     (instance,) = store.instances(correlation_id="order-stuck")
@@ -273,6 +274,8 @@ def test_an_ack_does_not_cover_a_later_stuck_episode(store_url: str) -> None:
     store.close()
     (row,) = _json("ls", "--store", store_url, "--state", "stuck")  # type: ignore[misc]
     assert (None, ["vendor down"]) == (row["acknowledged"], [n["note"] for n in row["notes"]])
+    shown = runner.invoke(app, ["saga", "show", "order-stuck", "--store", store_url])
+    assert "ack (earlier episode) by ana at" in shown.stdout, shown.stdout
 
 
 @pytest.mark.parametrize(

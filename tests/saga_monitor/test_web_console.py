@@ -118,6 +118,33 @@ def test_notes_are_kept_and_shown(client: TestClient) -> None:
     assert 422 == client.post(url, json={"who": "a", "kind": "shrug"}).status_code
 
 
+def test_an_ack_of_an_earlier_stuck_episode_no_longer_counts(
+    client: TestClient, store: SagaStore
+) -> None:
+    """An instance acknowledged while stuck that moves on and gets stuck again lists under
+    `acknowledged=no` and as unacknowledged; its page marks the ack as an earlier episode's."""
+    url = "/api/notes/order-fulfilment/order-stuck"
+    posted = client.post(url, json={"who": "ana", "note": "vendor down"}).json()
+    assert posted["stuck_since"] is not None
+    (instance,) = store.instances(correlation_id="order-stuck")
+    late = instance.started + timedelta(seconds=40)  # inventory was due 30 s after payment
+    reserved = Event(
+        type="inventory.reserved",
+        source="stock",
+        id="late-reservation",
+        time=late,
+        extensions={"correlationid": "order-stuck"},
+    )
+    correlator = Correlator(example())
+    correlator.apply(store, reserved, topic="inventory", now=late)
+    correlator.tick(store, late + timedelta(hours=3))  # shipping was due 2 h after that
+    rows = client.get("/api/instances", params={"acknowledged": "no", "state": "stuck"}).json()
+    (row,) = [r for r in rows if r["correlation_id"] == "order-stuck"]
+    assert row["acknowledged"] is None
+    page = client.get("/instances/order-fulfilment/order-stuck").text
+    assert "<b>ack (earlier episode)</b> by" in page
+
+
 def test_timeline_collapses_long_gaps_and_shows_arrival_times(
     client: TestClient, store: SagaStore
 ) -> None:
