@@ -12,16 +12,15 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from broker import Bus, Event
+from broker import Bus
 from choreo.cli import app
-from saga_monitor import Correlator, open_saga_store
-from tests.saga_monitor.helpers import example, populate, traceparent_of
+from saga_monitor import open_saga_store
+from tests.saga_monitor.helpers import populate, stuck_again, traceparent_of
 from tests.saga_monitor.test_discovery import traffic
 from tests.saga_monitor.test_web import _free_port
 from tests.test_cli import choreo, choreo_into_a_closed_pipe
@@ -259,18 +258,7 @@ def test_an_ack_does_not_cover_a_later_stuck_episode(store_url: str) -> None:
     `saga show` says it was for an earlier episode."""
     _json("ack", "order-stuck", "--note", "vendor down", "--who", "ana", "-s", store_url)
     store = open_saga_store(store_url)
-    (instance,) = store.instances(correlation_id="order-stuck")
-    late = instance.started + timedelta(seconds=40)  # inventory was due 30 s after payment
-    reserved = Event(
-        type="inventory.reserved",
-        source="stock",
-        id="late-reservation",
-        time=late,
-        extensions={"correlationid": "order-stuck"},
-    )
-    correlator = Correlator(example())
-    correlator.apply(store, reserved, topic="inventory", now=late)
-    correlator.tick(store, late + timedelta(hours=3))  # shipping was due 2 h after that
+    stuck_again(store)
     store.close()
     (row,) = _json("ls", "--store", store_url, "--state", "stuck")  # type: ignore[misc]
     assert (None, ["vendor down"]) == (row["acknowledged"], [n["note"] for n in row["notes"]])

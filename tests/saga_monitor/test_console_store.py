@@ -12,6 +12,7 @@ import pytest
 from broker.sqlstore import SqlStore
 from saga_monitor import Correlator, InstanceNotFoundError, SagaStore, SagaStoreError
 from saga_monitor.board import Owners, listed
+from saga_monitor.model import Instance
 from saga_monitor.queries import ACK, NOTE, DataField, Note, Query, parse_search
 from saga_monitor.store import MemoryStore
 from saga_monitor.store_sql import MIGRATIONS, SqlSagaStore
@@ -190,6 +191,28 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     cleaner.close()
 
 
+def _old_store(url: str, layout: int, instance: Instance) -> SqlStore:
+    """A store of an earlier ``layout`` at ``url`` holding ``instance`` (with its
+    ``stuck_since`` column from layout 3 on)."""
+    old = SqlStore(url, what="saga store", hint="", error=SagaStoreError, schema="public")
+    old.open("saga_", MIGRATIONS[:layout])
+    columns = ["saga", "correlation_id", "state", "started", "updated", "doc"]
+    values = [
+        instance.saga,
+        instance.correlation_id,
+        instance.state,
+        instance.started.timestamp(),
+        instance.updated.timestamp(),
+        instance.to_json(),
+    ]
+    if layout >= 3 and instance.stuck_since is not None:
+        columns.append("stuck_since")
+        values.append(instance.stuck_since.timestamp())
+    marks = ", ".join("?" * len(values))
+    old.execute(f"INSERT INTO {{p}}instances ({', '.join(columns)}) VALUES ({marks})", *values)
+    return old
+
+
 def test_a_store_of_layout_2_is_migrated_and_keeps_its_instances(fresh_url: str) -> None:
     """A store written before the console's columns existed (layout 2) opens, gets them, and
     still lists its instances; an instance shows in the new filters once it changes again."""
@@ -198,21 +221,7 @@ def test_a_store_of_layout_2_is_migrated_and_keeps_its_instances(fresh_url: str)
     placed = event("order.placed", "o-1", 0)
     correlator.apply(memory, placed, topic="o", now=at(0), delivery="o/0/1")
     (instance,) = memory.data.values()
-    old = SqlStore(fresh_url, what="saga store", hint="", error=SagaStoreError, schema="public")
-    old.open("saga_", MIGRATIONS[:2])
-    old.execute(
-        "INSERT INTO {p}instances (saga, correlation_id, state, started, updated, due, finished, "
-        "doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        instance.saga,
-        instance.correlation_id,
-        instance.state,
-        instance.started.timestamp(),
-        instance.updated.timestamp(),
-        None,
-        None,
-        instance.to_json(),
-    )
-    old.close()
+    _old_store(fresh_url, 2, instance).close()
     store = SqlSagaStore(fresh_url)
     assert (1, 0) == (
         store.search(Query(correlation_prefix="o-")).total,
@@ -238,21 +247,7 @@ def test_acknowledgements_of_layout_4_hold_for_the_episode_their_instance_is_in(
     correlator.tick(memory, at(100))
     (instance,) = memory.data.values()
     assert instance.stuck_since is not None
-    old = SqlStore(fresh_url, what="saga store", hint="", error=SagaStoreError, schema="public")
-    old.open("saga_", MIGRATIONS[:4])
-    old.execute(
-        "INSERT INTO {p}instances (saga, correlation_id, state, started, updated, due, finished, "
-        "doc, stuck_since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        instance.saga,
-        instance.correlation_id,
-        instance.state,
-        instance.started.timestamp(),
-        instance.updated.timestamp(),
-        None,
-        None,
-        instance.to_json(),
-        instance.stuck_since.timestamp(),
-    )
+    old = _old_store(fresh_url, 4, instance)
     old.execute(
         "INSERT INTO {p}notes (saga, correlation_id, kind, who, at, note) "
         "VALUES (?, ?, 'ack', 'ana', ?, 'known')",

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from broker import Event
 from saga_monitor import Correlator, SagaStore, load_definitions
 from saga_monitor.web import create_app
-from tests.saga_monitor.helpers import EXAMPLE, example
+from tests.saga_monitor.helpers import EXAMPLE, example, stuck_again
 from tests.saga_monitor.test_web import CHROMIUM, CHROMIUM_ARGS, _free_port
 
 NAMED = EXAMPLE.read_text().replace(
@@ -126,18 +126,7 @@ def test_an_ack_of_an_earlier_stuck_episode_no_longer_counts(
     url = "/api/notes/order-fulfilment/order-stuck"
     posted = client.post(url, json={"who": "ana", "note": "vendor down"}).json()
     assert posted["stuck_since"] is not None
-    (instance,) = store.instances(correlation_id="order-stuck")
-    late = instance.started + timedelta(seconds=40)  # inventory was due 30 s after payment
-    reserved = Event(
-        type="inventory.reserved",
-        source="stock",
-        id="late-reservation",
-        time=late,
-        extensions={"correlationid": "order-stuck"},
-    )
-    correlator = Correlator(example())
-    correlator.apply(store, reserved, topic="inventory", now=late)
-    correlator.tick(store, late + timedelta(hours=3))  # shipping was due 2 h after that
+    stuck_again(store)
     rows = client.get("/api/instances", params={"acknowledged": "no", "state": "stuck"}).json()
     (row,) = [r for r in rows if r["correlation_id"] == "order-stuck"]
     assert row["acknowledged"] is None
