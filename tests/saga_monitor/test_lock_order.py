@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,11 +33,20 @@ WAITING_ON = (
 )
 
 
+#: The instances' correlation ids: of this run alone (the instance locks are numbers shared by
+#: the whole database, so another run's "o-00001" on another schema would take the same one).
+RUN = uuid.uuid4().hex[:8]
+
+
+def corr(n: int) -> str:
+    return f"{RUN}-{n:05}"
+
+
 def starts() -> list[Received]:
     """The start events of the instances, one deadline apart each (ticks judge in that
     order), each as broker message ``m<n>``."""
     return [
-        Received(event("order.placed", f"o-{n:05}", n / 100, id_=f"s{n}"), "orders", f"m{n}")
+        Received(event("order.placed", corr(n), n / 100, id_=f"s{n}"), "orders", f"m{n}")
         for n in range(INSTANCES)
     ]
 
@@ -100,7 +110,7 @@ def test_two_ticks_and_a_redelivered_batch_in_opposite_orders_all_finish(
             Received(r.event, r.topic, r.delivery, redelivered=True) for r in reversed(starts())
         ]
         watermark = at(INSTANCES / 100 + 60)  # every payment deadline passed
-        with row_held(shared_store, f"o-{INSTANCES // 2:05}") as pid:
+        with row_held(shared_store, corr(INSTANCES // 2)) as pid:
             failures, threads = run_all(
                 [
                     lambda: Correlator(definitions).tick(first, watermark),
@@ -118,7 +128,7 @@ def test_two_ticks_and_a_redelivered_batch_in_opposite_orders_all_finish(
             for _, alert in first.pending_alerts(limit=10 * INSTANCES)
             if alert.type == "saga.stuck"
         )
-        assert {f"o-{n:05}": 1 for n in range(INSTANCES)} == dict(stuck)
+        assert {corr(n): 1 for n in range(INSTANCES)} == dict(stuck)
     finally:
         for store in stores:
             store.close()
