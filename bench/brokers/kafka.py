@@ -15,6 +15,12 @@ only after the handler:
   choreograph write the CloudEvents binding, an id, time and trace per event (about 495
   bytes); FastStream fills one record batch per call (and refuses a list that does not fit),
   choreograph two of 250 events (the second encoded while the broker stores the first);
+* publish_many/s vs raw best batch: the ceiling, against choreograph's ``publish_many`` of
+  the same run: the same records as raw, 500 a call, one call after the other, but built
+  straight into record batches (``create_batch``, one per partition of a 4-partition topic,
+  ``linger_ms=0``), all handed over with ``send_batch`` before the first ack is awaited;
+  the row also holds ``ceiling_x_single``, the ceiling over our single publish of the run
+  (whether ``publish_many`` at 3x single is reachable at all);
 * consume/s: 20,000 stored events read by a new group from the beginning; raw is a batch
   consumer (``getmany`` of 500, a commit per 500), choreograph commits acked offsets in batches,
   FastStream commits each (AckPolicy.ACK); "batch handler" rows hand lists of up to 100 events

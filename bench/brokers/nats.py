@@ -10,6 +10,13 @@ topic, every publish waits for its PubAck, every delivery is acked after the han
   Nats-Msg-Id per event, as a CloudEvents producer would);
 * publish_many/s: the same events 500 a call (raw: 500 ``js.publish`` gathered; choreograph:
   ``publish_many``; FastStream has no JetStream batch publish);
+* publish_many/s vs raw best batch: the ceiling, against choreograph's ``publish_many`` of
+  the same run: the same events and headers, 500 a list, one list after the other, encoded
+  before the clock starts and written straight to a socket as fast-ingest batches (ADR-50,
+  nats-server 2.14+; a PubAck per event on older servers), so what is left is the server's
+  work. nats-py's own ``publish`` costs 6-7 us of client CPU per event with these headers,
+  more than choreograph's whole list path; the row also holds ``ceiling_x_single``, the
+  ceiling over our single publish of the run (whether 3x single is reachable at all);
 * consume/s: 20,000 stored events through a durable pull consumer, 100 in flight, rates from
   the first event handled to the last; "batch handler" rows hand lists of up to 100 events to
   one handler call (choreograph ``subscribe_batch``, FastStream ``PullSub(batch=True)``);
