@@ -30,7 +30,10 @@ __all__ = [
     "Note",
     "Page",
     "Query",
+    "covers",
+    "episode",
     "field_in_timeline",
+    "label",
     "matches",
     "parse_search",
 ]
@@ -103,7 +106,8 @@ class Page:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Note:
     """An operator's acknowledgement (``kind`` ``ack``) or annotation (``note``) of an
-    instance: who wrote it, when, and what."""
+    instance: who wrote it, when, and what; and the stuck episode the instance was in
+    (:func:`episode`, set by the store that keeps the note)."""
 
     saga: str
     correlation_id: str
@@ -111,6 +115,8 @@ class Note:
     who: str
     at: datetime
     text: str
+    #: When the instance had got stuck as the note was written (None: it was not stuck).
+    episode: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         from broker.envelope import format_time
@@ -122,7 +128,29 @@ class Note:
             "who": self.who,
             "at": format_time(self.at),
             "note": self.text,
+            "stuck_since": format_time(self.episode) if self.episode is not None else None,
         }
+
+
+def episode(instance: Instance) -> datetime | None:
+    """The stuck episode ``instance`` is in: when it got stuck (the deadline it missed, which
+    stays the same until it moves on), or None when it is not stuck."""
+    return instance.stuck_since if instance.state == "stuck" else None
+
+
+def label(note: Note, instance: Instance) -> str:
+    """How a note is named beside ``instance``: its kind, and for an acknowledgement that no
+    longer holds (see :func:`covers`), that it was for an earlier episode."""
+    if note.kind == ACK and not covers(note, instance):
+        return f"{ACK} (earlier episode)"
+    return note.kind
+
+
+def covers(note: Note, instance: Instance) -> bool:
+    """Whether ``note`` acknowledges ``instance`` as it is now: an acknowledgement holds for
+    the stuck episode it was given in (or, given when the instance was not stuck, while it is
+    not), so an instance that moves on and gets stuck again is unacknowledged again."""
+    return note.kind == ACK and note.episode == episode(instance)
 
 
 def parse_search(text: str | None) -> tuple[str | None, DataField | None]:

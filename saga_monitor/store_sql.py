@@ -7,6 +7,8 @@
   takes a lock per (saga, correlation id) before it reads an instance (an advisory lock, held to
   its end), so two monitors never apply events of one instance at once, not even when both
   would create it, and the second one sees what the first one committed (duplicates included).
+  A transaction takes the locks of the instances it was told of (:meth:`Transaction.prefetch`)
+  together, in one order, so two never wait for each other.
 
 See :mod:`saga_monitor.store` for what every store keeps and why each event's application is
 one transaction.
@@ -15,6 +17,7 @@ one transaction.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import sqlite3
@@ -96,6 +99,16 @@ MIGRATIONS = (
     ),
     Migration(
         5,
+        (  # the stuck episode a note was written in: an ack holds for that episode only
+            "ALTER TABLE {p}notes ADD COLUMN episode {real}",
+            # acks written before: taken to be for the episode the instance is in now
+            "UPDATE {p}notes SET episode = (SELECT i.stuck_since FROM {p}instances i "
+            "WHERE i.saga = {p}notes.saga AND i.correlation_id = {p}notes.correlation_id) "
+            "WHERE kind = 'ack'",
+        ),
+    ),
+    Migration(
+        6,
         (  # a store of a stream's size: what the console and the metrics ask, by index
             # (docs/performance.md, "The saga store at 200,000 instances")
             "CREATE INDEX IF NOT EXISTS {p}instances_state ON {p}instances (state, updated)",
@@ -129,11 +142,21 @@ _COLUMNS = (
 #: how many it reads at a time.
 _SEARCH_SCAN = 100_000
 _CHUNK = 1000
-_ACKED = (
-    "EXISTS (SELECT 1 FROM {p}notes n WHERE n.saga = {p}instances.saga "
-    "AND n.correlation_id = {p}instances.correlation_id AND n.kind = 'ack')"
+#: The acknowledgements that hold for an instance as it is now: those written in the stuck
+#: episode it is in (``stuck_since`` is set while it is stuck only), see :func:`covers`.
+_COVERING = (
+    "n.saga = {p}instances.saga AND n.correlation_id = {p}instances.correlation_id "
+    "AND n.kind = 'ack' AND (n.episode = {p}instances.stuck_since "
+    "OR (n.episode IS NULL AND {p}instances.stuck_since IS NULL))"
 )
+_ACKED = f"EXISTS (SELECT 1 FROM {{p}}notes n WHERE {_COVERING})"
 _PUT = upsert("{p}instances", _COLUMNS, key=("saga", "correlation_id"))
+#: Takes the advisory locks of several instances (PostgreSQL) in ascending lock number (the
+#: order the sorted subquery hands its rows to the outer one), as ``lock_instance`` takes one.
+_LOCK_ALL = (
+    "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h "
+    "FROM unnest(CAST(? AS text[])) AS k ORDER BY h) AS ordered"
+)
 #: Instances a SQLite store keeps in memory between events (a shared store always reads).
 _CACHED = 50_000
 #: Instances :meth:`SqlSagaStore.search` keeps decoded (the board's sample reads up to 20,000).
@@ -369,27 +392,31 @@ class SqlSagaStore:
                 decoded.popitem(last=False)
         return instance
 
-    def add_note(self, note: Note) -> None:
-        """Keep an acknowledgement or annotation of an instance that is in the store."""
+    def add_note(self, note: Note) -> Note:
+        """Keep an acknowledgement or annotation of an instance that is in the store, with
+        the stuck episode the instance is in (its row's ``stuck_since``, copied as it is)."""
         with self._db.transaction(write=True) as tx:
-            if not tx.one(
-                "SELECT 1 FROM {p}instances WHERE saga = ? AND correlation_id = ?",
+            row = tx.one(
+                "SELECT stuck_since FROM {p}instances WHERE saga = ? AND correlation_id = ?",
                 note.saga,
                 note.correlation_id,
-            ):
+            )
+            if not row:
                 raise InstanceNotFoundError(
                     f"no instance of {note.saga} with correlation id {note.correlation_id}"
                 )
             tx.execute(
-                "INSERT INTO {p}notes (saga, correlation_id, kind, who, at, note) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO {p}notes (saga, correlation_id, kind, who, at, note, episode) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 note.saga,
                 note.correlation_id,
                 note.kind,
                 note.who,
                 note.at.timestamp(),
                 note.text,
+                row[0],
             )
+        return dataclasses.replace(note, episode=_moment(row[0]))
 
     def notes(self, keys: list[Key]) -> dict[Key, list[Note]]:
         """The notes of the instances asked for, oldest first."""
@@ -397,15 +424,14 @@ class SqlSagaStore:
         with self._db.transaction() as tx:
             for saga, corr in dict.fromkeys(keys):
                 rows = tx.all(
-                    "SELECT kind, who, at, note FROM {p}notes WHERE saga = ? "
+                    "SELECT kind, who, at, note, episode FROM {p}notes WHERE saga = ? "
                     "AND correlation_id = ? ORDER BY seq",
                     saga,
                     corr,
                 )
                 if rows:
                     out[(saga, corr)] = [
-                        Note(saga, corr, r[0], r[1], datetime.fromtimestamp(r[2], UTC), r[3])
-                        for r in rows
+                        Note(saga, corr, r[0], r[1], _at(r[2]), r[3], _moment(r[4])) for r in rows
                     ]
         return out
 
@@ -476,10 +502,7 @@ class SqlSagaStore:
         conditions = ["(finished IS NOT NULL AND finished < ?)"]
         params: list[Any] = [cutoff]
         if acknowledged_before is not None:
-            conditions.append(
-                "(SELECT MAX(n.at) FROM {p}notes n WHERE n.saga = {p}instances.saga AND "
-                "n.correlation_id = {p}instances.correlation_id AND n.kind = 'ack') < ?"
-            )
+            conditions.append(f"(SELECT MAX(n.at) FROM {{p}}notes n WHERE {_COVERING}) < ?")
             params.append(acknowledged_before.timestamp())
         if stuck_before is not None:
             conditions.append("(state = 'stuck' AND stuck_since < ?)")
@@ -618,6 +641,9 @@ class _SqlTransaction:
         per start event, then costs no query of its own."""
         store = self._store
         cache = store.cache
+        if store.lock_instance is not None:  # shared: lock them all first, in one order
+            self._lock_all(keys)
+            return
         if cache is None or store.whole_table:
             return
         by_saga: dict[str, dict[str, None]] = {}
@@ -636,6 +662,16 @@ class _SqlTransaction:
                     store.remember(Instance.from_dict(json.loads(doc)))
                     found.add(correlation_id)
             absent.update((saga, c) for c in wanted if c not in found)
+
+    def _lock_all(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Take the locks of ``keys`` (PostgreSQL) in the order of their lock numbers, in one
+        statement: two monitors (a tick judging in deadline order, a batch in the order its
+        events came) locking the same instances in their own orders could each hold what the
+        other waits for (a deadlock, which PostgreSQL breaks by failing one of them)."""
+        wanted = {key: None for key in keys if key not in self._locked}
+        if wanted:
+            self._tx.one(_LOCK_ALL, [f"{saga}\x1f{corr}" for saga, corr in wanted])
+            self._locked.update(wanted)
 
     def put(self, instance: Instance) -> None:
         self._store.remember(instance)
@@ -791,3 +827,7 @@ def _epoch(moment: datetime | None) -> float | None:
 
 def _moment(epoch: float | None) -> datetime | None:
     return datetime.fromtimestamp(epoch, UTC) if epoch is not None else None
+
+
+def _at(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)

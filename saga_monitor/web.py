@@ -368,7 +368,7 @@ class _Views:
         return {
             "banner": console.banner_html(self.store.monitors(), utcnow()),
             "detail": _detail_html(found, utcnow()),
-            "notes": console.notes_html(notes, cause),
+            "notes": console.notes_html(notes, cause, found),
         }
 
     async def instance_page(
@@ -436,7 +436,7 @@ class _Views:
             written = Note(
                 found.saga, found.correlation_id, note.kind, note.who, utcnow(), note.note
             )
-            self.store.add_note(written)
+            written = self.store.add_note(written)
         except SagaConfigError as exc:
             raise HTTPException(422, str(exc)) from exc
         except InstanceNotFoundError as exc:
