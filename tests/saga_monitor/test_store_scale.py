@@ -162,3 +162,26 @@ def test_a_search_decodes_an_instance_again_only_once_it_changed(
     assert [1, 2] == [len(again[c].timeline) for c in ("o-1", "o-2")]
     correlator.tick(store, at(10_000))
     assert {"stuck"} == {i.state for i in store.search(Query()).items}
+
+
+def test_the_console_and_the_api_say_a_payload_total_is_a_lower_bound() -> None:
+    """``10000+`` in the console's pager, ``X-Total-Is-Lower-Bound`` beside the count."""
+    from fastapi.testclient import TestClient
+
+    from saga_monitor.web import create_app
+
+    store = MemoryStore()
+    _fill(store, 2 * COUNTED + 1000)
+    client = TestClient(create_app(store))
+    listed = client.get("/api/instances", params={"q": "data.region=eu", "limit": 5})
+    assert (str(COUNTED), "true") == (
+        listed.headers["X-Total-Count"],
+        listed.headers["X-Total-Is-Lower-Bound"],
+    )
+    page = client.get("/", params={"q": "data.region=eu", "refresh": 0}).text
+    assert f'1-200 of <b class="total">{COUNTED}+</b>' in page
+    exact = client.get("/api/instances", params={"q": "data.customer=customer-1"})
+    assert ("1", None) == (
+        exact.headers["X-Total-Count"],
+        exact.headers.get("X-Total-Is-Lower-Bound"),
+    )
