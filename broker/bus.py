@@ -554,24 +554,27 @@ class Bus:
         traces = itertools.repeat(None) if derived else new_traceparents(len(items))
         allowed, make, events = _PLAIN_OPTIONS.issuperset, stamped_event, list[Event]()
         append = events.append
-        for item, id_, trace in zip(items, new_ids(len(items)), traces):
-            if item.__class__ is not dict or not allowed(item):
+        for item, id_, trace in zip(items, new_ids(len(items)), traces, strict=False):
+            if item.__class__ is not dict:
                 return None
             get = item.get
-            kind = get("type")
+            kind, data = get("type"), get("data")
             if kind.__class__ is not str or not kind:
                 return None
-            key = get("key")
-            if derived:
-                extra: dict[str, Any] = {} if key is None else {"partitionkey": key}
-                derive_extensions(extra)
-            elif key is None:
-                extra = {"traceparent": trace}
+            if len(item) == 2 and (data is not None or "data" in item):
+                key = subject = None  # the common item: a type and data, nothing more
+            elif allowed(item):
+                key, subject = get("key"), get("subject")
             else:
-                extra = {"partitionkey": key, "traceparent": trace}
+                return None
+            extra: dict[str, Any] = {} if key is None else {"partitionkey": key}
+            if derived:
+                derive_extensions(extra)  # the handler's causation, correlation and trace
+            else:
+                extra["traceparent"] = trace
             if shared:
                 extra.update(shared)
-            append(make(kind, source, get("data"), get("subject"), extra, at, id_))
+            append(make(kind, source, data, subject, extra, at, id_))
         return events
 
     def _item(
