@@ -550,26 +550,31 @@ class Bus:
             shared["expiration"] = expiration
         if due is not None:
             shared[DELIVER_AT] = due
-        ids = new_ids(len(items))
-        traces = new_traceparents(len(items)) if current_event() is None else None
-        plain, make, events = _PLAIN_OPTIONS, stamped_event, list[Event]()
+        derived = current_event() is not None  # in a handler: its causation and trace
+        traces = itertools.repeat(None) if derived else new_traceparents(len(items))
+        allowed, make, events = _PLAIN_OPTIONS.issuperset, stamped_event, list[Event]()
         append = events.append
-        for index, item in enumerate(items):
-            if item.__class__ is not dict or not item.keys() <= plain:
+        for item, id_, trace in zip(items, new_ids(len(items)), traces, strict=False):
+            if item.__class__ is not dict:
                 return None
             get = item.get
-            kind = get("type")
+            kind, data = get("type"), get("data")
             if kind.__class__ is not str or not kind:
                 return None
-            key = get("key")
+            if len(item) == 2 and (data is not None or "data" in item):
+                key = subject = None  # the common item: a type and data, nothing more
+            elif allowed(item):
+                key, subject = get("key"), get("subject")
+            else:
+                return None
             extra: dict[str, Any] = {} if key is None else {"partitionkey": key}
-            if traces is None:
+            if derived:
                 derive_extensions(extra)  # the handler's causation, correlation and trace
             else:
-                extra["traceparent"] = traces[index]
+                extra["traceparent"] = trace
             if shared:
                 extra.update(shared)
-            append(make(kind, source, get("data"), get("subject"), extra, at, ids[index]))
+            append(make(kind, source, data, subject, extra, at, id_))
         return events
 
     def _item(

@@ -108,19 +108,24 @@ def _new_traces() -> None:
 os.register_at_fork(after_in_child=_new_traces)
 
 
-#: ``_TRACES_AT_ONCE`` lines ``00-<trace id>-<span id>-01``, their hex digits to be filled in.
-_TRACE_LINES = bytearray(b"00-" + b"0" * 32 + b"-" + b"0" * 16 + b"-01\n") * _TRACES_AT_ONCE
+_LINE = 56  # len("00-<32 digits>-<16 digits>-01\n")
+#: The columns of a traceparent line that are not random digits, and what each holds in
+#: every line of a chunk.
+_FIXED_COLUMNS = tuple(
+    (column, bytes([char]) * _TRACES_AT_ONCE)
+    for column, char in enumerate(b"00-" + b"0" * 32 + b"-" + b"0" * 16 + b"-01\n")
+    if column < 3 or column in (35, 52, 53, 54, 55)
+)
 
 
 def _trace_chunk() -> Iterator[str]:
-    """The next traceparents: 48 random hex digits each, written into their lines a column
-    at a time (64 slice copies for the chunk, not 256 formattings)."""
-    digits = os.urandom(24 * _TRACES_AT_ONCE).hex().encode()
-    lines = _TRACE_LINES.copy()
-    for column in range(32):
-        lines[3 + column :: 56] = digits[column::48]
-    for column in range(16):
-        lines[36 + column :: 56] = digits[32 + column :: 48]
+    """The next traceparents: 48 random hex digits each (a trace id and a span id), made as
+    lines of random hex digits whose eight fixed columns are then written a column at a time
+    (8 slice copies for the chunk, not 48 nor one formatting per traceparent; the random
+    digits of the fixed columns are thrown away)."""
+    lines = bytearray(os.urandom(_LINE // 2 * _TRACES_AT_ONCE).hex().encode())
+    for column, chars in _FIXED_COLUMNS:
+        lines[column::_LINE] = chars
     return iter(lines.decode().split())
 
 

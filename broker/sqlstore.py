@@ -39,7 +39,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -178,6 +178,21 @@ class Tx:
     def run(self, sql: str, *params: Any) -> int:
         """Run one statement; returns how many rows it changed."""
         return int(self.execute(sql, *params).rowcount)
+
+    def stream(self, sql: str, *params: Any, size: int = 1000) -> Generator[list[Any]]:
+        """The rows of one query, ``size`` at a time, read as they are taken (a server-side
+        cursor on PostgreSQL): a caller that stops early leaves the rest unread."""
+        conn = self._conn
+        if isinstance(conn, sqlite3.Connection):
+            cursor = conn.execute(self._store.render(sql), params)
+        else:
+            cursor = conn.cursor(name="choreo_stream")
+            cursor.execute(self._store.render(sql), params)
+        try:
+            while rows := cursor.fetchmany(size):
+                yield list(rows)
+        finally:
+            cursor.close()
 
 
 class SqlStore:

@@ -39,6 +39,7 @@ __all__ = [
     "print_json",
     "reported",
     "run",
+    "shown",
     "warn",
 ]
 
@@ -134,6 +135,15 @@ def committed() -> Iterator[None]:
         _drop_stdout()
     finally:
         out_console.keep_exit_code = False
+
+
+@contextmanager
+def shown() -> Iterator[None]:
+    """Around a listing (``saga ls``, ``show``, ``owes``): a reader that stops reading (``|
+    head -1``) got what it wanted, so the command exits 0, as after :func:`committed` (only
+    the writing goes in here, never the work: an error of the work keeps its exit code)."""
+    with committed():
+        yield
 
 
 def _drop_stdout() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from saga_monitor.definitions import Definitions
 from saga_monitor.model import ACTIVE, Instance
-from saga_monitor.queries import Query, awaited
+from saga_monitor.queries import Query, awaited, covers
 from saga_monitor.store import SagaStore
 
 __all__ = ["UNKNOWN", "Owners", "ServiceRow", "build_board", "learn_owners", "waiting_since"]
@@ -211,7 +211,7 @@ def listed(store: SagaStore, items: list[Instance], owners: Owners) -> list[dict
     out = []
     for item, key in zip(items, keys, strict=True):
         kept = notes.get(key, [])
-        acks = [n for n in kept if n.kind == "ack"]
+        acks = [n for n in kept if covers(n, item)]  # an older episode's ack is history
         active = item.phase in ACTIVE
         cause = causes.get(key) if item.state == "stuck" else None
         out.append(

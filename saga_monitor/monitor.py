@@ -147,6 +147,8 @@ class SagaMonitor:
         self.verdicts_at: datetime | None = self.watermark.value
         self.applied = 0
         self.alerts_published = 0
+        #: Since when the broker does not answer (None: it does), as the watermark found.
+        self.broker_lost: datetime | None = None
         self._subscribers: list[Subscriber] = []
         self._timer: asyncio.Task[None] | None = None
         #: Set by :meth:`stop`: the timer ends even when a broker call swallowed its cancellation.
@@ -395,6 +397,7 @@ class SagaMonitor:
         now = now or self.clock()
         oldest = min(self._applying or now, now)
         own = await self.watermark.refresh(now, oldest)
+        self._note_broker(now)
         # The store's work on the apply thread, after the batch it applies: the event loop
         # goes on reading meanwhile instead of waiting for the store's write lock.
         watermark, lag, outcome = await self._on_store(self._judge, now, own)
@@ -403,6 +406,27 @@ class SagaMonitor:
         if outcome.alerts:
             await self.flush_alerts()
         return outcome
+
+    def _note_broker(self, now: datetime) -> None:
+        """Say once that the broker stopped answering (the monitor retries; verdicts wait and
+        the lag grows) and once that it answers again: a warning each, the second one too, so
+        that whoever reads the first reads the second."""
+        unanswered = self.watermark.unanswered
+        if unanswered is not None and self.broker_lost is None:
+            self.broker_lost = now
+            self._log.warning(
+                f"lost the broker: {unanswered}; retrying (verdicts wait meanwhile, "
+                "choreo_saga_monitor_lag_seconds grows)",
+                broker=self.bus.url,
+            )
+        elif unanswered is None and self.broker_lost is not None:
+            down = (now - self.broker_lost).total_seconds()
+            self.broker_lost = None
+            self._log.warning(
+                f"the broker at {self.bus.url} answers again after {down:.0f}s; catching up",
+                broker=self.bus.url,
+                seconds=round(down, 1),
+            )
 
     async def _on_store(self, work: Callable[..., _T], *args: object) -> _T:
         """``work(*args)`` on the apply thread when there is one (in turn with the batches),

@@ -17,16 +17,23 @@ import re
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from saga_monitor.errors import SagaConfigError
 from saga_monitor.model import Instance
 
 __all__ = [
     "ACK",
+    "COUNTED",
     "NOTE",
     "DataField",
     "Note",
     "Page",
     "Query",
+    "covers",
+    "episode",
+    "field_in_timeline",
+    "label",
     "matches",
     "parse_search",
 ]
@@ -37,6 +44,8 @@ NOTE = "note"
 MAX_NOTE = 2000
 MAX_WHO = 200
 MAX_SEARCH = 500
+#: Matches a payload search counts: beyond, its total is "10000+" (the pages stay exact).
+COUNTED = 10_000
 _PATH = re.compile(r"data(\.[^.=\s]+)+\Z")
 
 
@@ -80,18 +89,25 @@ class Query:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Page:
-    """One page of a query's answer and how many instances match in all."""
+    """One page of a query's answer and how many instances match in all (``more``: at least
+    ``total`` do: a payload search stops counting at :data:`COUNTED`)."""
 
     items: list[Instance]
     total: int
     offset: int
     limit: int
+    more: bool = False
+
+    def total_text(self) -> str:
+        """The total as people read it: ``1234``, or ``10000+`` when it is a lower bound."""
+        return f"{self.total}+" if self.more else str(self.total)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Note:
     """An operator's acknowledgement (``kind`` ``ack``) or annotation (``note``) of an
-    instance: who wrote it, when, and what."""
+    instance: who wrote it, when, and what; and the stuck episode the instance was in
+    (:func:`episode`, set by the store that keeps the note)."""
 
     saga: str
     correlation_id: str
@@ -99,6 +115,8 @@ class Note:
     who: str
     at: datetime
     text: str
+    #: When the instance had got stuck as the note was written (None: it was not stuck).
+    episode: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         from broker.envelope import format_time
@@ -110,7 +128,29 @@ class Note:
             "who": self.who,
             "at": format_time(self.at),
             "note": self.text,
+            "stuck_since": format_time(self.episode) if self.episode is not None else None,
         }
+
+
+def episode(instance: Instance) -> datetime | None:
+    """The stuck episode ``instance`` is in: when it got stuck (the deadline it missed, which
+    stays the same until it moves on), or None when it is not stuck."""
+    return instance.stuck_since if instance.state == "stuck" else None
+
+
+def label(note: Note, instance: Instance) -> str:
+    """How a note is named beside ``instance``: its kind, and for an acknowledgement that no
+    longer holds (see :func:`covers`), that it was for an earlier episode."""
+    if note.kind == ACK and not covers(note, instance):
+        return f"{ACK} (earlier episode)"
+    return note.kind
+
+
+def covers(note: Note, instance: Instance) -> bool:
+    """Whether ``note`` acknowledges ``instance`` as it is now: an acknowledgement holds for
+    the stuck episode it was given in (or, given when the instance was not stuck, while it is
+    not), so an instance that moves on and gets stuck again is unacknowledged again."""
+    return note.kind == ACK and note.episode == episode(instance)
 
 
 def parse_search(text: str | None) -> tuple[str | None, DataField | None]:
@@ -167,3 +207,20 @@ def matches(instance: Instance, query: Query, acknowledged: bool = False) -> boo
         return False
     field = query.data
     return field is None or any(field.found_in(e.event.data) for e in instance.timeline)
+
+
+class _Entry(msgspec.Struct):
+    data: Any = None
+
+
+class _Timeline(msgspec.Struct):
+    timeline: list[_Entry]
+
+
+_timeline = msgspec.json.Decoder(_Timeline).decode
+
+
+def field_in_timeline(field: DataField, document: str | bytes) -> bool:
+    """Whether an event of the instance stored as ``document`` (its JSON) holds ``field``: what
+    :func:`matches` checks of a payload search, read from the events' data alone."""
+    return any(field.found_in(entry.data) for entry in _timeline(document).timeline)

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from saga_monitor.definitions import format_duration
 from saga_monitor.model import Instance
+from saga_monitor.queries import label
 
 if TYPE_CHECKING:
     from saga_monitor.board import ServiceRow
@@ -140,13 +141,15 @@ def board_table(board: list[ServiceRow]) -> Table:
     return table
 
 
-def notes_text(notes: list[Note], cause: dict[str, Any] | None) -> Text:
-    """The ``choreo saga show`` lines under the timeline: the cause of the wait, the notes."""
+def notes_text(notes: list[Note], cause: dict[str, Any] | None, instance: Instance) -> Text:
+    """The ``choreo saga show`` lines under the timeline: the cause of the wait, the notes (an
+    acknowledgement of an earlier stuck episode says so)."""
     text = Text()
     if cause:
         text.append(f"cause: {cause.get('text')}\n", style="bold red")
     for note in notes:
-        text.append(f"{note.kind} by {note.who} at {note.at:%Y-%m-%d %H:%M:%S}Z", style="green")
+        said = f"{label(note, instance)} by {note.who} at {note.at:%Y-%m-%d %H:%M:%S}Z"
+        text.append(said, style="green")
         text.append(f": {note.text}\n" if note.text else "\n")
     return text
 

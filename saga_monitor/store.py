@@ -38,7 +38,7 @@ from typing import Any, Protocol, runtime_checkable
 from saga_monitor.definitions import format_duration
 from saga_monitor.errors import InstanceNotFoundError
 from saga_monitor.model import Alert, Entry, Instance, Observation
-from saga_monitor.queries import ACK, Note, Page, Query, matches
+from saga_monitor.queries import COUNTED, Note, Page, Query, covers, episode, matches
 
 Key = tuple[str, str]
 
@@ -138,9 +138,10 @@ class SagaStore(Protocol):
         it missed): an acknowledged instance is in someone's hands and pages no more."""
         ...
 
-    def add_note(self, note: Note) -> None:
-        """Keep an acknowledgement or annotation; raises InstanceNotFoundError when the
-        instance is not in the store."""
+    def add_note(self, note: Note) -> Note:
+        """Keep an acknowledgement or annotation, with the stuck episode the instance is in;
+        returns it as kept. Raises InstanceNotFoundError when the instance is not in the
+        store."""
         ...
 
     def notes(self, keys: list[Key]) -> dict[Key, list[Note]]:
@@ -355,18 +356,31 @@ class MemoryStore:
         chosen.sort(key=lambda i: i.correlation_id)
         chosen.sort(key=lambda i: i.updated, reverse=True)
         items = chosen[query.offset : query.offset + query.limit]
+        if query.data is not None:  # counted as far as the SQL stores count
+            counted = max(query.offset + query.limit, COUNTED)
+            more = len(chosen) > counted
+            return Page(items, min(len(chosen), counted), query.offset, query.limit, more=more)
         return Page(items, len(chosen), query.offset, query.limit)
 
-    def _acknowledged(self, key: Key) -> bool:
-        return any(n.kind == ACK for n in self.notes_data.get(key, ()))
+    def _acks(self, key: Key) -> list[Note]:
+        """The acknowledgements that hold for the instance of ``key`` as it is now."""
+        instance = self.data.get(key)
+        notes = self.notes_data.get(key, ())
+        return [n for n in notes if instance is not None and covers(n, instance)]
 
-    def add_note(self, note: Note) -> None:
+    def _acknowledged(self, key: Key) -> bool:
+        return bool(self._acks(key))
+
+    def add_note(self, note: Note) -> Note:
         key = (note.saga, note.correlation_id)
-        if key not in self.data:
+        instance = self.data.get(key)
+        if instance is None:
             raise InstanceNotFoundError(
                 f"no instance of {note.saga} with correlation id {note.correlation_id}"
             )
-        self.notes_data.setdefault(key, []).append(note)
+        kept = dataclasses.replace(note, episode=episode(instance))
+        self.notes_data.setdefault(key, []).append(kept)
+        return kept
 
     def notes(self, keys: list[Key]) -> dict[Key, list[Note]]:
         return {k: list(self.notes_data[k]) for k in keys if k in self.notes_data}
@@ -409,7 +423,7 @@ class MemoryStore:
         stuck_before: datetime | None = None,
     ) -> int:
         def expired(key: Key, i: Instance) -> bool:
-            acks = [n.at for n in self.notes_data.get(key, ()) if n.kind == ACK]
+            acks = [n.at for n in self._acks(key)]
             return bool(
                 (i.finished and i.finished < finished_before)
                 or (acknowledged_before and acks and max(acks) < acknowledged_before)

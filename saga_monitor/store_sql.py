@@ -7,6 +7,8 @@
   takes a lock per (saga, correlation id) before it reads an instance (an advisory lock, held to
   its end), so two monitors never apply events of one instance at once, not even when both
   would create it, and the second one sees what the first one committed (duplicates included).
+  A transaction takes the locks of the instances it was told of (:meth:`Transaction.prefetch`)
+  together, in one order, so two never wait for each other.
 
 See :mod:`saga_monitor.store` for what every store keeps and why each event's application is
 one transaction.
@@ -29,7 +31,15 @@ from broker.envelope import parse_time
 from broker.sqlstore import SQLITE, Migration, SqlStore, Tx, upsert
 from saga_monitor.errors import InstanceNotFoundError, SagaConfigError, SagaStoreError
 from saga_monitor.model import Alert, Instance, Observation
-from saga_monitor.queries import Note, Page, Query, awaited, matches
+from saga_monitor.queries import (
+    COUNTED,
+    DataField,
+    Note,
+    Page,
+    Query,
+    awaited,
+    field_in_timeline,
+)
 from saga_monitor.store import (
     DEFAULT_STORE_URL,
     Key,
@@ -87,6 +97,33 @@ MIGRATIONS = (
             "ALTER TABLE {p}monitors ADD COLUMN stopped {real}",
         ),
     ),
+    Migration(
+        5,
+        (  # the stuck episode a note was written in: an ack holds for that episode only
+            "ALTER TABLE {p}notes ADD COLUMN episode {real}",
+            # acks written before: taken to be for the episode the instance is in now
+            "UPDATE {p}notes SET episode = (SELECT i.stuck_since FROM {p}instances i "
+            "WHERE i.saga = {p}notes.saga AND i.correlation_id = {p}notes.correlation_id) "
+            "WHERE kind = 'ack'",
+        ),
+    ),
+    Migration(
+        6,
+        (  # a store of a stream's size: what the console and the metrics ask, by index
+            # (docs/performance.md, "The saga store at 200,000 instances")
+            "CREATE INDEX IF NOT EXISTS {p}instances_state ON {p}instances (state, updated)",
+            "CREATE INDEX IF NOT EXISTS {p}instances_counts ON {p}instances (saga, state)",
+            "CREATE INDEX IF NOT EXISTS {p}instances_anomalous ON {p}instances (updated) "
+            "WHERE anomalies IS NOT NULL",
+            # the list's order, covering the keys: a page deep in it skips index entries only
+            "CREATE INDEX IF NOT EXISTS {p}instances_listed "
+            "ON {p}instances (updated, correlation_id, saga)",
+            "DROP INDEX IF EXISTS {p}instances_updated",
+            # the monitor's prune, every minute: the instances finished before the retention
+            "CREATE INDEX IF NOT EXISTS {p}instances_finished ON {p}instances (finished) "
+            "WHERE finished IS NOT NULL",
+        ),
+    ),
 )
 _COLUMNS = (
     "saga",
@@ -101,15 +138,29 @@ _COLUMNS = (
     "anomalies",
     "awaiting",
 )
-#: Candidates a payload search reads and checks (beyond, its total is a lower bound).
+#: Candidates a payload search reads and checks (beyond, its total is a lower bound), and
+#: how many it reads at a time.
 _SEARCH_SCAN = 100_000
-_ACKED = (
-    "EXISTS (SELECT 1 FROM {p}notes n WHERE n.saga = {p}instances.saga "
-    "AND n.correlation_id = {p}instances.correlation_id AND n.kind = 'ack')"
+_CHUNK = 1000
+#: The acknowledgements that hold for an instance as it is now: those written in the stuck
+#: episode it is in (``stuck_since`` is set while it is stuck only), see :func:`covers`.
+_COVERING = (
+    "n.saga = {p}instances.saga AND n.correlation_id = {p}instances.correlation_id "
+    "AND n.kind = 'ack' AND (n.episode = {p}instances.stuck_since "
+    "OR (n.episode IS NULL AND {p}instances.stuck_since IS NULL))"
 )
+_ACKED = f"EXISTS (SELECT 1 FROM {{p}}notes n WHERE {_COVERING})"
 _PUT = upsert("{p}instances", _COLUMNS, key=("saga", "correlation_id"))
+#: Takes the advisory locks of several instances (PostgreSQL) in ascending lock number (the
+#: order the sorted subquery hands its rows to the outer one), as ``lock_instance`` takes one.
+_LOCK_ALL = (
+    "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h "
+    "FROM unnest(CAST(? AS text[])) AS k ORDER BY h) AS ordered"
+)
 #: Instances a SQLite store keeps in memory between events (a shared store always reads).
 _CACHED = 50_000
+#: Instances :meth:`SqlSagaStore.search` keeps decoded (the board's sample reads up to 20,000).
+_DECODED = 20_000
 #: The most correlation ids one prefetch query asks for (SQLite allowed 999 parameters before
 #: 3.32); fewer are padded to the next power of two, so that few statement texts exist.
 _IN_MAX = 256
@@ -136,6 +187,10 @@ class SqlSagaStore:
         self._db.open("saga_", MIGRATIONS)
         self.url = self._db.url
         self._lock = threading.RLock()
+        #: The instances :meth:`search` decoded, by their documents' text (least recently
+        #: listed first), and what guards it (searches may run on several threads).
+        self._decoded: OrderedDict[str, Instance] = OrderedDict()
+        self._decoding = threading.Lock()
         self.cache: OrderedDict[tuple[str, str], Instance] | None = (
             OrderedDict() if self._db.dialect is SQLITE else None
         )
@@ -272,51 +327,96 @@ class SqlSagaStore:
             total = self._db.query(
                 f"SELECT COUNT(*) FROM {{p}}instances WHERE {condition}", *params
             )[0][0]
-            rows = self._db.query(
-                f"SELECT doc FROM {{p}}instances WHERE {condition} "
-                "ORDER BY updated DESC, correlation_id LIMIT ? OFFSET ?",
+            rows = self._db.query(  # the page's keys from the index, then their documents
+                "SELECT i.doc FROM {p}instances i JOIN (SELECT saga, correlation_id, updated "
+                f"FROM {{p}}instances WHERE {condition} ORDER BY updated DESC, correlation_id "
+                "LIMIT ? OFFSET ?) k ON i.saga = k.saga AND i.correlation_id = k.correlation_id "
+                "ORDER BY k.updated DESC, k.correlation_id",
                 *params,
                 query.limit,
                 query.offset,
             )
-            items = [Instance.from_dict(json.loads(row[0])) for row in rows]
+            items = [self._listed(row[0]) for row in rows]
             return Page(items, int(total), query.offset, query.limit)
-        rows = self._db.query(
-            f"SELECT doc FROM {{p}}instances WHERE {condition} "
-            "ORDER BY updated DESC, correlation_id LIMIT ?",
-            *params,
-            _SEARCH_SCAN,
-        )
-        found = [Instance.from_dict(json.loads(row[0])) for row in rows]
-        found = [i for i in found if matches(i, dataclasses.replace(query, acknowledged=None))]
-        return Page(
-            found[query.offset : query.offset + query.limit],
-            len(found),
-            query.offset,
-            query.limit,
-        )
+        return self._search_data(query, query.data, condition, params)
 
-    def add_note(self, note: Note) -> None:
-        """Keep an acknowledgement or annotation of an instance that is in the store."""
+    def _search_data(
+        self, query: Query, field: DataField, condition: str, params: list[Any]
+    ) -> Page:
+        """A payload search: the candidates the pre-filter leaves, most recently updated first,
+        read :data:`_CHUNK` at a time as they are checked (on their timelines' data alone);
+        the page's instances are decoded whole. Counting stops at :data:`COUNTED` matches (or
+        :data:`_SEARCH_SCAN` candidates): the total is then a lower bound."""
+        wanted = query.offset + query.limit
+        enough = max(wanted, COUNTED) + 1
+        kept: list[str] = []
+        found = scanned = 0
+        select = (
+            f"SELECT doc FROM {{p}}instances WHERE {condition} "
+            "ORDER BY updated DESC, correlation_id LIMIT ?"
+        )
+        with (
+            self._db.transaction() as tx,
+            contextlib.closing(tx.stream(select, *params, _SEARCH_SCAN, size=_CHUNK)) as chunks,
+        ):
+            for rows in chunks:
+                scanned += len(rows)
+                for (doc,) in rows:
+                    if field_in_timeline(field, doc):
+                        found += 1
+                        if query.offset < found <= wanted:
+                            kept.append(doc)
+                        if found >= enough:
+                            break
+                if found >= enough:
+                    break
+        bounded = found >= enough or scanned >= _SEARCH_SCAN
+        items = [self._listed(doc) for doc in kept]
+        total = min(found, enough - 1)
+        return Page(items, total, query.offset, query.limit, more=bounded)
+
+    def _listed(self, doc: str) -> Instance:
+        """The instance stored as ``doc``, decoded once while it stays the same text: the
+        console's board reads the same thousands of instances every few seconds (the objects
+        are shared by the searches' callers, who only read them)."""
+        decoded = self._decoded
+        with self._decoding:
+            known = decoded.get(doc)
+            if known is not None:
+                decoded.move_to_end(doc)
+                return known
+        instance = Instance.from_dict(json.loads(doc))
+        with self._decoding:
+            decoded[doc] = instance
+            while len(decoded) > _DECODED:
+                decoded.popitem(last=False)
+        return instance
+
+    def add_note(self, note: Note) -> Note:
+        """Keep an acknowledgement or annotation of an instance that is in the store, with
+        the stuck episode the instance is in (its row's ``stuck_since``, copied as it is)."""
         with self._db.transaction(write=True) as tx:
-            if not tx.one(
-                "SELECT 1 FROM {p}instances WHERE saga = ? AND correlation_id = ?",
+            row = tx.one(
+                "SELECT stuck_since FROM {p}instances WHERE saga = ? AND correlation_id = ?",
                 note.saga,
                 note.correlation_id,
-            ):
+            )
+            if not row:
                 raise InstanceNotFoundError(
                     f"no instance of {note.saga} with correlation id {note.correlation_id}"
                 )
             tx.execute(
-                "INSERT INTO {p}notes (saga, correlation_id, kind, who, at, note) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO {p}notes (saga, correlation_id, kind, who, at, note, episode) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 note.saga,
                 note.correlation_id,
                 note.kind,
                 note.who,
                 note.at.timestamp(),
                 note.text,
+                row[0],
             )
+        return dataclasses.replace(note, episode=_moment(row[0]))
 
     def notes(self, keys: list[Key]) -> dict[Key, list[Note]]:
         """The notes of the instances asked for, oldest first."""
@@ -324,15 +424,14 @@ class SqlSagaStore:
         with self._db.transaction() as tx:
             for saga, corr in dict.fromkeys(keys):
                 rows = tx.all(
-                    "SELECT kind, who, at, note FROM {p}notes WHERE saga = ? "
+                    "SELECT kind, who, at, note, episode FROM {p}notes WHERE saga = ? "
                     "AND correlation_id = ? ORDER BY seq",
                     saga,
                     corr,
                 )
                 if rows:
                     out[(saga, corr)] = [
-                        Note(saga, corr, r[0], r[1], datetime.fromtimestamp(r[2], UTC), r[3])
-                        for r in rows
+                        Note(saga, corr, r[0], r[1], _at(r[2]), r[3], _moment(r[4])) for r in rows
                     ]
         return out
 
@@ -403,10 +502,7 @@ class SqlSagaStore:
         conditions = ["(finished IS NOT NULL AND finished < ?)"]
         params: list[Any] = [cutoff]
         if acknowledged_before is not None:
-            conditions.append(
-                "(SELECT MAX(n.at) FROM {p}notes n WHERE n.saga = {p}instances.saga AND "
-                "n.correlation_id = {p}instances.correlation_id AND n.kind = 'ack') < ?"
-            )
+            conditions.append(f"(SELECT MAX(n.at) FROM {{p}}notes n WHERE {_COVERING}) < ?")
             params.append(acknowledged_before.timestamp())
         if stuck_before is not None:
             conditions.append("(state = 'stuck' AND stuck_since < ?)")
@@ -545,6 +641,9 @@ class _SqlTransaction:
         per start event, then costs no query of its own."""
         store = self._store
         cache = store.cache
+        if store.lock_instance is not None:  # shared: lock them all first, in one order
+            self._lock_all(keys)
+            return
         if cache is None or store.whole_table:
             return
         by_saga: dict[str, dict[str, None]] = {}
@@ -563,6 +662,16 @@ class _SqlTransaction:
                     store.remember(Instance.from_dict(json.loads(doc)))
                     found.add(correlation_id)
             absent.update((saga, c) for c in wanted if c not in found)
+
+    def _lock_all(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Take the locks of ``keys`` (PostgreSQL) in the order of their lock numbers, in one
+        statement: two monitors (a tick judging in deadline order, a batch in the order its
+        events came) locking the same instances in their own orders could each hold what the
+        other waits for (a deadlock, which PostgreSQL breaks by failing one of them)."""
+        wanted = {key: None for key in keys if key not in self._locked}
+        if wanted:
+            self._tx.one(_LOCK_ALL, [f"{saga}\x1f{corr}" for saga, corr in wanted])
+            self._locked.update(wanted)
 
     def put(self, instance: Instance) -> None:
         self._store.remember(instance)
@@ -697,7 +806,7 @@ def _where(query: Query) -> tuple[list[str], list[Any]]:
         where.append("substr(correlation_id, 1, ?) = ?")
         params += [len(query.correlation_prefix), query.correlation_prefix]
     if query.anomaly is not None:
-        where.append("anomalies LIKE ? ESCAPE '\\'")
+        where.append("anomalies IS NOT NULL AND anomalies LIKE ? ESCAPE '\\'")
         params.append(f"%,{_like(query.anomaly)},%")
     if query.awaiting is not None:
         alternatives = ["awaiting LIKE ? ESCAPE '\\'" for _ in query.awaiting] or ["1 = 0"]
@@ -718,3 +827,7 @@ def _epoch(moment: datetime | None) -> float | None:
 
 def _moment(epoch: float | None) -> datetime | None:
     return datetime.fromtimestamp(epoch, UTC) if epoch is not None else None
+
+
+def _at(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)

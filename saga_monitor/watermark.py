@@ -53,14 +53,18 @@ class _Follower:
         self.reports: deque[tuple[datetime, Backlog]] = deque()
         self.caught_up: datetime | None = None
         self.blind = False
+        #: Why the broker did not answer the last report asked of it (None: it answered).
+        self.unanswered: str | None = None
 
     async def refresh(self, now: datetime, applied_before: datetime) -> None:
         """Take a report and move ``caught_up`` to the newest earlier report the group has
         acked everything of. A broker that cannot answer now holds the watermark."""
         try:
             backlog = await self.subscription.backlog()
-        except BrokerError:
+        except BrokerError as exc:
+            self.unanswered = str(exc) or type(exc).__name__
             return  # not known now: the watermark waits, and the lag grows
+        self.unanswered = None
         if backlog is None:
             self.blind = True
             return
@@ -93,6 +97,8 @@ class Watermark:
         self.value: datetime | None = floor
         #: Seconds the watermark trails ``now - max_delay`` (0 while the monitor keeps up).
         self.lag = 0.0
+        #: Why the broker did not answer at the last refresh (None: every subscription's did).
+        self.unanswered: str | None = None
 
     async def refresh(self, now: datetime, applied_before: datetime) -> datetime | None:
         """Advance with what the subscriptions report at ``now``; ``applied_before`` is the
@@ -101,6 +107,7 @@ class Watermark:
         for follower in self._followers:
             await follower.refresh(now, applied_before)
             marks.append(min(now, applied_before) if follower.blind else follower.caught_up)
+        self.unanswered = next((f.unanswered for f in self._followers if f.unanswered), None)
         known = [mark for mark in marks if mark is not None]
         if known and len(known) == len(marks):
             candidate = min(known) - self.max_delay

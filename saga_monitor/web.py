@@ -368,7 +368,7 @@ class _Views:
         return {
             "banner": console.banner_html(self.store.monitors(), utcnow()),
             "detail": _detail_html(found, utcnow()),
-            "notes": console.notes_html(notes, cause),
+            "notes": console.notes_html(notes, cause, found),
         }
 
     async def instance_page(
@@ -413,6 +413,8 @@ class _Views:
         params.pop("response")
         page = self.search(params)
         response.headers["X-Total-Count"] = str(page.total)
+        if page.more:  # a payload search that stopped counting: at least so many match
+            response.headers["X-Total-Is-Lower-Bound"] = "true"
         return listed(self.store, page.items, self.board()[1])
 
     async def api_instance(self, saga: str, correlation_id: str) -> dict[str, Any]:
@@ -434,7 +436,7 @@ class _Views:
             written = Note(
                 found.saga, found.correlation_id, note.kind, note.who, utcnow(), note.note
             )
-            self.store.add_note(written)
+            written = self.store.add_note(written)
         except SagaConfigError as exc:
             raise HTTPException(422, str(exc)) from exc
         except InstanceNotFoundError as exc:

@@ -20,7 +20,7 @@ from urllib.parse import quote, urlencode
 from saga_monitor.board import ServiceRow, percentile
 from saga_monitor.definitions import format_duration
 from saga_monitor.model import ANOMALY_KINDS, STATES, Instance
-from saga_monitor.queries import Note, Page
+from saga_monitor.queries import Note, Page, label
 from saga_monitor.store import MonitorStatus
 
 __all__ = [
@@ -215,11 +215,11 @@ def _pager(page: Page, params: dict[str, Any]) -> str:
     if page.offset > 0:
         back = max(0, page.offset - page.limit)
         links.append(f'<a class="prev" href="{href(back)}" data-offset="{back}">previous</a>')
-    if last < page.total:
+    if last < page.total or (page.more and page.items):
         links.append(f'<a class="next" href="{href(last)}" data-offset="{last}">next</a>')
     return (
-        f'<p class="pager"><span class="showing">{shown} of <b class="total">{page.total}</b>'
-        f"</span> {' '.join(links)}</p>"
+        f'<p class="pager"><span class="showing">{shown} of '
+        f'<b class="total">{page.total_text()}</b></span> {" ".join(links)}</p>'
     )
 
 
@@ -239,14 +239,15 @@ def orphans_html(orphans: list[tuple[str, str, Any]], now: datetime) -> str:
     )
 
 
-def notes_html(notes: list[Note], cause: dict[str, Any] | None) -> str:
-    """An instance's cause of wait and its acknowledgements and notes, oldest first."""
+def notes_html(notes: list[Note], cause: dict[str, Any] | None, instance: Instance) -> str:
+    """An instance's cause of wait and its acknowledgements and notes, oldest first (an
+    acknowledgement of an earlier stuck episode says so)."""
     parts = []
     if cause:
         parts.append(f'<p class="cause">cause: {e(cause.get("text"))}</p>')
     for note in notes:
         parts.append(
-            f'<li class="note note-{e(note.kind)}"><b>{e(note.kind)}</b> by '
+            f'<li class="note note-{e(note.kind)}"><b>{e(label(note, instance))}</b> by '
             f'<span class="who">{e(note.who)}</span> at {note.at:%Y-%m-%d %H:%M:%S}Z'
             f'{": " if note.text else ""}<span class="text">{e(note.text)}</span></li>'
         )

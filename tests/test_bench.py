@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from bench import run as bench_run
+from bench.brokers import kafka as kafka_bench
+from bench.brokers import nats as nats_bench
+from bench.brokers._harness import CEILING_METRIC, ceiling_row
 from bench.registry import bench_avro
 from bench.saga import (
     TOPICS,
@@ -110,3 +114,37 @@ def test_catch_up_rows_set_the_monitor_against_both_baselines() -> None:
         "Bus.subscribe" if "Bus.subscribe" in row["metric"] else "choreo subscribe" for row in rows
     ]
     assert {"embedded SQLite -> sqlite store"} == {row["backend"] for row in rows}
+
+
+@pytest.mark.nats
+async def test_nats_ceiling_stores_every_event(nats_url: str) -> None:
+    """The NATS ceiling contender (events written straight to a socket) gets every event of
+    its run stored, in a stream of its own."""
+    rate = await nats_bench.publish_many_ceiling(nats_url)
+
+    async with Bus(nats_url) as bus:
+        topics = [t for t in await bus.topics() if t.name.startswith("bench-many-ceiling-")]
+    assert 0 < rate
+    assert nats_bench.COUNT in [topic.messages for topic in topics]
+
+
+@pytest.mark.kafka
+async def test_kafka_ceiling_runs(kafka_url: str) -> None:
+    """The Kafka ceiling contender (record batches built by hand) has every batch acked."""
+    assert 0 < await kafka_bench.publish_many_ceiling(kafka_url)
+
+
+def test_ceiling_row_says_how_far_3x_single_is() -> None:
+    """The ceiling row carries the ceiling over our single publish of the same run, and the
+    README table shows it beside the metric."""
+    rows = [
+        {"suite": "brokers", "backend": "nats", "metric": "publish/s", "raw": 50.0,
+         "choreograph": 60_000.0},
+        {"suite": "brokers", "backend": "nats", "metric": CEILING_METRIC, "raw": 180_000.0,
+         "choreograph": 120_000.0},
+    ]  # fmt: skip
+
+    ceiling_row(rows)
+
+    assert 3.0 == rows[1]["ceiling_x_single"]
+    assert f"| {CEILING_METRIC}; ceiling = 3.00x single | 120,000 |" in bench_run.render(rows)

@@ -12,15 +12,22 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 __all__ = [
+    "CEILING_METRIC",
     "Arrivals",
     "Contender",
     "Latencies",
+    "ceiling_row",
     "interleaved",
     "paced",
     "percentile",
     "row",
     "spread",
 ]
+
+#: The row setting ``publish_many`` against the most a raw client gets the broker to store
+#: (the same events, CALL a call, one call after the other; see each suite's
+#: ``publish_many_ceiling``).
+CEILING_METRIC = "publish_many/s vs raw best batch (500 a call)"
 
 
 async def spread(
@@ -161,6 +168,16 @@ def row(
         flush=True,
     )
     return out
+
+
+def ceiling_row(rows: list[dict[str, Any]]) -> None:
+    """Note on the ceiling row how many times our single publish of the same run the ceiling
+    is (``ceiling_x_single``): whether ``publish_many`` at 3x single is reachable at all."""
+    by_metric = {r["metric"]: r for r in rows}
+    ceiling, single = by_metric.get(CEILING_METRIC), by_metric.get("publish/s")
+    if ceiling is not None and single is not None and single["choreograph"]:
+        ceiling["ceiling_x_single"] = round(ceiling["raw"] / single["choreograph"], 2)
+        print(f"{'':>9} {'ceiling / our single':>28}  {ceiling['ceiling_x_single']:.2f}x")
 
 
 # -- choreograph's side, the same for every broker ----------------------------------------------

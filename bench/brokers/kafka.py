@@ -15,6 +15,12 @@ only after the handler:
   choreograph write the CloudEvents binding, an id, time and trace per event (about 495
   bytes); FastStream fills one record batch per call (and refuses a list that does not fit),
   choreograph two of 250 events (the second encoded while the broker stores the first);
+* publish_many/s vs raw best batch: the ceiling, against choreograph's ``publish_many`` of
+  the same run: the same records as raw, 500 a call, one call after the other, but built
+  straight into record batches (``create_batch``, one per partition of a 4-partition topic,
+  ``linger_ms=0``), all handed over with ``send_batch`` before the first ack is awaited;
+  the row also holds ``ceiling_x_single``, the ceiling over our single publish of the run
+  (whether ``publish_many`` at 3x single is reachable at all);
 * consume/s: 20,000 stored events read by a new group from the beginning; raw is a batch
   consumer (``getmany`` of 500, a commit per 500), choreograph commits acked offsets in batches,
   FastStream commits each (AckPolicy.ACK); "batch handler" rows hand lists of up to 100 events
@@ -49,8 +55,10 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 
 from bench.brokers._harness import (
+    CEILING_METRIC,
     Arrivals,
     Latencies,
+    ceiling_row,
     consume_bus,
     interleaved,
     latency_rows,
@@ -87,11 +95,11 @@ def _consumer_options(url: str) -> dict[str, int]:
     return TUNED | {k: int(v) for k, v in query.items() if k in CONSUMER_OPTIONS}
 
 
-async def _topic(url: str, kind: str) -> str:
+async def _topic(url: str, kind: str, partitions: int = 4) -> str:
     """A fresh topic with 4 partitions (created the way choreograph creates it)."""
     topic = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
     async with Bus(url) as bus:
-        await bus.create_topic(topic, partitions=4)
+        await bus.create_topic(topic, partitions=partitions)
     return topic
 
 
@@ -155,6 +163,47 @@ async def publish_many_raw(url: str) -> float:
                 for i in range(first, first + CALL)
             ]
             await asyncio.gather(*futures)
+        return COUNT / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+
+
+async def publish_many_ceiling(url: str, partitions: int = 4, window: int = 1) -> float:
+    """The most aiokafka gets stored: the same records as ``publish_many_raw``, CALL a call,
+    built straight into record batches (``create_batch``: no per-record ``send``), one batch
+    per partition of the topic, all handed over with ``send_batch`` before the first ack is
+    awaited; ``window`` calls in flight."""
+    topic = await _topic(url, "many-ceiling", partitions)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=_bootstrap(url), acks="all", max_batch_size=BATCH_BYTES, linger_ms=0
+    )
+    await producer.start()
+    body = json.dumps(PAYLOAD).encode()
+    headers = [_headers(i) for i in range(COUNT)]
+
+    share = -(-CALL // partitions)  # records a partition's batch holds
+
+    async def call(first: int) -> None:
+        futures = []
+        for partition, start in enumerate(range(first, first + CALL, share)):
+            batch = producer.create_batch()
+            for i in range(start, min(start + share, first + CALL)):
+                if batch.append(key=None, value=body, timestamp=None, headers=headers[i]) is None:
+                    raise RuntimeError("a record batch of the ceiling run is full")
+            batch.close()
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*futures)
+
+    try:
+        started = time.perf_counter()
+        running: set[asyncio.Task[None]] = set()
+        for first in range(0, COUNT, CALL):
+            running.add(asyncio.create_task(call(first)))
+            if len(running) >= window:
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
+        await asyncio.gather(*running)
         return COUNT / (time.perf_counter() - started)
     finally:
         await producer.stop()
@@ -344,7 +393,7 @@ async def latency_faststream(url: str) -> list[float]:
 
 
 #: The rows a run can be limited to (``--only``), by name.
-METRICS = ("publish", "publish_many", "consume", "consume_batch", "latency")
+METRICS = ("publish", "publish_many", "ceiling", "consume", "consume_batch", "latency")
 
 
 async def run(
@@ -359,13 +408,15 @@ async def run(
             "publish_many/s (500 a call)",
             (publish_many_raw, publish_many_choreograph, publish_many_faststream),
         ),
+        ("ceiling", CEILING_METRIC, (publish_many_ceiling, publish_many_choreograph)),
     ):
         if name in only:
             results = await interleaved(
-                {who: functools.partial(fn, url) for who, fn in zip(NAMES, runs, strict=True)},
+                {who: functools.partial(fn, url) for who, fn in zip(NAMES, runs, strict=False)},
                 rounds,
             )
             rows.append(row("kafka", metric, results))
+    ceiling_row(rows)
     consuming = [
         (metric, runs)
         for name, metric, runs in (

@@ -10,6 +10,13 @@ topic, every publish waits for its PubAck, every delivery is acked after the han
   Nats-Msg-Id per event, as a CloudEvents producer would);
 * publish_many/s: the same events 500 a call (raw: 500 ``js.publish`` gathered; choreograph:
   ``publish_many``; FastStream has no JetStream batch publish);
+* publish_many/s vs raw best batch: the ceiling, against choreograph's ``publish_many`` of
+  the same run: the same events and headers, 500 a list, one list after the other, encoded
+  before the clock starts and written straight to a socket as fast-ingest batches (ADR-50,
+  nats-server 2.14+; a PubAck per event on older servers), so what is left is the server's
+  work. nats-py's own ``publish`` costs 6-7 us of client CPU per event with these headers,
+  more than choreograph's whole list path; the row also holds ``ceiling_x_single``, the
+  ceiling over our single publish of the run (whether 3x single is reachable at all);
 * consume/s: 20,000 stored events through a durable pull consumer, 100 in flight, rates from
   the first event handled to the last; "batch handler" rows hand lists of up to 100 events to
   one handler call (choreograph ``subscribe_batch``, FastStream ``PullSub(batch=True)``);
@@ -40,9 +47,11 @@ from faststream.nats import DeliverPolicy, JStream, NatsBroker, PullSub
 from nats.js import api
 
 from bench.brokers._harness import (
+    CEILING_METRIC,
     Arrivals,
     Contender,
     Latencies,
+    ceiling_row,
     consume_bus,
     interleaved,
     latency_rows,
@@ -132,6 +141,89 @@ async def publish_many_raw(url: str) -> float:
         return COUNT / (time.perf_counter() - started)
     finally:
         await nc.close()
+
+
+def _batches(topic: str, prefix: str, fast: bool) -> list[tuple[bytes, bytes]]:
+    """COUNT events, CALL a list, every ``HPUB`` command written before the clock starts.
+
+    ``fast``: JetStream fast-ingest batches (ADR-50, nats-server 2.14+): a list's first
+    message goes alone (the server answers it with the flow acknowledgement), the other
+    CALL - 1 as one write, the last of them committing (its PubAck counts what the batch
+    stored). Else (an older server): the whole list as one write, a PubAck per message."""
+    body = json.dumps(PAYLOAD).encode()
+    lists = []
+    for first in range(0, COUNT, CALL):
+        commands = []
+        for sequence in range(1, CALL + 1):
+            i = first + sequence - 1
+            lines = "".join(f"{name}: {value}\r\n" for name, value in _headers(i).items())
+            head = f"NATS/1.0\r\n{lines}\r\n".encode()
+            operation = 0 if sequence == 1 else 2 if sequence == CALL else 1
+            reply = f"{prefix}{first}.{CALL}.fail.{sequence}.{operation}.$FI" if fast else (
+                f"{prefix}{i}")  # fmt: skip
+            line = f"HPUB {topic} {reply} {len(head)} {len(head) + len(body)}\r\n"
+            commands.append(line.encode() + head + body + b"\r\n")
+        split = 1 if fast else 0
+        lists.append((b"".join(commands[:split]), b"".join(commands[split:])))
+    return lists
+
+
+async def _answer(reader: asyncio.StreamReader) -> dict[str, Any]:
+    """The next message the server sends our inbox, as JSON (a status without one: {})."""
+    while True:
+        line = await reader.readuntil(b"\r\n")
+        if line.startswith((b"MSG ", b"HMSG ")):
+            payload = (await reader.readexactly(int(line.split()[-1]) + 2))[:-2]
+            data = payload[payload.find(b"\r\n\r\n") + 4 :] if line[0:1] == b"H" else payload
+            return json.loads(data) if data else {}
+        if line.startswith(b"-ERR"):
+            raise RuntimeError(f"nats-server: {line.decode().strip()}")
+
+
+async def _stored(reader: asyncio.StreamReader, fast: bool) -> None:
+    """Read what the server answers a list of CALL; raise unless it stored every event."""
+    if not fast:
+        for _ in range(CALL):
+            answer = await _answer(reader)
+            if "error" in answer or "seq" not in answer:
+                raise RuntimeError(f"nats-server did not store an event: {answer}")
+        return
+    commit = await _answer(reader)
+    if commit.get("count") != CALL:
+        raise RuntimeError(f"a fast-ingest batch was not stored whole: {commit}")
+
+
+async def publish_many_ceiling(url: str) -> float:
+    """The most a client gets JetStream to store: the same events and headers as
+    ``publish_many_raw``, CALL a list, one list after the other, each awaited, but encoded
+    before the clock starts and written straight to a socket (no client library in the
+    way) as fast-ingest batches where the server has them. What is left is the server's work
+    and the loop's reads and writes."""
+    topic = await _topic(url, "many-ceiling")
+    host, _, port = url.split("://", 1)[-1].split("?", 1)[0].rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    prefix = f"_INBOX.{uuid.uuid4().hex}."
+    try:
+        info = json.loads((await reader.readuntil(b"\r\n"))[5:])
+        fast = tuple(int(x) for x in info["version"].split(".")[:2]) >= (2, 14)
+        lists = _batches(topic, prefix, fast)
+        connect = json.dumps({"verbose": False, "headers": True, "protocol": 1}).encode()
+        writer.write(b"CONNECT %b\r\nSUB %b> 1\r\nPING\r\n" % (connect, prefix.encode()))
+        while await reader.readuntil(b"\r\n") != b"PONG\r\n":
+            pass
+        started = time.perf_counter()
+        for first, rest in lists:
+            if fast:
+                writer.write(first)
+                flow = await _answer(reader)
+                if flow.get("type") != "ack":
+                    raise RuntimeError(f"nats-server refused a fast-ingest batch: {flow}")
+            writer.write(rest)
+            await _stored(reader, fast)
+        return COUNT / (time.perf_counter() - started)
+    finally:
+        writer.close()
+        await writer.wait_closed()
 
 
 async def publish_many_choreograph(url: str) -> float:
@@ -280,9 +372,14 @@ async def run(url: str) -> list[dict[str, Any]]:
             "raw": functools.partial(publish_many_raw, url),
             "choreograph": functools.partial(publish_many_choreograph, url),
         },
+        CEILING_METRIC: {
+            "raw": functools.partial(publish_many_ceiling, url),
+            "choreograph": functools.partial(publish_many_choreograph, url),
+        },
     }
     for metric, contenders in publishes.items():
         rows.append(row("nats", metric, await interleaved(contenders, ROUNDS)))
+    ceiling_row(rows)
     topic = await fill(url)
     groups = itertools.count()
     for metric, runs in {

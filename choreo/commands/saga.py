@@ -8,9 +8,10 @@ import os
 import signal
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -33,6 +34,7 @@ from choreo.console import (
     print_json,
     reported,
     run,
+    shown,
     warn,
 )
 from choreo.errors import EXIT_USAGE
@@ -41,6 +43,7 @@ from saga_monitor.model import STATES, utcnow
 if TYPE_CHECKING:
     from broker import Bus
     from saga_monitor.definitions import Definitions
+    from saga_monitor.queries import Page
     from saga_monitor.store import SagaStore
 
 __all__ = ["saga_app"]
@@ -122,12 +125,10 @@ def monitor(
         "skew_tolerance": parse_duration(skew_tolerance, option="--skew-tolerance"),
     }
     kept = {
-        "retain_acknowledged": parse_duration(retain_acknowledged, option="--retain-acknowledged")
-        if retain_acknowledged
-        else None,
-        "retain_stuck": parse_duration(retain_stuck, option="--retain-stuck")
-        if retain_stuck
-        else None,
+        "retain_acknowledged": _kept_for(
+            retain_acknowledged, "--retain-acknowledged", "instances as they are acknowledged"
+        ),
+        "retain_stuck": _kept_for(retain_stuck, "--retain-stuck", "instances as they get stuck"),
     }
     broker_url, store_url = setting("broker_url", broker), setting("store_url", store)
     start_metrics(metrics_port, host="0.0.0.0")
@@ -143,6 +144,22 @@ def monitor(
             kept,
         )
     )
+
+
+def _kept_for(text: str | None, option: str, drops: str) -> float | None:
+    """Seconds of a ``--retain-*`` option (None: left out, kept until they finish). 0 would
+    drop at once what the option is meant to keep a while: a usage error, as is an empty
+    value (a script's unset variable), which used to turn the option off silently."""
+    if text is None:
+        return None
+    seconds = parse_duration(text, option=option)
+    if seconds <= 0:
+        fail(
+            f"{option} {text!r} would drop {drops}; give how long to keep them, e.g. 30d, "
+            f"or leave {option} out to keep them until they finish",
+            EXIT_USAGE,
+        )
+    return seconds
 
 
 async def _monitor(
@@ -305,7 +322,6 @@ def ls(
     from saga_monitor.board import learn_owners, listed, sample
     from saga_monitor.model import ANOMALY_KINDS
     from saga_monitor.queries import Query, parse_search
-    from saga_monitor.render import instance_table
 
     chosen_state = _state(state)
     if anomaly is not None and anomaly not in ANOMALY_KINDS:
@@ -344,20 +360,27 @@ def ls(
         with reported():
             page = opened.search(query)
             rows = listed(opened, page.items, owners)
+    with shown():
+        _print_listing(page, now, rows, output)
+
+
+def _print_listing(page: Page, now: datetime, rows: list[dict[str, Any]], output: Output) -> None:
+    from saga_monitor.render import instance_table
+
     if output is Output.json:
         print_json(rows)
         return
     out_console.print(instance_table(page.items, now, rows))
     counts = Counter(item.state for item in page.items)
-    shown = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no saga instances"
-    if page.total > len(page.items):
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no saga instances"
+    if page.total > len(page.items) or page.more:
         last = page.offset + len(page.items)
-        shown += (
-            f" (showing {page.offset + 1}-{last} of {page.total})"
+        summary += (
+            f" (showing {page.offset + 1}-{last} of {page.total_text()})"
             if page.items
-            else (f" (none from {page.offset + 1}; {page.total} in all)")
+            else (f" (none from {page.offset + 1}; {page.total_text()} in all)")
         )
-    out_console.print(shown)
+    out_console.print(summary)
 
 
 def _known_saga(opened: SagaStore, saga: str | None, defined: Definitions | None) -> None:
@@ -396,10 +419,11 @@ def owes(
     now = utcnow()
     with _opened(store) as opened, reported():
         board, _ = build_board(opened, defined, now, window=seconds)
-    if output is Output.json:
-        print_json([row.to_dict() for row in board])
-        return
-    out_console.print(board_table(board) if board else "no saga instances")
+    with shown():
+        if output is Output.json:
+            print_json([row.to_dict() for row in board])
+            return
+        out_console.print(board_table(board) if board else "no saga instances")
 
 
 @saga_app.command("ack")
@@ -440,7 +464,7 @@ def ack(
             )
         target = found[0]
         written = Note(target.saga, correlation_id, kind, author, utcnow(), note)
-        opened.add_note(written)
+        written = opened.add_note(written)
     with committed():  # kept: a closed stdout must not fail it (a retry would add it twice)
         if output is Output.json:
             print_json(written.to_dict())
@@ -472,22 +496,26 @@ def show(
             "list them with: choreo saga ls"
         )
     if output is Output.json:
-        print_json(
-            [
-                {
-                    **i.to_dict(),
-                    "notes": [n.to_dict() for n in notes.get(key, [])],
-                    "cause": (causes.get(key) or {}).get("text") if i.state == "stuck" else None,
-                }
-                for i, key in zip(found, keys, strict=True)
-            ]
-        )
+        with shown():
+            print_json(
+                [
+                    {
+                        **i.to_dict(),
+                        "notes": [n.to_dict() for n in notes.get(key, [])],
+                        "cause": (causes.get(key) or {}).get("text")
+                        if i.state == "stuck"
+                        else None,
+                    }
+                    for i, key in zip(found, keys, strict=True)
+                ]
+            )
         return
     for item, key in zip(found, keys, strict=True):
-        out_console.print(timeline(item, utcnow()))
-        cause = causes.get(key) if item.state == "stuck" else None
-        if cause or key in notes:
-            out_console.print(notes_text(notes.get(key, []), cause))
+        with shown():
+            out_console.print(timeline(item, utcnow()))
+            cause = causes.get(key) if item.state == "stuck" else None
+            if cause or key in notes:
+                out_console.print(notes_text(notes.get(key, []), cause, item))
 
 
 @saga_app.command("discover")
@@ -525,10 +553,11 @@ def discover(
         )
     )
     _say_empty_topics(topic, report.topics, url, since)
-    if output is DiscoverOutput.json:
-        print_json(report.to_dict())
-    else:
-        out_console.print(render_report(report))
+    with shown():
+        if output is DiscoverOutput.json:
+            print_json(report.to_dict())
+        else:
+            out_console.print(render_report(report))
 
 
 def _say_empty_topics(asked: list[str], seen: list[str], url: str, since: str | None) -> None:

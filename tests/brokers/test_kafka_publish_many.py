@@ -15,6 +15,7 @@ from broker import Bus, Event, PublishError
 from broker.adapters.kafka import publish
 from broker.adapters.kafka.publish import SPLIT_EVENTS, KafkaPublisher
 from broker.adapters.kafka.wire import decode, iter_records
+from broker.testing import VirtualClock
 from tests.brokers.test_kafka_interop import bootstrap, read_all
 
 pytestmark = pytest.mark.kafka
@@ -65,6 +66,52 @@ async def test_an_event_over_max_request_size_fails_alone(
     )
     ok = [e.id for n, e in enumerate(events) if n != 1]
     assert sorted(ok) == await stored_ids(url, topic, 4)
+
+
+def _wire(record: Any, event: Event) -> tuple[Any, ...]:
+    """A record's key, headers and value, the headers that differ from event to event (its
+    id and new trace) replaced by a mark once checked against ``event``."""
+    own = {"ce_id": event.id, "ce_traceparent": event.extensions.get("traceparent")}
+    headers = []
+    for name, value in record.headers:
+        if name in own:
+            assert (name, own[name]) == (name, value.decode())
+        headers.append((name, b"<own>" if name in own else value))
+    return record.key, headers, record.value
+
+
+async def test_a_listed_events_record_is_byte_for_byte_a_single_publishs(kafka_url: str) -> None:
+    """A record of ``publish_many`` has the key, headers (names, order, bytes) and value the
+    single publish of the same event or options writes; only the id and a new trace differ."""
+    topic = f"many-bytes-{uuid.uuid4().hex[:8]}"
+    given = Event(
+        type="order.paid", source="shop", id="id-1", data={"n": 1}, subject="order/1",
+        extensions={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01", "n": 7},
+    )  # fmt: skip
+    options: list[dict[str, Any]] = [
+        {"type": "order.placed", "data": {"n": 1, "s": "é"}},
+        {"type": "order.placed", "data": "x" * 254, "key": "order-1"},
+        {"type": "order.shipped", "data": [1, None], "subject": "order/1"},
+        {"type": "order.placed", "data": None},
+    ]
+    async with Bus(kafka_url, source="shop", clock=VirtualClock()) as bus:
+        await bus.create_topic(topic, partitions=1)
+        singles = [await bus.publish(topic, **item) for item in [*options, *options]]
+        singles.append(await bus.publish(topic, given))
+        listed = await bus.publish_many(topic, [*options, *options, given])
+    assert listed.ok
+    records = await read_all(kafka_url, topic, 2 * len(singles))
+    ids = [dict(r.headers)["ce_id"].decode() for r in records]  # (a list's keyed ones first)
+    single, many = (
+        dict(zip(ids[: len(singles)], records, strict=False)),
+        dict(zip(ids, records, strict=True)),
+    )
+    assert ["id-1", "id-1"] == [
+        ids[len(singles) - 1],
+        *(i for i in ids[len(singles) :] if i == "id-1"),
+    ]
+    expected = [_wire(single[e.id], e) for e in singles]
+    assert expected == [_wire(many[e.id], e) for e in listed.published]
 
 
 @pytest.mark.parametrize("count", [SPLIT_EVENTS - 1, SPLIT_EVENTS + 44])

@@ -122,3 +122,22 @@ def populate(store: Any, base: datetime | None = None) -> None:
     send("payment.authorized", "order-stuck", 82)
     send("payment.authorized", "order-stuck", 82)  # the same event again: a duplicate
     correlator.tick(store, datetime.now(UTC))
+
+
+def stuck_again(store: Any, correlation_id: str = "order-stuck") -> None:
+    """Move :func:`populate`'s stuck order on (its inventory reservation arrives, late) and
+    let it get stuck again, on shipping (a watermark three hours on)."""
+    from saga_monitor import Correlator
+
+    (instance,) = store.instances(correlation_id=correlation_id)
+    late = instance.started + timedelta(seconds=40)  # inventory was due 30 s after payment
+    reserved = Event(
+        type="inventory.reserved",
+        source="stock",
+        id=f"{correlation_id}-late-reservation",
+        time=late,
+        extensions={"correlationid": correlation_id},
+    )
+    correlator = Correlator(example())
+    correlator.apply(store, reserved, topic="inventory", now=late)
+    correlator.tick(store, late + timedelta(hours=3))  # shipping was due 2 h after that

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from broker import Bus
 from choreo.cli import app
 from saga_monitor import open_saga_store
-from tests.saga_monitor.helpers import populate, traceparent_of
+from tests.saga_monitor.helpers import populate, stuck_again, traceparent_of
 from tests.saga_monitor.test_discovery import traffic
 from tests.saga_monitor.test_web import _free_port
 from tests.test_cli import choreo, choreo_into_a_closed_pipe
@@ -252,6 +252,20 @@ def test_ack_keeps_who_when_and_note(store_url: str) -> None:
     assert ("ack by ana at" in shown.stdout, "vendor down" in shown.stdout) == (True, True)
 
 
+def test_an_ack_does_not_cover_a_later_stuck_episode(store_url: str) -> None:
+    """An instance acknowledged while stuck on inventory that moves on and gets stuck on
+    shipping lists as not acknowledged in `saga ls`; the ack stays among its notes, and
+    `saga show` says it was for an earlier episode."""
+    _json("ack", "order-stuck", "--note", "vendor down", "--who", "ana", "-s", store_url)
+    store = open_saga_store(store_url)
+    stuck_again(store)
+    store.close()
+    (row,) = _json("ls", "--store", store_url, "--state", "stuck")  # type: ignore[misc]
+    assert (None, ["vendor down"]) == (row["acknowledged"], [n["note"] for n in row["notes"]])
+    shown = runner.invoke(app, ["saga", "show", "order-stuck", "--store", store_url])
+    assert "ack (earlier episode) by ana at" in shown.stdout, shown.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
@@ -475,6 +489,59 @@ def test_an_ack_whose_output_cannot_be_written_still_exits_0(
     assert (0, "") == (result.returncode, result.stderr)
     (row,) = _json("ls", "--store", store_url, "--state", "stuck")  # type: ignore[misc]
     assert ["n"] == [note["note"] for note in row["notes"]]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ls"],
+        ["ls", "-o", "json"],
+        ["show", "order-stuck"],
+        ["show", "order-stuck", "-o", "json"],
+        ["owes"],
+        ["owes", "-o", "json"],
+    ],
+)
+def test_a_listing_into_a_closed_pipe_exits_0(
+    store_url: str, tmp_path: Path, args: list[str]
+) -> None:
+    """`saga ls | head -1` (a reader that stops reading) is no failure: the listing exits 0
+    and says nothing, as publish and ack do (a script with pipefail goes on)."""
+    result = choreo_into_a_closed_pipe("saga", *args, "-s", store_url, cwd=tmp_path)
+    assert (0, "") == (result.returncode, result.stderr)
+
+
+def test_a_failing_listing_into_a_closed_pipe_still_fails(tmp_path: Path) -> None:
+    """A listing whose work fails keeps its one line and exit code, closed pipe or not."""
+    missing = f"sqlite:///{tmp_path}/none.db"
+    result = choreo_into_a_closed_pipe("saga", "ls", "-s", missing, cwd=tmp_path)
+    assert (1, True) == (result.returncode, "no saga store" in result.stderr), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--retain-stuck", "0"], "--retain-stuck '0' would drop instances as they get stuck"),
+        (["--retain-acknowledged", "0s"], "--retain-acknowledged '0s' would drop instances as"),
+        (["--retain-stuck", ""], "'' is not a duration for --retain-stuck"),
+        (["--retain-acknowledged", ""], "'' is not a duration for --retain-acknowledged"),
+        (["--retention", ""], "'' is not a duration for --retention"),
+    ],
+)
+def test_retaining_for_no_time_or_an_empty_value_is_a_usage_error(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """`--retain-stuck 0` (drop stuck instances as they get stuck) and an empty value (a
+    script's unset variable, which turned the option off) are one line and exit 2; the
+    monitor does not start."""
+    monitor = _monitor(tmp_path, *args)
+    try:
+        code = monitor.wait(timeout=60)
+    finally:
+        monitor.kill()
+    assert monitor.stderr is not None
+    said = monitor.stderr.read()
+    assert (2, True, 1) == (code, message in said, len(said.splitlines())), said
 
 
 def test_ls_since_zero_or_empty_does_not_list_everything(store_url: str, tmp_path: Path) -> None:

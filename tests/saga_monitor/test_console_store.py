@@ -11,6 +11,8 @@ import pytest
 
 from broker.sqlstore import SqlStore
 from saga_monitor import Correlator, InstanceNotFoundError, SagaStore, SagaStoreError
+from saga_monitor.board import Owners, listed
+from saga_monitor.model import Instance
 from saga_monitor.queries import ACK, NOTE, DataField, Note, Query, parse_search
 from saga_monitor.store import MemoryStore
 from saga_monitor.store_sql import MIGRATIONS, SqlSagaStore
@@ -118,6 +120,40 @@ def test_oldest_stuck_leaves_out_acknowledged_instances(filled: SagaStore) -> No
     )
 
 
+def test_an_acknowledgement_holds_for_its_stuck_episode_only(filled: SagaStore) -> None:
+    """An instance acknowledged while stuck on payment that then moves on and gets stuck on
+    inventory is unacknowledged again: it alerts, pages (oldest stuck), lists as not
+    acknowledged and is not pruned as acknowledged; the old acknowledgement stays a note."""
+    key = ("order-fulfilment", "order-02")  # stuck on payment since 32 s
+    kept = filled.add_note(Note(*key, ACK, "ana", at(300), "PSP outage"))
+    for corr in _ids(filled, state="stuck", acknowledged=False):  # the others too
+        filled.add_note(Note("order-fulfilment", corr, ACK, "ana", at(300), "known"))
+    assert (at(32), [], {}) == (
+        kept.episode,
+        _ids(filled, state="stuck", acknowledged=False),
+        filled.oldest_stuck(),
+    )
+    correlator = Correlator(example())
+    paid = event("payment.authorized", "order-02", 40, source="payment-service")
+    correlator.apply(filled, paid, topic="p", now=at(301), watermark=at(300))
+    assert ["order-02"] == _ids(filled, acknowledged=False, correlation_prefix="order-02")
+    correlator.tick(filled, at(400))  # inventory was due at 70 s
+    (again,) = filled.search(Query(correlation_prefix="order-02")).items
+    stuck_alerts = [
+        alert
+        for _, alert in filled.pending_alerts(limit=1000)
+        if alert.type == "saga.stuck" and alert.correlation_id == "order-02"
+    ]
+    assert ("stuck", at(70), 2) == (again.state, again.stuck_since, len(stuck_alerts))
+    assert ["order-02"] == _ids(filled, acknowledged=False, correlation_prefix="order-02")
+    assert {"order-fulfilment": at(70)} == filled.oldest_stuck()
+    (row,) = listed(filled, [again], Owners({}, {}))
+    assert (None, ["PSP outage"]) == (row["acknowledged"], [n["note"] for n in row["notes"]])
+    assert (11, ["order-02"]) == (filled.prune(at(0), acknowledged_before=at(1000)), _ids(filled))
+    filled.add_note(Note(*key, ACK, "bo", at(401), "inventory paged"))
+    assert ["order-02"] == _ids(filled, acknowledged=True, correlation_prefix="order-02")
+
+
 def test_causes_are_recorded_and_forgotten(filled: SagaStore) -> None:
     """What explains a wait is kept per instance until it is forgotten."""
     key = ("order-fulfilment", "order-02")
@@ -155,6 +191,28 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     cleaner.close()
 
 
+def _old_store(url: str, layout: int, instance: Instance) -> SqlStore:
+    """A store of an earlier ``layout`` at ``url`` holding ``instance`` (with its
+    ``stuck_since`` column from layout 3 on)."""
+    old = SqlStore(url, what="saga store", hint="", error=SagaStoreError, schema="public")
+    old.open("saga_", MIGRATIONS[:layout])
+    columns = ["saga", "correlation_id", "state", "started", "updated", "doc"]
+    values = [
+        instance.saga,
+        instance.correlation_id,
+        instance.state,
+        instance.started.timestamp(),
+        instance.updated.timestamp(),
+        instance.to_json(),
+    ]
+    if layout >= 3 and instance.stuck_since is not None:
+        columns.append("stuck_since")
+        values.append(instance.stuck_since.timestamp())
+    marks = ", ".join("?" * len(values))
+    old.execute(f"INSERT INTO {{p}}instances ({', '.join(columns)}) VALUES ({marks})", *values)
+    return old
+
+
 def test_a_store_of_layout_2_is_migrated_and_keeps_its_instances(fresh_url: str) -> None:
     """A store written before the console's columns existed (layout 2) opens, gets them, and
     still lists its instances; an instance shows in the new filters once it changes again."""
@@ -163,21 +221,7 @@ def test_a_store_of_layout_2_is_migrated_and_keeps_its_instances(fresh_url: str)
     placed = event("order.placed", "o-1", 0)
     correlator.apply(memory, placed, topic="o", now=at(0), delivery="o/0/1")
     (instance,) = memory.data.values()
-    old = SqlStore(fresh_url, what="saga store", hint="", error=SagaStoreError, schema="public")
-    old.open("saga_", MIGRATIONS[:2])
-    old.execute(
-        "INSERT INTO {p}instances (saga, correlation_id, state, started, updated, due, finished, "
-        "doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        instance.saga,
-        instance.correlation_id,
-        instance.state,
-        instance.started.timestamp(),
-        instance.updated.timestamp(),
-        None,
-        None,
-        instance.to_json(),
-    )
-    old.close()
+    _old_store(fresh_url, 2, instance).close()
     store = SqlSagaStore(fresh_url)
     assert (1, 0) == (
         store.search(Query(correlation_prefix="o-")).total,
@@ -188,4 +232,30 @@ def test_a_store_of_layout_2_is_migrated_and_keeps_its_instances(fresh_url: str)
         store.search(Query(awaiting=("payment.authorized",))).total,
         store.search(Query(anomaly="duplicate")).total,
     )
+    store.close()
+
+
+def test_acknowledgements_of_layout_4_hold_for_the_episode_their_instance_is_in(
+    fresh_url: str,
+) -> None:
+    """A store written before acknowledgements named their stuck episode (layout 4) keeps its
+    stuck, acknowledged instance acknowledged: the old ack is taken to be for the episode the
+    instance is in when the store is migrated."""
+    memory = MemoryStore()
+    correlator = Correlator(example())
+    correlator.apply(memory, event("order.placed", "o-1", 0), topic="o", now=at(0))
+    correlator.tick(memory, at(100))
+    (instance,) = memory.data.values()
+    assert instance.stuck_since is not None
+    old = _old_store(fresh_url, 4, instance)
+    old.execute(
+        "INSERT INTO {p}notes (saga, correlation_id, kind, who, at, note) "
+        "VALUES (?, ?, 'ack', 'ana', ?, 'known')",
+        instance.saga,
+        instance.correlation_id,
+        at(200).timestamp(),
+    )
+    old.close()
+    store = SqlSagaStore(fresh_url)
+    assert (1, {}) == (store.search(Query(acknowledged=True)).total, store.oldest_stuck())
     store.close()

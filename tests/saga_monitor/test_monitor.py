@@ -308,8 +308,11 @@ async def test_acknowledged_and_stuck_instances_go_after_their_own_retention(
     async with monitor:
         for corr in ("acked", "stuck", "fresh"):
             await monitor.apply(placed(corr), topic="orders")
+        clock.advance(60)  # all stuck (payment within 30 s)
+        stuck = {"acked": "stuck", "stuck": "stuck", "fresh": "stuck"}
+        await until(lambda: stuck == states(), what="the three to get stuck")
         store.add_note(Note("order-fulfilment", "acked", ACK, "ana", clock.now, "known"))
-        clock.advance(3600)  # all stuck (payment within 30 s); acknowledged an hour ago
+        clock.advance(3540)  # acknowledged almost an hour ago
         await monitor.apply(placed("new"), topic="orders")
         expected = {"stuck": "stuck", "fresh": "stuck", "new": "running"}
         await until(lambda: expected == states(), what="the acknowledged one to go")

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from broker import Event
 from saga_monitor import Correlator, SagaStore, load_definitions
 from saga_monitor.web import create_app
-from tests.saga_monitor.helpers import EXAMPLE, example
+from tests.saga_monitor.helpers import EXAMPLE, example, stuck_again
 from tests.saga_monitor.test_web import CHROMIUM, CHROMIUM_ARGS, _free_port
 
 NAMED = EXAMPLE.read_text().replace(
@@ -116,6 +116,22 @@ def test_notes_are_kept_and_shown(client: TestClient) -> None:
     assert 404 == client.post("/api/notes/order-fulfilment/nope", json={"who": "a"}).status_code
     assert 422 == client.post(url, json={"who": ""}).status_code
     assert 422 == client.post(url, json={"who": "a", "kind": "shrug"}).status_code
+
+
+def test_an_ack_of_an_earlier_stuck_episode_no_longer_counts(
+    client: TestClient, store: SagaStore
+) -> None:
+    """An instance acknowledged while stuck that moves on and gets stuck again lists under
+    `acknowledged=no` and as unacknowledged; its page marks the ack as an earlier episode's."""
+    url = "/api/notes/order-fulfilment/order-stuck"
+    posted = client.post(url, json={"who": "ana", "note": "vendor down"}).json()
+    assert posted["stuck_since"] is not None
+    stuck_again(store)
+    rows = client.get("/api/instances", params={"acknowledged": "no", "state": "stuck"}).json()
+    (row,) = [r for r in rows if r["correlation_id"] == "order-stuck"]
+    assert row["acknowledged"] is None
+    page = client.get("/instances/order-fulfilment/order-stuck").text
+    assert "<b>ack (earlier episode)</b> by" in page
 
 
 def test_timeline_collapses_long_gaps_and_shows_arrival_times(

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
@@ -336,7 +337,10 @@ class KafkaPublisher:
         """The indices of the keyed events per partition (the partitioner's choice), in
         order, and those of the keyless ones (a key that cannot be encoded goes to
         ``refused``)."""
-        if not any(events[i].extensions.get("partitionkey") is not None for i in indices):
+        for index in indices:  # (a loop: a third cheaper than any() of a generator)
+            if events[index].extensions.get("partitionkey") is not None:
+                break
+        else:
             return {}, indices  # the common case: no per-event work
         by_partition: dict[int, list[int]] = {}
         keyless: list[int] = []
@@ -374,23 +378,25 @@ class KafkaPublisher:
         every, fits = self._check_every, self._fits
         builder, taken = create(), list[int]()
         direct = self._direct is not None and _inner_append(builder) is not None
-        append = _appender(builder, direct)
+        append, take = _appender(builder, direct), taken.append
+        count, limit = 0, first or sys.maxsize  # records in the batch, and at most
         for index, (key, headers, value) in iter_records(events, members, refused):
             if every and not fits(index, key, value, headers, refused):
                 continue
-            if taken:
-                if len(taken) != first and (
-                    append(len(taken), timestamp, key, value, headers) is not None
-                ):
-                    taken.append(index)
+            if count:
+                if count != limit and append(count, timestamp, key, value, headers) is not None:
+                    take(index)
+                    count += 1
                     continue
                 yield _closed(builder, taken, direct)  # full: this one starts the next
-                builder, taken, first = create(), [], 0
-                append = _appender(builder, direct)
+                builder, taken, limit = create(), [], sys.maxsize
+                append, take = _appender(builder, direct), taken.append
             if not every and not fits(index, key, value, headers, refused):
+                count = 0
                 continue
             append(0, timestamp, key, value, headers)
-            taken.append(index)
+            take(index)
+            count = 1
         if taken:
             yield _closed(builder, taken, direct)
 

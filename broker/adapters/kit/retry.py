@@ -102,6 +102,9 @@ async def keep_trying_each(
     async def once(left: float) -> None:
         nonlocal pending
         failed = await attempt(pending, left)
+        if not failed:  # the common case: no walk over the list
+            pending = []
+            return
         again = [index for index in pending if index in failed and retriable(failed[index])]
         for index, error in failed.items():
             if index not in again:
