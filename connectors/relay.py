@@ -40,6 +40,16 @@ from connectors.routing import OutboxRow, Routed, Router
 __all__ = ["RELAYED", "Change", "Outage", "Relay", "RelayStats", "Source"]
 
 STILL_DOWN_EVERY = 60.0  # seconds between reminders while the database or broker stays away
+BROKER_AWAY = (
+    "broker unavailable; outbox rows wait in the database, nothing is lost",
+    "broker still unavailable; outbox rows wait in the database",
+    "broker available again; relaying the waiting rows",
+)
+DATABASE_AWAY = (
+    "database connection lost; reconnecting (nothing unconfirmed is skipped)",
+    "database still unavailable",
+    "database reconnected; resuming from the confirmed position",
+)
 
 RELAYED = Counter("choreo_outbox_relayed", "Outbox rows published by a relay", ["relay"])
 DEAD_LETTERED = Counter(
@@ -96,10 +106,10 @@ class Outage:
     """Tells an outage once when it starts, at most every ``every`` seconds while it lasts, and
     once when it ends (with how long it lasted), however many retries it takes."""
 
-    def __init__(self, log: Any, every: float, *, lost: str, still: str, back: str) -> None:
+    def __init__(self, log: Any, every: float, messages: tuple[str, str, str]) -> None:
         self._log = log
         self.every = every
-        self._messages = (lost, still, back)
+        self._messages = messages  # when it starts, while it lasts, when it ends
         self._since: float | None = None  # monotonic start of the current outage
         self._said = 0.0
         self._ended = -math.inf  # when the last outage ended
@@ -169,20 +179,8 @@ class Relay:
         self._errors = PUBLISH_ERRORS.labels(source.name)
         self._lag = LAG_SECONDS.labels(source.name)
         self._log = get_logger("connectors.relay", relay=source.name)
-        self._broker = Outage(
-            self._log,
-            still_down_every,
-            lost="broker unavailable; outbox rows wait in the database, nothing is lost",
-            still="broker still unavailable; outbox rows wait in the database",
-            back="broker available again; relaying the waiting rows",
-        )
-        self._database = Outage(
-            self._log,
-            still_down_every,
-            lost="database connection lost; reconnecting (nothing unconfirmed is skipped)",
-            still="database still unavailable",
-            back="database reconnected; resuming from the confirmed position",
-        )
+        self._broker = Outage(self._log, still_down_every, BROKER_AWAY)
+        self._database = Outage(self._log, still_down_every, DATABASE_AWAY)
 
     def stop(self) -> None:
         """Ask the relay to finish the change in hand and return from :meth:`run`."""
