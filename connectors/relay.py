@@ -131,7 +131,8 @@ class Outage:
         """An attempt worked: an outage in progress ends here."""
         if self._since is not None:
             self._ended = time.monotonic()
-            self._log.info(self._messages[2], away_for=round(self._ended - self._since, 3))
+            # a warning, as the outage was: a log kept at WARNING shows both its ends
+            self._log.warning(self._messages[2], away_for=round(self._ended - self._since, 3))
             self._since = None
 
 
