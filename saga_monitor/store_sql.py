@@ -518,11 +518,12 @@ class SqlSagaStore:
             "NOT EXISTS (SELECT 1 FROM {p}instances i WHERE i.saga = {t}.saga "
             "AND i.correlation_id = {t}.correlation_id)"
         )
-        delete = f"DELETE FROM {{p}}instances WHERE ({' OR '.join(conditions)})"
+        where = f"({' OR '.join(conditions)})"
+        delete = f"DELETE FROM {{p}}instances WHERE {where}"
         with self._lock:
             try:
                 shared = self.lock_instance is not None  # under the instances' locks, in chunks
-                count = self._prune_locked(delete, params) if shared else 0
+                count = self._prune_locked(where, params) if shared else 0
                 with self._db.transaction(write=True) as tx:
                     if not shared:  # SQLite: this monitor is the one writer
                         count = self._delete_instances(tx, delete, params)
@@ -538,15 +539,16 @@ class SqlSagaStore:
                 raise
         return count
 
-    def _prune_locked(self, delete: str, params: list[Any]) -> int:
-        """Run ``delete`` (PostgreSQL) on the instances it matches, :data:`_PRUNE_CHUNK` at a
+    def _prune_locked(self, where: str, params: list[Any]) -> int:
+        """Delete the instances ``where`` matches (PostgreSQL), :data:`_PRUNE_CHUNK` at a
         time, each chunk in a transaction that takes their locks first (in one order, as
         :meth:`_SqlTransaction.prefetch` does) and matches them again under the locks. Rows
         deleted in scan order without the locks deadlocked with another monitor's tick or batch
         that held some of them and waited for others. Returns how many instances went."""
         keys = self._db.query(
-            delete.replace("DELETE FROM", "SELECT saga, correlation_id FROM", 1), *params
+            f"SELECT saga, correlation_id FROM {{p}}instances WHERE {where}", *params
         )
+        delete = f"DELETE FROM {{p}}instances WHERE {where}{_IN_KEYS}"
         count = 0
         for start in range(0, len(keys), _PRUNE_CHUNK):
             chunk = keys[start : start + _PRUNE_CHUNK]
@@ -555,7 +557,7 @@ class SqlSagaStore:
                 tx.one(
                     _LOCK_ALL, [f"{saga}\x1f{corr}" for saga, corr in zip(sagas, ids, strict=True)]
                 )
-                count += tx.run(delete + _IN_KEYS, *params, sagas, ids)
+                count += tx.run(delete, *params, sagas, ids)
         return count
 
     def _delete_instances(self, tx: Tx, delete: str, params: list[Any]) -> int:
