@@ -175,7 +175,8 @@ def test_a_prune_takes_the_instance_locks_in_the_same_order_as_a_tick_and_a_batc
             if r.event.type == "payment.failed"
         ]
         later = at(PRUNED / 100 + 3600)
-        pruned: list[int] = []
+        pruned: list[int] = []  # asked as the monitor asks: its conditions read every row
+        # in the table's order (the order the instances were written), not the tick's
         with row_held(shared_store, corr(PRUNED // 2)) as pid:
             failures, threads = run_all(  # the prune first, holding the rows it read up to there
                 [
