@@ -13,13 +13,15 @@ A publish that fails because the broker is away is retried with backoff until it
 relay is stopped (the position is then not confirmed); a row the broker refuses for what it is
 (codec/schema, envelope) is dead-lettered. A database lost while relaying
 (:class:`~connectors.errors.DatabaseUnavailableError`) is reopened with backoff and the source
-resumes from its confirmed position.
+resumes from its confirmed position. Either outage is told once when it starts, reminded at most
+every ``still_down_every`` seconds, and told once when it ends (:class:`Outage`), not per retry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -35,11 +37,19 @@ from broker.observability import get_logger
 from connectors.errors import DatabaseUnavailableError, RelayLockedError
 from connectors.routing import OutboxRow, Routed, Router
 
-__all__ = ["RELAYED", "Change", "Relay", "RelayStats", "Source"]
+__all__ = ["RELAYED", "Change", "Outage", "Relay", "RelayStats", "Source"]
 
-log = get_logger("connectors.relay")
-
-STILL_DOWN_EVERY = 60.0  # seconds between reminders while the database stays away
+STILL_DOWN_EVERY = 60.0  # seconds between reminders while the database or broker stays away
+BROKER_AWAY = (
+    "broker unavailable; outbox rows wait in the database, nothing is lost",
+    "broker still unavailable; outbox rows wait in the database",
+    "broker available again; relaying the waiting rows",
+)
+DATABASE_AWAY = (
+    "database connection lost; reconnecting (nothing unconfirmed is skipped)",
+    "database still unavailable",
+    "database reconnected; resuming from the confirmed position",
+)
 
 RELAYED = Counter("choreo_outbox_relayed", "Outbox rows published by a relay", ["relay"])
 DEAD_LETTERED = Counter(
@@ -92,6 +102,39 @@ class Source(Protocol):
     async def close(self) -> None: ...
 
 
+class Outage:
+    """Tells an outage once when it starts, at most every ``every`` seconds while it lasts, and
+    once when it ends (with how long it lasted), however many retries it takes."""
+
+    def __init__(self, log: Any, every: float, messages: tuple[str, str, str]) -> None:
+        self._log = log
+        self.every = every
+        self._messages = messages  # when it starts, while it lasts, when it ends
+        self._since: float | None = None  # monotonic start of the current outage
+        self._said = 0.0
+        self._ended = -math.inf  # when the last outage ended
+
+    def failed(self, error: BaseException, started: float | None = None, **fields: Any) -> None:
+        """An attempt begun at ``started`` (monotonic) failed with ``error``."""
+        now = time.monotonic()
+        said = deadletter.describe(error)
+        if self._since is None:
+            if started is not None and started < self._ended:
+                return  # begun before the end of the last outage: not a new one
+            self._since = self._said = now
+            self._log.warning(self._messages[0], error=said, **fields)
+        elif now - self._said >= self.every:  # a reminder, not a flood
+            self._said = now
+            self._log.warning(self._messages[1], error=said, away_for=round(now - self._since, 3))
+
+    def succeeded(self) -> None:
+        """An attempt worked: an outage in progress ends here."""
+        if self._since is not None:
+            self._ended = time.monotonic()
+            self._log.info(self._messages[2], away_for=round(self._ended - self._since, 3))
+            self._since = None
+
+
 @dataclasses.dataclass(slots=True)
 class RelayStats:
     """Counters of one relay run."""
@@ -116,6 +159,7 @@ class Relay:
         retry_initial: float = 0.05,
         retry_max: float = 2.0,
         max_in_flight: int = 4,
+        still_down_every: float = STILL_DOWN_EVERY,
     ) -> None:
         self.source = source
         self.bus = bus
@@ -134,6 +178,9 @@ class Relay:
         self._relayed = RELAYED.labels(source.name)
         self._errors = PUBLISH_ERRORS.labels(source.name)
         self._lag = LAG_SECONDS.labels(source.name)
+        self._log = get_logger("connectors.relay", relay=source.name)
+        self._broker = Outage(self._log, still_down_every, BROKER_AWAY)
+        self._database = Outage(self._log, still_down_every, DATABASE_AWAY)
 
     def stop(self) -> None:
         """Ask the relay to finish the change in hand and return from :meth:`run`."""
@@ -181,46 +228,38 @@ class Relay:
         """Reopen the source after ``lost``, with backoff, until it works or the relay is
         stopped (False); says so once when lost and once when back."""
         self.stats.reconnects += 1
-        log.warning(
-            "database connection lost; reconnecting (nothing unconfirmed is skipped)",
-            relay=self.source.name,
-            error=str(lost),
-        )
+        self._database.failed(lost)
         await self.source.close()
-        last_said = time.monotonic()
-
-        def waiting(exc: BaseException, pause: float) -> None:
-            nonlocal last_said
-            if time.monotonic() - last_said >= STILL_DOWN_EVERY:  # a reminder, not a flood
-                last_said = time.monotonic()
-                log.warning("database still unavailable", relay=self.source.name, error=str(exc))
-
         try:
             await keep_trying(
                 lambda _: self.source.open(),
                 timeout=None,
                 retriable=lambda exc: isinstance(exc, DatabaseUnavailableError | RelayLockedError),
                 backoff=self._backoff,
-                before_retry=waiting,
+                before_retry=lambda exc, _: self._database.failed(exc),
                 stop=self._stopping,
             )
         except Stopped:
             return False
-        log.info(
-            "database reconnected; resuming from the confirmed position", relay=self.source.name
-        )
+        self._database.succeeded()
         return True
 
     async def _start_bus(self) -> bool:
-        """Connect to the broker, waiting (with warnings) while it is unavailable."""
+        """Connect to the broker, waiting (saying so once, then reminding) while it is away."""
+        started = 0.0
+
+        async def start() -> None:
+            nonlocal started
+            started = time.monotonic()
+            await self.bus.start()
 
         def unavailable(exc: BaseException, _: float) -> None:
             self._count_error()
-            log.warning("broker unavailable; retrying", relay=self.source.name, error=str(exc))
+            self._broker.failed(exc, started, broker=self.bus.url)
 
         try:
             await keep_trying(
-                lambda _: self.bus.start(),
+                lambda _: start(),
                 timeout=None,
                 retriable=lambda exc: isinstance(exc, BrokerUnavailableError),
                 backoff=self._backoff,
@@ -229,6 +268,7 @@ class Relay:
             )
         except Stopped:
             return False
+        self._broker.succeeded()
         return True
 
     def _count_error(self) -> None:
@@ -339,12 +379,18 @@ class Relay:
 
     async def _publish_retrying(self, row: OutboxRow, routed: Routed) -> None:
         """Publish until the broker accepts; a refusal of the row itself is raised at once."""
+        started = 0.0
+
+        async def publish() -> None:
+            nonlocal started
+            started = time.monotonic()
+            await self._publish(routed)
 
         def failed(exc: BaseException, pause: float) -> None:
             self._count_error()
-            log.warning(
+            self._broker.failed(exc, started, broker=self.bus.url, topic=routed.topic)
+            self._log.debug(
                 "outbox publish failed; retrying",
-                relay=self.source.name,
                 topic=routed.topic,
                 event_id=row.id,
                 error=deadletter.describe(exc),
@@ -352,7 +398,7 @@ class Relay:
             )
 
         await keep_trying(
-            lambda _: self._publish(routed),
+            lambda _: publish(),
             timeout=None,
             retriable=lambda exc: (
                 isinstance(exc, Exception) and not isinstance(exc, PayloadError | EnvelopeError)
@@ -361,6 +407,7 @@ class Relay:
             before_retry=failed,
             stop=self._stopping,
         )
+        self._broker.succeeded()
 
     async def _publish(self, routed: Routed) -> None:
         if routed.dead:  # dead letters keep the raw row: no codec, published as they are
@@ -372,9 +419,8 @@ class Relay:
             dead = deadletter.info(routed.event)
             reason = dead.reason if dead else ""
             DEAD_LETTERED.labels(self.source.name, reason).inc()
-            log.warning(
+            self._log.warning(
                 "outbox row dead-lettered",
-                relay=self.source.name,
                 topic=routed.topic,
                 event_id=routed.event.id,
                 reason=reason,

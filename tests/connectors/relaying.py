@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from broker import Bus, Event
-from connectors.relay import Relay
+from connectors.relay import STILL_DOWN_EVERY, Relay
 from connectors.routing import Router
 from connectors.runtime import build_source
 from tests.connectors.conftest import OutboxDB
@@ -57,12 +57,18 @@ class RelayRun:
 
 @contextlib.asynccontextmanager
 async def running_relay(
-    outbox: OutboxDB, broker_url: str, **router_options: Any
+    outbox: OutboxDB,
+    broker_url: str,
+    *,
+    still_down_every: float = STILL_DOWN_EVERY,
+    **router_options: Any,
 ) -> AsyncIterator[RelayRun]:
     """A relay for ``outbox`` running in this process until the block ends."""
     source = build_source(outbox.url, table=outbox.table, slot=outbox.slot, name=outbox.name)
     router = Router(source="choreo-outbox/test", **router_options)
-    run = RelayRun(Relay(source, Bus(broker_url, source="test"), router, idle_timeout=0.2))
+    bus = Bus(broker_url, source="test")
+    relay = Relay(source, bus, router, idle_timeout=0.2, still_down_every=still_down_every)
+    run = RelayRun(relay)
     try:
         yield run
     finally:

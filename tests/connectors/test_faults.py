@@ -5,13 +5,19 @@ past the stored position. None may skip a committed row silently; each is one cl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from itertools import pairwise
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
+from structlog.testing import capture_logs
 
+from broker.observability import configure_logging
 from connectors import DatabaseUnavailableError, PositionLostError, init_outbox
 from connectors.dburl import DatabaseURL
 from connectors.relay_mysql import MySQLSource
@@ -252,17 +258,23 @@ async def test_a_connection_lost_while_relaying_is_reconnected_without_loss(
     assert wanted == set(got[TOPIC].ids)
 
 
+def quick_to_notice(url: str) -> str:
+    """``url`` with publish and connect timeouts of 2 s: the relay notices an outage within
+    seconds."""
+    parts = urlsplit(url)
+    quick = {"publish_timeout": "2", "connect_timeout": "2"}
+    query = urlencode({**dict(parse_qsl(parts.query)), **quick})
+    return urlunsplit(parts._replace(query=query))
+
+
 async def test_a_nats_broker_down_while_rows_commit_holds_them_then_delivers(
     outbox: OutboxDB, restartable_nats: NatsServer
 ) -> None:
     """With nats-server killed, committed rows wait in the database while the relay retries
     (saying why); once it is back every row is delivered, in order per aggregate."""
     url = restartable_nats.url
-    parts = urlsplit(url)
-    query = urlencode({**dict(parse_qsl(parts.query)), "publish_timeout": "2"})
-    relay_url = urlunsplit(parts._replace(query=query))  # notice the outage within seconds
     before = outbox.write(order_rows(3))
-    async with running_relay(outbox, relay_url) as run:
+    async with running_relay(outbox, quick_to_notice(url)) as run:
         await run.until(lambda: run.relay.stats.relayed >= 3, what="the first events")
         await asyncio.to_thread(restartable_nats.kill)
         during = outbox.write(order_rows(6, start=3, aggregates=2))
@@ -275,6 +287,95 @@ async def test_a_nats_broker_down_while_rows_commit_holds_them_then_delivers(
     for key in ("o0", "o1"):
         seqs = [e.data["seq"] for e in got[TOPIC].events if e.partitionkey == key]
         assert seqs == sorted(seqs)
+
+
+BROKER_AWAY = "broker unavailable; outbox rows wait in the database, nothing is lost"
+BROKER_STILL_AWAY = "broker still unavailable; outbox rows wait in the database"
+BROKER_BACK = "broker available again; relaying the waiting rows"
+
+
+@contextlib.contextmanager
+def relay_logs() -> Iterator[list[dict[str, Any]]]:
+    """Every log entry (info and up) of the relays built inside the block."""
+    configure_logging("INFO")  # before the relay binds its logger, so that it is captured
+    try:
+        with capture_logs() as logs:
+            yield logs
+    finally:
+        configure_logging()
+
+
+def said(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
+    return [entry for entry in logs if entry["event"] == event]
+
+
+def warned(logs: list[dict[str, Any]], relay: str) -> list[dict[str, Any]]:
+    return [e for e in logs if (e["log_level"], e.get("relay")) == ("warning", relay)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # the broker side is the same for every source
+async def test_a_broker_outage_is_one_warning_reminders_and_one_line_back_not_one_per_retry(
+    outbox: OutboxDB, restartable_nats: NatsServer
+) -> None:
+    """Many failed publishes while nats-server is down say one warning naming the broker and
+    the error, then at most one reminder per interval, then one line with how long it was away;
+    every row is delivered."""
+    remind_every = 1.0
+    before = outbox.write(order_rows(3))
+    with relay_logs() as logs:
+        async with running_relay(
+            outbox, quick_to_notice(restartable_nats.url), still_down_every=remind_every
+        ) as run:
+            await run.until(lambda: run.relay.stats.relayed >= 3, what="the first events")
+            await asyncio.to_thread(restartable_nats.kill)
+            during = outbox.write(order_rows(6, start=3, aggregates=2))
+            await run.until(
+                lambda: run.relay.stats.publish_errors >= 4 and bool(said(logs, BROKER_STILL_AWAY)),
+                what="several failed publishes and a reminder",
+                timeout=60,
+            )
+            await asyncio.to_thread(restartable_nats.start)
+            await run.until(lambda: run.relay.stats.relayed >= 9, what="every event", timeout=60)
+        broker, name = run.relay.bus.url, run.relay.source.name
+    async with collecting(restartable_nats.url, TOPIC) as got:
+        await eventually(lambda: len(got[TOPIC].events) >= 9, what="every event on the stream")
+    assert sorted(before + during) == sorted(got[TOPIC].ids)
+
+    [away] = said(logs, BROKER_AWAY)
+    assert ("warning", broker) == (away["log_level"], away["broker"])
+    assert away["error"]
+    [back] = said(logs, BROKER_BACK)
+    reminders = [entry["away_for"] for entry in said(logs, BROKER_STILL_AWAY)]
+    assert all(later - earlier >= remind_every for earlier, later in pairwise([0, *reminders]))
+    assert back["away_for"] >= reminders[-1]
+    warnings = warned(logs, name)
+    assert 1 + len(reminders) == len(warnings), warnings
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # the broker side is the same for every source
+async def test_a_broker_away_at_start_is_one_warning_and_one_line_back(
+    outbox: OutboxDB, restartable_nats: NatsServer
+) -> None:
+    """A relay started while nats-server is down says so once however many connection attempts
+    fail (no reminder within the default minute), then once when it connects; every row is
+    delivered."""
+    await asyncio.to_thread(restartable_nats.kill)
+    rows = outbox.write(order_rows(3))
+    with relay_logs() as logs:
+        async with running_relay(outbox, quick_to_notice(restartable_nats.url)) as run:
+            await run.until(
+                lambda: run.relay.stats.publish_errors >= 3, what="several failed connections"
+            )
+            await asyncio.to_thread(restartable_nats.start)
+            await run.until(lambda: run.relay.stats.relayed >= 3, what="every event", timeout=60)
+        broker, name = run.relay.bus.url, run.relay.source.name
+    async with collecting(restartable_nats.url, TOPIC) as got:
+        await eventually(lambda: len(got[TOPIC].events) >= 3, what="every event on the stream")
+    assert rows == got[TOPIC].ids
+    [away] = said(logs, BROKER_AWAY)
+    assert broker == away["broker"]
+    assert 1 == len(said(logs, BROKER_BACK))
+    assert [away] == warned(logs, name)
 
 
 def test_resume_by_gtid_reaches_the_mysql_source() -> None:
