@@ -157,6 +157,13 @@ _LOCK_ALL = (
     "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h "
     "FROM unnest(CAST(? AS text[])) AS k ORDER BY h) AS ordered"
 )
+#: Narrows a statement on the instances to the keys of two arrays (saga, correlation id).
+_IN_KEYS = (
+    " AND (saga, correlation_id) IN (SELECT * FROM unnest(CAST(? AS text[]), CAST(? AS text[])))"
+)
+#: The most instances one transaction of a prune locks and deletes (PostgreSQL), so that it
+#: holds up a tick or a batch waiting for one of them only briefly.
+_PRUNE_CHUNK = 1000
 #: Instances a SQLite store keeps in memory between events (a shared store always reads).
 _CACHED = 50_000
 #: Instances :meth:`SqlSagaStore.search` keeps decoded (the board's sample reads up to 20,000).
@@ -511,11 +518,15 @@ class SqlSagaStore:
             "NOT EXISTS (SELECT 1 FROM {p}instances i WHERE i.saga = {t}.saga "
             "AND i.correlation_id = {t}.correlation_id)"
         )
-        delete = f"DELETE FROM {{p}}instances WHERE {' OR '.join(conditions)}"
+        where = f"({' OR '.join(conditions)})"
+        delete = f"DELETE FROM {{p}}instances WHERE {where}"
         with self._lock:
             try:
+                shared = self.lock_instance is not None  # under the instances' locks, in chunks
+                count = self._prune_locked(where, params) if shared else 0
                 with self._db.transaction(write=True) as tx:
-                    count = self._delete_instances(tx, delete, params)
+                    if not shared:  # SQLite: this monitor is the one writer
+                        count = self._delete_instances(tx, delete, params)
                     tx.execute("DELETE FROM {p}orphans WHERE time < ?", cutoff)
                     if count:
                         for table in ("notes", "causes"):
@@ -526,6 +537,27 @@ class SqlSagaStore:
             except BaseException:
                 self._forget_cache()  # instances it let go of may be back
                 raise
+        return count
+
+    def _prune_locked(self, where: str, params: list[Any]) -> int:
+        """Delete the instances ``where`` matches (PostgreSQL), :data:`_PRUNE_CHUNK` at a
+        time, each chunk in a transaction that takes their locks first (in one order, as
+        :meth:`_SqlTransaction.prefetch` does) and matches them again under the locks. Rows
+        deleted in scan order without the locks deadlocked with another monitor's tick or batch
+        that held some of them and waited for others. Returns how many instances went."""
+        keys = self._db.query(
+            f"SELECT saga, correlation_id FROM {{p}}instances WHERE {where}", *params
+        )
+        delete = f"DELETE FROM {{p}}instances WHERE {where}{_IN_KEYS}"
+        count = 0
+        for start in range(0, len(keys), _PRUNE_CHUNK):
+            chunk = keys[start : start + _PRUNE_CHUNK]
+            sagas, ids = [row[0] for row in chunk], [row[1] for row in chunk]
+            with self._db.transaction(write=True) as tx:
+                tx.one(
+                    _LOCK_ALL, [f"{saga}\x1f{corr}" for saga, corr in zip(sagas, ids, strict=True)]
+                )
+                count += tx.run(delete, *params, sagas, ids)
         return count
 
     def _delete_instances(self, tx: Tx, delete: str, params: list[Any]) -> int:

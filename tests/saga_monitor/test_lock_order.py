@@ -132,3 +132,82 @@ def test_two_ticks_and_a_redelivered_batch_in_opposite_orders_all_finish(
     finally:
         for store in stores:
             store.close()
+
+
+#: Instances a prune deletes in the test below: more than one of its transactions takes.
+PRUNED = 2500
+
+
+def failed_instances() -> list[Received]:
+    """The start and failure events of the pruned instances, the last one's first (so a tick
+    judges them in the opposite order to the one they were written in)."""
+    out = []
+    for n in range(PRUNED):
+        seconds = (PRUNED - n) / 100
+        out.append(
+            Received(event("order.placed", corr(n), seconds, id_=f"s{n}"), "orders", f"m{n}")
+        )
+        out.append(
+            Received(
+                event("payment.failed", corr(n), seconds + 1, id_=f"f{n}"), "payments", f"p{n}"
+            )
+        )
+    return out
+
+
+def test_a_prune_takes_the_instance_locks_in_the_same_order_as_a_tick_and_a_batch(
+    shared_store: str,
+) -> None:
+    """One monitor prunes 2,500 failed instances past the retention (reading them in the order
+    they were written) while another judges them (their failure alerts waited for the
+    watermark, in the opposite order) and a third applies a redelivered batch of their failure
+    events in that order too, all held up on one instance in the middle: all three finish,
+    every instance is gone and no failure alert is in the outbox twice."""
+    definitions = example()
+    stores: list[SagaStore] = [open_saga_store(shared_store) for _ in range(3)]
+    first, second, third = stores
+    try:
+        events = failed_instances()
+        Correlator(definitions).apply_many(first, events, now=datetime.now(UTC))
+        again = [
+            Received(r.event, r.topic, r.delivery, redelivered=True)
+            for r in reversed(events)
+            if r.event.type == "payment.failed"
+        ]
+        later = at(PRUNED / 100 + 3600)
+        pruned: list[int] = []  # asked as the monitor asks: its conditions read every row
+        # in the table's order (the order the instances were written), not the tick's
+        with row_held(shared_store, corr(PRUNED // 2)) as pid:
+            failures, threads = run_all(  # the prune first, holding the rows it read up to there
+                [
+                    lambda: pruned.append(
+                        first.prune(later, acknowledged_before=later, stuck_before=later)
+                    )
+                ],
+                pid,
+                waiters=1,
+            )
+            more, others = run_all(
+                [
+                    lambda: Correlator(definitions).tick(second, later),
+                    lambda: Correlator(definitions).apply_many(third, again, now=datetime.now(UTC)),
+                ],
+                pid,
+                waiters=3,
+            )
+        for thread in threads + others:
+            thread.join(120)
+        assert [] == [f"{type(exc).__name__}: {exc}" for exc in failures + more]
+        assert [PRUNED] == pruned
+        ids = {corr(n) for n in range(PRUNED)}
+        assert not ids & {i.correlation_id for i in first.instances(limit=10 * PRUNED)}
+        alerted = Counter(
+            alert.correlation_id
+            for _, alert in first.pending_alerts(limit=10 * PRUNED)
+            if alert.type == "saga.failed"
+        )
+        assert set(alerted) <= ids
+        assert {1} >= set(alerted.values())
+    finally:
+        for store in stores:
+            store.close()
