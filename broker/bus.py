@@ -116,6 +116,13 @@ def _given_traceparent(
     return event.extensions.get("traceparent") if event is not None else None
 
 
+def _require_ids(dlq_topic: str, ids: Collection[str], present: Sequence[Event]) -> None:
+    """Raise when some of ``ids`` are not among the dead letters ``present``."""
+    missing = set(ids) - {event.id for event in present}
+    if missing:
+        raise TopicNotFoundError(f"no event with id {', '.join(sorted(missing))} in {dlq_topic}")
+
+
 def _ttl_of(item: tuple[Event, float | None]) -> float | None:
     return item[1]
 
@@ -827,11 +834,7 @@ class Bus:
         entries = await self.browse(dlq_topic, limit=1_000_000)
         chosen = [e for e in entries if ids is None or e.id in ids]
         if ids is not None:
-            missing = set(ids) - {e.id for e in chosen}
-            if missing:
-                raise TopicNotFoundError(
-                    f"no event with id {', '.join(sorted(missing))} in {dlq_topic}"
-                )
+            _require_ids(dlq_topic, ids, chosen)
         partial = ids is not None and len(chosen) < len(entries)
         if partial and not self.capabilities.selective_delete:
             raise ConfigurationError(
@@ -839,6 +842,7 @@ class Bus:
                 "replay all of them instead"
             )
         targets = [self._origin(dlq_topic, entry) for entry in chosen]
+        await self._require_groups(dlq_topic, targets)
         replayed = []
         for target, entry in zip(targets, chosen, strict=True):
             original = deadletter.strip(entry)
@@ -862,10 +866,31 @@ class Bus:
             )
         return target
 
+    async def _require_groups(self, dlq_topic: str, targets: list[str]) -> None:
+        """Refuse a replay whose events a broker without retention would drop: one that keeps
+        events only in its groups' queues (RabbitMQ) drops an event published to a topic no
+        group subscribes to, and the dead letter would be gone with it."""
+        if self.capabilities.replay or not targets:
+            return
+        grouped = {info.name for info in await self.topics() if info.groups}
+        orphans = sorted(set(targets) - grouped)
+        if orphans:
+            raise TopicNotFoundError(
+                f"no group subscribes to {', '.join(orphans)} on {self.adapter.url}, which keeps "
+                f"events only for existing groups: replaying {dlq_topic} would drop them; "
+                f"subscribe a group to it first (choreo subscribe {orphans[0]} --group G "
+                "--timeout 1s); nothing was replayed"
+            )
+
     async def purge(self, dlq_topic: str, ids: Collection[str] | None = None) -> int:
-        """Delete dead letters (all, or only ``ids``); returns how many were deleted."""
+        """Delete dead letters (all, or only ``ids``); returns how many were deleted.
+
+        Ids that are not in ``dlq_topic`` raise :class:`TopicNotFoundError` (nothing is
+        deleted), as for :meth:`replay`."""
         if ids is not None and not self.capabilities.selective_delete:
             raise ConfigurationError(
                 f"{self.adapter.url} cannot delete single events; purge the whole {dlq_topic}"
             )
+        if ids is not None:
+            _require_ids(dlq_topic, ids, await self.browse(dlq_topic, limit=1_000_000))
         return await self.adapter.purge(dlq_topic, ids)
