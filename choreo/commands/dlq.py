@@ -19,7 +19,7 @@ from choreo.commands.options import (
     check_topics,
     open_bus,
 )
-from choreo.console import committed, fail, out_console, print_json, run
+from choreo.console import committed, fail, out_console, print_json, run, shown, warn
 
 __all__ = ["dlq_app"]
 
@@ -29,26 +29,51 @@ dlq_app = typer.Typer(help="Inspect, replay and purge dead letters.", no_args_is
 @dlq_app.command("ls")
 def dlq_ls(
     topic: str | None = typer.Argument(None, help="Topic (or its DLQ); all DLQs if omitted."),
-    limit: int = typer.Option(100, "--limit", min=1, max=1_000_000),
+    limit: int = typer.Option(100, "--limit", min=1, max=1_000_000, help="At most this many."),
+    offset: int = typer.Option(0, "--offset", min=0, max=1_000_000, help="Skip this many first."),
     broker: str | None = BrokerOption,
     output: str = OutputOption,
 ) -> None:
-    """List dead letters with their reasons."""
+    """List dead letters with their reasons, oldest first (per dead-letter topic)."""
     check_output(output)
     check_topics(topic)
 
-    async def go() -> list[Event]:
+    async def go() -> list[tuple[str, list[Event], bool]]:
         async with open_bus(broker, reading=True) as bus:
-            if topic is not None:
-                return await bus.dead_letters(bus.dead_letter_topic_of(topic), limit=limit)
-            names = await bus.dead_letter_topics()
-            return [e for n in names for e in await bus.dead_letters(n, limit=limit)]
+            names = (
+                [bus.dead_letter_topic_of(topic)]
+                if topic is not None
+                else await bus.dead_letter_topics()
+            )
+            pages = []
+            for name in names:
+                read = await bus.dead_letters(name, limit=offset + limit + 1)
+                pages.append((name, read[offset : offset + limit], len(read) > offset + limit))
+            return pages
 
-    events = run(go())
-    if output == "json":
-        print_json([e.to_dict() for e in events])
-        return
-    table = Table("id", "type", "topic", "group", "reason", "attempts", "error", "dead since")
+    pages = run(go())
+    events = [e for _, page, _ in pages for e in page]
+    with shown():
+        if output == "json":
+            print_json([e.to_dict() for e in events])
+        else:
+            out_console.print(_table(events))
+    for name, page, more in pages:
+        if more:
+            warn(
+                f"{name} holds more than the {len(page)} dead letters shown; "
+                f"see the next with --offset {offset + len(page)} (or a larger --limit)"
+            )
+
+
+def _table(events: list[Event]) -> Table:
+    """The ``dlq ls`` table: ids whole, to copy into ``dlq show`` or ``replay --id`` (the
+    other cells give way on a narrow terminal; ``--output json`` has them all)."""
+    width = max((len(e.id) for e in events), default=2)
+    table = Table(show_edge=False)
+    table.add_column("id", no_wrap=True, min_width=width)
+    for column in ("type", "topic", "group", "reason", "attempts", "error", "dead since"):
+        table.add_column(column)
     for e in events:
         dead = deadletter.info(e) or deadletter.NOT_DEAD
         table.add_row(
@@ -61,7 +86,7 @@ def dlq_ls(
             dead.error[:60],
             dead.time,
         )
-    out_console.print(table)
+    return table
 
 
 @dlq_app.command("show")
@@ -127,7 +152,12 @@ def dlq_purge(
 
     async def go() -> int:
         async with open_bus(broker, reading=True) as bus:
-            return await bus.purge(bus.dead_letter_topic_of(topic), event_id or None)
+            try:
+                return await bus.purge(bus.dead_letter_topic_of(topic), event_id or None)
+            except TopicNotFoundError as exc:
+                raise TopicNotFoundError(
+                    f"{exc}; nothing was purged; list them with: choreo dlq ls {shlex.quote(topic)}"
+                ) from exc
 
     purged = run(go())
     with committed():
