@@ -848,10 +848,9 @@ class Bus:
             original = deadletter.strip(entry)
             await self.adapter.publish(target, original)
             replayed.append(original)
-        if self.capabilities.selective_delete:
-            await self.adapter.purge(dlq_topic, [e.id for e in chosen])
-        else:  # all of them; a dead letter that arrived meanwhile would go too (documented)
-            await self.adapter.purge(dlq_topic, None)
+        # Only the dead letters read: one that arrived since (a replayed event that failed
+        # again, with the same id) stays. Kafka deletes the records up to where they end.
+        await self.adapter.purge(dlq_topic, [e.id for e in chosen], among=len(entries))
         return replayed
 
     def _origin(self, dlq_topic: str, entry: Event) -> str:

@@ -250,8 +250,14 @@ class Adapter(Protocol):
         """Read up to ``limit`` retained events of ``topic`` without consuming them."""
         ...
 
-    async def purge(self, topic: str, ids: Collection[str] | None = None) -> int:
-        """Delete all events of ``topic`` (or only ``ids``); returns how many were deleted."""
+    async def purge(
+        self, topic: str, ids: Collection[str] | None = None, *, among: int | None = None
+    ) -> int:
+        """Delete all events of ``topic`` (or only ``ids``); returns how many were deleted.
+
+        With ``among``, only the topic's first ``among`` events (what ``browse`` with that limit
+        returned) are looked at: an event appended since stays, even with one of ``ids`` (a
+        replayed event dead-lettered again)."""
         ...
 
 

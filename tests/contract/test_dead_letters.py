@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from broker import Bus, ConfigurationError, Event, TopicNotFoundError, deadletter
+from broker import Bus, ConfigurationError, Event, Policy, Retry, TopicNotFoundError, deadletter
 from tests.helpers import Collector, eventually
 
 
@@ -67,3 +67,34 @@ async def test_a_replay_to_a_topic_no_group_has_joined_loses_nothing(
     await eventually(lambda: len(got.events) == 2, timeout=30)
     assert sorted(ids) == sorted(got.ids)
     assert [] == await bus.dead_letters(f"{topic}.dlq")
+
+
+async def test_a_replayed_event_that_fails_again_is_dead_lettered_again(
+    make_bus: Callable[..., Bus], topic: str
+) -> None:
+    """A replay whose events fail again (the bug is not fixed yet) leaves their new dead letters
+    in the DLQ: the replay deletes only the dead letters it read, never one that arrived since."""
+    bus = await make_bus(policy=Policy(retry=Retry(max_attempts=1))).start()
+    if not bus.capabilities.selective_delete:
+        pytest.skip(
+            "open defect: a whole-DLQ replay on Kafka deletes every record of the DLQ, also a "
+            "dead letter appended during the replay (docs/delivery.md)"
+        )
+    calls = Collector()
+
+    async def still_broken(event: Event) -> None:
+        await calls(event)
+        raise RuntimeError("still on fire")
+
+    await bus.subscribe(topic, still_broken, group="printers")
+    ids = await _put(bus, topic, 2)
+    await bus.replay(f"{topic}.dlq")
+    await eventually(lambda: len(calls.events) == 2, timeout=30)
+
+    async def dead_again() -> bool:
+        return 2 == len(await bus.dead_letters(f"{topic}.dlq"))
+
+    await eventually(dead_again, timeout=30)
+    again = await bus.dead_letters(f"{topic}.dlq")
+    assert sorted(ids) == sorted(e.id for e in again)
+    assert {"RuntimeError: still on fire"} == {e.extensions["dlqerror"] for e in again}

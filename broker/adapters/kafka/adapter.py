@@ -382,9 +382,14 @@ class KafkaAdapter(BaseAdapter):
                 events.append(event)
         return events
 
-    async def purge(self, topic: str, ids: Collection[str] | None = None) -> int:
+    async def purge(
+        self, topic: str, ids: Collection[str] | None = None, *, among: int | None = None
+    ) -> int:
+        """Delete every record of ``topic``. A Kafka log cannot lose single records, so ids
+        are refused, unless ``among`` says they are the whole topic as browsed (a replay of a
+        whole DLQ): then everything goes, also a record appended since (documented)."""
         self._require()
-        if ids is not None:
+        if ids is not None and among is None:
             raise CapabilityError(
                 f"Kafka topics cannot lose single events; purge all of {topic} instead"
             )

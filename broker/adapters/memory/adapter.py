@@ -141,16 +141,22 @@ class MemoryAdapter(BaseAdapter):
         """Forget ``topic`` and everything in it (a requester's reply topic, when it stops)."""
         self._log.topics.pop(topic, None)
 
-    async def purge(self, topic: str, ids: Collection[str] | None = None) -> int:
+    async def purge(
+        self, topic: str, ids: Collection[str] | None = None, *, among: int | None = None
+    ) -> int:
         state = self._log.topics.get(topic)
         if state is None:
             return 0
         wanted = set(ids) if ids is not None else None
+        seen = sorted((entry for p in state.partitions for entry in p.kept()), key=lambda e: e[0])[
+            :among
+        ]
+        chosen = {seq for seq, event in seen if wanted is None or event.id in wanted}
         count = 0
         for partition in state.partitions:
             events = partition.events
             for offset, event in enumerate(events):
-                if event is not None and (wanted is None or event.id in wanted):
+                if event is not None and partition.seqs[offset] in chosen:
                     events[offset] = None
                     count += 1
         return count

@@ -655,22 +655,24 @@ class NatsAdapter(BaseAdapter):
         while len(self._dead_ids) > 100_000:
             self._dead_ids.popitem(last=False)
 
-    async def purge(self, topic: str, ids: Collection[str] | None = None) -> int:
+    async def purge(
+        self, topic: str, ids: Collection[str] | None = None, *, among: int | None = None
+    ) -> int:
         js = self._jetstream()
         stream = await self._existing(topic)
         if stream is None:
             return 0
-        if ids is None:
+        if ids is None and among is None:
             info = await self._guard(js.stream_info(stream.name), topic)
             if stream.own:
                 await self._guard(js.purge_stream(stream.name), topic)
             else:
                 await self._guard(js.purge_stream(stream.name, subject=topic), topic)
             return int(info.state.messages)
-        wanted = set(ids)
+        wanted = set(ids) if ids is not None else None
         count = 0
-        for seq, headers, _ in await self._scan(topic, 1 << 62):
-            if event_id(headers) in wanted:
+        for seq, headers, _ in await self._scan(topic, 1 << 62 if among is None else among):
+            if wanted is None or event_id(headers) in wanted:
                 with contextlib.suppress(TopicNotFoundError):
                     await self._guard(js.delete_msg(stream.name, seq), topic)
                     count += 1

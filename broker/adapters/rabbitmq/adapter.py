@@ -365,18 +365,20 @@ class RabbitMQAdapter(BaseAdapter):
                 events.append(event)
         return events
 
-    async def purge(self, topic: str, ids: Collection[str] | None = None) -> int:
+    async def purge(
+        self, topic: str, ids: Collection[str] | None = None, *, among: int | None = None
+    ) -> int:
         async with self._admin() as channel:
-            if ids is None:
+            if ids is None and among is None:
                 try:
                     ok = await channel.queue_purge(topic)
                 except aiormq.exceptions.ChannelNotFoundEntity:
                     return 0
                 return ok.message_count or 0
-            taken = await self._take(channel, topic, 10_000_000) or []
-            wanted, kept, deleted = set(ids), 0, 0
+            taken = await self._take(channel, topic, among or 10_000_000) or []
+            wanted, kept, deleted = None if ids is None else set(ids), 0, 0
             for message in taken:
-                if message_id(message) in wanted:
+                if wanted is None or message_id(message) in wanted:
                     await channel.basic_ack(message.delivery_tag or 0)
                     deleted += 1
                 else:

@@ -270,8 +270,10 @@ class SQLiteAdapter(BaseAdapter):
         bodies = await self.run(self.store.browse, topic, limit)
         return [read(body) for body in bodies]
 
-    async def purge(self, topic: str, ids: Collection[str] | None = None) -> int:
-        return await self.run(self.store.purge, topic, ids)
+    async def purge(
+        self, topic: str, ids: Collection[str] | None = None, *, among: int | None = None
+    ) -> int:
+        return await self.run(self.store.purge, topic, ids, among)
 
     async def delete_topic(self, topic: str) -> None:
         """Delete ``topic``, its events and its groups' positions."""

@@ -374,13 +374,21 @@ class Store:
                 self.db.execute(f"DELETE FROM {table} WHERE topic=?", (topic,))
             self.db.execute("DELETE FROM topics WHERE name=?", (topic,))
 
-    def purge(self, topic: str, ids: Collection[str] | None) -> int:
+    def purge(self, topic: str, ids: Collection[str] | None, among: int | None = None) -> int:
+        """Delete the events of ``topic`` (only ``ids``; only among its first ``among``)."""
         with self.transaction():
+            last = self.db.execute(
+                "SELECT max(seq) FROM (SELECT seq FROM log WHERE topic=? ORDER BY seq LIMIT ?)",
+                (topic, -1 if among is None else among),
+            ).fetchone()[0]
+            if last is None:
+                return 0
             if ids is None:
-                cursor = self.db.execute("DELETE FROM log WHERE topic=?", (topic,))
+                cursor = self.db.execute("DELETE FROM log WHERE topic=? AND seq<=?", (topic, last))
             else:
                 cursor = self.db.executemany(
-                    "DELETE FROM log WHERE topic=? AND event_id=?", [(topic, i) for i in ids]
+                    "DELETE FROM log WHERE topic=? AND event_id=? AND seq<=?",
+                    [(topic, i, last) for i in ids],
                 )
             return cursor.rowcount
 
