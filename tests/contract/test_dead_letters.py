@@ -45,7 +45,7 @@ async def test_a_purge_naming_an_unknown_id_deletes_nothing(
     expected = TopicNotFoundError if bus.capabilities.selective_delete else ConfigurationError
     with pytest.raises(expected):
         await bus.purge(f"{topic}.dlq", [ids[0], "no-such-id"])
-    assert ids == [e.id for e in await bus.dead_letters(f"{topic}.dlq")]
+    assert sorted(ids) == sorted(e.id for e in await bus.dead_letters(f"{topic}.dlq"))
 
 
 async def test_a_replay_to_a_topic_no_group_has_joined_loses_nothing(
@@ -59,9 +59,9 @@ async def test_a_replay_to_a_topic_no_group_has_joined_loses_nothing(
     if not bus.capabilities.replay:
         with pytest.raises(TopicNotFoundError, match=f"no group subscribes to {topic}"):
             await bus.replay(f"{topic}.dlq")
-        assert ids == [e.id for e in await bus.dead_letters(f"{topic}.dlq")]
+        assert sorted(ids) == sorted(e.id for e in await bus.dead_letters(f"{topic}.dlq"))
         return
-    assert ids == [e.id for e in await bus.replay(f"{topic}.dlq")]
+    assert sorted(ids) == sorted(e.id for e in await bus.replay(f"{topic}.dlq"))
     got = Collector()
     await bus.subscribe(topic, got, group="late", from_beginning=True)
     await eventually(lambda: len(got.events) == 2, timeout=30)
