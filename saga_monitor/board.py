@@ -76,7 +76,7 @@ def sample(store: SagaStore, limit: int = SAMPLE) -> list[Instance]:
     """The active instances and the most recently updated ones (without repeats)."""
     chosen: dict[tuple[str, str], Instance] = {}
     for state in (*sorted(ACTIVE), "stuck", None):
-        for item in store.search(Query(state=state, limit=limit)).items:
+        for item in store.search(Query(state=state, limit=limit, counted=False)).items:
             chosen.setdefault((item.saga, item.correlation_id), item)
     return list(chosen.values())
 

@@ -166,8 +166,16 @@ _IN_KEYS = (
 _PRUNE_CHUNK = 1000
 #: Instances a SQLite store keeps in memory between events (a shared store always reads).
 _CACHED = 50_000
-#: Instances :meth:`SqlSagaStore.search` keeps decoded (the board's sample reads up to 20,000).
+#: Instances :meth:`SqlSagaStore.search` keeps decoded (the board's sample reads up to 20,000),
+#: and the most memory they may take, reckoned as :data:`_HELD` bytes a character of their
+#: documents (the text, the key, and the decoded instance about twice its size: measured on
+#: the bench's documents of 1.7 kB). At the bench's shape 64 MB holds 12,000 of them, more
+#: than the board's sample of 10,000; instances with long timelines are fewer.
 _DECODED = 20_000
+_DECODED_BYTES = 64 << 20
+_HELD = 3
+#: The most instances one query for notes or causes asks for.
+_KEYS_MAX = 1000
 #: The most correlation ids one prefetch query asks for (SQLite allowed 999 parameters before
 #: 3.32); fewer are padded to the next power of two, so that few statement texts exist.
 _IN_MAX = 256
@@ -197,6 +205,7 @@ class SqlSagaStore:
         #: The instances :meth:`search` decoded, by their documents' text (least recently
         #: listed first), and what guards it (searches may run on several threads).
         self._decoded: OrderedDict[str, Instance] = OrderedDict()
+        self._decoded_bytes = 0  # what they hold, reckoned (see _DECODED_BYTES)
         self._decoding = threading.Lock()
         self.cache: OrderedDict[tuple[str, str], Instance] | None = (
             OrderedDict() if self._db.dialect is SQLITE else None
@@ -212,6 +221,14 @@ class SqlSagaStore:
         #: an entry may outlive its rows, never the other way round.
         self.orphaned: set[tuple[str, str]] | None = (
             self._orphan_keys() if self.cache is not None else None
+        )
+        #: Narrows a read to the keys (saga, correlation id) of one parameter (SQLite: a
+        #: JSON list of pairs) or two (PostgreSQL: arrays).
+        self._in_keys = (
+            "(saga, correlation_id) IN (SELECT json_extract(value, '$[0]'), "
+            "json_extract(value, '$[1]') FROM json_each(?))"
+            if self._db.dialect is SQLITE
+            else "1 = 1" + _IN_KEYS
         )
         #: Reads the instance an event changes, locking its row where the database can.
         self.select_instance = (
@@ -331,9 +348,6 @@ class SqlSagaStore:
         where, params = _where(query)
         condition = " AND ".join(where)
         if query.data is None:
-            total = self._db.query(
-                f"SELECT COUNT(*) FROM {{p}}instances WHERE {condition}", *params
-            )[0][0]
             rows = self._db.query(  # the page's keys from the index, then their documents
                 "SELECT i.doc FROM {p}instances i JOIN (SELECT saga, correlation_id, updated "
                 f"FROM {{p}}instances WHERE {condition} ORDER BY updated DESC, correlation_id "
@@ -343,7 +357,14 @@ class SqlSagaStore:
                 query.limit,
                 query.offset,
             )
-            items = [self._listed(row[0]) for row in rows]
+            keep = query.limit <= _DECODED  # a larger page would only evict the board's
+            items = [self._listed(row[0], keep) for row in rows]
+            if not query.counted:
+                full = len(items) == query.limit
+                return Page(items, query.offset + len(items), query.offset, query.limit, full)
+            total = self._db.query(
+                f"SELECT COUNT(*) FROM {{p}}instances WHERE {condition}", *params
+            )[0][0]
             return Page(items, int(total), query.offset, query.limit)
         return self._search_data(query, query.data, condition, params)
 
@@ -378,14 +399,15 @@ class SqlSagaStore:
                 if found >= enough:
                     break
         bounded = found >= enough or scanned >= _SEARCH_SCAN
-        items = [self._listed(doc) for doc in kept]
+        items = [self._listed(doc, query.limit <= _DECODED) for doc in kept]
         total = min(found, enough - 1)
         return Page(items, total, query.offset, query.limit, more=bounded)
 
-    def _listed(self, doc: str) -> Instance:
+    def _listed(self, doc: str, keep: bool = True) -> Instance:
         """The instance stored as ``doc``, decoded once while it stays the same text: the
         console's board reads the same thousands of instances every few seconds (the objects
-        are shared by the searches' callers, who only read them)."""
+        are shared by the searches' callers, who only read them). ``keep``: False for a page
+        larger than the cache, decoded without evicting what the board keeps."""
         decoded = self._decoded
         with self._decoding:
             known = decoded.get(doc)
@@ -393,10 +415,15 @@ class SqlSagaStore:
                 decoded.move_to_end(doc)
                 return known
         instance = Instance.from_dict(json.loads(doc))
+        if not keep:
+            return instance
         with self._decoding:
+            if doc not in decoded:
+                self._decoded_bytes += _HELD * len(doc)
             decoded[doc] = instance
-            while len(decoded) > _DECODED:
-                decoded.popitem(last=False)
+            while len(decoded) > _DECODED or self._decoded_bytes > _DECODED_BYTES:
+                gone, _ = decoded.popitem(last=False)
+                self._decoded_bytes -= _HELD * len(gone)
         return instance
 
     def add_note(self, note: Note) -> Note:
@@ -426,20 +453,15 @@ class SqlSagaStore:
         return dataclasses.replace(note, episode=_moment(row[0]))
 
     def notes(self, keys: list[Key]) -> dict[Key, list[Note]]:
-        """The notes of the instances asked for, oldest first."""
+        """The notes of the instances asked for, oldest first (a query per :data:`_KEYS_MAX`
+        instances: a console page of 200 was 200 round trips to PostgreSQL)."""
         out: dict[Key, list[Note]] = {}
-        with self._db.transaction() as tx:
-            for saga, corr in dict.fromkeys(keys):
-                rows = tx.all(
-                    "SELECT kind, who, at, note, episode FROM {p}notes WHERE saga = ? "
-                    "AND correlation_id = ? ORDER BY seq",
-                    saga,
-                    corr,
-                )
-                if rows:
-                    out[(saga, corr)] = [
-                        Note(saga, corr, r[0], r[1], _at(r[2]), r[3], _moment(r[4])) for r in rows
-                    ]
+        for rows in self._by_keys(
+            "saga, correlation_id, kind, who, at, note, episode", "notes", keys, " ORDER BY seq"
+        ):
+            for saga, corr, *r in rows:
+                note = Note(saga, corr, r[0], r[1], _at(r[2]), r[3], _moment(r[4]))
+                out.setdefault((saga, corr), []).append(note)
         return out
 
     def record_cause(self, saga: str, correlation_id: str, cause: dict[str, Any] | None) -> None:
@@ -459,14 +481,27 @@ class SqlSagaStore:
     def causes(self, keys: list[Key]) -> dict[Key, dict[str, Any]]:
         """The causes recorded for the instances asked for."""
         out: dict[Key, dict[str, Any]] = {}
-        with self._db.transaction() as tx:
-            for saga, corr in dict.fromkeys(keys):
-                row = tx.one(
-                    "SELECT doc FROM {p}causes WHERE saga = ? AND correlation_id = ?", saga, corr
-                )
-                if row:
-                    out[(saga, corr)] = json.loads(row[0])
+        for rows in self._by_keys("saga, correlation_id, doc", "causes", keys):
+            for saga, corr, doc in rows:
+                out[(saga, corr)] = json.loads(doc)
         return out
+
+    def _by_keys(
+        self, columns: str, table: str, keys: list[Key], order: str = ""
+    ) -> Iterator[list[Any]]:
+        """The rows of ``table`` for ``keys`` (saga, correlation id), a query per
+        :data:`_KEYS_MAX` keys, all in one transaction."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return
+        select = f"SELECT {columns} FROM {{p}}{table} WHERE {self._in_keys}{order}"
+        with self._db.transaction() as tx:
+            for start in range(0, len(wanted), _KEYS_MAX):
+                chunk = wanted[start : start + _KEYS_MAX]
+                if self._db.dialect is SQLITE:
+                    yield tx.all(select, json.dumps(chunk))
+                else:
+                    yield tx.all(select, [k[0] for k in chunk], [k[1] for k in chunk])
 
     def counts(self) -> dict[tuple[str, str], int]:
         """How many instances per (saga, state)."""
