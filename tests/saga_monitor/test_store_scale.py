@@ -244,3 +244,28 @@ def test_the_decoded_instances_are_bounded_by_their_size(
     recent = store.search(Query(limit=10)).items
     store.search(Query(limit=20_001))
     assert all(a is b for a, b in zip(recent, store.search(Query(limit=10)).items, strict=True))
+
+
+def test_the_console_takes_its_totals_from_the_counts_it_read(
+    make_store: StoreFactory,  # noqa: F811
+) -> None:
+    """The console's list, whole or by saga and state, says the total the store counts (read
+    from the counts beside it), and a filter the counts cannot tell is counted by the store."""
+    from fastapi.testclient import TestClient
+
+    from saga_monitor.web import create_app
+
+    store = make_store()
+    _fill(store, 30)
+    client = TestClient(create_app(store))
+    for params, query in (
+        ({}, Query()),
+        ({"state": "stuck", "saga": "order-fulfilment"}, Query(state="stuck")),
+        ({"state": "completed"}, Query(state="completed")),
+        ({"saga": "nothing"}, Query(saga="nothing")),
+        ({"anomaly": "duplicate"}, Query(anomaly="duplicate")),
+    ):
+        total = store.search(query).total
+        parts = client.get("/partials/console", params={**params, "limit": 5}).json()
+        assert f'of <b class="total">{total}</b>' in parts["list"], params
+        assert str(total) == client.get("/api/instances", params=params).headers["X-Total-Count"]
