@@ -269,3 +269,18 @@ def test_the_console_takes_its_totals_from_the_counts_it_read(
         parts = client.get("/partials/console", params={**params, "limit": 5}).json()
         assert f'of <b class="total">{total}</b>' in parts["list"], params
         assert str(total) == client.get("/api/instances", params=params).headers["X-Total-Count"]
+
+
+def test_the_graphs_sample_read_a_page_at_a_time_is_the_whole_one(
+    make_store: StoreFactory,  # noqa: F811
+) -> None:
+    """The ``/sagas`` graphs count their sample a page at a time: the same instances, in the
+    same order, as the sample read in one query per state."""
+    from saga_monitor.board import sample, sampled
+
+    store = make_store()
+    _fill(store, 30)
+    whole = [(i.saga, i.correlation_id) for i in sample(store, 25)]
+    paged = [(i.saga, i.correlation_id) for i in sampled(store, 25, 4)]
+    assert 25 == len(whole)
+    assert whole == paged
