@@ -41,18 +41,9 @@ class Owners:
     def __init__(self, named: dict[str, str], seen: dict[str, Counter[str]]) -> None:
         self.named = named
         self.seen = seen
-        #: The answers of :meth:`of` so far (a board asks it for each awaited event type of
-        #: each of thousands of instances; neither mapping changes once learned).
-        self._owner: dict[str, str] = {}
 
     def of(self, event_type: str) -> str:
         """The service that owes ``event_type`` (:data:`UNKNOWN` when nothing tells)."""
-        owner = self._owner.get(event_type)
-        if owner is None:
-            owner = self._owner[event_type] = self._find(event_type)
-        return owner
-
-    def _find(self, event_type: str) -> str:
         if event_type in self.named:
             return self.named[event_type]
         sources = self.seen.get(event_type)
@@ -212,14 +203,13 @@ def build_board(
 def _count_wait(instance: Instance, owners: Owners, row: Any, now: datetime) -> None:
     since = waiting_since(instance)
     wait = max(0.0, (now - since).total_seconds())
-    types = awaited(instance)
-    for service in dict.fromkeys(owners.of(t) for t in types):
+    for service in dict.fromkeys(owners.of(t) for t in awaited(instance)):
         target = row(service)
         target.waiting += 1
         target.stuck += instance.state == "stuck"
-        owed = [t for t in types if owners.of(t) == service and t not in target.awaited]
-        if owed:
-            target.awaited = sorted({*target.awaited, *owed})
+        target.awaited = sorted(
+            {*target.awaited, *(t for t in awaited(instance) if owners.of(t) == service)}
+        )
         if target.oldest_wait is None or wait > target.oldest_wait:
             target.oldest_wait, target.oldest = wait, instance.correlation_id
 
