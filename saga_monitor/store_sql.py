@@ -528,7 +528,7 @@ class SqlSagaStore:
             for start in range(0, len(wanted), _KEYS_MAX):
                 chunk = wanted[start : start + _KEYS_MAX]
                 if self._db.dialect is SQLITE:
-                    yield tx.all(select, json.dumps(chunk))
+                    yield tx.all(select, json.dumps(chunk, ensure_ascii=False))  # as stored
                 else:
                     yield tx.all(select, [k[0] for k in chunk], [k[1] for k in chunk])
 

@@ -212,7 +212,8 @@ def test_causes_of_more_instances_than_one_query_asks_for(
     recorded ones come back, each with its own."""
     store = make_store()
     _fill(store, 3)
-    wanted = [("order-fulfilment", f"order-{n:05d}") for n in range(2500)]
+    wanted = [("order-fulfilment", f"order-{n:05d}") for n in range(2499)]
+    wanted.append(("order-fulfilment", 'order-\U0001f680 "é"\n'))  # JSON escapes, as text
     for key in (wanted[0], wanted[1500], wanted[2499]):
         store.record_cause(*key, {"text": key[1]})
     assert {k: {"text": k[1]} for k in (wanted[0], wanted[1500], wanted[2499])} == store.causes(
