@@ -236,8 +236,12 @@ def test_a_store_of_layout_2_is_migrated_and_keeps_its_instances(fresh_url: str)
     store.close()
 
 
-def _page_size(path: Path) -> int:
+def _page_size(path: Path, *, make: bool = False) -> int:
+    """The page size of the SQLite file at ``path`` (``make``: a new file with a table, made
+    with SQLite's default page size)."""
     with sqlite3.connect(path) as conn:
+        if make:
+            conn.execute("CREATE TABLE t (x)")
         (size,) = conn.execute("PRAGMA page_size").fetchone()
     conn.close()
     return int(size)
@@ -263,7 +267,8 @@ def test_a_new_sqlite_store_has_8_kb_pages_and_an_older_file_keeps_its_own(
     assert (["o-2"], ["o-1", "o-2"]) == (_ids(new), _ids(old))
     new.close()
     old.close()
-    assert (8192, 4096) == (_page_size(tmp_path / "new.db"), _page_size(tmp_path / "old.db"))
+    default = _page_size(tmp_path / "plain.db", make=True)  # 4096 as SQLite ships
+    assert (8192, default) == (_page_size(tmp_path / "new.db"), _page_size(tmp_path / "old.db"))
 
 
 def test_acknowledgements_of_layout_4_hold_for_the_episode_their_instance_is_in(
