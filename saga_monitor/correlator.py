@@ -151,7 +151,11 @@ class Correlator:
         commit, and a redelivery of the batch finds the events it has and changes nothing."""
         bound = instances_per_transaction(store)
         missing = [0]  # the events' correlation ids not found, counted once in the end
-        parts = self._parts(items, bound, missing) if bound is not None else []
+        parts = (  # (an event touches one instance of each saga at most)
+            self._parts(items, bound, missing)
+            if bound is not None and len(items) * len(self.machines) > bound
+            else []
+        )
         if not parts:
             return self._apply_part(store, items, None, now, watermark)
         outcomes = [Outcome() for _ in items]
