@@ -11,8 +11,6 @@ import json
 import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import psycopg
@@ -22,7 +20,7 @@ from devservers.databases import POSTGRES_URL
 from saga_monitor import Correlator, SagaStore, SagaStoreError, SqlSagaStore, open_saga_store
 from saga_monitor.correlator import Received
 from tests.saga_monitor.helpers import at, event, example
-from tests.saga_monitor.test_lock_order import row_held, run_all, waiting_on
+from tests.saga_monitor.test_lock_order import row_held, run_all, stuck_alerts, waiting_on
 
 pytestmark = pytest.mark.postgres
 
@@ -48,17 +46,6 @@ def lock_table() -> int:
 
 def start(n: int | str, seconds: float = 0.0) -> Received:
     return Received(event("order.placed", corr(n), seconds, id_=f"s{n}"), "orders", f"m{n}")
-
-
-@pytest.fixture
-def second_store() -> Iterator[str]:
-    """Another fresh PostgreSQL schema for a shared saga store (dropped afterwards)."""
-    url = f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}schema=sagas_{uuid.uuid4().hex[:8]}"
-    yield url
-    store = open_saga_store(url)
-    assert isinstance(store, SqlSagaStore)
-    store.drop_schema()
-    store.close()
 
 
 def test_a_batch_of_more_instances_than_the_lock_table_holds_is_applied(
@@ -116,11 +103,7 @@ def test_three_monitors_batches_and_a_tick_held_up_together_fit_in_the_lock_tabl
         for thread in threads:
             thread.join(120)
         assert [] == [f"{type(exc).__name__}: {exc}" for exc in failures]
-        stuck = Counter(
-            alert.correlation_id
-            for _, alert in stores[0].pending_alerts(limit=10 * DUE)
-            if alert.type == "saga.stuck"
-        )
+        stuck = stuck_alerts(stores[0])
         assert stuck.pop(held, 0) <= 1  # stuck if the tick judged it before the payment
         assert {corr(n): 1 for n in range(DUE)} == dict(stuck)
         (instance,) = stores[0].instances(correlation_id=held)
@@ -160,13 +143,13 @@ def state_of(store: SagaStore) -> tuple[list[str], list[str]]:
 
 
 def test_a_batch_cut_short_between_its_transactions_and_delivered_again_ends_as_applied_once(
-    shared_store: str, second_store: str
+    shared_store: str, second_shared_store: str
 ) -> None:
     """A batch touching 1,200 instances is cancelled in its last transaction (the earlier ones
     committed), then delivered again whole: the instances, their duplicates and the alerts in
     the outbox are those of the batch applied once."""
     definitions, later = example(), at(TOUCHED / 100 + 3600)
-    cut, once = open_saga_store(shared_store), open_saga_store(second_store)
+    cut, once = open_saga_store(shared_store), open_saga_store(second_shared_store)
     try:
         for store in (cut, once):
             Correlator(definitions).apply_many(store, [start("held")], now=NOW)
