@@ -166,9 +166,9 @@ _IN_KEYS = (
 #: The most instances one transaction locks (PostgreSQL): a batch, a tick or a prune touching
 #: more takes several. PostgreSQL's lock table holds max_locks_per_transaction (64) times
 #: max_connections (100) locks in all by default, shared by every session, and an advisory lock
-#: takes a slot of it until the commit; three monitors each in a batch and a tick hold 3,000 at
-#: most. (A prune's transaction this size also holds up a tick or a batch waiting for one of
-#: its instances only briefly.)
+#: takes a slot of it until the commit; a store's transactions take turns, so three monitors
+#: hold 1,500 at most. (A prune's transaction this size also holds up a tick or a batch waiting
+#: for one of its instances only briefly.)
 LOCKED_INSTANCES = 500
 #: Instances a SQLite store keeps in memory between events (a shared store always reads).
 _CACHED = 50_000
