@@ -64,26 +64,42 @@ def test_a_batch_of_more_instances_than_the_lock_table_holds_is_applied(
 
 #: Instances a tick judges in the test below, and instances each monitor's batch starts.
 DUE = 4000
-STARTED = 4000
+STARTED = 5000
+
+
+def last_locked(numbers: list[int]) -> int:
+    """The one of ``numbers`` whose instance's lock number is the largest (taken last)."""
+    keys = [f"order-fulfilment\x1f{corr(n)}" for n in numbers]
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT k FROM unnest(%s::text[]) AS k ORDER BY hashtextextended(k, 0) DESC LIMIT 1",
+            (keys,),
+        ).fetchone()
+    return numbers[keys.index(row[0] if row else "")]
 
 
 def test_three_monitors_batches_and_a_tick_held_up_together_fit_in_the_lock_table(
     shared_store: str,
 ) -> None:
-    """Three monitors each apply a batch starting 4,000 instances while a fourth ticks over
-    4,000 due ones, all held up on one instance (each batch's last event, the tick's first)
-    with everything before it locked: all four finish, each due instance is reported stuck
-    once (the one they all waited for at most once) and that one has its payment once, the
-    other copies recognised as the same message."""
+    """Three monitors each apply a batch starting 5,000 instances while a fourth ticks over
+    4,000 due ones, all held up on one instance (each batch's last event, the tick's first,
+    the last lock of all) with everything before it locked: all four finish, each due instance
+    is reported stuck once (the one they all waited for at most once) and that one has its
+    payment once, the other copies recognised as the same message."""
     definitions = example()
     stores: list[SagaStore] = [open_saga_store(shared_store) for _ in range(4)]
-    held = corr("held")
+    numbers = list(range(DUE + 3 * STARTED + 1))
+    last = last_locked(numbers)
+    numbers.remove(last)
+    due, started = numbers[:DUE], numbers[DUE:]
+    held = corr(last)
     try:
-        setup = [start("held")] + [start(n, 1 + n / 100) for n in range(DUE)]
+        setup = [start(last)] + [start(n, 1 + k / 100) for k, n in enumerate(due)]
         Correlator(definitions).apply_many(stores[0], setup, now=NOW)
         payment = Received(event("payment.authorized", held, 1, id_="pH"), "payments", "pH")
         batches = [
-            [start(f"{m}-{n}", 10_000) for n in range(STARTED)] + [payment] for m in range(3)
+            [start(n, 10_000) for n in started[m * STARTED : (m + 1) * STARTED]] + [payment]
+            for m in range(3)
         ]
         watermark = at(DUE / 100 + 60)  # every due instance's payment deadline passed
         with row_held(shared_store, held) as pid:
@@ -105,7 +121,7 @@ def test_three_monitors_batches_and_a_tick_held_up_together_fit_in_the_lock_tabl
         assert [] == [f"{type(exc).__name__}: {exc}" for exc in failures]
         stuck = stuck_alerts(stores[0])
         assert stuck.pop(held, 0) <= 1  # stuck if the tick judged it before the payment
-        assert {corr(n): 1 for n in range(DUE)} == dict(stuck)
+        assert {corr(n): 1 for n in due} == dict(stuck)
         (instance,) = stores[0].instances(correlation_id=held)
         assert (["order.placed", "payment.authorized"], []) == (
             [entry.event.type for entry in instance.timeline],
