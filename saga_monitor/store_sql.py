@@ -170,6 +170,12 @@ _IN_KEYS = (
 #: hold 1,500 at most. (A prune's transaction this size also holds up a tick or a batch waiting
 #: for one of its instances only briefly.)
 LOCKED_INSTANCES = 500
+#: The page size of a new SQLite store. An instance's document is 1-3 KB (five timeline
+#: entries: 2.4 KB), and a row is never split between two pages below the page's size: with
+#: SQLite's 4,096 most pages held one row and 1.5 KB of nothing, written to the log and again
+#: into the file by each checkpoint (docs/performance.md, "Saga monitor, embedded catch-up:
+#: 8 KB pages").
+_PAGE_SIZE = 8192
 #: Instances a SQLite store keeps in memory between events (a shared store always reads).
 _CACHED = 50_000
 #: Instances :meth:`SqlSagaStore.search` keeps decoded (the board's sample reads up to 20,000).
@@ -196,6 +202,7 @@ class SqlSagaStore:
             usage_error=SagaConfigError,
             schema="public",
             background_checkpoints=True,  # the batches' commits do not wait for the disk
+            page_size=_PAGE_SIZE,
         )
         self._db.open("saga_", MIGRATIONS)
         self.url = self._db.url
