@@ -8,7 +8,9 @@
   its end), so two monitors never apply events of one instance at once, not even when both
   would create it, and the second one sees what the first one committed (duplicates included).
   A transaction takes the locks of the instances it was told of (:meth:`Transaction.prefetch`)
-  together, in one order, so two never wait for each other.
+  together, in one order, so two never wait for each other. Each lock takes a slot of the
+  server's shared lock table until the commit, so a transaction touches at most
+  :data:`LOCKED_INSTANCES` instances (a bigger batch, tick or prune takes several).
 
 See :mod:`saga_monitor.store` for what every store keeps and why each event's application is
 one transaction.
@@ -49,7 +51,7 @@ from saga_monitor.store import (
     obs_from,
 )
 
-__all__ = ["MIGRATIONS", "SqlSagaStore"]
+__all__ = ["LOCKED_INSTANCES", "MIGRATIONS", "SqlSagaStore"]
 
 #: The saga tables, version by version (1: the tables from before versions were kept).
 MIGRATIONS = (
@@ -161,9 +163,13 @@ _LOCK_ALL = (
 _IN_KEYS = (
     " AND (saga, correlation_id) IN (SELECT * FROM unnest(CAST(? AS text[]), CAST(? AS text[])))"
 )
-#: The most instances one transaction of a prune locks and deletes (PostgreSQL), so that it
-#: holds up a tick or a batch waiting for one of them only briefly.
-_PRUNE_CHUNK = 1000
+#: The most instances one transaction locks (PostgreSQL): a batch, a tick or a prune touching
+#: more takes several. PostgreSQL's lock table holds max_locks_per_transaction (64) times
+#: max_connections (100) locks in all by default, shared by every session, and an advisory lock
+#: takes a slot of it until the commit; a store's transactions take turns, so three monitors
+#: hold 1,500 at most. (A prune's transaction this size also holds up a tick or a batch waiting
+#: for one of its instances only briefly.)
+LOCKED_INSTANCES = 500
 #: The page size of a new SQLite store. An instance's document is 1-3 KB (five timeline
 #: entries: 2.4 KB), and a row is never split between two pages below the page's size: with
 #: SQLite's 4,096 most pages held one row and 1.5 KB of nothing, written to the log and again
@@ -255,6 +261,10 @@ class SqlSagaStore:
             if self._db.dialect is SQLITE
             else "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))"
         )
+        #: The most instances one transaction touches (see
+        #: :class:`~saga_monitor.store.LockingStore`): each takes a slot of PostgreSQL's lock
+        #: table; SQLite has none.
+        self.instances_per_transaction = None if self.lock_instance is None else LOCKED_INSTANCES
 
     def remember(self, instance: Instance) -> None:
         """Keep ``instance`` in the cache (evicting the least recently used)."""
@@ -611,7 +621,7 @@ class SqlSagaStore:
         return count
 
     def _prune_locked(self, where: str, params: list[Any]) -> int:
-        """Delete the instances ``where`` matches (PostgreSQL), :data:`_PRUNE_CHUNK` at a
+        """Delete the instances ``where`` matches (PostgreSQL), :data:`LOCKED_INSTANCES` at a
         time, each chunk in a transaction that takes their locks first (in one order, as
         :meth:`_SqlTransaction.prefetch` does) and matches them again under the locks. Rows
         deleted in scan order without the locks deadlocked with another monitor's tick or batch
@@ -621,8 +631,8 @@ class SqlSagaStore:
         )
         delete = f"DELETE FROM {{p}}instances WHERE {where}{_IN_KEYS}"
         count = 0
-        for start in range(0, len(keys), _PRUNE_CHUNK):
-            chunk = keys[start : start + _PRUNE_CHUNK]
+        for start in range(0, len(keys), LOCKED_INSTANCES):
+            chunk = keys[start : start + LOCKED_INSTANCES]
             sagas, ids = [row[0] for row in chunk], [row[1] for row in chunk]
             with self._db.transaction(write=True) as tx:
                 tx.one(
