@@ -216,8 +216,12 @@ class SqlStore:
         options: Sequence[str] = (),
         schema: str | None = None,
         background_checkpoints: bool = False,
+        page_size: int | None = None,
     ) -> None:
         self.url = mask_url(url)
+        #: The page size a new SQLite file is made with (SQLite's default, 4,096, if None); a
+        #: file that has tables keeps its own (in WAL mode it cannot change).
+        self.page_size = page_size
         self.what, self.error, self.usage_error = what, error, usage_error or error
         self.prefix = ""
         self._local = threading.local()
@@ -362,6 +366,8 @@ class SqlStore:
             conn = _SqliteConnection(
                 self._target, timeout=30.0, isolation_level=None, check_same_thread=False
             )
+            if self.page_size is not None:  # before the first table: a new file only
+                conn.execute(f"PRAGMA page_size={int(self.page_size)}")
             use_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             if self.checkpointer is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -74,11 +75,24 @@ def learn_owners(definitions: Definitions | None, instances: list[Instance]) -> 
 
 def sample(store: SagaStore, limit: int = SAMPLE) -> list[Instance]:
     """The active instances and the most recently updated ones (without repeats)."""
-    chosen: dict[tuple[str, str], Instance] = {}
+    return list(sampled(store, limit, limit))
+
+
+def sampled(store: SagaStore, limit: int, page: int) -> Iterator[Instance]:
+    """:func:`sample`'s instances (up to ``limit`` of each state), read ``page`` at a time:
+    a caller that counts them does not hold them all (paged by offset, an instance updated
+    meanwhile may be met twice, given once, or not at all)."""
+    chosen: set[tuple[str, str]] = set()
     for state in (*sorted(ACTIVE), "stuck", None):
-        for item in store.search(Query(state=state, limit=limit)).items:
-            chosen.setdefault((item.saga, item.correlation_id), item)
-    return list(chosen.values())
+        for offset in range(0, limit, page):
+            size = min(page, limit - offset)
+            found = store.search(Query(state=state, limit=size, offset=offset, counted=False))
+            for item in found.items:
+                if (key := (item.saga, item.correlation_id)) not in chosen:
+                    chosen.add(key)
+                    yield item
+            if len(found.items) < size:
+                break
 
 
 def waiting_since(instance: Instance) -> datetime:

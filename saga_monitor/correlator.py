@@ -23,12 +23,18 @@ from broker.envelope import Event
 from saga_monitor.definitions import Definitions, SagaDefinition
 from saga_monitor.machine import Outcome, SagaMachine, is_redelivery, orphan_alert
 from saga_monitor.model import Entry, Instance, Observation
-from saga_monitor.store import SagaStore, Transaction
+from saga_monitor.store import Key, LockingStore, SagaStore, Transaction
 
 __all__ = ["Correlator", "Received"]
 
-#: The most instances one transaction of :meth:`Correlator.tick` judges (a batch's worth).
+#: The most instances one transaction of :meth:`Correlator.tick` judges (a batch's worth; fewer
+#: where the store bounds its transactions, see :func:`instances_per_transaction`).
 TICK_BATCH = 4000
+
+
+def instances_per_transaction(store: SagaStore) -> int | None:
+    """The most instances one transaction of ``store`` may touch (None: any number)."""
+    return store.instances_per_transaction if isinstance(store, LockingStore) else None
 
 
 #: What recording an event of a type needs of a saga that names it: the machine, the saga's
@@ -136,18 +142,83 @@ class Correlator:
         written once, so a batch costs one fold and one write per instance, not per event
         (the fold gives the same instance whatever order its events come in). What the
         judgement yields (alerts, step durations) lands in the outcome of the last event that
-        changed the instance."""
+        changed the instance.
+
+        A store that bounds the instances of a transaction (PostgreSQL, whose lock table holds
+        a lock per instance) gets a batch touching more in several transactions, each with
+        every event of its instances (:func:`_parts`): an instance has then either all of the
+        batch's events or none of them, as when a monitor stops before or after its one
+        commit, and a redelivery of the batch finds the events it has and changes nothing."""
+        bound = instances_per_transaction(store)
+        missing = [0]  # the events' correlation ids not found, counted once in the end
+        parts = (  # (an event touches one instance of each saga at most)
+            self._parts(items, bound, missing)
+            if bound is not None and len(items) * len(self.machines) > bound
+            else []
+        )
+        if not parts:
+            return self._apply_part(store, items, None, now, watermark)
+        outcomes = [Outcome() for _ in items]
+        uncorrelated = self.uncorrelated
+        for keys, chosen in parts:
+            part = [items[index] for index in chosen]
+            for index, outcome in zip(
+                chosen, self._apply_part(store, part, keys, now, watermark), strict=True
+            ):
+                outcomes[index].merge(outcome)
+        self.uncorrelated = uncorrelated + missing[0]  # not once per part an event is in
+        return outcomes
+
+    def _parts(
+        self, items: list[Received], bound: int, missing: list[int]
+    ) -> list[tuple[set[Key], list[int]]]:
+        """Split ``items`` by instance into parts of at most ``bound`` instances (in the order
+        the batch first names them): each part's instances and the indexes of the items that
+        touch them (an item touching none goes with the first part). An empty list: the
+        batch touches at most ``bound`` instances. ``missing[0]`` counts the correlation ids
+        the items lack, as :attr:`uncorrelated` does."""
+        part_of: dict[Key, int] = {}
+        per_item = []
+        for item in items:
+            keys = list(self._keys((item,), missing))
+            per_item.append(keys)
+            for key in keys:
+                if key not in part_of:
+                    part_of[key] = len(part_of) // bound
+        if len(part_of) <= bound:
+            return []
+        parts: list[tuple[set[Key], list[int]]] = [
+            (set(), []) for _ in range((len(part_of) - 1) // bound + 1)
+        ]
+        for index, keys in enumerate(per_item):
+            for number in sorted({part_of[key] for key in keys} or {0}):
+                parts[number][1].append(index)
+        for key, number in part_of.items():
+            parts[number][0].add(key)
+        return parts
+
+    def _apply_part(
+        self,
+        store: SagaStore,
+        items: list[Received],
+        only: set[Key] | None,
+        now: datetime,
+        watermark: datetime | None,
+    ) -> list[Outcome]:
+        """Apply ``items`` to the instances of ``only`` (None: all of theirs) in one
+        transaction (see :meth:`apply_many`)."""
         outcomes = []
         touched: dict[tuple[str, str], _Touched] = {}
         observe, routes_of = Observation.observe, self._routes.get
         with store.transaction() as txn:
-            txn.prefetch(self._keys(items))  # read in one go where the store can (lazily)
+            # read in one go where the store can (lazily)
+            txn.prefetch(self._keys(items) if only is None else only)
             for item in items:
                 event = item.event
                 obs = observe(event, item.topic, now, item.skew, item.delivery)
                 routes = routes_of(event.type)
                 if routes is None:  # no saga names the type
-                    outcomes.append(self._record_event(txn, item, obs, watermark, touched))
+                    outcomes.append(self._record_event(txn, item, obs, watermark, touched, only))
                     continue
                 outcome = Outcome()
                 outcomes.append(outcome)
@@ -164,6 +235,8 @@ class Correlator:
                     if correlation_id is None:
                         self.uncorrelated += 1
                         continue
+                    if only is not None and (name, correlation_id) not in only:
+                        continue
                     known = touched.get((name, correlation_id))
                     if known is None:  # the first of the batch's events for the instance
                         self._route(txn, machine, correlation_id, obs, item, touched, outcome)
@@ -174,10 +247,13 @@ class Correlator:
             self._judge_touched(txn, touched, watermark)
         return outcomes
 
-    def _keys(self, items: list[Received]) -> Iterator[tuple[str, str]]:
+    def _keys(
+        self, items: Iterable[Received], missing: list[int] | None = None
+    ) -> Iterator[tuple[str, str]]:
         """The (saga, correlation id) of every instance ``items`` may touch (the ones
         :meth:`_record_event` looks up), the correlation ids read as :meth:`apply_many`
-        reads them."""
+        reads them; ``missing[0]`` counts those of a saga naming the type that are not there
+        (as :attr:`uncorrelated` does)."""
         routes_of, every = self._routes.get, self._every_route
         for item in items:
             event = item.event
@@ -188,10 +264,14 @@ class Correlator:
                     if value.__class__ is str:  # as Correlation.extract reads it
                         if value:
                             yield name, value
+                        elif missing is not None and routes is not None:
+                            missing[0] += 1
                         continue
                 correlation_id = extract(event)
                 if correlation_id is not None:
                     yield name, correlation_id
+                elif missing is not None and routes is not None:
+                    missing[0] += 1
 
     def apply_in(
         self,
@@ -215,15 +295,19 @@ class Correlator:
         obs: Observation,
         watermark: datetime | None,
         touched: dict[tuple[str, str], _Touched],
+        only: set[Key] | None = None,
     ) -> Outcome:
-        """Record ``item`` in every instance it belongs to (judged later, in ``touched``)."""
+        """Record ``item`` in every instance it belongs to (of ``only``, if given; judged
+        later, in ``touched``)."""
         event = item.event
         outcome = Outcome()
         machines = self._by_type.get(event.type)
         if machines is None:  # no saga names the type: unexpected in a live instance
             for machine in self.machines.values():
                 correlation_id = machine.definition.correlation.extract(event)
-                if correlation_id is None:
+                if correlation_id is None or (
+                    only is not None and (machine.name, correlation_id) not in only
+                ):
                     continue
                 instance = self._instance(txn, machine, correlation_id, touched)
                 if instance is not None:
@@ -333,8 +417,9 @@ class Correlator:
         outcome = Outcome()
         machines = self.machines  # (a saga no longer defined: its instances are left alone)
         due = [key for key in store.due(watermark) if key[0] in machines]
-        for start in range(0, len(due), TICK_BATCH):
-            outcome.merge(self._judge_due(store, due[start : start + TICK_BATCH], watermark))
+        size = min(TICK_BATCH, instances_per_transaction(store) or TICK_BATCH)
+        for start in range(0, len(due), size):
+            outcome.merge(self._judge_due(store, due[start : start + size], watermark))
         outcome.merge(self._report_orphans(store, watermark))
         return outcome
 

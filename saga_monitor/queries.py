@@ -73,6 +73,9 @@ class Query:
     ``awaiting``: only instances that wait for one of these event types (a step expected next
     or a compensation owed): how a service filter reaches the store.
     ``acknowledged``: True for acknowledged instances only, False for the others.
+    ``counted``: False when the caller needs the page only (the board's sample) or knows the
+    total (the console, from the counts it read): a store may then skip counting, and the
+    page's ``total`` is only the instances up to the page's end (``more`` while it is full).
     """
 
     saga: str | None = None
@@ -85,6 +88,7 @@ class Query:
     acknowledged: bool | None = None
     limit: int = 200
     offset: int = 0
+    counted: bool = True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ Key = tuple[str, str]
 
 __all__ = [
     "DEFAULT_STORE_URL",
+    "LockingStore",
     "MemoryStore",
     "MonitorStatus",
     "SagaStore",
@@ -204,6 +205,16 @@ class ThreadedStore(Protocol):
     def release(self) -> None:
         """Close the calling thread's connection."""
         ...
+
+
+@runtime_checkable
+class LockingStore(Protocol):
+    """A store whose transactions take a lock per instance they touch from a table of
+    limited size (PostgreSQL's shared lock table): the correlator gives one transaction at
+    most ``instances_per_transaction`` instances (None: any number), and a batch or a tick
+    touching more gets several (see :meth:`saga_monitor.correlator.Correlator.apply_many`)."""
+
+    instances_per_transaction: int | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -8,7 +8,9 @@
   its end), so two monitors never apply events of one instance at once, not even when both
   would create it, and the second one sees what the first one committed (duplicates included).
   A transaction takes the locks of the instances it was told of (:meth:`Transaction.prefetch`)
-  together, in one order, so two never wait for each other.
+  together, in one order, so two never wait for each other. Each lock takes a slot of the
+  server's shared lock table until the commit, so a transaction touches at most
+  :data:`LOCKED_INSTANCES` instances (a bigger batch, tick or prune takes several).
 
 See :mod:`saga_monitor.store` for what every store keeps and why each event's application is
 one transaction.
@@ -49,7 +51,7 @@ from saga_monitor.store import (
     obs_from,
 )
 
-__all__ = ["MIGRATIONS", "SqlSagaStore"]
+__all__ = ["LOCKED_INSTANCES", "MIGRATIONS", "SqlSagaStore"]
 
 #: The saga tables, version by version (1: the tables from before versions were kept).
 MIGRATIONS = (
@@ -161,13 +163,31 @@ _LOCK_ALL = (
 _IN_KEYS = (
     " AND (saga, correlation_id) IN (SELECT * FROM unnest(CAST(? AS text[]), CAST(? AS text[])))"
 )
-#: The most instances one transaction of a prune locks and deletes (PostgreSQL), so that it
-#: holds up a tick or a batch waiting for one of them only briefly.
-_PRUNE_CHUNK = 1000
+#: The most instances one transaction locks (PostgreSQL): a batch, a tick or a prune touching
+#: more takes several. PostgreSQL's lock table holds max_locks_per_transaction (64) times
+#: max_connections (100) locks in all by default, shared by every session, and an advisory lock
+#: takes a slot of it until the commit; a store's transactions take turns, so three monitors
+#: hold 1,500 at most. (A prune's transaction this size also holds up a tick or a batch waiting
+#: for one of its instances only briefly.)
+LOCKED_INSTANCES = 500
+#: The page size of a new SQLite store. An instance's document is 1-3 KB (five timeline
+#: entries: 2.4 KB), and a row is never split between two pages below the page's size: with
+#: SQLite's 4,096 most pages held one row and 1.5 KB of nothing, written to the log and again
+#: into the file by each checkpoint (docs/performance.md, "Saga monitor, embedded catch-up:
+#: 8 KB pages").
+_PAGE_SIZE = 8192
 #: Instances a SQLite store keeps in memory between events (a shared store always reads).
 _CACHED = 50_000
-#: Instances :meth:`SqlSagaStore.search` keeps decoded (the board's sample reads up to 20,000).
+#: Instances :meth:`SqlSagaStore.search` keeps decoded (the board's sample reads up to 20,000),
+#: and the most memory they may take, reckoned as :data:`_HELD` bytes a character of their
+#: documents (the text, the key, and the decoded instance about twice its size: measured on
+#: the bench's documents of 1.7 kB). At the bench's shape 64 MB holds 12,000 of them, more
+#: than the board's sample of 10,000; instances with long timelines are fewer.
 _DECODED = 20_000
+_DECODED_BYTES = 64 << 20
+_HELD = 3
+#: The most instances one query for notes or causes asks for.
+_KEYS_MAX = 1000
 #: The most correlation ids one prefetch query asks for (SQLite allowed 999 parameters before
 #: 3.32); fewer are padded to the next power of two, so that few statement texts exist.
 _IN_MAX = 256
@@ -190,13 +210,16 @@ class SqlSagaStore:
             usage_error=SagaConfigError,
             schema="public",
             background_checkpoints=True,  # the batches' commits do not wait for the disk
+            page_size=_PAGE_SIZE,
         )
         self._db.open("saga_", MIGRATIONS)
         self.url = self._db.url
         self._lock = threading.RLock()
-        #: The instances :meth:`search` decoded, by their documents' text (least recently
-        #: listed first), and what guards it (searches may run on several threads).
-        self._decoded: OrderedDict[str, Instance] = OrderedDict()
+        #: The instances :meth:`search` decoded, by key: (the row's version, the instance, what
+        #: it holds, reckoned), least recently listed first; and what guards it (searches may
+        #: run on several threads).
+        self._decoded: OrderedDict[Key, tuple[str, Instance, int]] = OrderedDict()
+        self._decoded_bytes = 0  # what they hold, reckoned (see _DECODED_BYTES)
         self._decoding = threading.Lock()
         self.cache: OrderedDict[tuple[str, str], Instance] | None = (
             OrderedDict() if self._db.dialect is SQLITE else None
@@ -212,6 +235,14 @@ class SqlSagaStore:
         #: an entry may outlive its rows, never the other way round.
         self.orphaned: set[tuple[str, str]] | None = (
             self._orphan_keys() if self.cache is not None else None
+        )
+        #: Narrows a read to the keys (saga, correlation id) of one parameter (SQLite: a
+        #: JSON list of pairs) or two (PostgreSQL: arrays).
+        self._in_keys = (
+            "(saga, correlation_id) IN (SELECT json_extract(value, '$[0]'), "
+            "json_extract(value, '$[1]') FROM json_each(?))"
+            if self._db.dialect is SQLITE
+            else "1 = 1" + _IN_KEYS
         )
         #: Reads the instance an event changes, locking its row where the database can.
         self.select_instance = (
@@ -230,6 +261,10 @@ class SqlSagaStore:
             if self._db.dialect is SQLITE
             else "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))"
         )
+        #: The most instances one transaction touches (see
+        #: :class:`~saga_monitor.store.LockingStore`): each takes a slot of PostgreSQL's lock
+        #: table; SQLite has none.
+        self.instances_per_transaction = None if self.lock_instance is None else LOCKED_INSTANCES
 
     def remember(self, instance: Instance) -> None:
         """Keep ``instance`` in the cache (evicting the least recently used)."""
@@ -331,21 +366,42 @@ class SqlSagaStore:
         where, params = _where(query)
         condition = " AND ".join(where)
         if query.data is None:
+            items = self._page(condition, params, query)
+            if not query.counted:
+                full = len(items) == query.limit
+                return Page(items, query.offset + len(items), query.offset, query.limit, full)
             total = self._db.query(
                 f"SELECT COUNT(*) FROM {{p}}instances WHERE {condition}", *params
             )[0][0]
-            rows = self._db.query(  # the page's keys from the index, then their documents
-                "SELECT i.doc FROM {p}instances i JOIN (SELECT saga, correlation_id, updated "
-                f"FROM {{p}}instances WHERE {condition} ORDER BY updated DESC, correlation_id "
-                "LIMIT ? OFFSET ?) k ON i.saga = k.saga AND i.correlation_id = k.correlation_id "
-                "ORDER BY k.updated DESC, k.correlation_id",
-                *params,
-                query.limit,
-                query.offset,
-            )
-            items = [self._listed(row[0]) for row in rows]
             return Page(items, int(total), query.offset, query.limit)
         return self._search_data(query, query.data, condition, params)
+
+    def _page(self, condition: str, params: list[Any], query: Query) -> list[Instance]:
+        """The page's instances: its keys from the index, then their documents. On PostgreSQL
+        the rows' versions (``xmin``) come first and only the documents of the instances not
+        decoded at that version are read: the board's sample of 10,000 instances every few
+        seconds read 17 MB of documents from the server, nearly all unchanged."""
+        keep = query.limit <= _DECODED  # a larger page would only evict the board's
+        version = "i.doc" if self._db.dialect is SQLITE else "CAST(i.xmin AS text)"
+        rows = self._db.query(
+            f"SELECT i.saga, i.correlation_id, {version} FROM {{p}}instances i JOIN (SELECT "
+            f"saga, correlation_id, updated FROM {{p}}instances WHERE {condition} "
+            "ORDER BY updated DESC, correlation_id LIMIT ? OFFSET ?) k ON i.saga = k.saga "
+            "AND i.correlation_id = k.correlation_id ORDER BY k.updated DESC, k.correlation_id",
+            *params,
+            query.limit,
+            query.offset,
+        )
+        if self._db.dialect is SQLITE:  # the document is its own version
+            return [self._listed((saga, corr), doc, doc, keep) for saga, corr, doc in rows]
+        found = {(saga, corr): self._known((saga, corr), ver) for saga, corr, ver in rows}
+        missing = [key for key, instance in found.items() if instance is None]
+        for chunk in self._by_keys(
+            "saga, correlation_id, CAST(xmin AS text), doc", "instances", missing
+        ):
+            for saga, corr, ver, doc in chunk:  # newer than the keys' read, maybe: newer yet
+                found[(saga, corr)] = self._listed((saga, corr), ver, doc, keep)
+        return [i for i in found.values() if i is not None]  # pruned meanwhile: left out
 
     def _search_data(
         self, query: Query, field: DataField, condition: str, params: list[Any]
@@ -356,11 +412,12 @@ class SqlSagaStore:
         :data:`_SEARCH_SCAN` candidates): the total is then a lower bound."""
         wanted = query.offset + query.limit
         enough = max(wanted, COUNTED) + 1
-        kept: list[str] = []
+        kept: list[tuple[str, str, str | None, str]] = []
         found = scanned = 0
+        version = "NULL" if self._db.dialect is SQLITE else "CAST(xmin AS text)"
         select = (
-            f"SELECT doc FROM {{p}}instances WHERE {condition} "
-            "ORDER BY updated DESC, correlation_id LIMIT ?"
+            f"SELECT saga, correlation_id, {version}, doc FROM {{p}}instances "
+            f"WHERE {condition} ORDER BY updated DESC, correlation_id LIMIT ?"
         )
         with (
             self._db.transaction() as tx,
@@ -368,35 +425,51 @@ class SqlSagaStore:
         ):
             for rows in chunks:
                 scanned += len(rows)
-                for (doc,) in rows:
-                    if field_in_timeline(field, doc):
+                for row in rows:
+                    if field_in_timeline(field, row[3]):
                         found += 1
                         if query.offset < found <= wanted:
-                            kept.append(doc)
+                            kept.append(row)
                         if found >= enough:
                             break
                 if found >= enough:
                     break
         bounded = found >= enough or scanned >= _SEARCH_SCAN
-        items = [self._listed(doc) for doc in kept]
+        keep = query.limit <= _DECODED
+        items = [self._listed((s, c), v or doc, doc, keep) for s, c, v, doc in kept]
         total = min(found, enough - 1)
         return Page(items, total, query.offset, query.limit, more=bounded)
 
-    def _listed(self, doc: str) -> Instance:
-        """The instance stored as ``doc``, decoded once while it stays the same text: the
-        console's board reads the same thousands of instances every few seconds (the objects
-        are shared by the searches' callers, who only read them)."""
+    def _known(self, key: Key, version: str) -> Instance | None:
+        """The instance of ``key`` decoded at ``version`` (see :meth:`_listed`), if kept."""
+        with self._decoding:
+            known = self._decoded.get(key)
+            if known is None or known[0] != version:
+                return None
+            self._decoded.move_to_end(key)
+            return known[1]
+
+    def _listed(self, key: Key, version: str, doc: str, keep: bool = True) -> Instance:
+        """The instance of ``key`` stored as ``doc``, decoded once while its row keeps its
+        ``version`` (PostgreSQL's ``xmin``, which every update changes; SQLite's document
+        text itself): the console's board reads the same thousands of instances every few
+        seconds (the objects are shared by the searches' callers, who only read them).
+        ``keep``: False for a page larger than the cache, decoded without evicting what the
+        board keeps."""
+        known = self._known(key, version)
+        if known is not None:
+            return known
+        instance = Instance.from_dict(json.loads(doc))
+        if not keep:
+            return instance
         decoded = self._decoded
         with self._decoding:
-            known = decoded.get(doc)
-            if known is not None:
-                decoded.move_to_end(doc)
-                return known
-        instance = Instance.from_dict(json.loads(doc))
-        with self._decoding:
-            decoded[doc] = instance
-            while len(decoded) > _DECODED:
-                decoded.popitem(last=False)
+            if (old := decoded.pop(key, None)) is not None:
+                self._decoded_bytes -= old[2]
+            decoded[key] = (version, instance, _HELD * len(doc))
+            self._decoded_bytes += _HELD * len(doc)
+            while len(decoded) > _DECODED or self._decoded_bytes > _DECODED_BYTES:
+                self._decoded_bytes -= decoded.popitem(last=False)[1][2]
         return instance
 
     def add_note(self, note: Note) -> Note:
@@ -426,20 +499,15 @@ class SqlSagaStore:
         return dataclasses.replace(note, episode=_moment(row[0]))
 
     def notes(self, keys: list[Key]) -> dict[Key, list[Note]]:
-        """The notes of the instances asked for, oldest first."""
+        """The notes of the instances asked for, oldest first (a query per :data:`_KEYS_MAX`
+        instances: a console page of 200 was 200 round trips to PostgreSQL)."""
         out: dict[Key, list[Note]] = {}
-        with self._db.transaction() as tx:
-            for saga, corr in dict.fromkeys(keys):
-                rows = tx.all(
-                    "SELECT kind, who, at, note, episode FROM {p}notes WHERE saga = ? "
-                    "AND correlation_id = ? ORDER BY seq",
-                    saga,
-                    corr,
-                )
-                if rows:
-                    out[(saga, corr)] = [
-                        Note(saga, corr, r[0], r[1], _at(r[2]), r[3], _moment(r[4])) for r in rows
-                    ]
+        for rows in self._by_keys(
+            "saga, correlation_id, kind, who, at, note, episode", "notes", keys, " ORDER BY seq"
+        ):
+            for saga, corr, *r in rows:
+                note = Note(saga, corr, r[0], r[1], _at(r[2]), r[3], _moment(r[4]))
+                out.setdefault((saga, corr), []).append(note)
         return out
 
     def record_cause(self, saga: str, correlation_id: str, cause: dict[str, Any] | None) -> None:
@@ -459,14 +527,27 @@ class SqlSagaStore:
     def causes(self, keys: list[Key]) -> dict[Key, dict[str, Any]]:
         """The causes recorded for the instances asked for."""
         out: dict[Key, dict[str, Any]] = {}
-        with self._db.transaction() as tx:
-            for saga, corr in dict.fromkeys(keys):
-                row = tx.one(
-                    "SELECT doc FROM {p}causes WHERE saga = ? AND correlation_id = ?", saga, corr
-                )
-                if row:
-                    out[(saga, corr)] = json.loads(row[0])
+        for rows in self._by_keys("saga, correlation_id, doc", "causes", keys):
+            for saga, corr, doc in rows:
+                out[(saga, corr)] = json.loads(doc)
         return out
+
+    def _by_keys(
+        self, columns: str, table: str, keys: list[Key], order: str = ""
+    ) -> Iterator[list[Any]]:
+        """The rows of ``table`` for ``keys`` (saga, correlation id), a query per
+        :data:`_KEYS_MAX` keys, all in one transaction."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return
+        select = f"SELECT {columns} FROM {{p}}{table} WHERE {self._in_keys}{order}"
+        with self._db.transaction() as tx:
+            for start in range(0, len(wanted), _KEYS_MAX):
+                chunk = wanted[start : start + _KEYS_MAX]
+                if self._db.dialect is SQLITE:
+                    yield tx.all(select, json.dumps(chunk, ensure_ascii=False))  # as stored
+                else:
+                    yield tx.all(select, [k[0] for k in chunk], [k[1] for k in chunk])
 
     def counts(self) -> dict[tuple[str, str], int]:
         """How many instances per (saga, state)."""
@@ -540,7 +621,7 @@ class SqlSagaStore:
         return count
 
     def _prune_locked(self, where: str, params: list[Any]) -> int:
-        """Delete the instances ``where`` matches (PostgreSQL), :data:`_PRUNE_CHUNK` at a
+        """Delete the instances ``where`` matches (PostgreSQL), :data:`LOCKED_INSTANCES` at a
         time, each chunk in a transaction that takes their locks first (in one order, as
         :meth:`_SqlTransaction.prefetch` does) and matches them again under the locks. Rows
         deleted in scan order without the locks deadlocked with another monitor's tick or batch
@@ -550,8 +631,8 @@ class SqlSagaStore:
         )
         delete = f"DELETE FROM {{p}}instances WHERE {where}{_IN_KEYS}"
         count = 0
-        for start in range(0, len(keys), _PRUNE_CHUNK):
-            chunk = keys[start : start + _PRUNE_CHUNK]
+        for start in range(0, len(keys), LOCKED_INSTANCES):
+            chunk = keys[start : start + LOCKED_INSTANCES]
             sagas, ids = [row[0] for row in chunk], [row[1] for row in chunk]
             with self._db.transaction(write=True) as tx:
                 tx.one(

@@ -22,12 +22,22 @@ def store(tmp_path: Path) -> Iterator[SagaStore]:
     opened.close()
 
 
-@pytest.fixture
-def shared_store() -> Iterator[str]:
-    """A fresh PostgreSQL schema for the shared saga store (dropped afterwards)."""
+def _fresh_schema() -> Iterator[str]:
     url = f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}schema=sagas_{uuid.uuid4().hex[:8]}"
     yield url
     store = open_saga_store(url)
     assert isinstance(store, SqlSagaStore)
     store.drop_schema()
     store.close()
+
+
+@pytest.fixture
+def shared_store() -> Iterator[str]:
+    """A fresh PostgreSQL schema for the shared saga store (dropped afterwards)."""
+    yield from _fresh_schema()
+
+
+@pytest.fixture
+def second_shared_store() -> Iterator[str]:
+    """Another fresh PostgreSQL schema, beside :func:`shared_store` (dropped afterwards)."""
+    yield from _fresh_schema()

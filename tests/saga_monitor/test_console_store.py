@@ -3,6 +3,7 @@ anomaly and awaited event, paging with totals, operators' notes, causes, retenti
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -233,6 +234,41 @@ def test_a_store_of_layout_2_is_migrated_and_keeps_its_instances(fresh_url: str)
         store.search(Query(anomaly="duplicate")).total,
     )
     store.close()
+
+
+def _page_size(path: Path, *, make: bool = False) -> int:
+    """The page size of the SQLite file at ``path`` (``make``: a new file with a table, made
+    with SQLite's default page size)."""
+    with sqlite3.connect(path) as conn:
+        if make:
+            conn.execute("CREATE TABLE t (x)")
+        (size,) = conn.execute("PRAGMA page_size").fetchone()
+    conn.close()
+    return int(size)
+
+
+def test_a_new_sqlite_store_has_8_kb_pages_and_an_older_file_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    """A new file gets pages that hold several instance documents (an instance of a few KB
+    filled a 4 KB page alone); a file made with SQLite's default pages keeps them, its
+    instances, and takes new ones."""
+    memory = MemoryStore()
+    correlator = Correlator(example())
+    correlator.apply(memory, event("order.placed", "o-1", 0), topic="o", now=at(0))
+    (instance,) = memory.data.values()
+    _old_store(f"sqlite:///{tmp_path}/old.db", 5, instance).close()
+    new, old = (
+        SqlSagaStore(f"sqlite:///{tmp_path}/new.db"),
+        SqlSagaStore(f"sqlite:///{tmp_path}/old.db"),
+    )
+    for store in (new, old):
+        correlator.apply(store, event("order.placed", "o-2", 1), topic="o", now=at(1))
+    assert (["o-2"], ["o-1", "o-2"]) == (_ids(new), _ids(old))
+    new.close()
+    old.close()
+    default = _page_size(tmp_path / "plain.db", make=True)  # 4096 as SQLite ships
+    assert (8192, default) == (_page_size(tmp_path / "new.db"), _page_size(tmp_path / "old.db"))
 
 
 def test_acknowledgements_of_layout_4_hold_for_the_episode_their_instance_is_in(

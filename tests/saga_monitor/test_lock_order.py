@@ -66,6 +66,12 @@ def row_held(store_url: str, correlation_id: str) -> Iterator[int]:
         conn.rollback()
 
 
+def stuck_alerts(store: SagaStore) -> Counter[str]:
+    """How many stuck alerts the outbox holds per correlation id."""
+    pending = store.pending_alerts(limit=100_000)
+    return Counter(alert.correlation_id for _, alert in pending if alert.type == "saga.stuck")
+
+
 def waiting_on(pid: int) -> int:
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         (count,) = conn.execute(WAITING_ON, {"pid": pid}).fetchone() or (0,)
@@ -123,11 +129,7 @@ def test_two_ticks_and_a_redelivered_batch_in_opposite_orders_all_finish(
         for thread in threads:
             thread.join(120)
         assert [] == [f"{type(exc).__name__}: {exc}" for exc in failures]
-        stuck = Counter(
-            alert.correlation_id
-            for _, alert in first.pending_alerts(limit=10 * INSTANCES)
-            if alert.type == "saga.stuck"
-        )
+        stuck = stuck_alerts(first)
         assert {corr(n): 1 for n in range(INSTANCES)} == dict(stuck)
     finally:
         for store in stores:

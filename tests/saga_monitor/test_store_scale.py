@@ -4,6 +4,7 @@ plans, by EXPLAIN), and a payload search that matches many instances stops count
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sqlite3
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from saga_monitor import Correlator, SagaStore
 from saga_monitor.correlator import Received
+from saga_monitor.model import MAX_DATA_CHARS
 from saga_monitor.queries import COUNTED, DataField, Note, Page, Query
 from saga_monitor.store import MemoryStore
 from saga_monitor.store_sql import SqlSagaStore
@@ -185,3 +187,101 @@ def test_the_console_and_the_api_say_a_payload_total_is_a_lower_bound() -> None:
         exact.headers["X-Total-Count"],
         exact.headers.get("X-Total-Is-Lower-Bound"),
     )
+
+
+def test_a_page_not_counted_is_the_counted_one(make_store: StoreFactory) -> None:  # noqa: F811
+    """The board's sample asks for pages without their totals: the same instances, and a
+    total that says how far the page reaches (``more`` while the page is full)."""
+    memory = MemoryStore()
+    store = make_store()
+    for filled in (memory, store):
+        _fill(filled, 30)
+    for query in (Query(limit=10, offset=5), Query(state="stuck", limit=50)):
+        counted = [s.search(query) for s in (memory, store)]
+        bare = store.search(dataclasses.replace(query, counted=False))
+        assert _ids(counted[0]) == _ids(counted[1]) == _ids(bare)
+        full = len(bare.items) == query.limit
+        assert (query.offset + len(bare.items), full) == (bare.total, bare.more)
+    assert 30 == store.search(Query(state="stuck", limit=50)).total
+
+
+def test_causes_of_more_instances_than_one_query_asks_for(
+    make_store: StoreFactory,  # noqa: F811
+) -> None:
+    """Notes and causes are read a thousand instances a query: asked for 2,500, the three
+    recorded ones come back, each with its own."""
+    store = make_store()
+    _fill(store, 3)
+    wanted = [("order-fulfilment", f"order-{n:05d}") for n in range(2499)]
+    wanted.append(("order-fulfilment", 'order-\U0001f680 "é"\n'))  # JSON escapes, as text
+    for key in (wanted[0], wanted[1500], wanted[2499]):
+        store.record_cause(*key, {"text": key[1]})
+    assert {k: {"text": k[1]} for k in (wanted[0], wanted[1500], wanted[2499])} == store.causes(
+        wanted
+    )
+    assert [("order-fulfilment", "order-00000")] == list(store.notes(wanted))
+
+
+def test_the_decoded_instances_are_bounded_by_their_size(
+    make_store: StoreFactory,  # noqa: F811
+) -> None:
+    """Instances whose documents are large (a hundred events of 4 kB data each) are kept
+    decoded only as far as the cache's bytes go (64 MB, reckoned at three bytes a character:
+    about 50 of these): a search of sixty of them twice decodes most again, while the ten
+    most recent, asked twice, are the objects decoded before; a page larger than the cache
+    is decoded without evicting them."""
+    store = make_store()
+    correlator = Correlator(example())
+    payload = {"blob": "x" * (MAX_DATA_CHARS - 100)}
+    items = [
+        Received(event("order.placed", f"o-{n:02d}", n, id_=f"{n}-{k}", data=payload), "o")
+        for n in range(60)
+        for k in range(100)
+    ]
+    for start in range(0, len(items), 500):
+        correlator.apply_many(store, items[start : start + 500], now=at(60))
+    first, again = (store.search(Query(limit=60)).items for _ in range(2))
+    assert 50 >= sum(a is b for a, b in zip(first, again, strict=True))
+    recent = store.search(Query(limit=10)).items
+    store.search(Query(limit=20_001))
+    assert all(a is b for a, b in zip(recent, store.search(Query(limit=10)).items, strict=True))
+
+
+def test_the_console_takes_its_totals_from_the_counts_it_read(
+    make_store: StoreFactory,  # noqa: F811
+) -> None:
+    """The console's list, whole or by saga and state, says the total the store counts (read
+    from the counts beside it), and a filter the counts cannot tell is counted by the store."""
+    from fastapi.testclient import TestClient
+
+    from saga_monitor.web import create_app
+
+    store = make_store()
+    _fill(store, 30)
+    client = TestClient(create_app(store))
+    for params, query in (
+        ({}, Query()),
+        ({"state": "stuck", "saga": "order-fulfilment"}, Query(state="stuck")),
+        ({"state": "completed"}, Query(state="completed")),
+        ({"saga": "nothing"}, Query(saga="nothing")),
+        ({"anomaly": "duplicate"}, Query(anomaly="duplicate")),
+    ):
+        total = store.search(query).total
+        parts = client.get("/partials/console", params={**params, "limit": 5}).json()
+        assert f'of <b class="total">{total}</b>' in parts["list"], params
+        assert str(total) == client.get("/api/instances", params=params).headers["X-Total-Count"]
+
+
+def test_the_graphs_sample_read_a_page_at_a_time_is_the_whole_one(
+    make_store: StoreFactory,  # noqa: F811
+) -> None:
+    """The ``/sagas`` graphs count their sample a page at a time: the same instances, in the
+    same order, as the sample read in one query per state."""
+    from saga_monitor.board import sample, sampled
+
+    store = make_store()
+    _fill(store, 30)
+    whole = [(i.saga, i.correlation_id) for i in sample(store, 25)]
+    paged = [(i.saga, i.correlation_id) for i in sampled(store, 25, 4)]
+    assert 25 == len(whole)
+    assert whole == paged
