@@ -314,11 +314,14 @@ class SagaMachine:
         out: list[Alert] = []
         sent = set(instance.alerted)
         for at, held in sorted(fold.alerts, key=_alert_time) if watermark else ():
+            made: Alert | KeptAlert = held
+            if isinstance(held, KeptAlert) and held._id is None:  # made once: id and alert
+                made = held.alert()
+                held._id = made.event_id
             alert_id = held.event_id
             if alert_id in sent or watermark is None or at > watermark:
                 continue
-            alert = held.alert() if held.__class__ is KeptAlert else held
-            assert isinstance(alert, Alert)
+            alert = made.alert() if isinstance(made, KeptAlert) else made
             sent.add(alert_id)
             instance.note_alerted(alert_id)
             out.append(alert)

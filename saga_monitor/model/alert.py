@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import msgspec
@@ -61,7 +63,7 @@ class Alert(msgspec.Struct, gc=False, repr_omit_defaults=True):
             facts.append(data.get("expected_next"))
         if self.type == "saga.resolved":  # the same resolution whenever it is noticed
             facts = [self.type, self.saga, self.correlation_id, data.get("resolves")]
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, "choreo-saga-alert:" + json.dumps(facts)))
+        return _uuid5("choreo-saga-alert:" + _dumps_facts(facts))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,3 +76,33 @@ class Alert(msgspec.Struct, gc=False, repr_omit_defaults=True):
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Alert:
         return cls(raw["type"], raw["saga"], raw["correlation_id"], dict(raw["data"]))
+
+
+#: What ``uuid.uuid5(uuid.NAMESPACE_URL, name)`` hashes before the name.
+_NAMESPACE = uuid.NAMESPACE_URL.bytes
+
+
+def _dumps_facts(facts: list[Any]) -> str:
+    """``json.dumps(facts)`` (its separators, ASCII only) for a list of text, None and lists of
+    text, written here; anything else by ``json.dumps`` itself. Alert ids are derived from this
+    text, so it must not change by a byte (tests/saga_monitor/test_alert_ids.py)."""
+    parts = []
+    for fact in facts:
+        if fact is None:
+            parts.append("null")
+        elif fact.__class__ is str:
+            parts.append(encode_basestring_ascii(fact))
+        elif fact.__class__ is list and all(item.__class__ is str for item in fact):
+            parts.append("[" + ", ".join([encode_basestring_ascii(item) for item in fact]) + "]")
+        else:
+            return json.dumps(facts)
+    return "[" + ", ".join(parts) + "]"
+
+
+def _uuid5(name: str) -> str:
+    """``str(uuid.uuid5(uuid.NAMESPACE_URL, name))`` without the UUID object in between."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
