@@ -13,19 +13,25 @@ import uuid
 
 from structlog.testing import capture_logs
 
-from broker import Bus
+from broker import Bus, Event
 from broker.envelope import new_event
+
+
+async def _read_after(bus: Bus, events: int) -> tuple[str, list[Event]]:
+    """A new DLQ holding ``events`` dead letters, browsed whole as a replay reads it."""
+    dlq = f"orders-{uuid.uuid4().hex[:8]}.dlq"
+    for n in range(events):
+        await bus.publish(dlq, new_event("order.placed", "dlq-test", {"n": n}))
+    read = await bus.adapter.browse(dlq, limit=1_000_000)
+    assert len(read) == events
+    return dlq, read
 
 
 async def test_a_dead_letter_appended_after_the_replay_read_survives_its_purge(
     kafka_url: str,
 ) -> None:
-    dlq = f"orders-{uuid.uuid4().hex[:8]}.dlq"
     async with Bus(kafka_url, source="dlq-test") as bus:
-        for n in range(2):
-            await bus.publish(dlq, new_event("order.placed", "dlq-test", {"n": n}))
-        read = await bus.adapter.browse(dlq, limit=1_000_000)
-        assert len(read) == 2
+        dlq, read = await _read_after(bus, 2)
         late = new_event("order.placed", "dlq-test", {"n": "failed again"})
         await bus.publish(dlq, late)
         with capture_logs() as logs:
@@ -38,12 +44,8 @@ async def test_a_dead_letter_appended_after_the_replay_read_survives_its_purge(
 
 
 async def test_a_replay_with_nothing_appended_empties_the_dlq(kafka_url: str) -> None:
-    dlq = f"orders-{uuid.uuid4().hex[:8]}.dlq"
     async with Bus(kafka_url, source="dlq-test") as bus:
-        for n in range(3):
-            await bus.publish(dlq, new_event("order.placed", "dlq-test", {"n": n}))
-        read = await bus.adapter.browse(dlq, limit=1_000_000)
-        assert len(read) == 3
+        dlq, read = await _read_after(bus, 3)
         await bus.adapter.purge(dlq, [e.id for e in read], among=len(read))
         assert await bus.dead_letters(dlq) == []
 
