@@ -1,0 +1,148 @@
+"""The step graphs' counts (``/sagas`` and ``/api/definitions``) on memory, SQLite and
+PostgreSQL stores: each saga counts its own instances, both agree with the sample's count
+(:func:`~saga_monitor.web.graph_counts`), and the counts are kept until the store changes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from saga_monitor import Correlator, SagaStore, load_definitions
+from saga_monitor.store import MemoryStore
+from saga_monitor.web import create_app, graph_counts
+from tests.saga_monitor.helpers import at, event
+from tests.saga_monitor.test_store import PG_URL, StoreFactory, make_store  # noqa: F401
+
+#: Two sagas that share an event type (payment.authorized): each graph counts its own.
+TWO = """\
+topics: [orders, refills]
+sagas:
+  - name: orders
+    start: [order.placed]
+    steps:
+      - {event: payment.authorized, within: 30s}
+      - {event: order.shipped, within: 60s}
+    complete: [order.shipped]
+  - name: refills
+    start: [refill.requested]
+    steps:
+      - {event: payment.authorized, within: 30s}
+    complete: [payment.authorized]
+"""
+
+
+def _fill(store: SagaStore, definitions_path: Path, orders: int = 9, refills: int = 5) -> None:
+    """Orders placed, every other one paid, every third of those shipped; refills requested,
+    every other one paid; the others stuck by the watermark at 500 s."""
+    correlator = Correlator(load_definitions(definitions_path))
+    for n in range(orders):
+        corr = f"order-{n}"
+        correlator.apply(store, event("order.placed", corr, n), topic="orders", now=at(n))
+        if n % 2:
+            paid = event("payment.authorized", corr, n + 1)
+            correlator.apply(store, paid, topic="orders", now=at(n + 1))
+            if n % 3 == 1:
+                shipped = event("order.shipped", corr, n + 2)
+                correlator.apply(store, shipped, topic="orders", now=at(n + 2))
+    for n in range(refills):
+        corr = f"refill-{n}"
+        correlator.apply(store, event("refill.requested", corr, n), topic="refills", now=at(n))
+        if n % 2:
+            paid = event("payment.authorized", corr, n + 1)
+            correlator.apply(store, paid, topic="refills", now=at(n + 1))
+    correlator.tick(store, at(500))
+
+
+@pytest.fixture
+def two(tmp_path: Path) -> Path:
+    path = tmp_path / "two.yaml"
+    path.write_text(TWO)
+    return path
+
+
+@pytest.fixture(params=["memory", "sql"])
+def filled(request: pytest.FixtureRequest, make_store: StoreFactory, two: Path) -> SagaStore:  # noqa: F811
+    """The two sagas' instances in a memory store, or in SQLite and PostgreSQL."""
+    store: SagaStore = MemoryStore() if request.param == "memory" else make_store()
+    _fill(store, two)
+    return store
+
+
+def _drawn(page: str) -> list[tuple[str, int, int, int]]:
+    """The graphs' counts as ``/sagas`` draws them: (event, seen, waiting, stuck) per step."""
+    steps = re.findall(
+        r'data-event="([^"]+)">.*?(\d+) seen · (\d+) waiting(?:[^<]*<tspan[^>]*>(\d+) stuck)?',
+        page,
+        flags=re.S,
+    )
+    return [
+        (name, int(seen), int(waiting), int(stuck or 0)) for name, seen, waiting, stuck in steps
+    ]
+
+
+def _expected(counts: list[dict[str, dict[str, int]]]) -> list[tuple[str, int, int, int]]:
+    return [
+        (name, c["done"], c["waiting"], c["stuck"])
+        for per_saga in counts
+        for name, c in per_saga.items()
+    ]
+
+
+def test_graphs_count_each_sagas_own_instances(filled: SagaStore, two: Path) -> None:
+    """/api/definitions and /sagas give each step the count of the saga's own instances over
+    the sample, the same as graph_counts(own=True); another saga's payment is not counted."""
+    defined = load_definitions(two)
+    client = TestClient(create_app(filled, definitions=defined))
+    want = graph_counts(filled, defined.sagas, own=True)
+    api = [d["counts"] for d in client.get("/api/definitions").json()]
+    assert want == api
+    orders, refills = want
+    assert (4, 5, 2) == (
+        orders["payment.authorized"]["done"],
+        orders["payment.authorized"]["stuck"],
+        refills["payment.authorized"]["done"],
+    )
+    assert {"order.placed", "payment.authorized", "order.shipped"} == set(orders)
+    drawn = _drawn(client.get("/sagas").text)
+    assert sorted(_expected(want)) == sorted(drawn)
+
+
+def test_graphs_follow_the_store_once_their_time_is_up(
+    filled: SagaStore, two: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The counts are kept for GRAPH_TTL seconds; after it, a store that changed is counted
+    again, one that did not is not."""
+    from saga_monitor import web
+
+    calls: list[int] = []
+    real = web.graph_counts
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(web, "graph_counts", counting)
+    defined = load_definitions(two)
+    client = TestClient(create_app(filled, definitions=defined))
+    first = client.get("/api/definitions").json()
+    correlator = Correlator(defined)
+    shipped = event("order.shipped", "order-3", 600)
+    correlator.apply(filled, shipped, topic="orders", now=at(600))
+    assert first == client.get("/api/definitions").json()  # within GRAPH_TTL: kept
+    assert 1 == len(calls)
+    monkeypatch.setattr(web, "GRAPH_TTL", 0.0)
+    moved = [d["counts"] for d in client.get("/api/definitions").json()]
+    assert graph_counts(filled, defined.sagas, own=True) == moved
+    assert first[0]["counts"] != moved[0]
+    client.get("/sagas")
+    client.get("/api/definitions")
+    assert 2 == len(calls)  # the store did not change since
+    refill = event("refill.requested", "refill-9", 700)
+    correlator.apply(filled, refill, topic="refills", now=at(700))
+    assert graph_counts(filled, defined.sagas, own=True) == [
+        d["counts"] for d in client.get("/api/definitions").json()
+    ]
+    assert 3 == len(calls)
