@@ -43,10 +43,11 @@ from saga_monitor import web_console as console
 from saga_monitor.board import Owners, ServiceRow, build_board, listed, sampled
 from saga_monitor.definitions import Definitions, SagaDefinition, format_duration, load_definitions
 from saga_monitor.errors import InstanceNotFoundError, SagaConfigError
-from saga_monitor.model import ANOMALY_KINDS, STATES, Instance, utcnow
+from saga_monitor.model import ACTIVE, ANOMALY_KINDS, STATES, Instance, utcnow
 from saga_monitor.queries import MAX_NOTE, MAX_SEARCH, MAX_WHO, Note, Page, check_note, parse_search
 from saga_monitor.queries import Query as StoreQuery
 from saga_monitor.store import SagaStore, open_saga_store
+from saga_monitor.store_sql import SqlSagaStore
 from saga_monitor.web_console import badge as _badge
 from saga_monitor.web_console import e
 from saga_monitor.web_http import Auth, AuthMiddleware, SegmentPaths, segment
@@ -227,32 +228,43 @@ def step_counts(
 
 
 def _count_steps(counts: dict[str, dict[str, int]], instance: Instance) -> None:
-    for event_type in {x.event.type for x in instance.timeline}:
+    seen = {x.event.type for x in instance.timeline}
+    _count_types(counts, seen, instance.expected, instance.state)
+
+
+def _count_types(
+    counts: dict[str, dict[str, int]], seen: set[str], expected: Iterable[str], state: str
+) -> None:
+    """Count one instance: the event types it saw, those it expects next, in ``state``."""
+    for event_type in seen:
         if event_type in counts:
             counts[event_type]["done"] += 1
-    for event_type in instance.expected:
+    key = "stuck" if state == "stuck" else "waiting"
+    for event_type in expected:
         if event_type in counts:
-            key = "stuck" if instance.state == "stuck" else "waiting"
             counts[event_type][key] += 1
 
 
 def graph_counts(
     store: SagaStore, definitions: Sequence[SagaDefinition], *, own: bool = True
 ) -> list[dict[str, dict[str, int]]]:
-    """:func:`step_counts` of each definition over the graphs' sample, read once and a page at
-    a time (``own``: each saga counts its own instances only, as the graphs do; else every
-    instance)."""
+    """:func:`step_counts` of each definition over the graphs' sample (``own``: each saga
+    counts its own instances only, as the graphs do; else every instance). A SQL store gives
+    the sample's :class:`~saga_monitor.queries.StepView` (a few fields of each document), any
+    other its instances a page at a time."""
     counts = [step_counts(d, ()) for d in definitions]
-    if own:
-        by_name: dict[str, list[dict[str, dict[str, int]]]] = {}
-        for definition, counted in zip(definitions, counts, strict=True):
-            by_name.setdefault(definition.name, []).append(counted)
-        for instance in sampled(store, GRAPH_SAMPLE, GRAPH_PAGE):
-            for counted in by_name.get(instance.saga, ()):
-                _count_steps(counted, instance)
+    by_name: dict[str, list[dict[str, dict[str, int]]]] = {}
+    for definition, counted in zip(definitions, counts, strict=True):
+        by_name.setdefault(definition.name, []).append(counted)
+    if isinstance(store, SqlSagaStore):
+        states = (*sorted(ACTIVE), "stuck", None)
+        for view in store.step_views(states, GRAPH_SAMPLE):
+            seen = {entry.type for entry in view.timeline}
+            for counted in by_name.get(view.saga, ()) if own else counts:
+                _count_types(counted, seen, view.expected_next, view.state)
         return counts
     for instance in sampled(store, GRAPH_SAMPLE, GRAPH_PAGE):
-        for counted in counts:
+        for counted in by_name.get(instance.saga, ()) if own else counts:
             _count_steps(counted, instance)
     return counts
 

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from saga_monitor import Correlator, SagaStore, load_definitions
+from saga_monitor import Correlator, SagaStore, load_definitions, web
+from saga_monitor.board import sampled
+from saga_monitor.definitions import SagaDefinition
 from saga_monitor.store import MemoryStore
-from saga_monitor.web import create_app, graph_counts
+from saga_monitor.web import create_app, step_counts
 from tests.saga_monitor.helpers import at, event
 from tests.saga_monitor.test_store import PG_URL, StoreFactory, make_store  # noqa: F401
 
@@ -71,6 +73,15 @@ def filled(request: pytest.FixtureRequest, make_store: StoreFactory, two: Path) 
     return store
 
 
+def _reference(
+    store: SagaStore, sagas: tuple[SagaDefinition, ...]
+) -> list[dict[str, dict[str, int]]]:
+    """The counts as computed before (main): the sample's instances decoded whole, a page at
+    a time, each saga counting its own."""
+    sample = list(sampled(store, web.GRAPH_SAMPLE, web.GRAPH_PAGE))
+    return [step_counts(d, [i for i in sample if i.saga == d.name]) for d in sagas]
+
+
 def _drawn(page: str) -> list[tuple[str, int, int, int]]:
     """The graphs' counts as ``/sagas`` draws them: (event, seen, waiting, stuck) per step."""
     steps = re.findall(
@@ -93,10 +104,10 @@ def _expected(counts: list[dict[str, dict[str, int]]]) -> list[tuple[str, int, i
 
 def test_graphs_count_each_sagas_own_instances(filled: SagaStore, two: Path) -> None:
     """/api/definitions and /sagas give each step the count of the saga's own instances over
-    the sample, the same as graph_counts(own=True); another saga's payment is not counted."""
+    the sample, as decoding the sample whole does; another saga's payment is not counted."""
     defined = load_definitions(two)
     client = TestClient(create_app(filled, definitions=defined))
-    want = graph_counts(filled, defined.sagas, own=True)
+    want = _reference(filled, defined.sagas)
     api = [d["counts"] for d in client.get("/api/definitions").json()]
     assert want == api
     orders, refills = want
@@ -115,8 +126,6 @@ def test_graphs_follow_the_store_once_their_time_is_up(
 ) -> None:
     """The counts are kept for GRAPH_TTL seconds; after it, a store that changed is counted
     again, one that did not is not."""
-    from saga_monitor import web
-
     calls: list[int] = []
     real = web.graph_counts
 
@@ -135,14 +144,31 @@ def test_graphs_follow_the_store_once_their_time_is_up(
     assert 1 == len(calls)
     monkeypatch.setattr(web, "GRAPH_TTL", 0.0)
     moved = [d["counts"] for d in client.get("/api/definitions").json()]
-    assert graph_counts(filled, defined.sagas, own=True) == moved
+    assert _reference(filled, defined.sagas) == moved
     assert first[0]["counts"] != moved[0]
     client.get("/sagas")
     client.get("/api/definitions")
     assert 2 == len(calls)  # the store did not change since
     refill = event("refill.requested", "refill-9", 700)
     correlator.apply(filled, refill, topic="refills", now=at(700))
-    assert graph_counts(filled, defined.sagas, own=True) == [
+    assert _reference(filled, defined.sagas) == [
         d["counts"] for d in client.get("/api/definitions").json()
     ]
     assert 3 == len(calls)
+
+
+@pytest.mark.parametrize("sample", [1, 3, 4])
+def test_a_small_sample_is_the_same_sample(
+    filled: SagaStore, two: Path, sample: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With fewer instances sampled than there are (per state, then the most recent), the
+    counts are still those of the instances the pages of the whole decode would give."""
+    monkeypatch.setattr(web, "GRAPH_SAMPLE", sample)
+    monkeypatch.setattr(web, "GRAPH_PAGE", 2)
+    defined = load_definitions(two)
+    for own in (True, False):
+        want = _reference(filled, defined.sagas)
+        if not own:
+            every = list(sampled(filled, sample, 2))
+            want = [step_counts(d, every) for d in defined.sagas]
+        assert want == web.graph_counts(filled, defined.sagas, own=own)
