@@ -40,21 +40,18 @@ def _fill(store: SagaStore, definitions_path: Path, orders: int = 9, refills: in
     """Orders placed, every other one paid, every third of those shipped; refills requested,
     every other one paid; the others stuck by the watermark at 500 s."""
     correlator = Correlator(load_definitions(definitions_path))
-    for n in range(orders):
-        corr = f"order-{n}"
-        correlator.apply(store, event("order.placed", corr, n), topic="orders", now=at(n))
-        if n % 2:
-            paid = event("payment.authorized", corr, n + 1)
-            correlator.apply(store, paid, topic="orders", now=at(n + 1))
-            if n % 3 == 1:
-                shipped = event("order.shipped", corr, n + 2)
-                correlator.apply(store, shipped, topic="orders", now=at(n + 2))
-    for n in range(refills):
-        corr = f"refill-{n}"
-        correlator.apply(store, event("refill.requested", corr, n), topic="refills", now=at(n))
-        if n % 2:
-            paid = event("payment.authorized", corr, n + 1)
-            correlator.apply(store, paid, topic="refills", now=at(n + 1))
+    runs = [
+        (f"order-{n}", n, "orders", ["order.placed", "payment.authorized", "order.shipped"])
+        for n in range(orders)
+    ] + [
+        (f"refill-{n}", n, "refills", ["refill.requested", "payment.authorized"])
+        for n in range(refills)
+    ]
+    for corr, n, topic, types in runs:
+        steps = 1 if n % 2 == 0 else 3 if topic == "orders" and n % 3 == 1 else 2
+        for offset, type_ in enumerate(types[:steps]):
+            item = event(type_, corr, n + offset)
+            correlator.apply(store, item, topic=topic, now=at(n + offset))
     correlator.tick(store, at(500))
 
 
