@@ -208,7 +208,7 @@ GRAPH_SAMPLE = 100_000
 GRAPH_PAGE = 5000
 #: The graphs' counts are reused for this many seconds, and after that as long as the store
 #: has not changed (:func:`store_marker`): counting the sample took seconds of CPU at 200,000
-#: instances, and ``/sagas`` reloads every 5 s (docs/sagas.md, "The step graphs").
+#: instances, and ``/sagas`` reloads every 5 s (docs/sagas.md, "the step graphs' counts").
 GRAPH_TTL = 30.0
 #: ... and recomputed after this many seconds even so (an instance can change in a way the
 #: marker does not see: an event older than the newest instance's that keeps its state).
