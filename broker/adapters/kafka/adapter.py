@@ -82,6 +82,9 @@ class KafkaAdapter(BaseAdapter):
         self._subscriptions: set[KafkaSubscription] = set()
         self._topics: dict[str, asyncio.Future[None]] = {}
         self._delete_records = True
+        #: Where each partition of a topic ended when :meth:`browse` last read it whole: what a
+        #: replay's :meth:`purge` may delete (a record appended since is not the replay's).
+        self._browsed: dict[str, dict[TopicPartition, int]] = {}
         self._closed = False
 
     @property
@@ -371,9 +374,13 @@ class KafkaAdapter(BaseAdapter):
             if not tps or limit <= 0:
                 return []
             async with self._reader() as reader:
-                records = await _read_retained(reader, tps, limit)
+                records, ends = await _read_retained(reader, tps, limit)
         except kerr.KafkaError as exc:
             raise translate_error(exc, self._url, f"reading {topic!r}") from exc
+        if len(records) <= limit:  # read whole: each partition up to ``ends``
+            self._browsed[topic] = ends
+        else:
+            self._browsed.pop(topic, None)
         records.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
         events = []
         for record in records[:limit]:
@@ -387,12 +394,17 @@ class KafkaAdapter(BaseAdapter):
     ) -> int:
         """Delete every record of ``topic``. A Kafka log cannot lose single records, so ids
         are refused, unless ``among`` says they are the whole topic as browsed (a replay of a
-        whole DLQ): then everything goes, also a record appended since (documented)."""
+        whole DLQ): then the records the last :meth:`browse` read go. A record appended since
+        (a replayed event that failed again) stays: on a broker with DeleteRecords the records
+        before it are deleted; on one without (Tansu: the topic is recreated to empty it) the
+        whole topic is kept, with a warning, so the replayed events would be replayed again
+        rather than the new dead letter lost."""
         self._require()
         if ids is not None and among is None:
             raise CapabilityError(
                 f"Kafka topics cannot lose single events; purge all of {topic} instead"
             )
+        browsed = self._browsed.pop(topic, None) if among is not None else None
         try:
             tps = await self._existing_partitions(topic)
             if not tps:
@@ -400,12 +412,51 @@ class KafkaAdapter(BaseAdapter):
             async with self._reader() as reader:
                 first = await reader.beginning_offsets(tps)
                 last = await reader.end_offsets(tps)
+            if among is not None and browsed is None:
+                _log.warning(
+                    f"could not tell which records of {topic} the replay read: the whole DLQ "
+                    f"was kept (check with: choreo dlq ls {topic})",
+                    topic=topic,
+                )
+                return 0
+            if browsed is not None and any(last[tp] > browsed.get(tp, 0) for tp in tps):
+                upto = {tp: browsed.get(tp, first[tp]) for tp in tps}
+                return await self._purge_read(topic, tps, first, upto)
             count: int = sum(last[tp] - first[tp] for tp in tps)
             if count:
                 await self._truncate(topic, tps, last)
         except kerr.KafkaError as exc:
             raise translate_error(exc, self._url, f"purging {topic!r}") from exc
         return count
+
+    async def _purge_read(
+        self,
+        topic: str,
+        tps: list[TopicPartition],
+        first: Mapping[TopicPartition, int],
+        upto: Mapping[TopicPartition, int],
+    ) -> int:
+        """Delete the records before ``upto`` (what a replay read) and keep those appended
+        since: DeleteRecords where the broker has it, else nothing (warned)."""
+        count = sum(max(0, upto[tp] - first[tp]) for tp in tps)
+        if count and self._delete_records:
+            _, admin = self._require()
+            try:
+                await admin.delete_records(
+                    {tp: RecordsToDelete(upto[tp]) for tp in tps if upto[tp] > first[tp]}
+                )
+                return count
+            except kerr.KafkaError as exc:  # e.g. Tansu closes the connection on DeleteRecords
+                self._delete_records = False
+                _log.debug("kafka DeleteRecords unsupported", topic=topic, error=repr(exc))
+        if count:
+            _log.warning(
+                f"dead letters arrived in {topic} during the replay and this Kafka server cannot "
+                "delete records up to a point: the whole DLQ was kept, so the replayed events "
+                f"are still in it (check with: choreo dlq ls {topic}; purge once they are handled)",
+                topic=topic,
+            )
+        return 0
 
     async def delete_topic(self, topic: str) -> None:
         """Delete ``topic`` from the cluster."""
@@ -453,12 +504,14 @@ async def _started(options: dict[str, Any]) -> AIOKafkaProducer:
 
 async def _read_retained(
     reader: AIOKafkaConsumer, tps: list[TopicPartition], limit: int
-) -> list[Any]:
-    """Up to ``limit`` records from the start of each partition, without a group."""
+) -> tuple[list[Any], dict[TopicPartition, int]]:
+    """Up to ``limit`` records from the start of each partition, without a group, and the
+    offset each partition was read up to."""
     reader.assign(tps)
     first = await reader.beginning_offsets(tps)
     last = await reader.end_offsets(tps)
     wanted = {tp: min(last[tp], first[tp] + limit) for tp in tps if last[tp] > first[tp]}
+    ends = {tp: wanted.get(tp, first[tp]) for tp in tps}
     for tp in tps:
         reader.seek(tp, first[tp])
     records: list[Any] = []
@@ -469,7 +522,7 @@ async def _read_retained(
         for tp in list(wanted):
             if await reader.position(tp) >= wanted[tp]:
                 del wanted[tp]
-    return records
+    return records, ends
 
 
 def _topic_error(response: Any) -> int:
