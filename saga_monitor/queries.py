@@ -30,12 +30,14 @@ __all__ = [
     "Note",
     "Page",
     "Query",
+    "StepView",
     "covers",
     "episode",
     "field_in_timeline",
     "label",
     "matches",
     "parse_search",
+    "step_view",
 ]
 
 ACK = "ack"
@@ -228,3 +230,22 @@ def field_in_timeline(field: DataField, document: str | bytes) -> bool:
     """Whether an event of the instance stored as ``document`` (its JSON) holds ``field``: what
     :func:`matches` checks of a payload search, read from the events' data alone."""
     return any(field.found_in(entry.data) for entry in _timeline(document).timeline)
+
+
+class _Typed(msgspec.Struct):
+    type: str
+
+
+class StepView(msgspec.Struct):
+    """What the step graphs count of an instance (``saga serve``'s ``/sagas``), decoded from
+    its stored document alone: the rest of the document is skipped, not decoded (counting the
+    graphs' sample of 100,000 instances decoded whole took 6-10 s of CPU)."""
+
+    saga: str
+    state: str
+    expected_next: list[str] = msgspec.field(default_factory=list)
+    timeline: list[_Typed] = msgspec.field(default_factory=list)
+
+
+#: The :class:`StepView` of a stored instance document (JSON text).
+step_view = msgspec.json.Decoder(StepView).decode

@@ -39,8 +39,10 @@ from saga_monitor.queries import (
     Note,
     Page,
     Query,
+    StepView,
     awaited,
     field_in_timeline,
+    step_view,
 )
 from saga_monitor.store import (
     DEFAULT_STORE_URL,
@@ -548,6 +550,27 @@ class SqlSagaStore:
                     yield tx.all(select, json.dumps(chunk, ensure_ascii=False))  # as stored
                 else:
                     yield tx.all(select, [k[0] for k in chunk], [k[1] for k in chunk])
+
+    def step_views(self, states: Iterable[str | None], limit: int) -> Iterator[StepView]:
+        """What the step graphs count (:class:`StepView`) of up to ``limit`` of the most
+        recently updated instances of each of ``states`` (None: of any), each instance once,
+        in one read and decoded from the document's few fields only: the sample
+        :func:`saga_monitor.board.sampled` gives, without decoding it whole."""
+        chosen: set[Key] = set()
+        with self._db.transaction() as tx:
+            for state in states:
+                where = "1 = 1" if state is None else "state = ?"
+                select = (
+                    f"SELECT saga, correlation_id, doc FROM {{p}}instances WHERE {where} "
+                    "ORDER BY updated DESC, correlation_id LIMIT ?"
+                )
+                params = (limit,) if state is None else (state, limit)
+                with contextlib.closing(tx.stream(select, *params, size=_CHUNK)) as chunks:
+                    for rows in chunks:
+                        for saga, corr, doc in rows:
+                            if (saga, corr) not in chosen:
+                                chosen.add((saga, corr))
+                                yield step_view(doc)
 
     def counts(self) -> dict[tuple[str, str], int]:
         """How many instances per (saga, state)."""

@@ -43,10 +43,11 @@ from saga_monitor import web_console as console
 from saga_monitor.board import Owners, ServiceRow, build_board, listed, sampled
 from saga_monitor.definitions import Definitions, SagaDefinition, format_duration, load_definitions
 from saga_monitor.errors import InstanceNotFoundError, SagaConfigError
-from saga_monitor.model import ANOMALY_KINDS, STATES, Instance, utcnow
+from saga_monitor.model import ACTIVE, ANOMALY_KINDS, STATES, Instance, utcnow
 from saga_monitor.queries import MAX_NOTE, MAX_SEARCH, MAX_WHO, Note, Page, check_note, parse_search
 from saga_monitor.queries import Query as StoreQuery
 from saga_monitor.store import SagaStore, open_saga_store
+from saga_monitor.store_sql import SqlSagaStore
 from saga_monitor.web_console import badge as _badge
 from saga_monitor.web_console import e
 from saga_monitor.web_http import Auth, AuthMiddleware, SegmentPaths, segment
@@ -205,6 +206,13 @@ def _arrival(happened: datetime, arrived: datetime | None) -> str:
 #: 130 MB to 660 MB at 200,000 instances, and it kept most of it).
 GRAPH_SAMPLE = 100_000
 GRAPH_PAGE = 5000
+#: The graphs' counts are reused for this many seconds, and after that as long as the store
+#: has not changed (:func:`store_marker`): counting the sample took seconds of CPU at 200,000
+#: instances, and ``/sagas`` reloads every 5 s (docs/sagas.md, "the step graphs' counts").
+GRAPH_TTL = 30.0
+#: ... and recomputed after this many seconds even so (an instance can change in a way the
+#: marker does not see: an event older than the newest instance's that keeps its state).
+GRAPH_STALE = 300.0
 
 
 def step_counts(
@@ -220,26 +228,87 @@ def step_counts(
 
 
 def _count_steps(counts: dict[str, dict[str, int]], instance: Instance) -> None:
-    for event_type in {x.event.type for x in instance.timeline}:
+    seen = {x.event.type for x in instance.timeline}
+    _count_types(counts, seen, instance.expected, instance.state)
+
+
+def _count_types(
+    counts: dict[str, dict[str, int]], seen: set[str], expected: Iterable[str], state: str
+) -> None:
+    """Count one instance: the event types it saw, those it expects next, in ``state``."""
+    for event_type in seen:
         if event_type in counts:
             counts[event_type]["done"] += 1
-    for event_type in instance.expected:
+    key = "stuck" if state == "stuck" else "waiting"
+    for event_type in expected:
         if event_type in counts:
-            key = "stuck" if instance.state == "stuck" else "waiting"
             counts[event_type][key] += 1
 
 
 def graph_counts(
-    store: SagaStore, definitions: Sequence[SagaDefinition], *, own: bool
+    store: SagaStore, definitions: Sequence[SagaDefinition], *, own: bool = True
 ) -> list[dict[str, dict[str, int]]]:
-    """:func:`step_counts` of each definition over the graphs' sample, read once and a page at
-    a time (``own``: each saga counts its own instances only, else every instance)."""
+    """:func:`step_counts` of each definition over the graphs' sample (``own``: each saga
+    counts its own instances only, as the graphs do; else every instance). A SQL store gives
+    the sample's :class:`~saga_monitor.queries.StepView` (a few fields of each document), any
+    other its instances a page at a time."""
     counts = [step_counts(d, ()) for d in definitions]
+    by_name: dict[str, list[dict[str, dict[str, int]]]] = {}
+    for definition, counted in zip(definitions, counts, strict=True):
+        by_name.setdefault(definition.name, []).append(counted)
+    if isinstance(store, SqlSagaStore):
+        states = (*sorted(ACTIVE), "stuck", None)
+        for view in store.step_views(states, GRAPH_SAMPLE):
+            seen = {entry.type for entry in view.timeline}
+            for counted in by_name.get(view.saga, ()) if own else counts:
+                _count_types(counted, seen, view.expected_next, view.state)
+        return counts
     for instance in sampled(store, GRAPH_SAMPLE, GRAPH_PAGE):
-        for definition, counted in zip(definitions, counts, strict=True):
-            if not own or instance.saga == definition.name:
-                _count_steps(counted, instance)
+        for counted in by_name.get(instance.saga, ()) if own else counts:
+            _count_steps(counted, instance)
     return counts
+
+
+def store_marker(store: SagaStore) -> tuple[Any, ...]:
+    """What changes when ``store``'s instances do, cheaply (by index): the counts per saga and
+    state, and the most recently updated instance with its time. An instance created, pruned
+    or moved to another state changes the counts; one that took a step without changing state
+    becomes the most recently updated (the sample's order, newest first, is by that time)."""
+    newest = store.search(StoreQuery(limit=1, counted=False)).items
+    head = (
+        (newest[0].saga, newest[0].correlation_id, newest[0].updated, len(newest[0].timeline))
+        if newest
+        else None
+    )
+    return (tuple(sorted(store.counts().items())), head)
+
+
+class GraphCache:
+    """The graphs' counts of one store, recomputed at most every :data:`GRAPH_TTL` seconds and
+    only when :func:`store_marker` changed or :data:`GRAPH_STALE` seconds passed (``/sagas``
+    and ``/api/definitions`` share them)."""
+
+    def __init__(self, store: SagaStore, definitions: Sequence[SagaDefinition]) -> None:
+        self.store = store
+        self.definitions = tuple(definitions)
+        #: (when computed, when the marker was last read, the marker, the counts)
+        self._kept: tuple[float, float, tuple[Any, ...], list[dict[str, dict[str, int]]]] | None
+        self._kept = None
+
+    def counts(self) -> list[dict[str, dict[str, int]]]:
+        """Each definition's :func:`step_counts` over the sample, as of at most
+        :data:`GRAPH_TTL` seconds ago (a change of the store within it waits for the next)."""
+        moment = time.monotonic()
+        kept = self._kept
+        if kept is not None and moment - kept[1] < GRAPH_TTL:
+            return kept[3]
+        marker = store_marker(self.store)
+        if kept is not None and kept[2] == marker and moment - kept[0] < GRAPH_STALE:
+            self._kept = (kept[0], moment, marker, kept[3])
+            return kept[3]
+        counted = graph_counts(self.store, self.definitions, own=True)
+        self._kept = (moment, moment, marker, counted)
+        return counted
 
 
 def _graph_html(definition: SagaDefinition, counts: dict[str, dict[str, int]]) -> str:
@@ -284,6 +353,7 @@ class _Views:
         self.defined = defined
         self.refresh = refresh
         self._board: tuple[float, list[ServiceRow], Owners] | None = None
+        self.graphs = GraphCache(store, _sagas(defined))
 
     def board(self) -> tuple[list[ServiceRow], Owners]:
         """The board and the owners it learned (reused for :data:`BOARD_TTL` seconds)."""
@@ -440,7 +510,7 @@ class _Views:
             body = "<p>no saga definitions were given to this server, so there is no graph</p>"
         else:
             sagas = self.defined.sagas
-            counted = graph_counts(self.store, sagas, own=False)
+            counted = self.graphs.counts()
             body = "".join(_graph_html(d, c) for d, c in zip(sagas, counted, strict=True))
         return _page("saga definitions", body, self.refresh if refresh is None else refresh)
 
@@ -531,7 +601,7 @@ class _Views:
 
     async def api_definitions(self) -> list[dict[str, Any]]:
         sagas = _sagas(self.defined)
-        counted = graph_counts(self.store, sagas, own=True) if sagas else []
+        counted = self.graphs.counts() if sagas else []
         return [
             {
                 "name": d.name,
