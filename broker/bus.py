@@ -849,7 +849,7 @@ class Bus:
             await self.adapter.publish(target, original)
             replayed.append(original)
         # Only the dead letters read: one that arrived since (a replayed event that failed
-        # again, with the same id) stays. Kafka deletes the records up to where they end.
+        # again, with the same id) stays. Kafka deletes the records up to where its read ended.
         await self.adapter.purge(dlq_topic, [e.id for e in chosen], among=len(entries))
         return replayed
 
