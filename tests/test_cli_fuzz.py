@@ -10,11 +10,14 @@ make ``subscribe`` wait for long (a long ``--timeout`` or retry delay is valid i
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import typer.main
+import typer.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
@@ -174,6 +177,9 @@ def test_no_arguments_crash_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     """Hostile argument lists end with exit 0, 1 or 2, one of our lines and no traceback; a
     usage error publishes nothing."""
     set_hypothesis_home_dir(str(tmp_path / ".hypothesis"))
+    # CliRunner.invoke rebuilds the Click command tree from the Typer app on every call (3/4 of
+    # this test's time); build it once, as one `choreo` process does.
+    monkeypatch.setattr(typer.testing, "_get_command", functools.cache(typer.main.get_command))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CHOREO_BROKER_URL", f"sqlite:///{tmp_path}/b.db")
     (tmp_path / "file-not-dir").write_text("a file where a folder is expected")
