@@ -471,7 +471,8 @@ def test_durable_inbox_skips_a_republished_event(tmp_path: Path, broker: str) ->
     [
         ("kafka://127.0.0.1:1", "cannot reach Kafka at kafka://127.0.0.1:1"),
         ("amqp://guest:secret@127.0.0.1:1/", "amqp://guest:***@127.0.0.1:1/"),
-        ("nats://127.0.0.1:1", "cannot connect to NATS at nats://127.0.0.1:1"),
+        # connect_timeout (10 s by default) bounds the reconnect attempts to the closed port
+        ("nats://127.0.0.1:1?connect_timeout=1", "cannot connect to NATS at nats://127.0.0.1:1"),
     ],
 )
 def test_unreachable_real_broker_is_one_line(tmp_path: Path, url: str, names: str) -> None:

@@ -557,7 +557,8 @@ def test_ls_since_zero_or_empty_does_not_list_everything(store_url: str, tmp_pat
 @pytest.mark.parametrize(
     ("url", "names"),
     [
-        ("nats://127.0.0.1:1", "cannot connect to NATS at nats://127.0.0.1:1"),
+        # connect_timeout (10 s by default) bounds the reconnect attempts to the closed port
+        ("nats://127.0.0.1:1?connect_timeout=1", "cannot connect to NATS at nats://127.0.0.1:1"),
         pytest.param(
             "amqp://guest:wrong@127.0.0.1:5672/",
             "cannot connect to RabbitMQ at amqp://guest:***@127.0.0.1:5672/",
