@@ -35,6 +35,7 @@ from broker.context import (
     new_traceparent,
     new_traceparents,
 )
+from broker.deadletter import DeadLetterGroup, DeadLetterSelection
 from broker.declarations import (
     Declarations,
     PayloadSchema,
@@ -95,6 +96,9 @@ _ITEM_OPTIONS = frozenset(
 )
 
 
+#: What "every dead letter" means to a read of a DLQ.
+_EVERY = 1_000_000
+
 #: The publish_many item options :meth:`Bus._stamp_plain` stamps itself.
 _PLAIN_OPTIONS = frozenset(("type", "data", "key", "subject"))
 
@@ -121,6 +125,29 @@ def _require_ids(dlq_topic: str, ids: Collection[str], present: Sequence[Event])
     missing = set(ids) - {event.id for event in present}
     if missing:
         raise TopicNotFoundError(f"no event with id {', '.join(sorted(missing))} in {dlq_topic}")
+
+
+def _require_group(dlq_topic: str, where: DeadLetterSelection, present: Sequence[Event]) -> None:
+    """Raise when ``where`` names a group that none of the dead letters ``present`` is in."""
+    if where.group is None:
+        return
+    if not any(deadletter.group_id(event, where.by) == where.group for event in present):
+        raise TopicNotFoundError(
+            f"no group {where.group} in {dlq_topic} (grouped by {','.join(where.by)})"
+        )
+
+
+def _require_own_ids(dlq_topic: str, entries: Sequence[Event], chosen: Sequence[Event]) -> None:
+    """Raise when a chosen dead letter shares its id with one that is not chosen (the same
+    event dead-lettered by two groups): a delete by id would take both."""
+    chosen_ids = {id(event) for event in chosen}
+    shared = {e.id for e in entries if id(e) not in chosen_ids} & {e.id for e in chosen}
+    if shared:
+        raise ConfigurationError(
+            f"dead letters {', '.join(sorted(shared))} in {dlq_topic} share their id with "
+            "dead letters the selection leaves out (the same event dead-lettered twice), and a "
+            "delete by id would take both; choose them with --id alone, or narrow the filters"
+        )
 
 
 def _ttl_of(item: tuple[Event, float | None]) -> float | None:
@@ -807,9 +834,27 @@ class Bus:
         """Up to ``limit`` retained events of ``topic``, oldest first, without consuming them."""
         return await self.adapter.browse(topic, limit=limit)
 
-    async def dead_letters(self, dlq_topic: str, *, limit: int = 100) -> list[Event]:
-        """Events in a dead-letter topic, oldest first, without consuming them."""
-        return await self.browse(dlq_topic, limit=limit)
+    async def dead_letters(
+        self, dlq_topic: str, *, limit: int = 100, where: DeadLetterSelection | None = None
+    ) -> list[Event]:
+        """Events in a dead-letter topic, oldest first, without consuming them: the first
+        ``limit``, or the first ``limit`` that ``where`` selects."""
+        if where is None or where.everything:
+            return await self.browse(dlq_topic, limit=limit)
+        entries = await self.browse(dlq_topic, limit=_EVERY)
+        return [entry for entry in entries if where.matches(entry)][:limit]
+
+    async def dead_letter_groups(
+        self,
+        dlq_topic: str,
+        *,
+        by: Sequence[str] = deadletter.DEFAULT_GROUPING,
+        where: DeadLetterSelection | None = None,
+    ) -> list[DeadLetterGroup]:
+        """The dead letters of ``dlq_topic`` (those ``where`` selects) grouped by the values of
+        ``by`` (:data:`broker.deadletter.GROUP_KEYS`), the largest group first; a group's
+        ``id`` selects it again with ``DeadLetterSelection(group=id, by=by)``."""
+        return deadletter.groups(await self.dead_letters(dlq_topic, limit=_EVERY, where=where), by)
 
     def dead_letter_topic(self, topic: str, group: str = "") -> str:
         """The dead-letter topic of ``topic`` under this bus's policy."""
@@ -825,23 +870,32 @@ class Bus:
         """The dead-letter topics (under this bus's policy) the broker has."""
         return [t.name for t in await self.topics() if self.policy.dead_letter.is_topic(t.name)]
 
-    async def replay(self, dlq_topic: str, ids: Collection[str] | None = None) -> list[Event]:
-        """Publish dead letters back to their original topic, then remove them from the DLQ.
+    async def replay(
+        self,
+        dlq_topic: str,
+        ids: Collection[str] | None = None,
+        *,
+        where: DeadLetterSelection | None = None,
+        to: str | None = None,
+    ) -> list[Event]:
+        """Publish dead letters (all, or those ``ids`` and ``where`` choose) back to their
+        original topic, or all to ``to``, then remove them, and only them, from the DLQ.
 
         The ``dlq*`` extensions are stripped (and ``expiration``, for expired events).
-        Returns the events replayed.
+        Returns the events replayed (none when nothing was chosen).
         """
-        entries = await self.browse(dlq_topic, limit=1_000_000)
-        chosen = [e for e in entries if ids is None or e.id in ids]
-        if ids is not None:
-            _require_ids(dlq_topic, ids, chosen)
+        if to is not None and to == dlq_topic:
+            raise ConfigurationError(
+                f"cannot replay {dlq_topic} into itself; name another topic to replay to"
+            )
+        entries, chosen = await self._chosen(dlq_topic, ids, where, "replay")
         partial = ids is not None and len(chosen) < len(entries)
         if partial and not self.capabilities.selective_delete:
             raise ConfigurationError(
                 f"{self.adapter.url} cannot delete single events from {dlq_topic}; "
                 "replay all of them instead"
             )
-        targets = [self._origin(dlq_topic, entry) for entry in chosen]
+        targets = [to or self._origin(dlq_topic, entry) for entry in chosen]
         await self._require_groups(dlq_topic, targets)
         replayed = []
         for target, entry in zip(targets, chosen, strict=True):
@@ -850,8 +904,44 @@ class Bus:
             replayed.append(original)
         # Only the dead letters read: one that arrived since (a replayed event that failed
         # again, with the same id) stays. Kafka deletes the records up to where its read ended.
-        await self.adapter.purge(dlq_topic, [e.id for e in chosen], among=len(entries))
+        if chosen:
+            await self.adapter.purge(dlq_topic, [e.id for e in chosen], among=len(entries))
         return replayed
+
+    async def _chosen(
+        self,
+        dlq_topic: str,
+        ids: Collection[str] | None,
+        where: DeadLetterSelection | None,
+        action: str,
+    ) -> tuple[list[Event], list[Event]]:
+        """The dead letters of ``dlq_topic`` (all, read once) and those ``ids`` and ``where``
+        choose; raise (nothing done) when a named id or group is not there, or when deleting
+        the chosen by id would delete others too."""
+        where = None if where is None or where.everything else where
+        if where is not None and not self.capabilities.selective_delete:
+            raise ConfigurationError(
+                f"{self.adapter.url} cannot delete single events from {dlq_topic}, so a {action} "
+                f"of the dead letters that match {where.describe()} is refused; {action} the "
+                f"whole {dlq_topic} (without --id and filters), or copy what you need first "
+                f"(choreo dlq ls ... --output json)"
+            )
+        entries = await self.browse(dlq_topic, limit=_EVERY)
+        if ids is not None:
+            _require_ids(dlq_topic, ids, entries)
+        chosen = [e for e in entries if ids is None or e.id in ids]
+        if where is None:
+            return entries, chosen
+        _require_group(dlq_topic, where, entries)
+        chosen = [e for e in chosen if where.matches(e)]
+        unmatched = set(ids or ()) - {e.id for e in chosen}
+        if unmatched:
+            raise TopicNotFoundError(
+                f"event {', '.join(sorted(unmatched))} in {dlq_topic} does not match "
+                f"{where.describe()}"
+            )
+        _require_own_ids(dlq_topic, entries, chosen)
+        return entries, chosen
 
     def _origin(self, dlq_topic: str, entry: Event) -> str:
         """Where a dead letter is replayed to: its ``dlqtopic``, else what the DLQ name says."""
@@ -881,15 +971,27 @@ class Bus:
                 "--timeout 1s); nothing was replayed"
             )
 
-    async def purge(self, dlq_topic: str, ids: Collection[str] | None = None) -> int:
-        """Delete dead letters (all, or only ``ids``); returns how many were deleted.
+    async def purge(
+        self,
+        dlq_topic: str,
+        ids: Collection[str] | None = None,
+        *,
+        where: DeadLetterSelection | None = None,
+    ) -> int:
+        """Delete dead letters (all, or only those ``ids`` and ``where`` choose); returns how
+        many were deleted (0 when nothing was chosen).
 
         Ids that are not in ``dlq_topic`` raise :class:`TopicNotFoundError` (nothing is
-        deleted), as for :meth:`replay`."""
+        deleted), as for :meth:`replay`; so do ids that ``where`` does not select."""
+        if ids is None and (where is None or where.everything):
+            return await self.adapter.purge(dlq_topic)
         if ids is not None and not self.capabilities.selective_delete:
             raise ConfigurationError(
                 f"{self.adapter.url} cannot delete single events; purge the whole {dlq_topic}"
             )
-        if ids is not None:
-            _require_ids(dlq_topic, ids, await self.browse(dlq_topic, limit=1_000_000))
-        return await self.adapter.purge(dlq_topic, ids)
+        entries, chosen = await self._chosen(dlq_topic, ids, where, "purge")
+        if not chosen:
+            return 0
+        return await self.adapter.purge(
+            dlq_topic, sorted({e.id for e in chosen}), among=len(entries)
+        )

@@ -27,16 +27,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import re
 import string
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from broker.envelope import Event, format_time, integer_extension
+from broker.envelope import Event, format_time, integer_extension, parse_time
 
 __all__ = [
+    "DEFAULT_GROUPING",
     "DEFAULT_TEMPLATE",
     "EXPIRED",
     "EXTENSIONS",
+    "GROUP_KEYS",
     "HANDLER_ERROR",
     "MARK",
     "NOT_DEAD",
@@ -44,10 +49,17 @@ __all__ = [
     "SCHEMA_MISMATCH",
     "UNDECODABLE",
     "UNROUTABLE",
+    "DeadLetterGroup",
     "DeadLetterInfo",
+    "DeadLetterSelection",
     "dead_letter",
     "dead_letter_topic",
+    "dead_time",
     "describe",
+    "error_type",
+    "group_id",
+    "group_value",
+    "groups",
     "info",
     "is_dead_letter",
     "is_dead_letter_topic",
@@ -187,3 +199,159 @@ def _pattern(template: str) -> re.Pattern[str]:
         parts.append(f"(?P={field})" if field in seen else f"(?P<{field}>.+?)")
         seen.add(field)
     return re.compile("".join(parts))
+
+
+# -- choosing and grouping dead letters -----------------------------------------------------
+
+#: What :func:`groups` can group dead letters by: ``reason`` (``dlqreason``), ``error`` (the
+#: exception type in ``dlqerror``), ``type`` and ``source`` (the event's), ``topic`` and
+#: ``group`` (``dlqtopic``, ``dlqgroup``).
+GROUP_KEYS = ("reason", "error", "type", "source", "topic", "group")
+#: The default grouping: by failure (reason and exception type) and event type, as operators
+#: triage them.
+DEFAULT_GROUPING = ("reason", "error", "type")
+
+
+def error_type(error: str) -> str:
+    """The exception type a ``dlqerror`` names (``RuntimeError`` of ``RuntimeError: boom``);
+    the whole text when it names none."""
+    head, colon, _ = error.partition(":")
+    return head if colon and head.isidentifier() else error
+
+
+def group_value(event: Event, key: str) -> str:
+    """``event``'s value for the grouping ``key`` (one of :data:`GROUP_KEYS`)."""
+    dead = info(event) or NOT_DEAD
+    values = {
+        "reason": lambda: dead.reason,
+        "error": lambda: error_type(dead.error),
+        "type": lambda: event.type,
+        "source": lambda: event.source,
+        "topic": lambda: dead.topic,
+        "group": lambda: dead.group,
+    }
+    if key not in values:
+        raise ValueError(f"cannot group dead letters by {key!r}; use {', '.join(GROUP_KEYS)}")
+    return values[key]()
+
+
+def group_id(event: Event, by: Sequence[str] = DEFAULT_GROUPING) -> str:
+    """The id of the group ``event`` falls in under ``by``: the same for the same values,
+    whatever the broker or the order of the dead letters (10 hex digits)."""
+    key = json.dumps([[name, group_value(event, name)] for name in by])
+    return hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def dead_time(event: Event) -> datetime | None:
+    """When ``event`` was dead-lettered (its ``dlqtime``), or None when it does not say."""
+    try:
+        return parse_time(str(event.extensions["dlqtime"]))
+    except (KeyError, ValueError):
+        return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadLetterSelection:
+    """Which dead letters a listing, replay or purge takes: those that meet every condition
+    given (none given: all of them).
+
+    ``type`` and ``source`` are the event's, exactly; ``reason`` is text found in its
+    ``dlqreason`` or ``dlqerror``; ``since`` and ``before`` bound its ``dlqtime`` (since is
+    inclusive; a dead letter without a readable ``dlqtime`` meets neither); ``group`` is a
+    group id from :func:`groups` under the grouping ``by``."""
+
+    type: str | None = None
+    reason: str | None = None
+    source: str | None = None
+    since: datetime | None = None
+    before: datetime | None = None
+    group: str | None = None
+    by: tuple[str, ...] = DEFAULT_GROUPING
+
+    def __post_init__(self) -> None:
+        for moment, name in ((self.since, "since"), (self.before, "before")):
+            if moment is not None and moment.tzinfo is None:
+                raise ValueError(f"{name} must be an aware datetime (with a zone)")
+        for key in self.by:
+            if key not in GROUP_KEYS:
+                raise ValueError(
+                    f"cannot group dead letters by {key!r}; use {', '.join(GROUP_KEYS)}"
+                )
+
+    @property
+    def everything(self) -> bool:
+        """Whether no condition is given (every dead letter is taken)."""
+        return all(
+            value is None
+            for value in (self.type, self.reason, self.source, self.since, self.before, self.group)
+        )
+
+    def matches(self, event: Event) -> bool:
+        """Whether ``event`` meets every condition."""
+        dead = info(event) or NOT_DEAD
+        return (
+            (self.type is None or event.type == self.type)
+            and (self.source is None or event.source == self.source)
+            and (self.reason is None or self.reason in dead.reason or self.reason in dead.error)
+            and self._in_time(event)
+            and (self.group is None or group_id(event, self.by) == self.group)
+        )
+
+    def _in_time(self, event: Event) -> bool:
+        if self.since is None and self.before is None:
+            return True
+        moment = dead_time(event)
+        return (
+            moment is not None
+            and (self.since is None or moment >= self.since)
+            and (self.before is None or moment < self.before)
+        )
+
+    def describe(self) -> str:
+        """The conditions in words, for messages (``type=job.created, reason~'fire'``)."""
+        given = [
+            f"type={self.type}" if self.type is not None else "",
+            f"reason~{self.reason!r}" if self.reason is not None else "",
+            f"source={self.source}" if self.source is not None else "",
+            f"since {format_time(self.since)}" if self.since is not None else "",
+            f"before {format_time(self.before)}" if self.before is not None else "",
+            f"group {self.group}" if self.group is not None else "",
+        ]
+        return ", ".join(part for part in given if part) or "everything"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadLetterGroup:
+    """Dead letters that share the values of a grouping (:func:`groups`)."""
+
+    #: Stable id, for :attr:`DeadLetterSelection.group` (``choreo dlq replay --group``).
+    id: str
+    #: The grouping's keys and this group's values, in the grouping's order.
+    key: tuple[tuple[str, str], ...]
+    count: int
+    #: The earliest and the latest ``dlqtime`` (empty when none says).
+    first: str
+    last: str
+    #: The id of one dead letter of the group (the oldest), for ``choreo dlq show``.
+    example: str
+
+
+def groups(events: Iterable[Event], by: Sequence[str] = DEFAULT_GROUPING) -> list[DeadLetterGroup]:
+    """``events`` grouped by the values of ``by``: the largest group first (then by id)."""
+    members: dict[str, list[Event]] = {}
+    for event in events:
+        members.setdefault(group_id(event, by), []).append(event)
+    found = [_group(gid, entries, by) for gid, entries in members.items()]
+    return sorted(found, key=lambda g: (-g.count, g.id))
+
+
+def _group(gid: str, entries: list[Event], by: Sequence[str]) -> DeadLetterGroup:
+    timed = sorted((t, e.id) for e in entries if (t := dead_time(e)) is not None)
+    return DeadLetterGroup(
+        id=gid,
+        key=tuple((name, group_value(entries[0], name)) for name in by),
+        count=len(entries),
+        first=format_time(timed[0][0]) if timed else "",
+        last=format_time(timed[-1][0]) if timed else "",
+        example=timed[0][1] if timed else entries[0].id,
+    )
