@@ -199,7 +199,7 @@ def dlq_groups(
         if output == "json":
             print_json([_group_json(name, row) for name, row in found])
         else:
-            out_console.print(_groups_table(found, where.by))
+            out_console.print(_groups_table(found, where.by, every_dlq=topic is None))
 
 
 def _group_json(name: str, row: DeadLetterGroup) -> dict[str, object]:
@@ -214,11 +214,15 @@ def _group_json(name: str, row: DeadLetterGroup) -> dict[str, object]:
     }
 
 
-def _groups_table(found: list[tuple[str, DeadLetterGroup]], by: tuple[str, ...]) -> Table:
-    """The ``dlq groups`` table: group ids and example ids whole (they are copied)."""
+def _groups_table(
+    found: list[tuple[str, DeadLetterGroup]], by: tuple[str, ...], *, every_dlq: bool
+) -> Table:
+    """The ``dlq groups`` table: group ids and example ids whole (they are copied); the DLQ
+    of each group when it lists every DLQ."""
     table = Table(show_edge=False)
     table.add_column("group", no_wrap=True)
-    table.add_column("dlq")
+    if every_dlq:
+        table.add_column("dlq")
     table.add_column("count", justify="right")
     for key in by:
         table.add_column(key)
@@ -226,8 +230,9 @@ def _groups_table(found: list[tuple[str, DeadLetterGroup]], by: tuple[str, ...])
         table.add_column(column)
     table.add_column("example id", no_wrap=True)
     for name, row in found:
+        where = [name] if every_dlq else []
         values = [value for _, value in row.key]
-        table.add_row(row.id, name, str(row.count), *values, row.first, row.last, row.example)
+        table.add_row(row.id, *where, str(row.count), *values, row.first, row.last, row.example)
     return table
 
 
