@@ -70,6 +70,7 @@ from broker.ports import (
     PayloadCodec,
     Subscription,
     TopicInfo,
+    chosen_purger,
     publisher_now,
 )
 from broker.reply import REPLY_TO, Requester, Responder, is_reply_topic
@@ -125,6 +126,31 @@ def _require_ids(dlq_topic: str, ids: Collection[str], present: Sequence[Event])
     missing = set(ids) - {event.id for event in present}
     if missing:
         raise TopicNotFoundError(f"no event with id {', '.join(sorted(missing))} in {dlq_topic}")
+
+
+def _choose(
+    dlq_topic: str,
+    entries: list[Event],
+    ids: Collection[str] | None,
+    where: DeadLetterSelection | None,
+) -> list[Event]:
+    """The dead letters among ``entries`` that ``ids`` and ``where`` choose; raise (nothing
+    done) when a named id or group is not there, when an id is left out by ``where``, or
+    when deleting the chosen by id would delete others too."""
+    if ids is not None:
+        _require_ids(dlq_topic, ids, entries)
+    chosen = [e for e in entries if ids is None or e.id in ids]
+    if where is None:
+        return chosen
+    _require_group(dlq_topic, where, entries)
+    chosen = [e for e in chosen if where.matches(e)]
+    unmatched = set(ids or ()) - {e.id for e in chosen}
+    if unmatched:
+        raise TopicNotFoundError(
+            f"event {', '.join(sorted(unmatched))} in {dlq_topic} does not match {where.describe()}"
+        )
+    _require_own_ids(dlq_topic, entries, chosen)
+    return chosen
 
 
 def _require_group(dlq_topic: str, where: DeadLetterSelection, present: Sequence[Event]) -> None:
@@ -916,8 +942,16 @@ class Bus:
         action: str,
     ) -> tuple[list[Event], list[Event]]:
         """The dead letters of ``dlq_topic`` (all, read once) and those ``ids`` and ``where``
-        choose; raise (nothing done) when a named id or group is not there, or when deleting
-        the chosen by id would delete others too."""
+        choose (see :meth:`_choose`)."""
+        where = self._selective(dlq_topic, where, action)
+        entries = await self.browse(dlq_topic, limit=_EVERY)
+        return entries, _choose(dlq_topic, entries, ids, where)
+
+    def _selective(
+        self, dlq_topic: str, where: DeadLetterSelection | None, action: str
+    ) -> DeadLetterSelection | None:
+        """``where``, None when it chooses everything; refused where single dead letters
+        cannot be deleted."""
         where = None if where is None or where.everything else where
         if where is not None and not self.capabilities.selective_delete:
             raise ConfigurationError(
@@ -926,22 +960,7 @@ class Bus:
                 f"whole {dlq_topic} (without --id and filters), or copy what you need first "
                 f"(choreo dlq ls ... --output json)"
             )
-        entries = await self.browse(dlq_topic, limit=_EVERY)
-        if ids is not None:
-            _require_ids(dlq_topic, ids, entries)
-        chosen = [e for e in entries if ids is None or e.id in ids]
-        if where is None:
-            return entries, chosen
-        _require_group(dlq_topic, where, entries)
-        chosen = [e for e in chosen if where.matches(e)]
-        unmatched = set(ids or ()) - {e.id for e in chosen}
-        if unmatched:
-            raise TopicNotFoundError(
-                f"event {', '.join(sorted(unmatched))} in {dlq_topic} does not match "
-                f"{where.describe()}"
-            )
-        _require_own_ids(dlq_topic, entries, chosen)
-        return entries, chosen
+        return where
 
     def _origin(self, dlq_topic: str, entry: Event) -> str:
         """Where a dead letter is replayed to: its ``dlqtopic``, else what the DLQ name says."""
@@ -989,9 +1008,16 @@ class Bus:
             raise ConfigurationError(
                 f"{self.adapter.url} cannot delete single events; purge the whole {dlq_topic}"
             )
-        entries, chosen = await self._chosen(dlq_topic, ids, where, "purge")
+        where = self._selective(dlq_topic, where, "purge")
+
+        def choose(entries: list[Event]) -> set[str]:
+            return {e.id for e in _choose(dlq_topic, entries, ids, where)}
+
+        purge_chosen = chosen_purger(self.adapter)
+        if purge_chosen is not None:  # one read
+            return await purge_chosen(dlq_topic, choose)
+        entries = await self.browse(dlq_topic, limit=_EVERY)
+        chosen = choose(entries)
         if not chosen:
             return 0
-        return await self.adapter.purge(
-            dlq_topic, sorted({e.id for e in chosen}), among=len(entries)
-        )
+        return await self.adapter.purge(dlq_topic, sorted(chosen), among=len(entries))
