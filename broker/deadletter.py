@@ -15,7 +15,9 @@ It goes to the dead-letter topic named by a template (:attr:`broker.DeadLetter.t
 default :data:`DEFAULT_TEMPLATE`, ``<topic>`` plus a suffix). Everything else asks this module:
 the consumer and the connectors build dead letters with :func:`dead_letter`, replay strips them
 with :func:`strip`, adapters and tools name DLQ topics with :func:`dead_letter_topic` and
-recognise them with :func:`is_dead_letter_topic` and :func:`origin_of`.
+recognise them with :func:`is_dead_letter_topic` and :func:`origin_of`. Operators choose dead
+letters with a :class:`DeadLetterSelection` (type, reason text, source, time, group) and triage
+them with :func:`groups` (by reason, exception type and event type unless told otherwise).
 
     >>> dead_letter_topic("orders")
     'orders.dlq'
