@@ -6,12 +6,14 @@ Naming something that is not there (an ``--id``, a ``--group``) exits 1 and chan
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import shlex
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.table import Table
@@ -94,31 +96,6 @@ def _moment(text: str | None, option: str) -> datetime | None:
 
 
 def _selection(
-    type_: str | None,
-    reason: str | None,
-    source: str | None,
-    since: str | None,
-    before: str | None,
-    group: str | None = None,
-    by: list[str] | None = None,
-) -> DeadLetterSelection:
-    """The dead letters the filter options choose."""
-    return DeadLetterSelection(
-        type=type_,
-        reason=reason,
-        source=source,
-        since=_moment(since, "--since"),
-        before=_moment(before, "--before"),
-        group=group,
-        by=_grouping(by or []),
-    )
-
-
-@dlq_app.command("ls")
-def dlq_ls(
-    topic: str | None = typer.Argument(None, help="Topic (or its DLQ); all DLQs if omitted."),
-    limit: int = typer.Option(100, "--limit", min=1, max=1_000_000, help="At most this many."),
-    offset: int = typer.Option(0, "--offset", min=0, max=1_000_000, help="Skip this many first."),
     type_: str | None = _TypeOption,
     reason: str | None = _ReasonOption,
     source: str | None = _SourceOption,
@@ -126,6 +103,49 @@ def dlq_ls(
     before: str | None = _BeforeOption,
     group: str | None = _GroupOption,
     by: list[str] = _ByOption,
+) -> DeadLetterSelection:
+    """The dead letters the filter options choose: these options are every ``dlq`` command's
+    that chooses (:func:`_filtered`)."""
+    return DeadLetterSelection(
+        type=type_,
+        reason=reason,
+        source=source,
+        since=_moment(since, "--since"),
+        before=_moment(before, "--before"),
+        group=group,
+        by=_grouping(by),
+    )
+
+
+#: What a command gets as ``where`` without filters (:func:`_filtered` always passes one).
+_EVERYTHING = DeadLetterSelection()
+_FILTERS = inspect.signature(_selection, eval_str=True).parameters
+
+
+def _filtered(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` taking the options of :func:`_selection` (placed before its ``--broker``)
+    instead of its ``where`` parameter, which it gets built from them: one declaration of
+    the filters for every command, as a Click decorator adds options."""
+    own = inspect.signature(command, eval_str=True).parameters
+
+    @functools.wraps(command)
+    def run_filtered(**options: Any) -> None:
+        where = _selection(**{name: options.pop(name) for name in _FILTERS})
+        command(where=where, **options)
+
+    head = [p for name, p in own.items() if name not in ("where", "broker", "output")]
+    tail = [p for name, p in own.items() if name in ("broker", "output")]
+    run_filtered.__signature__ = inspect.Signature([*head, *_FILTERS.values(), *tail])  # type: ignore[attr-defined]
+    return run_filtered
+
+
+@dlq_app.command("ls")
+@_filtered
+def dlq_ls(
+    topic: str | None = typer.Argument(None, help="Topic (or its DLQ); all DLQs if omitted."),
+    limit: int = typer.Option(100, "--limit", min=1, max=1_000_000, help="At most this many."),
+    offset: int = typer.Option(0, "--offset", min=0, max=1_000_000, help="Skip this many first."),
+    where: DeadLetterSelection = _EVERYTHING,
     broker: str | None = BrokerOption,
     output: str = OutputOption,
 ) -> None:
@@ -133,7 +153,6 @@ def dlq_ls(
     filters, only those that match."""
     check_output(output)
     check_topics(topic)
-    where = _selection(type_, reason, source, since, before, group, by)
 
     async def go() -> list[tuple[str, list[Event], bool]]:
         async with open_bus(broker, reading=True) as bus:
@@ -164,14 +183,10 @@ def dlq_ls(
 
 
 @dlq_app.command("groups")
+@_filtered
 def dlq_groups(
     topic: str | None = typer.Argument(None, help="Topic (or its DLQ); all DLQs if omitted."),
-    by: list[str] = _ByOption,
-    type_: str | None = _TypeOption,
-    reason: str | None = _ReasonOption,
-    source: str | None = _SourceOption,
-    since: str | None = _SinceOption,
-    before: str | None = _BeforeOption,
+    where: DeadLetterSelection = _EVERYTHING,
     broker: str | None = BrokerOption,
     output: str = OutputOption,
 ) -> None:
@@ -179,7 +194,6 @@ def dlq_groups(
     largest group first: replay or purge a whole group with --group ID."""
     check_output(output)
     check_topics(topic)
-    where = _selection(type_, reason, source, since, before, None, by)
 
     async def go() -> list[tuple[str, DeadLetterGroup]]:
         async with open_bus(broker, reading=True) as bus:
@@ -284,25 +298,19 @@ def dlq_show(
 
 
 @dlq_app.command("replay")
+@_filtered
 def dlq_replay(
     topic: str = typer.Argument(...),
     event_id: list[str] = typer.Option([], "--id", help="Replay only these ids."),
     to: str | None = typer.Option(
         None, "--to", help="Publish to this topic instead of each one's original topic."
     ),
-    type_: str | None = _TypeOption,
-    reason: str | None = _ReasonOption,
-    source: str | None = _SourceOption,
-    since: str | None = _SinceOption,
-    before: str | None = _BeforeOption,
-    group: str | None = _GroupOption,
-    by: list[str] = _ByOption,
+    where: DeadLetterSelection = _EVERYTHING,
     broker: str | None = BrokerOption,
 ) -> None:
     """Publish dead letters (all, or those --id and the filters choose) back to their original
     topic (or --to TOPIC) and remove them, and only them, from the DLQ."""
     check_topics(topic, to)
-    where = _selection(type_, reason, source, since, before, group, by)
 
     async def go() -> tuple[str, int]:
         async with open_bus(broker, reading=True) as bus:
@@ -334,21 +342,15 @@ async def _listed_on_error(topic: str, work: Awaitable[T], done: str) -> T:
 
 
 @dlq_app.command("purge")
+@_filtered
 def dlq_purge(
     topic: str = typer.Argument(...),
     event_id: list[str] = typer.Option([], "--id", help="Delete only these ids."),
-    type_: str | None = _TypeOption,
-    reason: str | None = _ReasonOption,
-    source: str | None = _SourceOption,
-    since: str | None = _SinceOption,
-    before: str | None = _BeforeOption,
-    group: str | None = _GroupOption,
-    by: list[str] = _ByOption,
+    where: DeadLetterSelection = _EVERYTHING,
     broker: str | None = BrokerOption,
 ) -> None:
     """Delete dead letters (all, or those --id and the filters choose)."""
     check_topics(topic)
-    where = _selection(type_, reason, source, since, before, group, by)
 
     async def go() -> tuple[str, int]:
         async with open_bus(broker, reading=True) as bus:

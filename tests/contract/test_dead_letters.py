@@ -4,7 +4,8 @@ dead letters (by type, reason, source, time or group) deletes only those it chos
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -72,6 +73,20 @@ async def _mixed(bus: Bus, topic: str) -> tuple[list[str], list[str]]:
     ]
     ids = await _put_events(bus, topic, [fire[0], paper[0], fire[1], paper[1]])
     return [ids[0], ids[2]], [ids[1], ids[3]]
+
+
+async def _refused_without_single_deletes(
+    bus: Bus, topic: str, work: Callable[[], Awaitable[object]], match: str
+) -> bool:
+    """On a broker that cannot delete single events (Kafka): ``work`` is refused and every
+    dead letter stays; True then (the test has nothing more to check)."""
+    if bus.capabilities.selective_delete:
+        return False
+    kept = await _left(bus, topic)
+    with pytest.raises(ConfigurationError, match=match):
+        await work()
+    assert kept == await _left(bus, topic)
+    return True
 
 
 async def _left(bus: Bus, topic: str) -> list[str]:
@@ -152,14 +167,12 @@ async def test_a_filtered_purge_deletes_only_the_dead_letters_it_chose(
     """A purge by event type deletes those of that type and keeps the rest; a broker that
     cannot delete single events (Kafka) refuses it and keeps everything."""
     bus = await make_bus().start()
-    fire, paper = await _mixed(bus, topic)
+    fire, _ = await _mixed(bus, topic)
     where = DeadLetterSelection(type="job.cancelled")
-    if not bus.capabilities.selective_delete:
-        with pytest.raises(ConfigurationError, match="purge the whole"):
-            await bus.purge(f"{topic}.dlq", where=where)
-        assert sorted(fire + paper) == await _left(bus, topic)
+    purge = functools.partial(bus.purge, f"{topic}.dlq", where=where)
+    if await _refused_without_single_deletes(bus, topic, purge, "purge the whole"):
         return
-    assert 2 == await bus.purge(f"{topic}.dlq", where=where)
+    assert 2 == await purge()
     assert sorted(fire) == await _left(bus, topic)
 
 
@@ -173,12 +186,10 @@ async def test_a_filtered_replay_replays_and_deletes_only_the_dead_letters_it_ch
     await bus.subscribe(topic, got, group="printers")
     fire, paper = await _mixed(bus, topic)
     where = DeadLetterSelection(reason="out of paper")
-    if not bus.capabilities.selective_delete:
-        with pytest.raises(ConfigurationError, match="replay the whole"):
-            await bus.replay(f"{topic}.dlq", where=where)
-        assert sorted(fire + paper) == await _left(bus, topic)
+    replay = functools.partial(bus.replay, f"{topic}.dlq", where=where)
+    if await _refused_without_single_deletes(bus, topic, replay, "replay the whole"):
         return
-    assert sorted(paper) == sorted(e.id for e in await bus.replay(f"{topic}.dlq", where=where))
+    assert sorted(paper) == sorted(e.id for e in await replay())
     await eventually(lambda: len(got.events) == 2, timeout=30)
     assert sorted(paper) == sorted(got.ids)
     assert sorted(fire) == await _left(bus, topic)
@@ -217,12 +228,10 @@ async def test_a_group_is_replayed_whole_to_another_topic(
     got = Collector()
     await bus.subscribe(quarantine, got, group="inspectors")
     where = DeadLetterSelection(group=fired.id)
-    if not bus.capabilities.selective_delete:
-        with pytest.raises(ConfigurationError):
-            await bus.replay(f"{topic}.dlq", where=where, to=quarantine)
-        assert sorted(fire + paper) == await _left(bus, topic)
+    replay = functools.partial(bus.replay, f"{topic}.dlq", where=where, to=quarantine)
+    if await _refused_without_single_deletes(bus, topic, replay, "replay the whole"):
         return
-    await bus.replay(f"{topic}.dlq", where=where, to=quarantine)
+    await replay()
     await eventually(lambda: len(got.events) == 2, timeout=30)
     assert sorted(fire) == sorted(got.ids)
     assert sorted(paper) == await _left(bus, topic)
