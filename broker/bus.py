@@ -121,61 +121,6 @@ def _given_traceparent(
     return event.extensions.get("traceparent") if event is not None else None
 
 
-def _require_ids(dlq_topic: str, ids: Collection[str], present: Sequence[Event]) -> None:
-    """Raise when some of ``ids`` are not among the dead letters ``present``."""
-    missing = set(ids) - {event.id for event in present}
-    if missing:
-        raise TopicNotFoundError(f"no event with id {', '.join(sorted(missing))} in {dlq_topic}")
-
-
-def _choose(
-    dlq_topic: str,
-    entries: list[Event],
-    ids: Collection[str] | None,
-    where: DeadLetterSelection | None,
-) -> list[Event]:
-    """The dead letters among ``entries`` that ``ids`` and ``where`` choose; raise (nothing
-    done) when a named id or group is not there, when an id is left out by ``where``, or
-    when deleting the chosen by id would delete others too."""
-    if ids is not None:
-        _require_ids(dlq_topic, ids, entries)
-    chosen = [e for e in entries if ids is None or e.id in ids]
-    if where is None:
-        return chosen
-    _require_group(dlq_topic, where, entries)
-    chosen = [e for e in chosen if where.matches(e)]
-    unmatched = set(ids or ()) - {e.id for e in chosen}
-    if unmatched:
-        raise TopicNotFoundError(
-            f"event {', '.join(sorted(unmatched))} in {dlq_topic} does not match {where.describe()}"
-        )
-    _require_own_ids(dlq_topic, entries, chosen)
-    return chosen
-
-
-def _require_group(dlq_topic: str, where: DeadLetterSelection, present: Sequence[Event]) -> None:
-    """Raise when ``where`` names a group that none of the dead letters ``present`` is in."""
-    if where.group is None:
-        return
-    if not any(deadletter.group_id(event, where.by) == where.group for event in present):
-        raise TopicNotFoundError(
-            f"no group {where.group} in {dlq_topic} (grouped by {','.join(where.by)})"
-        )
-
-
-def _require_own_ids(dlq_topic: str, entries: Sequence[Event], chosen: Sequence[Event]) -> None:
-    """Raise when a chosen dead letter shares its id with one that is not chosen (the same
-    event dead-lettered by two groups): a delete by id would take both."""
-    chosen_ids = {id(event) for event in chosen}
-    shared = {e.id for e in entries if id(e) not in chosen_ids} & {e.id for e in chosen}
-    if shared:
-        raise ConfigurationError(
-            f"dead letters {', '.join(sorted(shared))} in {dlq_topic} share their id with "
-            "dead letters the selection leaves out (the same event dead-lettered twice), and a "
-            "delete by id would take both; choose them with --id alone, or narrow the filters"
-        )
-
-
 def _ttl_of(item: tuple[Event, float | None]) -> float | None:
     return item[1]
 
@@ -942,10 +887,10 @@ class Bus:
         action: str,
     ) -> tuple[list[Event], list[Event]]:
         """The dead letters of ``dlq_topic`` (all, read once) and those ``ids`` and ``where``
-        choose (see :meth:`_choose`)."""
+        choose (see :func:`broker.deadletter.choose`)."""
         where = self._selective(dlq_topic, where, action)
         entries = await self.browse(dlq_topic, limit=_EVERY)
-        return entries, _choose(dlq_topic, entries, ids, where)
+        return entries, deadletter.choose(dlq_topic, entries, ids, where)
 
     def _selective(
         self, dlq_topic: str, where: DeadLetterSelection | None, action: str
@@ -1011,7 +956,7 @@ class Bus:
         where = self._selective(dlq_topic, where, "purge")
 
         def choose(entries: list[Event]) -> set[str]:
-            return {e.id for e in _choose(dlq_topic, entries, ids, where)}
+            return {e.id for e in deadletter.choose(dlq_topic, entries, ids, where)}
 
         purge_chosen = chosen_purger(self.adapter)
         if purge_chosen is not None:  # one read

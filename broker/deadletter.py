@@ -33,10 +33,11 @@ import hashlib
 import json
 import re
 import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
 
 from broker.envelope import Event, format_time, integer_extension, parse_time
+from broker.errors import ConfigurationError, TopicNotFoundError
 
 __all__ = [
     "DEFAULT_GROUPING",
@@ -54,6 +55,7 @@ __all__ = [
     "DeadLetterGroup",
     "DeadLetterInfo",
     "DeadLetterSelection",
+    "choose",
     "dead_letter",
     "dead_letter_topic",
     "dead_time",
@@ -66,6 +68,7 @@ __all__ = [
     "is_dead_letter",
     "is_dead_letter_topic",
     "origin_of",
+    "require_ids",
     "strip",
 ]
 
@@ -357,3 +360,58 @@ def _group(gid: str, entries: list[Event], by: Sequence[str]) -> DeadLetterGroup
         last=format_time(timed[-1][0]) if timed else "",
         example=timed[0][1] if timed else entries[0].id,
     )
+
+
+def require_ids(dlq_topic: str, ids: Collection[str], present: Sequence[Event]) -> None:
+    """Raise when some of ``ids`` are not among the dead letters ``present``."""
+    missing = set(ids) - {event.id for event in present}
+    if missing:
+        raise TopicNotFoundError(f"no event with id {', '.join(sorted(missing))} in {dlq_topic}")
+
+
+def choose(
+    dlq_topic: str,
+    entries: list[Event],
+    ids: Collection[str] | None,
+    where: DeadLetterSelection | None,
+) -> list[Event]:
+    """The dead letters among ``entries`` that ``ids`` and ``where`` choose; raise (nothing
+    done) when a named id or group is not there, when an id is left out by ``where``, or
+    when deleting the chosen by id would delete others too."""
+    if ids is not None:
+        require_ids(dlq_topic, ids, entries)
+    chosen = [e for e in entries if ids is None or e.id in ids]
+    if where is None:
+        return chosen
+    _require_group(dlq_topic, where, entries)
+    chosen = [e for e in chosen if where.matches(e)]
+    unmatched = set(ids or ()) - {e.id for e in chosen}
+    if unmatched:
+        raise TopicNotFoundError(
+            f"event {', '.join(sorted(unmatched))} in {dlq_topic} does not match {where.describe()}"
+        )
+    _require_own_ids(dlq_topic, entries, chosen)
+    return chosen
+
+
+def _require_group(dlq_topic: str, where: DeadLetterSelection, present: Sequence[Event]) -> None:
+    """Raise when ``where`` names a group that none of the dead letters ``present`` is in."""
+    if where.group is None:
+        return
+    if not any(group_id(event, where.by) == where.group for event in present):
+        raise TopicNotFoundError(
+            f"no group {where.group} in {dlq_topic} (grouped by {','.join(where.by)})"
+        )
+
+
+def _require_own_ids(dlq_topic: str, entries: Sequence[Event], chosen: Sequence[Event]) -> None:
+    """Raise when a chosen dead letter shares its id with one that is not chosen (the same
+    event dead-lettered by two groups): a delete by id would take both."""
+    chosen_ids = {id(event) for event in chosen}
+    shared = {e.id for e in entries if id(e) not in chosen_ids} & {e.id for e in chosen}
+    if shared:
+        raise ConfigurationError(
+            f"dead letters {', '.join(sorted(shared))} in {dlq_topic} share their id with "
+            "dead letters the selection leaves out (the same event dead-lettered twice), and a "
+            "delete by id would take both; choose them with --id alone, or narrow the filters"
+        )
