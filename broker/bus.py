@@ -809,11 +809,12 @@ class Bus:
         self, dlq_topic: str, *, limit: int = 100, where: DeadLetterSelection | None = None
     ) -> list[Event]:
         """Events in a dead-letter topic, oldest first, without consuming them: the first
-        ``limit``, or the first ``limit`` that ``where`` selects."""
+        ``limit``, or the first ``limit`` that ``where`` selects (a ``where.group`` that no
+        dead letter of ``dlq_topic`` is in raises :class:`TopicNotFoundError`)."""
         if where is None or where.everything:
             return await self.browse(dlq_topic, limit=limit)
         entries = await self.browse(dlq_topic, limit=_EVERY)
-        return [entry for entry in entries if where.matches(entry)][:limit]
+        return deadletter.select(dlq_topic, entries, where)[:limit]
 
     async def dead_letter_groups(
         self,

@@ -69,6 +69,7 @@ __all__ = [
     "is_dead_letter_topic",
     "origin_of",
     "require_ids",
+    "select",
     "strip",
 ]
 
@@ -383,8 +384,7 @@ def choose(
     chosen = [e for e in entries if ids is None or e.id in ids]
     if where is None:
         return chosen
-    _require_group(dlq_topic, where, entries)
-    chosen = [e for e in chosen if where.matches(e)]
+    chosen = select(dlq_topic, chosen, where, among=entries)
     unmatched = set(ids or ()) - {e.id for e in chosen}
     if unmatched:
         raise TopicNotFoundError(
@@ -392,6 +392,19 @@ def choose(
         )
     _require_own_ids(dlq_topic, entries, chosen)
     return chosen
+
+
+def select(
+    dlq_topic: str,
+    entries: Sequence[Event],
+    where: DeadLetterSelection,
+    *,
+    among: Sequence[Event] | None = None,
+) -> list[Event]:
+    """The ``entries`` that ``where`` selects; raise when it names a group that none of the
+    dead letters of ``dlq_topic`` (``among``, else ``entries``) is in."""
+    _require_group(dlq_topic, where, entries if among is None else among)
+    return [entry for entry in entries if where.matches(entry)]
 
 
 def _require_group(dlq_topic: str, where: DeadLetterSelection, present: Sequence[Event]) -> None:

@@ -230,6 +230,11 @@ def test_nothing_matched_exits_0_and_says_so(tmp_path: Path, broker: str, comman
             "purged; list them with: choreo dlq groups jobs",
         ),
         (
+            ["ls", "jobs", "--group", "0123456789"],
+            1,
+            "no group 0123456789 in jobs.dlq (grouped by reason,error,type)",
+        ),
+        (
             ["groups", "jobs", "--by", "colour"],
             2,
             "cannot group by colour; use reason, error, type, source, topic, group",
@@ -247,3 +252,24 @@ def test_bad_input_is_one_line_and_changes_nothing(
     assert 1 == len(result.stderr.splitlines()), result.stderr
     assert line in result.stderr
     assert ids == _listed(broker, tmp_path)
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("command", ["replay", "purge"])
+def test_kafka_refuses_a_filtered_replay_or_purge_in_one_line(
+    tmp_path: Path, kafka_url: str, command: str
+) -> None:
+    """Kafka cannot delete single records: a replay or purge with filters is a usage error
+    (exit 2) in one line that says what to do instead, before anything is read or sent."""
+    result = choreo(
+        "dlq", command, "jobs", "--type", "job.created", "--broker", kafka_url, cwd=tmp_path
+    )
+    assert (2, "") == (result.returncode, result.stdout)
+    assert [
+        f"error: {kafka_url} cannot delete single events from jobs.dlq, so a {command} of the "
+        f"dead letters that match type=job.created is refused; {command} the whole jobs.dlq "
+        "(without --id and filters), or copy what you need first (choreo dlq ls ... --output "
+        "json)"
+    ] == [line for line in result.stderr.splitlines() if not line.startswith("{")]
+    # (a JSON log line may come first: Tansu refuses the idempotent producer, see
+    # docs/brokers/kafka.md; it is the connection's, not the command's)

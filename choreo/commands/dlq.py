@@ -43,6 +43,7 @@ from choreo.console import (
 __all__ = ["dlq_app"]
 
 T = TypeVar("T")
+L = TypeVar("L")
 
 dlq_app = typer.Typer(help="Inspect, group, replay and purge dead letters.", no_args_is_help=True)
 
@@ -163,9 +164,12 @@ def dlq_ls(
             )
             pages = []
             for name in names:
-                read = await bus.dead_letters(name, limit=offset + limit + 1, where=where)
-                pages.append((name, read[offset : offset + limit], len(read) > offset + limit))
-            return pages
+                read = await _in_group(
+                    bus.dead_letters(name, limit=offset + limit + 1, where=where), topic
+                )
+                if read is not None:
+                    pages.append((name, read[offset : offset + limit], len(read) > offset + limit))
+            return _found_group(pages, where, topic)
 
     pages = run(go())
     events = [e for _, page, _ in pages for e in page]
@@ -202,11 +206,14 @@ def dlq_groups(
                 if topic is not None
                 else await bus.dead_letter_topics()
             )
-            found: list[tuple[str, DeadLetterGroup]] = []
+            found: list[tuple[str, list[DeadLetterGroup]]] = []
             for name in names:
-                rows = await bus.dead_letter_groups(name, by=where.by, where=where)
-                found.extend((name, row) for row in rows)
-            return found
+                rows = await _in_group(
+                    bus.dead_letter_groups(name, by=where.by, where=where), topic
+                )
+                if rows is not None:
+                    found.append((name, rows))
+            return [(name, row) for name, rows in _found_group(found, where, topic) for row in rows]
 
     found = run(go())
     with shown():
@@ -325,6 +332,24 @@ def dlq_replay(
         out_console.print(f"replayed {replayed} event(s)")
     if not replayed:
         warn(f"{_nothing(name, where)}; nothing was replayed")
+
+
+async def _in_group(work: Awaitable[T], topic: str | None) -> T | None:
+    """``work`` (a listing of one DLQ); None when listing every DLQ (no ``topic``) and this
+    one has no dead letter in the ``--group`` asked for."""
+    try:
+        return await work
+    except TopicNotFoundError:
+        if topic is not None:
+            raise
+        return None
+
+
+def _found_group(found: list[L], where: DeadLetterSelection, topic: str | None) -> list[L]:
+    """``found``, the listings of every DLQ; an error when ``--group`` is in none of them."""
+    if topic is None and where.group is not None and not found:
+        raise TopicNotFoundError(f"no group {where.group} in any dead-letter topic")
+    return found
 
 
 async def _listed_on_error(topic: str, work: Awaitable[T], done: str) -> T:
