@@ -323,7 +323,7 @@ def dlq_replay(
         async with open_bus(broker, reading=True) as bus:
             name = bus.dead_letter_topic_of(topic)
             replayed = await _listed_on_error(
-                topic, bus.replay(name, event_id or None, where=where, to=to), "replayed"
+                topic, bus.replay(name, event_id or None, where=where, to=to), "replayed", where
             )
             return name, len(replayed)
 
@@ -352,15 +352,17 @@ def _found_group(found: list[L], where: DeadLetterSelection, topic: str | None) 
     return found
 
 
-async def _listed_on_error(topic: str, work: Awaitable[T], done: str) -> T:
+async def _listed_on_error(
+    topic: str, work: Awaitable[T], done: str, where: DeadLetterSelection
+) -> T:
     """``work``, with a missing id or group error saying that nothing was ``done`` and where
-    to list them."""
+    to list them (an error that says what was done already is left as it is)."""
     try:
         return await work
     except TopicNotFoundError as exc:
-        if str(exc).startswith("no group subscribes"):
+        if "nothing was" in str(exc):
             raise
-        listing = "groups" if str(exc).startswith("no group ") else "ls"
+        listing = "groups" if where.group is not None else "ls"
         raise TopicNotFoundError(
             f"{exc}; nothing was {done}; list them with: choreo dlq {listing} {shlex.quote(topic)}"
         ) from exc
@@ -381,7 +383,7 @@ def dlq_purge(
         async with open_bus(broker, reading=True) as bus:
             name = bus.dead_letter_topic_of(topic)
             purged = await _listed_on_error(
-                topic, bus.purge(name, event_id or None, where=where), "purged"
+                topic, bus.purge(name, event_id or None, where=where), "purged", where
             )
             return name, purged
 
