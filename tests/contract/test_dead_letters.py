@@ -321,3 +321,23 @@ async def test_a_filter_that_splits_one_event_s_dead_letters_is_refused(
     with pytest.raises(ConfigurationError):  # Kafka: no purge by filter at all
         await bus.purge(f"{topic}.dlq", where=DeadLetterSelection(reason="no glass"))
     assert [original.id, original.id] == await _left(bus, topic)
+
+
+async def test_type_and_source_match_exactly_and_reason_matches_text(
+    make_bus: Callable[..., Bus], topic: str
+) -> None:
+    """``type`` and ``source`` are the event's, matched whole; ``reason`` is text found in
+    ``dlqreason`` or ``dlqerror``."""
+    bus = await make_bus().start()
+    fire, paper = [_dead(topic, 0)], [_dead(topic, 1, error=KeyError("jam"))]
+    other = _dead(topic, 2, event=Event(type="job.created", source="scanner", data={}))
+    await _put_events(bus, topic, [*fire, *paper, other])
+
+    async def chosen(**conditions: str) -> list[str]:
+        where = DeadLetterSelection(**conditions)  # type: ignore[arg-type]
+        return sorted(e.id for e in await bus.dead_letters(f"{topic}.dlq", where=where))
+
+    assert [other.id] == await chosen(source="scanner")
+    assert [] == await chosen(source="scan", type="job")
+    assert [paper[0].id] == await chosen(reason="KeyError")
+    assert sorted(e.id for e in (*fire, *paper, other)) == await chosen(reason="handler-error")
