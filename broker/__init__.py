@@ -10,6 +10,7 @@ dead-letter topics, TTLs, an idempotent inbox and a circuit breaker applied the 
 from broker.batch import Outcome, PartialFailure, PublishResult
 from broker.bus import Bus, Subscriber
 from broker.context import current_deliveries, current_delivery, current_event
+from broker.deadletter import DeadLetterGroup, DeadLetterSelection
 from broker.declarations import Publisher
 from broker.envelope import Event
 from broker.errors import (
@@ -54,6 +55,8 @@ __all__ = [
     "ClosedError",
     "ConfigurationError",
     "DeadLetter",
+    "DeadLetterGroup",
+    "DeadLetterSelection",
     "Delivery",
     "EnvelopeError",
     "Event",

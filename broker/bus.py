@@ -35,6 +35,7 @@ from broker.context import (
     new_traceparent,
     new_traceparents,
 )
+from broker.deadletter import DeadLetterGroup, DeadLetterSelection
 from broker.declarations import (
     Declarations,
     PayloadSchema,
@@ -69,6 +70,7 @@ from broker.ports import (
     PayloadCodec,
     Subscription,
     TopicInfo,
+    chosen_purger,
     publisher_now,
 )
 from broker.reply import REPLY_TO, Requester, Responder, is_reply_topic
@@ -95,6 +97,9 @@ _ITEM_OPTIONS = frozenset(
 )
 
 
+#: What "every dead letter" means to a read of a DLQ.
+_EVERY = 1_000_000
+
 #: The publish_many item options :meth:`Bus._stamp_plain` stamps itself.
 _PLAIN_OPTIONS = frozenset(("type", "data", "key", "subject"))
 
@@ -114,13 +119,6 @@ def _given_traceparent(
         given: ExtensionValue | None = extensions["traceparent"]
         return given
     return event.extensions.get("traceparent") if event is not None else None
-
-
-def _require_ids(dlq_topic: str, ids: Collection[str], present: Sequence[Event]) -> None:
-    """Raise when some of ``ids`` are not among the dead letters ``present``."""
-    missing = set(ids) - {event.id for event in present}
-    if missing:
-        raise TopicNotFoundError(f"no event with id {', '.join(sorted(missing))} in {dlq_topic}")
 
 
 def _ttl_of(item: tuple[Event, float | None]) -> float | None:
@@ -807,9 +805,28 @@ class Bus:
         """Up to ``limit`` retained events of ``topic``, oldest first, without consuming them."""
         return await self.adapter.browse(topic, limit=limit)
 
-    async def dead_letters(self, dlq_topic: str, *, limit: int = 100) -> list[Event]:
-        """Events in a dead-letter topic, oldest first, without consuming them."""
-        return await self.browse(dlq_topic, limit=limit)
+    async def dead_letters(
+        self, dlq_topic: str, *, limit: int = 100, where: DeadLetterSelection | None = None
+    ) -> list[Event]:
+        """Events in a dead-letter topic, oldest first, without consuming them: the first
+        ``limit``, or the first ``limit`` that ``where`` selects (a ``where.group`` that no
+        dead letter of ``dlq_topic`` is in raises :class:`TopicNotFoundError`)."""
+        if where is None or where.everything:
+            return await self.browse(dlq_topic, limit=limit)
+        entries = await self.browse(dlq_topic, limit=_EVERY)
+        return deadletter.select(dlq_topic, entries, where)[:limit]
+
+    async def dead_letter_groups(
+        self,
+        dlq_topic: str,
+        *,
+        by: Sequence[str] = deadletter.DEFAULT_GROUPING,
+        where: DeadLetterSelection | None = None,
+    ) -> list[DeadLetterGroup]:
+        """The dead letters of ``dlq_topic`` (those ``where`` selects) grouped by the values of
+        ``by`` (:data:`broker.deadletter.GROUP_KEYS`), the largest group first; a group's
+        ``id`` selects it again with ``DeadLetterSelection(group=id, by=by)``."""
+        return deadletter.groups(await self.dead_letters(dlq_topic, limit=_EVERY, where=where), by)
 
     def dead_letter_topic(self, topic: str, group: str = "") -> str:
         """The dead-letter topic of ``topic`` under this bus's policy."""
@@ -825,23 +842,32 @@ class Bus:
         """The dead-letter topics (under this bus's policy) the broker has."""
         return [t.name for t in await self.topics() if self.policy.dead_letter.is_topic(t.name)]
 
-    async def replay(self, dlq_topic: str, ids: Collection[str] | None = None) -> list[Event]:
-        """Publish dead letters back to their original topic, then remove them from the DLQ.
+    async def replay(
+        self,
+        dlq_topic: str,
+        ids: Collection[str] | None = None,
+        *,
+        where: DeadLetterSelection | None = None,
+        to: str | None = None,
+    ) -> list[Event]:
+        """Publish dead letters (all, or those ``ids`` and ``where`` choose) back to their
+        original topic, or all to ``to``, then remove them, and only them, from the DLQ.
 
         The ``dlq*`` extensions are stripped (and ``expiration``, for expired events).
-        Returns the events replayed.
+        Returns the events replayed (none when nothing was chosen).
         """
-        entries = await self.browse(dlq_topic, limit=1_000_000)
-        chosen = [e for e in entries if ids is None or e.id in ids]
-        if ids is not None:
-            _require_ids(dlq_topic, ids, chosen)
+        if to is not None and to == dlq_topic:
+            raise ConfigurationError(
+                f"cannot replay {dlq_topic} into itself; name another topic to replay to"
+            )
+        entries, chosen = await self._chosen(dlq_topic, ids, where, "replay")
         partial = ids is not None and len(chosen) < len(entries)
         if partial and not self.capabilities.selective_delete:
             raise ConfigurationError(
                 f"{self.adapter.url} cannot delete single events from {dlq_topic}; "
                 "replay all of them instead"
             )
-        targets = [self._origin(dlq_topic, entry) for entry in chosen]
+        targets = [to or self._origin(dlq_topic, entry) for entry in chosen]
         await self._require_groups(dlq_topic, targets)
         replayed = []
         for target, entry in zip(targets, chosen, strict=True):
@@ -850,8 +876,37 @@ class Bus:
             replayed.append(original)
         # Only the dead letters read: one that arrived since (a replayed event that failed
         # again, with the same id) stays. Kafka deletes the records up to where its read ended.
-        await self.adapter.purge(dlq_topic, [e.id for e in chosen], among=len(entries))
+        if chosen:
+            await self.adapter.purge(dlq_topic, [e.id for e in chosen], among=len(entries))
         return replayed
+
+    async def _chosen(
+        self,
+        dlq_topic: str,
+        ids: Collection[str] | None,
+        where: DeadLetterSelection | None,
+        action: str,
+    ) -> tuple[list[Event], list[Event]]:
+        """The dead letters of ``dlq_topic`` (all, read once) and those ``ids`` and ``where``
+        choose (see :func:`broker.deadletter.choose`)."""
+        where = self._selective(dlq_topic, where, action)
+        entries = await self.browse(dlq_topic, limit=_EVERY)
+        return entries, deadletter.choose(dlq_topic, entries, ids, where)
+
+    def _selective(
+        self, dlq_topic: str, where: DeadLetterSelection | None, action: str
+    ) -> DeadLetterSelection | None:
+        """``where``, None when it chooses everything; refused where single dead letters
+        cannot be deleted."""
+        where = None if where is None or where.everything else where
+        if where is not None and not self.capabilities.selective_delete:
+            raise ConfigurationError(
+                f"{self.adapter.url} cannot delete single events from {dlq_topic}, so a {action} "
+                f"of the dead letters that match {where.describe()} is refused; {action} the "
+                f"whole {dlq_topic} (without --id and filters), or copy what you need first "
+                f"(choreo dlq ls ... --output json)"
+            )
+        return where
 
     def _origin(self, dlq_topic: str, entry: Event) -> str:
         """Where a dead letter is replayed to: its ``dlqtopic``, else what the DLQ name says."""
@@ -881,15 +936,34 @@ class Bus:
                 "--timeout 1s); nothing was replayed"
             )
 
-    async def purge(self, dlq_topic: str, ids: Collection[str] | None = None) -> int:
-        """Delete dead letters (all, or only ``ids``); returns how many were deleted.
+    async def purge(
+        self,
+        dlq_topic: str,
+        ids: Collection[str] | None = None,
+        *,
+        where: DeadLetterSelection | None = None,
+    ) -> int:
+        """Delete dead letters (all, or only those ``ids`` and ``where`` choose); returns how
+        many were deleted (0 when nothing was chosen).
 
         Ids that are not in ``dlq_topic`` raise :class:`TopicNotFoundError` (nothing is
-        deleted), as for :meth:`replay`."""
+        deleted), as for :meth:`replay`; so do ids that ``where`` does not select."""
+        if ids is None and (where is None or where.everything):
+            return await self.adapter.purge(dlq_topic)
         if ids is not None and not self.capabilities.selective_delete:
             raise ConfigurationError(
                 f"{self.adapter.url} cannot delete single events; purge the whole {dlq_topic}"
             )
-        if ids is not None:
-            _require_ids(dlq_topic, ids, await self.browse(dlq_topic, limit=1_000_000))
-        return await self.adapter.purge(dlq_topic, ids)
+        where = self._selective(dlq_topic, where, "purge")
+
+        def choose(entries: list[Event]) -> set[str]:
+            return {e.id for e in deadletter.choose(dlq_topic, entries, ids, where)}
+
+        purge_chosen = chosen_purger(self.adapter)
+        if purge_chosen is not None:  # one read
+            return await purge_chosen(dlq_topic, choose)
+        entries = await self.browse(dlq_topic, limit=_EVERY)
+        chosen = choose(entries)
+        if not chosen:
+            return 0
+        return await self.adapter.purge(dlq_topic, sorted(chosen), among=len(entries))

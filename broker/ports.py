@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from broker.envelope import Event
@@ -37,10 +37,12 @@ __all__ = [
     "Adapter",
     "Backlog",
     "Capabilities",
+    "Chooser",
     "Delivery",
     "PayloadCodec",
     "Subscription",
     "TopicInfo",
+    "chosen_purger",
     "publisher_now",
 ]
 
@@ -197,6 +199,14 @@ class Adapter(Protocol):
     the bus calls it instead when the class that defines ``publish`` defines it too (see
     :func:`publisher_now`). True asks the caller to yield to the event loop once
     (``await asyncio.sleep(0)``) before going on: a subscriber lags far behind.
+
+    Optional: ``async def purge_chosen(self, topic: str, choose: Chooser) -> int``, a purge
+    that reads ``topic`` once: it reads the retained events, oldest first, calls ``choose``
+    with them (which returns the ids to delete, or raises: then nothing is deleted), deletes
+    the events with those ids among those it read (never one appended since) and returns how
+    many. The bus uses it, where the class that defines ``purge`` defines it too (see
+    :func:`chosen_purger`), for a purge of chosen dead letters instead of ``browse`` then
+    ``purge(ids, among=)``, which read the topic twice.
     """
 
     @property
@@ -277,11 +287,34 @@ def publisher_now(adapter: object) -> Callable[[str, Event, float | None], bool]
     """The adapter's ``publish_now`` (see :class:`Adapter`), or None: when it has none, or when
     ``publish`` is not defined beside it (a subclass or a wrapper that changes ``publish`` is
     then called as it asks, never bypassed)."""
-    kind = type(adapter)
-    if getattr(kind, "publish_now", None) is None:
-        return None
-    owners = [k for k in kind.__mro__ if "publish" in vars(k) or "publish_now" in vars(k)]
-    if not owners or not {"publish", "publish_now"} <= vars(owners[0]).keys():
-        return None
-    found: Callable[[str, Event, float | None], bool] = adapter.publish_now  # type: ignore[attr-defined]
+    found: Callable[[str, Event, float | None], bool] | None = _beside(
+        adapter, "publish", "publish_now"
+    )
     return found
+
+
+#: What a purge that chooses (:func:`chosen_purger`) asks: the ids to delete among the events
+#: it read, oldest first; raising deletes nothing.
+Chooser = Callable[[list[Event]], Collection[str]]
+
+
+def chosen_purger(adapter: object) -> Callable[[str, Chooser], Awaitable[int]] | None:
+    """The adapter's ``purge_chosen`` (see :class:`Adapter`), or None: when it has none, or
+    when ``purge`` is not defined beside it (a wrapper that changes ``purge`` is never
+    bypassed)."""
+    found: Callable[[str, Chooser], Awaitable[int]] | None = _beside(
+        adapter, "purge", "purge_chosen"
+    )
+    return found
+
+
+def _beside(adapter: object, method: str, optional: str) -> Any:
+    """``adapter``'s bound ``optional`` method when the class that defines ``method`` (the
+    nearest in the MRO that defines either) defines it too; else None."""
+    kind = type(adapter)
+    if getattr(kind, optional, None) is None:
+        return None
+    owners = [k for k in kind.__mro__ if method in vars(k) or optional in vars(k)]
+    if not owners or not {method, optional} <= vars(owners[0]).keys():
+        return None
+    return getattr(adapter, optional)

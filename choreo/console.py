@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.text import Text
 
 from choreo import errors
@@ -44,6 +44,10 @@ __all__ = [
 ]
 
 
+#: The width of what a command prints to a pipe or a file (see :attr:`_Console.size`).
+PIPE_WIDTH = 250
+
+
 class _Console(Console):
     """A console that reads no markup or emoji codes (``app:bus:`` or a topic is text), and
     whose reaction to a closed pipe (Rich's own: drop the output and exit 1) is only to drop the
@@ -52,6 +56,20 @@ class _Console(Console):
     def __init__(self, *, stderr: bool = False) -> None:
         super().__init__(stderr=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False)
         self.keep_exit_code = False
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        """Rich's size, but at least :data:`PIPE_WIDTH` columns wide when writing to a pipe or
+        a file with no ``COLUMNS`` set (Rich takes 80 there, or the width of a terminal on
+        another stream): no table cell is cut to "…" in what ``| grep`` or ``> file`` gets."""
+        size = super().size
+        if self._width is None and "COLUMNS" not in self._environ and not self.is_terminal:
+            return ConsoleDimensions(max(size.width, PIPE_WIDTH), size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
 
     def on_broken_pipe(self) -> None:
         if not self.keep_exit_code:

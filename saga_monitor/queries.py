@@ -249,3 +249,10 @@ class StepView(msgspec.Struct):
 
 #: The :class:`StepView` of a stored instance document (JSON text).
 step_view = msgspec.json.Decoder(StepView).decode
+
+
+def step_view_of(instance: Instance) -> StepView:
+    """The :class:`StepView` of a decoded instance (what :data:`step_view` reads of its
+    document)."""
+    timeline = [_Typed(entry.event.type) for entry in instance.timeline]
+    return StepView(instance.saga, instance.state, list(instance.expected), timeline)

@@ -31,14 +31,24 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from saga_monitor.definitions import format_duration
 from saga_monitor.errors import InstanceNotFoundError
 from saga_monitor.model import Alert, Entry, Instance, Observation
-from saga_monitor.queries import COUNTED, Note, Page, Query, covers, episode, matches
+from saga_monitor.queries import (
+    COUNTED,
+    Note,
+    Page,
+    Query,
+    StepView,
+    covers,
+    episode,
+    matches,
+    step_view_of,
+)
 
 Key = tuple[str, str]
 
@@ -126,6 +136,11 @@ class SagaStore(Protocol):
 
     def search(self, query: Query) -> Page:
         """One page of the instances answering ``query``, with the total."""
+        ...
+
+    def step_views(self, states: Iterable[str | None], limit: int) -> Iterator[StepView]:
+        """What the step graphs count of up to ``limit`` of the most recently updated
+        instances of each of ``states`` (None: of any state), each instance once."""
         ...
 
     def counts(self) -> dict[tuple[str, str], int]:
@@ -404,6 +419,14 @@ class MemoryStore:
 
     def causes(self, keys: list[Key]) -> dict[Key, dict[str, Any]]:
         return {k: dict(self.cause_data[k]) for k in keys if k in self.cause_data}
+
+    def step_views(self, states: Iterable[str | None], limit: int) -> Iterator[StepView]:
+        chosen: set[Key] = set()
+        for state in states:
+            for item in self.search(Query(state=state, limit=limit, counted=False)).items:
+                if (key := (item.saga, item.correlation_id)) not in chosen:
+                    chosen.add(key)
+                    yield step_view_of(item)
 
     def counts(self) -> dict[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}

@@ -40,14 +40,13 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from saga_monitor import web_console as console
-from saga_monitor.board import Owners, ServiceRow, build_board, listed, sampled
+from saga_monitor.board import Owners, ServiceRow, build_board, listed
 from saga_monitor.definitions import Definitions, SagaDefinition, format_duration, load_definitions
 from saga_monitor.errors import InstanceNotFoundError, SagaConfigError
 from saga_monitor.model import ACTIVE, ANOMALY_KINDS, STATES, Instance, utcnow
 from saga_monitor.queries import MAX_NOTE, MAX_SEARCH, MAX_WHO, Note, Page, check_note, parse_search
 from saga_monitor.queries import Query as StoreQuery
 from saga_monitor.store import SagaStore, open_saga_store
-from saga_monitor.store_sql import SqlSagaStore
 from saga_monitor.web_console import badge as _badge
 from saga_monitor.web_console import e
 from saga_monitor.web_http import Auth, AuthMiddleware, SegmentPaths, segment
@@ -201,11 +200,10 @@ def _arrival(happened: datetime, arrived: datetime | None) -> str:
     return e(f"{arrived:%H:%M:%S.%f}"[:-3] + after)
 
 
-#: Instances the graphs' counts read: the active ones and this many of the most recent,
-#: :data:`GRAPH_PAGE` at a time (all of them decoded at once took a console process from
+#: Instances the graphs' counts read: the active ones and this many of the most recent, as
+#: the store's step views, streamed (all of them decoded at once took a console process from
 #: 130 MB to 660 MB at 200,000 instances, and it kept most of it).
 GRAPH_SAMPLE = 100_000
-GRAPH_PAGE = 5000
 #: The graphs' counts are reused for this many seconds, and after that as long as the store
 #: has not changed (:func:`store_marker`): counting the sample took seconds of CPU at 200,000
 #: instances, and ``/sagas`` reloads every 5 s (docs/sagas.md, "the step graphs' counts").
@@ -249,23 +247,18 @@ def graph_counts(
     store: SagaStore, definitions: Sequence[SagaDefinition], *, own: bool = True
 ) -> list[dict[str, dict[str, int]]]:
     """:func:`step_counts` of each definition over the graphs' sample (``own``: each saga
-    counts its own instances only, as the graphs do; else every instance). A SQL store gives
-    the sample's :class:`~saga_monitor.queries.StepView` (a few fields of each document), any
-    other its instances a page at a time."""
+    counts its own instances only, as the graphs do; else every instance), read as the store's
+    :meth:`~saga_monitor.store.SagaStore.step_views` (a SQL store decodes a few fields of each
+    document, not the whole instance)."""
     counts = [step_counts(d, ()) for d in definitions]
     by_name: dict[str, list[dict[str, dict[str, int]]]] = {}
     for definition, counted in zip(definitions, counts, strict=True):
         by_name.setdefault(definition.name, []).append(counted)
-    if isinstance(store, SqlSagaStore):
-        states = (*sorted(ACTIVE), "stuck", None)
-        for view in store.step_views(states, GRAPH_SAMPLE):
-            seen = {entry.type for entry in view.timeline}
-            for counted in by_name.get(view.saga, ()) if own else counts:
-                _count_types(counted, seen, view.expected_next, view.state)
-        return counts
-    for instance in sampled(store, GRAPH_SAMPLE, GRAPH_PAGE):
-        for counted in by_name.get(instance.saga, ()) if own else counts:
-            _count_steps(counted, instance)
+    states = (*sorted(ACTIVE), "stuck", None)
+    for view in store.step_views(states, GRAPH_SAMPLE):
+        seen = {entry.type for entry in view.timeline}
+        for counted in by_name.get(view.saga, ()) if own else counts:
+            _count_types(counted, seen, view.expected_next, view.state)
     return counts
 
 

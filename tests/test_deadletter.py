@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from broker import (
     TopicNotFoundError,
     deadletter,
 )
+from broker.adapters.memory import MemoryAdapter
+from broker.ports import Chooser
 from tests.helpers import eventually
 
 ROOT = Path(__file__).parent.parent
@@ -212,3 +215,75 @@ async def test_a_subscriber_tells_its_listeners_what_it_dead_lettered_and_where(
         await eventually(told)
         await subscriber.stop()
         assert ([(first.id, "handler-error", "orders.dlq")], [first.id]) == (heard, called)
+
+
+class _CountingAdapter(MemoryAdapter):
+    """A memory adapter that counts its reads (``browse``) and the purges it is asked for
+    (its own ``purge_chosen`` calls ``purge`` with what was chosen, without a ``browse``)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.reads = 0
+        self.purges: list[tuple[list[str] | None, int | None]] = []
+
+    async def browse(self, topic: str, *, limit: int = 100) -> list[Event]:
+        self.reads += 1
+        return await super().browse(topic, limit=limit)
+
+    async def purge(
+        self, topic: str, ids: Collection[str] | None = None, *, among: int | None = None
+    ) -> int:
+        self.purges.append((None if ids is None else sorted(ids), among))
+        return await super().purge(topic, ids, among=among)
+
+    async def purge_chosen(self, topic: str, choose: Chooser) -> int:
+        return await super().purge_chosen(topic, choose)
+
+
+class _PurgeOnlyAdapter(_CountingAdapter):
+    """A third-party adapter that defines ``purge`` but not ``purge_chosen``."""
+
+    async def purge(
+        self, topic: str, ids: Collection[str] | None = None, *, among: int | None = None
+    ) -> int:
+        return await super().purge(topic, ids, among=among)
+
+
+async def _two_dead(adapter: MemoryAdapter) -> tuple[Bus, list[str]]:
+    bus = await Bus(adapter).start()
+    events = [_dead_letter(n) for n in range(2)]
+    for event in events:
+        await bus.publish("jobs.dlq", event)
+    return bus, [event.id for event in events]
+
+
+def _dead_letter(n: int) -> Event:
+    return deadletter.dead_letter(
+        Event(type="job.created", source="tests", data={"n": n}),
+        reason=deadletter.HANDLER_ERROR,
+        error=RuntimeError("on fire"),
+        topic="jobs",
+        group="printers",
+    )
+
+
+async def test_a_purge_of_ids_reads_the_dlq_once() -> None:
+    """Where the adapter's class defines ``purge_chosen`` beside ``purge``, a purge of chosen
+    dead letters reads the DLQ once (no ``browse``, no second scan by ``purge``)."""
+    adapter = _CountingAdapter(f"memory://{uuid.uuid4().hex}")
+    bus, ids = await _two_dead(adapter)
+    assert 1 == await bus.purge("jobs.dlq", [ids[0]])
+    assert (0, [([ids[0]], 2)]) == (adapter.reads, adapter.purges)
+    assert [ids[1]] == [e.id for e in await bus.dead_letters("jobs.dlq")]
+    await bus.stop()
+
+
+async def test_an_adapter_without_purge_chosen_is_read_then_purged_among_what_was_read() -> None:
+    """An adapter whose ``purge`` is defined without ``purge_chosen`` beside it (a third-party
+    one, or a wrapper) keeps the contract it has: one ``browse``, then ``purge(ids,
+    among=N)`` with the N events read."""
+    adapter = _PurgeOnlyAdapter(f"memory://{uuid.uuid4().hex}")
+    bus, ids = await _two_dead(adapter)
+    assert 1 == await bus.purge("jobs.dlq", [ids[1]])
+    assert (1, [([ids[1]], 2)]) == (adapter.reads, adapter.purges)
+    await bus.stop()

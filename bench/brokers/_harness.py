@@ -22,6 +22,7 @@ __all__ = [
     "percentile",
     "row",
     "spread",
+    "stamped",
 ]
 
 #: The row setting ``publish_many`` against the most a raw client gets the broker to store
@@ -181,6 +182,23 @@ def ceiling_row(rows: list[dict[str, Any]]) -> None:
 
 
 # -- choreograph's side, the same for every broker ----------------------------------------------
+
+
+def stamped(count: int, data: Any) -> list[Any]:
+    """``count`` events as ``Bus.publish_many`` stamps a list of ``{"type": "bench", "data":
+    data}`` from source "bench": a new id and trace each, one time: what the ceiling rows
+    write, so that they carry our publish_many's bytes (ids, time and trace context
+    included), not a shorter record."""
+    from datetime import UTC, datetime
+
+    from broker.context import new_traceparent
+    from broker.envelope import new_event
+
+    at = datetime.now(UTC)
+    return [
+        new_event("bench", "bench", data, None, {"traceparent": new_traceparent()}, at)
+        for _ in range(count)
+    ]
 
 
 async def publish_many_bus(url: str, topic: str, count: int, call: int, data: Any) -> float:

@@ -14,7 +14,7 @@ from broker.adapters.memory.wire import LOGS, Log, handed_copy, lagging
 from broker.delay import DELIVER_AT, held_until
 from broker.envelope import Event
 from broker.errors import ClosedError
-from broker.ports import Capabilities, TopicInfo
+from broker.ports import Capabilities, Chooser, TopicInfo
 
 __all__ = ["CAPABILITIES", "MemoryAdapter"]
 
@@ -140,6 +140,12 @@ class MemoryAdapter(BaseAdapter):
     async def delete_topic(self, topic: str) -> None:
         """Forget ``topic`` and everything in it (a requester's reply topic, when it stops)."""
         self._log.topics.pop(topic, None)
+
+    async def purge_chosen(self, topic: str, choose: Chooser) -> int:
+        """Delete what ``choose`` picks among the events of ``topic`` (one read, no await
+        in between: nothing can be appended meanwhile)."""
+        events = self.events(topic)
+        return await self.purge(topic, choose(events), among=len(events))
 
     async def purge(
         self, topic: str, ids: Collection[str] | None = None, *, among: int | None = None

@@ -60,7 +60,7 @@ from broker.errors import (
     PublishError,
     TopicNotFoundError,
 )
-from broker.ports import Capabilities, TopicInfo
+from broker.ports import Capabilities, Chooser, TopicInfo
 
 __all__ = ["NatsAdapter"]
 
@@ -640,9 +640,8 @@ class NatsAdapter(BaseAdapter):
     async def browse(self, topic: str, *, limit: int = 100) -> list[Event]:
         events = []
         for _, headers, body in await self._scan(topic, limit):
-            try:
-                event = decode(headers, body)
-            except EnvelopeError:
+            event = _decoded(headers, body)
+            if event is None:
                 continue
             events.append(event)
             if deadletter.is_dead_letter(event):
@@ -670,12 +669,32 @@ class NatsAdapter(BaseAdapter):
                 await self._guard(js.purge_stream(stream.name, subject=topic), topic)
             return int(info.state.messages)
         wanted = set(ids) if ids is not None else None
+        scanned = await self._scan(topic, 1 << 62 if among is None else among)
+        return await self._delete(
+            stream,
+            topic,
+            [seq for seq, headers, _ in scanned if wanted is None or event_id(headers) in wanted],
+        )
+
+    async def purge_chosen(self, topic: str, choose: Chooser) -> int:
+        """Scan the stream once, then delete the messages whose ids ``choose`` picks."""
+        stream = await self._existing(topic)
+        scanned = await self._scan(topic, 1 << 62) if stream is not None else []
+        decoded = [(seq, _decoded(headers, body)) for seq, headers, body in scanned]
+        wanted = set(choose([event for _, event in decoded if event is not None]))
+        if stream is None:
+            return 0
+        chosen = [seq for seq, event in decoded if event is not None and event.id in wanted]
+        return await self._delete(stream, topic, chosen)
+
+    async def _delete(self, stream: _Stream, topic: str, seqs: Sequence[int]) -> int:
+        """Delete the messages ``seqs`` of ``stream``; how many were still there."""
+        js = self._jetstream()
         count = 0
-        for seq, headers, _ in await self._scan(topic, 1 << 62 if among is None else among):
-            if wanted is None or event_id(headers) in wanted:
-                with contextlib.suppress(TopicNotFoundError):
-                    await self._guard(js.delete_msg(stream.name, seq), topic)
-                    count += 1
+        for seq in seqs:
+            with contextlib.suppress(TopicNotFoundError):
+                await self._guard(js.delete_msg(stream.name, seq), topic)
+                count += 1
         return count
 
     async def delete_topic(self, topic: str) -> None:
@@ -742,3 +761,11 @@ def _group_of(config: Any) -> str:
     description = config.description or ""
     prefix = "choreograph group "
     return description[len(prefix) :] if description.startswith(prefix) else config.durable_name
+
+
+def _decoded(headers: dict[str, str], body: bytes) -> Event | None:
+    """The event a retained message holds, or None when it is not a CloudEvent."""
+    try:
+        return decode(headers, body)
+    except EnvelopeError:
+        return None

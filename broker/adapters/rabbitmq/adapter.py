@@ -31,7 +31,7 @@ from broker.errors import (
     PublishError,
     PublishTimeoutError,
 )
-from broker.ports import Capabilities, TopicInfo
+from broker.ports import Capabilities, Chooser, TopicInfo
 from broker.reply import is_reply_topic
 
 __all__ = ["REGISTRY_QUEUE", "RabbitMQAdapter"]
@@ -376,16 +376,23 @@ class RabbitMQAdapter(BaseAdapter):
                     return 0
                 return ok.message_count or 0
             taken = await self._take(channel, topic, among or 10_000_000) or []
-            wanted, kept, deleted = None if ids is None else set(ids), 0, 0
-            for message in taken:
-                if wanted is None or message_id(message) in wanted:
-                    await channel.basic_ack(message.delivery_tag or 0)
-                    deleted += 1
-                else:
-                    kept = message.delivery_tag or 0
-            if kept:
-                await channel.basic_nack(kept, multiple=True, requeue=True)
-        return deleted
+            return await _settle(channel, taken, None if ids is None else set(ids))
+
+    async def purge_chosen(self, topic: str, choose: Chooser) -> int:
+        """Take the queue's messages once, delete (ack) those ``choose`` picks and give the
+        others back; all of them back when ``choose`` raises."""
+        async with self._admin() as channel:
+            taken = await self._take(channel, topic, 10_000_000) or []
+            try:
+                decoded = [decode_message(message)[0] for message in taken]
+                wanted = set(choose([event for event in decoded if event is not None]))
+            except BaseException:
+                if taken:
+                    await channel.basic_nack(
+                        taken[-1].delivery_tag or 0, multiple=True, requeue=True
+                    )
+                raise
+            return await _settle(channel, taken, wanted)
 
     async def delete_topic(self, topic: str) -> None:
         """Delete the exchange of ``topic``, the queues of the groups this adapter
@@ -455,3 +462,20 @@ def _registered_topic(message: DeliveredMessage) -> str:
         return str(json.loads(message.body)["topic"])
     except (ValueError, KeyError, TypeError):
         return ""
+
+
+async def _settle(
+    channel: AbstractChannel, taken: Sequence[DeliveredMessage], wanted: set[str] | None
+) -> int:
+    """Ack (delete) the ``taken`` messages whose id is ``wanted`` (all when None) and give
+    the others back to their queue; how many were deleted."""
+    kept, deleted = 0, 0
+    for message in taken:
+        if wanted is None or message_id(message) in wanted:
+            await channel.basic_ack(message.delivery_tag or 0)
+            deleted += 1
+        else:
+            kept = message.delivery_tag or 0
+    if kept:
+        await channel.basic_nack(kept, multiple=True, requeue=True)
+    return deleted

@@ -19,7 +19,7 @@ from broker.adapters.sqlite.wire import Row, encode, read
 from broker.delay import DELIVER_AT, held_until
 from broker.envelope import Event
 from broker.errors import BrokerUnavailableError, ClosedError, ConfigurationError, PublishError
-from broker.ports import Capabilities, TopicInfo
+from broker.ports import Capabilities, Chooser, TopicInfo
 
 __all__ = ["CAPABILITIES", "SQLiteAdapter"]
 
@@ -274,6 +274,12 @@ class SQLiteAdapter(BaseAdapter):
         self, topic: str, ids: Collection[str] | None = None, *, among: int | None = None
     ) -> int:
         return await self.run(self.store.purge, topic, ids, among)
+
+    async def purge_chosen(self, topic: str, choose: Chooser) -> int:
+        def chosen(bodies: list[str]) -> Collection[str]:
+            return choose([read(body) for body in bodies])
+
+        return await self.run(self.store.purge_chosen, topic, chosen)
 
     async def delete_topic(self, topic: str) -> None:
         """Delete ``topic``, its events and its groups' positions."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import zlib
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -373,6 +373,15 @@ class Store:
             for table in ("log", "offsets", "members"):
                 self.db.execute(f"DELETE FROM {table} WHERE topic=?", (topic,))
             self.db.execute("DELETE FROM topics WHERE name=?", (topic,))
+
+    def purge_chosen(self, topic: str, choose: Callable[[list[str]], Collection[str]]) -> int:
+        """Delete the events of ``topic`` whose ids ``choose`` picks from the bodies, oldest
+        first, in one transaction (``choose`` raising deletes nothing)."""
+        with self.transaction():
+            rows = self.db.execute(
+                "SELECT seq, body FROM log WHERE topic=? ORDER BY seq", (topic,)
+            ).fetchall()
+            return self.purge(topic, choose([body for _, body in rows]), len(rows))
 
     def purge(self, topic: str, ids: Collection[str] | None, among: int | None = None) -> int:
         """Delete the events of ``topic`` (only ``ids``; only among its first ``among``)."""
