@@ -49,7 +49,9 @@ dlq_app = typer.Typer(help="Inspect, group, replay and purge dead letters.", no_
 
 _TypeOption = typer.Option(None, "--type", help="Only dead letters of this event type.")
 _ReasonOption = typer.Option(
-    None, "--reason", help="Only those whose dlqreason or dlqerror contains this text."
+    None,
+    "--reason",
+    help="Only those whose reason or error (the columns of dlq ls) contains this text.",
 )
 _SourceOption = typer.Option(None, "--source", help="Only events of this CloudEvents source.")
 _SinceOption = typer.Option(
