@@ -23,10 +23,15 @@ from broker.policies import DeadLetter
 from broker.ports import Adapter, TopicInfo, chosen_purger
 from broker.reply import is_reply_topic
 
-__all__ = ["EVERY", "DeadLetterOps"]
+__all__ = ["DeadLetterOps"]
 
 #: What "every dead letter" means to a read of a DLQ.
-EVERY = 1_000_000
+_EVERY = 1_000_000
+
+#: The dead letters named by id (None: no id given), and a selection (None: every one). The
+#: :class:`broker.Bus` methods give the defaults; these take every argument from them.
+Ids = Collection[str] | None
+Where = DeadLetterSelection | None
 
 
 class DeadLetterOps:
@@ -55,37 +60,26 @@ class DeadLetterOps:
         """The broker's topics, requesters' private reply topics left out (as ``Bus.topics``)."""
         return [t for t in await self.adapter.list_topics() if not is_reply_topic(t.name)]
 
-    async def dead_letters(
-        self, dlq_topic: str, *, limit: int = 100, where: DeadLetterSelection | None = None
-    ) -> list[Event]:
+    async def dead_letters(self, dlq_topic: str, *, limit: int, where: Where) -> list[Event]:
         """Events in ``dlq_topic``, oldest first, without consuming them: the first ``limit``,
         or the first ``limit`` that ``where`` selects (a ``where.group`` that no dead letter of
         ``dlq_topic`` is in raises :class:`TopicNotFoundError`)."""
         if where is None or where.everything:
             return await self.adapter.browse(dlq_topic, limit=limit)
-        entries = await self.adapter.browse(dlq_topic, limit=EVERY)
+        entries = await self.adapter.browse(dlq_topic, limit=_EVERY)
         return deadletter.select(dlq_topic, entries, where)[:limit]
 
     async def groups(
-        self,
-        dlq_topic: str,
-        *,
-        by: Sequence[str] = deadletter.DEFAULT_GROUPING,
-        where: DeadLetterSelection | None = None,
+        self, dlq_topic: str, *, by: Sequence[str], where: Where
     ) -> list[DeadLetterGroup]:
         """The dead letters of ``dlq_topic`` (those ``where`` selects) grouped by the values of
         ``by``, the largest group first (:func:`broker.deadletter.groups`)."""
-        return deadletter.groups(await self.dead_letters(dlq_topic, limit=EVERY, where=where), by)
+        return deadletter.groups(await self.dead_letters(dlq_topic, limit=_EVERY, where=where), by)
 
     # -- replay ------------------------------------------------------------------------------
 
     async def replay(
-        self,
-        dlq_topic: str,
-        ids: Collection[str] | None = None,
-        *,
-        where: DeadLetterSelection | None = None,
-        to: str | None = None,
+        self, dlq_topic: str, ids: Ids, *, where: Where, to: str | None
     ) -> list[Event]:
         """Publish dead letters (all, or those ``ids`` and ``where`` choose) back to their
         original topic, or all to ``to``, stripped (:func:`broker.deadletter.strip`), then
@@ -115,21 +109,15 @@ class DeadLetterOps:
         return replayed
 
     async def _chosen(
-        self,
-        dlq_topic: str,
-        ids: Collection[str] | None,
-        where: DeadLetterSelection | None,
-        action: str,
+        self, dlq_topic: str, ids: Ids, where: Where, action: str
     ) -> tuple[list[Event], list[Event]]:
         """The dead letters of ``dlq_topic`` (all, read once) and those ``ids`` and ``where``
         choose (see :func:`broker.deadletter.choose`)."""
         where = self._selective(dlq_topic, where, action)
-        entries = await self.adapter.browse(dlq_topic, limit=EVERY)
+        entries = await self.adapter.browse(dlq_topic, limit=_EVERY)
         return entries, deadletter.choose(dlq_topic, entries, ids, where)
 
-    def _selective(
-        self, dlq_topic: str, where: DeadLetterSelection | None, action: str
-    ) -> DeadLetterSelection | None:
+    def _selective(self, dlq_topic: str, where: Where, action: str) -> Where:
         """``where``, None when it chooses everything; refused where single dead letters
         cannot be deleted."""
         where = None if where is None or where.everything else where
@@ -172,13 +160,7 @@ class DeadLetterOps:
 
     # -- purge -------------------------------------------------------------------------------
 
-    async def purge(
-        self,
-        dlq_topic: str,
-        ids: Collection[str] | None = None,
-        *,
-        where: DeadLetterSelection | None = None,
-    ) -> int:
+    async def purge(self, dlq_topic: str, ids: Ids, *, where: Where) -> int:
         """Delete dead letters (all, or only those ``ids`` and ``where`` choose); returns how
         many were deleted. Reads ``dlq_topic`` once: through the adapter's ``purge_chosen``
         where it has one, else ``browse`` then ``purge(ids, among=N)``."""
@@ -196,7 +178,7 @@ class DeadLetterOps:
         purge_chosen = chosen_purger(self.adapter)
         if purge_chosen is not None:  # one read
             return await purge_chosen(dlq_topic, choose)
-        entries = await self.adapter.browse(dlq_topic, limit=EVERY)
+        entries = await self.adapter.browse(dlq_topic, limit=_EVERY)
         chosen = choose(entries)
         if not chosen:
             return 0
