@@ -3,7 +3,8 @@
 It knows only the ports (:mod:`broker.ports`): give it a URL or an adapter. It stamps outgoing
 events (source, TTL, causation/correlation/trace from the handler being run), lets a bound
 codec validate and encode data, and runs one :class:`~broker.consumer.Consumer` per
-subscription, which applies the :class:`~broker.policies.Policy`.
+subscription, which applies the :class:`~broker.policies.Policy`. Its dead-letter methods
+(``dead_letters``, ``replay``, ``purge`` ...) delegate to :mod:`broker.deadletter_ops`.
 
     async with Bus("sqlite:///.choreo/broker.db", source="order-service") as bus:
         await bus.subscribe("payments", on_payment, group="order-service")
@@ -36,6 +37,7 @@ from broker.context import (
     new_traceparents,
 )
 from broker.deadletter import DeadLetterGroup, DeadLetterSelection
+from broker.deadletter_ops import DeadLetterOps
 from broker.declarations import (
     Declarations,
     PayloadSchema,
@@ -61,7 +63,6 @@ from broker.errors import (
     ConfigurationError,
     EnvelopeError,
     PayloadError,
-    TopicNotFoundError,
 )
 from broker.policies import Policy
 from broker.ports import (
@@ -70,7 +71,6 @@ from broker.ports import (
     PayloadCodec,
     Subscription,
     TopicInfo,
-    chosen_purger,
     publisher_now,
 )
 from broker.reply import REPLY_TO, Requester, Responder, is_reply_topic
@@ -96,9 +96,6 @@ _ITEM_OPTIONS = frozenset(
     )
 )
 
-
-#: What "every dead letter" means to a read of a DLQ.
-_EVERY = 1_000_000
 
 #: The publish_many item options :meth:`Bus._stamp_plain` stamps itself.
 _PLAIN_OPTIONS = frozenset(("type", "data", "key", "subject"))
@@ -805,16 +802,17 @@ class Bus:
         """Up to ``limit`` retained events of ``topic``, oldest first, without consuming them."""
         return await self.adapter.browse(topic, limit=limit)
 
+    def _dead_letter_ops(self) -> DeadLetterOps:
+        """The dead-letter operations on this bus's adapter, under its current policy."""
+        return DeadLetterOps(self.adapter, self.policy.dead_letter)
+
     async def dead_letters(
         self, dlq_topic: str, *, limit: int = 100, where: DeadLetterSelection | None = None
     ) -> list[Event]:
         """Events in a dead-letter topic, oldest first, without consuming them: the first
         ``limit``, or the first ``limit`` that ``where`` selects (a ``where.group`` that no
         dead letter of ``dlq_topic`` is in raises :class:`TopicNotFoundError`)."""
-        if where is None or where.everything:
-            return await self.browse(dlq_topic, limit=limit)
-        entries = await self.browse(dlq_topic, limit=_EVERY)
-        return deadletter.select(dlq_topic, entries, where)[:limit]
+        return await self._dead_letter_ops().dead_letters(dlq_topic, limit=limit, where=where)
 
     async def dead_letter_groups(
         self,
@@ -826,21 +824,20 @@ class Bus:
         """The dead letters of ``dlq_topic`` (those ``where`` selects) grouped by the values of
         ``by`` (:data:`broker.deadletter.GROUP_KEYS`), the largest group first; a group's
         ``id`` selects it again with ``DeadLetterSelection(group=id, by=by)``."""
-        return deadletter.groups(await self.dead_letters(dlq_topic, limit=_EVERY, where=where), by)
+        return await self._dead_letter_ops().groups(dlq_topic, by=by, where=where)
 
     def dead_letter_topic(self, topic: str, group: str = "") -> str:
         """The dead-letter topic of ``topic`` under this bus's policy."""
-        return self.policy.dead_letter.topic_for(topic, group)
+        return self._dead_letter_ops().topic(topic, group)
 
     def dead_letter_topic_of(self, name: str) -> str:
         """``name`` when it already is a dead-letter topic under this bus's policy, else the
         dead-letter topic of ``name`` (for tools that take a topic or its DLQ)."""
-        policy = self.policy.dead_letter
-        return name if policy.is_topic(name) else policy.topic_for(name, "")
+        return self._dead_letter_ops().topic_of(name)
 
     async def dead_letter_topics(self) -> list[str]:
         """The dead-letter topics (under this bus's policy) the broker has."""
-        return [t.name for t in await self.topics() if self.policy.dead_letter.is_topic(t.name)]
+        return await self._dead_letter_ops().topics()
 
     async def replay(
         self,
@@ -856,85 +853,7 @@ class Bus:
         The ``dlq*`` extensions are stripped (and ``expiration``, for expired events).
         Returns the events replayed (none when nothing was chosen).
         """
-        if to is not None and to == dlq_topic:
-            raise ConfigurationError(
-                f"cannot replay {dlq_topic} into itself; name another topic to replay to"
-            )
-        entries, chosen = await self._chosen(dlq_topic, ids, where, "replay")
-        partial = ids is not None and len(chosen) < len(entries)
-        if partial and not self.capabilities.selective_delete:
-            raise ConfigurationError(
-                f"{self.adapter.url} cannot delete single events from {dlq_topic}; "
-                "replay all of them instead"
-            )
-        targets = [to or self._origin(dlq_topic, entry) for entry in chosen]
-        await self._require_groups(dlq_topic, targets)
-        replayed = []
-        for target, entry in zip(targets, chosen, strict=True):
-            original = deadletter.strip(entry)
-            await self.adapter.publish(target, original)
-            replayed.append(original)
-        # Only the dead letters read: one that arrived since (a replayed event that failed
-        # again, with the same id) stays. Kafka deletes the records up to where its read ended.
-        if chosen:
-            await self.adapter.purge(dlq_topic, [e.id for e in chosen], among=len(entries))
-        return replayed
-
-    async def _chosen(
-        self,
-        dlq_topic: str,
-        ids: Collection[str] | None,
-        where: DeadLetterSelection | None,
-        action: str,
-    ) -> tuple[list[Event], list[Event]]:
-        """The dead letters of ``dlq_topic`` (all, read once) and those ``ids`` and ``where``
-        choose (see :func:`broker.deadletter.choose`)."""
-        where = self._selective(dlq_topic, where, action)
-        entries = await self.browse(dlq_topic, limit=_EVERY)
-        return entries, deadletter.choose(dlq_topic, entries, ids, where)
-
-    def _selective(
-        self, dlq_topic: str, where: DeadLetterSelection | None, action: str
-    ) -> DeadLetterSelection | None:
-        """``where``, None when it chooses everything; refused where single dead letters
-        cannot be deleted."""
-        where = None if where is None or where.everything else where
-        if where is not None and not self.capabilities.selective_delete:
-            raise ConfigurationError(
-                f"{self.adapter.url} cannot delete single events from {dlq_topic}, so a {action} "
-                f"of the dead letters that match {where.describe()} is refused; {action} the "
-                f"whole {dlq_topic} (without --id and filters), or copy what you need first "
-                f"(choreo dlq ls ... --output json)"
-            )
-        return where
-
-    def _origin(self, dlq_topic: str, entry: Event) -> str:
-        """Where a dead letter is replayed to: its ``dlqtopic``, else what the DLQ name says."""
-        found = deadletter.info(entry)
-        target = (found.topic if found else "") or self.policy.dead_letter.origin_of(dlq_topic)
-        if not target:
-            raise TopicNotFoundError(
-                f"event {entry.id} in {dlq_topic} names no original topic and "
-                f"{dlq_topic} is not a dead-letter topic under "
-                f"{self.policy.dead_letter.topic_template!r}; nothing was replayed"
-            )
-        return target
-
-    async def _require_groups(self, dlq_topic: str, targets: list[str]) -> None:
-        """Refuse a replay whose events a broker without retention would drop: one that keeps
-        events only in its groups' queues (RabbitMQ) drops an event published to a topic no
-        group subscribes to, and the dead letter would be gone with it."""
-        if self.capabilities.replay or not targets:
-            return
-        grouped = {info.name for info in await self.topics() if info.groups}
-        orphans = sorted(set(targets) - grouped)
-        if orphans:
-            raise TopicNotFoundError(
-                f"no group subscribes to {', '.join(orphans)} on {self.adapter.url}, which keeps "
-                f"events only for existing groups: replaying {dlq_topic} would drop them; "
-                f"subscribe a group to it first (choreo subscribe {orphans[0]} --group G "
-                "--timeout 1s); nothing was replayed"
-            )
+        return await self._dead_letter_ops().replay(dlq_topic, ids, where=where, to=to)
 
     async def purge(
         self,
@@ -948,22 +867,4 @@ class Bus:
 
         Ids that are not in ``dlq_topic`` raise :class:`TopicNotFoundError` (nothing is
         deleted), as for :meth:`replay`; so do ids that ``where`` does not select."""
-        if ids is None and (where is None or where.everything):
-            return await self.adapter.purge(dlq_topic)
-        if ids is not None and not self.capabilities.selective_delete:
-            raise ConfigurationError(
-                f"{self.adapter.url} cannot delete single events; purge the whole {dlq_topic}"
-            )
-        where = self._selective(dlq_topic, where, "purge")
-
-        def choose(entries: list[Event]) -> set[str]:
-            return {e.id for e in deadletter.choose(dlq_topic, entries, ids, where)}
-
-        purge_chosen = chosen_purger(self.adapter)
-        if purge_chosen is not None:  # one read
-            return await purge_chosen(dlq_topic, choose)
-        entries = await self.browse(dlq_topic, limit=_EVERY)
-        chosen = choose(entries)
-        if not chosen:
-            return 0
-        return await self.adapter.purge(dlq_topic, sorted(chosen), among=len(entries))
+        return await self._dead_letter_ops().purge(dlq_topic, ids, where=where)

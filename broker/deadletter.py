@@ -19,6 +19,10 @@ recognise them with :func:`is_dead_letter_topic` and :func:`origin_of`. Operator
 letters with a :class:`DeadLetterSelection` (type, reason text, source, time, group) and triage
 them with :func:`groups` (by reason, exception type and event type unless told otherwise).
 
+These are the rules, with no I/O; :mod:`broker.deadletter_ops` applies them to a broker
+(listing, grouping, replay and purge through an adapter), and the :class:`broker.Bus` methods
+delegate to it.
+
     >>> dead_letter_topic("orders")
     'orders.dlq'
     >>> origin_of("orders.dlq")
