@@ -116,12 +116,13 @@ def commands(tmp: Path) -> st.SearchStrategy[list[str]]:
         ),
         command(
             "subscribe",
+            # first: a topic of "--" makes every word after it a topic (no timeout: no end)
+            "--timeout",
+            duration,
             topic,
             option("--group", text),
             "--from-beginning",
             option("--count", mostly(("1", "2"), number)),
-            "--timeout",
-            duration,
             option("--exec", st.sampled_from(("/no/such/cmd", "'bad", "", " ", "/", "true"))),
             option("--max-attempts", mostly(("1", "2"), number)),
             option("--retry-delay", duration),
